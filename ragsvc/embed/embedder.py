@@ -37,7 +37,11 @@ class Embedder(Protocol):
         ...
 
     def count_tokens(self, text: str) -> int:
-        """Tokens the model sees for `text` (before truncation), for token-aware chunking."""
+        """Tokens the model sees for `text` (before truncation)."""
+        ...
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character span of each token of `text`, without special tokens, for chunking."""
         ...
 
 
@@ -107,6 +111,8 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, text: str) -> int:
         return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    @property
-    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer; used by the chunker for offsets
-        return self._model.tokenizer
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        encoded = self._model.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]

@@ -1,0 +1,86 @@
+"""The FastAPI app factory. The lifespan is the composition root: it builds the store, embedder and indexes.
+
+Loading runs in a background thread so the server answers at once: GET /health says 503 until every
+collection's index is open (replayed or rebuilt from the catalog), then 200.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ragsvc import __version__
+from ragsvc.api.body_limit import BodyLimitMiddleware
+from ragsvc.api.errors import install_error_handlers
+from ragsvc.api.routes import collections
+from ragsvc.config import Settings
+from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.retrieval.vector_store import VectorStore
+
+logger = logging.getLogger(__name__)
+
+Extension = Callable[[FastAPI], None]
+"""Adds routers or lifespan state to the app (the in-process model server, repo indexing, ...)."""
+
+
+def _load(app: FastAPI, settings: Settings) -> None:
+    try:
+        embedder = SentenceTransformerEmbedder(settings.embed.model, batch_size=settings.embed.batch_size,
+                                               device=settings.embed.device)
+        store = VectorStore.open(settings.store.data_dir, embedder=embedder,
+                                 save_interval_s=settings.store.save_interval_s)
+        app.state.vector_store = store
+        store.load_indexes()
+        app.state.ready = True
+        logger.info("ragsvc ready: %d collection(s) loaded from %s", len(store.list_collections()),
+                    settings.store.data_dir)
+    except Exception as exc:  # noqa: BLE001 - reported through /health and every route
+        logger.exception("loading the store failed")
+        app.state.load_error = str(exc)
+
+
+def create_app(settings: Settings | None = None, *, extensions: list[Extension] | None = None,
+               extra_routers: list[APIRouter] | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.ready = False
+        app.state.load_error = None
+        app.state.vector_store = None
+        loader = threading.Thread(target=_load, args=(app, settings), name="ragsvc-load", daemon=True)
+        loader.start()
+        try:
+            yield
+        finally:
+            loader.join()
+            if app.state.vector_store is not None:
+                app.state.vector_store.close()
+
+    app = FastAPI(title="ragsvc", version=__version__, lifespan=lifespan,
+                  description="Vector store, retrieval and local LLM serving. Errors are JSON {error, detail}.")
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    app.include_router(collections.router)
+    for router in extra_routers or []:
+        app.include_router(router)
+    for extend in extensions or []:
+        extend(app)
+
+    @app.get("/health", tags=["health"])
+    def health(request: Request) -> JSONResponse:
+        state = request.app.state
+        if getattr(state, "load_error", None):
+            return JSONResponse({"status": "error", "detail": state.load_error}, status_code=503)
+        if not getattr(state, "ready", False):
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    return app

@@ -1,0 +1,107 @@
+"""Collections, their documents, and search."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from fastapi import APIRouter, Query, Response
+
+from ragsvc.api.deps import SettingsDep, StoreDep
+from ragsvc.api.schemas import (
+    CollectionCreate,
+    CollectionPublic,
+    DocumentsCreate,
+    DocumentsCreated,
+    HitPublic,
+    SearchRequest,
+    SearchResponse,
+    index_spec_from,
+)
+from ragsvc.errors import InvalidInput, PayloadTooLarge
+from ragsvc.retrieval.vector_store import CollectionInfo
+from ragsvc.types import DocumentInput
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+
+def _public(info: CollectionInfo) -> CollectionPublic:
+    data = asdict(info)
+    data["index"] = info.index.to_dict()
+    return CollectionPublic(**data)
+
+
+@router.post("", status_code=201, response_model=CollectionPublic)
+def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPublic:
+    try:
+        spec = index_spec_from(body.index)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    info = store.create_collection(body.name, index=spec, chunk_tokens=body.chunk_tokens,
+                                   chunk_overlap=body.chunk_overlap)
+    return _public(info)
+
+
+@router.get("", response_model=list[CollectionPublic])
+def list_collections(store: StoreDep) -> list[CollectionPublic]:
+    return [_public(c) for c in store.list_collections()]
+
+
+@router.get("/{name}", response_model=CollectionPublic)
+def get_collection(name: str, store: StoreDep) -> CollectionPublic:
+    return _public(store.get_collection(name))
+
+
+@router.delete("/{name}", status_code=204)
+def delete_collection(name: str, store: StoreDep) -> Response:
+    store.delete_collection(name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/documents", status_code=201, response_model=DocumentsCreated)
+def add_documents(name: str, body: DocumentsCreate, store: StoreDep, settings: SettingsDep) -> DocumentsCreated:
+    limits = settings.api
+    if not body.documents:
+        raise InvalidInput("documents is empty; send at least one {\"text\": ...}")
+    if len(body.documents) > limits.max_batch_documents:
+        raise PayloadTooLarge(f"{len(body.documents)} documents in one batch; the limit is "
+                              f"{limits.max_batch_documents} (RAGSVC_API__MAX_BATCH_DOCUMENTS)")
+    for position, doc in enumerate(body.documents):
+        if len(doc.text) > limits.max_document_chars:
+            raise PayloadTooLarge(f"document {position} has {len(doc.text)} characters; the limit is "
+                                  f"{limits.max_document_chars}: split it into several documents")
+    started = time.perf_counter()
+    ids = store.add_documents(
+        name, [DocumentInput(text=d.text, id=d.id, metadata=d.metadata, source=d.source) for d in body.documents])
+    return DocumentsCreated(ids=ids, collection=name, took_ms=round((time.perf_counter() - started) * 1000, 3))
+
+
+@router.get("/{name}/documents")
+def list_documents(name: str, store: StoreDep, limit: int = Query(100, ge=1, le=10_000),
+                   offset: int = Query(0, ge=0)) -> list[dict]:
+    return store.list_documents(name, limit=limit, offset=offset)
+
+
+@router.get("/{name}/documents/{document_id}")
+def get_document(name: str, document_id: str, store: StoreDep) -> dict:
+    return store.get_document(name, document_id)
+
+
+@router.delete("/{name}/documents/{document_id}", status_code=204)
+def delete_document(name: str, document_id: str, store: StoreDep) -> Response:
+    store.delete_document(name, document_id)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/search", response_model=SearchResponse)
+def search(name: str, body: SearchRequest, store: StoreDep, settings: SettingsDep) -> SearchResponse:
+    limits = settings.api
+    if not 1 <= body.k <= limits.max_k:
+        raise InvalidInput(f"k must be between 1 and {limits.max_k} (RAGSVC_API__MAX_K), got {body.k}")
+    if body.query is not None and len(body.query) > limits.max_query_chars:
+        raise InvalidInput(f"query has {len(body.query)} characters; the limit is {limits.max_query_chars}")
+    result = store.search(name, query=body.query, vector=body.vector, k=body.k, filter=body.filter,
+                          dims=body.dims, shortlist=body.shortlist)
+    hits = [HitPublic(chunk_id=h.chunk_id, document_id=h.document_id, text=h.text, score=h.score,
+                      metadata=h.metadata) for h in result.hits]
+    return SearchResponse(hits=hits, timings_ms=result.timings_ms, served_by=result.served_by)

@@ -1,0 +1,61 @@
+"""Settings, read once at the edge (env `RAGSVC_*`, nested with `__`, e.g. RAGSVC_API__PORT=9000).
+
+Each part gets its own frozen section; constructors take those sections, never the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StoreSettings(_Frozen):
+    data_dir: Path = Field(Path("indexes/data"), description="duckdb catalog and index files live here")
+    save_interval_s: float = Field(30.0, ge=0, description="how often changed indexes are saved (also on close)")
+
+
+class EmbedSettings(_Frozen):
+    model: str = Field("minilm", description="packaged alias or a local sentence-transformers folder")
+    batch_size: int = Field(32, ge=1, le=4096)
+    device: str = Field("cpu", description="cpu or cuda")
+
+
+class ApiSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="requests above this size get 413")
+    max_k: int = Field(1000, ge=1)
+    max_query_chars: int = Field(8192, ge=1)
+    max_batch_documents: int = Field(1000, ge=1)
+    max_document_chars: int = Field(2_000_000, ge=1, description="longer documents get 413; split them first")
+
+    @field_validator("host")
+    @classmethod
+    def _no_wildcard_by_accident(cls, host: str) -> str:
+        if not host:
+            raise ValueError("api host is empty; use 127.0.0.1 (local) or 0.0.0.0 (all interfaces)")
+        return host
+
+
+class ModelSettings(_Frozen):
+    """The in-process LLM, when `ragsvc serve --with-model` hosts it (see ragsvc.serving.config.EngineConfig)."""
+
+    model: str = Field("smollm2", description="packaged alias, HF folder, or .gguf path")
+    dtype: str = "auto"
+    kv_cache_bytes: int = Field(1 << 30, ge=1 << 20)
+    max_num_seqs: int = Field(64, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGSVC_", env_nested_delimiter="__", frozen=True)
+
+    store: StoreSettings = StoreSettings()
+    embed: EmbedSettings = EmbedSettings()
+    api: ApiSettings = ApiSettings()
+    model: ModelSettings = ModelSettings()

@@ -1,0 +1,266 @@
+"""VectorStore: the composition of catalog (truth), embedder and per-collection ANN indexes.
+
+Writes go to duckdb first, in one transaction per batch; only after the commit (the acknowledgement) are
+the in-memory indexes updated. Index files are saved now and then and on close; on open each index replays
+the chunks above its watermark, so a killed process never loses an acknowledged document.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragsvc.embed.embedder import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
+from ragsvc.errors import DimensionMismatch, InvalidInput
+from ragsvc.index.collection_index import CollectionIndex
+from ragsvc.index.spec import IndexSpec
+from ragsvc.retrieval.ingest import content_hash, prepare_documents, validate_batch
+from ragsvc.store.catalog import Catalog
+from ragsvc.store.records import CollectionRecord
+from ragsvc.types import ChunkId, DocumentId, DocumentInput, Hit, SearchResult
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+CATALOG_FILE = "catalog.duckdb"
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    name: str
+    embedder_id: str
+    dim: int
+    index: IndexSpec
+    chunk_tokens: int
+    chunk_overlap: int
+    num_documents: int
+    num_chunks: int
+
+
+class VectorStore:
+    """Collections of documents, searchable by text or vector. Thread-safe; one per data directory."""
+
+    def __init__(self, data_dir: Path, *, embedder: Embedder | None = None, embedder_name: str = DEFAULT_EMBEDDER,
+                 save_interval_s: float = 30.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.catalog = Catalog(self.data_dir / CATALOG_FILE)
+        self._embedder = embedder
+        self._embedder_name = embedder_name
+        self._save_interval_s = save_interval_s
+        self._indexes: dict[str, CollectionIndex] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._last_save: dict[str, float] = {}
+        self._guard = threading.RLock()
+
+    @classmethod
+    def open(cls, data_dir: Path, *, embedder: Embedder | None = None, **options: Any) -> VectorStore:
+        return cls(Path(data_dir), embedder=embedder, **options)
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._guard:
+            if self._embedder is None:
+                self._embedder = SentenceTransformerEmbedder(self._embedder_name)
+            return self._embedder
+
+    def load_indexes(self) -> None:
+        """Open (and replay or rebuild) every collection's index, so the first search is not slow."""
+        for record in self.catalog.list_collections():
+            self._index(record.name)
+
+    def close(self) -> None:
+        with self._guard:
+            for name in list(self._indexes):
+                with self._lock(name):
+                    self._indexes[name].save()
+                    self._indexes[name].close()
+            self._indexes.clear()
+            self.catalog.close()
+
+    def flush(self) -> None:
+        """Save every open index now (they are otherwise saved every `save_interval_s` and on close)."""
+        for name, index in list(self._indexes.items()):
+            with self._lock(name):
+                index.save()
+                self._last_save[name] = time.monotonic()
+
+    # -- collections ---------------------------------------------------------------------------------------
+
+    def create_collection(self, name: str, *, index: IndexSpec | None = None, chunk_tokens: int = 200,
+                          chunk_overlap: int = 32) -> CollectionInfo:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidInput(f"collection name {name!r} is invalid: use 1-64 letters, digits, _ . - "
+                               "starting with a letter or digit")
+        max_tokens = getattr(self.embedder, "max_seq_length", None)
+        if max_tokens and chunk_tokens > max_tokens - 2:
+            raise InvalidInput(f"chunk_tokens {chunk_tokens} exceeds what the embedder reads ({max_tokens - 2})")
+        if not 0 <= chunk_overlap < chunk_tokens:
+            raise InvalidInput(f"chunk_overlap must be in [0, chunk_tokens), got {chunk_overlap}")
+        spec = index or IndexSpec()
+        if spec.dims is not None and spec.dims > self.embedder.dim:
+            raise InvalidInput(f"index dims {spec.dims} exceed the embedder's width {self.embedder.dim}")
+        record = CollectionRecord(name, self.embedder.id, self.embedder.dim, spec, chunk_tokens, chunk_overlap)
+        shutil.rmtree(self._index_dir(name), ignore_errors=True)  # leftovers of an older collection of that name
+        self.catalog.create_collection(record)
+        return self.get_collection(name)
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        record = self.catalog.get_collection(name)
+        return _info(record, *self.catalog.collection_counts(name))
+
+    def list_collections(self) -> list[CollectionInfo]:
+        return [_info(r, *self.catalog.collection_counts(r.name)) for r in self.catalog.list_collections()]
+
+    def delete_collection(self, name: str) -> None:
+        with self._lock(name):
+            self.catalog.delete_collection(name)
+            index = self._indexes.pop(name, None)
+            if index is not None:
+                index.close()
+            shutil.rmtree(self._index_dir(name), ignore_errors=True)
+
+    # -- documents -----------------------------------------------------------------------------------------
+
+    def add_documents(self, name: str, docs: Sequence[DocumentInput], *, progress: bool = False) -> list[str]:
+        """Chunk, embed and store `docs` in one transaction; unchanged documents are skipped. Returns ids."""
+        record = self.catalog.get_collection(name)
+        self._check_embedder(record)
+        ids = validate_batch(docs)
+        existing = self.catalog.document_hashes(name, ids)
+        todo = [(i, d) for i, d in zip(ids, docs, strict=True) if existing.get(i) != content_hash(d)]
+        if not todo:
+            return ids
+        prepared = prepare_documents(
+            todo, embedder=self.embedder, record=record, progress=progress,
+            cached=lambda hashes: self.catalog.cached_vectors(record.embedder_id, hashes, record.dim),
+        )
+        result = self.catalog.write_documents(name, prepared, embedder_id=record.embedder_id)
+        with self._lock(name):
+            index = self._index(name)
+            if len(result.removed_ids):
+                index.delete(result.removed_ids)
+            if len(result.added_ids):
+                index.add(result.added_ids, result.added_vectors)
+            self._maybe_save(name, index)
+        return ids
+
+    def delete_document(self, name: str, document_id: str) -> None:
+        removed = self.catalog.delete_document(name, document_id)
+        with self._lock(name):
+            index = self._index(name)
+            if len(removed):
+                index.delete(removed)
+            self._maybe_save(name, index)
+
+    def get_document(self, name: str, document_id: str) -> dict[str, Any]:
+        return self.catalog.get_document(name, document_id)
+
+    def list_documents(self, name: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        return self.catalog.list_documents(name, limit=limit, offset=offset)
+
+    def document_hashes(self, name: str) -> dict[str, str]:
+        self.catalog.get_collection(name)
+        return self.catalog.document_hashes(name)
+
+    # -- search --------------------------------------------------------------------------------------------
+
+    def search(self, name: str, *, query: str | None = None, vector: np.ndarray | None = None, k: int = 10,
+               filter: dict[str, Any] | None = None, dims: int | None = None,
+               shortlist: int | None = None) -> SearchResult:
+        started = time.perf_counter()
+        record = self.catalog.get_collection(name)
+        if (query is None) == (vector is None):
+            raise InvalidInput("give exactly one of `query` (text) or `vector`")
+        if k < 1:
+            raise InvalidInput(f"k must be at least 1, got {k}")
+        timings: dict[str, float] = {}
+        q = self._query_vector(record, query, vector, timings)
+        allowed = None
+        if filter:
+            t = time.perf_counter()
+            allowed = self.catalog.filter_chunk_ids(name, filter)
+            timings["filter_ms"] = _ms(t)
+            if len(allowed) == 0:
+                return SearchResult([], {**timings, "total_ms": _ms(started)}, "filter")
+        with self._lock(name):
+            ids, scores, index_timings, served_by = self._index(name).search(
+                q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist)
+        timings.update(index_timings)
+        t = time.perf_counter()
+        rows = self.catalog.hydrate([int(i) for i in ids])
+        hits = [Hit(ChunkId(int(i)), DocumentId(rows[int(i)][0]), rows[int(i)][1], float(s), rows[int(i)][2])
+                for i, s in zip(ids, scores, strict=True) if int(i) in rows]  # a chunk deleted before a crash
+        timings["hydrate_ms"] = _ms(t)
+        timings["total_ms"] = _ms(started)
+        return SearchResult(hits, timings, served_by)
+
+    def _query_vector(self, record: CollectionRecord, query: str | None, vector: np.ndarray | None,
+                      timings: dict[str, float]) -> np.ndarray:
+        if query is not None:
+            if not query.strip():
+                raise InvalidInput("query is empty; send some text or a vector")
+            self._check_embedder(record)
+            t = time.perf_counter()
+            q = self.embedder.embed_query(query)
+            timings["embed_ms"] = _ms(t)
+            return q
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != record.dim:
+            raise DimensionMismatch(f"vector has {q.shape[0]} dimensions; collection {record.name!r} has {record.dim}")
+        if not np.all(np.isfinite(q)):
+            raise InvalidInput("vector contains NaN or infinity; send finite numbers")
+        if record.index.metric == "cosine":
+            norm = float(np.linalg.norm(q))
+            if norm == 0.0:
+                raise InvalidInput("vector is all zeros; cosine similarity needs a non-zero vector")
+            q = q / norm
+        return q
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _check_embedder(self, record: CollectionRecord) -> None:
+        if record.embedder_id != self.embedder.id:
+            raise InvalidInput(
+                f"collection {record.name!r} was built with embedder {record.embedder_id!r} but this server runs "
+                f"{self.embedder.id!r}; search it by vector, or start the server with that embedder")
+
+    def _lock(self, name: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.RLock())
+
+    def _index_dir(self, name: str) -> Path:
+        return self.data_dir / "indexes" / name
+
+    def _index(self, name: str) -> CollectionIndex:
+        with self._lock(name):
+            index = self._indexes.get(name)
+            if index is None:
+                record = self.catalog.get_collection(name)
+                index = CollectionIndex.open(self._index_dir(name), record.index, record.dim,
+                                             self.catalog.vector_source(name))
+                self._indexes[name] = index
+                self._last_save[name] = time.monotonic()
+            return index
+
+    def _maybe_save(self, name: str, index: CollectionIndex) -> None:
+        if time.monotonic() - self._last_save.get(name, 0.0) >= self._save_interval_s:
+            index.save()
+            self._last_save[name] = time.monotonic()
+
+
+def _info(record: CollectionRecord, num_documents: int, num_chunks: int) -> CollectionInfo:
+    return CollectionInfo(record.name, record.embedder_id, record.dim, record.index, record.chunk_tokens,
+                          record.chunk_overlap, num_documents, num_chunks)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000.0, 3)

@@ -1,0 +1,322 @@
+"""The duckdb catalog: collections, documents, chunks, vectors and the embedding cache. Only SQL lives here.
+
+One connection guarded by a lock: duckdb allows one writing process per file, and a single connection keeps
+transactions simple. Every ingest batch is one transaction, so a killed process leaves either the whole
+batch or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from ragsvc.errors import CollectionExists, CollectionNotFound, DocumentNotFound, RagsvcError
+from ragsvc.index.spec import IndexSpec
+from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
+from ragsvc.store.filters import compile_filter
+from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
+from ragsvc.store.schema import DDL, SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
+
+
+class Catalog:
+    """The source of truth for one data directory."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            raise RagsvcError(
+                f"cannot open the catalog {path}: {exc}. Another ragsvc process (a running `ragsvc serve`?) "
+                "probably holds it; stop it or send your request to its HTTP API"
+            ) from exc
+        self._lock = threading.RLock()
+        self.path = path
+        with self._lock:
+            self._conn.execute(DDL)
+            self._conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)]
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params or []).fetchall()
+
+    # -- collections ---------------------------------------------------------------------------------------
+
+    def create_collection(self, record: CollectionRecord) -> None:
+        with self._lock:
+            if self._query("SELECT 1 FROM collections WHERE name = ?", [record.name]):
+                raise CollectionExists(f"collection {record.name!r} already exists; delete it first or pick a new name")
+            self._conn.execute(
+                "INSERT INTO collections (name, embedder_id, dim, index_spec, chunk_tokens, chunk_overlap) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [record.name, record.embedder_id, record.dim, json.dumps(record.index.to_dict()),
+                 record.chunk_tokens, record.chunk_overlap],
+            )
+
+    def get_collection(self, name: str) -> CollectionRecord:
+        rows = self._query(
+            "SELECT name, embedder_id, dim, index_spec, chunk_tokens, chunk_overlap FROM collections WHERE name = ?",
+            [name],
+        )
+        if not rows:
+            raise CollectionNotFound(f"collection {name!r} does not exist; create it with POST /v1/collections")
+        return _collection_from_row(rows[0])
+
+    def list_collections(self) -> list[CollectionRecord]:
+        rows = self._query(
+            "SELECT name, embedder_id, dim, index_spec, chunk_tokens, chunk_overlap FROM collections ORDER BY name"
+        )
+        return [_collection_from_row(r) for r in rows]
+
+    def delete_collection(self, name: str) -> None:
+        self.get_collection(name)
+        with self._lock:
+            self._conn.execute("BEGIN TRANSACTION")
+            try:
+                for table, column in (("chunks", "collection"), ("documents", "collection"), ("collections", "name")):
+                    self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", [name])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def collection_counts(self, name: str) -> tuple[int, int]:
+        """(documents, chunks) in the collection."""
+        docs = self._query("SELECT count(*) FROM documents WHERE collection = ?", [name])[0][0]
+        chunks = self._query("SELECT count(*) FROM chunks WHERE collection = ?", [name])[0][0]
+        return int(docs), int(chunks)
+
+    # -- documents -----------------------------------------------------------------------------------------
+
+    def document_hashes(self, collection: str, ids: list[str] | None = None) -> dict[str, str]:
+        if ids is None:
+            rows = self._query("SELECT id, content_hash FROM documents WHERE collection = ?", [collection])
+        else:
+            rows = self._query(
+                "SELECT id, content_hash FROM documents WHERE collection = ? AND list_contains(?, id)",
+                [collection, ids],
+            )
+        return {r[0]: r[1] for r in rows}
+
+    def write_documents(self, collection: str, docs: list[PreparedDocument], *, embedder_id: str) -> WriteResult:
+        """Replace-or-insert `docs` and their chunks in one transaction; return what the indexes must apply."""
+        chunk_rows = [(d, i, c) for d in docs for i, c in enumerate(d.chunks)]
+        dim = self.get_collection(collection).dim
+        vectors = (
+            np.stack([c.vector for _, _, c in chunk_rows]).astype(np.float32)
+            if chunk_rows
+            else np.zeros((0, dim), np.float32)
+        )  # (n, dim)
+        with self._lock:
+            self._conn.execute("BEGIN TRANSACTION")
+            try:
+                removed = self._remove_documents(collection, [d.id for d in docs])
+                ids = self._next_chunk_ids(len(chunk_rows))
+                self._insert_documents(collection, docs)
+                self._insert_chunks(collection, chunk_rows, ids, vectors)
+                self._cache_vectors(embedder_id, [c.text_hash for _, _, c in chunk_rows], vectors)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return WriteResult(added_ids=ids, added_vectors=vectors, removed_ids=removed)
+
+    def delete_document(self, collection: str, document_id: str) -> np.ndarray:
+        """Delete one document and its chunks; return the removed chunk ids (int64)."""
+        self.get_collection(collection)
+        with self._lock:
+            if not self._query("SELECT 1 FROM documents WHERE collection = ? AND id = ?", [collection, document_id]):
+                raise DocumentNotFound(f"document {document_id!r} is not in collection {collection!r}")
+            self._conn.execute("BEGIN TRANSACTION")
+            try:
+                removed = self._remove_documents(collection, [document_id])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return removed
+
+    def get_document(self, collection: str, document_id: str) -> dict[str, Any]:
+        rows = self._query(
+            "SELECT d.id, d.source, d.content_hash, d.metadata, d.text, "
+            "(SELECT count(*) FROM chunks c WHERE c.collection = d.collection AND c.document_id = d.id) "
+            "FROM documents d WHERE d.collection = ? AND d.id = ?",
+            [collection, document_id],
+        )
+        if not rows:
+            self.get_collection(collection)
+            raise DocumentNotFound(f"document {document_id!r} is not in collection {collection!r}")
+        return _document_from_row(rows[0], with_text=True)
+
+    def list_documents(self, collection: str, *, limit: int, offset: int) -> list[dict[str, Any]]:
+        self.get_collection(collection)
+        rows = self._query(
+            "SELECT d.id, d.source, d.content_hash, d.metadata, NULL, "
+            "(SELECT count(*) FROM chunks c WHERE c.collection = d.collection AND c.document_id = d.id) "
+            "FROM documents d WHERE d.collection = ? ORDER BY d.id LIMIT ? OFFSET ?",
+            [collection, limit, offset],
+        )
+        return [_document_from_row(r, with_text=False) for r in rows]
+
+    def _remove_documents(self, collection: str, ids: list[str]) -> np.ndarray:
+        rows = self._conn.execute(
+            "SELECT id FROM chunks WHERE collection = ? AND list_contains(?, document_id)", [collection, ids]
+        ).fetchall()
+        self._conn.execute("DELETE FROM chunks WHERE collection = ? AND list_contains(?, document_id)", [collection, ids])
+        self._conn.execute("DELETE FROM documents WHERE collection = ? AND list_contains(?, id)", [collection, ids])
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def _next_chunk_ids(self, n: int) -> np.ndarray:
+        if n == 0:
+            return np.zeros(0, np.int64)
+        rows = self._conn.execute("SELECT nextval('chunk_ids') FROM range(?)", [n]).fetchall()
+        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
+
+    def _insert_documents(self, collection: str, docs: list[PreparedDocument]) -> None:
+        if docs:
+            self._conn.executemany(
+                "INSERT INTO documents (collection, id, source, content_hash, metadata, text) VALUES (?, ?, ?, ?, ?, ?)",
+                [[collection, d.id, d.source, d.content_hash, json.dumps(d.metadata), d.text] for d in docs],
+            )
+
+    def _insert_chunks(self, collection: str, rows: list, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not rows:
+            return
+        table = pa.table({
+            "id": pa.array(ids, pa.int64()),
+            "document_id": pa.array([d.id for d, _, _ in rows]),
+            "ordinal": pa.array([i for _, i, _ in rows], pa.int32()),
+            "text": pa.array([c.text for _, _, c in rows]),
+            "start_char": pa.array([c.start_char for _, _, c in rows], pa.int32()),
+            "end_char": pa.array([c.end_char for _, _, c in rows], pa.int32()),
+            "metadata": pa.array([json.dumps(c.metadata) for _, _, c in rows]),
+            "vector": vectors_to_arrow(vectors),
+        })
+        self._conn.register("incoming_chunks", table)
+        try:
+            self._conn.execute(
+                "INSERT INTO chunks SELECT id, ?, document_id, ordinal, text, start_char, end_char, "
+                "metadata::JSON, vector FROM incoming_chunks",
+                [collection],
+            )
+        finally:
+            self._conn.unregister("incoming_chunks")
+
+    # -- embedding cache -----------------------------------------------------------------------------------
+
+    def cached_vectors(self, embedder_id: str, text_hashes: list[str], dim: int) -> dict[str, np.ndarray]:
+        if not text_hashes:
+            return {}
+        with self._lock:
+            table = self._conn.execute(
+                "SELECT text_hash, vector FROM embedding_cache WHERE embedder_id = ? AND list_contains(?, text_hash)",
+                [embedder_id, sorted(set(text_hashes))],
+            ).to_arrow_table()
+        vectors = arrow_to_vectors(table.column("vector"), dim)
+        return dict(zip(table.column("text_hash").to_pylist(), vectors, strict=True))
+
+    def _cache_vectors(self, embedder_id: str, text_hashes: list[str], vectors: np.ndarray) -> None:
+        if not text_hashes:
+            return
+        table = pa.table({"text_hash": pa.array(text_hashes), "vector": vectors_to_arrow(vectors)})
+        self._conn.register("incoming_cache", table)
+        try:
+            self._conn.execute(
+                "INSERT INTO embedding_cache SELECT DISTINCT ON (text_hash) ?, text_hash, vector FROM incoming_cache "
+                "ON CONFLICT DO NOTHING",
+                [embedder_id],
+            )
+        finally:
+            self._conn.unregister("incoming_cache")
+
+    # -- search support ------------------------------------------------------------------------------------
+
+    def filter_chunk_ids(self, collection: str, filter_: dict[str, Any]) -> np.ndarray:
+        where, params = compile_filter(filter_)
+        rows = self._query(f"SELECT id FROM chunks WHERE collection = ? AND ({where})", [collection, *params])
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def hydrate(self, ids: list[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
+        """chunk id -> (document id, text, metadata) for the ids that still exist."""
+        if not ids:
+            return {}
+        rows = self._query("SELECT id, document_id, text, metadata FROM chunks WHERE list_contains(?, id)", [ids])
+        return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
+
+    def vector_source(self, collection: str) -> CatalogVectorSource:
+        return CatalogVectorSource(self, collection)
+
+
+class CatalogVectorSource:
+    """The catalog seen by one collection's index: its vectors in chunk-id order (see ragsvc.index.source)."""
+
+    def __init__(self, catalog: Catalog, collection: str) -> None:
+        self._catalog = catalog
+        self._collection = collection
+        self._dim = catalog.get_collection(collection).dim
+
+    def max_chunk_id(self) -> int:
+        rows = self._catalog._query("SELECT max(id) FROM chunks WHERE collection = ?", [self._collection])
+        return int(rows[0][0] or 0)
+
+    def count(self) -> int:
+        return self._catalog.collection_counts(self._collection)[1]
+
+    def iter_vectors(self, *, after_id: int = 0, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        cursor = after_id
+        while True:
+            with self._catalog._lock:
+                table = self._catalog._conn.execute(
+                    "SELECT id, vector FROM chunks WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
+                    [self._collection, cursor, batch_size],
+                ).to_arrow_table()
+            if table.num_rows == 0:
+                return
+            ids = table.column("id").to_numpy().astype(np.int64)
+            yield ids, arrow_to_vectors(table.column("vector"), self._dim)
+            cursor = int(ids[-1])
+
+    def vectors_for(self, ids: np.ndarray) -> np.ndarray:
+        wanted = [int(i) for i in ids]
+        with self._catalog._lock:
+            table = self._catalog._conn.execute(
+                "SELECT id, vector FROM chunks WHERE collection = ? AND list_contains(?, id)",
+                [self._collection, wanted],
+            ).to_arrow_table()
+        found = dict(zip(table.column("id").to_pylist(), arrow_to_vectors(table.column("vector"), self._dim),
+                         strict=True))
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise KeyError(f"chunk ids not in collection {self._collection!r}: {missing[:5]}")
+        return np.stack([found[i] for i in wanted]) if wanted else np.zeros((0, self._dim), np.float32)
+
+
+def _collection_from_row(row: tuple[Any, ...]) -> CollectionRecord:
+    return CollectionRecord(
+        name=row[0], embedder_id=row[1], dim=int(row[2]), index=IndexSpec.from_dict(json.loads(row[3])),
+        chunk_tokens=int(row[4]), chunk_overlap=int(row[5]),
+    )
+
+
+def _document_from_row(row: tuple[Any, ...], *, with_text: bool) -> dict[str, Any]:
+    doc = {"id": row[0], "source": row[1], "content_hash": row[2], "metadata": json.loads(row[3]),
+           "num_chunks": int(row[5])}
+    if with_text:
+        doc["text"] = row[4]
+    return doc

@@ -1,0 +1,49 @@
+"""The catalog's tables. duckdb is the source of truth; every ANN index is derived from `chunks.vector`."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Chunk ids come from one global sequence so they only ever grow: an index's watermark (the highest id it
+# covers) is then enough to know which chunks it must replay after a crash.
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE SEQUENCE IF NOT EXISTS chunk_ids START 1;
+CREATE TABLE IF NOT EXISTS collections (
+    name VARCHAR PRIMARY KEY,
+    embedder_id VARCHAR NOT NULL,
+    dim INTEGER NOT NULL,
+    index_spec JSON NOT NULL,
+    chunk_tokens INTEGER NOT NULL,
+    chunk_overlap INTEGER NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS documents (
+    collection VARCHAR NOT NULL,
+    id VARCHAR NOT NULL,
+    source VARCHAR,
+    content_hash VARCHAR NOT NULL,
+    metadata JSON NOT NULL,
+    text VARCHAR NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (collection, id)
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id BIGINT PRIMARY KEY,
+    collection VARCHAR NOT NULL,
+    document_id VARCHAR NOT NULL,
+    ordinal INTEGER NOT NULL,
+    text VARCHAR NOT NULL,
+    start_char INTEGER NOT NULL,
+    end_char INTEGER NOT NULL,
+    metadata JSON NOT NULL,
+    vector FLOAT[] NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (collection, document_id);
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    embedder_id VARCHAR NOT NULL,
+    text_hash VARCHAR NOT NULL,
+    vector FLOAT[] NOT NULL,
+    PRIMARY KEY (embedder_id, text_hash)
+);
+"""
