@@ -224,9 +224,9 @@ class Catalog:
         if not text_hashes:
             return {}
         with self._lock:
-            table = self._conn.execute(
+            table = self._conn.sql(
                 "SELECT text_hash, vector FROM embedding_cache WHERE embedder_id = ? AND list_contains(?, text_hash)",
-                [embedder_id, sorted(set(text_hashes))],
+                params=[embedder_id, sorted(set(text_hashes))],
             ).to_arrow_table()
         vectors = arrow_to_vectors(table.column("vector"), dim)
         return dict(zip(table.column("text_hash").to_pylist(), vectors, strict=True))
@@ -282,9 +282,9 @@ class CatalogVectorSource:
         cursor = after_id
         while True:
             with self._catalog._lock:
-                table = self._catalog._conn.execute(
+                table = self._catalog._conn.sql(
                     "SELECT id, vector FROM chunks WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
-                    [self._collection, cursor, batch_size],
+                    params=[self._collection, cursor, batch_size],
                 ).to_arrow_table()
             if table.num_rows == 0:
                 return
@@ -295,9 +295,9 @@ class CatalogVectorSource:
     def vectors_for(self, ids: np.ndarray) -> np.ndarray:
         wanted = [int(i) for i in ids]
         with self._catalog._lock:
-            table = self._catalog._conn.execute(
+            table = self._catalog._conn.sql(
                 "SELECT id, vector FROM chunks WHERE collection = ? AND list_contains(?, id)",
-                [self._collection, wanted],
+                params=[self._collection, wanted],
             ).to_arrow_table()
         found = dict(zip(table.column("id").to_pylist(), arrow_to_vectors(table.column("vector"), self._dim),
                          strict=True))

