@@ -143,9 +143,11 @@ class VectorStore:
             todo, embedder=self.embedder, record=record, progress=progress,
             cached=lambda hashes: self.catalog.cached_vectors(record.embedder_id, hashes, record.dim),
         )
-        result = self.catalog.write_documents(name, prepared, embedder_id=record.embedder_id)
         with self._lock(name):
+            # Open the index before the write: opening replays the catalog, which must not already hold this
+            # batch, or the batch would be added twice.
             index = self._index(name)
+            result = self.catalog.write_documents(name, prepared, embedder_id=record.embedder_id)
             if len(result.removed_ids):
                 index.delete(result.removed_ids)
             if len(result.added_ids):
@@ -154,9 +156,9 @@ class VectorStore:
         return ids
 
     def delete_document(self, name: str, document_id: str) -> None:
-        removed = self.catalog.delete_document(name, document_id)
         with self._lock(name):
             index = self._index(name)
+            removed = self.catalog.delete_document(name, document_id)
             if len(removed):
                 index.delete(removed)
             self._maybe_save(name, index)

@@ -1,0 +1,66 @@
+"""A real uvicorn server on 127.0.0.1 (a free port) around create_app, shared by a test module."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from ragsvc.config import ApiSettings, Settings, StoreSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, app, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self, *, ready_path: str = "/health", timeout_s: float = 120.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(base_url=self.url, timeout=5) as client:
+            while time.monotonic() < deadline:  # wait for readiness (model load), not for time to pass
+                try:
+                    if client.get(ready_path).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        raise RuntimeError(f"server at {self.url} not ready within {timeout_s} s")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+def make_settings(data_dir: Path, **api: object) -> Settings:
+    return Settings(store=StoreSettings(data_dir=data_dir), api=ApiSettings(**api))
+
+
+@pytest.fixture(scope="module")
+def live_api(tmp_path_factory) -> Iterator[LiveServer]:
+    from ragsvc.api.app import create_app
+
+    settings = make_settings(tmp_path_factory.mktemp("api") / "data", max_body_bytes=4 << 20, max_k=500)
+    server = LiveServer(create_app(settings), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def client(live_api: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_api.url, timeout=60) as c:
+        yield c
