@@ -256,7 +256,7 @@ class Catalog:
         """chunk id -> (document id, text, metadata) for the ids that still exist."""
         if not ids:
             return {}
-        rows = self._query("SELECT id, document_id, text, metadata FROM chunks WHERE list_contains(?, id)", [ids])
+        rows = self._query("SELECT id, document_id, text, metadata FROM chunks WHERE id = any(?::BIGINT[])", [ids])
         return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
 
     def vector_source(self, collection: str) -> CatalogVectorSource:
