@@ -1,0 +1,81 @@
+"""Parse one source file with tree-sitter, keeping whatever it can and saying what went wrong.
+
+tree-sitter recovers from syntax errors (ERROR and MISSING nodes around the bad spot, real nodes elsewhere), so a
+file with a typo still yields its other definitions. Invalid UTF-8 is replaced (U+FFFD) before parsing, so the
+byte offsets tree-sitter reports always refer to the text we store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragsvc.code.languages import get_parser
+
+logger = logging.getLogger(__name__)
+
+_MAX_REPORTED_ERRORS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFile:
+    """A parsed file. `data` is the UTF-8 text tree-sitter saw; `problems` lists what was not clean."""
+
+    rel_path: str
+    language: str
+    text: str
+    data: bytes
+    tree: object  # tree_sitter.Tree
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    def node_text(self, node: object) -> str:
+        return self.data[node.start_byte : node.end_byte].decode("utf-8")  # type: ignore[attr-defined]
+
+    def char_offset(self, byte_offset: int) -> int:
+        """Character index in `text` of a byte offset in `data` (they differ once a non-ASCII char appears)."""
+        if len(self.data) == len(self.text):
+            return byte_offset
+        return len(self.data[:byte_offset].decode("utf-8", errors="ignore"))
+
+
+def decode_source(raw: bytes) -> tuple[str, list[str]]:
+    """Text of a file; invalid UTF-8 is replaced and reported with the first bad byte's offset."""
+    try:
+        return raw.decode("utf-8"), []
+    except UnicodeDecodeError as exc:
+        return raw.decode("utf-8", errors="replace"), [f"invalid UTF-8 at byte {exc.start}; replaced with U+FFFD"]
+
+
+def parse_text(text: str, *, language: str, rel_path: str = "<text>", problems: list[str] | None = None) -> ParsedFile:
+    """Parse `text` as `language`; syntax errors are listed in `problems`, never raised."""
+    data = text.encode("utf-8")
+    tree = get_parser(language).parse(data)
+    found = list(problems or [])
+    if tree.root_node.has_error:
+        found.extend(_syntax_errors(tree.root_node))
+    return ParsedFile(rel_path=rel_path, language=language, text=text, data=data, tree=tree, problems=tuple(found))
+
+
+def parse_file(path: Path, *, language: str, rel_path: str) -> ParsedFile:
+    """Read and parse a file. OSError propagates: the caller records the file as unreadable and moves on."""
+    text, problems = decode_source(path.read_bytes())
+    parsed = parse_text(text, language=language, rel_path=rel_path, problems=problems)
+    if parsed.problems:
+        logger.info("parsed %s with problems: %s", rel_path, "; ".join(parsed.problems))
+    return parsed
+
+
+def _syntax_errors(root: object) -> list[str]:
+    """Line numbers of the first few ERROR / MISSING nodes, found by walking only subtrees that contain one."""
+    errors: list[str] = []
+    stack = [root]
+    while stack and len(errors) < _MAX_REPORTED_ERRORS:
+        node = stack.pop()
+        if node.is_missing:  # type: ignore[attr-defined]
+            errors.append(f"syntax error: missing {node.type!r} at line {node.start_point[0] + 1}")  # type: ignore[attr-defined]
+        elif node.is_error:  # type: ignore[attr-defined]
+            errors.append(f"syntax error at line {node.start_point[0] + 1}")  # type: ignore[attr-defined]
+        elif node.has_error:  # type: ignore[attr-defined]
+            stack.extend(reversed(node.children))  # type: ignore[attr-defined]
+    return errors or ["syntax error (tree-sitter recovered)"]

@@ -1,0 +1,185 @@
+"""Walk a repository: the source files worth indexing, and why every other file was left out.
+
+Rules, in order: refuse a root outside the configured roots; skip folders that hold vendored code or build
+output; honour every `.gitignore` on the way down (git's own matching rules, via pathspec); skip files whose
+language we do not parse, files over the size limit and binaries (a NUL byte in the first block); follow
+symlinks only when they stay inside the root, and never into a folder already visited (loops).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+from ragsvc.code.languages import language_for_path
+from ragsvc.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SKIP_DIRS: frozenset[str] = frozenset(
+    {
+        ".git", ".hg", ".svn", "node_modules", "bower_components", "vendor", "third_party", "third-party",
+        "__pycache__", ".venv", "venv", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+        "site-packages", "build", "dist", "target", "out", ".next", ".gradle", ".idea", ".eggs",
+    }
+)
+_BINARY_SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class WalkConfig:
+    """What the walker indexes. Built from settings at the edge; tests pass their own."""
+
+    max_file_bytes: int = 1_000_000
+    """Larger files are mostly generated (minified bundles, tables) and would crowd out real code."""
+    skip_dirs: frozenset[str] = DEFAULT_SKIP_DIRS
+    """Folder names never entered (vendored dependencies, caches, build output)."""
+    allowed_roots: tuple[Path, ...] | None = None
+    """A repository must lie under one of these; None allows any readable folder (CLI use)."""
+    follow_symlinks: bool = True
+    """Symlinks that resolve inside the root are followed; loops and escapes are always refused."""
+
+    def __post_init__(self) -> None:
+        if self.max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes must be positive, got {self.max_file_bytes}")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A file to parse: absolute path, its path relative to the root (posix, the id everywhere), language."""
+
+    path: Path
+    rel_path: str
+    language: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    rel_path: str
+    reason: str
+
+
+@dataclass(slots=True)
+class WalkResult:
+    root: Path
+    files: list[SourceFile] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def resolve_root(path: str | Path, *, allowed_roots: tuple[Path, ...] | None = None) -> Path:
+    """The repository folder as an absolute real path; InvalidInput (HTTP 400) when missing or not allowed."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InvalidInput(f"repository path {str(path)!r} does not exist; pass an existing folder")
+    if not root.is_dir():
+        raise InvalidInput(f"repository path {str(path)!r} is not a folder; pass the repository's root folder")
+    root = root.resolve()
+    if allowed_roots is not None and not any(root.is_relative_to(a.resolve()) for a in allowed_roots):
+        allowed = ", ".join(str(a) for a in allowed_roots) or "(none configured)"
+        raise InvalidInput(
+            f"repository path {str(root)!r} is outside the allowed roots ({allowed}); "
+            "move it under one of them or add its parent to the allowed roots"
+        )
+    return root
+
+
+def walk_repository(root: str | Path, *, config: WalkConfig = WalkConfig()) -> WalkResult:
+    """Every indexable source file under `root`, sorted by relative path, plus what was skipped and why."""
+    real_root = resolve_root(root, allowed_roots=config.allowed_roots)
+    result = WalkResult(root=real_root)
+    for item in _walk_dir(real_root, real_root, "", [], {real_root}, config):
+        (result.files if isinstance(item, SourceFile) else result.skipped).append(item)
+    result.files.sort(key=lambda f: f.rel_path)
+    return result
+
+
+def _load_ignore(directory: Path) -> pathspec.PathSpec | None:
+    ignore_file = directory / ".gitignore"
+    try:
+        lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _ignored(rel: str, is_dir: bool, specs: list[tuple[str, pathspec.PathSpec]]) -> bool:
+    # Each .gitignore matches paths relative to its own folder; a trailing slash marks folders for `dir/` rules.
+    for base, spec in specs:
+        sub = rel[len(base) + 1 :] if base else rel
+        if spec.match_file(sub + "/" if is_dir else sub):
+            return True
+    return False
+
+
+def _walk_dir(
+    root: Path,
+    directory: Path,
+    rel_dir: str,
+    specs: list[tuple[str, pathspec.PathSpec]],
+    visited: set[Path],
+    config: WalkConfig,
+) -> Iterator[SourceFile | Skipped]:
+    spec = _load_ignore(directory)
+    specs = [*specs, (rel_dir, spec)] if spec is not None else specs
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        yield Skipped(rel_dir or ".", f"unreadable folder: {exc.strerror or exc}")
+        return
+    for entry in entries:
+        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+        yield from _visit(root, entry, rel, specs, visited, config)
+
+
+def _visit(
+    root: Path,
+    entry: os.DirEntry[str],
+    rel: str,
+    specs: list[tuple[str, pathspec.PathSpec]],
+    visited: set[Path],
+    config: WalkConfig,
+) -> Iterator[SourceFile | Skipped]:
+    is_link = entry.is_symlink()
+    if is_link and not config.follow_symlinks:
+        yield Skipped(rel, "symlink (not followed)")
+        return
+    real = Path(entry.path).resolve() if is_link else Path(entry.path)
+    if is_link and not real.is_relative_to(root):
+        yield Skipped(rel, "symlink points outside the repository")
+        return
+    if entry.is_dir(follow_symlinks=True):
+        if entry.name in config.skip_dirs or _ignored(rel, True, specs):
+            return
+        real = real.resolve()
+        if real in visited:
+            yield Skipped(rel, "symlink loop (folder already visited)")
+            return
+        visited.add(real)
+        yield from _walk_dir(root, Path(entry.path), rel, specs, visited, config)
+        return
+    if _ignored(rel, False, specs):
+        return
+    yield _check_file(Path(entry.path), rel, config)
+
+
+def _check_file(path: Path, rel: str, config: WalkConfig) -> SourceFile | Skipped:
+    language = language_for_path(path)
+    if language is None:
+        return Skipped(rel, "no parser for this file type")
+    try:
+        size = path.stat().st_size
+        if size > config.max_file_bytes:
+            return Skipped(rel, f"larger than {config.max_file_bytes} bytes ({size})")
+        with path.open("rb") as handle:
+            head = handle.read(_BINARY_SNIFF_BYTES)
+    except OSError as exc:
+        return Skipped(rel, f"unreadable: {exc.strerror or exc}")
+    if b"\0" in head:
+        return Skipped(rel, "binary file")
+    return SourceFile(path=path, rel_path=rel, language=language, size_bytes=size)
