@@ -1,0 +1,75 @@
+"""`ragsvc eval`: run a suite, compare two results files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ragsvc.errors import RagsvcError
+
+app = typer.Typer(help="Offline retrieval evaluation: BEIR-format suites, metrics, reports.", no_args_is_help=True)
+
+
+@app.command("run")
+def run_command(
+    suite: Annotated[Path, typer.Argument(help="Suite TOML, e.g. eval/suites/scifact.toml")],
+    out: Annotated[Path | None, typer.Option(help="Results JSON path (default eval/results/<suite>-<time>.json)")]
+    = None,
+    cache_dir: Annotated[Path, typer.Option(help="Store + embedding cache + checkpoints")] = Path("eval/cache"),
+    fresh: Annotated[bool, typer.Option(help="Ignore checkpoints of an interrupted run")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+) -> None:
+    """Ingest the suite's dataset once, evaluate every config, write results JSON + Markdown report + plots."""
+    from ragsvc.evals.runner import RunOptions, run_suite  # heavy imports (torch) only when running
+    from ragsvc.evals.suite import load_suite
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    console = Console()
+    started = time.perf_counter()
+    try:
+        parsed = load_suite(suite)
+        outcome = run_suite(parsed, options=RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, progress=progress))
+    except RagsvcError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: finished configs are checkpointed; run again to resume")
+        raise typer.Exit(130) from None
+    table = Table("config", *outcome.results["configs"][0]["metrics"], "p50 ms", "p95 ms", "build s")
+    for c in outcome.results["configs"]:
+        table.add_row(c["name"], *(f"{v:.4f}" for v in c["metrics"].values()), f"{c['latency_ms']['p50']:.2f}",
+                      f"{c['latency_ms']['p95']:.2f}", f"{c['build_s']:.2f}")
+    console.print(table)
+    if outcome.resumed:
+        console.print(f"resumed from checkpoints: {', '.join(outcome.resumed)}")
+    console.print(f"results: {outcome.results_path}\nreport:  {outcome.report_path}")
+    console.print(f"wall time: {time.perf_counter() - started:.1f} s")
+
+
+@app.command("compare")
+def compare_command(
+    a: Annotated[Path, typer.Argument(help="Results JSON A (the reference)")],
+    b: Annotated[Path, typer.Argument(help="Results JSON B")],
+) -> None:
+    """Per-config metric deltas B - A with paired permutation-test p-values."""
+    from ragsvc.evals.compare import compare_results
+
+    console = Console()
+    try:
+        rows, unmatched = compare_results(a, b)
+    except RagsvcError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    table = Table("config", "metric", "A", "B", "Δ (B-A)", "p", "queries")
+    for r in rows:
+        p = "–" if r.p_value is None else f"{r.p_value:.3g}"
+        table.add_row(r.config, r.metric, f"{r.a:.4f}", f"{r.b:.4f}", f"{r.delta:+.4f}", p, str(r.num_queries or "–"))
+    console.print(table)
+    if unmatched:
+        console.print(f"configs in only one file: {', '.join(unmatched)}")

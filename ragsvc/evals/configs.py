@@ -1,0 +1,65 @@
+"""What a config kind is: how a suite's [[configs]] table parses, and how the runner turns it into a retriever.
+
+Kinds are looked up by name in `ragsvc.evals.kinds`, so later stages (hybrid, HyDE, rerank, FLARE) add a kind
+and a registration, and the suite parser, runner and reports stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ragsvc.types import DocumentInput
+
+if TYPE_CHECKING:
+    from ragsvc.evals.suite import RetrievalSection
+    from ragsvc.retrieval.vector_store import VectorStore
+
+Where = Callable[..., str]
+"""where("backend") -> "suite.toml:12": the file and line of a key in this config's table, for errors."""
+
+
+class EvalConfig(Protocol):
+    """A parsed, frozen config. `to_dict` is what results and checkpoints record."""
+
+    name: str
+    kind: str
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """Everything a kind may use to build its retriever for one suite run."""
+
+    store: VectorStore
+    documents: Sequence[DocumentInput]
+    """The corpus as the store ingests it (one chunk per document, or chunked by the store)."""
+    retrieval: RetrievalSection
+    collection_prefix: str
+
+
+class Retriever(Protocol):
+    """A built config: answers one query with document scores (document id -> score, any order)."""
+
+    build_s: float
+    index_bytes: int
+
+    def search(self, query_id: str, text: str, vector: np.ndarray) -> dict[str, float]:
+        """`vector` is the query embedding (dim,), computed once per query for every config."""
+        ...
+
+
+class ConfigKind(Protocol):
+    name: str
+
+    def parse(self, table: dict[str, Any], *, where: Where) -> EvalConfig:
+        """Validate one [[configs]] table; raise InvalidInput that starts with `where(key)`."""
+        ...
+
+    def prepare(self, config: Any, ctx: RunContext) -> Retriever:
+        """Build whatever the config needs (collections, indexes) and time it."""
+        ...

@@ -1,0 +1,154 @@
+"""Markdown report and PNG plots for one results dict, written beside the results JSON (atomically).
+
+Plots use matplotlib's object API (`Figure` + Agg canvas), not pyplot, so no global state or display is
+touched and reports can be written from threads and servers.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from ragsvc.evals.results import write_atomic
+from ragsvc.evals.stats import paired_permutation_test
+
+PRIMARY = "ndcg@10"
+
+
+def paired_delta(base: dict[str, Any], other: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    """(mean(other) - mean(base), two-sided p) over the queries both evaluated; None if not comparable."""
+    a, b = base.get("per_query", {}).get(metric), other.get("per_query", {}).get(metric)
+    if not a or not b:
+        return None
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    xs, ys = [a[q] for q in common], [b[q] for q in common]
+    return sum(ys) / len(ys) - sum(xs) / len(xs), paired_permutation_test(xs, ys)
+
+
+def _png(fig: Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    write_atomic(path, buffer.getvalue())
+
+
+def plot_metrics(results: dict[str, Any], path: Path) -> None:
+    """One panel per metric: a bar per config with its bootstrap 95% interval."""
+    configs = results["configs"]
+    metrics = list(configs[0]["metrics"]) if configs else []
+    fig = Figure(figsize=(3.2 * max(len(metrics), 1), 3.6))
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        values = [c["metrics"][metric] for c in configs]
+        cis = [c.get("metrics_ci", {}).get(metric, [v, v]) for c, v in zip(configs, values, strict=True)]
+        errors = [[v - lo for v, (lo, _) in zip(values, cis, strict=True)],
+                  [hi - v for v, (_, hi) in zip(values, cis, strict=True)]]
+        ax.bar(range(len(configs)), values, yerr=errors, capsize=3, color="#4C72B0")
+        ax.set_xticks(range(len(configs)), [c["name"] for c in configs], rotation=45, ha="right", fontsize=8)
+        ax.set_title(metric)
+        ax.set_ylim(0, 1)
+    fig.suptitle(f"{results['suite']}: mean over {results.get('num_queries', '?')} queries (95% bootstrap CI)")
+    _png(fig, path)
+
+
+def plot_tradeoff(results: dict[str, Any], path: Path, *, metric: str = "recall@10") -> None:
+    """Quality against p50 search latency, one labelled point per config."""
+    configs = [c for c in results["configs"] if metric in c["metrics"]]
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    for c in configs:
+        x, y = c["latency_ms"]["p50"], c["metrics"][metric]
+        ax.scatter([x], [y], color="#DD8452")
+        ax.annotate(c["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("p50 search latency (ms, query embedding excluded)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{results['suite']}: {metric} vs latency")
+    ax.grid(alpha=0.3)
+    _png(fig, path)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _config_rows(results: dict[str, Any]) -> list[str]:
+    configs = results["configs"]
+    metrics = list(configs[0]["metrics"]) if configs else []
+    base = next((c for c in configs if c["name"] == results.get("baseline")), configs[0] if configs else None)
+    head = ["config", *metrics, f"Δ {PRIMARY} vs {base['name'] if base else '-'} (p)", "p50 ms", "p95 ms",
+            "build s", "index MB"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in configs:
+        cells = [c["name"]]
+        for m in metrics:
+            lo, hi = c.get("metrics_ci", {}).get(m, [None, None])
+            ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and m == PRIMARY else ""
+            cells.append(f"{c['metrics'][m]:.3f}{ci}")
+        delta = paired_delta(base, c, PRIMARY) if base is not None and c is not base else None
+        cells.append("–" if delta is None else f"{delta[0]:+.3f} (p={delta[1]:.3g})")
+        cells += [_fmt(c["latency_ms"]["p50"], 2), _fmt(c["latency_ms"]["p95"], 2), _fmt(c["build_s"], 2),
+                  _fmt(c["index_bytes"] / 1e6, 2)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _references(results: dict[str, Any]) -> list[str]:
+    refs = results.get("references") or {}
+    if not refs:
+        return []
+    lines = ["", f"## Published {PRIMARY} for comparison", "", "| system | " + PRIMARY + " |", "|---|---|"]
+    lines += [f"| {label} | {value:.3f} |" for label, value in refs.items()]
+    lines += [f"| ours: {c['name']} | {c['metrics'].get(PRIMARY, float('nan')):.3f} |" for c in results["configs"]]
+    return lines
+
+
+def _answer_section(results: dict[str, Any]) -> list[str]:
+    answer = results.get("answer")
+    if not answer:
+        return []
+    if "skipped" in answer:
+        return ["", "## Answer stage", "", f"Skipped: {answer['skipped']}."]
+    lines = ["", "## Answer stage", "", f"Config `{answer['config']}`, {answer['num_examples']} questions.", ""]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in answer["metrics"].items()]
+    return lines
+
+
+def render_markdown(results: dict[str, Any], *, metrics_png: str, tradeoff_png: str) -> str:
+    lines = [
+        f"# Evaluation: {results['suite']}",
+        "",
+        f"- dataset: `{results['dataset']}` ({results.get('num_documents')} documents, "
+        f"{results.get('num_queries')} queries)",
+        f"- embedder: `{results.get('embedder')}`; git `{results.get('git_sha')}`; {results.get('created_at')}",
+        f"- corpus ingest (embedding, cached after the first run): {_fmt(results.get('ingest_s'), 1)} s; "
+        f"query embedding p50 {_fmt((results.get('query_embed_ms') or {}).get('p50'), 2)} ms",
+        "- Δ is the paired difference over the same queries; p from a two-sided paired permutation test "
+        "(10,000 sign flips). Latency is the search call alone (query vector given).",
+        "",
+        *_config_rows(results),
+        *_references(results),
+        *_answer_section(results),
+        "",
+        f"![metrics]({metrics_png})",
+        "",
+        f"![recall vs latency]({tradeoff_png})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, Any], json_path: Path) -> Path:
+    """Write `<stem>.md`, `<stem>-metrics.png` and `<stem>-tradeoff.png` beside `json_path`."""
+    stem = json_path.with_suffix("")
+    metrics_png, tradeoff_png = Path(f"{stem}-metrics.png"), Path(f"{stem}-tradeoff.png")
+    if results["configs"]:
+        plot_metrics(results, metrics_png)
+        plot_tradeoff(results, tradeoff_png)
+    md_path = Path(f"{stem}.md")
+    text = render_markdown(results, metrics_png=metrics_png.name, tradeoff_png=tradeoff_png.name)
+    write_atomic(md_path, text.encode("utf-8"))
+    return md_path

@@ -1,0 +1,99 @@
+"""Results files: atomic writes, per-config checkpoints, and reading a results JSON back with clear errors.
+
+Results shape (one file per suite run):
+
+    {"suite", "dataset", "git_sha", "created_at", "embedder", "num_queries", "num_documents", "ingest_s",
+     "query_embed_ms": {"p50", "p95"}, "baseline", "references", "answer",
+     "configs": [{"name", "kind", "params", "metrics": {"ndcg@10", "recall@10", "recall@100", "mrr@10", ...},
+                  "metrics_ci": {metric: [low, high]}, "latency_ms": {"p50", "p95", "mean"}, "build_s",
+                  "index_bytes", "num_queries", "per_query": {metric: {query_id: value}}}]}
+
+`per_query` is what makes paired significance tests possible (`ragsvc eval compare`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ragsvc.errors import InvalidInput
+
+REQUIRED_CONFIG_KEYS = ("name", "metrics", "latency_ms", "build_s", "index_bytes")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def git_sha(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """Read a results JSON written by `ragsvc eval run`, checking the keys compare and reports rely on."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"{path}: results file not found; `ragsvc eval run SUITE` writes one")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("configs"), list):
+        raise InvalidInput(f"{path}: not an eval results file (needs a 'configs' list)")
+    for i, config in enumerate(data["configs"]):
+        missing = [k for k in REQUIRED_CONFIG_KEYS if not isinstance(config, dict) or k not in config]
+        if missing:
+            raise InvalidInput(f"{path}: configs[{i}] lacks {', '.join(missing)}; was it written by ragsvc eval?")
+    return data
+
+
+class Checkpoints:
+    """Finished configs of an interrupted run, one JSON file each, keyed by the settings that produced them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, name: str, key: str) -> Path:
+        return self.folder / f"{name}-{key}.json"
+
+    def load(self, name: str, key: str) -> dict[str, Any] | None:
+        path = self._path(name, key)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:  # cannot happen with atomic writes, but never trust a cache blindly
+            return None
+
+    def save(self, name: str, key: str, result: dict[str, Any]) -> None:
+        write_json_atomic(self._path(name, key), result)
+
+    def clear(self) -> None:
+        if self.folder.is_dir():
+            for path in self.folder.glob("*.json"):
+                path.unlink(missing_ok=True)

@@ -1,0 +1,216 @@
+"""Run a suite: load the dataset, ingest it once, evaluate every config, write results and the report.
+
+Order of work, and why:
+1. The corpus goes into one warm-up collection first (`ingest_s`), which fills the store's embedding cache;
+   each config's collection then costs only chunking, the catalog write and its index (`build_s`).
+2. Query embeddings are computed once and every config searches by vector, so latencies compare indexes,
+   not the (identical) query encoder; the encoder's own latency is reported as `query_embed_ms`.
+3. Each finished config is checkpointed (atomically) under the cache folder. After an interrupt a re-run
+   skips the configs already done; after a complete run the checkpoints are removed so the next run measures
+   afresh. The results JSON is written last, atomically, so `eval/results/` never holds half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ragsvc.embed.embedder import Embedder
+from ragsvc.evals.answer_stage import TextGenerator, run_answer_stage
+from ragsvc.evals.configs import EvalConfig, Retriever, RunContext
+from ragsvc.evals.kinds import config_kind
+from ragsvc.evals.loaders import RetrievalDataset, load_beir, load_qa
+from ragsvc.evals.metrics import evaluate_run, mean_metrics
+from ragsvc.evals.report import write_report
+from ragsvc.evals.results import Checkpoints, git_sha, write_json_atomic
+from ragsvc.evals.stats import bootstrap_ci
+from ragsvc.evals.suite import Suite
+from ragsvc.index.spec import IndexSpec
+from ragsvc.retrieval.vector_store import VectorStore
+from ragsvc.types import ChunkInput, DocumentInput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    out: Path | None = None
+    """Results JSON path; default `<results_dir>/<suite>-<UTC timestamp>.json`."""
+    results_dir: Path = Path("eval/results")
+    cache_dir: Path = Path("eval/cache")
+    """Holds the store (catalog + embedding cache, kept between runs) and the checkpoints."""
+    progress: bool = True
+    fresh: bool = False
+    """Ignore checkpoints of an interrupted run and evaluate every config again."""
+    generator: TextGenerator | None = None
+    """Answers questions for the answer stage; None skips that stage."""
+    judge: TextGenerator | None = None
+    """Judges faithfulness and citations; defaults to `generator`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    results_path: Path
+    report_path: Path
+    results: dict[str, Any]
+    resumed: tuple[str, ...]
+    """Configs taken from checkpoints instead of being evaluated in this run."""
+
+
+def corpus_documents(dataset: RetrievalDataset, chunking: str) -> list[DocumentInput]:
+    docs = []
+    for doc in dataset.corpus.values():
+        text = doc.full_text
+        chunks = [ChunkInput(text, 0, len(text))] if chunking == "document" else None
+        docs.append(DocumentInput(text=text, id=doc.id, metadata={"title": doc.title} if doc.title else {},
+                                  chunks=chunks))
+    return docs
+
+
+def _warm_cache(store: VectorStore, suite: Suite, documents: list[DocumentInput], progress: bool) -> float:
+    """Embed the corpus once into a warm-up collection (kept between runs); returns the seconds it took."""
+    r = suite.retrieval
+    tag = hashlib.sha256(f"{r.chunking}-{r.chunk_tokens}-{r.chunk_overlap}".encode()).hexdigest()[:8]
+    name = f"eval-{suite.name}-corpus-{tag}"
+    if name not in {c.name for c in store.list_collections()}:
+        store.create_collection(name, index=IndexSpec(backend="exact"), chunk_tokens=r.chunk_tokens,
+                                chunk_overlap=r.chunk_overlap)
+    started = time.perf_counter()
+    store.add_documents(name, documents, progress=progress)
+    return time.perf_counter() - started
+
+
+def _embed_queries(store: VectorStore, queries: dict[str, str]) -> tuple[dict[str, np.ndarray], list[float]]:
+    vectors: dict[str, np.ndarray] = {}
+    latencies: list[float] = []
+    for qid, text in queries.items():
+        started = time.perf_counter()
+        vectors[qid] = store.embedder.embed_query(text)  # (dim,)
+        latencies.append((time.perf_counter() - started) * 1000.0)
+    return vectors, latencies
+
+
+def _percentiles(values_ms: list[float]) -> dict[str, float]:
+    data = np.asarray(values_ms, dtype=np.float64)
+    return {"p50": round(float(np.percentile(data, 50)), 3), "p95": round(float(np.percentile(data, 95)), 3),
+            "mean": round(float(data.mean()), 3)}
+
+
+def evaluate_config(config: EvalConfig, retriever: Retriever, dataset: RetrievalDataset,
+                    vectors: dict[str, np.ndarray], suite: Suite, *, progress: bool) -> dict[str, Any]:
+    """Search every query, time each search, and score the run against the qrels."""
+    run: dict[str, dict[str, float]] = {}
+    latencies: list[float] = []
+    for qid, text in tqdm(dataset.queries.items(), desc=config.name, disable=not progress, unit="q"):
+        started = time.perf_counter()
+        run[qid] = retriever.search(qid, text, vectors[qid])
+        latencies.append((time.perf_counter() - started) * 1000.0)
+    per_query = evaluate_run(dataset.qrels, run, suite.retrieval.metrics)
+    metric_names = list(suite.retrieval.metrics)
+    return {
+        "name": config.name,
+        "kind": config.kind,
+        "params": config.to_dict(),
+        "metrics": mean_metrics(per_query),
+        "metrics_ci": {m: list(bootstrap_ci([per_query[q][m] for q in per_query],
+                                            num_samples=suite.retrieval.bootstrap_samples)) for m in metric_names},
+        "latency_ms": _percentiles(latencies),
+        "build_s": round(retriever.build_s, 3),
+        "index_bytes": retriever.index_bytes,
+        "num_queries": len(per_query),
+        "per_query": {m: {q: per_query[q][m] for q in per_query} for m in metric_names},
+    }
+
+
+def _config_key(suite: Suite, config: EvalConfig) -> str:
+    payload = json.dumps([suite.fingerprint, config.to_dict()], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _answer_stage(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, options: RunOptions,
+                  built: dict[str, Retriever]) -> dict[str, Any] | None:
+    if suite.answer is None:
+        return None
+    if options.generator is None:
+        logger.info("answer stage skipped: no generator configured")
+        return {"skipped": "no generator configured; pass one to run_suite (see ragsvc.evals.answer_stage)"}
+    name = suite.answer.config or suite.baseline
+    config = next(c for c in suite.configs if c.name == name)
+    retriever = built.get(name) or config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]
+    examples = load_qa(suite.dataset_path / suite.answer.qa_file, qrels_path=None,
+                       max_examples=suite.answer.max_examples)
+    store = ctx.store
+
+    def retrieve(example: Any) -> list[str]:
+        scores = retriever.search(example.id, example.question, store.embedder.embed_query(example.question))
+        top = sorted(scores, key=lambda d: -scores[d])[: suite.answer.top_k]  # type: ignore[union-attr]
+        return [dataset.corpus[d].full_text for d in top]
+
+    stage = run_answer_stage(examples, retrieve, generate=options.generator, judge=options.judge or options.generator)
+    return {"config": name, **stage}
+
+
+def _output_path(suite: Suite, options: RunOptions) -> Path:
+    if options.out is not None:
+        return Path(options.out)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return options.results_dir / f"{suite.name}-{stamp}.json"
+
+
+def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Embedder | None = None) -> RunOutcome:
+    dataset = load_beir(suite.dataset_path, split=suite.dataset.split, max_queries=suite.dataset.max_queries)
+    out_path = _output_path(suite, options)  # decided up front so a bad --out fails before the work
+    checkpoints = Checkpoints(options.cache_dir / "checkpoints" / suite.name)
+    if options.fresh:
+        checkpoints.clear()
+    store = VectorStore.open(options.cache_dir / "store", embedder=embedder)
+    try:
+        documents = corpus_documents(dataset, suite.retrieval.chunking)
+        ingest_s = _warm_cache(store, suite, documents, options.progress)
+        vectors, embed_ms = _embed_queries(store, dataset.queries)
+        ctx = RunContext(store, documents, suite.retrieval, collection_prefix=f"eval-{suite.name}-")
+        results, resumed, built = [], [], {}
+        for config in suite.configs:
+            key = _config_key(suite, config)
+            done = checkpoints.load(config.name, key)
+            if done is not None:
+                logger.info("config %s: resumed from checkpoint", config.name)
+                results.append(done)
+                resumed.append(config.name)
+                continue
+            retriever = config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]
+            built[config.name] = retriever
+            result = evaluate_config(config, retriever, dataset, vectors, suite, progress=options.progress)
+            checkpoints.save(config.name, key, result)
+            results.append(result)
+        answer = _answer_stage(suite, dataset, ctx, options, built)
+        summary = {
+            "suite": suite.name,
+            "dataset": str(suite.dataset_path),
+            "configs": results,
+            "git_sha": git_sha(suite.path.parent),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "embedder": store.embedder.id,
+            "num_queries": len(dataset.queries),
+            "num_documents": len(dataset.corpus),
+            "ingest_s": round(ingest_s, 3),
+            "query_embed_ms": _percentiles(embed_ms),
+            "baseline": suite.baseline,
+            "references": suite.references,
+            "answer": answer,
+        }
+    finally:
+        store.close()
+    write_json_atomic(out_path, summary)
+    report_path = write_report(summary, out_path)
+    checkpoints.clear()
+    return RunOutcome(out_path, report_path, summary, tuple(resumed))
