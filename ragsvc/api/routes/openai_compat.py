@@ -1,0 +1,197 @@
+"""OpenAI-compatible routes: `/v1/models`, `/v1/completions`, `/v1/chat/completions` (plain and SSE streaming).
+
+The router finds the model through `app.state.served_model` (a ServedModel, set by the lifespan in
+`ragsvc.api.model_app`), so the same router serves the standalone model server and `ragsvc serve`.
+Every error, including request validation, leaves in OpenAI's shape `{"error": {message, type, param, code}}`
+through OpenAIErrorRoute, because OpenAI clients parse that shape and nothing else.
+
+A streaming client that disconnects cancels the response task; the cancellation reaches the engine's async
+generator, which aborts the request and frees its KV blocks at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+
+from ragsvc.api import openai_convert as conv
+from ragsvc.api.openai_schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ErrorBody,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+)
+from ragsvc.api.openai_stream import ChoiceJob, Collected, chat_response, completion_response, stream_events
+from ragsvc.errors import InvalidInput, NotFound, NotReady, RagsvcError
+from ragsvc.serving.async_engine import AsyncLLMEngine
+from ragsvc.serving.engine import LLMEngine
+
+logger = logging.getLogger(__name__)
+
+_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 503: "service_unavailable"}
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the routes need: the engine (for its tokenizer and limits), its async wrapper, accepted names."""
+
+    engine: LLMEngine
+    async_engine: AsyncLLMEngine
+    names: tuple[str, ...]
+    tokenizer: Any
+    created: int
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+
+def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
+    body = ErrorBody(message=message, type=_ERROR_TYPES.get(status, "server_error"), param=param, code=code)
+    return JSONResponse(ErrorResponse(error=body).model_dump(), status_code=status)
+
+
+def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
+    first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    return f"{param or 'request'}: {first.get('msg')}", param
+
+
+class OpenAIErrorRoute(APIRoute):
+    """Routes whose errors (validation, RagsvcError, anything unexpected) come back in OpenAI's error shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as err:
+                message, param = _validation_message(err)
+                return error_response(400, message, param=param, code="invalid_value")
+            except RagsvcError as err:
+                param = err.detail.get("param") if isinstance(err.detail, dict) else None
+                return error_response(err.status_code, err.message, param=param, code=err.code)
+            except Exception:
+                logger.exception("unexpected error serving %s", request.url.path)
+                return error_response(500, "internal server error; see the server log", code="internal_error")
+
+        return route
+
+
+def get_served_model(request: Request) -> ServedModel:
+    served = getattr(request.app.state, "served_model", None)
+    if served is None:
+        raise NotReady("the model is not loaded yet (or this server hosts none); retry in a few seconds")
+    return served
+
+
+ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIErrorRoute)
+
+
+def _check_model(served: ServedModel, model: str) -> None:
+    if model not in served.names:
+        raise NotFound(
+            f"model {model!r} does not exist on this server; it serves {served.name!r} (see GET /v1/models)",
+            detail={"param": "model"},
+        )
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(served: ServedModelDep) -> ModelList:
+    card = ModelCard(id=served.name, created=served.created, max_model_len=served.engine.max_model_len)
+    return ModelList(data=[card])
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard)
+async def get_model(model_id: str, served: ServedModelDep) -> ModelCard:
+    _check_model(served, model_id)
+    return ModelCard(id=served.name, created=served.created, max_model_len=served.engine.max_model_len)
+
+
+def _jobs(
+    served: ServedModel, req: CompletionRequest | ChatCompletionRequest, prompts: list[list[int]],
+    *, requested_max: int | None, logprobs: int | None, request_id: str,
+) -> list[ChoiceJob]:
+    """One job per (prompt, choice); choice index = prompt index × n + choice, as OpenAI numbers them."""
+    if len(prompts) * req.n > conv.MAX_N:
+        raise InvalidInput(f"prompts × n must be at most {conv.MAX_N}", detail={"param": "n"})
+    jobs = []
+    for p_idx, ids in enumerate(prompts):
+        max_tokens = conv.resolve_max_tokens(
+            requested_max, prompt_len=len(ids), max_model_len=served.engine.max_model_len
+        )
+        for c in range(req.n):
+            params = conv.build_params(req, max_tokens=max_tokens, logprobs=logprobs, choice=c)
+            idx = p_idx * req.n + c
+            jobs.append(ChoiceJob(index=idx, prompt_index=p_idx, request_id=f"{request_id}-{idx}",
+                                  token_ids=ids, params=params))
+    return jobs
+
+
+async def _collect_all(served: ServedModel, jobs: list[ChoiceJob]) -> list[Collected]:
+    async def one(job: ChoiceJob) -> Collected:
+        collected = Collected(job=job)
+        stream = served.async_engine.generate(job.request_id, job.token_ids, job.params)
+        async with aclosing(stream):  # type: ignore[type-var]
+            async for out in stream:
+                collected.add(out)
+        return collected
+
+    async with asyncio.TaskGroup() as group:  # one failure cancels (and so aborts) the siblings
+        tasks = [group.create_task(one(job)) for job in jobs]
+    return [t.result() for t in tasks]
+
+
+def _sse(served: ServedModel, jobs: list[ChoiceJob], *, kind: str, req: Any, request_id: str) -> StreamingResponse:
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    events = stream_events(
+        served.async_engine, jobs, kind=kind, request_id=request_id, model=served.name,
+        include_usage=include_usage,
+    )
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/completions")
+async def create_completion(req: CompletionRequest, served: ServedModelDep) -> Response:
+    _check_model(served, req.model)
+    conv.check_unsupported(req)
+    prompts = conv.completion_prompts(req, served.tokenizer, vocab_size=len(served.tokenizer))
+    request_id = conv.new_id("cmpl")
+    jobs = _jobs(served, req, prompts, requested_max=req.max_tokens, logprobs=req.logprobs, request_id=request_id)
+    if req.stream:
+        return _sse(served, jobs, kind="completion", req=req, request_id=request_id)
+    collected = await _collect_all(served, jobs)
+    body = completion_response(collected, request_id=request_id, model=served.name, logprobs=req.logprobs)
+    return JSONResponse(json.loads(body.model_dump_json()))
+
+
+@router.post("/chat/completions")
+async def create_chat_completion(req: ChatCompletionRequest, served: ServedModelDep) -> Response:
+    _check_model(served, req.model)
+    conv.check_unsupported(req)
+    prompt = conv.chat_prompt(req, served.tokenizer)
+    logprobs = (req.top_logprobs or 0) if req.logprobs else None
+    requested_max = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    request_id = conv.new_id("chatcmpl")
+    jobs = _jobs(served, req, [prompt], requested_max=requested_max, logprobs=logprobs, request_id=request_id)
+    if req.stream:
+        return _sse(served, jobs, kind="chat", req=req, request_id=request_id)
+    collected = await _collect_all(served, jobs)
+    body = chat_response(collected, request_id=request_id, model=served.name, logprobs=req.logprobs)
+    return JSONResponse(json.loads(body.model_dump_json()))

@@ -1,0 +1,236 @@
+"""OpenAIGenerator: the Generator over any OpenAI-compatible server (ours, vLLM, llama.cpp) through httpx.
+
+Chat messages go to `/chat/completions`, plain strings to `/completions`; logprobs are read from either
+endpoint's shape. Connection failures (server starting, restarting) are retried with backoff; a read timeout
+is not, since the request may still be running there. Errors come back as ragsvc errors that carry the
+server's own message: 400 -> InvalidInput, 404 -> NotFound, unreachable / 5xx -> NotReady.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from ragsvc.errors import InvalidInput, NotFound, NotReady, RagsvcError
+from ragsvc.llm.generator import (
+    GenerateOptions,
+    Generation,
+    GenerationChunk,
+    Prompt,
+    TokenLogprob,
+    Usage,
+    check_messages,
+    options,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _server_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    err = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("detail") or err)
+    return str(err)
+
+
+def raise_for_status(response: httpx.Response, url: str) -> None:
+    if response.status_code < 400:
+        return
+    message = _server_message(response)
+    if response.status_code == 404:
+        raise NotFound(f"{url}: {message}")
+    if response.status_code < 500:
+        raise InvalidInput(f"the model server refused the request ({response.status_code}): {message}")
+    raise NotReady(f"the model server at {url} failed ({response.status_code}): {message}")
+
+
+def _chat_tokens(logprobs: dict[str, Any] | None) -> list[TokenLogprob]:
+    if not logprobs or not logprobs.get("content"):
+        return []
+    return [
+        TokenLogprob(token=t["token"], logprob=t["logprob"],
+                     top=tuple((a["token"], a["logprob"]) for a in t.get("top_logprobs") or ()))
+        for t in logprobs["content"]
+    ]
+
+
+def _completion_tokens(logprobs: dict[str, Any] | None) -> list[TokenLogprob]:
+    if not logprobs or not logprobs.get("tokens"):
+        return []
+    tops = logprobs.get("top_logprobs") or [None] * len(logprobs["tokens"])
+    return [
+        TokenLogprob(token=tok, logprob=lp,
+                     top=tuple(sorted((top or {}).items(), key=lambda kv: -kv[1])))
+        for tok, lp, top in zip(logprobs["tokens"], logprobs["token_logprobs"], tops, strict=False)
+    ]
+
+
+def _usage(body: dict[str, Any] | None) -> Usage | None:
+    if not body:
+        return None
+    details = body.get("prompt_tokens_details") or {}
+    return Usage(prompt_tokens=body.get("prompt_tokens", 0), completion_tokens=body.get("completion_tokens", 0),
+                 cached_tokens=details.get("cached_tokens") or 0)
+
+
+class OpenAIGenerator:
+    """Generator over an OpenAI-compatible HTTP API. `base_url` includes the version prefix, as with the
+    official client: "http://127.0.0.1:8000/v1". `model` None = the first model the server lists."""
+
+    def __init__(
+        self, base_url: str, *, model: str | None = None, api_key: str | None = None, timeout_s: float = 120.0,
+        connect_timeout_s: float = 5.0, max_retries: int = 3, retry_backoff_s: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._max_retries = max_retries
+        self._backoff_s = retry_backoff_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=self.base_url, headers=headers, transport=transport,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+        self._model = model
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            models = self._send("GET", "/models").json().get("data") or []
+            if not models:
+                raise NotFound(f"the server at {self.base_url} lists no models; pass model= explicitly")
+            self._model = str(models[0]["id"])
+        return self._model
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> OpenAIGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport ----------------------------------------------------------------------------------------
+
+    def _retrying(self, attempt: Any) -> Any:
+        """Run `attempt()`, retrying connection failures (nothing reached the server, so retrying is safe)."""
+        for retry in range(self._max_retries + 1):
+            try:
+                return attempt()
+            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+                if retry == self._max_retries:
+                    raise NotReady(
+                        f"cannot reach the model server at {self.base_url} after {retry + 1} tries ({err}); "
+                        "start it (`ragsvc serve-model`) or fix the base URL"
+                    ) from err
+                time.sleep(self._backoff_s * 2**retry)
+        raise AssertionError("unreachable")
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        def attempt() -> httpx.Response:
+            try:
+                return self._client.request(method, path, json=body)
+            except httpx.ReadTimeout as err:
+                raise NotReady(f"{self.base_url}{path} did not answer within the read timeout; "
+                               "raise timeout_s or lower max_tokens") from err
+
+        response = self._retrying(attempt)
+        raise_for_status(response, f"{self.base_url}{path}")
+        return response
+
+    # --- requests -----------------------------------------------------------------------------------------
+
+    def _request(self, prompt: Prompt, opts: GenerateOptions, *, stream: bool) -> tuple[str, dict[str, Any]]:
+        messages = check_messages(prompt)
+        body: dict[str, Any] = {
+            "model": self.model, "max_tokens": opts.max_tokens, "temperature": opts.temperature,
+            "top_p": opts.top_p, "stream": stream, **opts.extra,
+        }
+        if opts.stop:
+            body["stop"] = list(opts.stop)
+        if opts.seed is not None:
+            body["seed"] = opts.seed
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if messages is not None:
+            body["messages"] = messages
+            if opts.logprobs:
+                body.update(logprobs=True, top_logprobs=opts.top_logprobs)
+            return "/chat/completions", body
+        body["prompt"] = prompt
+        if opts.logprobs:
+            body["logprobs"] = opts.top_logprobs
+        return "/completions", body
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> Generation:
+        """See Generator.generate; keyword options as in `ragsvc.llm.generator.options`."""
+        path, body = self._request(prompt, options(**kwargs), stream=False)
+        data = self._send("POST", path, body).json()
+        choice = data["choices"][0]
+        if path == "/chat/completions":
+            text, tokens = choice["message"].get("content") or "", _chat_tokens(choice.get("logprobs"))
+        else:
+            text, tokens = choice.get("text") or "", _completion_tokens(choice.get("logprobs"))
+        usage = _usage(data.get("usage")) or Usage(prompt_tokens=0, completion_tokens=len(tokens))
+        return Generation(text=text, tokens=tuple(tokens), finish_reason=choice.get("finish_reason") or "stop",
+                          usage=usage)
+
+    def generate_many(self, prompts: Sequence[Prompt], *, max_concurrency: int = 32, **kwargs: Any) -> list[Generation]:
+        """Concurrent requests (the server batches them); results in prompt order."""
+        with ThreadPoolExecutor(max_workers=max(1, min(max_concurrency, len(prompts)))) as pool:
+            return list(pool.map(lambda p: self.generate(p, **kwargs), prompts))
+
+    def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[GenerationChunk]:
+        """See Generator.stream: chunks as the server sends them; leaving early closes the connection, which
+        makes our server abort the request."""
+        path, body = self._request(prompt, options(**kwargs), stream=True)
+        chat = path == "/chat/completions"
+        context = self._retrying(lambda: self._open_stream(path, body))
+        with context as response:
+            yield from self._chunks(response, chat=chat)
+
+    def _open_stream(self, path: str, body: dict[str, Any]) -> Any:
+        request = self._client.build_request("POST", path, json=body)
+        response = self._client.send(request, stream=True)
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            raise_for_status(response, f"{self.base_url}{path}")
+        return response
+
+    def _chunks(self, response: httpx.Response, *, chat: bool) -> Iterator[GenerationChunk]:
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                return
+            data = json.loads(payload)
+            if "error" in data:
+                raise RagsvcError(f"the model server failed mid-stream: {_server_message_from(data)}")
+            usage = _usage(data.get("usage"))
+            for choice in data.get("choices") or ():
+                if chat:
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    tokens = _chat_tokens(choice.get("logprobs"))
+                else:
+                    text, tokens = choice.get("text") or "", _completion_tokens(choice.get("logprobs"))
+                yield GenerationChunk(text=text, tokens=tuple(tokens), finish_reason=choice.get("finish_reason"))
+            if usage is not None and not data.get("choices"):
+                yield GenerationChunk(text="", usage=usage)
+
+
+def _server_message_from(data: dict[str, Any]) -> str:
+    err = data.get("error")
+    return str(err.get("message") if isinstance(err, dict) else err)
