@@ -1,0 +1,1 @@
+"""Benchmarks: `ragsvc bench ...` commands writing JSON under eval/results/."""

@@ -1,0 +1,282 @@
+"""Benchmark vectors: real texts cut into short passages, embedded once and cached on disk.
+
+Texts come from, in this order: the evaluation corpora under the shared data folder (SciFact abstracts,
+HotpotQA paragraphs, CoSQA functions), then the docstrings of the Python standard library, then the docstrings
+of every installed package. Each source is cut into windows of about 32 words (~40-60 MiniLM tokens) so that
+embedding 200k of them fits in an hour on two cores.
+
+Queries are real texts that are not in the index: half are passages held out by a hash of their text (so they
+are spread over every source, whatever the corpus size), half are the evaluation sets' own queries.
+
+Cache layout (under `cache_dir`), chosen so that an interrupted build resumes and nothing is embedded twice:
+
+    corpus-v1-<num_vectors>.jsonl      frozen text snapshot: collected once, reused even if packages change
+    <model id>/<corpus hash>/
+        vectors-<i>-<chunk hash>.npy   float32 (<= CHUNK_SIZE, dim) per chunk, written via temp + rename
+        queries.npy                    float32 (num_queries, dim)
+        manifest.json                  sizes, sources, hashes
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import os
+import random
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CORPUS_VERSION = "v1"
+WINDOW_WORDS = 32
+MIN_WORDS = 8
+CHUNK_SIZE = 4096
+HELDOUT_MODULUS = 200
+"""One passage in 200 is held out as a query (by text hash), i.e. ~1,000 at 200k vectors."""
+MAX_SOURCE_BYTES = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TextCorpus:
+    """Passages to index and held-out query texts, each with the source it came from."""
+
+    texts: list[str]
+    sources: list[str]
+    queries: list[str]
+    query_kinds: list[str]
+    """'heldout_passage' or 'dataset_query:<set>' per query."""
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for text in (*self.texts, "\x00queries\x00", *self.queries):
+            h.update(text.encode())
+            h.update(b"\x00")
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchCorpus:
+    """Embedded corpus: vectors (n, dim) and queries (q, dim), float32, rows L2-normalised."""
+
+    vectors: np.ndarray
+    queries: np.ndarray
+    query_kinds: list[str]
+    source_counts: dict[str, int]
+    model_id: str
+    corpus_hash: str
+    cache_path: Path
+
+
+def default_data_dir() -> Path:
+    """The shared evaluation data beside the checkout (../shared/data), overridable by RAGSVC_BENCH_DATA."""
+    env = os.environ.get("RAGSVC_BENCH_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def windows(text: str, *, window_words: int = WINDOW_WORDS) -> Iterator[str]:
+    """Cut `text` into consecutive ~window_words passages; drop fragments too short or not prose-like."""
+    words = text.split()
+    for start in range(0, len(words), window_words):
+        piece = words[start : start + window_words]
+        if len(piece) < MIN_WORDS:
+            continue
+        passage = " ".join(piece)
+        letters = sum(ch.isalpha() for ch in passage)
+        if letters >= 0.5 * len(passage):  # skip tables, hex dumps, code-only fragments
+            yield passage
+
+
+def _dataset_documents(data_dir: Path) -> Iterator[tuple[str, str]]:
+    for name in ("scifact", "hotpotqa_dev100", "cosqa"):
+        path = data_dir / name / "corpus.jsonl"
+        if not path.is_file():
+            continue
+        with path.open() as fh:
+            for line in fh:
+                row = json.loads(line)
+                yield f"data:{name}", f"{row.get('title', '')}. {row.get('text', '')}"
+
+
+def _docstrings(root: Path, *, skip: Path | None) -> Iterator[str]:
+    for path in sorted(root.rglob("*.py")):
+        if skip is not None and skip in path.parents:
+            continue
+        try:
+            if path.stat().st_size > MAX_SOURCE_BYTES:
+                continue
+            tree = ast.parse(path.read_bytes())
+        except (OSError, SyntaxError, ValueError, RecursionError):
+            continue  # unparsable or unreadable files are simply not part of the corpus
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node)
+                if doc:
+                    yield doc
+
+
+def iter_documents(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """(source, text) in a fixed order: evaluation corpora, stdlib docstrings, installed packages' docstrings."""
+    yield from _dataset_documents(data_dir)
+    paths = sysconfig.get_paths()
+    stdlib, purelib = Path(paths["stdlib"]), Path(paths["purelib"])
+    for doc in _docstrings(stdlib, skip=purelib):
+        yield "python:stdlib", doc
+    for doc in _docstrings(purelib, skip=None):
+        yield "python:site-packages", doc
+
+
+def _dataset_queries(data_dir: Path) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name in ("scifact", "hotpotqa_dev100", "cosqa"):
+        path = data_dir / name / "queries.jsonl"
+        if path.is_file():
+            out += [(f"dataset_query:{name}", json.loads(line)["text"]) for line in path.open()]
+    nq = data_dir / "nq_open" / "NQ-open.dev.jsonl"
+    if nq.is_file():
+        out += [("dataset_query:nq_open", json.loads(line)["question"]) for line in nq.open()]
+    return out
+
+
+def collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, seed: int = 0) -> TextCorpus:
+    """Stream passages until `num_vectors` are indexable; hold some out; fill queries from the datasets."""
+    texts: list[str] = []
+    sources: list[str] = []
+    heldout: list[str] = []
+    seen: set[str] = set()
+    for source, doc in iter_documents(data_dir):
+        for passage in windows(doc):
+            if passage in seen:
+                continue
+            seen.add(passage)
+            if int(hashlib.sha1(passage.encode()).hexdigest()[:8], 16) % HELDOUT_MODULUS == 0:
+                heldout.append(passage)
+                continue
+            texts.append(passage)
+            sources.append(source)
+            if len(texts) >= num_vectors:
+                break
+        if len(texts) >= num_vectors:
+            break
+    if len(texts) < num_vectors:
+        raise ValueError(
+            f"only {len(texts)} real passages found for --num-vectors {num_vectors}; "
+            "lower --num-vectors (the benchmark never pads with random vectors)"
+        )
+    rng = random.Random(seed)
+    rng.shuffle(heldout)
+    picked = [(q, "heldout_passage") for q in heldout[: num_queries // 2]]
+    dataset = [(text, kind) for kind, text in _dataset_queries(data_dir) if text not in seen]
+    rng.shuffle(dataset)
+    picked += [(text, kind) for text, kind in dataset[: num_queries - len(picked)]]
+    if len(picked) < num_queries:
+        raise ValueError(f"only {len(picked)} held-out queries available; lower --num-queries")
+    return TextCorpus(texts, sources, [q for q, _ in picked], [k for _, k in picked])
+
+
+def load_or_collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, cache_dir: Path) -> TextCorpus:
+    """Reuse the frozen snapshot for these sizes if present, so installing a package later changes nothing."""
+    snapshot = cache_dir / f"corpus-{CORPUS_VERSION}-{num_vectors}-{num_queries}.jsonl"
+    if snapshot.is_file():
+        rows = [json.loads(line) for line in snapshot.open()]
+        docs = [r for r in rows if r["kind"] == "passage"]
+        qs = [r for r in rows if r["kind"] != "passage"]
+        return TextCorpus([r["t"] for r in docs], [r["src"] for r in docs], [r["t"] for r in qs],
+                          [r["kind"] for r in qs])
+    logger.info("collecting %d passages and %d queries (parses installed Python sources)", num_vectors,
+                num_queries)
+    corpus = collect_texts(num_vectors=num_vectors, num_queries=num_queries, data_dir=data_dir)
+    pairs = zip(corpus.texts, corpus.sources, strict=True)
+    lines = [json.dumps({"kind": "passage", "src": s, "t": t}) for t, s in pairs]
+    lines += [json.dumps({"kind": k, "t": q}) for q, k in zip(corpus.queries, corpus.query_kinds, strict=True)]
+    _atomic_write_bytes(snapshot, ("\n".join(lines) + "\n").encode())
+    return corpus
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    with tmp.open("wb") as fh:
+        np.save(fh, array)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def embed_cached(corpus: TextCorpus, *, embedder, cache_path: Path, progress: bool = True) -> np.ndarray:
+    """Embed passages in CHUNK_SIZE pieces, skipping pieces already on disk (a killed build resumes)."""
+    from tqdm import tqdm
+
+    cache_path.mkdir(parents=True, exist_ok=True)
+    parts: list[np.ndarray] = []
+    bar = tqdm(total=len(corpus.texts), desc="embedding corpus", unit="text", disable=not progress)
+    for i, start in enumerate(range(0, len(corpus.texts), CHUNK_SIZE)):
+        chunk = corpus.texts[start : start + CHUNK_SIZE]
+        key = hashlib.sha256("\x00".join(chunk).encode()).hexdigest()[:12]
+        path = cache_path / f"vectors-{i:05d}-{key}.npy"
+        if path.is_file():
+            parts.append(np.load(path))
+        else:
+            vectors = embedder.embed_documents(chunk)  # (len(chunk), dim)
+            _atomic_save_npy(path, vectors)
+            parts.append(vectors)
+        bar.update(len(chunk))
+    bar.close()
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)  # (n, dim)
+
+
+def load_or_build_corpus(
+    *,
+    num_vectors: int,
+    num_queries: int,
+    cache_dir: Path,
+    data_dir: Path | None = None,
+    embedder_name: str = "minilm",
+    progress: bool = True,
+) -> BenchCorpus:
+    """The benchmark's vectors and queries, embedded with the packaged MiniLM, cached by model id + hash."""
+    import torch
+
+    from ragsvc.embed.embedder import SentenceTransformerEmbedder
+
+    if num_vectors < 1 or num_queries < 1:
+        raise ValueError("--num-vectors and --num-queries must be at least 1")
+    data_dir = data_dir or default_data_dir()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    corpus = load_or_collect_texts(num_vectors=num_vectors, num_queries=num_queries, data_dir=data_dir,
+                                   cache_dir=cache_dir)
+    embedder = SentenceTransformerEmbedder(embedder_name, batch_size=64)
+    digest = corpus.digest()
+    cache_path = cache_dir / embedder.id / digest
+    vectors = embed_cached(corpus, embedder=embedder, cache_path=cache_path, progress=progress)
+    qpath = cache_path / "queries.npy"
+    if qpath.is_file():
+        queries = np.load(qpath)
+    else:
+        queries = np.stack([embedder.embed_query(q) for q in corpus.queries])  # (q, dim)
+        _atomic_save_npy(qpath, queries)
+    counts: dict[str, int] = {}
+    for source in corpus.sources:
+        counts[source] = counts.get(source, 0) + 1
+    manifest = {"model_id": embedder.id, "corpus_hash": digest, "num_vectors": len(corpus.texts),
+                "num_queries": len(corpus.queries), "dim": embedder.dim, "source_counts": counts,
+                "corpus_version": CORPUS_VERSION, "window_words": WINDOW_WORDS}
+    _atomic_write_bytes(cache_path / "manifest.json", json.dumps(manifest, indent=2).encode())
+    return BenchCorpus(vectors, queries, corpus.query_kinds, counts, embedder.id, digest, cache_path)

@@ -1,0 +1,64 @@
+"""Measurement primitives shared by every benchmarked system: the exact answer, recall@k, one-query-at-a-time QPS.
+
+Every system is timed by the same loop: a warm-up pass (excluded) then every query once, one at a time, on one
+thread, as a single API call would search. Peers and ragsvc configs run in the same process and run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+SearchOne = Callable[[np.ndarray], np.ndarray]
+"""Takes one query (dim,) float32 and returns the ids of its top k, best first (fewer if the index has fewer)."""
+
+WARMUP_QUERIES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    recall_at_10: float
+    qps: float
+    mean_latency_ms: float
+    p99_latency_ms: float
+
+
+def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int, *, block: int = 256) -> np.ndarray:
+    """Exact top-k by inner product (vectors are normalised, so cosine): (num_queries, k) int64 row ids."""
+    k = min(k, vectors.shape[0])
+    out = np.empty((queries.shape[0], k), dtype=np.int64)
+    for start in range(0, queries.shape[0], block):
+        scores = queries[start : start + block] @ vectors.T  # (b, n)
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (b, k) unordered
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        out[start : start + block] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def recall_at_k(found: list[np.ndarray], truth: np.ndarray) -> float:
+    """Mean over queries of |found ∩ truth| / |truth|; `found` rows may be shorter than k."""
+    hits = sum(len(np.intersect1d(f, t, assume_unique=False)) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def measure(search_one: SearchOne, queries: np.ndarray, truth: np.ndarray) -> Measurement:
+    """Warm up, then time every query once, one at a time; recall is computed on the timed pass."""
+    for q in queries[:WARMUP_QUERIES]:
+        search_one(q)
+    found: list[np.ndarray] = []
+    latencies = np.empty(queries.shape[0], dtype=np.float64)
+    started = time.perf_counter()
+    for i, q in enumerate(queries):
+        t = time.perf_counter()
+        found.append(np.asarray(search_one(q), dtype=np.int64).reshape(-1))
+        latencies[i] = time.perf_counter() - t
+    elapsed = time.perf_counter() - started
+    return Measurement(
+        recall_at_10=round(recall_at_k(found, truth), 4),
+        qps=round(queries.shape[0] / elapsed, 1),
+        mean_latency_ms=round(float(latencies.mean()) * 1e3, 4),
+        p99_latency_ms=round(float(np.percentile(latencies, 99)) * 1e3, 4),
+    )
