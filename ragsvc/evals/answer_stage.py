@@ -1,8 +1,8 @@
 """The answer stage: generate an answer from retrieved passages, score it (EM/F1), and let an LLM judge it.
 
 All model calls go through `TextGenerator`, a plain `prompt -> completion` callable. It is the integration
-point with `ragsvc.llm`: wrap a `Generator` as `lambda prompt: generator.generate(prompt, ...).text` (or the
-equivalent) and pass it to the runner. With no generator the stage is skipped and the results say so.
+point with `ragsvc.llm`: `text_generator(generator)` adapts any `Generator` (in-process engine, an
+OpenAI-compatible server) and the runner takes it as `RunOptions(generator=...)`. With no generator the stage is skipped and the results say so.
 
 Judged metrics (each a verdict per example; YES = 1, NO = 0):
 - faithfulness: is every claim of the answer supported by the retrieved passages?
@@ -22,6 +22,7 @@ import numpy as np
 
 from ragsvc.evals.answer_metrics import exact_match, token_f1
 from ragsvc.evals.loaders import QAExample
+from ragsvc.llm.generator import Generator
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,15 @@ CITATION_PROMPT = "Passage:\n{passage}\n\nAnswer: {answer}\n\nDoes the passage s
 
 class TextGenerator(Protocol):
     def __call__(self, prompt: str) -> str: ...
+
+
+def text_generator(generator: Generator, *, max_tokens: int = 64) -> TextGenerator:
+    """Adapt a `ragsvc.llm` Generator (greedy, short replies) to the prompt -> text callable used here."""
+
+    def complete(prompt: str) -> str:
+        return generator.generate(prompt, max_tokens=max_tokens, temperature=0.0).text
+
+    return complete
 
 
 @dataclass(frozen=True, slots=True)

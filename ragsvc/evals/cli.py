@@ -24,6 +24,10 @@ def run_command(
     cache_dir: Annotated[Path, typer.Option(help="Store + embedding cache + checkpoints")] = Path("eval/cache"),
     fresh: Annotated[bool, typer.Option(help="Ignore checkpoints of an interrupted run")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    generator_url: Annotated[str | None, typer.Option(
+        help="OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) for the answer stage; skipped without")]
+    = None,
+    generator_model: Annotated[str | None, typer.Option(help="Model name on that server")] = None,
 ) -> None:
     """Ingest the suite's dataset once, evaluate every config, write results JSON + Markdown report + plots."""
     from ragsvc.evals.runner import RunOptions, run_suite  # heavy imports (torch) only when running
@@ -34,7 +38,14 @@ def run_command(
     started = time.perf_counter()
     try:
         parsed = load_suite(suite)
-        outcome = run_suite(parsed, options=RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, progress=progress))
+        generate = None
+        if generator_url is not None:
+            from ragsvc.evals.answer_stage import text_generator
+            from ragsvc.llm.openai_client import OpenAIGenerator
+
+            generate = text_generator(OpenAIGenerator(generator_url, model=generator_model))
+        options = RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, progress=progress, generator=generate)
+        outcome = run_suite(parsed, options=options)
     except RagsvcError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from exc

@@ -182,7 +182,8 @@ def load_suite(path: Path) -> Suite:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"{path}: invalid TOML: {exc}") from exc
+        at = re.search(r"\(at line (\d+)", str(exc))
+        raise InvalidInput(f"{path}{':' + at.group(1) if at else ''}: invalid TOML: {exc}") from exc
     loc = TomlLocator(path, text)
     for key in raw:
         if key not in _TOP_KEYS:

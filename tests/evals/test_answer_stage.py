@@ -1,0 +1,43 @@
+"""The answer stage through the Generator protocol; replies are scripted because a 135M model cannot be relied
+on to answer or judge (the prompts and the scoring are what is under test)."""
+
+from __future__ import annotations
+
+from ragsvc.evals.answer_stage import parse_verdict, run_answer_stage, strip_citations, text_generator
+from ragsvc.evals.loaders import QAExample
+from ragsvc.llm.scripted import ScriptedGenerator
+
+PASSAGES = ["Perseverance landed in Jezero crater in 2021.", "Chess openings are many."]
+
+
+def _script(prompt):
+    if prompt.startswith("Answer the question"):
+        return "2021 [1]" if "Question: When did Perseverance" in prompt else "bars [2]"
+    if "Does the passage support" in prompt:
+        return "YES" if "2021" in prompt.split("Answer:")[0] else "no"
+    return "Yes, all supported." if "2021" in prompt.split("Answer:")[-1] else "NO"
+
+
+def test_scores_em_f1_faithfulness_and_citations():
+    examples = [QAExample("a", "When did Perseverance land?", ("2021",)),
+                QAExample("b", "How much pressure for espresso?", ("nine bars",))]
+    gen = ScriptedGenerator(_script)
+    stage = run_answer_stage(examples, lambda ex: PASSAGES, generate=text_generator(gen), judge=text_generator(gen))
+    records = {r["id"]: r for r in stage["per_example"]}
+    assert records["a"]["em"] == 1.0 and records["a"]["faithfulness"] == 1.0
+    assert records["a"]["citation_precision"] == 1.0
+    assert records["b"]["em"] == 0.0 and records["b"]["f1"] == 2 / 3  # "bars" vs "nine bars"
+    assert records["b"]["faithfulness"] == 0.0 and records["b"]["citation_precision"] == 0.0
+    assert stage["metrics"]["em"] == 0.5 and stage["uncited"] == 0
+    assert len(gen.calls) == 6  # answer + faithfulness + one citation check, per example
+
+
+def test_without_judge_only_em_f1():
+    gen = ScriptedGenerator(["the answer is 2021"])
+    stage = run_answer_stage([QAExample("a", "q", ("2021",))], lambda ex: PASSAGES, generate=text_generator(gen))
+    assert stage["metrics"]["faithfulness"] is None and stage["metrics"]["f1"] == 0.5  # "answer is 2021": P 1/3, R 1
+
+
+def test_verdicts_and_citations_parsing():
+    assert parse_verdict("  Yes.") == 1.0 and parse_verdict("No, because") == 0.0 and parse_verdict("maybe") is None
+    assert strip_citations("Stradivari [1][2].") == "Stradivari ."

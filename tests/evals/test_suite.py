@@ -1,0 +1,113 @@
+"""Suite TOML parsing: the shipped suites load; mistakes name the file and the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragsvc.errors import InvalidInput
+from ragsvc.evals import kinds
+from ragsvc.evals.index_config import IndexConfig
+from ragsvc.evals.kinds import config_kind, known_kinds, register_kind
+from ragsvc.evals.suite import load_suite
+
+SUITES = Path(__file__).resolve().parents[2] / "eval" / "suites"
+
+GOOD = """\
+name = "t"
+
+[dataset]
+path = "{path}"
+
+[retrieval]
+metrics = ["ndcg@10", "recall@100"]
+
+[[configs]]
+name = "exact"
+backend = "exact"
+
+[[configs]]
+name = "small"
+backend = "hnsw"
+dims = 64
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.toml"
+    path.write_text(text.format(path=SUITES.parent / "data" / "tiny"))
+    return path
+
+
+@pytest.mark.parametrize("name", ["scifact", "hotpotqa", "cosqa", "tiny"])
+def test_shipped_suites_parse(name):
+    suite = load_suite(SUITES / f"{name}.toml")
+    assert suite.name == name
+    assert suite.baseline == "exact"
+    if name != "tiny":
+        assert [c.name for c in suite.configs] == [
+            "exact", "hnsw", "faiss-ivf", "adaptive-64", "adaptive-128", "adaptive-192"]
+        assert [c.index.dims for c in suite.configs if isinstance(c, IndexConfig)][3:] == [64, 128, 192]
+
+
+def test_relative_dataset_path_resolves_against_the_suite_file():
+    suite = load_suite(SUITES / "tiny.toml")
+    assert suite.dataset_path == (SUITES.parent / "data" / "tiny").resolve()
+
+
+def test_good_suite_and_defaults(tmp_path):
+    suite = load_suite(_write(tmp_path, GOOD))
+    assert suite.retrieval.depth == 100 and suite.retrieval.chunking == "document"
+    small = suite.configs[1]
+    assert isinstance(small, IndexConfig) and small.index.backend == "hnsw" and small.index.dims == 64
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "message"),
+    [
+        ('dims = 64', 'dims = 64\nef_serch = 10', 17, "unknown key 'ef_serch' in config 'small'"),
+        ('metrics = ["ndcg@10", "recall@100"]', 'metrics = ["ndcg@10"]\ntop_k = 3', 8,
+         "unknown key 'top_k' in [retrieval]"),
+        ('metrics = ["ndcg@10", "recall@100"]', 'metrics = ["map@10"]', 7, "unknown metric 'map@10'"),
+        ('backend = "hnsw"', 'backend = "annoy"', 15, "index backend 'annoy' is unknown"),
+        ('name = "small"', 'name = "small"\nkind = "hyde"', 15, "unknown config kind 'hyde'"),
+        ('name = "small"', 'name = "exact"', 14, "duplicate config name 'exact'"),
+        ('name = "t"', 'name = "t"\nshards = 2', 2, "unknown key 'shards'"),
+        ('metrics = ["ndcg@10", "recall@100"]', 'metrics = ["recall@100"]\ndepth = 10', 8,
+         "depth 10 is below the largest metric cut-off 100"),
+    ],
+)
+def test_mistakes_name_file_and_line(tmp_path, old, new, line, message):
+    path = _write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(InvalidInput) as info:
+        load_suite(path)
+    assert f"{path}:{line}:" in str(info.value), str(info.value)
+    assert message in str(info.value)
+
+
+def test_syntax_error_and_missing_file(tmp_path):
+    with pytest.raises(InvalidInput, match="suite file not found"):
+        load_suite(tmp_path / "none.toml")
+    path = _write(tmp_path, GOOD + "\n[[configs]\n")
+    with pytest.raises(InvalidInput) as info:
+        load_suite(path)
+    assert f"{path}:18: invalid TOML: Expected ']]'" in str(info.value)
+
+
+def test_registry_accepts_new_kinds(monkeypatch):
+    monkeypatch.setattr(kinds, "_KINDS", dict(kinds._KINDS))  # keep the registration local to this test
+
+    class EchoKind:
+        name = "echo-test"
+
+        def parse(self, table, *, where):
+            return IndexConfig(name=table["name"], kind="echo-test")
+
+        def prepare(self, config, ctx):
+            raise NotImplementedError
+
+    register_kind(EchoKind())
+    assert "echo-test" in known_kinds() and config_kind("echo-test") is not None
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind(EchoKind())
