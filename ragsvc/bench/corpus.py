@@ -67,6 +67,8 @@ class BenchCorpus:
 
     vectors: np.ndarray
     queries: np.ndarray
+    texts: list[str]
+    """The passage behind each vector row."""
     query_kinds: list[str]
     source_counts: dict[str, int]
     model_id: str
@@ -279,4 +281,4 @@ def load_or_build_corpus(
                 "num_queries": len(corpus.queries), "dim": embedder.dim, "source_counts": counts,
                 "corpus_version": CORPUS_VERSION, "window_words": WINDOW_WORDS}
     _atomic_write_bytes(cache_path / "manifest.json", json.dumps(manifest, indent=2).encode())
-    return BenchCorpus(vectors, queries, corpus.query_kinds, counts, embedder.id, digest, cache_path)
+    return BenchCorpus(vectors, queries, corpus.texts, corpus.query_kinds, counts, embedder.id, digest, cache_path)

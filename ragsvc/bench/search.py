@@ -1,0 +1,157 @@
+"""`ragsvc bench search`: recall@10, single-thread QPS and index bytes of every ragsvc index config, with raw
+hnswlib (same M, an ef sweep) and faiss flat measured in the same run, plus HTTP vs in-process search QPS.
+
+Honest by construction: real MiniLM embeddings of real text (never random padding), held-out queries, the
+exact answer from brute force, fixed seeds, warm-up excluded, one query at a time on one thread, the git sha in
+the JSON. Targets from issue 2 are evaluated and reported pass/fail in the output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from ragsvc.bench.configs import default_configs, run_config, select_configs
+from ragsvc.bench.corpus import BenchCorpus, load_or_build_corpus
+from ragsvc.bench.peers import faiss_flat_peer, hnswlib_peer
+from ragsvc.bench.targets import evaluate_targets, with_ratios
+from ragsvc.bench.timing import exact_topk
+
+logger = logging.getLogger(__name__)
+
+K = 10
+DEFAULT_CACHE = Path("eval/cache/bench-search")
+DEFAULT_JSON = Path("eval/results/bench-search.json")
+MEMORY_NOTE = ("index_bytes counts every byte held to answer a query: the ANN structure (graph links, codes, "
+               "centroids) plus the vectors it reads for rescoring, whether in RAM or memory-mapped; faiss "
+               "flat and hnswlib hold float32 vectors inside the index")
+
+app = typer.Typer(help="Benchmarks: speed and recall, written as JSON under eval/results/.", no_args_is_help=True)
+
+
+@app.callback()
+def bench() -> None:
+    """Benchmarks (`ragsvc bench search`); each writes JSON with the git sha and the peers run beside it."""
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _gpu_section() -> dict[str, Any]:
+    import faiss
+
+    num_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if num_gpus == 0:
+        return {"skipped": ["faiss-gpu-flat", "faiss-gpu-ivf"],
+                "reason": "faiss.get_num_gpus() == 0: no CUDA GPU / no faiss-gpu build on this machine"}
+    return {"skipped": ["faiss-gpu-flat", "faiss-gpu-ivf"],
+            "reason": f"{num_gpus} GPU(s) seen, but GPU configs are not implemented in this benchmark yet"}
+
+
+def _corpus_section(corpus: BenchCorpus) -> dict[str, Any]:
+    return {"num_vectors": int(corpus.vectors.shape[0]), "num_queries": int(corpus.queries.shape[0]),
+            "dim": int(corpus.vectors.shape[1]), "model_id": corpus.model_id, "corpus_hash": corpus.corpus_hash,
+            "sources": corpus.source_counts, "query_kinds": dict(Counter(corpus.query_kinds)),
+            "random_padding": 0, "cache": str(corpus.cache_path)}
+
+
+def run_search_bench(
+    *,
+    num_vectors: int = 200_000,
+    num_queries: int = 1_000,
+    configs: str | None = None,
+    cache_dir: Path = DEFAULT_CACHE,
+    data_dir: Path | None = None,
+    hnsw_ef_sweep: tuple[int, ...] | None = None,
+    http: bool = True,
+    http_vectors: int = 50_000,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the whole benchmark and return the JSON-ready result (see the module docstring)."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # single-thread search, as one API call gets
+    started = time.perf_counter()
+    chosen = select_configs(default_configs(), configs)
+    corpus = load_or_build_corpus(num_vectors=num_vectors, num_queries=num_queries, cache_dir=cache_dir,
+                                  data_dir=data_dir, progress=progress)
+    vectors, queries = corpus.vectors, corpus.queries  # (n, dim), (q, dim)
+    truth = exact_topk(vectors, queries, K)  # (q, k) row ids
+    m = chosen[0].spec.hnsw_m
+    peer_kwargs = {"ef_sweep": hnsw_ef_sweep} if hnsw_ef_sweep else {}
+    peers = hnswlib_peer(vectors, queries, truth, m=m, ef_construction=chosen[0].spec.ef_construction,
+                         cache_dir=corpus.cache_path / "peers", **peer_kwargs)
+    peers.append(faiss_flat_peer(vectors, queries, truth))
+    rows: list[dict[str, Any]] = []
+    for config in chosen:
+        rows += run_config(config, vectors, queries, truth, index_dir=corpus.cache_path / "indexes" / config.name)
+    reference, rows, peers = with_ratios(rows, peers)
+    http_section = _http_section(corpus, vectors, queries, http=http, http_vectors=http_vectors)
+    return {
+        "benchmark": "search", "git_sha": git_sha(), "created_unix": int(time.time()), "k": K,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads_per_query": 1},
+        "corpus": _corpus_section(corpus), "memory_note": MEMORY_NOTE,
+        "configs": rows, "peers": peers, "reference_hnswlib": reference,
+        "gpu": _gpu_section(), "http": http_section,
+        "targets": evaluate_targets(rows, reference, http_section),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _http_section(corpus: BenchCorpus, vectors: np.ndarray, queries: np.ndarray, *, http: bool,
+                  http_vectors: int) -> dict[str, Any]:
+    if not http:
+        return {"skipped": True, "reason": "--no-http"}
+    from ragsvc.bench.http_search import http_vs_in_process
+    from ragsvc.index.spec import IndexSpec
+
+    n = min(http_vectors, vectors.shape[0])
+    texts = corpus.texts[:n]
+    sub = np.ascontiguousarray(vectors[:n])  # (n, dim)
+    return http_vs_in_process(corpus.cache_path, texts, sub, queries, exact_topk(sub, queries, K),
+                              model_id=corpus.model_id, spec=IndexSpec())
+
+
+@app.command("search")
+def search_command(
+    json_path: Annotated[Path, typer.Option("--json", help="where to write the result")] = DEFAULT_JSON,
+    num_vectors: Annotated[int, typer.Option(help="vectors in the index (real passages only)")] = 200_000,
+    num_queries: Annotated[int, typer.Option(help="held-out queries")] = 1_000,
+    configs: Annotated[str | None, typer.Option(help="comma-separated config names or prefixes")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="embedding + index cache")] = DEFAULT_CACHE,
+    data_dir: Annotated[Path | None, typer.Option(help="evaluation data (default ../shared/data)")] = None,
+    http: Annotated[bool, typer.Option(help="also measure HTTP vs in-process QPS")] = True,
+    http_vectors: Annotated[int, typer.Option(help="size of the HTTP benchmark collection")] = 50_000,
+) -> None:
+    """Recall@10, single-thread QPS and index bytes per config, peers in the same run; JSON to --json."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        result = run_search_bench(num_vectors=num_vectors, num_queries=num_queries, configs=configs,
+                                  cache_dir=cache_dir, data_dir=data_dir, http=http, http_vectors=http_vectors)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2))
+    for row in result["configs"] + result["peers"]:
+        typer.echo(f"{row['name']:<34} recall@10 {row['recall_at_10']:.4f}  {row['qps']:>9.1f} QPS  "
+                   f"{row['index_bytes'] / 2**20:8.1f} MiB")
+    for target in result["targets"]:
+        typer.echo(f"target {target['name']}: {'PASS' if target['passed'] else 'FAIL'} - {target['detail']}")
+    typer.echo(f"wrote {json_path}")

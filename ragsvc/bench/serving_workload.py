@@ -1,0 +1,113 @@
+"""The serving benchmark's workload and metrics: seeded prompts of exact token lengths, per-request timings,
+and the summary every system is reported with (tok/s, TTFT and TPOT p50/p99).
+
+Prompts are random vocabulary tokens, decoded and re-encoded so that the ids are ones the tokenizer itself
+would produce (what vLLM's random dataset does): every system gets the very same token ids, so prompt lengths
+match exactly across ragsvc, HF and llama.cpp (the GGUF carries the same vocabulary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRequest:
+    prompt_ids: list[int]
+    max_tokens: int
+    """Exact output length: every system runs with EOS ignored, so all generate the same number of tokens."""
+
+
+@dataclass(slots=True)
+class RequestTiming:
+    """Wall-clock marks of one request (time.perf_counter seconds)."""
+
+    start: float
+    first_token: float | None = None
+    end: float | None = None
+    num_output_tokens: int = 0
+
+    @property
+    def ttft_s(self) -> float:
+        assert self.first_token is not None
+        return self.first_token - self.start
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Mean time per output token after the first; None for one-token outputs."""
+        if self.end is None or self.first_token is None or self.num_output_tokens < 2:
+            return None
+        return (self.end - self.first_token) / (self.num_output_tokens - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    system: str
+    dtype: str
+    concurrency: int
+    tok_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    tpot_p50_ms: float
+    tpot_p99_ms: float
+    num_requests: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "system": self.system, "dtype": self.dtype, "concurrency": self.concurrency,
+            "tok_per_s": self.tok_per_s, "ttft_p50_ms": self.ttft_p50_ms, "ttft_p99_ms": self.ttft_p99_ms,
+            "tpot_p50_ms": self.tpot_p50_ms, "tpot_p99_ms": self.tpot_p99_ms, "num_requests": self.num_requests,
+        }
+
+
+def plain_vocab(tokenizer: Any) -> np.ndarray:
+    """Every token id except the special ones (BOS/EOS/chat markers)."""
+    special = set(tokenizer.all_special_ids)
+    return np.array([i for i in range(len(tokenizer)) if i not in special])
+
+
+def random_prompt(tokenizer: Any, rng: np.random.Generator, num_tokens: int, vocab: np.ndarray) -> list[int]:
+    """`num_tokens` ids that survive a decode/encode round trip, drawn from `vocab`."""
+    ids: list[int] = []
+    while len(ids) < num_tokens:  # re-encoding merges some tokens; top up until long enough
+        draw = rng.choice(vocab, size=num_tokens - len(ids) + 8).tolist()
+        text = tokenizer.decode(ids + draw)
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return ids[:num_tokens]
+
+
+def make_workload(
+    tokenizer: Any, *, num_requests: int, prompt_tokens: tuple[int, int] = (100, 600),
+    output_tokens: tuple[int, int] = (64, 256), seed: int = 0,
+) -> list[BenchRequest]:
+    """`num_requests` requests with prompt and output lengths uniform in the given inclusive ranges."""
+    rng = np.random.default_rng(seed)
+    vocab = plain_vocab(tokenizer)
+    out = []
+    for _ in range(num_requests):
+        plen = int(rng.integers(prompt_tokens[0], prompt_tokens[1] + 1))
+        olen = int(rng.integers(output_tokens[0], output_tokens[1] + 1))
+        out.append(BenchRequest(prompt_ids=random_prompt(tokenizer, rng, plen, vocab), max_tokens=olen))
+    return out
+
+
+def _pct_ms(values: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values) * 1000.0, q)), 2) if values else float("nan")
+
+
+def summarise(system: str, dtype: str, concurrency: int, timings: list[RequestTiming]) -> RunSummary:
+    """Throughput = output tokens of all requests / wall time from the first start to the last end."""
+    done = [t for t in timings if t.end is not None and t.first_token is not None]
+    if not done:
+        raise RuntimeError(f"{system} at concurrency {concurrency} finished no request")
+    wall = max(t.end for t in done if t.end is not None) - min(t.start for t in done)
+    tokens = sum(t.num_output_tokens for t in done)
+    tpots = [x for x in (t.tpot_s for t in done) if x is not None]
+    return RunSummary(
+        system=system, dtype=dtype, concurrency=concurrency, tok_per_s=round(tokens / wall, 2),
+        ttft_p50_ms=_pct_ms([t.ttft_s for t in done], 50), ttft_p99_ms=_pct_ms([t.ttft_s for t in done], 99),
+        tpot_p50_ms=_pct_ms(tpots, 50), tpot_p99_ms=_pct_ms(tpots, 99), num_requests=len(done),
+    )
