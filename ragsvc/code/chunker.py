@@ -85,7 +85,10 @@ def _python_docstring(node) -> tuple[int, int] | None:  # noqa: ANN001
     if body is None or not body.named_children:
         return None
     first = body.named_children[0]
-    if first.type == "expression_statement" and first.named_children and first.named_children[0].type == "string":
+    # Grammar versions differ: the docstring is a bare `string` in the block, or wrapped in an expression statement.
+    if first.type == "string" or (
+        first.type == "expression_statement" and first.named_children and first.named_children[0].type == "string"
+    ):
         return first.start_byte, first.end_byte
     return None
 

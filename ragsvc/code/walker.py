@@ -128,7 +128,8 @@ def _walk_dir(
     spec = _load_ignore(directory)
     specs = [*specs, (rel_dir, spec)] if spec is not None else specs
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        # Real entries before symlinks, so a folder reachable both ways is indexed under its real path.
+        entries = sorted(os.scandir(directory), key=lambda e: (e.is_symlink(), e.name))
     except OSError as exc:
         yield Skipped(rel_dir or ".", f"unreadable folder: {exc.strerror or exc}")
         return

@@ -1,0 +1,101 @@
+"""Code repositories: index one in the background, poll its status, fetch its ranked map.
+
+POST /v1/repos {path, collection?}          -> 202, the job (queued or already running)
+GET  /v1/repos/{id}                         -> the job: state, report (files, chunks, problems) or error
+GET  /v1/repos/{id}/map?query=&tokens=      -> the repo map fitted to `tokens`, ranked for `query`
+
+Paths must lie under the allowed roots (`settings.code.allowed_roots` when the settings have that section,
+else `app.state.repo_roots`, else the server's working folder): a path outside them, or missing, is a 400.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from ragsvc.api.deps import get_vector_store
+from ragsvc.code.indexer import RepoIndexer
+from ragsvc.code.jobs import RepoJob, RepoJobs
+from ragsvc.code.walker import WalkConfig
+
+router = APIRouter(prefix="/v1/repos", tags=["repos"])
+_create_lock = threading.Lock()
+
+
+def allowed_roots(request: Request) -> tuple[Path, ...]:
+    code_settings = getattr(getattr(request.app.state, "settings", None), "code", None)
+    roots = getattr(code_settings, "allowed_roots", None) or getattr(request.app.state, "repo_roots", None)
+    return tuple(Path(r) for r in roots) if roots else (Path.cwd(),)
+
+
+def get_repo_jobs(request: Request) -> RepoJobs:
+    """The app's job runner, built on first use (the store loads in the background after startup)."""
+    store = get_vector_store(request)
+    with _create_lock:
+        jobs = getattr(request.app.state, "repo_jobs", None)
+        if jobs is None or jobs.indexer.store is not store:
+            indexer = RepoIndexer(store, walk_config=WalkConfig(allowed_roots=allowed_roots(request)))
+            jobs = RepoJobs(indexer)
+            request.app.state.repo_jobs = jobs
+        return jobs
+
+
+RepoJobsDep = Annotated[RepoJobs, Depends(get_repo_jobs)]
+
+
+class RepoCreate(BaseModel):
+    path: str = Field(min_length=1, max_length=4096, description="repository root folder on the server")
+    collection: str | None = Field(None, max_length=64, description="target collection [default: repo-<folder>]")
+
+
+class RepoPublic(BaseModel):
+    id: str
+    path: str
+    collection: str
+    state: str
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    report: dict[str, object] = Field(default_factory=dict)
+
+
+class RepoMapPublic(BaseModel):
+    id: str
+    query: str | None
+    max_tokens: int
+    num_tokens: int
+    num_definitions: int
+    text: str
+
+
+def _public(job: RepoJob) -> RepoPublic:
+    return RepoPublic(id=job.id, path=job.path, collection=job.collection, state=job.state,
+                      submitted_at=job.submitted_at, started_at=job.started_at, finished_at=job.finished_at,
+                      error=job.error, report=job.report)
+
+
+@router.post("", status_code=202, response_model=RepoPublic)
+def create_repo(body: RepoCreate, jobs: RepoJobsDep) -> RepoPublic:
+    return _public(jobs.submit(body.path, collection=body.collection))
+
+
+@router.get("/{repo_id}", response_model=RepoPublic)
+def get_repo(repo_id: str, jobs: RepoJobsDep) -> RepoPublic:
+    return _public(jobs.get(repo_id))
+
+
+@router.get("/{repo_id}/map", response_model=RepoMapPublic)
+def get_repo_map(
+    repo_id: str,
+    jobs: RepoJobsDep,
+    query: Annotated[str | None, Query(max_length=2000)] = None,
+    tokens: Annotated[int, Query(ge=1, le=65536)] = 1024,
+) -> RepoMapPublic:
+    repo_map = jobs.repo_map(repo_id, query=query or None, max_tokens=tokens)
+    return RepoMapPublic(id=repo_id, query=query, max_tokens=tokens, num_tokens=repo_map.num_tokens,
+                         num_definitions=repo_map.num_definitions, text=repo_map.text)

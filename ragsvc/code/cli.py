@@ -1,0 +1,150 @@
+"""`ragsvc repo ...`: index a repository into a collection, print its ranked map, search its code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ragsvc.errors import RagsvcError
+
+app = typer.Typer(help="Index a code repository (tree-sitter), print its ranked map, search its code.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="catalog + indexes folder [default: settings]")]
+Collection = Annotated[str | None, typer.Option("--collection", "-c", help="[default: repo-<folder name>]")]
+
+
+def _open_store(data_dir: Path | None):  # noqa: ANN202 - VectorStore
+    from ragsvc.config import Settings
+    from ragsvc.retrieval.vector_store import VectorStore
+
+    settings = Settings()
+    return VectorStore.open(data_dir or settings.store.data_dir, embedder_name=settings.embed.model,
+                            save_interval_s=settings.store.save_interval_s)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def index(
+    path: Annotated[Path, typer.Argument(help="repository root folder")],
+    collection: Collection = None,
+    data_dir: DataDir = None,
+    max_file_kb: Annotated[int, typer.Option(help="skip files larger than this")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Index (or re-index: only changed files are parsed and embedded) a repository into a collection."""
+    from tqdm import tqdm
+
+    from ragsvc.code.indexer import RepoIndexer
+    from ragsvc.code.walker import WalkConfig, resolve_root
+
+    try:
+        resolve_root(path)  # fail on a bad path before loading the embedder
+        store = _open_store(data_dir)
+    except (RagsvcError, ValueError) as exc:
+        raise _fail(exc) from exc
+    try:
+        indexer = RepoIndexer(store, walk_config=WalkConfig(max_file_bytes=max_file_kb * 1024))
+        with tqdm(unit="file", desc=f"index {path}") as bar:
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            report = indexer.index(path, collection=collection, progress=advance)
+    except (RagsvcError, ValueError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    typer.echo(f"{report.collection}: {report.num_files} files ({report.num_parsed} parsed, {report.num_unchanged} "
+               f"unchanged, {report.num_removed} removed), {report.num_chunks} chunks written in {report.seconds:.2f} s")
+    for rel_path, problems in sorted(report.problems.items()):
+        typer.secho(f"  {rel_path}: {'; '.join(problems)}", fg=typer.colors.YELLOW)
+
+
+@app.command("map")
+def map_command(
+    path: Annotated[Path, typer.Argument(help="repository root folder")],
+    query: Annotated[str | None, typer.Option("--query", "-q", help="rank what is relevant to this first")] = None,
+    tokens: Annotated[int, typer.Option("--tokens", "-t", help="token budget of the map")] = 1024,
+    collection: Collection = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Print the repository map: files -> most important definitions, fitted to the token budget.
+
+    Uses the repository's collection when it was indexed (no parsing, query via its embeddings); otherwise
+    parses the repository in memory (and embeds its definitions when a query is given)."""
+    try:
+        repo_map = _build_map(path, query=query, tokens=tokens, collection=collection, data_dir=data_dir)
+    except (RagsvcError, ValueError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(repo_map.text)
+    typer.secho(f"({repo_map.num_definitions} definitions, {repo_map.num_tokens} tokens of {tokens})", err=True)
+
+
+def _build_map(path: Path, *, query: str | None, tokens: int, collection: str | None, data_dir: Path | None) -> Any:
+    from ragsvc.code.analysis import analyse_repository, definition_texts
+    from ragsvc.code.graph import SymbolGraph
+    from ragsvc.code.indexer import RepoIndexer, default_collection_name
+    from ragsvc.code.manifest import manifest_path
+    from ragsvc.code.repo_map import build_map
+    from ragsvc.code.searcher import CollectionSearcher, EmbeddingSearcher
+    from ragsvc.code.walker import resolve_root
+    from ragsvc.config import Settings
+
+    root = resolve_root(path)
+    name = collection or default_collection_name(root)
+    if manifest_path(data_dir or Settings().store.data_dir, name).exists():
+        store = _open_store(data_dir)
+        try:
+            graph = RepoIndexer(store).load_graph(name)
+            return build_map(graph, max_tokens=tokens, query=query,
+                             searcher=CollectionSearcher(store, name) if query else None)
+        finally:
+            store.close()
+    _, analyses, _ = analyse_repository(root)
+    graph = SymbolGraph([a.tags for a in analyses])
+    searcher = None
+    if query:
+        from ragsvc.embed.embedder import SentenceTransformerEmbedder
+
+        definitions, texts = definition_texts(analyses)
+        searcher = EmbeddingSearcher(SentenceTransformerEmbedder(Settings().embed.model), definitions, texts)
+    return build_map(graph, max_tokens=tokens, query=query, searcher=searcher)
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="what the code should do")],
+    collection: Annotated[str, typer.Option("--collection", "-c")],
+    k: Annotated[int, typer.Option("-k")] = 10,
+    graph: Annotated[bool, typer.Option("--graph/--no-graph", help="re-rank with the symbol graph")] = True,
+    language: Annotated[str | None, typer.Option(help="only this language")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Search an indexed repository's code: dense retrieval, re-ranked by the symbol graph."""
+    from ragsvc.code.indexer import RepoIndexer
+    from ragsvc.code.search import code_search
+
+    store = _open_store(data_dir)
+    try:
+        symbol_graph = RepoIndexer(store).load_graph(collection) if graph else None
+        result = code_search(store, collection, query, k=k, graph=symbol_graph,
+                             filter={"language": language} if language else None)
+    except (RagsvcError, ValueError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        store.close()
+    for rank, hit in enumerate(result.hits, start=1):
+        meta = hit.metadata
+        typer.echo(f"{rank:>2}. {hit.score:.4f}  {meta.get('path')}:{meta.get('start_line')}-{meta.get('end_line')}"
+                   f"  {meta.get('kind')} {meta.get('symbol')}")

@@ -1,0 +1,120 @@
+"""Repository index jobs run in the background, one at a time, with a status anyone can poll.
+
+Index runs share the embedder and the 2-core box, so one worker thread runs them in order; a second request for
+a repository already queued or running returns that job instead of starting another. The repository id is
+derived from its resolved path, so the same folder always has the same id (and collection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from ragsvc.code.indexer import RepoIndexer, default_collection_name
+from ragsvc.code.repo_map import RepoMap, build_map
+from ragsvc.code.searcher import CollectionSearcher
+from ragsvc.code.walker import WalkConfig, resolve_root
+from ragsvc.errors import NotFound, NotReady
+
+logger = logging.getLogger(__name__)
+
+JobState = Literal["queued", "running", "done", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RepoJob:
+    id: str
+    path: str
+    collection: str
+    state: JobState
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    report: dict[str, object] = field(default_factory=dict)
+
+
+def repo_id(root: Path) -> str:
+    return hashlib.sha256(str(root).encode("utf-8")).hexdigest()[:16]
+
+
+class RepoJobs:
+    """Submits index runs to a single worker thread and keeps the latest job per repository."""
+
+    def __init__(self, indexer: RepoIndexer) -> None:
+        self.indexer = indexer
+        self._jobs: dict[str, RepoJob] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def walk_config(self) -> WalkConfig:
+        return self.indexer.walk_config
+
+    def submit(self, path: str, *, collection: str | None = None) -> RepoJob:
+        """Queue an index run; InvalidInput (400) at once for a missing path or one outside the allowed roots."""
+        root = resolve_root(path, allowed_roots=self.walk_config.allowed_roots)
+        job_id = repo_id(root)
+        with self._lock:
+            current = self._jobs.get(job_id)
+            if current is not None and current.state in ("queued", "running"):
+                return current
+            job = RepoJob(id=job_id, path=str(root), collection=collection or (current.collection if current else
+                          default_collection_name(root)), state="queued", submitted_at=time.time())
+            self._jobs[job_id] = job
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragsvc-repo-index")
+            self._executor.submit(self._run, job_id)
+            return job
+
+    def get(self, job_id: str) -> RepoJob:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no repository {job_id!r}; POST /v1/repos with its path first")
+        return job
+
+    def repo_map(self, job_id: str, *, query: str | None = None, max_tokens: int = 1024) -> RepoMap:
+        job = self.get(job_id)
+        try:
+            graph = self.indexer.load_graph(job.collection)  # a re-index in progress still has the last map
+        except NotFound as exc:
+            if job.state == "failed":
+                raise NotFound(f"repository {job_id!r} failed to index: {job.error}") from exc
+            raise NotReady(f"repository {job_id!r} is {job.state}; retry when GET /v1/repos/{job_id} says done") from exc
+        searcher = CollectionSearcher(self.indexer.store, job.collection) if query else None
+        return build_map(graph, max_tokens=max_tokens, query=query, searcher=searcher)
+
+    def wait(self, job_id: str, *, timeout_s: float) -> RepoJob:
+        """Block until the job finishes or `timeout_s` passes (for the CLI and tests; the API polls)."""
+        self.get(job_id)
+        with self._changed:
+            self._changed.wait_for(lambda: self._jobs[job_id].state in ("done", "failed"), timeout=timeout_s)
+            return self._jobs[job_id]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _update(self, job_id: str, **changes: object) -> None:
+        with self._changed:
+            self._jobs[job_id] = replace(self._jobs[job_id], **changes)  # type: ignore[arg-type]
+            self._changed.notify_all()
+
+    def _run(self, job_id: str) -> None:
+        job = self.get(job_id)
+        self._update(job_id, state="running", started_at=time.time())
+        try:
+            report = self.indexer.index(job.path, collection=job.collection)
+        except Exception as exc:  # noqa: BLE001 - a failed job reports its error through the status
+            logger.exception("indexing %s failed", job.path)
+            self._update(job_id, state="failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
+            return
+        self._update(job_id, state="done", finished_at=time.time(), report=report.as_dict(), error=None)

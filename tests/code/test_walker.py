@@ -1,0 +1,86 @@
+"""The walker: ignore rules, skipped files with reasons, symlinks (loops, escapes), roots and bad paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ragsvc.code.walker import WalkConfig, resolve_root, walk_repository
+from ragsvc.errors import InvalidInput
+from tests.code.conftest import write_files
+
+
+def _paths(root: Path, config: WalkConfig = WalkConfig()) -> list[str]:
+    return [f.rel_path for f in walk_repository(root, config=config).files]
+
+
+def test_gitignore_nested_rules_and_skip_dirs(tmp_path: Path) -> None:
+    write_files(tmp_path, {
+        ".gitignore": "*.gen.py\nbuild_out/\n!keep.gen.py\n",
+        "src/a.py": "def a(): pass\n",
+        "src/b.gen.py": "x = 1\n",
+        "src/keep.gen.py": "x = 2\n",
+        "src/.gitignore": "secret/\nlocal.py\n",
+        "src/secret/s.py": "x = 3\n",
+        "src/local.py": "x = 4\n",
+        "local.py": "x = 5\n",  # the nested rule does not apply above its folder
+        "build_out/c.py": "x = 6\n",
+        "node_modules/lib/index.js": "function f() {}\n",
+        "vendor/v.go": "package v\n",
+        "README.md": "# readme\n",
+    })
+    assert _paths(tmp_path) == ["local.py", "src/a.py", "src/keep.gen.py"]
+
+
+def test_binary_large_and_unsupported_files_are_skipped_with_reasons(tmp_path: Path) -> None:
+    write_files(tmp_path, {
+        "ok.py": "def ok(): pass\n",
+        "blob.py": b"\x00\x01binary\x00",
+        "big.py": "x = 1\n" * 1000,
+        "notes.txt": "hello",
+    })
+    result = walk_repository(tmp_path, config=WalkConfig(max_file_bytes=1000))
+    assert [f.rel_path for f in result.files] == ["ok.py"]
+    reasons = {s.rel_path: s.reason for s in result.skipped}
+    assert reasons["blob.py"] == "binary file"
+    assert reasons["big.py"].startswith("larger than 1000 bytes")
+    assert reasons["notes.txt"] == "no parser for this file type"
+
+
+def test_symlink_loop_and_escape_are_refused_but_inside_links_followed(tmp_path: Path) -> None:
+    repo = write_files(tmp_path / "repo", {"pkg/mod.py": "def f(): pass\n", "other/x.py": "def x(): pass\n"})
+    write_files(tmp_path / "outside", {"secret.py": "TOKEN = 1\n"})
+    os.symlink(repo / "pkg", repo / "pkg" / "loop")  # pkg/loop -> pkg: a cycle
+    os.symlink(tmp_path / "outside", repo / "escape")
+    os.symlink(repo / "other", repo / "alias")  # a folder reached twice: walked once
+    result = walk_repository(repo)
+    assert [f.rel_path for f in result.files] == ["other/x.py", "pkg/mod.py"]
+    reasons = {s.rel_path: s.reason for s in result.skipped}
+    assert reasons["alias"].startswith("symlink loop")
+    assert reasons["pkg/loop"].startswith("symlink loop")
+    assert reasons["escape"] == "symlink points outside the repository"
+
+
+def test_dangling_symlink_is_reported_unreadable(tmp_path: Path) -> None:
+    write_files(tmp_path, {"a.py": "def a(): pass\n"})
+    os.symlink(tmp_path / "gone.py", tmp_path / "dangling.py")
+    result = walk_repository(tmp_path)
+    assert [f.rel_path for f in result.files] == ["a.py"]
+    assert {s.rel_path: s.reason for s in result.skipped}["dangling.py"].startswith(
+        ("unreadable", "symlink points outside"))
+
+
+def test_missing_file_not_a_folder_and_outside_roots_are_invalid_input(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        resolve_root(tmp_path / "nope")
+    write_files(tmp_path, {"f.py": "x = 1\n", "allowed/r/a.py": "x = 1\n"})
+    with pytest.raises(InvalidInput, match="not a folder"):
+        resolve_root(tmp_path / "f.py")
+    roots = (tmp_path / "allowed",)
+    assert resolve_root(tmp_path / "allowed" / "r", allowed_roots=roots) == (tmp_path / "allowed" / "r").resolve()
+    with pytest.raises(InvalidInput, match="outside the allowed roots"):
+        walk_repository(tmp_path, config=WalkConfig(allowed_roots=roots))
+    with pytest.raises(InvalidInput, match="outside the allowed roots"):  # `..` cannot climb out
+        resolve_root(tmp_path / "allowed" / "r" / ".." / "..", allowed_roots=roots)
