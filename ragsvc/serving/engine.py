@@ -1,0 +1,230 @@
+"""LLMEngine: requests in, RequestOutputs out, one scheduler step at a time.
+
+    engine = LLMEngine.from_config(EngineConfig())
+    engine.add_request("r1", "Hello", SamplingParams(max_tokens=8))
+    while engine.has_unfinished():
+        for out in engine.step(): ...
+
+Strings are encoded with the tokenizer's defaults (as HF pipelines do); pass token ids to control the prompt
+exactly (for example after `tokenizer.apply_chat_template(..., tokenize=True)`).
+The engine is safe to drive from one thread while other threads call add_request / abort (one lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ragsvc.errors import InvalidInput
+from ragsvc.serving.block_manager import BlockManager
+from ragsvc.serving.config import EngineConfig, resolve_device, resolve_dtype
+from ragsvc.serving.detokenizer import TextState, update_text
+from ragsvc.serving.loader import eos_token_ids, load_hf_config, load_tokenizer, resolve_model_dir
+from ragsvc.serving.model_runner import ModelRunner, kv_bytes_per_block, load_model
+from ragsvc.serving.outputs import RequestOutput, TokenLogprob
+from ragsvc.serving.sampler import SampledToken, sample
+from ragsvc.serving.sampling_params import SamplingParams
+from ragsvc.serving.scheduler import Scheduler
+from ragsvc.serving.sequence import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    seq: Sequence
+    generator: torch.Generator | None
+    text: TextState = field(default_factory=TextState)
+    new_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+class LLMEngine:
+    def __init__(self, *, config: EngineConfig, runner: ModelRunner, tokenizer: Any | None,
+                 eos_ids: set[int], model_name: str, max_model_len: int, num_blocks: int) -> None:
+        self.config = config
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.model_name = model_name
+        self.max_model_len = max_model_len
+        self.vocab_size = runner.model.cfg.vocab_size
+        self.block_manager = BlockManager(num_blocks, config.block_size,
+                                          enable_prefix_caching=config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, max_num_seqs=config.max_num_seqs,
+                                   max_num_batched_tokens=config.max_num_batched_tokens)
+        self._requests: dict[str, _Request] = {}
+        self._aborted: list[RequestOutput] = []
+        self._token_text: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LLMEngine:
+        started = time.perf_counter()
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        device = resolve_device(config)
+        dtype = resolve_dtype(config, device)
+        model_dir = resolve_model_dir(config.model, cache_dir=config.cache_dir)
+        hf = load_hf_config(model_dir)
+        tokenizer = load_tokenizer(model_dir)
+        from ragsvc.serving.models.llama import ModelConfig
+
+        cfg = ModelConfig.from_hf(hf)
+        per_block = kv_bytes_per_block(cfg, block_size=config.block_size, dtype=dtype)
+        num_blocks = config.num_kv_blocks or max(config.kv_cache_bytes // per_block, 1)
+        capacity = num_blocks * config.block_size
+        max_model_len = min(config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings,
+                            capacity)
+        model = load_model(model_dir, dtype=dtype, device=device, max_positions=max_model_len)
+        runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size)
+        name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
+        logger.info("engine ready in %.1f s: %s %s on %s, %d KV blocks x %d tokens, max_model_len %d",
+                    time.perf_counter() - started, name, dtype, device, num_blocks, config.block_size,
+                    max_model_len)
+        return cls(config=config, runner=runner, tokenizer=tokenizer, eos_ids=eos_token_ids(model_dir, hf, tokenizer),
+                   model_name=name, max_model_len=max_model_len, num_blocks=num_blocks)
+
+    # -- requests --------------------------------------------------------------------------------------
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
+        token_ids = self._encode(prompt)
+        if len(token_ids) + params.max_tokens > self.max_model_len:
+            raise InvalidInput(
+                f"prompt ({len(token_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the model's "
+                f"context of {self.max_model_len} tokens; shorten the prompt or lower max_tokens"
+            )
+        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        with self._lock:
+            if request_id in self._requests:
+                raise InvalidInput(f"request id {request_id!r} is already in use; use a unique id")
+            seq = Sequence(request_id, token_ids, params)
+            self._requests[request_id] = _Request(seq, generator)
+            self.scheduler.add(seq)
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request and free its KV blocks now; its final output (reason "abort") comes with the next step."""
+        with self._lock:
+            req = self._requests.pop(request_id, None)
+            if req is None:
+                return
+            self.scheduler.finish(req.seq, "abort")
+            self._aborted.append(self._output(req, "", finished=True))
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished() or bool(self._aborted)
+
+    # -- stepping --------------------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        with self._lock:
+            outputs, self._aborted = self._aborted, []
+            sched = self.scheduler.schedule()
+            if not sched.chunks:
+                return outputs
+            self.runner.copy_blocks(sched.copies)
+            logits, sampling_chunks = self.runner.execute(sched.chunks)
+            self.scheduler.postprocess(sched)
+            reqs = [self._requests[c.seq.request_id] for c in sampling_chunks]
+            sampled = sample(logits, [r.seq.params for r in reqs], [r.generator for r in reqs])
+            for req, tok in zip(reqs, sampled, strict=True):
+                outputs.append(self._append_token(req, tok))
+            return outputs
+
+    def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams], *,
+                 progress: bool = False) -> list[RequestOutput]:
+        """Run prompts to completion; final outputs in prompt order.
+
+        Each returned output is whole: `logprobs` holds every generated token's entry and `new_text` the full
+        text (unlike step(), whose outputs carry deltas).
+        """
+        plist = params if isinstance(params, list) else [params] * len(prompts)
+        if len(plist) != len(prompts):
+            raise InvalidInput(f"got {len(plist)} SamplingParams for {len(prompts)} prompts; give one or one each")
+        base = f"gen-{time.monotonic_ns()}"
+        ids = [f"{base}-{i}" for i in range(len(prompts))]
+        for rid, prompt, p in zip(ids, prompts, plist, strict=True):
+            self.add_request(rid, prompt, p)
+        logprobs: dict[str, list[TokenLogprob]] = {rid: [] for rid in ids}
+        final: dict[str, RequestOutput] = {}
+        bar = _progress_bar(len(prompts), progress)
+        while len(final) < len(ids):
+            for out in self.step():
+                if out.request_id not in logprobs:
+                    continue  # someone else's request sharing this engine
+                logprobs[out.request_id].extend(out.logprobs)
+                if out.finished:
+                    out.logprobs, out.new_text = logprobs[out.request_id], out.text
+                    final[out.request_id] = out
+                    if bar is not None:
+                        bar.update(1)
+        if bar is not None:
+            bar.close()
+        return [final[rid] for rid in ids]
+
+    def kv_stats(self) -> dict:
+        with self._lock:
+            return self.block_manager.stats(list(self.scheduler.running))
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _encode(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidInput("this model folder ships no tokenizer; pass the prompt as token ids")
+            token_ids = list(self.tokenizer.encode(prompt))
+        else:
+            token_ids = [int(t) for t in prompt]
+            if any(t < 0 or t >= self.vocab_size for t in token_ids):
+                raise InvalidInput(f"prompt token ids must be in [0, {self.vocab_size}); check the tokenizer")
+        if not token_ids:
+            raise InvalidInput("the prompt is empty; give at least one token")
+        return token_ids
+
+    def _append_token(self, req: _Request, tok: SampledToken) -> RequestOutput:
+        seq, params = req.seq, req.seq.params
+        seq.token_ids.append(tok.token_id)
+        if tok.logprob is not None:
+            top = [(t, self._piece(t), lp) for t, lp in (tok.top or [])]
+            req.new_logprobs.append(TokenLogprob(tok.token_id, self._piece(tok.token_id), tok.logprob, top))
+        reason = None
+        if (tok.token_id in self.eos_ids and not params.ignore_eos) or tok.token_id in params.stop_token_ids:
+            reason = "stop"
+        elif seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len:
+            reason = "length"
+        delta = update_text(self.tokenizer, seq.output_token_ids, params.stop, req.text, final=reason is not None)
+        if req.text.stopped:
+            reason = "stop"
+        if reason is not None:
+            self.scheduler.finish(seq, reason)
+            del self._requests[seq.request_id]
+        return self._output(req, delta, finished=reason is not None)
+
+    def _output(self, req: _Request, delta: str, *, finished: bool) -> RequestOutput:
+        seq = req.seq
+        logprobs, req.new_logprobs = req.new_logprobs, []
+        return RequestOutput(
+            request_id=seq.request_id, prompt_token_ids=seq.token_ids[: seq.num_prompt_tokens],
+            output_token_ids=list(seq.output_token_ids), text=req.text.emitted, new_text=delta,
+            logprobs=logprobs, finished=finished, finish_reason=seq.finish_reason if finished else None,
+            num_cached_tokens=seq.num_cached_tokens,
+        )
+
+    def _piece(self, token_id: int) -> str:
+        piece = self._token_text.get(token_id)
+        if piece is None:
+            piece = self.tokenizer.decode([token_id]) if self.tokenizer is not None else ""
+            self._token_text[token_id] = piece
+        return piece
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="generate", unit="req")

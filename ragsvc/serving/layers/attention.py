@@ -1,0 +1,120 @@
+"""Grouped-query attention over the paged KV cache (CPU path in torch; the reference for the GPU kernel).
+
+A step's tokens are packed without padding: first the single-token chunks (decodes), then the multi-token
+chunks (prefills, possibly chunked or behind a cached prefix). New K/V are written into the cache by slot,
+then:
+* decodes attend in one batched SDPA over K/V gathered by block table (padded to the longest context with a
+  mask; attention is a small share of a decode step, the matmuls dominate);
+* each prefill chunk runs its own SDPA: a fresh prompt uses its just-computed K/V with is_causal; a chunk
+  behind cached context gathers its context and uses an offset causal mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillSegment:
+    """One multi-token chunk: packed rows [token_start, token_end), context positions [0, context_len)."""
+
+    token_start: int
+    token_end: int
+    context_len: int
+    context_slots: torch.Tensor | None
+    """(context_len,) flat cache slots to gather; None for a fresh prompt (no earlier context)."""
+    mask: torch.Tensor | None
+    """(chunk, context_len) bool, True = attend; None with a fresh prompt (is_causal instead)."""
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor
+    """(tokens,) flat slot (block * block_size + offset) each new token's K/V is written to."""
+    num_decode_tokens: int = 0
+    decode_slots: torch.Tensor | None = None
+    """(decodes, max_context) flat slots of each decode's context, padded with slot 0."""
+    decode_mask: torch.Tensor | None = None
+    """(decodes, 1, 1, max_context) bool, True = a real context position."""
+    prefills: list[PrefillSegment] = field(default_factory=list)
+
+
+def write_kv(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor
+) -> None:
+    # caches: (num_blocks, block_size, kv_heads, head_dim); k, v: (tokens, kv_heads, head_dim)
+    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k)
+    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    *,
+    scale: float,
+) -> torch.Tensor:
+    """q: (tokens, heads, head_dim); k, v: (tokens, kv_heads, head_dim) -> (tokens, heads, head_dim)."""
+    write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+    out = torch.empty_like(q)
+    nd = meta.num_decode_tokens
+    if nd:
+        assert meta.decode_slots is not None and meta.decode_mask is not None
+        out[:nd] = decode_attention(q[:nd], k_cache, v_cache, meta.decode_slots, meta.decode_mask, scale=scale)
+    for seg in meta.prefills:
+        s, e = seg.token_start, seg.token_end
+        out[s:e] = prefill_attention(q[s:e], k[s:e], v[s:e], k_cache, v_cache, seg, scale=scale)
+    return out
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    scale: float,
+) -> torch.Tensor:
+    """q: (decodes, heads, head_dim); slots: (decodes, max_context) -> (decodes, heads, head_dim)."""
+    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+    b, h = q.shape[0], q.shape[1]
+    group = h // num_kv_heads
+    keys = k_cache.view(-1, num_kv_heads, head_dim)[slots]  # (decodes, ctx, kv_heads, head_dim)
+    values = v_cache.view(-1, num_kv_heads, head_dim)[slots]
+    keys = keys.transpose(1, 2)  # (decodes, kv_heads, ctx, head_dim)
+    values = values.transpose(1, 2)
+    qg = q.view(b, num_kv_heads, group, head_dim)  # (decodes, kv_heads, group, head_dim)
+    out = F.scaled_dot_product_attention(qg, keys, values, attn_mask=mask, scale=scale)
+    return out.reshape(b, h, head_dim)
+
+
+def prefill_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    seg: PrefillSegment,
+    *,
+    scale: float,
+) -> torch.Tensor:
+    """q: (chunk, heads, head_dim); k, v: (chunk, kv_heads, head_dim) -> (chunk, heads, head_dim)."""
+    if seg.context_slots is not None:
+        num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+        k = k_cache.view(-1, num_kv_heads, head_dim)[seg.context_slots]  # (context, kv_heads, head_dim)
+        v = v_cache.view(-1, num_kv_heads, head_dim)[seg.context_slots]
+    qt = q.transpose(0, 1).unsqueeze(0)  # (1, heads, chunk, head_dim)
+    kt = k.transpose(0, 1).unsqueeze(0)  # (1, kv_heads, context, head_dim)
+    vt = v.transpose(0, 1).unsqueeze(0)
+    if seg.mask is None:
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=scale, enable_gqa=True)
+    else:
+        out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=seg.mask, scale=scale, enable_gqa=True)
+    return out[0].transpose(0, 1)  # (chunk, heads, head_dim)

@@ -1,0 +1,141 @@
+"""ModelRunner: owns the model weights and the paged KV cache; turns a scheduled step into logits.
+
+Per layer the cache is a pair of tensors (num_blocks, block_size, num_kv_heads, head_dim). A step's chunks
+are packed into one flat batch of tokens (no padding): single-token chunks first, then multi-token chunks,
+so decodes share one batched attention call. Only the rows that sample reach the LM head.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ragsvc.serving.layers.attention import AttentionMetadata, PrefillSegment
+from ragsvc.serving.loader import iter_weights, load_hf_config
+from ragsvc.serving.layers.rotary import RotaryEmbedding, rope_inv_freq
+from ragsvc.serving.models.llama import LlamaForCausalLM, ModelConfig
+from ragsvc.serving.scheduler import ScheduledChunk
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedBatch:
+    input_ids: torch.Tensor  # (tokens,)
+    positions: torch.Tensor  # (tokens,)
+    meta: AttentionMetadata
+    logit_rows: torch.Tensor  # (samplers,) packed row of each sampling chunk's last token
+    sampling_chunks: list[ScheduledChunk]
+
+
+def load_model(model_dir: Path, *, dtype: torch.dtype, device: torch.device, max_positions: int) -> LlamaForCausalLM:
+    hf = load_hf_config(model_dir)
+    cfg = ModelConfig.from_hf(hf)
+    inv_freq, scaling = rope_inv_freq(hf)
+    # Build on the meta device (no random init of 100M+ weights), materialise on CPU in float32, copy the
+    # checkpoint in, then cast once: exact for fp32 runs.
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg, rotary=RotaryEmbedding(inv_freq.to("meta"), max_positions=1))
+    model = model.to_empty(device="cpu")
+    model.rotary = RotaryEmbedding(inv_freq, max_positions=max_positions, scaling=scaling)  # real tables
+    model.load_weights(iter_weights(model_dir))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype) -> int:
+    element = torch.empty((), dtype=dtype).element_size()
+    return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * element
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int) -> None:
+        self.model = model
+        self.block_size = block_size
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        cfg = model.cfg
+        shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+        self.kv_caches = [
+            (torch.zeros(shape, dtype=self.dtype, device=self.device),
+             torch.zeros(shape, dtype=self.dtype, device=self.device))
+            for _ in range(cfg.num_layers)
+        ]
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        """Copy-on-write: duplicate whole blocks (src -> dst) in every layer."""
+        if not copies:
+            return
+        src = torch.tensor([s for s, _ in copies], device=self.device)
+        dst = torch.tensor([d for _, d in copies], device=self.device)
+        for k, v in self.kv_caches:
+            k[dst] = k[src]
+            v[dst] = v[src]
+
+    @torch.inference_mode()
+    def execute(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[ScheduledChunk]]:
+        """Run one forward over the chunks -> ((samplers, vocab) float32 logits, the sampling chunks)."""
+        batch = self.prepare(chunks)
+        logits = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta, batch.logit_rows)
+        return logits.float(), batch.sampling_chunks
+
+    def prepare(self, chunks: list[ScheduledChunk]) -> PreparedBatch:
+        decodes = [c for c in chunks if c.num_new_tokens == 1]
+        prefills = [c for c in chunks if c.num_new_tokens > 1]
+        ordered = decodes + prefills
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        logit_rows: list[int] = []
+        for c in ordered:
+            ids.extend(c.seq.token_ids[c.start : c.start + c.num_new_tokens])
+            positions.extend(range(c.start, c.start + c.num_new_tokens))
+            slots.extend(self._slots(c.seq.block_table, c.start, c.start + c.num_new_tokens))
+            if c.samples:
+                logit_rows.append(len(ids) - 1)
+        meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decode_tokens=len(decodes))
+        if decodes:
+            meta.decode_slots, meta.decode_mask = self._decode_context(decodes)
+        row = len(decodes)
+        for c in prefills:
+            meta.prefills.append(self._prefill_segment(c, row))
+            row += c.num_new_tokens
+        return PreparedBatch(
+            input_ids=self._tensor(ids),
+            positions=self._tensor(positions),
+            meta=meta,
+            logit_rows=self._tensor(logit_rows),
+            sampling_chunks=[c for c in ordered if c.samples],
+        )
+
+    def _tensor(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=self.device)
+
+    def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
+        bs = self.block_size
+        return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
+
+    def _decode_context(self, decodes: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decodes, max_context) gather slots (padding -> slot 0) and (decodes, 1, 1, max_context) mask."""
+        bs = self.block_size
+        lens = [c.start + 1 for c in decodes]
+        max_blocks = (max(lens) + bs - 1) // bs
+        tables = [c.seq.block_table[:max_blocks] for c in decodes]
+        table_rows = [t + [0] * (max_blocks - len(t)) for t in tables]
+        table = torch.tensor(table_rows, dtype=torch.long, device=self.device)  # (decodes, max_blocks)
+        pos = torch.arange(max_blocks * bs, device=self.device)  # (max_context,)
+        slots = table[:, pos // bs] * bs + pos % bs  # (decodes, max_context)
+        mask = pos.unsqueeze(0) < torch.tensor(lens, device=self.device).unsqueeze(1)  # (decodes, max_context)
+        slots = slots.masked_fill(~mask, 0)
+        return slots, mask[:, None, None, :]
+
+    def _prefill_segment(self, c: ScheduledChunk, row: int) -> PrefillSegment:
+        end = c.start + c.num_new_tokens
+        if c.start == 0:
+            return PrefillSegment(row, row + c.num_new_tokens, end, None, None)
+        context_slots = self._tensor(self._slots(c.seq.block_table, 0, end))
+        q_pos = torch.arange(c.start, end, device=self.device).unsqueeze(1)  # (chunk, 1)
+        k_pos = torch.arange(end, device=self.device).unsqueeze(0)  # (1, context)
+        return PrefillSegment(row, row + c.num_new_tokens, end, context_slots, k_pos <= q_pos)

@@ -1,0 +1,50 @@
+"""SamplingParams: how one request picks its tokens and when it stops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling options.
+
+    Logprobs are log_softmax of the model's raw logits, before temperature, top-k and top-p: they describe
+    the model's own confidence (what FLARE thresholds), independent of how a token was then picked.
+    """
+
+    temperature: float = 1.0
+    """0 = greedy (argmax)."""
+    top_p: float = 1.0
+    top_k: int = 0
+    """0 = off."""
+    max_tokens: int = 16
+    stop: tuple[str, ...] = ()
+    """Generation stops before the first occurrence of any of these strings (excluded from the text)."""
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    """Seeds this request's own torch.Generator, so its samples do not depend on the rest of the batch."""
+    logprobs: int | None = None
+    """None = off; 0 = the chosen token's logprob only; N = chosen + the top-N alternatives."""
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_tokens <= 0:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"logprobs must be in [0, {MAX_LOGPROBS}] (or None for off), got {self.logprobs}")
+        # Accept lists from JSON callers but keep the dataclass hashable and immutable.
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
