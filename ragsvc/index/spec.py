@@ -9,6 +9,8 @@ Backend = Literal["hnsw", "faiss_flat", "faiss_ivf", "faiss_ivfpq", "faiss_hnsw"
 Metric = Literal["cosine", "ip", "l2"]
 BACKENDS: tuple[str, ...] = ("hnsw", "faiss_flat", "faiss_ivf", "faiss_ivfpq", "faiss_hnsw", "exact")
 METRICS: tuple[str, ...] = ("cosine", "ip", "l2")
+PREFIX_QUANTS: tuple[str, ...] = ("none", "sq8", "sq6", "sq4", "fp16")
+RESCORE_DTYPES: tuple[str, ...] = ("float32", "float16", "int8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,9 @@ class IndexSpec:
     """Sub-quantisers for IVF-PQ; must divide the indexed width."""
     rescore_dtype: Literal["float32", "float16", "int8"] = "int8"
     """Precision of the full-width vectors kept for rescoring the shortlist."""
+    prefix_quant: Literal["none", "sq8", "sq6", "sq4", "fp16"] = "none"
+    """FAISS backends only: scalar-quantise the vectors the ANN structure stores (the d' prefix when `dims` is
+    set), e.g. `sq8` with faiss_hnsw is IndexHNSWSQ: a quarter of the float32 memory."""
     use_gpu: bool = False
     """FAISS backends only: move shards to the GPU when CUDA and faiss-gpu are present; CPU otherwise."""
 
@@ -51,6 +56,12 @@ class IndexSpec:
             raise ValueError(f"dims must be a positive prefix width or null, got {self.dims}")
         if self.shortlist < 1:
             raise ValueError(f"shortlist must be at least 1, got {self.shortlist}")
+        if self.prefix_quant not in PREFIX_QUANTS:
+            raise ValueError(f"prefix_quant {self.prefix_quant!r} is unknown; use one of {', '.join(PREFIX_QUANTS)}")
+        if self.prefix_quant != "none" and self.backend not in ("faiss_flat", "faiss_ivf", "faiss_hnsw"):
+            raise ValueError(f"prefix_quant applies to faiss_flat, faiss_ivf and faiss_hnsw, not {self.backend}")
+        if self.rescore_dtype not in RESCORE_DTYPES:
+            raise ValueError(f"rescore_dtype {self.rescore_dtype!r} is unknown; use one of {', '.join(RESCORE_DTYPES)}")
         for name in ("hnsw_m", "ef_construction", "ef_search", "ivf_nprobe", "pq_m"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -1,0 +1,288 @@
+"""CollectionIndex: the one object the store uses per collection: ANN shards + rotation + rescoring vectors.
+
+Public API (what ragsvc.retrieval.vector_store calls; unchanged from the design brief):
+
+    idx = CollectionIndex.open(directory, spec, dim, source)   # load + replay above watermark, or rebuild
+    idx.add(ids int64 (n,), vectors float32 (n, dim))            # full width, already normalised for cosine
+    idx.delete(ids)
+    ids, scores, timings_ms, served_by = idx.search(query (dim,), k, *, allowed_ids=None, dims=None,
+                                                    shortlist=None)
+    idx.save(); idx.index_bytes; len(idx); idx.close()
+    CollectionIndex.from_arrays(vectors, spec=..., ids=None, directory=None)  # no store (benchmarks)
+
+Scores: higher is better (inner product / cosine; negative squared L2 distance for `l2`).
+
+How a search is served (`served_by` names the path):
+- **untrained**: until MIN_TRAIN vectors exist, a spec that needs training (Matryoshka dims, IVF/PQ) keeps
+  full-width vectors in an ExactShard and scans them exactly. At MIN_TRAIN (or, when built from the store, on
+  up to TRAIN_SAMPLE_MAX vectors) the PCA rotation, int8 scales and IVF centroids are fitted and the shards
+  built. IVF specs retrain from the store each time the collection grows RETRAIN_GROWTH-fold past their
+  training size (until TRAIN_SAMPLE_MAX), since a list count picked for 1k vectors is wrong for 100k.
+- **exact-subset**: a filter allowing few ids (<= EXACT_SUBSET_MAX or EXACT_SUBSET_FRACTION of the
+  collection) is scanned exactly over just those ids: faster than steering a graph through a sparse filter.
+- **ANN (+rescore)**: shards search the first d' = spec.dims rotated dimensions (filters applied inside the
+  library), then the shortlist of L candidates is rescored at full width with the rescoring vectors.
+- **exact-prefix**: a query-time `dims` different from the built d' scans that prefix of the rescoring
+  vectors exactly, then rescores the shortlist at full width.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ragsvc.errors import DimensionMismatch, InvalidInput
+from ragsvc.index.collection_files import load_state, remove_stale, save_state
+from ragsvc.index.collection_state import CollectionState, empty_state, train_state
+from ragsvc.index.factory import needs_training
+from ragsvc.index.memory_source import InMemoryVectorSource
+from ragsvc.index.shard import PAD_ID, as_ids, check_add, top_k
+from ragsvc.index.source import VectorSource
+from ragsvc.index.spec import IndexSpec
+
+logger = logging.getLogger(__name__)
+
+MIN_TRAIN = 1024
+TRAIN_SAMPLE_MAX = 50_000
+RETRAIN_GROWTH = 8
+EXACT_SUBSET_MAX = 2048
+EXACT_SUBSET_FRACTION = 0.02
+
+
+class CollectionIndex:
+    def __init__(self, directory: Path | None, spec: IndexSpec, dim: int, source: VectorSource) -> None:
+        if spec.dims is not None and spec.dims > dim:
+            raise InvalidInput(f"index dims {spec.dims} exceed the vectors' width {dim}; use at most {dim}")
+        if spec.backend == "faiss_ivfpq" and (spec.dims or dim) % spec.pq_m:
+            raise InvalidInput(f"pq_m {spec.pq_m} must divide the indexed width {spec.dims or dim}")
+        self.directory = None if directory is None else Path(directory)
+        self.spec, self.dim, self.source = spec, dim, source
+        self.width = spec.dims or dim
+        self._state: CollectionState = empty_state(spec, dim)
+        self._train_target = MIN_TRAIN
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path | None, spec: IndexSpec, dim: int, source: VectorSource) -> CollectionIndex:
+        index = cls(directory, spec, dim, source)
+        state = None
+        if index.directory is not None:
+            index.directory.mkdir(parents=True, exist_ok=True)
+            state = load_state(index.directory, spec, dim)
+        if state is None:
+            index._rebuild()
+        else:
+            index._state = state
+            index._replay()
+        return index
+
+    @classmethod
+    def from_arrays(cls, vectors: np.ndarray, *, spec: IndexSpec, ids: np.ndarray | None = None,
+                    directory: Path | None = None) -> CollectionIndex:
+        """Build from in-memory vectors (n, dim) with no store: ids default to 1..n. For benchmarks and tests."""
+        source = InMemoryVectorSource(vectors, ids=ids)
+        return cls.open(directory, spec, source.dim, source)
+
+    def save(self) -> None:
+        """Write every file under a new generation, then the manifest (the commit point), then drop old ones."""
+        if self.directory is None:
+            raise InvalidInput("this index was opened without a directory; open it with one to save")
+        self._state.generation += 1
+        save_state(self.directory, self._state, self.spec, self.dim)
+        remove_stale(self.directory, self._state.generation)
+
+    def close(self) -> None:
+        if self._state.ann is not None:
+            self._state.ann.close()
+
+    def __len__(self) -> int:
+        return self._state.count
+
+    @property
+    def index_bytes(self) -> int:
+        """Every byte held in memory to answer a query: ANN structure, rescoring vectors, rotation, staging."""
+        return self._state.nbytes
+
+    @property
+    def watermark(self) -> int:
+        return self._state.watermark
+
+    @property
+    def trained(self) -> bool:
+        return self._state.staging is None
+
+    # -- writes --------------------------------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids, vectors = check_add(ids, vectors, self.dim)
+        if not len(ids):
+            return
+        state = self._state
+        if state.staging is not None:
+            state.staging.add(ids, vectors)
+            state.watermark = max(state.watermark, int(ids.max()))
+            if len(state.staging) >= self._train_target:
+                self._train()
+            return
+        state.add_trained(ids, vectors)
+        if self._should_retrain():
+            logger.info("collection grew %d-fold past its IVF training; retraining from the store", RETRAIN_GROWTH)
+            self._rebuild()
+
+    def delete(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids):
+            self._state.delete(ids)
+
+    # -- search --------------------------------------------------------------------------------------------
+
+    def search(self, query: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None, dims: int | None = None,
+               shortlist: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+        """Top-k (ids (<=k,), scores (<=k,), timings_ms, served_by) for one query vector (dim,)."""
+        q = self._check_query(query, k, dims, shortlist)
+        allowed = as_ids(allowed_ids)
+        timings: dict[str, float] = {}
+        state = self._state
+        if state.staging is not None:
+            started = time.perf_counter()
+            scores, ids = state.staging.search(q[None, :], k, allowed_ids=allowed)
+            timings["exact_ms"] = _ms(started)
+            return *_strip(ids[0], scores[0]), timings, f"exact(untrained: {len(state.staging)} < {self._train_target})"
+        started = time.perf_counter()
+        qr = state.rotation.apply(q) if state.rotation is not None else q  # (dim,)
+        timings["rotate_ms"] = _ms(started)
+        if allowed is not None and len(allowed) <= max(EXACT_SUBSET_MAX, EXACT_SUBSET_FRACTION * len(self)):
+            return self._search_subset(qr, k, allowed, timings)
+        if dims is not None and dims != self.width:
+            return self._search_prefix(qr, k, dims, shortlist or self.spec.shortlist, allowed, timings)
+        return self._search_ann(qr, k, shortlist or self.spec.shortlist, allowed, timings)
+
+    def _search_ann(self, qr: np.ndarray, k: int, shortlist: int, allowed: np.ndarray | None,
+                    timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+        state = self._state
+        assert state.ann is not None
+        rescore = state.rescorer is not None
+        fetch = max(k, shortlist) if rescore else k
+        started = time.perf_counter()
+        scores, ids = state.ann.search(qr[None, : self.width], fetch, allowed_ids=allowed)  # (1, fetch)
+        timings["ann_ms"] = _ms(started)
+        served = f"{self.spec.backend}[{len(state.ann.shards)} shard(s), d={self.width}]"
+        if not rescore:
+            return *_strip(ids[0][:k], scores[0][:k]), timings, served
+        candidates = ids[0][ids[0] != PAD_ID]
+        out = self._rescore(qr, candidates, k, timings)
+        return *out, timings, f"{served}+rescore(L={fetch}, {self.spec.rescore_dtype})"
+
+    def _search_prefix(self, qr: np.ndarray, k: int, dims: int, shortlist: int, allowed: np.ndarray | None,
+                       timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+        rescorer = self._state.rescorer
+        if rescorer is None:
+            raise InvalidInput(f"this collection indexes full width without rescoring vectors, so dims={dims} "
+                               "cannot be served; create the collection with index dims set, or omit dims")
+        started = time.perf_counter()
+        rows = None if allowed is None else rescorer.rows_for(allowed)[1]
+        _, ids = rescorer.scan(qr, max(k, shortlist), width=dims, rows=rows)
+        timings["prefix_scan_ms"] = _ms(started)
+        out = self._rescore(qr, ids[ids != PAD_ID], k, timings)
+        return *out, timings, f"exact-prefix(d={dims})+rescore(L={max(k, shortlist)}, {self.spec.rescore_dtype})"
+
+    def _search_subset(self, qr: np.ndarray, k: int, allowed: np.ndarray,
+                       timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+        started = time.perf_counter()
+        state = self._state
+        if state.rescorer is not None:
+            found, rows = state.rescorer.rows_for(allowed)
+            scores = state.rescorer.scores(qr, rows)
+            source = f"rescore {self.spec.rescore_dtype}"
+        else:
+            found, scores = state.exact_subset(qr, allowed, self.source)
+            source = "full width"
+        best_scores, best_ids = top_k(scores[None, :], found[None, :], k)
+        timings["exact_subset_ms"] = _ms(started)
+        return *_strip(best_ids[0], best_scores[0]), timings, f"exact-subset({len(found)} ids, {source})"
+
+    def _rescore(self, qr: np.ndarray, candidates: np.ndarray, k: int,
+                 timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        rescorer = self._state.rescorer
+        assert rescorer is not None
+        started = time.perf_counter()
+        found, rows = rescorer.rows_for(candidates)
+        scores = rescorer.scores(qr, rows)  # (m,)
+        best_scores, best_ids = top_k(scores[None, :], found[None, :], k)
+        timings["rescore_ms"] = _ms(started)
+        return _strip(best_ids[0], best_scores[0])
+
+    def _check_query(self, query: np.ndarray, k: int, dims: int | None, shortlist: int | None) -> np.ndarray:
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise DimensionMismatch(f"query has {q.shape[0]} dimensions; this collection holds {self.dim}")
+        if not np.all(np.isfinite(q)):
+            raise InvalidInput("query contains NaN or infinity; send finite numbers")
+        if k < 1:
+            raise InvalidInput(f"k must be at least 1, got {k}")
+        if dims is not None and not 1 <= dims <= self.dim:
+            raise InvalidInput(f"dims must be between 1 and {self.dim}, got {dims}")
+        if shortlist is not None and shortlist < 1:
+            raise InvalidInput(f"shortlist must be at least 1, got {shortlist}")
+        return q
+
+    # -- building ------------------------------------------------------------------------------------------
+
+    def _train(self) -> None:
+        staging = self._state.staging
+        assert staging is not None
+        started = time.perf_counter()
+        self._state = train_state(self.spec, self.dim, staging.ids, staging.vectors, watermark=self._state.watermark,
+                                  generation=self._state.generation)
+        logger.info("trained %s index on %d vectors in %.1f s", self.spec.backend, len(staging),
+                    time.perf_counter() - started)
+
+    def _rebuild(self) -> None:
+        """Build from the store: train on the first TRAIN_SAMPLE_MAX (or all) vectors, then stream the rest."""
+        total = self.source.count()
+        generation = self._state.generation
+        if self._state.ann is not None:
+            self._state.ann.close()
+        self._state = empty_state(self.spec, self.dim)
+        self._state.generation = generation
+        self._train_target = min(max(total, MIN_TRAIN), TRAIN_SAMPLE_MAX) if needs_training(self.spec) else 0
+        for ids, vectors in self.source.iter_vectors(after_id=0):
+            self.add(ids, vectors)
+        self._train_target = MIN_TRAIN
+        logger.info("built %s index over %d vectors from the store", self.spec.backend, len(self))
+
+    def _replay(self) -> None:
+        """Add what the store acknowledged after the last save; drop what it deleted meanwhile."""
+        replayed = 0
+        for ids, vectors in self.source.iter_vectors(after_id=self._state.watermark):
+            self.add(ids, vectors)
+            replayed += len(ids)
+        if replayed:
+            logger.info("replayed %d chunks above watermark into the index", replayed)
+        if len(self) > self.source.count():  # a delete committed after the last save: find it by id
+            live = np.concatenate([ids for ids, _ in self.source.iter_vectors(after_id=0)] or [np.zeros(0, np.int64)])
+            stale = np.setdiff1d(self._state.all_ids(), live)
+            logger.info("dropping %d chunks deleted from the store after the last save", len(stale))
+            self.delete(stale)
+
+    def _should_retrain(self) -> bool:
+        state = self._state
+        ivf = self.spec.backend in ("faiss_ivf", "faiss_ivfpq")
+        return (ivf and state.trained_on < TRAIN_SAMPLE_MAX and len(self) >= RETRAIN_GROWTH * state.trained_on
+                and self.source.count() >= len(self))
+
+
+def _strip(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = ids != PAD_ID
+    return ids[keep].astype(np.int64), scores[keep].astype(np.float32)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000.0, 3)
+
+
+__all__ = ["CollectionIndex"]

@@ -1,0 +1,227 @@
+"""FaissShard: one faiss index (Flat, IVF-Flat, IVF-PQ or HNSW; optionally scalar-quantised), CPU or GPU.
+
+Ids: IVF indexes store chunk ids natively; Flat and HNSW are wrapped in IndexIDMap (8 bytes per vector).
+Deletes: Flat and IVF remove for real; faiss's HNSW cannot remove, so deleted ids become tombstones that an
+IDSelector hides during the search (recorded in the manifest, since the faiss file cannot hold them).
+Re-adding a deleted or existing id to an HNSW shard is refused: rebuild instead (chunk ids are never reused).
+Training: IVF centroids, PQ codebooks and SQ ranges are trained once, on the sample the CollectionIndex
+passes to `create` (it keeps vectors exact until it has enough; see collection_index.py).
+GPU: when `use_gpu` is set, faiss has GPU support and sees a GPU, Flat / IVF / IVF-PQ shards are cloned to
+GPU 0 (HNSW has no GPU version in faiss and stays on the CPU). Files are always written from a CPU copy.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from ragsvc.errors import IndexCorrupt, InvalidInput, RagsvcError
+from ragsvc.index.atomic import atomic_write
+from ragsvc.index.shard import PAD_ID, ShardMetric, as_ids, check_add, check_queries, pad
+from ragsvc.index.spec import IndexSpec
+
+Device = Literal["cpu", "gpu"]
+GPU_BACKENDS = ("faiss_flat", "faiss_ivf", "faiss_ivfpq")
+_QUANT = {"sq8": "QT_8bit", "sq6": "QT_6bit", "sq4": "QT_4bit", "fp16": "QT_fp16"}
+
+
+def faiss_needs_training(spec: IndexSpec) -> bool:
+    if spec.backend in ("faiss_ivf", "faiss_ivfpq"):
+        return True
+    return spec.backend in ("faiss_flat", "faiss_hnsw") and spec.prefix_quant != "none"
+
+
+def choose_device(*, use_gpu: bool, backend: str, num_gpus: int, has_gpu_api: bool) -> Device:
+    """GPU only when asked for, possible for this structure, and present; otherwise the same API on CPU."""
+    return "gpu" if use_gpu and backend in GPU_BACKENDS and num_gpus > 0 and has_gpu_api else "cpu"
+
+
+def auto_nlist(num_train: int) -> int:
+    """About 4·sqrt(n) lists, but never fewer than 39 training points per list (faiss's own minimum)."""
+    return max(1, min(int(4 * math.sqrt(num_train)), num_train // 39))
+
+
+def _faiss_metric(metric: ShardMetric) -> int:
+    return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+
+
+def _build_cpu(spec: IndexSpec, dim: int, metric: ShardMetric, num_train: int) -> Any:
+    fm = _faiss_metric(metric)
+    quant = getattr(faiss.ScalarQuantizer, _QUANT[spec.prefix_quant]) if spec.prefix_quant != "none" else None
+    if spec.backend in ("faiss_ivf", "faiss_ivfpq"):
+        nlist = spec.ivf_nlist or auto_nlist(num_train)
+        coarse = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        if spec.backend == "faiss_ivfpq":
+            index = faiss.IndexIVFPQ(coarse, dim, nlist, spec.pq_m, 8, fm)
+        elif quant is not None:
+            index = faiss.IndexIVFScalarQuantizer(coarse, dim, nlist, quant, fm)
+        else:
+            index = faiss.IndexIVFFlat(coarse, dim, nlist, fm)
+        index.own_fields = True
+        coarse.this.disown()  # the IVF index owns and frees its coarse quantiser
+        return index
+    if spec.backend == "faiss_hnsw":
+        inner = faiss.IndexHNSWSQ(dim, quant, spec.hnsw_m, fm) if quant is not None else \
+            faiss.IndexHNSWFlat(dim, spec.hnsw_m, fm)
+        inner.hnsw.efConstruction = spec.ef_construction
+    elif quant is not None:
+        inner = faiss.IndexScalarQuantizer(dim, quant, fm)
+    else:
+        inner = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+    return faiss.IndexIDMap(inner)
+
+
+class FaissShard:
+    def __init__(self, index: Any, *, spec: IndexSpec, dim: int, device: Device = "cpu",
+                 tombstones: np.ndarray | None = None) -> None:
+        self._index = index
+        self.spec, self.dim, self.device = spec, dim, device
+        self.metric: ShardMetric = "l2" if spec.metric == "l2" else "ip"
+        self._tombstones = np.zeros(0, np.int64) if tombstones is None else np.unique(tombstones.astype(np.int64))
+        self._gpu_resources: Any = None
+
+    @classmethod
+    def create(cls, spec: IndexSpec, dim: int, *, train_sample: np.ndarray | None = None) -> FaissShard:
+        metric: ShardMetric = "l2" if spec.metric == "l2" else "ip"
+        num_train = 0 if train_sample is None else len(train_sample)
+        index = _build_cpu(spec, dim, metric, num_train)
+        if faiss_needs_training(spec):
+            if train_sample is None or num_train < 1:
+                raise RagsvcError(f"{spec.backend} needs a training sample; CollectionIndex passes one")
+            try:
+                index.train(np.ascontiguousarray(train_sample, dtype=np.float32))
+            except RuntimeError as exc:
+                raise InvalidInput(f"faiss could not train {spec.backend} on {num_train} vectors ({exc}); "
+                                   "lower ivf_nlist or pq_m, or add more vectors") from exc
+        shard = cls(index, spec=spec, dim=dim)
+        shard._maybe_to_gpu()
+        return shard
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal) - len(self._tombstones)
+
+    @property
+    def nbytes(self) -> int:
+        return faiss_nbytes(self._cpu_index()) + int(self._tombstones.nbytes)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids, vectors = check_add(ids, vectors, self.dim)
+        if not len(ids):
+            return
+        if self.spec.backend == "faiss_hnsw":
+            held = np.concatenate([faiss.vector_to_array(self._index.id_map), self._tombstones])
+            if np.isin(ids, held).any():
+                raise InvalidInput("faiss HNSW cannot replace or re-add a chunk id; rebuild the index from the store")
+        else:
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))  # insert-or-replace, like hnswlib
+        try:
+            self._index.add_with_ids(vectors, ids)
+        except RuntimeError as exc:
+            raise RagsvcError(f"faiss refused the vectors ({exc}); rebuild the index from the store") from exc
+
+    def delete(self, ids: np.ndarray) -> None:
+        ids = np.unique(np.asarray(ids, np.int64).reshape(-1))
+        if not len(ids):
+            return
+        if self.spec.backend != "faiss_hnsw":
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            return
+        held = faiss.vector_to_array(self._index.id_map)
+        self._tombstones = np.union1d(self._tombstones, ids[np.isin(ids, held)])
+
+    def live_ids(self) -> np.ndarray:
+        if self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
+            invlists = faiss.extract_index_ivf(self._cpu_index()).invlists
+            parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                     for i in range(invlists.nlist) if invlists.list_size(i)]
+            ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        else:
+            ids = faiss.vector_to_array(self._cpu_index().id_map)
+        return np.setdiff1d(ids.astype(np.int64), self._tombstones)
+
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        queries = check_queries(queries, self.dim, k)
+        allowed = as_ids(allowed_ids)
+        if allowed is not None and len(self._tombstones):
+            allowed = np.setdiff1d(allowed, self._tombstones)
+        k_avail = min(k, len(self) if allowed is None else len(allowed))
+        if k_avail == 0:
+            return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
+        try:
+            distances, labels = self._index.search(queries, k_avail, params=self._params(allowed, k_avail))
+        except RuntimeError as exc:
+            raise RagsvcError(f"faiss search failed ({exc}); rebuild the index from the store") from exc
+        scores = distances if self.metric == "ip" else -distances
+        scores = np.where(labels == PAD_ID, -np.inf, scores).astype(np.float32)
+        return pad(scores, labels.astype(np.int64), k)
+
+    def _params(self, allowed: np.ndarray | None, k: int) -> Any:
+        selector = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(allowed)
+        elif len(self._tombstones):
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self._tombstones))
+        if self.spec.backend == "faiss_hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self.spec.ef_search, k))
+        elif self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
+            params = faiss.SearchParametersIVF(nprobe=self.spec.ivf_nprobe)
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+            params._selector = selector  # keep the Python object alive as long as the params
+        return params
+
+    def manifest_meta(self) -> dict[str, Any]:
+        return {"tombstones": self._tombstones.tolist()} if len(self._tombstones) else {}
+
+    def save(self, path: Path) -> None:
+        atomic_write(path, lambda tmp: faiss.write_index(self._cpu_index(), str(tmp)))
+
+    @classmethod
+    def load(cls, path: Path, *, spec: IndexSpec, dim: int, meta: dict[str, Any]) -> FaissShard:
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise IndexCorrupt(f"faiss shard {path} cannot be loaded ({exc}); it will be rebuilt") from exc
+        if index.d != dim:
+            raise IndexCorrupt(f"faiss shard {path} has width {index.d}, expected {dim}; it will be rebuilt")
+        shard = cls(index, spec=spec, dim=dim, tombstones=np.asarray(meta.get("tombstones", []), np.int64))
+        shard._maybe_to_gpu()
+        return shard
+
+    def _maybe_to_gpu(self) -> None:
+        has_api = hasattr(faiss, "StandardGpuResources")
+        device = choose_device(use_gpu=self.spec.use_gpu, backend=self.spec.backend,
+                               num_gpus=faiss.get_num_gpus() if has_api else 0, has_gpu_api=has_api)
+        if device == "gpu":  # pragma: no cover - needs faiss-gpu and CUDA; see tests/index/test_faiss_shard.py
+            self._gpu_resources = faiss.StandardGpuResources()
+            self._index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
+        self.device = device
+
+    def _cpu_index(self) -> Any:
+        if self.device == "gpu":  # pragma: no cover - needs faiss-gpu and CUDA
+            return faiss.index_gpu_to_cpu(self._index)
+        return self._index
+
+
+def faiss_nbytes(index: Any) -> int:
+    """Bytes a CPU faiss index holds in memory: codes, ids, graph or lists, and coarse quantiser."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap):
+        return int(index.id_map.size()) * 8 + faiss_nbytes(index.index)
+    if isinstance(index, faiss.IndexHNSW):
+        hnsw = index.hnsw
+        graph = hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8
+        return int(graph) + faiss_nbytes(index.storage)
+    if isinstance(index, faiss.IndexIVF):
+        lists = int(index.ntotal) * (int(index.code_size) + 8)
+        return lists + faiss_nbytes(index.quantizer) + (index.pq.M * index.pq.ksub * index.pq.dsub * 4
+                                                        if isinstance(index, faiss.IndexIVFPQ) else 0)
+    code_size = int(getattr(index, "code_size", index.d * 4))
+    return int(index.ntotal) * code_size

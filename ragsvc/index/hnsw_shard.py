@@ -1,0 +1,162 @@
+"""HnswShard: one hnswlib graph. Labels are chunk ids; capacity grows by doubling as vectors arrive.
+
+hnswlib raises bare RuntimeErrors ("Cannot return the results in a contiguous 2D array", "exceeds the
+specified limit", "Label not found"); they are handled here: k is capped at what exists, capacity is grown
+before adds, a filtered search that cannot fill k falls back to an exact scan of the allowed ids, and
+anything else becomes a ragsvc error saying what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from ragsvc.errors import IndexCorrupt, RagsvcError
+from ragsvc.index.atomic import atomic_write
+from ragsvc.index.shard import (
+    PAD_ID,
+    ShardMetric,
+    as_ids,
+    check_add,
+    check_queries,
+    exact_scores,
+    pad,
+    top_k,
+)
+
+logger = logging.getLogger(__name__)
+
+_INITIAL_CAPACITY = 1024
+
+
+class HnswShard:
+    def __init__(self, dim: int, *, metric: ShardMetric = "ip", m: int = 16, ef_construction: int = 200,
+                 ef_search: int = 64, num_threads: int = 2, capacity: int = _INITIAL_CAPACITY) -> None:
+        self.dim = dim
+        self.metric: ShardMetric = metric
+        self.ef_search = ef_search
+        self._num_threads = num_threads
+        self._index = hnswlib.Index(space=metric, dim=dim)
+        self._index.init_index(max_elements=max(capacity, 1), M=m, ef_construction=ef_construction, random_seed=100)
+        self._index.set_ef(ef_search)
+        self._deleted = 0
+
+    def __len__(self) -> int:
+        return int(self._index.element_count) - self._deleted
+
+    @property
+    def nbytes(self) -> int:
+        # hnswlib's own accounting of vectors + level-0 graph + upper levels + labels, for the live capacity.
+        return int(self._index.index_file_size())
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids, vectors = check_add(ids, vectors, self.dim)
+        if not len(ids):
+            return
+        self._undelete(ids)
+        needed = int(self._index.element_count) + len(ids)
+        capacity = int(self._index.get_max_elements())
+        if needed > capacity:  # grow ahead (doubling) instead of letting hnswlib fail on the limit
+            self._index.resize_index(max(needed, 2 * capacity))
+        try:
+            self._index.add_items(vectors, ids, num_threads=self._num_threads)
+        except RuntimeError as exc:
+            raise RagsvcError(f"hnswlib refused the vectors ({exc}); rebuild the index from the store") from exc
+
+    def delete(self, ids: np.ndarray) -> None:
+        for label in np.asarray(ids, dtype=np.int64).reshape(-1):
+            try:
+                self._index.mark_deleted(int(label))
+                self._deleted += 1
+            except RuntimeError:  # not held here, or already deleted: deleting is idempotent
+                continue
+
+    def live_ids(self) -> np.ndarray:
+        """Every live label; hnswlib lists deleted ones too, so they are probed one by one (reconcile only)."""
+        labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
+        return labels if not self._deleted else self.get(labels)[0]
+
+    def get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found ids (m,), their stored vectors (m, dim)) for the live ids among `ids`."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        try:  # one call when every id is live (the usual case); hnswlib raises if any is not
+            return ids, np.asarray(self._index.get_items(ids, return_type="numpy"), np.float32).reshape(-1, self.dim)
+        except RuntimeError:
+            pass
+        found, vectors = [], []
+        for label in ids:
+            try:
+                vectors.append(self._index.get_items([int(label)], return_type="numpy")[0])
+                found.append(int(label))
+            except RuntimeError:
+                continue
+        if not found:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        return np.asarray(found, np.int64), np.asarray(vectors, np.float32).reshape(len(found), self.dim)
+
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        queries = check_queries(queries, self.dim, k)
+        allowed = as_ids(allowed_ids)
+        k_avail = min(k, len(self) if allowed is None else len(allowed))
+        if k_avail == 0:
+            return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
+        try:
+            labels, distances = self._query(queries, k_avail, allowed)
+        except RuntimeError:
+            if allowed is None:
+                raise
+            # The filter left fewer reachable vectors than k_avail; scan the allowed ids exactly instead.
+            return self._exact_subset(queries, k, allowed)
+        scores = (1.0 - distances) if self.metric == "ip" else -distances  # hnswlib: ip distance = 1 - <q, x>
+        return pad(scores.astype(np.float32), labels.astype(np.int64), k)
+
+    def _query(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        self._index.set_ef(max(self.ef_search, k))
+        if allowed is None:
+            return self._index.knn_query(queries, k=k, num_threads=1)
+        allowed_set = set(allowed.tolist())
+        return self._index.knn_query(queries, k=k, num_threads=1, filter=allowed_set.__contains__)
+
+    def _exact_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, vectors = self.get(allowed)
+        scores = exact_scores(queries, vectors, self.metric)  # (q, m)
+        return top_k(scores, np.broadcast_to(ids, scores.shape), k)
+
+    def _undelete(self, ids: np.ndarray) -> None:
+        """hnswlib updates a live label in place but keeps a deleted one hidden; unmark before re-adding."""
+        if not self._deleted:
+            return
+        for label in ids:
+            try:
+                self._index.unmark_deleted(int(label))
+                self._deleted -= 1
+            except RuntimeError:
+                continue
+
+    def save(self, path: Path) -> None:
+        atomic_write(path, lambda tmp: self._index.save_index(str(tmp)))
+
+    @classmethod
+    def load(cls, path: Path, *, dim: int, metric: ShardMetric = "ip", ef_search: int = 64,
+             num_threads: int = 2, num_deleted: int = 0) -> HnswShard:
+        shard = cls.__new__(cls)
+        shard.dim, shard.metric, shard.ef_search, shard._num_threads = dim, metric, ef_search, num_threads
+        shard._index = hnswlib.Index(space=metric, dim=dim)
+        try:
+            shard._index.load_index(str(path))
+        except (RuntimeError, OSError, MemoryError) as exc:
+            raise IndexCorrupt(f"hnsw shard {path} cannot be loaded ({exc}); it will be rebuilt") from exc
+        shard._index.set_ef(ef_search)
+        shard._deleted = num_deleted
+        return shard
+
+    def manifest_meta(self) -> dict[str, int]:
+        """Marked-deleted labels count; hnswlib's file does not report it, so the manifest records it."""
+        return {"num_deleted": self._deleted}
+
+
+__all__ = ["HnswShard", "PAD_ID"]

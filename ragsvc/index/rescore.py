@@ -1,0 +1,171 @@
+"""Full-width vectors kept beside the prefix index, to rescore a shortlist exactly (or nearly: int8).
+
+Precision is `float32`, `float16` or `int8`. int8 uses one scale per dimension (max |x_j| over the training
+sample / 127, values beyond it clipped): after the PCA rotation the dimensions' ranges differ by an order of
+magnitude, so a per-dimension scale keeps far more precision than one scale per vector. The score is then
+<q * scale, codes>, one small matmul over the shortlist.
+
+Rows are stored in arrival order; ids are unique among stored rows (a re-added id is compacted away first)
+so a sorted view maps id -> row with `searchsorted`. Chunk ids normally arrive ascending, and then the
+arrival order is already sorted and no extra arrays are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ragsvc.errors import IndexCorrupt
+from ragsvc.index.shard import ShardMetric, check_add, top_k
+
+RescoreDtype = Literal["float32", "float16", "int8"]
+_SCAN_ROWS = 65536
+
+
+class RescoreStore:
+    def __init__(self, dim: int, *, dtype: RescoreDtype, metric: ShardMetric = "ip",
+                 scale: np.ndarray | None = None) -> None:
+        self.dim = dim
+        self.dtype: RescoreDtype = dtype
+        self.metric: ShardMetric = metric
+        self.scale = np.ones(dim, np.float32) if scale is None else np.asarray(scale, np.float32)  # (dim,)
+        self._codes = np.zeros((0, dim), dtype=np.dtype(dtype))  # (capacity, dim)
+        self._ids = np.zeros(0, np.int64)  # (capacity,)
+        self._alive = np.zeros(0, bool)  # (capacity,)
+        self._count = 0
+        self._num_alive = 0
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows), when not monotonic
+        self._monotonic = True
+
+    @classmethod
+    def fit(cls, sample: np.ndarray, *, dtype: RescoreDtype, metric: ShardMetric = "ip") -> RescoreStore:
+        """A store whose int8 scales suit `sample` (n, dim); float stores need no fitting."""
+        scale = None
+        if dtype == "int8":
+            scale = np.maximum(np.abs(sample).max(axis=0), 1e-12) / 127.0  # (dim,)
+        return cls(sample.shape[1], dtype=dtype, metric=metric, scale=scale)
+
+    def __len__(self) -> int:
+        return self._num_alive
+
+    @property
+    def nbytes(self) -> int:
+        n = self._count
+        extra = 0 if self._sorted is None else self._sorted[0].nbytes + self._sorted[1].nbytes
+        return int(self._codes[:n].nbytes + self._ids[:n].nbytes + self._alive[:n].nbytes + self.scale.nbytes + extra)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids[: self._count][self._alive[: self._count]]
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids, vectors = check_add(ids, vectors, self.dim)
+        if not len(ids):
+            return
+        if self._count and np.isin(ids, self._ids[: self._count]).any():
+            self.delete(ids)
+            self._compact()
+        if self._count and ids.min() <= self._ids[: self._count].max() or np.any(np.diff(ids) < 0):
+            self._monotonic = False
+        self._reserve(self._count + len(ids))
+        end = self._count + len(ids)
+        self._codes[self._count : end] = self._encode(vectors)
+        self._ids[self._count : end] = ids
+        self._alive[self._count : end] = True
+        self._count, self._num_alive, self._sorted = end, self._num_alive + len(ids), None
+
+    def delete(self, ids: np.ndarray) -> None:
+        _, rows = self.rows_for(ids)
+        self._alive[rows] = False
+        self._num_alive -= len(rows)
+
+    def rows_for(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found alive (m,), their rows (m,)), in the order given; unknown or deleted ids are dropped."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        keys, rows = self._lookup()
+        if not len(keys) or not len(ids):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+        hit_rows = rows[pos] if rows is not None else pos
+        ok = (keys[pos] == ids) & self._alive[hit_rows]
+        return ids[ok], hit_rows[ok]
+
+    def scores(self, query: np.ndarray, rows: np.ndarray, *, width: int | None = None) -> np.ndarray:
+        """Scores (m,) of one query (dim,) against stored rows (m,), on the first `width` dimensions."""
+        width = width or self.dim
+        block = self._codes[rows, :width].astype(np.float32)  # (m, width)
+        scaled = block * self.scale[:width] if self.dtype == "int8" else block
+        q = query[:width].astype(np.float32)
+        ip = scaled @ q  # (m,)
+        if self.metric == "ip":
+            return ip
+        return -(float(q @ q) - 2.0 * ip + np.einsum("md,md->m", scaled, scaled))
+
+    def scan(self, query: np.ndarray, k: int, *, width: int | None = None,
+             rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k (scores (k,), ids (k,), -1 padded) on the first `width` dims, over `rows` or all live rows."""
+        candidates = np.flatnonzero(self._alive[: self._count]) if rows is None else np.asarray(rows, np.int64)
+        best_scores, best_ids = top_k(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), k)
+        for start in range(0, len(candidates), _SCAN_ROWS):
+            block = candidates[start : start + _SCAN_ROWS]
+            scores = self.scores(query, block, width=width)[None, :]  # (1, m)
+            best_scores, best_ids = top_k(np.concatenate([best_scores, scores], axis=1),
+                                          np.concatenate([best_ids, self._ids[block][None, :]], axis=1), k)
+        return best_scores[0], best_ids[0]
+
+    def save(self, path: Path) -> None:
+        self._compact()
+        with open(path, "wb") as handle:
+            np.savez(handle, codes=self._codes[: self._count], ids=self._ids[: self._count], scale=self.scale)
+
+    @classmethod
+    def load(cls, path: Path, *, dim: int, dtype: RescoreDtype, metric: ShardMetric) -> RescoreStore:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                codes, ids, scale = data["codes"], data["ids"], data["scale"]
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise IndexCorrupt(f"rescoring vectors {path} cannot be read ({exc}); they will be rebuilt") from exc
+        if codes.shape != (len(ids), dim) or codes.dtype != np.dtype(dtype) or scale.shape != (dim,):
+            raise IndexCorrupt(f"rescoring vectors {path} have shape {codes.shape} {codes.dtype}, expected "
+                               f"(n, {dim}) {dtype}; they will be rebuilt")
+        store = cls(dim, dtype=dtype, metric=metric, scale=scale)
+        store._codes, store._ids = codes, ids.astype(np.int64)
+        store._alive = np.ones(len(ids), bool)
+        store._count = store._num_alive = len(ids)
+        store._monotonic = bool(np.all(np.diff(store._ids) > 0))
+        return store
+
+    def _encode(self, vectors: np.ndarray) -> np.ndarray:
+        if self.dtype != "int8":
+            return vectors.astype(self.dtype)
+        return np.clip(np.rint(vectors / self.scale), -127, 127).astype(np.int8)
+
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._monotonic:
+            return self._ids[: self._count], None
+        if self._sorted is None:
+            order = np.argsort(self._ids[: self._count], kind="stable")
+            self._sorted = (self._ids[order], order)
+        return self._sorted
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self._alive[: self._count])
+        if len(keep) == self._count:
+            return
+        n = len(keep)
+        self._codes[:n], self._ids[:n] = self._codes[keep], self._ids[keep]
+        self._alive[:n], self._alive[n : self._count] = True, False
+        self._count, self._sorted = n, None
+
+    def _reserve(self, needed: int) -> None:
+        capacity = len(self._ids)
+        if needed <= capacity:
+            return
+        capacity = max(needed, 2 * capacity, 1024)
+        for name in ("_codes", "_ids", "_alive"):
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[: self._count] = old[: self._count]
+            setattr(self, name, new)

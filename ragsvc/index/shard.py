@@ -1,0 +1,124 @@
+"""The Shard protocol every ANN structure implements, and the checks and padding they share.
+
+A shard maps int64 chunk ids to float32 vectors of one width and answers top-k by similarity: higher scores
+are better (inner product; for the `l2` metric, the negative squared distance). When fewer than k vectors
+exist (or pass the filter), rows are padded with id -1 and score -inf, like faiss does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from ragsvc.errors import DimensionMismatch, InvalidInput
+
+ShardMetric = Literal["ip", "l2"]
+PAD_ID = -1
+
+
+class Shard(Protocol):
+    dim: int
+    metric: ShardMetric
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert or replace: ids int64 (n,), vectors float32 (n, dim)."""
+        ...
+
+    def delete(self, ids: np.ndarray) -> None:
+        """Remove these ids; ids the shard does not hold are ignored."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """queries (q, dim) -> (scores float32 (q, k), ids int64 (q, k)), best first, -1 padded."""
+        ...
+
+    def save(self, path: Path) -> None:
+        """Write the shard to `path` atomically (native format, no pickle)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory to answer a query."""
+        ...
+
+
+def check_add(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert to the exact layout the native libraries need (contiguous int64 / float32)."""
+    ids = np.ascontiguousarray(np.asarray(ids).reshape(-1), dtype=np.int64)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1 and len(ids) == 1:
+        vectors = vectors.reshape(1, -1)
+    if vectors.ndim != 2:
+        raise InvalidInput(f"vectors must be a 2-D array (n, {dim}), got shape {vectors.shape}")
+    if vectors.shape[1] != dim:
+        raise DimensionMismatch(f"vectors have {vectors.shape[1]} dimensions; this index holds {dim}")
+    if vectors.shape[0] != len(ids):
+        raise InvalidInput(f"got {len(ids)} ids for {vectors.shape[0]} vectors; pass one id per vector")
+    if len(ids) and ids.min() < 0:
+        raise InvalidInput("ids must be non-negative (-1 marks padding in results)")
+    if len(np.unique(ids)) != len(ids):
+        raise InvalidInput("ids in one add call must be unique")
+    if not np.all(np.isfinite(vectors)):
+        raise InvalidInput("vectors contain NaN or infinity; send finite numbers")
+    return ids, np.ascontiguousarray(vectors)
+
+
+def check_queries(queries: np.ndarray, dim: int, k: int) -> np.ndarray:
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries.reshape(1, -1)
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise DimensionMismatch(f"query has {queries.shape[-1]} dimensions; this index holds {dim}")
+    if k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k}")
+    return np.ascontiguousarray(queries)
+
+
+def as_ids(ids: np.ndarray | None) -> np.ndarray | None:
+    if ids is None:
+        return None
+    return np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+
+
+def pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad (q, m) results to (q, k) with score -inf and id -1."""
+    q, m = ids.shape
+    if m >= k:
+        return scores[:, :k].astype(np.float32, copy=False), ids[:, :k].astype(np.int64, copy=False)
+    out_scores = np.full((q, k), -np.inf, dtype=np.float32)  # (q, k)
+    out_ids = np.full((q, k), PAD_ID, dtype=np.int64)  # (q, k)
+    out_scores[:, :m] = scores
+    out_ids[:, :m] = ids
+    return out_scores, out_ids
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k per row of (q, m) candidates, ties broken by smaller id so results are deterministic."""
+    q, m = scores.shape
+    if m == 0:
+        return pad(np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64), k)
+    safe = np.where(ids == PAD_ID, -np.inf, scores)
+    if m > 4 * k:  # partition first: a full sort of a large scan would dominate the search
+        part = np.argpartition(-safe, k - 1, axis=1)[:, :k]  # (q, k)
+        safe = np.take_along_axis(safe, part, axis=1)
+        ids = np.take_along_axis(ids, part, axis=1)
+    order = np.lexsort((ids, -safe), axis=1)[:, :k]  # (q, min(k, m)): primary key score desc, then id asc
+    picked_scores = np.take_along_axis(safe, order, axis=1)
+    picked_ids = np.take_along_axis(ids, order, axis=1)
+    picked_ids = np.where(np.isneginf(picked_scores), PAD_ID, picked_ids)
+    return pad(picked_scores, picked_ids, k)
+
+
+def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: ShardMetric) -> np.ndarray:
+    """queries (q, d), vectors (n, d) -> similarity (q, n): inner product or negative squared L2."""
+    ip = queries @ vectors.T  # (q, n)
+    if metric == "ip":
+        return ip
+    q_sq = np.einsum("qd,qd->q", queries, queries)[:, None]  # (q, 1)
+    v_sq = np.einsum("nd,nd->n", vectors, vectors)[None, :]  # (1, n)
+    return -(q_sq - 2.0 * ip + v_sq)
