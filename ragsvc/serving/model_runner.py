@@ -42,7 +42,9 @@ def load_model(model_dir: Path, *, dtype: torch.dtype, device: torch.device, max
     model = model.to_empty(device="cpu")
     model.rotary = RotaryEmbedding(inv_freq, max_positions=max_positions, scaling=scaling)  # real tables
     model.load_weights(iter_weights(model_dir))
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device, dtype=dtype).eval()
+    model.prepare_for_inference()
+    return model
 
 
 def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype) -> int:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ragsvc.serving.layers.attention import AttentionMetadata, paged_attention
 from ragsvc.serving.layers.norm import RMSNorm
-from ragsvc.serving.layers.rotary import RotaryEmbedding
+from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 
@@ -69,17 +69,17 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rotary: RotaryEmbedding,
-        positions: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(t, self.num_heads, self.head_dim)  # (tokens, heads, head_dim)
-        k = k.view(t, self.num_kv_heads, self.head_dim)  # (tokens, kv_heads, head_dim)
-        v = v.view(t, self.num_kv_heads, self.head_dim)
-        q, k = rotary(positions, q, k)
+        qkv = self.qkv_proj(x)  # (tokens, q_size + 2 * kv_size)
+        # Rotate q and k in one pass: they sit side by side, so view them as heads + kv_heads heads.
+        qk = qkv[:, : self.q_size + self.kv_size].view(t, self.num_heads + self.num_kv_heads, self.head_dim)
+        qk = apply_rotary(qk, cos_sin)  # (tokens, heads + kv_heads, head_dim)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+        v = qkv[:, self.q_size + self.kv_size :].view(t, self.num_kv_heads, self.head_dim)
         out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, scale=self.scale)
         return self.o_proj(out.view(t, self.q_size))  # (tokens, hidden)
 
@@ -104,12 +104,12 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, residual, rotary, positions, kv_cache, meta):  # type: ignore[no-untyped-def]
+    def forward(self, x, residual, cos_sin, kv_cache, meta):  # type: ignore[no-untyped-def]
         if residual is None:
             residual, h = x, self.input_layernorm(x)
         else:
             h, residual = self.input_layernorm.forward_residual(x, residual)
-        h = self.self_attn(h, rotary, positions, kv_cache, meta)
+        h = self.self_attn(h, cos_sin, kv_cache, meta)
         h, residual = self.post_attention_layernorm.forward_residual(h, residual)
         return self.mlp(h), residual
 
@@ -123,6 +123,7 @@ class LlamaForCausalLM(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.rotary = rotary
+        self.lm_head_t: torch.Tensor | None = None
 
     def forward(
         self,
@@ -134,11 +135,20 @@ class LlamaForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """input_ids, positions: (tokens,); logit_rows: (n,) packed rows to score -> (n, vocab) logits."""
         x = self.embed_tokens(input_ids)  # (tokens, hidden)
+        cos_sin = self.rotary.lookup(positions, x.dtype)
         residual = None
         for layer, kv in zip(self.layers, kv_caches, strict=True):
-            x, residual = layer(x, residual, self.rotary, positions, kv, meta)
+            x, residual = layer(x, residual, cos_sin, kv, meta)
         x = x[logit_rows] + residual[logit_rows]  # only the rows we sample from reach lm_head
-        return self.lm_head(self.norm(x))  # (n, vocab)
+        x = self.norm(x)  # (n, hidden)
+        if self.lm_head_t is not None:
+            return torch.mm(x, self.lm_head_t)  # (n, vocab)
+        return self.lm_head(x)
+
+    def prepare_for_inference(self) -> None:
+        """Keep a (hidden, vocab) copy of the LM head: oneDNN runs the skinny (n x hidden) @ (hidden x 49k)
+        product ~30% faster on this layout than F.linear on the (vocab, hidden) one."""
+        self.lm_head_t = self.lm_head.weight.detach().t().contiguous()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy checkpoint tensors (HF names) in, stacking q/k/v and gate/up into the fused projections."""
