@@ -15,7 +15,30 @@ from ragsvc.errors import RagsvcError
 app = typer.Typer(help="ragsvc: a vector store, retrieval pipeline and local LLM server in one service.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 collections_app = typer.Typer(help="List or delete collections.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that run the peers in the same run and write JSON under eval/results/.",
+                        no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
+app.add_typer(bench_app, name="bench")
+
+
+def _mount_parts() -> None:
+    """The parts' own command groups. Their modules import heavy libraries inside the commands only."""
+    from ragsvc.api import model_cli
+    from ragsvc.bench import search as search_bench
+    from ragsvc.bench import serving as serving_bench
+    from ragsvc.code import cli as code_cli
+    from ragsvc.evals import cli as evals_cli
+    from ragsvc.llm import cli as llm_cli
+
+    app.add_typer(evals_cli.app, name="eval")
+    app.add_typer(code_cli.app, name="repo")
+    app.add_typer(llm_cli.app, name="llm")
+    app.registered_commands.extend(model_cli.app.registered_commands)
+    for part in (search_bench, serving_bench):
+        bench_app.registered_commands.extend(part.app.registered_commands)
+
+
+_mount_parts()
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="catalog + indexes folder [default: indexes/data, or RAGSVC_STORE__DATA_DIR]")]
 SAMPLE_COLLECTION = "sample"
@@ -75,6 +98,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port [default: 8000]")] = None,
     data_dir: DataDir = None,
     sample: Annotated[bool, typer.Option("--sample", help="ingest the bundled sample corpus first")] = False,
+    with_model: Annotated[bool, typer.Option(
+        "--with-model", help="also host the local LLM (OpenAI-compatible /v1/chat/completions) in this process")] = False,
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs). GET /health answers 200 once indexes are loaded."""
     import uvicorn
@@ -82,6 +107,14 @@ def serve(
     from ragsvc.api.app import create_app
 
     settings = _settings(data_dir, host=host, port=port)
+    extensions = []
+    if with_model:
+        from ragsvc.api.model_app import model_extension
+        from ragsvc.serving.config import EngineConfig
+
+        extensions.append(model_extension(EngineConfig(
+            model=settings.model.model, dtype=settings.model.dtype, kv_cache_bytes=settings.model.kv_cache_bytes,
+            max_num_seqs=settings.model.max_num_seqs, cache_dir=str(settings.store.data_dir / "models"))))
     if sample:
         chunks = ingest_sample(settings.store.data_dir)
         typer.echo(f"sample collection ready: {chunks} chunks in {settings.store.data_dir}")
@@ -89,13 +122,13 @@ def serve(
     typer.echo(f"serving on {base} (docs: {base}/docs). Try:\n"
                f"  curl -s {base}/v1/collections/{SAMPLE_COLLECTION}/search -H 'content-type: application/json' "
                f"-d '{{\"query\": \"how does paged attention save memory?\", \"k\": 3}}'")
-    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info")
+    uvicorn.run(create_app(settings, extensions=extensions), host=settings.api.host, port=settings.api.port, log_level="info")
 
 
 @app.command()
 def quickstart(data_dir: DataDir = None, port: Annotated[int | None, typer.Option()] = None) -> None:
     """Ingest the bundled sample corpus and serve the API on 127.0.0.1:8000 (the README's first command)."""
-    serve(host=None, port=port, data_dir=data_dir, sample=True)
+    serve(host=None, port=port, data_dir=data_dir, sample=True, with_model=False)
 
 
 @app.command()

@@ -52,6 +52,13 @@ class ModelSettings(_Frozen):
     max_num_seqs: int = Field(64, ge=1)
 
 
+class CodeSettings(_Frozen):
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="folders under which POST /v1/repos may index code; empty means the server's working folder",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGSVC_", env_nested_delimiter="__", frozen=True)
 
@@ -59,3 +66,4 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     api: ApiSettings = ApiSettings()
     model: ModelSettings = ModelSettings()
+    code: CodeSettings = CodeSettings()

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from ragsvc import __version__
 from ragsvc.api.body_limit import BodyLimitMiddleware
 from ragsvc.api.errors import install_error_handlers
-from ragsvc.api.routes import collections
+from ragsvc.api.routes import collections, repos
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
 from ragsvc.retrieval.vector_store import VectorStore
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes)
     app.include_router(collections.router)
+    app.include_router(repos.router)
     for router in extra_routers or []:
         app.include_router(router)
     for extend in extensions or []:
