@@ -21,7 +21,7 @@ import numpy as np
 
 from ragsvc.errors import IndexCorrupt, InvalidInput, RagsvcError
 from ragsvc.index.atomic import atomic_write
-from ragsvc.index.shard import PAD_ID, ShardMetric, as_ids, check_add, check_queries, pad
+from ragsvc.index.shard import PAD_ID, ShardMetric, as_ids, check_add, check_queries, exact_scores, pad, top_k
 from ragsvc.index.spec import IndexSpec
 
 Device = Literal["cpu", "gpu"]
@@ -152,13 +152,33 @@ class FaissShard:
         k_avail = min(k, len(self) if allowed is None else len(allowed))
         if k_avail == 0:
             return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
+        scores, labels = self._search(queries, k_avail, self._params(allowed, k_avail))
+        if allowed is not None and (labels == PAD_ID).any():
+            # A sparse filter can hide the allowed ids from the probed lists or the graph walk: look wider.
+            scores, labels = self._search_wide(queries, k_avail, allowed)
+        return pad(scores, labels, k)
+
+    def _search(self, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
         try:
-            distances, labels = self._index.search(queries, k_avail, params=self._params(allowed, k_avail))
+            distances, labels = self._index.search(queries, k, params=params)
         except RuntimeError as exc:
             raise RagsvcError(f"faiss search failed ({exc}); rebuild the index from the store") from exc
         scores = distances if self.metric == "ip" else -distances
-        scores = np.where(labels == PAD_ID, -np.inf, scores).astype(np.float32)
-        return pad(scores, labels.astype(np.int64), k)
+        return np.where(labels == PAD_ID, -np.inf, scores).astype(np.float32), labels.astype(np.int64)
+
+    def _search_wide(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """IVF: probe every list; HNSW: score the allowed ids' stored vectors directly. Flat is already exact."""
+        if self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
+            params = self._params(allowed, k)
+            params.nprobe = faiss.extract_index_ivf(self._cpu_index()).nlist
+            return self._search(queries, k, params)
+        if self.spec.backend != "faiss_hnsw":
+            return self._search(queries, k, self._params(allowed, k))
+        held = faiss.vector_to_array(self._index.id_map)
+        positions = np.flatnonzero(np.isin(held, allowed))
+        vectors = self._index.index.reconstruct_batch(positions) if len(positions) else np.zeros((0, self.dim))
+        scores = exact_scores(queries, vectors.astype(np.float32), self.metric)  # (q, m)
+        return top_k(scores, np.broadcast_to(held[positions], scores.shape), k)
 
     def _params(self, allowed: np.ndarray | None, k: int) -> Any:
         selector = None
