@@ -1,0 +1,113 @@
+"""LLMEngine and AsyncLLMEngine behaviour on a tiny random Llama: limits, aborts, stops, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ragsvc.errors import InvalidInput
+from ragsvc.serving.async_engine import AsyncLLMEngine
+from ragsvc.serving.config import EngineConfig
+from ragsvc.serving.engine import LLMEngine
+from ragsvc.serving.sampling_params import SamplingParams
+
+
+@pytest.fixture
+def engine(tiny_llama) -> LLMEngine:  # type: ignore[no-untyped-def]
+    folder, _ = tiny_llama
+    return LLMEngine.from_config(EngineConfig(model=str(folder), dtype="float32", block_size=4,
+                                              num_kv_blocks=64, max_model_len=200))
+
+
+def test_prompt_plus_max_tokens_over_the_context_is_refused(engine) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput, match="200 tokens"):
+        engine.add_request("a", [5] * 190, SamplingParams(max_tokens=20))
+    assert not engine.has_unfinished()
+
+
+def test_bad_prompts_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput, match="empty"):
+        engine.add_request("a", [], SamplingParams())
+    with pytest.raises(InvalidInput, match=r"\[0, 512\)"):
+        engine.add_request("a", [1, 9999], SamplingParams())
+    with pytest.raises(InvalidInput, match="token ids"):
+        engine.add_request("a", "text needs a tokenizer", SamplingParams())
+    engine.add_request("a", [1, 2], SamplingParams())
+    with pytest.raises(InvalidInput, match="already in use"):
+        engine.add_request("a", [1, 2], SamplingParams())
+
+
+def test_max_model_len_is_capped_by_kv_capacity(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    folder, _ = tiny_llama
+    e = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="float32", block_size=4, num_kv_blocks=10))
+    assert e.max_model_len == 40
+
+
+def test_abort_frees_blocks_at_once(engine) -> None:  # type: ignore[no-untyped-def]
+    total = engine.block_manager.num_blocks
+    engine.add_request("a", list(range(1, 30)), SamplingParams(max_tokens=50, ignore_eos=True))
+    engine.add_request("b", list(range(1, 9)), SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
+    engine.step()
+    assert engine.kv_stats()["num_free_blocks"] < total
+    engine.abort("a")
+    assert engine.block_manager.num_free_blocks == total - len(engine.scheduler.running[0].block_table)
+    outputs = []
+    while engine.has_unfinished():
+        outputs += engine.step()
+    aborted = [o for o in outputs if o.request_id == "a"]
+    assert len(aborted) == 1 and aborted[0].finished and aborted[0].finish_reason == "abort"
+    assert [o.finish_reason for o in outputs if o.request_id == "b" and o.finished] == ["length"]
+    assert engine.block_manager.num_free_blocks == total
+
+
+def test_stop_token_ids_and_max_tokens(engine) -> None:  # type: ignore[no-untyped-def]
+    [free] = engine.generate([[3, 4, 5]], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True))
+    stop_at = free.output_token_ids[3]
+    first = free.output_token_ids.index(stop_at)
+    [stopped] = engine.generate([[3, 4, 5]], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True,
+                                                            stop_token_ids=(stop_at,)))
+    assert stopped.finish_reason == "stop"
+    assert stopped.output_token_ids == free.output_token_ids[: first + 1]
+    assert free.finish_reason == "length" and len(free.output_token_ids) == 10
+
+
+def test_generate_returns_every_logprob(engine) -> None:  # type: ignore[no-untyped-def]
+    [out] = engine.generate([[3, 4, 5]], SamplingParams(temperature=0, max_tokens=6, logprobs=2, ignore_eos=True))
+    assert [lp.token_id for lp in out.logprobs] == out.output_token_ids
+    assert all(len(lp.top) == 2 and lp.top[0][2] >= lp.logprob - 1e-6 for lp in out.logprobs)
+
+
+def test_kv_stats_report_waste_of_partial_blocks(engine) -> None:  # type: ignore[no-untyped-def]
+    engine.add_request("a", list(range(1, 7)), SamplingParams(max_tokens=20))  # 6 tokens in 2 blocks of 4
+    engine.step()
+    stats = engine.kv_stats()
+    assert stats["block_size"] == 4 and stats["slots_reserved"] == 8
+    assert stats["tokens_stored"] == 7  # 6 prompt tokens + the one sampled (its slot is reserved next step)
+    assert stats["waste_pct"] == pytest.approx(12.5)
+
+
+def test_async_stream_and_disconnect_frees_blocks(engine) -> None:  # type: ignore[no-untyped-def]
+    async def scenario() -> None:
+        aengine = AsyncLLMEngine(engine)
+        await aengine.start()
+        try:
+            params = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
+            outs = [o async for o in aengine.generate("s", [3, 4, 5], params)]
+            assert [len(o.output_token_ids) for o in outs] == [1, 2, 3, 4, 5]
+            assert outs[-1].finished and not any(o.finished for o in outs[:-1])
+
+            long = SamplingParams(temperature=0, max_tokens=150, ignore_eos=True)
+            stream = aengine.generate("d", [3, 4, 5], long)
+            async for out in stream:
+                if len(out.output_token_ids) == 2:
+                    break  # the client goes away mid-stream
+            await stream.aclose()
+            assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+            with pytest.raises(InvalidInput):
+                async for _ in aengine.generate("x", [1] * 199, long):
+                    pass
+        finally:
+            await aengine.stop()
+
+    asyncio.run(scenario())

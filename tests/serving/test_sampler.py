@@ -1,0 +1,86 @@
+"""SamplingParams validation and the sampler on hand-made logits (no model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ragsvc.serving.sampler import sample
+from ragsvc.serving.sampling_params import SamplingParams
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"logprobs": 21}, "logprobs"),
+    ],
+)
+def test_bad_sampling_params_name_the_field(kwargs, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=match):
+        SamplingParams(**kwargs)
+
+
+def _logits(rows: int = 4, vocab: int = 50, seed: int = 0) -> torch.Tensor:
+    return torch.randn(rows, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def test_greedy_is_argmax_and_logprobs_are_raw_log_softmax() -> None:
+    logits = _logits()
+    params = [SamplingParams(temperature=0, logprobs=3)] * 4
+    out = sample(logits, params, [None] * 4)
+    ref = torch.log_softmax(logits, dim=-1)
+    for row, tok in enumerate(out):
+        assert tok.token_id == int(logits[row].argmax())
+        assert tok.logprob == pytest.approx(float(ref[row, tok.token_id]), abs=1e-6)
+        assert [t for t, _ in tok.top] == ref[row].topk(3).indices.tolist()
+
+
+def test_logprobs_ignore_temperature() -> None:
+    logits = _logits(rows=1)
+    hot = sample(logits, [SamplingParams(temperature=5.0, logprobs=0, seed=1)], [torch.Generator().manual_seed(1)])
+    assert hot[0].logprob == pytest.approx(float(torch.log_softmax(logits[0], -1)[hot[0].token_id]), abs=1e-6)
+    assert hot[0].top == []
+
+
+def test_top_k_one_and_tiny_top_p_reduce_to_greedy() -> None:
+    logits = _logits(rows=6)
+    argmax = logits.argmax(dim=-1).tolist()
+    k1 = sample(logits, [SamplingParams(temperature=1.0, top_k=1)] * 6, [None] * 6)
+    p0 = sample(logits, [SamplingParams(temperature=1.0, top_p=1e-6)] * 6, [None] * 6)
+    assert [t.token_id for t in k1] == argmax == [t.token_id for t in p0]
+
+
+def test_top_k_never_samples_outside_the_k_best() -> None:
+    logits = _logits(rows=1, vocab=30).repeat(200, 1)
+    allowed = set(logits[0].topk(3).indices.tolist())
+    out = sample(logits, [SamplingParams(temperature=2.0, top_k=3)] * 200, [None] * 200)
+    picked = {t.token_id for t in out}
+    assert picked <= allowed and len(picked) > 1
+
+
+def test_seeded_rows_do_not_depend_on_their_batch() -> None:
+    logits = _logits(rows=3)
+    p = SamplingParams(temperature=1.0, seed=123)
+
+    def draw(batch_rows: list[int]) -> list[int]:
+        gens = [torch.Generator().manual_seed(123) for _ in batch_rows]
+        return [t.token_id for t in sample(logits[batch_rows], [p] * len(batch_rows), gens)]
+
+    alone = [draw([r])[0] for r in range(3)]
+    together = draw([0, 1, 2])
+    assert alone == together
+
+
+def test_mixed_greedy_and_random_rows() -> None:
+    logits = _logits(rows=4)
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_p=0.9, seed=3),
+              SamplingParams(temperature=0), SamplingParams(temperature=1.3, top_k=5)]
+    gens = [None, torch.Generator().manual_seed(3), None, None]
+    out = sample(logits, params, gens)
+    assert out[0].token_id == int(logits[0].argmax()) and out[2].token_id == int(logits[2].argmax())
+    assert out[3].token_id in logits[3].topk(5).indices.tolist()
