@@ -1,7 +1,7 @@
 """The ragsvc index configurations the search benchmark measures, and how each is built and searched.
 
-Each config is an `IndexSpec` built once through `CollectionIndex` (the same code the service runs) over an
-in-memory `VectorSource`, plus a sweep of search-time options (the Matryoshka shortlist L). Built indexes are
+Each config is an `IndexSpec` built once through `CollectionIndex.from_arrays` (the same code the service
+runs, chunk ids 1..n), plus a sweep of search-time options (the Matryoshka shortlist L). Built indexes are
 saved under the benchmark cache, so a rerun reopens them instead of rebuilding.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,52 +61,25 @@ def select_configs(configs: list[BenchConfig], names: str | None) -> list[BenchC
     return picked
 
 
-class ArraySource:
-    """`VectorSource` over an in-memory array: chunk id = row + 1 (the store's ids start at 1)."""
-
-    def __init__(self, vectors: np.ndarray) -> None:
-        self._vectors = vectors  # (n, dim)
-
-    def max_chunk_id(self) -> int:
-        return int(self._vectors.shape[0])
-
-    def count(self) -> int:
-        return int(self._vectors.shape[0])
-
-    def iter_vectors(self, *, after_id: int = 0, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start in range(after_id, self._vectors.shape[0], batch_size):
-            rows = np.arange(start, min(start + batch_size, self._vectors.shape[0]), dtype=np.int64)
-            yield rows + 1, self._vectors[rows]
-
-    def vectors_for(self, ids: np.ndarray) -> np.ndarray:
-        return self._vectors[np.asarray(ids, dtype=np.int64) - 1]  # (len(ids), dim)
-
-
-def _index_bytes(index: Any) -> int:
-    """Bytes the index holds to answer a query, as the index layer accounts them (ANN + rescoring vectors)."""
-    nbytes = getattr(index, "nbytes", None)
-    if nbytes is None:
-        raise RuntimeError("CollectionIndex exposes no `nbytes`; the benchmark cannot report index_bytes")
-    return int(nbytes() if callable(nbytes) else nbytes)
-
-
 def run_config(config: BenchConfig, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *,
                index_dir: Path) -> list[dict[str, Any]]:
     """Build (or reopen) one config and measure every point of its sweep; rows of the JSON `configs`."""
     from ragsvc.index.collection_index import CollectionIndex
 
     started = time.perf_counter()
-    index = CollectionIndex.open(index_dir, config.spec, vectors.shape[1], ArraySource(vectors))
+    index = CollectionIndex.from_arrays(vectors, spec=config.spec, directory=index_dir)  # chunk ids 1..n
     build_s = time.perf_counter() - started
     try:
         index.save()  # so the next run reopens instead of rebuilding
-        index_bytes = _index_bytes(index)
+        # ANN structure + rescoring vectors + rotation, all held in RAM by the index layer (nothing mmapped).
+        index_bytes = int(index.index_bytes)
         k = truth.shape[1]
         rows = []
+        served_by = [""]
         for options in config.sweep:
 
             def search_one(q: np.ndarray, _options: dict[str, Any] = options) -> np.ndarray:
-                ids, _, _, _ = index.search(q, k, **_options)
+                ids, _, _, served_by[0] = index.search(q, k, **_options)
                 ids = np.asarray(ids).reshape(-1)
                 return ids[ids > 0] - 1  # chunk id -> row; drops -1 padding
 
@@ -116,6 +88,7 @@ def run_config(config: BenchConfig, vectors: np.ndarray, queries: np.ndarray, tr
             rows.append({"name": config.name + suffix, "recall_at_10": m.recall_at_10, "qps": m.qps,
                          "index_bytes": index_bytes, "mean_latency_ms": m.mean_latency_ms,
                          "p99_latency_ms": m.p99_latency_ms, "open_or_build_s": round(build_s, 1),
+                         "served_by": served_by[0],
                          "params": {**config.spec.to_dict(), **options}})
             logger.info("config %s: recall %.4f, %.0f QPS, %d bytes", rows[-1]["name"], m.recall_at_10, m.qps,
                         index_bytes)

@@ -2,17 +2,18 @@
 
 Texts come from, in this order: the evaluation corpora under the shared data folder (SciFact abstracts,
 HotpotQA paragraphs, CoSQA functions), then the docstrings of the Python standard library, then the docstrings
-of every installed package. Each source is cut into windows of about 32 words (~40-60 MiniLM tokens) so that
-embedding 200k of them fits in an hour on two cores.
+of every installed package. Each source is cut into windows of 20 words (~35 MiniLM tokens on average) so that
+embedding 200k of them takes about an hour on two free cores.
 
 Queries are real texts that are not in the index: half are passages held out by a hash of their text (so they
 are spread over every source, whatever the corpus size), half are the evaluation sets' own queries.
 
 Cache layout (under `cache_dir`), chosen so that an interrupted build resumes and nothing is embedded twice:
 
-    corpus-v1-<num_vectors>.jsonl      frozen text snapshot: collected once, reused even if packages change
+    corpus-v2-<num_vectors>-<num_queries>.jsonl   frozen text snapshot, reused even if packages change; a
+                                       larger snapshot serves any smaller size (its first n passages)
+    <model id>/pieces/vectors-<i>-<hash>.npy  float32 (<= CHUNK_SIZE, dim) per piece of passages, temp + rename
     <model id>/<corpus hash>/
-        vectors-<i>-<chunk hash>.npy   float32 (<= CHUNK_SIZE, dim) per chunk, written via temp + rename
         queries.npy                    float32 (num_queries, dim)
         manifest.json                  sizes, sources, hashes
 """
@@ -34,8 +35,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-CORPUS_VERSION = "v1"
-WINDOW_WORDS = 32
+CORPUS_VERSION = "v2"
+WINDOW_WORDS = 20
 MIN_WORDS = 8
 CHUNK_SIZE = 4096
 HELDOUT_MODULUS = 200
@@ -186,13 +187,16 @@ def collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, seed: i
 
 def load_or_collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, cache_dir: Path) -> TextCorpus:
     """Reuse the frozen snapshot for these sizes if present, so installing a package later changes nothing."""
-    snapshot = cache_dir / f"corpus-{CORPUS_VERSION}-{num_vectors}-{num_queries}.jsonl"
-    if snapshot.is_file():
-        rows = [json.loads(line) for line in snapshot.open()]
-        docs = [r for r in rows if r["kind"] == "passage"]
+    reusable = _larger_snapshot(cache_dir, num_vectors, num_queries)
+    if reusable is not None:
+        # The passage stream is deterministic, so a larger snapshot's first n passages are this corpus; its
+        # queries stay valid (held-out passages and dataset queries are never among the indexed passages).
+        rows = [json.loads(line) for line in reusable.open()]
+        docs = [r for r in rows if r["kind"] == "passage"][:num_vectors]
         qs = [r for r in rows if r["kind"] != "passage"]
         return TextCorpus([r["t"] for r in docs], [r["src"] for r in docs], [r["t"] for r in qs],
                           [r["kind"] for r in qs])
+    snapshot = cache_dir / f"corpus-{CORPUS_VERSION}-{num_vectors}-{num_queries}.jsonl"
     logger.info("collecting %d passages and %d queries (parses installed Python sources)", num_vectors,
                 num_queries)
     corpus = collect_texts(num_vectors=num_vectors, num_queries=num_queries, data_dir=data_dir)
@@ -201,6 +205,16 @@ def load_or_collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path,
     lines += [json.dumps({"kind": k, "t": q}) for q, k in zip(corpus.queries, corpus.query_kinds, strict=True)]
     _atomic_write_bytes(snapshot, ("\n".join(lines) + "\n").encode())
     return corpus
+
+
+def _larger_snapshot(cache_dir: Path, num_vectors: int, num_queries: int) -> Path | None:
+    """The smallest snapshot of this corpus version holding >= num_vectors passages and exactly num_queries."""
+    best: tuple[int, Path] | None = None
+    for path in cache_dir.glob(f"corpus-{CORPUS_VERSION}-*-{num_queries}.jsonl"):
+        size = int(path.name.split("-")[2])
+        if size >= num_vectors and (best is None or size < best[0]):
+            best = (size, path)
+    return None if best is None else best[1]
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -223,7 +237,11 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def embed_cached(corpus: TextCorpus, *, embedder, cache_path: Path, progress: bool = True) -> np.ndarray:
-    """Embed passages in CHUNK_SIZE pieces, skipping pieces already on disk (a killed build resumes)."""
+    """Embed passages in CHUNK_SIZE pieces, skipping pieces already on disk (a killed build resumes).
+
+    Pieces are named by position and content hash and shared by every corpus of the same model, so a smaller
+    corpus (a prefix of the same stream) reuses the pieces a larger build already wrote.
+    """
     from tqdm import tqdm
 
     cache_path.mkdir(parents=True, exist_ok=True)
@@ -267,7 +285,8 @@ def load_or_build_corpus(
     embedder = SentenceTransformerEmbedder(embedder_name, batch_size=64)
     digest = corpus.digest()
     cache_path = cache_dir / embedder.id / digest
-    vectors = embed_cached(corpus, embedder=embedder, cache_path=cache_path, progress=progress)
+    vectors = embed_cached(corpus, embedder=embedder, cache_path=cache_dir / embedder.id / "pieces",
+                           progress=progress)
     qpath = cache_path / "queries.npy"
     if qpath.is_file():
         queries = np.load(qpath)

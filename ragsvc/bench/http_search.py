@@ -126,7 +126,8 @@ def over_http(data_dir: Path, queries: np.ndarray, truth: np.ndarray) -> dict[st
 
     port = _free_port()
     env = {**os.environ, "RAGSVC_STORE__DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread per query, like the in-process run
     cmd = [sys.executable, "-m", "uvicorn", "ragsvc.api.app:create_app", "--factory", "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning", "--no-access-log"]
     server = subprocess.Popen(cmd, env=env)

@@ -262,6 +262,11 @@ def run_serving_bench(cfg: ServingBenchConfig) -> dict[str, Any]:
 app = typer.Typer(help="Benchmarks of the serving engine.", no_args_is_help=True, pretty_exceptions_enable=False)
 
 
+@app.callback()
+def _group() -> None:
+    """Benchmarks of the serving engine (a group, so `serving` stays a subcommand when mounted)."""
+
+
 def _range(text: str) -> tuple[int, int]:
     lo, _, hi = text.partition("-")
     return int(lo), int(hi or lo)
