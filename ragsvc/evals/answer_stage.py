@@ -2,7 +2,8 @@
 
 All model calls go through `TextGenerator`, a plain `prompt -> completion` callable. It is the integration
 point with `ragsvc.llm`: `text_generator(generator)` adapts any `Generator` (in-process engine, an
-OpenAI-compatible server) and the runner takes it as `RunOptions(generator=...)`. With no generator the stage is skipped and the results say so.
+OpenAI-compatible server) and the runner takes it as `RunOptions(generator=...)`.
+With no generator the stage is skipped and the results say so.
 
 Judged metrics (each a verdict per example; YES = 1, NO = 0):
 - faithfulness: is every claim of the answer supported by the retrieved passages?
@@ -37,7 +38,9 @@ FAITHFUL_PROMPT = (
     "Passages:\n{passages}\n\nAnswer: {answer}\n\nIs every claim in the answer supported by the passages? "
     "Reply YES or NO.\nVerdict:"
 )
-CITATION_PROMPT = "Passage:\n{passage}\n\nAnswer: {answer}\n\nDoes the passage support the answer? Reply YES or NO.\nVerdict:"
+CITATION_PROMPT = (
+    "Passage:\n{passage}\n\nAnswer: {answer}\n\nDoes the passage support the answer? Reply YES or NO.\nVerdict:"
+)
 
 
 class TextGenerator(Protocol):

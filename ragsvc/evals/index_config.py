@@ -12,6 +12,7 @@ embedding; `build_s` of the others is chunking + the catalog write + the index b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -68,10 +69,8 @@ class IndexKind:
     def prepare(self, config: IndexConfig, ctx: RunContext) -> IndexRetriever:
         collection = f"{ctx.collection_prefix}{config.name}"
         store = ctx.store
-        try:
+        with contextlib.suppress(CollectionNotFound):
             store.delete_collection(collection)  # a fresh build every run, so build_s means the same thing
-        except CollectionNotFound:
-            pass
         started = time.perf_counter()
         store.create_collection(collection, index=config.index, chunk_tokens=ctx.retrieval.chunk_tokens,
                                 chunk_overlap=ctx.retrieval.chunk_overlap)

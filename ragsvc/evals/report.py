@@ -125,7 +125,7 @@ def render_markdown(results: dict[str, Any], *, metrics_png: str, tradeoff_png: 
         f"{results.get('num_queries')} queries)",
         f"- embedder: `{results.get('embedder')}`; git `{results.get('git_sha')}`; {results.get('created_at')}",
         f"- corpus ingest (embedding, cached after the first run): {_fmt(results.get('ingest_s'), 1)} s; "
-        f"query embedding p50 {_fmt((results.get('query_embed_ms') or {}).get('p50'), 2)} ms",
+        f"query embedding {_fmt((results.get('query_embed_ms') or {}).get('mean_batched'), 2)} ms/query (batched)",
         "- Δ is the paired difference over the same queries; p from a two-sided paired permutation test "
         "(10,000 sign flips). Latency is the search call alone (query vector given).",
         "",

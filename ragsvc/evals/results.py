@@ -3,7 +3,7 @@
 Results shape (one file per suite run):
 
     {"suite", "dataset", "git_sha", "created_at", "embedder", "num_queries", "num_documents", "ingest_s",
-     "query_embed_ms": {"p50", "p95"}, "baseline", "references", "answer",
+     "query_embed_ms": {"mean_batched"}, "baseline", "references", "answer",
      "configs": [{"name", "kind", "params", "metrics": {"ndcg@10", "recall@10", "recall@100", "mrr@10", ...},
                   "metrics_ci": {metric: [low, high]}, "latency_ms": {"p50", "p95", "mean"}, "build_s",
                   "index_bytes", "num_queries", "per_query": {metric: {query_id: value}}}]}
