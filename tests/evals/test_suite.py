@@ -111,3 +111,15 @@ def test_registry_accepts_new_kinds(monkeypatch):
     assert "echo-test" in known_kinds() and config_kind("echo-test") is not None
     with pytest.raises(ValueError, match="already registered"):
         register_kind(EchoKind())
+
+
+def test_cli_run_reports_suite_errors_with_file_and_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from ragsvc.evals.cli import app
+
+    path = _write(tmp_path, GOOD.replace("dims = 64", "dims = 64\nbogus = 1"))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out.json"), "--no-progress"])
+    assert result.exit_code == 2
+    assert "suite.toml:17" in result.output.replace("\n", "") and "unknown key 'bogus'" in result.output
+    assert not (tmp_path / "out.json").exists()
