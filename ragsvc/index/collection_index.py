@@ -199,7 +199,7 @@ class CollectionIndex:
             scores = state.rescorer.scores(qr, rows)
             source = f"rescore {self.spec.rescore_dtype}"
         else:
-            found, scores = state.exact_subset(qr, allowed, self.source)
+            found, scores = state.exact_subset(qr, allowed)
             source = "full width"
         best_scores, best_ids = top_k(scores[None, :], found[None, :], k)
         timings["exact_subset_ms"] = _ms(started)

