@@ -85,3 +85,18 @@ def test_query_aware_map_with_real_embeddings(polyglot: Path, minilm) -> None:  
     repo_map = build_map(graph, max_tokens=40, query="retry a failing call several times", searcher=searcher)
     assert repo_map.ranked[0][0].symbol.startswith("Retrier")
     assert repo_map.text.startswith("pkg/core.py:")
+
+
+def test_pagerank_matches_networkx(polyglot: Path, hub_repo: Path) -> None:
+    import networkx as nx
+    import numpy as np
+
+    for root in (polyglot, hub_repo):
+        graph = _graph(root)
+        teleport = {node: 1.0 for node in graph.nodes[: len(graph.files)]}
+        teleport[graph.nodes[len(graph.files)]] = 3.0  # a definition too
+        for mentioned in (frozenset(), frozenset({"normalize", "shared_helper"})):
+            reference = nx.pagerank(graph.to_networkx(mentioned=mentioned), alpha=0.85, personalization=teleport,
+                                    dangling=teleport, tol=1e-13, max_iter=1000)
+            ours = graph.pagerank(teleport, mentioned=mentioned)
+            np.testing.assert_allclose(ours, [reference[n] for n in graph.nodes], atol=1e-9)
