@@ -6,7 +6,7 @@ and a registration, and the suite parser, runner and reports stay as they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +47,8 @@ class Retriever(Protocol):
 
     build_s: float
     index_bytes: int
+    served_by: Mapping[str, int]
+    """How many queries each structure answered (SearchResult.served_by), to show what was measured."""
 
     def search(self, query_id: str, text: str, vector: np.ndarray) -> dict[str, float]:
         """`vector` is the query embedding (dim,), computed once per query for every config."""

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,12 @@ class IndexRetriever:
         self.build_s = build_s
         self.index_bytes = index_bytes
         self._fetch = fetch
+        self.served_by: Counter[str] = Counter()
+        """Which structure answered (the ANN, or the exact staging buffer before an index is trained)."""
 
     def search(self, query_id: str, text: str, vector: np.ndarray) -> dict[str, float]:
         result = self._ctx.store.search(self.collection, vector=vector, k=self._fetch)
+        self.served_by[result.served_by] += 1
         scores: dict[str, float] = {}
         for hit in result.hits:  # best first; a document scores as its best chunk
             doc = str(hit.document_id)

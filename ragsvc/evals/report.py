@@ -80,7 +80,7 @@ def _config_rows(results: dict[str, Any]) -> list[str]:
     metrics = list(configs[0]["metrics"]) if configs else []
     base = next((c for c in configs if c["name"] == results.get("baseline")), configs[0] if configs else None)
     head = ["config", *metrics, f"Δ {PRIMARY} vs {base['name'] if base else '-'} (p)", "p50 ms", "p95 ms",
-            "build s", "index MB"]
+            "build s", "index MB", "served by"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in configs:
         cells = [c["name"]]
@@ -91,7 +91,7 @@ def _config_rows(results: dict[str, Any]) -> list[str]:
         delta = paired_delta(base, c, PRIMARY) if base is not None and c is not base else None
         cells.append("–" if delta is None else f"{delta[0]:+.3f} (p={delta[1]:.3g})")
         cells += [_fmt(c["latency_ms"]["p50"], 2), _fmt(c["latency_ms"]["p95"], 2), _fmt(c["build_s"], 2),
-                  _fmt(c["index_bytes"] / 1e6, 2)]
+                  _fmt(c["index_bytes"] / 1e6, 2), ", ".join(c.get("served_by") or {}) or "–"]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 

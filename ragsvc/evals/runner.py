@@ -138,6 +138,7 @@ def evaluate_config(config: EvalConfig, retriever: Retriever, dataset: Retrieval
         "build_s": round(retriever.build_s, 3),
         "index_bytes": retriever.index_bytes,
         "num_queries": len(per_query),
+        "served_by": dict(retriever.served_by),
         "per_query": {m: {q: per_query[q][m] for q in per_query} for m in metric_names},
     }
 
