@@ -1,10 +1,11 @@
-"""Test corpus: clustered unit vectors (like real embeddings: a few topics, anisotropic noise) and their exact answers."""
+"""Test corpus: clustered unit vectors (a few topics, anisotropic noise, like embeddings) and exact answers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
 from ragsvc.index.exact_shard import ExactShard
 
 
@@ -29,7 +30,8 @@ def make_corpus(n: int, dim: int, *, num_queries: int = 100, seed: int = 0) -> C
     centres = rng.standard_normal((max(n // 60, 4), dim))
     # Decaying per-dimension noise makes variance uneven across dimensions, as in real embeddings.
     spread = np.linspace(1.0, 0.1, dim) * 0.6
-    points = centres[rng.integers(0, len(centres), n + num_queries)] + rng.standard_normal((n + num_queries, dim)) * spread
+    total = n + num_queries
+    points = centres[rng.integers(0, len(centres), total)] + rng.standard_normal((total, dim)) * spread
     points = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
     return Corpus(np.arange(1, n + 1, dtype=np.int64), points[:n], points[n:])
 
