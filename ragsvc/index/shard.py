@@ -104,14 +104,24 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
         return pad(np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64), k)
     safe = np.where(ids == PAD_ID, -np.inf, scores)
     if m > 4 * k:  # partition first: a full sort of a large scan would dominate the search
-        part = np.argpartition(-safe, k - 1, axis=1)[:, :k]  # (q, k)
-        safe = np.take_along_axis(safe, part, axis=1)
-        ids = np.take_along_axis(ids, part, axis=1)
+        return _top_k_partitioned(safe, ids, k)
     order = np.lexsort((ids, -safe), axis=1)[:, :k]  # (q, min(k, m)): primary key score desc, then id asc
-    picked_scores = np.take_along_axis(safe, order, axis=1)
-    picked_ids = np.take_along_axis(ids, order, axis=1)
-    picked_ids = np.where(np.isneginf(picked_scores), PAD_ID, picked_ids)
-    return pad(picked_scores, picked_ids, k)
+    return _picked(np.take_along_axis(safe, order, axis=1), np.take_along_axis(ids, order, axis=1), k)
+
+
+def _top_k_partitioned(safe: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rows_scores, rows_ids = [], []
+    for row_scores, row_ids in zip(safe, ids, strict=True):
+        kth = np.partition(row_scores, len(row_scores) - k)[len(row_scores) - k]
+        keep = np.flatnonzero(row_scores >= kth)  # everything tied with the k-th too, so ties break by id
+        order = np.lexsort((row_ids[keep], -row_scores[keep]))[:k]
+        rows_scores.append(row_scores[keep][order])
+        rows_ids.append(row_ids[keep][order])
+    return _picked(np.stack(rows_scores), np.stack(rows_ids), k)
+
+
+def _picked(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return pad(scores, np.where(np.isneginf(scores), PAD_ID, ids), k)
 
 
 def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: ShardMetric) -> np.ndarray:
