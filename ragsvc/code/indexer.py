@@ -103,7 +103,9 @@ class RepoIndexer:
             if progress is not None:
                 progress(done, len(walk.files))
         self._write(name, pending, manifest, stored, report, embed_progress)
-        self._remove_gone(name, walk.files, manifest, stored, report)
+        # A file that exists but cannot be read keeps its previous version (reported above), never deleted.
+        unreadable = {s.rel_path for s in walk.skipped if s.reason.startswith("unreadable")}
+        self._remove_gone(name, {f.rel_path for f in walk.files} | unreadable, manifest, stored, report)
         save_manifest(path, manifest)
         report.seconds = time.perf_counter() - started
         logger.info("indexed %s into %s: %d parsed, %d unchanged, %d removed, %d chunks in %.2f s", walk.root,
@@ -161,9 +163,8 @@ class RepoIndexer:
             report.changed_files.append(analysis.rel_path)
         pending.clear()
 
-    def _remove_gone(self, name: str, files: list[SourceFile], manifest: Manifest, stored: dict[str, str],
+    def _remove_gone(self, name: str, present: set[str], manifest: Manifest, stored: dict[str, str],
                      report: IndexReport) -> None:
-        present = {f.rel_path for f in files}
         for rel_path in sorted(set(stored) - present):
             self.store.delete_document(name, rel_path)
             report.num_removed += 1
