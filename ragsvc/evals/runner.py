@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ragsvc.embed.embedder import Embedder
+from ragsvc.errors import InvalidInput
 from ragsvc.evals.answer_stage import TextGenerator, run_answer_stage
 from ragsvc.evals.configs import EvalConfig, Retriever, RunContext
 from ragsvc.evals.kinds import config_kind
@@ -172,10 +173,34 @@ def _answer_stage(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, opti
 
 
 def _output_path(suite: Suite, options: RunOptions) -> Path:
-    if options.out is not None:
-        return Path(options.out)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return options.results_dir / f"{suite.name}-{stamp}.json"
+    if options.out is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return options.results_dir / f"{suite.name}-{stamp}.json"
+    out = Path(options.out)
+    if out.suffix != ".json" or out.is_dir():
+        raise InvalidInput(f"--out {out} must be a file path ending in .json (the report is written beside it)")
+    return out
+
+
+def _run_configs(suite: Suite, ctx: RunContext, dataset: RetrievalDataset, vectors: dict[str, np.ndarray],
+                 checkpoints: Checkpoints, *, progress: bool) -> tuple[list[dict[str, Any]], list[str],
+                                                                       dict[str, Retriever]]:
+    """Evaluate each config not already checkpointed; returns results in suite order, resumed names, built."""
+    results, resumed, built = [], [], {}
+    for config in suite.configs:
+        key = _config_key(suite, config)
+        done = checkpoints.load(config.name, key)
+        if done is not None:
+            logger.info("config %s: resumed from checkpoint", config.name)
+            results.append(done)
+            resumed.append(config.name)
+            continue
+        retriever = config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]
+        built[config.name] = retriever
+        result = evaluate_config(config, retriever, dataset, vectors, suite, progress=progress)
+        checkpoints.save(config.name, key, result)
+        results.append(result)
+    return results, resumed, built
 
 
 def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Embedder | None = None) -> RunOutcome:
@@ -190,21 +215,7 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
         ingest_s = _warm_cache(store, suite, documents, options.progress)
         vectors, embed_ms = _embed_queries(store.embedder, dataset.queries)
         ctx = RunContext(store, documents, suite.retrieval, collection_prefix=f"eval-{suite.name}-")
-        results, resumed, built = [], [], {}
-        for config in suite.configs:
-            key = _config_key(suite, config)
-            done = checkpoints.load(config.name, key)
-            if done is not None:
-                logger.info("config %s: resumed from checkpoint", config.name)
-                results.append(done)
-                resumed.append(config.name)
-                continue
-            retriever = config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]
-            built[config.name] = retriever
-            result = evaluate_config(config, retriever, dataset, vectors, suite, progress=options.progress)
-            checkpoints.save(config.name, key, result)
-            results.append(result)
-        answer = _answer_stage(suite, dataset, ctx, options, built)
+        results, resumed, built = _run_configs(suite, ctx, dataset, vectors, checkpoints, progress=options.progress)
         summary = {
             "suite": suite.name,
             "dataset": str(suite.dataset_path),
@@ -218,7 +229,7 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
             "query_embed_ms": {"mean_batched": round(embed_ms, 3)},
             "baseline": suite.baseline,
             "references": suite.references,
-            "answer": answer,
+            "answer": _answer_stage(suite, dataset, ctx, options, built),
         }
     finally:
         store.close()
