@@ -51,3 +51,14 @@ def smollm2_dir() -> Path:
     from ragsvc.serving.loader import resolve_model_dir
 
     return resolve_model_dir("smollm2", cache_dir=str(SMOLLM2_CACHE))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """Serving tests run single-threaded: batch-1 decode gains nothing from a second thread, and when the
+    machine's cores are busy with other work, OpenMP threads spinning against each other made steps ~10x
+    slower (measured here). Restored afterwards so other suites keep their setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
