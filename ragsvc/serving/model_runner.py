@@ -100,6 +100,8 @@ class ModelRunner:
         meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decode_tokens=len(decodes))
         if decodes:
             meta.decode_slots, meta.decode_mask = self._decode_context(decodes)
+            if self.device.type == "cuda":
+                self._add_kernel_tables(meta, decodes)
         row = len(decodes)
         for c in prefills:
             meta.prefills.append(self._prefill_segment(c, row))
@@ -132,6 +134,13 @@ class ModelRunner:
         mask = pos.unsqueeze(0) < torch.tensor(lens, device=self.device).unsqueeze(1)  # (decodes, max_context)
         slots = slots.masked_fill(~mask, 0)
         return slots, mask[:, None, None, :]
+
+    def _add_kernel_tables(self, meta: AttentionMetadata, decodes: list[ScheduledChunk]) -> None:
+        max_blocks = max(len(c.seq.block_table) for c in decodes)
+        rows = [c.seq.block_table + [0] * (max_blocks - len(c.seq.block_table)) for c in decodes]
+        meta.decode_block_tables = torch.tensor(rows, dtype=torch.int32, device=self.device)
+        meta.decode_context_lens = torch.tensor([c.start + 1 for c in decodes], dtype=torch.int32,
+                                                device=self.device)
 
     def _prefill_segment(self, c: ScheduledChunk, row: int) -> PrefillSegment:
         end = c.start + c.num_new_tokens

@@ -4,7 +4,8 @@ A step's tokens are packed without padding: first the single-token chunks (decod
 chunks (prefills, possibly chunked or behind a cached prefix). New K/V are written into the cache by slot,
 then:
 * decodes attend in one batched SDPA over K/V gathered by block table (padded to the longest context with a
-  mask; attention is a small share of a decode step, the matmuls dominate);
+  mask; attention is a small share of a decode step, the matmuls dominate); on CUDA the Triton kernel in
+  triton_paged_attention.py reads the blocks in place instead;
 * each prefill chunk runs its own SDPA: a fresh prompt uses its just-computed K/V with is_causal; a chunk
   behind cached context gathers its context and uses an offset causal mask.
 """
@@ -40,6 +41,10 @@ class AttentionMetadata:
     decode_mask: torch.Tensor | None = None
     """(decodes, 1, 1, max_context) bool, True = a real context position."""
     prefills: list[PrefillSegment] = field(default_factory=list)
+    decode_block_tables: torch.Tensor | None = None
+    """(decodes, max_blocks) int32 block tables for the Triton kernel (set on CUDA only)."""
+    decode_context_lens: torch.Tensor | None = None
+    """(decodes,) int32 context lengths for the Triton kernel (set on CUDA only)."""
 
 
 def write_kv(
@@ -64,16 +69,25 @@ def paged_attention(
     write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
     nd = meta.num_decode_tokens
     if nd == q.shape[0]:  # pure decode step: no copy into a shared output
-        assert meta.decode_slots is not None and meta.decode_mask is not None
-        return decode_attention(q, k_cache, v_cache, meta.decode_slots, meta.decode_mask, scale=scale)
+        return _decode(q, k_cache, v_cache, meta, scale=scale)
     out = torch.empty_like(q)
     if nd:
-        assert meta.decode_slots is not None and meta.decode_mask is not None
-        out[:nd] = decode_attention(q[:nd], k_cache, v_cache, meta.decode_slots, meta.decode_mask, scale=scale)
+        out[:nd] = _decode(q[:nd], k_cache, v_cache, meta, scale=scale)
     for seg in meta.prefills:
         s, e = seg.token_start, seg.token_end
         out[s:e] = prefill_attention(q[s:e], k[s:e], v[s:e], k_cache, v_cache, seg, scale=scale)
     return out
+
+
+def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
+            *, scale: float) -> torch.Tensor:
+    if q.is_cuda and meta.decode_block_tables is not None and meta.decode_context_lens is not None:
+        from ragsvc.serving.layers.triton_paged_attention import paged_decode_attention
+
+        return paged_decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
+                                      scale=scale)
+    assert meta.decode_slots is not None and meta.decode_mask is not None
+    return decode_attention(q, k_cache, v_cache, meta.decode_slots, meta.decode_mask, scale=scale)
 
 
 def decode_attention(
