@@ -1,0 +1,225 @@
+"""`ragsvc bench code`: code-index quality (CoSQA, docstring -> function) and speed, as JSON.
+
+Speed: index this repository and a subset of an installed large library (transformers' sources) into fresh
+collections: files/s and chunks/s end to end (walk, parse, chunk, embed, write), with the parse-only rate
+beside it and the store's plain-text ingest of the same files as the peer; re-index after editing one file
+(incremental) against the full index; repo-map latency p50/p95, with and without a query. The model load is
+excluded (one embedder, warmed up first); every other number is wall time on this machine in this run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Code-index benchmarks, written as JSON under eval/results/.", no_args_is_help=True)
+
+DEFAULT_SUBSET = ("models/bert", "models/gpt2", "models/llama", "generation/logits_process.py")
+MAP_QUERIES = ("where are retries handled", "how is the attention mask built", "load weights from a checkpoint",
+               "sample the next token with temperature", "split text into chunks")
+
+
+@app.callback()
+def bench() -> None:
+    """Benchmarks of the code index (`ragsvc bench code`)."""
+
+
+def _embedder() -> Any:
+    import torch
+
+    from ragsvc.embed.embedder import SentenceTransformerEmbedder
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    embedder = SentenceTransformerEmbedder()
+    embedder.embed_documents(["def warm_up():\n    return 1"] * 8)  # first-call costs excluded
+    return embedder
+
+
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    return {"p50_ms": round(statistics.median(ordered), 2),
+            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2), "n": len(ordered)}
+
+
+def copy_subset(library_dir: Path, parts: tuple[str, ...], into: Path) -> Path:
+    """Copy the chosen folders/files of a library (never edit the installed one: we touch files later)."""
+    for part in parts:
+        source = library_dir / part
+        target = into / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    return into
+
+
+def index_speed(store: Any, root: Path, collection: str, *, peer: bool) -> dict[str, Any]:
+    from ragsvc.code.analysis import analyse_repository
+    from ragsvc.code.indexer import RepoIndexer
+
+    started = time.perf_counter()
+    walk, analyses, _ = analyse_repository(root)
+    parse_s = time.perf_counter() - started
+    num_chunks = sum(len(a.chunks) for a in analyses)
+    report = RepoIndexer(store).index(root, collection=collection)
+    out: dict[str, Any] = {
+        "root": str(root), "files": report.num_files, "chunks": report.num_chunks,
+        "index_s": round(report.seconds, 3), "files_per_s": round(report.num_files / report.seconds, 2),
+        "chunks_per_s": round(report.num_chunks / report.seconds, 2),
+        "parse_only": {"seconds": round(parse_s, 3), "files_per_s": round(len(walk.files) / parse_s, 1),
+                       "chunks_per_s": round(num_chunks / parse_s, 1)},
+        "problems": len(report.problems),
+    }
+    if peer:
+        out["peer_plain_text_ingest"] = _plain_ingest(store, walk.files, f"{collection}-plain")
+        out["ratio_index_s_vs_plain"] = round(report.seconds / out["peer_plain_text_ingest"]["seconds"], 3)
+    return out
+
+
+def _plain_ingest(store: Any, files: list[Any], collection: str) -> dict[str, Any]:
+    """The peer: the same files through the store's own token-aware text chunker (no parsing, no graph)."""
+    from ragsvc.types import DocumentInput
+
+    started = time.perf_counter()
+    store.create_collection(collection)
+    docs = [DocumentInput(text=t, id=f.rel_path) for f in files if (t := f.path.read_text(errors="replace")).strip()]
+    for begin in range(0, len(docs), 32):
+        store.add_documents(collection, docs[begin : begin + 32])
+    seconds = time.perf_counter() - started
+    chunks = store.get_collection(collection).num_chunks
+    return {"seconds": round(seconds, 3), "files_per_s": round(len(docs) / seconds, 2),
+            "chunks": chunks, "chunks_per_s": round(chunks / seconds, 2)}
+
+
+def reindex_speed(store: Any, root: Path, collection: str, *, repeats: int = 3) -> dict[str, Any]:
+    """Re-index with nothing changed, then after appending a function to one file (`repeats` times)."""
+    from ragsvc.code.indexer import RepoIndexer
+
+    indexer = RepoIndexer(store)
+    unchanged = indexer.index(root, collection=collection)
+    target = max(root.rglob("*.py"), key=lambda p: p.stat().st_size)  # the worst case: the largest file
+    samples: list[float] = []
+    for i in range(repeats):
+        with target.open("a", encoding="utf-8") as handle:
+            handle.write(f"\n\ndef bench_touched_{i}(value):\n    return value + {i}\n")
+        report = indexer.index(root, collection=collection)
+        if report.changed_files != [target.relative_to(root).as_posix()]:
+            raise RuntimeError(f"re-index parsed {report.changed_files}, expected only {target}")
+        samples.append(report.seconds)
+    return {"no_change_s": round(unchanged.seconds, 3), "touched_file": target.relative_to(root).as_posix(),
+            "touched_file_kb": round(target.stat().st_size / 1024, 1),
+            "one_file_changed_s": {"median": round(statistics.median(samples), 3), "samples": samples},
+            "goal_s": 2.0}
+
+
+def map_latency(store: Any, collection: str, *, runs: int = 20) -> dict[str, Any]:
+    from ragsvc.code.indexer import RepoIndexer
+    from ragsvc.code.repo_map import build_map
+    from ragsvc.code.searcher import CollectionSearcher
+
+    started = time.perf_counter()
+    graph = RepoIndexer(store).load_graph(collection)
+    load_ms = (time.perf_counter() - started) * 1000
+    plain, queried = [], []
+    build_map(graph, max_tokens=1024)  # warm the cached transition matrix, as a server would be
+    for _ in range(runs):
+        t = time.perf_counter()
+        build_map(graph, max_tokens=1024)
+        plain.append((time.perf_counter() - t) * 1000)
+    searcher = CollectionSearcher(store, collection)
+    for i in range(runs):
+        t = time.perf_counter()
+        build_map(graph, max_tokens=1024, query=MAP_QUERIES[i % len(MAP_QUERIES)], searcher=searcher)
+        queried.append((time.perf_counter() - t) * 1000)
+    return {"definitions": len(graph.definitions), "graph_nodes": len(graph.nodes),
+            "load_graph_ms": round(load_ms, 2), "map_1024_tokens": _percentiles(plain),
+            "map_1024_tokens_with_query": _percentiles(queried)}
+
+
+def full_parse_map(library_dir: Path, *, runs: int = 10) -> dict[str, Any]:
+    """The whole library parsed (no embedding), its graph, and the no-query map latency on it."""
+    from ragsvc.code.analysis import analyse_repository
+    from ragsvc.code.graph import SymbolGraph
+    from ragsvc.code.repo_map import build_map
+
+    started = time.perf_counter()
+    walk, analyses, problems = analyse_repository(library_dir)
+    parse_s = time.perf_counter() - started
+    t = time.perf_counter()
+    graph = SymbolGraph([a.tags for a in analyses])
+    graph_s = time.perf_counter() - t
+    build_map(graph, max_tokens=1024)
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        build_map(graph, max_tokens=1024)
+        samples.append((time.perf_counter() - t) * 1000)
+    chunks = sum(len(a.chunks) for a in analyses)
+    return {"root": str(library_dir), "files": len(walk.files), "chunks": chunks, "problems": len(problems),
+            "parse_s": round(parse_s, 2), "files_per_s": round(len(walk.files) / parse_s, 1),
+            "chunks_per_s": round(chunks / parse_s, 1), "definitions": len(graph.definitions),
+            "graph_build_s": round(graph_s, 3), "map_1024_tokens": _percentiles(samples)}
+
+
+@app.command("code")
+def code_command(
+    out: Annotated[Path, typer.Option(help="JSON result file")] = Path("eval/results/code.json"),
+    cosqa: Annotated[Path, typer.Option(help="CoSQA in BEIR format")] = Path("../shared/data/cosqa"),
+    library: Annotated[str, typer.Option(help="installed package for the docstring task")] = "requests",
+    max_queries: Annotated[int, typer.Option(help="queries per quality task")] = 400,
+    quality: Annotated[bool, typer.Option("--quality/--no-quality")] = True,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed")] = True,
+    full_parse: Annotated[bool, typer.Option("--full-parse/--no-full-parse",
+                                             help="also parse all of transformers (no embedding)")] = True,
+) -> None:
+    """Run the code-index benchmarks and write one JSON file (config, git sha, results)."""
+    import importlib
+
+    from ragsvc.bench.code_quality import cosqa_task, docstring_task, evaluate_task, index_task
+    from ragsvc.bench.search import git_sha
+    from ragsvc.retrieval.vector_store import VectorStore
+
+    embedder = _embedder()
+    result: dict[str, Any] = {"benchmark": "code", "git_sha": git_sha(), "created_unix": int(time.time()),
+                              "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
+                              "embedder": embedder.id, "torch_threads": 2}
+    transformers_dir = Path(importlib.import_module("transformers").__file__).parent  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="ragsvc-bench-code-") as tmp:
+        store = VectorStore.open(Path(tmp) / "data", embedder=embedder)
+        try:
+            if quality:
+                lib_dir = Path(importlib.import_module(library).__file__).parent  # type: ignore[arg-type]
+                result["quality"] = []
+                for task, name in ((cosqa_task(cosqa, max_queries=max_queries), "cosqa"),
+                                   (docstring_task(lib_dir, max_queries=max_queries), f"doc-{library}")):
+                    chunks = index_task(store, task, name)
+                    result["quality"].append({**evaluate_task(store, task, name), "chunks": chunks})
+                    typer.echo(json.dumps(result["quality"][-1]))
+            if speed:
+                subset = copy_subset(transformers_dir, DEFAULT_SUBSET, Path(tmp) / "transformers-subset")
+                repo_root = Path(__file__).resolve().parents[2]
+                result["speed"] = {
+                    "this_repo": index_speed(store, repo_root, "speed-this-repo", peer=False),
+                    "transformers_subset": {"parts": list(DEFAULT_SUBSET),
+                                            **index_speed(store, subset, "speed-transformers", peer=True)},
+                }
+                result["speed"]["reindex"] = reindex_speed(store, subset, "speed-transformers")
+                result["speed"]["map_latency"] = map_latency(store, "speed-transformers")
+                result["speed"]["map_latency_this_repo"] = map_latency(store, "speed-this-repo")
+                if full_parse:
+                    result["speed"]["transformers_full_parse"] = full_parse_map(transformers_dir)
+                typer.echo(json.dumps(result["speed"]))
+        finally:
+            store.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    typer.echo(f"wrote {out}")
