@@ -6,39 +6,19 @@ new one is added as soon as one finishes (so continuous batching is what is meas
 waste (slots reserved but not holding a token, averaged over the steps of the highest-concurrency run) and the
 TTFT of a request sharing a 1,000-token prefix, cold (prefix never seen) vs warm (just served).
 Warm-up requests are excluded everywhere. JSON goes to eval/results/ with the config and the git sha.
+
+This module stays light (the CLI imports it at start-up); the run itself is in `serving_run`.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import statistics
-import subprocess
-import time
-from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
-import torch
 import typer
-
-from ragsvc.bench import serving_peers as peers
-from ragsvc.bench.serving_workload import (
-    BenchRequest,
-    RequestTiming,
-    RunSummary,
-    make_workload,
-    plain_vocab,
-    random_prompt,
-    summarise,
-)
-from ragsvc.serving.config import EngineConfig, resolve_device, resolve_dtype
-from ragsvc.serving.engine import LLMEngine
-from ragsvc.serving.loader import packaged_gguf, resolve_model_dir
-from ragsvc.serving.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -85,178 +65,14 @@ class ServingBenchConfig:
         return self.num_requests or max(8, 2 * concurrency)
 
 
-@dataclass
-class _Results:
-    runs: list[RunSummary] = field(default_factory=list)
-    notes: dict[str, str] = field(default_factory=dict)
-    kv_waste_pct: float | None = None
-    prefix_ttft_ms: dict[str, float] | None = None
-
-
-_ids = itertools.count()
-
-
-def run_ragsvc(engine: LLMEngine, requests: list[BenchRequest], *, concurrency: int,
-               kv_samples: list[dict[str, Any]] | None = None) -> list[RequestTiming]:
-    """Closed loop over the engine's own step(); times are taken when step() hands the tokens back."""
-    pending = deque(requests)
-    timings: dict[str, RequestTiming] = {}
-    active = 0
-    while pending or engine.has_unfinished():
-        while pending and active < concurrency:
-            req = pending.popleft()
-            rid = f"bench-{next(_ids)}"
-            timings[rid] = RequestTiming(start=time.perf_counter())
-            engine.add_request(rid, req.prompt_ids,
-                               SamplingParams(temperature=0.0, max_tokens=req.max_tokens, ignore_eos=True))
-            active += 1
-        outputs = engine.step()
-        now = time.perf_counter()
-        if kv_samples is not None:
-            kv_samples.append(engine.kv_stats())
-        for out in outputs:
-            timing = timings[out.request_id]
-            if timing.first_token is None and out.output_token_ids:
-                timing.first_token = now
-            if out.finished:
-                timing.end, timing.num_output_tokens = now, len(out.output_token_ids)
-                active -= 1
-    return list(timings.values())
-
-
-def kv_waste_pct(samples: list[dict[str, Any]]) -> float:
-    """Reserved-but-empty KV slots over all sampled steps, as a percentage of reserved slots."""
-    reserved = sum(s["slots_reserved"] for s in samples)
-    stored = sum(s["tokens_stored"] for s in samples)
-    return round(100.0 * (reserved - stored) / reserved, 3) if reserved else 0.0
-
-
-def _ttft_once(engine: LLMEngine, prompt: list[int]) -> float:
-    rid = f"prefix-{next(_ids)}"
-    start = time.perf_counter()
-    engine.add_request(rid, prompt, SamplingParams(temperature=0.0, max_tokens=1))
-    while True:
-        if any(o.request_id == rid and o.output_token_ids for o in engine.step()):
-            return time.perf_counter() - start
-
-
-def prefix_ttft_ms(engine: LLMEngine, *, prefix_tokens: int, trials: int, seed: int) -> dict[str, float]:
-    """Median TTFT of prefix+suffix A on a never-seen prefix (cold), then prefix+suffix B (warm)."""
-    rng = np.random.default_rng(seed + 7919)
-    vocab = plain_vocab(engine.tokenizer)
-    cold, warm = [], []
-    for _ in range(trials):
-        prefix = random_prompt(engine.tokenizer, rng, prefix_tokens, vocab)
-        suffix_a, suffix_b = (random_prompt(engine.tokenizer, rng, 24, vocab) for _ in range(2))
-        cold.append(_ttft_once(engine, prefix + suffix_a))
-        warm.append(_ttft_once(engine, prefix + suffix_b))
-    return {"cold": round(statistics.median(cold) * 1000, 2), "warm": round(statistics.median(warm) * 1000, 2)}
-
-
-def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results) -> str:
-    engine_cfg = EngineConfig(model=cfg.model, dtype=cfg.dtype, num_threads=cfg.threads,
-                              kv_cache_bytes=cfg.kv_cache_bytes, max_num_seqs=cfg.max_num_seqs,
-                              max_num_batched_tokens=cfg.max_num_batched_tokens)
-    dtype = str(resolve_dtype(engine_cfg, resolve_device(engine_cfg))).removeprefix("torch.")
-    engine = LLMEngine.from_config(engine_cfg)
-    warmup = make_workload(engine.tokenizer, num_requests=4, prompt_tokens=(50, 100), output_tokens=(8, 8),
-                           seed=cfg.seed + 1)
-    run_ragsvc(engine, warmup, concurrency=4)
-    top = max(cfg.concurrency)
-    for c in cfg.concurrency:
-        samples: list[dict[str, Any]] = []
-        timings = run_ragsvc(engine, workloads[c], concurrency=c, kv_samples=samples if c == top else None)
-        res.runs.append(summarise("ragsvc", dtype, c, timings))
-        logger.info("ragsvc c=%d: %s", c, res.runs[-1])
-        if c == top:
-            res.kv_waste_pct = kv_waste_pct(samples)
-    res.prefix_ttft_ms = prefix_ttft_ms(engine, prefix_tokens=cfg.prefix_tokens, trials=cfg.prefix_trials,
-                                        seed=cfg.seed)
-    return dtype
-
-
-def _bench_hf(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results, dtype: str,
-              pad_id: int) -> None:
-    model = peers.load_hf_model(resolve_model_dir(cfg.model), getattr(torch, dtype))
-    peers.run_hf(model, [BenchRequest(prompt_ids=workloads[min(workloads)][0].prompt_ids[:50], max_tokens=8)],
-                 batch_size=1, pad_id=pad_id)  # warm-up
-    if "hf_sequential" in cfg.systems:
-        reqs = workloads[min(workloads)][: cfg.hf_sequential_requests]
-        res.runs.append(summarise("hf_sequential", dtype, 1, peers.run_hf(model, reqs, batch_size=1, pad_id=pad_id)))
-        logger.info("hf_sequential: %s", res.runs[-1])
-    if "hf_batch" in cfg.systems:
-        for c in (c for c in cfg.concurrency if c > 1):
-            timings = peers.run_hf(model, workloads[c], batch_size=c, pad_id=pad_id)
-            res.runs.append(summarise("hf_batch", dtype, c, timings))
-            logger.info("hf_batch c=%d: %s", c, res.runs[-1])
-
-
-def _bench_llama_cpp(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results) -> None:
-    binary = peers.find_llama_server(cfg.llama_server)
-    if binary is None:
-        res.notes["llama_cpp"] = ("skipped: llama.cpp's llama-server binary not found (pass --llama-server PATH; "
-                                  "llama-cpp-python's own server has no parallel slots, so it is not a fair peer)")
-        return
-    gguf = packaged_gguf(cfg.model) if not cfg.model.endswith(".gguf") else Path(cfg.model)
-    quant = peers.gguf_quantisation(gguf)
-    top = max(cfg.concurrency)
-    ctx = cfg.prompt_tokens[1] + cfg.output_tokens[1] + 16
-    log_path = Path(cfg.log_dir) / "llama_server.log"
-    with peers.llama_server(binary, gguf, threads=cfg.threads, parallel=top, ctx_per_slot=ctx,
-                            log_path=log_path) as url:
-        peers.run_llama_cpp(url, [BenchRequest(workloads[min(workloads)][0].prompt_ids[:50], 8)], concurrency=1)
-        for c in cfg.concurrency:
-            res.runs.append(summarise("llama_cpp", quant, c, peers.run_llama_cpp(url, workloads[c], concurrency=c)))
-            logger.info("llama_cpp c=%d: %s", c, res.runs[-1])
-    res.notes["llama_cpp"] = f"llama-server {binary}, --parallel {top} --cont-batching --threads {cfg.threads}"
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def ratios(runs: list[RunSummary], concurrency: int) -> dict[str, float]:
-    """ragsvc's throughput over each peer's at `concurrency` (hf_sequential: its only, concurrency-1 run)."""
-    ours = next((r.tok_per_s for r in runs if r.system == "ragsvc" and r.concurrency == concurrency), None)
-    out = {}
-    for r in runs:
-        if ours and r.system != "ragsvc" and (r.concurrency == concurrency or r.system == "hf_sequential"):
-            out[f"ragsvc_vs_{r.system}"] = round(ours / r.tok_per_s, 2)
-    return out
-
-
 def run_serving_bench(cfg: ServingBenchConfig) -> dict[str, Any]:
-    """Run every selected system on the same workloads; returns the JSON document (see module docstring)."""
-    torch.set_num_threads(cfg.threads)
-    Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
-    from transformers import AutoTokenizer
+    """Run every selected system on the same workloads; returns the JSON document:
+    {"runs": [{system, dtype, concurrency, tok_per_s, ttft_p50_ms, ttft_p99_ms, tpot_p50_ms, tpot_p99_ms,
+    num_requests}], "kv_waste_pct", "prefix_ttft_ms": {"cold", "warm"}, "git_sha", "ratios_at_max_concurrency",
+    "config", "notes"}."""
+    from ragsvc.bench.serving_run import run_all
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(cfg.model))
-    workloads = {c: make_workload(tokenizer, num_requests=cfg.requests_at(c), prompt_tokens=cfg.prompt_tokens,
-                                  output_tokens=cfg.output_tokens, seed=cfg.seed + c) for c in cfg.concurrency}
-    res = _Results()
-    auto = EngineConfig(dtype=cfg.dtype)
-    dtype = str(resolve_dtype(auto, resolve_device(auto))).removeprefix("torch.")
-    if "ragsvc" in cfg.systems:
-        dtype = _bench_ragsvc(cfg, workloads, res)
-    if {"hf_sequential", "hf_batch"} & set(cfg.systems):
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        _bench_hf(cfg, workloads, res, dtype, pad_id)
-    if "llama_cpp" in cfg.systems:
-        try:
-            _bench_llama_cpp(cfg, workloads, res)
-        except (RuntimeError, OSError, ValueError) as err:  # a peer failing must not lose the other numbers
-            res.notes["llama_cpp"] = f"failed: {err}"
-    return {
-        "runs": [r.as_json() for r in res.runs], "kv_waste_pct": res.kv_waste_pct,
-        "prefix_ttft_ms": res.prefix_ttft_ms, "git_sha": git_sha(),
-        "ratios_at_max_concurrency": ratios(res.runs, max(cfg.concurrency)),
-        "config": asdict(cfg), "notes": res.notes,
-    }
+    return run_all(cfg)
 
 
 app = typer.Typer(help="Benchmarks of the serving engine.", no_args_is_help=True, pretty_exceptions_enable=False)
