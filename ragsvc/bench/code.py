@@ -32,12 +32,12 @@ def bench() -> None:
     """Benchmarks of the code index (`ragsvc bench code`)."""
 
 
-def _embedder() -> Any:
+def _embedder(threads: int = 2) -> Any:
     import torch
 
     from ragsvc.embed.embedder import SentenceTransformerEmbedder
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
     embedder = SentenceTransformerEmbedder()
     embedder.embed_documents(["def warm_up():\n    return 1"] * 8)  # first-call costs excluded
     return embedder
@@ -180,6 +180,7 @@ def code_command(
     speed: Annotated[bool, typer.Option("--speed/--no-speed")] = True,
     full_parse: Annotated[bool, typer.Option("--full-parse/--no-full-parse",
                                              help="also parse all of transformers (no embedding)")] = True,
+    threads: Annotated[int, typer.Option(help="torch threads (1 is faster on an oversubscribed box)")] = 2,
 ) -> None:
     """Run the code-index benchmarks and write one JSON file (config, git sha, results)."""
     import importlib
@@ -188,10 +189,11 @@ def code_command(
     from ragsvc.bench.search import git_sha
     from ragsvc.retrieval.vector_store import VectorStore
 
-    embedder = _embedder()
+    embedder = _embedder(threads)
     result: dict[str, Any] = {"benchmark": "code", "git_sha": git_sha(), "created_unix": int(time.time()),
                               "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
-                              "embedder": embedder.id, "torch_threads": 2}
+                              "embedder": embedder.id, "torch_threads": threads,
+                              "config": {"library": library, "max_queries": max_queries, "subset": DEFAULT_SUBSET}}
     transformers_dir = Path(importlib.import_module("transformers").__file__).parent  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="ragsvc-bench-code-") as tmp:
         store = VectorStore.open(Path(tmp) / "data", embedder=embedder)

@@ -32,18 +32,20 @@ def file_sha256(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def analyse_bytes(raw: bytes, *, rel_path: str, language: str, chunk_config: ChunkConfig = ChunkConfig()) -> FileAnalysis:
+def analyse_bytes(
+    raw: bytes, *, rel_path: str, language: str, chunk_config: ChunkConfig | None = None
+) -> FileAnalysis:
     """Parse and chunk a file's bytes. Never raises on bad content: invalid UTF-8 and syntax errors are
     recovered from and listed in `problems`."""
     text, problems = decode_source(raw)
     parsed = parse_text(text, language=language, rel_path=rel_path, problems=problems)
     tags = extract_tags(parsed)
-    chunks = tuple(c for c in chunk_file(parsed, tags, config=chunk_config) if c.text.strip())
+    chunks = tuple(c for c in chunk_file(parsed, tags, config=chunk_config or ChunkConfig()) if c.text.strip())
     spans = tuple(_char_span(parsed.data, text, c.start_byte, c.end_byte) for c in chunks)
     return FileAnalysis(rel_path, language, file_sha256(raw), text, tags, chunks, spans, parsed.problems)
 
 
-def analyse_file(source: SourceFile, *, chunk_config: ChunkConfig = ChunkConfig()) -> FileAnalysis:
+def analyse_file(source: SourceFile, *, chunk_config: ChunkConfig | None = None) -> FileAnalysis:
     """Read and analyse one walked file; OSError (unreadable, vanished) propagates for the caller to report."""
     return analyse_bytes(source.path.read_bytes(), rel_path=source.rel_path, language=source.language,
                          chunk_config=chunk_config)
@@ -84,11 +86,12 @@ def to_document(analysis: FileAnalysis) -> DocumentInput | None:
     )
 
 
-def analyse_repository(root: str | Path, *, walk_config: WalkConfig = WalkConfig(),
-                       chunk_config: ChunkConfig = ChunkConfig()) -> tuple[WalkResult, list[FileAnalysis], dict[str, list[str]]]:
+def analyse_repository(
+    root: str | Path, *, walk_config: WalkConfig | None = None, chunk_config: ChunkConfig | None = None
+) -> tuple[WalkResult, list[FileAnalysis], dict[str, list[str]]]:
     """Walk and analyse a whole repository in memory (no store): for maps of repositories never indexed.
     Returns the walk, the analyses, and the problems per file (unreadable files are left out and listed)."""
-    walk = walk_repository(root, config=walk_config)
+    walk = walk_repository(root, config=walk_config or WalkConfig())
     analyses: list[FileAnalysis] = []
     problems: dict[str, list[str]] = {}
     for source in walk.files:

@@ -65,8 +65,9 @@ def chunk_file(parsed: ParsedFile, tags: FileTags, *, config: ChunkConfig = Chun
 
 def _node_at(parsed: ParsedFile, start: int, end: int):  # noqa: ANN202 - tree_sitter.Node
     node = parsed.tree.root_node.descendant_for_byte_range(start, end)  # type: ignore[attr-defined]
-    while node.parent is not None and (node.start_byte, node.end_byte) == (node.parent.start_byte, node.parent.end_byte):
-        node = node.parent
+    parent = node.parent
+    while parent is not None and (node.start_byte, node.end_byte) == (parent.start_byte, parent.end_byte):
+        node, parent = parent, parent.parent
     return node
 
 
@@ -111,8 +112,8 @@ def _definition_chunks(
         return _as_parts(parsed, definition, start, pieces, definition.signature)
     segments = list(_statement_segments(parsed, node, start, definition.end_byte, config, cuts))
     return [
-        _chunk(parsed, definition, seg_start, seg_end, seg_text if i == 0 else _continued(definition.signature, seg_text),
-               part=i + 1, num_parts=len(segments))
+        _chunk(parsed, definition, seg_start, seg_end,
+               seg_text if i == 0 else _continued(definition.signature, seg_text), part=i + 1, num_parts=len(segments))
         for i, (seg_start, seg_end, seg_text) in enumerate(segments)
     ]
 
@@ -190,12 +191,15 @@ def _split_lines(text: str, max_chars: int) -> list[str]:
 
 def _as_parts(parsed: ParsedFile, d: Definition, start: int, pieces: list[str], signature: str) -> list[CodeChunk]:
     return [
-        _chunk(parsed, d, start, d.end_byte, p if i == 0 else _continued(signature, p), part=i + 1, num_parts=len(pieces))
+        _chunk(parsed, d, start, d.end_byte, p if i == 0 else _continued(signature, p),
+               part=i + 1, num_parts=len(pieces))
         for i, p in enumerate(pieces)
     ]
 
 
-def _chunk(parsed: ParsedFile, d: Definition, start: int, end: int, text: str, *, part: int, num_parts: int) -> CodeChunk:
+def _chunk(
+    parsed: ParsedFile, d: Definition, start: int, end: int, text: str, *, part: int, num_parts: int
+) -> CodeChunk:
     return CodeChunk(
         text=text,
         start_byte=start,

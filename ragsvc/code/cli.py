@@ -66,7 +66,8 @@ def index(
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
     typer.echo(f"{report.collection}: {report.num_files} files ({report.num_parsed} parsed, {report.num_unchanged} "
-               f"unchanged, {report.num_removed} removed), {report.num_chunks} chunks written in {report.seconds:.2f} s")
+               f"unchanged, {report.num_removed} removed), {report.num_chunks} chunks written "
+               f"in {report.seconds:.2f} s")
     for rel_path, problems in sorted(report.problems.items()):
         typer.secho(f"  {rel_path}: {'; '.join(problems)}", fg=typer.colors.YELLOW)
 

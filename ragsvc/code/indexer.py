@@ -67,13 +67,13 @@ def default_collection_name(root: Path) -> str:
 class RepoIndexer:
     """Walks, parses, chunks and writes a repository; the store does embedding, caching and transactions."""
 
-    def __init__(self, store: VectorStore, *, walk_config: WalkConfig = WalkConfig(),
-                 chunk_config: ChunkConfig = ChunkConfig(), batch_files: int = 32) -> None:
+    def __init__(self, store: VectorStore, *, walk_config: WalkConfig | None = None,
+                 chunk_config: ChunkConfig | None = None, batch_files: int = 32) -> None:
         if batch_files < 1:
             raise ValueError(f"batch_files must be at least 1, got {batch_files}")
         self.store = store
-        self.walk_config = walk_config
-        self.chunk_config = chunk_config
+        self.walk_config = walk_config or WalkConfig()
+        self.chunk_config = chunk_config or ChunkConfig()
         self.batch_files = batch_files
 
     def index(self, root: str | Path, *, collection: str | None = None, progress: Progress | None = None,
@@ -113,12 +113,12 @@ class RepoIndexer:
                     report.seconds)
         return report
 
-    def load_graph(self, collection: str, *, config: GraphConfig = GraphConfig()) -> SymbolGraph:
+    def load_graph(self, collection: str, *, config: GraphConfig | None = None) -> SymbolGraph:
         """The symbol graph of an indexed repository, from its manifest (no parsing)."""
         manifest = load_manifest(manifest_path(self.store.data_dir, collection))
         if manifest is None:
             raise CollectionNotFound(f"no code index for collection {collection!r}; run `ragsvc repo index` first")
-        return SymbolGraph(manifest.all_tags(), config=config)
+        return SymbolGraph(manifest.all_tags(), config=config or GraphConfig())
 
     def _ensure_collection(self, name: str) -> None:
         try:

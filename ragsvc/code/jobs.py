@@ -88,7 +88,9 @@ class RepoJobs:
         except NotFound as exc:
             if job.state == "failed":
                 raise NotFound(f"repository {job_id!r} failed to index: {job.error}") from exc
-            raise NotReady(f"repository {job_id!r} is {job.state}; retry when GET /v1/repos/{job_id} says done") from exc
+            raise NotReady(
+                f"repository {job_id!r} is {job.state}; retry when GET /v1/repos/{job_id} says done"
+            ) from exc
         searcher = CollectionSearcher(self.indexer.store, job.collection) if query else None
         return build_map(graph, max_tokens=max_tokens, query=query, searcher=searcher)
 

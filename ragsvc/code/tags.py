@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 from ragsvc.code.languages import get_language
 from ragsvc.code.parser import ParsedFile

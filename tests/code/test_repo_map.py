@@ -13,9 +13,9 @@ from ragsvc.code.searcher import EmbeddingSearcher
 from tests.code.conftest import write_files
 
 
-def _graph(root: Path, config: GraphConfig = GraphConfig()) -> SymbolGraph:
+def _graph(root: Path, config: GraphConfig | None = None) -> SymbolGraph:
     _, analyses, _ = analyse_repository(root)
-    return SymbolGraph([a.tags for a in analyses], config=config)
+    return SymbolGraph([a.tags for a in analyses], config=config or GraphConfig())
 
 
 @pytest.fixture()

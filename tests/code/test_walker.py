@@ -12,8 +12,8 @@ from ragsvc.errors import InvalidInput
 from tests.code.conftest import write_files
 
 
-def _paths(root: Path, config: WalkConfig = WalkConfig()) -> list[str]:
-    return [f.rel_path for f in walk_repository(root, config=config).files]
+def _paths(root: Path, config: WalkConfig | None = None) -> list[str]:
+    return [f.rel_path for f in walk_repository(root, config=config or WalkConfig()).files]
 
 
 def test_gitignore_nested_rules_and_skip_dirs(tmp_path: Path) -> None:
