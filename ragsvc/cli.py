@@ -24,6 +24,7 @@ app.add_typer(bench_app, name="bench")
 def _mount_parts() -> None:
     """The parts' own command groups. Their modules import heavy libraries inside the commands only."""
     from ragsvc.api import model_cli
+    from ragsvc.bench import code as code_bench
     from ragsvc.bench import search as search_bench
     from ragsvc.bench import serving as serving_bench
     from ragsvc.code import cli as code_cli
@@ -34,7 +35,7 @@ def _mount_parts() -> None:
     app.add_typer(code_cli.app, name="repo")
     app.add_typer(llm_cli.app, name="llm")
     app.registered_commands.extend(model_cli.app.registered_commands)
-    for part in (search_bench, serving_bench):
+    for part in (search_bench, serving_bench, code_bench):
         bench_app.registered_commands.extend(part.app.registered_commands)
 
 
