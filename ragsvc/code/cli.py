@@ -14,6 +14,8 @@ app = typer.Typer(help="Index a code repository (tree-sitter), print its ranked 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="catalog + indexes folder [default: settings]")]
+MAX_IN_MEMORY_DEFINITIONS = 3000
+"""Above this a map query on an unindexed repository is not embedded on the fly."""
 Collection = Annotated[str | None, typer.Option("--collection", "-c", help="[default: repo-<folder name>]")]
 
 
@@ -119,7 +121,11 @@ def _build_map(path: Path, *, query: str | None, tokens: int, collection: str | 
         from ragsvc.embed.embedder import SentenceTransformerEmbedder
 
         definitions, texts = definition_texts(analyses)
-        searcher = EmbeddingSearcher(SentenceTransformerEmbedder(Settings().embed.model), definitions, texts)
+        if len(definitions) <= MAX_IN_MEMORY_DEFINITIONS:
+            searcher = EmbeddingSearcher(SentenceTransformerEmbedder(Settings().embed.model), definitions, texts)
+        else:  # embedding tens of thousands of definitions per call would take minutes: index once instead
+            typer.secho(f"{len(definitions)} definitions: ranking by names in the query only; run "
+                        f"`ragsvc repo index {path}` once for meaning-based ranking", err=True)
     return build_map(graph, max_tokens=tokens, query=query, searcher=searcher)
 
 
