@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,11 @@ from rich.table import Table
 from ragsvc.errors import RagsvcError
 
 app = typer.Typer(help="Offline retrieval evaluation: BEIR-format suites, metrics, reports.", no_args_is_help=True)
+
+
+def _console() -> Console:
+    # Redirected output (logs, CI) defaults to 80 columns, which truncates config names in the tables.
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 @app.command("run")
@@ -34,7 +40,7 @@ def run_command(
     from ragsvc.evals.suite import load_suite
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    console = Console()
+    console = _console()
     started = time.perf_counter()
     try:
         parsed = load_suite(suite)
@@ -71,7 +77,7 @@ def compare_command(
     """Per-config metric deltas B - A with paired permutation-test p-values."""
     from ragsvc.evals.compare import compare_results
 
-    console = Console()
+    console = _console()
     try:
         rows, unmatched = compare_results(a, b)
     except RagsvcError as exc:
