@@ -51,7 +51,8 @@ def plot_metrics(results: dict[str, Any], path: Path) -> None:
         ax.set_xticks(range(len(configs)), [c["name"] for c in configs], rotation=45, ha="right", fontsize=8)
         ax.set_title(metric)
         ax.set_ylim(0, 1)
-    fig.suptitle(f"{results['suite']}: mean over {results.get('num_queries', '?')} queries (95% bootstrap CI)")
+    fig.suptitle(f"{results['suite']}: mean over {results.get('num_queries', '?')} queries (95% bootstrap CI)",
+                 y=1.04)
     _png(fig, path)
 
 
@@ -60,10 +61,11 @@ def plot_tradeoff(results: dict[str, Any], path: Path, *, metric: str = "recall@
     configs = [c for c in results["configs"] if metric in c["metrics"]]
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot(1, 1, 1)
-    for c in configs:
+    for i, c in enumerate(configs):
         x, y = c["latency_ms"]["p50"], c["metrics"][metric]
         ax.scatter([x], [y], color="#DD8452")
-        ax.annotate(c["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # alternate label offsets: configs with near-equal numbers would otherwise print over each other
+        ax.annotate(c["name"], (x, y), textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=8)
     ax.set_xlabel("p50 search latency (ms, query embedding excluded)")
     ax.set_ylabel(metric)
     ax.set_title(f"{results['suite']}: {metric} vs latency")
