@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ragsvc.serving.layers.attention import AttentionMetadata, PrefillSegment
+from ragsvc.serving.layers.linear import can_pack, check_packed_matches, pack_linears
 from ragsvc.serving.loader import iter_weights, load_hf_config
 from ragsvc.serving.layers.rotary import RotaryEmbedding, rope_inv_freq
 from ragsvc.serving.models.llama import LlamaForCausalLM, ModelConfig
@@ -43,7 +44,12 @@ def load_model(model_dir: Path, *, dtype: torch.dtype, device: torch.device, max
     model.rotary = RotaryEmbedding(inv_freq, max_positions=max_positions, scaling=scaling)  # real tables
     model.load_weights(iter_weights(model_dir))
     model = model.to(device=device, dtype=dtype).eval()
-    model.prepare_for_inference()
+    if can_pack(dtype, device):
+        probe = model.layers[0].mlp.down_proj
+        swapped = pack_linears(model, batch_hint=32)
+        if not check_packed_matches(probe, model.layers[0].mlp.down_proj):
+            raise RuntimeError("oneDNN packed linear disagrees with F.linear; report this torch build")
+        logger.info("packed %d linear layers for oneDNN", swapped)
     return model
 
 

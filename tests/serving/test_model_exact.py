@@ -102,3 +102,18 @@ def test_prefix_reuse_and_preemption_give_the_same_tokens(tiny_llama) -> None:  
     for a, b, c in zip(plain, cached, tight, strict=True):
         assert a.output_token_ids == b.output_token_ids == c.output_token_ids
     assert tight_engine.block_manager.num_free_blocks == 24
+
+
+def test_bfloat16_path_with_packed_linears_tracks_fp32(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    from ragsvc.serving.layers.linear import PackedLinear, can_pack
+
+    folder, hf_model = tiny_llama
+    engine = _engine(folder, dtype="bfloat16")
+    if can_pack(torch.bfloat16, torch.device("cpu")):
+        assert isinstance(engine.runner.model.layers[0].self_attn.qkv_proj, PackedLinear)
+    seen, _ = _run_collecting_logits(engine, _prompts([9, 30]), max_tokens=4)
+    for steps in seen.values():
+        for context, ours in steps:
+            with torch.no_grad():
+                ref = hf_model(torch.tensor([context])).logits[0, -1]
+            assert (ours - ref).abs().max() < 0.05 * ref.abs().max()  # bf16 rounding, not a wrong kernel
