@@ -1,0 +1,36 @@
+"""Whatever bytes a file holds, analysis never raises and its document passes the store's validation."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ragsvc.code.analysis import analyse_bytes, to_document
+from ragsvc.code.chunker import ChunkConfig
+from ragsvc.code.languages import SUPPORTED_LANGUAGES
+from ragsvc.retrieval.ingest import validate_batch
+
+# Code-like fragments glued at random: keywords, brackets, strings, unicode and invalid bytes.
+FRAGMENTS = [b"def ", b"class ", b"fn ", b"func ", b"function ", b"(", b")", b"{", b"}", b":", b"\n", b"    ",
+             b"return x", b"\"\"\"doc\"\"\"", b"'", b"#", b"//", b"/*", b"*/", b"caf\xc3\xa9", b"\xff\xfe", b"x = 1",
+             b"@dec\n", b"struct S", b"impl S", b"public void m()", b"int f(int a)", b";", b"\t", b"\x00"]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    language=st.sampled_from(SUPPORTED_LANGUAGES),
+    parts=st.lists(st.sampled_from(FRAGMENTS), max_size=80),
+    max_chars=st.integers(min_value=200, max_value=600),
+)
+def test_any_bytes_analyse_into_valid_documents(language: str, parts: list[bytes], max_chars: int) -> None:
+    raw = b"".join(parts)
+    analysis = analyse_bytes(raw, rel_path=f"f.{language}", language=language,
+                             chunk_config=ChunkConfig(max_chunk_chars=max_chars, strip_docstrings=True))
+    for start, end in analysis.char_spans:
+        assert 0 <= start <= end <= len(analysis.text)
+    for d in analysis.tags.definitions:
+        assert 1 <= d.start_line <= d.end_line
+    doc = to_document(analysis)
+    if doc is not None:
+        assert validate_batch([doc]) == [doc.id]
+        assert all(c.text.strip() for c in doc.chunks or [])
