@@ -12,6 +12,7 @@ The engine is safe to drive from one thread while other threads call add_request
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -61,6 +62,10 @@ class LLMEngine:
         self._aborted: list[RequestOutput] = []
         self._token_text: dict[int, str] = {}
         self._lock = threading.Lock()
+        # HF fast tokenizers are not safe to call from two threads at once: the step thread detokenises
+        # with its own copy, and encoding in add_request (any thread) is serialised by its own small lock.
+        self._detokenizer = copy.deepcopy(tokenizer)
+        self._encode_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> LLMEngine:
@@ -121,19 +126,32 @@ class LLMEngine:
     # -- stepping --------------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        """One scheduler step. The lock is held only to schedule and to apply results, not during the
+        forward, so add_request / abort from other threads (the event loop) never wait for the model."""
         with self._lock:
             outputs, self._aborted = self._aborted, []
             sched = self.scheduler.schedule()
-            if not sched.chunks:
-                return outputs
-            self.runner.copy_blocks(sched.copies)
-            logits, sampling_chunks = self.runner.execute(sched.chunks)
+        if not sched.chunks:
+            return outputs
+        # Blocks of a request aborted during the forward are only written (never handed out: allocation
+        # happens in schedule(), under the lock), and its results are dropped below.
+        self.runner.copy_blocks(sched.copies)
+        logits, sampling_chunks = self.runner.execute(sched.chunks)
+        with self._lock:
             self.scheduler.postprocess(sched)
-            reqs = [self._requests[c.seq.request_id] for c in sampling_chunks]
-            sampled = sample(logits, [r.seq.params for r in reqs], [r.generator for r in reqs])
+            live = [(row, c.seq) for row, c in enumerate(sampling_chunks) if not c.seq.is_finished]
+            if not live:
+                return outputs + self._take_aborted()
+            reqs = [self._requests[seq.request_id] for _, seq in live]
+            rows = logits if len(live) == len(sampling_chunks) else logits[[row for row, _ in live]]
+            sampled = sample(rows, [r.seq.params for r in reqs], [r.generator for r in reqs])
             for req, tok in zip(reqs, sampled, strict=True):
                 outputs.append(self._append_token(req, tok))
-            return outputs
+            return outputs + self._take_aborted()
+
+    def _take_aborted(self) -> list[RequestOutput]:
+        aborted, self._aborted = self._aborted, []
+        return aborted
 
     def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams], *,
                  progress: bool = False) -> list[RequestOutput]:
@@ -176,7 +194,8 @@ class LLMEngine:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise InvalidInput("this model folder ships no tokenizer; pass the prompt as token ids")
-            token_ids = list(self.tokenizer.encode(prompt))
+            with self._encode_lock:
+                token_ids = list(self.tokenizer.encode(prompt))
         else:
             token_ids = [int(t) for t in prompt]
             if any(t < 0 or t >= self.vocab_size for t in token_ids):
@@ -196,7 +215,7 @@ class LLMEngine:
             reason = "stop"
         elif seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len:
             reason = "length"
-        delta = update_text(self.tokenizer, seq.output_token_ids, params.stop, req.text, final=reason is not None)
+        delta = update_text(self._detokenizer, seq.output_token_ids, params.stop, req.text, final=reason is not None)
         if req.text.stopped:
             reason = "stop"
         if reason is not None:
@@ -217,7 +236,7 @@ class LLMEngine:
     def _piece(self, token_id: int) -> str:
         piece = self._token_text.get(token_id)
         if piece is None:
-            piece = self.tokenizer.decode([token_id]) if self.tokenizer is not None else ""
+            piece = self._detokenizer.decode([token_id]) if self._detokenizer is not None else ""
             self._token_text[token_id] = piece
         return piece
 

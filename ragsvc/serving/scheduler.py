@@ -86,6 +86,8 @@ class Scheduler:
     def postprocess(self, out: SchedulerOutput) -> None:
         """After the forward: the chunks' tokens now have KV; register newly full blocks for reuse."""
         for chunk in out.chunks:
+            if chunk.seq.is_finished:  # aborted while the forward ran: its blocks are already free
+                continue
             chunk.seq.num_computed_tokens = chunk.start + chunk.num_new_tokens
             self.block_manager.commit(chunk.seq)
 
