@@ -131,12 +131,14 @@ class LLMEngine:
         with self._lock:
             outputs, self._aborted = self._aborted, []
             sched = self.scheduler.schedule()
-        if not sched.chunks:
-            return outputs
+            if not sched.chunks:
+                return outputs
+            batch = self.runner.prepare(sched.chunks)
         # Blocks of a request aborted during the forward are only written (never handed out: allocation
         # happens in schedule(), under the lock), and its results are dropped below.
         self.runner.copy_blocks(sched.copies)
-        logits, sampling_chunks = self.runner.execute(sched.chunks)
+        logits = self.runner.run(batch)
+        sampling_chunks = batch.sampling_chunks
         with self._lock:
             self.scheduler.postprocess(sched)
             live = [(row, c.seq) for row, c in enumerate(sampling_chunks) if not c.seq.is_finished]

@@ -82,14 +82,20 @@ class ModelRunner:
             k[dst] = k[src]
             v[dst] = v[src]
 
-    @torch.inference_mode()
     def execute(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[ScheduledChunk]]:
         """Run one forward over the chunks -> ((samplers, vocab) float32 logits, the sampling chunks)."""
         batch = self.prepare(chunks)
+        return self.run(batch), batch.sampling_chunks
+
+    @torch.inference_mode()
+    def run(self, batch: PreparedBatch) -> torch.Tensor:
+        """The forward of a prepared batch -> (samplers, vocab) float32 logits. Reads no Sequence state, so
+        it may run while other threads abort requests."""
         logits = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta, batch.logit_rows)
-        return logits.float(), batch.sampling_chunks
+        return logits.float()
 
     def prepare(self, chunks: list[ScheduledChunk]) -> PreparedBatch:
+        """Pack the chunks into flat tensors (reads block tables and token ids: call it under the engine lock)."""
         decodes = [c for c in chunks if c.num_new_tokens == 1]
         prefills = [c for c in chunks if c.num_new_tokens > 1]
         ordered = decodes + prefills
