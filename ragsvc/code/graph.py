@@ -31,6 +31,13 @@ from ragsvc.code.tags import Definition, FileTags
 logger = logging.getLogger(__name__)
 
 
+GENERIC_NAMES: frozenset[str] = frozenset({
+    "get", "set", "items", "keys", "values", "append", "extend", "update", "pop", "add", "remove", "clear", "copy",
+    "close", "open", "read", "write", "join", "split", "strip", "format", "replace", "find", "index", "count",
+    "push", "map", "filter", "reduce", "forEach", "then", "toString", "length", "size", "len", "iter", "next",
+})
+
+
 @dataclass(frozen=True, slots=True)
 class GraphConfig:
     mention_boost: float = 10.0
@@ -40,6 +47,10 @@ class GraphConfig:
     ubiquitous_files: int = 5
     """Names defined in more files than this are damped: a reference to `run` says little about which one."""
     ubiquitous_damping: float = 0.1
+    generic_names: frozenset[str] = GENERIC_NAMES
+    generic_damping: float = 0.01
+    """Damped hard: method names of built-in containers and files, so `d.get(k)` on a dict does not count as a
+    call to whichever class in the repository happens to define `get`."""
     containment_weight: float = 0.5
     """Weight of the file -> definition edge relative to a single reference (√1 = 1)."""
     alpha: float = 0.85
@@ -81,7 +92,7 @@ class SymbolGraph:
         self.index: dict[str, int] = {n: i for i, n in enumerate(self.nodes)}
         self._name_multiplier = self._multipliers(tags)
         self._build_edges(tags)
-        self._base: sp.csr_matrix | None = None
+        self._base: tuple[sp.csr_matrix, np.ndarray] | None = None
 
     def _multipliers(self, tags: Sequence[FileTags]) -> dict[str, float]:
         defining_files: dict[str, set[str]] = defaultdict(set)
@@ -93,6 +104,8 @@ class SymbolGraph:
             weight = self.config.private_damping if name.startswith("_") else 1.0
             if len(defining_files[name]) > self.config.ubiquitous_files:
                 weight *= self.config.ubiquitous_damping
+            if name in self.config.generic_names:
+                weight *= self.config.generic_damping
             out[name] = weight
         return out
 
@@ -147,42 +160,49 @@ class SymbolGraph:
         boost = np.array([self.config.mention_boost if v in mentioned else 1.0 for v in self._via])
         return self._weight * boost
 
-    def _transition(self, mentioned: frozenset[str]) -> sp.csr_matrix:
-        """Row-stochastic (num_nodes, num_nodes) matrix; rows of nodes without out-edges stay zero (dangling)."""
+    def _transition(self, mentioned: frozenset[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Transition matrix (num_nodes, num_nodes) and each node's leftover probability (num_nodes,).
+
+        A node's out-weights are divided by max(their sum, 1), not by their sum: weights are absolute, so a
+        function whose only call is a damped `d.get(k)` passes 1% of its rank along, not all of it. What is not
+        passed along (and all of a node without out-edges) returns to the personalisation, like dangling mass.
+        """
         if not mentioned and self._base is not None:
             return self._base
         n = len(self.nodes)
         weights = self.edge_weights(mentioned)
         matrix = sp.csr_matrix((weights, (self._src, self._dst)), shape=(n, n))  # duplicates are summed
         out = np.asarray(matrix.sum(axis=1)).ravel()  # (num_nodes,)
-        scale = np.divide(1.0, out, out=np.zeros_like(out), where=out > 0)
-        matrix = sp.diags(scale) @ matrix
+        scale = 1.0 / np.maximum(out, 1.0)
+        result = ((sp.diags(scale) @ matrix).tocsr(), 1.0 - out * scale)
         if not mentioned:
-            self._base = matrix.tocsr()
-        return matrix.tocsr()
+            self._base = result
+        return result
 
     def pagerank(self, personalization: Mapping[str, float], *, mentioned: frozenset[str] = frozenset()) -> np.ndarray:
-        """Personalised PageRank (num_nodes,) by power iteration; dangling mass returns to the personalisation,
-        as in networkx.pagerank(..., personalization=p, dangling=p)."""
-        n = len(self.nodes)
-        teleport = np.zeros(n)
+        """Personalised PageRank (num_nodes,) by power iteration; leftover and dangling mass returns to the
+        personalisation (networkx.pagerank with those leftovers as edges to the personalised nodes agrees)."""
+        teleport = self.teleport_vector(personalization)
+        transition, leftover = self._transition(mentioned)
+        transposed = transition.T.tocsr()
+        alpha = self.config.alpha
+        x = teleport.copy()
+        for _ in range(self.config.max_iter):
+            previous = x
+            x = alpha * (transposed @ x) + (alpha * float(leftover @ x) + 1 - alpha) * teleport
+            if np.abs(x - previous).sum() < self.config.tol:
+                break
+        return x
+
+    def teleport_vector(self, personalization: Mapping[str, float]) -> np.ndarray:
+        """(num_nodes,) teleport distribution; uniform over files when `personalization` names no known node."""
+        teleport = np.zeros(len(self.nodes))
         for node, w in personalization.items():
             if node in self.index and w > 0:
                 teleport[self.index[node]] += w
         if teleport.sum() == 0:
             teleport[: len(self.files)] = 1.0
-        teleport /= teleport.sum()
-        transition = self._transition(mentioned)
-        transposed = transition.T.tocsr()
-        dangling = np.diff(transition.indptr) == 0  # (num_nodes,) bool: rows without out-edges
-        alpha = self.config.alpha
-        x = teleport.copy()
-        for _ in range(self.config.max_iter):
-            previous = x
-            x = alpha * (transposed @ x) + (alpha * x[dangling].sum() + 1 - alpha) * teleport
-            if np.abs(x - previous).sum() < self.config.tol:
-                break
-        return x
+        return teleport / teleport.sum()
 
     def rank(self, *, personalization: Mapping[str, float] | None = None,
              mentioned: frozenset[str] = frozenset()) -> list[tuple[Definition, float]]:
@@ -199,14 +219,22 @@ class SymbolGraph:
     def nodes_named(self, names: frozenset[str]) -> list[str]:
         return [node for name in names for node in self._defs_by_name.get(name, [])]
 
-    def to_networkx(self, *, mentioned: frozenset[str] = frozenset()):  # noqa: ANN201 - networkx.DiGraph
-        """The same weighted graph as a networkx DiGraph (the reference implementation in tests)."""
+    def to_networkx(self, personalization: Mapping[str, float], *,  # noqa: ANN201 - networkx.DiGraph
+                    mentioned: frozenset[str] = frozenset()):
+        """The same walk as a networkx DiGraph for `networkx.pagerank` (the reference in tests): out-weights
+        scaled as in `_transition`, each node's leftover as edges to the personalised nodes."""
         import networkx as nx
 
+        transition, leftover = self._transition(mentioned)
+        teleport = self.teleport_vector(personalization)
         graph = nx.DiGraph()
         graph.add_nodes_from(self.nodes)
-        weights: dict[tuple[int, int], float] = defaultdict(float)
-        for s, d, w in zip(self._src, self._dst, self.edge_weights(mentioned), strict=True):
-            weights[(int(s), int(d))] += float(w)
-        graph.add_weighted_edges_from((self.nodes[s], self.nodes[d], w) for (s, d), w in weights.items())
+        coo = transition.tocoo()
+        edges: dict[tuple[int, int], float] = defaultdict(float)
+        for s, d, w in zip(coo.row, coo.col, coo.data, strict=True):
+            edges[(int(s), int(d))] += float(w)
+        for s in np.flatnonzero((leftover > 1e-15) & (leftover < 1.0 - 1e-15)):  # fully dangling: networkx's own
+            for d in np.flatnonzero(teleport):
+                edges[(int(s), int(d))] += float(leftover[s] * teleport[d])
+        graph.add_weighted_edges_from((self.nodes[s], self.nodes[d], w) for (s, d), w in edges.items())
         return graph

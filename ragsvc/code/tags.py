@@ -151,7 +151,10 @@ def signature_of(parsed: ParsedFile, node: object) -> str:
     head = parsed.data[node.start_byte : end].decode("utf-8", errors="replace")  # type: ignore[attr-defined]
     if body is None:
         head = head.splitlines()[0] if head else head
+    marker = "#" if parsed.language == "python" else "//"
+    head = "\n".join(line.split(f" {marker}", 1)[0] for line in head.splitlines())  # trailing line comments
     one_line = " ".join(head.split())
+    one_line = re.sub(r"([(\[{<]) ", r"\1", re.sub(r",? ([)\]}>])", r"\1", one_line))  # `f( a, b, )` -> `f(a, b)`
     if len(one_line) > _MAX_SIGNATURE_CHARS:
         one_line = one_line[: _MAX_SIGNATURE_CHARS - 3] + "..."
     return one_line

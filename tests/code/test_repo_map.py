@@ -96,7 +96,7 @@ def test_pagerank_matches_networkx(polyglot: Path, hub_repo: Path) -> None:
         teleport = {node: 1.0 for node in graph.nodes[: len(graph.files)]}
         teleport[graph.nodes[len(graph.files)]] = 3.0  # a definition too
         for mentioned in (frozenset(), frozenset({"normalize", "shared_helper"})):
-            reference = nx.pagerank(graph.to_networkx(mentioned=mentioned), alpha=0.85, personalization=teleport,
-                                    dangling=teleport, tol=1e-13, max_iter=1000)
+            reference = nx.pagerank(graph.to_networkx(teleport, mentioned=mentioned), alpha=0.85,
+                                    personalization=teleport, dangling=teleport, tol=1e-13, max_iter=1000)
             ours = graph.pagerank(teleport, mentioned=mentioned)
             np.testing.assert_allclose(ours, [reference[n] for n in graph.nodes], atol=1e-9)
