@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,8 +33,10 @@ class PreparedBatch:
     sampling_chunks: list[ScheduledChunk]
 
 
-def load_model(model_dir: Path, *, dtype: torch.dtype, device: torch.device, max_positions: int) -> LlamaForCausalLM:
-    hf = load_hf_config(model_dir)
+def load_model(
+    model_dir: Path, *, dtype: torch.dtype, device: torch.device, max_positions: int, hf_config: Any = None
+) -> LlamaForCausalLM:
+    hf = hf_config if hf_config is not None else load_hf_config(model_dir)
     cfg = ModelConfig.from_hf(hf)
     inv_freq, scaling = rope_inv_freq(hf)
     # Build on the meta device (no random init of 100M+ weights), materialise on CPU in float32, copy the
