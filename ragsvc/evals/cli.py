@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +22,20 @@ def _console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
+def _generator(url: str | None, model: str | None) -> Any:
+    """An OpenAI-compatible client for `url`, our in-process engine for `model` alone, or None (stage skipped)."""
+    if url is not None:
+        from ragsvc.llm.openai_client import OpenAIGenerator
+
+        return OpenAIGenerator(url, model=model)
+    if model is not None:
+        from ragsvc.llm.in_process import InProcessGenerator
+        from ragsvc.serving.config import EngineConfig
+
+        return InProcessGenerator.from_config(EngineConfig(model=model))
+    return None
+
+
 @app.command("run")
 def run_command(
     suite: Annotated[Path, typer.Argument(help="Suite TOML, e.g. eval/suites/scifact.toml")],
@@ -33,7 +47,9 @@ def run_command(
     generator_url: Annotated[str | None, typer.Option(
         help="OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) for the answer stage; skipped without")]
     = None,
-    generator_model: Annotated[str | None, typer.Option(help="Model name on that server")] = None,
+    generator_model: Annotated[str | None, typer.Option(
+        help="Model name on that server; without --generator-url, a model run in this process (e.g. smollm2)")]
+    = None,
 ) -> None:
     """Ingest the suite's dataset once, evaluate every config, write results JSON + Markdown report + plots."""
     from ragsvc.evals.runner import RunOptions, run_suite  # heavy imports (torch) only when running
@@ -44,14 +60,18 @@ def run_command(
     started = time.perf_counter()
     try:
         parsed = load_suite(suite)
+        generator = _generator(generator_url, generator_model)
         generate = None
-        if generator_url is not None:
+        if generator is not None:
             from ragsvc.evals.answer_stage import text_generator
-            from ragsvc.llm.openai_client import OpenAIGenerator
 
-            generate = text_generator(OpenAIGenerator(generator_url, model=generator_model))
+            generate = text_generator(generator)
         options = RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, progress=progress, generator=generate)
-        outcome = run_suite(parsed, options=options)
+        try:
+            outcome = run_suite(parsed, options=options)
+        finally:
+            if hasattr(generator, "close"):
+                generator.close()
     except RagsvcError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from exc
