@@ -174,7 +174,7 @@ def full_parse_map(library_dir: Path, *, runs: int = 10) -> dict[str, Any]:
 def code_command(
     out: Annotated[Path, typer.Option(help="JSON result file")] = Path("eval/results/code.json"),
     cosqa: Annotated[Path, typer.Option(help="CoSQA in BEIR format")] = Path("../shared/data/cosqa"),
-    library: Annotated[str, typer.Option(help="installed package for the docstring task")] = "requests",
+    library: Annotated[list[str] | None, typer.Option(help="installed package(s) for the docstring task")] = None,
     max_queries: Annotated[int, typer.Option(help="queries per quality task")] = 400,
     quality: Annotated[bool, typer.Option("--quality/--no-quality")] = True,
     speed: Annotated[bool, typer.Option("--speed/--no-speed")] = True,
@@ -189,20 +189,23 @@ def code_command(
     from ragsvc.bench.search import git_sha
     from ragsvc.retrieval.vector_store import VectorStore
 
+    libraries = library or ["requests", "click"]
     embedder = _embedder(threads)
     result: dict[str, Any] = {"benchmark": "code", "git_sha": git_sha(), "created_unix": int(time.time()),
                               "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
                               "embedder": embedder.id, "torch_threads": threads,
-                              "config": {"library": library, "max_queries": max_queries, "subset": DEFAULT_SUBSET}}
+                              "config": {"libraries": libraries, "max_queries": max_queries, "subset": DEFAULT_SUBSET}}
     transformers_dir = Path(importlib.import_module("transformers").__file__).parent  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="ragsvc-bench-code-") as tmp:
         store = VectorStore.open(Path(tmp) / "data", embedder=embedder)
         try:
             if quality:
-                lib_dir = Path(importlib.import_module(library).__file__).parent  # type: ignore[arg-type]
+                tasks = [(cosqa_task(cosqa, max_queries=max_queries), "cosqa")]
+                for lib in libraries:
+                    lib_dir = Path(importlib.import_module(lib).__file__).parent  # type: ignore[arg-type]
+                    tasks.append((docstring_task(lib_dir, max_queries=max_queries), f"doc-{lib}"))
                 result["quality"] = []
-                for task, name in ((cosqa_task(cosqa, max_queries=max_queries), "cosqa"),
-                                   (docstring_task(lib_dir, max_queries=max_queries), f"doc-{library}")):
+                for task, name in tasks:
                     chunks = index_task(store, task, name)
                     result["quality"].append({**evaluate_task(store, task, name), "chunks": chunks})
                     typer.echo(json.dumps(result["quality"][-1]))

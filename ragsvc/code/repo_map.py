@@ -76,11 +76,13 @@ def query_personalization(
     return teleport, mentioned
 
 
-def render(ranked: Sequence[tuple[Definition, float]], count: int, *, all_defs: dict[str, Definition]) -> str:
+def render(ranked: Sequence[tuple[Definition, float]], count: int, *, all_defs: dict[str, Definition],
+           by_symbol: dict[tuple[str, str], Definition] | None = None) -> str:
     """The map of the first `count` ranked definitions: files in rank order, signatures in line order, each
     definition shown under the containers (class, impl) that hold it."""
     chosen = [d for d, _ in ranked[:count]]
-    by_symbol = {(d.rel_path, d.symbol): d for d in all_defs.values()}
+    if by_symbol is None:
+        by_symbol = {(d.rel_path, d.symbol): d for d in all_defs.values()}
     files: dict[str, dict[int, Definition]] = {}
     for definition in chosen:
         lines = files.setdefault(definition.rel_path, {})
@@ -112,15 +114,18 @@ def build_map(
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     teleport, mentioned = query_personalization(graph, query, searcher=searcher) if query else ({}, frozenset())
     ranked = graph.rank(personalization=teleport, mentioned=mentioned)
-    low, high = 0, len(ranked)  # invariant: render(low) fits; find the largest count that does
+    by_symbol = {(d.rel_path, d.symbol): d for d in graph.definitions.values()}
+    # Every shown definition costs at least one token, so more than `max_tokens` never fit: the search (and each
+    # render) stays proportional to the budget, not to the size of the repository.
+    low, high = 0, min(len(ranked), max_tokens)  # invariant: render(low) fits; find the largest count that does
     best_text = ""
     while low < high:
         middle = (low + high + 1) // 2
-        text = render(ranked, middle, all_defs=graph.definitions)
+        text = render(ranked, middle, all_defs=graph.definitions, by_symbol=by_symbol)
         if count_tokens(text) <= max_tokens:
             low, best_text = middle, text
         else:
             high = middle - 1
     if low and not best_text:
-        best_text = render(ranked, low, all_defs=graph.definitions)
+        best_text = render(ranked, low, all_defs=graph.definitions, by_symbol=by_symbol)
     return RepoMap(best_text, count_tokens(best_text), low, tuple(ranked))
