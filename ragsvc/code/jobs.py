@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from ragsvc.code.graph import SymbolGraph
 from ragsvc.code.indexer import RepoIndexer, default_collection_name
+from ragsvc.code.manifest import manifest_path
 from ragsvc.code.repo_map import RepoMap, build_map
 from ragsvc.code.searcher import CollectionSearcher
 from ragsvc.code.walker import WalkConfig, resolve_root
@@ -53,6 +55,7 @@ class RepoJobs:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._executor: ThreadPoolExecutor | None = None
+        self._graphs: dict[str, tuple[int | None, SymbolGraph]] = {}
 
     @property
     def walk_config(self) -> WalkConfig:
@@ -84,7 +87,7 @@ class RepoJobs:
     def repo_map(self, job_id: str, *, query: str | None = None, max_tokens: int = 1024) -> RepoMap:
         job = self.get(job_id)
         try:
-            graph = self.indexer.load_graph(job.collection)  # a re-index in progress still has the last map
+            graph = self._graph(job.collection)  # a re-index in progress still has the last map
         except NotFound as exc:
             if job.state == "failed":
                 raise NotFound(f"repository {job_id!r} failed to index: {job.error}") from exc
@@ -93,6 +96,23 @@ class RepoJobs:
             ) from exc
         searcher = CollectionSearcher(self.indexer.store, job.collection) if query else None
         return build_map(graph, max_tokens=max_tokens, query=query, searcher=searcher)
+
+    def _graph(self, collection: str) -> SymbolGraph:
+        """The collection's graph, reloaded only when its manifest changed (loading parses JSON; ranking after
+        the first call reuses the graph's cached transition matrix)."""
+        path = manifest_path(self.indexer.store.data_dir, collection)
+        try:
+            version = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            version = None
+        with self._lock:
+            cached = self._graphs.get(collection)
+        if cached is not None and version is not None and cached[0] == version:
+            return cached[1]
+        graph = self.indexer.load_graph(collection)
+        with self._lock:
+            self._graphs[collection] = (version, graph)
+        return graph
 
     def wait(self, job_id: str, *, timeout_s: float) -> RepoJob:
         """Block until the job finishes or `timeout_s` passes (for the CLI and tests; the API polls)."""

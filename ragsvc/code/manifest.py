@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,3 @@ def _entry_from_json(rel_path: str, data: dict[str, Any]) -> FileEntry:
         tags=FileTags(rel_path, data["language"], definitions, references),
         problems=tuple(data.get("problems", ())),
     )
-
-
-def definition_dict(definition: Definition) -> dict[str, Any]:
-    return asdict(definition)
