@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +50,9 @@ class ServingBenchConfig:
     max_num_batched_tokens: int = 2048
     llama_server: str | None = None
     """Path to llama.cpp's llama-server; None = look on PATH."""
+    passive_wait: bool = True
+    """Idle threads sleep instead of spinning: OMP_WAIT_POLICY=PASSIVE for torch, --poll 0 for llama.cpp. On a
+    machine shared with other work, spinning OpenMP barriers made a 2-thread decode step ~20x slower here."""
     log_dir: str = "eval/results"
 
     def __post_init__(self) -> None:
@@ -70,9 +75,19 @@ def run_serving_bench(cfg: ServingBenchConfig) -> dict[str, Any]:
     {"runs": [{system, dtype, concurrency, tok_per_s, ttft_p50_ms, ttft_p99_ms, tpot_p50_ms, tpot_p99_ms,
     num_requests}], "kv_waste_pct", "prefix_ttft_ms": {"cold", "warm"}, "git_sha", "ratios_at_max_concurrency",
     "config", "notes"}."""
+    _set_wait_policy(cfg)
     from ragsvc.bench.serving_run import run_all
 
     return run_all(cfg)
+
+
+def _set_wait_policy(cfg: ServingBenchConfig) -> None:
+    """OpenMP reads OMP_WAIT_POLICY once, when torch loads it: set it before torch is imported."""
+    if not cfg.passive_wait or os.environ.get("OMP_WAIT_POLICY"):
+        return
+    if "torch" in sys.modules:
+        logger.warning("torch is already imported: OMP_WAIT_POLICY=PASSIVE cannot take effect in this process")
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 app = typer.Typer(help="Benchmarks of the serving engine.", no_args_is_help=True, pretty_exceptions_enable=False)

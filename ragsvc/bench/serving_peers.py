@@ -107,12 +107,12 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def llama_server(binary: str, gguf: Path, *, threads: int, parallel: int, ctx_per_slot: int,
-                 log_path: Path, startup_timeout_s: float = 180.0) -> Iterator[str]:
+                 log_path: Path, poll: int = 50, startup_timeout_s: float = 180.0) -> Iterator[str]:
     """Run llama-server with `parallel` continuous-batching slots; yields its base URL once /health is 200."""
     port = _free_port()
     cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
            "--threads-batch", str(threads), "--parallel", str(parallel), "--cont-batching",
-           "--ctx-size", str(parallel * ctx_per_slot)]
+           "--ctx-size", str(parallel * ctx_per_slot), "--poll", str(poll)]
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

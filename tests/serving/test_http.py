@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +27,14 @@ def server(smollm2_dir):  # type: ignore[no-untyped-def]
     from ragsvc.serving.config import EngineConfig
 
     config = EngineConfig(model=MODEL, cache_dir=str(smollm2_dir.parent), num_kv_blocks=NUM_BLOCKS,
-                          block_size=16, max_num_seqs=32, num_threads=2)
+                          block_size=16, max_num_seqs=32, num_threads=1)
     app = create_model_app(config)
+    # the engine runs on one torch thread (restored after): with other work on the 2 cores, two spinning
+    # OpenMP threads made each step ~20x slower; these tests check behaviour, not speed
+    threads = torch.get_num_threads()
     with serve_in_thread(app) as url:
         yield url, app.state.served_model
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -177,17 +182,23 @@ def test_prompt_longer_than_context_names_the_limit(client, server):
 def test_client_disconnect_mid_stream_frees_blocks(client, server):
     served = server[1]
     req = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
-    started = time.monotonic()
     with client.stream("POST", "/v1/completions", json=req) as r:
         for line in r.iter_lines():
             if line.startswith("data: "):
                 break  # one chunk read: the request is running and holds blocks
-        assert served.engine.kv_stats()["num_free_blocks"] < NUM_BLOCKS
-    stats = _wait_all_free(served)
+        used_at_close = served.engine.kv_stats()["num_used_blocks"]
+        assert used_at_close > 0
+    # Watch the blocks until all are free: had the request run on to its 900 tokens, it would have grown to
+    # 57 blocks; freed at once, it never grows by more than a block or two after the close.
+    most_used = used_at_close
+    stats = served.engine.kv_stats()
+    deadline = time.monotonic() + 30
+    while stats["num_free_blocks"] != NUM_BLOCKS and time.monotonic() < deadline:
+        most_used = max(most_used, stats["num_used_blocks"])
+        time.sleep(0.005)  # polling interval: leave the engine lock to the step thread
+        stats = served.engine.kv_stats()
     assert stats["num_free_blocks"] == NUM_BLOCKS, stats
-    # 900 tokens take far longer than this on 2 cores: the blocks came back because of the abort
-    assert time.monotonic() - started < 30
-    assert not served.engine.has_unfinished()
+    assert most_used <= used_at_close + 2
 
 
 def test_hundred_concurrent_requests_all_complete(server):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -17,9 +18,13 @@ def oai(smollm2_dir):  # type: ignore[no-untyped-def]
     from ragsvc.serving.config import EngineConfig
 
     app = create_model_app(EngineConfig(model=MODEL, cache_dir=str(smollm2_dir.parent), num_kv_blocks=128,
-                                        num_threads=2))
+                                        num_threads=1))
+    # the engine runs on one torch thread (restored after): with other work on the 2 cores, two spinning
+    # OpenMP threads made each step ~20x slower; these tests check behaviour, not speed
+    threads = torch.get_num_threads()
     with serve_in_thread(app) as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    torch.set_num_threads(threads)
 
 
 def test_models(oai):
