@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from tree_sitter import QueryError
 
 from ragsvc.code.chunker import ChunkConfig, CodeChunk, chunk_file
 from ragsvc.code.parser import decode_source, parse_text
@@ -39,7 +41,12 @@ def analyse_bytes(
     recovered from and listed in `problems`."""
     text, problems = decode_source(raw)
     parsed = parse_text(text, language=language, rel_path=rel_path, problems=problems)
-    tags = extract_tags(parsed)
+    try:
+        tags = extract_tags(parsed)
+    except QueryError as exc:  # a grammar version whose node names differ from our queries: chunk what we can
+        tags = FileTags(rel_path, language, (), ())
+        problems = [*parsed.problems, f"tag query for {language} does not fit the installed grammar: {exc}"]
+        parsed = replace(parsed, problems=tuple(problems))
     chunks = tuple(c for c in chunk_file(parsed, tags, config=chunk_config or ChunkConfig()) if c.text.strip())
     spans = tuple(_char_span(parsed.data, text, c.start_byte, c.end_byte) for c in chunks)
     return FileAnalysis(rel_path, language, file_sha256(raw), text, tags, chunks, spans, parsed.problems)

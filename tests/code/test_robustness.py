@@ -34,3 +34,17 @@ def test_any_bytes_analyse_into_valid_documents(language: str, parts: list[bytes
     if doc is not None:
         assert validate_batch([doc]) == [doc.id]
         assert all(c.text.strip() for c in doc.chunks or [])
+
+
+def test_a_query_that_does_not_fit_the_grammar_degrades_to_module_chunks(monkeypatch) -> None:  # noqa: ANN001
+    import ragsvc.code.tags as tags
+
+    tags._query.cache_clear()
+    monkeypatch.setitem(tags.TAG_QUERIES, "go", "(no_such_node) @name.definition.function")
+    try:
+        analysis = analyse_bytes(b"package x\n\nfunc F() int { return 1 }\n", rel_path="x.go", language="go")
+    finally:
+        tags._query.cache_clear()
+    assert analysis.problems[0].startswith("tag query for go does not fit the installed grammar")
+    assert analysis.tags.definitions == ()
+    assert [c.kind for c in analysis.chunks] == ["module"]  # the code is still indexed, as plain top-level code
