@@ -85,7 +85,8 @@ def _load_parts(directory: Path, manifest: Manifest, spec: IndexSpec, dim: int) 
         elif entry.role == "rotation":
             state.rotation = PcaRotation.load(path, dim=dim)
         elif entry.role == "rescore":
-            state.rescorer = RescoreStore.load(path, dim=dim, dtype=spec.rescore_dtype, metric=metric)
+            held = dim - (spec.dims or 0 if spec.rescore_tail_only else 0)
+            state.rescorer = RescoreStore.load(path, dim=held, dtype=spec.rescore_dtype, metric=metric)
         else:
             raise IndexCorrupt(f"index manifest names a file of unknown role {entry.role!r}")
     if shards:

@@ -39,7 +39,7 @@ from ragsvc.index.collection_files import load_state, remove_stale, save_state
 from ragsvc.index.collection_state import CollectionState, empty_state, train_state
 from ragsvc.index.factory import needs_training
 from ragsvc.index.memory_source import InMemoryVectorSource
-from ragsvc.index.shard import PAD_ID, as_ids, check_add, top_k
+from ragsvc.index.shard import PAD_ID, as_ids, check_add, top_k_row
 from ragsvc.index.source import VectorSource
 from ragsvc.index.spec import IndexSpec
 
@@ -173,54 +173,62 @@ class CollectionIndex:
         served = f"{self.spec.backend}[{len(state.ann.shards)} shard(s), d={self.width}]"
         if not rescore:
             return *_strip(ids[0][:k], scores[0][:k]), timings, served
-        candidates = ids[0][ids[0] != PAD_ID]
-        out = self._rescore(qr, candidates, k, timings)
+        keep = ids[0] != PAD_ID
+        out = self._rescore(qr, ids[0][keep], scores[0][keep], k, timings)
         return *out, timings, f"{served}+rescore(L={fetch}, {self.spec.rescore_dtype})"
 
     def _search_prefix(self, qr: np.ndarray, k: int, dims: int, shortlist: int, allowed: np.ndarray | None,
                        timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
         rescorer = self._state.rescorer
-        if rescorer is None:
-            raise InvalidInput(f"this collection indexes full width without rescoring vectors, so dims={dims} "
-                               "cannot be served; create the collection with index dims set, or omit dims")
+        if rescorer is None or self.spec.rescore_tail_only:
+            kept = "keeps no rescoring vectors" if rescorer is None else "keeps only dims >= d' for rescoring"
+            raise InvalidInput(f"this collection {kept}, so a dims={dims} override cannot be served; omit dims, "
+                               "or recreate the collection with index dims set and rescore_tail_only false")
         started = time.perf_counter()
         rows = None if allowed is None else rescorer.rows_for(allowed)[1]
         _, ids = rescorer.scan(qr, max(k, shortlist), width=dims, rows=rows)
         timings["prefix_scan_ms"] = _ms(started)
-        out = self._rescore(qr, ids[ids != PAD_ID], k, timings)
+        ids = ids[ids != PAD_ID]
+        out = self._rescore(qr, ids, np.zeros(len(ids), np.float32), k, timings)
         return *out, timings, f"exact-prefix(d={dims})+rescore(L={max(k, shortlist)}, {self.spec.rescore_dtype})"
 
     def _search_subset(self, qr: np.ndarray, k: int, allowed: np.ndarray,
                        timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
         started = time.perf_counter()
         state = self._state
-        if state.rescorer is not None:
-            found, rows = state.rescorer.rows_for(allowed)
-            scores = state.rescorer.scores(qr, rows)
-            source = f"rescore {self.spec.rescore_dtype}"
-        else:
+        if state.rescorer is None:
             found, scores = state.exact_subset(qr, allowed)
-            source = "full width"
-        best_scores, best_ids = top_k(scores[None, :], found[None, :], k)
+            out, source = top_k_row(scores, found, k), "full width"
+        elif state.rescore_offset:  # prefix part from the shards' own vectors, the rest from the rescorer
+            found, prefix_scores = state.exact_subset(qr[: self.width], allowed)
+            out = self._rescore(qr, found, prefix_scores, k, timings)
+            source = f"prefix + rescore {self.spec.rescore_dtype}"
+        else:
+            out = self._rescore(qr, allowed, np.zeros(len(allowed), np.float32), k, timings)
+            source = f"rescore {self.spec.rescore_dtype}"
         timings["exact_subset_ms"] = _ms(started)
-        return *_strip(best_ids[0], best_scores[0]), timings, f"exact-subset({len(found)} ids, {source})"
+        return *out, timings, f"exact-subset({len(allowed)} ids, {source})"
 
-    def _rescore(self, qr: np.ndarray, candidates: np.ndarray, k: int,
+    def _rescore(self, qr: np.ndarray, candidates: np.ndarray, prefix_scores: np.ndarray, k: int,
                  timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        rescorer = self._state.rescorer
+        """Top-k of candidates (m,) by full-width score: the rescorer's part plus, in tail-only mode, the ANN's."""
+        state = self._state
+        rescorer = state.rescorer
         assert rescorer is not None
         started = time.perf_counter()
-        found, rows = rescorer.rows_for(candidates)
-        scores = rescorer.scores(qr, rows)  # (m,)
-        best_scores, best_ids = top_k(scores[None, :], found[None, :], k)
+        ok, rows = rescorer.lookup(candidates)
+        scores = rescorer.scores(qr[state.rescore_offset :], rows[ok])  # (m,)
+        if state.rescore_offset:
+            scores = scores + prefix_scores[ok]
+        out = top_k_row(scores, candidates[ok], k)
         timings["rescore_ms"] = _ms(started)
-        return _strip(best_ids[0], best_scores[0])
+        return out
 
     def _check_query(self, query: np.ndarray, k: int, dims: int | None, shortlist: int | None) -> np.ndarray:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape[0] != self.dim:
             raise DimensionMismatch(f"query has {q.shape[0]} dimensions; this collection holds {self.dim}")
-        if not np.all(np.isfinite(q)):
+        if not np.isfinite(q).all():
             raise InvalidInput("query contains NaN or infinity; send finite numbers")
         if k < 1:
             raise InvalidInput(f"k must be at least 1, got {k}")
@@ -282,7 +290,7 @@ def _strip(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000.0, 3)
+    return (time.perf_counter() - since) * 1000.0
 
 
 __all__ = ["CollectionIndex"]

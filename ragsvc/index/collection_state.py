@@ -40,6 +40,11 @@ class CollectionState:
         return self.spec.dims or self.dim
 
     @property
+    def rescore_offset(self) -> int:
+        """First dimension the rescoring vectors hold: d' when the prefix part of scores comes from the ANN."""
+        return self.width if self.spec.rescore_tail_only else 0
+
+    @property
     def count(self) -> int:
         if self.staging is not None:
             return len(self.staging)
@@ -57,7 +62,7 @@ class CollectionState:
             batch_ids, batch = ids[start : start + _ADD_BATCH], vectors[start : start + _ADD_BATCH]
             rotated = self.rotation.apply(batch) if self.rotation is not None else batch  # (b, dim)
             if self.rescorer is not None:
-                self.rescorer.add(batch_ids, rotated)
+                self.rescorer.add(batch_ids, np.ascontiguousarray(rotated[:, self.rescore_offset :]))
             self.ann.add(batch_ids, np.ascontiguousarray(rotated[:, : self.width]))  # (b, d')
         if len(ids):
             self.watermark = max(self.watermark, int(ids.max()))
@@ -126,7 +131,8 @@ def train_state(spec: IndexSpec, dim: int, ids: np.ndarray, vectors: np.ndarray,
     rotated = rotation.apply(sample) if rotation is not None else sample  # (s, dim)
     rescorer = None
     if spec.dims is not None:
-        rescorer = RescoreStore(dim, dtype=spec.rescore_dtype, metric=shard_metric(spec))
+        held = dim - (spec.dims if spec.rescore_tail_only else 0)
+        rescorer = RescoreStore(held, dtype=spec.rescore_dtype, metric=shard_metric(spec))
     width = spec.dims or dim
     prefix = np.ascontiguousarray(rotated[:, :width])  # (s, d')
     ann = ShardedIndex([make_shard(spec, width, train_sample=prefix) for _ in range(spec.num_shards)])

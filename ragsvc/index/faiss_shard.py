@@ -83,6 +83,7 @@ class FaissShard:
         self.metric: ShardMetric = "l2" if spec.metric == "l2" else "ip"
         self._tombstones = np.zeros(0, np.int64) if tombstones is None else np.unique(tombstones.astype(np.int64))
         self._gpu_resources: Any = None
+        self._plain_params: dict[int, Any] = {}  # k -> reusable unfiltered SearchParameters (saves ~10 us a query)
 
     @classmethod
     def create(cls, spec: IndexSpec, dim: int, *, train_sample: np.ndarray | None = None) -> FaissShard:
@@ -181,6 +182,14 @@ class FaissShard:
         return top_k(scores, np.broadcast_to(held[positions], scores.shape), k)
 
     def _params(self, allowed: np.ndarray | None, k: int) -> Any:
+        if allowed is None and not len(self._tombstones):
+            params = self._plain_params.get(k)
+            if params is None:
+                params = self._plain_params[k] = self._new_params(None, k)
+            return params
+        return self._new_params(allowed, k)
+
+    def _new_params(self, allowed: np.ndarray | None, k: int) -> Any:
         selector = None
         if allowed is not None:
             selector = faiss.IDSelectorBatch(allowed)

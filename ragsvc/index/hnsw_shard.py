@@ -42,6 +42,7 @@ class HnswShard:
         self._index = hnswlib.Index(space=metric, dim=dim)
         self._index.init_index(max_elements=max(capacity, 1), M=m, ef_construction=ef_construction, random_seed=100)
         self._index.set_ef(ef_search)
+        self._ef = ef_search
         self._deleted = 0
 
     def __len__(self) -> int:
@@ -115,7 +116,10 @@ class HnswShard:
         return pad(scores.astype(np.float32), labels.astype(np.int64), k)
 
     def _query(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        self._index.set_ef(max(self.ef_search, k))
+        ef = max(self.ef_search, k)
+        if ef != self._ef:
+            self._index.set_ef(ef)
+            self._ef = ef
         if allowed is None:
             return self._index.knn_query(queries, k=k, num_threads=1)
         allowed_set = set(allowed.tolist())
@@ -151,6 +155,7 @@ class HnswShard:
         except (RuntimeError, OSError, MemoryError) as exc:
             raise IndexCorrupt(f"hnsw shard {path} cannot be loaded ({exc}); it will be rebuilt") from exc
         shard._index.set_ef(ef_search)
+        shard._ef = ef_search
         shard._deleted = num_deleted
         return shard
 

@@ -77,13 +77,17 @@ class RescoreStore:
     def rows_for(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids found alive (m,), their rows (m,)), in the order given; unknown or deleted ids are dropped."""
         ids = np.asarray(ids, np.int64).reshape(-1)
+        ok, rows = self.lookup(ids)
+        return ids[ok], rows[ok]
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask (n,), rows (n,), valid where found) for int64 ids (n,)."""
         keys, rows = self._lookup()
         if not len(keys) or not len(ids):
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return np.zeros(len(ids), bool), np.zeros(len(ids), np.int64)
         pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
         hit_rows = rows[pos] if rows is not None else pos
-        ok = (keys[pos] == ids) & self._alive[hit_rows]
-        return ids[ok], hit_rows[ok]
+        return (keys[pos] == ids) & self._alive[hit_rows], hit_rows
 
     def scores(self, query: np.ndarray, rows: np.ndarray, *, width: int | None = None) -> np.ndarray:
         """Scores (m,) of one query (dim,) against stored rows (m,), on the first `width` dimensions."""

@@ -69,6 +69,9 @@ def check_add(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarra
 
 
 def check_queries(queries: np.ndarray, dim: int, k: int) -> np.ndarray:
+    if (isinstance(queries, np.ndarray) and queries.dtype == np.float32 and queries.ndim == 2
+            and queries.shape[1] == dim and queries.flags.c_contiguous and k >= 1):
+        return queries  # the per-query hot path: nothing to convert
     queries = np.asarray(queries, dtype=np.float32)
     if queries.ndim == 1:
         queries = queries.reshape(1, -1)
@@ -103,10 +106,23 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     if m == 0:
         return pad(np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64), k)
     safe = np.where(ids == PAD_ID, -np.inf, scores)
-    if m > 4 * k:  # partition first: a full sort of a large scan would dominate the search
+    if m > max(4 * k, 512):  # partition first: a full sort of a large scan would dominate the search
         return _top_k_partitioned(safe, ids, k)
     order = np.lexsort((ids, -safe), axis=1)[:, :k]  # (q, min(k, m)): primary key score desc, then id asc
     return _picked(np.take_along_axis(safe, order, axis=1), np.take_along_axis(ids, order, axis=1), k)
+
+
+def top_k_row(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k of one query's candidates (ids (m,), scores (m,)) -> (ids (<=k,), scores (<=k,)), no padding.
+
+    The per-query hot path of a CollectionIndex search, so it skips the 2-D machinery of `top_k`.
+    """
+    if len(scores) > max(4 * k, 512):
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = np.flatnonzero(scores >= kth)  # ties with the k-th stay in, so ties break by id below
+        scores, ids = scores[keep], ids[keep]
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order].astype(np.int64, copy=False), scores[order].astype(np.float32, copy=False)
 
 
 def _top_k_partitioned(safe: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,10 @@ class IndexSpec:
     """Sub-quantisers for IVF-PQ; must divide the indexed width."""
     rescore_dtype: Literal["float32", "float16", "int8"] = "int8"
     """Precision of the full-width vectors kept for rescoring the shortlist."""
+    rescore_tail_only: bool = False
+    """Keep only dimensions d'..dim in the rescoring vectors and take each candidate's prefix part of the score
+    from the ANN index (exact for hnsw and faiss float32, 8-bit for sq8): saves d' bytes a vector. Query-time
+    `dims` overrides are then refused (the prefix is not kept for exact scans)."""
     prefix_quant: Literal["none", "sq8", "sq6", "sq4", "fp16"] = "none"
     """FAISS backends only: scalar-quantise the vectors the ANN structure stores (the d' prefix when `dims` is
     set), e.g. `sq8` with faiss_hnsw is IndexHNSWSQ: a quarter of the float32 memory."""
@@ -60,6 +64,8 @@ class IndexSpec:
             raise ValueError(f"prefix_quant {self.prefix_quant!r} is unknown; use one of {', '.join(PREFIX_QUANTS)}")
         if self.prefix_quant != "none" and self.backend not in ("faiss_flat", "faiss_ivf", "faiss_hnsw"):
             raise ValueError(f"prefix_quant applies to faiss_flat, faiss_ivf and faiss_hnsw, not {self.backend}")
+        if self.rescore_tail_only and self.dims is None:
+            raise ValueError("rescore_tail_only needs dims (the prefix width the ANN index scores)")
         if self.rescore_dtype not in RESCORE_DTYPES:
             raise ValueError(f"rescore_dtype {self.rescore_dtype!r} is unknown; use one of {', '.join(RESCORE_DTYPES)}")
         for name in ("hnsw_m", "ef_construction", "ef_search", "ivf_nprobe", "pq_m"):
