@@ -129,3 +129,14 @@ def test_abort_during_the_forward_drops_its_result(engine, monkeypatch) -> None:
     assert by_id["a"].finish_reason == "abort" and by_id["a"].output_token_ids == []
     assert len(by_id["b"].output_token_ids) == 1
     assert [s.request_id for s in engine.scheduler.running] == ["b"]
+
+
+def test_a_hundred_requests_on_a_small_cache_all_complete(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    folder, _ = tiny_llama
+    engine = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="float32", block_size=4, num_kv_blocks=40,
+                                                max_num_seqs=16, max_num_batched_tokens=64))
+    prompts = [[1 + i % 50] * (3 + i % 20) for i in range(100)]
+    params = [SamplingParams(temperature=0.8, seed=i, max_tokens=4 + i % 9, ignore_eos=True) for i in range(100)]
+    outs = engine.generate(prompts, params)
+    assert [len(o.output_token_ids) for o in outs] == [p.max_tokens for p in params]
+    assert engine.block_manager.num_free_blocks == 40

@@ -18,7 +18,7 @@ from ragsvc.serving.layers.attention import AttentionMetadata, paged_attention
 from ragsvc.serving.layers.norm import RMSNorm
 from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")  # no sliding-window attention, so no Mistral
 
 
 @dataclass(frozen=True)
