@@ -11,6 +11,14 @@ Public API (what ragsvc.retrieval.vector_store calls; unchanged from the design 
     CollectionIndex.from_arrays(vectors, spec=..., ids=None, directory=None)  # no store (benchmarks)
 
 Scores: higher is better (inner product / cosine; negative squared L2 distance for `l2`).
+Not thread-safe for writes: the caller serialises add/delete/save (VectorStore holds a per-collection lock).
+IndexSpec fields added by the index layer: `prefix_quant` (faiss scalar quantisation of the indexed prefix)
+and `rescore_tail_only` (see below); both default to off, so stored specs without them still load.
+
+Memory (bytes a vector, 384-d MiniLM, measured by `index_bytes`): raw hnswlib M=16 is ~1,690 (float32 vector
+1,536 + level-0 links 132 + label 8 + upper levels). The adaptive layout that fits in a third of it is
+faiss_hnsw + prefix_quant="sq8" + rescore_tail_only with d' = 96, hnsw_m = 12: prefix codes 96 + graph
+~120 + id map 8 + int8 tail (288 + 4 scale + 8 id + 1 alive) ~ 525, plus the 590 KB rotation.
 
 How a search is served (`served_by` names the path):
 - **untrained**: until MIN_TRAIN vectors exist, a spec that needs training (Matryoshka dims, IVF/PQ) keeps
@@ -21,7 +29,8 @@ How a search is served (`served_by` names the path):
 - **exact-subset**: a filter allowing few ids (<= EXACT_SUBSET_MAX or EXACT_SUBSET_FRACTION of the
   collection) is scanned exactly over just those ids: faster than steering a graph through a sparse filter.
 - **ANN (+rescore)**: shards search the first d' = spec.dims rotated dimensions (filters applied inside the
-  library), then the shortlist of L candidates is rescored at full width with the rescoring vectors.
+  library), then the shortlist of L candidates is rescored at full width with the rescoring vectors (with
+  `rescore_tail_only`, the prefix part of each score is the ANN's own and only dims d'.. are rescored).
 - **exact-prefix**: a query-time `dims` different from the built d' scans that prefix of the rescoring
   vectors exactly, then rescores the shortlist at full width.
 """

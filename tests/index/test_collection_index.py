@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_delete_committed_after_save_is_dropped_on_reopen(tmp_path, corpus):
     assert not np.isin(_search_all(reopened, corpus.vectors[:30], 5), corpus.ids[:30]).any()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "manifest"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "manifest", "version", "missing"])
 def test_damaged_files_are_rebuilt_from_the_source(damage, tmp_path, corpus, caplog):
     index = CollectionIndex.from_arrays(corpus.vectors, spec=SPECS["hnsw_adaptive"], directory=tmp_path)
     expected = _search_all(index, corpus.queries[:10])
@@ -86,8 +87,13 @@ def test_damaged_files_are_rebuilt_from_the_source(damage, tmp_path, corpus, cap
         data = bytearray(shard_file.read_bytes())
         data[100:200] = b"\xff" * 100
         shard_file.write_bytes(bytes(data))
-    else:
+    elif damage == "manifest":
         (tmp_path / "manifest.json").write_text("{not json")
+    elif damage == "version":
+        manifest = json.loads((tmp_path / "manifest.json").read_text())
+        (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 999}))
+    else:
+        next(tmp_path.glob("rescore.*")).unlink()
     with caplog.at_level(logging.WARNING, logger="ragsvc.index"):
         reopened = CollectionIndex.open(tmp_path, SPECS["hnsw_adaptive"], corpus.dim, index.source)
     assert "rebuilding" in caplog.text
@@ -95,6 +101,19 @@ def test_damaged_files_are_rebuilt_from_the_source(damage, tmp_path, corpus, cap
     assert recall(_search_all(reopened, corpus.queries[:10]), expected) >= 0.95
     reopened.save()
     assert CollectionIndex.open(tmp_path, SPECS["hnsw_adaptive"], corpus.dim, index.source).trained
+
+
+def test_saves_replace_generations_and_leave_no_temp_files(tmp_path, corpus):
+    index = CollectionIndex.from_arrays(corpus.vectors[:1500], spec=SPECS["hnsw_adaptive"], directory=tmp_path)
+    index.save()
+    first = {p.name for p in tmp_path.iterdir()}
+    index.delete(corpus.ids[:10])
+    index.save()
+    second = {p.name for p in tmp_path.iterdir()}
+    assert all(".g1." in name for name in first - {"manifest.json"})
+    assert all(".g2." in name for name in second - {"manifest.json"}) and not any(n.startswith(".") for n in second)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["count"] == 1490 and manifest["watermark"] == 1500 and manifest["format_version"] == 1
 
 
 def test_changed_spec_rebuilds(tmp_path, corpus, caplog):
