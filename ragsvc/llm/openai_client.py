@@ -196,11 +196,13 @@ class OpenAIGenerator:
         makes our server abort the request."""
         path, body = self._request(prompt, options(**kwargs), stream=True)
         chat = path == "/chat/completions"
-        context = self._retrying(lambda: self._open_stream(path, body))
-        with context as response:
+        response = self._retrying(lambda: self._open_stream(path, body))
+        try:
             yield from self._chunks(response, chat=chat)
+        finally:
+            response.close()
 
-    def _open_stream(self, path: str, body: dict[str, Any]) -> Any:
+    def _open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
         request = self._client.build_request("POST", path, json=body)
         response = self._client.send(request, stream=True)
         if response.status_code >= 400:
