@@ -21,7 +21,9 @@ import numpy as np
 from ragsvc.errors import IndexCorrupt
 from ragsvc.index.shard import ShardMetric, check_add, top_k
 
-RescoreDtype = Literal["float32", "float16", "int8"]
+RescoreDtype = Literal["float32", "float16", "int8", "int4"]
+_LEVELS = {"int8": 127, "int4": 7}
+"""Symmetric integer codes in [-levels, levels], one float32 scale per vector."""
 _SCAN_ROWS = 65536
 
 
@@ -31,7 +33,7 @@ class RescoreStore:
         self.dtype: RescoreDtype = dtype
         self.metric: ShardMetric = metric
         self._scales = np.zeros(0, np.float32)  # (capacity,) int8 only: per-vector dequantisation scale
-        self._codes = np.zeros((0, dim), dtype=np.dtype(dtype))  # (capacity, dim)
+        self._codes = np.zeros((0, *_code_shape(dim, dtype)), dtype=_code_dtype(dtype))  # (capacity, code width)
         self._ids = np.zeros(0, np.int64)  # (capacity,)
         self._alive = np.zeros(0, bool)  # (capacity,)
         self._count = 0
@@ -46,7 +48,7 @@ class RescoreStore:
     def nbytes(self) -> int:
         n = self._count
         extra = 0 if self._sorted is None else self._sorted[0].nbytes + self._sorted[1].nbytes
-        scales = self._scales[:n].nbytes if self.dtype == "int8" else 0
+        scales = self._scales[:n].nbytes if self.dtype in _LEVELS else 0
         return int(self._codes[:n].nbytes + self._ids[:n].nbytes + self._alive[:n].nbytes + scales + extra)
 
     @property
@@ -92,15 +94,16 @@ class RescoreStore:
     def scores(self, query: np.ndarray, rows: np.ndarray, *, width: int | None = None) -> np.ndarray:
         """Scores (m,) of one query (dim,) against stored rows (m,), on the first `width` dimensions."""
         width = width or self.dim
-        block = self._codes[rows, :width].astype(np.float32)  # (m, width)
+        block = self._decode(rows, width)  # (m, width), still in code units for int8/int4
         q = query[:width].astype(np.float32)
         ip = block @ q  # (m,)
-        if self.dtype == "int8":
+        scaled = self.dtype in _LEVELS
+        if scaled:
             ip *= self._scales[rows]
         if self.metric == "ip":
             return ip
         sq_norms = np.einsum("md,md->m", block, block)  # (m,)
-        if self.dtype == "int8":
+        if scaled:
             sq_norms *= self._scales[rows] ** 2
         return -(float(q @ q) - 2.0 * ip + sq_norms)
 
@@ -129,7 +132,8 @@ class RescoreStore:
                 codes, ids, scales = data["codes"], data["ids"], data["scales"]
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise IndexCorrupt(f"rescoring vectors {path} cannot be read ({exc}); they will be rebuilt") from exc
-        if codes.shape != (len(ids), dim) or codes.dtype != np.dtype(dtype) or scales.shape != ids.shape:
+        expected = (len(ids), *_code_shape(dim, dtype))
+        if codes.shape != expected or codes.dtype != _code_dtype(dtype) or scales.shape != ids.shape:
             raise IndexCorrupt(f"rescoring vectors {path} have shape {codes.shape} {codes.dtype}, expected "
                                f"(n, {dim}) {dtype}; they will be rebuilt")
         store = cls(dim, dtype=dtype, metric=metric)
@@ -140,11 +144,26 @@ class RescoreStore:
         return store
 
     def _encode(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(codes (n, dim), scales (n,)); float stores keep scale 1."""
-        if self.dtype != "int8":
+        """(codes (n, code width), scales (n,)); float stores keep scale 1."""
+        if self.dtype not in _LEVELS:
             return vectors.astype(self.dtype), np.ones(len(vectors), np.float32)
-        scales = np.maximum(np.abs(vectors).max(axis=1), 1e-30) / 127.0  # (n,)
-        return np.rint(vectors / scales[:, None]).astype(np.int8), scales.astype(np.float32)
+        levels = _LEVELS[self.dtype]
+        scales = np.maximum(np.abs(vectors).max(axis=1), 1e-30) / levels  # (n,)
+        codes = np.clip(np.rint(vectors / scales[:, None]), -levels, levels)  # (n, dim)
+        if self.dtype == "int8":
+            return codes.astype(np.int8), scales.astype(np.float32)
+        nibbles = (codes + 8).astype(np.uint8)  # (n, dim) in [1, 15]
+        if self.dim % 2:
+            nibbles = np.pad(nibbles, ((0, 0), (0, 1)), constant_values=8)  # 8 decodes to 0
+        return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4), scales.astype(np.float32)  # (n, ceil(dim / 2))
+
+    def _decode(self, rows: np.ndarray, width: int) -> np.ndarray:
+        """float32 (m, width) of stored rows, in code units (multiply by the row scale for int8/int4)."""
+        if self.dtype != "int4":
+            return self._codes[rows, :width].astype(np.float32)
+        packed = self._codes[rows, : (width + 1) // 2]  # (m, ceil(width / 2)) uint8
+        pairs = np.stack([packed & 0x0F, packed >> 4], axis=-1)  # (m, ceil(width / 2), 2): even, odd dims
+        return (pairs.reshape(len(rows), -1)[:, :width].astype(np.float32) - 8.0)
 
     def _lookup(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self._monotonic:
@@ -173,3 +192,11 @@ class RescoreStore:
             new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
             new[: self._count] = old[: self._count]
             setattr(self, name, new)
+
+
+def _code_shape(dim: int, dtype: RescoreDtype) -> tuple[int]:
+    return ((dim + 1) // 2,) if dtype == "int4" else (dim,)
+
+
+def _code_dtype(dtype: RescoreDtype) -> np.dtype:
+    return np.dtype(np.uint8) if dtype == "int4" else np.dtype(dtype)

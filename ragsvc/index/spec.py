@@ -10,7 +10,7 @@ Metric = Literal["cosine", "ip", "l2"]
 BACKENDS: tuple[str, ...] = ("hnsw", "faiss_flat", "faiss_ivf", "faiss_ivfpq", "faiss_hnsw", "exact")
 METRICS: tuple[str, ...] = ("cosine", "ip", "l2")
 PREFIX_QUANTS: tuple[str, ...] = ("none", "sq8", "sq6", "sq4", "fp16")
-RESCORE_DTYPES: tuple[str, ...] = ("float32", "float16", "int8")
+RESCORE_DTYPES: tuple[str, ...] = ("float32", "float16", "int8", "int4")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +37,8 @@ class IndexSpec:
     ivf_nprobe: int = 16
     pq_m: int = 16
     """Sub-quantisers for IVF-PQ; must divide the indexed width."""
-    rescore_dtype: Literal["float32", "float16", "int8"] = "int8"
-    """Precision of the full-width vectors kept for rescoring the shortlist."""
+    rescore_dtype: Literal["float32", "float16", "int8", "int4"] = "int8"
+    """Precision of the full-width vectors kept for rescoring the shortlist (int8/int4: one scale a vector)."""
     rescore_tail_only: bool = False
     """Keep only dimensions d'..dim in the rescoring vectors and take each candidate's prefix part of the score
     from the ANN index (exact for hnsw and faiss float32, 8-bit for sq8): saves d' bytes a vector. Query-time
