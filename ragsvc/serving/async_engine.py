@@ -103,5 +103,9 @@ class AsyncLLMEngine:
         for rid in list(self._queues):
             self.engine.abort(rid)
         if self._loop is not None:
-            loop, queues = self._loop, list(self._queues.values())
-            loop.call_soon_threadsafe(lambda: [q.put_nowait(exc) for q in queues])
+            self._loop.call_soon_threadsafe(self._fail_queues, list(self._queues.values()), exc)
+
+    @staticmethod
+    def _fail_queues(queues: list[asyncio.Queue[RequestOutput | BaseException]], exc: Exception) -> None:
+        for queue in queues:
+            queue.put_nowait(exc)

@@ -27,11 +27,17 @@ app = typer.Typer(help="Quick decode A/B against HF transformers.")
 
 def _prompts(tokenizer: Any, batch: int, context_repeats: int) -> list[str]:
     # Mixed lengths like real traffic: request i carries (i % 4) / 3 of the background text.
-    background = " ".join(["Rayleigh scattering makes short wavelengths scatter more than long ones."] * context_repeats)
-    questions = [background[: len(background) * (i % 4) // 3] + f" Question {i}: explain briefly why the sky is "
-                 "blue and how rainbows form." for i in range(batch)]
-    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                          add_generation_prompt=True) for q in questions]
+    sentence = "Rayleigh scattering makes short wavelengths scatter more than long ones."
+    background = " ".join([sentence] * context_repeats)
+    questions = [
+        background[: len(background) * (i % 4) // 3] + f" Question {i}: explain briefly why the sky is "
+        "blue and how rainbows form."
+        for i in range(batch)
+    ]
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in questions
+    ]
 
 
 def _timed(fn: Any) -> tuple[float, float]:
@@ -41,16 +47,27 @@ def _timed(fn: Any) -> tuple[float, float]:
 
 
 @app.command()
-def main(batch: int = 32, new_tokens: int = 64, threads: int = 1, dtype: str = "bfloat16",
-         model: str = "smollm2", cache_dir: str | None = None, rounds: int = 2, context_repeats: int = 0) -> None:
+def main(
+    batch: int = 32,
+    new_tokens: int = 64,
+    threads: int = 1,
+    dtype: str = "bfloat16",
+    model: str = "smollm2",
+    cache_dir: str | None = None,
+    rounds: int = 2,
+    context_repeats: int = 0,
+) -> None:
     torch.set_num_threads(threads)
     from transformers import AutoModelForCausalLM
 
     engine = LLMEngine.from_config(EngineConfig(model=model, dtype=dtype, cache_dir=cache_dir))
     tokenizer = engine.tokenizer
-    hf = AutoModelForCausalLM.from_pretrained(resolve_model_dir(model, cache_dir=cache_dir),
-                                              dtype=getattr(torch, dtype)).eval()
-    prompts = _prompts(tokenizer, batch, context_repeats)
+    if tokenizer is None:
+        raise typer.BadParameter(f"model {model!r} ships no tokenizer; decode_check needs one")
+    hf = AutoModelForCausalLM.from_pretrained(
+        resolve_model_dir(model, cache_dir=cache_dir), dtype=getattr(torch, dtype)
+    ).eval()
+    prompts: list[str | list[int]] = list(_prompts(tokenizer, batch, context_repeats))
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
     params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
@@ -60,18 +77,42 @@ def main(batch: int = 32, new_tokens: int = 64, threads: int = 1, dtype: str = "
 
     def theirs() -> None:
         with torch.inference_mode():
-            hf.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                        pad_token_id=tokenizer.pad_token_id)
+            hf.generate(
+                **enc,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
 
     engine.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4))  # warm-up, not timed
     results = []
     for _ in range(rounds):
         (ow, oc), (hw, hc) = _timed(ours), _timed(theirs)
         n = batch * new_tokens
-        results.append({"ragsvc_tok_s_wall": n / ow, "hf_tok_s_wall": n / hw, "ragsvc_tok_s_cpu": n / oc,
-                        "hf_tok_s_cpu": n / hc, "ratio_wall": hw / ow, "ratio_cpu": hc / oc})
-    print(json.dumps({"batch": batch, "new_tokens": new_tokens, "threads": threads, "dtype": dtype,
-                      "prompt_tokens": int(enc.input_ids.shape[1]), "rounds": results}, indent=1))
+        results.append(
+            {
+                "ragsvc_tok_s_wall": n / ow,
+                "hf_tok_s_wall": n / hw,
+                "ragsvc_tok_s_cpu": n / oc,
+                "hf_tok_s_cpu": n / hc,
+                "ratio_wall": hw / ow,
+                "ratio_cpu": hc / oc,
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "batch": batch,
+                "new_tokens": new_tokens,
+                "threads": threads,
+                "dtype": dtype,
+                "prompt_tokens": int(enc.input_ids.shape[1]),
+                "rounds": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ class TextState:
     stopped: bool = False
 
 
-def update_text(
-    tokenizer: Any, output_ids: list[int], stops: tuple[str, ...], state: TextState, *, final: bool
-) -> str:
+def update_text(tokenizer: Any, output_ids: list[int], stops: tuple[str, ...], state: TextState, *, final: bool) -> str:
     """Advance `state` for the current output ids and return the new text delta.
 
     Sets state.stopped when a stop string appears; the text is cut before it.

@@ -16,6 +16,7 @@ import copy
 import logging
 import threading
 import time
+from collections.abc import Sequence as ABCSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +46,17 @@ class _Request:
 
 
 class LLMEngine:
-    def __init__(self, *, config: EngineConfig, runner: ModelRunner, tokenizer: Any | None,
-                 eos_ids: set[int], model_name: str, max_model_len: int, num_blocks: int) -> None:
+    def __init__(
+        self,
+        *,
+        config: EngineConfig,
+        runner: ModelRunner,
+        tokenizer: Any | None,
+        eos_ids: set[int],
+        model_name: str,
+        max_model_len: int,
+        num_blocks: int,
+    ) -> None:
         self.config = config
         self.runner = runner
         self.tokenizer = tokenizer
@@ -54,10 +64,12 @@ class LLMEngine:
         self.model_name = model_name
         self.max_model_len = max_model_len
         self.vocab_size = runner.model.cfg.vocab_size
-        self.block_manager = BlockManager(num_blocks, config.block_size,
-                                          enable_prefix_caching=config.enable_prefix_caching)
-        self.scheduler = Scheduler(self.block_manager, max_num_seqs=config.max_num_seqs,
-                                   max_num_batched_tokens=config.max_num_batched_tokens)
+        self.block_manager = BlockManager(
+            num_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(
+            self.block_manager, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens
+        )
         self._requests: dict[str, _Request] = {}
         self._aborted: list[RequestOutput] = []
         self._token_text: dict[int, str] = {}
@@ -83,16 +95,29 @@ class LLMEngine:
         per_block = kv_bytes_per_block(cfg, block_size=config.block_size, dtype=dtype)
         num_blocks = config.num_kv_blocks or max(config.kv_cache_bytes // per_block, 1)
         capacity = num_blocks * config.block_size
-        max_model_len = min(config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings,
-                            capacity)
+        max_model_len = min(config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings, capacity)
         model = load_model(model_dir, dtype=dtype, device=device, max_positions=max_model_len, hf_config=hf)
         runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size)
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
-        logger.info("engine ready in %.1f s: %s %s on %s, %d KV blocks x %d tokens, max_model_len %d",
-                    time.perf_counter() - started, name, dtype, device, num_blocks, config.block_size,
-                    max_model_len)
-        return cls(config=config, runner=runner, tokenizer=tokenizer, eos_ids=eos_token_ids(model_dir, hf, tokenizer),
-                   model_name=name, max_model_len=max_model_len, num_blocks=num_blocks)
+        logger.info(
+            "engine ready in %.1f s: %s %s on %s, %d KV blocks x %d tokens, max_model_len %d",
+            time.perf_counter() - started,
+            name,
+            dtype,
+            device,
+            num_blocks,
+            config.block_size,
+            max_model_len,
+        )
+        return cls(
+            config=config,
+            runner=runner,
+            tokenizer=tokenizer,
+            eos_ids=eos_token_ids(model_dir, hf, tokenizer),
+            model_name=name,
+            max_model_len=max_model_len,
+            num_blocks=num_blocks,
+        )
 
     # -- requests --------------------------------------------------------------------------------------
 
@@ -155,8 +180,13 @@ class LLMEngine:
         aborted, self._aborted = self._aborted, []
         return aborted
 
-    def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams], *,
-                 progress: bool = False) -> list[RequestOutput]:
+    def generate(
+        self,
+        prompts: ABCSequence[str | list[int]],
+        params: SamplingParams | list[SamplingParams],
+        *,
+        progress: bool = False,
+    ) -> list[RequestOutput]:
         """Run prompts to completion; final outputs in prompt order.
 
         Each returned output is whole: `logprobs` holds every generated token's entry and `new_text` the full
@@ -229,9 +259,14 @@ class LLMEngine:
         seq = req.seq
         logprobs, req.new_logprobs = req.new_logprobs, []
         return RequestOutput(
-            request_id=seq.request_id, prompt_token_ids=seq.token_ids[: seq.num_prompt_tokens],
-            output_token_ids=list(seq.output_token_ids), text=req.text.emitted, new_text=delta,
-            logprobs=logprobs, finished=finished, finish_reason=seq.finish_reason if finished else None,
+            request_id=seq.request_id,
+            prompt_token_ids=seq.token_ids[: seq.num_prompt_tokens],
+            output_token_ids=list(seq.output_token_ids),
+            text=req.text.emitted,
+            new_text=delta,
+            logprobs=logprobs,
+            finished=finished,
+            finish_reason=seq.finish_reason if finished else None,
             num_cached_tokens=seq.num_cached_tokens,
         )
 

@@ -52,8 +52,10 @@ def resolve_model_dir(model: str, *, cache_dir: str | None = None) -> Path:
                 raise NotFound(f"model folder {path} has no config.json; give a HF-format folder with safetensors")
             return path
         if path.suffix != ".gguf" or not path.is_file():
-            raise NotFound(f"model {model!r} is neither a packaged alias ({', '.join(PACKAGED_MODELS)}), "
-                           "a local HF folder, nor a .gguf file; ragsvc never downloads models")
+            raise NotFound(
+                f"model {model!r} is neither a packaged alias ({', '.join(PACKAGED_MODELS)}), "
+                "a local HF folder, nor a .gguf file; ragsvc never downloads models"
+            )
         gguf = path
     if not gguf.is_file():
         raise NotFound(f"GGUF file {gguf} is missing; reinstall the package that ships it")

@@ -70,9 +70,7 @@ def _sample_random(
     return order.gather(1, picks.unsqueeze(1)).squeeze(1)
 
 
-def _filtered_sorted_probs(
-    scaled: torch.Tensor, params: list[SamplingParams]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _filtered_sorted_probs(scaled: torch.Tensor, params: list[SamplingParams]) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities in descending order with top-k / top-p tails zeroed, and the order (rows, vocab)."""
     sorted_logits, order = scaled.sort(dim=-1, descending=True)
     vocab = scaled.shape[-1]

@@ -19,15 +19,25 @@ def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str):  # type: ignore[
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    common = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5)
+    common = dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+    )
     if kind == "llama":
-        config = LlamaConfig(**common, tie_word_embeddings=True,
-                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+        config = LlamaConfig(
+            **common, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}
+        )
         model = LlamaForCausalLM(config)
     else:
-        config = Qwen2Config(**common, tie_word_embeddings=False,
-                             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+        config = Qwen2Config(
+            **common, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}
+        )
         model = Qwen2ForCausalLM(config)
     model = model.float().eval()
     folder = tmp_path_factory.mktemp(f"tiny-{kind}")

@@ -117,8 +117,13 @@ def test_copy_on_write_when_a_shared_block_is_written() -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["add", "abort", "finish", "grow"]), st.integers(0, 10_000)),
-                min_size=1000, max_size=1000))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["add", "abort", "finish", "grow"]), st.integers(0, 10_000)),
+        min_size=1000,
+        max_size=1000,
+    )
+)
 def test_invariants_hold_and_nothing_leaks(ops) -> None:  # type: ignore[no-untyped-def]
     bm = BlockManager(24, 4)
     live: list[Sequence] = []

@@ -16,8 +16,9 @@ from ragsvc.serving.sampling_params import SamplingParams
 @pytest.fixture
 def engine(tiny_llama) -> LLMEngine:  # type: ignore[no-untyped-def]
     folder, _ = tiny_llama
-    return LLMEngine.from_config(EngineConfig(model=str(folder), dtype="float32", block_size=4,
-                                              num_kv_blocks=64, max_model_len=200))
+    return LLMEngine.from_config(
+        EngineConfig(model=str(folder), dtype="float32", block_size=4, num_kv_blocks=64, max_model_len=200)
+    )
 
 
 def test_prompt_plus_max_tokens_over_the_context_is_refused(engine) -> None:  # type: ignore[no-untyped-def]
@@ -65,8 +66,9 @@ def test_stop_token_ids_and_max_tokens(engine) -> None:  # type: ignore[no-untyp
     [free] = engine.generate([[3, 4, 5]], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True))
     stop_at = free.output_token_ids[3]
     first = free.output_token_ids.index(stop_at)
-    [stopped] = engine.generate([[3, 4, 5]], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True,
-                                                            stop_token_ids=(stop_at,)))
+    [stopped] = engine.generate(
+        [[3, 4, 5]], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True, stop_token_ids=(stop_at,))
+    )
     assert stopped.finish_reason == "stop"
     assert stopped.output_token_ids == free.output_token_ids[: first + 1]
     assert free.finish_reason == "length" and len(free.output_token_ids) == 10
@@ -133,8 +135,16 @@ def test_abort_during_the_forward_drops_its_result(engine, monkeypatch) -> None:
 
 def test_a_hundred_requests_on_a_small_cache_all_complete(tiny_llama) -> None:  # type: ignore[no-untyped-def]
     folder, _ = tiny_llama
-    engine = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="float32", block_size=4, num_kv_blocks=40,
-                                                max_num_seqs=16, max_num_batched_tokens=64))
+    engine = LLMEngine.from_config(
+        EngineConfig(
+            model=str(folder),
+            dtype="float32",
+            block_size=4,
+            num_kv_blocks=40,
+            max_num_seqs=16,
+            max_num_batched_tokens=64,
+        )
+    )
     prompts = [[1 + i % 50] * (3 + i % 20) for i in range(100)]
     params = [SamplingParams(temperature=0.8, seed=i, max_tokens=4 + i % 9, ignore_eos=True) for i in range(100)]
     outs = engine.generate(prompts, params)

@@ -79,8 +79,9 @@ def test_greedy_tokens_match_hf_generate(tiny_llama) -> None:  # type: ignore[no
     prompts = _prompts([3, 11, 26, 7, 40])
     ours = _engine(folder).generate(prompts, GREEDY)
     for prompt, out in zip(prompts, ours, strict=True):
-        ref = hf_model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
-                                eos_token_id=None, pad_token_id=0)
+        ref = hf_model.generate(
+            torch.tensor([prompt]), max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
         assert out.output_token_ids == ref[0, len(prompt) :].tolist()
         assert out.finish_reason == "length"
 

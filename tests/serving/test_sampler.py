@@ -78,8 +78,12 @@ def test_seeded_rows_do_not_depend_on_their_batch() -> None:
 
 def test_mixed_greedy_and_random_rows() -> None:
     logits = _logits(rows=4)
-    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_p=0.9, seed=3),
-              SamplingParams(temperature=0), SamplingParams(temperature=1.3, top_k=5)]
+    params = [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.7, top_p=0.9, seed=3),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=1.3, top_k=5),
+    ]
     gens = [None, torch.Generator().manual_seed(3), None, None]
     out = sample(logits, params, gens)
     assert out[0].token_id == int(logits[0].argmax()) and out[2].token_id == int(logits[2].argmax())

@@ -11,8 +11,7 @@ from ragsvc.serving.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = ["What is the capital of France?", "Write one sentence about the sea.",
-             "List three colours.", "hi"]
+QUESTIONS = ["What is the capital of France?", "Write one sentence about the sea.", "List three colours.", "hi"]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,9 @@ def engine(smollm2_dir) -> LLMEngine:  # type: ignore[no-untyped-def]
 
 
 def _chat_ids(engine: LLMEngine, question: str) -> list[int]:
-    ids = engine.tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                               add_generation_prompt=True, tokenize=True)
+    ids = engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True
+    )
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
@@ -50,8 +50,9 @@ def test_chat_answer_text_and_stop_string(engine) -> None:  # type: ignore[no-un
 
 
 def test_streamed_deltas_add_up_to_the_text(engine) -> None:  # type: ignore[no-untyped-def]
-    engine.add_request("s", _chat_ids(engine, QUESTIONS[1]), SamplingParams(temperature=0, max_tokens=24,
-                                                                            stop=(" the",)))
+    engine.add_request(
+        "s", _chat_ids(engine, QUESTIONS[1]), SamplingParams(temperature=0, max_tokens=24, stop=(" the",))
+    )
     deltas, last = [], None
     while engine.has_unfinished():
         for out in engine.step():

@@ -48,8 +48,9 @@ def _case(device: str, *, dtype: torch.dtype, seed: int = 0):  # type: ignore[no
     pos = torch.arange(max_blocks * block_size, device=device)
     slots = block_tables.long()[:, pos // block_size] * block_size + pos % block_size
     mask = pos[None, :] < context_lens.long()[:, None]
-    ref = decode_attention(q, k_cache, v_cache, slots.masked_fill(~mask, 0), mask[:, None, None, :],
-                           scale=head_dim**-0.5)
+    ref = decode_attention(
+        q, k_cache, v_cache, slots.masked_fill(~mask, 0), mask[:, None, None, :], scale=head_dim**-0.5
+    )
     return q, k_cache, v_cache, block_tables, context_lens, ref
 
 

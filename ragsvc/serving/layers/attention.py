@@ -79,13 +79,15 @@ def paged_attention(
     return out
 
 
-def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
-            *, scale: float) -> torch.Tensor:
+def _decode(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata, *, scale: float
+) -> torch.Tensor:
     if q.is_cuda and meta.decode_block_tables is not None and meta.decode_context_lens is not None:
         from ragsvc.serving.layers.triton_paged_attention import paged_decode_attention
 
-        return paged_decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                                      scale=scale)
+        return paged_decode_attention(
+            q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale=scale
+        )
     assert meta.decode_slots is not None and meta.decode_mask is not None
     return decode_attention(q, k_cache, v_cache, meta.decode_slots, meta.decode_mask, scale=scale)
 

@@ -31,21 +31,28 @@ class PackedLinear(nn.Module):
 
 
 def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
-    return (device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+    return (
+        device.type == "cpu"
+        and dtype == torch.bfloat16
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
 
 
 def pack_linears(model: nn.Module, *, batch_hint: int) -> int:
-    """Swap every nn.Linear of `model` for a PackedLinear; returns how many were swapped."""
+    """Swap every nn.Linear of `model` for a PackedLinear; returns how many were swapped.
+
+    The first swap is checked against F.linear on a random input (bit-identical in bf16), so a torch build
+    whose packed path misbehaves fails loudly at load instead of generating garbage.
+    """
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
-    for name, linear in targets:
+    for i, (name, linear) in enumerate(targets):
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, PackedLinear(linear, batch_hint=batch_hint))
+        packed = PackedLinear(linear, batch_hint=batch_hint)
+        if i == 0:
+            x = torch.randn(4, linear.in_features, dtype=linear.weight.dtype, device=linear.weight.device)
+            if not torch.equal(packed(x), F.linear(x, linear.weight, linear.bias)):
+                raise RuntimeError("oneDNN packed linear disagrees with F.linear; use dtype=float32 and report it")
+        setattr(parent, attr, packed)
     return len(targets)
-
-
-def check_packed_matches(model_linear: nn.Linear, packed: PackedLinear) -> bool:
-    """One-off self-check used at load: the packed GEMM must reproduce F.linear."""
-    x = torch.randn(4, model_linear.in_features, dtype=model_linear.weight.dtype)
-    return bool(torch.equal(packed(x), F.linear(x, model_linear.weight, model_linear.bias)))

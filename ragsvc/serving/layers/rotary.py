@@ -19,13 +19,13 @@ def rope_inv_freq(hf_config: Any) -> tuple[torch.Tensor, float]:
     params = getattr(hf_config, "rope_parameters", None) or {}
     rope_type = params.get("rope_type", "default")
     if rope_type == "dynamic":
-        raise ValueError("dynamic NTK rope scaling depends on sequence length and is not supported; "
-                         "use a checkpoint with default/linear/llama3/yarn rope")
+        raise ValueError(
+            "dynamic NTK rope scaling depends on sequence length and is not supported; "
+            "use a checkpoint with default/linear/llama3/yarn rope"
+        )
     if rope_type == "default":
         theta = params.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
-        head_dim = getattr(hf_config, "head_dim", None) or (
-            hf_config.hidden_size // hf_config.num_attention_heads
-        )
+        head_dim = getattr(hf_config, "head_dim", None) or (hf_config.hidden_size // hf_config.num_attention_heads)
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
         return inv_freq, 1.0
     inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](hf_config, torch.device("cpu"))
@@ -33,6 +33,9 @@ def rope_inv_freq(hf_config: Any) -> tuple[torch.Tensor, float]:
 
 
 class RotaryEmbedding(nn.Module):
+    cos: torch.Tensor  # (positions, head_dim), registered buffers
+    sin: torch.Tensor
+
     def __init__(self, inv_freq: torch.Tensor, *, max_positions: int, scaling: float = 1.0) -> None:
         super().__init__()
         positions = torch.arange(max_positions, dtype=torch.float)

@@ -38,8 +38,9 @@ class ModelConfig:
     @classmethod
     def from_hf(cls, hf: Any) -> ModelConfig:
         if hf.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"model type {hf.model_type!r} is not supported; "
-                             f"use one of {', '.join(SUPPORTED_MODEL_TYPES)}")
+            raise ValueError(
+                f"model type {hf.model_type!r} is not supported; use one of {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
         return cls(
             vocab_size=hf.vocab_size,
@@ -138,6 +139,7 @@ class LlamaForCausalLM(nn.Module):
         residual = None
         for layer, kv in zip(self.layers, kv_caches, strict=True):
             x, residual = layer(x, residual, cos_sin, kv, meta)
+        assert residual is not None  # at least one layer ran
         x = x[logit_rows] + residual[logit_rows]  # only the rows we sample from reach lm_head
         return self.lm_head(self.norm(x))  # (n, vocab)
 
@@ -145,8 +147,13 @@ class LlamaForCausalLM(nn.Module):
         """Copy checkpoint tensors (HF names) in, stacking q/k/v and gate/up into the fused projections."""
         params = dict(self.named_parameters())
         loaded: set[str] = set()
-        stacked = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-                   "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+        stacked = {
+            "q_proj": ("qkv_proj", 0),
+            "k_proj": ("qkv_proj", 1),
+            "v_proj": ("qkv_proj", 2),
+            "gate_proj": ("gate_up_proj", 0),
+            "up_proj": ("gate_up_proj", 1),
+        }
         for name, tensor in weights:
             name = name.removeprefix("model.")
             if "rotary_emb" in name:
