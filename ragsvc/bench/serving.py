@@ -54,6 +54,8 @@ class ServingBenchConfig:
     """Idle threads sleep instead of spinning: OMP_WAIT_POLICY=PASSIVE for torch, --poll 0 for llama.cpp. On a
     machine shared with other work, spinning OpenMP barriers made a 2-thread decode step ~20x slower here."""
     log_dir: str = "eval/results"
+    cache_dir: str | None = None
+    """Where the engine caches de-quantised weights (None = the engine's default, <data_dir>/models)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.systems) - set(SYSTEMS)

@@ -104,7 +104,7 @@ def prefix_ttft_ms(engine: LLMEngine, *, prefix_tokens: int, trials: int, seed: 
 
 
 def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results) -> str:
-    engine_cfg = EngineConfig(model=cfg.model, dtype=cfg.dtype, num_threads=cfg.threads,
+    engine_cfg = EngineConfig(model=cfg.model, dtype=cfg.dtype, num_threads=cfg.threads, cache_dir=cfg.cache_dir,
                               kv_cache_bytes=cfg.kv_cache_bytes, max_num_seqs=cfg.max_num_seqs,
                               max_num_batched_tokens=cfg.max_num_batched_tokens)
     dtype = str(resolve_dtype(engine_cfg, resolve_device(engine_cfg))).removeprefix("torch.")
@@ -127,7 +127,7 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
 
 def _bench_hf(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results, dtype: str,
               pad_id: int) -> None:
-    model = peers.load_hf_model(resolve_model_dir(cfg.model), getattr(torch, dtype))
+    model = peers.load_hf_model(resolve_model_dir(cfg.model, cache_dir=cfg.cache_dir), getattr(torch, dtype))
     peers.run_hf(model, [BenchRequest(prompt_ids=workloads[min(workloads)][0].prompt_ids[:50], max_tokens=8)],
                  batch_size=1, pad_id=pad_id)  # warm-up
     if "hf_sequential" in cfg.systems:
@@ -185,7 +185,7 @@ def run_all(cfg: ServingBenchConfig) -> dict[str, Any]:
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(cfg.model))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(cfg.model, cache_dir=cfg.cache_dir))
     workloads = {c: make_workload(tokenizer, num_requests=cfg.requests_at(c), prompt_tokens=cfg.prompt_tokens,
                                   output_tokens=cfg.output_tokens, seed=cfg.seed + c) for c in cfg.concurrency}
     res = _Results()

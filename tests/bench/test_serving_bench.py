@@ -1,0 +1,78 @@
+"""The serving benchmark: workload and metric arithmetic (pure), and a smoke run of every system at tiny sizes.
+Speed itself is never asserted here; the benchmark reports it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
+from ragsvc.bench.serving_workload import RequestTiming, make_workload, summarise
+
+MODEL_CACHE = Path(tempfile.gettempdir()) / "ragsvc-test-models"  # shared with the serving tests
+
+
+@pytest.fixture(scope="module")
+def tokenizer():  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    from ragsvc.serving.loader import resolve_model_dir
+
+    return AutoTokenizer.from_pretrained(resolve_model_dir("smollm2", cache_dir=str(MODEL_CACHE)))
+
+
+def test_workload_is_seeded_and_exact(tokenizer):
+    a = make_workload(tokenizer, num_requests=5, prompt_tokens=(30, 60), output_tokens=(4, 9), seed=3)
+    b = make_workload(tokenizer, num_requests=5, prompt_tokens=(30, 60), output_tokens=(4, 9), seed=3)
+    assert a == b
+    special = set(tokenizer.all_special_ids)
+    for req in a:
+        assert 30 <= len(req.prompt_ids) <= 60 and 4 <= req.max_tokens <= 9
+        assert not special & set(req.prompt_ids)
+        # the ids are what the tokenizer itself produces for their text (llama.cpp gets the same prompt)
+        text = tokenizer.decode(req.prompt_ids)
+        assert tokenizer(text, add_special_tokens=False)["input_ids"][: len(req.prompt_ids) - 1] == req.prompt_ids[:-1]
+
+
+def test_summary_arithmetic():
+    timings = [RequestTiming(start=0.0, first_token=0.1, end=1.1, num_output_tokens=11),
+               RequestTiming(start=0.5, first_token=0.8, end=2.0, num_output_tokens=5)]
+    s = summarise("x", "float32", 2, timings)
+    assert s.tok_per_s == pytest.approx(16 / 2.0)
+    assert s.ttft_p50_ms == pytest.approx(200.0)  # median of 100 ms and 300 ms
+    assert s.tpot_p50_ms == pytest.approx((100.0 + 300.0) / 2)  # 1.0 s / 10 and 1.2 s / 4
+
+
+def test_config_refuses_bad_values():
+    with pytest.raises(ValueError, match="unknown systems"):
+        ServingBenchConfig(systems=("vllm",))
+    with pytest.raises(ValueError, match="concurrency"):
+        ServingBenchConfig(concurrency=(0,))
+
+
+@pytest.mark.slow
+def test_smoke_run_every_system(tmp_path):
+    threads = torch.get_num_threads()
+    cfg = ServingBenchConfig(concurrency=(1, 2), num_requests=2, prompt_tokens=(20, 40), output_tokens=(3, 5),
+                             hf_sequential_requests=1, threads=1, prefix_tokens=64, prefix_trials=1,
+                             kv_cache_bytes=16 << 20, log_dir=str(tmp_path),
+                             cache_dir=str(MODEL_CACHE))
+    try:
+        result = run_serving_bench(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    runs = {(r["system"], r["concurrency"]): r for r in result["runs"]}
+    assert {("ragsvc", 1), ("ragsvc", 2), ("hf_sequential", 1), ("hf_batch", 2)} <= set(runs)
+    for run in result["runs"]:
+        assert set(run) >= {"system", "dtype", "concurrency", "tok_per_s", "ttft_p50_ms", "ttft_p99_ms",
+                            "tpot_p50_ms", "tpot_p99_ms"}
+        assert run["tok_per_s"] > 0 and 0 < run["ttft_p50_ms"] <= run["ttft_p99_ms"]
+    assert runs[("ragsvc", 1)]["dtype"] == runs[("hf_batch", 2)]["dtype"]  # like with like
+    assert 0.0 <= result["kv_waste_pct"] < 100.0
+    assert result["prefix_ttft_ms"]["cold"] > 0 and result["prefix_ttft_ms"]["warm"] > 0
+    assert len(result["git_sha"]) >= 7
+    if ("llama_cpp", 2) not in runs:  # no llama-server here: the reason is recorded, the rest still ran
+        assert "llama_cpp" in result["notes"]
