@@ -5,9 +5,18 @@
     while engine.has_unfinished():
         for out in engine.step(): ...
 
-Strings are encoded with the tokenizer's defaults (as HF pipelines do); pass token ids to control the prompt
-exactly (for example after `tokenizer.apply_chat_template(..., tokenize=True)`).
-The engine is safe to drive from one thread while other threads call add_request / abort (one lock).
+Notes on the shared interface (additions only; nothing in the agreed contract changed):
+* String prompts are encoded with the tokenizer's defaults (as HF pipelines do); pass token ids to control
+  the prompt exactly (e.g. from `tokenizer.apply_chat_template(..., tokenize=True)`).
+* `generate()` returns whole outputs: `logprobs` holds every generated token and `new_text` the full text.
+  `step()` outputs carry deltas (logprobs of the new token, `new_text` since the last output).
+* `abort()` frees the blocks immediately; the request's final output (finish_reason "abort") is returned by
+  the next `step()`. Aborting an unknown or finished id is a no-op.
+* EOS tokens (generation_config + config + tokenizer) end a request with "stop" unless `ignore_eos`; they
+  appear in `output_token_ids` but not in `text`.
+* Thread safety: one thread calls step(); any thread may call add_request / abort / kv_stats. The lock is
+  not held during the forward pass, so those calls never wait for the model.
+* `kv_stats()` adds "num_used_blocks" to the agreed keys.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ then:
   mask; attention is a small share of a decode step, the matmuls dominate); on CUDA the Triton kernel in
   triton_paged_attention.py reads the blocks in place instead;
 * each prefill chunk runs its own SDPA: a fresh prompt uses its just-computed K/V with is_causal; a chunk
-  behind cached context gathers its context and uses an offset causal mask.
+  behind cached context gathers its context and uses an offset causal mask. Measured on this CPU (bf16,
+  one thread, 8 prompts of 50-600 tokens): per-sequence SDPA 6.1 ms vs 31.5 ms for one SDPA over the packed
+  batch with a block-diagonal causal mask, which computes and then discards all cross-sequence scores.
 """
 
 from __future__ import annotations
