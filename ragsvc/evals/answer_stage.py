@@ -47,11 +47,18 @@ class TextGenerator(Protocol):
     def __call__(self, prompt: str) -> str: ...
 
 
-def text_generator(generator: Generator, *, max_tokens: int = 64) -> TextGenerator:
-    """Adapt a `ragsvc.llm` Generator (greedy, short replies) to the prompt -> text callable used here."""
+def text_generator(generator: Generator, *, max_tokens: int = 64, chat: bool = True) -> TextGenerator:
+    """Adapt a `ragsvc.llm` Generator (greedy, short replies) to the prompt -> text callable used here.
+
+    `chat` sends the prompt as one user message, so instruction-tuned models see their chat template (small
+    models mostly answer nothing to a bare completion prompt). The reply is cut to its first non-empty line:
+    every prompt here asks for a one-line answer or verdict.
+    """
 
     def complete(prompt: str) -> str:
-        return generator.generate(prompt, max_tokens=max_tokens, temperature=0.0).text
+        request = [{"role": "user", "content": prompt}] if chat else prompt
+        text = generator.generate(request, max_tokens=max_tokens, temperature=0.0).text
+        return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
     return complete
 

@@ -10,7 +10,8 @@ from ragsvc.llm.scripted import ScriptedGenerator
 PASSAGES = ["Perseverance landed in Jezero crater in 2021.", "Chess openings are many."]
 
 
-def _script(prompt):
+def _script(messages):
+    prompt = messages[-1]["content"]  # text_generator sends one user message (chat template)
     if prompt.startswith("Answer the question"):
         return "2021 [1]" if "Question: When did Perseverance" in prompt else "bars [2]"
     if "Does the passage support" in prompt:
@@ -33,7 +34,7 @@ def test_scores_em_f1_faithfulness_and_citations():
 
 
 def test_without_judge_only_em_f1():
-    gen = ScriptedGenerator(["the answer is 2021"])
+    gen = ScriptedGenerator(["\n  the answer is 2021\nand more rambling"])  # only the first non-empty line counts
     stage = run_answer_stage([QAExample("a", "q", ("2021",))], lambda ex: PASSAGES, generate=text_generator(gen))
     assert stage["metrics"]["faithfulness"] is None and stage["metrics"]["f1"] == 0.5  # "answer is 2021": P 1/3, R 1
 

@@ -25,7 +25,8 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("eval-cache")
 
 
-def _answer_script(prompt: str) -> str:
+def _answer_script(messages: list[dict[str, str]]) -> str:
+    prompt = messages[-1]["content"]
     if prompt.startswith("Answer the question"):
         return "Antonio Stradivari [1]" if "Cremona" in prompt.split("Question:")[-1] else "unknown [1]"
     return "YES"
