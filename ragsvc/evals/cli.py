@@ -78,6 +78,11 @@ def run_command(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished configs are checkpointed; run again to resume")
         raise typer.Exit(130) from None
+    _print_outcome(console, outcome)
+    console.print(f"wall time: {time.perf_counter() - started:.1f} s")
+
+
+def _print_outcome(console: Console, outcome: Any) -> None:
     table = Table("config", *outcome.results["configs"][0]["metrics"], "p50 ms", "p95 ms", "build s")
     for c in outcome.results["configs"]:
         table.add_row(c["name"], *(f"{v:.4f}" for v in c["metrics"].values()), f"{c['latency_ms']['p50']:.2f}",
@@ -86,7 +91,6 @@ def run_command(
     if outcome.resumed:
         console.print(f"resumed from checkpoints: {', '.join(outcome.resumed)}")
     console.print(f"results: {outcome.results_path}\nreport:  {outcome.report_path}")
-    console.print(f"wall time: {time.perf_counter() - started:.1f} s")
 
 
 @app.command("compare")

@@ -171,6 +171,19 @@ def _parse_configs(raw: Any, loc: TomlLocator) -> tuple[EvalConfig, ...]:
     return tuple(configs)
 
 
+def _check_consistency(retrieval: RetrievalSection, answer: AnswerSection | None, configs: tuple[EvalConfig, ...],
+                       loc: TomlLocator) -> None:
+    """Checks across sections: names that must refer to configs, a depth that covers every metric."""
+    names = {c.name for c in configs}
+    for section, key, value in (("retrieval", "baseline", retrieval.baseline),
+                                ("answer", "config", answer.config if answer else None)):
+        if value is not None and value not in names:
+            raise loc.error(f"{key} {value!r} is not one of the configs: {', '.join(sorted(names))}", section, key)
+    max_k = max(parse_metric(m)[1] for m in retrieval.metrics)
+    if retrieval.depth < max_k:
+        raise loc.error(f"depth {retrieval.depth} is below the largest metric cut-off {max_k}", "retrieval", "depth")
+
+
 _TOP_KEYS = ("name", "description", "dataset", "retrieval", "answer", "references", "configs")
 
 
@@ -200,14 +213,7 @@ def load_suite(path: Path) -> Suite:
     if not isinstance(references, dict) or not all(isinstance(v, int | float) for v in references.values()):
         raise loc.error("[references] maps a label to a number (published nDCG@10)", "references")
     configs = _parse_configs(raw.get("configs"), loc)
-    names = {c.name for c in configs}
-    for section, key, value in (("retrieval", "baseline", retrieval.baseline),
-                                ("answer", "config", answer.config if answer else None)):
-        if value is not None and value not in names:
-            raise loc.error(f"{key} {value!r} is not one of the configs: {', '.join(sorted(names))}", section, key)
-    max_k = max(parse_metric(m)[1] for m in retrieval.metrics)
-    if retrieval.depth < max_k:
-        raise loc.error(f"depth {retrieval.depth} is below the largest metric cut-off {max_k}", "retrieval", "depth")
+    _check_consistency(retrieval, answer, configs, loc)
     dataset_path = Path(dataset.path).expanduser()
     if not dataset_path.is_absolute():
         dataset_path = (path.parent / dataset_path).resolve()
