@@ -56,6 +56,9 @@ def run_command(
     from ragsvc.evals.suite import load_suite
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # At INFO, sentence-transformers draws a progress bar for every single query, and faiss logs its CPU probing.
+    for noisy in ("sentence_transformers", "faiss.loader"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     console = _console()
     started = time.perf_counter()
     try:
