@@ -112,7 +112,7 @@ class ModelRunner:
                 logit_rows.append(len(ids) - 1)
         meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decode_tokens=len(decodes))
         if decodes:
-            meta.decode_slots, meta.decode_mask = self._decode_context(decodes)
+            meta.decode_blocks, meta.decode_mask = self._decode_context(decodes)
             if self.device.type == "cuda":
                 self._add_kernel_tables(meta, decodes)
         row = len(decodes)
@@ -135,18 +135,15 @@ class ModelRunner:
         return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
     def _decode_context(self, decodes: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decodes, max_context) gather slots (padding -> slot 0) and (decodes, 1, 1, max_context) mask."""
+        """(decodes, max_blocks) block ids (padding -> block 0) and the (decodes, 1, 1, max_context) mask."""
         bs = self.block_size
         lens = [c.start + 1 for c in decodes]
         max_blocks = (max(lens) + bs - 1) // bs
         tables = [c.seq.block_table[:max_blocks] for c in decodes]
-        table_rows = [t + [0] * (max_blocks - len(t)) for t in tables]
-        table = torch.tensor(table_rows, dtype=torch.long, device=self.device)  # (decodes, max_blocks)
+        table = self._tensor([t + [0] * (max_blocks - len(t)) for t in tables])  # (decodes, max_blocks)
         pos = torch.arange(max_blocks * bs, device=self.device)  # (max_context,)
-        slots = table[:, pos // bs] * bs + pos % bs  # (decodes, max_context)
-        mask = pos.unsqueeze(0) < torch.tensor(lens, device=self.device).unsqueeze(1)  # (decodes, max_context)
-        slots = slots.masked_fill(~mask, 0)
-        return slots, mask[:, None, None, :]
+        mask = pos.unsqueeze(0) < self._tensor(lens).unsqueeze(1)  # (decodes, max_context)
+        return table, mask[:, None, None, :]
 
     def _add_kernel_tables(self, meta: AttentionMetadata, decodes: list[ScheduledChunk]) -> None:
         max_blocks = max(len(c.seq.block_table) for c in decodes)
@@ -158,7 +155,7 @@ class ModelRunner:
         end = c.start + c.num_new_tokens
         if c.start == 0:
             return PrefillSegment(row, row + c.num_new_tokens, end, None, None)
-        context_slots = self._tensor(self._slots(c.seq.block_table, 0, end))
+        context_blocks = self._tensor(c.seq.block_table[: (end + self.block_size - 1) // self.block_size])
         q_pos = torch.arange(c.start, end, device=self.device).unsqueeze(1)  # (chunk, 1)
         k_pos = torch.arange(end, device=self.device).unsqueeze(0)  # (1, context)
-        return PrefillSegment(row, row + c.num_new_tokens, end, context_slots, k_pos <= q_pos)
+        return PrefillSegment(row, row + c.num_new_tokens, end, context_blocks, k_pos <= q_pos)

@@ -44,13 +44,10 @@ def _case(device: str, *, dtype: torch.dtype, seed: int = 0):  # type: ignore[no
         at += need
     block_tables = torch.tensor(tables, dtype=torch.int32, device=device)
     context_lens = torch.tensor(lens, dtype=torch.int32, device=device)
-    # Reference inputs for the torch path: flat slots and a mask.
+    # Reference inputs for the torch path: block ids and a mask over the padded context.
     pos = torch.arange(max_blocks * block_size, device=device)
-    slots = block_tables.long()[:, pos // block_size] * block_size + pos % block_size
     mask = pos[None, :] < context_lens.long()[:, None]
-    ref = decode_attention(
-        q, k_cache, v_cache, slots.masked_fill(~mask, 0), mask[:, None, None, :], scale=head_dim**-0.5
-    )
+    ref = decode_attention(q, k_cache, v_cache, block_tables.long(), mask[:, None, None, :], scale=head_dim**-0.5)
     return q, k_cache, v_cache, block_tables, context_lens, ref
 
 

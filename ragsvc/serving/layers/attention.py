@@ -27,8 +27,8 @@ class PrefillSegment:
     token_start: int
     token_end: int
     context_len: int
-    context_slots: torch.Tensor | None
-    """(context_len,) flat cache slots to gather; None for a fresh prompt (no earlier context)."""
+    context_blocks: torch.Tensor | None
+    """(ceil(context_len / block_size),) block ids to gather; None for a fresh prompt (no earlier context)."""
     mask: torch.Tensor | None
     """(chunk, context_len) bool, True = attend; None with a fresh prompt (is_causal instead)."""
 
@@ -38,8 +38,8 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor
     """(tokens,) flat slot (block * block_size + offset) each new token's K/V is written to."""
     num_decode_tokens: int = 0
-    decode_slots: torch.Tensor | None = None
-    """(decodes, max_context) flat slots of each decode's context, padded with slot 0."""
+    decode_blocks: torch.Tensor | None = None
+    """(decodes, max_blocks) block ids of each decode's context, padded with block 0 (masked out)."""
     decode_mask: torch.Tensor | None = None
     """(decodes, 1, 1, max_context) bool, True = a real context position."""
     prefills: list[PrefillSegment] = field(default_factory=list)
@@ -90,25 +90,26 @@ def _decode(
         return paged_decode_attention(
             q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale=scale
         )
-    assert meta.decode_slots is not None and meta.decode_mask is not None
-    return decode_attention(q, k_cache, v_cache, meta.decode_slots, meta.decode_mask, scale=scale)
+    assert meta.decode_blocks is not None and meta.decode_mask is not None
+    return decode_attention(q, k_cache, v_cache, meta.decode_blocks, meta.decode_mask, scale=scale)
 
 
 def decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
-    slots: torch.Tensor,
+    blocks: torch.Tensor,
     mask: torch.Tensor,
     *,
     scale: float,
 ) -> torch.Tensor:
-    """q: (decodes, heads, head_dim); slots: (decodes, max_context) -> (decodes, heads, head_dim)."""
+    """q: (decodes, heads, head_dim); blocks: (decodes, max_blocks); mask: (decodes, 1, 1, max_blocks *
+    block_size) -> (decodes, heads, head_dim)."""
     num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
     b, h = q.shape[0], q.shape[1]
     group = h // num_kv_heads
-    keys = _gather(k_cache, slots).transpose(1, 2)  # (decodes, kv_heads, ctx, head_dim)
-    values = _gather(v_cache, slots).transpose(1, 2)
+    keys = _gather_blocks(k_cache, blocks).transpose(1, 2)  # (decodes, kv_heads, ctx, head_dim)
+    values = _gather_blocks(v_cache, blocks).transpose(1, 2)
     qg = q.view(b, num_kv_heads, group, head_dim)  # (decodes, kv_heads, group, head_dim)
     out = F.scaled_dot_product_attention(qg, keys, values, attn_mask=mask, scale=scale)
     return out.reshape(b, h, head_dim)
@@ -125,9 +126,9 @@ def prefill_attention(
     scale: float,
 ) -> torch.Tensor:
     """q: (chunk, heads, head_dim); k, v: (chunk, kv_heads, head_dim) -> (chunk, heads, head_dim)."""
-    if seg.context_slots is not None:
-        k = _gather(k_cache, seg.context_slots)  # (context, kv_heads, head_dim)
-        v = _gather(v_cache, seg.context_slots)
+    if seg.context_blocks is not None:
+        k = _gather_blocks(k_cache, seg.context_blocks)[: seg.context_len]  # (context, kv_heads, head_dim)
+        v = _gather_blocks(v_cache, seg.context_blocks)[: seg.context_len]
     qt = q.transpose(0, 1).unsqueeze(0)  # (1, heads, chunk, head_dim)
     kt = k.transpose(0, 1).unsqueeze(0)  # (1, kv_heads, context, head_dim)
     vt = v.transpose(0, 1).unsqueeze(0)
@@ -138,10 +139,13 @@ def prefill_attention(
     return out[0].transpose(0, 1)  # (chunk, heads, head_dim)
 
 
-def _gather(cache: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """cache: (num_blocks, block_size, kv_heads, head_dim); slots: (...) -> (..., kv_heads, head_dim).
+def _gather_blocks(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """cache: (num_blocks, block_size, kv_heads, head_dim); blocks: (..., n) -> (..., n * block_size, kv_heads,
+    head_dim).
 
-    index_select on the flattened slots: several times faster on CPU than advanced indexing.
+    Whole blocks (block_size * kv_heads * head_dim contiguous values) are copied with one index_select: fewer,
+    longer memcpys than gathering token slots, and several times faster than advanced indexing on CPU.
     """
-    flat = cache.view(-1, cache.shape[2], cache.shape[3])  # (slots, kv_heads, head_dim)
-    return flat.index_select(0, slots.reshape(-1)).view(*slots.shape, cache.shape[2], cache.shape[3])
+    _, block_size, kv_heads, head_dim = cache.shape
+    picked = cache.index_select(0, blocks.reshape(-1))  # (blocks, block_size, kv_heads, head_dim)
+    return picked.view(*blocks.shape[:-1], blocks.shape[-1] * block_size, kv_heads, head_dim)
