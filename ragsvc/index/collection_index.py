@@ -72,6 +72,7 @@ class CollectionIndex:
         self.width = spec.dims or dim
         self._state: CollectionState = empty_state(spec, dim)
         self._train_target = MIN_TRAIN
+        self._dirty = True  # whether memory differs from the saved files
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -86,6 +87,7 @@ class CollectionIndex:
             index._rebuild()
         else:
             index._state = state
+            index._dirty = False
             index._replay()
         return index
 
@@ -100,9 +102,12 @@ class CollectionIndex:
         """Write every file under a new generation, then the manifest (the commit point), then drop old ones."""
         if self.directory is None:
             raise InvalidInput("this index was opened without a directory; open it with one to save")
+        if not self._dirty:
+            return  # nothing changed since the files were written or loaded
         self._state.generation += 1
         save_state(self.directory, self._state, self.spec, self.dim)
         remove_stale(self.directory, self._state.generation)
+        self._dirty = False
 
     def close(self) -> None:
         if self._state.ann is not None:
@@ -130,6 +135,7 @@ class CollectionIndex:
         ids, vectors = check_add(ids, vectors, self.dim)
         if not len(ids):
             return
+        self._dirty = True
         state = self._state
         if state.staging is not None:
             state.staging.add(ids, vectors)
@@ -146,6 +152,7 @@ class CollectionIndex:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if len(ids):
             self._state.delete(ids)
+            self._dirty = True
 
     # -- search --------------------------------------------------------------------------------------------
 

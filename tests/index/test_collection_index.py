@@ -112,6 +112,8 @@ def test_saves_replace_generations_and_leave_no_temp_files(tmp_path, corpus):
     second = {p.name for p in tmp_path.iterdir()}
     assert all(".g1." in name for name in first - {"manifest.json"})
     assert all(".g2." in name for name in second - {"manifest.json"}) and not any(n.startswith(".") for n in second)
+    index.save()  # nothing changed: nothing is rewritten
+    assert {p.name for p in tmp_path.iterdir()} == second
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["count"] == 1490 and manifest["watermark"] == 1500 and manifest["format_version"] == 1
 

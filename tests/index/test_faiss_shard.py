@@ -42,7 +42,9 @@ def test_faiss_recall_vs_exact_and_after_save_load(name, tmp_path, corpus):
 
 def test_ivfpq_alone_is_coarse_but_trains_and_searches(corpus):
     # PQ codes are approximate by design; recall >= 0.95 comes with full-width rescoring (CollectionIndex tests).
-    shard = _built(IndexSpec(backend="faiss_ivfpq", pq_m=16, ivf_nprobe=32), corpus)
+    spec = IndexSpec(backend="faiss_ivfpq", pq_m=16, ivf_nprobe=32)
+    shard = FaissShard.create(spec, corpus.dim, train_sample=corpus.vectors[:1200])  # k-means is the slow part
+    shard.add(corpus.ids, corpus.vectors)
     assert recall(shard.search(corpus.queries, 10)[1], corpus.truth(10)) >= 0.4
     assert shard.nbytes < corpus.vectors.nbytes / 4
 
