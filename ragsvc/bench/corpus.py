@@ -287,6 +287,7 @@ def load_or_build_corpus(
     cache_path = cache_dir / embedder.id / digest
     vectors = embed_cached(corpus, embedder=embedder, cache_path=cache_dir / embedder.id / "pieces",
                            progress=progress)
+    cache_path.mkdir(parents=True, exist_ok=True)
     qpath = cache_path / "queries.npy"
     if qpath.is_file():
         queries = np.load(qpath)

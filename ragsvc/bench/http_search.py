@@ -96,8 +96,7 @@ def in_process(data_dir: Path, queries: np.ndarray, truth: np.ndarray, *, model_
         m = measure(search_one, queries, truth)
     finally:
         store.close()
-    return {"name": "in-process VectorStore.search", "recall_at_10": m.recall_at_10, "qps": m.qps,
-            "mean_latency_ms": m.mean_latency_ms, "p99_latency_ms": m.p99_latency_ms}
+    return {"name": "in-process VectorStore.search", **m.fields()}
 
 
 def _free_port() -> int:
@@ -149,8 +148,7 @@ def over_http(data_dir: Path, queries: np.ndarray, truth: np.ndarray) -> dict[st
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    return {"name": "HTTP uvicorn+httpx (vector queries)", "recall_at_10": m.recall_at_10, "qps": m.qps,
-            "mean_latency_ms": m.mean_latency_ms, "p99_latency_ms": m.p99_latency_ms,
+    return {"name": "HTTP uvicorn+httpx (vector queries)", **m.fields(),
             "params": {"server": "uvicorn 1 worker, --no-access-log", "client": "httpx.Client keep-alive"}}
 
 

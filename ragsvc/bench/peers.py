@@ -61,9 +61,8 @@ def hnswlib_peer(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *,
             return labels[0]
 
         result = measure(search_one, queries, truth)
-        rows.append({"name": f"hnswlib-ef{max(ef, k)}", "recall_at_10": result.recall_at_10, "qps": result.qps,
-                     "index_bytes": index_bytes, "mean_latency_ms": result.mean_latency_ms,
-                     "p99_latency_ms": result.p99_latency_ms, "build_s": round(build_s, 1),
+        rows.append({"name": f"hnswlib-M{m}-ef{max(ef, k)}", **result.fields(), "index_bytes": index_bytes,
+                     "build_s": round(build_s, 1),
                      "params": {"M": m, "ef_construction": ef_construction, "ef": max(ef, k)}})
         logger.info("peer %s: recall %.4f, %.0f QPS", rows[-1]["name"], result.recall_at_10, result.qps)
     return rows
@@ -83,6 +82,5 @@ def faiss_flat_peer(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray)
         return labels[0]
 
     result = measure(search_one, queries, truth)
-    return {"name": "faiss-flat", "recall_at_10": result.recall_at_10, "qps": result.qps,
-            "index_bytes": int(index.ntotal * index.d * 4), "mean_latency_ms": result.mean_latency_ms,
-            "p99_latency_ms": result.p99_latency_ms, "params": {"metric": "inner_product"}}
+    return {"name": "faiss-flat", **result.fields(), "index_bytes": int(index.ntotal * index.d * 4),
+            "params": {"metric": "inner_product"}}

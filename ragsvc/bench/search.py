@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 K = 10
 DEFAULT_CACHE = Path("eval/cache/bench-search")
 DEFAULT_JSON = Path("eval/results/bench-search.json")
+NOTES = ["QPS: one query per call, BLAS/OpenMP held to 1 thread while timing (threadpoolctl); 4-shard "
+         "configs fan out over ragsvc's shard thread pool, so they may use more than one core",
+         "recall@10 is against brute-force inner product over the same float32 vectors",
+         "the machine is shared: compare ratios within this run (see machine.load_average)"]
 MEMORY_NOTE = ("index_bytes counts every byte held to answer a query: the ANN structure (graph links, codes, "
                "centroids) plus the vectors it reads for rescoring, whether in RAM or memory-mapped; faiss "
                "flat and hnswlib hold float32 vectors inside the index")
@@ -82,36 +86,54 @@ def run_search_bench(
     http: bool = True,
     http_vectors: int = 50_000,
     progress: bool = True,
+    partial_json: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the whole benchmark and return the JSON-ready result (see the module docstring)."""
-    import faiss
+    """Run the whole benchmark and return the JSON-ready result (see the module docstring).
 
-    faiss.omp_set_num_threads(1)  # single-thread search, as one API call gets
+    With `partial_json`, the result so far is rewritten there after every config, so a run cut short
+    still leaves every finished measurement behind.
+    """
+    chosen = select_configs(default_configs(), configs)  # fail on a typo before any heavy work
     started = time.perf_counter()
-    chosen = select_configs(default_configs(), configs)
     corpus = load_or_build_corpus(num_vectors=num_vectors, num_queries=num_queries, cache_dir=cache_dir,
                                   data_dir=data_dir, progress=progress)
     vectors, queries = corpus.vectors, corpus.queries  # (n, dim), (q, dim)
     truth = exact_topk(vectors, queries, K)  # (q, k) row ids
-    m = chosen[0].spec.hnsw_m
     peer_kwargs = {"ef_sweep": hnsw_ef_sweep} if hnsw_ef_sweep else {}
-    peers = hnswlib_peer(vectors, queries, truth, m=m, ef_construction=chosen[0].spec.ef_construction,
-                         cache_dir=corpus.cache_path / "peers", **peer_kwargs)
+    peers: list[dict[str, Any]] = []
+    for m in sorted({c.spec.hnsw_m for c in chosen}):  # raw hnswlib with the same M as each config
+        peers += hnswlib_peer(vectors, queries, truth, m=m, ef_construction=chosen[0].spec.ef_construction,
+                              cache_dir=corpus.cache_path / "peers", **peer_kwargs)
     peers.append(faiss_flat_peer(vectors, queries, truth))
     rows: list[dict[str, Any]] = []
+    http_section: dict[str, Any] = {"skipped": True, "reason": "not reached yet"}
+
+    def result() -> dict[str, Any]:
+        reference, ratio_rows, ratio_peers = with_ratios(rows, peers)
+        return {
+            "benchmark": "search", "git_sha": git_sha(), "created_unix": int(time.time()), "k": K,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads_per_query": 1,
+                        "load_average": list(os.getloadavg())},
+            "corpus": _corpus_section(corpus), "memory_note": MEMORY_NOTE, "notes": NOTES,
+            "configs": ratio_rows, "peers": ratio_peers, "reference_hnswlib": reference,
+            "gpu": _gpu_section(), "http": http_section,
+            "targets": evaluate_targets(ratio_rows, reference, http_section),
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
+
     for config in chosen:
         rows += run_config(config, vectors, queries, truth, index_dir=corpus.cache_path / "indexes" / config.name)
-    reference, rows, peers = with_ratios(rows, peers)
+        if partial_json is not None:
+            _write_json(partial_json, result())
     http_section = _http_section(corpus, vectors, queries, http=http, http_vectors=http_vectors)
-    return {
-        "benchmark": "search", "git_sha": git_sha(), "created_unix": int(time.time()), "k": K,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads_per_query": 1},
-        "corpus": _corpus_section(corpus), "memory_note": MEMORY_NOTE,
-        "configs": rows, "peers": peers, "reference_hnswlib": reference,
-        "gpu": _gpu_section(), "http": http_section,
-        "targets": evaluate_targets(rows, reference, http_section),
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
+    return result()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 def _http_section(corpus: BenchCorpus, vectors: np.ndarray, queries: np.ndarray, *, http: bool,
@@ -143,12 +165,12 @@ def search_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         result = run_search_bench(num_vectors=num_vectors, num_queries=num_queries, configs=configs,
-                                  cache_dir=cache_dir, data_dir=data_dir, http=http, http_vectors=http_vectors)
+                                  cache_dir=cache_dir, data_dir=data_dir, http=http, http_vectors=http_vectors,
+                                  partial_json=json_path)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2))
+    _write_json(json_path, result)
     for row in result["configs"] + result["peers"]:
         typer.echo(f"{row['name']:<34} recall@10 {row['recall_at_10']:.4f}  {row['qps']:>9.1f} QPS  "
                    f"{row['index_bytes'] / 2**20:8.1f} MiB")

@@ -17,6 +17,7 @@ SearchOne = Callable[[np.ndarray], np.ndarray]
 """Takes one query (dim,) float32 and returns the ids of its top k, best first (fewer if the index has fewer)."""
 
 WARMUP_QUERIES = 50
+REPEATS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,12 @@ class Measurement:
     qps: float
     mean_latency_ms: float
     p99_latency_ms: float
+    qps_all_passes: list[float]
+
+    def fields(self) -> dict[str, object]:
+        """The JSON row fields: recall_at_10, qps, latencies, every pass's QPS."""
+        return {"recall_at_10": self.recall_at_10, "qps": self.qps, "mean_latency_ms": self.mean_latency_ms,
+                "p99_latency_ms": self.p99_latency_ms, "qps_all_passes": self.qps_all_passes}
 
 
 def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int, *, block: int = 256) -> np.ndarray:
@@ -45,26 +52,34 @@ def recall_at_k(found: list[np.ndarray], truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def measure(search_one: SearchOne, queries: np.ndarray, truth: np.ndarray) -> Measurement:
-    """Warm up, then time every query once, one at a time; recall is computed on the timed pass.
+def measure(search_one: SearchOne, queries: np.ndarray, truth: np.ndarray, *, repeats: int = REPEATS
+             ) -> Measurement:
+    """Warm up, then time every query once, one at a time, `repeats` times; QPS is the best pass.
 
+    The best pass is reported (as ann-benchmarks does) because this machine is shared: a slower pass measures
+    other people's jobs, not the index. Recall comes from the first timed pass (every pass returns the same).
     BLAS and OpenMP pools are held to one thread while timing: numpy's rescoring matmuls would otherwise
     fan out to every core for a (1, d) x (d, L) product, which only adds synchronisation on a busy machine.
     """
     found: list[np.ndarray] = []
-    latencies = np.empty(queries.shape[0], dtype=np.float64)
+    passes: list[np.ndarray] = []
     with threadpool_limits(limits=1):
         for q in queries[:WARMUP_QUERIES]:
             search_one(q)
-        started = time.perf_counter()
-        for i, q in enumerate(queries):
-            t = time.perf_counter()
-            found.append(np.asarray(search_one(q), dtype=np.int64).reshape(-1))
-            latencies[i] = time.perf_counter() - t
-        elapsed = time.perf_counter() - started
+        for attempt in range(repeats):
+            latencies = np.empty(queries.shape[0], dtype=np.float64)
+            for i, q in enumerate(queries):
+                t = time.perf_counter()
+                ids = search_one(q)
+                latencies[i] = time.perf_counter() - t
+                if attempt == 0:
+                    found.append(np.asarray(ids, dtype=np.int64).reshape(-1))
+            passes.append(latencies)
+    best = min(passes, key=lambda lat: float(lat.sum()))
     return Measurement(
         recall_at_10=round(recall_at_k(found, truth), 4),
-        qps=round(queries.shape[0] / elapsed, 1),
-        mean_latency_ms=round(float(latencies.mean()) * 1e3, 4),
-        p99_latency_ms=round(float(np.percentile(latencies, 99)) * 1e3, 4),
+        qps=round(queries.shape[0] / float(best.sum()), 1),
+        mean_latency_ms=round(float(best.mean()) * 1e3, 4),
+        p99_latency_ms=round(float(np.percentile(best, 99)) * 1e3, 4),
+        qps_all_passes=[round(queries.shape[0] / float(lat.sum()), 1) for lat in passes],
     )

@@ -34,7 +34,8 @@ def test_recall_counts_overlap_and_short_rows():
 
 def test_select_configs_by_prefix_and_unknown_name():
     names = [c.name for c in select_configs(default_configs(), "adaptive")]
-    assert names == ["adaptive-d64", "adaptive-d128", "adaptive-d192", "adaptive-d128-4shards"]
+    assert names == ["adaptive-tail-sq8-d96-m12", "adaptive-tail-sq8-d64", "adaptive-sq8-d128", "adaptive-d128",
+                     "adaptive-d64", "adaptive-d192", "adaptive-d128-4shards"]
     with pytest.raises(ValueError, match="matches no config"):
         select_configs(default_configs(), "annoy")
 
@@ -44,13 +45,13 @@ def _row(name, recall, qps, nbytes):
 
 
 def test_targets_pass_and_fail_on_the_right_side_of_each_threshold():
-    peers = [_row("hnswlib-ef16", 0.90, 9000, 900), _row("hnswlib-ef32", 0.96, 5000, 900),
-             _row("hnswlib-ef64", 0.99, 3000, 900)]
+    peers = [_row("hnswlib-M16-ef16", 0.90, 9000, 900), _row("hnswlib-M16-ef32", 0.96, 5000, 900),
+             _row("hnswlib-M16-ef64", 0.99, 3000, 900)]
     rows = [_row("adaptive-d128-s100", 0.97, 5200, 299), _row("adaptive-d128-4shards-s100", 0.966, 4000, 299),
             _row("hnsw-full", 0.99, 4000, 1000), _row("hnsw-full-4shards", 0.984, 3000, 1000)]
     http = {"num_vectors": 10, "http_over_in_process": 0.49, "http": {"qps": 49}, "in_process": {"qps": 100}}
     reference, rows, _ = with_ratios(rows, peers)
-    assert reference["name"] == "hnswlib-ef32"  # fastest point at recall >= 0.95
+    assert reference["name"] == "hnswlib-M16-ef32"  # fastest point at recall >= 0.95
     assert rows[0]["qps_vs_hnswlib"] == pytest.approx(1.04)
     results = {t["name"]: t["passed"] for t in evaluate_targets(rows, reference, http)}
     assert results == {
@@ -83,8 +84,8 @@ def test_smoke_run_tiny(tmp_path):
         assert row["index_bytes"] >= 400 * 64  # at least a 64-d int8 copy of every vector
     peers = {p["name"]: p for p in result["peers"]}
     assert peers["faiss-flat"]["recall_at_10"] >= 0.99  # exact search against the exact answer
-    assert peers["hnswlib-ef64"]["recall_at_10"] >= 0.95
-    assert peers["hnswlib-ef64"]["index_bytes"] >= 400 * 384 * 4  # hnswlib keeps float32 vectors
+    assert peers["hnswlib-M16-ef64"]["recall_at_10"] >= 0.95
+    assert peers["hnswlib-M16-ef64"]["index_bytes"] >= 400 * 384 * 4  # hnswlib keeps float32 vectors
     configs = {c["name"]: c for c in result["configs"]}
     assert configs["hnsw-full"]["recall_at_10"] >= 0.95
     assert configs["adaptive-d64-s400"]["recall_at_10"] >= 0.99  # shortlist covers the whole collection
