@@ -88,3 +88,18 @@ def test_mixed_greedy_and_random_rows() -> None:
     out = sample(logits, params, gens)
     assert out[0].token_id == int(logits[0].argmax()) and out[2].token_id == int(logits[2].argmax())
     assert out[3].token_id in logits[3].topk(5).indices.tolist()
+
+
+def test_sampling_frequencies_follow_the_tempered_softmax() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).repeat(20_000, 1)
+    out = sample(logits, [SamplingParams(temperature=0.5)] * 20_000, [None] * 20_000)
+    counts = torch.bincount(torch.tensor([t.token_id for t in out]), minlength=4).float() / 20_000
+    torch.testing.assert_close(counts, torch.softmax(logits[0] / 0.5, dim=-1), atol=0.015, rtol=0)
+
+
+def test_wide_nucleus_falls_back_to_an_exact_full_sort() -> None:
+    # 1,000 equally likely tokens: a 0.95 nucleus holds ~950 of them, far beyond the 256 fast candidates.
+    logits = torch.zeros(3000, 1000)
+    out = sample(logits, [SamplingParams(temperature=1.0, top_p=0.95)] * 3000, [None] * 3000)
+    picked = torch.tensor([t.token_id for t in out])
+    assert picked.unique().numel() > 600
