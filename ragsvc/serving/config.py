@@ -59,6 +59,8 @@ class EngineConfig:
 def resolve_device(config: EngineConfig) -> torch.device:
     if config.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} was asked for but torch sees no CUDA GPU; use 'cpu' or 'auto'")
     return torch.device(config.device)
 
 

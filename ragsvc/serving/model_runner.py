@@ -93,7 +93,7 @@ class ModelRunner:
         """The forward of a prepared batch -> (samplers, vocab) float32 logits. Reads no Sequence state, so
         it may run while other threads abort requests."""
         logits = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta, batch.logit_rows)
-        return logits.float()
+        return logits.float().cpu()  # the sampler works on CPU (per-request generators live there)
 
     def prepare(self, chunks: list[ScheduledChunk]) -> PreparedBatch:
         """Pack the chunks into flat tensors (reads block tables and token ids: call it under the engine lock)."""
