@@ -24,6 +24,8 @@ from ragsvc.index.shard import ShardMetric, check_add, top_k
 RescoreDtype = Literal["float32", "float16", "int8", "int4"]
 _LEVELS = {"int8": 127, "int4": 7}
 """Symmetric integer codes in [-levels, levels], one float32 scale per vector."""
+_BYTES = np.arange(256, dtype=np.int16)
+_INT4_PAIRS = np.stack([(_BYTES & 0x0F) - 8, (_BYTES >> 4) - 8], axis=1).astype(np.float32)  # (256, 2): byte -> dims
 _SCAN_ROWS = 65536
 
 
@@ -162,8 +164,8 @@ class RescoreStore:
         if self.dtype != "int4":
             return self._codes[rows, :width].astype(np.float32)
         packed = self._codes[rows, : (width + 1) // 2]  # (m, ceil(width / 2)) uint8
-        pairs = np.stack([packed & 0x0F, packed >> 4], axis=-1)  # (m, ceil(width / 2), 2): even, odd dims
-        return (pairs.reshape(len(rows), -1)[:, :width].astype(np.float32) - 8.0)
+        pairs = _INT4_PAIRS[packed]  # (m, ceil(width / 2), 2): even, odd dims; one gather instead of 5 ops
+        return pairs.reshape(len(rows), -1)[:, :width]
 
     def _lookup(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self._monotonic:
