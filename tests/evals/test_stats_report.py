@@ -94,3 +94,18 @@ def test_compare_rejects_files_that_are_not_results(tmp_path):
         load_results(broken)
     result = CliRunner().invoke(app, ["compare", str(bad), str(tmp_path / "missing.json")])
     assert result.exit_code == 2 and "lacks metrics" in result.output
+
+
+def test_compare_lists_configs_only_one_file_has_and_works_without_per_query(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    old = _results(0.0)
+    for config in old["configs"]:
+        del config["per_query"]  # an older file: deltas still come out, without p-values
+    new = _results(0.0)
+    new["configs"][1]["name"] = "renamed"
+    write_json_atomic(a, old)
+    write_json_atomic(b, new)
+    rows, unmatched = compare_results(a, b)
+    assert unmatched == ["renamed", "small"]
+    assert {r.config for r in rows} == {"exact"}
+    assert all(r.p_value is None and r.delta == 0.0 for r in rows)
