@@ -54,6 +54,10 @@ class Retriever(Protocol):
         """`vector` is the query embedding (dim,), computed once per query for every config."""
         ...
 
+    def close(self) -> None:
+        """Drop what `prepare` built (collections are rebuilt on every run, so keeping them only costs disk)."""
+        ...
+
 
 class ConfigKind(Protocol):
     name: str

@@ -112,3 +112,7 @@ class IndexRetriever:
         if self._ctx.retrieval.ignore_identical_ids:
             scores.pop(query_id, None)
         return dict(list(scores.items())[: self._ctx.retrieval.depth])
+
+    def close(self) -> None:
+        with contextlib.suppress(CollectionNotFound):
+            self._ctx.store.delete_collection(self.collection)

@@ -56,6 +56,9 @@ class RunOptions:
     """Answers questions for the answer stage; None skips that stage."""
     judge: TextGenerator | None = None
     """Judges faithfulness and citations; defaults to `generator`."""
+    keep_collections: bool = False
+    """Keep each config's collection in the store after the run (for poking at it); the corpus collection
+    that holds the embedding cache is always kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,7 @@ def _answer_stage(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, opti
     name = suite.answer.config or suite.baseline
     config = next(c for c in suite.configs if c.name == name)
     retriever = built.get(name) or config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]
+    built[name] = retriever  # so the runner closes it with the others
     examples = load_qa(suite.dataset_path / suite.answer.qa_file, qrels_path=None,
                        max_examples=suite.answer.max_examples)
     store = ctx.store
@@ -231,6 +235,9 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
             "references": suite.references,
             "answer": _answer_stage(suite, dataset, ctx, options, built),
         }
+        if not options.keep_collections:
+            for retriever in built.values():
+                retriever.close()
     finally:
         store.close()
     write_json_atomic(out_path, summary)

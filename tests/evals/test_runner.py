@@ -13,6 +13,7 @@ from ragsvc.evals.results import load_results
 from ragsvc.evals.runner import RunOptions, run_suite
 from ragsvc.evals.suite import load_suite
 from ragsvc.llm.scripted import ScriptedGenerator
+from ragsvc.retrieval.vector_store import VectorStore
 
 TINY_SUITE = Path(__file__).resolve().parents[2] / "eval" / "suites" / "tiny.toml"
 
@@ -58,6 +59,12 @@ def test_tiny_suite_end_to_end(tmp_path, minilm, cache_dir):
     assert "| adaptive-64 |" in report and "## Answer stage" in report
     assert (out.parent / "tiny-metrics.png").is_file() and (out.parent / "tiny-tradeoff.png").is_file()
     assert not list((cache_dir / "checkpoints").rglob("*.json"))  # cleared after a complete run
+    store = VectorStore.open(cache_dir / "store", embedder=minilm)
+    try:  # only the corpus collection (the embedding cache) outlives the run
+        names = [c.name for c in store.list_collections()]
+        assert len(names) == 1 and names[0].startswith("eval-tiny-corpus-")
+    finally:
+        store.close()
 
 
 def test_interrupted_run_resumes_and_writes_nothing_half_done(tmp_path, minilm, cache_dir, monkeypatch):
