@@ -44,6 +44,8 @@ def run_command(
     cache_dir: Annotated[Path, typer.Option(help="Store + embedding cache + checkpoints")] = Path("eval/cache"),
     fresh: Annotated[bool, typer.Option(help="Ignore checkpoints of an interrupted run")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    keep_collections: Annotated[bool, typer.Option(help="Keep each config's collection in the cache store")]
+    = False,
     generator_url: Annotated[str | None, typer.Option(
         help="OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) for the answer stage; skipped without")]
     = None,
@@ -69,7 +71,8 @@ def run_command(
             from ragsvc.evals.answer_stage import text_generator
 
             generate = text_generator(generator)
-        options = RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, progress=progress, generator=generate)
+        options = RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, progress=progress, generator=generate,
+                             keep_collections=keep_collections)
         try:
             outcome = run_suite(parsed, options=options)
         finally:
