@@ -19,7 +19,9 @@ from typing import Any
 from ragsvc.code.analysis import FileAnalysis, analyse_bytes, to_document
 from ragsvc.code.chunker import ChunkConfig
 from ragsvc.code.graph import SymbolGraph
+from ragsvc.code.repo_map import build_map
 from ragsvc.code.search import graph_rerank
+from ragsvc.code.searcher import CollectionSearcher
 from ragsvc.code.walker import walk_repository
 from ragsvc.evals.loaders import load_beir
 from ragsvc.evals.metrics import mrr_at_k, recall_at_k
@@ -131,6 +133,31 @@ def evaluate_task(store: VectorStore, task: CodeTask, collection: str, *,
         "num_definitions": len(graph.definitions), "candidates": CANDIDATES,
         "results": {name: _score(run, task.qrels) for name, run in runs.items()},
     }
+
+
+def map_hit_rate(store: VectorStore, task: CodeTask, collection: str, *, max_tokens: int = 1024) -> dict[str, Any]:
+    """How often a query's target definition is shown in the repo map fitted to `max_tokens`: without the query
+    (the graph alone), with it (dense hits + names personalise PageRank), and for the dense top-N definitions
+    alone (N = as many as the query-aware map showed: the peer a map replaces)."""
+    graph = SymbolGraph([a.tags for a in task.analyses])
+    searcher = CollectionSearcher(store, collection)
+    plain = build_map(graph, max_tokens=max_tokens)
+    plain_shown = {task.key_of(d.rel_path, d.symbol) for d, _ in plain.ranked[: plain.num_definitions]}
+    hits = {"no_query": 0, "query_aware": 0, "dense_top_n": 0}
+    shown_counts = []
+    for qid, query in task.queries.items():
+        target = next(iter(task.qrels[qid]))
+        repo_map = build_map(graph, max_tokens=max_tokens, query=query, searcher=searcher)
+        shown = [task.key_of(d.rel_path, d.symbol) for d, _ in repo_map.ranked[: repo_map.num_definitions]]
+        shown_counts.append(len(shown))
+        dense = _dedupe([task.key_of(h.metadata.get("path", ""), h.metadata.get("symbol", ""))
+                         for h in store.search(collection, query=query, k=max(1, 2 * len(shown))).hits])
+        hits["no_query"] += target in plain_shown
+        hits["query_aware"] += target in shown
+        hits["dense_top_n"] += target in dense[: len(shown)]
+    n = len(task.queries)
+    return {"max_tokens": max_tokens, "mean_definitions_shown": round(sum(shown_counts) / max(1, n), 1),
+            **{f"hit_rate_{k}": round(v / max(1, n), 4) for k, v in hits.items()}}
 
 
 def _bm25_run(task: CodeTask) -> dict[str, list[str]]:
