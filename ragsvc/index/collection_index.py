@@ -6,7 +6,7 @@ Public API (what ragsvc.retrieval.vector_store calls; unchanged from the design 
     idx.add(ids int64 (n,), vectors float32 (n, dim))            # full width, already normalised for cosine
     idx.delete(ids)
     ids, scores, timings_ms, served_by = idx.search(query (dim,), k, *, allowed_ids=None, dims=None,
-                                                    shortlist=None)
+                                                    shortlist=None, ef_search=None)  # ef_search: added
     idx.save(); idx.index_bytes; len(idx); idx.close()
     CollectionIndex.from_arrays(vectors, spec=..., ids=None, directory=None)  # no store (benchmarks)
 
@@ -157,9 +157,15 @@ class CollectionIndex:
     # -- search --------------------------------------------------------------------------------------------
 
     def search(self, query: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None, dims: int | None = None,
-               shortlist: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
-        """Top-k (ids (<=k,), scores (<=k,), timings_ms, served_by) for one query vector (dim,)."""
+               shortlist: int | None = None, ef_search: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+        """Top-k (ids (<=k,), scores (<=k,), timings_ms, served_by) for one query vector (dim,).
+
+        `ef_search` overrides the spec's graph search breadth for this query (hnsw / faiss_hnsw backends).
+        """
         q = self._check_query(query, k, dims, shortlist)
+        if ef_search is not None and ef_search < 1:
+            raise InvalidInput(f"ef_search must be at least 1, got {ef_search}")
         allowed = as_ids(allowed_ids)
         timings: dict[str, float] = {}
         state = self._state
@@ -175,16 +181,18 @@ class CollectionIndex:
             return self._search_subset(qr, k, allowed, timings)
         if dims is not None and dims != self.width:
             return self._search_prefix(qr, k, dims, shortlist or self.spec.shortlist, allowed, timings)
-        return self._search_ann(qr, k, shortlist or self.spec.shortlist, allowed, timings)
+        return self._search_ann(qr, k, shortlist or self.spec.shortlist, allowed, timings, ef_search)
 
     def _search_ann(self, qr: np.ndarray, k: int, shortlist: int, allowed: np.ndarray | None,
-                    timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+                    timings: dict[str, float], ef_search: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
         state = self._state
         assert state.ann is not None
         rescore = state.rescorer is not None
         fetch = max(k, shortlist) if rescore else k
         started = time.perf_counter()
-        scores, ids = state.ann.search(qr[None, : self.width], fetch, allowed_ids=allowed)  # (1, fetch)
+        scores, ids = state.ann.search(qr[None, : self.width], fetch, allowed_ids=allowed,
+                                       ef_search=ef_search)  # (1, fetch)
         timings["ann_ms"] = _ms(started)
         served = f"{self.spec.backend}[{len(state.ann.shards)} shard(s), d={self.width}]"
         if not rescore:

@@ -67,8 +67,8 @@ class ExactShard:
         mask = np.isin(self.ids, np.asarray(ids, dtype=np.int64))
         return self.ids[mask], self.vectors[mask]
 
-    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
         ids, vectors = (self.ids, self.vectors) if allowed is None else self.get(allowed)

@@ -83,7 +83,7 @@ class FaissShard:
         self.metric: ShardMetric = "l2" if spec.metric == "l2" else "ip"
         self._tombstones = np.zeros(0, np.int64) if tombstones is None else np.unique(tombstones.astype(np.int64))
         self._gpu_resources: Any = None
-        self._plain_params: dict[int, Any] = {}  # k -> reusable unfiltered SearchParameters (saves ~10 us a query)
+        self._plain_params: dict[int, Any] = {}  # ef -> reusable unfiltered SearchParameters (saves ~10 us a query)
 
     @classmethod
     def create(cls, spec: IndexSpec, dim: int, *, train_sample: np.ndarray | None = None) -> FaissShard:
@@ -144,8 +144,8 @@ class FaissShard:
             ids = faiss.vector_to_array(self._cpu_index().id_map)
         return np.setdiff1d(ids.astype(np.int64), self._tombstones)
 
-    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
         if allowed is not None and len(self._tombstones):
@@ -153,7 +153,8 @@ class FaissShard:
         k_avail = min(k, len(self) if allowed is None else len(allowed))
         if k_avail == 0:
             return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
-        scores, labels = self._search(queries, k_avail, self._params(allowed, k_avail))
+        ef = max(ef_search or self.spec.ef_search, k_avail)
+        scores, labels = self._search(queries, k_avail, self._params(allowed, ef))
         if allowed is not None and (labels == PAD_ID).any():
             # A sparse filter can hide the allowed ids from the probed lists or the graph walk: look wider.
             scores, labels = self._search_wide(queries, k_avail, allowed)
@@ -170,33 +171,34 @@ class FaissShard:
     def _search_wide(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IVF: probe every list; HNSW: score the allowed ids' stored vectors directly. Flat is already exact."""
         if self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
-            params = self._params(allowed, k)
+            params = self._params(allowed, max(self.spec.ef_search, k))
             params.nprobe = faiss.extract_index_ivf(self._cpu_index()).nlist
             return self._search(queries, k, params)
         if self.spec.backend != "faiss_hnsw":
-            return self._search(queries, k, self._params(allowed, k))
+            return self._search(queries, k, self._params(allowed, max(self.spec.ef_search, k)))
         held = faiss.vector_to_array(self._index.id_map)
         positions = np.flatnonzero(np.isin(held, allowed))
         vectors = self._index.index.reconstruct_batch(positions) if len(positions) else np.zeros((0, self.dim))
         scores = exact_scores(queries, vectors.astype(np.float32), self.metric)  # (q, m)
         return top_k(scores, np.broadcast_to(held[positions], scores.shape), k)
 
-    def _params(self, allowed: np.ndarray | None, k: int) -> Any:
+    def _params(self, allowed: np.ndarray | None, ef: int) -> Any:
+        """Search parameters with HNSW breadth `ef` (already >= k) and the filter / tombstone selector."""
         if allowed is None and not len(self._tombstones):
-            params = self._plain_params.get(k)
+            params = self._plain_params.get(ef)
             if params is None:
-                params = self._plain_params[k] = self._new_params(None, k)
+                params = self._plain_params[ef] = self._new_params(None, ef)
             return params
-        return self._new_params(allowed, k)
+        return self._new_params(allowed, ef)
 
-    def _new_params(self, allowed: np.ndarray | None, k: int) -> Any:
+    def _new_params(self, allowed: np.ndarray | None, ef: int) -> Any:
         selector = None
         if allowed is not None:
             selector = faiss.IDSelectorBatch(allowed)
         elif len(self._tombstones):
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self._tombstones))
         if self.spec.backend == "faiss_hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(self.spec.ef_search, k))
+            params = faiss.SearchParametersHNSW(efSearch=ef)
         elif self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
             params = faiss.SearchParametersIVF(nprobe=self.spec.ivf_nprobe)
         else:

@@ -98,15 +98,15 @@ class HnswShard:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         return np.asarray(found, np.int64), np.asarray(vectors, np.float32).reshape(len(found), self.dim)
 
-    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
         k_avail = min(k, len(self) if allowed is None else len(allowed))
         if k_avail == 0:
             return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
         try:
-            labels, distances = self._query(queries, k_avail, allowed)
+            labels, distances = self._query(queries, k_avail, allowed, ef_search or self.ef_search)
         except RuntimeError:
             if allowed is None:
                 raise
@@ -115,8 +115,9 @@ class HnswShard:
         scores = (1.0 - distances) if self.metric == "ip" else -distances  # hnswlib: ip distance = 1 - <q, x>
         return pad(scores.astype(np.float32), labels.astype(np.int64), k)
 
-    def _query(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        ef = max(self.ef_search, k)
+    def _query(self, queries: np.ndarray, k: int, allowed: np.ndarray | None,
+               ef_search: int) -> tuple[np.ndarray, np.ndarray]:
+        ef = max(ef_search, k)
         if ef != self._ef:
             self._index.set_ef(ef)
             self._ef = ef

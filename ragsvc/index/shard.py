@@ -30,9 +30,12 @@ class Shard(Protocol):
         """Remove these ids; ids the shard does not hold are ignored."""
         ...
 
-    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """queries (q, dim) -> (scores float32 (q, k), ids int64 (q, k)), best first, -1 padded."""
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """queries (q, dim) -> (scores float32 (q, k), ids int64 (q, k)), best first, -1 padded.
+
+        `ef_search` overrides the graph's search breadth for this call (graph shards only; others ignore it).
+        """
         ...
 
     def save(self, path: Path) -> None:

@@ -61,17 +61,17 @@ class ShardedIndex:
         for i, rows in self._route(ids):
             self.shards[i].delete(ids[rows])
 
-    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """queries (q, dim) -> (scores (q, k), ids (q, k)): every shard's top-k, merged exactly."""
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
         if len(self.shards) == 1:
-            return self.shards[0].search(queries, k, allowed_ids=allowed)
+            return self.shards[0].search(queries, k, allowed_ids=allowed, ef_search=ef_search)
         per_shard = self._allowed_per_shard(allowed)
 
         def one(i: int) -> tuple[np.ndarray, np.ndarray]:
-            return self.shards[i].search(queries, k, allowed_ids=per_shard[i])
+            return self.shards[i].search(queries, k, allowed_ids=per_shard[i], ef_search=ef_search)
 
         results = list(self._executor().map(one, range(len(self.shards))))
         scores = np.concatenate([r[0] for r in results], axis=1)  # (q, shards * k)

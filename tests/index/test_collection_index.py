@@ -211,6 +211,17 @@ def test_query_time_dims_and_shortlist(corpus):
     assert wide >= 0.97 and wide >= narrow
 
 
+@pytest.mark.parametrize("name", ["hnsw", "faiss_hnsw"])
+def test_query_time_ef_search_trades_recall(name, corpus):
+    index = CollectionIndex.from_arrays(corpus.vectors, spec=SPECS[name])
+    truth = corpus.truth(10)
+    narrow = recall(_search_all(index, corpus.queries, ef_search=10), truth)
+    wide = recall(_search_all(index, corpus.queries, ef_search=200), truth)
+    assert wide >= 0.99 and wide >= narrow
+    with pytest.raises(InvalidInput):
+        index.search(corpus.queries[0], 5, ef_search=0)
+
+
 def _mixed(corpus: Corpus) -> Corpus:
     """The corpus behind a random rotation, so its variance is spread over all raw dimensions (like MiniLM)."""
     mixing = np.linalg.qr(np.random.default_rng(7).standard_normal((corpus.dim, corpus.dim)))[0].astype(np.float32)
