@@ -11,7 +11,9 @@ from ragsvc.errors import NotReady
 from ragsvc.retrieval.vector_store import VectorStore
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies are `async def` although they do no I/O: FastAPI runs sync ones in the thread pool, and that
+# hop costs more than the search itself on a small collection.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -24,5 +26,9 @@ def get_vector_store(request: Request) -> VectorStore:
     return state.vector_store
 
 
+async def _vector_store(request: Request) -> VectorStore:
+    return get_vector_store(request)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[VectorStore, Depends(get_vector_store)]
+StoreDep = Annotated[VectorStore, Depends(_vector_store)]
