@@ -25,8 +25,12 @@ Where = Callable[..., str]
 class EvalConfig(Protocol):
     """A parsed, frozen config. `to_dict` is what results and checkpoints record."""
 
-    name: str
-    kind: str
+    # read-only properties, so frozen dataclasses satisfy the protocol
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -47,8 +51,11 @@ class Retriever(Protocol):
 
     build_s: float
     index_bytes: int
-    served_by: Mapping[str, int]
-    """How many queries each structure answered (SearchResult.served_by), to show what was measured."""
+
+    @property
+    def served_by(self) -> Mapping[str, int]:
+        """How many queries each structure answered (SearchResult.served_by), to show what was measured."""
+        ...
 
     def search(self, query_id: str, text: str, vector: np.ndarray) -> dict[str, float]:
         """`vector` is the query embedding (dim,), computed once per query for every config."""

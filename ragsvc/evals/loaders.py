@@ -107,8 +107,8 @@ def load_corpus(path: Path) -> dict[str, CorpusDoc]:
         title, text = str(obj.get("title") or ""), str(obj.get("text") or "")
         if not (title + text).strip():
             raise InvalidInput(f"{path}:{line_no}: document {doc_id!r} has empty title and text; remove it")
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        corpus[doc_id] = CorpusDoc(doc_id, title, text, metadata)
+        raw_metadata = obj.get("metadata")
+        corpus[doc_id] = CorpusDoc(doc_id, title, text, raw_metadata if isinstance(raw_metadata, dict) else {})
     if not corpus:
         raise InvalidInput(f"{path}: the corpus is empty")
     return corpus
