@@ -23,9 +23,10 @@ faiss_hnsw + prefix_quant="sq8" + rescore_tail_only with d' = 96, hnsw_m = 12: p
 How a search is served (`served_by` names the path):
 - **untrained**: until MIN_TRAIN vectors exist, a spec that needs training (Matryoshka dims, IVF/PQ) keeps
   full-width vectors in an ExactShard and scans them exactly. At MIN_TRAIN (or, when built from the store, on
-  up to TRAIN_SAMPLE_MAX vectors) the PCA rotation, int8 scales and IVF centroids are fitted and the shards
-  built. IVF specs retrain from the store each time the collection grows RETRAIN_GROWTH-fold past their
-  training size (until TRAIN_SAMPLE_MAX), since a list count picked for 1k vectors is wrong for 100k.
+  up to TRAIN_SAMPLE_MAX vectors) the PCA rotation, SQ ranges and IVF centroids are fitted and the shards
+  built. Trained specs rebuild from the store each time the collection grows RETRAIN_GROWTH-fold past their
+  training sample (1k -> 8k -> 64k, then never: TRAIN_SAMPLE_MAX), since IVF lists or SQ ranges fitted on
+  1k vectors fit 100k badly. That rebuild runs inside the `add` that crosses the line (seconds at 64k).
 - **exact-subset**: a filter allowing few ids (<= EXACT_SUBSET_MAX or EXACT_SUBSET_FRACTION of the
   collection) is scanned exactly over just those ids: faster than steering a graph through a sparse filter.
 - **ANN (+rescore)**: shards search the first d' = spec.dims rotated dimensions (filters applied inside the
@@ -145,7 +146,7 @@ class CollectionIndex:
             return
         state.add_trained(ids, vectors)
         if self._should_retrain():
-            logger.info("collection grew %d-fold past its IVF training; retraining from the store", RETRAIN_GROWTH)
+            logger.info("collection grew %d-fold past its training sample; retraining from the store", RETRAIN_GROWTH)
             self._rebuild()
 
     def delete(self, ids: np.ndarray) -> None:
@@ -302,10 +303,10 @@ class CollectionIndex:
             self.delete(stale)
 
     def _should_retrain(self) -> bool:
+        """Whether the collection outgrew what the rotation / SQ ranges / IVF lists were fitted on."""
         state = self._state
-        ivf = self.spec.backend in ("faiss_ivf", "faiss_ivfpq")
-        return (ivf and state.trained_on < TRAIN_SAMPLE_MAX and len(self) >= RETRAIN_GROWTH * state.trained_on
-                and self.source.count() >= len(self))
+        return (state.trained_on > 0 and state.trained_on < TRAIN_SAMPLE_MAX
+                and len(self) >= RETRAIN_GROWTH * state.trained_on and self.source.count() >= len(self))
 
 
 def _strip(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
