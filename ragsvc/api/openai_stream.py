@@ -125,6 +125,12 @@ async def merged(
     engine: AsyncLLMEngine, jobs: list[ChoiceJob]
 ) -> AsyncIterator[tuple[ChoiceJob, RequestOutput]]:
     """Outputs of all jobs in arrival order. Cancelling the consumer cancels (and so aborts) every job."""
+    if len(jobs) == 1:  # the common case: no helper task, the engine's stream is iterated right here
+        job = jobs[0]
+        async with aclosing(engine.generate(job.request_id, job.token_ids, job.params)) as stream:  # type: ignore[type-var]
+            async for out in stream:
+                yield job, out
+        return
     queue: asyncio.Queue[tuple[ChoiceJob, RequestOutput | BaseException | None]] = asyncio.Queue()
 
     async def pump(job: ChoiceJob) -> None:

@@ -80,7 +80,8 @@ def test_chat_greedy_is_deterministic_and_counts_usage(client, server):
     assert usage["prompt_tokens"] == prompt_len
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     finish = a["choices"][0]["finish_reason"]
-    assert (finish == "length" and usage["completion_tokens"] == 12) or (finish == "stop" and usage["completion_tokens"] <= 12)
+    n = usage["completion_tokens"]
+    assert (finish == "length" and n == 12) or (finish == "stop" and n <= 12)
 
 
 def test_chat_logprobs_in_openai_shape(client):
@@ -183,9 +184,9 @@ def test_client_disconnect_mid_stream_frees_blocks(client, server):
     served = server[1]
     req = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
     with client.stream("POST", "/v1/completions", json=req) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                break  # one chunk read: the request is running and holds blocks
+        # keep the line iterator referenced: a dropped httpx iterator closes the connection by itself
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # the request runs, holds blocks
         used_at_close = served.engine.kv_stats()["num_used_blocks"]
         assert used_at_close > 0
     # Watch the blocks until all are free: had the request run on to its 900 tokens, it would have grown to
@@ -199,6 +200,18 @@ def test_client_disconnect_mid_stream_frees_blocks(client, server):
         stats = served.engine.kv_stats()
     assert stats["num_free_blocks"] == NUM_BLOCKS, stats
     assert most_used <= used_at_close + 2
+
+
+def test_client_that_gives_up_on_a_plain_request_frees_blocks(server):
+    url, served = server
+    req = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True}
+    with (
+        httpx.Client(base_url=url, timeout=httpx.Timeout(60, read=1.0)) as impatient,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        impatient.post("/v1/completions", json=req)  # 900 tokens take much longer than 1 s here
+    stats = _wait_all_free(served)
+    assert stats["num_free_blocks"] == NUM_BLOCKS, stats
 
 
 def test_hundred_concurrent_requests_all_complete(server):

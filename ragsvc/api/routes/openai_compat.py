@@ -158,6 +158,27 @@ async def _collect_all(served: ServedModel, jobs: list[ChoiceJob]) -> list[Colle
     return [t.result() for t in tasks]
 
 
+async def _until_disconnect(request: Request) -> None:
+    # the body has been read, so the next ASGI message is the disconnect (what StreamingResponse listens for)
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _collect_unless_gone(request: Request, served: ServedModel, jobs: list[ChoiceJob]) -> list[Collected] | None:
+    """Collect every choice; None if the client hung up first, in which case every job is aborted at once
+    (a non-streaming request is not cancelled by the server on its own)."""
+    work = asyncio.ensure_future(_collect_all(served, jobs))
+    watch = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+    return None if work.cancelled() else work.result()
+
+
 def _sse(served: ServedModel, jobs: list[ChoiceJob], *, kind: str, req: Any, request_id: str) -> StreamingResponse:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     events = stream_events(
@@ -168,7 +189,7 @@ def _sse(served: ServedModel, jobs: list[ChoiceJob], *, kind: str, req: Any, req
 
 
 @router.post("/completions")
-async def create_completion(req: CompletionRequest, served: ServedModelDep) -> Response:
+async def create_completion(req: CompletionRequest, served: ServedModelDep, request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
     prompts = conv.completion_prompts(req, served.tokenizer, vocab_size=len(served.tokenizer))
@@ -176,13 +197,15 @@ async def create_completion(req: CompletionRequest, served: ServedModelDep) -> R
     jobs = _jobs(served, req, prompts, requested_max=req.max_tokens, logprobs=req.logprobs, request_id=request_id)
     if req.stream:
         return _sse(served, jobs, kind="completion", req=req, request_id=request_id)
-    collected = await _collect_all(served, jobs)
+    collected = await _collect_unless_gone(request, served, jobs)
+    if collected is None:
+        return Response(status_code=499)  # client closed the request; nobody reads this
     body = completion_response(collected, request_id=request_id, model=served.name, logprobs=req.logprobs)
     return JSONResponse(json.loads(body.model_dump_json()))
 
 
 @router.post("/chat/completions")
-async def create_chat_completion(req: ChatCompletionRequest, served: ServedModelDep) -> Response:
+async def create_chat_completion(req: ChatCompletionRequest, served: ServedModelDep, request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
     prompt = conv.chat_prompt(req, served.tokenizer)
@@ -192,6 +215,8 @@ async def create_chat_completion(req: ChatCompletionRequest, served: ServedModel
     jobs = _jobs(served, req, [prompt], requested_max=requested_max, logprobs=logprobs, request_id=request_id)
     if req.stream:
         return _sse(served, jobs, kind="chat", req=req, request_id=request_id)
-    collected = await _collect_all(served, jobs)
+    collected = await _collect_unless_gone(request, served, jobs)
+    if collected is None:
+        return Response(status_code=499)
     body = chat_response(collected, request_id=request_id, model=served.name, logprobs=req.logprobs)
     return JSONResponse(json.loads(body.model_dump_json()))
