@@ -39,6 +39,7 @@ How a search is served (`served_by` names the path):
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -253,8 +254,8 @@ class CollectionIndex:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape[0] != self.dim:
             raise DimensionMismatch(f"query has {q.shape[0]} dimensions; this collection holds {self.dim}")
-        if not np.isfinite(q).all():
-            raise InvalidInput("query contains NaN or infinity; send finite numbers")
+        if not math.isfinite(float(q @ q)):  # one C call: NaN or inf anywhere makes the square norm non-finite
+            raise InvalidInput("query contains NaN or infinity (or values too large to square); send finite numbers")
         if k < 1:
             raise InvalidInput(f"k must be at least 1, got {k}")
         if dims is not None and not 1 <= dims <= self.dim:
@@ -310,6 +311,8 @@ class CollectionIndex:
 
 
 def _strip(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not len(ids) or ids[-1] != PAD_ID:  # padding only ever trails
+        return ids.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
     keep = ids != PAD_ID
     return ids[keep].astype(np.int64), scores[keep].astype(np.float32)
 

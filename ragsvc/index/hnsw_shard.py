@@ -113,7 +113,7 @@ class HnswShard:
             # The filter left fewer reachable vectors than k_avail; scan the allowed ids exactly instead.
             return self._exact_subset(queries, k, allowed)
         scores = (1.0 - distances) if self.metric == "ip" else -distances  # hnswlib: ip distance = 1 - <q, x>
-        return pad(scores.astype(np.float32), labels.astype(np.int64), k)
+        return pad(scores, labels.view(np.int64), k)  # float32 already; labels are uint64 below 2**63
 
     def _query(self, queries: np.ndarray, k: int, allowed: np.ndarray | None,
                ef_search: int) -> tuple[np.ndarray, np.ndarray]:
