@@ -34,7 +34,7 @@ def rope_inv_freq(hf_config: Any) -> tuple[torch.Tensor, float]:
 
 class RotaryEmbedding(nn.Module):
     cos: torch.Tensor  # (positions, head_dim), registered buffers
-    sin: torch.Tensor
+    sin: torch.Tensor  # (positions, head_dim), first half negated
 
     def __init__(self, inv_freq: torch.Tensor, *, max_positions: int, scaling: float = 1.0) -> None:
         super().__init__()
@@ -42,7 +42,10 @@ class RotaryEmbedding(nn.Module):
         freqs = torch.outer(positions, inv_freq)  # (positions, head_dim / 2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (positions, head_dim)
         self.register_buffer("cos", emb.cos() * scaling, persistent=False)
-        self.register_buffer("sin", emb.sin() * scaling, persistent=False)
+        sin = emb.sin() * scaling
+        half = sin.shape[-1] // 2
+        # The first half carries rotate_half's minus sign, so applying it is roll + multiply (no neg, no cat).
+        self.register_buffer("sin", torch.cat((-sin[:, :half], sin[:, half:]), dim=-1), persistent=False)
 
     def lookup(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens,) positions -> cos, sin each (tokens, 1, head_dim); done once per step, shared by layers."""
@@ -57,7 +60,6 @@ def apply_rotary(x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) ->
     return _apply(x, cos, sin)
 
 
-def _apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # rotate_half, as in the Llama reference
-    return x * cos + rotated * sin
+def _apply(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    # rotate_half(x) * sin == roll(x, half) * signed_sin, bit for bit (a sign flip is exact).
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
