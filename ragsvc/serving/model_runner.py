@@ -140,7 +140,8 @@ class ModelRunner:
         lens = [c.start + 1 for c in decodes]
         max_blocks = (max(lens) + bs - 1) // bs
         tables = [c.seq.block_table[:max_blocks] for c in decodes]
-        table = self._tensor([t + [0] * (max_blocks - len(t)) for t in tables])  # (decodes, max_blocks)
+        rows = [t + [0] * (max_blocks - len(t)) for t in tables]
+        table = torch.tensor(rows, dtype=torch.long, device=self.device)  # (decodes, max_blocks)
         pos = torch.arange(max_blocks * bs, device=self.device)  # (max_context,)
         mask = pos.unsqueeze(0) < self._tensor(lens).unsqueeze(1)  # (decodes, max_context)
         return table, mask[:, None, None, :]
