@@ -83,6 +83,7 @@ class FaissShard:
         self.metric: ShardMetric = "l2" if spec.metric == "l2" else "ip"
         self._tombstones = np.zeros(0, np.int64) if tombstones is None else np.unique(tombstones.astype(np.int64))
         self._gpu_resources: Any = None
+        self._ntotal = int(index.ntotal)
         self._plain_params: dict[int, Any] = {}  # ef -> reusable unfiltered SearchParameters (saves ~10 us a query)
 
     @classmethod
@@ -100,10 +101,15 @@ class FaissShard:
                                    "lower ivf_nlist or pq_m, or add more vectors") from exc
         shard = cls(index, spec=spec, dim=dim)
         shard._maybe_to_gpu()
+        shard._refresh_count()
         return shard
 
     def __len__(self) -> int:
-        return int(self._index.ntotal) - len(self._tombstones)
+        return self._ntotal - len(self._tombstones)
+
+    def _refresh_count(self) -> None:
+        """Read ntotal after a write: through SWIG it costs ~9 us, too much to pay on every search."""
+        self._ntotal = int(self._index.ntotal)
 
     @property
     def nbytes(self) -> int:
@@ -123,6 +129,8 @@ class FaissShard:
             self._index.add_with_ids(vectors, ids)
         except RuntimeError as exc:
             raise RagsvcError(f"faiss refused the vectors ({exc}); rebuild the index from the store") from exc
+        finally:
+            self._refresh_count()
 
     def delete(self, ids: np.ndarray) -> None:
         ids = np.unique(np.asarray(ids, np.int64).reshape(-1))
@@ -130,6 +138,7 @@ class FaissShard:
             return
         if self.spec.backend != "faiss_hnsw":
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            self._refresh_count()
             return
         held = faiss.vector_to_array(self._index.id_map)
         self._tombstones = np.union1d(self._tombstones, ids[np.isin(ids, held)])
@@ -224,6 +233,7 @@ class FaissShard:
             raise IndexCorrupt(f"faiss shard {path} has width {index.d}, expected {dim}; it will be rebuilt")
         shard = cls(index, spec=spec, dim=dim, tombstones=np.asarray(meta.get("tombstones", []), np.int64))
         shard._maybe_to_gpu()
+        shard._refresh_count()
         return shard
 
     def _maybe_to_gpu(self) -> None:
