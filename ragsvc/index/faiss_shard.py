@@ -175,7 +175,9 @@ class FaissShard:
         except RuntimeError as exc:
             raise RagsvcError(f"faiss search failed ({exc}); rebuild the index from the store") from exc
         scores = distances if self.metric == "ip" else -distances
-        return np.where(labels == PAD_ID, -np.inf, scores).astype(np.float32), labels.astype(np.int64)
+        if (labels[:, -1] == PAD_ID).any():  # faiss pads at the end of a row; most searches have none
+            scores = np.where(labels == PAD_ID, -np.inf, scores)
+        return scores.astype(np.float32, copy=False), labels.astype(np.int64, copy=False)
 
     def _search_wide(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IVF: probe every list; HNSW: score the allowed ids' stored vectors directly. Flat is already exact."""
