@@ -29,7 +29,7 @@ from ragsvc.index.spec import IndexSpec
 
 logger = logging.getLogger(__name__)
 
-_CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$")
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,35}$")
 _SPEC_FIELDS = tuple(f.name for f in fields(IndexSpec))
 
 
@@ -45,7 +45,7 @@ class IndexConfig:
 
 def validate_config_name(name: Any, where: Where) -> str:
     if not isinstance(name, str) or not _CONFIG_NAME.match(name):
-        raise InvalidInput(f"{where('name')}: config name {name!r} must be 1-40 letters, digits, _ . - "
+        raise InvalidInput(f"{where('name')}: config name {name!r} must be 1-36 letters, digits, _ . - "
                            "(it becomes part of a collection name)")
     return name
 

@@ -93,6 +93,19 @@ def _warm_cache(store: VectorStore, suite: Suite, documents: list[DocumentInput]
     return time.perf_counter() - started
 
 
+def _config_prefix(suite: Suite) -> str:
+    """Collection names of a suite's configs: eval-<suite>-c-<config> (<= 64 characters by the name rules)."""
+    return f"eval-{suite.name}-c-"
+
+
+def _drop_leftovers(store: VectorStore, suite: Suite) -> None:
+    """Delete config collections an interrupted run left behind (configs resumed from checkpoints)."""
+    prefix = _config_prefix(suite)
+    for info in store.list_collections():
+        if info.name.startswith(prefix):
+            store.delete_collection(info.name)
+
+
 def _embed_queries(embedder: Embedder, queries: dict[str, str]) -> tuple[dict[str, np.ndarray], float]:
     """All query vectors, batched when that gives the same vectors; returns them and the mean ms per query.
 
@@ -218,7 +231,7 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
         documents = corpus_documents(dataset, suite.retrieval.chunking)
         ingest_s = _warm_cache(store, suite, documents, options.progress)
         vectors, embed_ms = _embed_queries(store.embedder, dataset.queries)
-        ctx = RunContext(store, documents, suite.retrieval, collection_prefix=f"eval-{suite.name}-")
+        ctx = RunContext(store, documents, suite.retrieval, collection_prefix=_config_prefix(suite))
         results, resumed, built = _run_configs(suite, ctx, dataset, vectors, checkpoints, progress=options.progress)
         summary = {
             "suite": suite.name,
@@ -238,6 +251,7 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
         if not options.keep_collections:
             for retriever in built.values():
                 retriever.close()
+            _drop_leftovers(store, suite)
     finally:
         store.close()
     write_json_atomic(out_path, summary)

@@ -30,7 +30,7 @@ from ragsvc.evals.metrics import parse_metric
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=""")
-_SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,40}$")
+_SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,19}$")  # collection names are <= 64 chars
 
 
 class TomlLocator:
@@ -203,7 +203,7 @@ def load_suite(path: Path) -> Suite:
             raise loc.error(f"unknown key {key!r}; known top-level keys: {', '.join(_TOP_KEYS)}", key)
     name = str(raw.get("name", path.stem))
     if not _SUITE_NAME.match(name):
-        raise loc.error(f"suite name {name!r} must be 1-41 letters, digits, _ or -", "name")
+        raise loc.error(f"suite name {name!r} must be 1-20 letters, digits, _ or -", "name")
     if "dataset" not in raw:
         raise loc.error("missing [dataset] table with `path`")
     dataset = _section(DatasetSection, raw["dataset"], "dataset", loc)

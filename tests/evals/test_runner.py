@@ -91,3 +91,8 @@ def test_interrupted_run_resumes_and_writes_nothing_half_done(tmp_path, minilm, 
     assert outcome.results["answer"] == {
         "skipped": "no generator configured; pass one to run_suite (see ragsvc.evals.answer_stage)"}
     assert sorted(p.suffix for p in results_dir.iterdir()) == [".json", ".md", ".png", ".png"]
+    store = VectorStore.open(cache_dir / "store", embedder=minilm)
+    try:  # the collection the interrupted run built for `exact` is gone too
+        assert [c.name for c in store.list_collections() if c.name.startswith("eval-tiny-c-")] == []
+    finally:
+        store.close()
