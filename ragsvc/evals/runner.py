@@ -42,6 +42,12 @@ from ragsvc.types import ChunkInput, DocumentInput
 logger = logging.getLogger(__name__)
 
 
+SKIPPED_NO_GENERATOR = (
+    "no generator configured: `ragsvc eval run --generator-model smollm2` (in-process) or --generator-url URL "
+    "(OpenAI-compatible server); from Python, RunOptions(generator=text_generator(...))"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     out: Path | None = None
@@ -171,7 +177,7 @@ def _answer_stage(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, opti
         return None
     if options.generator is None:
         logger.info("answer stage skipped: no generator configured")
-        return {"skipped": "no generator configured; pass one to run_suite (see ragsvc.evals.answer_stage)"}
+        return {"skipped": SKIPPED_NO_GENERATOR}
     name = suite.answer.config or suite.baseline
     config = next(c for c in suite.configs if c.name == name)
     retriever = built.get(name) or config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ import pytest
 from ragsvc.evals import runner as runner_module
 from ragsvc.evals.answer_stage import text_generator
 from ragsvc.evals.results import load_results
-from ragsvc.evals.runner import RunOptions, run_suite
+from ragsvc.evals.runner import SKIPPED_NO_GENERATOR, RunOptions, run_suite
 from ragsvc.evals.suite import load_suite
 from ragsvc.llm.scripted import ScriptedGenerator
 from ragsvc.retrieval.vector_store import VectorStore
@@ -88,8 +88,7 @@ def test_interrupted_run_resumes_and_writes_nothing_half_done(tmp_path, minilm, 
     outcome = run_suite(suite, embedder=minilm, options=options)
     assert outcome.resumed == ("exact",)
     assert [c["name"] for c in outcome.results["configs"]] == ["exact", "hnsw", "faiss-ivf", "adaptive-64"]
-    assert outcome.results["answer"] == {
-        "skipped": "no generator configured; pass one to run_suite (see ragsvc.evals.answer_stage)"}
+    assert outcome.results["answer"] == {"skipped": SKIPPED_NO_GENERATOR}
     assert sorted(p.suffix for p in results_dir.iterdir()) == [".json", ".md", ".png", ".png"]
     store = VectorStore.open(cache_dir / "store", embedder=minilm)
     try:  # the collection the interrupted run built for `exact` is gone too
