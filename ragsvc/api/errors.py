@@ -41,6 +41,9 @@ def _describe(exc: RequestValidationError) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()))
         message = err.get("msg", "invalid")
+        given = err.get("input")
+        if isinstance(given, str | int | float | bool) and err.get("type") not in ("missing", "json_invalid"):
+            message += f" (got {given!r})"
         if err.get("type") == "json_invalid":
             message = "request body is not valid JSON: " + str(err.get("ctx", {}).get("error", message))
         parts.append(f"{where}: {message}" if where else message)

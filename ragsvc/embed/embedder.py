@@ -103,10 +103,15 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)  # (n, dim)
 
     def embed_query(self, text: str) -> np.ndarray:
-        vector = self._model.encode(
-            [self.query_prefix + text], normalize_embeddings=True, convert_to_numpy=True
+        return self.embed_queries([text])[0]  # (dim,)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32: many queries in one batched call (evaluation runs)."""
+        vectors = self._model.encode(
+            [self.query_prefix + t for t in texts], batch_size=self.batch_size, show_progress_bar=False,
+            normalize_embeddings=True, convert_to_numpy=True,
         )
-        return np.ascontiguousarray(vector[0], dtype=np.float32)  # (dim,)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
         return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])

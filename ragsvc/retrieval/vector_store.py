@@ -177,7 +177,7 @@ class VectorStore:
 
     def search(self, name: str, *, query: str | None = None, vector: np.ndarray | None = None, k: int = 10,
                filter: dict[str, Any] | None = None, dims: int | None = None,
-               shortlist: int | None = None) -> SearchResult:
+               shortlist: int | None = None, ef_search: int | None = None) -> SearchResult:
         started = time.perf_counter()
         record = self.catalog.get_collection(name)
         if (query is None) == (vector is None):
@@ -195,7 +195,7 @@ class VectorStore:
                 return SearchResult([], {**timings, "total_ms": _ms(started)}, "filter")
         with self._lock(name):
             ids, scores, index_timings, served_by = self._index(name).search(
-                q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist)
+                q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist, ef_search=ef_search)
         timings.update(index_timings)
         t = time.perf_counter()
         rows = self.catalog.hydrate([int(i) for i in ids])

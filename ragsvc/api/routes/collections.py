@@ -16,7 +16,6 @@ from ragsvc.api.schemas import (
     DocumentsCreated,
     SearchRequest,
     SearchResponse,
-    index_spec_from,
 )
 from ragsvc.errors import InvalidInput, PayloadTooLarge
 from ragsvc.retrieval.vector_store import CollectionInfo
@@ -33,11 +32,7 @@ def _public(info: CollectionInfo) -> CollectionPublic:
 
 @router.post("", status_code=201, response_model=CollectionPublic)
 def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPublic:
-    try:
-        spec = index_spec_from(body.index)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from exc
-    info = store.create_collection(body.name, index=spec, chunk_tokens=body.chunk_tokens,
+    info = store.create_collection(body.name, index=body.index, chunk_tokens=body.chunk_tokens,
                                    chunk_overlap=body.chunk_overlap)
     return _public(info)
 
@@ -101,7 +96,7 @@ def search(name: str, body: SearchRequest, store: StoreDep, settings: SettingsDe
     if body.query is not None and len(body.query) > limits.max_query_chars:
         raise InvalidInput(f"query has {len(body.query)} characters; the limit is {limits.max_query_chars}")
     result = store.search(name, query=body.query, vector=body.vector, k=body.k, filter=body.filter,
-                          dims=body.dims, shortlist=body.shortlist)
+                          dims=body.dims, shortlist=body.shortlist, ef_search=body.ef_search)
     # Serialised directly: re-validating the response model costs as much as a small search (the hot path).
     body_out = {"hits": [{"chunk_id": h.chunk_id, "document_id": h.document_id, "text": h.text, "score": h.score,
                           "metadata": h.metadata} for h in result.hits],
