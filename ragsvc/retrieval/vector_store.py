@@ -120,6 +120,11 @@ class VectorStore:
     def list_collections(self) -> list[CollectionInfo]:
         return [_info(r, *self.catalog.collection_counts(r.name)) for r in self.catalog.list_collections()]
 
+    def index_bytes(self, name: str) -> int:
+        """Bytes the collection's index holds in memory to answer a query (opens the index if needed)."""
+        with self._lock(name):
+            return int(self._index(name).index_bytes)
+
     def delete_collection(self, name: str) -> None:
         with self._lock(name):
             self.catalog.delete_collection(name)
