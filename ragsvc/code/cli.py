@@ -98,7 +98,7 @@ def _build_map(path: Path, *, query: str | None, tokens: int, collection: str | 
     from ragsvc.code.analysis import analyse_repository, definition_texts
     from ragsvc.code.graph import SymbolGraph
     from ragsvc.code.indexer import RepoIndexer, default_collection_name
-    from ragsvc.code.manifest import manifest_path
+    from ragsvc.code.manifest import load_manifest, manifest_path
     from ragsvc.code.repo_map import build_map
     from ragsvc.code.searcher import CollectionSearcher, EmbeddingSearcher
     from ragsvc.code.walker import resolve_root
@@ -106,7 +106,8 @@ def _build_map(path: Path, *, query: str | None, tokens: int, collection: str | 
 
     root = resolve_root(path)
     name = collection or default_collection_name(root)
-    if manifest_path(data_dir or Settings().store.data_dir, name).exists():
+    manifest = load_manifest(manifest_path(data_dir or Settings().store.data_dir, name))
+    if manifest is not None and manifest.root == str(root):  # the same name may index another folder
         store = _open_store(data_dir)
         try:
             graph = RepoIndexer(store).load_graph(name)
