@@ -25,6 +25,7 @@ from ragsvc.code.searcher import CollectionSearcher
 from ragsvc.code.walker import walk_repository
 from ragsvc.evals.loaders import load_beir
 from ragsvc.evals.metrics import mrr_at_k, recall_at_k
+from ragsvc.evals.stats import paired_permutation_test
 from ragsvc.retrieval.vector_store import VectorStore
 from ragsvc.types import Hit
 
@@ -107,10 +108,19 @@ def _dedupe(keys: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _score(ranked: dict[str, list[str]], qrels: dict[str, set[str]]) -> dict[str, float]:
+def _per_query_mrr(ranked: dict[str, list[str]], qrels: dict[str, set[str]]) -> list[float]:
+    return [mrr_at_k(ranked[q], dict.fromkeys(qrels[q], 1), K) for q in qrels]
+
+
+def _score(ranked: dict[str, list[str]], qrels: dict[str, set[str]], *,
+           baseline: dict[str, list[str]] | None = None) -> dict[str, float]:
+    """recall@10 and MRR@10; with a baseline run, the paired permutation test's p-value on per-query MRR."""
     recalls = [recall_at_k(ranked[q], dict.fromkeys(qrels[q], 1), K) for q in qrels]
-    mrrs = [mrr_at_k(ranked[q], dict.fromkeys(qrels[q], 1), K) for q in qrels]
-    return {"recall@10": round(sum(recalls) / len(recalls), 4), "mrr@10": round(sum(mrrs) / len(mrrs), 4)}
+    mrrs = _per_query_mrr(ranked, qrels)
+    out = {"recall@10": round(sum(recalls) / len(recalls), 4), "mrr@10": round(sum(mrrs) / len(mrrs), 4)}
+    if baseline is not None and baseline is not ranked:
+        out["p_mrr_vs_dense"] = round(paired_permutation_test(mrrs, _per_query_mrr(baseline, qrels)), 4)
+    return out
 
 
 def evaluate_task(store: VectorStore, task: CodeTask, collection: str, *,
@@ -131,7 +141,7 @@ def evaluate_task(store: VectorStore, task: CodeTask, collection: str, *,
     return {
         "task": task.name, "num_queries": len(task.queries), "num_files": len(task.analyses),
         "num_definitions": len(graph.definitions), "candidates": CANDIDATES,
-        "results": {name: _score(run, task.qrels) for name, run in runs.items()},
+        "results": {name: _score(run, task.qrels, baseline=runs["dense"]) for name, run in runs.items()},
     }
 
 
