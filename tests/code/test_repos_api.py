@@ -25,9 +25,8 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, roots: Path) -> Iterator[httpx.Client]:
     from ragsvc.api.app import create_app
-    from ragsvc.api.routes import repos
 
-    app = create_app(make_settings(tmp_path_factory.mktemp("api") / "data"), extra_routers=[repos.router])
+    app = create_app(make_settings(tmp_path_factory.mktemp("api") / "data"))  # the app includes repos.router
     app.state.repo_roots = (roots,)
     server = LiveServer(app, free_port())
     server.start()
