@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,7 +123,7 @@ def chat_response(
 
 async def merged(
     engine: AsyncLLMEngine, jobs: list[ChoiceJob]
-) -> AsyncIterator[tuple[ChoiceJob, RequestOutput]]:
+) -> AsyncGenerator[tuple[ChoiceJob, RequestOutput], None]:
     """Outputs of all jobs in arrival order. Cancelling the consumer cancels (and so aborts) every job."""
     if len(jobs) == 1:  # the common case: no helper task, the engine's stream is iterated right here
         job = jobs[0]

@@ -118,7 +118,10 @@ def check_messages(prompt: Prompt) -> list[dict[str, str]] | None:
 class Generator(Protocol):
     """Text (and token logprobs) from a prompt. All options are keyword-only; see `options()` for defaults."""
 
-    model: str
+    @property
+    def model(self) -> str:
+        """The served model's name."""
+        ...
 
     def generate(
         self, prompt: Prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,

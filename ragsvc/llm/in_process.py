@@ -16,7 +16,7 @@ import asyncio
 import copy
 import itertools
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -140,7 +140,7 @@ class InProcessGenerator:
         """`generate` for coroutines running on the engine's own event loop."""
         return await self._collect(*self._prepare(prompt, options(**kwargs)))
 
-    async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[GenerationChunk]:
+    async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncGenerator[GenerationChunk, None]:
         request_id, ids, params = self._prepare(prompt, options(**kwargs))
         async with aclosing(self._async.generate(request_id, ids, params)) as stream:  # type: ignore[type-var]
             async for out in stream:
@@ -189,10 +189,14 @@ class InProcessGenerator:
         """See Generator.stream. Leaving the loop early aborts the request and frees its KV blocks."""
         self._check_thread()
         chunks = self.astream(prompt, **kwargs)
+
+        async def next_chunk() -> GenerationChunk:
+            return await anext(chunks)
+
         try:
             while True:
                 try:
-                    yield asyncio.run_coroutine_threadsafe(chunks.__anext__(), self._loop).result()
+                    yield asyncio.run_coroutine_threadsafe(next_chunk(), self._loop).result()
                 except StopAsyncIteration:
                     return
         finally:
