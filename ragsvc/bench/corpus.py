@@ -5,13 +5,15 @@ HotpotQA paragraphs, CoSQA functions), then the docstrings of the Python standar
 of every installed package. Each source is cut into windows of 20 words (~35 MiniLM tokens on average) so that
 embedding 200k of them takes about an hour on two free cores.
 
-Queries are real texts that are not in the index: half are passages held out by a hash of their text (so they
-are spread over every source, whatever the corpus size), half are the evaluation sets' own queries.
+Queries are real texts that are not in the index: half are passages held out by a hash of their text, drawn
+from the same span of the stream as the indexed passages (so they match the index's mix of sources), half are
+the evaluation sets' own queries.
 
 Cache layout (under `cache_dir`), chosen so that an interrupted build resumes and nothing is embedded twice:
 
-    corpus-v2-<num_vectors>-<num_queries>.jsonl   frozen text snapshot, reused even if packages change; a
-                                       larger snapshot serves any smaller size (its first n passages)
+    corpus-v3-<num_vectors>.jsonl      frozen snapshot (passages, held-out pool with stream positions, dataset
+                                       queries), reused even if packages change; a larger one serves any
+                                       smaller size (its first n passages, held-out passages from that span)
     <model id>/pieces/vectors-<i>-<hash>.npy  float32 (<= CHUNK_SIZE, dim) per piece of passages, temp + rename
     <model id>/<corpus hash>/
         queries.npy                    float32 (num_queries, dim)
@@ -35,7 +37,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-CORPUS_VERSION = "v2"
+CORPUS_VERSION = "v3"
 WINDOW_WORDS = 20
 MIN_WORDS = 8
 CHUNK_SIZE = 4096
@@ -149,11 +151,24 @@ def _dataset_queries(data_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
-def collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, seed: int = 0) -> TextCorpus:
-    """Stream passages until `num_vectors` are indexable; hold some out; fill queries from the datasets."""
+@dataclass(frozen=True, slots=True)
+class _Collected:
+    """Passages in stream order, every held-out passage with its stream position, the datasets' queries."""
+
+    texts: list[str]
+    sources: list[str]
+    heldout: list[tuple[str, int]]
+    """(passage, number of indexed passages before it): a corpus of n passages draws only those with pos < n,
+    so its held-out queries come from the same sources as its index."""
+    dataset_queries: list[tuple[str, str]]
+    """(kind, text), never equal to a collected passage."""
+
+
+def _collect(*, num_vectors: int, data_dir: Path) -> _Collected:
+    """Stream passages until `num_vectors` are indexable, holding out one in HELDOUT_MODULUS by text hash."""
     texts: list[str] = []
     sources: list[str] = []
-    heldout: list[str] = []
+    heldout: list[tuple[str, int]] = []
     seen: set[str] = set()
     for source, doc in iter_documents(data_dir):
         for passage in windows(doc):
@@ -161,7 +176,7 @@ def collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, seed: i
                 continue
             seen.add(passage)
             if int(hashlib.sha1(passage.encode()).hexdigest()[:8], 16) % HELDOUT_MODULUS == 0:
-                heldout.append(passage)
+                heldout.append((passage, len(texts)))
                 continue
             texts.append(passage)
             sources.append(source)
@@ -174,44 +189,59 @@ def collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, seed: i
             f"only {len(texts)} real passages found for --num-vectors {num_vectors}; "
             "lower --num-vectors (the benchmark never pads with random vectors)"
         )
+    dataset = [(kind, text) for kind, text in _dataset_queries(data_dir) if text not in seen]
+    return _Collected(texts, sources, heldout, dataset)
+
+
+def _select(collected: _Collected, *, num_vectors: int, num_queries: int, seed: int = 0) -> TextCorpus:
+    """The first num_vectors passages; half the queries held-out passages from that span, half dataset queries."""
     rng = random.Random(seed)
-    rng.shuffle(heldout)
-    picked = [(q, "heldout_passage") for q in heldout[: num_queries // 2]]
-    dataset = [(text, kind) for kind, text in _dataset_queries(data_dir) if text not in seen]
+    pool = [text for text, pos in collected.heldout if pos < num_vectors]
+    rng.shuffle(pool)
+    picked = [(q, "heldout_passage") for q in pool[: num_queries // 2]]
+    dataset = list(collected.dataset_queries)
     rng.shuffle(dataset)
-    picked += [(text, kind) for text, kind in dataset[: num_queries - len(picked)]]
+    picked += [(text, kind) for kind, text in dataset[: num_queries - len(picked)]]
     if len(picked) < num_queries:
         raise ValueError(f"only {len(picked)} held-out queries available; lower --num-queries")
-    return TextCorpus(texts, sources, [q for q, _ in picked], [k for _, k in picked])
+    return TextCorpus(collected.texts[:num_vectors], collected.sources[:num_vectors], [q for q, _ in picked],
+                      [k for _, k in picked])
+
+
+def collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, seed: int = 0) -> TextCorpus:
+    """Stream passages until `num_vectors` are indexable; hold some out; fill queries from the datasets."""
+    collected = _collect(num_vectors=num_vectors, data_dir=data_dir)
+    return _select(collected, num_vectors=num_vectors, num_queries=num_queries, seed=seed)
 
 
 def load_or_collect_texts(*, num_vectors: int, num_queries: int, data_dir: Path, cache_dir: Path) -> TextCorpus:
-    """Reuse the frozen snapshot for these sizes if present, so installing a package later changes nothing."""
-    reusable = _larger_snapshot(cache_dir, num_vectors, num_queries)
+    """Reuse a frozen snapshot holding at least these passages, so installing a package later changes nothing.
+
+    The passage stream is deterministic, so a larger snapshot's first n passages are exactly this corpus.
+    """
+    reusable = _larger_snapshot(cache_dir, num_vectors)
     if reusable is not None:
-        # The passage stream is deterministic, so a larger snapshot's first n passages are this corpus; its
-        # queries stay valid (held-out passages and dataset queries are never among the indexed passages).
         rows = [json.loads(line) for line in reusable.open()]
-        docs = [r for r in rows if r["kind"] == "passage"][:num_vectors]
-        qs = [r for r in rows if r["kind"] != "passage"]
-        return TextCorpus([r["t"] for r in docs], [r["src"] for r in docs], [r["t"] for r in qs],
-                          [r["kind"] for r in qs])
-    snapshot = cache_dir / f"corpus-{CORPUS_VERSION}-{num_vectors}-{num_queries}.jsonl"
-    logger.info("collecting %d passages and %d queries (parses installed Python sources)", num_vectors,
-                num_queries)
-    corpus = collect_texts(num_vectors=num_vectors, num_queries=num_queries, data_dir=data_dir)
-    pairs = zip(corpus.texts, corpus.sources, strict=True)
+        collected = _Collected([r["t"] for r in rows if r["kind"] == "passage"],
+                               [r["src"] for r in rows if r["kind"] == "passage"],
+                               [(r["t"], r["pos"]) for r in rows if r["kind"] == "heldout"],
+                               [(r["src"], r["t"]) for r in rows if r["kind"] == "dataset_query"])
+        return _select(collected, num_vectors=num_vectors, num_queries=num_queries)
+    logger.info("collecting %d passages (parses installed Python sources)", num_vectors)
+    collected = _collect(num_vectors=num_vectors, data_dir=data_dir)
+    pairs = zip(collected.texts, collected.sources, strict=True)
     lines = [json.dumps({"kind": "passage", "src": s, "t": t}) for t, s in pairs]
-    lines += [json.dumps({"kind": k, "t": q}) for q, k in zip(corpus.queries, corpus.query_kinds, strict=True)]
-    _atomic_write_bytes(snapshot, ("\n".join(lines) + "\n").encode())
-    return corpus
+    lines += [json.dumps({"kind": "heldout", "pos": pos, "t": t}) for t, pos in collected.heldout]
+    lines += [json.dumps({"kind": "dataset_query", "src": k, "t": t}) for k, t in collected.dataset_queries]
+    _atomic_write_bytes(cache_dir / f"corpus-{CORPUS_VERSION}-{num_vectors}.jsonl", ("\n".join(lines) + "\n").encode())
+    return _select(collected, num_vectors=num_vectors, num_queries=num_queries)
 
 
-def _larger_snapshot(cache_dir: Path, num_vectors: int, num_queries: int) -> Path | None:
-    """The smallest snapshot of this corpus version holding >= num_vectors passages and exactly num_queries."""
+def _larger_snapshot(cache_dir: Path, num_vectors: int) -> Path | None:
+    """The smallest snapshot of this corpus version holding >= num_vectors passages."""
     best: tuple[int, Path] | None = None
-    for path in cache_dir.glob(f"corpus-{CORPUS_VERSION}-*-{num_queries}.jsonl"):
-        size = int(path.name.split("-")[2])
+    for path in cache_dir.glob(f"corpus-{CORPUS_VERSION}-*.jsonl"):
+        size = int(path.name.removesuffix(".jsonl").split("-")[2])
         if size >= num_vectors and (best is None or size < best[0]):
             best = (size, path)
     return None if best is None else best[1]
