@@ -50,6 +50,9 @@ class ServingBenchConfig:
     max_num_batched_tokens: int = 2048
     llama_server: str | None = None
     """Path to llama.cpp's llama-server; None = look on PATH."""
+    llama_threads: int | None = None
+    """llama.cpp's thread count; None = `threads`. (In this sandbox llama.cpp's threadpool with 2 threads ran at
+    ~0.7 tok/s against ~34 tok/s with 1, so its best setting may not be ours.)"""
     passive_wait: bool = True
     """Idle threads sleep instead of spinning: OMP_WAIT_POLICY=PASSIVE for torch, --poll 0 for llama.cpp. On a
     machine shared with other work, spinning OpenMP barriers made a 2-thread decode step ~20x slower here."""
@@ -119,6 +122,7 @@ def serving_command(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 (ragsvc and HF)")] = "auto",
     threads: Annotated[int, typer.Option(help="CPU threads for every system")] = 2,
     llama_server: Annotated[str | None, typer.Option(help="path to llama.cpp's llama-server")] = None,
+    llama_threads: Annotated[int | None, typer.Option(help="llama.cpp threads [default: --threads]")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
@@ -131,7 +135,8 @@ def serving_command(
             model=model, dtype=dtype, concurrency=tuple(int(c) for c in concurrency.split(",")),
             num_requests=num_requests, prompt_tokens=_range(prompt_tokens), output_tokens=(out_lo, out_hi),
             hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
-            threads=threads, seed=seed, llama_server=llama_server, log_dir=str(json_out.parent),
+            threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
+            log_dir=str(json_out.parent),
         )
     except ValueError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)

@@ -152,13 +152,14 @@ def _bench_llama_cpp(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReq
     top = max(cfg.concurrency)
     ctx = cfg.prompt_tokens[1] + cfg.output_tokens[1] + 16
     log_path = Path(cfg.log_dir) / "llama_server.log"
-    with peers.llama_server(binary, gguf, threads=cfg.threads, parallel=top, ctx_per_slot=ctx,
+    threads = cfg.llama_threads or cfg.threads
+    with peers.llama_server(binary, gguf, threads=threads, parallel=top, ctx_per_slot=ctx,
                             log_path=log_path, poll=0 if cfg.passive_wait else 50) as url:
         peers.run_llama_cpp(url, [BenchRequest(workloads[min(workloads)][0].prompt_ids[:50], 8)], concurrency=1)
         for c in cfg.concurrency:
             res.runs.append(summarise("llama_cpp", quant, c, peers.run_llama_cpp(url, workloads[c], concurrency=c)))
             logger.info("llama_cpp c=%d: %s", c, res.runs[-1])
-    res.notes["llama_cpp"] = f"llama-server {binary}, --parallel {top} --cont-batching --threads {cfg.threads}"
+    res.notes["llama_cpp"] = f"llama-server {binary}, --parallel {top} --cont-batching --threads {threads}"
 
 
 def git_sha() -> str:
