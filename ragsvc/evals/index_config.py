@@ -18,7 +18,6 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,18 +76,10 @@ class IndexKind:
                                 chunk_overlap=ctx.retrieval.chunk_overlap)
         store.add_documents(collection, ctx.documents)
         build_s = time.perf_counter() - started
-        store.flush()  # write the index files so their size can be measured (not part of build_s)
-        index_bytes = _folder_bytes(store.data_dir / "indexes" / collection)
+        index_bytes = store.index_bytes(collection)  # what the index holds in memory to answer a query
         logger.info("built %s in %.2f s (%d index bytes)", collection, build_s, index_bytes)
         fetch = ctx.retrieval.depth * (ctx.retrieval.oversample if ctx.retrieval.chunking == "tokens" else 1)
         return IndexRetriever(ctx, collection, build_s, index_bytes, fetch)
-
-
-def _folder_bytes(path: Path) -> int:
-    """On-disk size of the collection's index files (the store keeps them under indexes/<collection>/)."""
-    if not path.is_dir():
-        return 0
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 class IndexRetriever:

@@ -8,9 +8,9 @@ Results shape (one file per suite run):
                   "metrics_ci": {metric: [low, high]}, "latency_ms": {"p50", "p95", "mean"}, "build_s",
                   "index_bytes", "num_queries", "per_query": {metric: {query_id: value}}}]}
 
-`per_query` is what makes paired significance tests possible (`ragsvc eval compare`). `index_bytes` is the
-size of the collection's index files on disk (ANN structure + rescoring vectors + rotation), written by
-`VectorStore.flush()` right after the build.
+`per_query` is what makes paired significance tests possible (`ragsvc eval compare`). `index_bytes` is what the
+collection's index holds in memory to answer a query (ANN structure + rescoring vectors + rotation), from
+`VectorStore.index_bytes`.
 """
 
 from __future__ import annotations
