@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
             yield
         finally:
             loader.join()
+            jobs = getattr(app.state, "repo_jobs", None)
+            if jobs is not None:
+                jobs.close()  # a running repo-index job must not meet a closed store
             if app.state.vector_store is not None:
                 app.state.vector_store.close()
 
