@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,9 @@ CATALOG_FILE = "catalog.duckdb"
 
 
 @dataclass(frozen=True, slots=True)
-class CollectionInfo:
-    name: str
-    embedder_id: str
-    dim: int
-    index: IndexSpec
-    chunk_tokens: int
-    chunk_overlap: int
+class CollectionInfo(CollectionRecord):
+    """A collection's stored settings plus its current size."""
+
     num_documents: int
     num_chunks: int
 
@@ -265,8 +261,8 @@ class VectorStore:
 
 
 def _info(record: CollectionRecord, num_documents: int, num_chunks: int) -> CollectionInfo:
-    return CollectionInfo(record.name, record.embedder_id, record.dim, record.index, record.chunk_tokens,
-                          record.chunk_overlap, num_documents, num_chunks)
+    settings = {f.name: getattr(record, f.name) for f in fields(CollectionRecord)}
+    return CollectionInfo(**settings, num_documents=num_documents, num_chunks=num_chunks)
 
 
 def _ms(since: float) -> float:
