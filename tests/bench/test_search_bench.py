@@ -72,6 +72,10 @@ def test_cli_rejects_unknown_config_before_any_work(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_run_tiny(tmp_path):
+    from ragsvc.bench.corpus import default_data_dir
+
+    if not default_data_dir().is_dir():  # held-out queries come from the shared evaluation sets
+        pytest.skip(f"shared datasets not found at {default_data_dir()} (set RAGSVC_BENCH_DATA)")
     result = run_search_bench(num_vectors=400, num_queries=24, configs="hnsw-full,adaptive-d64",
                               cache_dir=tmp_path, hnsw_ef_sweep=(10, 64), http=True, http_vectors=300,
                               progress=False)
