@@ -105,8 +105,8 @@ class VectorStore:
         if spec.dims is not None and spec.dims > self.embedder.dim:
             raise InvalidInput(f"index dims {spec.dims} exceed the embedder's width {self.embedder.dim}")
         record = CollectionRecord(name, self.embedder.id, self.embedder.dim, spec, chunk_tokens, chunk_overlap)
+        self.catalog.create_collection(record)  # raises CollectionExists before anything is touched
         shutil.rmtree(self._index_dir(name), ignore_errors=True)  # leftovers of an older collection of that name
-        self.catalog.create_collection(record)
         return self.get_collection(name)
 
     def get_collection(self, name: str) -> CollectionInfo:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ragsvc.errors import CollectionNotFound, DimensionMismatch, DocumentNotFound, InvalidInput
+from ragsvc.errors import CollectionExists, CollectionNotFound, DimensionMismatch, DocumentNotFound, InvalidInput
 from ragsvc.index.spec import IndexSpec
 from ragsvc.retrieval.vector_store import VectorStore
 from ragsvc.types import ChunkInput, DocumentInput
@@ -53,6 +53,15 @@ def test_reingest_identical_is_noop_and_changed_replaces(store):
     assert store.get_collection("notes").num_documents == 24
     hit = store.search("notes", query="volcanoes", k=1).hits[0]
     assert hit.document_id == "d0" and "volcanoes" in hit.text
+
+
+def test_creating_an_existing_collection_leaves_it_intact(store):
+    store.flush()
+    files = sorted(p.name for p in (store.data_dir / "indexes" / "notes").rglob("*") if p.is_file())
+    with pytest.raises(CollectionExists):
+        store.create_collection("notes")
+    assert sorted(p.name for p in (store.data_dir / "indexes" / "notes").rglob("*") if p.is_file()) == files
+    assert store.get_collection("notes").num_documents == 24
 
 
 def test_delete_document_leaves_search(store):
