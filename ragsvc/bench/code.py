@@ -172,7 +172,7 @@ def full_parse_map(library_dir: Path, *, runs: int = 10) -> dict[str, Any]:
 
 @app.command("code")
 def code_command(
-    out: Annotated[Path, typer.Option(help="JSON result file")] = Path("eval/results/code.json"),
+    out: Annotated[Path, typer.Option("--json", "--out", help="JSON result file")] = Path("eval/results/code.json"),
     cosqa: Annotated[Path, typer.Option(help="CoSQA in BEIR format")] = Path("../shared/data/cosqa"),
     library: Annotated[list[str] | None, typer.Option(help="installed package(s) for the docstring task")] = None,
     max_queries: Annotated[int, typer.Option(help="queries per quality task")] = 400,
