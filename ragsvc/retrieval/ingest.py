@@ -76,30 +76,27 @@ def split_document(doc: DocumentInput, embedder: Embedder, record: CollectionRec
 
 
 def prepare_documents(
-    docs: Sequence[tuple[str, DocumentInput]],
+    docs: Sequence[tuple[str, str, DocumentInput]],
     *,
     embedder: Embedder,
     record: CollectionRecord,
     cached: CachedLookup,
     progress: bool = False,
 ) -> list[PreparedDocument]:
-    """Chunk every document, embed the chunk texts the cache does not hold, and assemble the records."""
-    split = [(doc_id, doc, split_document(doc, embedder, record)) for doc_id, doc in docs]
-    hashes = {sha256(c.text): c.text for _, _, chunks in split for c in chunks}
-    vectors = cached(list(hashes))
-    missing = [h for h in hashes if h not in vectors]
+    """Chunk every (id, content hash, document), embed the chunk texts the cache does not hold, assemble records."""
+    split = [(doc_id, digest, doc, [(sha256(c.text), c) for c in split_document(doc, embedder, record)])
+             for doc_id, digest, doc in docs]
+    texts = {h: c.text for _, _, _, chunks in split for h, c in chunks}
+    vectors = cached(list(texts))
+    missing = [h for h in texts if h not in vectors]
     if missing:
-        fresh = embedder.embed_documents([hashes[h] for h in missing], progress=progress)  # (m, dim)
+        fresh = embedder.embed_documents([texts[h] for h in missing], progress=progress)  # (m, dim)
         vectors.update(zip(missing, fresh, strict=True))
-    prepared = []
-    for doc_id, doc, chunks in split:
-        prepared.append(PreparedDocument(
-            id=doc_id, source=doc.source, content_hash=content_hash(doc), metadata=dict(doc.metadata),
-            text=doc.text,
-            chunks=[
-                PreparedChunk(c.text, c.start_char, c.end_char, {**doc.metadata, **c.metadata},
-                              sha256(c.text), vectors[sha256(c.text)])
-                for c in chunks
-            ],
-        ))
-    return prepared
+    return [
+        PreparedDocument(
+            id=doc_id, source=doc.source, content_hash=digest, metadata=dict(doc.metadata), text=doc.text,
+            chunks=[PreparedChunk(c.text, c.start_char, c.end_char, {**doc.metadata, **c.metadata}, h, vectors[h])
+                    for h, c in chunks],
+        )
+        for doc_id, digest, doc, chunks in split
+    ]

@@ -137,7 +137,8 @@ class VectorStore:
         self._check_embedder(record)
         ids = validate_batch(docs)
         existing = self.catalog.document_hashes(name, ids)
-        todo = [(i, d) for i, d in zip(ids, docs, strict=True) if existing.get(i) != content_hash(d)]
+        digests = [content_hash(d) for d in docs]
+        todo = [(i, h, d) for i, h, d in zip(ids, digests, docs, strict=True) if existing.get(i) != h]
         if not todo:
             return ids
         prepared = prepare_documents(
