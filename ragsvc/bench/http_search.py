@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ragsvc.bench.process import stop_process
 from ragsvc.bench.timing import measure
 from ragsvc.index.spec import IndexSpec
 from ragsvc.retrieval.vector_store import VectorStore
@@ -142,12 +143,7 @@ def over_http(data_dir: Path, queries: np.ndarray, truth: np.ndarray) -> dict[st
 
             m = measure(search_one, queries, truth)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
     return {"name": "HTTP uvicorn+httpx (vector queries)", **m.fields(),
             "params": {"server": "uvicorn 1 worker, --no-access-log", "client": "httpx.Client keep-alive"}}
 

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import torch
 
+from ragsvc.bench.process import stop_process
 from ragsvc.bench.serving_workload import BenchRequest, RequestTiming
 
 logger = logging.getLogger(__name__)
@@ -124,11 +125,7 @@ def llama_server(binary: str, gguf: Path, *, threads: int, parallel: int, ctx_pe
                 time.sleep(0.2)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
 
 def _healthy(url: str) -> bool:
