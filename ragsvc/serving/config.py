@@ -41,6 +41,9 @@ class EngineConfig:
     """Where de-quantised safetensors are cached; None = <data_dir>/models (RAGSVC_DATA_DIR or indexes/data)."""
     num_threads: int | None = None
     """torch intra-op threads on CPU; None = leave torch's setting alone."""
+    cpu_attention_kernel: bool = True
+    """On CPU, decode attention with the C++ paged kernel (built with the system compiler on first use);
+    False, or no compiler, = the plain-torch gather + SDPA path (the kernel's reference, ~4x slower)."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16"):

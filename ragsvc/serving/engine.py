@@ -106,7 +106,12 @@ class LLMEngine:
         capacity = num_blocks * config.block_size
         max_model_len = min(config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings, capacity)
         model = load_model(model_dir, dtype=dtype, device=device, max_positions=max_model_len, hf_config=hf)
-        runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size)
+        runner = ModelRunner(
+            model,
+            num_blocks=num_blocks,
+            block_size=config.block_size,
+            cpu_attention_kernel=config.cpu_attention_kernel,
+        )
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
         logger.info(
             "engine ready in %.1f s: %s %s on %s, %d KV blocks x %d tokens, max_model_len %d",

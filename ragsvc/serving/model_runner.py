@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ragsvc.serving.layers import cpu_paged_attention
 from ragsvc.serving.layers.attention import AttentionMetadata, PrefillSegment
 from ragsvc.serving.layers.linear import can_pack, pack_linears
 from ragsvc.serving.layers.rotary import RotaryEmbedding, rope_inv_freq
@@ -52,18 +53,31 @@ def load_model(
     return model
 
 
+def _cpu_kernel_ready(cfg: ModelConfig, dtype: torch.dtype) -> bool:
+    shape_ok = cpu_paged_attention.supports(
+        dtype=dtype, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim
+    )
+    return shape_ok and cpu_paged_attention.load() is not None
+
+
 def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype) -> int:
     element = torch.empty((), dtype=dtype).element_size()
     return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * element
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int) -> None:
+    def __init__(
+        self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_attention_kernel: bool = True
+    ) -> None:
         self.model = model
         self.block_size = block_size
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         cfg = model.cfg
+        self.paged_decode = self.device.type == "cuda" or (
+            cpu_attention_kernel and _cpu_kernel_ready(cfg, self.dtype)
+        )
+        """Decodes read K/V in place with a paged kernel (block tables); False = the torch gather reference."""
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [
             (
@@ -111,10 +125,10 @@ class ModelRunner:
             if c.samples:
                 logit_rows.append(len(ids) - 1)
         meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decode_tokens=len(decodes))
-        if decodes:
+        if decodes and self.paged_decode:
+            self._add_kernel_tables(meta, decodes)
+        elif decodes:
             meta.decode_blocks, meta.decode_mask = self._decode_context(decodes)
-            if self.device.type == "cuda":
-                self._add_kernel_tables(meta, decodes)
         row = len(decodes)
         for c in prefills:
             meta.prefills.append(self._prefill_segment(c, row))

@@ -3,9 +3,10 @@
 A step's tokens are packed without padding: first the single-token chunks (decodes), then the multi-token
 chunks (prefills, possibly chunked or behind a cached prefix). New K/V are written into the cache by slot,
 then:
-* decodes attend in one batched SDPA over K/V gathered by block table (padded to the longest context with a
-  mask; attention is a small share of a decode step, the matmuls dominate); on CUDA the Triton kernel in
-  triton_paged_attention.py reads the blocks in place instead;
+* decodes read K/V in place from their blocks with a paged kernel: C++ on CPU (cpu_paged_attention.py),
+  Triton on CUDA (triton_paged_attention.py). `decode_attention` below is their plain-torch reference (and
+  the fallback without a compiler): one batched SDPA over K/V gathered by block table, padded to the longest
+  context with a mask; at batch 32 its gather + SDPA cost 3x the step's GEMMs on this CPU;
 * each prefill chunk runs its own SDPA: a fresh prompt uses its just-computed K/V with is_causal; a chunk
   behind cached context gathers its context and uses an offset causal mask. Measured on this CPU (bf16,
   one thread, 8 prompts of 50-600 tokens): per-sequence SDPA 6.1 ms vs 31.5 ms for one SDPA over the packed
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from ragsvc.serving.layers import cpu_paged_attention
 
 
 @dataclass
@@ -44,9 +47,10 @@ class AttentionMetadata:
     """(decodes, 1, 1, max_context) bool, True = a real context position."""
     prefills: list[PrefillSegment] = field(default_factory=list)
     decode_block_tables: torch.Tensor | None = None
-    """(decodes, max_blocks) int32 block tables for the Triton kernel (set on CUDA only)."""
+    """(decodes, max_blocks) int32 block tables for a paged kernel (Triton on CUDA, C++ on CPU); when set,
+    decode_blocks and decode_mask are not."""
     decode_context_lens: torch.Tensor | None = None
-    """(decodes,) int32 context lengths for the Triton kernel (set on CUDA only)."""
+    """(decodes,) int32 context lengths for the paged kernel."""
 
 
 def write_kv(
@@ -84,13 +88,18 @@ def paged_attention(
 def _decode(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata, *, scale: float
 ) -> torch.Tensor:
-    if q.is_cuda and meta.decode_block_tables is not None and meta.decode_context_lens is not None:
-        from ragsvc.serving.layers.triton_paged_attention import paged_decode_attention
+    if meta.decode_block_tables is not None and meta.decode_context_lens is not None:
+        tables, lens = meta.decode_block_tables, meta.decode_context_lens
+        if q.is_cuda:
+            from ragsvc.serving.layers.triton_paged_attention import paged_decode_attention
 
-        return paged_decode_attention(
-            q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale=scale
-        )
-    assert meta.decode_blocks is not None and meta.decode_mask is not None
+            return paged_decode_attention(q, k_cache, v_cache, tables, lens, scale=scale)
+        lib = cpu_paged_attention.load()
+        if lib is None:
+            raise RuntimeError("kernel tables were prepared but the CPU attention kernel is not loaded")
+        return cpu_paged_attention.paged_decode_attention(lib, q, k_cache, v_cache, tables, lens, scale=scale)
+    if meta.decode_blocks is None or meta.decode_mask is None:
+        raise RuntimeError("decode tokens without block tables or a gather mask; prepare() set neither")
     return decode_attention(q, k_cache, v_cache, meta.decode_blocks, meta.decode_mask, scale=scale)
 
 
