@@ -110,7 +110,7 @@ class LLMEngine:
             model,
             num_blocks=num_blocks,
             block_size=config.block_size,
-            cpu_attention_kernel=config.cpu_attention_kernel,
+            cpu_kernels=config.cpu_kernels,
         )
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
         logger.info(

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ragsvc.serving.layers import cpu_paged_attention
+from ragsvc.serving.layers import cpu_fused, cpu_paged_attention
 from ragsvc.serving.layers.attention import AttentionMetadata, PrefillSegment
 from ragsvc.serving.layers.linear import can_pack, pack_linears
 from ragsvc.serving.layers.rotary import RotaryEmbedding, rope_inv_freq
@@ -67,7 +67,7 @@ def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype)
 
 class ModelRunner:
     def __init__(
-        self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_attention_kernel: bool = True
+        self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True
     ) -> None:
         self.model = model
         self.block_size = block_size
@@ -75,9 +75,11 @@ class ModelRunner:
         self.device, self.dtype = param.device, param.dtype
         cfg = model.cfg
         self.paged_decode = self.device.type == "cuda" or (
-            cpu_attention_kernel and _cpu_kernel_ready(cfg, self.dtype)
+            cpu_kernels and _cpu_kernel_ready(cfg, self.dtype)
         )
         """Decodes read K/V in place with a paged kernel (block tables); False = the torch gather reference."""
+        if self.device.type == "cpu":
+            model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None)
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [
             (

@@ -84,9 +84,7 @@ def test_engine_uses_the_kernel_and_both_paths_give_the_same_tokens(lib, tiny_ll
     outs = {}
     for kernel in (True, False):
         engine = LLMEngine.from_config(
-            EngineConfig(
-                model=str(folder), dtype="float32", block_size=4, num_kv_blocks=128, cpu_attention_kernel=kernel
-            )
+            EngineConfig(model=str(folder), dtype="float32", block_size=4, num_kv_blocks=128, cpu_kernels=kernel)
         )
         assert engine.runner.paged_decode is kernel
         outs[kernel] = [o.output_token_ids for o in engine.generate(prompts, params)]

@@ -6,11 +6,7 @@ attention is memory bound; this kernel reads each cached K and V row once, strai
 query heads of a GQA group together, and never copies or pads. `decode_attention` in attention.py stays the
 reference it is tested against (tests/serving/test_cpu_kernel.py).
 
-Why ctypes and not a torch extension: the source needs no torch headers, so gcc builds it in about a second
-(a torch C++ extension takes a minute or more on two cores). The library links the process's libgomp (torch's
-own, by soname), so it shares torch's OpenMP threads. Built once per source and CPU into a cache folder
-(written to a temp name, then renamed); when no compiler is available, `load()` returns None and callers use
-the torch path.
+Built and loaded by cpu_build.py (g++ via ctypes; None without a compiler, then callers use the torch path).
 
 Numerics: scores, softmax and the weighted sum are computed in float32 from the cache's dtype (float32 or
 bfloat16, round-to-nearest-even on the way out), as SDPA does.
@@ -20,66 +16,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import logging
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 
-logger = logging.getLogger(__name__)
+from ragsvc.serving.layers.cpu_build import load_library
 
 _SOURCE = r"""
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <vector>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
-
 namespace {
-
-inline float load(float x) { return x; }
-inline float load(uint16_t x) {
-    uint32_t u = static_cast<uint32_t>(x) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
-inline void store(float* dst, float x) { *dst = x; }
-inline void store(uint16_t* dst, float x) {  // round to nearest even, NaN stays NaN
-    uint32_t u;
-    std::memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) { *dst = static_cast<uint16_t>((u >> 16) | 0x40u); return; }
-    u += 0x7fffu + ((u >> 16) & 1u);
-    *dst = static_cast<uint16_t>(u >> 16);
-}
 
 constexpr int kMaxDim = 256;    // head_dim limit (checked by the caller)
 constexpr int kMaxGroup = 16;   // query heads per kv head limit (checked by the caller)
 constexpr int kMaxHeads = 256;  // query heads limit of the AVX-512 path (else the generic one)
-
-// exp for x <= 0 (scores minus their max), Cephes' polynomial: ~1 ulp, and unlike std::exp it vectorises.
-inline float exp_nonpositive(float x) {
-    x = x < -87.f ? -87.f : x;  // exp(-87) ~ 1.6e-38: stays a normal float, negligible in the sum
-    const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float y = p * r * r + r + 1.f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
 
 // One (sequence, kv head): scores of the group's query heads against every context token, softmax, then the
 // weighted sum of V. K and V rows are read once each, block by block, in place.
@@ -145,30 +92,6 @@ void one_item(const T* q, const T* kc, const T* vc, const int32_t* table, int64_
 }
 
 #ifdef __AVX512F__
-// The same computation with AVX-512 for head_dim a multiple of 16 (the common 64 / 128): a K or V row is
-// head_dim / 16 vectors, converted from bf16 by a 16-bit shift.
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const uint16_t* p) {
-    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-
-inline __m512 exp16_nonpositive(__m512 x) {  // exp_nonpositive on 16 lanes; scalef applies the 2^n
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.f));
-    return _mm512_scalef_ps(y, n);
-}
-
 // One sequence, all heads: a block's rows for all kv heads are contiguous (block_size * kv_heads * head_dim
 // values), so walking them in order streams memory; one kv head at a time would stride through it kv_heads
 // times (measured ~1.6x slower).
@@ -289,7 +212,6 @@ void paged_decode_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* kc, 
 }
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 MAX_HEAD_DIM, MAX_GROUP = 256, 16  # kMaxDim, kMaxGroup in the source
 _ARGTYPES = (
     [
@@ -308,50 +230,12 @@ _ARGTYPES = (
 )
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ragsvc" / "kernels"
-
-
-def _cpu_key() -> str:
-    # -march=native bakes the CPU's instruction set in: a library built on another CPU must not be reused.
-    try:
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return flags
-
-
-def _build(compiler: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src, lib = Path(tmp) / "kernel.cpp", Path(tmp) / "kernel.so"
-        src.write_text(_SOURCE)
-        subprocess.run([compiler, *_FLAGS, str(src), "-o", str(lib)], check=True, capture_output=True, timeout=300)
-        os.replace(lib, target)  # atomic: a concurrent process sees the old file or the whole new one
-
-
 @functools.cache
 def load() -> ctypes.CDLL | None:
-    """The compiled kernel library, building it on first use; None (logged once) when it cannot be built."""
-    compiler = shutil.which(os.environ.get("CXX", "g++"))
-    if compiler is None:
-        logger.warning("no C++ compiler found: CPU decode attention uses the slower torch path")
-        return None
-    digest = hashlib.sha256("\0".join([_SOURCE, compiler, *_FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"paged_decode_{digest}.so"
-    try:
-        if not target.exists():
-            _build(compiler, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError) as err:
-        detail = getattr(err, "stderr", b"") or b""
-        logger.warning("CPU attention kernel unavailable (%s %s): using the torch path", err, detail[-500:])
-        return None
-    for name in ("paged_decode_f32", "paged_decode_bf16"):
-        getattr(lib, name).argtypes = _ARGTYPES
-        getattr(lib, name).restype = None
-    return lib
+    """The compiled kernel (built on first use, then cached on disk); None when it cannot be built."""
+    return load_library(
+        "paged_decode", _SOURCE, {"paged_decode_f32": list(_ARGTYPES), "paged_decode_bf16": list(_ARGTYPES)}
+    )
 
 
 def supports(*, dtype: torch.dtype, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:

@@ -1,9 +1,17 @@
-"""RMSNorm, computed in float32 like the reference implementation so fp32 logits match to 1e-3."""
+"""RMSNorm, computed in float32 like the reference implementation so fp32 logits match to 1e-3.
+
+On CPU with `kernels` set (by the model runner) it runs as one fused pass (cpu_fused.py); the torch code below
+is that kernel's reference.
+"""
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import nn
+
+from ragsvc.serving.layers import cpu_fused
 
 
 class RMSNorm(nn.Module):
@@ -11,9 +19,13 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
+        self.kernels: ctypes.CDLL | None = None
+        """The fused CPU kernels, or None for the torch path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (tokens, hidden)
+        if self.kernels is not None and cpu_fused.supports(x):
+            return cpu_fused.rms_norm(self.kernels, x, self.weight, self.eps)[0]
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -21,5 +33,9 @@ class RMSNorm(nn.Module):
 
     def forward_residual(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add the residual first (one fewer pass in the decoder layer); returns (normed, new residual)."""
+        if self.kernels is not None and cpu_fused.supports(x):
+            normed, summed = cpu_fused.rms_norm(self.kernels, x, self.weight, self.eps, residual)
+            assert summed is not None  # returned whenever a residual is given
+            return normed, summed
         residual = x + residual
         return self.forward(residual), residual

@@ -6,6 +6,7 @@ stacks the checkpoint's separate tensors into them.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ragsvc.serving.layers import cpu_fused
 from ragsvc.serving.layers.attention import AttentionMetadata, paged_attention
 from ragsvc.serving.layers.norm import RMSNorm
 from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary
@@ -66,6 +68,8 @@ class Attention(nn.Module):
         self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
         self.scale = cfg.head_dim**-0.5
+        self.kernels: ctypes.CDLL | None = None
+        """The fused CPU kernels (rotary), or None for the torch path."""
 
     def forward(
         self,
@@ -78,7 +82,10 @@ class Attention(nn.Module):
         qkv = self.qkv_proj(x)  # (tokens, q_size + 2 * kv_size)
         # Rotate q and k in one pass: they sit side by side, so view them as heads + kv_heads heads.
         qk = qkv[:, : self.q_size + self.kv_size].view(t, self.num_heads + self.num_kv_heads, self.head_dim)
-        qk = apply_rotary(qk, cos_sin)  # (tokens, heads + kv_heads, head_dim)
+        if self.kernels is not None and cpu_fused.supports(qk):
+            qk = cpu_fused.rotary(self.kernels, qk, *cos_sin)  # (tokens, heads + kv_heads, head_dim)
+        else:
+            qk = apply_rotary(qk, cos_sin)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
         v = qkv[:, self.q_size + self.kv_size :].view(t, self.num_kv_heads, self.head_dim)
         out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, scale=self.scale)
@@ -91,9 +98,14 @@ class MLP(nn.Module):
         self.intermediate = cfg.intermediate_size
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.kernels: ctypes.CDLL | None = None
+        """The fused CPU kernels (silu * up), or None for the torch path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)  # (tokens, intermediate) each
+        gate_up = self.gate_up_proj(x)  # (tokens, 2 * intermediate)
+        if self.kernels is not None and cpu_fused.supports(gate_up):
+            return self.down_proj(cpu_fused.silu_mul(self.kernels, gate_up))
+        gate, up = gate_up.split(self.intermediate, dim=-1)  # (tokens, intermediate) each
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -142,6 +154,12 @@ class LlamaForCausalLM(nn.Module):
         assert residual is not None  # at least one layer ran
         x = x[logit_rows] + residual[logit_rows]  # only the rows we sample from reach lm_head
         return self.lm_head(self.norm(x))  # (n, vocab)
+
+    def use_cpu_kernels(self, kernels: ctypes.CDLL | None) -> None:
+        """Route RMSNorm, rotary and SiLU-and-multiply through the fused CPU kernels (None: plain torch)."""
+        for module in self.modules():
+            if hasattr(module, "kernels"):
+                module.kernels = kernels
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy checkpoint tensors (HF names) in, stacking q/k/v and gate/up into the fused projections."""

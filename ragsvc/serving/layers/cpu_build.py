@@ -1,0 +1,159 @@
+"""Build and load the CPU kernels: C++ compiled by the system compiler, called through ctypes.
+
+Why not a torch C++ extension: these sources need no torch headers, so g++ builds one in about a second (a
+torch extension takes a minute or more on two cores). A library links the process's libgomp (torch's own, by
+soname), so its OpenMP loops share torch's threads. Each library is built once per source and CPU into a
+cache folder (written to a temp name, then renamed); when no compiler is available `load_library` returns
+None and callers keep their plain-torch path, which is also the reference the kernels are tested against.
+
+`PRELUDE` holds what every kernel source shares: float32 / bfloat16 loads and round-to-nearest-even stores,
+and a vectorisable exp.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PRELUDE = r"""#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+
+inline float load(float x) { return x; }
+inline float load(uint16_t x) {
+    uint32_t u = static_cast<uint32_t>(x) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+inline void store(float* dst, float x) { *dst = x; }
+inline void store(uint16_t* dst, float x) {  // round to nearest even, NaN stays NaN
+    uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) { *dst = static_cast<uint16_t>((u >> 16) | 0x40u); return; }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    *dst = static_cast<uint16_t>(u >> 16);
+}
+
+
+// exp for x <= 0 (scores minus their max), Cephes' polynomial: ~1 ulp, and unlike std::exp it vectorises.
+inline float exp_nonpositive(float x) {
+    x = x < -87.f ? -87.f : x;  // exp(-87) ~ 1.6e-38: stays a normal float, negligible in the sum
+    const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float y = p * r * r + r + 1.f;
+    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+
+#ifdef __AVX512F__
+// 16 floats from float32 or bfloat16 memory (bf16 -> fp32 is a 16-bit shift).
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+inline __m512 exp16_nonpositive(__m512 x) {  // exp_nonpositive on 16 lanes; scalef applies the 2^n
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.f));
+    return _mm512_scalef_ps(y, n);
+}
+
+inline __m512 exp16(__m512 x) { return exp16_nonpositive(_mm512_min_ps(x, _mm512_set1_ps(88.f))); }
+
+// Round 16 floats to bfloat16 precision (nearest even), kept as floats; identity for float32 tensors.
+inline __m512 round16(__m512 x, const float*) { return x; }
+inline __m512 round16(__m512 x, const uint16_t*) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+inline void store16(float* p, __m512 x) { _mm512_storeu_ps(p, x); }
+inline void store16(uint16_t* p, __m512 x) {  // x already holds bf16 values (round16): keep the high halves
+    const __m512i hi = _mm512_srli_epi32(_mm512_castps_si512(round16(x, p)), 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(hi));
+}
+#endif
+"""
+
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ragsvc" / "kernels"
+
+
+def _cpu_key() -> str:
+    # -march=native bakes the CPU's instruction set in: a library built on another CPU must not be reused.
+    try:
+        return next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def _build(compiler: str, source: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src, lib = Path(tmp) / "kernel.cpp", Path(tmp) / "kernel.so"
+        src.write_text(source)
+        subprocess.run([compiler, *_FLAGS, str(src), "-o", str(lib)], check=True, capture_output=True, timeout=300)
+        os.replace(lib, target)  # atomic: a concurrent process sees no file or the whole new one
+
+
+def load_library(name: str, source: str, signatures: dict[str, list[type]]) -> ctypes.CDLL | None:
+    """Compile PRELUDE + `source` (once per source, compiler and CPU) and declare `signatures` (symbol ->
+    ctypes argument types, all returning void); None, logged, when there is no compiler or the build fails."""
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        logger.warning("no C++ compiler found: %s runs on the slower torch path", name)
+        return None
+    full = PRELUDE + source
+    digest = hashlib.sha256("\0".join([full, compiler, *_FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"{name}_{digest}.so"
+    try:
+        if not target.exists():
+            _build(compiler, full, target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", b"") or b""
+        logger.warning("CPU kernel %s unavailable (%s %s): using the torch path", name, err, detail[-500:])
+        return None
+    for symbol, argtypes in signatures.items():
+        fn = getattr(lib, symbol)
+        fn.argtypes, fn.restype = argtypes, None
+    return lib

@@ -1,0 +1,257 @@
+"""Fused element-wise CPU kernels: RMSNorm (with the residual add), SiLU-and-multiply, rotary embedding.
+
+Why: in torch each of these is a chain of small passes over the activations (RMSNorm alone: add, to-float,
+pow, mean, add eps, rsqrt, mul, to-bf16, mul by weight), and on this CPU they were ~17% of the serving
+benchmark's wall time, as much as half the GEMM time in a prefill step. Each kernel here reads its inputs once
+and writes its outputs once.
+
+Numerics follow the torch code they replace (norm.py, llama.py's MLP, rotary.py), rounding to the model's
+dtype at the same points: float32 math inside, and for bfloat16 a round-to-nearest-even wherever torch
+produces a bf16 tensor (residual sum, normalised value, weight product; silu, its product; each rotary
+product and their sum). Sums run in a different order than torch's, so results may differ in the last bit;
+the torch code stays the reference (tests/serving/test_cpu_fused.py) and the path without a compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from ragsvc.serving.layers.cpu_build import load_library
+
+_SOURCE = r"""
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 15;  // elements below which a second thread costs more than it saves
+
+template <typename T> inline float round_to(float x) { T t; store(&t, x); return load(t); }
+
+#ifdef __AVX512F__
+// AVX-512 versions for widths that are multiples of 16 (the scalar loops below did not vectorise well:
+// silu was ~9x slower than torch). Same rounding points as the scalar code.
+template <typename T>
+void rms_norm_avx512(const T* x, int64_t x_stride, const T* res, T* res_out, T* out, const T* w, int64_t rows,
+                     int64_t cols, float eps) {
+#pragma omp parallel for if (rows * cols > kParallelMin)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = x + r * x_stride;
+        T* o = out + r * cols;
+        __m512 ss = _mm512_setzero_ps();
+        if (res != nullptr) {
+            T* ro = res_out + r * cols;
+            const T* rr = res + r * cols;
+            for (int64_t c = 0; c < cols; c += 16) {
+                const __m512 v = round16(_mm512_add_ps(load16(xr + c), load16(rr + c)), xr);
+                store16(ro + c, v);
+                ss = _mm512_fmadd_ps(v, v, ss);
+            }
+            xr = ro;
+        } else {
+            for (int64_t c = 0; c < cols; c += 16) ss = _mm512_fmadd_ps(load16(xr + c), load16(xr + c), ss);
+        }
+        const __m512 inv = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(ss) / static_cast<float>(cols) + eps));
+        for (int64_t c = 0; c < cols; c += 16)
+            store16(o + c, _mm512_mul_ps(load16(w + c), round16(_mm512_mul_ps(load16(xr + c), inv), xr)));
+    }
+}
+
+template <typename T>
+void silu_mul_avx512(const T* gate_up, T* out, int64_t rows, int64_t inter) {
+#pragma omp parallel for if (rows * inter > kParallelMin)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* g = gate_up + r * 2 * inter;
+        const T* u = g + inter;
+        T* o = out + r * inter;
+        for (int64_t c = 0; c < inter; c += 16) {
+            const __m512 gv = load16(g + c);
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));  // exp(-g)
+            const __m512 s = round16(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.f), e)), g);
+            store16(o + c, _mm512_mul_ps(s, load16(u + c)));
+        }
+    }
+}
+
+template <typename T>
+void rotary_avx512(const T* x, int64_t x_stride, const T* cos, const T* sin, T* out, int64_t tokens, int64_t heads,
+                   int64_t dim) {
+    const int64_t half = dim / 2;
+#pragma omp parallel for if (tokens * heads * dim > kParallelMin)
+    for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t h = 0; h < heads; ++h) {
+            const T* xr = x + t * x_stride + h * dim;
+            T* o = out + (t * heads + h) * dim;
+            for (int64_t d = 0; d < dim; d += 16) {
+                const __m512 rolled = load16(xr + (d < half ? d + half : d - half));
+                const __m512 a = round16(_mm512_mul_ps(load16(xr + d), load16(cos + t * dim + d)), xr);
+                const __m512 b = round16(_mm512_mul_ps(rolled, load16(sin + t * dim + d)), xr);
+                store16(o + d, _mm512_add_ps(a, b));
+            }
+        }
+    }
+}
+#endif
+
+template <typename T>
+void rms_norm(const T* x, int64_t x_stride, const T* res, T* res_out, T* out, const T* w, int64_t rows,
+              int64_t cols, float eps) {
+#ifdef __AVX512F__
+    if (cols % 16 == 0) {
+        rms_norm_avx512(x, x_stride, res, res_out, out, w, rows, cols, eps);
+        return;
+    }
+#endif
+#pragma omp parallel for if (rows * cols > kParallelMin)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = x + r * x_stride;
+        T* o = out + r * cols;
+        float ss = 0.f;
+        if (res != nullptr) {  // residual = x + residual, rounded like torch's add, then normalised
+            T* ro = res_out + r * cols;
+            const T* rr = res + r * cols;
+#pragma omp simd reduction(+ : ss)
+            for (int64_t c = 0; c < cols; ++c) {
+                const float v = round_to<T>(load(xr[c]) + load(rr[c]));
+                store(ro + c, v);
+                ss += v * v;
+            }
+            xr = ro;
+        } else {
+#pragma omp simd reduction(+ : ss)
+            for (int64_t c = 0; c < cols; ++c) ss += load(xr[c]) * load(xr[c]);
+        }
+        const float inv = 1.f / std::sqrt(ss / static_cast<float>(cols) + eps);
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) store(o + c, load(w[c]) * round_to<T>(load(xr[c]) * inv));
+    }
+}
+
+inline float silu(float g) {
+    const float e = g > 0.f ? exp_nonpositive(-g) : 1.f / exp_nonpositive(g);  // exp(-g) without overflow
+    return g / (1.f + e);
+}
+
+template <typename T>
+void silu_mul(const T* gate_up, T* out, int64_t rows, int64_t inter) {
+#ifdef __AVX512F__
+    if (inter % 16 == 0) {
+        silu_mul_avx512(gate_up, out, rows, inter);
+        return;
+    }
+#endif
+#pragma omp parallel for if (rows * inter > kParallelMin)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* g = gate_up + r * 2 * inter;
+        const T* u = g + inter;
+        T* o = out + r * inter;
+#pragma omp simd
+        for (int64_t c = 0; c < inter; ++c) store(o + c, round_to<T>(silu(load(g[c]))) * load(u[c]));
+    }
+}
+
+// x: (tokens, heads, dim) with row stride x_stride; cos, sin: (tokens, dim), sin's first half negated.
+template <typename T>
+void rotary(const T* x, int64_t x_stride, const T* cos, const T* sin, T* out, int64_t tokens, int64_t heads,
+            int64_t dim) {
+    const int64_t half = dim / 2;
+#ifdef __AVX512F__
+    if (half % 16 == 0) {
+        rotary_avx512(x, x_stride, cos, sin, out, tokens, heads, dim);
+        return;
+    }
+#endif
+#pragma omp parallel for if (tokens * heads * dim > kParallelMin)
+    for (int64_t t = 0; t < tokens; ++t) {
+        const T* c = cos + t * dim;
+        const T* s = sin + t * dim;
+        for (int64_t h = 0; h < heads; ++h) {
+            const T* xr = x + t * x_stride + h * dim;
+            T* o = out + (t * heads + h) * dim;
+#pragma omp simd
+            for (int64_t d = 0; d < dim; ++d) {
+                const float rolled = load(xr[d < half ? d + half : d - half]);
+                store(o + d, round_to<T>(load(xr[d]) * load(c[d])) + round_to<T>(rolled * load(s[d])));
+            }
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+void rms_norm_f32(const float* x, int64_t xs, const float* res, float* ro, float* out, const float* w, int64_t rows,
+                  int64_t cols, float eps) { rms_norm(x, xs, res, ro, out, w, rows, cols, eps); }
+void rms_norm_bf16(const uint16_t* x, int64_t xs, const uint16_t* res, uint16_t* ro, uint16_t* out, const uint16_t* w,
+                   int64_t rows, int64_t cols, float eps) { rms_norm(x, xs, res, ro, out, w, rows, cols, eps); }
+void silu_mul_f32(const float* gu, float* out, int64_t rows, int64_t inter) { silu_mul(gu, out, rows, inter); }
+void silu_mul_bf16(const uint16_t* gu, uint16_t* out, int64_t rows, int64_t inter) { silu_mul(gu, out, rows, inter); }
+void rotary_f32(const float* x, int64_t xs, const float* c, const float* s, float* out, int64_t t, int64_t h,
+                int64_t d) { rotary(x, xs, c, s, out, t, h, d); }
+void rotary_bf16(const uint16_t* x, int64_t xs, const uint16_t* c, const uint16_t* s, uint16_t* out, int64_t t,
+                 int64_t h, int64_t d) { rotary(x, xs, c, s, out, t, h, d); }
+}
+"""
+
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+_SIGNATURES = {
+    **{f"rms_norm_{s}": [_P, _I, _P, _P, _P, _P, _I, _I, _F] for s in ("f32", "bf16")},
+    **{f"silu_mul_{s}": [_P, _P, _I, _I] for s in ("f32", "bf16")},
+    **{f"rotary_{s}": [_P, _I, _P, _P, _P, _I, _I, _I] for s in ("f32", "bf16")},
+}
+_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
+
+
+@functools.cache
+def load() -> ctypes.CDLL | None:
+    """The compiled kernels (built on first use, then cached on disk); None when they cannot be built."""
+    return load_library("fused", _SOURCE, _SIGNATURES)
+
+
+def supports(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in _SUFFIX
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x with unit stride along its last dimension and evenly strided rows (a view when it already is)."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def rms_norm(
+    lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x: (tokens, hidden) -> (normed, x + residual); the second is None without a residual."""
+    x = _rows(x)
+    rows, cols = x.shape
+    out = torch.empty((rows, cols), dtype=x.dtype)  # (tokens, hidden)
+    res_out = None
+    res_ptr = res_out_ptr = None
+    if residual is not None:
+        residual = residual.contiguous()
+        res_out = torch.empty((rows, cols), dtype=x.dtype)  # (tokens, hidden)
+        res_ptr, res_out_ptr = residual.data_ptr(), res_out.data_ptr()
+    fn = getattr(lib, f"rms_norm_{_SUFFIX[x.dtype]}")
+    fn(x.data_ptr(), x.stride(0), res_ptr, res_out_ptr, out.data_ptr(), weight.contiguous().data_ptr(), rows, cols, eps)
+    return out, res_out
+
+
+def silu_mul(lib: ctypes.CDLL, gate_up: torch.Tensor) -> torch.Tensor:
+    """gate_up: (tokens, 2 * inter), gate then up -> silu(gate) * up, (tokens, inter)."""
+    gate_up = gate_up.contiguous()
+    rows, inter = gate_up.shape[0], gate_up.shape[1] // 2
+    out = torch.empty((rows, inter), dtype=gate_up.dtype)  # (tokens, inter)
+    getattr(lib, f"silu_mul_{_SUFFIX[gate_up.dtype]}")(gate_up.data_ptr(), out.data_ptr(), rows, inter)
+    return out
+
+
+def rotary(lib: ctypes.CDLL, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x: (tokens, heads, head_dim), rows may be strided; cos, signed_sin: (tokens, 1, head_dim) in x's dtype
+    -> rotated x, (tokens, heads, head_dim) contiguous."""
+    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
+        x = x.contiguous()
+    tokens, heads, dim = x.shape
+    cos, signed_sin = cos.contiguous(), signed_sin.contiguous()
+    out = torch.empty((tokens, heads, dim), dtype=x.dtype)  # (tokens, heads, head_dim)
+    fn = getattr(lib, f"rotary_{_SUFFIX[x.dtype]}")
+    fn(x.data_ptr(), x.stride(0), cos.data_ptr(), signed_sin.data_ptr(), out.data_ptr(), tokens, heads, dim)
+    return out
