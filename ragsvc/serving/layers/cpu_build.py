@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _build(compiler: str, source: str, target: Path) -> None:
         os.replace(lib, target)  # atomic: a concurrent process sees no file or the whole new one
 
 
-def load_library(name: str, source: str, signatures: dict[str, list[type]]) -> ctypes.CDLL | None:
+def load_library(name: str, source: str, signatures: dict[str, list[Any]]) -> ctypes.CDLL | None:
     """Compile PRELUDE + `source` (once per source, compiler and CPU) and declare `signatures` (symbol ->
     ctypes argument types, all returning void); None, logged, when there is no compiler or the build fails."""
     compiler = shutil.which(os.environ.get("CXX", "g++"))

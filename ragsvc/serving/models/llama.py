@@ -158,7 +158,7 @@ class LlamaForCausalLM(nn.Module):
     def use_cpu_kernels(self, kernels: ctypes.CDLL | None) -> None:
         """Route RMSNorm, rotary and SiLU-and-multiply through the fused CPU kernels (None: plain torch)."""
         for module in self.modules():
-            if hasattr(module, "kernels"):
+            if isinstance(module, (RMSNorm, Attention, MLP)):
                 module.kernels = kernels
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
