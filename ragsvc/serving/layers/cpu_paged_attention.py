@@ -191,6 +191,71 @@ void seq_scores(const Query& qs, const T* kc, const int32_t* table, int64_t len,
     }
 }
 
+// acc[head, :] += sum over tokens of p[head, token] * V[token, kv head of head, :] (16 floats per vector).
+template <typename T>
+void values_any(const T* vc, const int32_t* table, int64_t len, int64_t H, int64_t KVH, int64_t D,
+                int64_t block_size, const float* scores, __m512* acc) {
+    const int64_t nv = D / 16, G = H / KVH;
+    const int64_t token_stride = KVH * D, block_stride = block_size * token_stride;
+    __m512 row[kMaxDim / 16];
+    for (int64_t t = 0, blk = 0, off = 0; t < len; ++t) {
+        const T* base = vc + table[blk] * block_stride + off * token_stride;
+        if (++off == block_size) off = 0, ++blk;
+        for (int64_t h = 0; h < KVH; ++h) {
+            for (int64_t j = 0; j < nv; ++j) row[j] = load16(base + h * D + 16 * j);
+            for (int64_t hq = h * G; hq < (h + 1) * G; ++hq) {
+                const __m512 p = _mm512_set1_ps(scores[hq * len + t]);
+                for (int64_t j = 0; j < nv; ++j) acc[hq * nv + j] = _mm512_fmadd_ps(p, row[j], acc[hq * nv + j]);
+            }
+        }
+    }
+}
+
+// The same with the group size and head_dim / 16 known at compile time, one kv head at a time, so the
+// G x NV accumulators live in registers for the whole context (values_any keeps them in memory: 2x slower).
+template <int G, int NV, typename T>
+void values_kv_head(const T* vc, const int32_t* table, int64_t len, int64_t h, int64_t KVH, int64_t block_size,
+                    const float* scores, __m512* acc) {
+    constexpr int64_t D = 16 * NV;
+    const int64_t token_stride = KVH * D, block_stride = block_size * token_stride;
+    __m512 a[G][NV];
+    for (int g = 0; g < G; ++g)
+        for (int j = 0; j < NV; ++j) a[g][j] = _mm512_setzero_ps();
+    const float* sc = scores + h * G * len;
+    for (int64_t t = 0, blk = 0, off = 0; t < len; ++t) {
+        const T* vr = vc + table[blk] * block_stride + off * token_stride + h * D;
+        if (++off == block_size) off = 0, ++blk;
+        __m512 row[NV];
+        for (int j = 0; j < NV; ++j) row[j] = load16(vr + 16 * j);
+        for (int g = 0; g < G; ++g) {
+            const __m512 p = _mm512_set1_ps(sc[g * len + t]);
+            for (int j = 0; j < NV; ++j) a[g][j] = _mm512_fmadd_ps(p, row[j], a[g][j]);
+        }
+    }
+    for (int g = 0; g < G; ++g)
+        for (int j = 0; j < NV; ++j) acc[(h * G + g) * NV + j] = a[g][j];
+}
+
+template <typename T>
+bool values_fixed(const T* vc, const int32_t* table, int64_t len, int64_t H, int64_t KVH, int64_t D,
+                  int64_t block_size, const float* scores, __m512* acc) {
+    // (group, head_dim / 16) of common models: SmolLM2 (3, 4), Llama-3 8B (4, 8), Qwen2 1.5B / 7B (6, 8) / (7, 8)
+    using Fn = void (*)(const T*, const int32_t*, int64_t, int64_t, int64_t, int64_t, const float*, __m512*);
+    struct Entry { int64_t g, nv; Fn fn; };
+    static const Entry entries[] = {
+        {1, 4, values_kv_head<1, 4, T>}, {2, 4, values_kv_head<2, 4, T>}, {3, 4, values_kv_head<3, 4, T>},
+        {4, 4, values_kv_head<4, 4, T>}, {1, 8, values_kv_head<1, 8, T>}, {2, 8, values_kv_head<2, 8, T>},
+        {4, 8, values_kv_head<4, 8, T>}, {6, 8, values_kv_head<6, 8, T>}, {7, 8, values_kv_head<7, 8, T>},
+    };
+    for (const Entry& e : entries) {
+        if (e.g == H / KVH && e.nv == D / 16) {
+            for (int64_t h = 0; h < KVH; ++h) e.fn(vc, table, len, h, KVH, block_size, scores, acc);
+            return true;
+        }
+    }
+    return false;
+}
+
 template <typename T, typename Query>
 void one_seq_avx512(Query& qs, const T* q, const T* kc, const T* vc, const int32_t* table, int64_t len, T* out,
                     int64_t H, int64_t KVH, int64_t D, int64_t block_size, float scale, float* scores, __m512* acc) {
@@ -218,24 +283,8 @@ void one_seq_avx512(Query& qs, const T* q, const T* kc, const T* vc, const int32
         inv[hq] = 1.f / _mm512_reduce_add_ps(sum);
         for (int64_t j = 0; j < nv; ++j) acc[hq * nv + j] = _mm512_setzero_ps();
     }
-    const int64_t token_stride = KVH * D, block_stride = block_size * token_stride;
-    __m512 row[kMaxDim / 16];
-    const int64_t num_blocks = (len + block_size - 1) / block_size, ahead = 8;
-    prefetch_rows(reinterpret_cast<const char*>(vc), table, 0, 0, ahead, block_size, token_stride * sizeof(T),
-                  num_blocks);
-    for (int64_t t = 0, blk = 0, off = 0, pblk = ahead / block_size, poff = ahead % block_size; t < len; ++t) {
-        const T* base = vc + table[blk] * block_stride + off * token_stride;
-        if (++off == block_size) off = 0, ++blk;
-        prefetch_rows(reinterpret_cast<const char*>(vc), table, pblk, poff, 1, block_size, token_stride * sizeof(T),
-                      num_blocks);
-        if (++poff == block_size) poff = 0, ++pblk;
-        for (int64_t h = 0; h < KVH; ++h) {
-            for (int64_t j = 0; j < nv; ++j) row[j] = load16(base + h * D + 16 * j);
-            for (int64_t hq = h * G; hq < (h + 1) * G; ++hq) {
-                const __m512 p = _mm512_set1_ps(scores[hq * len + t]);
-                for (int64_t j = 0; j < nv; ++j) acc[hq * nv + j] = _mm512_fmadd_ps(p, row[j], acc[hq * nv + j]);
-            }
-        }
+    if (!values_fixed(vc, table, len, H, KVH, D, block_size, scores, acc)) {
+        values_any(vc, table, len, H, KVH, D, block_size, scores, acc);
     }
     alignas(64) float tmp[16];
     for (int64_t hq = 0; hq < H; ++hq) {
