@@ -69,7 +69,12 @@ void silu_mul_avx512(const T* gate_up, T* out, int64_t rows, int64_t inter) {
         for (int64_t c = 0; c < inter; c += 16) {
             const __m512 gv = load16(g + c);
             const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));  // exp(-g)
-            const __m512 s = round16(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.f), e)), g);
+            // g / (1 + e) as g * rcp(1 + e): vdivps took ~16 cycles per 16 lanes, the kernel's bulk; the 14-bit
+            // reciprocal plus one Newton step is accurate to ~1 ulp of fp32.
+            const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.f), e);
+            __m512 r = _mm512_rcp14_ps(d);
+            r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
+            const __m512 s = round16(_mm512_mul_ps(gv, r), g);
             store16(o + c, _mm512_mul_ps(s, load16(u + c)));
         }
     }
