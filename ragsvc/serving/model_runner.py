@@ -102,14 +102,15 @@ class ModelRunner:
     def execute(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[ScheduledChunk]]:
         """Run one forward over the chunks -> ((samplers, vocab) float32 logits, the sampling chunks)."""
         batch = self.prepare(chunks)
-        return self.run(batch), batch.sampling_chunks
+        return self.run(batch).float(), batch.sampling_chunks
 
     @torch.inference_mode()
     def run(self, batch: PreparedBatch) -> torch.Tensor:
-        """The forward of a prepared batch -> (samplers, vocab) float32 logits. Reads no Sequence state, so
-        it may run while other threads abort requests."""
+        """The forward of a prepared batch -> (samplers, vocab) logits in the model's dtype (the sampler makes
+        a float32 copy only if it needs one). Reads no Sequence state, so it may run while other threads abort
+        requests."""
         logits = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta, batch.logit_rows)
-        return logits.float().cpu()  # the sampler works on CPU (per-request generators live there)
+        return logits.cpu()  # the sampler works on CPU (per-request generators live there)
 
     def prepare(self, chunks: list[ScheduledChunk]) -> PreparedBatch:
         """Pack the chunks into flat tensors (reads block tables and token ids: call it under the engine lock)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ragsvc.serving.layers import cpu_fused
 from ragsvc.serving.sampling_params import SamplingParams
 
 
@@ -25,8 +26,10 @@ class SampledToken:
 def sample(
     logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
 ) -> list[SampledToken]:
-    """logits: (rows, vocab) float32 -> one SampledToken per row."""
-    logits = logits.float()
+    """logits: (rows, vocab) in float32 or the model's dtype -> one SampledToken per row.
+
+    Greedy rows take the argmax of the logits as they are (exact in any dtype); random sampling and logprobs
+    work on a float32 copy, made only when some row needs it."""
     chosen = torch.empty(logits.shape[0], dtype=torch.long)
     greedy = [i for i, p in enumerate(params) if p.greedy]
     random = [i for i, p in enumerate(params) if not p.greedy]
@@ -34,16 +37,23 @@ def sample(
         chosen = _argmax(logits)  # the common all-greedy batch: no row gathering
     elif greedy:
         chosen[greedy] = _argmax(logits[greedy])
+    want = [i for i, p in enumerate(params) if p.logprobs is not None]
+    if random or want:
+        logits = logits.float()
     if random:
         chosen[random] = _sample_random(logits[random], [params[i] for i in random], [generators[i] for i in random])
     out = [SampledToken(int(t)) for t in chosen.tolist()]
-    want = [i for i, p in enumerate(params) if p.logprobs is not None]
     if want:
         _attach_logprobs(logits[want], chosen[want], [params[i] for i in want], [out[i] for i in want])
     return out
 
 
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    if logits.device.type == "cpu" and cpu_fused.supports(logits):
+        lib = cpu_fused.load()
+        picked = cpu_fused.argmax(lib, logits) if lib is not None else None
+        if picked is not None:
+            return picked
     # max().indices is ~3x faster than argmax() on CPU for (rows, 49k) float32 here; same first-max tie rule.
     return logits.max(dim=-1).indices
 

@@ -86,3 +86,18 @@ def test_runner_wires_the_kernels_only_when_asked(lib, tiny_llama) -> None:  # t
         for k in (True, False)
     ]
     assert runners[0].model.layers[0].mlp.kernels is lib and runners[1].model.layers[0].mlp.kernels is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_argmax_first_maximum_and_nan(lib, dtype) -> None:  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, 49152 + 7, generator=g).to(dtype)  # a tail past the last 16 columns
+    logits[1, 100] = logits[1, 40000] = 50.0  # a tie: the first index wins, as in torch
+    logits[2, -1] = 60.0  # the maximum in the scalar tail
+    logits[3, :] = 0.0  # all equal: index 0
+    out = cpu_fused.argmax(lib, logits)
+    assert out is not None
+    assert torch.equal(out, logits.float().max(dim=-1).indices)
+    assert out[1] == 100 and out[3] == 0
+    logits[4, 7] = float("nan")
+    assert cpu_fused.argmax(lib, logits) is None  # the sampler then falls back to torch

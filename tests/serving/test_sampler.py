@@ -103,3 +103,20 @@ def test_wide_nucleus_falls_back_to_an_exact_full_sort() -> None:
     out = sample(logits, [SamplingParams(temperature=1.0, top_p=0.95)] * 3000, [None] * 3000)
     picked = torch.tensor([t.token_id for t in out])
     assert picked.unique().numel() > 600
+
+
+def test_bf16_logits_sample_like_their_float32_copy() -> None:
+    """The runner hands over logits in the model's dtype: greedy argmax on them directly, the rest on a copy."""
+    logits = torch.randn(6, 49152, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16) * 3
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0, logprobs=3)] * 2 + [
+        SamplingParams(temperature=0.8, seed=11)
+    ] * 2
+    gens = [None] * 4 + [torch.Generator().manual_seed(11) for _ in range(2)]
+    ours = sample(logits, params, gens)
+    gens = [None] * 4 + [torch.Generator().manual_seed(11) for _ in range(2)]
+    ref = sample(logits.float(), params, gens)
+    assert [t.token_id for t in ours] == [t.token_id for t in ref]
+    assert [t.logprob for t in ours] == [t.logprob for t in ref]
+    assert [t.top for t in ours] == [t.top for t in ref]
+    greedy_only = sample(logits, [SamplingParams(temperature=0)] * 6, [None] * 6)
+    assert [t.token_id for t in greedy_only] == logits.float().max(dim=-1).indices.tolist()
