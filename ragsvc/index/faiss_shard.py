@@ -23,6 +23,7 @@ from ragsvc.errors import IndexCorrupt, InvalidInput, RagsvcError
 from ragsvc.index.atomic import atomic_write
 from ragsvc.index.shard import PAD_ID, ShardMetric, as_ids, check_add, check_queries, exact_scores, pad, top_k
 from ragsvc.index.spec import IndexSpec
+from ragsvc.index.sq8_graph_search import Sq8GraphSearcher
 
 Device = Literal["cpu", "gpu"]
 GPU_BACKENDS = ("faiss_flat", "faiss_ivf", "faiss_ivfpq")
@@ -85,6 +86,8 @@ class FaissShard:
         self._gpu_resources: Any = None
         self._ntotal = int(index.ntotal)
         self._plain_params: dict[int, Any] = {}  # ef -> reusable unfiltered SearchParameters (saves ~10 us a query)
+        self._native: Sq8GraphSearcher | None = None
+        self._attach_native()
 
     @classmethod
     def create(cls, spec: IndexSpec, dim: int, *, train_sample: np.ndarray | None = None) -> FaissShard:
@@ -110,6 +113,15 @@ class FaissShard:
     def _refresh_count(self) -> None:
         """Read ntotal after a write: through SWIG it costs ~9 us, too much to pay on every search."""
         self._ntotal = int(self._index.ntotal)
+        if self._native is not None:
+            self._native.refresh()
+
+    def _attach_native(self) -> None:
+        """The native walk for an 8-bit HNSW graph on the CPU (sq8_graph_search.py), when it can be built."""
+        if self.device != "cpu" or not Sq8GraphSearcher.supports(self._index):
+            return
+        native = Sq8GraphSearcher(self._index)
+        self._native = native if native.available else None
 
     @property
     def nbytes(self) -> int:
@@ -163,6 +175,9 @@ class FaissShard:
         if k_avail == 0:
             return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
         ef = max(ef_search or self.spec.ef_search, k_avail)
+        if self._native is not None and allowed is None and not len(self._tombstones) and len(queries) == 1:
+            scores, labels = self._native.search(queries[0], k_avail, ef)
+            return pad(scores[None, :], labels[None, :], k)
         scores, labels = self._search(queries, k_avail, self._params(allowed, ef))
         if allowed is not None and (labels == PAD_ID).any():
             # A sparse filter can hide the allowed ids from the probed lists or the graph walk: look wider.

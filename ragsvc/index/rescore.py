@@ -8,7 +8,10 @@ training sample and never clips vectors that arrive later.
 
 Rows are stored in arrival order; ids are unique among stored rows (a re-added id is compacted away first)
 so a sorted view maps id -> row with `searchsorted`. Chunk ids normally arrive ascending, and then the
-arrival order is already sorted and no extra arrays are kept.
+arrival order is already sorted and no extra arrays are kept. When they are also consecutive (a collection
+ingested in one stream, with nothing deleted since its last compaction), row = id - first id: no search.
+That matters more than its arithmetic suggests: a shortlist's ids are random rows of a large array, and on
+200k vectors the binary search's cache misses cost more per query than the rescoring itself.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class RescoreStore:
         self._num_alive = 0
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows), when not monotonic
         self._monotonic = True
+        self._consecutive = True
+        """ids[row] == ids[0] + row for every stored row (implies monotonic)."""
 
     def __len__(self) -> int:
         return self._num_alive
@@ -66,6 +71,9 @@ class RescoreStore:
             self._compact()
         if self._count and ids.min() <= self._ids[: self._count].max() or np.any(np.diff(ids) < 0):
             self._monotonic = False
+        first = self._ids[0] if self._count else ids[0]
+        spans = bool(ids[-1] - first == self._count + len(ids) - 1)  # unique and ascending, so no gaps
+        self._consecutive = self._consecutive and self._monotonic and spans
         self._reserve(self._count + len(ids))
         end = self._count + len(ids)
         self._codes[self._count : end], self._scales[self._count : end] = self._encode(vectors)
@@ -77,6 +85,8 @@ class RescoreStore:
         _, rows = self.rows_for(ids)
         self._alive[rows] = False
         self._num_alive -= len(rows)
+        if len(rows):
+            self._consecutive = False  # a dead row inside the range; _compact re-checks
 
     def rows_for(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids found alive (m,), their rows (m,)), in the order given; unknown or deleted ids are dropped."""
@@ -86,12 +96,19 @@ class RescoreStore:
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask (n,), rows (n,), valid where found) for int64 ids (n,)."""
+        if self._consecutive and self._count and len(ids):
+            rows = ids - self._ids[0]
+            found = (rows >= 0) & (rows < self._count)
+            return found, np.where(found, rows, 0)
         keys, rows = self._lookup()
         if not len(keys) or not len(ids):
             return np.zeros(len(ids), bool), np.zeros(len(ids), np.int64)
         pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
         hit_rows = rows[pos] if rows is not None else pos
-        return (keys[pos] == ids) & self._alive[hit_rows], hit_rows
+        found = keys[pos] == ids
+        if self._num_alive < self._count:  # only deletes leave dead rows; skip the gather otherwise
+            found &= self._alive[hit_rows]
+        return found, hit_rows
 
     def scores(self, query: np.ndarray, rows: np.ndarray, *, width: int | None = None) -> np.ndarray:
         """Scores (m,) of one query (dim,) against stored rows (m,), on the first `width` dimensions."""
@@ -143,6 +160,7 @@ class RescoreStore:
         store._alive = np.ones(len(ids), bool)
         store._count = store._num_alive = len(ids)
         store._monotonic = bool(np.all(np.diff(store._ids) > 0))
+        store._consecutive = _consecutive(store._ids)
         return store
 
     def _encode(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,6 +201,7 @@ class RescoreStore:
         self._codes[:n], self._ids[:n], self._scales[:n] = self._codes[keep], self._ids[keep], self._scales[keep]
         self._alive[:n], self._alive[n : self._count] = True, False
         self._count, self._sorted = n, None
+        self._consecutive = self._monotonic and _consecutive(self._ids[:n])
 
     def _reserve(self, needed: int) -> None:
         capacity = len(self._ids)
@@ -194,6 +213,10 @@ class RescoreStore:
             new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
             new[: self._count] = old[: self._count]
             setattr(self, name, new)
+
+
+def _consecutive(ids: np.ndarray) -> bool:
+    return bool(len(ids) == 0 or (ids[-1] - ids[0] == len(ids) - 1 and np.all(np.diff(ids) == 1)))
 
 
 def _code_shape(dim: int, dtype: RescoreDtype) -> tuple[int]:

@@ -34,8 +34,8 @@ def test_recall_counts_overlap_and_short_rows():
 
 def test_select_configs_by_prefix_and_unknown_name():
     names = [c.name for c in select_configs(default_configs(), "adaptive")]
-    assert names == ["adaptive-tail-sq8-d96-m12", "adaptive-tail-sq8-d64", "adaptive-sq8-d128", "adaptive-d128",
-                     "adaptive-d64", "adaptive-d192", "adaptive-d128-4shards"]
+    assert names == ["adaptive-tail-sq8-d256", "adaptive-tail-sq8-d256-m12", "adaptive-tail-sq8-d192",
+                     "adaptive-d192", "adaptive-d128"]
     with pytest.raises(ValueError, match="matches no config"):
         select_configs(default_configs(), "annoy")
 
@@ -76,7 +76,7 @@ def test_smoke_run_tiny(tmp_path):
 
     if not default_data_dir().is_dir():  # held-out queries come from the shared evaluation sets
         pytest.skip(f"shared datasets not found at {default_data_dir()} (set RAGSVC_BENCH_DATA)")
-    result = run_search_bench(num_vectors=400, num_queries=24, configs="hnsw-full,adaptive-d64",
+    result = run_search_bench(num_vectors=400, num_queries=24, configs="hnsw-full,adaptive-d128",
                               cache_dir=tmp_path, hnsw_ef_sweep=(10, 64), http=True, http_vectors=300,
                               progress=False)
     json.dumps(result)  # JSON-ready
@@ -92,7 +92,7 @@ def test_smoke_run_tiny(tmp_path):
     assert peers["hnswlib-M16-ef64"]["index_bytes"] >= 400 * 384 * 4  # hnswlib keeps float32 vectors
     configs = {c["name"]: c for c in result["configs"]}
     assert configs["hnsw-full"]["recall_at_10"] >= 0.95
-    assert configs["adaptive-d64-s400"]["recall_at_10"] >= 0.99  # shortlist covers the whole collection
+    assert configs["adaptive-d128-s400"]["recall_at_10"] >= 0.99  # shortlist covers the whole collection
     http = result["http"]
     assert http["http"]["recall_at_10"] == http["in_process"]["recall_at_10"] >= 0.9
     assert http["http_over_in_process"] > 0

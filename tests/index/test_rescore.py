@@ -59,3 +59,30 @@ def test_deletes_readds_and_unordered_ids_survive_save_load(tmp_path):
     assert np.array_equal(loaded.scan(v[0], 5)[1], store.scan(v[0], 5)[1])
     with pytest.raises(IndexCorrupt):
         RescoreStore.load(tmp_path / "r.npz", dim=v.shape[1], dtype="int4", metric="ip")
+
+
+@pytest.mark.parametrize("layout", ["consecutive", "gapped", "deleted", "readded"])
+def test_lookup_finds_exactly_the_live_ids_in_every_layout(layout, tmp_path):
+    """Consecutive ids take the row = id - first shortcut; every other layout searches: both must agree."""
+    v = _vectors(300)
+    store = RescoreStore(v.shape[1], dtype="int8")
+    ids = np.arange(50, 350) if layout != "gapped" else np.arange(50, 650, 2)
+    store.add(ids[:200], v[:200])
+    store.add(ids[200:], v[200:])
+    live = set(ids.tolist())
+    if layout in ("deleted", "readded"):
+        store.delete(ids[10:12])
+        live -= set(ids[10:12].tolist())
+    if layout == "readded":
+        store.add(ids[20:21], v[:1])  # replaces: compacts, then appends out of order
+    probe = np.array([ids[0] - 1, *ids[[0, 10, 11, 20, 150, -1]], ids[-1] + 1, 10_000])
+    expected = [int(i) for i in probe if int(i) in live]
+    found, rows = store.lookup(probe)  # before saving: deleted rows are still in place, flagged dead
+    assert [int(i) for i in probe[found]] == expected
+    assert np.array_equal(store._ids[rows[found]], probe[found])  # each found id maps to its own row
+    store.save(tmp_path / "r.npz")  # compacts
+    loaded = RescoreStore.load(tmp_path / "r.npz", dim=store.dim, dtype=store.dtype, metric=store.metric)
+    for compacted in (store, loaded):
+        found, rows = compacted.lookup(probe)
+        assert [int(i) for i in probe[found]] == expected
+        assert np.array_equal(compacted._ids[rows[found]], probe[found])

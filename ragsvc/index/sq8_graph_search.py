@@ -1,0 +1,227 @@
+"""A native search over a faiss `IndexHNSWSQ` (8-bit codes, inner product): same graph, same codes, no copy.
+
+Why: faiss walks its HNSW graph through a generic distance computer and fetches each neighbour's codes only
+when it scores it, so every hop waits on memory. This walk prefetches all of a node's unvisited neighbours
+before scoring them (as hnswlib does) and scores 8-bit codes with AVX-512 directly. Measured on the issue-2
+benchmark corpus (200k MiniLM vectors, PCA-rotated 256-d prefix, M=16, ef=128, one thread, 1,000 queries):
+see `ragsvc bench search` (configs `adaptive-tail-sq8-d256*`) and the issue note for the numbers.
+
+Scores equal faiss's: QT_8bit decodes component i as vmin_i + (c_i + 0.5) / 255 * vdiff_i, so
+<q, x> = sum_i w_i c_i + b with w_i = q_i vdiff_i / 255 and b = sum_i q_i (vmin_i + 0.5 vdiff_i / 255).
+The walk is faiss's HNSW search (greedy descent on the upper levels, then a best-first beam of width ef on
+level 0), so it returns the same neighbours up to ties.
+
+Used only where it is exact to do so: inner product, no filter, no tombstones. Anything else goes to faiss.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from ragsvc.index.native_build import load_library
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = r"""
+#include <cstdint>
+#include <cstring>
+#include <queue>
+#include <utility>
+#include <vector>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+namespace {
+
+inline float dot_u8(const float* w, const uint8_t* c, int d) {
+    int i = 0;
+    float s = 0.f;
+#ifdef __AVX512F__
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; i + 32 <= d; i += 32) {
+        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + i));
+        const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + i + 16));
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b0)), _mm512_loadu_ps(w + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b1)), _mm512_loadu_ps(w + i + 16), a1);
+    }
+    s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#endif
+    for (; i < d; ++i) s += w[i] * static_cast<float>(c[i]);
+    return s;
+}
+
+inline void prefetch(const uint8_t* p, int64_t bytes) {
+    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+using Item = std::pair<float, int32_t>;
+
+}  // namespace
+
+extern "C" int64_t sq8_hnsw_search(
+    const uint8_t* codes, int64_t code_size, int32_t d,
+    const int32_t* neighbors, const uint64_t* offsets, const int32_t* cum_nb,
+    int32_t entry_point, int32_t max_level,
+    const float* w, int32_t ef, int32_t k,
+    uint16_t* visited, uint16_t tag,
+    float* out_scores, int64_t* out_labels) {
+    if (entry_point < 0) return 0;
+    auto score = [&](int32_t v) { return dot_u8(w, codes + static_cast<int64_t>(v) * code_size, d); };
+    int32_t cur = entry_point;
+    float cur_s = score(cur);
+    for (int32_t level = max_level; level >= 1; --level) {  // greedy descent, as faiss's greedy_update_nearest
+        for (bool moved = true; moved;) {
+            moved = false;
+            const uint64_t begin = offsets[cur] + cum_nb[level], end = offsets[cur] + cum_nb[level + 1];
+            for (uint64_t j = begin; j < end; ++j) {
+                const int32_t v = neighbors[j];
+                if (v < 0) break;
+                const float s = score(v);
+                if (s > cur_s) { cur_s = s; cur = v; moved = true; }
+            }
+        }
+    }
+    std::priority_queue<Item> frontier;                                  // best first
+    std::priority_queue<Item, std::vector<Item>, std::greater<Item>> best;  // worst of the ef best on top
+    visited[cur] = tag;
+    frontier.emplace(cur_s, cur);
+    best.emplace(cur_s, cur);
+    int32_t fresh[512];
+    while (!frontier.empty()) {
+        const Item top = frontier.top();
+        if (static_cast<int32_t>(best.size()) >= ef && top.first < best.top().first) break;
+        frontier.pop();
+        const uint64_t begin = offsets[top.second] + cum_nb[0], end = offsets[top.second] + cum_nb[1];
+        int n = 0;
+        for (uint64_t j = begin; j < end && n < 512; ++j) {  // pass 1: unvisited neighbours, prefetched
+            const int32_t v = neighbors[j];
+            if (v < 0) break;
+            if (visited[v] == tag) continue;
+            visited[v] = tag;
+            prefetch(codes + static_cast<int64_t>(v) * code_size, code_size);
+            fresh[n++] = v;
+        }
+        for (int i = 0; i < n; ++i) {  // pass 2: score them while later prefetches land
+            const float s = score(fresh[i]);
+            if (static_cast<int32_t>(best.size()) < ef || s > best.top().first) {
+                frontier.emplace(s, fresh[i]);
+                best.emplace(s, fresh[i]);
+                if (static_cast<int32_t>(best.size()) > ef) best.pop();
+            }
+        }
+    }
+    while (static_cast<int32_t>(best.size()) > k) best.pop();
+    const int64_t found = static_cast<int64_t>(best.size());
+    for (int64_t i = found - 1; i >= 0; --i) {  // best last in the min-heap: fill from the back
+        out_scores[i] = best.top().first;
+        out_labels[i] = best.top().second;
+        best.pop();
+    }
+    return found;
+}
+"""
+
+_F32 = ctypes.POINTER(ctypes.c_float)
+_I64 = ctypes.POINTER(ctypes.c_int64)
+_LIB_LOCK = threading.Lock()
+_LIB: list[Any] = []  # [] = not tried yet, [None] = unavailable, [lib] = loaded
+
+
+def _library() -> Any:
+    with _LIB_LOCK:
+        if not _LIB:
+            ptr = ctypes.c_void_p
+            _LIB.append(load_library("sq8_hnsw_search", _SOURCE, {
+                "sq8_hnsw_search": ([ptr, ctypes.c_int64, ctypes.c_int32, ptr, ptr, ptr, ctypes.c_int32,
+                                     ctypes.c_int32, ptr, ctypes.c_int32, ctypes.c_int32, ptr, ctypes.c_uint16,
+                                     ptr, ptr], ctypes.c_int64)}))
+        return _LIB[0]
+
+
+def _view(vector: Any, dtype: type, count: int) -> np.ndarray:
+    """A numpy view (no copy) of a faiss std::vector's first `count` elements."""
+    import faiss
+
+    if count == 0:
+        return np.zeros(0, dtype)
+    return faiss.rev_swig_ptr(vector.data(), count).view(dtype)
+
+
+class Sq8GraphSearcher:
+    """Searches one `IndexIDMap(IndexHNSWSQ(QT_8bit, inner product))`; `refresh()` after every add."""
+
+    def __init__(self, id_map_index: Any) -> None:
+        import faiss
+
+        self._outer = id_map_index
+        self._inner = faiss.downcast_index(id_map_index.index)
+        self._lib = _library()
+        self._local = threading.local()  # per-thread visited tags: searches may run in parallel threads
+        self.refresh()
+
+    @staticmethod
+    def supports(index: Any) -> bool:
+        import faiss
+
+        if not isinstance(index, faiss.IndexIDMap):
+            return False
+        inner = faiss.downcast_index(index.index)
+        if not isinstance(inner, faiss.IndexHNSWSQ) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
+            return False
+        storage = faiss.downcast_index(inner.storage)
+        return bool(storage.sq.qtype == faiss.ScalarQuantizer.QT_8bit and storage.sq.code_size == inner.d)
+
+    @property
+    def available(self) -> bool:
+        return self._lib is not None
+
+    def refresh(self) -> None:
+        """Re-take the views: an add may have reallocated every faiss vector."""
+        import faiss
+
+        inner = self._inner
+        hnsw = inner.hnsw
+        storage = faiss.downcast_index(inner.storage)
+        n = int(inner.ntotal)
+        self._n, self._d = n, int(inner.d)
+        self._codes = _view(storage.codes, np.uint8, n * self._d)
+        self._neighbors = _view(hnsw.neighbors, np.int32, int(hnsw.neighbors.size()))
+        self._offsets = _view(hnsw.offsets, np.uint64, int(hnsw.offsets.size()))
+        self._cum = faiss.vector_to_array(hnsw.cum_nneighbor_per_level).astype(np.int32)
+        self._entry, self._max_level = int(hnsw.entry_point), int(hnsw.max_level)
+        trained = faiss.vector_to_array(storage.sq.trained).astype(np.float32)  # (2 d,): vmin, vdiff
+        self._vmin, self._vdiff = trained[: self._d], trained[self._d :]
+        self._labels = _view(self._outer.id_map, np.int64, n)
+
+    def search(self, query: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """query (d,) float32 -> (scores (m,), ids (m,)), best first, m <= k (fewer only if the graph is)."""
+        q = np.asarray(query, np.float32).reshape(-1)
+        w = np.ascontiguousarray(q * self._vdiff * np.float32(1 / 255))  # (d,)
+        bias = float(q @ (self._vmin + self._vdiff * np.float32(0.5 / 255)))
+        visited, tag = self._visited()
+        scores = np.empty(k, np.float32)
+        rows = np.empty(k, np.int64)
+        found = self._lib.sq8_hnsw_search(
+            self._codes.ctypes.data, self._d, self._d, self._neighbors.ctypes.data, self._offsets.ctypes.data,
+            self._cum.ctypes.data, self._entry, self._max_level, w.ctypes.data, max(ef, k), k,
+            visited.ctypes.data, tag, scores.ctypes.data, rows.ctypes.data)
+        return scores[:found] + np.float32(bias), self._labels[rows[:found]]
+
+    def _visited(self) -> tuple[np.ndarray, int]:
+        """This thread's visited table and a fresh tag; the table is cleared once every 65,535 searches."""
+        local = self._local
+        table = getattr(local, "table", None)
+        if table is None or len(table) < self._n:
+            table = local.table = np.zeros(max(self._n, 1), np.uint16)
+            local.tag = 0
+        local.tag += 1
+        if local.tag > 0xFFFF:
+            table.fill(0)
+            local.tag = 1
+        return table, local.tag
