@@ -38,7 +38,8 @@ NOTES = ["QPS: one query per call, BLAS/OpenMP held to 1 thread while timing (th
          "the machine is shared: compare ratios within this run (see machine.load_average)"]
 MEMORY_NOTE = ("index_bytes counts every byte held to answer a query: the ANN structure (graph links, codes, "
                "centroids) plus the vectors it reads for rescoring, whether in RAM or memory-mapped; faiss "
-               "flat and hnswlib hold float32 vectors inside the index")
+               "flat and hnswlib hold float32 vectors inside the index. Per-thread scratch is counted on neither "
+               "side: hnswlib's visited list and the native sq8 walk's visited tags are 2 bytes a vector each")
 
 app = typer.Typer(help="Benchmarks: speed and recall, written as JSON under eval/results/.", no_args_is_help=True)
 
