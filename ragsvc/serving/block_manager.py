@@ -97,7 +97,7 @@ class BlockManager:
         if seq.num_preemptions == 0:  # report the prompt's own cache hit, not a recompute after preemption
             seq.num_cached_tokens = seq.num_computed_tokens
         while len(seq.block_table) < seq.num_blocks_needed(self.block_size):
-            seq.block_table.append(self._take_free_block())
+            seq.block_table.append(self._take_free_block(after=seq.block_table[-1] if seq.block_table else None))
 
     def may_append(self, seq: Sequence) -> None:
         """Make room for the sequence's uncomputed tokens: new blocks, and a private copy of a shared one."""
@@ -111,7 +111,7 @@ class BlockManager:
             seq.block_table[index] = dst
             self.pending_copies.append((src, dst))
         while len(seq.block_table) < seq.num_blocks_needed(self.block_size):
-            seq.block_table.append(self._take_free_block())
+            seq.block_table.append(self._take_free_block(after=seq.block_table[-1] if seq.block_table else None))
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Let `child` share all of `parent`'s blocks (parallel samples of one prompt); writes copy on demand."""
@@ -157,8 +157,11 @@ class BlockManager:
             need += 1
         return need
 
-    def _take_free_block(self) -> int:
-        block_id = next(iter(self.free))
+    def _take_free_block(self, *, after: int | None = None) -> int:
+        """The block right after `after` (the sequence's last block) when it is free, else the least recently
+        freed one. Consecutive ids let the model runner read a cached context as one slice of the cache instead
+        of gathering it block by block, and K/V of a sequence then stream from memory in order."""
+        block_id = after + 1 if after is not None and after + 1 in self.free else next(iter(self.free))
         del self.free[block_id]
         block = self.blocks[block_id]
         if block.key is not None:

@@ -173,7 +173,12 @@ class ModelRunner:
         end = c.start + c.num_new_tokens
         if c.start == 0:
             return PrefillSegment(row, row + c.num_new_tokens, end, None, None)
-        context_blocks = self._tensor(c.seq.block_table[: (end + self.block_size - 1) // self.block_size])
+        table = c.seq.block_table[: (end + self.block_size - 1) // self.block_size]
+        consecutive = table == list(range(table[0], table[0] + len(table)))
         q_pos = torch.arange(c.start, end, device=self.device).unsqueeze(1)  # (chunk, 1)
         k_pos = torch.arange(end, device=self.device).unsqueeze(0)  # (1, context)
-        return PrefillSegment(row, row + c.num_new_tokens, end, context_blocks, k_pos <= q_pos)
+        mask = torch.zeros((c.num_new_tokens, end), dtype=self.dtype, device=self.device)  # (chunk, context)
+        mask.masked_fill_(k_pos > q_pos, float("-inf"))
+        return PrefillSegment(
+            row, row + c.num_new_tokens, end, self._tensor(table), mask, table[0] if consecutive else None
+        )

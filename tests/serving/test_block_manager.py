@@ -151,3 +151,19 @@ def test_invariants_hold_and_nothing_leaks(ops) -> None:  # type: ignore[no-unty
         bm.deallocate(seq)
     assert bm.num_free_blocks == bm.num_blocks
     assert all(b.ref_count == 0 for b in bm.blocks)
+
+
+def test_a_sequence_gets_the_block_after_its_last_one_when_free() -> None:
+    bm = BlockManager(8, 4)
+    a, b = _seq("a", list(range(8))), _seq("b", list(range(100, 104)))
+    bm.allocate(a)  # blocks 0, 1
+    bm.allocate(b)  # block 2
+    bm.deallocate(b)  # block 2 is free again, behind never-used blocks 3..7
+    a.num_computed_tokens = 8
+    a.token_ids.append(9)  # a's 9th token needs a third block
+    bm.may_append(a)
+    assert a.block_table == [0, 1, 2]  # consecutive (the runner reads such a context as one slice)
+    c = _seq("c", list(range(200, 212)))
+    bm.allocate(c)
+    assert c.block_table == [3, 4, 5]
+    _check_invariants(bm, [a, c])

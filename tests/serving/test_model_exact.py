@@ -118,3 +118,23 @@ def test_bfloat16_path_with_packed_linears_tracks_fp32(tiny_llama) -> None:  # t
             with torch.no_grad():
                 ref = hf_model(torch.tensor([context])).logits[0, -1]
             assert (ours - ref).abs().max() < 0.05 * ref.abs().max()  # bf16 rounding, not a wrong kernel
+
+
+
+def test_chunked_prefill_reads_a_consecutive_context_in_place(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    """A prompt's blocks are allocated together, so its later chunks see their context as one slice of the
+    cache (no gather); logits must still match HF. The gather path is checked in test_attention_paths.py."""
+    folder, hf_model = tiny_llama
+    engine = _engine(folder, max_num_batched_tokens=7)
+    segments = []
+    make = engine.runner._prefill_segment
+
+    def spy(chunk, row):  # type: ignore[no-untyped-def]
+        seg = make(chunk, row)
+        segments.append(seg)
+        return seg
+
+    engine.runner._prefill_segment = spy  # type: ignore[method-assign]
+    seen, _ = _run_collecting_logits(engine, _prompts([26, 30], seed=7), max_tokens=3)
+    assert any(s.first_block is not None for s in segments if s.context_blocks is not None)
+    _check_against_hf(hf_model, seen)

@@ -33,7 +33,11 @@ class PrefillSegment:
     context_blocks: torch.Tensor | None
     """(ceil(context_len / block_size),) block ids to gather; None for a fresh prompt (no earlier context)."""
     mask: torch.Tensor | None
-    """(chunk, context_len) bool, True = attend; None with a fresh prompt (is_causal instead)."""
+    """(chunk, context_len) additive mask in the model's dtype, 0 = attend, -inf = not; None with a fresh prompt
+    (is_causal instead). Built once per step: a bool mask was converted by SDPA again in every layer."""
+    first_block: int | None = None
+    """Set when the context's blocks are consecutive ids (a prompt's blocks are allocated together, so a cached
+    prefix usually is): the context is then a slice of the cache, read in place instead of gathered."""
 
 
 @dataclass
@@ -135,7 +139,11 @@ def prefill_attention(
     scale: float,
 ) -> torch.Tensor:
     """q: (chunk, heads, head_dim); k, v: (chunk, kv_heads, head_dim) -> (chunk, heads, head_dim)."""
-    if seg.context_blocks is not None:
+    if seg.first_block is not None:
+        blocks = slice(seg.first_block, seg.first_block + (seg.context_len + k_cache.shape[1] - 1) // k_cache.shape[1])
+        k = k_cache[blocks].flatten(0, 1)[: seg.context_len]  # (context, kv_heads, head_dim), a view
+        v = v_cache[blocks].flatten(0, 1)[: seg.context_len]
+    elif seg.context_blocks is not None:
         k = _gather_blocks(k_cache, seg.context_blocks)[: seg.context_len]  # (context, kv_heads, head_dim)
         v = _gather_blocks(v_cache, seg.context_blocks)[: seg.context_len]
     qt = q.transpose(0, 1).unsqueeze(0)  # (1, heads, chunk, head_dim)

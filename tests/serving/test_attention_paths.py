@@ -1,0 +1,36 @@
+"""The CPU attention paths against each other: a chunk's cached context read in place (consecutive blocks)
+or gathered block by block gives the same output."""
+
+from __future__ import annotations
+
+import torch
+
+from ragsvc.serving.layers.attention import PrefillSegment, prefill_attention
+
+
+def test_context_slice_and_gather_agree() -> None:
+    g = torch.Generator().manual_seed(0)
+    num_blocks, block_size, kv_heads, head_dim, heads = 12, 4, 2, 16, 4
+    k_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, generator=g)
+    v_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, generator=g)
+    start, chunk = 13, 5  # context of 18 tokens: blocks 3..7
+    end = start + chunk
+    q = torch.randn(chunk, heads, head_dim, generator=g)
+    k = k_cache[3:8].flatten(0, 1)[start:end]  # (chunk, kv_heads, head_dim): the chunk's own keys
+    v = v_cache[3:8].flatten(0, 1)[start:end]
+    mask = torch.zeros(chunk, end).masked_fill_(
+        torch.arange(end)[None, :] > torch.arange(start, end)[:, None], -torch.inf
+    )
+    blocks = torch.arange(3, 8)
+    gathered = PrefillSegment(0, chunk, end, blocks, mask)
+    in_place = PrefillSegment(0, chunk, end, blocks, mask, first_block=3)
+    out_gathered = prefill_attention(q, k, v, k_cache, v_cache, gathered, scale=0.25)
+    out_in_place = prefill_attention(q, k, v, k_cache, v_cache, in_place, scale=0.25)
+    assert torch.equal(out_gathered, out_in_place)
+    # and both are causal attention over the context: the first chunk row sees positions 0..start
+    ctx_k = k_cache[3:8].flatten(0, 1)[:end]
+    ctx_v = v_cache[3:8].flatten(0, 1)[:end]
+    rep_k, rep_v = ctx_k.repeat_interleave(2, dim=1), ctx_v.repeat_interleave(2, dim=1)  # (context, heads, dim)
+    scores = torch.einsum("hd,chd->hc", q[0], rep_k[: start + 1]) * 0.25
+    ref = torch.einsum("hc,chd->hd", scores.softmax(-1), rep_v[: start + 1])
+    torch.testing.assert_close(out_in_place[0], ref, atol=1e-5, rtol=1e-5)
