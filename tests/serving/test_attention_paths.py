@@ -34,3 +34,29 @@ def test_context_slice_and_gather_agree() -> None:
     scores = torch.einsum("hd,chd->hc", q[0], rep_k[: start + 1]) * 0.25
     ref = torch.einsum("hc,chd->hd", scores.softmax(-1), rep_v[: start + 1])
     torch.testing.assert_close(out_in_place[0], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_chunk_matches_plain_gqa_sdpa() -> None:
+    """The masked path folds each GQA group's query heads into rows; it must equal SDPA with enable_gqa."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(1)
+    chunk, context, heads, kv_heads, head_dim = 6, 20, 9, 3, 16
+    q = torch.randn(chunk, heads, head_dim, generator=g).to(torch.bfloat16)
+    k = torch.randn(context, kv_heads, head_dim, generator=g).to(torch.bfloat16)
+    v = torch.randn(context, kv_heads, head_dim, generator=g).to(torch.bfloat16)
+    allowed = torch.arange(context)[None, :] <= torch.arange(context - chunk, context)[:, None]
+    mask = torch.zeros(chunk, context, dtype=torch.bfloat16).masked_fill_(~allowed, -torch.inf)
+    k_cache = k.view(5, 4, kv_heads, head_dim)  # the context as 5 consecutive blocks of 4
+    v_cache = v.view(5, 4, kv_heads, head_dim)
+    seg = PrefillSegment(0, chunk, context, torch.arange(5), mask, first_block=0)
+    ours = prefill_attention(q, k[-chunk:], v[-chunk:], k_cache, v_cache, seg, scale=0.25)
+    ref = F.scaled_dot_product_attention(
+        q.transpose(0, 1)[None],
+        k.transpose(0, 1)[None],
+        v.transpose(0, 1)[None],
+        attn_mask=mask,
+        scale=0.25,
+        enable_gqa=True,
+    )[0].transpose(0, 1)
+    assert torch.equal(ours, ref)
