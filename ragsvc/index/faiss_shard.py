@@ -122,6 +122,8 @@ class FaissShard:
             return
         native = Sq8GraphSearcher(self._index)
         self._native = native if native.available else None
+        if self._native is not None:
+            self._native.mark_dead(self._tombstones)
 
     @property
     def nbytes(self) -> int:
@@ -154,6 +156,8 @@ class FaissShard:
             return
         held = faiss.vector_to_array(self._index.id_map)
         self._tombstones = np.union1d(self._tombstones, ids[np.isin(ids, held)])
+        if self._native is not None:
+            self._native.mark_dead(self._tombstones)
 
     def live_ids(self) -> np.ndarray:
         if self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
@@ -175,7 +179,7 @@ class FaissShard:
         if k_avail == 0:
             return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
         ef = max(ef_search or self.spec.ef_search, k_avail)
-        if self._native is not None and allowed is None and not len(self._tombstones) and len(queries) == 1:
+        if self._native is not None and allowed is None and len(queries) == 1:
             scores, labels = self._native.search(queries[0], k_avail, ef)
             return pad(scores[None, :], labels[None, :], k)
         scores, labels = self._search(queries, k_avail, self._params(allowed, ef))

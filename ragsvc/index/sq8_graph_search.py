@@ -11,7 +11,8 @@ Scores equal faiss's: QT_8bit decodes component i as vmin_i + (c_i + 0.5) / 255 
 The walk is faiss's HNSW search (greedy descent on the upper levels, then a best-first beam of width ef on
 level 0), so it returns the same neighbours up to ties.
 
-Used only where it is exact to do so: inner product, no filter, no tombstones. Anything else goes to faiss.
+Used only where it is exact to do so: inner product and no filter (a filter goes to faiss's IDSelector path).
+Deleted ids (faiss HNSW cannot remove nodes) are marked dead: they still route the walk but are never returned.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ extern "C" int64_t sq8_hnsw_search(
     const uint8_t* codes, int64_t code_size, int32_t d,
     const int32_t* neighbors, const uint64_t* offsets, const int32_t* cum_nb,
     int32_t entry_point, int32_t max_level,
-    const float* w, int32_t ef, int32_t k,
+    const float* w, int32_t ef, int32_t k, const uint8_t* dead,
     uint16_t* visited, uint16_t tag,
     float* out_scores, int64_t* out_labels) {
     if (entry_point < 0) return 0;
@@ -89,9 +90,10 @@ extern "C" int64_t sq8_hnsw_search(
     }
     std::priority_queue<Item> frontier;                                  // best first
     std::priority_queue<Item, std::vector<Item>, std::greater<Item>> best;  // worst of the ef best on top
+    // Deleted nodes (dead[v] != 0) still route the walk but never enter the results, as in hnswlib.
     visited[cur] = tag;
     frontier.emplace(cur_s, cur);
-    best.emplace(cur_s, cur);
+    if (dead == nullptr || !dead[cur]) best.emplace(cur_s, cur);
     int32_t fresh[512];
     while (!frontier.empty()) {
         const Item top = frontier.top();
@@ -111,6 +113,7 @@ extern "C" int64_t sq8_hnsw_search(
             const float s = score(fresh[i]);
             if (static_cast<int32_t>(best.size()) < ef || s > best.top().first) {
                 frontier.emplace(s, fresh[i]);
+                if (dead != nullptr && dead[fresh[i]]) continue;
                 best.emplace(s, fresh[i]);
                 if (static_cast<int32_t>(best.size()) > ef) best.pop();
             }
@@ -139,8 +142,8 @@ def _library() -> Any:
             ptr = ctypes.c_void_p
             _LIB.append(load_library("sq8_hnsw_search", _SOURCE, {
                 "sq8_hnsw_search": ([ptr, ctypes.c_int64, ctypes.c_int32, ptr, ptr, ptr, ctypes.c_int32,
-                                     ctypes.c_int32, ptr, ctypes.c_int32, ctypes.c_int32, ptr, ctypes.c_uint16,
-                                     ptr, ptr], ctypes.c_int64)}))
+                                     ctypes.c_int32, ptr, ctypes.c_int32, ctypes.c_int32, ptr, ptr,
+                                     ctypes.c_uint16, ptr, ptr], ctypes.c_int64)}))
         return _LIB[0]
 
 
@@ -163,6 +166,7 @@ class Sq8GraphSearcher:
         self._inner = faiss.downcast_index(id_map_index.index)
         self._lib = _library()
         self._local = threading.local()  # per-thread visited tags: searches may run in parallel threads
+        self._dead: np.ndarray | None = None  # (n,) uint8, 1 = deleted; None while nothing is
         self.refresh()
 
     @staticmethod
@@ -198,6 +202,15 @@ class Sq8GraphSearcher:
         trained = faiss.vector_to_array(storage.sq.trained).astype(np.float32)  # (2 d,): vmin, vdiff
         self._vmin, self._vdiff = trained[: self._d], trained[self._d :]
         self._labels = _view(self._outer.id_map, np.int64, n)
+        if self._dead is not None and len(self._dead) < n:  # rows added since: alive
+            self._dead = np.concatenate([self._dead, np.zeros(n - len(self._dead), np.uint8)])
+
+    def mark_dead(self, tombstones: np.ndarray) -> None:
+        """Exclude these chunk ids (sorted, unique int64) from results from now on."""
+        if not len(tombstones):
+            self._dead = None
+            return
+        self._dead = np.isin(self._labels, tombstones).astype(np.uint8)  # (n,)
 
     def search(self, query: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         """query (d,) float32 -> (scores (m,), ids (m,)), best first, m <= k (fewer only if the graph is)."""
@@ -210,7 +223,8 @@ class Sq8GraphSearcher:
         found = self._lib.sq8_hnsw_search(
             self._codes.ctypes.data, self._d, self._d, self._neighbors.ctypes.data, self._offsets.ctypes.data,
             self._cum.ctypes.data, self._entry, self._max_level, w.ctypes.data, max(ef, k), k,
-            visited.ctypes.data, tag, scores.ctypes.data, rows.ctypes.data)
+            None if self._dead is None else self._dead.ctypes.data, visited.ctypes.data, tag,
+            scores.ctypes.data, rows.ctypes.data)
         return scores[:found] + np.float32(bias), self._labels[rows[:found]]
 
     def _visited(self) -> tuple[np.ndarray, int]:
