@@ -55,3 +55,6 @@ def test_rotated_prefix_with_int8_rescoring_matches_exact_full_width(minilm):
     assert rotated >= 0.97
     assert rotated >= raw_prefix
     assert measured(IndexSpec(backend="faiss_hnsw", dims=64, prefix_quant="sq8", shortlist=100)) >= 0.95
+    # The README's small-memory layout: 8-bit graph on the rotated 256-d prefix (native walk), int8 tail rescoring.
+    small = IndexSpec(backend="faiss_hnsw", dims=256, prefix_quant="sq8", rescore_tail_only=True, shortlist=160)
+    assert measured(small) >= 0.97
