@@ -163,7 +163,7 @@ class Sq8GraphSearcher:
         import faiss
 
         self._outer = id_map_index
-        self._inner = faiss.downcast_index(id_map_index.index)
+        self._inner: Any = faiss.downcast_index(id_map_index.index)
         self._lib = _library()
         self._local = threading.local()  # per-thread visited tags: searches may run in parallel threads
         self._dead: np.ndarray | None = None  # (n,) uint8, 1 = deleted; None while nothing is
@@ -178,7 +178,7 @@ class Sq8GraphSearcher:
         inner = faiss.downcast_index(index.index)
         if not isinstance(inner, faiss.IndexHNSWSQ) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
             return False
-        storage = faiss.downcast_index(inner.storage)
+        storage: Any = faiss.downcast_index(inner.storage)
         return bool(storage.sq.qtype == faiss.ScalarQuantizer.QT_8bit and storage.sq.code_size == inner.d)
 
     @property
@@ -189,9 +189,9 @@ class Sq8GraphSearcher:
         """Re-take the views: an add may have reallocated every faiss vector."""
         import faiss
 
-        inner = self._inner
+        inner: Any = self._inner
         hnsw = inner.hnsw
-        storage = faiss.downcast_index(inner.storage)
+        storage: Any = faiss.downcast_index(inner.storage)
         n = int(inner.ntotal)
         self._n, self._d = n, int(inner.d)
         self._codes = _view(storage.codes, np.uint8, n * self._d)
