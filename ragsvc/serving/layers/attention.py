@@ -38,6 +38,9 @@ class PrefillSegment:
     first_block: int | None = None
     """Set when the context's blocks are consecutive ids (a prompt's blocks are allocated together, so a cached
     prefix usually is): the context is then a slice of the cache, read in place instead of gathered."""
+    folded_mask: torch.Tensor | None = None
+    """`mask` repeated for each query head of a GQA group, (group * chunk, context_len): made by the first
+    layer, reused by the others (repeating it in every layer cost more than folding saves)."""
 
 
 @dataclass
@@ -158,7 +161,9 @@ def prefill_attention(
     kv_heads = k.shape[1]
     group = heads // kv_heads
     qf = qt.reshape(1, kv_heads, group * chunk, head_dim)  # (1, kv_heads, group * chunk, head_dim)
-    out = F.scaled_dot_product_attention(qf, kt, vt, attn_mask=seg.mask.repeat(group, 1), scale=scale)
+    if seg.folded_mask is None or seg.folded_mask.shape[0] != group * chunk:
+        seg.folded_mask = seg.mask.repeat(group, 1)
+    out = F.scaled_dot_product_attention(qf, kt, vt, attn_mask=seg.folded_mask, scale=scale)
     return out.view(heads, chunk, head_dim).transpose(0, 1)  # (chunk, heads, head_dim)
 
 
