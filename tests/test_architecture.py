@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ragsvc"
 LAYERS = {
-    "types": 0, "errors": 0, "config": 0,
+    "types": 0, "errors": 0, "config": 0, "native": 0,
     "store": 1, "embed": 1, "index": 1,
     "retrieval": 2, "serving": 2, "llm": 2,
     "agents": 3, "code": 3, "evals": 3,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ragsvc.index.native_build import load_library
+from ragsvc.native import load_library
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,6 @@
-"""Build and load the CPU kernels: C++ compiled by the system compiler, called through ctypes.
-
-Why not a torch C++ extension: these sources need no torch headers, so g++ builds one in about a second (a
-torch extension takes a minute or more on two cores). A library links the process's libgomp (torch's own, by
-soname), so its OpenMP loops share torch's threads. Each library is built once per source and CPU into a
-cache folder (written to a temp name, then renamed); when no compiler is available `load_library` returns
-None and callers keep their plain-torch path, which is also the reference the kernels are tested against.
+"""Build and load the serving engine's CPU kernels: C++ compiled and cached by `ragsvc.native`, called
+through ctypes. When it cannot be built (no compiler, RAGSVC_NO_NATIVE=1) `load_library` returns None and
+callers keep their plain-torch path, which is also the reference the kernels are tested against.
 
 `PRELUDE` holds what every kernel source shares: float32 / bfloat16 loads and round-to-nearest-even stores,
 and a vectorisable exp.
@@ -13,16 +9,10 @@ and a vectorisable exp.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from ragsvc import native
+from ragsvc.native import FLAGS
 
 PRELUDE = r"""#include <cmath>
 #include <cstdint>
@@ -111,50 +101,14 @@ inline void store16(uint16_t* p, __m512 x) {  // x already holds bf16 values (ro
 #endif
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ragsvc" / "kernels"
-
-
-def _cpu_key() -> str:
-    # -march=native bakes the CPU's instruction set in: a library built on another CPU must not be reused.
-    try:
-        return next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        return ""
-
-
-def _build(compiler: str, source: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src, lib = Path(tmp) / "kernel.cpp", Path(tmp) / "kernel.so"
-        src.write_text(source)
-        subprocess.run([compiler, *_FLAGS, str(src), "-o", str(lib)], check=True, capture_output=True, timeout=300)
-        os.replace(lib, target)  # atomic: a concurrent process sees no file or the whole new one
+_FLAGS = (*FLAGS, "-fopenmp")
+"""The shared flags plus OpenMP: a library links the process's libgomp (torch's own, by soname), so its
+parallel loops share torch's threads."""
 
 
 def load_library(name: str, source: str, signatures: dict[str, list[Any]]) -> ctypes.CDLL | None:
-    """Compile PRELUDE + `source` (once per source, compiler and CPU) and declare `signatures` (symbol ->
-    ctypes argument types, all returning void); None, logged, when there is no compiler or the build fails."""
-    compiler = shutil.which(os.environ.get("CXX", "g++"))
-    if compiler is None:
-        logger.warning("no C++ compiler found: %s runs on the slower torch path", name)
-        return None
-    full = PRELUDE + source
-    digest = hashlib.sha256("\0".join([full, compiler, *_FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"{name}_{digest}.so"
-    try:
-        if not target.exists():
-            _build(compiler, full, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError) as err:
-        detail = getattr(err, "stderr", b"") or b""
-        logger.warning("CPU kernel %s unavailable (%s %s): using the torch path", name, err, detail[-500:])
-        return None
-    for symbol, argtypes in signatures.items():
-        fn = getattr(lib, symbol)
-        fn.argtypes, fn.restype = argtypes, None
-    return lib
+    """Compile PRELUDE + `source` with ragsvc.native (once per source, compiler and CPU) and declare
+    `signatures` (symbol -> ctypes argument types, all returning void); None when it cannot be built, and the
+    caller keeps the torch path."""
+    return native.load_library(name, PRELUDE + source, {sym: (args, None) for sym, args in signatures.items()},
+                               flags=_FLAGS)
