@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 SHORTLIST_SWEEP = (25, 50, 100, 200, 400)
 WIDE_SHORTLIST_SWEEP = (64, 96, 128, 144, 160, 192, 224, 256)
-"""For the d'=256 layouts, whose graph search breadth is the shortlist: fine steps where recall crosses 0.95."""
+"""For the 8-bit tail layouts, whose graph search breadth is the shortlist: fine steps where recall crosses 0.95."""
 BUILD_THREADS = 2
 
 
@@ -41,8 +41,9 @@ def default_configs() -> list[BenchConfig]:
     PCA-rotated first 256 dimensions stored as 8-bit codes (256 B a vector), the last 128 dimensions kept as
     int8 for rescoring (the prefix part of each score is the graph's own), about a third of hnswlib's bytes.
     On the 200k benchmark corpus an exact search on the rotated 256-d prefix followed by full-width rescoring
-    reaches recall@10 0.998 at L = 50, against 0.93 for d' = 192 and 0.76 for d' = 128: the narrower layouts
-    (kept below for comparison) lose on the benchmark's out-of-domain queries, which lean on the tail.
+    reaches recall@10 0.998 at L = 50, against 0.93 for d' = 192 and 0.76 for d' = 128 (the benchmark's
+    out-of-domain queries lean on the tail). `-d192` trades the other way: a wider shortlist, fewer dimensions
+    scored per hop; in session 7's run it was the fastest point past recall 0.95 (1.57x hnswlib), d256 1.41x.
     `adaptive-d192` indexes the rotated prefix in hnswlib (float32) and rescores from int8 full-width vectors.
     """
     shortlists = tuple({"shortlist": s} for s in SHORTLIST_SWEEP)
