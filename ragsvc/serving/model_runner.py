@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ragsvc.serving.layers import cpu_fused, cpu_paged_attention
+from ragsvc.serving.layers import cpu_fused, cpu_paged_attention, cpu_prefill_attention
 from ragsvc.serving.layers.attention import AttentionMetadata, PrefillSegment
 from ragsvc.serving.layers.linear import can_pack, pack_linears
 from ragsvc.serving.layers.rotary import RotaryEmbedding, rope_inv_freq
@@ -60,6 +60,14 @@ def _cpu_kernel_ready(cfg: ModelConfig, dtype: torch.dtype) -> bool:
     return shape_ok and cpu_paged_attention.load() is not None
 
 
+def _prefill_kernel(cfg: ModelConfig, dtype: torch.dtype) -> Any:
+    lib = cpu_prefill_attention.load()
+    ok = lib is not None and cpu_prefill_attention.supports(
+        lib, dtype=dtype, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim
+    )
+    return lib if ok else None
+
+
 def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype) -> int:
     element = torch.empty((), dtype=dtype).element_size()
     return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * element
@@ -78,6 +86,8 @@ class ModelRunner:
             cpu_kernels and _cpu_kernel_ready(cfg, self.dtype)
         )
         """Decodes read K/V in place with a paged kernel (block tables); False = the torch gather reference."""
+        self.prefill_kernel = _prefill_kernel(cfg, self.dtype) if cpu_kernels and self.device.type == "cpu" else None
+        """The C++ causal prefill kernel, or None for per-segment SDPA."""
         if self.device.type == "cpu":
             model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None)
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
@@ -127,7 +137,8 @@ class ModelRunner:
             slots.extend(self._slots(c.seq.block_table, c.start, c.start + c.num_new_tokens))
             if c.samples:
                 logit_rows.append(len(ids) - 1)
-        meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decode_tokens=len(decodes))
+        meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decode_tokens=len(decodes),
+                                 prefill_kernel=self.prefill_kernel)
         if decodes and self.paged_decode:
             self._add_kernel_tables(meta, decodes)
         elif decodes:
@@ -175,6 +186,9 @@ class ModelRunner:
             return PrefillSegment(row, row + c.num_new_tokens, end, None, None)
         table = c.seq.block_table[: (end + self.block_size - 1) // self.block_size]
         consecutive = table == list(range(table[0], table[0] + len(table)))
+        if self.prefill_kernel is not None:  # causal from positions: no mask to build
+            return PrefillSegment(row, row + c.num_new_tokens, end, self._tensor(table), None,
+                                  table[0] if consecutive else None)
         q_pos = torch.arange(c.start, end, device=self.device).unsqueeze(1)  # (chunk, 1)
         k_pos = torch.arange(end, device=self.device).unsqueeze(0)  # (1, context)
         mask = torch.zeros((c.num_new_tokens, end), dtype=self.dtype, device=self.device)  # (chunk, context)

@@ -1,0 +1,196 @@
+"""C++ source of the CPU prefill attention kernel (see cpu_prefill_attention.py for what it does and why).
+
+Compiled together with cpu_build.PRELUDE. Layout of the work, per call (one prefill chunk):
+1. K and V of every kv head are packed once into the pair layout AVX512-BF16's dot product wants
+   (`vdpbf16ps` multiplies bf16 pairs exactly and accumulates in fp32), zero-padded to a multiple of 64 keys;
+2. the query rows (token, query head) of each kv head are cut into blocks of 4 rows; per block: scores
+   against the keys its causal limit allows (4 rows x 64 keys in 16 registers), softmax in fp32, then P.V with
+   P rounded to bf16 (as torch's flash kernel does for bf16) and fp32 accumulators, written out once.
+"""
+
+SOURCE = r"""
+namespace {
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+constexpr int64_t kRows = 4;    // query rows per block
+constexpr int64_t kKeys = 64;   // keys per score tile (4 vectors of 16)
+
+inline __m512i bcast_pair(const uint16_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof v);
+    return _mm512_set1_epi32(v);
+}
+
+// kp[group of 16 keys][pair][16 lanes][2]: lane l of pair p holds key (16 * group + l)'s dims 2p and 2p + 1.
+void pack_k(const uint16_t* k, int64_t k_stride, int64_t n, int64_t n_pad, int64_t D, uint16_t* kp) {
+    const int64_t P = D / 2;
+    uint32_t* out = reinterpret_cast<uint32_t*>(kp);
+    for (int64_t key = 0; key < n_pad; ++key) {
+        uint32_t* dst = out + (key / 16) * P * 16 + key % 16;
+        if (key < n) {
+            const uint16_t* src = k + key * k_stride;
+            for (int64_t p = 0; p < P; ++p) std::memcpy(dst + p * 16, src + 2 * p, 4);
+        } else {
+            for (int64_t p = 0; p < P; ++p) dst[p * 16] = 0;
+        }
+    }
+}
+
+// vp[pair of keys][dim][2]: V rows 2j and 2j + 1 interleaved, so one vector holds 16 dims of both keys.
+void pack_v(const uint16_t* v, int64_t v_stride, int64_t n, int64_t n_pad, int64_t D, uint16_t* vp) {
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    for (int64_t j = 0; j < n_pad; j += 2) {
+        uint16_t* dst = vp + j * D;
+        for (int64_t d = 0; d < D; d += 32) {
+            const __m512i a = j < n ? _mm512_loadu_si512(v + j * v_stride + d) : _mm512_setzero_si512();
+            const __m512i b = j + 1 < n ? _mm512_loadu_si512(v + (j + 1) * v_stride + d) : _mm512_setzero_si512();
+            _mm512_storeu_si512(dst + 2 * d, _mm512_permutex2var_epi16(a, lo, b));
+            _mm512_storeu_si512(dst + 2 * d + 32, _mm512_permutex2var_epi16(a, hi, b));
+        }
+    }
+}
+
+// scores[r][0, n_keys) = q_r . k for 4 rows against packed K, 64 keys at a time (n_keys a multiple of 64).
+void block_scores(const uint16_t* const* rows, const uint16_t* kp, int64_t n_keys, int64_t D, float* scores,
+                  int64_t ld) {
+    const int64_t P = D / 2;
+    for (int64_t k0 = 0; k0 < n_keys; k0 += kKeys) {
+        __m512 acc[kRows][4];
+        for (int r = 0; r < kRows; ++r)
+            for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+        const uint16_t* base = kp + (k0 / 16) * P * 32;
+        for (int64_t p = 0; p < P; ++p) {
+            __m512bh kv[4];
+            for (int c = 0; c < 4; ++c) kv[c] = (__m512bh)_mm512_loadu_si512(base + (c * P + p) * 32);
+            for (int r = 0; r < kRows; ++r) {
+                const __m512bh q = (__m512bh)bcast_pair(rows[r] + 2 * p);
+                for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], q, kv[c]);
+            }
+        }
+        for (int r = 0; r < kRows; ++r)
+            for (int c = 0; c < 4; ++c) _mm512_storeu_ps(scores + r * ld + k0 + 16 * c, acc[r][c]);
+    }
+}
+
+// out_r = sum_j p[r][j] v[j] over key pairs [0, n_pairs), NV vectors of 16 dims per row, R rows at a time.
+template <int R, int NV>
+void block_values(const uint16_t* p, int64_t ld, const uint16_t* vp, int64_t n_pairs, __m512 (*acc)[NV]) {
+    for (int r = 0; r < R; ++r)
+        for (int n = 0; n < NV; ++n) acc[r][n] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n_pairs; ++j) {
+        __m512bh vv[NV];
+        for (int n = 0; n < NV; ++n) vv[n] = (__m512bh)_mm512_loadu_si512(vp + (j * NV + n) * 32);
+        for (int r = 0; r < R; ++r) {
+            const __m512bh w = (__m512bh)bcast_pair(p + r * ld + 2 * j);
+            for (int n = 0; n < NV; ++n) acc[r][n] = _mm512_dpbf16_ps(acc[r][n], w, vv[n]);
+        }
+    }
+}
+
+template <int NV>
+void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_stride, const uint16_t* v,
+             int64_t v_stride, uint16_t* out, int64_t out_stride, int64_t n_q, int64_t n_k, int64_t H, int64_t KVH,
+             float scale) {
+    constexpr int64_t D = 16 * NV;
+    const int64_t G = H / KVH, offset = n_k - n_q;  // query token i sits at position offset + i
+    const int64_t n_pad = (n_k + kKeys - 1) / kKeys * kKeys;
+    std::vector<uint16_t> kp(KVH * n_pad * D), vp(KVH * n_pad * D);
+    const int64_t rows_per_head = n_q * G, blocks_per_head = (rows_per_head + kRows - 1) / kRows;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < 2 * KVH; ++h) {
+            if (h < KVH) pack_k(k + h * D, k_stride, n_k, n_pad, D, kp.data() + h * n_pad * D);
+            else pack_v(v + (h - KVH) * D, v_stride, n_k, n_pad, D, vp.data() + (h - KVH) * n_pad * D);
+        }
+        std::vector<float> scores(kRows * n_pad);
+        std::vector<uint16_t> probs(kRows * n_pad);
+        // Later blocks see more keys: hand them out first so the threads finish together.
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < KVH * blocks_per_head; ++item) {
+            const int64_t h = item % KVH, blk = blocks_per_head - 1 - item / KVH;
+            const uint16_t* rows[kRows];
+            int64_t limit[kRows];  // keys [0, limit) visible to each row
+            int64_t n_rows = 0, max_limit = 0;
+            for (int64_t r = 0; r < kRows; ++r) {
+                const int64_t row = blk * kRows + r;  // row = token * G + query head within the group
+                const int64_t tok = row < rows_per_head ? row / G : 0, hq = h * G + row % G;
+                rows[r] = q + tok * q_stride + hq * D;
+                limit[r] = row < rows_per_head ? offset + tok + 1 : 0;
+                if (row < rows_per_head) n_rows = r + 1;
+                max_limit = limit[r] > max_limit ? limit[r] : max_limit;
+            }
+            const int64_t n_keys = (max_limit + kKeys - 1) / kKeys * kKeys;
+            block_scores(rows, kp.data() + h * n_pad * D, n_keys, D, scores.data(), n_pad);
+            float inv[kRows];
+            const __m512 sc = _mm512_set1_ps(scale);
+            for (int64_t r = 0; r < kRows; ++r) {
+                float* s = scores.data() + r * n_pad;
+                uint16_t* pr = probs.data() + r * n_pad;
+                __m512 mx = _mm512_set1_ps(-INFINITY);
+                for (int64_t t = 0; t < limit[r]; t += 16) {
+                    const int64_t left = limit[r] - t;
+                    const __mmask16 m = static_cast<__mmask16>(left >= 16 ? 0xffffu : (1u << left) - 1u);
+                    mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, s + t));
+                }
+                const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+                __m512 sum = _mm512_setzero_ps();
+                for (int64_t t = 0; t < n_keys; t += 16) {
+                    const int64_t left = limit[r] - t;
+                    const __mmask16 m =
+                        static_cast<__mmask16>(left >= 16 ? 0xffffu : left <= 0 ? 0u : (1u << left) - 1u);
+                    const __m512 x = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t), mv), sc);
+                    const __m512 e = _mm512_maskz_mov_ps(m, exp16_nonpositive(x));
+                    sum = _mm512_add_ps(sum, e);
+                    store16(pr + t, e);
+                }
+                inv[r] = limit[r] > 0 ? 1.f / _mm512_reduce_add_ps(sum) : 0.f;
+            }
+            const int64_t n_pairs = (max_limit + 1) / 2;
+            const uint16_t* vh = vp.data() + h * n_pad * D;
+            constexpr int R = NV <= 4 ? 4 : 2;  // R x NV accumulators stay in registers
+            for (int64_t r0 = 0; r0 < n_rows; r0 += R) {
+                __m512 acc[R][NV];
+                block_values<R, NV>(probs.data() + r0 * n_pad, n_pad, vh, n_pairs, acc);
+                for (int64_t r = r0; r < r0 + R && r < n_rows; ++r) {
+                    const int64_t row = blk * kRows + r, tok = row / G, hq = h * G + row % G;
+                    uint16_t* o = out + tok * out_stride + hq * D;
+                    for (int n = 0; n < NV; ++n)
+                        store16(o + 16 * n, _mm512_mul_ps(acc[r - r0][n], _mm512_set1_ps(inv[r])));
+                }
+            }
+        }
+    }
+}
+#endif
+
+}  // namespace
+
+extern "C" {
+// 1 when this build has the kernel for head_dim D (AVX512-BF16, D of 64 or 128), else 0.
+int64_t prefill_supported(int64_t D) {
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+    return D == 64 || D == 128;
+#else
+    (void)D;
+    return 0;
+#endif
+}
+
+// Causal attention of n_q query tokens at positions [n_k - n_q, n_k) over keys [0, n_k), bf16 in and out.
+// q: (n_q, H, D), k and v: (n_k, KVH, D), out: (n_q, H, D); each with its own token stride, heads packed.
+void prefill_attention_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_stride,
+                            const uint16_t* v, int64_t v_stride, uint16_t* out, int64_t out_stride, int64_t n_q,
+                            int64_t n_k, int64_t H, int64_t KVH, int64_t D, float scale) {
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+    if (D == 64) prefill<4>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH, scale);
+    else if (D == 128) prefill<8>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH, scale);
+#else
+    (void)q; (void)q_stride; (void)k; (void)k_stride; (void)v; (void)v_stride; (void)out; (void)out_stride;
+    (void)n_q; (void)n_k; (void)H; (void)KVH; (void)D; (void)scale;
+#endif
+}
+}
+"""

@@ -1,0 +1,146 @@
+"""The C++ causal prefill kernel against SDPA in fp32 on the same bf16 inputs, and the engine using it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ragsvc.serving.layers import cpu_prefill_attention
+
+
+@pytest.fixture(scope="module")
+def lib():  # type: ignore[no-untyped-def]
+    loaded = cpu_prefill_attention.load()
+    if loaded is None:
+        pytest.skip("no C++ compiler here: prefill attention stays on SDPA")
+    if not loaded.prefill_supported(64):
+        pytest.skip("this CPU has no AVX512-BF16: prefill attention stays on SDPA")
+    return loaded
+
+
+def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal attention of q (chunk, heads, dim) at the last positions of k, v (context, kv_heads, dim), fp32."""
+    n_q, n_k = q.shape[0], k.shape[0]
+    allowed = torch.arange(n_k)[None, :] <= torch.arange(n_k - n_q, n_k)[:, None]  # (chunk, context)
+    out = F.scaled_dot_product_attention(
+        q.float().transpose(0, 1)[None], k.float().transpose(0, 1)[None], v.float().transpose(0, 1)[None],
+        attn_mask=allowed, scale=scale, enable_gqa=True,
+    )
+    return out[0].transpose(0, 1)  # (chunk, heads, dim)
+
+
+def _inputs(n_q: int, n_k: int, heads: int, kv_heads: int, dim: int, seed: int):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(seed)
+    # q as the model hands it over: a strided view of the (tokens, heads + kv_heads, dim) rotary output
+    q = torch.randn(n_q, heads + kv_heads, dim, generator=g).to(torch.bfloat16)[:, :heads]
+    k = torch.randn(n_k, kv_heads, dim, generator=g).to(torch.bfloat16)
+    v = torch.randn(n_k, kv_heads, dim, generator=g).to(torch.bfloat16)
+    return q, k, v
+
+
+@pytest.mark.parametrize(
+    ("n_q", "n_k", "heads", "kv_heads", "dim"),
+    [
+        (1, 1, 9, 3, 64),  # a one-token prompt
+        (7, 7, 9, 3, 64),  # fewer rows than a block of 4 x group
+        (130, 130, 9, 3, 64),  # SmolLM2, a fresh prompt not a multiple of 16 or 64
+        (33, 300, 9, 3, 64),  # a chunk behind 267 cached tokens
+        (65, 65, 4, 4, 128),  # no GQA, head_dim 128
+        (50, 181, 8, 2, 128),  # group of 4, head_dim 128, behind context
+    ],
+)
+def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim) -> None:  # type: ignore[no-untyped-def]
+    q, k, v = _inputs(n_q, n_k, heads, kv_heads, dim, seed=n_q + n_k)
+    out = torch.empty(n_q, heads, dim, dtype=torch.bfloat16)
+    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=dim**-0.5)
+    ref = _reference(q, k, v, dim**-0.5)
+    # one bf16 rounding of the output, plus P rounded to bf16 before P.V (as torch's bf16 flash kernel does)
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=1e-2)
+    # and a mutation check: ignoring the causal mask, or the context offset, is far outside that tolerance
+    if n_k > 1:
+        full = F.scaled_dot_product_attention(
+            q.float().transpose(0, 1)[None], k.float().transpose(0, 1)[None], v.float().transpose(0, 1)[None],
+            scale=dim**-0.5, enable_gqa=True,
+        )[0].transpose(0, 1)
+        assert (full - ref).abs().max() > 0.1
+
+
+def test_writes_only_its_rows_of_a_shared_output(lib) -> None:  # type: ignore[no-untyped-def]
+    q, k, v = _inputs(20, 20, 9, 3, 64, seed=5)
+    shared = torch.full((30, 9, 64), 7.0, dtype=torch.bfloat16)  # a step's output: decodes, then this chunk
+    cpu_prefill_attention.prefill_attention(lib, q, k, v, shared[6:26], scale=0.125)
+    assert (shared[:6] == 7).all() and (shared[26:] == 7).all()
+    torch.testing.assert_close(shared[6:26].float(), _reference(q, k, v, 0.125), atol=2e-2, rtol=1e-2)
+
+
+def test_large_scores_do_not_overflow(lib) -> None:  # type: ignore[no-untyped-def]
+    q, k, v = _inputs(40, 90, 9, 3, 64, seed=6)
+    q = q * 100  # scores in the hundreds: the softmax must subtract the max first
+    out = torch.empty(40, 9, 64, dtype=torch.bfloat16)
+    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=0.125)
+    assert torch.isfinite(out.float()).all()
+    torch.testing.assert_close(out.float(), _reference(q, k, v, 0.125), atol=3e-2, rtol=1e-2)
+
+
+def test_bad_shapes_are_refused(lib) -> None:  # type: ignore[no-untyped-def]
+    q, k, v = _inputs(10, 5, 9, 3, 64, seed=7)
+    with pytest.raises(ValueError, match="cannot hold a chunk"):
+        cpu_prefill_attention.prefill_attention(lib, q, k, v, torch.empty(10, 9, 64, dtype=torch.bfloat16),
+                                                scale=0.125)
+    assert not cpu_prefill_attention.supports(lib, dtype=torch.float32, num_heads=9, num_kv_heads=3, head_dim=64)
+    assert not cpu_prefill_attention.supports(lib, dtype=torch.bfloat16, num_heads=4, num_kv_heads=2, head_dim=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_d64(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A random-weight Llama with SmolLM2's head shape (head_dim 64, groups of 3), small enough to run fast."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512, hidden_size=384, intermediate_size=256, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    model = LlamaForCausalLM(config).float().eval()
+    folder = tmp_path_factory.mktemp("tiny-llama-d64")
+    model.save_pretrained(folder)
+    return folder, model
+
+
+def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """bf16 engine with chunked prefill (chunks behind context) and a shared prefix: every prefill chunk goes
+    through the kernel, and every step's logits stay within bf16 rounding of HF's fp32 model."""
+    from ragsvc.serving.config import EngineConfig
+    from ragsvc.serving.engine import LLMEngine
+    from ragsvc.serving.layers import attention
+
+    from .test_model_exact import _run_collecting_logits
+
+    folder, hf_model = tiny_llama_d64
+    calls: list[tuple[int, int]] = []
+    real = cpu_prefill_attention.prefill_attention
+
+    def spy(lib_, q, k, v, out, *, scale):  # type: ignore[no-untyped-def]
+        calls.append((q.shape[0], k.shape[0]))
+        return real(lib_, q, k, v, out, scale=scale)
+
+    monkeypatch.setattr(attention.cpu_prefill_attention, "prefill_attention", spy)
+    engine = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="bfloat16", block_size=4, num_kv_blocks=256,
+                                                max_num_batched_tokens=16))
+    assert engine.runner.prefill_kernel is lib
+    g = torch.Generator().manual_seed(3)
+    shared = torch.randint(3, 500, (24,), generator=g).tolist()
+    first, _ = _run_collecting_logits(engine, [shared + [5, 6, 7], torch.randint(3, 500, (41,), generator=g).tolist()],
+                                      max_tokens=3)
+    second, cached = _run_collecting_logits(engine, [shared + [9, 10]], max_tokens=3, tag="s")
+    assert any(n_k > n_q for n_q, n_k in calls)  # chunks behind context went through the kernel too
+    assert cached["s0"] > 0  # and a chunk behind a reused prefix
+    worst = 0.0
+    for steps in [*first.values(), *second.values()]:
+        for context, ours in steps:
+            with torch.no_grad():
+                ref = hf_model(torch.tensor([context])).logits[0, -1]
+            worst = max(worst, float((ours - ref).abs().max() / ref.abs().max()))
+    assert worst < 0.05  # bf16 rounding, not a wrong kernel
