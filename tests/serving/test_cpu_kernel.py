@@ -52,8 +52,14 @@ def test_kernel_matches_reference_fp32(lib, head_dim, heads, kv_heads) -> None: 
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
-def test_kernel_matches_reference_bf16(lib) -> None:  # type: ignore[no-untyped-def]
-    args, ref = _case(dtype=torch.bfloat16, head_dim=64, heads=9, kv_heads=3, lens=[1, 33, 250, 700], seed=3)
+@pytest.mark.parametrize(
+    ("head_dim", "heads", "kv_heads"),
+    [(64, 9, 3), (64, 12, 3), (128, 4, 2), (128, 8, 1)],  # SmolLM2; groups of 4; head_dim 128; a group of 8
+)
+def test_kernel_matches_reference_bf16(lib, head_dim, heads, kv_heads) -> None:  # type: ignore[no-untyped-def]
+    # odd lengths end on a token whose P.V pair is half padding (the bf16 P.V path)
+    args, ref = _case(dtype=torch.bfloat16, head_dim=head_dim, heads=heads, kv_heads=kv_heads,
+                      lens=[1, 33, 250, 700], seed=3)
     out = cpu_paged_attention.paged_decode_attention(lib, *args[:5], scale=args[5])
     assert out.dtype == torch.bfloat16
     # both accumulate in fp32 and round once to bf16: at most an ulp or two apart

@@ -8,8 +8,10 @@ reference it is tested against (tests/serving/test_cpu_kernel.py).
 
 Built and loaded by cpu_build.py (g++ via ctypes; None without a compiler, then callers use the torch path).
 
-Numerics: scores, softmax and the weighted sum are computed in float32 from the cache's dtype (float32 or
-bfloat16, round-to-nearest-even on the way out), as SDPA does.
+Numerics: scores and softmax are computed in float32 from the cache's dtype (float32 or bfloat16,
+round-to-nearest-even on the way out), as SDPA does. With a bf16 cache on a CPU with AVX512-BF16 the
+probabilities are rounded to bf16 for the weighted sum of V (fp32 accumulators), as torch's bf16 flash SDPA
+does; the weighted sum then takes half the instructions (values_kv_head_bf16).
 """
 
 from __future__ import annotations

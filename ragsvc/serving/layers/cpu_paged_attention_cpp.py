@@ -250,13 +250,83 @@ bool values_fixed(const T* vc, const int32_t* table, int64_t len, int64_t H, int
     return false;
 }
 
+#ifdef __AVX512BF16__
+// values_kv_head for bf16 caches with P rounded to bf16: two tokens' V rows are interleaved into the pair
+// layout of vdpbf16ps (4 permutes per 2 tokens for head_dim 64), so one instruction does the multiply-adds of
+// both tokens, and V is never converted to fp32. Half the instructions of values_kv_head; torch's bf16 flash
+// SDPA rounds P to bf16 for its P.V product the same way. Needs an even block_size (pairs within a block).
+template <int G, int NV>
+void values_kv_head_bf16(const uint16_t* vc, const int32_t* table, int64_t len, int64_t h, int64_t KVH,
+                         int64_t block_size, const uint16_t* probs, int64_t ld, __m512* acc) {
+    constexpr int64_t D = 16 * NV;
+    const int64_t token_stride = KVH * D, block_stride = block_size * token_stride;
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    __m512 a[G][NV];
+    for (int g = 0; g < G; ++g)
+        for (int j = 0; j < NV; ++j) a[g][j] = _mm512_setzero_ps();
+    const uint16_t* pr = probs + h * G * ld;
+    const int64_t num_blocks = (len + block_size - 1) / block_size;
+    for (int64_t t = 0, blk = 0, off = 0; t < len; t += 2) {
+        const uint16_t* r0 = vc + table[blk] * block_stride + off * token_stride + h * D;
+        const bool two = t + 1 < len;  // an odd context's last token pairs with zeros (its P pair is 0 too)
+        off += 2;
+        if (off == block_size) {
+            off = 0, ++blk;
+            if (blk + 1 < num_blocks) {  // as in values_kv_head: the next block's rows of this head
+                const char* next = reinterpret_cast<const char*>(vc + table[blk + 1] * block_stride + h * D);
+                for (int64_t i = 0; i < block_size; ++i)
+                    for (int64_t b = 0; b < D * 2; b += 64) _mm_prefetch(next + i * token_stride * 2 + b, _MM_HINT_T0);
+            }
+        }
+        __m512bh vv[NV];
+        for (int j = 0; j < NV / 2; ++j) {
+            const __m512i x = _mm512_loadu_si512(r0 + 32 * j);
+            const __m512i y = two ? _mm512_loadu_si512(r0 + token_stride + 32 * j) : _mm512_setzero_si512();
+            vv[2 * j] = (__m512bh)_mm512_permutex2var_epi16(x, lo, y);
+            vv[2 * j + 1] = (__m512bh)_mm512_permutex2var_epi16(x, hi, y);
+        }
+        for (int g = 0; g < G; ++g) {
+            int32_t pair;
+            std::memcpy(&pair, pr + g * ld + t, sizeof pair);
+            const __m512bh w = (__m512bh)_mm512_set1_epi32(pair);
+            for (int j = 0; j < NV; ++j) a[g][j] = _mm512_dpbf16_ps(a[g][j], w, vv[j]);
+        }
+    }
+    for (int g = 0; g < G; ++g)
+        for (int j = 0; j < NV; ++j) acc[(h * G + g) * NV + j] = a[g][j];
+}
+
+bool values_fixed_bf16(const uint16_t* vc, const int32_t* table, int64_t len, int64_t H, int64_t KVH, int64_t D,
+                       int64_t block_size, const uint16_t* probs, int64_t ld, __m512* acc) {
+    using Fn = void (*)(const uint16_t*, const int32_t*, int64_t, int64_t, int64_t, int64_t, const uint16_t*,
+                        int64_t, __m512*);
+    struct Entry { int64_t g, nv; Fn fn; };
+    static const Entry entries[] = {  // G x NV accumulators + NV pairs fit the 32 registers
+        {1, 4, values_kv_head_bf16<1, 4>}, {2, 4, values_kv_head_bf16<2, 4>}, {3, 4, values_kv_head_bf16<3, 4>},
+        {4, 4, values_kv_head_bf16<4, 4>}, {1, 8, values_kv_head_bf16<1, 8>}, {2, 8, values_kv_head_bf16<2, 8>},
+    };
+    if (block_size % 2 != 0) return false;
+    for (const Entry& e : entries) {
+        if (e.g == H / KVH && e.nv == D / 16) {
+            for (int64_t h = 0; h < KVH; ++h) e.fn(vc, table, len, h, KVH, block_size, probs, ld, acc);
+            return true;
+        }
+    }
+    return false;
+}
+#endif
+
 template <typename T, typename Query>
 void one_seq_avx512(Query& qs, const T* q, const T* kc, const T* vc, const int32_t* table, int64_t len, T* out,
-                    int64_t H, int64_t KVH, int64_t D, int64_t block_size, float scale, float* scores, __m512* acc) {
+                    int64_t H, int64_t KVH, int64_t D, int64_t block_size, float scale, float* scores, __m512* acc,
+                    uint16_t* probs) {
     const int64_t nv = D / 16, G = H / KVH;
     qs.init(q, H, D, scale);
     seq_scores(qs, kc, table, len, H, KVH, D, block_size, scores);
     const __m512 score_scale = _mm512_set1_ps(Query::kScaled ? 1.f : scale);
+    const int64_t ld = (len + 15) / 16 * 16;  // probs row stride
     float inv[kMaxHeads];
     for (int64_t hq = 0; hq < H; ++hq) {
         float* sg = scores + hq * len;
@@ -272,12 +342,19 @@ void one_seq_avx512(Query& qs, const T* q, const T* kc, const T* vc, const int32
             const __m512 x = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sg + t), mv), score_scale);
             const __m512 e = _mm512_maskz_mov_ps(k, exp16_nonpositive(x));
             _mm512_mask_storeu_ps(sg + t, k, e);
+            if (probs != nullptr) store16(probs + hq * ld + t, e);  // zeros past len: the pair tail
             sum = _mm512_add_ps(sum, e);
         }
         inv[hq] = 1.f / _mm512_reduce_add_ps(sum);
         for (int64_t j = 0; j < nv; ++j) acc[hq * nv + j] = _mm512_setzero_ps();
     }
-    if (!values_fixed(vc, table, len, H, KVH, D, block_size, scores, acc)) {
+    bool done = false;
+#ifdef __AVX512BF16__
+    if constexpr (std::is_same_v<T, uint16_t>) {
+        if (probs != nullptr) done = values_fixed_bf16(vc, table, len, H, KVH, D, block_size, probs, ld, acc);
+    }
+#endif
+    if (!done && !values_fixed(vc, table, len, H, KVH, D, block_size, scores, acc)) {
         values_any(vc, table, len, H, KVH, D, block_size, scores, acc);
     }
     alignas(64) float tmp[16];
@@ -297,6 +374,9 @@ void decode_avx512(const T* q, int64_t q_stride, const T* kc, const T* vc, const
     {
         std::vector<float> scores(H * (max_len + 16));
         std::vector<__m512> acc(H * D / 16);
+        // bf16 P for the bf16 P.V path (rows of (len + 15) / 16 * 16); none for float32 caches
+        std::vector<uint16_t> probs(std::is_same_v<T, uint16_t> ? H * (max_len + 16) : 0);
+        uint16_t* pp = probs.empty() ? nullptr : probs.data();
 #ifdef __AVX512BF16__
         constexpr bool kBf16 = std::is_same_v<T, uint16_t>;
         using Query = std::conditional_t<kBf16, QueryBf16, QueryF32>;
@@ -311,10 +391,10 @@ void decode_avx512(const T* q, int64_t q_stride, const T* kc, const T* vc, const
         for (int64_t b = 0; b < B; ++b) {
             if (use)
                 one_seq_avx512(qs, q + b * q_stride, kc, vc, tables + b * table_stride, lens[b],
-                               out + b * out_stride, H, KVH, D, block_size, scale, scores.data(), acc.data());
+                               out + b * out_stride, H, KVH, D, block_size, scale, scores.data(), acc.data(), pp);
             else
                 one_seq_avx512(qf, q + b * q_stride, kc, vc, tables + b * table_stride, lens[b],
-                               out + b * out_stride, H, KVH, D, block_size, scale, scores.data(), acc.data());
+                               out + b * out_stride, H, KVH, D, block_size, scale, scores.data(), acc.data(), pp);
         }
     }
 }
