@@ -237,7 +237,8 @@ def collections_delete(name: str, data_dir: DataDir = None) -> None:
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning threads starve small boxes
+    if "GOMP_SPINCOUNT" not in os.environ:  # a spin count the user chose (dedicated box) wins; see README
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning threads starve small boxes
     logging.basicConfig(level=os.environ.get("RAGSVC_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU-variant probe at INFO

@@ -25,6 +25,8 @@ import typer
 logger = logging.getLogger(__name__)
 
 SYSTEMS = ("ragsvc", "hf_sequential", "hf_batch", "llama_cpp")
+OMP_WAIT = ("passive", "spin")
+SPIN_COUNT = "30000"
 DEFAULT_OUT = Path("eval/results/bench_serving.json")
 
 
@@ -53,9 +55,14 @@ class ServingBenchConfig:
     llama_threads: int | None = None
     """llama.cpp's thread count; None = `threads`. (In this sandbox llama.cpp's threadpool with 2 threads ran at
     ~0.7 tok/s against ~34 tok/s with 1, so its best setting may not be ours.)"""
-    passive_wait: bool = True
-    """Idle threads sleep instead of spinning: OMP_WAIT_POLICY=PASSIVE for torch, --poll 0 for llama.cpp. On a
-    machine shared with other work, spinning OpenMP barriers made a 2-thread decode step ~20x slower here."""
+    omp_wait: str = "passive"
+    """How idle threads wait, for every system in the run (set before torch loads):
+    passive: OMP_WAIT_POLICY=PASSIVE (they sleep at once; llama.cpp --poll 0), what `ragsvc` itself sets,
+      because spinning threads starve each other on a shared box (one core busy with other work: a c=32 run of
+      ragsvc was 2.3x slower spinning than passive). It handicaps HF sequential most: batch-1 decode is a
+      chain of tiny parallel regions, each paying a thread wake-up (13.2 vs 23.0 tok/s here).
+    spin: GOMP_SPINCOUNT=30000 (~0.3 ms of spinning before sleeping; llama.cpp --poll 50), near libgomp's own
+      default (~3 ms), i.e. how HF runs out of the box: each system near its best on a quiet machine."""
     log_dir: str = "eval/results"
     cache_dir: str | None = None
     """Where the engine caches de-quantised weights (None = the engine's default, <data_dir>/models)."""
@@ -64,6 +71,8 @@ class ServingBenchConfig:
         unknown = set(self.systems) - set(SYSTEMS)
         if unknown:
             raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+        if self.omp_wait not in OMP_WAIT:
+            raise ValueError(f"omp_wait {self.omp_wait!r}: choose {' or '.join(OMP_WAIT)}")
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError("concurrency levels must be positive integers, e.g. 1,8,32")
         for name in ("prompt_tokens", "output_tokens"):
@@ -87,12 +96,18 @@ def run_serving_bench(cfg: ServingBenchConfig) -> dict[str, Any]:
 
 
 def _set_wait_policy(cfg: ServingBenchConfig) -> None:
-    """OpenMP reads OMP_WAIT_POLICY once, when torch loads it: set it before torch is imported."""
-    if not cfg.passive_wait or os.environ.get("OMP_WAIT_POLICY"):
-        return
+    """libgomp reads its wait policy once, when torch loads it: set it before torch is imported. GOMP_SPINCOUNT,
+    when set, overrides OMP_WAIT_POLICY; a value the caller exported wins over cfg (the JSON records both)."""
     if "torch" in sys.modules:
-        logger.warning("torch is already imported: OMP_WAIT_POLICY=PASSIVE cannot take effect in this process")
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        logger.warning("torch is already imported: omp_wait=%s cannot take effect in this process", cfg.omp_wait)
+    if cfg.omp_wait == "spin":
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # the CLI's default; the flag asked to spin
+            del os.environ["OMP_WAIT_POLICY"]
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if "GOMP_SPINCOUNT" in os.environ:
+            logger.warning("GOMP_SPINCOUNT=%s is set: it overrides OMP_WAIT_POLICY", os.environ["GOMP_SPINCOUNT"])
 
 
 app = typer.Typer(help="Benchmarks of the serving engine.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -124,6 +139,9 @@ def serving_command(
     llama_server: Annotated[str | None, typer.Option(help="path to llama.cpp's llama-server")] = None,
     llama_threads: Annotated[int | None, typer.Option(help="llama.cpp threads [default: --threads]")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    omp_wait: Annotated[str, typer.Option(help="passive (idle threads sleep; robust on a shared box) | spin "
+                                               "(spin ~0.3 ms first: each system nearer its best on a quiet one)")
+                        ] = "passive",
 ) -> None:
     """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -136,7 +154,7 @@ def serving_command(
             num_requests=num_requests, prompt_tokens=_range(prompt_tokens), output_tokens=(out_lo, out_hi),
             hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
             threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
-            log_dir=str(json_out.parent),
+            omp_wait=omp_wait, log_dir=str(json_out.parent),
         )
     except ValueError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import statistics
 import subprocess
 import time
@@ -154,7 +155,7 @@ def _bench_llama_cpp(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReq
     log_path = Path(cfg.log_dir) / "llama_server.log"
     threads = cfg.llama_threads or cfg.threads
     with peers.llama_server(binary, gguf, threads=threads, parallel=top, ctx_per_slot=ctx,
-                            log_path=log_path, poll=0 if cfg.passive_wait else 50) as url:
+                            log_path=log_path, poll=0 if cfg.omp_wait == "passive" else 50) as url:
         peers.run_llama_cpp(url, [BenchRequest(workloads[min(workloads)][0].prompt_ids[:50], 8)], concurrency=1)
         for c in cfg.concurrency:
             res.runs.append(summarise("llama_cpp", quant, c, peers.run_llama_cpp(url, workloads[c], concurrency=c)))
@@ -207,6 +208,7 @@ def run_all(cfg: ServingBenchConfig) -> dict[str, Any]:
         "prefix_ttft_ms": res.prefix_ttft_ms, "git_sha": git_sha(),
         "ratios_at_max_concurrency": ratios(res.runs, max(cfg.concurrency)),
         "config": asdict(cfg), "notes": res.notes,
+        "omp_env": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
     }
 
 

@@ -3,6 +3,7 @@ Speed itself is never asserted here; the benchmark reports it."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def test_config_refuses_bad_values():
         ServingBenchConfig(systems=("vllm",))
     with pytest.raises(ValueError, match="concurrency"):
         ServingBenchConfig(concurrency=(0,))
+    with pytest.raises(ValueError, match="omp_wait"):
+        ServingBenchConfig(omp_wait="active")
+
+
+def test_wait_policy_is_set_in_the_environment(monkeypatch):
+    from ragsvc.bench.serving import _set_wait_policy
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what the ragsvc CLI exports before any command runs
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    _set_wait_policy(ServingBenchConfig(omp_wait="spin"))
+    assert os.environ.get("GOMP_SPINCOUNT") == "30000" and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    _set_wait_policy(ServingBenchConfig(omp_wait="passive"))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in os.environ
 
 
 @pytest.mark.slow
@@ -74,5 +89,6 @@ def test_smoke_run_every_system(tmp_path):
     assert 0.0 <= result["kv_waste_pct"] < 100.0
     assert result["prefix_ttft_ms"]["cold"] > 0 and result["prefix_ttft_ms"]["warm"] > 0
     assert len(result["git_sha"]) >= 7
+    assert result["omp_env"]["OMP_WAIT_POLICY"] == "PASSIVE"  # the default, recorded with the numbers
     if ("llama_cpp", 2) not in runs:  # no llama-server here: the reason is recorded, the rest still ran
         assert "llama_cpp" in result["notes"]
