@@ -60,9 +60,11 @@ class ServingBenchConfig:
     passive: OMP_WAIT_POLICY=PASSIVE (they sleep at once; llama.cpp --poll 0), what `ragsvc` itself sets,
       because spinning threads starve each other on a shared box (one core busy with other work: a c=32 run of
       ragsvc was 2.3x slower spinning than passive). It handicaps HF sequential most: batch-1 decode is a
-      chain of tiny parallel regions, each paying a thread wake-up (13.2 vs 23.0 tok/s here).
-    spin: GOMP_SPINCOUNT=30000 (~0.3 ms of spinning before sleeping; llama.cpp --poll 50), near libgomp's own
-      default (~3 ms), i.e. how HF runs out of the box: each system near its best on a quiet machine."""
+      chain of tiny parallel regions, each paying a thread wake-up (12.5-16.9 tok/s passive vs 21.8-23.0 spinning
+      here, on an EPYC VM).
+    spin: GOMP_SPINCOUNT=30000 (~0.3 ms of spinning before sleeping, by libgomp's estimate; llama.cpp --poll 50),
+      closer to libgomp's own default (~3 ms), i.e. how HF runs out of the box: each system near its best on a
+      quiet machine."""
     log_dir: str = "eval/results"
     cache_dir: str | None = None
     """Where the engine caches de-quantised weights (None = the engine's default, <data_dir>/models)."""

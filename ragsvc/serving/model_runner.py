@@ -7,6 +7,7 @@ so decodes share one batched attention call. Only the rows that sample reach the
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def _cpu_kernel_ready(cfg: ModelConfig, dtype: torch.dtype) -> bool:
     return shape_ok and cpu_paged_attention.load() is not None
 
 
-def _prefill_kernel(cfg: ModelConfig, dtype: torch.dtype) -> Any:
+def _prefill_kernel(cfg: ModelConfig, dtype: torch.dtype) -> ctypes.CDLL | None:
     lib = cpu_prefill_attention.load()
     ok = lib is not None and cpu_prefill_attention.supports(
         lib, dtype=dtype, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim
