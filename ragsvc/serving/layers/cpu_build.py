@@ -93,6 +93,17 @@ inline __m512 round16(__m512 x, const uint16_t*) {
     const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
     return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
 }
+#ifdef __AVX512BW__
+// Interleave two rows of 32 bf16 values into the pairs vdpbf16ps multiplies: lo = (x0, y0, x1, y1, ... x15,
+// y15), hi = the same for 16..31. Used to put two keys' (or two tokens') values side by side.
+inline void interleave_pairs(__m512i x, __m512i y, __m512i* lo, __m512i* hi) {
+    const __m512i idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    *lo = _mm512_permutex2var_epi16(x, idx, y);
+    *hi = _mm512_permutex2var_epi16(x, _mm512_add_epi16(idx, _mm512_set1_epi16(16)), y);
+}
+#endif
+
 inline void store16(float* p, __m512 x) { _mm512_storeu_ps(p, x); }
 inline void store16(uint16_t* p, __m512 x) {  // x already holds bf16 values (round16): keep the high halves
     const __m512i hi = _mm512_srli_epi32(_mm512_castps_si512(round16(x, p)), 16);

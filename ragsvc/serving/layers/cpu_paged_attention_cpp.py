@@ -260,9 +260,6 @@ void values_kv_head_bf16(const uint16_t* vc, const int32_t* table, int64_t len, 
                          int64_t block_size, const uint16_t* probs, int64_t ld, __m512* acc) {
     constexpr int64_t D = 16 * NV;
     const int64_t token_stride = KVH * D, block_stride = block_size * token_stride;
-    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
     __m512 a[G][NV];
     for (int g = 0; g < G; ++g)
         for (int j = 0; j < NV; ++j) a[g][j] = _mm512_setzero_ps();
@@ -280,18 +277,17 @@ void values_kv_head_bf16(const uint16_t* vc, const int32_t* table, int64_t len, 
                     for (int64_t b = 0; b < D * 2; b += 64) _mm_prefetch(next + i * token_stride * 2 + b, _MM_HINT_T0);
             }
         }
-        __m512bh vv[NV];
+        __m512i vv[NV];
         for (int j = 0; j < NV / 2; ++j) {
             const __m512i x = _mm512_loadu_si512(r0 + 32 * j);
             const __m512i y = two ? _mm512_loadu_si512(r0 + token_stride + 32 * j) : _mm512_setzero_si512();
-            vv[2 * j] = (__m512bh)_mm512_permutex2var_epi16(x, lo, y);
-            vv[2 * j + 1] = (__m512bh)_mm512_permutex2var_epi16(x, hi, y);
+            interleave_pairs(x, y, &vv[2 * j], &vv[2 * j + 1]);
         }
         for (int g = 0; g < G; ++g) {
             int32_t pair;
             std::memcpy(&pair, pr + g * ld + t, sizeof pair);
             const __m512bh w = (__m512bh)_mm512_set1_epi32(pair);
-            for (int j = 0; j < NV; ++j) a[g][j] = _mm512_dpbf16_ps(a[g][j], w, vv[j]);
+            for (int j = 0; j < NV; ++j) a[g][j] = _mm512_dpbf16_ps(a[g][j], w, (__m512bh)vv[j]);
         }
     }
     for (int g = 0; g < G; ++g)

@@ -38,16 +38,15 @@ void pack_k(const uint16_t* k, int64_t k_stride, int64_t n, int64_t n_pad, int64
 
 // vp[pair of keys][dim][2]: V rows 2j and 2j + 1 interleaved, so one vector holds 16 dims of both keys.
 void pack_v(const uint16_t* v, int64_t v_stride, int64_t n, int64_t n_pad, int64_t D, uint16_t* vp) {
-    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
     for (int64_t j = 0; j < n_pad; j += 2) {
         uint16_t* dst = vp + j * D;
         for (int64_t d = 0; d < D; d += 32) {
             const __m512i a = j < n ? _mm512_loadu_si512(v + j * v_stride + d) : _mm512_setzero_si512();
             const __m512i b = j + 1 < n ? _mm512_loadu_si512(v + (j + 1) * v_stride + d) : _mm512_setzero_si512();
-            _mm512_storeu_si512(dst + 2 * d, _mm512_permutex2var_epi16(a, lo, b));
-            _mm512_storeu_si512(dst + 2 * d + 32, _mm512_permutex2var_epi16(a, hi, b));
+            __m512i lo, hi;
+            interleave_pairs(a, b, &lo, &hi);
+            _mm512_storeu_si512(dst + 2 * d, lo);
+            _mm512_storeu_si512(dst + 2 * d + 32, hi);
         }
     }
 }
