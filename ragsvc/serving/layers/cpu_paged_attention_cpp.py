@@ -196,6 +196,16 @@ void values_any(const T* vc, const int32_t* table, int64_t len, int64_t H, int64
     }
 }
 
+// Entering a block: ask for the next block's rows of one head (`rows` points at its first). Rows of one head are
+// strided by kv_heads * head_dim, which the hardware prefetcher follows poorly (~20% faster from DRAM).
+template <typename T>
+inline void prefetch_head_rows(const T* rows, int64_t D, int64_t token_stride, int64_t block_size) {
+    const char* base = reinterpret_cast<const char*>(rows);
+    const int64_t size = static_cast<int64_t>(sizeof(T)), row_bytes = D * size, stride = token_stride * size;
+    for (int64_t i = 0; i < block_size; ++i)
+        for (int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch(base + i * stride + b, _MM_HINT_T0);
+}
+
 // The same with the group size and head_dim / 16 known at compile time, one kv head at a time, so the
 // G x NV accumulators live in registers for the whole context (values_any keeps them in memory: 2x slower).
 template <int G, int NV, typename T>
@@ -211,14 +221,8 @@ void values_kv_head(const T* vc, const int32_t* table, int64_t len, int64_t h, i
     for (int64_t t = 0, blk = 0, off = 0; t < len; ++t) {
         const T* vr = vc + table[blk] * block_stride + off * token_stride + h * D;
         if (++off == block_size) off = 0, ++blk;
-        if (off == 0 && blk + 1 < num_blocks) {
-            // Entering a block: ask for the next block's rows of this head. Rows of one head are strided by
-            // kv_heads * head_dim, which the hardware prefetcher follows poorly (~20% faster from DRAM).
-            const char* next = reinterpret_cast<const char*>(vc + table[blk + 1] * block_stride + h * D);
-            for (int64_t i = 0; i < block_size; ++i)
-                for (int64_t b = 0; b < D * static_cast<int64_t>(sizeof(T)); b += 64)
-                    _mm_prefetch(next + i * token_stride * sizeof(T) + b, _MM_HINT_T0);
-        }
+        if (off == 0 && blk + 1 < num_blocks) prefetch_head_rows(vc + table[blk + 1] * block_stride + h * D, D,
+                                                                 token_stride, block_size);
         __m512 row[NV];
         for (int j = 0; j < NV; ++j) row[j] = load16(vr + 16 * j);
         for (int g = 0; g < G; ++g) {
@@ -271,11 +275,8 @@ void values_kv_head_bf16(const uint16_t* vc, const int32_t* table, int64_t len, 
         off += 2;
         if (off == block_size) {
             off = 0, ++blk;
-            if (blk + 1 < num_blocks) {  // as in values_kv_head: the next block's rows of this head
-                const char* next = reinterpret_cast<const char*>(vc + table[blk + 1] * block_stride + h * D);
-                for (int64_t i = 0; i < block_size; ++i)
-                    for (int64_t b = 0; b < D * 2; b += 64) _mm_prefetch(next + i * token_stride * 2 + b, _MM_HINT_T0);
-            }
+            if (blk + 1 < num_blocks) prefetch_head_rows(vc + table[blk + 1] * block_stride + h * D, D, token_stride,
+                                                         block_size);
         }
         __m512i vv[NV];
         for (int j = 0; j < NV / 2; ++j) {
