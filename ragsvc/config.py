@@ -24,6 +24,9 @@ class EmbedSettings(_Frozen):
     model: str = Field("minilm", description="packaged alias or a local sentence-transformers folder")
     batch_size: int = Field(32, ge=1, le=4096)
     device: str = Field("cpu", description="cpu or cuda")
+    query_prefix: str = Field("", max_length=256,
+                              description="prepended to queries, e.g. 'task: search result | query: '")
+    document_prefix: str = Field("", max_length=256, description="prepended to documents before embedding")
 
 
 class ApiSettings(_Frozen):
@@ -44,12 +47,19 @@ class ApiSettings(_Frozen):
 
 
 class ModelSettings(_Frozen):
-    """The in-process LLM, when `ragsvc serve --with-model` hosts it (see ragsvc.serving.config.EngineConfig)."""
+    """The local LLM that `serve --with-model`, `serve-model`, `ask` and evals host in-process.
+
+    `ragsvc.serving.config.EngineConfig.from_settings` turns this section into the engine's config; the
+    engine's other knobs keep their defaults there.
+    """
 
     model: str = Field("smollm2", description="packaged alias, HF folder, or .gguf path")
-    dtype: str = "auto"
+    dtype: str = Field("auto", description="auto, float32 or bfloat16")
+    device: str = Field("auto", description="auto, cpu or cuda[:N]")
     kv_cache_bytes: int = Field(1 << 30, ge=1 << 20)
     max_num_seqs: int = Field(64, ge=1)
+    num_threads: int | None = Field(None, ge=1, description="torch threads on CPU; unset leaves torch's choice")
+    cache_dir: Path | None = Field(None, description="de-quantised weights cache; unset = <store.data_dir>/models")
 
 
 class CodeSettings(_Frozen):
@@ -57,6 +67,11 @@ class CodeSettings(_Frozen):
         default_factory=list,
         description="folders under which POST /v1/repos may index code; empty means the server's working folder",
     )
+
+
+class EvalSettings(_Frozen):
+    data_root: Path | None = Field(
+        None, description="folder holding the BEIR datasets that suites name with `[dataset] name` (e.g. scifact/)")
 
 
 class Settings(BaseSettings):
@@ -67,3 +82,4 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     model: ModelSettings = ModelSettings()
     code: CodeSettings = CodeSettings()
+    eval: EvalSettings = EvalSettings()

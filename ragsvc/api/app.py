@@ -19,7 +19,7 @@ from ragsvc.api.body_limit import BodyLimitMiddleware
 from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.routes import collections, repos
 from ragsvc.config import Settings
-from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.embedder import embedder_from_settings
 from ragsvc.retrieval.vector_store import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,7 @@ Extension = Callable[[FastAPI], None]
 
 def _load(app: FastAPI, settings: Settings) -> None:
     try:
-        embedder = SentenceTransformerEmbedder(settings.embed.model, batch_size=settings.embed.batch_size,
-                                               device=settings.embed.device)
+        embedder = embedder_from_settings(settings.embed)
         store = VectorStore.open(settings.store.data_dir, embedder=embedder,
                                  save_interval_s=settings.store.save_interval_s)
         app.state.vector_store = store

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from ragsvc.config import EmbedSettings
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ class SentenceTransformerEmbedder:
         query_prefix: str = "",
         document_prefix: str = "",
     ) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
 
         path = resolve_model_path(name_or_path)
@@ -121,3 +121,9 @@ class SentenceTransformerEmbedder:
             text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
         return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
+
+
+def embedder_from_settings(settings: EmbedSettings) -> SentenceTransformerEmbedder:
+    """The embedder the `embed` settings section describes (the one place that reads it)."""
+    return SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size, device=settings.device,
+                                       query_prefix=settings.query_prefix, document_prefix=settings.document_prefix)

@@ -15,7 +15,7 @@ import numpy as np
 from ragsvc.types import DocumentInput
 
 if TYPE_CHECKING:
-    from ragsvc.evals.suite import RetrievalSection
+    from ragsvc.evals.sections import RetrievalSection
     from ragsvc.retrieval.vector_store import VectorStore
 
 Where = Callable[..., str]
@@ -54,7 +54,7 @@ class Retriever(Protocol):
 
     @property
     def served_by(self) -> Mapping[str, int]:
-        """How many queries each structure answered (SearchResult.served_by), to show what was measured."""
+        """How many queries each structure answered, keyed by str(SearchResult.served_by): what was measured."""
         ...
 
     def search(self, query_id: str, text: str, vector: np.ndarray) -> dict[str, float]:

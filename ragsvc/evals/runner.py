@@ -241,7 +241,7 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
         results, resumed, built = _run_configs(suite, ctx, dataset, vectors, checkpoints, progress=options.progress)
         summary = {
             "suite": suite.name,
-            "dataset": str(suite.dataset_path),
+            "dataset": suite.dataset_label,
             "configs": results,
             "git_sha": git_sha(suite.path.parent),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

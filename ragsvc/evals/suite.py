@@ -19,103 +19,17 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from ragsvc.errors import InvalidInput
 from ragsvc.evals.configs import EvalConfig
 from ragsvc.evals.kinds import config_kind, known_kinds
 from ragsvc.evals.metrics import parse_metric
+from ragsvc.evals.sections import AnswerSection, DatasetSection, RetrievalSection, SuiteSection, TomlLocator
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=""")
 _SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,19}$")  # collection names are <= 64 chars
-
-
-class TomlLocator:
-    """Line numbers of table headers and keys, addressed like ("configs", 2, "backend")."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self._lines: dict[tuple[Any, ...], int] = {}
-        counts: dict[str, int] = {}
-        table: tuple[Any, ...] = ()
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            header = _HEADER.match(line)
-            if header:
-                name = header.group(2).strip()
-                if header.group(1) == "[[":
-                    counts[name] = counts.get(name, -1) + 1
-                    table = (name, counts[name])
-                else:
-                    table = tuple(name.split("."))
-                self._lines.setdefault(table, line_no)
-                continue
-            key = _KEY.match(line)
-            if key:
-                self._lines.setdefault((*table, key.group(1).strip("\"'")), line_no)
-
-    def line(self, *loc: Any) -> int | None:
-        """Line of the key at `loc`, else of the nearest enclosing table that has one."""
-        for end in range(len(loc), 0, -1):
-            if loc[:end] in self._lines:
-                return self._lines[loc[:end]]
-        return None
-
-    def where(self, *loc: Any) -> str:
-        line = self.line(*loc)
-        return f"{self.path}:{line}" if line is not None else str(self.path)
-
-    def error(self, message: str, *loc: Any) -> InvalidInput:
-        return InvalidInput(f"{self.where(*loc)}: {message}")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetSection(_Section):
-    path: str
-    """BEIR folder, relative to the suite file (or absolute)."""
-    format: Literal["beir"] = "beir"
-    split: str = "test"
-    max_queries: int | None = Field(default=None, ge=1)
-    """Evaluate only the first N judged queries (file order), for quick runs."""
-
-
-class RetrievalSection(_Section):
-    metrics: tuple[str, ...] = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
-    depth: int = Field(default=100, ge=1)
-    """Documents kept per query (at least the largest metric cut-off)."""
-    chunking: Literal["document", "tokens"] = "document"
-    """document: one chunk per document (title + text, truncated by the model, as BEIR embeds it);
-    tokens: the store's token-aware chunker, and a document scores as its best chunk."""
-    chunk_tokens: int = Field(default=200, ge=8)
-    chunk_overlap: int = Field(default=32, ge=0)
-    oversample: int = Field(default=3, ge=1)
-    """With token chunking, chunks fetched per wanted document, since several chunks can share a document."""
-    ignore_identical_ids: bool = True
-    """Drop a hit whose document id equals the query id (BEIR's default, for Quora/ArguAna-style corpora)."""
-    baseline: str | None = None
-    """Config the report compares the others with; defaults to the first config."""
-    bootstrap_samples: int = Field(default=1000, ge=100)
-
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            parse_metric(name)
-        return value
-
-
-class AnswerSection(_Section):
-    qa_file: str = "answers.jsonl"
-    """QA JSON lines, relative to the dataset folder."""
-    top_k: int = Field(default=5, ge=1)
-    max_examples: int | None = Field(default=None, ge=1)
-    config: str | None = None
-    """Config whose retrieval feeds the generator; defaults to the baseline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +38,8 @@ class Suite:
     path: Path
     dataset: DatasetSection
     dataset_path: Path
+    dataset_label: str
+    """How results name the dataset: its name, or its path as the suite wrote it (never a machine path)."""
     retrieval: RetrievalSection
     answer: AnswerSection | None
     references: dict[str, float]
@@ -137,7 +53,7 @@ class Suite:
         return self.retrieval.baseline or self.configs[0].name
 
 
-def _section(model: type[_Section], raw: Any, name: str, loc: TomlLocator) -> Any:
+def _section(model: type[SuiteSection], raw: Any, name: str, loc: TomlLocator) -> Any:
     if not isinstance(raw, dict):
         raise loc.error(f"[{name}] must be a table", name)
     try:
@@ -187,7 +103,23 @@ def _check_consistency(retrieval: RetrievalSection, answer: AnswerSection | None
 _TOP_KEYS = ("name", "description", "dataset", "retrieval", "answer", "references", "configs")
 
 
-def load_suite(path: Path) -> Suite:
+def resolve_dataset(dataset: DatasetSection, suite_path: Path, data_root: Path | None, loc: TomlLocator) -> Path:
+    """The dataset folder: `name` under the data root, or `path` relative to the suite file."""
+    if dataset.name is not None:
+        if data_root is None:
+            raise loc.error(f"dataset {dataset.name!r} is read from a data root: pass --data-root DIR (the folder "
+                            f"holding {dataset.name}/) or set RAGSVC_EVAL__DATA_ROOT", "dataset", "name")
+        folder = Path(data_root).expanduser() / dataset.name
+        if not folder.is_dir():
+            raise loc.error(f"dataset folder {dataset.name!r} not found under the data root {data_root}; "
+                            "check --data-root / RAGSVC_EVAL__DATA_ROOT", "dataset", "name")
+        return folder.resolve()
+    folder = Path(dataset.path or "").expanduser()
+    return folder if folder.is_absolute() else (suite_path.parent / folder).resolve()
+
+
+def load_suite(path: Path, *, data_root: Path | None = None) -> Suite:
+    """Parse and check a suite file. `data_root` is where datasets named by `[dataset] name` live."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"{path}: suite file not found; suites live in eval/suites/*.toml")
@@ -205,7 +137,7 @@ def load_suite(path: Path) -> Suite:
     if not _SUITE_NAME.match(name):
         raise loc.error(f"suite name {name!r} must be 1-20 letters, digits, _ or -", "name")
     if "dataset" not in raw:
-        raise loc.error("missing [dataset] table with `path`")
+        raise loc.error("missing [dataset] table with `name` (under the data root) or `path`")
     dataset = _section(DatasetSection, raw["dataset"], "dataset", loc)
     retrieval = _section(RetrievalSection, raw.get("retrieval", {}), "retrieval", loc)
     answer = _section(AnswerSection, raw["answer"], "answer", loc) if "answer" in raw else None
@@ -214,11 +146,11 @@ def load_suite(path: Path) -> Suite:
         raise loc.error("[references] maps a label to a number (published nDCG@10)", "references")
     configs = _parse_configs(raw.get("configs"), loc)
     _check_consistency(retrieval, answer, configs, loc)
-    dataset_path = Path(dataset.path).expanduser()
-    if not dataset_path.is_absolute():
-        dataset_path = (path.parent / dataset_path).resolve()
-    shared = {"dataset": dataset.model_dump(), "path": str(dataset_path), "retrieval": retrieval.model_dump()}
+    dataset_path = resolve_dataset(dataset, path, data_root, loc)
+    dataset_label = dataset.name or str(dataset.path)
+    shared = {"dataset": dataset.model_dump(), "retrieval": retrieval.model_dump()}
     canonical = json.dumps(shared, sort_keys=True, default=str)
-    return Suite(name=name, path=path, dataset=dataset, dataset_path=dataset_path, retrieval=retrieval,
+    return Suite(name=name, path=path, dataset=dataset, dataset_path=dataset_path, dataset_label=dataset_label,
+                 retrieval=retrieval,
                  answer=answer, references={str(k): float(v) for k, v in references.items()}, configs=configs,
                  fingerprint=hashlib.sha256(canonical.encode()).hexdigest()[:16])

@@ -6,10 +6,13 @@ the config itself stays plain data with no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from ragsvc.config import Settings
 
 DEFAULT_MODEL = "smollm2"
 
@@ -38,13 +41,24 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     """Reuse KV blocks of identical prompt prefixes (chained hashes of full blocks)."""
     cache_dir: str | None = None
-    """Where de-quantised safetensors are cached; None = <data_dir>/models (RAGSVC_DATA_DIR or indexes/data)."""
+    """Where de-quantised safetensors are cached; None = indexes/data/models under the working folder
+    (`from_settings` puts it under the configured data directory)."""
     num_threads: int | None = None
     """torch intra-op threads on CPU; None = leave torch's setting alone."""
     cpu_kernels: bool = True
     """On CPU, run decode attention, RMSNorm, rotary and SiLU-and-multiply in C++ kernels (built with the
     system compiler on first use, cached); False, or no compiler, = plain torch everywhere (the kernels'
     reference, ~2x slower per bf16 decode step at batch 32 here)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> EngineConfig:
+        """The engine's config from the `model` section of the settings (the one place that copies it),
+        with per-command overrides such as a `--model` flag on top; None overrides are ignored."""
+        model = settings.model
+        cache_dir = model.cache_dir or settings.store.data_dir / "models"
+        config = cls(model=model.model, dtype=model.dtype, device=model.device, kv_cache_bytes=model.kv_cache_bytes,
+                     max_num_seqs=model.max_num_seqs, num_threads=model.num_threads, cache_dir=str(cache_dir))
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16"):

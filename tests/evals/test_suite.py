@@ -40,16 +40,41 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+@pytest.fixture
+def data_root(tmp_path):
+    """A data root holding (empty) folders named like the shared BEIR datasets the shipped suites name."""
+    for name in ("scifact", "hotpotqa_dev100", "cosqa"):
+        (tmp_path / name).mkdir()
+    return tmp_path
+
+
 @pytest.mark.parametrize("name", ["scifact", "hotpotqa", "cosqa", "tiny"])
-def test_shipped_suites_parse(name):
-    suite = load_suite(SUITES / f"{name}.toml")
+def test_shipped_suites_parse(name, data_root):
+    suite = load_suite(SUITES / f"{name}.toml", data_root=data_root)
     assert suite.name == name
+    assert not Path(suite.dataset_label).is_absolute()
     assert suite.baseline == "exact"
     if name != "tiny":
         names = [c.name for c in suite.configs]
         assert {"exact", "hnsw", "faiss-ivf", "adaptive-64", "adaptive-128", "adaptive-192"} <= set(names)
         dims = {c.name: c.index.dims for c in suite.configs if isinstance(c, IndexConfig)}
         assert [dims[f"adaptive-{d}"] for d in (64, 128, 192)] == [64, 128, 192]
+
+
+def test_named_dataset_needs_a_data_root_and_says_how_to_give_one(data_root, tmp_path):
+    with pytest.raises(InvalidInput, match=r"scifact.toml:\d+: .*--data-root DIR.*RAGSVC_EVAL__DATA_ROOT"):
+        load_suite(SUITES / "scifact.toml")
+    with pytest.raises(InvalidInput, match="not found under the data root"):
+        load_suite(SUITES / "scifact.toml", data_root=tmp_path / "elsewhere")
+    suite = load_suite(SUITES / "scifact.toml", data_root=data_root)
+    assert suite.dataset_path == (data_root / "scifact").resolve() and suite.dataset_label == "scifact"
+
+
+def test_dataset_takes_a_name_or_a_path_not_both(tmp_path):
+    path = tmp_path / "both.toml"
+    path.write_text('[dataset]\nname = "scifact"\npath = "x"\n\n[[configs]]\nname = "exact"\nbackend = "exact"\n')
+    with pytest.raises(InvalidInput, match="exactly one of `name`"):
+        load_suite(path, data_root=tmp_path)
 
 
 def test_relative_dataset_path_resolves_against_the_suite_file():
