@@ -24,6 +24,7 @@ from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
 from ragsvc.store.filters import compile_filter
 from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
 from ragsvc.store.schema import DDL, SCHEMA_VERSION
+from ragsvc.store.vector_cache import DuckdbVectorCache
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,10 @@ class Catalog:
         with self._lock:
             self._conn.execute("BEGIN TRANSACTION")
             try:
+                self._conn.execute(
+                    "DELETE FROM chunk_vector_cache WHERE chunk_id IN (SELECT id FROM chunks WHERE collection = ?)",
+                    [name],
+                )
                 for table, column in (("chunks", "collection"), ("documents", "collection"), ("collections", "name")):
                     self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", [name])
                 self._conn.execute("COMMIT")
@@ -179,6 +184,9 @@ class Catalog:
             "SELECT id FROM chunks WHERE collection = ? AND list_contains(?, document_id)", [collection, ids]
         ).fetchall()
         self._conn.execute("DELETE FROM chunks WHERE collection = ? AND list_contains(?, document_id)", [collection, ids])
+        if rows:
+            self._conn.execute("DELETE FROM chunk_vector_cache WHERE chunk_id = any(?::BIGINT[])",
+                               [[r[0] for r in rows]])
         self._conn.execute("DELETE FROM documents WHERE collection = ? AND list_contains(?, id)", [collection, ids])
         return np.array([r[0] for r in rows], dtype=np.int64)
 
@@ -258,6 +266,10 @@ class Catalog:
             return {}
         rows = self._query("SELECT id, document_id, text, metadata FROM chunks WHERE id = any(?::BIGINT[])", [ids])
         return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
+
+    def vector_cache(self) -> DuckdbVectorCache:
+        """The per-chunk vector cache of rescoring stages (store/vector_cache.py), in this catalog's file."""
+        return DuckdbVectorCache(self)
 
     def vector_source(self, collection: str) -> CatalogVectorSource:
         return CatalogVectorSource(self, collection)

@@ -46,4 +46,12 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
     vector FLOAT[] NOT NULL,
     PRIMARY KEY (embedder_id, text_hash)
 );
+-- vectors of chunks under another embedder (rerankers), see store/vector_cache.py; rows go with their chunks
+CREATE TABLE IF NOT EXISTS chunk_vector_cache (
+    embedder_id VARCHAR NOT NULL,
+    chunk_id BIGINT NOT NULL,
+    text_hash VARCHAR NOT NULL,
+    vector FLOAT[] NOT NULL,
+    PRIMARY KEY (embedder_id, chunk_id)
+);
 """
