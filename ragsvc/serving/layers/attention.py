@@ -6,13 +6,13 @@ then:
 * decodes read K/V in place from their blocks with a paged kernel: C++ on CPU (cpu_paged_attention.py),
   Triton on CUDA (triton_paged_attention.py). `decode_attention` below is their plain-torch reference (and
   the fallback without a compiler): one batched SDPA over K/V gathered by block table, padded to the longest
-  context with a mask; at batch 32 its gather + SDPA cost 3x the step's GEMMs on this CPU;
+  context with a mask; at batch 32 its gather + SDPA cost 3x the step's GEMMs (`ragsvc bench serving`);
 * each prefill chunk runs its own attention: a fresh prompt over its just-computed K/V, a chunk behind cached
   context over its context (read in place or gathered). On a CPU with AVX512-BF16 a bf16 chunk goes to the C++
-  causal kernel (cpu_prefill_attention.py, ~3-4x torch's flash SDPA there); otherwise SDPA, with is_causal
-  for a fresh prompt and an offset causal mask behind cached context. Measured on this CPU (bf16,
-  one thread, 8 prompts of 50-600 tokens): per-sequence SDPA 6.1 ms vs 31.5 ms for one SDPA over the packed
-  batch with a block-diagonal causal mask, which computes and then discards all cross-sequence scores.
+  causal kernel (cpu_prefill_attention.py, which says why); otherwise SDPA, with is_causal for a fresh prompt
+  and an offset causal mask behind cached context. One SDPA per sequence rather than one over the packed
+  batch with a block-diagonal causal mask: the packed form computes and then discards every cross-sequence
+  score, work that grows with the square of the batch's total tokens instead of each prompt's own.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def prefill_attention(
         out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=scale, enable_gqa=True)
         return out[0].transpose(0, 1)  # (chunk, heads, head_dim)
     # With an explicit mask the query heads of a GQA group can be folded into rows, one SDPA head per kv head:
-    # bit-identical to enable_gqa and ~20% faster for a 32-token chunk behind 1,000 cached tokens here.
+    # bit-identical to enable_gqa, and faster for a short chunk behind a long cached context (one attention of
+    # group * chunk rows per kv head).
     chunk, heads, head_dim = q.shape
     kv_heads = k.shape[1]
     group = heads // kv_heads

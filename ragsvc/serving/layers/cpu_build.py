@@ -2,8 +2,9 @@
 through ctypes. When it cannot be built (no compiler, RAGSVC_NO_NATIVE=1) `load_library` returns None and
 callers keep their plain-torch path, which is also the reference the kernels are tested against.
 
-`PRELUDE` holds what every kernel source shares: float32 / bfloat16 loads and round-to-nearest-even stores,
-and a vectorisable exp.
+Each kernel is a `.cpp` file beside the module that loads it (`cpu_fused.py` -> `cpu_fused.cpp`), shipped as
+package data. Every one includes `cpu_prelude.h`, what they all share: float32 / bfloat16 loads and
+round-to-nearest-even stores, a vectorisable exp, and their AVX-512 forms.
 """
 
 from __future__ import annotations
@@ -14,112 +15,15 @@ from typing import Any
 from ragsvc import native
 from ragsvc.native import FLAGS
 
-PRELUDE = r"""#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <vector>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
-
-
-inline float load(float x) { return x; }
-inline float load(uint16_t x) {
-    uint32_t u = static_cast<uint32_t>(x) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
-inline void store(float* dst, float x) { *dst = x; }
-inline void store(uint16_t* dst, float x) {  // round to nearest even, NaN stays NaN
-    uint32_t u;
-    std::memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) { *dst = static_cast<uint16_t>((u >> 16) | 0x40u); return; }
-    u += 0x7fffu + ((u >> 16) & 1u);
-    *dst = static_cast<uint16_t>(u >> 16);
-}
-
-
-// exp for x <= 0 (scores minus their max), Cephes' polynomial: ~1 ulp, and unlike std::exp it vectorises.
-inline float exp_nonpositive(float x) {
-    x = x < -87.f ? -87.f : x;  // exp(-87) ~ 1.6e-38: stays a normal float, negligible in the sum
-    const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float y = p * r * r + r + 1.f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
-
-
-#ifdef __AVX512F__
-// 16 floats from float32 or bfloat16 memory (bf16 -> fp32 is a 16-bit shift).
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const uint16_t* p) {
-    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-
-inline __m512 exp16_nonpositive(__m512 x) {  // exp_nonpositive on 16 lanes; scalef applies the 2^n
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.f));
-    return _mm512_scalef_ps(y, n);
-}
-
-inline __m512 exp16(__m512 x) { return exp16_nonpositive(_mm512_min_ps(x, _mm512_set1_ps(88.f))); }
-
-// Round 16 floats to bfloat16 precision (nearest even), kept as floats; identity for float32 tensors.
-inline __m512 round16(__m512 x, const float*) { return x; }
-inline __m512 round16(__m512 x, const uint16_t*) {
-    const __m512i u = _mm512_castps_si512(x);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
-    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
-}
-#ifdef __AVX512BW__
-// Interleave two rows of 32 bf16 values into the pairs vdpbf16ps multiplies: lo = (x0, y0, x1, y1, ... x15,
-// y15), hi = the same for 16..31. Used to put two keys' (or two tokens') values side by side.
-inline void interleave_pairs(__m512i x, __m512i y, __m512i* lo, __m512i* hi) {
-    const __m512i idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    *lo = _mm512_permutex2var_epi16(x, idx, y);
-    *hi = _mm512_permutex2var_epi16(x, _mm512_add_epi16(idx, _mm512_set1_epi16(16)), y);
-}
-#endif
-
-inline void store16(float* p, __m512 x) { _mm512_storeu_ps(p, x); }
-inline void store16(uint16_t* p, __m512 x) {  // x already holds bf16 values (round16): keep the high halves
-    const __m512i hi = _mm512_srli_epi32(_mm512_castps_si512(round16(x, p)), 16);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(hi));
-}
-#endif
-"""
-
 _FLAGS = (*FLAGS, "-fopenmp")
 """The shared flags plus OpenMP: a library links the process's libgomp (torch's own, by soname), so its
 parallel loops share torch's threads."""
 
 
-def load_library(name: str, source: str, signatures: dict[str, list[Any]]) -> ctypes.CDLL | None:
-    """Compile PRELUDE + `source` with ragsvc.native (once per source, compiler and CPU) and declare
-    `signatures` (symbol -> ctypes argument types, all returning void); None when it cannot be built, and the
-    caller keeps the torch path."""
-    return native.load_library(name, PRELUDE + source, {sym: (args, None) for sym, args in signatures.items()},
-                               flags=_FLAGS)
+def load_library(name: str, filename: str, signatures: dict[str, list[Any]]) -> ctypes.CDLL | None:
+    """Compile `filename` (a .cpp beside this module, with the headers it includes) with ragsvc.native, once
+    per source text, compiler and CPU, and declare `signatures` (symbol -> ctypes argument types, all
+    returning void); None when it cannot be built, and the caller keeps the torch path."""
+    source, headers = native.read_source(__package__, filename)
+    signed = {sym: (args, None) for sym, args in signatures.items()}
+    return native.load_library(name, source, signed, flags=_FLAGS, headers=headers)

@@ -1,12 +1,14 @@
 """Paged-attention decode kernel for the CPU, in C++ built with the system compiler and called via ctypes.
 
-Why a kernel: at batch 32 the torch decode path (gather every decode's K/V blocks into a padded copy, then a
-masked SDPA) took ~100 of a ~150 ms bf16 decode step of SmolLM2 here, three times the GEMMs. Decode
-attention is memory bound; this kernel reads each cached K and V row once, straight from its block, for all
-query heads of a GQA group together, and never copies or pads. `decode_attention` in attention.py stays the
-reference it is tested against (tests/serving/test_cpu_kernel.py).
+Why a kernel: the torch decode path (gather every decode's K/V blocks into a padded copy, then a masked SDPA)
+pays for a copy and for padding on every step; in a bf16 SmolLM2 decode step at batch 32 (`ragsvc bench
+serving`) it took about two thirds of the step, three times the GEMMs. Decode attention is memory bound;
+this kernel reads each cached K and V row once, straight from its block, for all query heads of a GQA group
+together, and never copies or pads. `decode_attention` in attention.py stays the reference it is tested
+against (tests/serving/test_cpu_kernel.py).
 
-Built and loaded by cpu_build.py (g++ via ctypes; None without a compiler, then callers use the torch path).
+The C++ is cpu_paged_attention.cpp beside this module, built and loaded by cpu_build.py (g++ via ctypes;
+None without a compiler, then callers use the torch path).
 
 Numerics: scores and softmax are computed in float32 from the cache's dtype (float32 or bfloat16,
 round-to-nearest-even on the way out), as SDPA does. With a bf16 cache on a CPU with AVX512-BF16 the
@@ -22,9 +24,8 @@ import functools
 import torch
 
 from ragsvc.serving.layers.cpu_build import load_library
-from ragsvc.serving.layers.cpu_paged_attention_cpp import SOURCE
 
-MAX_HEAD_DIM, MAX_GROUP = 256, 16  # kMaxDim, kMaxGroup in SOURCE
+MAX_HEAD_DIM, MAX_GROUP = 256, 16  # kMaxDim, kMaxGroup in cpu_paged_attention.cpp
 _ARGTYPES = (
     [
         ctypes.c_void_p,
@@ -45,9 +46,8 @@ _ARGTYPES = (
 @functools.cache
 def load() -> ctypes.CDLL | None:
     """The compiled kernel (built on first use, then cached on disk); None when it cannot be built."""
-    return load_library(
-        "paged_decode", SOURCE, {"paged_decode_f32": list(_ARGTYPES), "paged_decode_bf16": list(_ARGTYPES)}
-    )
+    signatures = {"paged_decode_f32": list(_ARGTYPES), "paged_decode_bf16": list(_ARGTYPES)}
+    return load_library("paged_decode", "cpu_paged_attention.cpp", signatures)
 
 
 def supports(*, dtype: torch.dtype, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:

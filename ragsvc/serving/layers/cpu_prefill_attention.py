@@ -1,10 +1,11 @@
 """Causal prefill attention for the CPU in bf16, in C++ built with the system compiler and called via ctypes.
 
-Why a kernel: on a CPU with AVX512-BF16 but no AMX (an AMD EPYC here) torch's flash SDPA ran a bf16 causal
-prefill at 40-55 GFLOP/s (L=350, 9 heads of 64: 3.1 ms), while oneDNN's GEMMs on the same shapes ran at
-~300; prefill attention was 7.4 s of a 43.5 s run of `ragsvc bench serving` at 32 concurrent. This kernel
+Why a kernel: on a CPU with AVX512-BF16 but no AMX, torch's flash SDPA runs a bf16 causal prefill far below
+the GEMM throughput oneDNN reaches on the same shapes; in `ragsvc bench serving` at 32 concurrent on an AMD
+EPYC, prefill attention was 7.4 s of a 43.5 s run, at 40-55 GFLOP/s against ~300 for the GEMMs. This kernel
 packs K and V once into the pair layout of `vdpbf16ps`, computes 4 query rows x 64 keys of scores in
-registers, skips the keys the causal mask hides, and never materialises a mask. `prefill_attention` in
+registers, skips the keys the causal mask hides, and never materialises a mask. The C++ is
+cpu_prefill_attention.cpp beside this module. `prefill_attention` in
 attention.py (SDPA) stays the reference it is tested against and the path for float32, other head sizes and
 CPUs without AVX512-BF16.
 
@@ -20,7 +21,6 @@ import functools
 import torch
 
 from ragsvc.serving.layers.cpu_build import load_library
-from ragsvc.serving.layers.cpu_prefill_attention_cpp import SOURCE
 
 _ARGTYPES = [ctypes.c_void_p, ctypes.c_int64] * 4 + [ctypes.c_int64] * 5 + [ctypes.c_float]
 
@@ -28,7 +28,7 @@ _ARGTYPES = [ctypes.c_void_p, ctypes.c_int64] * 4 + [ctypes.c_int64] * 5 + [ctyp
 @functools.cache
 def load() -> ctypes.CDLL | None:
     """The compiled kernel (built on first use, then cached on disk); None when it cannot be built."""
-    lib = load_library("prefill_attention", SOURCE, {"prefill_attention_bf16": list(_ARGTYPES)})
+    lib = load_library("prefill_attention", "cpu_prefill_attention.cpp", {"prefill_attention_bf16": list(_ARGTYPES)})
     if lib is not None:
         lib.prefill_supported.argtypes, lib.prefill_supported.restype = [ctypes.c_int64], ctypes.c_int64
     return lib

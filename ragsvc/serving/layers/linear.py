@@ -1,9 +1,9 @@
 """Linear layers with oneDNN pre-packed weights for the CPU bf16 path.
 
 F.linear on CPU re-lays-out the weight for oneDNN on every call; packing it once (what torch.compile's
-freezing pass does) made the decode-step GEMMs of SmolLM2 at batch 32 ~1.3-3x faster here, bit-identical
-in bf16. fp32 keeps plain F.linear: packed fp32 GEMMs round differently (~1e-4) and fp32 is our exactness
-path against HF.
+freezing pass does) takes that work out of every call, a large share of the small GEMMs of a decode step,
+and is bit-identical in bf16. fp32 keeps plain F.linear: packed fp32 GEMMs round differently (~1e-4) and
+fp32 is our exactness path against HF.
 """
 
 from __future__ import annotations

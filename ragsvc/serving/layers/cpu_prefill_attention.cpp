@@ -1,14 +1,13 @@
-"""C++ source of the CPU prefill attention kernel (see cpu_prefill_attention.py for what it does and why).
+// CPU causal prefill attention in bf16, loaded by cpu_prefill_attention.py (see there for what it does and why).
+//
+// Layout of the work, per call (one prefill chunk):
+// 1. K and V of every kv head are packed once into the pair layout AVX512-BF16's dot product wants
+//    (`vdpbf16ps` multiplies bf16 pairs exactly and accumulates in fp32), zero-padded to a multiple of 64 keys;
+// 2. the query rows (token, query head) of each kv head are cut into blocks of 4 rows; per block: scores
+//    against the keys its causal limit allows (4 rows x 64 keys in 16 registers), softmax in fp32, then P.V
+//    with P rounded to bf16 (as torch's flash kernel does for bf16) and fp32 accumulators, written out once.
+#include "cpu_prelude.h"
 
-Compiled together with cpu_build.PRELUDE. Layout of the work, per call (one prefill chunk):
-1. K and V of every kv head are packed once into the pair layout AVX512-BF16's dot product wants
-   (`vdpbf16ps` multiplies bf16 pairs exactly and accumulates in fp32), zero-padded to a multiple of 64 keys;
-2. the query rows (token, query head) of each kv head are cut into blocks of 4 rows; per block: scores
-   against the keys its causal limit allows (4 rows x 64 keys in 16 registers), softmax in fp32, then P.V with
-   P rounded to bf16 (as torch's flash kernel does for bf16) and fp32 accumulators, written out once.
-"""
-
-SOURCE = r"""
 namespace {
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
@@ -192,4 +191,3 @@ void prefill_attention_bf16(const uint16_t* q, int64_t q_stride, const uint16_t*
 #endif
 }
 }
-"""

@@ -1,11 +1,10 @@
-"""C++ source of the CPU paged decode kernel (see cpu_paged_attention.py for what it does and why).
+// CPU paged-attention decode kernel, loaded by cpu_paged_attention.py (see there for what it does and why).
+//
+// Layout of the work: one OpenMP task per sequence; for each 16-token group of its context, the scores of every
+// query head (K read once, in place, from its block), then a softmax per head, then the weighted sum of V one
+// kv head at a time.
+#include "cpu_prelude.h"
 
-Compiled together with cpu_build.PRELUDE (bf16 loads / stores, exp, AVX-512 helpers). Layout of the work:
-one OpenMP task per sequence; for each 16-token group of its context, the scores of every query head (K read
-once, in place, from its block), then a softmax per head, then the weighted sum of V one kv head at a time.
-"""
-
-SOURCE = r"""
 #include <type_traits>
 
 namespace {
@@ -438,4 +437,3 @@ void paged_decode_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* kc, 
     decode(q, q_stride, kc, vc, tables, table_stride, lens, out, out_stride, B, H, KVH, D, block_size, scale);
 }
 }
-"""
