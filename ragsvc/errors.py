@@ -10,7 +10,12 @@
     │   └── CollectionExists
     ├── PayloadTooLarge (413)
     ├── NotReady (503)                indexes still loading, model still warming up
+    ├── UpstreamError (502)           the model server failed or answered with something unusable
+    │   └── UpstreamTimeout (504)     the model server did not answer in time
     └── IndexCorrupt (500)            a derived index file failed to load; it is rebuilt from the store
+
+Programming errors (a broken invariant, a caller that skipped a documented step) are RuntimeError or
+ValueError, never a RagsvcError: they are bugs, not answers to give a user.
 
 Library errors (duckdb, hnswlib, faiss) are wrapped at the boundary into one of these, with what the
 user should do next.
@@ -70,6 +75,16 @@ class PayloadTooLarge(RagsvcError):
 class NotReady(RagsvcError):
     status_code = 503
     code = "not_ready"
+
+
+class UpstreamError(RagsvcError):
+    status_code = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    code = "upstream_timeout"
 
 
 class IndexCorrupt(RagsvcError):
