@@ -2,10 +2,11 @@
 
 Why: faiss walks its HNSW graph through a generic distance computer and fetches each neighbour's codes only
 when it scores it, so every hop waits on memory. This walk prefetches all of a node's unvisited neighbours
-before scoring them (as hnswlib does) and scores 8-bit codes with AVX-512 directly. Measured on the issue-2
-benchmark corpus (200k MiniLM vectors, PCA-rotated 256-d prefix, M=16, ef=128, one thread, the 1,000 bench
-queries, same index file): faiss 445 us a query, this walk 276 us, identical neighbours (overlap 1.0) and
-scores within 2e-7. End to end, `ragsvc bench search` (configs `adaptive-tail-sq8-*`) compares with hnswlib.
+before scoring them (as hnswlib does) and scores 8-bit codes with AVX-512 directly. On the corpus of
+`ragsvc bench search` (200k MiniLM vectors, PCA-rotated 256-d prefix, M=16, ef=128, one thread, its 1,000
+queries, same index file) faiss took 445 us a query and this walk 276 us, with identical neighbours (overlap
+1.0) and scores within 2e-7. End to end, that benchmark (configs `adaptive-tail-sq8-*`) compares with hnswlib.
+The C++ is sq8_graph_search.cpp beside this module, built by `ragsvc.native`.
 
 Scores equal faiss's: QT_8bit decodes component i as vmin_i + (c_i + 0.5) / 255 * vdiff_i, so
 <q, x> = sum_i w_i c_i + b with w_i = q_i vdiff_i / 255 and b = sum_i q_i (vmin_i + 0.5 vdiff_i / 255).
@@ -24,109 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ragsvc.native import load_library
-
-_SOURCE = r"""
-#include <cstdint>
-#include <cstring>
-#include <queue>
-#include <utility>
-#include <vector>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
-
-namespace {
-
-inline float dot_u8(const float* w, const uint8_t* c, int d) {
-    int i = 0;
-    float s = 0.f;
-#ifdef __AVX512F__
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (; i + 32 <= d; i += 32) {
-        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + i));
-        const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + i + 16));
-        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b0)), _mm512_loadu_ps(w + i), a0);
-        a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b1)), _mm512_loadu_ps(w + i + 16), a1);
-    }
-    s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-#endif
-    for (; i < d; ++i) s += w[i] * static_cast<float>(c[i]);
-    return s;
-}
-
-inline void prefetch(const uint8_t* p, int64_t bytes) {
-    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
-}
-
-using Item = std::pair<float, int32_t>;
-
-}  // namespace
-
-extern "C" int64_t sq8_hnsw_search(
-    const uint8_t* codes, int64_t code_size, int32_t d,
-    const int32_t* neighbors, const uint64_t* offsets, const int32_t* cum_nb,
-    int32_t entry_point, int32_t max_level,
-    const float* w, int32_t ef, int32_t k, const uint8_t* dead,
-    uint16_t* visited, uint16_t tag,
-    float* out_scores, int64_t* out_labels) {
-    if (entry_point < 0) return 0;
-    auto score = [&](int32_t v) { return dot_u8(w, codes + static_cast<int64_t>(v) * code_size, d); };
-    int32_t cur = entry_point;
-    float cur_s = score(cur);
-    for (int32_t level = max_level; level >= 1; --level) {  // greedy descent, as faiss's greedy_update_nearest
-        for (bool moved = true; moved;) {
-            moved = false;
-            const uint64_t begin = offsets[cur] + cum_nb[level], end = offsets[cur] + cum_nb[level + 1];
-            for (uint64_t j = begin; j < end; ++j) {
-                const int32_t v = neighbors[j];
-                if (v < 0) break;
-                const float s = score(v);
-                if (s > cur_s) { cur_s = s; cur = v; moved = true; }
-            }
-        }
-    }
-    std::priority_queue<Item> frontier;                                  // best first
-    std::priority_queue<Item, std::vector<Item>, std::greater<Item>> best;  // worst of the ef best on top
-    // Deleted nodes (dead[v] != 0) still route the walk but never enter the results, as in hnswlib.
-    visited[cur] = tag;
-    frontier.emplace(cur_s, cur);
-    if (dead == nullptr || !dead[cur]) best.emplace(cur_s, cur);
-    int32_t fresh[512];
-    while (!frontier.empty()) {
-        const Item top = frontier.top();
-        if (static_cast<int32_t>(best.size()) >= ef && top.first < best.top().first) break;
-        frontier.pop();
-        const uint64_t begin = offsets[top.second] + cum_nb[0], end = offsets[top.second] + cum_nb[1];
-        int n = 0;
-        for (uint64_t j = begin; j < end && n < 512; ++j) {  // pass 1: unvisited neighbours, prefetched
-            const int32_t v = neighbors[j];
-            if (v < 0) break;
-            if (visited[v] == tag) continue;
-            visited[v] = tag;
-            prefetch(codes + static_cast<int64_t>(v) * code_size, code_size);
-            fresh[n++] = v;
-        }
-        for (int i = 0; i < n; ++i) {  // pass 2: score them while later prefetches land
-            const float s = score(fresh[i]);
-            if (static_cast<int32_t>(best.size()) < ef || s > best.top().first) {
-                frontier.emplace(s, fresh[i]);
-                if (dead != nullptr && dead[fresh[i]]) continue;
-                best.emplace(s, fresh[i]);
-                if (static_cast<int32_t>(best.size()) > ef) best.pop();
-            }
-        }
-    }
-    while (static_cast<int32_t>(best.size()) > k) best.pop();
-    const int64_t found = static_cast<int64_t>(best.size());
-    for (int64_t i = found - 1; i >= 0; --i) {  // best last in the min-heap: fill from the back
-        out_scores[i] = best.top().first;
-        out_labels[i] = best.top().second;
-        best.pop();
-    }
-    return found;
-}
-"""
+from ragsvc.native import load_library, read_source
 
 _LIB_LOCK = threading.Lock()
 _LIB: list[Any] = []  # [] = not tried yet, [None] = unavailable, [lib] = loaded
@@ -136,7 +35,8 @@ def _library() -> Any:
     with _LIB_LOCK:
         if not _LIB:
             ptr = ctypes.c_void_p
-            _LIB.append(load_library("sq8_hnsw_search", _SOURCE, {
+            source, headers = read_source(__package__, "sq8_graph_search.cpp")
+            _LIB.append(load_library("sq8_hnsw_search", source, headers=headers, signatures={
                 "sq8_hnsw_search": ([ptr, ctypes.c_int64, ctypes.c_int32, ptr, ptr, ptr, ctypes.c_int32,
                                      ctypes.c_int32, ptr, ctypes.c_int32, ctypes.c_int32, ptr, ptr,
                                      ctypes.c_uint16, ptr, ptr], ctypes.c_int64)}))
