@@ -6,6 +6,10 @@ Implementations: `InProcessGenerator` (our engine, same process), `OpenAIGenerat
 server over HTTP: ours, vLLM, llama.cpp), `ScriptedGenerator` (fixed replies, for tests of decision logic
 where a 135M model cannot be relied on to decide).
 
+`generate_many` sends many prompts with the same options at once and returns when all are done: a reranker
+judging twenty passages, or an evaluation run, needs the batch served together (one engine step, or one
+round of concurrent HTTP requests that the server batches) rather than twenty prompts queued one by one.
+
 A prompt is either a plain string (sent as a completion, no chat template) or a list of chat messages
 (`{"role": ..., "content": ...}`, rendered with the model's chat template).
 """
@@ -132,3 +136,12 @@ class Generator(Protocol):
         self, prompt: Prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
         stop: Sequence[str] | str = (), logprobs: bool = False, top_logprobs: int = 0, seed: int | None = None,
     ) -> Iterator[GenerationChunk]: ...
+
+    def generate_many(
+        self, prompts: Sequence[Prompt], *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+        stop: Sequence[str] | str = (), logprobs: bool = False, top_logprobs: int = 0, seed: int | None = None,
+    ) -> list[Generation]:
+        """One Generation per prompt, in prompt order, all with the same options. Every prompt is submitted
+        before any is waited on, so a batching server serves them together; a bad option or prompt raises
+        before anything is sent."""
+        ...

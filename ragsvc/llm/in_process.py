@@ -171,13 +171,25 @@ class InProcessGenerator:
             future.cancel()  # no-op when done; aborts the request if this thread was interrupted
 
     def generate_many(self, prompts: Sequence[Prompt], **kwargs: Any) -> list[Generation]:
-        """All prompts at once, batched by the engine; results in prompt order."""
+        """See Generator.generate_many: all prompts tokenised and checked first (one too long raises before any
+        runs), then added to the engine in one event-loop turn, so the step thread schedules them together
+        (continuous batching: their prefills share steps, then their decodes). Results in prompt order; if one
+        request fails, the others are aborted and their KV blocks freed."""
         self._check_thread()
         opts = options(**kwargs)
         jobs = [self._prepare(p, opts) for p in prompts]
+        if not jobs:
+            return []
 
         async def run_all() -> list[Generation]:
-            return list(await asyncio.gather(*(self._collect(*job) for job in jobs)))
+            # the tasks start in order in the next loop turn, each running up to its first await, which comes
+            # after its synchronous engine.add_request; a TaskGroup (not gather) cancels the rest on a failure
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(self._collect(*job)) for job in jobs]
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None
+            return [task.result() for task in tasks]
 
         future = asyncio.run_coroutine_threadsafe(run_all(), self._loop)
         try:

@@ -175,7 +175,9 @@ class OpenAIGenerator:
 
     def generate(self, prompt: Prompt, **kwargs: Any) -> Generation:
         """See Generator.generate; keyword options as in `ragsvc.llm.generator.options`."""
-        path, body = self._request(prompt, options(**kwargs), stream=False)
+        return self._complete(*self._request(prompt, options(**kwargs), stream=False))
+
+    def _complete(self, path: str, body: dict[str, Any]) -> Generation:
         data = self._send("POST", path, body).json()
         choice = data["choices"][0]
         if path == "/chat/completions":
@@ -187,9 +189,25 @@ class OpenAIGenerator:
                           usage=usage)
 
     def generate_many(self, prompts: Sequence[Prompt], *, max_concurrency: int = 32, **kwargs: Any) -> list[Generation]:
-        """Concurrent requests (the server batches them); results in prompt order."""
-        with ThreadPoolExecutor(max_workers=max(1, min(max_concurrency, len(prompts)))) as pool:
-            return list(pool.map(lambda p: self.generate(p, **kwargs), prompts))
+        """See Generator.generate_many: every request built and checked first, then sent over at most
+        `max_concurrency` connections at once (threads: httpx.Client is thread-safe, and a blocking pool keeps
+        this callable from any thread, including ones that run an event loop). The server batches what arrives
+        together. Results in prompt order; the first failure is raised and the requests not yet sent are not."""
+        if max_concurrency < 1:
+            raise InvalidInput(f"max_concurrency must be at least 1, got {max_concurrency}")
+        opts = options(**kwargs)
+        requests = [self._request(p, opts, stream=False) for p in prompts]
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(max_concurrency, len(requests)),
+                                thread_name_prefix="ragsvc-openai") as pool:
+            futures = [pool.submit(self._complete, path, body) for path, body in requests]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
 
     def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[GenerationChunk]:
         """See Generator.stream: chunks as the server sends them; leaving early closes the connection, which

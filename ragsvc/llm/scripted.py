@@ -48,6 +48,8 @@ class ScriptedGenerator:
                           usage=Usage(prompt_tokens=len(str(prompt).split()), completion_tokens=len(tokens)))
 
     def generate_many(self, prompts: Sequence[Prompt], **kwargs: Any) -> list[Generation]:
+        """One `generate` per prompt, in order (so a list script is consumed in prompt order)."""
+        options(**kwargs)  # bad options raise before any reply is taken
         return [self.generate(p, **kwargs) for p in prompts]
 
     def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[GenerationChunk]:
