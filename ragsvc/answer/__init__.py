@@ -1,0 +1,1 @@
+"""Question -> answer with citations: single retrieval, or FLARE's active retrieval (uses retrieval and llm)."""

@@ -1,0 +1,215 @@
+"""Question -> Answer: retrieve once and write the answer, or write it sentence by sentence with FLARE.
+
+The answerer knows nothing of collections or indexes: it gets a `retrieve(query) -> (hits, timings)` callable
+(the retrieval pipeline bound to a collection and its options) and a Generator. Every model call is
+streamed, so each round records its time to first token next to the prompt tokens the server's prefix cache
+served (`Usage.cached_tokens`). Events go to an optional callback as they happen, which is what the API's
+server-sent events carry.
+
+A generator that fails mid-answer raises UpstreamError (502) or UpstreamTimeout (504); nothing is written
+anywhere, so there is no half-finished state to clean up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ragsvc.answer.flare import (
+    Sentence,
+    cut_sentence,
+    low_confidence_spans,
+    masked_query,
+    min_probability,
+    needs_retrieval,
+)
+from ragsvc.answer.prompt import PassageLog, answer_prompt, query_question_prompt
+from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
+from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
+from ragsvc.llm.generator import Generation, Generator, TokenLogprob, Usage
+from ragsvc.types import Hit
+
+logger = logging.getLogger(__name__)
+
+Retrieve = Callable[[str], tuple[list[Hit], dict[str, float]]]
+MAX_QUESTION_CHARS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEvent:
+    """Something that happened while answering: a retrieval, a piece of answer text, a finished round."""
+
+    kind: Literal["retrieval", "text", "round"]
+    retrieval: RetrievalRound | None = None
+    text: str = ""
+    generation: GenerationRound | None = None
+
+
+OnEvent = Callable[[AnswerEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerOptions:
+    max_tokens: int = 256
+    """Most answer tokens (single retrieval; FLARE has its own in FlareOptions)."""
+    context_tokens: int = 1024
+    """Token budget of the passages from the first retrieval."""
+    round_context_tokens: int = 384
+    """Token budget of the passages each later FLARE retrieval may add."""
+    max_context_tokens: int = 2048
+    """Token budget of all passages together."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_tokens <= MAX_ANSWER_TOKENS:
+            raise InvalidInput(f"max_tokens must be in [1, {MAX_ANSWER_TOKENS}], got {self.max_tokens}")
+        for name in ("context_tokens", "round_context_tokens", "max_context_tokens"):
+            if not 16 <= getattr(self, name) <= 32768:
+                raise InvalidInput(f"{name} must be in [16, 32768], got {getattr(self, name)}")
+
+
+class Answerer:
+    def __init__(self, generator: Generator, retrieve: Retrieve, *, options: AnswerOptions = AnswerOptions(),
+                 on_event: OnEvent | None = None) -> None:
+        self.generator = generator
+        self.retrieve = retrieve
+        self.options = options
+        self._emit = on_event or (lambda event: None)
+
+    def answer(self, question: str, *, flare: FlareOptions | None = None) -> Answer:
+        question = check_question(question)
+        started = time.perf_counter()
+        run = _Run(question, PassageLog(self.options.max_context_tokens))
+        self._retrieve(run, question, round_=0, reason="question", max_tokens=self.options.context_tokens)
+        finish = self._single(run) if flare is None else self._flare(run, flare)
+        text = run.answer.strip()
+        total_ms = (time.perf_counter() - started) * 1000
+        retrieval_ms = sum(r.timings_ms.get("total_ms", 0.0) for r in run.retrievals)
+        generation_ms = sum(g.total_ms for g in run.generations)
+        return Answer(text=text, citations=run.passages.cited(text), passages=list(run.passages.citations),
+                      retrievals=run.retrievals, generations=run.generations, finish_reason=finish,
+                      timings_ms={"retrieval_ms": retrieval_ms, "generation_ms": generation_ms, "total_ms": total_ms})
+
+    # --- the two strategies -------------------------------------------------------------------------------
+
+    def _single(self, run: _Run) -> str:
+        prompt = answer_prompt(run.question, run.passages, "")
+        generation, _ = self._generate(run, prompt, kind="answer", round_=1, max_tokens=self.options.max_tokens,
+                                       stream_text=True)
+        run.answer = generation.text
+        return "length" if generation.finish_reason == "length" else "stop"
+
+    def _flare(self, run: _Run, flare: FlareOptions) -> str:
+        used_tokens = 0
+        for round_ in range(1, flare.max_rounds + 1):
+            budget = min(flare.lookahead_tokens, flare.max_tokens - used_tokens)
+            prompt = answer_prompt(run.question, run.passages, run.answer)
+            generation, _ = self._generate(run, prompt, kind="lookahead", round_=round_, max_tokens=budget,
+                                           logprobs=True)
+            sentence = cut_sentence(generation.tokens, finished=generation.finish_reason == "stop")
+            if needs_retrieval(sentence.tokens, flare.theta):
+                for query in self._queries(run, sentence, flare, round_):
+                    self._retrieve(run, query, round_=round_, reason="low_confidence",
+                                   max_tokens=self.options.round_context_tokens)
+                prompt = answer_prompt(run.question, run.passages, run.answer)
+                generation, _ = self._generate(run, prompt, kind="regenerate", round_=round_, max_tokens=budget,
+                                               logprobs=True)
+                sentence = cut_sentence(generation.tokens, finished=generation.finish_reason == "stop")
+            if not sentence.text.strip():
+                return "stop"
+            run.answer += sentence.text
+            used_tokens += len(sentence.tokens)
+            self._emit(AnswerEvent("text", text=sentence.text))
+            model_stopped = generation.finish_reason == "stop" and len(sentence.tokens) == len(generation.tokens)
+            if model_stopped:
+                return "stop"
+            if used_tokens >= flare.max_tokens:
+                return "length"
+        return "rounds"
+
+    def _queries(self, run: _Run, sentence: Sentence, flare: FlareOptions, round_: int) -> list[str]:
+        if flare.query_mode == "question":
+            questions = []
+            for span in low_confidence_spans(sentence.tokens, flare.beta)[:3]:
+                generation, _ = self._generate(run, query_question_prompt(sentence.text, span), kind="query",
+                                               round_=round_, max_tokens=48)
+                line = generation.text.strip().split("\n")[0].strip()
+                if line:
+                    questions.append(line)
+            if questions:
+                return questions
+        query = masked_query(sentence.tokens, flare.beta)
+        # a sentence that is all guesses leaves nothing to search with; the question still says what is asked
+        return [query if len(query.split()) >= 2 else f"{run.question} {query}".strip()]
+
+    # --- model and retrieval calls ------------------------------------------------------------------------
+
+    def _retrieve(self, run: _Run, query: str, *, round_: int, reason: Literal["question", "low_confidence"],
+                  max_tokens: int) -> None:
+        hits, timings = self.retrieve(query)
+        added = run.passages.add(hits, max_tokens=max_tokens)
+        record = RetrievalRound(round=round_, reason=reason, query=query, hits=hits, timings_ms=timings, added=added)
+        run.retrievals.append(record)
+        self._emit(AnswerEvent("retrieval", retrieval=record))
+
+    def _generate(self, run: _Run, prompt: str, *, kind: Literal["answer", "lookahead", "regenerate", "query"],
+                  round_: int, max_tokens: int, logprobs: bool = False, stream_text: bool = False
+                  ) -> tuple[Generation, float]:
+        started = time.perf_counter()
+        ttft_ms = 0.0
+        text = ""
+        tokens: list[TokenLogprob] = []
+        finish = "stop"
+        usage: Usage | None = None
+        try:
+            for chunk in self.generator.stream(prompt, max_tokens=max_tokens, logprobs=logprobs):
+                if not ttft_ms and (chunk.text or chunk.tokens):
+                    ttft_ms = (time.perf_counter() - started) * 1000
+                text += chunk.text
+                tokens.extend(chunk.tokens)
+                if stream_text and chunk.text:
+                    self._emit(AnswerEvent("text", text=chunk.text))
+                if chunk.finish_reason is not None:
+                    finish = chunk.finish_reason
+                if chunk.usage is not None:
+                    usage = chunk.usage
+        except (InvalidInput, UpstreamError):
+            raise
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"the model did not answer in time during a {kind} call; retry, or lower "
+                                  "max_tokens") from exc
+        except RagsvcError as exc:
+            raise UpstreamError(f"the model failed during a {kind} call: {exc.message}") from exc
+        except Exception as exc:  # the server or engine died mid-answer: a bad gateway, not our 500
+            logger.exception("generator failed during a %s call", kind)
+            raise UpstreamError(f"the model failed during a {kind} call ({type(exc).__name__}: {exc})") from exc
+        total_ms = (time.perf_counter() - started) * 1000
+        usage = usage or Usage(prompt_tokens=0, completion_tokens=len(tokens))
+        generation = Generation(text=text, tokens=tuple(tokens), finish_reason=finish, usage=usage)
+        kept = cut_sentence(generation.tokens, finished=finish == "stop").tokens if kind != "answer" else tokens
+        record = GenerationRound(round=round_, kind=kind, prompt_tokens=usage.prompt_tokens,
+                                 cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
+                                 ttft_ms=ttft_ms or total_ms, total_ms=total_ms,
+                                 min_prob=min_probability(kept) if logprobs else None, text=text)
+        run.generations.append(record)
+        self._emit(AnswerEvent("round", generation=record))
+        return generation, ttft_ms
+
+
+@dataclass(slots=True)
+class _Run:
+    question: str
+    passages: PassageLog
+    answer: str = ""
+    retrievals: list[RetrievalRound] = field(default_factory=list)
+    generations: list[GenerationRound] = field(default_factory=list)
+
+
+def check_question(question: str) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInput("question is empty; send the question as text")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InvalidInput(f"question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+    return question.strip()

@@ -1,0 +1,86 @@
+"""FLARE's decisions, as pure functions of the generated tokens (Jiang et al., 2023, "Active Retrieval Augmented
+Generation", the direct variant).
+
+The model writes the answer one look-ahead sentence at a time. If every token of the sentence is likely
+(probability >= theta) it is kept as it is. Otherwise the sentence is a guess: its confident tokens become a
+retrieval query (tokens below beta are masked out, since they are the ones most likely wrong and would pull
+in passages about the wrong thing), new passages join the prompt, and the sentence is written again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ragsvc.llm.generator import TokenLogprob
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+_WORD = re.compile(r"\w")
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    """The look-ahead cut at its first sentence end: the kept tokens and their text."""
+
+    tokens: tuple[TokenLogprob, ...]
+    text: str
+    complete: bool
+    """True when a sentence end was found, or the model stopped inside this text."""
+
+
+def probability(token: TokenLogprob) -> float:
+    return math.exp(token.logprob)
+
+
+def cut_sentence(tokens: Sequence[TokenLogprob], *, finished: bool) -> Sentence:
+    """The first sentence of a look-ahead. A sentence ends at . ! ? followed by whitespace, or at a newline,
+    once some words were written (leading newlines and list markers do not end it). The token holding the end
+    is kept, its text cut just after the end. `finished` says the model stopped after these tokens."""
+    text = ""
+    for i, token in enumerate(tokens):
+        start = len(text)
+        text += token.token
+        if not _WORD.search(text):
+            continue  # nothing written yet: a leading newline or space is not a sentence
+        # look one character past this token, so "." + " next" is seen as an end
+        following = tokens[i + 1].token[:1] if i + 1 < len(tokens) else ("\n" if finished else "")
+        for match in _SENTENCE_END.finditer(text + following, max(0, start - 1)):
+            end = match.end() if match.group() != "\n" else match.start()
+            if end <= len(text) and _WORD.search(text[:end]):
+                return Sentence(tuple(tokens[: i + 1]), text[:end], complete=True)
+    return Sentence(tuple(tokens), text, complete=finished)
+
+
+def min_probability(tokens: Sequence[TokenLogprob]) -> float | None:
+    """Lowest probability among tokens that carry a word (whitespace and punctuation are not judged)."""
+    probs = [probability(t) for t in tokens if _WORD.search(t.token)]
+    return min(probs) if probs else None
+
+
+def needs_retrieval(tokens: Sequence[TokenLogprob], theta: float) -> bool:
+    """True when any word-bearing token's probability is below theta."""
+    lowest = min_probability(tokens)
+    return lowest is not None and lowest < theta
+
+
+def masked_query(tokens: Sequence[TokenLogprob], beta: float) -> str:
+    """The sentence with every token of probability below beta removed, whitespace collapsed."""
+    kept = "".join(t.token for t in tokens if not (_WORD.search(t.token) and probability(t) < beta))
+    return " ".join(kept.split())
+
+
+def low_confidence_spans(tokens: Sequence[TokenLogprob], beta: float) -> list[str]:
+    """Runs of consecutive low-probability tokens (below beta), as text: what a generated question asks about."""
+    spans: list[str] = []
+    current = ""
+    for token in tokens:
+        if _WORD.search(token.token) and probability(token) < beta:
+            current += token.token
+        elif current:
+            spans.append(" ".join(current.split()))
+            current = ""
+    if current:
+        spans.append(" ".join(current.split()))
+    return [s for s in spans if s]

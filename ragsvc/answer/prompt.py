@@ -1,0 +1,79 @@
+"""The answer prompt, laid out so an engine's prefix cache serves whatever did not change between rounds.
+
+    <instructions>                      fixed
+    Question: <question>                fixed for the whole answer
+    Passages:
+    [1] ...  [k] ...                    the first retrieval (packed, best passages at both ends)
+    [k+1] ...                           passages later rounds retrieved, appended in arrival order
+    Answer: <answer so far>             grows by one sentence per round
+
+Passages are only ever appended, never re-ranked or replaced, and the answer comes last: a round that did not
+retrieve re-reads everything but its last sentence from the cache, and one that did re-reads all passages
+before the new ones. Numbers stay stable, so a citation [n] written in round 2 still means the same passage
+in round 5. A plain completion prompt (no chat template) keeps this layout identical on every server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ragsvc.retrieval.context import Citation, TokenCounter, approx_tokens, cited_numbers, pack_context
+from ragsvc.types import Hit
+
+INSTRUCTIONS = (
+    "Answer the question using the numbered passages. Cite the passages you use with their numbers in square "
+    "brackets, like [1] or [2][3]. If the passages do not contain the answer, say so briefly.\n\n"
+)
+
+
+@dataclass(slots=True)
+class PassageLog:
+    """The passages shown to the model so far, numbered in prompt order, with a total token budget."""
+
+    max_tokens: int
+    count_tokens: TokenCounter = approx_tokens
+    citations: list[Citation] = field(default_factory=list)
+    used_tokens: int = 0
+
+    def add(self, hits: Sequence[Hit], *, max_tokens: int) -> list[int]:
+        """Append the hits not shown yet, packed into `max_tokens` (and what is left of the total budget);
+        returns the numbers given to them."""
+        shown = {c.chunk_id for c in self.citations}
+        fresh = [h for h in hits if h.chunk_id not in shown]
+        budget = min(max_tokens, self.max_tokens - self.used_tokens)
+        if not fresh or budget < 16:
+            return []
+        packed = pack_context(fresh, max_tokens=budget, count_tokens=self.count_tokens)
+        offset = len(self.citations)
+        added = []
+        for c in packed.citations:
+            number = offset + c.number
+            self.citations.append(Citation(number=number, chunk_id=c.chunk_id, document_id=c.document_id,
+                                           start_char=c.start_char, end_char=c.end_char, text=c.text,
+                                           rank=c.rank, score=c.score, truncated=c.truncated))
+            added.append(number)
+        self.used_tokens += packed.num_tokens
+        return added
+
+    def citation(self, number: int) -> Citation | None:
+        return self.citations[number - 1] if 1 <= number <= len(self.citations) else None
+
+    def cited(self, answer: str) -> list[Citation]:
+        """The passages `answer` cites with [n] markers, in order of first mention; unknown numbers ignored."""
+        return [c for n in cited_numbers(answer) if (c := self.citation(n)) is not None]
+
+    def render(self) -> str:
+        return "\n\n".join(f"[{c.number}] {c.text}" for c in self.citations)
+
+
+def answer_prompt(question: str, passages: PassageLog, answer_so_far: str) -> str:
+    """The completion prompt for the next piece of the answer (see the module docstring for the layout)."""
+    body = passages.render() or "(no passages found)"
+    return f"{INSTRUCTIONS}Question: {question.strip()}\n\nPassages:\n{body}\n\nAnswer:{answer_so_far}"
+
+
+def query_question_prompt(sentence: str, span: str) -> str:
+    """Asks the model for a question whose answer is `span` in `sentence` (FLARE's generated-question query)."""
+    return (f"Sentence: {sentence.strip()}\nWrite one short question whose answer is \"{span.strip()}\" in the "
+            "sentence above.\nQuestion:")

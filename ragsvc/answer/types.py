@@ -1,0 +1,103 @@
+"""What an answer is made of: the text, its citations, and the record of every retrieval and generation
+round that produced it (queries, hits, prompt and cached tokens, time to first token)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ragsvc.errors import InvalidInput
+from ragsvc.retrieval.context import Citation
+from ragsvc.types import Hit
+
+MAX_ROUNDS = 32
+MAX_ANSWER_TOKENS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class FlareOptions:
+    """FLARE's knobs (Jiang et al., 2023, the "direct" variant)."""
+
+    theta: float = 0.4
+    """Retrieve again when any token of the look-ahead sentence has probability below this."""
+    beta: float = 0.4
+    """Tokens below this probability are masked out of the sentence to form the retrieval query."""
+    max_rounds: int = 8
+    """Most look-ahead sentences generated (each may retrieve once and regenerate)."""
+    max_tokens: int = 256
+    """Most answer tokens in all."""
+    lookahead_tokens: int = 64
+    """Tokens generated per look-ahead; the sentence is cut at its end."""
+    query_mode: Literal["masked", "question"] = "masked"
+    """masked: the sentence without its low-confidence tokens; question: the model writes a question for
+    each low-confidence span."""
+
+    def __post_init__(self) -> None:
+        for name in ("theta", "beta"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InvalidInput(f"flare {name} must be a probability in [0, 1], got {value}")
+        if not 1 <= self.max_rounds <= MAX_ROUNDS:
+            raise InvalidInput(f"flare max_rounds must be in [1, {MAX_ROUNDS}], got {self.max_rounds}")
+        if not 1 <= self.max_tokens <= MAX_ANSWER_TOKENS:
+            raise InvalidInput(f"flare max_tokens must be in [1, {MAX_ANSWER_TOKENS}], got {self.max_tokens}")
+        if not 4 <= self.lookahead_tokens <= 256:
+            raise InvalidInput(f"flare lookahead_tokens must be in [4, 256], got {self.lookahead_tokens}")
+        if self.query_mode not in ("masked", "question"):
+            raise InvalidInput(f"flare query_mode must be 'masked' or 'question', got {self.query_mode!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalRound:
+    """One retrieval: why it ran, the query sent, and the hits that came back."""
+
+    round: int
+    """The generation round it served (0 = before any generation, for the question itself)."""
+    reason: Literal["question", "low_confidence"]
+    query: str
+    hits: list[Hit]
+    timings_ms: dict[str, float]
+    added: list[int] = field(default_factory=list)
+    """Citation numbers of the passages this retrieval added to the prompt (hits already there are skipped)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRound:
+    """One call to the model, with what the engine's prefix cache saved on it."""
+
+    round: int
+    kind: Literal["answer", "lookahead", "regenerate", "query"]
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    total_ms: float
+    min_prob: float | None
+    """Lowest token probability of the kept text (None without logprobs)."""
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    citations: list[Citation]
+    """Passages the answer cites ([n] markers), in order of first mention."""
+    passages: list[Citation]
+    """Every passage the model was shown, numbered as in the prompt."""
+    retrievals: list[RetrievalRound]
+    generations: list[GenerationRound]
+    timings_ms: dict[str, float]
+    finish_reason: str
+    """stop (the model ended), length (max tokens), or rounds (max rounds)."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(g.prompt_tokens for g in self.generations)
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(g.cached_tokens for g in self.generations)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(g.completion_tokens for g in self.generations)

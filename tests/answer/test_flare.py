@@ -1,0 +1,182 @@
+"""FLARE's decisions with scripted token probabilities: which sentences trigger retrieval, what the masked
+query is, how rounds and tokens are bounded, how the prompt keeps its cached prefix, and how a failing
+generator surfaces. (A 135M model cannot be relied on to be unsure on cue; the end-to-end test with the real
+engine is in test_answer_engine.py.)"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ragsvc.answer.answerer import AnswerEvent, Answerer, AnswerOptions
+from ragsvc.answer.flare import cut_sentence, low_confidence_spans, masked_query, needs_retrieval
+from ragsvc.answer.prompt import INSTRUCTIONS
+from ragsvc.answer.types import FlareOptions
+from ragsvc.errors import InvalidInput, NotFound, UpstreamError, UpstreamTimeout
+from ragsvc.llm.generator import Generation, TokenLogprob, Usage
+from ragsvc.llm.scripted import ScriptedGenerator
+from ragsvc.types import ChunkId, DocumentId, Hit
+
+
+def toks(*pairs: tuple[str, float]) -> tuple[TokenLogprob, ...]:
+    return tuple(TokenLogprob(token=t, logprob=math.log(p)) for t, p in pairs)
+
+
+def gen(*pairs: tuple[str, float], finish: str = "length") -> Generation:
+    tokens = toks(*pairs)
+    return Generation(text="".join(t.token for t in tokens), tokens=tokens, finish_reason=finish,
+                      usage=Usage(prompt_tokens=100, completion_tokens=len(tokens), cached_tokens=80))
+
+
+def hit(i: int, text: str) -> Hit:
+    return Hit(ChunkId(i), DocumentId(f"doc{i}"), text, 1.0 / i)
+
+
+CORPUS = {
+    "question": [hit(1, "Paged attention keeps the KV cache in fixed-size blocks."),
+                 hit(2, "Blocks are allocated on demand as sequences grow.")],
+    "vllm": [hit(3, "vLLM introduced paged attention in 2023."), hit(1, "Paged attention keeps the KV cache in "
+                                                                        "fixed-size blocks.")],
+}
+
+
+class Retriever:
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def __call__(self, query: str) -> tuple[list[Hit], dict[str, float]]:
+        self.queries.append(query)
+        key = "vllm" if query.startswith("It was") else "question"
+        return CORPUS[key], {"total_ms": 1.0}
+
+
+# --- pure decisions -------------------------------------------------------------------------------------
+
+
+def test_sentence_is_cut_after_its_end_and_leading_newlines_do_not_end_it():
+    s = cut_sentence(toks(("\n", 0.9), (" Blocks", 0.9), (" grow", 0.9), (".", 0.9), (" Then", 0.9)), finished=False)
+    assert s.text == "\n Blocks grow." and len(s.tokens) == 4 and s.complete
+    s = cut_sentence(toks((" It", 0.9), (" is", 0.9), (" 3", 0.9), (".", 0.9), ("5", 0.9), (" GB", 0.9)),
+                     finished=False)
+    assert s.text == " It is 3.5 GB" and not s.complete  # a decimal point is no sentence end
+    s = cut_sentence(toks((" Yes", 0.9), (".\n\nNext", 0.9)), finished=False)
+    assert s.text == " Yes." and len(s.tokens) == 2
+    assert cut_sentence(toks((" end", 0.9)), finished=True).complete
+
+
+def test_retrieval_is_needed_when_a_word_token_is_below_theta():
+    sentence = toks((" vLLM", 0.9), (" came", 0.35), (" out", 0.9), (".", 0.01))
+    assert needs_retrieval(sentence, theta=0.4)  # " came" is below 0.4; the "." is not judged
+    assert not needs_retrieval(sentence, theta=0.3)
+    assert not needs_retrieval(toks((".", 0.01), (" ", 0.01)), theta=0.4)
+
+
+def test_masked_query_drops_tokens_below_beta_and_spans_group_them():
+    sentence = toks((" vLLM", 0.9), (" was", 0.95), (" introduced", 0.5), (" in", 0.8), (" 2019", 0.1),
+                    (" by", 0.2), (" Google", 0.15), (".", 0.9))
+    assert masked_query(sentence, beta=0.4) == "vLLM was introduced in."
+    assert masked_query(sentence, beta=0.6) == "vLLM was in."
+    assert low_confidence_spans(sentence, beta=0.4) == ["2019 by Google"]
+
+
+# --- the FLARE loop ---------------------------------------------------------------------------------------
+
+
+def test_confident_sentences_are_kept_and_an_unsure_one_is_regenerated_after_retrieval():
+    replies = [
+        gen((" Paged", 0.9), (" attention", 0.9), (" uses", 0.8), (" blocks", 0.9), (" [1]", 0.9), (".", 0.9),
+            (" It", 0.9)),
+        gen((" It", 0.9), (" was", 0.9), (" introduced", 0.9), (" by", 0.9), (" Google", 0.1), (".", 0.9)),
+        gen((" It", 0.9), (" was", 0.9), (" introduced", 0.9), (" by", 0.9), (" vLLM", 0.9), (" [3]", 0.9),
+            (".", 0.9), finish="stop"),
+    ]
+    generator = ScriptedGenerator(replies)
+    retriever = Retriever()
+    events: list[AnswerEvent] = []
+    answer = Answerer(generator, retriever, on_event=events.append).answer(
+        "Who introduced paged attention?", flare=FlareOptions(theta=0.4, beta=0.4))
+    assert answer.text == "Paged attention uses blocks [1]. It was introduced by vLLM [3]."
+    assert retriever.queries == ["Who introduced paged attention?", "It was introduced by."]
+    assert [r.reason for r in answer.retrievals] == ["question", "low_confidence"]
+    assert answer.retrievals[1].added == [3]  # chunk 1 was already passage [1]
+    assert [g.kind for g in answer.generations] == ["lookahead", "lookahead", "regenerate"]
+    assert [c.chunk_id for c in answer.citations] == [1, 3]
+    assert answer.finish_reason == "stop"
+    assert [e.kind for e in events].count("retrieval") == 2
+    assert "".join(e.text for e in events if e.kind == "text") == " Paged attention uses blocks [1]. It was " \
+                                                                   "introduced by vLLM [3]."
+    prompts = [p for p, _ in generator.calls]
+    # the layout keeps the cached prefix: each prompt extends the previous one's passages unchanged
+    assert prompts[0].startswith(INSTRUCTIONS + "Question: Who introduced paged attention?")
+    before_answer = prompts[0].rsplit("Answer:", 1)[0].rstrip()
+    assert prompts[1].startswith(before_answer) and prompts[2].startswith(before_answer)
+    assert prompts[1].endswith("Answer: Paged attention uses blocks [1].")
+    assert "[3] vLLM introduced paged attention in 2023." in prompts[2]
+
+
+def test_rounds_and_tokens_are_bounded():
+    confident = gen((" More", 0.9), (" text", 0.9), (".", 0.9), (" And", 0.9))
+    answer = Answerer(ScriptedGenerator([confident] * 3), Retriever()).answer(
+        "q?", flare=FlareOptions(max_rounds=3, max_tokens=100))
+    assert answer.finish_reason == "rounds" and answer.text == "More text. More text. More text."
+    answer = Answerer(ScriptedGenerator([confident] * 5), Retriever()).answer(
+        "q?", flare=FlareOptions(max_rounds=8, max_tokens=6))
+    assert answer.finish_reason == "length" and len(answer.generations) == 2
+    # the second look-ahead was asked for only the 3 tokens left of the budget
+    assert [g.completion_tokens for g in answer.generations][0] == 4
+
+
+def test_a_sentence_of_only_guesses_falls_back_to_the_question():
+    replies = [gen((" Zorblax", 0.1), (".", 0.9)), gen((" Nobody", 0.9), (" knows", 0.9), (".", 0.9), finish="stop")]
+    retriever = Retriever()
+    Answerer(ScriptedGenerator(replies), retriever).answer("Who built it?", flare=FlareOptions())
+    assert retriever.queries[1] == "Who built it? ."
+
+
+def test_question_mode_asks_the_model_for_a_question_per_span():
+    replies = [
+        gen((" It", 0.9), (" was", 0.9), (" introduced", 0.9), (" by", 0.9), (" Google", 0.1), (".", 0.9)),
+        gen((" Who introduced paged attention?", 0.9), ("\n", 0.9), finish="stop"),
+        gen((" It", 0.9), (" was", 0.9), (" vLLM", 0.9), (".", 0.9), finish="stop"),
+    ]
+    generator = ScriptedGenerator(replies)
+    retriever = Retriever()
+    answer = Answerer(generator, retriever).answer("Who?", flare=FlareOptions(query_mode="question"))
+    assert retriever.queries[1] == "Who introduced paged attention?"
+    assert '"Google"' in generator.calls[1][0]
+    assert [g.kind for g in answer.generations] == ["lookahead", "query", "regenerate"]
+
+
+def test_single_retrieval_streams_the_answer():
+    generator = ScriptedGenerator(["Blocks of the KV cache [1]."])
+    events: list[AnswerEvent] = []
+    answer = Answerer(generator, Retriever(), on_event=events.append).answer("What is paged attention?")
+    assert answer.text == "Blocks of the KV cache [1]." and [c.chunk_id for c in answer.citations] == [1]
+    assert "".join(e.text for e in events if e.kind == "text") == answer.text
+    assert [g.kind for g in answer.generations] == ["answer"]
+
+
+@pytest.mark.parametrize("failure, error", [(TimeoutError("slow"), UpstreamTimeout),
+                                            (ConnectionResetError("gone"), UpstreamError),
+                                            (NotFound("model vanished"), UpstreamError)])
+def test_a_failing_generator_is_a_bad_gateway(failure, error):
+    def script(prompt):
+        raise failure
+
+    with pytest.raises(error):
+        Answerer(ScriptedGenerator(script), Retriever()).answer("q?", flare=FlareOptions())
+
+
+@pytest.mark.parametrize("bad", [dict(theta=1.5), dict(beta=-0.1), dict(max_rounds=0), dict(max_rounds=99),
+                                 dict(max_tokens=0), dict(query_mode="guess")])
+def test_bad_flare_options_are_refused(bad):
+    with pytest.raises(InvalidInput):
+        FlareOptions(**bad)
+
+
+def test_empty_question_and_bad_budgets_are_refused():
+    with pytest.raises(InvalidInput, match="question is empty"):
+        Answerer(ScriptedGenerator([]), Retriever()).answer("   ")
+    with pytest.raises(InvalidInput):
+        AnswerOptions(context_tokens=4)
