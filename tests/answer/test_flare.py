@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from ragsvc.answer.answerer import AnswerEvent, Answerer, AnswerOptions
+from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
 from ragsvc.answer.flare import cut_sentence, low_confidence_spans, masked_query, needs_retrieval
 from ragsvc.answer.prompt import INSTRUCTIONS
 from ragsvc.answer.types import FlareOptions
