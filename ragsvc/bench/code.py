@@ -9,27 +9,21 @@ excluded (one embedder, warmed up first); every other number is wall time on thi
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-app = typer.Typer(help="Code-index benchmarks, written as JSON under eval/results/.", no_args_is_help=True)
-
+DEFAULT_LIBRARIES = ("requests", "click", "jinja2")
+"""Installed packages for the docstring -> function task; jinja2 is held out from tuning the map."""
 DEFAULT_SUBSET = ("models/bert", "models/gpt2", "models/llama", "generation/logits_process.py")
 MAP_QUERIES = ("where are retries handled", "how is the attention mask built", "load weights from a checkpoint",
                "sample the next token with temperature", "split text into chunks")
-
-
-@app.callback()
-def bench() -> None:
-    """Benchmarks of the code index (`ragsvc bench code`)."""
 
 
 def _embedder(threads: int = 2) -> Any:
@@ -170,63 +164,78 @@ def full_parse_map(library_dir: Path, *, runs: int = 10) -> dict[str, Any]:
             "graph_build_s": round(graph_s, 3), "map_1024_tokens": _percentiles(samples)}
 
 
-@app.command("code")
-def code_command(
-    out: Annotated[Path, typer.Option("--json", "--out", help="JSON result file")] = Path("eval/results/code.json"),
-    cosqa: Annotated[Path, typer.Option(help="CoSQA in BEIR format")] = Path("../shared/data/cosqa"),
-    library: Annotated[list[str] | None, typer.Option(help="installed package(s) for the docstring task")] = None,
-    max_queries: Annotated[int, typer.Option(help="queries per quality task")] = 400,
-    quality: Annotated[bool, typer.Option("--quality/--no-quality")] = True,
-    speed: Annotated[bool, typer.Option("--speed/--no-speed")] = True,
-    full_parse: Annotated[bool, typer.Option("--full-parse/--no-full-parse",
-                                             help="also parse all of transformers (no embedding)")] = True,
-    threads: Annotated[int, typer.Option(help="torch threads (1 is faster on an oversubscribed box)")] = 2,
-) -> None:
-    """Run the code-index benchmarks and write one JSON file (config, git sha, results)."""
-    import importlib
-
-    from ragsvc.bench.code_quality import cosqa_task, docstring_task, evaluate_task, index_task, map_hit_rate
+def run_code_bench(
+    *,
+    cosqa: Path,
+    libraries: tuple[str, ...] = DEFAULT_LIBRARIES,
+    max_queries: int = 400,
+    quality: bool = True,
+    speed: bool = True,
+    full_parse: bool = True,
+    threads: int = 2,
+    on_section: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the code-index benchmarks in a throw-away store; returns the JSON-ready result (config, git sha,
+    results). `on_section` sees each quality task's result and then the speed section as soon as it is done
+    (the whole run takes tens of minutes)."""
     from ragsvc.bench.search import git_sha
     from ragsvc.retrieval.vector_store import VectorStore
 
-    libraries = library or ["requests", "click", "jinja2"]  # jinja2: held out from tuning the map
     embedder = _embedder(threads)
     result: dict[str, Any] = {"benchmark": "code", "git_sha": git_sha(), "created_unix": int(time.time()),
                               "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
                               "embedder": embedder.id, "torch_threads": threads,
-                              "config": {"libraries": libraries, "max_queries": max_queries, "subset": DEFAULT_SUBSET}}
-    transformers_dir = Path(importlib.import_module("transformers").__file__).parent  # type: ignore[arg-type]
+                              "config": {"libraries": list(libraries), "max_queries": max_queries,
+                                         "subset": DEFAULT_SUBSET}}
+    report = on_section or (lambda _section: None)
     with tempfile.TemporaryDirectory(prefix="ragsvc-bench-code-") as tmp:
         store = VectorStore.open(Path(tmp) / "data", embedder=embedder)
         try:
             if quality:
-                tasks = [(cosqa_task(cosqa, max_queries=max_queries), "cosqa")]
-                for lib in libraries:
-                    lib_dir = Path(importlib.import_module(lib).__file__).parent  # type: ignore[arg-type]
-                    tasks.append((docstring_task(lib_dir, max_queries=max_queries), f"doc-{lib}"))
                 result["quality"] = []
-                for task, name in tasks:
-                    chunks = index_task(store, task, name)
-                    result["quality"].append({**evaluate_task(store, task, name), "chunks": chunks})
-                    if name.startswith("doc-"):  # CoSQA's functions do not call each other: no map to rank
-                        result["quality"][-1]["repo_map"] = map_hit_rate(store, task, name)
-                    typer.echo(json.dumps(result["quality"][-1]))
+                for section in _quality_sections(store, cosqa, libraries, max_queries=max_queries):
+                    result["quality"].append(section)
+                    report(section)
             if speed:
-                subset = copy_subset(transformers_dir, DEFAULT_SUBSET, Path(tmp) / "transformers-subset")
-                repo_root = Path(__file__).resolve().parents[2]
-                result["speed"] = {
-                    "this_repo": index_speed(store, repo_root, "speed-this-repo", peer=False),
-                    "transformers_subset": {"parts": list(DEFAULT_SUBSET),
-                                            **index_speed(store, subset, "speed-transformers", peer=True)},
-                }
-                result["speed"]["reindex"] = reindex_speed(store, subset, "speed-transformers")
-                result["speed"]["map_latency"] = map_latency(store, "speed-transformers")
-                result["speed"]["map_latency_this_repo"] = map_latency(store, "speed-this-repo")
-                if full_parse:
-                    result["speed"]["transformers_full_parse"] = full_parse_map(transformers_dir)
-                typer.echo(json.dumps(result["speed"]))
+                result["speed"] = _speed_section(store, Path(tmp), full_parse=full_parse)
+                report(result["speed"])
         finally:
             store.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    typer.echo(f"wrote {out}")
+    return result
+
+
+def _package_dir(name: str) -> Path:
+    return Path(importlib.import_module(name).__file__).parent  # type: ignore[arg-type]
+
+
+def _quality_sections(store: Any, cosqa: Path, libraries: tuple[str, ...], *,
+                      max_queries: int) -> Iterator[dict[str, Any]]:
+    """Yield one result per task: CoSQA, then the docstring task of each library (with its map hit rate)."""
+    from ragsvc.bench.code_quality import cosqa_task, docstring_task, evaluate_task, index_task, map_hit_rate
+
+    tasks = [(cosqa_task(cosqa, max_queries=max_queries), "cosqa")]
+    for lib in libraries:
+        tasks.append((docstring_task(_package_dir(lib), max_queries=max_queries), f"doc-{lib}"))
+    for task, name in tasks:
+        chunks = index_task(store, task, name)
+        section = {**evaluate_task(store, task, name), "chunks": chunks}
+        if name.startswith("doc-"):  # CoSQA's functions do not call each other: no map to rank
+            section["repo_map"] = map_hit_rate(store, task, name)
+        yield section
+
+
+def _speed_section(store: Any, tmp: Path, *, full_parse: bool) -> dict[str, Any]:
+    transformers_dir = _package_dir("transformers")
+    subset = copy_subset(transformers_dir, DEFAULT_SUBSET, tmp / "transformers-subset")
+    repo_root = Path(__file__).resolve().parents[2]
+    speed: dict[str, Any] = {
+        "this_repo": index_speed(store, repo_root, "speed-this-repo", peer=False),
+        "transformers_subset": {"parts": list(DEFAULT_SUBSET),
+                                **index_speed(store, subset, "speed-transformers", peer=True)},
+    }
+    speed["reindex"] = reindex_speed(store, subset, "speed-transformers")
+    speed["map_latency"] = map_latency(store, "speed-transformers")
+    speed["map_latency_this_repo"] = map_latency(store, "speed-this-repo")
+    if full_parse:
+        speed["transformers_full_parse"] = full_parse_map(transformers_dir)
+    return speed

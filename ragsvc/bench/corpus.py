@@ -29,7 +29,7 @@ import logging
 import os
 import random
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,17 +266,18 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def embed_cached(corpus: TextCorpus, *, embedder, cache_path: Path, progress: bool = True) -> np.ndarray:
+def embed_cached(corpus: TextCorpus, *, embedder, cache_path: Path,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Embed passages in CHUNK_SIZE pieces, skipping pieces already on disk (a killed build resumes).
 
     Pieces are named by position and content hash and shared by every corpus of the same model, so a smaller
-    corpus (a prefix of the same stream) reuses the pieces a larger build already wrote.
+    corpus (a prefix of the same stream) reuses the pieces a larger build already wrote. `progress` is called
+    with (passages done, passages total) before the first piece (one takes minutes) and after each.
     """
-    from tqdm import tqdm
-
     cache_path.mkdir(parents=True, exist_ok=True)
     parts: list[np.ndarray] = []
-    bar = tqdm(total=len(corpus.texts), desc="embedding corpus", unit="text", disable=not progress)
+    if progress is not None:
+        progress(0, len(corpus.texts))
     for i, start in enumerate(range(0, len(corpus.texts), CHUNK_SIZE)):
         chunk = corpus.texts[start : start + CHUNK_SIZE]
         key = hashlib.sha256("\x00".join(chunk).encode()).hexdigest()[:12]
@@ -287,8 +288,8 @@ def embed_cached(corpus: TextCorpus, *, embedder, cache_path: Path, progress: bo
             vectors = embedder.embed_documents(chunk)  # (len(chunk), dim)
             _atomic_save_npy(path, vectors)
             parts.append(vectors)
-        bar.update(len(chunk))
-    bar.close()
+        if progress is not None:
+            progress(start + len(chunk), len(corpus.texts))
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)  # (n, dim)
 
 
@@ -299,9 +300,10 @@ def load_or_build_corpus(
     cache_dir: Path,
     data_dir: Path | None = None,
     embedder_name: str = "minilm",
-    progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BenchCorpus:
-    """The benchmark's vectors and queries, embedded with the packaged MiniLM, cached by model id + hash."""
+    """The benchmark's vectors and queries, embedded with the packaged MiniLM, cached by model id + hash;
+    `progress` follows the embedding of the passages (see `embed_cached`)."""
     import torch
 
     from ragsvc.embed.embedder import SentenceTransformerEmbedder

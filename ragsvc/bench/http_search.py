@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,9 @@ class CachedVectorEmbedder:
 
 
 def build_store(data_dir: Path, texts: Sequence[str], vectors: np.ndarray, *, model_id: str,
-                spec: IndexSpec) -> None:
-    """Ingest `texts` as one-chunk documents `p<row>` unless the store already holds them all."""
+                spec: IndexSpec, progress: Callable[[int, int], None] | None = None) -> None:
+    """Ingest `texts` as one-chunk documents `p<row>` unless the store already holds them all; `progress` is
+    called with (texts stored, texts total) after each batch."""
     embedder = CachedVectorEmbedder(texts, vectors, model_id=model_id)
     store = VectorStore.open(data_dir, embedder=embedder)
     try:
@@ -69,12 +70,12 @@ def build_store(data_dir: Path, texts: Sequence[str], vectors: np.ndarray, *, mo
         if any(c.name == COLLECTION for c in store.list_collections()):
             store.delete_collection(COLLECTION)
         store.create_collection(COLLECTION, index=spec)
-        from tqdm import tqdm
-
-        for start in tqdm(range(0, len(texts), INGEST_BATCH), desc="ingesting bench collection", unit="batch"):
+        for start in range(0, len(texts), INGEST_BATCH):
             docs = [DocumentInput(text=t, id=f"p{start + i}", chunks=[ChunkInput(t, 0, len(t))])
                     for i, t in enumerate(texts[start : start + INGEST_BATCH])]
             store.add_documents(COLLECTION, docs)
+            if progress is not None:
+                progress(start + len(docs), len(texts))
     finally:
         store.close()
 
@@ -149,11 +150,13 @@ def over_http(data_dir: Path, queries: np.ndarray, truth: np.ndarray) -> dict[st
 
 
 def http_vs_in_process(cache_path: Path, texts: Sequence[str], vectors: np.ndarray, queries: np.ndarray,
-                       truth: np.ndarray, *, model_id: str, spec: IndexSpec) -> dict[str, Any]:
-    """Both measurements plus their ratio; `truth` must be the exact top-k over `vectors`."""
+                       truth: np.ndarray, *, model_id: str, spec: IndexSpec,
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Both measurements plus their ratio; `truth` must be the exact top-k over `vectors`; `progress` follows
+    the ingest (see `build_store`)."""
     data_dir = cache_path / f"http-store-{len(texts)}"
     started = time.perf_counter()
-    build_store(data_dir, texts, vectors, model_id=model_id, spec=spec)
+    build_store(data_dir, texts, vectors, model_id=model_id, spec=spec, progress=progress)
     build_s = time.perf_counter() - started
     local = in_process(data_dir, queries, truth, model_id=model_id, texts=texts, vectors=vectors)
     remote = over_http(data_dir, queries, truth)

@@ -3,7 +3,7 @@ hnswlib (same M, an ef sweep) and faiss flat measured in the same run, plus HTTP
 
 Honest by construction: real MiniLM embeddings of real text (never random padding), held-out queries, the
 exact answer from brute force, fixed seeds, warm-up excluded, one query at a time on one thread, the git sha in
-the JSON. Targets from issue 2 are evaluated and reported pass/fail in the output.
+the JSON. The targets in `ragsvc.bench.targets` are evaluated and reported pass/fail in the output.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import platform
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
 from ragsvc.bench.configs import default_configs, run_config, select_configs
 from ragsvc.bench.corpus import BenchCorpus, load_or_build_corpus
@@ -30,8 +30,6 @@ from ragsvc.bench.timing import exact_topk
 logger = logging.getLogger(__name__)
 
 K = 10
-DEFAULT_CACHE = Path("eval/cache/bench-search")
-DEFAULT_JSON = Path("eval/results/bench-search.json")
 NOTES = ["QPS: one query per call, BLAS/OpenMP held to 1 thread while timing (threadpoolctl); 4-shard "
          "configs fan out over ragsvc's shard thread pool, so they may use more than one core",
          "recall@10 is against brute-force inner product over the same float32 vectors",
@@ -40,13 +38,6 @@ MEMORY_NOTE = ("index_bytes counts every byte held to answer a query: the ANN st
                "centroids) plus the vectors it reads for rescoring, whether in RAM or memory-mapped; faiss "
                "flat and hnswlib hold float32 vectors inside the index. Per-thread scratch is counted on neither "
                "side: hnswlib's visited list and the native sq8 walk's visited tags are 2 bytes a vector each")
-
-app = typer.Typer(help="Benchmarks: speed and recall, written as JSON under eval/results/.", no_args_is_help=True)
-
-
-@app.callback()
-def bench() -> None:
-    """Benchmarks (`ragsvc bench search`); each writes JSON with the git sha and the peers run beside it."""
 
 
 def git_sha() -> str:
@@ -81,23 +72,25 @@ def run_search_bench(
     num_vectors: int = 200_000,
     num_queries: int = 1_000,
     configs: str | None = None,
-    cache_dir: Path = DEFAULT_CACHE,
+    cache_dir: Path,
     data_dir: Path | None = None,
     hnsw_ef_sweep: tuple[int, ...] | None = None,
     http: bool = True,
     http_vectors: int = 50_000,
-    progress: bool = True,
+    progress: Callable[[str], Callable[[int, int], None]] | None = None,
     partial_json: Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole benchmark and return the JSON-ready result (see the module docstring).
 
-    With `partial_json`, the result so far is rewritten there after every config, so a run cut short
-    still leaves every finished measurement behind.
+    `cache_dir` holds the embedded corpus and the built indexes, reused by the next run. `progress`, when
+    given, is asked for one `(done, total)` callback per long stage, by name (embedding the corpus, ingesting
+    the HTTP collection). With `partial_json`, the result so far is rewritten there after every config, so a
+    run cut short still leaves every finished measurement behind.
     """
     chosen = select_configs(default_configs(), configs)  # fail on a typo before any heavy work
     started = time.perf_counter()
     corpus = load_or_build_corpus(num_vectors=num_vectors, num_queries=num_queries, cache_dir=cache_dir,
-                                  data_dir=data_dir, progress=progress)
+                                  data_dir=data_dir, progress=progress("embedding corpus") if progress else None)
     vectors, queries = corpus.vectors, corpus.queries  # (n, dim), (q, dim)
     truth = exact_topk(vectors, queries, K)  # (q, k) row ids
     peer_kwargs = {"ef_sweep": hnsw_ef_sweep} if hnsw_ef_sweep else {}
@@ -125,12 +118,14 @@ def run_search_bench(
     for config in chosen:
         rows += run_config(config, vectors, queries, truth, index_dir=corpus.cache_path / "indexes" / config.name)
         if partial_json is not None:
-            _write_json(partial_json, result())
-    http_section = _http_section(corpus, vectors, queries, http=http, http_vectors=http_vectors)
+            write_json(partial_json, result())
+    http_section = _http_section(corpus, vectors, queries, http=http, http_vectors=http_vectors,
+                                 progress=progress("ingesting bench collection") if progress else None)
     return result()
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as indented JSON through a temporary file, so a reader never sees half a result."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -138,7 +133,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _http_section(corpus: BenchCorpus, vectors: np.ndarray, queries: np.ndarray, *, http: bool,
-                  http_vectors: int) -> dict[str, Any]:
+                  http_vectors: int, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
     if not http:
         return {"skipped": True, "reason": "--no-http"}
     from ragsvc.bench.http_search import http_vs_in_process
@@ -148,33 +143,4 @@ def _http_section(corpus: BenchCorpus, vectors: np.ndarray, queries: np.ndarray,
     texts = corpus.texts[:n]
     sub = np.ascontiguousarray(vectors[:n])  # (n, dim)
     return http_vs_in_process(corpus.cache_path, texts, sub, queries, exact_topk(sub, queries, K),
-                              model_id=corpus.model_id, spec=IndexSpec())
-
-
-@app.command("search")
-def search_command(
-    json_path: Annotated[Path, typer.Option("--json", help="where to write the result")] = DEFAULT_JSON,
-    num_vectors: Annotated[int, typer.Option(help="vectors in the index (real passages only)")] = 200_000,
-    num_queries: Annotated[int, typer.Option(help="held-out queries")] = 1_000,
-    configs: Annotated[str | None, typer.Option(help="comma-separated config names or prefixes")] = None,
-    cache_dir: Annotated[Path, typer.Option(help="embedding + index cache")] = DEFAULT_CACHE,
-    data_dir: Annotated[Path | None, typer.Option(help="evaluation data (default ../shared/data)")] = None,
-    http: Annotated[bool, typer.Option(help="also measure HTTP vs in-process QPS")] = True,
-    http_vectors: Annotated[int, typer.Option(help="size of the HTTP benchmark collection")] = 50_000,
-) -> None:
-    """Recall@10, single-thread QPS and index bytes per config, peers in the same run; JSON to --json."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        result = run_search_bench(num_vectors=num_vectors, num_queries=num_queries, configs=configs,
-                                  cache_dir=cache_dir, data_dir=data_dir, http=http, http_vectors=http_vectors,
-                                  partial_json=json_path)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    _write_json(json_path, result)
-    for row in result["configs"] + result["peers"]:
-        typer.echo(f"{row['name']:<34} recall@10 {row['recall_at_10']:.4f}  {row['qps']:>9.1f} QPS  "
-                   f"{row['index_bytes'] / 2**20:8.1f} MiB")
-    for target in result["targets"]:
-        typer.echo(f"target {target['name']}: {'PASS' if target['passed'] else 'FAIL'} - {target['detail']}")
-    typer.echo(f"wrote {json_path}")
+                              model_id=corpus.model_id, spec=IndexSpec(), progress=progress)

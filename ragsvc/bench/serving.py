@@ -7,20 +7,18 @@ waste (slots reserved but not holding a token, averaged over the steps of the hi
 TTFT of a request sharing a 1,000-token prefix, cold (prefix never seen) vs warm (just served).
 Warm-up requests are excluded everywhere. JSON goes to eval/results/ with the config and the git sha.
 
-This module stays light (the CLI imports it at start-up); the run itself is in `serving_run`.
+This module stays light (the CLI imports it at start-up, for SYSTEMS in its help); the run itself is in
+`serving_run`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -110,61 +108,3 @@ def _set_wait_policy(cfg: ServingBenchConfig) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if "GOMP_SPINCOUNT" in os.environ:
             logger.warning("GOMP_SPINCOUNT=%s is set: it overrides OMP_WAIT_POLICY", os.environ["GOMP_SPINCOUNT"])
-
-
-app = typer.Typer(help="Benchmarks of the serving engine.", no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-@app.callback()
-def _group() -> None:
-    """Benchmarks of the serving engine (a group, so `serving` stays a subcommand when mounted)."""
-
-
-def _range(text: str) -> tuple[int, int]:
-    lo, _, hi = text.partition("-")
-    return int(lo), int(hi or lo)
-
-
-@app.command("serving")
-def serving_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the results")] = DEFAULT_OUT,
-    concurrency: Annotated[str, typer.Option(help="comma-separated concurrency levels")] = "1,8,32",
-    num_requests: Annotated[int | None, typer.Option(help="requests per level [default: max(8, 2 x level)]")] = None,
-    prompt_tokens: Annotated[str, typer.Option(help="prompt length range, tokens")] = "100-600",
-    output_tokens: Annotated[str, typer.Option(help="output length range, tokens")] = "64-256",
-    max_output: Annotated[int | None, typer.Option(help="cap on output tokens (shrinks the run)")] = None,
-    systems: Annotated[str, typer.Option(help="comma-separated subset of " + ",".join(SYSTEMS))] = ",".join(SYSTEMS),
-    hf_sequential_requests: Annotated[int, typer.Option(help="requests for the slow sequential HF peer")] = 4,
-    model: Annotated[str, typer.Option()] = "smollm2",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 (ragsvc and HF)")] = "auto",
-    threads: Annotated[int, typer.Option(help="CPU threads for every system")] = 2,
-    llama_server: Annotated[str | None, typer.Option(help="path to llama.cpp's llama-server")] = None,
-    llama_threads: Annotated[int | None, typer.Option(help="llama.cpp threads [default: --threads]")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    omp_wait: Annotated[str, typer.Option(help="passive (idle threads sleep; robust on a shared box) | spin "
-                                               "(spin ~0.3 ms first: each system nearer its best on a quiet one)")
-                        ] = "passive",
-) -> None:
-    """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out_lo, out_hi = _range(output_tokens)
-    if max_output is not None:
-        out_lo, out_hi = min(out_lo, max_output), min(out_hi, max_output)
-    try:
-        cfg = ServingBenchConfig(
-            model=model, dtype=dtype, concurrency=tuple(int(c) for c in concurrency.split(",")),
-            num_requests=num_requests, prompt_tokens=_range(prompt_tokens), output_tokens=(out_lo, out_hi),
-            hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
-            threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
-            omp_wait=omp_wait, log_dir=str(json_out.parent),
-        )
-    except ValueError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
-    result = run_serving_bench(cfg)
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2))
-    for run in result["runs"]:
-        typer.echo(json.dumps(run))
-    typer.echo(json.dumps({k: result[k] for k in ("kv_waste_pct", "prefix_ttft_ms", "ratios_at_max_concurrency")}))
-    typer.echo(f"wrote {json_out}")

@@ -16,13 +16,13 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ragsvc.embed.embedder import Embedder
 from ragsvc.errors import InvalidInput
@@ -55,7 +55,9 @@ class RunOptions:
     results_dir: Path = Path("eval/results")
     cache_dir: Path = Path("eval/cache")
     """Holds the store (catalog + embedding cache, kept between runs) and the checkpoints."""
-    progress: bool = True
+    progress: Callable[[str], Callable[[int, int], None]] | None = None
+    """Progress reporting, when given: called with a config's name, it returns the `(queries done, total)`
+    callback for that config's searches; also turns on the embedder's own progress while ingesting."""
     fresh: bool = False
     """Ignore checkpoints of an interrupted run and evaluate every config again."""
     generator: TextGenerator | None = None
@@ -86,7 +88,7 @@ def corpus_documents(dataset: RetrievalDataset, chunking: str) -> list[DocumentI
     return docs
 
 
-def _warm_cache(store: VectorStore, suite: Suite, documents: list[DocumentInput], progress: bool) -> float:
+def _warm_cache(store: VectorStore, suite: Suite, documents: list[DocumentInput], *, progress: bool) -> float:
     """Embed the corpus once into a warm-up collection (kept between runs); returns the seconds it took."""
     r = suite.retrieval
     tag = hashlib.sha256(f"{r.chunking}-{r.chunk_tokens}-{r.chunk_overlap}".encode()).hexdigest()[:8]
@@ -140,14 +142,17 @@ def _percentiles(values_ms: list[float]) -> dict[str, float]:
 
 
 def evaluate_config(config: EvalConfig, retriever: Retriever, dataset: RetrievalDataset,
-                    vectors: dict[str, np.ndarray], suite: Suite, *, progress: bool) -> dict[str, Any]:
+                    vectors: dict[str, np.ndarray], suite: Suite, *,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Search every query, time each search, and score the run against the qrels."""
     run: dict[str, dict[str, float]] = {}
     latencies: list[float] = []
-    for qid, text in tqdm(dataset.queries.items(), desc=config.name, disable=not progress, unit="q"):
+    for qid, text in dataset.queries.items():
         started = time.perf_counter()
         run[qid] = retriever.search(qid, text, vectors[qid])
         latencies.append((time.perf_counter() - started) * 1000.0)
+        if progress is not None:
+            progress(len(run), len(dataset.queries))
     per_query = evaluate_run(dataset.qrels, run, suite.retrieval.metrics)
     metric_names = list(suite.retrieval.metrics)
     return {
@@ -206,8 +211,8 @@ def _output_path(suite: Suite, options: RunOptions) -> Path:
 
 
 def _run_configs(suite: Suite, ctx: RunContext, dataset: RetrievalDataset, vectors: dict[str, np.ndarray],
-                 checkpoints: Checkpoints, *, progress: bool) -> tuple[list[dict[str, Any]], list[str],
-                                                                       dict[str, Retriever]]:
+                 checkpoints: Checkpoints, *, progress: Callable[[str], Callable[[int, int], None]] | None
+                 ) -> tuple[list[dict[str, Any]], list[str], dict[str, Retriever]]:
     """Evaluate each config not already checkpointed; returns results in suite order, resumed names, built."""
     results, resumed, built = [], [], {}
     for config in suite.configs:
@@ -220,7 +225,8 @@ def _run_configs(suite: Suite, ctx: RunContext, dataset: RetrievalDataset, vecto
             continue
         retriever = config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]
         built[config.name] = retriever
-        result = evaluate_config(config, retriever, dataset, vectors, suite, progress=progress)
+        result = evaluate_config(config, retriever, dataset, vectors, suite,
+                                 progress=progress(config.name) if progress is not None else None)
         checkpoints.save(config.name, key, result)
         results.append(result)
     return results, resumed, built
@@ -235,7 +241,7 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
     store = VectorStore.open(options.cache_dir / "store", embedder=embedder)
     try:
         documents = corpus_documents(dataset, suite.retrieval.chunking)
-        ingest_s = _warm_cache(store, suite, documents, options.progress)
+        ingest_s = _warm_cache(store, suite, documents, progress=options.progress is not None)
         vectors, embed_ms = _embed_queries(store.embedder, dataset.queries)
         ctx = RunContext(store, documents, suite.retrieval, collection_prefix=_config_prefix(suite))
         results, resumed, built = _run_configs(suite, ctx, dataset, vectors, checkpoints, progress=options.progress)

@@ -25,6 +25,7 @@ import copy
 import logging
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Sequence as ABCSequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,12 +200,13 @@ class LLMEngine:
         prompts: ABCSequence[str | list[int]],
         params: SamplingParams | list[SamplingParams],
         *,
-        progress: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[RequestOutput]:
         """Run prompts to completion; final outputs in prompt order.
 
         Each returned output is whole: `logprobs` holds every generated token's entry and `new_text` the full
-        text (unlike step(), whose outputs carry deltas).
+        text (unlike step(), whose outputs carry deltas). `progress`, when given, is called with (requests
+        finished, requests total) as each one finishes; the caller decides whether and how to draw it.
         """
         plist = params if isinstance(params, list) else [params] * len(prompts)
         if len(plist) != len(prompts):
@@ -215,7 +217,6 @@ class LLMEngine:
             self.add_request(rid, prompt, p)
         logprobs: dict[str, list[TokenLogprob]] = {rid: [] for rid in ids}
         final: dict[str, RequestOutput] = {}
-        bar = _progress_bar(len(prompts), progress)
         while len(final) < len(ids):
             for out in self.step():
                 if out.request_id not in logprobs:
@@ -224,10 +225,8 @@ class LLMEngine:
                 if out.finished:
                     out.logprobs, out.new_text = logprobs[out.request_id], out.text
                     final[out.request_id] = out
-                    if bar is not None:
-                        bar.update(1)
-        if bar is not None:
-            bar.close()
+                    if progress is not None:
+                        progress(len(final), len(ids))
         return [final[rid] for rid in ids]
 
     def kv_stats(self) -> dict:
@@ -290,11 +289,3 @@ class LLMEngine:
             piece = self._detokenizer.decode([token_id]) if self._detokenizer is not None else ""
             self._token_text[token_id] = piece
         return piece
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="generate", unit="req")

@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ragsvc.bench.configs import default_configs, select_configs
-from ragsvc.bench.search import app, run_search_bench
+from ragsvc.bench.search import run_search_bench
 from ragsvc.bench.targets import evaluate_targets, with_ratios
 from ragsvc.bench.timing import exact_topk, recall_at_k
+from ragsvc.cli import app
 
 
 def test_exact_topk_matches_full_sort():
@@ -63,7 +64,7 @@ def test_targets_pass_and_fail_on_the_right_side_of_each_threshold():
 
 
 def test_cli_rejects_unknown_config_before_any_work(tmp_path):
-    result = CliRunner().invoke(app, ["search", "--configs", "annoy", "--cache-dir", str(tmp_path),
+    result = CliRunner().invoke(app, ["bench", "search", "--configs", "annoy", "--cache-dir", str(tmp_path),
                                       "--json", str(tmp_path / "out.json")])
     assert result.exit_code == 2
     assert "matches no config" in result.output
@@ -77,8 +78,7 @@ def test_smoke_run_tiny(tmp_path):
     if not default_data_dir().is_dir():  # held-out queries come from the shared evaluation sets
         pytest.skip(f"shared datasets not found at {default_data_dir()} (set RAGSVC_BENCH_DATA)")
     result = run_search_bench(num_vectors=400, num_queries=24, configs="hnsw-full,adaptive-d128",
-                              cache_dir=tmp_path, hnsw_ef_sweep=(10, 64), http=True, http_vectors=300,
-                              progress=False)
+                              cache_dir=tmp_path, hnsw_ef_sweep=(10, 64), http=True, http_vectors=300)
     json.dumps(result)  # JSON-ready
     assert len(result["git_sha"]) in (40, len("unknown"))
     assert result["corpus"]["num_vectors"] == 400 and result["corpus"]["random_padding"] == 0

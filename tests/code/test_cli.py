@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ragsvc.code.cli import app
+from ragsvc.cli.repo import app
 
 runner = CliRunner()
 

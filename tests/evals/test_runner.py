@@ -37,7 +37,7 @@ def test_tiny_suite_end_to_end(tmp_path, minilm, cache_dir):
     out = tmp_path / "results" / "tiny.json"
     gen = text_generator(ScriptedGenerator(_answer_script))
     outcome = run_suite(load_suite(TINY_SUITE), embedder=minilm,
-                        options=RunOptions(out=out, cache_dir=cache_dir, progress=False, generator=gen))
+                        options=RunOptions(out=out, cache_dir=cache_dir, generator=gen))
     data = json.loads(out.read_text())
     assert load_results(out) == data
     assert {"suite", "dataset", "configs", "git_sha"} <= set(data)
@@ -70,7 +70,7 @@ def test_tiny_suite_end_to_end(tmp_path, minilm, cache_dir):
 def test_interrupted_run_resumes_and_writes_nothing_half_done(tmp_path, minilm, cache_dir, monkeypatch):
     suite = load_suite(TINY_SUITE)
     results_dir = tmp_path / "results"
-    options = RunOptions(results_dir=results_dir, cache_dir=cache_dir, progress=False)
+    options = RunOptions(results_dir=results_dir, cache_dir=cache_dir)
     real = runner_module.evaluate_config
 
     def interrupt_on_hnsw(config, *args, **kwargs):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ragsvc.cli.eval import app
 from ragsvc.errors import InvalidInput
-from ragsvc.evals.cli import app
 from ragsvc.evals.compare import compare_results
 from ragsvc.evals.report import write_report
 from ragsvc.evals.results import load_results, write_json_atomic

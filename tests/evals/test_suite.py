@@ -142,7 +142,7 @@ def test_registry_accepts_new_kinds(monkeypatch):
 def test_cli_run_reports_suite_errors_with_file_and_line(tmp_path):
     from typer.testing import CliRunner
 
-    from ragsvc.evals.cli import app
+    from ragsvc.cli.eval import app
 
     path = _write(tmp_path, GOOD.replace("dims = 64", "dims = 64\nbogus = 1"))
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out.json"), "--no-progress"])

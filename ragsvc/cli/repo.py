@@ -1,4 +1,4 @@
-"""`ragsvc repo ...`: index a repository into a collection, print its ranked map, search its code."""
+"""`ragsvc repo index|map|search`: index a repository into a collection, print its ranked map, search its code."""
 
 from __future__ import annotations
 
@@ -8,29 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
+from ragsvc.cli.common import DataDir, fail, open_store, settings
+from ragsvc.cli.progress import TqdmProgress
 from ragsvc.errors import RagsvcError
 
 app = typer.Typer(help="Index a code repository (tree-sitter), print its ranked map, search its code.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="catalog + indexes folder [default: settings]")]
 MAX_IN_MEMORY_DEFINITIONS = 3000
 """Above this a map query on an unindexed repository is not embedded on the fly."""
-Collection = Annotated[str | None, typer.Option("--collection", "-c", help="[default: repo-<folder name>]")]
-
-
-def _open_store(data_dir: Path | None):  # noqa: ANN202 - VectorStore
-    from ragsvc.config import Settings
-    from ragsvc.retrieval.vector_store import VectorStore
-
-    settings = Settings()
-    return VectorStore.open(data_dir or settings.store.data_dir, embedder_name=settings.embed.model,
-                            save_interval_s=settings.store.save_interval_s)
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
+Collection = Annotated[str | None, typer.Option("--collection", "-c", help="\\[default: repo-<folder name>]")]
 
 
 @app.command()
@@ -42,26 +29,20 @@ def index(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Index (or re-index: only changed files are parsed and embedded) a repository into a collection."""
-    from tqdm import tqdm
-
     from ragsvc.code.indexer import RepoIndexer
     from ragsvc.code.walker import WalkConfig, resolve_root
 
     try:
         resolve_root(path)  # fail on a bad path before loading the embedder
-        store = _open_store(data_dir)
+        store = open_store(data_dir)
     except (RagsvcError, ValueError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     try:
         indexer = RepoIndexer(store, walk_config=WalkConfig(max_file_bytes=max_file_kb * 1024))
-        with tqdm(unit="file", desc=f"index {path}") as bar:
-            def advance(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            report = indexer.index(path, collection=collection, progress=advance)
+        with TqdmProgress(f"index {path}", unit="file") as progress:
+            report = indexer.index(path, collection=collection, progress=progress)
     except (RagsvcError, ValueError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     finally:
         store.close()
     if as_json:
@@ -89,7 +70,7 @@ def map_command(
     try:
         repo_map = _build_map(path, query=query, tokens=tokens, collection=collection, data_dir=data_dir)
     except (RagsvcError, ValueError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     typer.echo(repo_map.text)
     typer.secho(f"({repo_map.num_definitions} definitions, {repo_map.num_tokens} tokens of {tokens})", err=True)
 
@@ -102,13 +83,13 @@ def _build_map(path: Path, *, query: str | None, tokens: int, collection: str | 
     from ragsvc.code.repo_map import build_map
     from ragsvc.code.searcher import CollectionSearcher, EmbeddingSearcher
     from ragsvc.code.walker import resolve_root
-    from ragsvc.config import Settings
 
+    config = settings(data_dir)
     root = resolve_root(path)
     name = collection or default_collection_name(root)
-    manifest = load_manifest(manifest_path(data_dir or Settings().store.data_dir, name))
+    manifest = load_manifest(manifest_path(config.store.data_dir, name))
     if manifest is not None and manifest.root == str(root):  # the same name may index another folder
-        store = _open_store(data_dir)
+        store = open_store(data_dir)
         try:
             graph = RepoIndexer(store).load_graph(name)
             return build_map(graph, max_tokens=tokens, query=query,
@@ -123,7 +104,7 @@ def _build_map(path: Path, *, query: str | None, tokens: int, collection: str | 
 
         definitions, texts = definition_texts(analyses)
         if len(definitions) <= MAX_IN_MEMORY_DEFINITIONS:
-            searcher = EmbeddingSearcher(SentenceTransformerEmbedder(Settings().embed.model), definitions, texts)
+            searcher = EmbeddingSearcher(SentenceTransformerEmbedder(config.embed.model), definitions, texts)
         else:  # embedding tens of thousands of definitions per call would take minutes: index once instead
             typer.secho(f"{len(definitions)} definitions: ranking by names in the query only; run "
                         f"`ragsvc repo index {path}` once for meaning-based ranking", err=True)
@@ -143,13 +124,13 @@ def search_command(
     from ragsvc.code.indexer import RepoIndexer
     from ragsvc.code.search import code_search
 
-    store = _open_store(data_dir)
+    store = open_store(data_dir)
     try:
         symbol_graph = RepoIndexer(store).load_graph(collection) if graph else None
         result = code_search(store, collection, query, k=k, graph=symbol_graph,
                              filter={"language": language} if language else None)
     except (RagsvcError, ValueError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     finally:
         store.close()
     for rank, hit in enumerate(result.hits, start=1):

@@ -1,4 +1,4 @@
-"""`ragsvc eval`: run a suite, compare two results files."""
+"""`ragsvc eval run|compare`: run a suite (progress bars, a results table), compare two results files."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from ragsvc.cli.common import EXIT_USAGE, settings
+from ragsvc.cli.progress import tqdm_stages
 from ragsvc.errors import RagsvcError
 
+if TYPE_CHECKING:  # rich is loaded when a table is printed, not at start-up
+    from rich.console import Console
+
 app = typer.Typer(help="Offline retrieval evaluation: BEIR-format suites, metrics, reports.", no_args_is_help=True)
+EXIT_INTERRUPTED = 130
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     # Redirected output (logs, CI) defaults to 80 columns, which truncates config names in the tables.
     return Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -32,7 +38,7 @@ def _generator(url: str | None, model: str | None) -> Any:
         from ragsvc.llm.in_process import InProcessGenerator
         from ragsvc.serving.config import EngineConfig
 
-        return InProcessGenerator.from_config(EngineConfig(model=model))
+        return InProcessGenerator.from_config(EngineConfig.from_settings(settings(), model=model))
     return None
 
 
@@ -71,8 +77,8 @@ def run_command(
             from ragsvc.evals.answer_stage import text_generator
 
             generate = text_generator(generator)
-        options = RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, progress=progress, generator=generate,
-                             keep_collections=keep_collections)
+        options = RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, generator=generate,
+                             progress=tqdm_stages(unit="q") if progress else None, keep_collections=keep_collections)
         try:
             outcome = run_suite(parsed, options=options)
         finally:
@@ -80,15 +86,17 @@ def run_command(
                 generator.close()
     except RagsvcError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_USAGE) from exc
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished configs are checkpointed; run again to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_outcome(console, outcome)
     console.print(f"wall time: {time.perf_counter() - started:.1f} s")
 
 
 def _print_outcome(console: Console, outcome: Any) -> None:
+    from rich.table import Table
+
     table = Table("config", *outcome.results["configs"][0]["metrics"], "p50 ms", "p95 ms", "build s")
     for c in outcome.results["configs"]:
         table.add_row(c["name"], *(f"{v:.4f}" for v in c["metrics"].values()), f"{c['latency_ms']['p50']:.2f}",
@@ -105,6 +113,8 @@ def compare_command(
     b: Annotated[Path, typer.Argument(help="Results JSON B")],
 ) -> None:
     """Per-config metric deltas B - A with paired permutation-test p-values."""
+    from rich.table import Table
+
     from ragsvc.evals.compare import compare_results
 
     console = _console()
@@ -112,7 +122,7 @@ def compare_command(
         rows, unmatched = compare_results(a, b)
     except RagsvcError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_USAGE) from exc
     table = Table("config", "metric", "A", "B", "Δ (B-A)", "p", "queries")
     for r in rows:
         p = "–" if r.p_value is None else f"{r.p_value:.3g}"

@@ -1,27 +1,26 @@
-"""`ragsvc llm generate`: one prompt through a Generator (in-process engine, or any OpenAI-compatible URL),
-printing the text and, with --logprobs, each token's probability. A quick way to see what FLARE will see.
+"""`ragsvc llm generate|decode-check`: talk to a language model from the terminal.
 
-(`ragsvc serve-model` is in `ragsvc.api.model_cli`: it needs FastAPI, which stays above this layer.)
+`generate` sends one prompt through a Generator (in-process engine, or any OpenAI-compatible URL) and prints
+the text and, with --logprobs, each token's probability: a quick way to see what FLARE will see.
+`decode-check` is a same-process A/B of batched greedy decoding against HF transformers (see
+`ragsvc.serving.decode_check`). The model server itself is `ragsvc serve-model` (`ragsvc.cli.serve`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ragsvc.cli.common import fail, settings
 from ragsvc.errors import RagsvcError
-from ragsvc.llm.generator import Generation, Generator
 
-app = typer.Typer(help="Talk to a language model through ragsvc's Generator clients.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+if TYPE_CHECKING:  # the clients import httpx and torch: loaded only when a command runs
+    from ragsvc.llm.generator import Generation, Generator
 
-
-@app.callback()
-def _group() -> None:
-    """Keeps the commands subcommands, also when this app runs on its own."""
+app = typer.Typer(help="Talk to a language model through ragsvc's Generator clients.", no_args_is_help=True)
 
 
 def _generator(url: str | None, model: str) -> Generator:
@@ -32,7 +31,7 @@ def _generator(url: str | None, model: str) -> Generator:
     from ragsvc.llm.in_process import InProcessGenerator
     from ragsvc.serving.config import EngineConfig
 
-    return InProcessGenerator.from_config(EngineConfig(model=model))
+    return InProcessGenerator.from_config(EngineConfig.from_settings(settings(), model=model))
 
 
 def _print(gen: Generation, *, as_json: bool) -> None:
@@ -69,11 +68,32 @@ def generate(
         messages = prompt if raw else [{"role": "user", "content": prompt}]
         gen = generator.generate(messages, max_tokens=max_tokens, temperature=temperature,
                                  logprobs=logprobs is not None, top_logprobs=logprobs or 0, seed=seed)
-    except RagsvcError as err:
-        typer.secho(f"error: {err.message}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
+    except RagsvcError as exc:
+        raise fail(exc) from exc
     finally:
         close = getattr(generator, "close", None)
         if close is not None:
             close()
     _print(gen, as_json=as_json)
+
+
+@app.command("decode-check")
+def decode_check(
+    batch: Annotated[int, typer.Option(help="prompts decoded together")] = 32,
+    new_tokens: Annotated[int, typer.Option(help="tokens generated per prompt (EOS ignored)")] = 64,
+    threads: Annotated[int, typer.Option(help="torch threads for both systems")] = 1,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "bfloat16",
+    model: Annotated[str, typer.Option(help="packaged alias or HF folder")] = "smollm2",
+    cache_dir: Annotated[str | None, typer.Option(help="where de-quantised weights are cached")] = None,
+    rounds: Annotated[int, typer.Option(help="timed rounds of each system")] = 2,
+    context_repeats: Annotated[int, typer.Option(help="background sentences mixed into the prompts")] = 0,
+) -> None:
+    """Batched greedy decode, ragsvc's engine vs HF transformers in this process; tok/s as JSON."""
+    from ragsvc.serving.decode_check import run_decode_check
+
+    try:
+        result = run_decode_check(batch=batch, new_tokens=new_tokens, threads=threads, dtype=dtype, model=model,
+                                  cache_dir=cache_dir, rounds=rounds, context_repeats=context_repeats)
+    except (RagsvcError, ValueError) as exc:
+        raise fail(exc) from exc
+    typer.echo(json.dumps(result, indent=1))

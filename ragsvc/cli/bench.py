@@ -1,0 +1,138 @@
+"""`ragsvc bench search|serving|code`: the benchmarks in `ragsvc.bench`, run from the terminal.
+
+Each command parses its flags, calls the benchmark's plain function, writes the JSON it returns and prints a
+summary. The benchmark modules are imported inside the commands (they load numpy, torch, faiss); only
+`ragsvc.bench.serving`, which is light on purpose, is read at start-up for its list of systems.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragsvc.bench.serving import DEFAULT_OUT as SERVING_JSON
+from ragsvc.bench.serving import SYSTEMS
+from ragsvc.cli.common import fail
+from ragsvc.cli.progress import TqdmProgress
+
+app = typer.Typer(help="Benchmarks that run the peers in the same run and write JSON under eval/results/.",
+                  no_args_is_help=True)
+
+SEARCH_JSON = Path("eval/results/bench-search.json")
+SEARCH_CACHE = Path("eval/cache/bench-search")
+"""Embedded corpus and built indexes, kept between runs (embedding 200k passages takes about an hour)."""
+CODE_JSON = Path("eval/results/code.json")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@app.command("search")
+def search_command(
+    json_path: Annotated[Path, typer.Option("--json", help="where to write the result")] = SEARCH_JSON,
+    num_vectors: Annotated[int, typer.Option(help="vectors in the index (real passages only)")] = 200_000,
+    num_queries: Annotated[int, typer.Option(help="held-out queries")] = 1_000,
+    configs: Annotated[str | None, typer.Option(help="comma-separated config names or prefixes")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="embedding + index cache")] = SEARCH_CACHE,
+    data_dir: Annotated[Path | None, typer.Option(help="evaluation data (default ../shared/data)")] = None,
+    http: Annotated[bool, typer.Option(help="also measure HTTP vs in-process QPS")] = True,
+    http_vectors: Annotated[int, typer.Option(help="size of the HTTP benchmark collection")] = 50_000,
+) -> None:
+    """Recall@10, single-thread QPS and index bytes per config, peers in the same run; JSON to --json."""
+    from ragsvc.bench.search import run_search_bench, write_json
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        result = run_search_bench(num_vectors=num_vectors, num_queries=num_queries, configs=configs,
+                                  cache_dir=cache_dir, data_dir=data_dir, http=http, http_vectors=http_vectors,
+                                  progress=lambda stage: TqdmProgress(stage, unit="text"),
+                                  partial_json=json_path)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    write_json(json_path, result)
+    for row in result["configs"] + result["peers"]:
+        typer.echo(f"{row['name']:<34} recall@10 {row['recall_at_10']:.4f}  {row['qps']:>9.1f} QPS  "
+                   f"{row['index_bytes'] / 2**20:8.1f} MiB")
+    for target in result["targets"]:
+        typer.echo(f"target {target['name']}: {'PASS' if target['passed'] else 'FAIL'} - {target['detail']}")
+    typer.echo(f"wrote {json_path}")
+
+
+def _range(text: str) -> tuple[int, int]:
+    """"100-600" -> (100, 600); "64" -> (64, 64)."""
+    lo, _, hi = text.partition("-")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"token range {text!r}: give two whole numbers like 100-600, or one like 64") from None
+
+
+@app.command("serving")
+def serving_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the results")] = SERVING_JSON,
+    concurrency: Annotated[str, typer.Option(help="comma-separated concurrency levels")] = "1,8,32",
+    num_requests: Annotated[int | None, typer.Option(help="requests per level \\[default: max(8, 2 x level)]")] = None,
+    prompt_tokens: Annotated[str, typer.Option(help="prompt length range, tokens")] = "100-600",
+    output_tokens: Annotated[str, typer.Option(help="output length range, tokens")] = "64-256",
+    max_output: Annotated[int | None, typer.Option(help="cap on output tokens (shrinks the run)")] = None,
+    systems: Annotated[str, typer.Option(help="comma-separated subset of " + ",".join(SYSTEMS))] = ",".join(SYSTEMS),
+    hf_sequential_requests: Annotated[int, typer.Option(help="requests for the slow sequential HF peer")] = 4,
+    model: Annotated[str, typer.Option()] = "smollm2",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 (ragsvc and HF)")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads for every system")] = 2,
+    llama_server: Annotated[str | None, typer.Option(help="path to llama.cpp's llama-server")] = None,
+    llama_threads: Annotated[int | None, typer.Option(help="llama.cpp threads \\[default: --threads]")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    omp_wait: Annotated[str, typer.Option(help="passive (idle threads sleep; robust on a shared box) | spin "
+                                               "(spin ~0.3 ms first: each system nearer its best on a quiet one)")
+                        ] = "passive",
+) -> None:
+    """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
+    from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        out_lo, out_hi = _range(output_tokens)
+        if max_output is not None:
+            out_lo, out_hi = min(out_lo, max_output), min(out_hi, max_output)
+        cfg = ServingBenchConfig(
+            model=model, dtype=dtype, concurrency=tuple(int(c) for c in concurrency.split(",")),
+            num_requests=num_requests, prompt_tokens=_range(prompt_tokens), output_tokens=(out_lo, out_hi),
+            hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
+            threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
+            omp_wait=omp_wait, log_dir=str(json_out.parent),
+        )
+    except ValueError as exc:
+        raise fail(exc) from exc
+    result = run_serving_bench(cfg)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2))
+    for run in result["runs"]:
+        typer.echo(json.dumps(run))
+    typer.echo(json.dumps({k: result[k] for k in ("kv_waste_pct", "prefix_ttft_ms", "ratios_at_max_concurrency")}))
+    typer.echo(f"wrote {json_out}")
+
+
+@app.command("code")
+def code_command(
+    out: Annotated[Path, typer.Option("--json", "--out", help="JSON result file")] = CODE_JSON,
+    cosqa: Annotated[Path, typer.Option(help="CoSQA in BEIR format")] = Path("../shared/data/cosqa"),
+    library: Annotated[list[str] | None, typer.Option(help="installed package(s) for the docstring task")] = None,
+    max_queries: Annotated[int, typer.Option(help="queries per quality task")] = 400,
+    quality: Annotated[bool, typer.Option("--quality/--no-quality")] = True,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed")] = True,
+    full_parse: Annotated[bool, typer.Option("--full-parse/--no-full-parse",
+                                             help="also parse all of transformers (no embedding)")] = True,
+    threads: Annotated[int, typer.Option(help="torch threads (1 is faster on an oversubscribed box)")] = 2,
+) -> None:
+    """Run the code-index benchmarks and write one JSON file (config, git sha, results)."""
+    from ragsvc.bench.code import DEFAULT_LIBRARIES, run_code_bench
+
+    result = run_code_bench(cosqa=cosqa, libraries=tuple(library) if library else DEFAULT_LIBRARIES,
+                            max_queries=max_queries, quality=quality, speed=speed, full_parse=full_parse,
+                            threads=threads, on_section=lambda section: typer.echo(json.dumps(section)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,53 @@
+"""What every command group shares: the `--data-dir` option, settings read once per command, the store opened
+from them, and the one way a command reports a user error (red `error: ...` on stderr, exit code 2).
+
+Settings are read here, at the edge, and handed down as objects; nothing below the CLI reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:  # the real imports stay in the functions: `ragsvc --help` must not load pydantic or duckdb
+    from ragsvc.config import Settings
+    from ragsvc.retrieval.vector_store import VectorStore
+
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="catalog + indexes folder \\[default: indexes/data, or RAGSVC_STORE__DATA_DIR]")]
+"""Help texts write `\\[default: ...]` where the default is computed at run time: typer renders help with rich
+markup, which would swallow an unescaped `[default: ...]` as a style tag."""
+SAMPLE_COLLECTION = "sample"
+"""The collection `serve --sample` and `quickstart` fill with the bundled corpus, and `search` defaults to."""
+EXIT_USAGE = 2
+
+
+def settings(data_dir: Path | None = None, **api: Any) -> Settings:
+    """The settings from the environment, with this command's `--data-dir` and API flags (None = unset) on top."""
+    from ragsvc.config import ApiSettings, Settings
+
+    base = Settings()
+    updates: dict[str, Any] = {}
+    if data_dir is not None:
+        updates["store"] = base.store.model_copy(update={"data_dir": data_dir})
+    given = {k: v for k, v in api.items() if v is not None}
+    if given:
+        updates["api"] = ApiSettings(**{**base.api.model_dump(), **given})
+    return base.model_copy(update=updates)
+
+
+def open_store(data_dir: Path | None) -> VectorStore:
+    """The store under `--data-dir` (or the configured folder), with the configured embedder."""
+    from ragsvc.retrieval.vector_store import VectorStore
+
+    config = settings(data_dir)
+    return VectorStore.open(config.store.data_dir, embedder_name=config.embed.model,
+                            save_interval_s=config.store.save_interval_s)
+
+
+def fail(exc: Exception | str) -> typer.Exit:
+    """Print `error: <what went wrong and what to do>` in red on stderr; raise the returned Exit (code 2)."""
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=EXIT_USAGE)

@@ -1,0 +1,105 @@
+"""`ragsvc serve`, `ragsvc quickstart`, `ragsvc serve-model`: the REST API, and the OpenAI-compatible model server.
+
+The engine's config comes from the settings' `model` section (`EngineConfig.from_settings`), so RAGSVC_MODEL__*
+configures `serve --with-model` and `serve-model` alike; `serve-model`'s flags override it per run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, settings
+from ragsvc.cli.ingest import ingest_sample
+
+app = typer.Typer()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface to bind \\[default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port \\[default: 8000]")] = None,
+    data_dir: DataDir = None,
+    sample: Annotated[bool, typer.Option("--sample", help="ingest the bundled sample corpus first")] = False,
+    with_model: Annotated[bool, typer.Option(
+        "--with-model", help="also host the local LLM (OpenAI-compatible /v1/chat/completions) in this process"
+    )] = False,
+) -> None:
+    """Serve the REST API (OpenAPI docs at /docs). GET /health answers 200 once indexes are loaded."""
+    import uvicorn
+
+    from ragsvc.api.app import create_app
+
+    config = settings(data_dir, host=host, port=port)
+    extensions = []
+    if with_model:
+        from ragsvc.api.model_app import model_extension
+        from ragsvc.serving.config import EngineConfig
+
+        try:
+            extensions.append(model_extension(EngineConfig.from_settings(config)))
+        except ValueError as exc:
+            raise fail(exc) from exc
+    if sample:
+        chunks = ingest_sample(config.store.data_dir)
+        typer.echo(f"sample collection ready: {chunks} chunks in {config.store.data_dir}")
+    base = f"http://{config.api.host}:{config.api.port}"
+    typer.echo(f"serving on {base} (docs: {base}/docs). Try:\n"
+               f"  curl -s {base}/v1/collections/{SAMPLE_COLLECTION}/search -H 'content-type: application/json' "
+               f"-d '{{\"query\": \"how does paged attention save memory?\", \"k\": 3}}'")
+    uvicorn.run(create_app(config, extensions=extensions), host=config.api.host, port=config.api.port,
+                log_level="info")
+
+
+@app.command()
+def quickstart(data_dir: DataDir = None, port: Annotated[int | None, typer.Option()] = None) -> None:
+    """Ingest the bundled sample corpus and serve the API on 127.0.0.1:8000 (the README's first command)."""
+    serve(host=None, port=port, data_dir=data_dir, sample=True, with_model=False)
+
+
+@app.command("serve-model")
+def serve_model(
+    host: Annotated[str, typer.Option(help="interface to bind (0.0.0.0 for all)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8001,
+    model: Annotated[str | None, typer.Option(
+        help="packaged alias, HF folder, or .gguf \\[default: smollm2, or RAGSVC_MODEL__MODEL]")] = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="auto | float32 | bfloat16 \\[default: auto, or RAGSVC_MODEL__DTYPE]")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto | cpu | cuda[:N] \\[default: auto, or RAGSVC_MODEL__DEVICE]")] = None,
+    block_size: Annotated[int, typer.Option(help="tokens per KV block")] = 16,
+    kv_cache_mb: Annotated[int | None, typer.Option(
+        help="KV cache budget in MiB (all layers, K and V) \\[default: 1024, or RAGSVC_MODEL__KV_CACHE_BYTES]")] = None,
+    num_kv_blocks: Annotated[int | None, typer.Option(help="exact KV block count (overrides --kv-cache-mb)")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(
+        help="most sequences in one step \\[default: 64, or RAGSVC_MODEL__MAX_NUM_SEQS]")] = None,
+    max_num_batched_tokens: Annotated[int, typer.Option(help="token budget of one step")] = 2048,
+    max_model_len: Annotated[int | None, typer.Option(help="longest prompt + output \\[default: context]")] = None,
+    prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching")] = True,
+    threads: Annotated[int | None, typer.Option(
+        help="torch threads on CPU \\[default: RAGSVC_MODEL__NUM_THREADS, or torch's]")] = None,
+    cache_dir: Annotated[str | None, typer.Option(
+        help="where de-quantised weights are cached \\[default: RAGSVC_MODEL__CACHE_DIR, or <data dir>/models]"
+    )] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn / ragsvc log level")] = "info",
+) -> None:
+    """Serve /v1/models, /v1/completions and /v1/chat/completions (any OpenAI client works against it)."""
+    import uvicorn
+
+    from ragsvc.api.model_app import create_model_app
+    from ragsvc.serving.config import EngineConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = EngineConfig.from_settings(
+            settings(), model=model, dtype=dtype, device=device, block_size=block_size, num_kv_blocks=num_kv_blocks,
+            kv_cache_bytes=None if kv_cache_mb is None else kv_cache_mb << 20, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+            enable_prefix_caching=prefix_caching, cache_dir=cache_dir, num_threads=threads,
+        )
+    except ValueError as exc:
+        raise fail(exc) from exc
+    typer.echo(f"loading {config.model} ... then serving on http://{host}:{port}/v1")
+    uvicorn.run(create_model_app(config), host=host, port=port, log_level=log_level)
