@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ragsvc.bench import serving_peers as peers
-from ragsvc.bench.serving import ServingBenchConfig
+from ragsvc.bench.serving_config import ServingBenchConfig
 from ragsvc.bench.serving_workload import (
     BenchRequest,
     RequestTiming,

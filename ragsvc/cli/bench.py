@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ragsvc.bench.serving import DEFAULT_OUT as SERVING_JSON
-from ragsvc.bench.serving import SYSTEMS
+from ragsvc.bench.serving_config import DEFAULT_OUT as SERVING_JSON
+from ragsvc.bench.serving_config import SPIN_COUNT, SYSTEMS
 from ragsvc.cli.common import fail
 from ragsvc.cli.progress import TqdmProgress
 
@@ -27,6 +29,7 @@ SEARCH_CACHE = Path("eval/cache/bench-search")
 """Embedded corpus and built indexes, kept between runs (embedding 200k passages takes about an hour)."""
 CODE_JSON = Path("eval/results/code.json")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+logger = logging.getLogger(__name__)
 
 
 @app.command("search")
@@ -106,6 +109,7 @@ def serving_command(
         )
     except ValueError as exc:
         raise fail(exc) from exc
+    set_wait_policy(cfg.omp_wait)
     result = run_serving_bench(cfg)
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2))
@@ -136,3 +140,18 @@ def code_command(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     typer.echo(f"wrote {out}")
+
+
+def set_wait_policy(omp_wait: str) -> None:
+    """libgomp reads its wait policy once, when torch loads it: set it before torch is imported. GOMP_SPINCOUNT,
+    when set, overrides OMP_WAIT_POLICY; a value the caller exported wins over the flag (the JSON records both)."""
+    if "torch" in sys.modules:
+        logger.warning("torch is already imported: omp_wait=%s cannot take effect in this process", omp_wait)
+    if omp_wait == "spin":
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # the CLI's default; the flag asked to spin
+            del os.environ["OMP_WAIT_POLICY"]
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if "GOMP_SPINCOUNT" in os.environ:
+            logger.warning("GOMP_SPINCOUNT=%s is set: it overrides OMP_WAIT_POLICY", os.environ["GOMP_SPINCOUNT"])

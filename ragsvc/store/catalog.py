@@ -269,7 +269,7 @@ class Catalog:
 
     def vector_cache(self) -> DuckdbVectorCache:
         """The per-chunk vector cache of rescoring stages (store/vector_cache.py), in this catalog's file."""
-        return DuckdbVectorCache(self)
+        return DuckdbVectorCache(self._conn, self._lock)
 
     def vector_source(self, collection: str) -> CatalogVectorSource:
         return CatalogVectorSource(self, collection)

@@ -19,16 +19,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
 from ragsvc.errors import InvalidInput
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
-
-if TYPE_CHECKING:
-    from ragsvc.store.catalog import Catalog
 
 
 @runtime_checkable
@@ -88,20 +86,22 @@ class InMemoryVectorCache:
 
 
 class DuckdbVectorCache:
-    """The `chunk_vector_cache` table of a Catalog, through the catalog's one connection and lock.
+    """The `chunk_vector_cache` table of a Catalog, through the catalog's one connection and its lock (duckdb
+    connections are not safe to share across threads without it).
 
     Unbounded, like the catalog: entries go when their chunks are deleted. Get it from `Catalog.vector_cache()`.
     """
 
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
+    def __init__(self, conn: duckdb.DuckDBPyConnection, lock: threading.RLock) -> None:
+        self._conn = conn
+        self._lock = lock
 
     def get(self, embedder_id: str, chunk_ids: Sequence[int], text_hashes: Sequence[str]) -> dict[int, np.ndarray]:
         if not chunk_ids:
             return {}
         wanted = dict(zip((int(i) for i in chunk_ids), text_hashes, strict=True))
-        with self._catalog._lock:
-            table = self._catalog._conn.sql(
+        with self._lock:
+            table = self._conn.sql(
                 "SELECT chunk_id, text_hash, vector FROM chunk_vector_cache "
                 "WHERE embedder_id = ? AND chunk_id = any(?::BIGINT[])",
                 params=[embedder_id, list(wanted)],
@@ -122,8 +122,8 @@ class DuckdbVectorCache:
             "text_hash": pa.array(list(text_hashes), pa.string()),
             "vector": vectors_to_arrow(np.asarray(vectors, np.float32)),
         })
-        conn = self._catalog._conn
-        with self._catalog._lock:
+        conn = self._conn
+        with self._lock:
             conn.register("incoming_vector_cache", incoming)
             try:
                 # delete + insert rather than ON CONFLICT DO UPDATE: one statement pair that also covers a
@@ -149,4 +149,6 @@ class DuckdbVectorCache:
         sql, params = "SELECT count(*) FROM chunk_vector_cache", []
         if embedder_id is not None:
             sql, params = sql + " WHERE embedder_id = ?", [embedder_id]
-        return int(self._catalog._query(sql, params)[0][0])
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return int(rows[0][0])

@@ -57,14 +57,14 @@ def test_config_refuses_bad_values():
 
 
 def test_wait_policy_is_set_in_the_environment(monkeypatch):
-    from ragsvc.bench.serving import _set_wait_policy
+    from ragsvc.cli.bench import set_wait_policy
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what the ragsvc CLI exports before any command runs
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    _set_wait_policy(ServingBenchConfig(omp_wait="spin"))
+    set_wait_policy("spin")
     assert os.environ.get("GOMP_SPINCOUNT") == "30000" and "OMP_WAIT_POLICY" not in os.environ
     monkeypatch.delenv("GOMP_SPINCOUNT")
-    _set_wait_policy(ServingBenchConfig(omp_wait="passive"))
+    set_wait_policy("passive")
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in os.environ
 
 

@@ -1,0 +1,71 @@
+"""The serving benchmark's configuration: which systems, workloads and thread wait policy one run uses.
+
+Kept apart from the run itself (`serving_run`, which imports torch) so the CLI can build and check a
+config, and set the wait policy, before torch loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSTEMS = ("ragsvc", "hf_sequential", "hf_batch", "llama_cpp")
+OMP_WAIT = ("passive", "spin")
+SPIN_COUNT = "30000"
+DEFAULT_OUT = Path("eval/results/bench_serving.json")
+
+
+@dataclass(frozen=True)
+class ServingBenchConfig:
+    model: str = "smollm2"
+    dtype: str = "auto"
+    """For ragsvc and HF alike (auto = bf16 with avx512_bf16); llama.cpp runs the GGUF's own quantisation."""
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    num_requests: int | None = None
+    """Requests per concurrency level; None = max(8, 2 x concurrency)."""
+    prompt_tokens: tuple[int, int] = (100, 600)
+    output_tokens: tuple[int, int] = (64, 256)
+    hf_sequential_requests: int = 4
+    """HF sequential runs ~20 tok/s: a few requests give its rate; it is reported at concurrency 1 only."""
+    systems: tuple[str, ...] = SYSTEMS
+    threads: int = 2
+    seed: int = 0
+    prefix_tokens: int = 1000
+    prefix_trials: int = 3
+    kv_cache_bytes: int = 1 << 30
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    llama_server: str | None = None
+    """Path to llama.cpp's llama-server; None = look on PATH."""
+    llama_threads: int | None = None
+    """llama.cpp's thread count; None = `threads`. (In this sandbox llama.cpp's threadpool with 2 threads ran at
+    ~0.7 tok/s against ~34 tok/s with 1, so its best setting may not be ours.)"""
+    omp_wait: str = "passive"
+    """How idle threads wait, for every system in the run (set before torch loads):
+    passive: OMP_WAIT_POLICY=PASSIVE (they sleep at once; llama.cpp --poll 0), what `ragsvc` itself sets,
+      because spinning threads starve each other on a shared box (one core busy with other work: a c=32 run of
+      ragsvc was 2.3x slower spinning than passive). It handicaps HF sequential most: batch-1 decode is a
+      chain of tiny parallel regions, each paying a thread wake-up (12.5-16.9 tok/s passive vs 21.8-23.0 spinning
+      here, on an EPYC VM).
+    spin: GOMP_SPINCOUNT=30000 (~0.3 ms of spinning before sleeping, by libgomp's estimate; llama.cpp --poll 50),
+      closer to libgomp's own default (~3 ms), i.e. how HF runs out of the box: each system near its best on a
+      quiet machine."""
+    log_dir: str = "eval/results"
+    cache_dir: str | None = None
+    """Where the engine caches de-quantised weights (None = the engine's default, <data_dir>/models)."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.systems) - set(SYSTEMS)
+        if unknown:
+            raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+        if self.omp_wait not in OMP_WAIT:
+            raise ValueError(f"omp_wait {self.omp_wait!r}: choose {' or '.join(OMP_WAIT)}")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ValueError("concurrency levels must be positive integers, e.g. 1,8,32")
+        for name in ("prompt_tokens", "output_tokens"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} range ({lo}, {hi}) must satisfy 1 <= low <= high")
+
+    def requests_at(self, concurrency: int) -> int:
+        return self.num_requests or max(8, 2 * concurrency)
