@@ -68,7 +68,23 @@ class HitPublic(BaseModel):
     metadata: dict[str, Any]
 
 
+class ServedByPublic(BaseModel):
+    """ragsvc.types.ServedBy field by field: which structure answered, for clients that branch on it."""
+
+    path: str = Field(..., description="ann, exact_prefix, exact_subset, untrained or empty_filter")
+    backend: str | None = None
+    num_shards: int | None = None
+    dims: int | None = Field(None, description="indexed prefix width d' (ann) or the query-time dims scanned")
+    shortlist: int | None = Field(None, description="candidates rescored at full width")
+    rescore_dtype: str | None = None
+    tail_only: bool = False
+    num_ids: int | None = Field(None, description="ids a filter allowed (exact_subset), vectors staged (untrained)")
+    train_at: int | None = None
+    stages: list[str] = Field(default_factory=list)
+
+
 class SearchResponse(BaseModel):
     hits: list[HitPublic]
     timings_ms: dict[str, float]
-    served_by: str
+    served_by: str = Field(..., description="one line, e.g. \"hnsw[1 shard(s), d=384]\"; stable for logs")
+    served_by_detail: ServedByPublic

@@ -17,6 +17,7 @@ import numpy as np
 
 from ragsvc.bench.timing import measure
 from ragsvc.index.spec import IndexSpec
+from ragsvc.types import ServedBy
 
 logger = logging.getLogger(__name__)
 
@@ -101,18 +102,19 @@ def run_config(config: BenchConfig, vectors: np.ndarray, queries: np.ndarray, tr
         k = truth.shape[1]
         faiss.omp_set_num_threads(1)  # searching is: one thread per query
         rows = []
-        served_by = [""]
+        served_by: list[ServedBy | None] = [None]  # rendered once per point, outside the timed searches
         for options in config.sweep:
 
             def search_one(q: np.ndarray, _options: dict[str, Any] = options) -> np.ndarray:
-                ids, _, _, served_by[0] = index.search(q, k, **_options)
-                ids = np.asarray(ids).reshape(-1)
+                result = index.search(q, k, **_options)
+                served_by[0] = result.served_by
+                ids = np.asarray(result.ids).reshape(-1)
                 return ids[ids > 0] - 1  # chunk id -> row; drops -1 padding
 
             m = measure(search_one, queries, truth)
             suffix = "".join(f"-{key[0]}{value}" for key, value in options.items())
             rows.append({"name": config.name + suffix, **m.fields(), "index_bytes": index_bytes,
-                         "open_or_build_s": round(build_s, 1), "served_by": served_by[0],
+                         "open_or_build_s": round(build_s, 1), "served_by": str(served_by[0] or ""),
                          "params": {**config.spec.to_dict(), **options}})
             logger.info("config %s: recall %.4f, %.0f QPS, %d bytes", rows[-1]["name"], m.recall_at_10, m.qps,
                         index_bytes)

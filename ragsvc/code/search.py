@@ -53,4 +53,4 @@ def code_search(store: Any, collection: str, query: str, *, k: int = 10, graph: 
     started = time.perf_counter()
     hits = graph_rerank(result.hits, graph, graph_weight=graph_weight)[:k]
     timings = {**result.timings_ms, "graph_ms": round((time.perf_counter() - started) * 1000.0, 3)}
-    return SearchResult(hits, timings, f"{result.served_by}+graph")
+    return SearchResult(hits, timings, result.served_by.with_stage("graph"))

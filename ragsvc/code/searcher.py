@@ -13,10 +13,11 @@ import numpy as np
 
 from ragsvc.code.tags import Definition
 from ragsvc.embed.embedder import Embedder
+from ragsvc.types import SearchResult
 
 
 class _Searchable(Protocol):
-    def search(self, name: str, *, query: str | None = None, k: int = 10, **options: object) -> object: ...
+    def search(self, name: str, *, query: str | None = None, k: int = 10) -> SearchResult: ...
 
 
 def definition_text(definition: Definition) -> str:
@@ -54,7 +55,7 @@ class CollectionSearcher:
     def nearest(self, query: str, *, k: int) -> list[tuple[str, str, float]]:
         result = self._store.search(self._collection, query=query, k=2 * k)
         seen: dict[tuple[str, str], float] = {}
-        for hit in result.hits:  # type: ignore[attr-defined]
+        for hit in result.hits:
             key = (hit.metadata.get("path", hit.document_id), hit.metadata.get("symbol", ""))
             if key[1] and key[1] != "<module>" and key not in seen:
                 seen[key] = float(hit.score)

@@ -94,7 +94,7 @@ class IndexRetriever:
 
     def search(self, query_id: str, text: str, vector: np.ndarray) -> dict[str, float]:
         result = self._ctx.store.search(self.collection, vector=vector, k=self._fetch)
-        self.served_by[result.served_by] += 1
+        self.served_by[str(result.served_by)] += 1  # counted by the one-line form, which results record
         scores: dict[str, float] = {}
         for hit in result.hits:  # best first; a document scores as its best chunk
             doc = str(hit.document_id)

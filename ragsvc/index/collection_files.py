@@ -16,7 +16,7 @@ from ragsvc.index.atomic import atomic_write
 from ragsvc.index.collection_state import CollectionState
 from ragsvc.index.exact_shard import ExactShard
 from ragsvc.index.factory import load_shard, shard_extension, shard_meta, shard_metric
-from ragsvc.index.manifest import MANIFEST_NAME, FileEntry, Manifest, file_entry
+from ragsvc.index.manifest import MANIFEST_NAME, FileEntry, Manifest, ShardMeta, file_entry
 from ragsvc.index.rescore import RescoreStore
 from ragsvc.index.sharded_index import ShardedIndex
 from ragsvc.index.spec import IndexSpec
@@ -35,7 +35,7 @@ def save_state(directory: Path, state: CollectionState, spec: IndexSpec, dim: in
         for i, shard in enumerate(state.ann.shards):
             path = directory / f"shard-{i}.g{gen}.{shard_extension(spec)}"
             shard.save(path)
-            entries.append(file_entry(path, "shard", index=i, **shard_meta(shard)))
+            entries.append(file_entry(path, "shard", index=i, **shard_meta(shard).to_dict()))
     for role, part in (("rotation", state.rotation), ("rescore", state.rescorer)):
         if part is not None:
             path = directory / f"{role}.g{gen}.npz"
@@ -81,7 +81,8 @@ def _load_parts(directory: Path, manifest: Manifest, spec: IndexSpec, dim: int) 
         if entry.role == "staging":
             state.staging = ExactShard.load(path, dim=dim, metric=metric)
         elif entry.role == "shard":
-            shards[int(entry.meta["index"])] = load_shard(spec, spec.dims or dim, path, entry.meta)
+            shards[int(entry.meta["index"])] = load_shard(spec, spec.dims or dim, path,
+                                                          ShardMeta.from_dict(entry.meta))
         elif entry.role == "rotation":
             state.rotation = PcaRotation.load(path, dim=dim)
         elif entry.role == "rescore":

@@ -5,8 +5,8 @@ Public API (what ragsvc.retrieval.vector_store calls; unchanged from the design 
     idx = CollectionIndex.open(directory, spec, dim, source)   # load + replay above watermark, or rebuild
     idx.add(ids int64 (n,), vectors float32 (n, dim))            # full width, already normalised for cosine
     idx.delete(ids)
-    ids, scores, timings_ms, served_by = idx.search(query (dim,), k, *, allowed_ids=None, dims=None,
-                                                    shortlist=None, ef_search=None)  # ef_search: added
+    result = idx.search(query (dim,), k, *, allowed_ids=None, dims=None, shortlist=None, ef_search=None)
+    result.ids, result.scores, result.timings_ms, result.served_by  # IndexResult (results.py)
     idx.save(); idx.index_bytes; len(idx); idx.close()
     CollectionIndex.from_arrays(vectors, spec=..., ids=None, directory=None)  # no store (benchmarks)
 
@@ -24,7 +24,7 @@ held-out queries, one thread) the full-width sq8 graph gave recall@10 0.967 at 0
 ef 24 (0.9745), and the d' = 96 tail layout 0.954 at 0.47x: on this corpus the quantised full-width graph
 beats the Matryoshka shortlist; both are configurations, the benchmark decides.
 
-How a search is served (`served_by` names the path):
+How a search is served (`served_by`, a ServedBy, records the path and renders as the names below):
 - **untrained**: until MIN_TRAIN vectors exist, a spec that needs training (Matryoshka dims, IVF/PQ) keeps
   full-width vectors in an ExactShard and scans them exactly. At MIN_TRAIN (or, when built from the store, on
   up to TRAIN_SAMPLE_MAX vectors) the PCA rotation, SQ ranges and IVF centroids are fitted and the shards
@@ -54,9 +54,11 @@ from ragsvc.index.collection_files import load_state, remove_stale, save_state
 from ragsvc.index.collection_state import CollectionState, empty_state, train_state
 from ragsvc.index.factory import needs_training
 from ragsvc.index.memory_source import InMemoryVectorSource
+from ragsvc.index.results import IndexResult
 from ragsvc.index.shard import PAD_ID, as_ids, check_add, top_k_row
 from ragsvc.index.source import VectorSource
 from ragsvc.index.spec import IndexSpec
+from ragsvc.types import ServedBy
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ TRAIN_SAMPLE_MAX = 50_000
 RETRAIN_GROWTH = 8
 EXACT_SUBSET_MAX = 2048
 EXACT_SUBSET_FRACTION = 0.02
+_SERVED_CACHE_MAX = 256
 
 
 class CollectionIndex:
@@ -79,6 +82,9 @@ class CollectionIndex:
         self._state: CollectionState = empty_state(spec, dim)
         self._train_target = MIN_TRAIN
         self._dirty = True  # whether memory differs from the saved files
+        self._served_ann: dict[int, ServedBy] = {}
+        """ANN-path ServedBy by shortlist (0: no rescoring). Built once each: a frozen ten-field dataclass costs
+        ~5 us to construct, a sixth of an hnswlib query, and the index shape it records never changes."""
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -163,9 +169,8 @@ class CollectionIndex:
     # -- search --------------------------------------------------------------------------------------------
 
     def search(self, query: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None, dims: int | None = None,
-               shortlist: int | None = None, ef_search: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
-        """Top-k (ids (<=k,), scores (<=k,), timings_ms, served_by) for one query vector (dim,).
+               shortlist: int | None = None, ef_search: int | None = None) -> IndexResult:
+        """Top-k ids (<=k,) and scores (<=k,), with timings_ms and served_by, for one query vector (dim,).
 
         `ef_search` overrides the spec's graph search breadth for this query (hnsw / faiss_hnsw backends).
         """
@@ -177,9 +182,10 @@ class CollectionIndex:
         state = self._state
         if state.staging is not None:
             started = time.perf_counter()
-            scores, ids = state.staging.search(q[None, :], k, allowed_ids=allowed)
+            hits = state.staging.search(q[None, :], k, allowed_ids=allowed)  # (1, k)
             timings["exact_ms"] = _ms(started)
-            return *_strip(ids[0], scores[0]), timings, f"exact(untrained: {len(state.staging)} < {self._train_target})"
+            served = ServedBy.untrained(num_ids=len(state.staging), train_at=self._train_target)
+            return IndexResult(*_strip(hits.ids[0], hits.scores[0]), timings, served)
         started = time.perf_counter()
         qr = state.rotation.apply(q) if state.rotation is not None else q  # (dim,)
         timings["rotate_ms"] = _ms(started)
@@ -190,25 +196,35 @@ class CollectionIndex:
         return self._search_ann(qr, k, shortlist or self.spec.shortlist, allowed, timings, ef_search)
 
     def _search_ann(self, qr: np.ndarray, k: int, shortlist: int, allowed: np.ndarray | None,
-                    timings: dict[str, float], ef_search: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+                    timings: dict[str, float], ef_search: int | None = None) -> IndexResult:
         state = self._state
         assert state.ann is not None
         rescore = state.rescorer is not None
         fetch = max(k, shortlist) if rescore else k
         started = time.perf_counter()
-        scores, ids = state.ann.search(qr[None, : self.width], fetch, allowed_ids=allowed,
-                                       ef_search=ef_search)  # (1, fetch)
+        hits = state.ann.search(qr[None, : self.width], fetch, allowed_ids=allowed, ef_search=ef_search)  # (1, fetch)
         timings["ann_ms"] = _ms(started)
-        served = f"{self.spec.backend}[{len(state.ann.shards)} shard(s), d={self.width}]"
+        ids, scores = hits.ids[0], hits.scores[0]  # (fetch,)
         if not rescore:
-            return *_strip(ids[0][:k], scores[0][:k]), timings, served
-        keep = ids[0] != PAD_ID
-        out = self._rescore(qr, ids[0][keep], scores[0][keep], k, timings)
-        return *out, timings, f"{served}+rescore(L={fetch}, {self.spec.rescore_dtype})"
+            return IndexResult(*_strip(ids[:k], scores[:k]), timings, self._served_by_ann(0))
+        keep = ids != PAD_ID
+        out = self._rescore(qr, ids[keep], scores[keep], k, timings)
+        return IndexResult(*out, timings, self._served_by_ann(fetch))
+
+    def _served_by_ann(self, shortlist: int) -> ServedBy:
+        served = self._served_ann.get(shortlist)
+        if served is None:
+            if len(self._served_ann) >= _SERVED_CACHE_MAX:  # callers choosing ever new shortlists: stay bounded
+                self._served_ann.clear()
+            rescored = shortlist > 0
+            served = self._served_ann[shortlist] = ServedBy.ann(
+                backend=self.spec.backend, num_shards=self.spec.num_shards, dims=self.width,
+                shortlist=shortlist if rescored else None, rescore_dtype=self.spec.rescore_dtype if rescored else None,
+                tail_only=rescored and self.spec.rescore_tail_only)
+        return served
 
     def _search_prefix(self, qr: np.ndarray, k: int, dims: int, shortlist: int, allowed: np.ndarray | None,
-                       timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+                       timings: dict[str, float]) -> IndexResult:
         rescorer = self._state.rescorer
         if rescorer is None or self.spec.rescore_tail_only:
             kept = "keeps no rescoring vectors" if rescorer is None else "keeps only dims >= d' for rescoring"
@@ -216,28 +232,32 @@ class CollectionIndex:
                                "or recreate the collection with index dims set and rescore_tail_only false")
         started = time.perf_counter()
         rows = None if allowed is None else rescorer.rows_for(allowed)[1]
-        _, ids = rescorer.scan(qr, max(k, shortlist), width=dims, rows=rows)
+        fetch = max(k, shortlist)
+        ids = rescorer.scan(qr, fetch, width=dims, rows=rows).ids[0]  # (fetch,)
         timings["prefix_scan_ms"] = _ms(started)
         ids = ids[ids != PAD_ID]
         out = self._rescore(qr, ids, np.zeros(len(ids), np.float32), k, timings)
-        return *out, timings, f"exact-prefix(d={dims})+rescore(L={max(k, shortlist)}, {self.spec.rescore_dtype})"
+        served = ServedBy.exact_prefix(dims=dims, shortlist=fetch, rescore_dtype=self.spec.rescore_dtype)
+        return IndexResult(*out, timings, served)
 
     def _search_subset(self, qr: np.ndarray, k: int, allowed: np.ndarray,
-                       timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, dict[str, float], str]:
+                       timings: dict[str, float]) -> IndexResult:
         started = time.perf_counter()
         state = self._state
         if state.rescorer is None:
             found, scores = state.exact_subset(qr, allowed)
-            out, source = top_k_row(scores, found, k), "full width"
-        elif state.rescore_offset:  # prefix part from the shards' own vectors, the rest from the rescorer
-            found, prefix_scores = state.exact_subset(qr[: self.width], allowed)
-            out = self._rescore(qr, found, prefix_scores, k, timings)
-            source = f"prefix + rescore {self.spec.rescore_dtype}"
+            out = top_k_row(scores, found, k)
+            served = ServedBy.exact_subset(num_ids=len(allowed))
         else:
-            out = self._rescore(qr, allowed, np.zeros(len(allowed), np.float32), k, timings)
-            source = f"rescore {self.spec.rescore_dtype}"
+            if state.rescore_offset:  # prefix part from the shards' own vectors, the rest from the rescorer
+                found, prefix_scores = state.exact_subset(qr[: self.width], allowed)
+                out = self._rescore(qr, found, prefix_scores, k, timings)
+            else:
+                out = self._rescore(qr, allowed, np.zeros(len(allowed), np.float32), k, timings)
+            served = ServedBy.exact_subset(num_ids=len(allowed), rescore_dtype=self.spec.rescore_dtype,
+                                           tail_only=bool(state.rescore_offset))
         timings["exact_subset_ms"] = _ms(started)
-        return *out, timings, f"exact-subset({len(allowed)} ids, {source})"
+        return IndexResult(*out, timings, served)
 
     def _rescore(self, qr: np.ndarray, candidates: np.ndarray, prefix_scores: np.ndarray, k: int,
                  timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:

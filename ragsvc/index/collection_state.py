@@ -104,10 +104,10 @@ class CollectionState:
                 found.append(ids)
                 scores.append(exact_scores(query[None, :], vectors, shard_metric(self.spec))[0])  # (m,)
             else:
-                shard_scores, ids = shard.search(query[None, :], len(subset), allowed_ids=subset)
-                keep = ids[0] >= 0
-                found.append(ids[0][keep])
-                scores.append(shard_scores[0][keep])
+                hits = shard.search(query[None, :], len(subset), allowed_ids=subset)  # (1, m)
+                keep = hits.ids[0] >= 0
+                found.append(hits.ids[0][keep])
+                scores.append(hits.scores[0][keep])
         if not found:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         return np.concatenate(found), np.concatenate(scores).astype(np.float32)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ragsvc.errors import IndexCorrupt
 from ragsvc.index.atomic import atomic_write
+from ragsvc.index.results import ShardHits
 from ragsvc.index.shard import ShardMetric, as_ids, check_add, check_queries, exact_scores, pad, top_k
 
 _SCAN_ROWS = 65536  # rows per block in a scan, to bound the (q, rows) score matrix
@@ -68,19 +69,19 @@ class ExactShard:
         return self.ids[mask], self.vectors[mask]
 
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               ef_search: int | None = None) -> ShardHits:
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
         ids, vectors = (self.ids, self.vectors) if allowed is None else self.get(allowed)
-        best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-        best_ids = np.zeros((len(queries), 0), dtype=np.int64)
+        best = ShardHits(np.zeros((len(queries), 0), dtype=np.int64),
+                         np.full((len(queries), 0), -np.inf, dtype=np.float32))
         for start in range(0, len(ids), _SCAN_ROWS):
             scores = exact_scores(queries, vectors[start : start + _SCAN_ROWS], self.metric)  # (q, rows)
             block_ids = np.broadcast_to(ids[start : start + _SCAN_ROWS], scores.shape)  # (q, rows)
-            merged_scores = np.concatenate([best_scores, scores], axis=1)
-            merged_ids = np.concatenate([best_ids, block_ids], axis=1)
-            best_scores, best_ids = top_k(merged_scores, merged_ids, min(k, merged_ids.shape[1]))
-        return pad(best_scores, best_ids, k)
+            merged_scores = np.concatenate([best.scores, scores], axis=1)
+            merged_ids = np.concatenate([best.ids, block_ids], axis=1)
+            best = top_k(merged_scores, merged_ids, min(k, merged_ids.shape[1]))
+        return pad(best.scores, best.ids, k)
 
     def save(self, path: Path) -> None:
         def write(tmp: Path) -> None:

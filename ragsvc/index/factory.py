@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ragsvc.index.exact_shard import ExactShard
 from ragsvc.index.hnsw_shard import HnswShard
+from ragsvc.index.manifest import ShardMeta
 from ragsvc.index.shard import Shard, ShardMetric
 from ragsvc.index.spec import IndexSpec
 
@@ -43,11 +43,11 @@ def make_shard(spec: IndexSpec, width: int, *, train_sample: np.ndarray | None =
     return FaissShard.create(spec, width, train_sample=train_sample)
 
 
-def load_shard(spec: IndexSpec, width: int, path: Path, meta: dict[str, Any]) -> Shard:
+def load_shard(spec: IndexSpec, width: int, path: Path, meta: ShardMeta) -> Shard:
     metric = shard_metric(spec)
     if spec.backend == "hnsw":
         return HnswShard.load(path, dim=width, metric=metric, ef_search=spec.ef_search,
-                              num_deleted=int(meta.get("num_deleted", 0)))
+                              num_deleted=meta.num_deleted or 0)
     if spec.backend == "exact":
         return ExactShard.load(path, dim=width, metric=metric)
     from ragsvc.index.faiss_shard import FaissShard
@@ -55,7 +55,7 @@ def load_shard(spec: IndexSpec, width: int, path: Path, meta: dict[str, Any]) ->
     return FaissShard.load(path, spec=spec, dim=width, meta=meta)
 
 
-def shard_meta(shard: Shard) -> dict[str, Any]:
+def shard_meta(shard: Shard) -> ShardMeta:
     """What a shard needs recorded beside its native file (its own format cannot hold it)."""
     meta_of = getattr(shard, "manifest_meta", None)
-    return meta_of() if callable(meta_of) else {}
+    return meta_of() if callable(meta_of) else ShardMeta()

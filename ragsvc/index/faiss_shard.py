@@ -21,6 +21,8 @@ import numpy as np
 
 from ragsvc.errors import IndexCorrupt, InvalidInput, RagsvcError
 from ragsvc.index.atomic import atomic_write
+from ragsvc.index.manifest import ShardMeta
+from ragsvc.index.results import ShardHits
 from ragsvc.index.shard import PAD_ID, ShardMetric, as_ids, check_add, check_queries, exact_scores, pad, top_k
 from ragsvc.index.spec import IndexSpec
 from ragsvc.index.sq8_graph_search import Sq8GraphSearcher
@@ -170,7 +172,7 @@ class FaissShard:
         return np.setdiff1d(ids.astype(np.int64), self._tombstones)
 
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               ef_search: int | None = None) -> ShardHits:
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
         if allowed is not None and len(self._tombstones):
@@ -180,15 +182,15 @@ class FaissShard:
             return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
         ef = max(ef_search or self.spec.ef_search, k_avail)
         if self._native is not None and allowed is None and len(queries) == 1:
-            scores, labels = self._native.search(queries[0], k_avail, ef)
-            return pad(scores[None, :], labels[None, :], k)
-        scores, labels = self._search(queries, k_avail, self._params(allowed, ef))
-        if allowed is not None and (labels == PAD_ID).any():
+            native = self._native.search(queries[0], k_avail, ef)  # (1, <= k_avail)
+            return pad(native.scores, native.ids, k)
+        hits = self._search(queries, k_avail, self._params(allowed, ef))
+        if allowed is not None and (hits.ids == PAD_ID).any():
             # A sparse filter can hide the allowed ids from the probed lists or the graph walk: look wider.
-            scores, labels = self._search_wide(queries, k_avail, allowed)
-        return pad(scores, labels, k)
+            hits = self._search_wide(queries, k_avail, allowed)
+        return pad(hits.scores, hits.ids, k)
 
-    def _search(self, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries: np.ndarray, k: int, params: Any) -> ShardHits:
         try:
             distances, labels = self._index.search(queries, k, params=params)
         except RuntimeError as exc:
@@ -196,9 +198,9 @@ class FaissShard:
         scores = distances if self.metric == "ip" else -distances
         if (labels[:, -1] == PAD_ID).any():  # faiss pads at the end of a row; most searches have none
             scores = np.where(labels == PAD_ID, -np.inf, scores)
-        return scores.astype(np.float32, copy=False), labels.astype(np.int64, copy=False)
+        return ShardHits(labels.astype(np.int64, copy=False), scores.astype(np.float32, copy=False))
 
-    def _search_wide(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_wide(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> ShardHits:
         """IVF: probe every list; HNSW: score the allowed ids' stored vectors directly. Flat is already exact."""
         if self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
             params = self._params(allowed, max(self.spec.ef_search, k))
@@ -238,21 +240,22 @@ class FaissShard:
             params._selector = selector  # keep the Python object alive as long as the params
         return params
 
-    def manifest_meta(self) -> dict[str, Any]:
-        return {"tombstones": self._tombstones.tolist()} if len(self._tombstones) else {}
+    def manifest_meta(self) -> ShardMeta:
+        return ShardMeta(tombstones=tuple(self._tombstones.tolist()))
 
     def save(self, path: Path) -> None:
         atomic_write(path, lambda tmp: faiss.write_index(self._cpu_index(), str(tmp)))
 
     @classmethod
-    def load(cls, path: Path, *, spec: IndexSpec, dim: int, meta: dict[str, Any]) -> FaissShard:
+    def load(cls, path: Path, *, spec: IndexSpec, dim: int, meta: ShardMeta | None = None) -> FaissShard:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise IndexCorrupt(f"faiss shard {path} cannot be loaded ({exc}); it will be rebuilt") from exc
         if index.d != dim:
             raise IndexCorrupt(f"faiss shard {path} has width {index.d}, expected {dim}; it will be rebuilt")
-        shard = cls(index, spec=spec, dim=dim, tombstones=np.asarray(meta.get("tombstones", []), np.int64))
+        tombstones = np.asarray(meta.tombstones if meta is not None else (), np.int64)
+        shard = cls(index, spec=spec, dim=dim, tombstones=tombstones)
         shard._maybe_to_gpu()
         shard._refresh_count()
         return shard

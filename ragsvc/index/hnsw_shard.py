@@ -16,6 +16,8 @@ import numpy as np
 
 from ragsvc.errors import IndexCorrupt, RagsvcError
 from ragsvc.index.atomic import atomic_write
+from ragsvc.index.manifest import ShardMeta
+from ragsvc.index.results import ShardHits
 from ragsvc.index.shard import (
     PAD_ID,
     ShardMetric,
@@ -99,7 +101,7 @@ class HnswShard:
         return np.asarray(found, np.int64), np.asarray(vectors, np.float32).reshape(len(found), self.dim)
 
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               ef_search: int | None = None) -> ShardHits:
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
         k_avail = min(k, len(self) if allowed is None else len(allowed))
@@ -126,7 +128,7 @@ class HnswShard:
         allowed_set = set(allowed.tolist())
         return self._index.knn_query(queries, k=k, num_threads=1, filter=allowed_set.__contains__)
 
-    def _exact_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _exact_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> ShardHits:
         ids, vectors = self.get(allowed)
         scores = exact_scores(queries, vectors, self.metric)  # (q, m)
         return top_k(scores, np.broadcast_to(ids, scores.shape), k)
@@ -160,9 +162,9 @@ class HnswShard:
         shard._deleted = num_deleted
         return shard
 
-    def manifest_meta(self) -> dict[str, int]:
+    def manifest_meta(self) -> ShardMeta:
         """Marked-deleted labels count; hnswlib's file does not report it, so the manifest records it."""
-        return {"num_deleted": self._deleted}
+        return ShardMeta(num_deleted=self._deleted)
 
 
 __all__ = ["HnswShard", "PAD_ID"]

@@ -74,5 +74,34 @@ class Manifest:
                 raise IndexCorrupt(f"index file {path} is damaged (size or checksum differs from the manifest)")
 
 
+@dataclass(frozen=True, slots=True)
+class ShardMeta:
+    """What a shard's native file cannot hold, kept in its manifest entry's `meta` (beside the shard `index`).
+
+    Fields a backend does not use stay at their defaults and are left out of the JSON, so each backend's
+    entries read as before: hnswlib records `num_deleted`, faiss HNSW records `tombstones` when it has any.
+    """
+
+    num_deleted: int | None = None
+    """hnswlib: labels marked deleted (its file keeps them, but not their count)."""
+    tombstones: tuple[int, ...] = ()
+    """faiss HNSW: deleted chunk ids that a selector hides (faiss cannot remove graph nodes), ascending."""
+
+    def to_dict(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {}
+        if self.num_deleted is not None:
+            meta["num_deleted"] = self.num_deleted
+        if self.tombstones:
+            meta["tombstones"] = list(self.tombstones)
+        return meta
+
+    @classmethod
+    def from_dict(cls, meta: dict[str, Any]) -> ShardMeta:
+        """Read the shard fields of a manifest entry's meta; other keys (the shard `index`) are ignored."""
+        num_deleted = meta.get("num_deleted")
+        return cls(num_deleted=None if num_deleted is None else int(num_deleted),
+                   tombstones=tuple(int(t) for t in meta.get("tombstones", ())))
+
+
 def file_entry(path: Path, role: str, **meta: Any) -> FileEntry:
     return FileEntry(path.name, role, path.stat().st_size, file_crc32(path), dict(meta))

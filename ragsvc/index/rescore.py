@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from ragsvc.errors import IndexCorrupt
+from ragsvc.index.results import ShardHits
 from ragsvc.index.shard import ShardMetric, check_add, top_k
 
 RescoreDtype = Literal["float32", "float16", "int8", "int4"]
@@ -127,16 +128,17 @@ class RescoreStore:
         return -(float(q @ q) - 2.0 * ip + sq_norms)
 
     def scan(self, query: np.ndarray, k: int, *, width: int | None = None,
-             rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k (scores (k,), ids (k,), -1 padded) on the first `width` dims, over `rows` or all live rows."""
+             rows: np.ndarray | None = None) -> ShardHits:
+        """Exact top-k of one query (dim,) on the first `width` dims, over `rows` or all live rows: ids and
+        scores (1, k), -1 padded, like a shard's search of that one query."""
         candidates = np.flatnonzero(self._alive[: self._count]) if rows is None else np.asarray(rows, np.int64)
-        best_scores, best_ids = top_k(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), k)
+        best = top_k(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), k)
         for start in range(0, len(candidates), _SCAN_ROWS):
             block = candidates[start : start + _SCAN_ROWS]
             scores = self.scores(query, block, width=width)[None, :]  # (1, m)
-            best_scores, best_ids = top_k(np.concatenate([best_scores, scores], axis=1),
-                                          np.concatenate([best_ids, self._ids[block][None, :]], axis=1), k)
-        return best_scores[0], best_ids[0]
+            best = top_k(np.concatenate([best.scores, scores], axis=1),
+                         np.concatenate([best.ids, self._ids[block][None, :]], axis=1), k)
+        return best
 
     def save(self, path: Path) -> None:
         self._compact()

@@ -1,8 +1,9 @@
 """The Shard protocol every ANN structure implements, and the checks and padding they share.
 
 A shard maps int64 chunk ids to float32 vectors of one width and answers top-k by similarity: higher scores
-are better (inner product; for the `l2` metric, the negative squared distance). When fewer than k vectors
-exist (or pass the filter), rows are padded with id -1 and score -inf, like faiss does.
+are better (inner product; for the `l2` metric, the negative squared distance). A search returns `ShardHits`
+(ids and scores by name); when fewer than k vectors exist (or pass the filter), rows are padded with id -1
+and score -inf, like faiss does. The helpers take (scores, ids) arrays and return ShardHits.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from ragsvc.errors import DimensionMismatch, InvalidInput
+from ragsvc.index.results import ShardHits
 
 ShardMetric = Literal["ip", "l2"]
 PAD_ID = -1
@@ -31,8 +33,8 @@ class Shard(Protocol):
         ...
 
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """queries (q, dim) -> (scores float32 (q, k), ids int64 (q, k)), best first, -1 padded.
+               ef_search: int | None = None) -> ShardHits:
+        """queries (q, dim) -> ids int64 (q, k) and scores float32 (q, k), best first, -1 padded.
 
         `ef_search` overrides the graph's search breadth for this call (graph shards only; others ignore it).
         """
@@ -91,19 +93,19 @@ def as_ids(ids: np.ndarray | None) -> np.ndarray | None:
     return np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
 
 
-def pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad (q, m) results to (q, k) with score -inf and id -1."""
+def pad(scores: np.ndarray, ids: np.ndarray, k: int) -> ShardHits:
+    """Right-pad (q, m) results to (q, k) with score -inf and id -1 (or cut them to k)."""
     q, m = ids.shape
     if m >= k:
-        return scores[:, :k].astype(np.float32, copy=False), ids[:, :k].astype(np.int64, copy=False)
+        return ShardHits(ids[:, :k].astype(np.int64, copy=False), scores[:, :k].astype(np.float32, copy=False))
     out_scores = np.full((q, k), -np.inf, dtype=np.float32)  # (q, k)
     out_ids = np.full((q, k), PAD_ID, dtype=np.int64)  # (q, k)
     out_scores[:, :m] = scores
     out_ids[:, :m] = ids
-    return out_scores, out_ids
+    return ShardHits(out_ids, out_scores)
 
 
-def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> ShardHits:
     """Best k per row of (q, m) candidates, ties broken by smaller id so results are deterministic."""
     q, m = scores.shape
     if m == 0:
@@ -128,7 +130,7 @@ def top_k_row(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, 
     return ids[order].astype(np.int64, copy=False), scores[order].astype(np.float32, copy=False)
 
 
-def _top_k_partitioned(safe: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _top_k_partitioned(safe: np.ndarray, ids: np.ndarray, k: int) -> ShardHits:
     rows_scores, rows_ids = [], []
     for row_scores, row_ids in zip(safe, ids, strict=True):
         kth = np.partition(row_scores, len(row_scores) - k)[len(row_scores) - k]
@@ -139,7 +141,7 @@ def _top_k_partitioned(safe: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.nd
     return _picked(np.stack(rows_scores), np.stack(rows_ids), k)
 
 
-def _picked(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _picked(scores: np.ndarray, ids: np.ndarray, k: int) -> ShardHits:
     return pad(scores, np.where(np.isneginf(scores), PAD_ID, ids), k)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragsvc.index.results import ShardHits
 from ragsvc.index.shard import Shard, as_ids, check_add, check_queries, top_k
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -62,20 +63,20 @@ class ShardedIndex:
             self.shards[i].delete(ids[rows])
 
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """queries (q, dim) -> (scores (q, k), ids (q, k)): every shard's top-k, merged exactly."""
+               ef_search: int | None = None) -> ShardHits:
+        """queries (q, dim) -> ids (q, k) and scores (q, k): every shard's top-k, merged exactly."""
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
         if len(self.shards) == 1:
             return self.shards[0].search(queries, k, allowed_ids=allowed, ef_search=ef_search)
         per_shard = self._allowed_per_shard(allowed)
 
-        def one(i: int) -> tuple[np.ndarray, np.ndarray]:
+        def one(i: int) -> ShardHits:
             return self.shards[i].search(queries, k, allowed_ids=per_shard[i], ef_search=ef_search)
 
         results = list(self._executor().map(one, range(len(self.shards))))
-        scores = np.concatenate([r[0] for r in results], axis=1)  # (q, shards * k)
-        ids = np.concatenate([r[1] for r in results], axis=1)  # (q, shards * k)
+        scores = np.concatenate([r.scores for r in results], axis=1)  # (q, shards * k)
+        ids = np.concatenate([r.ids for r in results], axis=1)  # (q, shards * k)
         return top_k(scores, ids, k)
 
     def save(self, paths: Sequence[Path]) -> None:

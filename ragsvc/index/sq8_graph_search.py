@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ragsvc.index.results import ShardHits
 from ragsvc.native import load_library, read_source
 
 _LIB_LOCK = threading.Lock()
@@ -108,8 +109,8 @@ class Sq8GraphSearcher:
             return
         self._dead = np.isin(self._labels, tombstones).astype(np.uint8)  # (n,)
 
-    def search(self, query: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        """query (d,) float32 -> (scores (m,), ids (m,)), best first, m <= k (fewer only if the graph is)."""
+    def search(self, query: np.ndarray, k: int, ef: int) -> ShardHits:
+        """query (d,) float32 -> ids and scores (1, m), best first, m <= k (fewer only if the graph is); no padding."""
         q = np.asarray(query, np.float32).reshape(-1)
         w = np.ascontiguousarray(q * self._vdiff * np.float32(1 / 255))  # (d,)
         bias = float(q @ (self._vmin + self._vdiff * np.float32(0.5 / 255)))
@@ -121,7 +122,7 @@ class Sq8GraphSearcher:
             self._cum.ctypes.data, self._entry, self._max_level, w.ctypes.data, max(ef, k), k,
             None if self._dead is None else self._dead.ctypes.data, visited.ctypes.data, tag,
             scores.ctypes.data, rows.ctypes.data)
-        return scores[:found] + np.float32(bias), self._labels[rows[:found]]
+        return ShardHits(self._labels[rows[:found]][None, :], (scores[:found] + np.float32(bias))[None, :])
 
     def _visited(self) -> tuple[np.ndarray, int]:
         """This thread's visited table and a fresh tag; the table is cleared once every 65,535 searches."""

@@ -26,7 +26,7 @@ from ragsvc.index.spec import IndexSpec
 from ragsvc.retrieval.ingest import content_hash, prepare_documents, validate_batch
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.records import CollectionRecord
-from ragsvc.types import ChunkId, DocumentId, DocumentInput, Hit, SearchResult
+from ragsvc.types import ChunkId, DocumentId, DocumentInput, Hit, SearchResult, ServedBy
 
 logger = logging.getLogger(__name__)
 
@@ -194,18 +194,18 @@ class VectorStore:
             allowed = self.catalog.filter_chunk_ids(name, filter)
             timings["filter_ms"] = _ms(t)
             if len(allowed) == 0:
-                return SearchResult([], {**timings, "total_ms": _ms(started)}, "filter")
+                return SearchResult([], {**timings, "total_ms": _ms(started)}, ServedBy.empty_filter())
         with self._lock(name):
-            ids, scores, index_timings, served_by = self._index(name).search(
-                q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist, ef_search=ef_search)
-        timings.update(index_timings)
+            found = self._index(name).search(q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist,
+                                             ef_search=ef_search)
+        timings.update(found.timings_ms)
         t = time.perf_counter()
-        rows = self.catalog.hydrate([int(i) for i in ids])
+        rows = self.catalog.hydrate([int(i) for i in found.ids])
         hits = [Hit(ChunkId(int(i)), DocumentId(rows[int(i)][0]), rows[int(i)][1], float(s), rows[int(i)][2])
-                for i, s in zip(ids, scores, strict=True) if int(i) in rows]  # a chunk deleted before a crash
+                for i, s in zip(found.ids, found.scores, strict=True) if int(i) in rows]  # deleted before a crash
         timings["hydrate_ms"] = _ms(t)
         timings["total_ms"] = _ms(started)
-        return SearchResult(hits, timings, served_by)
+        return SearchResult(hits, timings, found.served_by)
 
     def _query_vector(self, record: CollectionRecord, query: str | None, vector: np.ndarray | None,
                       timings: dict[str, float]) -> np.ndarray:

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from ragsvc.api.schemas import ServedByPublic
+
 DOCS = [
     {"id": "kv", "text": "Paged attention keeps the KV cache in fixed-size blocks with block tables.",
      "metadata": {"year": 2023, "kind": "paper"}},
@@ -44,7 +46,12 @@ def test_search_returns_hits_with_timings(client, papers):
     body = r.json()
     assert body["hits"][0]["document_id"] == "kv"
     assert body["hits"][0]["metadata"]["year"] == 2023
-    assert "total_ms" in body["timings_ms"] and body["served_by"]
+    assert "total_ms" in body["timings_ms"]
+    assert body["served_by"] == "hnsw[2 shard(s), d=384]"  # the one-line form, as before
+    detail = body["served_by_detail"]
+    assert detail["path"] == "ann" and detail["backend"] == "hnsw" and detail["num_shards"] == 2
+    assert detail["dims"] == 384 and detail["stages"] == []
+    assert set(detail) == set(ServedByPublic.model_fields)  # the wire model documents every field sent
 
 
 def test_filter_and_vector_search(client, papers):
@@ -77,7 +84,8 @@ def test_reingest_is_noop_and_delete_document(client, live_api):
         ("/v1/collections/papers/search", {"query": "x", "k": 1_000_000}, 400, "k must be between"),
         ("/v1/collections/papers/search", b'{"vector": [NaN, 1.0], "k": 3}', 400, "dimensions"),
         ("/v1/collections/papers/search", {"vector": [1.0, 2.0], "k": 3}, 400, "dimensions"),
-        ("/v1/collections/papers/search", {"query": "x", "filter": {"year": {"$near": 1}}}, 400, "unknown filter operator"),
+        ("/v1/collections/papers/search", {"query": "x", "filter": {"year": {"$near": 1}}}, 400,
+         "unknown filter operator"),
         ("/v1/collections/papers/search", {"query": "x", "vector": [1.0]}, 400, "exactly one"),
         ("/v1/collections/papers/search", {"query": "x", "colour": "red"}, 400, "colour"),
         ("/v1/collections/nope/search", {"query": "x"}, 404, "does not exist"),

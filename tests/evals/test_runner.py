@@ -53,6 +53,9 @@ def test_tiny_suite_end_to_end(tmp_path, minilm, cache_dir):
     assert by_name["exact"]["metrics"]["ndcg@10"] >= 0.8
     # On 30 documents the approximate indexes must agree with the exact one (the oracle).
     assert by_name["hnsw"]["metrics"]["ndcg@10"] == pytest.approx(by_name["exact"]["metrics"]["ndcg@10"], abs=1e-6)
+    # served_by counts queries by the one-line form of ServedBy: what each config really measured.
+    assert by_name["hnsw"]["served_by"] == {"hnsw[1 shard(s), d=384]": 14}
+    assert all(key.startswith("exact(untrained: ") for key in by_name["adaptive-64"]["served_by"])
     answer = data["answer"]
     assert answer["num_examples"] == 4 and answer["metrics"]["em"] == 0.25
     report = outcome.report_path.read_text()

@@ -22,7 +22,7 @@ class Corpus:
     def truth(self, k: int = 10, *, allowed: np.ndarray | None = None) -> np.ndarray:
         oracle = ExactShard(self.dim)
         oracle.add(self.ids, self.vectors)
-        return oracle.search(self.queries, k, allowed_ids=allowed)[1]
+        return oracle.search(self.queries, k, allowed_ids=allowed).ids
 
 
 def make_corpus(n: int, dim: int, *, num_queries: int = 100, seed: int = 0) -> Corpus:

@@ -44,11 +44,11 @@ def test_rotated_prefix_with_int8_rescoring_matches_exact_full_width(minilm):
     ids = np.arange(1, len(corpus) + 1, dtype=np.int64)
     oracle = ExactShard(corpus.shape[1])
     oracle.add(ids, corpus)
-    truth = oracle.search(queries, 10)[1]
+    truth = oracle.search(queries, 10).ids
 
     def measured(spec: IndexSpec) -> float:
         index = CollectionIndex.from_arrays(corpus, spec=spec)
-        return recall(np.asarray([index.search(q, 10)[0] for q in queries]), truth)
+        return recall(np.asarray([index.search(q, 10).ids for q in queries]), truth)
 
     rotated = measured(IndexSpec(dims=64, shortlist=100))
     raw_prefix = measured(IndexSpec(dims=64, shortlist=100, rotate=False))

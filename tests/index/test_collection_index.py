@@ -34,7 +34,7 @@ SPECS = {
 def _search_all(index: CollectionIndex, queries: np.ndarray, k: int = 10, **options) -> np.ndarray:
     rows = []
     for q in queries:
-        ids = index.search(q, k, **options)[0]
+        ids = index.search(q, k, **options).ids
         rows.append(np.pad(ids, (0, k - len(ids)), constant_values=-1))
     return np.asarray(rows)
 
@@ -44,14 +44,14 @@ def test_recall_vs_exact_then_persist_reopen_identical(name, tmp_path, corpus):
     spec = SPECS[name]
     index = CollectionIndex.from_arrays(corpus.vectors, spec=spec, directory=tmp_path)
     found = _search_all(index, corpus.queries)
-    assert recall(found, corpus.truth(10)) >= 0.95, index.search(corpus.queries[0], 10)[3]
+    assert recall(found, corpus.truth(10)) >= 0.95, str(index.search(corpus.queries[0], 10).served_by)
     index.save()
     index.close()
     reopened = CollectionIndex.open(tmp_path, spec, corpus.dim, index.source)
     assert len(reopened) == len(corpus.ids)
     for q in corpus.queries[:20]:
         a, b = index.search(q, 10), reopened.search(q, 10)
-        assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+        assert np.array_equal(a.ids, b.ids) and np.allclose(a.scores, b.scores)
 
 
 def test_watermark_replay_finds_chunks_added_after_save(tmp_path, corpus):
@@ -62,7 +62,7 @@ def test_watermark_replay_finds_chunks_added_after_save(tmp_path, corpus):
     source.append(corpus.ids[2000:], corpus.vectors[2000:])  # acknowledged by the store, index killed before save
     reopened = CollectionIndex.open(tmp_path, SPECS["hnsw_adaptive"], corpus.dim, source)
     assert len(reopened) == len(corpus.ids) and reopened.watermark == int(corpus.ids.max())
-    assert reopened.search(corpus.vectors[2500], 1)[0].tolist() == [2501]
+    assert reopened.search(corpus.vectors[2500], 1).ids.tolist() == [2501]
 
 
 def test_delete_committed_after_save_is_dropped_on_reopen(tmp_path, corpus):
@@ -124,22 +124,22 @@ def test_changed_spec_rebuilds(tmp_path, corpus, caplog):
         index = CollectionIndex.open(tmp_path, SPECS["faiss_flat"], corpus.dim,
                                      InMemoryVectorSource(corpus.vectors))
     assert "another spec" in caplog.text
-    assert index.search(corpus.queries[0], 1)[3].startswith("faiss_flat")
+    assert str(index.search(corpus.queries[0], 1).served_by).startswith("faiss_flat")
 
 
 def test_exact_until_trained_then_ann(tmp_path, corpus):
     source = InMemoryVectorSource(np.zeros((0, corpus.dim), np.float32))
     index = CollectionIndex.open(tmp_path, SPECS["hnsw_adaptive"], corpus.dim, source)
-    assert index.search(corpus.queries[0], 5)[0].size == 0  # empty collection: nothing, no error
+    assert index.search(corpus.queries[0], 5).ids.size == 0  # empty collection: nothing, no error
     index.add(corpus.ids[:600], corpus.vectors[:600])
-    assert index.search(corpus.queries[0], 5)[3].startswith("exact(untrained")
+    assert str(index.search(corpus.queries[0], 5).served_by).startswith("exact(untrained")
     index.save()  # an untrained index persists and reopens too
     index = CollectionIndex.open(tmp_path, SPECS["hnsw_adaptive"], corpus.dim,
                                  InMemoryVectorSource(corpus.vectors[:600], ids=corpus.ids[:600]))
     assert not index.trained and len(index) == 600
     index.add(corpus.ids[600:], corpus.vectors[600:])
     assert index.trained and MIN_TRAIN <= len(index) == len(corpus.ids)
-    assert "rescore" in index.search(corpus.queries[0], 5)[3]
+    assert "rescore" in str(index.search(corpus.queries[0], 5).served_by)
     assert recall(_search_all(index, corpus.queries), corpus.truth(10)) >= 0.95
 
 
@@ -147,14 +147,15 @@ def test_exact_until_trained_then_ann(tmp_path, corpus):
 def test_filters_small_set_exact_large_set_inside_ann(name, corpus):
     index = CollectionIndex.from_arrays(corpus.vectors, spec=SPECS[name])
     small = corpus.ids[::100]  # 30 ids: scanned exactly
-    ids, scores, _, served_by = index.search(corpus.queries[0], 10, allowed_ids=small)
-    assert served_by.startswith("exact-subset")
+    served_by = index.search(corpus.queries[0], 10, allowed_ids=small).served_by
+    assert served_by.path == "exact_subset" and served_by.num_ids == len(small)
+    assert str(served_by).startswith("exact-subset")
     found = _search_all(index, corpus.queries, allowed_ids=small)
     assert np.isin(found, small).all()
     assert recall(found, corpus.truth(10, allowed=small)) >= 0.97  # exact scan, but of int8 vectors
     large = corpus.ids[corpus.ids % 2 == 0]
     found = _search_all(index, corpus.queries, allowed_ids=large)
-    assert "rescore" in index.search(corpus.queries[0], 10, allowed_ids=large)[3]
+    assert "rescore" in str(index.search(corpus.queries[0], 10, allowed_ids=large).served_by)
     assert np.isin(found[found >= 0], large).all()
     assert recall(found, corpus.truth(10, allowed=large)) >= 0.95
 
@@ -162,11 +163,11 @@ def test_filters_small_set_exact_large_set_inside_ann(name, corpus):
 @pytest.mark.parametrize("name", ["hnsw", "faiss_hnsw", "hnsw_adaptive"])
 def test_filter_leaving_fewer_than_k_and_k_above_size(name, corpus):
     index = CollectionIndex.from_arrays(corpus.vectors[:50], spec=SPECS[name])
-    ids = index.search(corpus.queries[0], 10, allowed_ids=np.array([3, 7, 10**6]))[0]
+    ids = index.search(corpus.queries[0], 10, allowed_ids=np.array([3, 7, 10**6])).ids
     assert sorted(ids.tolist()) == [3, 7]
-    ids, scores, _, _ = index.search(corpus.queries[0], 500)
-    assert sorted(ids.tolist()) == list(range(1, 51)) and np.all(np.diff(scores) <= 1e-6)
-    assert index.search(corpus.queries[0], 5, allowed_ids=np.array([], np.int64))[0].size == 0
+    result = index.search(corpus.queries[0], 500)
+    assert sorted(result.ids.tolist()) == list(range(1, 51)) and np.all(np.diff(result.scores) <= 1e-6)
+    assert index.search(corpus.queries[0], 5, allowed_ids=np.array([], np.int64)).ids.size == 0
 
 
 def test_bad_queries_are_refused(corpus):
@@ -192,8 +193,9 @@ def test_bad_queries_are_refused(corpus):
 
 def test_tail_only_rescoring_scores_equal_full_width_and_refuses_dims(corpus):
     index = CollectionIndex.from_arrays(corpus.vectors, spec=SPECS["hnsw_adaptive_tail"])
-    ids, scores, _, _ = index.search(corpus.queries[0], 10)
-    assert np.allclose(scores, corpus.vectors[ids - 1] @ corpus.queries[0], atol=0.01)  # prefix f32 + int8 tail
+    result = index.search(corpus.queries[0], 10)
+    exact = corpus.vectors[result.ids - 1] @ corpus.queries[0]
+    assert np.allclose(result.scores, exact, atol=0.01)  # prefix f32 + int8 tail
     full = CollectionIndex.from_arrays(corpus.vectors, spec=SPECS["hnsw_adaptive"])
     assert index.index_bytes < full.index_bytes - 15 * len(corpus.ids)  # d' = 16 int8 bytes a vector saved
     with pytest.raises(InvalidInput, match="dims"):
@@ -203,8 +205,9 @@ def test_tail_only_rescoring_scores_equal_full_width_and_refuses_dims(corpus):
 def test_query_time_dims_and_shortlist(corpus):
     index = CollectionIndex.from_arrays(corpus.vectors, spec=SPECS["hnsw_adaptive"])
     truth = corpus.truth(10)
-    _, _, timings, served_by = index.search(corpus.queries[0], 10, dims=32)
-    assert served_by.startswith("exact-prefix(d=32)") and "prefix_scan_ms" in timings
+    result = index.search(corpus.queries[0], 10, dims=32)
+    assert str(result.served_by).startswith("exact-prefix(d=32)") and "prefix_scan_ms" in result.timings_ms
+    assert result.served_by.path == "exact_prefix" and result.served_by.dims == 32
     assert recall(_search_all(index, corpus.queries, dims=32), truth) >= 0.97
     narrow = recall(_search_all(index, corpus.queries, shortlist=10), truth)
     wide = recall(_search_all(index, corpus.queries, shortlist=400), truth)
@@ -252,7 +255,8 @@ def test_adaptive_int8_uses_less_memory_than_full_hnsw(corpus):
 def test_l2_metric_scores_are_negative_squared_distances(corpus):
     index = CollectionIndex.from_arrays(corpus.vectors * 3.0, spec=IndexSpec(metric="l2", dims=16, shortlist=100,
                                                                              rescore_dtype="float32"))
-    ids, scores, _, _ = index.search(corpus.queries[0] * 3.0, 5)
+    result = index.search(corpus.queries[0] * 3.0, 5)
+    ids, scores = result.ids, result.scores
     expected = -((corpus.vectors[ids - 1] * 3.0 - corpus.queries[0] * 3.0) ** 2).sum(axis=1)
     assert np.allclose(scores, expected, rtol=1e-4, atol=1e-3)
     assert ids[0] == np.argmin(((corpus.vectors - corpus.queries[0]) ** 2).sum(axis=1)) + 1
@@ -269,3 +273,23 @@ def test_ivf_retrains_as_the_collection_grows(corpus):
         trained_sizes.add(index._state.trained_on)
     assert min(s for s in trained_sizes if s) == 1250 and len(index) == len(corpus.ids)
     assert recall(_search_all(index, corpus.queries), corpus.truth(10)) >= 0.95
+
+
+def test_served_by_records_each_path_and_renders_the_one_line_names(corpus):
+    """str(served_by) is what logs, the CLI and the REST field show, so each path's form is pinned here."""
+    q, few = corpus.queries[0], corpus.ids[:30]
+    adaptive = CollectionIndex.from_arrays(corpus.vectors, spec=IndexSpec(dims=16, shortlist=100, num_shards=2))
+    ann = adaptive.search(q, 10).served_by
+    assert (ann.path, ann.backend, ann.num_shards, ann.dims, ann.shortlist, ann.rescore_dtype) == \
+        ("ann", "hnsw", 2, 16, 100, "int8")
+    assert str(ann) == "hnsw[2 shard(s), d=16]+rescore(L=100, int8)"
+    assert str(adaptive.search(q, 10, dims=32).served_by) == "exact-prefix(d=32)+rescore(L=100, int8)"
+    assert str(adaptive.search(q, 10, allowed_ids=few).served_by) == "exact-subset(30 ids, rescore int8)"
+    tail = CollectionIndex.from_arrays(corpus.vectors, spec=SPECS["hnsw_adaptive_tail"])
+    tail_subset = tail.search(q, 10, allowed_ids=few).served_by
+    assert tail_subset.tail_only and str(tail_subset) == "exact-subset(30 ids, prefix + rescore int8)"
+    full = CollectionIndex.from_arrays(corpus.vectors[:1500], spec=SPECS["hnsw"])
+    assert str(full.search(q, 10).served_by) == "hnsw[1 shard(s), d=64]"
+    assert str(full.search(q, 10, allowed_ids=few).served_by) == "exact-subset(30 ids, full width)"
+    staged = CollectionIndex.from_arrays(corpus.vectors[:600], spec=SPECS["hnsw_adaptive"])
+    assert str(staged.search(q, 10).served_by) == f"exact(untrained: 600 < {MIN_TRAIN})"

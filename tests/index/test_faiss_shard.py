@@ -31,12 +31,13 @@ def _built(spec: IndexSpec, corpus) -> FaissShard:
 def test_faiss_recall_vs_exact_and_after_save_load(name, tmp_path, corpus):
     shard = _built(SPECS[name], corpus)
     truth = corpus.truth(10)
-    scores, found = shard.search(corpus.queries, 10)
+    hits = shard.search(corpus.queries, 10)
+    found = hits.ids
     assert recall(found, truth) >= 0.95
-    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first, higher is better
+    assert np.all(np.diff(hits.scores, axis=1) <= 1e-6)  # best first, higher is better
     shard.save(tmp_path / "s.faiss")
     loaded = FaissShard.load(tmp_path / "s.faiss", spec=SPECS[name], dim=corpus.dim, meta=shard.manifest_meta())
-    assert (loaded.search(corpus.queries, 10)[1] == found).all()
+    assert (loaded.search(corpus.queries, 10).ids == found).all()
     assert shard.nbytes > 0
 
 
@@ -45,21 +46,21 @@ def test_ivfpq_alone_is_coarse_but_trains_and_searches(corpus):
     spec = IndexSpec(backend="faiss_ivfpq", pq_m=16, ivf_nprobe=32)
     shard = FaissShard.create(spec, corpus.dim, train_sample=corpus.vectors[:1200])  # k-means is the slow part
     shard.add(corpus.ids, corpus.vectors)
-    assert recall(shard.search(corpus.queries, 10)[1], corpus.truth(10)) >= 0.4
+    assert recall(shard.search(corpus.queries, 10).ids, corpus.truth(10)) >= 0.4
     assert shard.nbytes < corpus.vectors.nbytes / 4
 
 
 @pytest.mark.parametrize("name", ["flat", "ivf", "hnsw"])
 def test_delete_filter_and_fewer_than_k(name, corpus):
     shard = _built(SPECS[name], corpus)
-    top = int(shard.search(corpus.queries[:1], 1)[1][0, 0])
+    top = int(shard.search(corpus.queries[:1], 1).ids[0, 0])
     shard.delete(np.array([top, 10**9]))
     assert len(shard) == len(corpus.ids) - 1
-    assert top not in shard.search(corpus.queries[:1], 10)[1]
-    _, ids = shard.search(corpus.queries[:1], 5, allowed_ids=np.array([top, 7, 8]))
+    assert top not in shard.search(corpus.queries[:1], 10).ids
+    ids = shard.search(corpus.queries[:1], 5, allowed_ids=np.array([top, 7, 8])).ids
     assert sorted(ids[0][:2].tolist()) == [7, 8] and (ids[0][2:] == -1).all()
     allowed = corpus.ids[corpus.ids % 2 == 0]
-    found = shard.search(corpus.queries, 10, allowed_ids=allowed)[1]
+    found = shard.search(corpus.queries, 10, allowed_ids=allowed).ids
     assert np.isin(found[found >= 0], allowed).all()
 
 
@@ -69,7 +70,7 @@ def test_hnsw_tombstones_survive_save_load(tmp_path, corpus):
     shard.save(tmp_path / "s.faiss")
     loaded = FaissShard.load(tmp_path / "s.faiss", spec=SPECS["hnsw"], dim=corpus.dim, meta=shard.manifest_meta())
     assert len(loaded) == len(corpus.ids) - 100
-    found = loaded.search(corpus.vectors[:20], 10)[1]
+    found = loaded.search(corpus.vectors[:20], 10).ids
     assert not np.isin(found, corpus.ids[:100]).any()
     with pytest.raises(InvalidInput, match="rebuild"):
         loaded.add(corpus.ids[:1], corpus.vectors[:1])
@@ -78,14 +79,15 @@ def test_hnsw_tombstones_survive_save_load(tmp_path, corpus):
 def test_k_larger_than_collection(corpus):
     shard = FaissShard.create(SPECS["flat"], corpus.dim)
     shard.add(corpus.ids[:3], corpus.vectors[:3])
-    scores, ids = shard.search(corpus.queries[:1], 6)
+    hits = shard.search(corpus.queries[:1], 6)
+    ids, scores = hits.ids, hits.scores
     assert sorted(ids[0][:3].tolist()) == [1, 2, 3] and (ids[0][3:] == -1).all() and np.isneginf(scores[0][3:]).all()
 
 
 def test_garbage_file_is_corrupt(tmp_path, corpus):
     (tmp_path / "s.faiss").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(IndexCorrupt):
-        FaissShard.load(tmp_path / "s.faiss", spec=SPECS["flat"], dim=corpus.dim, meta={})
+        FaissShard.load(tmp_path / "s.faiss", spec=SPECS["flat"], dim=corpus.dim)
 
 
 def test_device_selection_logic():
@@ -113,4 +115,4 @@ def test_gpu_flat_matches_cpu(corpus):
     cpu = _built(SPECS["flat"], corpus)
     gpu = _built(IndexSpec(backend="faiss_flat", use_gpu=True), corpus)
     assert gpu.device == "gpu"
-    assert recall(gpu.search(corpus.queries, 10)[1], cpu.search(corpus.queries, 10)[1]) >= 0.99
+    assert recall(gpu.search(corpus.queries, 10).ids, cpu.search(corpus.queries, 10).ids) >= 0.99

@@ -17,11 +17,11 @@ def _built(corpus, **options) -> HnswShard:
 def test_hnsw_recall_vs_exact_and_after_save_load(tmp_path, corpus):
     shard = _built(corpus)
     truth = corpus.truth(10)
-    found = shard.search(corpus.queries, 10)[1]
+    found = shard.search(corpus.queries, 10).ids
     assert recall(found, truth) >= 0.95
     shard.save(tmp_path / "s.hnsw")
     loaded = HnswShard.load(tmp_path / "s.hnsw", dim=corpus.dim)
-    assert (loaded.search(corpus.queries, 10)[1] == found).all()
+    assert (loaded.search(corpus.queries, 10).ids == found).all()
 
 
 def test_capacity_grows_past_the_initial_size(corpus):
@@ -33,37 +33,37 @@ def test_capacity_grows_past_the_initial_size(corpus):
 
 def test_scores_are_inner_products(corpus):
     shard = _built(corpus)
-    scores, ids = shard.search(corpus.queries[:1], 3)
-    expected = corpus.vectors[ids[0] - 1] @ corpus.queries[0]
-    assert np.allclose(scores[0], expected, atol=1e-5)
+    hits = shard.search(corpus.queries[:1], 3)
+    expected = corpus.vectors[hits.ids[0] - 1] @ corpus.queries[0]
+    assert np.allclose(hits.scores[0], expected, atol=1e-5)
 
 
 def test_k_larger_than_collection_and_filter_leaving_fewer_than_k(corpus):
     shard = HnswShard(corpus.dim)
     shard.add(corpus.ids[:5], corpus.vectors[:5])
-    assert sorted(shard.search(corpus.queries[:1], 50)[1][0][:5].tolist()) == [1, 2, 3, 4, 5]
-    assert (shard.search(corpus.queries[:1], 50)[1][0][5:] == -1).all()
-    _, ids = shard.search(corpus.queries[:1], 4, allowed_ids=np.array([2, 4, 77]))
+    assert sorted(shard.search(corpus.queries[:1], 50).ids[0][:5].tolist()) == [1, 2, 3, 4, 5]
+    assert (shard.search(corpus.queries[:1], 50).ids[0][5:] == -1).all()
+    ids = shard.search(corpus.queries[:1], 4, allowed_ids=np.array([2, 4, 77])).ids
     assert sorted(ids[0][:2].tolist()) == [2, 4] and (ids[0][2:] == -1).all()
 
 
 def test_filter_inside_search_matches_exact_on_the_subset(corpus):
     shard = _built(corpus)
     allowed = corpus.ids[corpus.ids % 3 == 0]
-    found = shard.search(corpus.queries, 10, allowed_ids=allowed)[1]
+    found = shard.search(corpus.queries, 10, allowed_ids=allowed).ids
     assert np.isin(found[found >= 0], allowed).all()
     assert recall(found, corpus.truth(10, allowed=allowed)) >= 0.95
 
 
 def test_delete_then_readd(corpus):
     shard = _built(corpus)
-    top = int(shard.search(corpus.queries[:1], 1)[1][0, 0])
+    top = int(shard.search(corpus.queries[:1], 1).ids[0, 0])
     shard.delete(np.array([top, 10**9]))  # an unknown id is ignored
     assert len(shard) == len(corpus.ids) - 1
-    assert top not in shard.search(corpus.queries[:1], 10)[1]
+    assert top not in shard.search(corpus.queries[:1], 10).ids
     shard.add(np.array([top]), corpus.vectors[top - 1 : top])
     assert len(shard) == len(corpus.ids)
-    assert int(shard.search(corpus.queries[:1], 1)[1][0, 0]) == top
+    assert int(shard.search(corpus.queries[:1], 1).ids[0, 0]) == top
 
 
 def test_non_contiguous_and_float64_input_is_accepted(corpus):

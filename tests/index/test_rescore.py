@@ -51,12 +51,12 @@ def test_deletes_readds_and_unordered_ids_survive_save_load(tmp_path):
     store.add(np.array([152]), v[:1])  # replace
     assert len(store) == 498
     assert store.rows_for(np.array([150, 152]))[0].tolist() == [152]
-    scores, ids = store.scan(v[0], 3)
+    ids = store.scan(v[0], 3).ids[0]  # (3,)
     assert ids[0] in (152, 599)  # v[0] is stored under both ids now
     store.save(tmp_path / "r.npz")
     loaded = RescoreStore.load(tmp_path / "r.npz", dim=v.shape[1], dtype="int8", metric="ip")
     assert len(loaded) == 498
-    assert np.array_equal(loaded.scan(v[0], 5)[1], store.scan(v[0], 5)[1])
+    assert np.array_equal(loaded.scan(v[0], 5).ids, store.scan(v[0], 5).ids)
     with pytest.raises(IndexCorrupt):
         RescoreStore.load(tmp_path / "r.npz", dim=v.shape[1], dtype="int4", metric="ip")
 

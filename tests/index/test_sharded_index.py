@@ -46,10 +46,10 @@ def test_merge_of_exact_shards_equals_one_exact_shard(num_shards, k, n, seed, fi
     sharded.add(ids, vectors)
     oracle.add(ids, vectors)
     allowed = ids[ids % 3 != 0] if filtered else None
-    got_scores, got_ids = sharded.search(corpus.queries, k, allowed_ids=allowed)
-    want_scores, want_ids = oracle.search(corpus.queries, k, allowed_ids=allowed)
-    assert (got_ids == want_ids).all()
-    assert np.allclose(got_scores, want_scores, atol=1e-6, equal_nan=True)
+    got = sharded.search(corpus.queries, k, allowed_ids=allowed)
+    want = oracle.search(corpus.queries, k, allowed_ids=allowed)
+    assert (got.ids == want.ids).all()
+    assert np.allclose(got.scores, want.scores, atol=1e-6, equal_nan=True)
     sharded.close()
 
 
@@ -61,7 +61,7 @@ def test_deletes_are_routed_to_the_owning_shard(corpus):
     sharded.delete(victims)
     owners = np.bincount(shard_of(victims, 4), minlength=4)
     assert [b - len(s) for b, s in zip(before, sharded.shards, strict=True)] == owners.tolist()
-    assert not np.isin(sharded.search(corpus.vectors[:50], 5)[1], victims).any()
+    assert not np.isin(sharded.search(corpus.vectors[:50], 5).ids, victims).any()
 
 
 def test_four_hnsw_shards_within_half_a_point_of_one(corpus):
@@ -70,7 +70,7 @@ def test_four_hnsw_shards_within_half_a_point_of_one(corpus):
     for n in (1, 4):
         sharded = ShardedIndex([HnswShard(corpus.dim) for _ in range(n)])
         sharded.add(corpus.ids, corpus.vectors)
-        results[n] = recall(sharded.search(corpus.queries, 10)[1], truth)
+        results[n] = recall(sharded.search(corpus.queries, 10).ids, truth)
         sharded.close()
     assert results[1] >= 0.95
     assert results[4] >= results[1] - 0.005

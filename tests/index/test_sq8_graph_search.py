@@ -36,7 +36,8 @@ def test_native_walk_returns_faiss_neighbours_and_scores(shard, corpus):
     overlap, compared = 0.0, 0
     for query in corpus.queries:
         ref_scores, ref_ids = _faiss_search(shard, query, 40, 64)
-        scores, ids = shard._native.search(query, 40, 64)
+        native = shard._native.search(query, 40, 64)  # (1, m)
+        scores, ids = native.scores[0], native.ids[0]
         assert np.all(np.diff(scores) <= 1e-6)  # best first
         overlap += len(np.intersect1d(ids, ref_ids)) / 40
         _, a, b = np.intersect1d(ref_ids, ids, return_indices=True)
@@ -48,30 +49,30 @@ def test_native_walk_returns_faiss_neighbours_and_scores(shard, corpus):
 
 def test_shard_search_uses_native_walk_and_keeps_recall(shard, corpus):
     truth = corpus.truth(10)
-    found = np.stack([shard.search(q[None, :], 10)[1][0] for q in corpus.queries])
+    found = np.stack([shard.search(q[None, :], 10).ids[0] for q in corpus.queries])
     assert recall(found, truth) >= 0.95
 
 
 def test_deleted_ids_route_the_walk_but_are_never_returned(shard, corpus, tmp_path):
-    firsts = np.stack([shard.search(q[None, :], 5)[1][0] for q in corpus.queries])
+    firsts = np.stack([shard.search(q[None, :], 5).ids[0] for q in corpus.queries])
     deleted = np.unique(firsts[:, :2])
     shard.delete(deleted)
     params = shard._params(None, 64)  # faiss's path with the tombstone selector: the reference
     for query in corpus.queries:
-        ids = shard.search(query[None, :], 10, ef_search=64)[1][0]  # native
+        ids = shard.search(query[None, :], 10, ef_search=64).ids[0]  # native
         assert not set(ids.tolist()) & set(deleted.tolist())
-        ref = shard._search(query[None, :], 10, params)[1][0]
+        ref = shard._search(query[None, :], 10, params).ids[0]
         assert len(np.intersect1d(ids, ref)) >= 9  # same neighbours up to ties and walk order
     shard.save(tmp_path / "s.faiss")  # tombstones live in the manifest meta and come back with the file
     loaded = FaissShard.load(tmp_path / "s.faiss", spec=SPEC, dim=corpus.dim, meta=shard.manifest_meta())
     for query in corpus.queries[:20]:
-        assert not set(loaded.search(query[None, :], 10)[1][0].tolist()) & set(deleted.tolist())
+        assert not set(loaded.search(query[None, :], 10).ids[0].tolist()) & set(deleted.tolist())
 
 
 def test_filters_go_to_faiss_and_are_honoured(shard, corpus):
     query = corpus.queries[0]
     allowed = corpus.ids[::7]
-    filtered = shard.search(query[None, :], 5, allowed_ids=allowed)[1][0]
+    filtered = shard.search(query[None, :], 5, allowed_ids=allowed).ids[0]
     assert set(filtered) <= set(allowed)
 
 
@@ -83,7 +84,7 @@ def test_growing_index_is_seen_by_the_native_walk(corpus):
         pytest.skip("the native sq8 walk could not be built here (no C++ compiler?)")
     grown.add(corpus.ids[half:], corpus.vectors[half:])  # faiss may reallocate every array: views are re-taken
     target = corpus.vectors[-1]
-    ids = grown.search(target[None, :], 1)[1][0]
+    ids = grown.search(target[None, :], 1).ids[0]
     assert ids[0] == corpus.ids[-1]
 
 
@@ -101,5 +102,5 @@ def test_empty_graph_returns_nothing(corpus):
     empty = FaissShard.create(SPEC, corpus.dim, train_sample=corpus.vectors)
     if empty._native is None:
         pytest.skip("the native sq8 walk could not be built here (no C++ compiler?)")
-    scores, ids = empty._native.search(corpus.queries[0], 10, 32)
-    assert len(scores) == len(ids) == 0
+    native = empty._native.search(corpus.queries[0], 10, 32)
+    assert native.ids.shape == native.scores.shape == (1, 0)

@@ -36,13 +36,17 @@ def test_search_by_text_finds_the_topic(store):
     assert all(h.metadata["topic"] == 2 for h in result.hits)
     assert result.hits[0].score >= result.hits[-1].score
     assert {"embed_ms", "hydrate_ms", "total_ms"} <= set(result.timings_ms)
+    assert result.served_by.path == "ann" and str(result.served_by) == "hnsw[1 shard(s), d=384]"
 
 
 def test_filters_and_k_larger_than_collection(store):
     hits = store.search("notes", query="syntax trees", k=100, filter={"day": {"$gte": 20}}).hits
     assert sorted(h.document_id for h in hits) == ["d20", "d21", "d22", "d23"]
     assert len(store.search("notes", query="anything", k=1000).hits) == 24
-    assert store.search("notes", query="x", k=5, filter={"topic": 99}).hits == []
+    nothing = store.search("notes", query="x", k=5, filter={"topic": 99})
+    assert nothing.hits == [] and nothing.served_by.path == "empty_filter" and str(nothing.served_by) == "filter"
+    few = store.search("notes", query="x", k=5, filter={"topic": 1}).served_by
+    assert str(few) == "exact-subset(4 ids, full width)" and few.num_ids == 4
 
 
 def test_reingest_identical_is_noop_and_changed_replaces(store):

@@ -100,5 +100,6 @@ def search(name: str, body: SearchRequest, store: StoreDep, settings: SettingsDe
     # Serialised directly: re-validating the response model costs as much as a small search (the hot path).
     body_out = {"hits": [{"chunk_id": h.chunk_id, "document_id": h.document_id, "text": h.text, "score": h.score,
                           "metadata": h.metadata} for h in result.hits],
-                "timings_ms": result.timings_ms, "served_by": result.served_by}
+                "timings_ms": result.timings_ms, "served_by": str(result.served_by),
+                "served_by_detail": result.served_by.to_dict()}
     return Response(json.dumps(body_out, ensure_ascii=False), media_type="application/json")
