@@ -102,6 +102,11 @@ class LexicalIndex:
         """Bytes held to answer queries, roughly: postings, per-row arrays, id map and vocabulary."""
         return self._main.nbytes + self._delta.nbytes + self._rows.nbytes + 100 * (len(self) + len(self._terms))
 
+    def live_ids(self) -> np.ndarray:
+        """Sorted int64 ids of the chunks the index holds: after a reload, diff them with the catalog to find
+        chunks deleted after the last save (the watermark only covers additions)."""
+        return np.sort(np.fromiter(self._row_of, dtype=np.int64, count=len(self._row_of)))
+
     def stats(self) -> dict[str, int]:
         """Counters for logs and tests: live chunks, rows, tombstones, delta rows, terms, watermark."""
         return {"count": len(self), "rows": len(self._rows), "dead": self._rows.num_dead,

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ragsvc.errors import IndexCorrupt, InvalidInput
-from ragsvc.index.lexical_files import MANIFEST_NAME
+from ragsvc.index.lexical_files import MANIFEST_NAME, LexicalSnapshot, write_snapshot
 from ragsvc.index.lexical_index import Bm25Params, LexicalHits, LexicalIndex, MergePolicy
 from ragsvc.index.lexical_tokens import LexicalTokenizer, TokenizerConfig
 
@@ -221,6 +221,7 @@ def test_save_load_round_trip_gives_identical_results(tmp_path: Path) -> None:
     loaded = LexicalIndex.load(tmp_path)
     assert loaded is not None
     assert loaded.stats() == index.stats() and loaded.watermark == 1001
+    np.testing.assert_array_equal(loaded.live_ids(), index.live_ids())
     for query, hits in before.items():
         again = loaded.search(query, 20)
         np.testing.assert_array_equal(again.ids, hits.ids)
@@ -313,12 +314,27 @@ def test_a_damaged_index_raises_index_corrupt(tmp_path: Path, damage) -> None:
 
 def test_arrays_that_do_not_fit_raise_index_corrupt(tmp_path: Path) -> None:
     """A file whose checksum matches but whose arrays are inconsistent (a bug, not bit rot) is refused too."""
-    index = build(CORPUS)
-    index.merge()
-    index._main.rows[0] = 10_000  # a posting pointing past the rows
-    index.save(tmp_path)
+    bad = LexicalSnapshot(terms=["cat"], indptr=np.array([0, 1]), rows=np.array([5], np.int32),
+                          tfs=np.array([1], np.int32), row_ids=np.array([1]), doc_len=np.array([1], np.int32),
+                          tokenizer=TokenizerConfig().to_dict(), params={"k1": 1.2, "b": 0.75}, watermark=1,
+                          generation=1)
+    write_snapshot(tmp_path, bad, versions={})
     with pytest.raises(IndexCorrupt, match="outside the rows"):
         LexicalIndex.load(tmp_path)
+
+
+def test_deleting_everything_leaves_a_usable_empty_index(tmp_path: Path) -> None:
+    index = build(CORPUS)
+    index.delete(list(CORPUS))
+    index.merge()
+    assert len(index) == 0 and index.search("cat", 5).ids.tolist() == []
+    assert index.live_ids().tolist() == []
+    index.save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path)
+    assert loaded is not None and len(loaded) == 0 and loaded.watermark == 6
+    loaded.add([8], ["cat"])
+    assert loaded.search("cat", 5).ids.tolist() == [8]
+    assert loaded.live_ids().tolist() == [8]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
