@@ -62,12 +62,12 @@ class Hit:
     metadata: Metadata = field(default_factory=dict)
 
 
-ServedPath = Literal["ann", "exact_prefix", "exact_subset", "untrained", "empty_filter"]
+ServedPath = Literal["ann", "exact_prefix", "exact_subset", "untrained", "empty_filter", "lexical"]
 """How a search was answered (see ragsvc/index/collection_index.py for when each path is taken):
 `ann` the sharded ANN structure (then, with Matryoshka dims, full-width rescoring of its shortlist);
 `exact_prefix` an exact scan of a query-time prefix width, then rescoring; `exact_subset` an exact scan of
 the few ids a filter allows; `untrained` an exact scan of the staging vectors kept until the index can train;
-`empty_filter` nothing searched, because the filter matched no chunk."""
+`empty_filter` nothing searched, because the filter matched no chunk; `lexical` the collection's BM25 index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,10 @@ class ServedBy:
     def empty_filter(cls) -> ServedBy:
         return cls("empty_filter")
 
+    @classmethod
+    def lexical(cls) -> ServedBy:
+        return cls("lexical")
+
     def with_stage(self, stage: str) -> ServedBy:
         """This answer followed by one more stage (rendered as a "+stage" suffix)."""
         return replace(self, stages=(*self.stages, stage))
@@ -142,6 +146,8 @@ class ServedBy:
             return f"exact-subset({self.num_ids} ids, {scores})"
         if self.path == "untrained":
             return f"exact(untrained: {self.num_ids} < {self.train_at})"
+        if self.path == "lexical":
+            return "bm25"
         return "filter"
 
     def _rescore(self) -> str:

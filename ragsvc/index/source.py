@@ -28,3 +28,15 @@ class VectorSource(Protocol):
     def vectors_for(self, ids: np.ndarray) -> np.ndarray:
         """Full-width float32 vectors (n, dim) for the given chunk ids, in the given order."""
         ...
+
+
+class TextSource(Protocol):
+    """What a lexical index reads from the catalog to replay or rebuild itself."""
+
+    def iter_texts(self, *, after_id: int = 0, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """Yield (ids int64 (n,), texts) for live chunks with id > after_id, ascending."""
+        ...
+
+    def live_ids(self, *, up_to: int) -> np.ndarray:
+        """Sorted int64 ids of live chunks with id <= up_to."""
+        ...

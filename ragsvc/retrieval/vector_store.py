@@ -22,6 +22,8 @@ import numpy as np
 from ragsvc.embed.embedder import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ragsvc.errors import DimensionMismatch, InvalidInput
 from ragsvc.index.collection_index import CollectionIndex
+from ragsvc.index.lexical_collection import open_lexical
+from ragsvc.index.lexical_index import LexicalIndex
 from ragsvc.index.spec import IndexSpec
 from ragsvc.retrieval.ingest import content_hash, prepare_documents, validate_batch
 from ragsvc.store.catalog import Catalog
@@ -53,6 +55,7 @@ class VectorStore:
         self._embedder_name = embedder_name
         self._save_interval_s = save_interval_s
         self._indexes: dict[str, CollectionIndex] = {}
+        self._lexical: dict[str, LexicalIndex] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._last_save: dict[str, float] = {}
         self._guard = threading.RLock()
@@ -79,15 +82,18 @@ class VectorStore:
                 with self._lock(name):
                     self._indexes[name].save()
                     self._indexes[name].close()
+            for name, lexical in list(self._lexical.items()):
+                with self._lock(name):
+                    lexical.save(self._lexical_dir(name))
             self._indexes.clear()
+            self._lexical.clear()
             self.catalog.close()
 
     def flush(self) -> None:
         """Save every open index now (they are otherwise saved every `save_interval_s` and on close)."""
         for name, index in list(self._indexes.items()):
             with self._lock(name):
-                index.save()
-                self._last_save[name] = time.monotonic()
+                self._save(name, index)
 
     # -- collections ---------------------------------------------------------------------------------------
 
@@ -127,6 +133,7 @@ class VectorStore:
             index = self._indexes.pop(name, None)
             if index is not None:
                 index.close()
+            self._lexical.pop(name, None)
             shutil.rmtree(self._index_dir(name), ignore_errors=True)
 
     # -- documents -----------------------------------------------------------------------------------------
@@ -154,6 +161,12 @@ class VectorStore:
                 index.delete(result.removed_ids)
             if len(result.added_ids):
                 index.add(result.added_ids, result.added_vectors)
+            lexical = self._lexical.get(name)  # kept in step once open; opening replays what it missed
+            if lexical is not None:
+                if len(result.removed_ids):
+                    lexical.delete(result.removed_ids)
+                if len(result.added_ids):
+                    lexical.add(result.added_ids, result.added_texts)
             self._maybe_save(name, index)
         return ids
 
@@ -163,6 +176,8 @@ class VectorStore:
             removed = self.catalog.delete_document(name, document_id)
             if len(removed):
                 index.delete(removed)
+                if name in self._lexical:
+                    self._lexical[name].delete(removed)
             self._maybe_save(name, index)
 
     def get_document(self, name: str, document_id: str) -> dict[str, Any]:
@@ -199,13 +214,42 @@ class VectorStore:
             found = self._index(name).search(q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist,
                                              ef_search=ef_search)
         timings.update(found.timings_ms)
-        t = time.perf_counter()
-        rows = self.catalog.hydrate([int(i) for i in found.ids])
-        hits = [Hit(ChunkId(int(i)), DocumentId(rows[int(i)][0]), rows[int(i)][1], float(s), rows[int(i)][2])
-                for i, s in zip(found.ids, found.scores, strict=True) if int(i) in rows]  # deleted before a crash
-        timings["hydrate_ms"] = _ms(t)
+        hits = self._hydrate(found.ids, found.scores, timings)
         timings["total_ms"] = _ms(started)
         return SearchResult(hits, timings, found.served_by)
+
+    def lexical_search(self, name: str, *, query: str, k: int = 10,
+                       filter: dict[str, Any] | None = None) -> SearchResult:
+        """BM25 over the collection's chunks (exact; reads its own writes). Scores are BM25, not cosine."""
+        started = time.perf_counter()
+        self.catalog.get_collection(name)
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query is empty; send some text")
+        if k < 1:
+            raise InvalidInput(f"k must be at least 1, got {k}")
+        timings: dict[str, float] = {}
+        allowed = None
+        if filter:
+            t = time.perf_counter()
+            allowed = self.catalog.filter_chunk_ids(name, filter)
+            timings["filter_ms"] = _ms(t)
+            if len(allowed) == 0:
+                return SearchResult([], {**timings, "total_ms": _ms(started)}, ServedBy.empty_filter())
+        with self._lock(name):
+            t = time.perf_counter()
+            found = self._lexical_index(name).search(query, k, allowed_ids=allowed)
+            timings["lexical_ms"] = _ms(t)
+        hits = self._hydrate(found.ids, found.scores, timings)
+        timings["total_ms"] = _ms(started)
+        return SearchResult(hits, timings, ServedBy.lexical())
+
+    def _hydrate(self, ids: np.ndarray, scores: np.ndarray, timings: dict[str, float]) -> list[Hit]:
+        t = time.perf_counter()
+        rows = self.catalog.hydrate([int(i) for i in ids])
+        hits = [Hit(ChunkId(int(i)), DocumentId(rows[int(i)][0]), rows[int(i)][1], float(s), rows[int(i)][2])
+                for i, s in zip(ids, scores, strict=True) if int(i) in rows]  # deleted before a crash
+        timings["hydrate_ms"] = _ms(t)
+        return hits
 
     def _query_vector(self, record: CollectionRecord, query: str | None, vector: np.ndarray | None,
                       timings: dict[str, float]) -> np.ndarray:
@@ -257,8 +301,27 @@ class VectorStore:
 
     def _maybe_save(self, name: str, index: CollectionIndex) -> None:
         if time.monotonic() - self._last_save.get(name, 0.0) >= self._save_interval_s:
-            index.save()
-            self._last_save[name] = time.monotonic()
+            self._save(name, index)
+
+    def _save(self, name: str, index: CollectionIndex) -> None:
+        index.save()
+        lexical = self._lexical.get(name)
+        if lexical is not None:
+            lexical.save(self._lexical_dir(name))
+        self._last_save[name] = time.monotonic()
+
+    def _lexical_dir(self, name: str) -> Path:
+        return self._index_dir(name) / "lexical"
+
+    def _lexical_index(self, name: str) -> LexicalIndex:
+        """The collection's BM25 index, opened (loaded and caught up, or built) on first use."""
+        with self._lock(name):
+            lexical = self._lexical.get(name)
+            if lexical is None:
+                self._index(name)  # the ANN index first: its open must not see a half-applied batch either
+                lexical = open_lexical(self._lexical_dir(name), self.catalog.vector_source(name))
+                self._lexical[name] = lexical
+            return lexical
 
 
 def _info(record: CollectionRecord, num_documents: int, num_chunks: int) -> CollectionInfo:

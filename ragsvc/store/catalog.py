@@ -140,7 +140,8 @@ class Catalog:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return WriteResult(added_ids=ids, added_vectors=vectors, removed_ids=removed)
+        return WriteResult(added_ids=ids, added_vectors=vectors, removed_ids=removed,
+                           added_texts=tuple(c.text for _, _, c in chunk_rows))
 
     def delete_document(self, collection: str, document_id: str) -> np.ndarray:
         """Delete one document and its chunks; return the removed chunk ids (int64)."""
@@ -303,6 +304,24 @@ class CatalogVectorSource:
             ids = table.column("id").to_numpy().astype(np.int64)
             yield ids, arrow_to_vectors(table.column("vector"), self._dim)
             cursor = int(ids[-1])
+
+    def iter_texts(self, *, after_id: int = 0, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """(ids int64 (n,), texts) for live chunks with id > after_id, ascending: what a lexical index holds."""
+        cursor = after_id
+        while True:
+            rows = self._catalog._query(
+                "SELECT id, text FROM chunks WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
+                [self._collection, cursor, batch_size])
+            if not rows:
+                return
+            yield np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+            cursor = int(rows[-1][0])
+
+    def live_ids(self, *, up_to: int) -> np.ndarray:
+        """Sorted int64 ids of the live chunks with id <= up_to (an index diffs them with its own after a crash)."""
+        rows = self._catalog._query("SELECT id FROM chunks WHERE collection = ? AND id <= ? ORDER BY id",
+                                    [self._collection, up_to])
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def vectors_for(self, ids: np.ndarray) -> np.ndarray:
         wanted = [int(i) for i in ids]

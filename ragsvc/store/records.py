@@ -49,3 +49,4 @@ class WriteResult:
     added_ids: np.ndarray  # (n,) int64
     added_vectors: np.ndarray  # (n, dim) float32
     removed_ids: np.ndarray  # (m,) int64, chunks of replaced documents
+    added_texts: tuple[str, ...] = ()  # (n,) the added chunks' texts, for the lexical index
