@@ -56,6 +56,7 @@ class VectorStore:
         self._save_interval_s = save_interval_s
         self._indexes: dict[str, CollectionIndex] = {}
         self._lexical: dict[str, LexicalIndex] = {}
+        self._lexical_dirty: set[str] = set()  # saving merges and rewrites the files: skip it when unchanged
         self._locks: dict[str, threading.RLock] = {}
         self._last_save: dict[str, float] = {}
         self._guard = threading.RLock()
@@ -82,9 +83,9 @@ class VectorStore:
                 with self._lock(name):
                     self._indexes[name].save()
                     self._indexes[name].close()
-            for name, lexical in list(self._lexical.items()):
+            for name in list(self._lexical):
                 with self._lock(name):
-                    lexical.save(self._lexical_dir(name))
+                    self._save_lexical(name)
             self._indexes.clear()
             self._lexical.clear()
             self.catalog.close()
@@ -134,6 +135,7 @@ class VectorStore:
             if index is not None:
                 index.close()
             self._lexical.pop(name, None)
+            self._lexical_dirty.discard(name)
             shutil.rmtree(self._index_dir(name), ignore_errors=True)
 
     # -- documents -----------------------------------------------------------------------------------------
@@ -167,6 +169,7 @@ class VectorStore:
                     lexical.delete(result.removed_ids)
                 if len(result.added_ids):
                     lexical.add(result.added_ids, result.added_texts)
+                self._lexical_dirty.add(name)
             self._maybe_save(name, index)
         return ids
 
@@ -178,6 +181,7 @@ class VectorStore:
                 index.delete(removed)
                 if name in self._lexical:
                     self._lexical[name].delete(removed)
+                    self._lexical_dirty.add(name)
             self._maybe_save(name, index)
 
     def get_document(self, name: str, document_id: str) -> dict[str, Any]:
@@ -305,10 +309,14 @@ class VectorStore:
 
     def _save(self, name: str, index: CollectionIndex) -> None:
         index.save()
-        lexical = self._lexical.get(name)
-        if lexical is not None:
-            lexical.save(self._lexical_dir(name))
+        self._save_lexical(name)
         self._last_save[name] = time.monotonic()
+
+    def _save_lexical(self, name: str) -> None:
+        lexical = self._lexical.get(name)
+        if lexical is not None and name in self._lexical_dirty:
+            lexical.save(self._lexical_dir(name))
+            self._lexical_dirty.discard(name)
 
     def _lexical_dir(self, name: str) -> Path:
         return self._index_dir(name) / "lexical"
@@ -321,6 +329,7 @@ class VectorStore:
                 self._index(name)  # the ANN index first: its open must not see a half-applied batch either
                 lexical = open_lexical(self._lexical_dir(name), self.catalog.vector_source(name))
                 self._lexical[name] = lexical
+                self._lexical_dirty.add(name)  # a first open may have built or caught up: save that work
             return lexical
 
 
