@@ -69,6 +69,25 @@ class CodeSettings(_Frozen):
     )
 
 
+class GeneratorSettings(_Frozen):
+    """Which language model HyDE, the LLM reranker and answers use. With `url` set, any OpenAI-compatible
+    server (ragsvc serve-model, vLLM, llama.cpp); otherwise the model this process hosts, if it hosts one."""
+
+    url: str | None = Field(None, description="base URL including /v1, e.g. http://127.0.0.1:8001/v1")
+    model: str | None = Field(None, description="model name on that server; unset = the first it lists")
+    api_key: str | None = None
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="read timeout of one model call")
+
+
+class RerankSettings(_Frozen):
+    """Rerankers a server offers; the `llm` reranker is offered whenever a generator is available."""
+
+    embedder: str | None = Field(None, description="a local sentence-transformers folder (e.g. EmbeddingGemma)")
+    embedder_query_prefix: str = Field("", max_length=256)
+    embedder_document_prefix: str = Field("", max_length=256)
+    cross_encoder: str | None = Field(None, description="a local sentence-transformers CrossEncoder folder")
+
+
 class EvalSettings(_Frozen):
     data_root: Path | None = Field(
         None, description="folder holding the BEIR datasets that suites name with `[dataset] name` (e.g. scifact/)")
@@ -82,4 +101,6 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     model: ModelSettings = ModelSettings()
     code: CodeSettings = CodeSettings()
+    generator: GeneratorSettings = GeneratorSettings()
+    rerank: RerankSettings = RerankSettings()
     eval: EvalSettings = EvalSettings()

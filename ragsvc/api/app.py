@@ -6,6 +6,7 @@ collection's index is open (replayed or rebuilt from the catalog), then 200.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -16,8 +17,9 @@ from fastapi.responses import JSONResponse
 
 from ragsvc import __version__
 from ragsvc.api.body_limit import BodyLimitMiddleware
+from ragsvc.api.composition import Composition
 from ragsvc.api.errors import install_error_handlers
-from ragsvc.api.routes import collections, repos
+from ragsvc.api.routes import answer, collections, repos
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import embedder_from_settings
 from ragsvc.retrieval.vector_store import VectorStore
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         app.state.ready = False
         app.state.load_error = None
         app.state.vector_store = None
+        app.state.loop = asyncio.get_running_loop()  # in-process generators submit to the engine on this loop
         loader = threading.Thread(target=_load, args=(app, settings), name="ragsvc-load", daemon=True)
         loader.start()
         try:
@@ -62,16 +65,19 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
             jobs = getattr(app.state, "repo_jobs", None)
             if jobs is not None:
                 jobs.close()  # a running repo-index job must not meet a closed store
+            app.state.composition.close()
             if app.state.vector_store is not None:
                 app.state.vector_store.close()
 
     app = FastAPI(title="ragsvc", version=__version__, lifespan=lifespan,
                   description="Vector store, retrieval and local LLM serving. Errors are JSON {error, detail}.")
     app.state.settings = settings
+    app.state.composition = Composition(app, settings)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes)
     app.include_router(collections.router)
     app.include_router(repos.router)
+    app.include_router(answer.router)
     for router in extra_routers or []:
         app.include_router(router)
     for extend in extensions or []:

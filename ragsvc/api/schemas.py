@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragsvc.api.answer_schemas import HydeBody
 from ragsvc.index.spec import IndexSpec
 
 
@@ -58,6 +59,17 @@ class SearchRequest(_Strict):
     dims: int | None = Field(None, ge=1)
     shortlist: int | None = Field(None, ge=1, le=100_000)
     ef_search: int | None = Field(None, ge=1, le=100_000, description="HNSW search breadth for this query")
+    mode: Literal["dense", "lexical", "hybrid"] = Field("dense", description="dense vectors, BM25, or both fused")
+    hyde: HydeBody | bool | None = Field(None, description="true for the defaults, or the HyDE options")
+    rerank: Literal["embedder", "llm", "cross-encoder"] | None = None
+    rerank_candidates: int = Field(30, ge=1, le=200, description="fused hits the reranker rescores")
+    candidates: int = Field(100, ge=1, le=1000, description="hits per retriever before fusion / reranking")
+    fusion: Literal["rrf", "convex"] = "rrf"
+    alpha: float = Field(0.5, ge=0, le=1, description="dense weight of the convex combination")
+
+    @property
+    def uses_pipeline(self) -> bool:
+        return self.mode != "dense" or self.hyde not in (None, False) or self.rerank is not None
 
 
 class HitPublic(BaseModel):
@@ -88,3 +100,5 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
     served_by: str = Field(..., description="one line, e.g. \"hnsw[1 shard(s), d=384]\"; stable for logs")
     served_by_detail: ServedByPublic
+    stages: list[str] = Field(default_factory=list, description="pipeline stages that ran (hyde, dense, lexical, "
+                                                                 "fuse, rerank:NAME); empty for plain dense search")

@@ -6,9 +6,10 @@ import json
 import time
 from dataclasses import asdict
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from ragsvc.api.deps import SettingsDep, StoreDep
+from ragsvc.api.retrieval_options import retrieval_options
 from ragsvc.api.schemas import (
     CollectionCreate,
     CollectionPublic,
@@ -19,7 +20,7 @@ from ragsvc.api.schemas import (
 )
 from ragsvc.errors import InvalidInput, PayloadTooLarge
 from ragsvc.retrieval.vector_store import CollectionInfo
-from ragsvc.types import DocumentInput
+from ragsvc.types import DocumentInput, ServedBy
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -89,17 +90,30 @@ def delete_document(name: str, document_id: str, store: StoreDep) -> Response:
 
 
 @router.post("/{name}/search", response_model=SearchResponse)
-def search(name: str, body: SearchRequest, store: StoreDep, settings: SettingsDep) -> Response:
+def search(name: str, body: SearchRequest, request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     limits = settings.api
     if not 1 <= body.k <= limits.max_k:
         raise InvalidInput(f"k must be between 1 and {limits.max_k} (RAGSVC_API__MAX_K), got {body.k}")
     if body.query is not None and len(body.query) > limits.max_query_chars:
         raise InvalidInput(f"query has {len(body.query)} characters; the limit is {limits.max_query_chars}")
-    result = store.search(name, query=body.query, vector=body.vector, k=body.k, filter=body.filter,
-                          dims=body.dims, shortlist=body.shortlist, ef_search=body.ef_search)
+    stages: list[str] = []
+    if body.uses_pipeline:
+        if body.query is None or body.vector is not None:
+            raise InvalidInput("mode lexical / hybrid, hyde and rerank search by text: send `query`, not `vector`")
+        if body.dims is not None or body.shortlist is not None or body.ef_search is not None:
+            raise InvalidInput("dims, shortlist and ef_search tune plain dense search; drop them, or use mode "
+                               "dense without hyde and rerank")
+        options = retrieval_options(body, body.k)
+        found = request.app.state.composition.pipeline(store).retrieve(name, body.query, options)
+        hits, timings, stages = found.hits, found.timings_ms, found.stages
+        served_by = found.served_by or ServedBy.lexical()
+    else:
+        result = store.search(name, query=body.query, vector=body.vector, k=body.k, filter=body.filter,
+                              dims=body.dims, shortlist=body.shortlist, ef_search=body.ef_search)
+        hits, timings, served_by = result.hits, result.timings_ms, result.served_by
     # Serialised directly: re-validating the response model costs as much as a small search (the hot path).
     body_out = {"hits": [{"chunk_id": h.chunk_id, "document_id": h.document_id, "text": h.text, "score": h.score,
-                          "metadata": h.metadata} for h in result.hits],
-                "timings_ms": result.timings_ms, "served_by": str(result.served_by),
-                "served_by_detail": result.served_by.to_dict()}
+                          "metadata": h.metadata} for h in hits],
+                "timings_ms": timings, "served_by": str(served_by), "served_by_detail": served_by.to_dict(),
+                "stages": stages}
     return Response(json.dumps(body_out, ensure_ascii=False), media_type="application/json")

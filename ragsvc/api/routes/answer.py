@@ -1,0 +1,131 @@
+"""POST /v1/answer: a question over a collection -> an answer with citations, optionally with FLARE and SSE.
+
+With `stream: true` the response is server-sent events, in the order they happen:
+`retrieval` (a round's query and hits), `text` (answer text as it is accepted), `round` (a model call's
+token counts and time to first token), then `answer` (the same object the non-streaming call returns) or
+`error` ({error, detail}) if something failed after the stream began. The answerer runs in a worker thread;
+a client that disconnects stops it at its next event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
+from ragsvc.answer.types import FlareOptions
+from ragsvc.api.answer_schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    GenerationRoundPublic,
+    HitPublic,
+    RetrievalRoundPublic,
+)
+from ragsvc.api.composition import Composition
+from ragsvc.api.deps import StoreDep
+from ragsvc.api.retrieval_options import retrieval_options
+from ragsvc.errors import RagsvcError
+from ragsvc.types import Hit
+
+router = APIRouter(prefix="/v1", tags=["answer"])
+
+
+def composition(request: Request) -> Composition:
+    return request.app.state.composition
+
+
+def _answerer(body: AnswerRequest, request: Request, store: Any, on_event: Any = None
+              ) -> tuple[Answerer, FlareOptions | None]:
+    parts = composition(request)
+    generator = parts.require_generator()
+    pipeline = parts.pipeline(store)
+    options = retrieval_options(body, body.k)
+    pipeline.check(options)
+    store.get_collection(body.collection)  # 404 before any model work
+    flare = None
+    if body.flare is True:
+        flare = FlareOptions()
+    elif body.flare not in (None, False):
+        flare = FlareOptions(**body.flare.model_dump())  # type: ignore[union-attr]
+
+    def retrieve(query: str) -> tuple[list[Hit], dict[str, float]]:
+        result = pipeline.retrieve(body.collection, query, options)
+        return result.hits, result.timings_ms
+
+    answerer = Answerer(generator, retrieve, on_event=on_event,
+                        options=AnswerOptions(max_tokens=body.max_tokens, context_tokens=body.context_tokens))
+    return answerer, flare
+
+
+@router.post("/answer", response_model=AnswerResponse,
+             responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: true"}})
+async def answer(body: AnswerRequest, request: Request, store: StoreDep) -> Any:
+    if not body.stream:
+        answerer, flare = await asyncio.to_thread(_answerer, body, request, store)
+        result = await asyncio.to_thread(answerer.answer, body.question, flare=flare)
+        return AnswerResponse.of(result)
+    # errors in the request itself are answered before the stream starts, as a plain 4xx
+    await asyncio.to_thread(_answerer, body, request, store)
+    return StreamingResponse(_events(body, request, store), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store"})
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _events(body: AnswerRequest, request: Request, store: Any) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+    stop = threading.Event()
+
+    def on_event(event: AnswerEvent) -> None:
+        if stop.is_set():
+            raise _Disconnected
+        loop.call_soon_threadsafe(queue.put_nowait, (event.kind, _event_data(event)))
+
+    def work() -> None:
+        try:
+            answerer, flare = _answerer(body, request, store, on_event)
+            result = answerer.answer(body.question, flare=flare)
+            loop.call_soon_threadsafe(queue.put_nowait, ("answer", AnswerResponse.of(result).model_dump()))
+        except _Disconnected:
+            pass
+        except RagsvcError as exc:
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"error": exc.code, "detail": exc.message,
+                                                                   "status": exc.status_code}))
+        except Exception as exc:  # reported in-band: the 200 status line has already been sent
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"error": "internal_error", "detail": str(exc),
+                                                                   "status": 500}))
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    worker = loop.run_in_executor(None, work)
+    try:
+        while (item := await queue.get()) is not None:
+            kind, data = item
+            yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+    finally:
+        stop.set()
+        await worker
+
+
+def _event_data(event: AnswerEvent) -> dict[str, Any]:
+    if event.kind == "retrieval" and event.retrieval is not None:
+        r = event.retrieval
+        return RetrievalRoundPublic(round=r.round, reason=r.reason, query=r.query,
+                                    hits=[HitPublic.of(h) for h in r.hits], added=r.added,
+                                    timings_ms=r.timings_ms).model_dump()
+    if event.kind == "round" and event.generation is not None:
+        g = event.generation
+        return GenerationRoundPublic(round=g.round, kind=g.kind, prompt_tokens=g.prompt_tokens,
+                                     cached_tokens=g.cached_tokens, completion_tokens=g.completion_tokens,
+                                     ttft_ms=g.ttft_ms, total_ms=g.total_ms, min_prob=g.min_prob).model_dump()
+    return {"text": event.text}
+
