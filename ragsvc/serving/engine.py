@@ -12,8 +12,9 @@ Notes on the shared interface (additions only; nothing in the agreed contract ch
   `step()` outputs carry deltas (logprobs of the new token, `new_text` since the last output).
 * `abort()` frees the blocks immediately; the request's final output (finish_reason "abort") is returned by
   the next `step()`. Aborting an unknown or finished id is a no-op.
-* EOS tokens (generation_config + config + tokenizer) end a request with "stop" unless `ignore_eos`; they
-  appear in `output_token_ids` but not in `text`.
+* EOS tokens (generation_config + config + tokenizer, and the tokenizer's end-of-turn / end-of-text tokens
+  such as Qwen's <|im_end|> and <|endoftext|>: see `loader.eos_token_ids`) end a request with "stop" unless
+  `ignore_eos`; they appear in `output_token_ids` but not in `text`.
 * Thread safety: one thread calls step(); any thread may call add_request / abort / kv_stats. The lock is
   not held during the forward pass, so those calls never wait for the model.
 * `kv_stats()` adds "num_used_blocks" to the agreed keys.

