@@ -91,6 +91,8 @@ class RerankSettings(_Frozen):
 class EvalSettings(_Frozen):
     data_root: Path | None = Field(
         None, description="folder holding the BEIR datasets that suites name with `[dataset] name` (e.g. scifact/)")
+    models_root: Path | None = Field(
+        None, description="folder holding the model folders that suites name (e.g. a reranker's `model`)")
 
 
 class Settings(BaseSettings):

@@ -58,6 +58,10 @@ def run_command(
     generator_model: Annotated[str | None, typer.Option(
         help="Model name on that server; without --generator-url, a model run in this process (e.g. smollm2)")]
     = None,
+    data_root: Annotated[Path | None, typer.Option(
+        help="Folder holding the datasets suites name \\[default: RAGSVC_EVAL__DATA_ROOT]")] = None,
+    models_root: Annotated[Path | None, typer.Option(
+        help="Folder holding the model folders suites name \\[default: RAGSVC_EVAL__MODELS_ROOT]")] = None,
 ) -> None:
     """Ingest the suite's dataset once, evaluate every config, write results JSON + Markdown report + plots."""
     from ragsvc.evals.runner import RunOptions, run_suite  # heavy imports (torch) only when running
@@ -70,14 +74,16 @@ def run_command(
     console = _console()
     started = time.perf_counter()
     try:
-        parsed = load_suite(suite)
+        configured = settings().eval
+        parsed = load_suite(suite, data_root=data_root or configured.data_root)
         generator = _generator(generator_url, generator_model)
         generate = None
         if generator is not None:
             from ragsvc.evals.answer_stage import text_generator
 
             generate = text_generator(generator)
-        options = RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, generator=generate,
+        options = RunOptions(out=out, cache_dir=cache_dir, fresh=fresh, generator=generate, llm=generator,
+                             models_root=models_root or configured.models_root,
                              progress=tqdm_stages(unit="q") if progress else None, keep_collections=keep_collections)
         try:
             outcome = run_suite(parsed, options=options)

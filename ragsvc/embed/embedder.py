@@ -77,11 +77,15 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         query_prefix: str = "",
         document_prefix: str = "",
+        dtype: str | None = None,
     ) -> None:
+        """`dtype` ("bfloat16", "float32"; None = the folder's own) sets the weights' precision: bfloat16 is about
+        twice as fast on CPUs with avx512_bf16 (EmbeddingGemma: cosine >= 0.998 to float32 on SciFact)."""
         from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
 
         path = resolve_model_path(name_or_path)
-        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self._model = SentenceTransformer(str(path), device=device, local_files_only=True,
+                                          model_kwargs={"torch_dtype": dtype} if dtype is not None else None)
         self.dim = int(self._model.get_embedding_dimension())
         label = name_or_path if name_or_path in _PACKAGED_MODELS else path.name
         self.id = f"{label}-{self.dim}"

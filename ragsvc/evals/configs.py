@@ -1,13 +1,15 @@
 """What a config kind is: how a suite's [[configs]] table parses, and how the runner turns it into a retriever.
 
-Kinds are looked up by name in `ragsvc.evals.kinds`, so later stages (hybrid, HyDE, rerank, FLARE) add a kind
-and a registration, and the suite parser, runner and reports stay as they are.
+Kinds are looked up by name in `ragsvc.evals.kinds` (`index`: index structures; `pipeline`: the retrieval
+pipeline's stages), so a new kind is a module and a registration; the suite parser, runner and reports stay
+as they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -16,6 +18,7 @@ from ragsvc.types import DocumentInput
 
 if TYPE_CHECKING:
     from ragsvc.evals.sections import RetrievalSection
+    from ragsvc.llm.generator import Generator
     from ragsvc.retrieval.vector_store import VectorStore
 
 Where = Callable[..., str]
@@ -44,6 +47,14 @@ class RunContext:
     """The corpus as the store ingests it (one chunk per document, or chunked by the store)."""
     retrieval: RetrievalSection
     collection_prefix: str
+    corpus_collection: str = ""
+    """The warm-up collection holding the whole corpus (exact index + BM25), kept between runs."""
+    llm: Generator | None = None
+    """The run's language model, for configs that generate (HyDE) or judge (LLM rerank); None if not given."""
+    models_root: Path | None = None
+    """Where model folders named in a suite live (`--models-root` / RAGSVC_EVAL__MODELS_ROOT)."""
+    shared: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    """Parts that configs of one run share (a reranking embedder loaded once), by a key the kind chooses."""
 
 
 class Retriever(Protocol):
@@ -63,6 +74,15 @@ class Retriever(Protocol):
 
     def close(self) -> None:
         """Drop what `prepare` built (collections are rebuilt on every run, so keeping them only costs disk)."""
+        ...
+
+    def prefetch(self, queries: Mapping[str, str]) -> float:
+        """Work the config does for all queries at once before they are searched one by one (HyDE passages
+        generated in concurrent batches); returns its seconds, 0.0 when there is none."""
+        ...
+
+    def stage_report(self) -> dict[str, Any]:
+        """What the stages did over the run (per-stage latency percentiles, cache counts); {} for none."""
         ...
 
 

@@ -17,14 +17,19 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ragsvc.errors import CollectionNotFound, InvalidInput
 from ragsvc.evals.configs import RunContext, Where
 from ragsvc.index.spec import IndexSpec
+from ragsvc.types import Hit
+
+if TYPE_CHECKING:
+    from ragsvc.evals.sections import RetrievalSection
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +83,24 @@ class IndexKind:
         build_s = time.perf_counter() - started
         index_bytes = store.index_bytes(collection)  # what the index holds in memory to answer a query
         logger.info("built %s in %.2f s (%d index bytes)", collection, build_s, index_bytes)
-        fetch = ctx.retrieval.depth * (ctx.retrieval.oversample if ctx.retrieval.chunking == "tokens" else 1)
-        return IndexRetriever(ctx, collection, build_s, index_bytes, fetch)
+        return IndexRetriever(ctx, collection, build_s, index_bytes, fetch_size(ctx.retrieval))
+
+
+def fetch_size(retrieval: RetrievalSection) -> int:
+    """Chunks to fetch for `depth` documents: more with token chunking, since chunks share documents."""
+    return retrieval.depth * (retrieval.oversample if retrieval.chunking == "tokens" else 1)
+
+
+def document_scores(hits: Sequence[Hit], retrieval: RetrievalSection, query_id: str) -> dict[str, float]:
+    """Chunk hits (best first) -> document id -> score, a document scoring as its best chunk, top `depth`."""
+    scores: dict[str, float] = {}
+    for hit in hits:
+        doc = str(hit.document_id)
+        if doc not in scores:
+            scores[doc] = hit.score
+    if retrieval.ignore_identical_ids:
+        scores.pop(query_id, None)
+    return dict(list(scores.items())[: retrieval.depth])
 
 
 class IndexRetriever:
@@ -95,14 +116,13 @@ class IndexRetriever:
     def search(self, query_id: str, text: str, vector: np.ndarray) -> dict[str, float]:
         result = self._ctx.store.search(self.collection, vector=vector, k=self._fetch)
         self.served_by[str(result.served_by)] += 1  # counted by the one-line form, which results record
-        scores: dict[str, float] = {}
-        for hit in result.hits:  # best first; a document scores as its best chunk
-            doc = str(hit.document_id)
-            if doc not in scores:
-                scores[doc] = hit.score
-        if self._ctx.retrieval.ignore_identical_ids:
-            scores.pop(query_id, None)
-        return dict(list(scores.items())[: self._ctx.retrieval.depth])
+        return document_scores(result.hits, self._ctx.retrieval, query_id)
+
+    def prefetch(self, queries: Mapping[str, str]) -> float:
+        return 0.0  # nothing to batch: each search is one index lookup
+
+    def stage_report(self) -> dict[str, Any]:
+        return {}  # one stage: its latency is the config's
 
     def close(self) -> None:
         with contextlib.suppress(CollectionNotFound):

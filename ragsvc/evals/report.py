@@ -13,7 +13,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ragsvc.evals.results import write_atomic
-from ragsvc.evals.stats import paired_permutation_test
+from ragsvc.evals.stats import paired_difference_ci, paired_permutation_test
 
 PRIMARY = "ndcg@10"
 
@@ -108,12 +108,93 @@ def _references(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _stage_deltas(results: dict[str, Any]) -> list[str]:
+    """Each config that names `compare_to` (the config it adds one stage to): the paired delta it buys."""
+    by_name = {c["name"]: c for c in results["configs"]}
+    pairs = [(by_name[c["params"]["compare_to"]], c) for c in results["configs"]
+             if (c.get("params") or {}).get("compare_to") in by_name]
+    if not pairs:
+        return []
+    metrics = list(results["configs"][0]["metrics"])
+    lines = ["", "## What each stage adds (paired over the same queries)", "",
+             "Δ = config − the config it extends; [95% bootstrap CI of the paired difference], p from the paired "
+             "permutation test.", "", "| config | vs | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    for base, other in pairs:
+        cells = []
+        for m in metrics:
+            a, b = base.get("per_query", {}).get(m), other.get("per_query", {}).get(m)
+            common = sorted(set(a or {}) & set(b or {}))
+            if not common:
+                cells.append("–")
+                continue
+            xs, ys = [a[q] for q in common], [b[q] for q in common]  # type: ignore[index]
+            low, high = paired_difference_ci(xs, ys)
+            delta = sum(ys) / len(ys) - sum(xs) / len(xs)
+            cells.append(f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] (p={paired_permutation_test(xs, ys):.3g})")
+        lines.append(f"| {other['name']} | {base['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+_STAGES = ("hyde_ms", "dense_ms", "lexical_ms", "fuse_ms", "rerank_ms", "total_ms")
+
+
+def _stage_costs(results: dict[str, Any]) -> list[str]:
+    """Per-stage wall time per query (p50 / mean ms) of pipeline configs, with HyDE and rerank details."""
+    staged = [c for c in results["configs"] if c.get("stages")]
+    if not staged:
+        return []
+    lines = ["", "## Stage latency per query (ms, p50 / mean)", "",
+             "Pipeline configs run from the query text, so `dense` includes embedding the query.", "",
+             "| config | " + " | ".join(s.removesuffix("_ms") for s in _STAGES) + " | notes |",
+             "|---|" + "---|" * (len(_STAGES) + 1)]
+    for c in staged:
+        latency = c["stages"].get("latency_ms", {})
+        cells = [f"{latency[s]['p50']:.1f} / {latency[s]['mean']:.1f}" if s in latency else "–" for s in _STAGES]
+        notes = []
+        if "hyde" in c["stages"]:
+            hyde = c["stages"]["hyde"]
+            notes.append(f"HyDE ({hyde.get('model', '?')}): generate {hyde['generate_ms']['mean']:.0f} ms, "
+                         f"embed {hyde['embed_ms']['mean']:.0f} ms, {hyde['completion_tokens_mean']:.0f} tokens")
+            if "prefetch" in hyde:
+                ahead = hyde["prefetch"]
+                notes.append(f"passages generated {ahead['queries_at_once']} queries at a time: "
+                             f"{ahead['ms_per_query']:.0f} ms/query amortised")
+        if "rerank" in c["stages"]:
+            counts = c["stages"]["rerank"].get("counts", {})
+            notes.append(", ".join(f"{k} {v}" for k, v in counts.items()))
+        lines.append(f"| {c['name']} | " + " | ".join(cells) + f" | {'; '.join(notes) or '–'} |")
+    return lines
+
+
+def _strategy_rows(answer: dict[str, Any]) -> list[str]:
+    base = answer["base"]
+    lines = ["| strategy | EM | F1 | supporting recall | retrievals | answer tokens | p50 s | wall s | "
+             f"Δ EM vs {base} [CI] (p) | Δ F1 vs {base} [CI] (p) |", "|---|" + "---|" * 9]
+    for name, s in answer["strategies"].items():
+        m = s["metrics"]
+        deltas = []
+        for metric in ("em", "f1"):
+            d = answer["paired"].get(name, {}).get(metric)
+            deltas.append("–" if d is None else f"{d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
+                                                 f"(p={d['p']:.3g})")
+        lines.append(f"| {name} | {_fmt(m['em'])} | {_fmt(m['f1'])} | {_fmt(m['support_recall'])} | "
+                     f"{_fmt(s['retrievals_mean'], 2)} | {_fmt(s['completion_tokens_mean'], 1)} | "
+                     f"{s['latency_ms']['p50'] / 1000:.2f} | {_fmt(s['wall_s'], 1)} | {' | '.join(deltas)} |")
+    return lines
+
+
 def _answer_section(results: dict[str, Any]) -> list[str]:
     answer = results.get("answer")
     if not answer:
         return []
     if "skipped" in answer:
         return ["", "## Answer stage", "", f"Skipped: {answer['skipped']}."]
+    if "strategies" in answer:
+        return ["", "## Answer strategies", "",
+                f"Model `{answer['model']}`, retrieval from config `{answer['config']}`, {answer['num_examples']} "
+                f"questions, {answer['concurrency']} at a time; EM/F1 on the answer's first line.", "",
+                *_strategy_rows(answer)]
     lines = ["", "## Answer stage", "", f"Config `{answer['config']}`, {answer['num_examples']} questions.", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in answer["metrics"].items()]
     return lines
@@ -125,13 +206,16 @@ def render_markdown(results: dict[str, Any], *, metrics_png: str, tradeoff_png: 
         "",
         f"- dataset: `{results['dataset']}` ({results.get('num_documents')} documents, "
         f"{results.get('num_queries')} queries)",
-        f"- embedder: `{results.get('embedder')}`; git `{results.get('git_sha')}`; {results.get('created_at')}",
+        f"- embedder: `{results.get('embedder')}`; language model: `{results.get('llm') or 'none'}`; "
+        f"git `{results.get('git_sha')}`; {results.get('created_at')}",
         f"- corpus ingest (embedding, cached after the first run): {_fmt(results.get('ingest_s'), 1)} s; "
         f"query embedding {_fmt((results.get('query_embed_ms') or {}).get('mean_batched'), 2)} ms/query (batched)",
         "- Δ is the paired difference over the same queries; p from a two-sided paired permutation test "
         "(10,000 sign flips). Latency is the search call alone (query vector given).",
         "",
         *_config_rows(results),
+        *_stage_deltas(results),
+        *_stage_costs(results),
         *_references(results),
         *_answer_section(results),
         "",

@@ -24,20 +24,26 @@ from typing import Any
 
 import numpy as np
 
+from ragsvc.answer.answerer import AnswerOptions
+from ragsvc.answer.types import FlareOptions
 from ragsvc.embed.embedder import Embedder
 from ragsvc.errors import InvalidInput
-from ragsvc.evals.answer_stage import TextGenerator, run_answer_stage
+from ragsvc.evals.answer_stage import TextGenerator, run_answer_stage, text_generator
+from ragsvc.evals.answer_strategies import run_strategies
 from ragsvc.evals.configs import EvalConfig, Retriever, RunContext
 from ragsvc.evals.kinds import config_kind
 from ragsvc.evals.loaders import RetrievalDataset, load_beir, load_qa
 from ragsvc.evals.metrics import evaluate_run, mean_metrics
+from ragsvc.evals.pipeline_config import PipelineConfig, resolve_model
+from ragsvc.evals.pipeline_retriever import NO_LLM, model_label
 from ragsvc.evals.report import write_report
 from ragsvc.evals.results import Checkpoints, git_sha, write_json_atomic
-from ragsvc.evals.stats import bootstrap_ci
+from ragsvc.evals.stats import bootstrap_ci, percentiles
 from ragsvc.evals.suite import Suite
 from ragsvc.index.spec import IndexSpec
+from ragsvc.llm.generator import Generator
 from ragsvc.retrieval.vector_store import VectorStore
-from ragsvc.types import ChunkInput, DocumentInput
+from ragsvc.types import ChunkId, ChunkInput, DocumentId, DocumentInput, Hit
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +70,11 @@ class RunOptions:
     """Answers questions for the answer stage; None skips that stage."""
     judge: TextGenerator | None = None
     """Judges faithfulness and citations; defaults to `generator`."""
+    llm: Generator | None = None
+    """The run's language model for configs that need one (HyDE, the LLM reranker) and for the answer
+    strategies (none | single | flare); `generator` defaults to a text adapter of it."""
+    models_root: Path | None = None
+    """Folder holding the model folders a suite names (a reranker's `model`)."""
     keep_collections: bool = False
     """Keep each config's collection in the store after the run (for poking at it); the corpus collection
     that holds the embedding cache is always kept."""
@@ -88,8 +99,10 @@ def corpus_documents(dataset: RetrievalDataset, chunking: str) -> list[DocumentI
     return docs
 
 
-def _warm_cache(store: VectorStore, suite: Suite, documents: list[DocumentInput], *, progress: bool) -> float:
-    """Embed the corpus once into a warm-up collection (kept between runs); returns the seconds it took."""
+def _warm_cache(store: VectorStore, suite: Suite, documents: list[DocumentInput], *,
+                progress: bool) -> tuple[str, float]:
+    """Embed the corpus once into a warm-up collection (kept between runs; the `pipeline` kind searches it);
+    returns its name and the seconds it took."""
     r = suite.retrieval
     tag = hashlib.sha256(f"{r.chunking}-{r.chunk_tokens}-{r.chunk_overlap}".encode()).hexdigest()[:8]
     name = f"eval-{suite.name}-corpus-{tag}"
@@ -98,7 +111,7 @@ def _warm_cache(store: VectorStore, suite: Suite, documents: list[DocumentInput]
                                 chunk_overlap=r.chunk_overlap)
     started = time.perf_counter()
     store.add_documents(name, documents, progress=progress)
-    return time.perf_counter() - started
+    return name, time.perf_counter() - started
 
 
 def _config_prefix(suite: Suite) -> str:
@@ -135,18 +148,13 @@ def _embed_queries(embedder: Embedder, queries: dict[str, str]) -> tuple[dict[st
     return dict(zip(ids, np.asarray(matrix, dtype=np.float32), strict=True)), mean_ms
 
 
-def _percentiles(values_ms: list[float]) -> dict[str, float]:
-    data = np.asarray(values_ms, dtype=np.float64)
-    return {"p50": round(float(np.percentile(data, 50)), 3), "p95": round(float(np.percentile(data, 95)), 3),
-            "mean": round(float(data.mean()), 3)}
-
-
 def evaluate_config(config: EvalConfig, retriever: Retriever, dataset: RetrievalDataset,
                     vectors: dict[str, np.ndarray], suite: Suite, *,
                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Search every query, time each search, and score the run against the qrels."""
     run: dict[str, dict[str, float]] = {}
     latencies: list[float] = []
+    prefetch_s = retriever.prefetch(dataset.queries)
     for qid, text in dataset.queries.items():
         started = time.perf_counter()
         run[qid] = retriever.search(qid, text, vectors[qid])
@@ -162,11 +170,13 @@ def evaluate_config(config: EvalConfig, retriever: Retriever, dataset: Retrieval
         "metrics": mean_metrics(per_query),
         "metrics_ci": {m: list(bootstrap_ci([per_query[q][m] for q in per_query],
                                             num_samples=suite.retrieval.bootstrap_samples)) for m in metric_names},
-        "latency_ms": _percentiles(latencies),
+        "latency_ms": percentiles(latencies),
         "build_s": round(retriever.build_s, 3),
+        **({"prefetch_s": round(prefetch_s, 3)} if prefetch_s else {}),
         "index_bytes": retriever.index_bytes,
         "num_queries": len(per_query),
         "served_by": dict(retriever.served_by),
+        **({"stages": stages} if (stages := retriever.stage_report()) else {}),
         "per_query": {m: {q: per_query[q][m] for q in per_query} for m in metric_names},
     }
 
@@ -176,27 +186,56 @@ def _config_key(suite: Suite, config: EvalConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _answer_stage(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, options: RunOptions,
-                  built: dict[str, Retriever]) -> dict[str, Any] | None:
-    if suite.answer is None:
-        return None
-    if options.generator is None:
-        logger.info("answer stage skipped: no generator configured")
-        return {"skipped": SKIPPED_NO_GENERATOR}
+def _answer_retriever(suite: Suite, ctx: RunContext, built: dict[str, Retriever]) -> tuple[str, Retriever]:
+    assert suite.answer is not None
     name = suite.answer.config or suite.baseline
     config = next(c for c in suite.configs if c.name == name)
     retriever = built.get(name) or config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]
     built[name] = retriever  # so the runner closes it with the others
-    examples = load_qa(suite.dataset_path / suite.answer.qa_file, qrels_path=None,
-                       max_examples=suite.answer.max_examples)
-    store = ctx.store
+    return name, retriever
+
+
+def _passage_hits(dataset: RetrievalDataset, scores: dict[str, float], top_k: int) -> list[Hit]:
+    """A retriever's document scores as the Answerer's hits: whole documents, numbered by corpus position."""
+    position = {doc_id: i for i, doc_id in enumerate(dataset.corpus)}
+    top = sorted(scores, key=lambda d: -scores[d])[:top_k]
+    return [Hit(ChunkId(position[d]), DocumentId(d), dataset.corpus[d].full_text, scores[d]) for d in top]
+
+
+def _answer_stage(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, options: RunOptions,
+                  built: dict[str, Retriever]) -> dict[str, Any] | None:
+    answer = suite.answer
+    if answer is None:
+        return None
+    generate = options.generator or (text_generator(options.llm) if options.llm is not None else None)
+    if generate is None or (answer.strategies and options.llm is None):
+        logger.info("answer stage skipped: no generator configured")
+        return {"skipped": SKIPPED_NO_GENERATOR}
+    name, retriever = _answer_retriever(suite, ctx, built)
+    qrels_path = suite.dataset_path / "qrels" / f"{suite.dataset.split}.tsv"
+    examples = load_qa(suite.dataset_path / answer.qa_file, qrels_path=qrels_path if qrels_path.is_file() else None,
+                       max_examples=answer.max_examples)
+    embedder = ctx.store.embedder
+    if answer.strategies:
+        assert options.llm is not None
+
+        def retrieve_text(query: str) -> tuple[list[Hit], dict[str, float]]:
+            started = time.perf_counter()
+            scores = retriever.search("", query, embedder.embed_query(query))
+            return _passage_hits(dataset, scores, answer.top_k), {"total_ms": (time.perf_counter() - started) * 1e3}
+
+        flare = FlareOptions(**answer.flare.model_dump())
+        stage = run_strategies(examples, answer.strategies, options.llm, retrieve_text, flare=flare,
+                               options=AnswerOptions(max_tokens=answer.max_tokens,
+                                                     context_tokens=answer.context_tokens),
+                               concurrency=answer.concurrency)
+        return {"config": name, "model": model_label(options.llm.model), **stage}
 
     def retrieve(example: Any) -> list[str]:
-        scores = retriever.search(example.id, example.question, store.embedder.embed_query(example.question))
-        top = sorted(scores, key=lambda d: -scores[d])[: suite.answer.top_k]  # type: ignore[union-attr]
-        return [dataset.corpus[d].full_text for d in top]
+        scores = retriever.search(example.id, example.question, embedder.embed_query(example.question))
+        return [hit.text for hit in _passage_hits(dataset, scores, answer.top_k)]
 
-    stage = run_answer_stage(examples, retrieve, generate=options.generator, judge=options.judge or options.generator)
+    stage = run_answer_stage(examples, retrieve, generate=generate, judge=options.judge or generate)
     return {"config": name, **stage}
 
 
@@ -232,18 +271,31 @@ def _run_configs(suite: Suite, ctx: RunContext, dataset: RetrievalDataset, vecto
     return results, resumed, built
 
 
+def _check_parts(suite: Suite, options: RunOptions) -> None:
+    """Every model a config names resolves, and a config that needs the language model has one."""
+    for config in suite.configs:
+        if not isinstance(config, PipelineConfig):
+            continue
+        if config.needs_llm is not None and options.llm is None:
+            raise InvalidInput(NO_LLM.format(name=config.name, why=config.needs_llm))
+        if config.rerank is not None and config.rerank.model is not None:
+            resolve_model(config.rerank.model, options.models_root)
+
+
 def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Embedder | None = None) -> RunOutcome:
     dataset = load_beir(suite.dataset_path, split=suite.dataset.split, max_queries=suite.dataset.max_queries)
     out_path = _output_path(suite, options)  # decided up front so a bad --out fails before the work
     checkpoints = Checkpoints(options.cache_dir / "checkpoints" / suite.name)
     if options.fresh:
         checkpoints.clear()
+    _check_parts(suite, options)  # a missing model or generator fails now, not after the corpus is embedded
     store = VectorStore.open(options.cache_dir / "store", embedder=embedder)
     try:
         documents = corpus_documents(dataset, suite.retrieval.chunking)
-        ingest_s = _warm_cache(store, suite, documents, progress=options.progress is not None)
+        corpus, ingest_s = _warm_cache(store, suite, documents, progress=options.progress is not None)
         vectors, embed_ms = _embed_queries(store.embedder, dataset.queries)
-        ctx = RunContext(store, documents, suite.retrieval, collection_prefix=_config_prefix(suite))
+        ctx = RunContext(store, documents, suite.retrieval, collection_prefix=_config_prefix(suite),
+                         corpus_collection=corpus, llm=options.llm, models_root=options.models_root)
         results, resumed, built = _run_configs(suite, ctx, dataset, vectors, checkpoints, progress=options.progress)
         summary = {
             "suite": suite.name,
@@ -252,6 +304,7 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
             "git_sha": git_sha(suite.path.parent),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "embedder": store.embedder.id,
+            "llm": model_label(options.llm.model) if options.llm is not None else None,
             "num_queries": len(dataset.queries),
             "num_documents": len(dataset.corpus),
             "ingest_s": round(ingest_s, 3),

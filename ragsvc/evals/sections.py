@@ -106,6 +106,17 @@ class RetrievalSection(SuiteSection):
         return value
 
 
+class FlareSection(SuiteSection):
+    """FLARE's knobs for the `flare` answer strategy (ragsvc.answer.types.FlareOptions, same defaults)."""
+
+    theta: float = Field(default=0.4, ge=0.0, le=1.0)
+    beta: float = Field(default=0.4, ge=0.0, le=1.0)
+    max_rounds: int = Field(default=4, ge=1, le=32)
+    max_tokens: int = Field(default=64, ge=1, le=2048)
+    lookahead_tokens: int = Field(default=32, ge=4, le=256)
+    query_mode: Literal["masked", "question"] = "masked"
+
+
 class AnswerSection(SuiteSection):
     qa_file: str = "answers.jsonl"
     """QA JSON lines, relative to the dataset folder."""
@@ -113,3 +124,21 @@ class AnswerSection(SuiteSection):
     max_examples: int | None = Field(default=None, ge=1)
     config: str | None = None
     """Config whose retrieval feeds the generator; defaults to the baseline."""
+    strategies: tuple[Literal["none", "single", "flare"], ...] = ()
+    """Compare answer strategies through ragsvc.answer (none = closed book, single retrieval, FLARE), EM/F1
+    and supporting-passage recall with paired tests against the first; needs the run's language model.
+    Empty: the judged single-shot stage (EM/F1, faithfulness and citation precision from an LLM judge)."""
+    max_tokens: int = Field(default=64, ge=1, le=2048)
+    """Answer tokens of the `none` and `single` strategies (FLARE's are in [answer.flare])."""
+    context_tokens: int = Field(default=1024, ge=16, le=32768)
+    """Token budget of the first retrieval's passages in the prompt."""
+    concurrency: int = Field(default=1, ge=1, le=64)
+    """Questions answered at once (an in-process engine batches them)."""
+    flare: FlareSection = FlareSection()
+
+    @field_validator("strategies")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each strategy once")
+        return value

@@ -47,3 +47,22 @@ def paired_permutation_test(
     # tolerance so floating-point noise does not split ties between identical statistics
     extreme = int(np.count_nonzero(sampled >= observed - 1e-12))
     return (extreme + 1) / (num_samples + 1)
+
+
+def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
+    """p50, p95 and mean of a list of timings, rounded to microseconds; zeros for an empty list."""
+    data = np.asarray(values_ms, dtype=np.float64)  # (num_values,)
+    if data.size == 0:
+        return {"p50": 0.0, "p95": 0.0, "mean": 0.0}
+    return {"p50": round(float(np.percentile(data, 50)), 3), "p95": round(float(np.percentile(data, 95)), 3),
+            "mean": round(float(data.mean()), 3)}
+
+
+def paired_difference_ci(
+    a: Sequence[float], b: Sequence[float], *, num_samples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(b - a), resampling queries with their pair kept together."""
+    if len(a) != len(b):
+        raise ValueError(f"paired interval needs equal-length inputs, got {len(a)} and {len(b)}")
+    diffs = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)  # (num_queries,)
+    return bootstrap_ci(diffs.tolist(), num_samples=num_samples, confidence=confidence, seed=seed)

@@ -95,6 +95,11 @@ def _check_consistency(retrieval: RetrievalSection, answer: AnswerSection | None
                                 ("answer", "config", answer.config if answer else None)):
         if value is not None and value not in names:
             raise loc.error(f"{key} {value!r} is not one of the configs: {', '.join(sorted(names))}", section, key)
+    for i, config in enumerate(configs):
+        other = getattr(config, "compare_to", None)
+        if other is not None and other not in names:
+            raise loc.error(f"compare_to {other!r} is not one of the configs: {', '.join(sorted(names))}",
+                            "configs", i, "compare_to")
     max_k = max(parse_metric(m)[1] for m in retrieval.metrics)
     if retrieval.depth < max_k:
         raise loc.error(f"depth {retrieval.depth} is below the largest metric cut-off {max_k}", "retrieval", "depth")
