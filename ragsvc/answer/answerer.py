@@ -29,7 +29,7 @@ from ragsvc.answer.flare import (
 from ragsvc.answer.prompt import PassageLog, answer_prompt, query_question_prompt
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
-from ragsvc.llm.generator import Generation, Generator, TokenLogprob, Usage
+from ragsvc.llm.generator import Generation, Generator, Prompt, TokenLogprob, Usage
 from ragsvc.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -105,29 +105,34 @@ class Answerer:
         used_tokens = 0
         for round_ in range(1, flare.max_rounds + 1):
             budget = min(flare.lookahead_tokens, flare.max_tokens - used_tokens)
-            prompt = answer_prompt(run.question, run.passages, run.answer)
-            generation, _ = self._generate(run, prompt, kind="lookahead", round_=round_, max_tokens=budget,
-                                           logprobs=True)
-            sentence = cut_sentence(generation.tokens, finished=generation.finish_reason == "stop")
-            if needs_retrieval(sentence.tokens, flare.theta):
-                for query in self._queries(run, sentence, flare, round_):
-                    self._retrieve(run, query, round_=round_, reason="low_confidence",
-                                   max_tokens=self.options.round_context_tokens)
-                prompt = answer_prompt(run.question, run.passages, run.answer)
-                generation, _ = self._generate(run, prompt, kind="regenerate", round_=round_, max_tokens=budget,
-                                               logprobs=True)
-                sentence = cut_sentence(generation.tokens, finished=generation.finish_reason == "stop")
+            generation, sentence = self._lookahead(run, round_, budget, kind="lookahead")
+            # regenerate only when retrieval added passages: the same prompt gives the same sentence (greedy)
+            if needs_retrieval(sentence.tokens, flare.theta) and self._retrieve_for(run, sentence, flare, round_):
+                generation, sentence = self._lookahead(run, round_, budget, kind="regenerate")
             if not sentence.text.strip():
                 return "stop"
             run.answer += sentence.text
             used_tokens += len(sentence.tokens)
             self._emit(AnswerEvent("text", text=sentence.text))
-            model_stopped = generation.finish_reason == "stop" and len(sentence.tokens) == len(generation.tokens)
-            if model_stopped:
+            if generation.finish_reason == "stop" and len(sentence.tokens) == len(generation.tokens):
                 return "stop"
             if used_tokens >= flare.max_tokens:
                 return "length"
         return "rounds"
+
+    def _lookahead(self, run: _Run, round_: int, budget: int, *, kind: Literal["lookahead", "regenerate"]
+                   ) -> tuple[Generation, Sentence]:
+        prompt = answer_prompt(run.question, run.passages, run.answer)
+        generation, _ = self._generate(run, prompt, kind=kind, round_=round_, max_tokens=budget, logprobs=True)
+        return generation, cut_sentence(generation.tokens, finished=generation.finish_reason == "stop")
+
+    def _retrieve_for(self, run: _Run, sentence: Sentence, flare: FlareOptions, round_: int) -> bool:
+        """Retrieve for an unsure sentence; True when that put new passages in the prompt."""
+        shown = len(run.passages.citations)
+        for query in self._queries(run, sentence, flare, round_):
+            self._retrieve(run, query, round_=round_, reason="low_confidence",
+                           max_tokens=self.options.round_context_tokens)
+        return len(run.passages.citations) > shown
 
     def _queries(self, run: _Run, sentence: Sentence, flare: FlareOptions, round_: int) -> list[str]:
         if flare.query_mode == "question":
@@ -154,7 +159,7 @@ class Answerer:
         run.retrievals.append(record)
         self._emit(AnswerEvent("retrieval", retrieval=record))
 
-    def _generate(self, run: _Run, prompt: str, *, kind: Literal["answer", "lookahead", "regenerate", "query"],
+    def _generate(self, run: _Run, prompt: Prompt, *, kind: Literal["answer", "lookahead", "regenerate", "query"],
                   round_: int, max_tokens: int, logprobs: bool = False, stream_text: bool = False
                   ) -> tuple[Generation, float]:
         started = time.perf_counter()

@@ -1,16 +1,18 @@
 """The answer prompt, laid out so an engine's prefix cache serves whatever did not change between rounds.
 
-    <instructions>                      fixed
+    (user) <instructions>               fixed
     Question: <question>                fixed for the whole answer
     Passages:
     [1] ...  [k] ...                    the first retrieval (packed, best passages at both ends)
     [k+1] ...                           passages later rounds retrieved, appended in arrival order
-    Answer: <answer so far>             grows by one sentence per round
+    Question: <question>                again, nearest the answer
+    (assistant) <answer so far>         grows by one sentence per round
 
 Passages are only ever appended, never re-ranked or replaced, and the answer comes last: a round that did not
 retrieve re-reads everything but its last sentence from the cache, and one that did re-reads all passages
 before the new ones. Numbers stay stable, so a citation [n] written in round 2 still means the same passage
-in round 5. A plain completion prompt (no chat template) keeps this layout identical on every server.
+in round 5. The question and passages are the user's turn; the answer so far is an assistant turn the model
+continues (ragsvc/llm/chat.py), so instruction-tuned models answer in their own format.
 """
 
 from __future__ import annotations
@@ -21,10 +23,8 @@ from dataclasses import dataclass, field
 from ragsvc.retrieval.context import Citation, TokenCounter, approx_tokens, cited_numbers, pack_context
 from ragsvc.types import Hit
 
-INSTRUCTIONS = (
-    "Answer the question using the numbered passages. Cite the passages you use with their numbers in square "
-    "brackets, like [1] or [2][3]. If the passages do not contain the answer, say so briefly.\n\n"
-)
+INSTRUCTIONS = "Use the passages below to answer the question. Cite passages by number, like [1].\n\n"
+"""Kept short: small models copy long instructions' formatting back instead of answering."""
 
 
 @dataclass(slots=True)
@@ -67,13 +67,21 @@ class PassageLog:
         return "\n\n".join(f"[{c.number}] {c.text}" for c in self.citations)
 
 
-def answer_prompt(question: str, passages: PassageLog, answer_so_far: str) -> str:
-    """The completion prompt for the next piece of the answer (see the module docstring for the layout)."""
+def answer_prompt(question: str, passages: PassageLog, answer_so_far: str) -> list[dict[str, str]]:
+    """The chat prompt for the next piece of the answer (see the module docstring for the layout): the user
+    turn holds instructions, question and passages; the answer so far is an assistant turn to continue."""
     body = passages.render() or "(no passages found)"
-    return f"{INSTRUCTIONS}Question: {question.strip()}\n\nPassages:\n{body}\n\nAnswer:{answer_so_far}"
+    question = question.strip()
+    # asked again after the passages: small models answer the question nearest the end; the copy is a few
+    # tokens after the cached passages
+    user = f"{INSTRUCTIONS}Question: {question}\n\nPassages:\n{body}\n\nQuestion: {question}"
+    messages = [{"role": "user", "content": user}]
+    if answer_so_far.strip():
+        messages.append({"role": "assistant", "content": answer_so_far.strip()})
+    return messages
 
 
-def query_question_prompt(sentence: str, span: str) -> str:
+def query_question_prompt(sentence: str, span: str) -> list[dict[str, str]]:
     """Asks the model for a question whose answer is `span` in `sentence` (FLARE's generated-question query)."""
-    return (f"Sentence: {sentence.strip()}\nWrite one short question whose answer is \"{span.strip()}\" in the "
-            "sentence above.\nQuestion:")
+    return [{"role": "user", "content": f"Sentence: {sentence.strip()}\nWrite one short question whose answer is "
+                                        f"\"{span.strip()}\" in the sentence above. Reply with the question only."}]

@@ -16,12 +16,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ragsvc import __version__
+from ragsvc.answer.composition import Composition
 from ragsvc.api.body_limit import BodyLimitMiddleware
-from ragsvc.api.composition import Composition
 from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.routes import answer, collections, repos
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import embedder_from_settings
+from ragsvc.llm.generator import Generator
+from ragsvc.llm.in_process import InProcessGenerator
 from ragsvc.retrieval.vector_store import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,15 @@ def _load(app: FastAPI, settings: Settings) -> None:
     except Exception as exc:  # noqa: BLE001 - reported through /health and every route
         logger.exception("loading the store failed")
         app.state.load_error = str(exc)
+
+
+def _hosted_generator(app: FastAPI) -> Generator | None:
+    """The model this app hosts in-process (`serve --with-model`), as a Generator on the app's event loop."""
+    served = getattr(app.state, "served_model", None)
+    loop = getattr(app.state, "loop", None)
+    if served is None or loop is None:
+        return None
+    return InProcessGenerator.attach(served.async_engine, loop, engine=served.engine)
 
 
 def create_app(settings: Settings | None = None, *, extensions: list[Extension] | None = None,
@@ -72,7 +83,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
     app = FastAPI(title="ragsvc", version=__version__, lifespan=lifespan,
                   description="Vector store, retrieval and local LLM serving. Errors are JSON {error, detail}.")
     app.state.settings = settings
-    app.state.composition = Composition(app, settings)
+    app.state.composition = Composition(settings, lambda: _hosted_generator(app))
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes)
     app.include_router(collections.router)

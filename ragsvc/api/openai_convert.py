@@ -21,6 +21,7 @@ from ragsvc.api.openai_schemas import (
     TopLogprob,
 )
 from ragsvc.errors import InvalidInput
+from ragsvc.llm.chat import render_chat
 from ragsvc.serving.outputs import TokenLogprob
 from ragsvc.serving.sampling_params import SamplingParams
 
@@ -143,11 +144,17 @@ def _message_text(content: Any) -> str:
     return "".join(parts)
 
 
+def _continues(req: ChatCompletionRequest) -> bool:
+    """vLLM's extension: `continue_final_message: true` continues the final assistant message."""
+    return bool(getattr(req, "continue_final_message", False)) and req.messages[-1].role == "assistant"
+
+
 def chat_prompt(req: ChatCompletionRequest, tokenizer: Any) -> list[int]:
     """Render the messages with the model's chat template and tokenise (the template carries any BOS)."""
     messages = [{"role": m.role, "content": _message_text(m.content)} for m in req.messages]
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = render_chat(tokenizer, messages) if _continues(req) else tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True)
     except Exception as err:  # jinja raises for message orders a template refuses
         raise _invalid(f"the model's chat template rejected the messages: {err}", "messages") from err
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -14,6 +14,7 @@ import os
 
 import typer
 
+from ragsvc.cli.ask import app as ask_app
 from ragsvc.cli.bench import app as bench_app
 from ragsvc.cli.collections import app as collections_app
 from ragsvc.cli.eval import app as eval_app
@@ -30,6 +31,7 @@ app = typer.Typer(help="ragsvc: a vector store, retrieval pipeline and local LLM
 app.add_typer(serve_app)
 app.add_typer(ingest_app)
 app.add_typer(search_app)
+app.add_typer(ask_app)
 app.add_typer(collections_app, name="collections")
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")

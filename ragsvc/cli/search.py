@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, open_store
+from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, open_store, settings
 from ragsvc.errors import RagsvcError
 
 app = typer.Typer()
@@ -19,29 +19,51 @@ def search(
     collection: Annotated[str, typer.Option("--collection", "-c")] = SAMPLE_COLLECTION,
     k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
     filter: Annotated[str | None, typer.Option(help='metadata filter as JSON, e.g. \'{"type": "md"}\'')] = None,
+    mode: Annotated[str, typer.Option(help="dense (vectors) | lexical (BM25) | hybrid (both, fused)")] = "dense",
+    rerank: Annotated[str | None, typer.Option(help="rescore the top hits: embedder | llm | cross-encoder "
+                                                    "(configured with RAGSVC_RERANK__* / RAGSVC_GENERATOR__*)")] = None,
+    hyde: Annotated[bool, typer.Option("--hyde", help="search with passages the model imagines (needs a model)")]
+    = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw result as JSON")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Search a collection by text and print the hits, best first."""
+    from ragsvc.answer.composition import Composition
+    from ragsvc.retrieval.hyde import HydeOptions
+    from ragsvc.retrieval.pipeline import RetrievalOptions
+
     try:
         parsed = json.loads(filter) if filter else None
+        options = RetrievalOptions(mode=mode, k=k, rerank=rerank, hyde=HydeOptions() if hyde else None,  # type: ignore[arg-type]
+                                   filter=parsed)
         store = open_store(data_dir)
     except (json.JSONDecodeError, RagsvcError) as exc:
         raise fail(exc) from exc
+    composition = Composition(settings(data_dir), lambda: _local_generator(data_dir))
     try:
-        result = store.search(collection, query=query, k=k, filter=parsed)
+        result = composition.pipeline(store).retrieve(collection, query, options)
     except RagsvcError as exc:
         raise fail(exc) from exc
     finally:
+        composition.close()
         store.close()
+    served = str(result.served_by) if result.stages == ["dense"] else " + ".join(result.stages)
     if as_json:
-        typer.echo(json.dumps({"hits": [_hit(h) for h in result.hits],
-                               "timings_ms": result.timings_ms, "served_by": str(result.served_by)}, indent=2))
+        typer.echo(json.dumps({"hits": [_hit(h) for h in result.hits], "timings_ms": result.timings_ms,
+                               "served_by": served, "stages": result.stages}, indent=2))
         return
     for rank, hit in enumerate(result.hits, start=1):
         snippet = " ".join(hit.text.split())[:160]
         typer.echo(f"{rank:>2}. {hit.score:.4f}  {hit.document_id}\n    {snippet}")
-    typer.echo(f"({result.served_by}; {result.timings_ms.get('total_ms', 0):.1f} ms)")
+    typer.echo(f"({served}; {result.timings_ms.get('total_ms', 0):.1f} ms)")
+
+
+def _local_generator(data_dir: Any) -> Any:
+    """The local model, loaded only when a stage asks for one (HyDE, the llm reranker)."""
+    from ragsvc.llm.in_process import InProcessGenerator
+    from ragsvc.serving.config import EngineConfig
+
+    return InProcessGenerator.from_config(EngineConfig.from_settings(settings(data_dir)))
 
 
 def _hit(hit: Any) -> dict[str, Any]:

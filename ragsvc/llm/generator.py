@@ -11,7 +11,8 @@ judging twenty passages, or an evaluation run, needs the batch served together (
 round of concurrent HTTP requests that the server batches) rather than twenty prompts queued one by one.
 
 A prompt is either a plain string (sent as a completion, no chat template) or a list of chat messages
-(`{"role": ..., "content": ...}`, rendered with the model's chat template).
+(`{"role": ..., "content": ...}`, rendered with the model's chat template). A list that ends with an
+assistant message is continued rather than answered (see ragsvc/llm/chat.py).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from contextlib import aclosing
 from typing import Any
 
 from ragsvc.errors import InvalidInput
+from ragsvc.llm.chat import render_chat
 from ragsvc.llm.generator import (
     GenerateOptions,
     Generation,
@@ -104,7 +105,7 @@ class InProcessGenerator:
         with self._tok_lock:
             if messages is None:
                 return list(self._tokenizer(prompt)["input_ids"])
-            text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = render_chat(self._tokenizer, messages)
             return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _prepare(self, prompt: Prompt, opts: GenerateOptions) -> tuple[str, list[int], SamplingParams]:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from ragsvc.errors import InvalidInput, NotFound, NotReady, RagsvcError
+from ragsvc.llm.chat import continues_reply
 from ragsvc.llm.generator import (
     GenerateOptions,
     Generation,
@@ -165,6 +166,8 @@ class OpenAIGenerator:
             body["stream_options"] = {"include_usage": True}
         if messages is not None:
             body["messages"] = messages
+            if continues_reply(messages):  # vLLM's extension, which ragsvc's server speaks too
+                body.update(continue_final_message=True, add_generation_prompt=False)
             if opts.logprobs:
                 body.update(logprobs=True, top_logprobs=opts.top_logprobs)
             return "/chat/completions", body

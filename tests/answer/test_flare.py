@@ -47,7 +47,7 @@ class Retriever:
 
     def __call__(self, query: str) -> tuple[list[Hit], dict[str, float]]:
         self.queries.append(query)
-        key = "vllm" if query.startswith("It was") else "question"
+        key = "vllm" if query.startswith("It was") or "company" in query else "question"
         return CORPUS[key], {"total_ms": 1.0}
 
 
@@ -107,12 +107,25 @@ def test_confident_sentences_are_kept_and_an_unsure_one_is_regenerated_after_ret
     assert "".join(e.text for e in events if e.kind == "text") == " Paged attention uses blocks [1]. It was " \
                                                                    "introduced by vLLM [3]."
     prompts = [p for p, _ in generator.calls]
-    # the layout keeps the cached prefix: each prompt extends the previous one's passages unchanged
-    assert prompts[0].startswith(INSTRUCTIONS + "Question: Who introduced paged attention?")
-    before_answer = prompts[0].rsplit("Answer:", 1)[0].rstrip()
-    assert prompts[1].startswith(before_answer) and prompts[2].startswith(before_answer)
-    assert prompts[1].endswith("Answer: Paged attention uses blocks [1].")
-    assert "[3] vLLM introduced paged attention in 2023." in prompts[2]
+    # the layout keeps the cached prefix: each user turn extends the previous one's passages unchanged, and
+    # the answer so far is an assistant turn the model continues
+    first_user = prompts[0][0]["content"]
+    assert first_user.startswith(INSTRUCTIONS + "Question: Who introduced paged attention?") and len(prompts[0]) == 1
+    assert prompts[1][0]["content"] == first_user
+    assert prompts[1][1] == {"role": "assistant", "content": "Paged attention uses blocks [1]."}
+    passages_so_far = first_user.rsplit("\n\nQuestion:", 1)[0]
+    assert prompts[2][0]["content"].startswith(passages_so_far)
+    assert prompts[2][0]["content"].endswith("[3] vLLM introduced paged attention in 2023.\n\n"
+                                             "Question: Who introduced paged attention?")
+
+
+def test_an_unsure_sentence_is_kept_when_retrieval_adds_nothing_new():
+    replies = [gen((" They", 0.9), (" were", 0.9), (" Google", 0.1), (".", 0.9), finish="stop")]
+    generator = ScriptedGenerator(replies)
+    retriever = Retriever()
+    answer = Answerer(generator, retriever).answer("Who?", flare=FlareOptions())
+    assert len(retriever.queries) == 2  # it did retrieve, but the hits were already in the prompt
+    assert [g.kind for g in answer.generations] == ["lookahead"] and answer.text == "They were Google."
 
 
 def test_rounds_and_tokens_are_bounded():
@@ -137,14 +150,14 @@ def test_a_sentence_of_only_guesses_falls_back_to_the_question():
 def test_question_mode_asks_the_model_for_a_question_per_span():
     replies = [
         gen((" It", 0.9), (" was", 0.9), (" introduced", 0.9), (" by", 0.9), (" Google", 0.1), (".", 0.9)),
-        gen((" Who introduced paged attention?", 0.9), ("\n", 0.9), finish="stop"),
+        gen((" Which company introduced it?", 0.9), ("\n", 0.9), finish="stop"),
         gen((" It", 0.9), (" was", 0.9), (" vLLM", 0.9), (".", 0.9), finish="stop"),
     ]
     generator = ScriptedGenerator(replies)
     retriever = Retriever()
     answer = Answerer(generator, retriever).answer("Who?", flare=FlareOptions(query_mode="question"))
-    assert retriever.queries[1] == "Who introduced paged attention?"
-    assert '"Google"' in generator.calls[1][0]
+    assert retriever.queries[1] == "Which company introduced it?"
+    assert '"Google"' in generator.calls[1][0][0]["content"]
     assert [g.kind for g in answer.generations] == ["lookahead", "query", "regenerate"]
 
 

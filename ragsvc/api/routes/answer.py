@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
+from ragsvc.answer.composition import Composition
 from ragsvc.answer.types import FlareOptions
 from ragsvc.api.answer_schemas import (
     AnswerRequest,
@@ -27,7 +28,6 @@ from ragsvc.api.answer_schemas import (
     HitPublic,
     RetrievalRoundPublic,
 )
-from ragsvc.api.composition import Composition
 from ragsvc.api.deps import StoreDep
 from ragsvc.api.retrieval_options import retrieval_options
 from ragsvc.errors import RagsvcError

@@ -1,0 +1,113 @@
+"""`ragsvc ask`: answer a question over a collection, with citations, from the terminal.
+
+The model is the OpenAI-compatible server in RAGSVC_GENERATOR__URL when set, else the local model of the
+`model` settings (SmolLM2 by default), run in this process for the one question.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, open_store, settings
+from ragsvc.errors import RagsvcError
+
+if TYPE_CHECKING:
+    from ragsvc.answer.types import Answer
+
+app = typer.Typer()
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="the question, in plain words")],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = SAMPLE_COLLECTION,
+    k: Annotated[int, typer.Option("-k", help="passages retrieved per round")] = 5,
+    mode: Annotated[str, typer.Option(help="dense | lexical | hybrid")] = "hybrid",
+    flare: Annotated[bool, typer.Option("--flare", help="active retrieval: retrieve again when unsure")] = False,
+    theta: Annotated[float, typer.Option(help="FLARE: retrieve when a token's probability is below this")] = 0.4,
+    max_tokens: Annotated[int, typer.Option(help="answer tokens at most")] = 256,
+    stream: Annotated[bool, typer.Option("--stream", help="print the answer as it is written")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole answer record as JSON")] = False,
+    model: Annotated[str | None, typer.Option(help="local model: packaged alias, HF folder or .gguf \\[default: "
+                                                   "RAGSVC_MODEL__MODEL or smollm2]")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Answer QUESTION from a collection's passages and list the sources it cites."""
+    from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
+    from ragsvc.answer.composition import Composition
+    from ragsvc.answer.types import FlareOptions
+    from ragsvc.retrieval.pipeline import RetrievalOptions
+
+    config = settings(data_dir)
+    try:
+        options = RetrievalOptions(mode=mode, k=k)  # type: ignore[arg-type]  # checked in __post_init__
+        flare_options = FlareOptions(theta=theta, max_tokens=max_tokens) if flare else None
+        answer_options = AnswerOptions(max_tokens=max_tokens)
+        store = open_store(data_dir)
+    except RagsvcError as exc:
+        raise fail(exc) from exc
+    composition = Composition(config, lambda: _local_generator(config, model))
+    streamed = False
+
+    def on_event(event: AnswerEvent) -> None:
+        nonlocal streamed
+        if stream and event.kind == "text":
+            typer.echo(event.text, nl=False)
+            streamed = True
+        elif stream and event.kind == "retrieval" and event.retrieval is not None and event.retrieval.round > 0:
+            typer.secho(f" [retrieving: {event.retrieval.query!r}]", fg=typer.colors.BLUE, err=True, nl=False)
+
+    try:
+        store.get_collection(collection)
+        generator = composition.require_generator()
+        pipeline = composition.pipeline(store)
+        pipeline.check(options)
+
+        def retrieve(query: str) -> tuple[list[Any], dict[str, float]]:
+            found = pipeline.retrieve(collection, query, options)
+            return found.hits, found.timings_ms
+
+        answer = Answerer(generator, retrieve, options=answer_options, on_event=on_event).answer(
+            question, flare=flare_options)
+    except RagsvcError as exc:
+        raise fail(exc) from exc
+    finally:
+        composition.close()
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(_record(answer), indent=2))
+        return
+    if streamed:
+        typer.echo()
+    else:
+        typer.echo(answer.text)
+    _print_sources(answer)
+
+
+def _local_generator(config: Any, model: str | None) -> Any:
+    from ragsvc.llm.in_process import InProcessGenerator
+    from ragsvc.serving.config import EngineConfig
+
+    return InProcessGenerator.from_config(EngineConfig.from_settings(config, model=model))
+
+
+def _print_sources(answer: Answer) -> None:
+    cited = {c.number for c in answer.citations}
+    typer.echo("\nsources:")
+    for passage in answer.passages:
+        mark = "*" if passage.number in cited else " "
+        snippet = " ".join(passage.text.split())[:100]
+        typer.echo(f" {mark}[{passage.number}] {passage.document_id}: {snippet}")
+    rounds = sum(1 for r in answer.retrievals if r.round > 0)
+    typer.secho(f"({len(answer.retrievals)} retrieval(s), {rounds} during generation; {answer.completion_tokens} "
+                f"tokens; {answer.cached_tokens}/{answer.prompt_tokens} prompt tokens from the prefix cache; "
+                f"{answer.timings_ms['total_ms'] / 1000:.1f} s)", dim=True)
+
+
+def _record(answer: Answer) -> dict[str, Any]:
+    from ragsvc.api.answer_schemas import AnswerResponse
+
+    return AnswerResponse.of(answer).model_dump()

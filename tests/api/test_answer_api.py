@@ -1,0 +1,154 @@
+"""POST /v1/answer and the pipeline options of search over a real uvicorn on 127.0.0.1, hosting the real
+SmolLM2 engine in-process (`serve --with-model`), with httpx as the client; streaming included.
+
+Without a model configured, answers, HyDE and the LLM reranker are refused with a 400; a model server that
+is down mid-answer is a 502, and the API keeps serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ragsvc.config import GeneratorSettings
+from tests.api.conftest import LiveServer, free_port, make_settings
+
+SAMPLE = Path(__file__).resolve().parents[2] / "ragsvc" / "sample"
+QUESTION = "How does paged attention store the KV cache?"
+
+
+def _ingest(client: httpx.Client) -> None:
+    assert client.post("/v1/collections", json={"name": "docs", "chunk_tokens": 96}).status_code == 201
+    docs = [{"id": p.stem, "text": p.read_text()} for p in sorted(SAMPLE.glob("*.md"))]
+    assert client.post("/v1/collections/docs/documents", json={"documents": docs}).status_code == 201
+
+
+@pytest.fixture(scope="module")
+def model_api(tmp_path_factory):
+    from ragsvc.api.app import create_app
+    from ragsvc.api.model_app import model_extension
+    from tests.llm.conftest import engine_config
+
+    settings = make_settings(tmp_path_factory.mktemp("answer") / "data")
+    server = LiveServer(create_app(settings, extensions=[model_extension(engine_config())]), free_port())
+    server.start(timeout_s=300)
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        _ingest(client)
+        yield client
+    server.stop()
+
+
+@pytest.mark.slow
+def test_answer_cites_the_passages_it_was_given(model_api):
+    r = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "docs", "mode": "hybrid", "k": 3,
+                                           "max_tokens": 48})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] and body["finish_reason"] in ("stop", "length")
+    assert [x["reason"] for x in body["retrievals"]] == ["question"]
+    assert body["passages"] and all(p["document_id"] in {q.stem for q in SAMPLE.glob("*.md")}
+                                    for p in body["passages"])
+    numbers = {p["number"] for p in body["passages"]}
+    assert all(c["number"] in numbers for c in body["citations"])
+    (gen,) = body["generations"]
+    assert gen["prompt_tokens"] > 50 and gen["completion_tokens"] >= 1 and gen["ttft_ms"] > 0
+    assert body["usage"]["completion_tokens"] == gen["completion_tokens"]
+
+
+@pytest.mark.slow
+def test_flare_answer_records_rounds_and_reuses_the_prompt_prefix(model_api):
+    # theta 1.0: every sentence counts as unsure, so each round retrieves and regenerates
+    flare = {"theta": 1.0, "beta": 0.3, "max_rounds": 2, "max_tokens": 48, "lookahead_tokens": 24}
+    r = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 2, "flare": flare})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    kinds = [g["kind"] for g in body["generations"]]
+    assert kinds[:2] == ["lookahead", "regenerate"] and len(body["retrievals"]) >= 2
+    assert body["retrievals"][1]["reason"] == "low_confidence" and body["retrievals"][1]["query"]
+    later = body["generations"][1:]
+    assert any(g["cached_tokens"] > 0 for g in later), "later rounds re-read the unchanged prefix from the cache"
+
+
+@pytest.mark.slow
+def test_streamed_answer_sends_events_then_the_answer(model_api):
+    events = []
+    with model_api.stream("POST", "/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 2,
+                                                      "max_tokens": 24, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[len("data: "):])))
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "retrieval" and kinds[-1] == "answer" and "text" in kinds
+    streamed = "".join(d["text"] for k, d in events if k == "text")
+    assert streamed.strip() == events[-1][1]["answer"]
+
+
+@pytest.mark.slow
+def test_search_modes_and_the_llm_reranker(model_api):
+    base = {"query": "paged attention blocks", "k": 3}
+    for mode in ("dense", "lexical", "hybrid"):
+        r = model_api.post("/v1/collections/docs/search", json={**base, "mode": mode})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["hits"]) == 3
+    hybrid = model_api.post("/v1/collections/docs/search", json={**base, "mode": "hybrid"}).json()
+    assert hybrid["stages"] == ["dense", "lexical", "fuse"]
+    r = model_api.post("/v1/collections/docs/search", json={**base, "mode": "hybrid", "rerank": "llm",
+                                                             "rerank_candidates": 4})
+    assert r.status_code == 200, r.text
+    assert r.json()["stages"][-1] == "rerank:llm"
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"question": "", "collection": "docs"}, 400, "question"),
+    ({"question": "q", "collection": "docs", "mode": "fuzzy"}, 400, "mode"),
+    ({"question": "q", "collection": "docs", "flare": {"theta": 1.5}}, 400, "theta"),
+    ({"question": "q", "collection": "docs", "flare": {"max_rounds": 0}}, 400, "max_rounds"),
+    ({"question": "q", "collection": "docs", "k": 0}, 400, "k"),
+    ({"question": "q", "collection": "docs", "rerank": "magic"}, 400, "rerank"),
+    ({"question": "q", "collection": "nope"}, 404, "nope"),
+])
+@pytest.mark.slow
+def test_bad_answer_requests_say_what_to_send(model_api, body, status, needle):
+    r = model_api.post("/v1/answer", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_without_a_model_answers_hyde_and_llm_rerank_are_refused(client):
+    client.post("/v1/collections", json={"name": "nomodel"})
+    client.post("/v1/collections/nomodel/documents", json={"documents": [{"text": "Blocks of the KV cache."}]})
+    r = client.post("/v1/answer", json={"question": "what?", "collection": "nomodel"})
+    assert r.status_code == 400 and "RAGSVC_GENERATOR__URL" in r.json()["detail"]
+    r = client.post("/v1/collections/nomodel/search", json={"query": "kv", "hyde": True})
+    assert r.status_code == 400 and "hyde needs a language model" in r.json()["detail"]
+    r = client.post("/v1/collections/nomodel/search", json={"query": "kv", "rerank": "llm"})
+    assert r.status_code == 400 and "not available" in r.json()["detail"]
+    r = client.post("/v1/collections/nomodel/search", json={"vector": [0.0] * 384, "mode": "lexical"})
+    assert r.status_code == 400 and "send `query`" in r.json()["detail"]
+    assert client.post("/v1/collections/nomodel/search", json={"query": "kv", "mode": "lexical"}).status_code == 200
+
+
+def test_a_model_server_that_is_down_is_a_bad_gateway(tmp_path):
+    from ragsvc.api.app import create_app
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    settings = make_settings(tmp_path / "data").model_copy(
+        update={"generator": GeneratorSettings(url=dead, model="m", timeout_s=5)})
+    server = LiveServer(create_app(settings), free_port())
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            client.post("/v1/collections", json={"name": "c"})
+            client.post("/v1/collections/c/documents", json={"documents": [{"text": "Blocks of the KV cache."}]})
+            r = client.post("/v1/answer", json={"question": "what?", "collection": "c", "flare": True})
+            assert r.status_code == 502, r.text
+            assert "model" in r.json()["detail"]
+            assert client.post("/v1/collections/c/search", json={"query": "kv"}).status_code == 200
+    finally:
+        server.stop()
