@@ -184,7 +184,9 @@ class Catalog:
         rows = self._conn.execute(
             "SELECT id FROM chunks WHERE collection = ? AND list_contains(?, document_id)", [collection, ids]
         ).fetchall()
-        self._conn.execute("DELETE FROM chunks WHERE collection = ? AND list_contains(?, document_id)", [collection, ids])
+        self._conn.execute(
+            "DELETE FROM chunks WHERE collection = ? AND list_contains(?, document_id)", [collection, ids]
+        )
         if rows:
             self._conn.execute("DELETE FROM chunk_vector_cache WHERE chunk_id = any(?::BIGINT[])",
                                [[r[0] for r in rows]])
@@ -200,7 +202,8 @@ class Catalog:
     def _insert_documents(self, collection: str, docs: list[PreparedDocument]) -> None:
         if docs:
             self._conn.executemany(
-                "INSERT INTO documents (collection, id, source, content_hash, metadata, text) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO documents (collection, id, source, content_hash, metadata, text)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 [[collection, d.id, d.source, d.content_hash, json.dumps(d.metadata), d.text] for d in docs],
             )
 

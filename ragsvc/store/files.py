@@ -53,7 +53,9 @@ def _jsonl_document(path: Path, lineno: int, line: str) -> DocumentInput:
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{path}:{lineno}: invalid JSON ({exc.msg}); each line must be one JSON object") from exc
     if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-        raise InvalidInput(f"{path}:{lineno}: each line needs a \"text\" string, e.g. {{\"id\": \"a\", \"text\": \"...\"}}")
+        raise InvalidInput(
+            f"{path}:{lineno}: each line needs a \"text\" string, e.g. {{\"id\": \"a\", \"text\": \"...\"}}"
+        )
     metadata = row.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InvalidInput(f"{path}:{lineno}: \"metadata\" must be an object")

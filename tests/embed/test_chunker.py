@@ -26,7 +26,8 @@ def test_windows_respect_max_tokens_and_overlap():
     # every token is covered, in order, and consecutive chunks share exactly the overlap
     assert spans[0].start_char == 0 and spans[-1].end_char == len(text)
     assert starts == sorted(starts)
-    first, second = text[spans[0].start_char : spans[0].end_char].split(), text[spans[1].start_char : spans[1].end_char].split()
+    first = text[spans[0].start_char : spans[0].end_char].split()
+    second = text[spans[1].start_char : spans[1].end_char].split()
     assert first[-5:] == second[:5]
 
 

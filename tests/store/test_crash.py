@@ -48,8 +48,8 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_document(tmp_path, minilm):
         assert info.num_documents >= 8 * len(acked)
         assert info.num_chunks == info.num_documents, "each short document is one chunk, none half-written"
         for batch in acked:
-            hits = store.search("c", query=f"Batch {batch} item 3: the number {batch * 10 + 3} in words is written here.",
-                                k=3, filter={"batch": batch})
+            query = f"Batch {batch} item 3: the number {batch * 10 + 3} in words is written here."
+            hits = store.search("c", query=query, k=3, filter={"batch": batch})
             assert hits.hits and hits.hits[0].document_id == f"b{batch}-3"
         # the index holds exactly the catalog's chunks: an unfiltered k=all search returns every one
         assert len(store.search("c", query="number", k=info.num_chunks).hits) == info.num_chunks
