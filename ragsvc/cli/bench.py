@@ -28,6 +28,8 @@ SEARCH_JSON = Path("eval/results/bench-search.json")
 SEARCH_CACHE = Path("eval/cache/bench-search")
 """Embedded corpus and built indexes, kept between runs (embedding 200k passages takes about an hour)."""
 CODE_JSON = Path("eval/results/code.json")
+FLARE_JSON = Path("eval/results/bench-flare.json")
+FLARE_DATA = Path("eval/cache/bench-flare")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,45 @@ def serving_command(
     for run in result["runs"]:
         typer.echo(json.dumps(run))
     typer.echo(json.dumps({k: result[k] for k in ("kv_waste_pct", "prefix_ttft_ms", "ratios_at_max_concurrency")}))
+    typer.echo(f"wrote {json_out}")
+
+
+@app.command("flare")
+def flare_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = FLARE_JSON,
+    data_dir: Annotated[Path, typer.Option(help="store for the benchmark's collection")] = FLARE_DATA,
+    model: Annotated[str | None, typer.Option(help="local model \\[default: RAGSVC_MODEL__MODEL or smollm2]")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16")] = None,
+    theta: Annotated[float, typer.Option(help="FLARE's retrieval threshold")] = 0.6,
+    max_rounds: Annotated[int, typer.Option(help="sentences per answer at most")] = 6,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+) -> None:
+    """FLARE with the engine's prefix cache on vs off: cached prompt share and TTFT of rounds >= 2."""
+    from ragsvc.bench.flare import FlareBenchConfig, run_flare_bench, sample_collection
+    from ragsvc.cli.common import settings
+    from ragsvc.retrieval.vector_store import VectorStore
+    from ragsvc.serving.config import EngineConfig
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    config = settings(data_dir)
+    try:
+        engine = EngineConfig.from_settings(config, model=model, dtype=dtype, num_threads=threads)
+        cfg = FlareBenchConfig(theta=theta, max_rounds=max_rounds, engine=engine)
+    except (ValueError, TypeError) as exc:
+        raise fail(exc) from exc
+    store = VectorStore.open(data_dir)
+    try:
+        collection = sample_collection(store)
+        bar = TqdmProgress("flare answers", unit="answer")
+        try:
+            result = run_flare_bench(store, collection, cfg, progress=bar)
+        finally:
+            bar.close()
+    finally:
+        store.close()
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result.to_dict(), indent=2))
+    typer.echo(json.dumps({k: v for k, v in result.to_dict().items() if k not in ("calls", "config")}, indent=2))
     typer.echo(f"wrote {json_out}")
 
 
