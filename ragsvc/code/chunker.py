@@ -13,9 +13,13 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ragsvc.code.parser import ParsedFile
 from ragsvc.code.tags import Definition, FileTags, body_node
+
+if TYPE_CHECKING:
+    from tree_sitter import Node
 
 _COMMENT_TYPES = ("comment", "line_comment", "block_comment")
 
@@ -63,15 +67,18 @@ def chunk_file(parsed: ParsedFile, tags: FileTags, *, config: ChunkConfig = Chun
     return chunks
 
 
-def _node_at(parsed: ParsedFile, start: int, end: int):  # noqa: ANN202 - tree_sitter.Node
-    node = parsed.tree.root_node.descendant_for_byte_range(start, end)  # type: ignore[attr-defined]
+def _node_at(parsed: ParsedFile, start: int, end: int) -> Node:
+    """The outermost node spanning exactly the definition's bytes."""
+    node = parsed.tree.root_node.descendant_for_byte_range(start, end)
+    if node is None:  # the bytes come from tags of this same tree, so a node always covers them
+        raise RuntimeError(f"no node covers bytes {start}..{end} of {parsed.rel_path}")
     parent = node.parent
     while parent is not None and (node.start_byte, node.end_byte) == (parent.start_byte, parent.end_byte):
         node, parent = parent, parent.parent
     return node
 
 
-def _leading_comment_start(node) -> int:  # noqa: ANN001
+def _leading_comment_start(node: Node) -> int:
     """Start byte of the doc comments directly above `node` (no blank line between), else the node's start."""
     start, line = node.start_byte, node.start_point[0]
     sibling = node.prev_named_sibling
@@ -81,7 +88,7 @@ def _leading_comment_start(node) -> int:  # noqa: ANN001
     return start
 
 
-def _python_docstring(node) -> tuple[int, int] | None:  # noqa: ANN001
+def _python_docstring(node: Node) -> tuple[int, int] | None:
     body = body_node(node)
     if body is None or not body.named_children:
         return None
@@ -142,7 +149,7 @@ def _assemble(parsed: ParsedFile, start: int, end: int, cuts: list[tuple[int, in
 
 
 def _statement_segments(
-    parsed: ParsedFile, node, start: int, end: int, config: ChunkConfig, cuts: list[tuple[int, int, str]]  # noqa: ANN001
+    parsed: ParsedFile, node: Node, start: int, end: int, config: ChunkConfig, cuts: list[tuple[int, int, str]]
 ) -> Iterator[tuple[int, int, str]]:
     """Pieces of a long definition, each ending on a statement boundary of its body (lines as a last resort)."""
     body = body_node(node)
@@ -217,16 +224,16 @@ def _module_chunks(parsed: ParsedFile, top_level: list[Definition], config: Chun
     """Top-level statements that no definition covers, grouped into pieces under the size limit."""
     # A definition's doc comments belong to its chunk, not to the module's.
     covered = [(_leading_comment_start(_node_at(parsed, d.start_byte, d.end_byte)), d.end_byte) for d in top_level]
-    groups: list[list[object]] = [[]]
-    for child in parsed.tree.root_node.named_children:  # type: ignore[attr-defined]
+    groups: list[list[Node]] = [[]]
+    for child in parsed.tree.root_node.named_children:
         if any(s <= child.start_byte and child.end_byte <= e for s, e in covered) or _covers_definition(child, covered):
             groups.append([])  # a definition breaks the run of top-level code
             continue
         groups[-1].append(child)
     module = Definition(parsed.rel_path, "<module>", "<module>", "module", 0, 0, 0, 0, "", None)
     chunks: list[CodeChunk] = []
-    for group in (g for g in groups if g and not all(n.type in _COMMENT_TYPES for n in g)):  # type: ignore[attr-defined]
-        start, end = group[0].start_byte, group[-1].end_byte  # type: ignore[attr-defined]
+    for group in (g for g in groups if g and not all(n.type in _COMMENT_TYPES for n in g)):
+        start, end = group[0].start_byte, group[-1].end_byte
         text = _assemble(parsed, start, end, [])
         if not text.strip():
             continue
@@ -236,5 +243,5 @@ def _module_chunks(parsed: ParsedFile, top_level: list[Definition], config: Chun
     return chunks
 
 
-def _covers_definition(node, covered: list[tuple[int, int]]) -> bool:  # noqa: ANN001
+def _covers_definition(node: Node, covered: list[tuple[int, int]]) -> bool:
     return any(node.start_byte <= s and e <= node.end_byte for s, e in covered)

@@ -22,11 +22,15 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from ragsvc.code.tags import Definition, FileTags
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +224,8 @@ class SymbolGraph:
     def nodes_named(self, names: frozenset[str]) -> list[str]:
         return [node for name in names for node in self._defs_by_name.get(name, [])]
 
-    def to_networkx(self, personalization: Mapping[str, float], *,  # noqa: ANN201 - networkx.DiGraph
-                    mentioned: frozenset[str] = frozenset()):
+    def to_networkx(self, personalization: Mapping[str, float], *,
+                    mentioned: frozenset[str] = frozenset()) -> nx.DiGraph:
         """The same walk as a networkx DiGraph for `networkx.pagerank` (the reference in tests): out-weights
         scaled as in `_transition`, each node's leftover as edges to the personalised nodes."""
         import networkx as nx

@@ -1,8 +1,9 @@
 """Repository index jobs run in the background, one at a time, with a status anyone can poll.
 
-Index runs share the embedder and the 2-core box, so one worker thread runs them in order; a second request for
-a repository already queued or running returns that job instead of starting another. The repository id is
-derived from its resolved path, so the same folder always has the same id (and collection).
+Index runs share the embedder and the CPU cores with serving, so one worker thread runs them in order (two at once
+would only contend for the same cores and memory); a second request for a repository already queued or running
+returns that job instead of starting another. The repository id is derived from its resolved path, so the same
+folder always has the same id (and collection).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -125,18 +127,20 @@ class RepoJobs:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def _update(self, job_id: str, **changes: object) -> None:
+    def _update(self, job_id: str, change: Callable[[RepoJob], RepoJob]) -> None:
         with self._changed:
-            self._jobs[job_id] = replace(self._jobs[job_id], **changes)  # type: ignore[arg-type]
+            self._jobs[job_id] = change(self._jobs[job_id])
             self._changed.notify_all()
 
     def _run(self, job_id: str) -> None:
         job = self.get(job_id)
-        self._update(job_id, state="running", started_at=time.time())
+        self._update(job_id, lambda j: replace(j, state="running", started_at=time.time()))
         try:
             report = self.indexer.index(job.path, collection=job.collection)
-        except Exception as exc:  # noqa: BLE001 - a failed job reports its error through the status
+        except Exception as exc:  # any failure: the job reports it through its status instead of raising
             logger.exception("indexing %s failed", job.path)
-            self._update(job_id, state="failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self._update(job_id, lambda j: replace(j, state="failed", finished_at=time.time(), error=error))
             return
-        self._update(job_id, state="done", finished_at=time.time(), report=report.as_dict(), error=None)
+        self._update(job_id, lambda j: replace(j, state="done", finished_at=time.time(), report=report.as_dict(),
+                                               error=None))

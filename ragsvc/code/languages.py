@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import PurePath
+from typing import TYPE_CHECKING, TypeGuard
 
 from ragsvc.errors import NotReady
+
+if TYPE_CHECKING:
+    from tree_sitter import Language, Parser
+    from tree_sitter_language_pack import SupportedLanguage
 
 # Extension -> grammar name in tree-sitter-language-pack. `.h` goes to C++ because the C++ grammar also parses
 # C headers well, while the C grammar fails on every class in a C++ header.
@@ -46,10 +51,14 @@ def language_for_path(path: PurePath | str) -> str | None:
     return EXTENSION_LANGUAGES.get(PurePath(path).suffix.lower())
 
 
+def _is_indexed(name: str) -> TypeGuard[SupportedLanguage]:
+    return name in SUPPORTED_LANGUAGES
+
+
 @functools.cache
-def get_language(name: str):  # noqa: ANN201 - tree_sitter.Language
+def get_language(name: str) -> Language:
     """The compiled grammar for `name`, loaded once per process."""
-    if name not in SUPPORTED_LANGUAGES:
+    if not _is_indexed(name):
         raise ValueError(f"language {name!r} is not indexed; supported: {', '.join(SUPPORTED_LANGUAGES)}")
     import tree_sitter_language_pack as pack  # imported on first use: loading the pack maps a large library
 
@@ -63,7 +72,7 @@ def get_language(name: str):  # noqa: ANN201 - tree_sitter.Language
     return pack.get_language(name)
 
 
-def get_parser(name: str):  # noqa: ANN201 - tree_sitter.Parser
+def get_parser(name: str) -> Parser:
     """A fresh parser for `name` (parsers keep state, so each thread or call gets its own)."""
     from tree_sitter import Parser
 

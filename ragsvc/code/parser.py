@@ -10,8 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ragsvc.code.languages import get_parser
+
+if TYPE_CHECKING:
+    from tree_sitter import Node, Tree
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +30,11 @@ class ParsedFile:
     language: str
     text: str
     data: bytes
-    tree: object  # tree_sitter.Tree
+    tree: Tree
     problems: tuple[str, ...] = field(default_factory=tuple)
 
-    def node_text(self, node: object) -> str:
-        return self.data[node.start_byte : node.end_byte].decode("utf-8")  # type: ignore[attr-defined]
+    def node_text(self, node: Node) -> str:
+        return self.data[node.start_byte : node.end_byte].decode("utf-8")
 
     def char_offset(self, byte_offset: int) -> int:
         """Character index in `text` of a byte offset in `data` (they differ once a non-ASCII char appears)."""
@@ -66,16 +70,16 @@ def parse_file(path: Path, *, language: str, rel_path: str) -> ParsedFile:
     return parsed
 
 
-def _syntax_errors(root: object) -> list[str]:
+def _syntax_errors(root: Node) -> list[str]:
     """Line numbers of the first few ERROR / MISSING nodes, found by walking only subtrees that contain one."""
     errors: list[str] = []
     stack = [root]
     while stack and len(errors) < _MAX_REPORTED_ERRORS:
         node = stack.pop()
-        if node.is_missing:  # type: ignore[attr-defined]
-            errors.append(f"syntax error: missing {node.type!r} at line {node.start_point[0] + 1}")  # type: ignore[attr-defined]
-        elif node.is_error:  # type: ignore[attr-defined]
-            errors.append(f"syntax error at line {node.start_point[0] + 1}")  # type: ignore[attr-defined]
-        elif node.has_error:  # type: ignore[attr-defined]
-            stack.extend(reversed(node.children))  # type: ignore[attr-defined]
+        if node.is_missing:
+            errors.append(f"syntax error: missing {node.type!r} at line {node.start_point[0] + 1}")
+        elif node.is_error:
+            errors.append(f"syntax error at line {node.start_point[0] + 1}")
+        elif node.has_error:
+            stack.extend(reversed(node.children))
     return errors or ["syntax error (tree-sitter recovered)"]

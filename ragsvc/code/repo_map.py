@@ -64,11 +64,11 @@ def query_personalization(
         nearest = searcher.nearest(query, k=k)
         top = max((score for _, _, score in nearest), default=0.0)
         for rel_path, symbol, score in nearest:
-            node = by_key.get((rel_path, symbol))
-            if node is not None:
+            matched = by_key.get((rel_path, symbol))
+            if matched is not None:
                 # Sharpened: near-ties in cosine differ by hundredths; the best match should dominate.
                 weight = math.exp((score - top) / _SIMILARITY_TEMPERATURE)
-                evidence[node] = evidence.get(node, 0.0) + weight
+                evidence[matched] = evidence.get(matched, 0.0) + weight
     if not evidence:
         return {}, mentioned
     total = sum(evidence.values())

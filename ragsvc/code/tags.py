@@ -9,10 +9,14 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ragsvc.code.languages import get_language
 from ragsvc.code.parser import ParsedFile
 from ragsvc.code.queries import TAG_QUERIES
+
+if TYPE_CHECKING:
+    from tree_sitter import Node, Query
 
 CONTAINER_KINDS = frozenset({"class", "interface", "impl"})
 # Parents that belong to a definition's text: decorators, `export`, Rust attributes sit outside the def node.
@@ -53,7 +57,8 @@ class FileTags:
 
 
 @functools.cache
-def _query(language: str):  # noqa: ANN202 - tree_sitter.Query, compiled once per process
+def _query(language: str) -> Query:
+    """The language's tag query, compiled once per process."""
     from tree_sitter import Query
 
     return Query(get_language(language), TAG_QUERIES[language])
@@ -63,11 +68,11 @@ def extract_tags(parsed: ParsedFile) -> FileTags:
     """Definitions (outermost first, by position) and references of one parsed file."""
     from tree_sitter import QueryCursor
 
-    raw_defs: list[tuple[object, object, str]] = []  # (definition node, name node, kind)
+    raw_defs: list[tuple[Node, Node, str]] = []  # (definition node, name node, kind)
     refs: list[Reference] = []
     def_name_spans: set[tuple[int, int]] = set()
-    ref_nodes: list[tuple[object, str]] = []
-    for _, captures in QueryCursor(_query(parsed.language)).matches(parsed.tree.root_node):  # type: ignore[attr-defined]
+    ref_nodes: list[tuple[Node, str]] = []
+    for _, captures in QueryCursor(_query(parsed.language)).matches(parsed.tree.root_node):
         for capture, nodes in captures.items():
             if capture.startswith("name.definition."):
                 kind = capture.removeprefix("name.definition.")
@@ -79,16 +84,16 @@ def extract_tags(parsed: ParsedFile) -> FileTags:
                 ref_nodes.extend((n, capture.removeprefix("name.reference.")) for n in nodes)
     seen: set[tuple[int, int]] = set()
     for node, kind in ref_nodes:
-        span = (node.start_byte, node.end_byte)  # type: ignore[attr-defined]
+        span = (node.start_byte, node.end_byte)
         if span in def_name_spans or span in seen:  # a definition's own name is not a reference to it
             continue
         seen.add(span)
-        refs.append(Reference(parsed.rel_path, _short_name(parsed.node_text(node)), kind, node.start_point[0] + 1))  # type: ignore[attr-defined]
+        refs.append(Reference(parsed.rel_path, _short_name(parsed.node_text(node)), kind, node.start_point[0] + 1))
     refs.sort(key=lambda r: (r.line, r.name))
     return FileTags(parsed.rel_path, parsed.language, tuple(_nest(parsed, raw_defs)), tuple(refs))
 
 
-def _span_node(node):  # noqa: ANN001, ANN202
+def _span_node(node: Node) -> Node:
     parent = node.parent
     while parent is not None and parent.type in _WRAPPER_TYPES:
         node, parent = parent, parent.parent
@@ -100,12 +105,12 @@ def _short_name(text: str) -> str:
     return re.split(r"::|\.", text.strip())[-1]
 
 
-def _nest(parsed: ParsedFile, raw_defs: list[tuple[object, object, str]]) -> list[Definition]:
+def _nest(parsed: ParsedFile, raw_defs: list[tuple[Node, Node, str]]) -> list[Definition]:
     """Give each definition its enclosing definition: a stack over definitions sorted by start, widest first."""
-    unique: dict[tuple[int, int], tuple[object, object, object, str]] = {}
+    unique: dict[tuple[int, int], tuple[Node, Node, Node, str]] = {}
     for node, name_node, kind in raw_defs:
         span = _span_node(node)  # decorators and `export` belong to the definition's chunk
-        unique.setdefault((span.start_byte, span.end_byte), (span, node, name_node, kind))  # type: ignore[attr-defined]
+        unique.setdefault((span.start_byte, span.end_byte), (span, node, name_node, kind))
     ordered = sorted(unique.items(), key=lambda item: (item[0][0], -item[0][1]))
     stack: list[tuple[int, Definition]] = []  # (end byte, definition)
     out: list[Definition] = []
@@ -121,8 +126,8 @@ def _nest(parsed: ParsedFile, raw_defs: list[tuple[object, object, str]]) -> lis
             name=name,
             symbol=f"{parent.symbol}.{name}" if parent is not None else name,
             kind=kind,
-            start_line=span.start_point[0] + 1,  # type: ignore[attr-defined]
-            end_line=node.end_point[0] + 1,  # type: ignore[attr-defined]
+            start_line=span.start_point[0] + 1,
+            end_line=node.end_point[0] + 1,
             start_byte=start,
             end_byte=end,
             signature=signature_of(parsed, node),
@@ -133,7 +138,7 @@ def _nest(parsed: ParsedFile, raw_defs: list[tuple[object, object, str]]) -> lis
     return out
 
 
-def body_node(node):  # noqa: ANN001, ANN201
+def body_node(node: Node) -> Node | None:
     """The block holding a definition's statements, looking through wrappers (decorators, `const f = () => {}`)."""
     frontier = [node]
     for _ in range(4):
@@ -144,11 +149,11 @@ def body_node(node):  # noqa: ANN001, ANN201
     return None
 
 
-def signature_of(parsed: ParsedFile, node: object) -> str:
+def signature_of(parsed: ParsedFile, node: Node) -> str:
     """The definition's text up to its body, on one line: `def f(x: int) -> str:`, `class A(B):`."""
     body = body_node(node)
-    end = body.start_byte if body is not None else node.end_byte  # type: ignore[attr-defined]
-    head = parsed.data[node.start_byte : end].decode("utf-8", errors="replace")  # type: ignore[attr-defined]
+    end = body.start_byte if body is not None else node.end_byte
+    head = parsed.data[node.start_byte : end].decode("utf-8", errors="replace")
     if body is None:
         head = head.splitlines()[0] if head else head
     marker = "#" if parsed.language == "python" else "//"

@@ -94,7 +94,10 @@ def walk_repository(root: str | Path, *, config: WalkConfig = WalkConfig()) -> W
     real_root = resolve_root(root, allowed_roots=config.allowed_roots)
     result = WalkResult(root=real_root)
     for item in _walk_dir(real_root, real_root, "", [], {real_root}, config):
-        (result.files if isinstance(item, SourceFile) else result.skipped).append(item)
+        if isinstance(item, SourceFile):
+            result.files.append(item)
+        else:
+            result.skipped.append(item)
     result.files.sort(key=lambda f: f.rel_path)
     return result
 
