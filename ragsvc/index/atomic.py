@@ -15,8 +15,9 @@ from pathlib import Path
 _CHUNK_BYTES = 1 << 22
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)` to produce the file, then make it durable and move it to `path`."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp_path)` to produce the file (its return value is ignored), then make it durable and move it
+    to `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from ragsvc.errors import IndexCorrupt, InvalidInput, RagsvcError
+from ragsvc.errors import IndexCorrupt, InvalidInput
 from ragsvc.index.atomic import atomic_write
 from ragsvc.index.manifest import ShardMeta
 from ragsvc.index.results import ShardHits
@@ -52,12 +52,14 @@ def _faiss_metric(metric: ShardMetric) -> int:
     return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
 
 
-def _build_cpu(spec: IndexSpec, dim: int, metric: ShardMetric, num_train: int) -> Any:
+def _build_cpu(spec: IndexSpec, dim: int, metric: ShardMetric, num_train: int) -> faiss.Index:
     fm = _faiss_metric(metric)
     quant = getattr(faiss.ScalarQuantizer, _QUANT[spec.prefix_quant]) if spec.prefix_quant != "none" else None
     if spec.backend in ("faiss_ivf", "faiss_ivfpq"):
         nlist = spec.ivf_nlist or auto_nlist(num_train)
-        coarse = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        # Any: faiss's stubs leave out SWIG's `.this`, used below to hand ownership to the IVF index
+        coarse: Any = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        index: faiss.IndexIVF
         if spec.backend == "faiss_ivfpq":
             index = faiss.IndexIVFPQ(coarse, dim, nlist, spec.pq_m, 8, fm)
         elif quant is not None:
@@ -67,10 +69,12 @@ def _build_cpu(spec: IndexSpec, dim: int, metric: ShardMetric, num_train: int) -
         index.own_fields = True
         coarse.this.disown()  # the IVF index owns and frees its coarse quantiser
         return index
+    inner: faiss.Index
     if spec.backend == "faiss_hnsw":
-        inner = faiss.IndexHNSWSQ(dim, quant, spec.hnsw_m, fm) if quant is not None else \
+        hnsw = faiss.IndexHNSWSQ(dim, quant, spec.hnsw_m, fm) if quant is not None else \
             faiss.IndexHNSWFlat(dim, spec.hnsw_m, fm)
-        inner.hnsw.efConstruction = spec.ef_construction
+        hnsw.hnsw.efConstruction = spec.ef_construction
+        inner = hnsw
     elif quant is not None:
         inner = faiss.IndexScalarQuantizer(dim, quant, fm)
     else:
@@ -98,7 +102,7 @@ class FaissShard:
         index = _build_cpu(spec, dim, metric, num_train)
         if faiss_needs_training(spec):
             if train_sample is None or num_train < 1:
-                raise RagsvcError(f"{spec.backend} needs a training sample; CollectionIndex passes one")
+                raise ValueError(f"{spec.backend} needs a training sample; CollectionIndex passes one")
             try:
                 index.train(np.ascontiguousarray(train_sample, dtype=np.float32))
             except RuntimeError as exc:
@@ -144,7 +148,8 @@ class FaissShard:
         try:
             self._index.add_with_ids(vectors, ids)
         except RuntimeError as exc:
-            raise RagsvcError(f"faiss refused the vectors ({exc}); rebuild the index from the store") from exc
+            # check_add already refused malformed input, so the index itself is in a state it cannot extend
+            raise IndexCorrupt(f"faiss refused the vectors ({exc}); rebuild the index from the store") from exc
         finally:
             self._refresh_count()
 
@@ -164,6 +169,8 @@ class FaissShard:
     def live_ids(self) -> np.ndarray:
         if self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
             invlists = faiss.extract_index_ivf(self._cpu_index()).invlists
+            if invlists is None:  # an IVF index built or loaded here always owns its lists
+                raise RuntimeError("faiss IVF index without inverted lists")
             parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
                      for i in range(invlists.nlist) if invlists.list_size(i)]
             ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -194,7 +201,7 @@ class FaissShard:
         try:
             distances, labels = self._index.search(queries, k, params=params)
         except RuntimeError as exc:
-            raise RagsvcError(f"faiss search failed ({exc}); rebuild the index from the store") from exc
+            raise IndexCorrupt(f"faiss search failed ({exc}); rebuild the index from the store") from exc
         scores = distances if self.metric == "ip" else -distances
         if (labels[:, -1] == PAD_ID).any():  # faiss pads at the end of a row; most searches have none
             scores = np.where(labels == PAD_ID, -np.inf, scores)
@@ -224,15 +231,17 @@ class FaissShard:
         return self._new_params(allowed, ef)
 
     def _new_params(self, allowed: np.ndarray | None, ef: int) -> Any:
-        selector = None
+        selector: faiss.IDSelector | None = None
         if allowed is not None:
             selector = faiss.IDSelectorBatch(allowed)
         elif len(self._tombstones):
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self._tombstones))
+        params: Any  # set below: `_selector` is our own attribute on the SWIG object
         if self.spec.backend == "faiss_hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=ef)
+            params = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]  # missing from faiss's stubs
         elif self.spec.backend in ("faiss_ivf", "faiss_ivfpq"):
-            params = faiss.SearchParametersIVF(nprobe=self.spec.ivf_nprobe)
+            params = faiss.SearchParametersIVF()
+            params.nprobe = self.spec.ivf_nprobe
         else:
             params = faiss.SearchParameters()
         if selector is not None:
@@ -282,7 +291,8 @@ def faiss_nbytes(index: Any) -> int:
         return int(index.id_map.size()) * 8 + faiss_nbytes(index.index)
     if isinstance(index, faiss.IndexHNSW):
         hnsw = index.hnsw
-        graph = hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8
+        # faiss's stubs list a `graph` field instead of the `neighbors` and `offsets` vectors the library has
+        graph = hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8  # type: ignore[attr-defined]
         return int(graph) + faiss_nbytes(index.storage)
     if isinstance(index, faiss.IndexIVF):
         lists = int(index.ntotal) * (int(index.code_size) + 8)

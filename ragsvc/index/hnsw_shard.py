@@ -14,7 +14,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from ragsvc.errors import IndexCorrupt, RagsvcError
+from ragsvc.errors import IndexCorrupt
 from ragsvc.index.atomic import atomic_write
 from ragsvc.index.manifest import ShardMeta
 from ragsvc.index.results import ShardHits
@@ -67,7 +67,9 @@ class HnswShard:
         try:
             self._index.add_items(vectors, ids, num_threads=self._num_threads)
         except RuntimeError as exc:
-            raise RagsvcError(f"hnswlib refused the vectors ({exc}); rebuild the index from the store") from exc
+            # check_add already refused malformed input and the capacity was grown above, so the index itself
+            # is in a state it cannot extend
+            raise IndexCorrupt(f"hnswlib refused the vectors ({exc}); rebuild the index from the store") from exc
 
     def delete(self, ids: np.ndarray) -> None:
         for label in np.asarray(ids, dtype=np.int64).reshape(-1):

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ragsvc.errors import CollectionExists, CollectionNotFound, DocumentNotFound, RagsvcError
+from ragsvc.errors import CollectionExists, CollectionNotFound, Conflict, DocumentNotFound, InvalidInput
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
 from ragsvc.store.filters import compile_filter
@@ -37,9 +37,14 @@ class Catalog:
         try:
             self._conn = duckdb.connect(str(path))
         except duckdb.IOException as exc:
-            raise RagsvcError(
-                f"cannot open the catalog {path}: {exc}. Another ragsvc process (a running `ragsvc serve`?) "
-                "probably holds it; stop it or send your request to its HTTP API"
+            if "lock" in str(exc).lower():  # duckdb lets one process at a time open a database file
+                raise Conflict(
+                    f"cannot open the catalog {path}: {exc}. Another ragsvc process (a running `ragsvc serve`?) "
+                    "holds it; stop it or send your request to its HTTP API"
+                ) from exc
+            raise InvalidInput(
+                f"cannot open the catalog {path}: {exc}. Point RAGSVC_STORE__DATA_DIR (--data-dir) at a ragsvc "
+                "data directory, or at an empty folder to start a new one"
             ) from exc
         self._lock = threading.RLock()
         self.path = path

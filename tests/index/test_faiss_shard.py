@@ -90,6 +90,36 @@ def test_garbage_file_is_corrupt(tmp_path, corpus):
         FaissShard.load(tmp_path / "s.faiss", spec=SPECS["flat"], dim=corpus.dim)
 
 
+def test_training_backends_need_a_sample(corpus):
+    with pytest.raises(ValueError, match="training sample"):
+        FaissShard.create(SPECS["ivf"], corpus.dim)
+
+
+class _RefusingIndex:
+    """A faiss index whose writes and searches fail the way SWIG reports a C++ exception."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def add_with_ids(self, *args: object) -> None:
+        raise RuntimeError("Error in faiss::IndexIDMap::add_with_ids")
+
+    def search(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("Error in faiss::IndexIDMap::search")
+
+
+def test_library_failures_are_index_corrupt(corpus):
+    shard = _built(SPECS["flat"], corpus)
+    shard._index = _RefusingIndex(shard._index)
+    with pytest.raises(IndexCorrupt, match="rebuild the index"):
+        shard.add(corpus.ids[:1] + 10**6, corpus.vectors[:1])
+    with pytest.raises(IndexCorrupt, match="rebuild the index"):
+        shard.search(corpus.queries[:2], 3)
+
+
 def test_device_selection_logic():
     # Fake inputs, because this machine has neither CUDA nor a GPU build of faiss.
     assert choose_device(use_gpu=True, backend="faiss_ivf", num_gpus=1, has_gpu_api=True) == "gpu"

@@ -82,3 +82,23 @@ def test_truncated_file_is_reported_as_corrupt(tmp_path, corpus):
     (tmp_path / "s.hnsw").write_bytes(data[: len(data) // 3])
     with pytest.raises(IndexCorrupt):
         HnswShard.load(tmp_path / "s.hnsw", dim=corpus.dim)
+
+
+class _RefusingIndex:
+    """An hnswlib index whose adds fail the way pybind11 reports a C++ exception."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def add_items(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("Cannot insert elements with the same label")
+
+
+def test_a_refused_add_is_index_corrupt(corpus):
+    shard = _built(corpus)
+    shard._index = _RefusingIndex(shard._index)
+    with pytest.raises(IndexCorrupt, match="rebuild the index"):
+        shard.add(corpus.ids[:1] + 10**6, corpus.vectors[:1])

@@ -1,9 +1,12 @@
 """The duckdb catalog: transactions, replacement, deletes, the vector source and the embedding cache."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from ragsvc.errors import CollectionExists, CollectionNotFound, DocumentNotFound
+from ragsvc.errors import CollectionExists, CollectionNotFound, Conflict, DocumentNotFound, InvalidInput
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.records import CollectionRecord, PreparedChunk, PreparedDocument
@@ -97,3 +100,25 @@ def test_hydrate_and_filter(catalog):
     assert set(rows) == {int(i) for i in ids}
     assert rows[int(ids[1])] == ("a", "a part 1", {"i": 1})
     assert list(catalog.filter_chunk_ids("c", {"i": {"$gte": 1}})) == list(ids[1:])
+
+
+def test_a_catalog_held_by_another_process_is_a_conflict(tmp_path):
+    path = tmp_path / "catalog.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('ready', flush=True); "
+                               "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(Conflict, match="holds it"):
+            Catalog(path)
+    finally:
+        holder.communicate("", timeout=30)
+
+
+def test_a_file_that_is_not_a_catalog_is_invalid_input(tmp_path):
+    path = tmp_path / "catalog.duckdb"
+    path.write_bytes(b"not a database" * 512)
+    with pytest.raises(InvalidInput, match="RAGSVC_STORE__DATA_DIR"):
+        Catalog(path)
