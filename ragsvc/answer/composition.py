@@ -10,7 +10,7 @@ once per Composition (requests run in a thread pool).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
@@ -113,7 +113,7 @@ class _LazyRerankers(dict[str, Reranker]):
     def __contains__(self, name: object) -> bool:
         return name in self._names
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._names))
 
     def __len__(self) -> int:

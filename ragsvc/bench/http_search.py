@@ -57,6 +57,9 @@ class CachedVectorEmbedder:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        raise ValueError("the benchmark ingests one-chunk documents; chunking text needs the real embedder")
+
 
 def build_store(data_dir: Path, texts: Sequence[str], vectors: np.ndarray, *, model_id: str,
                 spec: IndexSpec, progress: Callable[[int, int], None] | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ragsvc.config import EmbedSettings
+from ragsvc.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,11 @@ class SentenceTransformerEmbedder:
         path = resolve_model_path(name_or_path)
         self._model = SentenceTransformer(str(path), device=device, local_files_only=True,
                                           model_kwargs={"torch_dtype": dtype} if dtype is not None else None)
-        self.dim = int(self._model.get_embedding_dimension())
+        dim = self._model.get_embedding_dimension()
+        if dim is None:
+            raise InvalidInput(f"{path} does not declare its embedding width; give a sentence-transformers folder "
+                               "whose modules report one (a Transformer followed by Pooling)")
+        self.dim = int(dim)
         label = name_or_path if name_or_path in _PACKAGED_MODELS else path.name
         self.id = f"{label}-{self.dim}"
         self.batch_size = batch_size

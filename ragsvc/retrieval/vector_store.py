@@ -196,8 +196,8 @@ class VectorStore:
 
     # -- search --------------------------------------------------------------------------------------------
 
-    def search(self, name: str, *, query: str | None = None, vector: np.ndarray | None = None, k: int = 10,
-               filter: dict[str, Any] | None = None, dims: int | None = None,
+    def search(self, name: str, *, query: str | None = None, vector: np.ndarray | Sequence[float] | None = None,
+               k: int = 10, filter: dict[str, Any] | None = None, dims: int | None = None,
                shortlist: int | None = None, ef_search: int | None = None) -> SearchResult:
         started = time.perf_counter()
         record = self.catalog.get_collection(name)
@@ -255,7 +255,7 @@ class VectorStore:
         timings["hydrate_ms"] = _ms(t)
         return hits
 
-    def _query_vector(self, record: CollectionRecord, query: str | None, vector: np.ndarray | None,
+    def _query_vector(self, record: CollectionRecord, query: str | None, vector: np.ndarray | Sequence[float] | None,
                       timings: dict[str, float]) -> np.ndarray:
         if query is not None:
             if not query.strip():

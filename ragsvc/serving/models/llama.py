@@ -157,7 +157,15 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, residual, cos_sin, kv_cache, meta):  # type: ignore[no-untyped-def]
+    def forward(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x, residual: (tokens, hidden), residual None in the first layer -> (this layer's output, residual)."""
         if residual is None:
             residual, h = x, self.input_layernorm(x)
         else:
