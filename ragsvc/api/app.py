@@ -42,7 +42,7 @@ def _load(app: FastAPI, settings: Settings) -> None:
         app.state.ready = True
         logger.info("ragsvc ready: %d collection(s) loaded from %s", len(store.list_collections()),
                     settings.store.data_dir)
-    except Exception as exc:  # noqa: BLE001 - reported through /health and every route
+    except Exception as exc:  # any failure: the app still starts and reports it through /health and every route
         logger.exception("loading the store failed")
         app.state.load_error = str(exc)
 

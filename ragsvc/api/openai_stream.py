@@ -127,7 +127,7 @@ async def merged(
     """Outputs of all jobs in arrival order. Cancelling the consumer cancels (and so aborts) every job."""
     if len(jobs) == 1:  # the common case: no helper task, the engine's stream is iterated right here
         job = jobs[0]
-        async with aclosing(engine.generate(job.request_id, job.token_ids, job.params)) as stream:  # type: ignore[type-var]
+        async with aclosing(engine.generate(job.request_id, job.token_ids, job.params)) as stream:
             async for out in stream:
                 yield job, out
         return
@@ -135,7 +135,7 @@ async def merged(
 
     async def pump(job: ChoiceJob) -> None:
         try:
-            async with aclosing(engine.generate(job.request_id, job.token_ids, job.params)) as stream:  # type: ignore[type-var]
+            async with aclosing(engine.generate(job.request_id, job.token_ids, job.params)) as stream:
                 async for out in stream:
                     queue.put_nowait((job, out))
             queue.put_nowait((job, None))

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from ragsvc.bench.timing import measure
 from ragsvc.index.spec import IndexSpec
 from ragsvc.retrieval.vector_store import VectorStore
 from ragsvc.types import ChunkInput, DocumentInput
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +113,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(client: Any, server: subprocess.Popen) -> None:
+def _wait_ready(client: httpx.Client, server: subprocess.Popen) -> None:
+    import httpx
+
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -118,7 +123,7 @@ def _wait_ready(client: Any, server: subprocess.Popen) -> None:
         try:
             if client.get("/health").status_code == 200:
                 return
-        except Exception:  # noqa: BLE001 - connection refused while uvicorn binds
+        except httpx.TransportError:  # connection refused while uvicorn binds
             pass
         time.sleep(0.2)  # polling for readiness, not part of any timing
     raise RuntimeError(f"the API server was not ready within {SERVER_START_TIMEOUT_S:.0f} s")

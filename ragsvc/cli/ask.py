@@ -39,11 +39,12 @@ def ask(
     from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
     from ragsvc.answer.composition import Composition
     from ragsvc.answer.types import FlareOptions
+    from ragsvc.retrieval.fuse import parse_fusion_mode
     from ragsvc.retrieval.pipeline import RetrievalOptions
 
     config = settings(data_dir)
     try:
-        options = RetrievalOptions(mode=mode, k=k)  # type: ignore[arg-type]  # checked in __post_init__
+        options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k)
         flare_options = FlareOptions(theta=theta, max_tokens=max_tokens) if flare else None
         answer_options = AnswerOptions(max_tokens=max_tokens)
         store = open_store(data_dir)

@@ -29,13 +29,14 @@ def search(
 ) -> None:
     """Search a collection by text and print the hits, best first."""
     from ragsvc.answer.composition import Composition
+    from ragsvc.retrieval.fuse import parse_fusion_mode
     from ragsvc.retrieval.hyde import HydeOptions
     from ragsvc.retrieval.pipeline import RetrievalOptions
 
     try:
         parsed = json.loads(filter) if filter else None
-        options = RetrievalOptions(mode=mode, k=k, rerank=rerank, hyde=HydeOptions() if hyde else None,  # type: ignore[arg-type]
-                                   filter=parsed)
+        options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k, rerank=rerank,
+                                   hyde=HydeOptions() if hyde else None, filter=parsed)
         store = open_store(data_dir)
     except (json.JSONDecodeError, RagsvcError) as exc:
         raise fail(exc) from exc

@@ -18,6 +18,7 @@ from ragsvc.index.exact_shard import ExactShard
 from ragsvc.index.factory import load_shard, shard_extension, shard_meta, shard_metric
 from ragsvc.index.manifest import MANIFEST_NAME, FileEntry, Manifest, ShardMeta, file_entry
 from ragsvc.index.rescore import RescoreStore
+from ragsvc.index.shard import Shard
 from ragsvc.index.sharded_index import ShardedIndex
 from ragsvc.index.spec import IndexSpec
 
@@ -75,7 +76,7 @@ def _load_parts(directory: Path, manifest: Manifest, spec: IndexSpec, dim: int) 
     state = CollectionState(spec, dim, watermark=manifest.watermark, trained_on=manifest.trained_on,
                             generation=manifest.generation)
     metric = shard_metric(spec)
-    shards: dict[int, object] = {}
+    shards: dict[int, Shard] = {}
     for entry in manifest.files:
         path = directory / entry.name
         if entry.role == "staging":
@@ -93,7 +94,7 @@ def _load_parts(directory: Path, manifest: Manifest, spec: IndexSpec, dim: int) 
     if shards:
         if sorted(shards) != list(range(spec.num_shards)):
             raise IndexCorrupt(f"index manifest lists shards {sorted(shards)}, expected {spec.num_shards}")
-        state.ann = ShardedIndex([shards[i] for i in range(spec.num_shards)])  # type: ignore[misc]
+        state.ann = ShardedIndex([shards[i] for i in range(spec.num_shards)])
     if (state.staging is None) == (state.ann is None):
         raise IndexCorrupt("index manifest must name either staging vectors or shards")
     if spec.dims is not None and state.ann is not None and state.rescorer is None:

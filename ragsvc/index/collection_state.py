@@ -83,7 +83,7 @@ class CollectionState:
         if self.rescorer is not None:
             return self.rescorer.ids.copy()
         assert self.ann is not None
-        return np.concatenate([shard.live_ids() for shard in self.ann.shards])  # type: ignore[attr-defined]
+        return np.concatenate([shard.live_ids() for shard in self.ann.shards])
 
     def exact_subset(self, query: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found ids (m,), scores (m,)) of every allowed id the full-width shards hold, scored exactly.

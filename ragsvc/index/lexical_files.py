@@ -33,6 +33,8 @@ from ragsvc.index.atomic import atomic_write, atomic_write_bytes, file_crc32
 FORMAT_VERSION = 1
 MANIFEST_NAME = "lexical.json"
 _ARRAYS = ("indptr", "rows", "tfs", "row_ids", "doc_len", "vocab_blob", "vocab_offsets")
+_MANIFEST_KEYS = ("generation", "watermark", "count", "num_terms", "tokenizer", "params", "file")
+_MANIFEST_FILE_KEYS = ("name", "num_bytes", "crc32")
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -66,12 +68,11 @@ def write_snapshot(directory: Path, snap: LexicalSnapshot, *, versions: dict[str
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / data_name(snap.generation)
     blob, offsets = _encode_terms(snap.terms)
-    arrays = {"indptr": snap.indptr, "rows": snap.rows, "tfs": snap.tfs, "row_ids": snap.row_ids,
-              "doc_len": snap.doc_len, "vocab_blob": blob, "vocab_offsets": offsets}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:  # a file handle, so numpy does not append ".npz" to the temp name
-            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stubs type **kwds loosely
+            np.savez(handle, indptr=snap.indptr, rows=snap.rows, tfs=snap.tfs, row_ids=snap.row_ids,
+                     doc_len=snap.doc_len, vocab_blob=blob, vocab_offsets=offsets)
 
     atomic_write(path, write)
     manifest = {
@@ -149,10 +150,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         if version != FORMAT_VERSION:
             raise IndexCorrupt(f"lexical manifest {path} has format {version}, this build reads {FORMAT_VERSION}; "
                                "rebuild the lexical index from the catalog")
-        for key in ("generation", "watermark", "count", "num_terms", "tokenizer", "params", "file"):
-            manifest[key]  # noqa: B018  # a KeyError here means a manifest we did not write
-        for key in ("name", "num_bytes", "crc32"):
-            manifest["file"][key]  # noqa: B018
+        missing = [key for key in _MANIFEST_KEYS if key not in manifest]
+        missing += [f"file.{key}" for key in _MANIFEST_FILE_KEYS if key not in manifest.get("file", {})]
+        if missing:  # a manifest we did not write
+            raise IndexCorrupt(f"lexical manifest {path} lacks {', '.join(missing)}; rebuild from the catalog")
         return dict(manifest)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise IndexCorrupt(f"lexical manifest {path} is unreadable ({exc!r}); rebuild from the catalog") from exc

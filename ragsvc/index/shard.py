@@ -44,6 +44,10 @@ class Shard(Protocol):
         """Write the shard to `path` atomically (native format, no pickle)."""
         ...
 
+    def live_ids(self) -> np.ndarray:
+        """Every id the shard holds and has not deleted, int64 (n,), in no particular order."""
+        ...
+
     def __len__(self) -> int: ...
 
     @property

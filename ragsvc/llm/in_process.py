@@ -128,7 +128,7 @@ class InProcessGenerator:
     async def _collect(self, request_id: str, ids: list[int], params: SamplingParams) -> Generation:
         tokens: list[TokenLogprob] = []
         last: RequestOutput | None = None
-        async with aclosing(self._async.generate(request_id, ids, params)) as stream:  # type: ignore[type-var]
+        async with aclosing(self._async.generate(request_id, ids, params)) as stream:
             async for out in stream:
                 tokens.extend(_token(t) for t in out.logprobs)
                 last = out
@@ -143,7 +143,7 @@ class InProcessGenerator:
 
     async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncGenerator[GenerationChunk, None]:
         request_id, ids, params = self._prepare(prompt, options(**kwargs))
-        async with aclosing(self._async.generate(request_id, ids, params)) as stream:  # type: ignore[type-var]
+        async with aclosing(self._async.generate(request_id, ids, params)) as stream:
             async for out in stream:
                 if out.new_text or out.logprobs or out.finished:
                     yield GenerationChunk(text=out.new_text, tokens=tuple(_token(t) for t in out.logprobs),

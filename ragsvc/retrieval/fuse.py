@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Literal, get_args
+from typing import Literal, TypeGuard, get_args
 
 from ragsvc.errors import InvalidInput
 from ragsvc.types import ChunkId, Hit
@@ -33,11 +33,15 @@ FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
 RRF_K = 60
 
 
+def _is_fusion_mode(value: str) -> TypeGuard[FusionMode]:
+    return value in FUSION_MODES
+
+
 def parse_fusion_mode(value: str) -> FusionMode:
     """`value` as a FusionMode, or InvalidInput naming the valid ones."""
-    if value not in FUSION_MODES:
+    if not _is_fusion_mode(value):
         raise InvalidInput(f"unknown fusion mode {value!r}; use one of {', '.join(FUSION_MODES)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _weights(num_lists: int, weights: Sequence[float] | None, *, normalise: bool) -> list[float]:

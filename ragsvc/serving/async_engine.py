@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from ragsvc.errors import NotReady
 from ragsvc.serving.engine import LLMEngine
@@ -51,7 +51,7 @@ class AsyncLLMEngine:
 
     async def generate(
         self, request_id: str, prompt: str | list[int], params: SamplingParams
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Yield this request's outputs as they come; the last one has finished=True."""
         if self._thread is None:
             raise NotReady("the model engine is not started; call start() first")

@@ -129,7 +129,7 @@ def iter_weights(model_dir: Path) -> Any:
         raise NotFound(f"no *.safetensors in {model_dir}; convert the checkpoint to safetensors first")
     for file in files:
         with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+            for name in f.keys():  # noqa: SIM118 - safe_open has keys() but cannot be iterated
                 yield name, f.get_tensor(name)
 
 

@@ -303,8 +303,21 @@ def _bad_params(directory: Path) -> None:
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
+def _manifest_without_checksum(directory: Path) -> None:
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    del manifest["file"]["crc32"]
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+def _manifest_file_not_an_object(directory: Path) -> None:
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    manifest["file"] = 3
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize("damage", [_corrupt_data, _truncate_data, _remove_data, _garbage_manifest,
-                                    _future_manifest, _bad_params])
+                                    _future_manifest, _bad_params, _manifest_without_checksum,
+                                    _manifest_file_not_an_object])
 def test_a_damaged_index_raises_index_corrupt(tmp_path: Path, damage) -> None:
     build(CORPUS).save(tmp_path)
     damage(tmp_path)

@@ -24,6 +24,7 @@ from ragsvc.answer.types import FlareOptions
 from ragsvc.api.answer_schemas import (
     AnswerRequest,
     AnswerResponse,
+    FlareBody,
     GenerationRoundPublic,
     HitPublic,
     RetrievalRoundPublic,
@@ -51,8 +52,8 @@ def _answerer(body: AnswerRequest, request: Request, store: Any, on_event: Any =
     flare = None
     if body.flare is True:
         flare = FlareOptions()
-    elif body.flare not in (None, False):
-        flare = FlareOptions(**body.flare.model_dump())  # type: ignore[union-attr]
+    elif isinstance(body.flare, FlareBody):
+        flare = FlareOptions(**body.flare.model_dump())
 
     def retrieve(query: str) -> tuple[list[Hit], dict[str, float]]:
         result = pipeline.retrieve(body.collection, query, options)

@@ -148,7 +148,7 @@ async def _collect_all(served: ServedModel, jobs: list[ChoiceJob]) -> list[Colle
     async def one(job: ChoiceJob) -> Collected:
         collected = Collected(job=job)
         stream = served.async_engine.generate(job.request_id, job.token_ids, job.params)
-        async with aclosing(stream):  # type: ignore[type-var]
+        async with aclosing(stream):
             async for out in stream:
                 collected.add(out)
         return collected
