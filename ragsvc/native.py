@@ -2,10 +2,10 @@
 
 Shared by the index (the 8-bit HNSW walk) and the serving engine (CPU attention and fused kernels).
 Why not a compiled extension in the wheel: the package stays pure Python and installs anywhere, and a kernel
-built with -march=native uses this CPU's vector units; these sources need no torch headers, so g++ builds one
-in seconds, where a torch extension spends minutes compiling torch's headers. Libraries are cached under
-~/.cache/ragsvc/kernels (written to a temp name, then renamed, so concurrent processes never load half a
-file). With no compiler, a failed build, or RAGSVC_NO_NATIVE=1, `load_library` returns None and the caller
+built with -march=native uses the vector units of the CPU it runs on; these sources need no torch headers, so
+g++ builds one in seconds, where a torch extension spends minutes compiling torch's headers. Libraries are
+cached under ~/.cache/ragsvc/kernels (written to a temp name, then renamed, so concurrent processes never load
+half a file). With no compiler, a failed build, or RAGSVC_NO_NATIVE=1, `load_library` returns None and the caller
 keeps its plain path (torch or faiss), which is also the reference each kernel is tested against.
 
 Sources ship as package data: a kernel's C++ sits beside the module that loads it, with that module's name

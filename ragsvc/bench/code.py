@@ -4,7 +4,7 @@ Speed: index this repository and a subset of an installed large library (transfo
 collections: files/s and chunks/s end to end (walk, parse, chunk, embed, write), with the parse-only rate
 beside it and the store's plain-text ingest of the same files as the peer; re-index after editing one file
 (incremental) against the full index; repo-map latency p50/p95, with and without a query. The model load is
-excluded (one embedder, warmed up first); every other number is wall time on this machine in this run.
+excluded (one embedder, warmed up first); every other number is wall time, so compare rows of one run only.
 """
 
 from __future__ import annotations
@@ -205,7 +205,10 @@ def run_code_bench(
 
 
 def _package_dir(name: str) -> Path:
-    return Path(importlib.import_module(name).__file__).parent  # type: ignore[arg-type]
+    file = importlib.import_module(name).__file__
+    if file is None:  # a namespace package has no __init__.py to locate it by
+        raise ValueError(f"package {name!r} has no __file__; benchmark a regular package")
+    return Path(file).parent
 
 
 def _quality_sections(store: Any, cosqa: Path, libraries: tuple[str, ...], *,

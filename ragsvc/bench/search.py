@@ -33,7 +33,7 @@ K = 10
 NOTES = ["QPS: one query per call, BLAS/OpenMP held to 1 thread while timing (threadpoolctl); 4-shard "
          "configs fan out over ragsvc's shard thread pool, so they may use more than one core",
          "recall@10 is against brute-force inner product over the same float32 vectors",
-         "the machine is shared: compare ratios within this run (see machine.load_average)"]
+         "the machine may be shared: compare ratios within one run (see machine.load_average)"]
 MEMORY_NOTE = ("index_bytes counts every byte held to answer a query: the ANN structure (graph links, codes, "
                "centroids) plus the vectors it reads for rescoring, whether in RAM or memory-mapped; faiss "
                "flat and hnswlib hold float32 vectors inside the index. Per-thread scratch is counted on neither "

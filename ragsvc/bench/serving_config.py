@@ -38,15 +38,16 @@ class ServingBenchConfig:
     llama_server: str | None = None
     """Path to llama.cpp's llama-server; None = look on PATH."""
     llama_threads: int | None = None
-    """llama.cpp's thread count; None = `threads`. (In this sandbox llama.cpp's threadpool with 2 threads ran at
-    ~0.7 tok/s against ~34 tok/s with 1, so its best setting may not be ours.)"""
+    """llama.cpp's thread count; None = `threads`. Set apart because llama.cpp's best setting may not be ours: in
+    a `ragsvc bench serving` run on a 2-vCPU VM its threadpool with 2 threads ran at ~0.7 tok/s against ~34 tok/s
+    with 1."""
     omp_wait: str = "passive"
     """How idle threads wait, for every system in the run (set before torch loads):
     passive: OMP_WAIT_POLICY=PASSIVE (they sleep at once; llama.cpp --poll 0), what `ragsvc` itself sets,
-      because spinning threads starve each other on a shared box (one core busy with other work: a c=32 run of
-      ragsvc was 2.3x slower spinning than passive). It handicaps HF sequential most: batch-1 decode is a
-      chain of tiny parallel regions, each paying a thread wake-up (12.5-16.9 tok/s passive vs 21.8-23.0 spinning
-      here, on an EPYC VM).
+      because spinning threads starve each other on a shared machine (with one core busy with other work, a c=32
+      `ragsvc bench serving` run of ragsvc was 2.3x slower spinning than passive). It handicaps HF sequential
+      most: batch-1 decode is a chain of tiny parallel regions, each paying a thread wake-up (12.5-16.9 tok/s
+      passive vs 21.8-23.0 spinning in `ragsvc bench serving` on a 2-vCPU AMD EPYC VM).
     spin: GOMP_SPINCOUNT=30000 (~0.3 ms of spinning before sleeping, by libgomp's estimate; llama.cpp --poll 50),
       closer to libgomp's own default (~3 ms), i.e. how HF runs out of the box: each system near its best on a
       quiet machine."""

@@ -1,4 +1,4 @@
-"""Issue 2's targets, evaluated on the benchmark rows: ratios against the best raw-hnswlib point and pass/fail.
+"""The targets `ragsvc bench search` checks its rows against: ratios to the best raw-hnswlib point, pass/fail.
 
 The reference is the fastest raw hnswlib point (ef sweep) whose recall@10 is at least 0.95; every row gets its
 QPS and bytes relative to it, so "1.2x the QPS at 0.3x the memory" reads straight from the JSON.

@@ -56,10 +56,11 @@ def measure(search_one: SearchOne, queries: np.ndarray, truth: np.ndarray, *, re
              ) -> Measurement:
     """Warm up, then time every query once, one at a time, `repeats` times; QPS is the best pass.
 
-    The best pass is reported (as ann-benchmarks does) because this machine is shared: a slower pass measures
-    other people's jobs, not the index. Recall comes from the first timed pass (every pass returns the same).
-    BLAS and OpenMP pools are held to one thread while timing: numpy's rescoring matmuls would otherwise
-    fan out to every core for a (1, d) x (d, L) product, which only adds synchronisation on a busy machine.
+    The best pass is reported (as ann-benchmarks does) because benchmark machines are often shared (CI runners,
+    cloud VMs): a slower pass measures other jobs, not the index. Recall comes from the first timed pass (every
+    pass returns the same). BLAS and OpenMP pools are held to one thread while timing: numpy's rescoring matmuls
+    would otherwise fan out to every core for a (1, d) x (d, L) product, which only adds synchronisation on a
+    busy machine.
     """
     found: list[np.ndarray] = []
     passes: list[np.ndarray] = []
