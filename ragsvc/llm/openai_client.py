@@ -3,7 +3,12 @@
 Chat messages go to `/chat/completions`, plain strings to `/completions`; logprobs are read from either
 endpoint's shape. Connection failures (server starting, restarting) are retried with backoff; a read timeout
 is not, since the request may still be running there. Errors come back as ragsvc errors that carry the
-server's own message: 400 -> InvalidInput, 404 -> NotFound, unreachable / 5xx -> NotReady.
+server's own message, with the status a gateway gives:
+
+- 404 -> NotFound; other 4xx -> InvalidInput (the request itself is wrong; retrying will not help)
+- 503 -> NotReady (the server is up but still loading its model; retry later)
+- 504, or no answer within the read timeout -> UpstreamTimeout
+- other 5xx, an error event mid-stream, or no connection after the retries -> UpstreamError
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from ragsvc.errors import InvalidInput, NotFound, NotReady, RagsvcError
+from ragsvc.errors import InvalidInput, NotFound, NotReady, UpstreamError, UpstreamTimeout
 from ragsvc.llm.chat import continues_reply
 from ragsvc.llm.generator import (
     GenerateOptions,
@@ -52,7 +57,11 @@ def raise_for_status(response: httpx.Response, url: str) -> None:
         raise NotFound(f"{url}: {message}")
     if response.status_code < 500:
         raise InvalidInput(f"the model server refused the request ({response.status_code}): {message}")
-    raise NotReady(f"the model server at {url} failed ({response.status_code}): {message}")
+    if response.status_code == 503:
+        raise NotReady(f"the model server at {url} is not ready (503): {message}; retry in a few seconds")
+    if response.status_code == 504:
+        raise UpstreamTimeout(f"the model server at {url} timed out (504): {message}")
+    raise UpstreamError(f"the model server at {url} failed ({response.status_code}): {message}")
 
 
 def _chat_tokens(logprobs: dict[str, Any] | None) -> list[TokenLogprob]:
@@ -131,20 +140,23 @@ class OpenAIGenerator:
                 return attempt()
             except (httpx.ConnectError, httpx.ConnectTimeout) as err:
                 if retry == self._max_retries:
-                    raise NotReady(
+                    raise UpstreamError(
                         f"cannot reach the model server at {self.base_url} after {retry + 1} tries ({err}); "
                         "start it (`ragsvc serve-model`) or fix the base URL"
                     ) from err
                 time.sleep(self._backoff_s * 2**retry)
         raise AssertionError("unreachable")
 
+    def _timed_out(self, path: str) -> UpstreamTimeout:
+        return UpstreamTimeout(f"{self.base_url}{path} did not answer within the read timeout; "
+                               "raise timeout_s or lower max_tokens")
+
     def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         def attempt() -> httpx.Response:
             try:
                 return self._client.request(method, path, json=body)
             except httpx.ReadTimeout as err:
-                raise NotReady(f"{self.base_url}{path} did not answer within the read timeout; "
-                               "raise timeout_s or lower max_tokens") from err
+                raise self._timed_out(path) from err
 
         response = self._retrying(attempt)
         raise_for_status(response, f"{self.base_url}{path}")
@@ -220,12 +232,19 @@ class OpenAIGenerator:
         response = self._retrying(lambda: self._open_stream(path, body))
         try:
             yield from self._chunks(response, chat=chat)
+        except httpx.ReadTimeout as err:
+            raise self._timed_out(path) from err
+        except (httpx.ReadError, httpx.RemoteProtocolError) as err:
+            raise UpstreamError(f"the connection to {self.base_url}{path} broke mid-stream ({err})") from err
         finally:
             response.close()
 
     def _open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
         request = self._client.build_request("POST", path, json=body)
-        response = self._client.send(request, stream=True)
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.ReadTimeout as err:
+            raise self._timed_out(path) from err
         if response.status_code >= 400:
             response.read()
             response.close()
@@ -241,7 +260,7 @@ class OpenAIGenerator:
                 return
             data = json.loads(payload)
             if "error" in data:
-                raise RagsvcError(f"the model server failed mid-stream: {_server_message_from(data)}")
+                raise UpstreamError(f"the model server failed mid-stream: {_server_message_from(data)}")
             usage = _usage(data.get("usage"))
             for choice in data.get("choices") or ():
                 if chat:

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from ragsvc.errors import InvalidInput, NotReady
+from ragsvc.errors import InvalidInput, UpstreamError
 from ragsvc.llm import Generator
 from ragsvc.llm.openai_client import OpenAIGenerator
 from ragsvc.llm.scripted import ScriptedGenerator
@@ -74,7 +74,7 @@ def test_openai_generate_many_checks_everything_before_sending():
 def test_openai_generate_many_raises_the_first_failure():
     server = EchoServer(fail_on="bad")
     gen = OpenAIGenerator("http://model/v1", model="m", transport=httpx.MockTransport(server))
-    with gen, pytest.raises(NotReady, match="boom"):
+    with gen, pytest.raises(UpstreamError, match="boom"):
         gen.generate_many(["a", "bad", "c"], max_concurrency=1)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ragsvc.errors import InvalidInput, NotFound, NotReady
+from ragsvc.errors import InvalidInput, NotFound, UpstreamError
 from ragsvc.llm.openai_client import OpenAIGenerator
 
 pytestmark = pytest.mark.slow
@@ -49,11 +49,11 @@ def test_server_errors_become_ragsvc_errors(remote, server_url):
         wrong.generate("hi", max_tokens=2)
 
 
-def test_unreachable_server_is_not_ready_after_retries():
+def test_unreachable_server_is_a_bad_gateway_after_retries():
     with (
         socket_closed_port() as port,
         OpenAIGenerator(f"http://127.0.0.1:{port}/v1", model="m", max_retries=2, retry_backoff_s=0.001) as gen,
-        pytest.raises(NotReady, match="after 3 tries"),
+        pytest.raises(UpstreamError, match="after 3 tries"),
     ):
         gen.generate("hi", max_tokens=2)
 
