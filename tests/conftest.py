@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # until they were told to sleep. Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pytest  # noqa: E402
+import pytest  # noqa: E402 - the environment above must be set before pytest imports torch
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -17,7 +17,7 @@ MODEL_CACHE = Path(tempfile.gettempdir()) / "ragsvc-test-models"  # shared with 
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # type: ignore[no-untyped-def]
+def tokenizer():
     from transformers import AutoTokenizer
 
     from ragsvc.serving.loader import resolve_model_dir

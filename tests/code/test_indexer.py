@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 class CountingEmbedder:
     """The real MiniLM, counting the texts it is asked to embed (to prove unchanged code is not re-embedded)."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001
+    def __init__(self, inner) -> None:
         self.inner = inner
         self.id = inner.id
         self.dim = inner.dim
@@ -40,12 +40,12 @@ class CountingEmbedder:
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
-    def token_offsets(self, text: str):  # noqa: ANN201
+    def token_offsets(self, text: str):
         return self.inner.token_offsets(text)
 
 
 @pytest.fixture()
-def store(tmp_path: Path, minilm) -> Iterator[tuple[VectorStore, CountingEmbedder]]:  # noqa: ANN001
+def store(tmp_path: Path, minilm) -> Iterator[tuple[VectorStore, CountingEmbedder]]:
     embedder = CountingEmbedder(minilm)
     vs = VectorStore.open(tmp_path / "data", embedder=embedder)
     yield vs, embedder
@@ -57,7 +57,7 @@ def repo(tmp_path: Path, polyglot: Path) -> Path:
     return Path(shutil.copytree(polyglot, tmp_path / "repo"))
 
 
-def test_index_writes_definition_chunks_with_metadata(store, repo: Path) -> None:  # noqa: ANN001
+def test_index_writes_definition_chunks_with_metadata(store, repo: Path) -> None:
     vs, _ = store
     report = RepoIndexer(vs).index(repo, collection="poly")
     assert (report.num_files, report.num_parsed, report.num_unchanged) == (10, 10, 0)
@@ -73,7 +73,7 @@ def test_index_writes_definition_chunks_with_metadata(store, repo: Path) -> None
     assert {h.metadata["symbol"] for h in methods} == {"Retrier.run", "Retrier.__init__"}
 
 
-def test_reindex_touches_only_changed_files(store, repo: Path) -> None:  # noqa: ANN001
+def test_reindex_touches_only_changed_files(store, repo: Path) -> None:
     vs, embedder = store
     indexer = RepoIndexer(vs)
     indexer.index(repo, collection="poly")
@@ -95,7 +95,7 @@ def test_reindex_touches_only_changed_files(store, repo: Path) -> None:  # noqa:
     assert "memo" not in {d.name for d in graph.definitions.values()}
 
 
-def test_bad_files_are_indexed_as_far_as_possible_and_reported(store, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bad_files_are_indexed_as_far_as_possible_and_reported(store, tmp_path: Path) -> None:
     vs, _ = store
     repo = write_files(tmp_path / "bad", {
         "good.py": "def fine():\n    return 1\n",
@@ -116,7 +116,7 @@ def test_bad_files_are_indexed_as_far_as_possible_and_reported(store, tmp_path: 
     assert {"fine", "ok", "good"} <= symbols
 
 
-def test_unreadable_file_keeps_its_previous_version(store, repo: Path) -> None:  # noqa: ANN001
+def test_unreadable_file_keeps_its_previous_version(store, repo: Path) -> None:
     vs, _ = store
     indexer = RepoIndexer(vs)
     indexer.index(repo, collection="poly")
@@ -128,7 +128,7 @@ def test_unreadable_file_keeps_its_previous_version(store, repo: Path) -> None: 
     assert "pkg/core.py" in vs.document_hashes("poly")  # nothing lost
 
 
-def test_map_from_manifest_and_corrupt_manifest_rebuilds(store, repo: Path) -> None:  # noqa: ANN001
+def test_map_from_manifest_and_corrupt_manifest_rebuilds(store, repo: Path) -> None:
     vs, _ = store
     indexer = RepoIndexer(vs)
     indexer.index(repo, collection="poly")

@@ -75,7 +75,7 @@ def test_query_naming_an_identifier_boosts_it(hub_repo: Path) -> None:
 
 
 @pytest.mark.slow
-def test_query_aware_map_with_real_embeddings(polyglot: Path, minilm) -> None:  # noqa: ANN001
+def test_query_aware_map_with_real_embeddings(polyglot: Path, minilm) -> None:
     _, analyses, _ = analyse_repository(polyglot)
     graph = SymbolGraph([a.tags for a in analyses])
     definitions, texts = definition_texts(analyses)

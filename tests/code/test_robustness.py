@@ -36,7 +36,7 @@ def test_any_bytes_analyse_into_valid_documents(language: str, parts: list[bytes
         assert all(c.text.strip() for c in doc.chunks or [])
 
 
-def test_a_query_that_does_not_fit_the_grammar_degrades_to_module_chunks(monkeypatch) -> None:  # noqa: ANN001
+def test_a_query_that_does_not_fit_the_grammar_degrades_to_module_chunks(monkeypatch) -> None:
     import ragsvc.code.tags as tags
 
     tags._query.cache_clear()

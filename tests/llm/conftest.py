@@ -17,7 +17,7 @@ MODEL_CACHE = Path(tempfile.gettempdir()) / "ragsvc-test-models"
 NUM_BLOCKS = 64  # x 16 tokens = 1,024 = max_model_len
 
 
-def engine_config():  # type: ignore[no-untyped-def]
+def engine_config():
     from ragsvc.serving.config import EngineConfig
 
     # one torch thread: on a shared 2-core machine two spinning OpenMP threads were ~20x slower per step
@@ -26,21 +26,21 @@ def engine_config():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def _restore_threads():  # type: ignore[no-untyped-def]
+def _restore_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
-def engine(_restore_threads):  # type: ignore[no-untyped-def]
+def engine(_restore_threads):
     from ragsvc.serving.engine import LLMEngine
 
     return LLMEngine.from_config(engine_config())
 
 
 @pytest.fixture(scope="session")
-def in_process(engine):  # type: ignore[no-untyped-def]
+def in_process(engine):
     from ragsvc.llm.in_process import InProcessGenerator
 
     with InProcessGenerator(engine) as gen:
@@ -48,7 +48,7 @@ def in_process(engine):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def server_url(_restore_threads):  # type: ignore[no-untyped-def]
+def server_url(_restore_threads):
     from ragsvc.api.model_app import create_model_app, serve_in_thread
 
     app = create_model_app(engine_config())

@@ -15,7 +15,7 @@ CHAT = [{"role": "user", "content": "Name a fruit."}]
 
 
 @pytest.fixture(scope="module")
-def remote(server_url):  # type: ignore[no-untyped-def]
+def remote(server_url):
     with OpenAIGenerator(f"{server_url}/v1", max_retries=0) as gen:
         yield gen
 
@@ -80,13 +80,13 @@ def test_connect_failures_are_retried(server_url):
     assert transport.attempts == 3
 
 
-def socket_closed_port():  # type: ignore[no-untyped-def]
+def socket_closed_port():
     """A port nothing listens on (bound, then closed)."""
     import contextlib
     import socket
 
     @contextlib.contextmanager
-    def closed():  # type: ignore[no-untyped-def]
+    def closed():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -89,7 +89,7 @@ def test_fuse_modes():
     assert ids(fuse(DENSE, [], method="convex")) == [A, B, C]
 
 
-def test_bad_input_says_what_is_valid():
+def test_bad_input_says_what_is_valid() -> None:
     assert FUSION_MODES == ("dense", "lexical", "hybrid")
     assert parse_fusion_mode("hybrid") == "hybrid"
     with pytest.raises(InvalidInput, match="dense, lexical, hybrid"):

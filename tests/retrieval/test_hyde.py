@@ -26,7 +26,7 @@ def _writer():
         return ScriptedGenerator([f"Paged attention stores keys and values in blocks ({question}, "
                                   f"draft {kwargs['seed']})."]).generate(prompt, **kwargs)
 
-    gen.generate = generate  # type: ignore[method-assign]
+    gen.generate = generate
     return gen, seeds
 
 

@@ -47,7 +47,7 @@ def _hits(texts: Sequence[str], first_id: int = 1) -> list[Hit]:
 class CountingEmbedder:
     """Wraps the real MiniLM and counts what it is asked to embed."""
 
-    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, inner) -> None:
         self.inner, self.id, self.dim = inner, inner.id, inner.dim
         self.queries: list[str] = []
         self.documents: list[list[str]] = []
@@ -67,7 +67,7 @@ class CountingEmbedder:
         return self.inner.token_offsets(text)
 
 
-def _reference_cosine(minilm, query: str, hits: Sequence[Hit]) -> list[tuple[int, float]]:  # type: ignore[no-untyped-def]
+def _reference_cosine(minilm, query: str, hits: Sequence[Hit]) -> list[tuple[int, float]]:
     """Brute force: embed everything afresh, cosine, sort (stable, so ties keep input order)."""
     vectors = minilm.embed_documents([h.text for h in hits]).astype(np.float64)
     q = minilm.embed_query(query).astype(np.float64)
@@ -76,13 +76,13 @@ def _reference_cosine(minilm, query: str, hits: Sequence[Hit]) -> list[tuple[int
     return [(hits[i].chunk_id, float(scores[i])) for i in order]
 
 
-def _assert_matches(result, reference, *, atol: float = 1e-5) -> None:  # type: ignore[no-untyped-def]
+def _assert_matches(result, reference, *, atol: float = 1e-5) -> None:
     assert [h.chunk_id for h in result.hits] == [cid for cid, _ in reference]
     assert [h.score for h in result.hits] == pytest.approx([s for _, s in reference], abs=atol)
 
 
 @pytest.fixture(params=["memory", "duckdb"])
-def cache_factory(request, tmp_path):  # type: ignore[no-untyped-def]
+def cache_factory(request, tmp_path):
     """A function returning the cache to use; for duckdb each call reopens the same file (a restart)."""
     if request.param == "memory":
         cache = InMemoryVectorCache()
@@ -90,7 +90,7 @@ def cache_factory(request, tmp_path):  # type: ignore[no-untyped-def]
         return
     opened: list[Catalog] = []
 
-    def reopen():  # type: ignore[no-untyped-def]
+    def reopen():
         for cat in opened:
             cat.close()
         opened.append(Catalog(tmp_path / "catalog.duckdb"))
@@ -170,11 +170,11 @@ def test_yes_probability_definition():
 class BatchSpy(ScriptedGenerator):
     """Scripted replies; records each generate_many batch."""
 
-    def __init__(self, script) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, script) -> None:
         super().__init__(script)
         self.batches: list[list[Prompt]] = []
 
-    def generate_many(self, prompts, **kwargs):  # type: ignore[no-untyped-def]
+    def generate_many(self, prompts, **kwargs):
         self.batches.append(list(prompts))
         return super().generate_many(prompts, **kwargs)
 
@@ -211,7 +211,7 @@ def test_judgement_prompt_caps_the_passage():
 
 
 @pytest.fixture(scope="module")
-def tiny_cross_encoder(tmp_path_factory):  # type: ignore[no-untyped-def]
+def tiny_cross_encoder(tmp_path_factory):
     """A randomly initialised 2-layer BERT with one output, with MiniLM's tokenizer files."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification

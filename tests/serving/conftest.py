@@ -15,7 +15,7 @@ import torch
 SMOLLM2_CACHE = Path(tempfile.gettempdir()) / "ragsvc-test-models"
 
 
-def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str):  # type: ignore[no-untyped-def]
+def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
@@ -46,12 +46,12 @@ def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str):  # type: ignore[
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory):  # type: ignore[no-untyped-def]
+def tiny_llama(tmp_path_factory):
     return _tiny(tmp_path_factory, "llama")
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen2(tmp_path_factory):  # type: ignore[no-untyped-def]
+def tiny_qwen2(tmp_path_factory):
     return _tiny(tmp_path_factory, "qwen2")
 
 
@@ -64,7 +64,7 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():  # type: ignore[no-untyped-def]
+def one_torch_thread():
     """Serving tests run single-threaded: batch-1 decode gains nothing from a second thread, and when the
     machine's cores are busy with other work, OpenMP threads spinning against each other made steps ~10x
     slower (measured here). Restored afterwards so other suites keep their setting."""

@@ -124,7 +124,7 @@ def test_copy_on_write_when_a_shared_block_is_written() -> None:
         max_size=1000,
     )
 )
-def test_invariants_hold_and_nothing_leaks(ops) -> None:  # type: ignore[no-untyped-def]
+def test_invariants_hold_and_nothing_leaks(ops) -> None:
     bm = BlockManager(24, 4)
     live: list[Sequence] = []
     prefixes = [[1, 2, 3, 4, 5, 6, 7, 8], [9, 9, 9, 9], []]

@@ -12,7 +12,7 @@ from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary, rope_inv
 
 
 @pytest.fixture(scope="module")
-def lib():  # type: ignore[no-untyped-def]
+def lib():
     loaded = cpu_fused.load()
     if loaded is None:
         pytest.skip("no C++ compiler here: the model keeps its torch path")
@@ -28,7 +28,7 @@ def _close(ours: torch.Tensor, ref: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 7, 300])  # 300 x 576 crosses the threshold where OpenMP splits rows
-def test_rms_norm_with_and_without_residual(lib, dtype, rows) -> None:  # type: ignore[no-untyped-def]
+def test_rms_norm_with_and_without_residual(lib, dtype, rows) -> None:
     g = torch.Generator().manual_seed(rows)
     norm = RMSNorm(576, eps=1e-5)
     with torch.no_grad():
@@ -48,7 +48,7 @@ def test_rms_norm_with_and_without_residual(lib, dtype, rows) -> None:  # type: 
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_silu_mul(lib, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_silu_mul(lib, dtype) -> None:
     g = torch.Generator().manual_seed(1)
     gate_up = (torch.randn(50, 2 * 1536, generator=g) * 6).to(dtype)
     gate_up[0, :4] = torch.tensor([-200.0, -88.0, 0.0, 200.0])  # far tails: no inf / nan
@@ -60,7 +60,7 @@ def test_silu_mul(lib, dtype) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rotary_on_a_strided_view(lib, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_rotary_on_a_strided_view(lib, dtype) -> None:
     from transformers import LlamaConfig
 
     cfg = LlamaConfig(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, head_dim=64)
@@ -74,7 +74,7 @@ def test_rotary_on_a_strided_view(lib, dtype) -> None:  # type: ignore[no-untype
     _close(cpu_fused.rotary(lib, qk, cos, sin), apply_rotary(qk, (cos, sin)))
 
 
-def test_runner_wires_the_kernels_only_when_asked(lib, tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_runner_wires_the_kernels_only_when_asked(lib, tiny_llama) -> None:
     from ragsvc.serving.config import EngineConfig
     from ragsvc.serving.engine import LLMEngine
 
@@ -89,7 +89,7 @@ def test_runner_wires_the_kernels_only_when_asked(lib, tiny_llama) -> None:  # t
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_argmax_first_maximum_and_nan(lib, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_argmax_first_maximum_and_nan(lib, dtype) -> None:
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(5, 49152 + 7, generator=g).to(dtype)  # a tail past the last 16 columns
     logits[1, 100] = logits[1, 40000] = 50.0  # a tie: the first index wins, as in torch

@@ -11,14 +11,14 @@ from ragsvc.serving.layers.attention import decode_attention
 
 
 @pytest.fixture(scope="module")
-def lib():  # type: ignore[no-untyped-def]
+def lib():
     loaded = cpu_paged_attention.load()
     if loaded is None:
         pytest.skip("no C++ compiler here: the engine falls back to the torch path")
     return loaded
 
 
-def _case(*, dtype: torch.dtype, head_dim: int, heads: int, kv_heads: int, lens: list[int], seed: int = 0):  # type: ignore[no-untyped-def]
+def _case(*, dtype: torch.dtype, head_dim: int, heads: int, kv_heads: int, lens: list[int], seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     block_size = 16
     need = [(n + block_size - 1) // block_size for n in lens]
@@ -44,7 +44,7 @@ def _case(*, dtype: torch.dtype, head_dim: int, heads: int, kv_heads: int, lens:
     ("head_dim", "heads", "kv_heads"),
     [(64, 9, 3), (128, 4, 4), (24, 6, 2)],  # SmolLM2; no GQA; a head_dim off the AVX-512 path
 )
-def test_kernel_matches_reference_fp32(lib, head_dim, heads, kv_heads) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_matches_reference_fp32(lib, head_dim, heads, kv_heads) -> None:
     args, ref = _case(
         dtype=torch.float32, head_dim=head_dim, heads=heads, kv_heads=kv_heads, lens=[1, 15, 16, 17, 40, 300]
     )
@@ -56,7 +56,7 @@ def test_kernel_matches_reference_fp32(lib, head_dim, heads, kv_heads) -> None: 
     ("head_dim", "heads", "kv_heads"),
     [(64, 9, 3), (64, 12, 3), (128, 4, 2), (128, 8, 1)],  # SmolLM2; groups of 4; head_dim 128; a group of 8
 )
-def test_kernel_matches_reference_bf16(lib, head_dim, heads, kv_heads) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_matches_reference_bf16(lib, head_dim, heads, kv_heads) -> None:
     # odd lengths end on a token whose P.V pair is half padding (the bf16 P.V path)
     args, ref = _case(dtype=torch.bfloat16, head_dim=head_dim, heads=heads, kv_heads=kv_heads,
                       lens=[1, 33, 250, 700], seed=3)
@@ -66,7 +66,7 @@ def test_kernel_matches_reference_bf16(lib, head_dim, heads, kv_heads) -> None: 
     torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=1e-2)
 
 
-def test_large_scores_do_not_overflow(lib) -> None:  # type: ignore[no-untyped-def]
+def test_large_scores_do_not_overflow(lib) -> None:
     args, _ = _case(dtype=torch.float32, head_dim=64, heads=9, kv_heads=3, lens=[5, 80])
     q, k_cache, v_cache, tables, lens, scale = args
     q = q * 1000  # scores in the thousands: the softmax must subtract the max first
@@ -78,7 +78,7 @@ def test_large_scores_do_not_overflow(lib) -> None:  # type: ignore[no-untyped-d
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
 
 
-def test_engine_uses_the_kernel_and_both_paths_give_the_same_tokens(lib, tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_engine_uses_the_kernel_and_both_paths_give_the_same_tokens(lib, tiny_llama) -> None:
     from ragsvc.serving.config import EngineConfig
     from ragsvc.serving.engine import LLMEngine
     from ragsvc.serving.sampling_params import SamplingParams
@@ -97,6 +97,6 @@ def test_engine_uses_the_kernel_and_both_paths_give_the_same_tokens(lib, tiny_ll
     assert outs[True] == outs[False]
 
 
-def test_without_a_compiler_there_is_no_kernel(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_compiler_there_is_no_kernel(monkeypatch) -> None:
     monkeypatch.setenv("CXX", "no-such-compiler-for-ragsvc")
     assert cpu_paged_attention.load.__wrapped__() is None  # the engine then takes the torch path

@@ -10,7 +10,7 @@ from ragsvc.serving.layers import cpu_prefill_attention
 
 
 @pytest.fixture(scope="module")
-def lib():  # type: ignore[no-untyped-def]
+def lib():
     loaded = cpu_prefill_attention.load()
     if loaded is None:
         pytest.skip("no C++ compiler here: prefill attention stays on SDPA")
@@ -30,7 +30,7 @@ def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
     return out[0].transpose(0, 1)  # (chunk, heads, dim)
 
 
-def _inputs(n_q: int, n_k: int, heads: int, kv_heads: int, dim: int, seed: int):  # type: ignore[no-untyped-def]
+def _inputs(n_q: int, n_k: int, heads: int, kv_heads: int, dim: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     # q as the model hands it over: a strided view of the (tokens, heads + kv_heads, dim) rotary output
     q = torch.randn(n_q, heads + kv_heads, dim, generator=g).to(torch.bfloat16)[:, :heads]
@@ -50,7 +50,7 @@ def _inputs(n_q: int, n_k: int, heads: int, kv_heads: int, dim: int, seed: int):
         (50, 181, 8, 2, 128),  # group of 4, head_dim 128, behind context
     ],
 )
-def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim) -> None:
     q, k, v = _inputs(n_q, n_k, heads, kv_heads, dim, seed=n_q + n_k)
     out = torch.empty(n_q, heads, dim, dtype=torch.bfloat16)
     cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=dim**-0.5)
@@ -66,7 +66,7 @@ def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim) -> N
         assert (full - ref).abs().max() > 0.1
 
 
-def test_writes_only_its_rows_of_a_shared_output(lib) -> None:  # type: ignore[no-untyped-def]
+def test_writes_only_its_rows_of_a_shared_output(lib) -> None:
     q, k, v = _inputs(20, 20, 9, 3, 64, seed=5)
     shared = torch.full((30, 9, 64), 7.0, dtype=torch.bfloat16)  # a step's output: decodes, then this chunk
     cpu_prefill_attention.prefill_attention(lib, q, k, v, shared[6:26], scale=0.125)
@@ -74,7 +74,7 @@ def test_writes_only_its_rows_of_a_shared_output(lib) -> None:  # type: ignore[n
     torch.testing.assert_close(shared[6:26].float(), _reference(q, k, v, 0.125), atol=2e-2, rtol=1e-2)
 
 
-def test_large_scores_do_not_overflow(lib) -> None:  # type: ignore[no-untyped-def]
+def test_large_scores_do_not_overflow(lib) -> None:
     q, k, v = _inputs(40, 90, 9, 3, 64, seed=6)
     q = q * 100  # scores in the hundreds: the softmax must subtract the max first
     out = torch.empty(40, 9, 64, dtype=torch.bfloat16)
@@ -83,7 +83,7 @@ def test_large_scores_do_not_overflow(lib) -> None:  # type: ignore[no-untyped-d
     torch.testing.assert_close(out.float(), _reference(q, k, v, 0.125), atol=3e-2, rtol=1e-2)
 
 
-def test_bad_shapes_are_refused(lib) -> None:  # type: ignore[no-untyped-def]
+def test_bad_shapes_are_refused(lib) -> None:
     q, k, v = _inputs(10, 5, 9, 3, 64, seed=7)
     with pytest.raises(ValueError, match="cannot hold a chunk"):
         cpu_prefill_attention.prefill_attention(lib, q, k, v, torch.empty(10, 9, 64, dtype=torch.bfloat16),
@@ -93,7 +93,7 @@ def test_bad_shapes_are_refused(lib) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def tiny_llama_d64(tmp_path_factory):  # type: ignore[no-untyped-def]
+def tiny_llama_d64(tmp_path_factory):
     """A random-weight Llama with SmolLM2's head shape (head_dim 64, groups of 3), small enough to run fast."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -109,7 +109,7 @@ def tiny_llama_d64(tmp_path_factory):  # type: ignore[no-untyped-def]
     return folder, model
 
 
-def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, monkeypatch) -> None:
     """bf16 engine with chunked prefill (chunks behind context) and a shared prefix: every prefill chunk goes
     through the kernel, and every step's logits stay within bf16 rounding of HF's fp32 model."""
     from ragsvc.serving.config import EngineConfig
@@ -122,7 +122,7 @@ def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, m
     calls: list[tuple[int, int]] = []
     real = cpu_prefill_attention.prefill_attention
 
-    def spy(lib_, q, k, v, out, *, scale):  # type: ignore[no-untyped-def]
+    def spy(lib_, q, k, v, out, *, scale):
         calls.append((q.shape[0], k.shape[0]))
         return real(lib_, q, k, v, out, scale=scale)
 

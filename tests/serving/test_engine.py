@@ -14,20 +14,20 @@ from ragsvc.serving.sampling_params import SamplingParams
 
 
 @pytest.fixture
-def engine(tiny_llama) -> LLMEngine:  # type: ignore[no-untyped-def]
+def engine(tiny_llama) -> LLMEngine:
     folder, _ = tiny_llama
     return LLMEngine.from_config(
         EngineConfig(model=str(folder), dtype="float32", block_size=4, num_kv_blocks=64, max_model_len=200)
     )
 
 
-def test_prompt_plus_max_tokens_over_the_context_is_refused(engine) -> None:  # type: ignore[no-untyped-def]
+def test_prompt_plus_max_tokens_over_the_context_is_refused(engine) -> None:
     with pytest.raises(InvalidInput, match="200 tokens"):
         engine.add_request("a", [5] * 190, SamplingParams(max_tokens=20))
     assert not engine.has_unfinished()
 
 
-def test_bad_prompts_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
+def test_bad_prompts_are_refused(engine) -> None:
     with pytest.raises(InvalidInput, match="empty"):
         engine.add_request("a", [], SamplingParams())
     with pytest.raises(InvalidInput, match=r"\[0, 512\)"):
@@ -39,13 +39,13 @@ def test_bad_prompts_are_refused(engine) -> None:  # type: ignore[no-untyped-def
         engine.add_request("a", [1, 2], SamplingParams())
 
 
-def test_max_model_len_is_capped_by_kv_capacity(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_max_model_len_is_capped_by_kv_capacity(tiny_llama) -> None:
     folder, _ = tiny_llama
     e = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="float32", block_size=4, num_kv_blocks=10))
     assert e.max_model_len == 40
 
 
-def test_abort_frees_blocks_at_once(engine) -> None:  # type: ignore[no-untyped-def]
+def test_abort_frees_blocks_at_once(engine) -> None:
     total = engine.block_manager.num_blocks
     engine.add_request("a", list(range(1, 30)), SamplingParams(max_tokens=50, ignore_eos=True))
     engine.add_request("b", list(range(1, 9)), SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
@@ -62,7 +62,7 @@ def test_abort_frees_blocks_at_once(engine) -> None:  # type: ignore[no-untyped-
     assert engine.block_manager.num_free_blocks == total
 
 
-def test_stop_token_ids_and_max_tokens(engine) -> None:  # type: ignore[no-untyped-def]
+def test_stop_token_ids_and_max_tokens(engine) -> None:
     [free] = engine.generate([[3, 4, 5]], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True))
     stop_at = free.output_token_ids[3]
     first = free.output_token_ids.index(stop_at)
@@ -74,13 +74,13 @@ def test_stop_token_ids_and_max_tokens(engine) -> None:  # type: ignore[no-untyp
     assert free.finish_reason == "length" and len(free.output_token_ids) == 10
 
 
-def test_generate_returns_every_logprob(engine) -> None:  # type: ignore[no-untyped-def]
+def test_generate_returns_every_logprob(engine) -> None:
     [out] = engine.generate([[3, 4, 5]], SamplingParams(temperature=0, max_tokens=6, logprobs=2, ignore_eos=True))
     assert [lp.token_id for lp in out.logprobs] == out.output_token_ids
     assert all(len(lp.top) == 2 and lp.top[0][2] >= lp.logprob - 1e-6 for lp in out.logprobs)
 
 
-def test_kv_stats_report_waste_of_partial_blocks(engine) -> None:  # type: ignore[no-untyped-def]
+def test_kv_stats_report_waste_of_partial_blocks(engine) -> None:
     engine.add_request("a", list(range(1, 7)), SamplingParams(max_tokens=20))  # 6 tokens in 2 blocks of 4
     engine.step()
     stats = engine.kv_stats()
@@ -89,7 +89,7 @@ def test_kv_stats_report_waste_of_partial_blocks(engine) -> None:  # type: ignor
     assert stats["waste_pct"] == pytest.approx(12.5)
 
 
-def test_async_stream_and_disconnect_frees_blocks(engine) -> None:  # type: ignore[no-untyped-def]
+def test_async_stream_and_disconnect_frees_blocks(engine) -> None:
     async def scenario() -> None:
         aengine = AsyncLLMEngine(engine)
         await aengine.start()
@@ -115,12 +115,12 @@ def test_async_stream_and_disconnect_frees_blocks(engine) -> None:  # type: igno
     asyncio.run(scenario())
 
 
-def test_abort_during_the_forward_drops_its_result(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_abort_during_the_forward_drops_its_result(engine, monkeypatch) -> None:
     engine.add_request("a", [3, 4, 5, 6], SamplingParams(max_tokens=5, ignore_eos=True))
     engine.add_request("b", [7, 8], SamplingParams(max_tokens=5, ignore_eos=True))
     real_run = engine.runner.run
 
-    def run_while_a_client_leaves(batch):  # type: ignore[no-untyped-def]
+    def run_while_a_client_leaves(batch):
         engine.abort("a")  # another thread, mid-forward: the step does not hold the lock here
         return real_run(batch)
 
@@ -133,7 +133,7 @@ def test_abort_during_the_forward_drops_its_result(engine, monkeypatch) -> None:
     assert [s.request_id for s in engine.scheduler.running] == ["b"]
 
 
-def test_a_hundred_requests_on_a_small_cache_all_complete(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_a_hundred_requests_on_a_small_cache_all_complete(tiny_llama) -> None:
     folder, _ = tiny_llama
     engine = LLMEngine.from_config(
         EngineConfig(

@@ -22,7 +22,7 @@ MODEL = "smollm2"
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_dir):  # type: ignore[no-untyped-def]
+def server(smollm2_dir):
     from ragsvc.api.model_app import create_model_app, serve_in_thread
     from ragsvc.serving.config import EngineConfig
 
@@ -38,7 +38,7 @@ def server(smollm2_dir):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def client(server):  # type: ignore[no-untyped-def]
+def client(server):
     with httpx.Client(base_url=server[0], timeout=120) as c:
         yield c
 
@@ -47,7 +47,7 @@ def _chat(content: str, **extra: object) -> dict:
     return {"model": MODEL, "messages": [{"role": "user", "content": content}], **extra}
 
 
-def _wait_all_free(served, timeout_s: float = 10.0) -> dict:  # type: ignore[no-untyped-def]
+def _wait_all_free(served, timeout_s: float = 10.0) -> dict:
     """Poll until every KV block is free (returns the stats) or fail; polls a condition, not a sleep."""
     deadline = time.monotonic() + timeout_s
     stats = served.engine.kv_stats()

@@ -13,7 +13,7 @@ MODEL = "smollm2"
 
 
 @pytest.fixture(scope="module")
-def oai(smollm2_dir):  # type: ignore[no-untyped-def]
+def oai(smollm2_dir):
     from ragsvc.api.model_app import create_model_app, serve_in_thread
     from ragsvc.serving.config import EngineConfig
 

@@ -13,7 +13,7 @@ from ragsvc.serving.sampling_params import SamplingParams
 GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 
 
-def _engine(folder, **overrides) -> LLMEngine:  # type: ignore[no-untyped-def]
+def _engine(folder, **overrides) -> LLMEngine:
     options = dict(model=str(folder), dtype="float32", device="cpu", block_size=4, num_kv_blocks=256)
     options.update(overrides)
     return LLMEngine.from_config(EngineConfig(**options))
@@ -24,7 +24,7 @@ def _prompts(lengths: list[int], *, seed: int = 1) -> list[list[int]]:
     return [torch.randint(3, 500, (n,), generator=g).tolist() for n in lengths]
 
 
-def _run_collecting_logits(engine: LLMEngine, prompts: list[list[int]], max_tokens: int, *, tag: str = "r"):  # type: ignore[no-untyped-def]
+def _run_collecting_logits(engine: LLMEngine, prompts: list[list[int]], max_tokens: int, *, tag: str = "r"):
     """Drive scheduler + runner like LLMEngine.step does, but keep every step's logits per request."""
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
     ids = [f"{tag}{i}" for i in range(len(prompts))]
@@ -47,7 +47,7 @@ def _run_collecting_logits(engine: LLMEngine, prompts: list[list[int]], max_toke
     return seen, cached
 
 
-def _check_against_hf(hf_model, seen) -> None:  # type: ignore[no-untyped-def]
+def _check_against_hf(hf_model, seen) -> None:
     for steps in seen.values():
         assert steps, "a request produced no logits"
         for context, ours in steps:
@@ -57,13 +57,13 @@ def _check_against_hf(hf_model, seen) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
-def test_logits_match_hf_on_a_mixed_batch(fixture, request) -> None:  # type: ignore[no-untyped-def]
+def test_logits_match_hf_on_a_mixed_batch(fixture, request) -> None:
     folder, hf_model = request.getfixturevalue(fixture)
     seen, _ = _run_collecting_logits(_engine(folder), _prompts([5, 17, 1, 33]), max_tokens=6)
     _check_against_hf(hf_model, seen)
 
 
-def test_logits_match_hf_with_chunked_prefill_and_prefix_reuse(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_logits_match_hf_with_chunked_prefill_and_prefix_reuse(tiny_llama) -> None:
     folder, hf_model = tiny_llama
     engine = _engine(folder, max_num_batched_tokens=7)  # prompts of 30+ tokens arrive in chunks of <= 7
     shared = _prompts([24], seed=5)[0]
@@ -74,7 +74,7 @@ def test_logits_match_hf_with_chunked_prefill_and_prefix_reuse(tiny_llama) -> No
     _check_against_hf(hf_model, second)
 
 
-def test_greedy_tokens_match_hf_generate(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_greedy_tokens_match_hf_generate(tiny_llama) -> None:
     folder, hf_model = tiny_llama
     prompts = _prompts([3, 11, 26, 7, 40])
     ours = _engine(folder).generate(prompts, GREEDY)
@@ -86,7 +86,7 @@ def test_greedy_tokens_match_hf_generate(tiny_llama) -> None:  # type: ignore[no
         assert out.finish_reason == "length"
 
 
-def test_prefix_reuse_and_preemption_give_the_same_tokens(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_prefix_reuse_and_preemption_give_the_same_tokens(tiny_llama) -> None:
     folder, _ = tiny_llama
     shared = _prompts([20], seed=9)[0]
     prompts = [shared + p for p in _prompts([3, 9, 1, 14, 6, 2], seed=10)]
@@ -105,7 +105,7 @@ def test_prefix_reuse_and_preemption_give_the_same_tokens(tiny_llama) -> None:  
     assert tight_engine.block_manager.num_free_blocks == 24
 
 
-def test_bfloat16_path_with_packed_linears_tracks_fp32(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_bfloat16_path_with_packed_linears_tracks_fp32(tiny_llama) -> None:
     from ragsvc.serving.layers.linear import PackedLinear, can_pack
 
     folder, hf_model = tiny_llama
@@ -121,7 +121,7 @@ def test_bfloat16_path_with_packed_linears_tracks_fp32(tiny_llama) -> None:  # t
 
 
 
-def test_chunked_prefill_reads_a_consecutive_context_in_place(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+def test_chunked_prefill_reads_a_consecutive_context_in_place(tiny_llama) -> None:
     """A prompt's blocks are allocated together, so its later chunks see their context as one slice of the
     cache (no gather); logits must still match HF. The gather path is checked in test_attention_paths.py."""
     folder, hf_model = tiny_llama
@@ -129,7 +129,7 @@ def test_chunked_prefill_reads_a_consecutive_context_in_place(tiny_llama) -> Non
     segments = []
     make = engine.runner._prefill_segment
 
-    def spy(chunk, row):  # type: ignore[no-untyped-def]
+    def spy(chunk, row):
         seg = make(chunk, row)
         segments.append(seg)
         return seg

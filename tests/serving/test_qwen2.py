@@ -92,7 +92,7 @@ def _engine(folder: Path, **overrides: Any) -> LLMEngine:
     return LLMEngine.from_config(EngineConfig(**options))
 
 
-def test_the_folder_is_qwen_shaped(tiny_qwen2_coder) -> None:  # type: ignore[no-untyped-def]
+def test_the_folder_is_qwen_shaped(tiny_qwen2_coder) -> None:
     folder, hf_model = tiny_qwen2_coder
     assert hf_model.model.layers[0].self_attn.q_proj.bias.abs().min() > 0  # the biases are really there
     engine = _engine(folder)
@@ -102,7 +102,7 @@ def test_the_folder_is_qwen_shaped(tiny_qwen2_coder) -> None:  # type: ignore[no
 
 
 @pytest.mark.parametrize("max_num_batched_tokens", [2048, 7])
-def test_logits_match_hf_in_prefill_and_paged_decode(tiny_qwen2_coder, max_num_batched_tokens) -> None:  # type: ignore[no-untyped-def]
+def test_logits_match_hf_in_prefill_and_paged_decode(tiny_qwen2_coder, max_num_batched_tokens) -> None:
     """fp32 logits within 1e-3 of HF at every step: a mixed batch of prompts in one prefill (2048), or the
     same prompts in chunks of <= 7 tokens behind their cached context (7), then batched paged decodes."""
     folder, hf_model = tiny_qwen2_coder
@@ -111,7 +111,7 @@ def test_logits_match_hf_in_prefill_and_paged_decode(tiny_qwen2_coder, max_num_b
     _check_against_hf(hf_model, seen)
 
 
-def test_greedy_tokens_match_hf_generate(tiny_qwen2_coder) -> None:  # type: ignore[no-untyped-def]
+def test_greedy_tokens_match_hf_generate(tiny_qwen2_coder) -> None:
     folder, hf_model = tiny_qwen2_coder
     prompts = _prompts([3, 12, 29])
     ours = _engine(folder).generate(prompts, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
@@ -123,7 +123,7 @@ def test_greedy_tokens_match_hf_generate(tiny_qwen2_coder) -> None:  # type: ign
         assert out.output_token_ids == ref[0, len(prompt) :].tolist()
 
 
-def test_bfloat16_kernels_track_fp32_hf(tiny_qwen2_coder) -> None:  # type: ignore[no-untyped-def]
+def test_bfloat16_kernels_track_fp32_hf(tiny_qwen2_coder) -> None:
     """The bf16 path (packed linears with bias, C++ prefill/decode kernels where the CPU has them) at the
     real model's head shape: logits within bf16 rounding of HF's fp32 logits."""
     folder, hf_model = tiny_qwen2_coder
@@ -168,7 +168,7 @@ def _prompts_ending_on(hf_model: Any, ends: set[int]) -> dict[int, list[int]]:
     return found
 
 
-def test_generation_stops_at_either_end_token(tiny_qwen2_coder) -> None:  # type: ignore[no-untyped-def]
+def test_generation_stops_at_either_end_token(tiny_qwen2_coder) -> None:
     folder, hf_model = tiny_qwen2_coder
     engine = _engine(folder)
     assert engine.tokenizer is not None
@@ -185,7 +185,7 @@ def test_generation_stops_at_either_end_token(tiny_qwen2_coder) -> None:  # type
         assert out.output_token_ids == ref[0, len(prompt) :].tolist()
 
 
-def test_chat_template_renders_chatml(tiny_qwen2_coder) -> None:  # type: ignore[no-untyped-def]
+def test_chat_template_renders_chatml(tiny_qwen2_coder) -> None:
     folder, _ = tiny_qwen2_coder
     engine = _engine(folder)
     assert engine.tokenizer is not None
@@ -243,7 +243,7 @@ def _hf_config(model_type: str, **fields: Any) -> Any:
         ("llama", {"hidden_act": "gelu"}, "hidden_act 'gelu'"),
     ],
 )
-def test_unsupported_families_are_refused_with_the_reason(model_type, fields, message) -> None:  # type: ignore[no-untyped-def]
+def test_unsupported_families_are_refused_with_the_reason(model_type, fields, message) -> None:
     with pytest.raises(ValueError, match=message):
         ModelConfig.from_hf(_hf_config(model_type, **fields))
 

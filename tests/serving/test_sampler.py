@@ -20,7 +20,7 @@ from ragsvc.serving.sampling_params import SamplingParams
         ({"logprobs": 21}, "logprobs"),
     ],
 )
-def test_bad_sampling_params_name_the_field(kwargs, match) -> None:  # type: ignore[no-untyped-def]
+def test_bad_sampling_params_name_the_field(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         SamplingParams(**kwargs)
 

@@ -72,7 +72,7 @@ def test_out_of_blocks_preempts_and_everything_still_finishes() -> None:
     st.integers(8, 40),
     st.integers(1, 4),
 )
-def test_any_workload_finishes_without_leaks(requests, budget, max_seqs) -> None:  # type: ignore[no-untyped-def]
+def test_any_workload_finishes_without_leaks(requests, budget, max_seqs) -> None:
     s = _make(num_blocks=16, block_size=4, budget=budget, max_seqs=max_seqs)  # 64 slots: any one fits
     seqs = [Sequence(f"r{i}", [i % 3] * p, SamplingParams(max_tokens=m)) for i, (p, m) in enumerate(requests)]
     for seq in seqs:

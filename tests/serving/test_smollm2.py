@@ -15,7 +15,7 @@ QUESTIONS = ["What is the capital of France?", "Write one sentence about the sea
 
 
 @pytest.fixture(scope="module")
-def engine(smollm2_dir) -> LLMEngine:  # type: ignore[no-untyped-def]
+def engine(smollm2_dir) -> LLMEngine:
     cache = str(smollm2_dir.parent)
     return LLMEngine.from_config(EngineConfig(model="smollm2", cache_dir=cache, dtype="float32", block_size=16))
 
@@ -27,7 +27,7 @@ def _chat_ids(engine: LLMEngine, question: str) -> list[int]:
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-def test_greedy_matches_hf_generate_on_mixed_lengths(engine, smollm2_dir) -> None:  # type: ignore[no-untyped-def]
+def test_greedy_matches_hf_generate_on_mixed_lengths(engine, smollm2_dir) -> None:
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
@@ -40,7 +40,7 @@ def test_greedy_matches_hf_generate_on_mixed_lengths(engine, smollm2_dir) -> Non
         assert out.output_token_ids == ref[0, len(prompt) :].tolist()
 
 
-def test_chat_answer_text_and_stop_string(engine) -> None:  # type: ignore[no-untyped-def]
+def test_chat_answer_text_and_stop_string(engine) -> None:
     prompt = _chat_ids(engine, QUESTIONS[0])
     [full] = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=20))
     assert "Paris" in full.text and full.finish_reason == "stop"  # ended on <|im_end|>
@@ -49,7 +49,7 @@ def test_chat_answer_text_and_stop_string(engine) -> None:  # type: ignore[no-un
     assert full.text.startswith(cut.text) and cut.text
 
 
-def test_streamed_deltas_add_up_to_the_text(engine) -> None:  # type: ignore[no-untyped-def]
+def test_streamed_deltas_add_up_to_the_text(engine) -> None:
     engine.add_request(
         "s", _chat_ids(engine, QUESTIONS[1]), SamplingParams(temperature=0, max_tokens=24, stop=(" the",))
     )

@@ -20,7 +20,7 @@ triton = pytest.importorskip("triton", reason="triton is not installed (the `gpu
 
 
 @pytest.fixture
-def kernel_module():  # type: ignore[no-untyped-def]
+def kernel_module():
     if _LATE and not torch.cuda.is_available():
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set; run this file on its own")
     import ragsvc.serving.layers.triton_paged_attention as module
@@ -28,7 +28,7 @@ def kernel_module():  # type: ignore[no-untyped-def]
     return module
 
 
-def _case(device: str, *, dtype: torch.dtype, seed: int = 0):  # type: ignore[no-untyped-def]
+def _case(device: str, *, dtype: torch.dtype, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     num_blocks, block_size, kv_heads, head_dim, heads = 24, 16, 3, 64, 9  # SmolLM2's attention shape
     lens = [1, 17, 40, 16, 71]
@@ -51,7 +51,7 @@ def _case(device: str, *, dtype: torch.dtype, seed: int = 0):  # type: ignore[no
     return q, k_cache, v_cache, block_tables, context_lens, ref
 
 
-def test_kernel_matches_torch_reference_fp32(kernel_module) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_matches_torch_reference_fp32(kernel_module) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     q, kc, vc, bt, lens, ref = _case(device, dtype=torch.float32)
     out = kernel_module.paged_decode_attention(q, kc, vc, bt, lens, scale=64**-0.5)
@@ -59,7 +59,7 @@ def test_kernel_matches_torch_reference_fp32(kernel_module) -> None:  # type: ig
 
 
 @pytest.mark.gpu
-def test_kernel_matches_torch_reference_bf16_on_gpu(kernel_module) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_matches_torch_reference_bf16_on_gpu(kernel_module) -> None:
     q, kc, vc, bt, lens, ref = _case("cuda", dtype=torch.bfloat16)
     out = kernel_module.paged_decode_attention(q, kc, vc, bt, lens, scale=64**-0.5)
     torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=0)
