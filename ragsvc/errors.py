@@ -6,13 +6,14 @@
     ├── NotFound (404)
     │   ├── CollectionNotFound
     │   └── DocumentNotFound
-    ├── Conflict (409)
+    ├── Conflict (409)                the resource is taken: a catalog another process holds open
     │   └── CollectionExists
     ├── PayloadTooLarge (413)
     ├── NotReady (503)                indexes still loading, model still warming up
     ├── UpstreamError (502)           the model server failed or answered with something unusable
     │   └── UpstreamTimeout (504)     the model server did not answer in time
-    └── IndexCorrupt (500)            a derived index file failed to load; it is rebuilt from the store
+    └── IndexCorrupt (500)            a derived index failed to load (it is rebuilt from the store) or its
+                                      library refused an add or search on it (rebuild it from the store)
 
 Programming errors (a broken invariant, a caller that skipped a documented step) are RuntimeError or
 ValueError, never a RagsvcError: they are bugs, not answers to give a user.

@@ -8,7 +8,7 @@ import re
 import ragsvc.errors
 from ragsvc.errors import RagsvcError
 
-_TREE_LINE = re.compile(r"^(?P<prefix>[\s│├└─]*)(?P<name>[A-Z]\w+)(?: \((?P<status>\d{3})\))?")
+_TREE_LINE = re.compile(r"^(?P<prefix>[ │├└─]*)(?P<name>[A-Z]\w+)(?: \((?P<status>\d{3})\))?")
 
 
 def _error_classes() -> list[type[RagsvcError]]:
@@ -24,7 +24,8 @@ def _error_classes() -> list[type[RagsvcError]]:
 
 def _drawn_tree() -> dict[str, tuple[str | None, int | None]]:
     """Class name -> (parent name, status) as the docstring draws them: the block of lines from the one that
-    starts with RagsvcError to the next blank line; each level of the tree indents a name by 4 more columns."""
+    starts with RagsvcError to the next blank line; each level of the tree indents a name by 4 more columns, and
+    a line without a name (a description's continuation) is skipped."""
     lines = (ragsvc.errors.__doc__ or "").splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip().startswith("RagsvcError"))
     root_indent = len(lines[start]) - len(lines[start].lstrip())
@@ -34,7 +35,8 @@ def _drawn_tree() -> dict[str, tuple[str | None, int | None]]:
         if not line.strip():
             break
         match = _TREE_LINE.match(line)
-        assert match is not None, f"not a tree line: {line!r}"
+        if match is None:
+            continue
         depth = (len(match["prefix"]) - root_indent) // 4
         del path[depth:]
         drawn[match["name"]] = (path[-1] if path else None, int(match["status"]) if match["status"] else None)
