@@ -22,6 +22,7 @@ from ragsvc.errors import CollectionExists, CollectionNotFound, Conflict, Docume
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
 from ragsvc.store.filters import compile_filter
+from ragsvc.store.memories import MemoryTables
 from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
 from ragsvc.store.schema import DDL, SCHEMA_VERSION
 from ragsvc.store.vector_cache import DuckdbVectorCache
@@ -279,6 +280,10 @@ class Catalog:
     def vector_cache(self) -> DuckdbVectorCache:
         """The per-chunk vector cache of rescoring stages (store/vector_cache.py), in this catalog's file."""
         return DuckdbVectorCache(self._conn, self._lock)
+
+    def memory_tables(self) -> MemoryTables:
+        """Agents' memory streams (store/memories.py), in this catalog's file."""
+        return MemoryTables(self._conn, self._lock)
 
     def vector_source(self, collection: str) -> CatalogVectorSource:
         return CatalogVectorSource(self, collection)

@@ -54,4 +54,25 @@ CREATE TABLE IF NOT EXISTS chunk_vector_cache (
     vector FLOAT[] NOT NULL,
     PRIMARY KEY (embedder_id, chunk_id)
 );
+-- agents' memory streams, see store/memories.py. Memory ids come from their own ever-growing sequence, like
+-- chunk ids, so each agent's derived vector index can replay above its watermark. Times are simulation hours.
+-- Vectors sit in their own append-only table: the scalar columns of agent_memories are updated (importance
+-- when it is scored, last_accessed on retrieval) and duckdb rewrites less when no list column is beside them.
+CREATE SEQUENCE IF NOT EXISTS memory_ids START 1;
+CREATE TABLE IF NOT EXISTS agent_memories (
+    id BIGINT PRIMARY KEY,
+    agent VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    text VARCHAR NOT NULL,
+    created_h DOUBLE NOT NULL,
+    last_accessed_h DOUBLE NOT NULL,
+    importance DOUBLE,
+    evidence BIGINT[] NOT NULL,
+    metadata JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_memory_vectors (
+    memory_id BIGINT PRIMARY KEY,
+    agent VARCHAR NOT NULL,
+    vector FLOAT[] NOT NULL
+);
 """
