@@ -1,0 +1,88 @@
+"""Reflection: the trigger, question and insight parsing, and a scripted pass whose insights cite their evidence
+and grow a tree (a reflection citing a reflection)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragsvc.agents.memory import MemoryStream
+from ragsvc.agents.reflection import (
+    ReflectionOptions,
+    importance_since_last,
+    parse_insights,
+    parse_questions,
+    reflect,
+    should_reflect,
+)
+from ragsvc.errors import InvalidInput
+from ragsvc.llm.scripted import ScriptedGenerator
+
+
+def test_trigger_fires_at_the_threshold():
+    assert not should_reflect(149.9, threshold=150)
+    assert should_reflect(150.0, threshold=150)
+    with pytest.raises(InvalidInput):
+        ReflectionOptions(threshold=0)
+
+
+def test_questions_and_insights_are_parsed_with_their_citations():
+    text = "1. What does Mei care about?\n2) Who is Tomas?\nnot a question\n- What does Mei care about?\n3. Why?"
+    assert parse_questions(text, limit=3) == ["What does Mei care about?", "Who is Tomas?", "Why?"]
+    ids = [101, 102, 103]
+    reply = ("1. Mei loves hosting people [1, 3]\n"
+             "2. Tomas is reliable (because of 2)\n"
+             "3. Nothing cited here\n"
+             "4. Out of range only [7]\n"
+             "5. Mixed citations [3, 9, 3].")
+    insights = parse_insights(reply, ids, limit=5)
+    assert [(i.text, i.evidence) for i in insights] == [
+        ("Mei loves hosting people", (101, 103)), ("Tomas is reliable", (102,)), ("Mixed citations", (103,))]
+    assert len(parse_insights(reply, ids, limit=1)) == 1
+
+
+def _seed(stream: MemoryStream) -> list[int]:
+    texts = ["Mei invited me to the harvest party", "Mei bakes cakes for her customers",
+             "Mei knows everyone's usual order", "Tomas delivers bread to Mei"]
+    return [stream.add("observation", t, at_h=float(i), importance=2.0 * (i + 1)).id
+            for i, t in enumerate(texts)]
+
+
+def test_importance_since_the_last_reflection(catalog, embedder):
+    stream = MemoryStream(catalog.memory_tables(), "ada", embedder=embedder)
+    _seed(stream)  # importance 2 + 4 + 6 + 8
+    stream.add("observation", "a pending one", at_h=5.0)
+    options = ReflectionOptions(threshold=20)
+    assert importance_since_last(stream, options=options) == (20.0, 1)
+    stream.add("reflection", "Mei is the heart of the village", at_h=6.0, importance=5.0)
+    assert importance_since_last(stream, options=options) == (0.0, 0)
+
+
+def test_a_scripted_pass_stores_cited_insights_and_reflections_form_trees(catalog, embedder):
+    stream = MemoryStream(catalog.memory_tables(), "ada", embedder=embedder)
+    _seed(stream)
+    first = ScriptedGenerator(["1. What is Mei like?\n2. How do Mei and Tomas know each other?",
+                               "Mei is generous [1, 2]\nMei is sociable [1, 3]", "Tomas supplies Mei's cafe [4]"])
+    stored = reflect(stream, first, now_h=10.0, options=ReflectionOptions(num_questions=2, evidence_per_question=4))
+    assert [r.text for r in stored] == ["Mei is generous", "Mei is sociable", "Tomas supplies Mei's cafe"]
+    for r in stored:
+        assert r.kind == "reflection" and r.importance is None and r.metadata["depth"] == 1
+        cited = stream.get(r.evidence)
+        assert len(cited) == len(r.evidence) and all(c.kind == "observation" for c in cited)
+    # the insight prompts numbered the retrieved statements; the citation [4] maps to the 4th of them
+    prompt = first.calls[2][0][0]["content"]
+    fourth = next(line for line in prompt.splitlines() if line.startswith("4. "))
+    assert stream.get(stored[2].evidence)[0].text == fourth[3:]
+
+    second = ScriptedGenerator(["What does Ada think of Mei?",
+                                "Mei is generous and sociable [1, 2, 3]"])
+    stored2 = reflect(stream, second, now_h=11.0, options=ReflectionOptions(num_questions=1, evidence_per_question=3))
+    assert len(stored2) == 1 and stored2[0].metadata["depth"] == 2
+    assert any(c.kind == "reflection" for c in stream.get(stored2[0].evidence))
+
+
+def test_a_reply_without_questions_stores_nothing(catalog, embedder):
+    stream = MemoryStream(catalog.memory_tables(), "ada", embedder=embedder)
+    _seed(stream)
+    assert reflect(stream, ScriptedGenerator(["I cannot answer that."]), now_h=5.0) == []
+    assert reflect(MemoryStream(catalog.memory_tables(), "nobody", embedder=embedder),
+                   ScriptedGenerator([]), now_h=5.0) == []
