@@ -1,0 +1,53 @@
+"""Dialogue conditioned on memories, with scripted lines: each turn retrieves what the speaker remembers about
+the other, the dialogue is bounded, and both sides remember it (how a party invitation spreads)."""
+
+from __future__ import annotations
+
+from ragsvc.agents.dialogue import DialogueOptions, Speaker, chat_memory, clean_line, converse
+from ragsvc.agents.memory import MemoryStream
+from ragsvc.llm.scripted import ScriptedGenerator
+
+
+def _speakers(catalog, embedder):
+    mei = MemoryStream(catalog.memory_tables(), "Mei Tanaka", embedder=embedder)
+    lena = MemoryStream(catalog.memory_tables(), "Lena Fischer", embedder=embedder)
+    invite = mei.add("observation", "I am hosting a harvest party at Lantern Cafe on day 2 at 18:00; Lena Fischer "
+                     "should come", at_h=1.0, importance=7.0)
+    mei.add("observation", "the espresso machine needs descaling", at_h=1.5, importance=2.0)
+    lena.add("observation", "Lena Fischer is painting the old mill", at_h=1.0, importance=4.0)
+    return Speaker("Mei Tanaka", "Mei owns Lantern Cafe.", mei), Speaker("Lena Fischer", "Lena paints.", lena), invite
+
+
+def test_turns_are_conditioned_on_memories_and_both_sides_remember(catalog, embedder):
+    mei, lena, invite = _speakers(catalog, embedder)
+    script = ScriptedGenerator(["Mei Tanaka: Lena! Come to my harvest party on day 2 at six.",
+                                "I would love to come. [end]"])
+    said = converse(mei, lena, script, now_h=2.0, options=DialogueOptions(memories_per_turn=1))
+    assert [(u.speaker, u.text) for u in said] == [
+        ("Mei Tanaka", "Lena! Come to my harvest party on day 2 at six."), ("Lena Fischer", "I would love to come.")]
+    assert said[0].recalled == (invite.id,)  # Mei's best memory about Lena is the invitation
+    assert "harvest party" in script.calls[0][0][0]["content"]
+    heard = lena.stream.recent(1, kinds=["chat"])[0]
+    assert heard.metadata == {"partner": "Mei Tanaka", "turns": 2} and "harvest party" in heard.text
+    assert mei.stream.recent(1, kinds=["chat"])[0].metadata["partner"] == "Lena Fischer"
+
+
+def test_dialogue_stops_at_max_turns(catalog, embedder):
+    mei, lena, _ = _speakers(catalog, embedder)
+    script = ScriptedGenerator(lambda prompt: "And another thing.")
+    said = converse(mei, lena, script, now_h=2.0, options=DialogueOptions(max_turns=3, memories_per_turn=0))
+    assert len(said) == 3 and len(script.calls) == 3
+
+
+def test_an_empty_first_line_stores_nothing(catalog, embedder):
+    mei, lena, _ = _speakers(catalog, embedder)
+    assert converse(mei, lena, ScriptedGenerator(["[end]"]), now_h=2.0) == []
+    assert mei.stream.recent(10, kinds=["chat"]) == []
+
+
+def test_lines_are_cleaned_and_transcripts_cut():
+    assert clean_line('Mei Tanaka: "Hello there."\nLena Fischer: hi', "Mei Tanaka") == "Hello there."
+    from ragsvc.agents.dialogue import Utterance
+
+    text = chat_memory("Lena", [Utterance("Mei", "x" * 100, ())], limit=50)
+    assert len(text) == 50 and text.endswith("...")
