@@ -13,10 +13,12 @@ see eval/baselines/agents-memory.md).
 
 Candidates. Scoring every memory needs every memory's relevance, i.e. a full scan of 100k vectors a query.
 Instead the candidates are the union of the `relevant` nearest memories (the ANN index), the `recent` most
-recently accessed and the `important` most important (two top-n queries on the catalog); their relevance is
-then scored exactly over just those ids, and the three terms are min-max normalised over this union, as the
-issue defines them. A memory outside all three lists is at once not among the closest, not recent and not
-important, which is what the score would demote anyway.
+recently accessed and the `important` most important (from MemoryColumns, an in-memory copy of those two
+columns); the extra ones' relevance is scored exactly over just their ids, and the three terms are min-max
+normalised over this union, as the issue defines them. This is an approximation of scoring every memory: a
+memory that is fairly close, fairly recent and fairly important, but top in none, can be missed.
+eval/baselines/agents-memory.md measures how often at 100k memories; raise the three counts to trade latency
+for agreement.
 """
 
 from __future__ import annotations

@@ -203,8 +203,10 @@ class MemoryTables:
         """The agent's memories with these ids, in the order asked; ids it does not hold are left out."""
         if not len(ids):
             return []
-        rows = self._rows(f"SELECT {_COLUMNS} FROM agent_memories WHERE agent = ? AND id = any(?::BIGINT[])",
-                          [agent, [int(i) for i in ids]])
+        # ids inlined as integer literals (int() makes that safe): duckdb answered `IN (1, 2, 3)` faster than
+        # `= any(?)` here, 2.7 vs 4.5 ms p50 for 10 ids among 100k memories
+        listed = ", ".join(str(int(i)) for i in ids)
+        rows = self._rows(f"SELECT {_COLUMNS} FROM agent_memories WHERE agent = ? AND id IN ({listed})", [agent])
         by_id = {r[0]: _record(r) for r in rows}
         return [by_id[int(i)] for i in ids if int(i) in by_id]
 

@@ -107,7 +107,7 @@ def test_bad_input_is_refused(catalog, embedder):
     with pytest.raises(InvalidInput, match="not memories of agent 'mei'"):
         other.add("reflection", "Tomas bakes", at_h=1.0, evidence=[ids[0]])
     with pytest.raises(InvalidInput, match="kind"):
-        stream.add("dream", "flying", at_h=1.0)  # type: ignore[arg-type]
+        stream.add("dream", "flying", at_h=1.0)
     with pytest.raises(InvalidInput, match="created_h"):
         stream.add("observation", "x", at_h=-1.0)
     with pytest.raises(InvalidInput, match="importance"):
