@@ -88,10 +88,10 @@ def test_only_the_cli_package_imports_terminal_libraries():
 def test_help_lists_every_group_and_command():
     """The command tree users see: top-level commands, and each group's subcommands."""
     root = typer.main.get_command(app)
-    assert set(root.commands) == {"serve", "quickstart", "serve-model", "ingest", "search", "collections", "bench",
-                                  "eval", "repo", "llm"}
+    assert set(root.commands) == {"serve", "quickstart", "serve-model", "ingest", "search", "ask", "collections",
+                                  "bench", "eval", "repo", "llm"}
     groups = {name: set(root.commands[name].commands) for name in ("collections", "bench", "eval", "repo", "llm")}
-    assert groups == {"collections": {"list", "delete"}, "bench": {"search", "serving", "code"},
+    assert groups == {"collections": {"list", "delete"}, "bench": {"search", "serving", "code", "flare"},
                       "eval": {"run", "compare"}, "repo": {"index", "map", "search"},
                       "llm": {"generate", "decode-check"}}
     for group in groups:

@@ -25,6 +25,7 @@ from typing import Any
 from ragsvc.answer.answerer import Answerer, AnswerOptions
 from ragsvc.answer.types import Answer, FlareOptions
 from ragsvc.llm.in_process import InProcessGenerator
+from ragsvc.retrieval.fuse import parse_fusion_mode
 from ragsvc.retrieval.pipeline import RetrievalOptions, RetrievalPipeline
 from ragsvc.retrieval.vector_store import VectorStore
 from ragsvc.serving.config import EngineConfig
@@ -92,7 +93,7 @@ def run_flare_bench(store: VectorStore, collection: str, cfg: FlareBenchConfig,
     runs: dict[str, list[Answer]] = {}
     seconds: dict[str, float] = {}
     pipeline = RetrievalPipeline(store)
-    options = RetrievalOptions(mode=cfg.mode, k=cfg.k)  # type: ignore[arg-type]  # checked in __post_init__
+    options = RetrievalOptions(mode=parse_fusion_mode(cfg.mode), k=cfg.k)
     flare = FlareOptions(theta=cfg.theta, max_rounds=cfg.max_rounds, max_tokens=cfg.max_tokens)
     total = 2 * len(cfg.questions)
     done = 0
