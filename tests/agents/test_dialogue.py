@@ -51,3 +51,25 @@ def test_lines_are_cleaned_and_transcripts_cut():
 
     text = chat_memory("Lena", [Utterance("Mei", "x" * 100, ())], limit=50)
     assert len(text) == 50 and text.endswith("...")
+
+
+def test_the_seeded_party_spreads_through_a_conversation(tmp_path, catalog, minilm):
+    """The shipped village with the real MiniLM: only the host knows of the party until she tells someone."""
+    from pathlib import Path
+
+    from ragsvc.agents.persona import load_town
+    from ragsvc.agents.town import knows_of, open_town
+
+    town = load_town(Path(__file__).resolve().parents[2] / "agents" / "town")
+    streams = open_town(catalog.memory_tables(), town, embedder=minilm, index_root=tmp_path / "idx")
+    assert {name for name, s in streams.items() if knows_of(s, town, now_h=1.0, keyword="party")} == {"Mei Tanaka"}
+    mei = Speaker("Mei Tanaka", "Mei owns Lantern Cafe.", streams["Mei Tanaka"])
+    ada = Speaker("Ada Okafor", "Ada is the librarian.", streams["Ada Okafor"])
+    script = ScriptedGenerator(["Ada, I'm hosting a harvest party at the cafe on day 2 at six. Will you come?",
+                                "Of course, I'll be there. [end]"])
+    converse(mei, ada, script, now_h=2.0)
+    assert "harvest party" in script.calls[0][0][0]["content"]  # Mei recalled her plan when talking to Ada
+    knowing = {name for name, s in streams.items() if knows_of(s, town, now_h=3.0, keyword="party")}
+    assert knowing == {"Mei Tanaka", "Ada Okafor"}
+    again = open_town(catalog.memory_tables(), town, embedder=minilm)  # reopening does not seed twice
+    assert len(again["Mei Tanaka"]) == len(streams["Mei Tanaka"])
