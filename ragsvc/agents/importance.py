@@ -47,6 +47,7 @@ class ImportanceOptions:
     sample_temperature: float = 0.0
     """> 0: also sample an integer at this temperature (one more request per memory) into `sampled`."""
     seed: int = 0
+    """Seed of the first memory's sample; the i-th of a batch uses seed + i."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ten_check_min_p <= 1.0:
@@ -148,8 +149,10 @@ class ImportanceScorer:
         shares = self._ten_shares(prompts, greedy)
         sampled: list[int | None] = [None] * len(texts)
         if self.options.sample_temperature > 0:
-            drawn = self.generator.generate_many(prompts, max_tokens=3, temperature=self.options.sample_temperature,
-                                                 seed=self.options.seed)
+            # one seed per memory: a shared seed draws the same uniform for every prompt, so near-identical
+            # distributions would all land on the same integer (generate_many takes a single seed, hence a loop)
+            drawn = [self.generator.generate(p, max_tokens=3, temperature=self.options.sample_temperature,
+                                             seed=self.options.seed + i) for i, p in enumerate(prompts)]
             sampled = [parse_rating(g.text) for g in drawn]
         out = []
         for gen, share, draw in zip(greedy, shares, sampled, strict=True):
