@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from ragsvc.agents.memory import MEMORY_INDEX_SPEC, MemoryStream, RetrievalOptions
+from ragsvc.agents.memory_columns import MemoryColumns
 from ragsvc.agents.scoring import score_candidates, top_k
+from ragsvc.errors import InvalidInput
 from ragsvc.index.collection_index import CollectionIndex
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.memories import MemoryTables, NewMemory
@@ -111,9 +113,8 @@ def union_top(tables: MemoryTables, vectors: np.ndarray, ids: np.ndarray, q: np.
     """Top k of MemoryStream's candidate union, but with the exact nearest memories in place of the ANN's: what
     the union alone costs against scoring every memory, apart from ANN recall."""
     cols = tables.scoring_columns(AGENT)
-    ranked = [np.argsort(-cols.last_accessed_h, kind="stable")[: options.recent],
-              np.argsort(-np.nan_to_num(cols.importance, nan=-1.0), kind="stable")[: options.important]]
-    union = np.unique(np.concatenate([nearest, *(cols.ids[r] for r in ranked)]))
+    prior = MemoryColumns(cols).top_prior(options.prior, now_h=now_h, weights=options.weights)
+    union = np.unique(np.concatenate([nearest, prior]))
     rows, cols_rows = np.searchsorted(ids, union), np.searchsorted(cols.ids, union)
     parts = score_candidates(relevance=vectors[rows] @ q, importance=cols.importance[cols_rows],
                              last_accessed_h=cols.last_accessed_h[cols_rows], now_h=now_h, weights=options.weights)
@@ -135,6 +136,10 @@ def run(data_dir: Path, *, num_memories: int = 100_000, num_others: int = 100_00
             tables.delete_agent(f"other-{j}")
             _fill(tables, f"other-{j}", num_others // 4, rng)
     report["fill_s"] = round(time.perf_counter() - t, 1)
+    touched = tables.recent(AGENT, limit=1)[0]
+    if tables.scoring_columns(AGENT).last_accessed_h.max() > touched.created_h:
+        raise InvalidInput(f"{data_dir} holds memories an earlier run marked accessed, which changes what is "
+                           "measured; run the bench on an empty folder")
 
     t = time.perf_counter()
     stream = MemoryStream(tables, AGENT, embedder=VectorsOnly(), index_dir=data_dir / "agents" / AGENT / "index")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ragsvc.agents.scoring import RetrievalWeights, fill_pending, min_max, recency
 from ragsvc.store.memories import ScoringColumns
 
 
@@ -78,15 +79,17 @@ class MemoryColumns:
     def latest_access_h(self) -> float:
         return float(self._last[: self._n].max()) if self._n else 0.0
 
-    def top(self, *, recent: int, important: int) -> np.ndarray:
-        """Ids of the `recent` most recently accessed and the `important` most important (pending last)."""
-        picked = [self._top(self._last[: self._n], recent),
-                  self._top(np.nan_to_num(self._importance[: self._n], nan=-np.inf), important)]
-        return np.unique(np.concatenate(picked))
+    def top_prior(self, n: int, *, now_h: float, weights: RetrievalWeights) -> np.ndarray:
+        """Ids of the `n` memories best by the score without its relevance term (weighted recency + importance,
+        each min-max normalised over all memories): the ones relevance alone would never bring forward.
 
-    def _top(self, values: np.ndarray, n: int) -> np.ndarray:
+        One list for both terms rather than a most-recent and a most-important list: with whole-number ratings
+        thousands of memories tie at 10, and a most-important list would pick among them blindly where this
+        one takes the most recent of them."""
         if n <= 0 or not self._n:
             return np.zeros(0, np.int64)
         if n >= self._n:
             return self.ids.copy()
-        return self.ids[np.argpartition(-values, n - 1)[:n]]
+        prior = (weights.recency * min_max(recency(self._last[: self._n], now_h=now_h, decay=weights.decay))
+                 + weights.importance * min_max(fill_pending(self._importance[: self._n])))
+        return self.ids[np.argpartition(-prior, n - 1)[:n]]
