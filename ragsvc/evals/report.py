@@ -1,19 +1,25 @@
 """Markdown report and PNG plots for one results dict, written beside the results JSON (atomically).
 
 Plots use matplotlib's object API (`Figure` + Agg canvas), not pyplot, so no global state or display is
-touched and reports can be written from threads and servers.
+touched and reports can be written from threads and servers. matplotlib comes with the `eval` extra
+(`pip install ragsvc[eval]`); without it the report is written without plots.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import logging
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from ragsvc.evals.results import write_atomic
 from ragsvc.evals.stats import paired_difference_ci, paired_permutation_test
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
 
 PRIMARY = "ndcg@10"
 
@@ -40,6 +46,8 @@ def plot_metrics(results: dict[str, Any], path: Path) -> None:
     """One panel per metric: a bar per config with its bootstrap 95% interval."""
     configs = results["configs"]
     metrics = list(configs[0]["metrics"]) if configs else []
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(3.2 * max(len(metrics), 1), 3.6))
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
@@ -59,6 +67,8 @@ def plot_metrics(results: dict[str, Any], path: Path) -> None:
 def plot_tradeoff(results: dict[str, Any], path: Path, *, metric: str = "recall@10") -> None:
     """Quality against p50 search latency, one labelled point per config."""
     configs = [c for c in results["configs"] if metric in c["metrics"]]
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot(1, 1, 1)
     for i, c in enumerate(configs):
@@ -128,7 +138,7 @@ def _stage_deltas(results: dict[str, Any]) -> list[str]:
             if not common:
                 cells.append("–")
                 continue
-            xs, ys = [a[q] for q in common], [b[q] for q in common]  # type: ignore[index]
+            xs, ys = [a[q] for q in common], [b[q] for q in common]
             low, high = paired_difference_ci(xs, ys)
             delta = sum(ys) / len(ys) - sum(xs) / len(xs)
             cells.append(f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] (p={paired_permutation_test(xs, ys):.3g})")
@@ -200,7 +210,7 @@ def _answer_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(results: dict[str, Any], *, metrics_png: str, tradeoff_png: str) -> str:
+def render_markdown(results: dict[str, Any], *, metrics_png: str | None, tradeoff_png: str | None) -> str:
     lines = [
         f"# Evaluation: {results['suite']}",
         "",
@@ -219,11 +229,9 @@ def render_markdown(results: dict[str, Any], *, metrics_png: str, tradeoff_png: 
         *_references(results),
         *_answer_section(results),
         "",
-        f"![metrics]({metrics_png})",
-        "",
-        f"![recall vs latency]({tradeoff_png})",
-        "",
     ]
+    if metrics_png and tradeoff_png:
+        lines += [f"![metrics]({metrics_png})", "", f"![recall vs latency]({tradeoff_png})", ""]
     return "\n".join(lines)
 
 
@@ -231,10 +239,14 @@ def write_report(results: dict[str, Any], json_path: Path) -> Path:
     """Write `<stem>.md`, `<stem>-metrics.png` and `<stem>-tradeoff.png` beside `json_path`."""
     stem = json_path.with_suffix("")
     metrics_png, tradeoff_png = Path(f"{stem}-metrics.png"), Path(f"{stem}-tradeoff.png")
-    if results["configs"]:
+    plotted = bool(results["configs"]) and importlib.util.find_spec("matplotlib") is not None
+    if plotted:
         plot_metrics(results, metrics_png)
         plot_tradeoff(results, tradeoff_png)
+    elif results["configs"]:
+        logger.warning("matplotlib is not installed: the report has no plots (pip install 'ragsvc[eval]')")
     md_path = Path(f"{stem}.md")
-    text = render_markdown(results, metrics_png=metrics_png.name, tradeoff_png=tradeoff_png.name)
+    text = render_markdown(results, metrics_png=metrics_png.name if plotted else None,
+                           tradeoff_png=tradeoff_png.name if plotted else None)
     write_atomic(md_path, text.encode("utf-8"))
     return md_path

@@ -68,6 +68,17 @@ def test_report_files_written_and_readable(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temp files left behind
 
 
+def test_report_without_matplotlib_has_no_plots(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    path = tmp_path / "s-2.json"
+    write_json_atomic(path, _results(0.0))
+    text = write_report(load_results(path), path).read_text()
+    assert "| small |" in text and ".png" not in text and not list(tmp_path.glob("*.png"))
+
+
 def test_compare_paired_deltas_and_cli(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     write_json_atomic(a, _results(0.0))
