@@ -169,7 +169,8 @@ def cpu_model() -> str:
 
 def git_sha() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)  # the checkout, wherever the bench runs from
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
