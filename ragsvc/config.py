@@ -95,6 +95,18 @@ class EvalSettings(_Frozen):
         None, description="folder holding the model folders that suites name (e.g. a reranker's `model`)")
 
 
+class NativeSettings(BaseSettings):
+    """How ragsvc.native builds the C++ kernels. Kernels are built deep inside the engine and the index, the
+    first time one runs, where no settings object is passed down: `ragsvc.native` reads this section then."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGSVC_", frozen=True, extra="ignore")
+
+    no_native: bool = Field(False, description="RAGSVC_NO_NATIVE=1: plain torch / faiss paths, no C++ kernels")
+    compiler: str = Field("g++", validation_alias="CXX", description="the C++ compiler (the CXX variable)")
+    cache_home: Path | None = Field(None, validation_alias="XDG_CACHE_HOME",
+                                    description="built kernels go to <cache_home>/ragsvc/kernels (~/.cache)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGSVC_", env_nested_delimiter="__", frozen=True)
 

@@ -29,6 +29,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from ragsvc.config import NativeSettings
+
 logger = logging.getLogger(__name__)
 
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
@@ -37,7 +39,7 @@ _LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"', re.MULTILIN
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = NativeSettings().cache_home or Path.home() / ".cache"
     return Path(base) / "ragsvc" / "kernels"
 
 
@@ -83,9 +85,10 @@ def load_library(name: str, source: str, signatures: dict[str, tuple[list[Any], 
     """Compile `source` with the `headers` it includes (name -> text, from `read_source`) once per source,
     headers, flags, compiler and CPU, and declare `signatures` (symbol -> (argtypes, restype)); None, with a
     warning logged, when there is no compiler or the build fails."""
-    if os.environ.get("RAGSVC_NO_NATIVE"):
+    settings = NativeSettings()
+    if settings.no_native:
         return None
-    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    compiler = shutil.which(settings.compiler)
     if compiler is None:
         logger.warning("no C++ compiler found: %s falls back to its plain path", name)
         return None

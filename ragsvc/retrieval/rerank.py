@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -227,7 +226,6 @@ class CrossEncoderReranker:
                 f"cross-encoder folder {str(path)!r} does not exist; pass the path of a local sentence-transformers "
                 "CrossEncoder folder (ragsvc never downloads models), or use the 'embedder' or 'llm' reranker"
             )
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import CrossEncoder  # heavy import, kept out of module load
 
         try:
