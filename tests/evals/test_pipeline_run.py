@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ragsvc.answer.prompt import INSTRUCTIONS
 from ragsvc.evals.runner import RunOptions, run_suite
 from ragsvc.evals.suite import load_suite
 from ragsvc.llm.scripted import ScriptedGenerator
@@ -85,9 +86,12 @@ ANSWERS = {"sourdough": "lactic acid", "espresso": "nine bars", "Perseverance": 
 
 def _reply(prompt) -> str:
     """HyDE passages, relevance verdicts, closed-book and passage-grounded answers, told apart by their prompt."""
-    if not isinstance(prompt, str):  # chat messages: HyDE (user) or the LLM reranker (system + user)
+    if not isinstance(prompt, str):  # chat messages: HyDE, the LLM reranker (system + user) or an answer
         if prompt[0]["role"] == "system":
             return "yes"  # every passage relevant: the LLM reranker keeps the first-stage order
+        if prompt[0]["content"].startswith(INSTRUCTIONS):  # an answer over passages (ragsvc.answer.prompt)
+            question = prompt[0]["content"].split("Question:")[1].split("\n")[0]
+            return next((f"{a} [1]" for key, a in ANSWERS.items() if key in question), "unknown")
         return "Bees dance to show where flowers are; bread browns by the Maillard reaction."
     if prompt.startswith("Answer the question with a short answer."):
         return "I am not sure."
