@@ -6,10 +6,11 @@
 
 `single` and `flare` share the Answerer's prompt, generator settings and retrieval, so their difference is
 FLARE's; `none` needs its own prompt (the Answerer's asks about passages, and told that there are none a model
-says so instead of answering). Scores are SQuAD EM and token F1 of the answer's first non-empty line with
-citation markers removed: HotpotQA answers are short spans, and a model that adds a sentence of explanation
-after the span should not lose the span. `support_recall` is the fraction of the question's supporting
-passages among the passages the model was shown (what FLARE's extra retrievals can add).
+says so instead of answering). Scores are SQuAD EM and token F1, and answer match (the gold answer's words
+inside the answer), of the answer's first non-empty line with citation markers removed: HotpotQA answers are
+short spans, and a model that adds a sentence of explanation after the span should not lose the span.
+`support_recall` is the fraction of the question's supporting passages among the passages the model was shown
+(what FLARE's extra retrievals can add).
 
 Questions are answered `concurrency` at a time: an in-process engine batches concurrent requests (continuous
 batching), which on a CPU is several times the throughput of one request at a time. Latency per question is
@@ -28,7 +29,7 @@ import numpy as np
 
 from ragsvc.answer.answerer import Answerer, AnswerOptions
 from ragsvc.answer.types import FlareOptions
-from ragsvc.evals.answer_metrics import exact_match, token_f1
+from ragsvc.evals.answer_metrics import answer_match, exact_match, token_f1
 from ragsvc.evals.answer_stage import strip_citations
 from ragsvc.evals.loaders import QAExample
 from ragsvc.evals.stats import paired_difference_ci, paired_permutation_test, percentiles
@@ -51,6 +52,8 @@ class StrategyRecord:
     """What EM and F1 compared with the gold answers (first line, citations removed)."""
     em: float
     f1: float
+    match: float
+    """The gold answer's words occur in the scored text (see answer_metrics.answer_match)."""
     support_recall: float | None
     """Supporting passages shown / supporting passages; None without retrieval or without supporting ids."""
     retrievals: int
@@ -70,8 +73,8 @@ def _record(example: QAExample, text: str, *, shown: set[str] | None, retrievals
     if shown is not None and example.supporting_ids:
         support = len(shown & set(example.supporting_ids)) / len(set(example.supporting_ids))
     return StrategyRecord(example.id, text.strip(), scored, exact_match(scored, example.answers),
-                          token_f1(scored, example.answers), support, retrievals, tokens,
-                          (time.perf_counter() - started) * 1000)
+                          token_f1(scored, example.answers), answer_match(scored, example.answers), support,
+                          retrievals, tokens, (time.perf_counter() - started) * 1000)
 
 
 def answer_one(strategy: str, example: QAExample, generator: Generator, retrieve: Retrieve, *,
@@ -111,6 +114,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def summarise(records: Sequence[StrategyRecord], wall_s: float) -> dict[str, Any]:
     return {
         "metrics": {"em": _mean([r.em for r in records]), "f1": _mean([r.f1 for r in records]),
+                    "match": _mean([r.match for r in records]),
                     "support_recall": _mean([r.support_recall for r in records])},
         "retrievals_mean": _mean([float(r.retrievals) for r in records]),
         "completion_tokens_mean": _mean([float(r.completion_tokens) for r in records]),
@@ -140,7 +144,7 @@ def run_strategies(examples: Sequence[QAExample], strategies: Sequence[str], gen
                                          concurrency=concurrency)
         summary[strategy] = summarise(records[strategy], time.perf_counter() - started)
     base = strategies[0]
-    comparisons = {s: {m: paired(records[base], records[s], m) for m in ("em", "f1")}
+    comparisons = {s: {m: paired(records[base], records[s], m) for m in ("em", "f1", "match")}
                    for s in strategies[1:]}
     return {"num_examples": len(examples), "base": base, "strategies": summary, "paired": comparisons,
             "flare": asdict(flare), "max_tokens": options.max_tokens, "concurrency": concurrency}

@@ -179,16 +179,17 @@ def _stage_costs(results: dict[str, Any]) -> list[str]:
 
 def _strategy_rows(answer: dict[str, Any]) -> list[str]:
     base = answer["base"]
-    lines = ["| strategy | EM | F1 | supporting recall | retrievals | answer tokens | p50 s | wall s | "
-             f"Δ EM vs {base} [CI] (p) | Δ F1 vs {base} [CI] (p) |", "|---|" + "---|" * 9]
+    lines = ["| strategy | EM | F1 | match | supporting recall | retrievals | answer tokens | p50 s | wall s | "
+             f"Δ F1 vs {base} [CI] (p) | Δ match vs {base} [CI] (p) |", "|---|" + "---|" * 10]
     for name, s in answer["strategies"].items():
         m = s["metrics"]
         deltas = []
-        for metric in ("em", "f1"):
+        for metric in ("f1", "match"):
             d = answer["paired"].get(name, {}).get(metric)
             deltas.append("–" if d is None else f"{d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
                                                  f"(p={d['p']:.3g})")
-        lines.append(f"| {name} | {_fmt(m['em'])} | {_fmt(m['f1'])} | {_fmt(m['support_recall'])} | "
+        lines.append(f"| {name} | {_fmt(m['em'])} | {_fmt(m['f1'])} | {_fmt(m.get('match'))} | "
+                     f"{_fmt(m['support_recall'])} | "
                      f"{_fmt(s['retrievals_mean'], 2)} | {_fmt(s['completion_tokens_mean'], 1)} | "
                      f"{s['latency_ms']['p50'] / 1000:.2f} | {_fmt(s['wall_s'], 1)} | {' | '.join(deltas)} |")
     return lines
@@ -203,7 +204,8 @@ def _answer_section(results: dict[str, Any]) -> list[str]:
     if "strategies" in answer:
         return ["", "## Answer strategies", "",
                 f"Model `{answer['model']}`, retrieval from config `{answer['config']}`, {answer['num_examples']} "
-                f"questions, {answer['concurrency']} at a time; EM/F1 on the answer's first line.", "",
+                f"questions, {answer['concurrency']} at a time; EM, F1 and match (gold answer inside the answer) on "
+                "the answer's first line, citation markers removed.", "",
                 *_strategy_rows(answer)]
     lines = ["", "## Answer stage", "", f"Config `{answer['config']}`, {answer['num_examples']} questions.", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in answer["metrics"].items()]
@@ -221,7 +223,8 @@ def render_markdown(results: dict[str, Any], *, metrics_png: str | None, tradeof
         f"- corpus ingest (embedding, cached after the first run): {_fmt(results.get('ingest_s'), 1)} s; "
         f"query embedding {_fmt((results.get('query_embed_ms') or {}).get('mean_batched'), 2)} ms/query (batched)",
         "- Δ is the paired difference over the same queries; p from a two-sided paired permutation test "
-        "(10,000 sign flips). Latency is the search call alone (query vector given).",
+        "(10,000 sign flips). Latency is the search call: `index` configs are given the query vector, `pipeline` "
+        "configs start from the text; work done ahead for all queries (HyDE passages) is in the stage table.",
         "",
         *_config_rows(results),
         *_stage_deltas(results),

@@ -24,15 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from ragsvc.answer.answerer import AnswerOptions
-from ragsvc.answer.types import FlareOptions
 from ragsvc.embed.embedder import Embedder
 from ragsvc.errors import InvalidInput
-from ragsvc.evals.answer_stage import TextGenerator, run_answer_stage, text_generator
-from ragsvc.evals.answer_strategies import run_strategies
+from ragsvc.evals.answer_run import answer_suite
+from ragsvc.evals.answer_stage import TextGenerator
 from ragsvc.evals.configs import EvalConfig, Retriever, RunContext
 from ragsvc.evals.kinds import config_kind
-from ragsvc.evals.loaders import RetrievalDataset, load_beir, load_qa
+from ragsvc.evals.loaders import RetrievalDataset, load_beir
 from ragsvc.evals.metrics import evaluate_run, mean_metrics
 from ragsvc.evals.pipeline_config import PipelineConfig, resolve_model
 from ragsvc.evals.pipeline_retriever import NO_LLM, model_label
@@ -43,15 +41,11 @@ from ragsvc.evals.suite import Suite
 from ragsvc.index.spec import IndexSpec
 from ragsvc.llm.generator import Generator
 from ragsvc.retrieval.vector_store import VectorStore
-from ragsvc.types import ChunkId, ChunkInput, DocumentId, DocumentInput, Hit
+from ragsvc.types import ChunkInput, DocumentInput
 
 logger = logging.getLogger(__name__)
 
 
-SKIPPED_NO_GENERATOR = (
-    "no generator configured: `ragsvc eval run --generator-model smollm2` (in-process) or --generator-url URL "
-    "(OpenAI-compatible server); from Python, RunOptions(generator=text_generator(...))"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +61,7 @@ class RunOptions:
     fresh: bool = False
     """Ignore checkpoints of an interrupted run and evaluate every config again."""
     generator: TextGenerator | None = None
-    """Answers questions for the answer stage; None skips that stage."""
+    """Answers questions for the judged answer stage; None: a text adapter of `llm`, or the stage is skipped."""
     judge: TextGenerator | None = None
     """Judges faithfulness and citations; defaults to `generator`."""
     llm: Generator | None = None
@@ -186,59 +180,6 @@ def _config_key(suite: Suite, config: EvalConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _answer_retriever(suite: Suite, ctx: RunContext, built: dict[str, Retriever]) -> tuple[str, Retriever]:
-    assert suite.answer is not None
-    name = suite.answer.config or suite.baseline
-    config = next(c for c in suite.configs if c.name == name)
-    retriever = built.get(name) or config_kind(config.kind).prepare(config, ctx)  # type: ignore[union-attr]
-    built[name] = retriever  # so the runner closes it with the others
-    return name, retriever
-
-
-def _passage_hits(dataset: RetrievalDataset, scores: dict[str, float], top_k: int) -> list[Hit]:
-    """A retriever's document scores as the Answerer's hits: whole documents, numbered by corpus position."""
-    position = {doc_id: i for i, doc_id in enumerate(dataset.corpus)}
-    top = sorted(scores, key=lambda d: -scores[d])[:top_k]
-    return [Hit(ChunkId(position[d]), DocumentId(d), dataset.corpus[d].full_text, scores[d]) for d in top]
-
-
-def _answer_stage(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, options: RunOptions,
-                  built: dict[str, Retriever]) -> dict[str, Any] | None:
-    answer = suite.answer
-    if answer is None:
-        return None
-    generate = options.generator or (text_generator(options.llm) if options.llm is not None else None)
-    if generate is None or (answer.strategies and options.llm is None):
-        logger.info("answer stage skipped: no generator configured")
-        return {"skipped": SKIPPED_NO_GENERATOR}
-    name, retriever = _answer_retriever(suite, ctx, built)
-    qrels_path = suite.dataset_path / "qrels" / f"{suite.dataset.split}.tsv"
-    examples = load_qa(suite.dataset_path / answer.qa_file, qrels_path=qrels_path if qrels_path.is_file() else None,
-                       max_examples=answer.max_examples)
-    embedder = ctx.store.embedder
-    if answer.strategies:
-        assert options.llm is not None
-
-        def retrieve_text(query: str) -> tuple[list[Hit], dict[str, float]]:
-            started = time.perf_counter()
-            scores = retriever.search("", query, embedder.embed_query(query))
-            return _passage_hits(dataset, scores, answer.top_k), {"total_ms": (time.perf_counter() - started) * 1e3}
-
-        flare = FlareOptions(**answer.flare.model_dump())
-        stage = run_strategies(examples, answer.strategies, options.llm, retrieve_text, flare=flare,
-                               options=AnswerOptions(max_tokens=answer.max_tokens,
-                                                     context_tokens=answer.context_tokens),
-                               concurrency=answer.concurrency)
-        return {"config": name, "model": model_label(options.llm.model), **stage}
-
-    def retrieve(example: Any) -> list[str]:
-        scores = retriever.search(example.id, example.question, embedder.embed_query(example.question))
-        return [hit.text for hit in _passage_hits(dataset, scores, answer.top_k)]
-
-    stage = run_answer_stage(examples, retrieve, generate=generate, judge=options.judge or generate)
-    return {"config": name, **stage}
-
-
 def _output_path(suite: Suite, options: RunOptions) -> Path:
     if options.out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -311,7 +252,8 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
             "query_embed_ms": {"mean_batched": round(embed_ms, 3)},
             "baseline": suite.baseline,
             "references": suite.references,
-            "answer": _answer_stage(suite, dataset, ctx, options, built),
+            "answer": answer_suite(suite, dataset, ctx, built, generate=options.generator, judge=options.judge,
+                                   llm=options.llm),
         }
         if not options.keep_collections:
             for retriever in built.values():

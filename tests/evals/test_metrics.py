@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragsvc.evals.answer_metrics import exact_match, normalize_answer, token_f1
+from ragsvc.evals.answer_metrics import answer_match, exact_match, normalize_answer, token_f1
 from ragsvc.evals.metrics import (
     evaluate_run,
     mean_metrics,
@@ -111,3 +111,11 @@ def test_squad_normalisation_em_and_f1():
     assert token_f1("nothing in common", ["2021"]) == 0.0
     with pytest.raises(ValueError):
         token_f1("x", [])
+
+
+def test_answer_match_finds_the_gold_words_inside_a_sentence():
+    assert answer_match("No, they were not of the same nationality.", ["no"]) == 1.0
+    assert answer_match("It was the Chief of Protocol.", ["Chief of Protocol"]) == 1.0
+    assert answer_match("Nobody knows.", ["no"]) == 0.0  # whole words only
+    assert answer_match("Protocol chief", ["Chief of Protocol"]) == 0.0  # in order and adjacent
+    assert answer_match("in 2021", ["1999", "2021"]) == 1.0

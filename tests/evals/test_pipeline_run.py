@@ -159,7 +159,7 @@ def test_answer_strategies_compared_on_the_same_questions(outcome):
     assert answer["config"] == "hybrid" and answer["num_examples"] == 4 and answer["base"] == "none"
     none, single, flare = (answer["strategies"][s] for s in ("none", "single", "flare"))
     assert none["metrics"]["em"] == 0.0 and none["retrievals_mean"] == 0 and none["metrics"]["support_recall"] is None
-    assert single["metrics"]["em"] == 1.0 and single["retrievals_mean"] == 1
+    assert single["metrics"]["em"] == 1.0 and single["metrics"]["match"] == 1.0 and single["retrievals_mean"] == 1
     assert flare["metrics"]["em"] == 1.0 and flare["retrievals_mean"] == 2  # the unsure sentence retrieved again
     assert 0 < single["metrics"]["support_recall"] <= flare["metrics"]["support_recall"] <= 1
     assert answer["paired"]["single"]["em"]["delta"] == 1.0

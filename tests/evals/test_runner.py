@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from ragsvc.evals import runner as runner_module
+from ragsvc.evals.answer_run import SKIPPED_NO_GENERATOR
 from ragsvc.evals.answer_stage import text_generator
 from ragsvc.evals.results import load_results
-from ragsvc.evals.runner import SKIPPED_NO_GENERATOR, RunOptions, run_suite
+from ragsvc.evals.runner import RunOptions, run_suite
 from ragsvc.evals.suite import load_suite
 from ragsvc.llm.scripted import ScriptedGenerator
 from ragsvc.retrieval.vector_store import VectorStore

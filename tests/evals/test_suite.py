@@ -48,7 +48,15 @@ def data_root(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("name", ["scifact", "hotpotqa", "cosqa", "tiny"])
+def test_shipped_hotpotqa_suite_compares_retrieval_modes_and_answer_strategies(data_root):
+    suite = load_suite(SUITES / "hotpotqa.toml", data_root=data_root)
+    assert [c.name for c in suite.configs] == ["exact", "dense", "lexical", "hybrid", "hybrid-convex"]
+    assert suite.baseline == "dense" and "recall@2" in suite.retrieval.metrics
+    assert suite.answer is not None and suite.answer.strategies == ("none", "single", "flare")
+    assert suite.answer.config == "hybrid"
+
+
+@pytest.mark.parametrize("name", ["scifact", "cosqa", "tiny"])
 def test_shipped_suites_parse(name, data_root):
     suite = load_suite(SUITES / f"{name}.toml", data_root=data_root)
     assert suite.name == name
