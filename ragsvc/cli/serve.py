@@ -48,15 +48,19 @@ def serve(
     base = f"http://{config.api.host}:{config.api.port}"
     typer.echo(f"serving on {base} (docs: {base}/docs). Try:\n"
                f"  curl -s {base}/v1/collections/{SAMPLE_COLLECTION}/search -H 'content-type: application/json' "
-               f"-d '{{\"query\": \"how does paged attention save memory?\", \"k\": 3}}'")
+               f"-d '{{\"query\": \"how does paged attention save memory?\", \"k\": 3, \"mode\": \"hybrid\"}}'")
+    if with_model:
+        typer.echo(f"  curl -s {base}/v1/answer -H 'content-type: application/json' -d '{{\"question\": \"how does "
+                   f"paged attention save memory?\", \"collection\": \"{SAMPLE_COLLECTION}\"}}'")
     uvicorn.run(create_app(config, extensions=extensions), host=config.api.host, port=config.api.port,
                 log_level="info")
 
 
 @app.command()
 def quickstart(data_dir: DataDir = None, port: Annotated[int | None, typer.Option()] = None) -> None:
-    """Ingest the bundled sample corpus and serve the API on 127.0.0.1:8000 (the README's first command)."""
-    serve(host=None, port=port, data_dir=data_dir, sample=True, with_model=False)
+    """Ingest the bundled sample corpus and serve the API, with the local model for answers, on 127.0.0.1:8000
+    (the README's first command)."""
+    serve(host=None, port=port, data_dir=data_dir, sample=True, with_model=True)
 
 
 @app.command("serve-model")
