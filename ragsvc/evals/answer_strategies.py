@@ -20,7 +20,7 @@ then the wall time under that load, as a server would see it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
@@ -132,10 +132,17 @@ def paired(base: Sequence[StrategyRecord], other: Sequence[StrategyRecord], metr
             "p": paired_permutation_test(xs, ys)}
 
 
+def compare_all(records: Mapping[str, Sequence[StrategyRecord]]) -> dict[str, dict[str, Any]]:
+    """Every later strategy against every earlier one ("flare vs single"), per metric, on the same questions."""
+    names = list(records)
+    return {f"{b} vs {a}": {m: paired(records[a], records[b], m) for m in ("em", "f1", "match")}
+            for i, a in enumerate(names) for b in names[i + 1:]}
+
+
 def run_strategies(examples: Sequence[QAExample], strategies: Sequence[str], generator: Generator,
                    retrieve: Retrieve, *, options: AnswerOptions, flare: FlareOptions,
                    concurrency: int = 1) -> dict[str, Any]:
-    """Every strategy on every example; the first strategy is the base of the paired comparisons."""
+    """Every strategy on every example, then every pair of strategies compared question by question."""
     records: dict[str, list[StrategyRecord]] = {}
     summary: dict[str, Any] = {}
     for strategy in strategies:
@@ -143,8 +150,5 @@ def run_strategies(examples: Sequence[QAExample], strategies: Sequence[str], gen
         records[strategy] = run_strategy(strategy, examples, generator, retrieve, options=options, flare=flare,
                                          concurrency=concurrency)
         summary[strategy] = summarise(records[strategy], time.perf_counter() - started)
-    base = strategies[0]
-    comparisons = {s: {m: paired(records[base], records[s], m) for m in ("em", "f1", "match")}
-                   for s in strategies[1:]}
-    return {"num_examples": len(examples), "base": base, "strategies": summary, "paired": comparisons,
+    return {"num_examples": len(examples), "strategies": summary, "paired": compare_all(records),
             "flare": asdict(flare), "max_tokens": options.max_tokens, "concurrency": concurrency}

@@ -156,16 +156,17 @@ def test_stage_report_records_what_each_stage_cost(outcome):
 def test_answer_strategies_compared_on_the_same_questions(outcome):
     first, _ = outcome
     answer = first.results["answer"]
-    assert answer["config"] == "hybrid" and answer["num_examples"] == 4 and answer["base"] == "none"
+    assert answer["config"] == "hybrid" and answer["num_examples"] == 4
     none, single, flare = (answer["strategies"][s] for s in ("none", "single", "flare"))
     assert none["metrics"]["em"] == 0.0 and none["retrievals_mean"] == 0 and none["metrics"]["support_recall"] is None
     assert single["metrics"]["em"] == 1.0 and single["metrics"]["match"] == 1.0 and single["retrievals_mean"] == 1
     assert flare["metrics"]["em"] == 1.0 and flare["retrievals_mean"] == 2  # the unsure sentence retrieved again
     assert 0 < single["metrics"]["support_recall"] <= flare["metrics"]["support_recall"] <= 1
-    assert answer["paired"]["single"]["em"]["delta"] == 1.0
+    assert answer["paired"]["single vs none"]["em"]["delta"] == 1.0
+    assert answer["paired"]["flare vs single"]["em"] == {"delta": 0.0, "ci": [0.0, 0.0], "p": 1.0}
     scored = {r["id"]: r["scored"] for r in single["per_example"]}
     assert scored["q10"] == "2021"  # citation markers removed before scoring
     report = first.report_path.read_text()
-    assert "## Answer strategies" in report and "| flare |" in report
+    assert "## Answer strategies" in report and "| flare |" in report and "| flare vs single |" in report
     saved = json.loads(first.results_path.read_text())
     assert saved["answer"]["strategies"]["flare"]["per_example"][0]["retrievals"] == 2
