@@ -207,13 +207,9 @@ class VectorStore:
             raise InvalidInput(f"k must be at least 1, got {k}")
         timings: dict[str, float] = {}
         q = self._query_vector(record, query, vector, timings)
-        allowed = None
-        if filter:
-            t = time.perf_counter()
-            allowed = self.catalog.filter_chunk_ids(name, filter)
-            timings["filter_ms"] = _ms(t)
-            if len(allowed) == 0:
-                return SearchResult([], {**timings, "total_ms": _ms(started)}, ServedBy.empty_filter())
+        allowed = self._allowed(name, filter, timings)
+        if allowed is not None and len(allowed) == 0:
+            return SearchResult([], {**timings, "total_ms": _ms(started)}, ServedBy.empty_filter())
         with self._lock(name):
             found = self._index(name).search(q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist,
                                              ef_search=ef_search)
@@ -232,13 +228,9 @@ class VectorStore:
         if k < 1:
             raise InvalidInput(f"k must be at least 1, got {k}")
         timings: dict[str, float] = {}
-        allowed = None
-        if filter:
-            t = time.perf_counter()
-            allowed = self.catalog.filter_chunk_ids(name, filter)
-            timings["filter_ms"] = _ms(t)
-            if len(allowed) == 0:
-                return SearchResult([], {**timings, "total_ms": _ms(started)}, ServedBy.empty_filter())
+        allowed = self._allowed(name, filter, timings)
+        if allowed is not None and len(allowed) == 0:
+            return SearchResult([], {**timings, "total_ms": _ms(started)}, ServedBy.empty_filter())
         with self._lock(name):
             t = time.perf_counter()
             found = self._lexical_index(name).search(query, k, allowed_ids=allowed)
@@ -246,6 +238,15 @@ class VectorStore:
         hits = self._hydrate(found.ids, found.scores, timings)
         timings["total_ms"] = _ms(started)
         return SearchResult(hits, timings, ServedBy.lexical())
+
+    def _allowed(self, name: str, filter: dict[str, Any] | None, timings: dict[str, float]) -> np.ndarray | None:
+        """The chunk ids a metadata filter lets through (None: no filter)."""
+        if not filter:
+            return None
+        t = time.perf_counter()
+        allowed = self.catalog.filter_chunk_ids(name, filter)
+        timings["filter_ms"] = _ms(t)
+        return allowed
 
     def _hydrate(self, ids: np.ndarray, scores: np.ndarray, timings: dict[str, float]) -> list[Hit]:
         t = time.perf_counter()
