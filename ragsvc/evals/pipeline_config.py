@@ -16,9 +16,9 @@ One kind with optional stages rather than a kind per stage, because the stages c
 rerank" is one table, and a suite reads as the list of settings a user could send to the search API.
 
 Every pipeline config searches the suite's corpus collection (exact dense index + BM25), which the runner
-keeps between runs. That keeps the comparison about the stages, not about index structures (the `index` kind
-measures those), and keeps chunk ids stable, so a reranker's per-chunk vector cache (in the store's duckdb)
-is warm on a re-run.
+keeps between runs (one per suite name and chunking). That keeps the comparison about the stages, not about
+index structures (the `index` kind measures those), and keeps chunk ids stable, so a reranker's per-chunk
+vector cache (in the store's duckdb, keyed by chunk id) is warm when the same suite runs again.
 
 `rerank.model` names a folder under the models root (`ragsvc eval run --models-root DIR` or
 RAGSVC_EVAL__MODELS_ROOT) or a packaged alias (`minilm`), never a machine path: suites are shared files.
