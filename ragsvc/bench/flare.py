@@ -118,8 +118,8 @@ def run_flare_bench(store: VectorStore, collection: str, cfg: FlareBenchConfig,
     later = [c for c in calls if c.index > 0]
     share = sum(c.cached_tokens for c in later) / max(1, sum(c.prompt_tokens for c in later))
     ratio = statistics.median(c.warm_ttft_ms / c.cold_ttft_ms for c in later) if later else float("nan")
-    engine = {k: v for k, v in asdict(cfg.engine).items() if k != "cache_dir"}  # a machine path, not config
-    config = {**asdict(cfg), "engine": engine, "collection": collection}
+    engine_fields = {k: v for k, v in asdict(cfg.engine).items() if k != "cache_dir"}  # a machine path
+    config = {**asdict(cfg), "engine": engine_fields, "collection": collection}
     return FlareBenchResult(config, round(share, 4), round(ratio, 4),
                             {k: round(v, 2) for k, v in seconds.items()}, calls, mismatched, cpu_model(), git_sha())
 
