@@ -192,7 +192,7 @@ class Answerer:
             raise UpstreamError(f"the model failed during a {kind} call ({type(exc).__name__}: {exc})") from exc
         total_ms = (time.perf_counter() - started) * 1000
         usage = usage or Usage(prompt_tokens=0, completion_tokens=len(tokens))
-        generation = Generation(text=text, tokens=tuple(tokens), finish_reason=finish, usage=usage)
+        generation = Generation(text=text, tokens=without_stop_tokens(tokens, text), finish_reason=finish, usage=usage)
         kept = cut_sentence(generation.tokens, finished=finish == "stop").tokens if kind != "answer" else tokens
         record = GenerationRound(round=round_, kind=kind, prompt_tokens=usage.prompt_tokens,
                                  cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
@@ -210,6 +210,16 @@ class _Run:
     answer: str = ""
     retrievals: list[RetrievalRound] = field(default_factory=list)
     generations: list[GenerationRound] = field(default_factory=list)
+
+
+def without_stop_tokens(tokens: list[TokenLogprob], text: str) -> tuple[TokenLogprob, ...]:
+    """The tokens minus trailing ones the text leaves out: an engine reports the end-of-turn token (e.g.
+    "<|im_end|>") with its logprob but not in the text, and FLARE builds the answer from token strings."""
+    kept = list(tokens)
+    joined = "".join(t.token for t in kept)
+    while kept and joined != text and joined.startswith(text):
+        joined = joined[: len(joined) - len(kept.pop().token)]
+    return tuple(kept)
 
 
 def check_question(question: str) -> str:

@@ -54,6 +54,9 @@ class ScriptedGenerator:
 
     def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[GenerationChunk]:
         gen = self.generate(prompt, **kwargs)
+        emitted = 0  # like an engine, stream the reply's text: a token it leaves out (end of turn) adds none
         for tok in gen.tokens or (TokenLogprob(token=gen.text, logprob=0.0),):
-            yield GenerationChunk(text=tok.token, tokens=(tok,) if gen.tokens else ())
+            piece = gen.text[emitted : emitted + len(tok.token)]
+            emitted += len(piece)
+            yield GenerationChunk(text=piece, tokens=(tok,) if gen.tokens else ())
         yield GenerationChunk(text="", finish_reason=gen.finish_reason, usage=gen.usage)

@@ -193,3 +193,11 @@ def test_empty_question_and_bad_budgets_are_refused():
         Answerer(ScriptedGenerator([]), Retriever()).answer("   ")
     with pytest.raises(InvalidInput):
         AnswerOptions(context_tokens=4)
+
+
+def test_an_end_of_turn_token_left_out_of_the_text_is_not_part_of_the_answer():
+    tokens = toks((" Blocks", 0.9), (" [1]", 0.9), (".", 0.9), ("<|im_end|>", 0.9))
+    reply = Generation(text=" Blocks [1].", tokens=tokens, finish_reason="stop",
+                       usage=Usage(prompt_tokens=10, completion_tokens=4))
+    answer = Answerer(ScriptedGenerator([reply]), Retriever()).answer("q?", flare=FlareOptions())
+    assert answer.text == "Blocks [1]." and answer.finish_reason == "stop"
