@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 from ragsvc.answer.answerer import Answerer, AnswerOptions
 from ragsvc.answer.types import Answer, FlareOptions
+from ragsvc.evals.results import git_sha
 from ragsvc.llm.in_process import InProcessGenerator
 from ragsvc.retrieval.fuse import parse_fusion_mode
 from ragsvc.retrieval.pipeline import RetrievalOptions, RetrievalPipeline
@@ -121,7 +121,8 @@ def run_flare_bench(store: VectorStore, collection: str, cfg: FlareBenchConfig,
     engine_fields = {k: v for k, v in asdict(cfg.engine).items() if k != "cache_dir"}  # a machine path
     config = {**asdict(cfg), "engine": engine_fields, "collection": collection}
     return FlareBenchResult(config, round(share, 4), round(ratio, 4),
-                            {k: round(v, 2) for k, v in seconds.items()}, calls, mismatched, cpu_model(), git_sha())
+                            {k: round(v, 2) for k, v in seconds.items()}, calls, mismatched, cpu_model(),
+                            git_sha(Path(__file__).resolve().parent) or "unknown")
 
 
 def pair_calls(warm: Sequence[Answer], cold: Sequence[Answer]) -> tuple[list[CallPair], int]:
@@ -166,12 +167,3 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)  # the checkout, wherever the bench runs from
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
