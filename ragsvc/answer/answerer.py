@@ -96,7 +96,7 @@ class Answerer:
 
     def _single(self, run: _Run) -> str:
         prompt = answer_prompt(run.question, run.passages, "")
-        generation, _ = self._generate(run, prompt, kind="answer", round_=1, max_tokens=self.options.max_tokens,
+        generation = self._generate(run, prompt, kind="answer", round_=1, max_tokens=self.options.max_tokens,
                                        stream_text=True)
         run.answer = generation.text
         return "length" if generation.finish_reason == "length" else "stop"
@@ -123,7 +123,7 @@ class Answerer:
     def _lookahead(self, run: _Run, round_: int, budget: int, *, kind: Literal["lookahead", "regenerate"]
                    ) -> tuple[Generation, Sentence]:
         prompt = answer_prompt(run.question, run.passages, run.answer)
-        generation, _ = self._generate(run, prompt, kind=kind, round_=round_, max_tokens=budget, logprobs=True)
+        generation = self._generate(run, prompt, kind=kind, round_=round_, max_tokens=budget, logprobs=True)
         return generation, cut_sentence(generation.tokens, finished=generation.finish_reason == "stop")
 
     def _retrieve_for(self, run: _Run, sentence: Sentence, flare: FlareOptions, round_: int) -> bool:
@@ -138,7 +138,7 @@ class Answerer:
         if flare.query_mode == "question":
             questions = []
             for span in low_confidence_spans(sentence.tokens, flare.beta)[:3]:
-                generation, _ = self._generate(run, query_question_prompt(sentence.text, span), kind="query",
+                generation = self._generate(run, query_question_prompt(sentence.text, span), kind="query",
                                                round_=round_, max_tokens=48)
                 line = generation.text.strip().split("\n")[0].strip()
                 if line:
@@ -161,7 +161,7 @@ class Answerer:
 
     def _generate(self, run: _Run, prompt: Prompt, *, kind: Literal["answer", "lookahead", "regenerate", "query"],
                   round_: int, max_tokens: int, logprobs: bool = False, stream_text: bool = False
-                  ) -> tuple[Generation, float]:
+                  ) -> Generation:
         started = time.perf_counter()
         ttft_ms = 0.0
         text = ""
@@ -200,7 +200,7 @@ class Answerer:
                                  min_prob=min_probability(kept) if logprobs else None, text=text)
         run.generations.append(record)
         self._emit(AnswerEvent("round", generation=record))
-        return generation, ttft_ms
+        return generation
 
 
 @dataclass(slots=True)
