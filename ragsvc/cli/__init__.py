@@ -14,6 +14,7 @@ import os
 
 import typer
 
+from ragsvc.cli.agents import app as agents_app
 from ragsvc.cli.ask import app as ask_app
 from ragsvc.cli.bench import app as bench_app
 from ragsvc.cli.collections import app as collections_app
@@ -37,6 +38,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 app.add_typer(repo_app, name="repo")
 app.add_typer(llm_app, name="llm")
+app.add_typer(agents_app, name="agents")
 
 
 def main() -> None:
