@@ -26,7 +26,7 @@ from ragsvc.answer.flare import (
     min_probability,
     needs_retrieval,
 )
-from ragsvc.answer.prompt import PassageLog, answer_prompt, query_question_prompt
+from ragsvc.answer.prompt import ANSWER_STYLES, AnswerStyle, PassageLog, answer_prompt, query_question_prompt
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
 from ragsvc.llm.generator import Generation, Generator, Prompt, TokenLogprob, Usage
@@ -61,8 +61,14 @@ class AnswerOptions:
     """Token budget of the passages each later FLARE retrieval may add."""
     max_context_tokens: int = 2048
     """Token budget of all passages together."""
+    style: AnswerStyle = "full"
+    """full: the model's own words; short: the answer alone (a name, a date, yes/no), as QA datasets score it.
+    With FLARE a short answer is one look-ahead, and its retrieval query is the question plus the answer's
+    confident words (see `Answerer._queries`)."""
 
     def __post_init__(self) -> None:
+        if self.style not in ANSWER_STYLES:
+            raise InvalidInput(f"answer style must be one of {', '.join(ANSWER_STYLES)}, got {self.style!r}")
         if not 1 <= self.max_tokens <= MAX_ANSWER_TOKENS:
             raise InvalidInput(f"max_tokens must be in [1, {MAX_ANSWER_TOKENS}], got {self.max_tokens}")
         for name in ("context_tokens", "round_context_tokens", "max_context_tokens"):
@@ -95,7 +101,7 @@ class Answerer:
     # --- the two strategies -------------------------------------------------------------------------------
 
     def _single(self, run: _Run) -> str:
-        prompt = answer_prompt(run.question, run.passages, "")
+        prompt = answer_prompt(run.question, run.passages, "", style=self.options.style)
         generation = self._generate(run, prompt, kind="answer", round_=1, max_tokens=self.options.max_tokens,
                                        stream_text=True)
         run.answer = generation.text
@@ -122,7 +128,7 @@ class Answerer:
 
     def _lookahead(self, run: _Run, round_: int, budget: int, *, kind: Literal["lookahead", "regenerate"]
                    ) -> tuple[Generation, Sentence]:
-        prompt = answer_prompt(run.question, run.passages, run.answer)
+        prompt = answer_prompt(run.question, run.passages, run.answer, style=self.options.style)
         generation = self._generate(run, prompt, kind=kind, round_=round_, max_tokens=budget, logprobs=True)
         return generation, cut_sentence(generation.tokens, finished=generation.finish_reason == "stop")
 
@@ -146,8 +152,13 @@ class Answerer:
             if questions:
                 return questions
         query = masked_query(sentence.tokens, flare.beta)
-        # a sentence that is all guesses leaves nothing to search with; the question still says what is asked
-        return [query if len(query.split()) >= 2 else f"{run.question} {query}".strip()]
+        # a sentence that is all guesses leaves nothing to search with; the question still says what is asked.
+        # A short answer is a few words that name no subject of their own ("1923", "Ed Wood"): the question
+        # says what they answer, and the answer's confident words add what the first retrieval could not know
+        # (the bridge entity of a two-hop question)
+        if self.options.style == "short" or len(query.split()) < 2:
+            return [f"{run.question} {query}".strip()]
+        return [query]
 
     # --- model and retrieval calls ------------------------------------------------------------------------
 

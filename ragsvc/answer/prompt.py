@@ -13,18 +13,37 @@ retrieve re-reads everything but its last sentence from the cache, and one that 
 before the new ones. Numbers stay stable, so a citation [n] written in round 2 still means the same passage
 in round 5. The question and passages are the user's turn; the answer so far is an assistant turn the model
 continues (ragsvc/llm/chat.py), so instruction-tuned models answer in their own format.
+
+Two answer styles: `full` lets the model answer in its own words; `short` asks for the answer alone (a name,
+a date, yes or no), which is what extractive QA scores (EM/F1 against a short gold span) and what a caller
+that wants a value rather than prose asks for. Both keep the citation instruction, so [n] markers still map
+to passages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from ragsvc.retrieval.context import Citation, TokenCounter, approx_tokens, cited_numbers, pack_context
 from ragsvc.types import Hit
 
+AnswerStyle = Literal["full", "short"]
+ANSWER_STYLES: tuple[str, ...] = get_args(AnswerStyle)
+
 INSTRUCTIONS = "Use the passages below to answer the question. Cite passages by number, like [1].\n\n"
 """Kept short: small models copy long instructions' formatting back instead of answering."""
+SHORT_INSTRUCTIONS = ("Use the passages below to answer the question. Reply with the answer only: a short "
+                      "phrase such as a name, a date or a number, or yes or no; no explanation. Cite the passage "
+                      "by number, like [1].\n\n")
+"""The `short` style: the answer alone, as extractive QA scores it (a sentence around the span loses EM)."""
+
+
+def instructions(style: AnswerStyle) -> str:
+    if style not in ANSWER_STYLES:
+        raise ValueError(f"unknown answer style {style!r}; use one of {', '.join(ANSWER_STYLES)}")
+    return SHORT_INSTRUCTIONS if style == "short" else INSTRUCTIONS
 
 
 @dataclass(slots=True)
@@ -67,14 +86,15 @@ class PassageLog:
         return "\n\n".join(f"[{c.number}] {c.text}" for c in self.citations)
 
 
-def answer_prompt(question: str, passages: PassageLog, answer_so_far: str) -> list[dict[str, str]]:
+def answer_prompt(question: str, passages: PassageLog, answer_so_far: str, *, style: AnswerStyle = "full"
+                  ) -> list[dict[str, str]]:
     """The chat prompt for the next piece of the answer (see the module docstring for the layout): the user
     turn holds instructions, question and passages; the answer so far is an assistant turn to continue."""
     body = passages.render() or "(no passages found)"
     question = question.strip()
     # asked again after the passages: small models answer the question nearest the end; the copy is a few
     # tokens after the cached passages
-    user = f"{INSTRUCTIONS}Question: {question}\n\nPassages:\n{body}\n\nQuestion: {question}"
+    user = f"{instructions(style)}Question: {question}\n\nPassages:\n{body}\n\nQuestion: {question}"
     messages = [{"role": "user", "content": user}]
     if answer_so_far.strip():
         messages.append({"role": "assistant", "content": answer_so_far.strip()})

@@ -83,7 +83,7 @@ def answer_suite(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, built
         flare = FlareOptions(**answer.flare.model_dump())
         stage = run_strategies(examples, answer.strategies, llm, retrieve_text, flare=flare,
                                options=AnswerOptions(max_tokens=answer.max_tokens,
-                                                     context_tokens=answer.context_tokens),
+                                                     context_tokens=answer.context_tokens, style=answer.style),
                                concurrency=answer.concurrency)
         return {"config": name, "model": model_label(llm.model), **stage}
 

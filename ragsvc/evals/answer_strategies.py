@@ -8,7 +8,10 @@
 FLARE's; `none` needs its own prompt (the Answerer's asks about passages, and told that there are none a model
 says so instead of answering). Scores are SQuAD EM and token F1, and answer match (the gold answer's words
 inside the answer), of the answer's first non-empty line with citation markers removed: HotpotQA answers are
-short spans, and a model that adds a sentence of explanation after the span should not lose the span.
+short spans, and a model that adds a sentence of explanation after the span should not lose the span. A leading
+label ("Answer:", "The answer is:") is dropped first, and a line that is only a label gives way to the next
+(small models write "The answer is:" on a line of its own), as the FLARE paper's scorer reads what follows
+"the answer is".
 `support_recall` is the fraction of the question's supporting passages among the passages the model was shown
 (what FLARE's extra retrievals can add).
 
@@ -19,6 +22,7 @@ then the wall time under that load, as a server would see it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +45,10 @@ STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Retrieve = Callable[[str], tuple[list[Hit], dict[str, float]]]
 
 CLOSED_BOOK_PROMPT = "Answer the question with a short answer.\n\nQuestion: {question}\n\nAnswer:"
+SHORT_CLOSED_BOOK_PROMPT = ("Answer the question with the answer only: a short phrase such as a name, a date or a "
+                            "number, or yes or no; no explanation.\n\nQuestion: {question}\n\nAnswer:")
+"""`none` under AnswerOptions(style="short"): the same request for the answer alone as the Answerer's short
+instructions, so the three strategies differ in retrieval only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +69,17 @@ class StrategyRecord:
     total_ms: float
 
 
+_ANSWER_LABEL = re.compile(r"^\W*(?:so\s+)?(?:the\s+)?(?:final\s+|short\s+)?answer\b(?:\s+is\b)?\s*[:\-]?\s*",
+                           re.IGNORECASE)
+
+
 def short_answer(text: str) -> str:
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return strip_citations(line)
+    """The answer's first line that says something once a leading answer label is dropped, citations removed."""
+    for line in text.splitlines():
+        kept = strip_citations(_ANSWER_LABEL.sub("", line.strip(), count=1))
+        if kept:
+            return kept
+    return ""
 
 
 def _record(example: QAExample, text: str, *, shown: set[str] | None, retrievals: int, tokens: int,
@@ -81,7 +97,8 @@ def answer_one(strategy: str, example: QAExample, generator: Generator, retrieve
                options: AnswerOptions, flare: FlareOptions) -> StrategyRecord:
     started = time.perf_counter()
     if strategy == "none":
-        gen = generator.generate(CLOSED_BOOK_PROMPT.format(question=example.question.strip()),
+        template = SHORT_CLOSED_BOOK_PROMPT if options.style == "short" else CLOSED_BOOK_PROMPT
+        gen = generator.generate(template.format(question=example.question.strip()),
                                  max_tokens=options.max_tokens, temperature=0.0)
         return _record(example, gen.text, shown=None, retrievals=0, tokens=gen.usage.completion_tokens,
                        started=started)
@@ -151,4 +168,5 @@ def run_strategies(examples: Sequence[QAExample], strategies: Sequence[str], gen
                                          concurrency=concurrency)
         summary[strategy] = summarise(records[strategy], time.perf_counter() - started)
     return {"num_examples": len(examples), "strategies": summary, "paired": compare_all(records),
-            "flare": asdict(flare), "max_tokens": options.max_tokens, "concurrency": concurrency}
+            "flare": asdict(flare), "max_tokens": options.max_tokens, "answer_style": options.style,
+            "concurrency": concurrency}
