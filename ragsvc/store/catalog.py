@@ -25,6 +25,7 @@ from ragsvc.store.filters import compile_filter
 from ragsvc.store.memories import MemoryTables
 from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
 from ragsvc.store.schema import DDL, SCHEMA_VERSION
+from ragsvc.store.sessions import ChatTables
 from ragsvc.store.vector_cache import DuckdbVectorCache
 
 logger = logging.getLogger(__name__)
@@ -284,6 +285,10 @@ class Catalog:
     def memory_tables(self) -> MemoryTables:
         """Agents' memory streams (store/memories.py), in this catalog's file."""
         return MemoryTables(self._conn, self._lock)
+
+    def chat_tables(self) -> ChatTables:
+        """The agents registry, chat sessions and turns (store/sessions.py), in this catalog's file."""
+        return ChatTables(self._conn, self._lock)
 
     def vector_source(self, collection: str) -> CatalogVectorSource:
         return CatalogVectorSource(self, collection)

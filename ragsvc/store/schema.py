@@ -75,4 +75,30 @@ CREATE TABLE IF NOT EXISTS agent_memory_vectors (
     agent VARCHAR NOT NULL,
     vector FLOAT[] NOT NULL
 );
+-- chat with agents, see store/sessions.py: the agents registry (a persona as JSON), sessions and their turns.
+-- Wall times are Unix seconds; at_h is the agent's simulation clock when the turn was said. A turn's memory_ids
+-- are the memories its reply was grounded in; observation_id the chat memory the exchange became.
+CREATE TABLE IF NOT EXISTS chat_agents (
+    name VARCHAR PRIMARY KEY,
+    persona JSON NOT NULL,
+    created_s DOUBLE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_sessions (
+    id VARCHAR PRIMARY KEY,
+    agent VARCHAR NOT NULL,
+    user_name VARCHAR NOT NULL,
+    created_s DOUBLE NOT NULL,
+    start_h DOUBLE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_turns (
+    session_id VARCHAR NOT NULL,
+    seq INTEGER NOT NULL,
+    role VARCHAR NOT NULL,
+    content VARCHAR NOT NULL,
+    created_s DOUBLE NOT NULL,
+    at_h DOUBLE NOT NULL,
+    memory_ids BIGINT[] NOT NULL,
+    observation_id BIGINT,
+    PRIMARY KEY (session_id, seq)
+);
 """
