@@ -6,6 +6,7 @@ fetched from a hub at run time (these machines, and users' air-gapped boxes, hav
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 from collections.abc import Sequence
@@ -27,7 +28,8 @@ class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors of a fixed width."""
 
     id: str
-    """Stable identifier stored with each collection (model name + width), so mismatched reuse is caught."""
+    """Stable identifier stored with each collection (model name + width, and the document prefix when there
+    is one: see `embedder_id`), so mismatched reuse is caught."""
     dim: int
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
@@ -45,6 +47,20 @@ class Embedder(Protocol):
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """(start, end) character span of each token of `text`, without special tokens, for chunking."""
         ...
+
+
+def embedder_id(label: str, dim: int, document_prefix: str = "") -> str:
+    """`label-dim`, plus a digest of the document prefix when there is one.
+
+    The prefix is part of every stored vector (EmbeddingGemma embeds "title: none | text: " + text), so a
+    collection ingested with one prefix and searched or extended with another mixes vectors from two
+    different functions without any error; naming the prefix in the id makes the collection's embedder check
+    refuse that. No prefix adds nothing, so collections created before the prefix existed keep their id. The
+    query prefix is left out: it changes no stored vector, only how queries are embedded."""
+    base = f"{label}-{dim}"
+    if not document_prefix:
+        return base
+    return f"{base}-docprefix-{hashlib.sha256(document_prefix.encode()).hexdigest()[:8]}"
 
 
 def resolve_model_path(name_or_path: str) -> Path:
@@ -93,7 +109,7 @@ class SentenceTransformerEmbedder:
                                "whose modules report one (a Transformer followed by Pooling)")
         self.dim = int(dim)
         label = name_or_path if name_or_path in _PACKAGED_MODELS else path.name
-        self.id = f"{label}-{self.dim}"
+        self.id = embedder_id(label, self.dim, document_prefix)
         self.batch_size = batch_size
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
