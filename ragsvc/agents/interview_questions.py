@@ -1,0 +1,233 @@
+"""Interview questions in the five categories of Park et al. 2023, each with a check derived from the data.
+
+    self-knowledge  who the agent is: the persona's summary and traits, its seed memories about itself
+    memory          who is someone it has met (its seed memories about them), whether it knows each neighbour
+                    (yes iff one of its memories names them), whether it heard of the seeded event
+    plans           what it will do at a time (its stored day plan, else the persona's routine), and where it
+                    will be when the event starts (the event if it knows of it, else its plan)
+    reactions       meeting a neighbour: a right answer brings up what it knows about them or the event
+    reflections     the questions its own reflections answered (checked against the insight), whom it knows
+                    best (the neighbours its memories name most), whom it would spend time with
+
+Everything a check expects is read from the town's files and the run's memory records, so another town or
+another run gets its own questions and answers; nothing is written for Willow Creek. The ground truth of
+"knows X" and "heard of the event" is the agent's whole memory stream after the run (what it experienced),
+while an interviewed agent only sees what its condition lets it retrieve: that gap is what the ablations
+measure. Pure: no model, no store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ragsvc.agents.interview_check import Check, content_words, mentions, words
+from ragsvc.agents.persona import Persona, Town
+from ragsvc.agents.plan import PlanStep, hhmm, parse_step
+from ragsvc.store.memories import MemoryRecord
+
+CATEGORIES = ("self-knowledge", "memory", "plans", "reactions", "reflections")
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    id: str
+    """Stable across runs of the same data: agent slug / category / position."""
+    agent: str
+    category: str
+    text: str
+    check: Check
+    source: str
+    """Where the expected answer comes from, for reading a report."""
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def names_person(text: str, person: Persona) -> bool:
+    """Whether `text` names `person` (full name, or first name as a word)."""
+    said = words(text)
+    first = words(person.name)[0]
+    return person.name.lower() in text.lower() or first in said
+
+
+def event_keywords(town: Town) -> tuple[str, ...]:
+    """The event's own words: its text's content words other than places, residents and the town's name."""
+    if town.event is None:
+        return ()
+    exclude = [town.name, *(p.name for p in town.places), *(r.name for r in town.residents)]
+    return content_words(town.event.text, exclude=exclude)
+
+
+def knows_event(agent: str, records: Sequence[MemoryRecord], town: Town) -> bool:
+    """The host, or an agent with a memory that uses the event's own words (a conversation that carried it)."""
+    if town.event is None:
+        return False
+    keywords = event_keywords(town)
+    return agent == town.event.host or any(mentions(r.text, keywords) for r in records)
+
+
+def acquaintances(agent: str, records: Sequence[MemoryRecord], town: Town) -> Counter[str]:
+    """Neighbours named in the agent's memories (plans left out: a plan is not an encounter), with counts."""
+    counts: Counter[str] = Counter()
+    for other in town.residents:
+        if other.name != agent:
+            counts[other.name] = sum(names_person(r.text, other) for r in records if r.kind != "plan")
+    return +counts
+
+
+def day_plan(persona: Persona, records: Sequence[MemoryRecord], *,
+             default_day: int) -> tuple[int, list[PlanStep], bool]:
+    """(day, steps, stored) of the latest day plan stored as memories, else the persona's routine for
+    `default_day` (stored False)."""
+    by_day: dict[int, list[PlanStep]] = {}
+    for r in records:
+        meta = r.metadata
+        if r.kind != "plan" or meta.get("level") != "day" or meta.get("reaction") or "day" not in meta:
+            continue
+        step = parse_step(r.text.split(": ", 1)[-1], level="day")
+        if step is not None:
+            by_day.setdefault(int(meta["day"]), []).append(step)
+    if by_day:
+        day = max(by_day)
+        return day, sorted(by_day[day], key=lambda s: s.start_min), True
+    return default_day, list(persona.routine), False
+
+
+def step_at(steps: Sequence[PlanStep], minute: int) -> PlanStep | None:
+    return next((s for s in steps if s.start_min <= minute < s.end_min), None)
+
+
+def _others(town: Town, agent: str) -> list[Persona]:
+    return [r for r in town.residents if r.name != agent]
+
+
+def _exclude(town: Town, persona: Persona) -> list[str]:
+    return [town.name, persona.name]
+
+
+def self_questions(persona: Persona, town: Town) -> list[tuple[str, Check, str]]:
+    own = content_words(persona.summary, exclude=[*_exclude(town, persona), *(o.name for o in town.residents)])
+    about_me = [m for m in persona.memories if re.match(r"\s*I\b", m) and not any(
+        names_person(m, o) for o in _others(town, persona.name))]
+    work = content_words(" ".join(about_me[:2]), exclude=_exclude(town, persona))
+    found = []
+    if own:
+        found.append(("Who are you? Introduce yourself in one sentence.", Check(keywords=own), "persona summary"))
+    if persona.traits:
+        traits = content_words(" ".join(persona.traits))
+        if traits:
+            found.append(("How would you describe your personality?", Check(keywords=traits), "persona traits"))
+    if work:
+        found.append(("What do you do with your days?", Check(keywords=work), "seed memories about itself"))
+    return found
+
+
+def memory_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town) -> list[tuple[str, Check, str]]:
+    found = []
+    for other in _others(town, persona.name):
+        facts = [m for m in persona.memories if names_person(m, other)]
+        keywords = content_words(" ".join(facts), exclude=[*_exclude(town, persona), other.name])
+        if keywords:
+            found.append((f"Who is {other.name}?", Check(keywords=keywords), "seed memory naming them"))
+    event = town.event
+    if event is not None:
+        knows = knows_event(persona.name, records, town)
+        check = Check(keywords=event_keywords(town), polarity="yes") if knows else Check(polarity="no")
+        found.append((f"Have you heard of anything happening at {event.place} on the evening of day {event.day}? "
+                      "Answer yes or no first.", check, "seeded event and the agent's memories"))
+    known = acquaintances(persona.name, records, town)
+    for other in _others(town, persona.name):
+        expected = Check(polarity="yes") if known[other.name] else Check(polarity="no")
+        found.append((f"Do you know {other.name}? Answer yes or no first.", expected,
+                      "memories naming them"))
+    return found
+
+
+def plan_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town,
+                   now_h: float) -> list[tuple[str, Check, str]]:
+    day, steps, stored = day_plan(persona, records, default_day=int(now_h // 24) + 1)
+    source = "stored day plan" if stored else "persona routine"
+    found = []
+    for step in [s for i, s in enumerate(steps) if i in (1, 3)]:
+        keywords = content_words(step.text, exclude=_exclude(town, persona))
+        if keywords:
+            minute = (step.start_min + step.end_min) // 2 // 15 * 15
+            found.append((f"What will you be doing at {hhmm(minute)} on day {day}?", Check(keywords=keywords), source))
+    event = town.event
+    if event is not None:
+        minute = int(event.start[:-3]) * 60 + int(event.start[-2:])
+        if knows_event(persona.name, records, town):
+            keywords = event_keywords(town) + content_words(event.place)
+            found.append((f"Where will you be at {event.start} on day {event.day}, and what will you do there?",
+                          Check(keywords=keywords), "seeded event (the agent knows of it)"))
+        else:
+            at = step_at(steps if day == event.day else persona.routine, minute)
+            keywords = content_words(at.text, exclude=_exclude(town, persona)) if at else ()
+            if keywords:
+                found.append((f"Where will you be at {event.start} on day {event.day}, and what will you do there?",
+                              Check(keywords=keywords), "plan at the event's time (the agent does not know of it)"))
+    return found
+
+
+def reaction_questions(persona: Persona, records: Sequence[MemoryRecord],
+                       town: Town) -> list[tuple[str, Check, str]]:
+    homes = {r.home for r in town.residents}
+    place = next((p.name for p in town.places if p.name not in homes), town.places[0].name)
+    news = event_keywords(town) if knows_event(persona.name, records, town) else ()
+    found = []
+    for other in _others(town, persona.name):
+        facts = [m for m in persona.memories if names_person(m, other)]
+        keywords = content_words(" ".join(facts), exclude=[*_exclude(town, persona), other.name]) + news
+        if keywords:
+            source = "seed memory naming them" + (" and the event" if news else "") if facts else "the event"
+            found.append((f"You run into {other.name} at {place}. What would you tell them?",
+                          Check(keywords=tuple(dict.fromkeys(keywords))), source))
+    return found
+
+
+def reflection_questions(persona: Persona, records: Sequence[MemoryRecord],
+                         town: Town) -> list[tuple[str, Check, str]]:
+    found = []
+    reflections = sorted((r for r in records if r.kind == "reflection"), key=lambda r: -(r.importance or 0.0))
+    for r in reflections:
+        question = str(r.metadata.get("question") or f"What have you concluded about {persona.name}?")
+        keywords = content_words(r.text, exclude=[*_exclude(town, persona), question])
+        if keywords:
+            found.append((question, Check(keywords=keywords), f"reflection memory {r.id}"))
+    known = acquaintances(persona.name, records, town)
+    if known:
+        top = max(known.values())
+        best = [n for n, c in known.items() if c == top]
+        found.append((f"Who in {town.name} do you know best, and why?",
+                      Check(keywords=tuple(words(n)[0] for n in best)),
+                      "neighbours its memories name most"))
+        found.append(("If you could spend time with one person you met recently, who would it be and why?",
+                      Check(keywords=tuple(words(n)[0] for n in known)), "neighbours its memories name"))
+    return found
+
+
+def generate_questions(town: Town, memories: Mapping[str, Sequence[MemoryRecord]], *, now_h: float,
+                       max_per_category: int | None = None) -> list[Question]:
+    """Every resident's questions, category by category; at most `max_per_category` of each (the first ones:
+    the generators list the most telling questions first)."""
+    if max_per_category is not None and max_per_category < 1:
+        raise ValueError(f"max_per_category must be at least 1 (or None for all), got {max_per_category}")
+    questions = []
+    for persona in town.residents:
+        records = list(memories.get(persona.name, ()))
+        per_category = {
+            "self-knowledge": self_questions(persona, town),
+            "memory": memory_questions(persona, records, town),
+            "plans": plan_questions(persona, records, town, now_h),
+            "reactions": reaction_questions(persona, records, town),
+            "reflections": reflection_questions(persona, records, town),
+        }
+        for category in CATEGORIES:
+            for i, (text, check, source) in enumerate(per_category[category][:max_per_category]):
+                questions.append(Question(id=f"{slug(persona.name)}/{category}/{i}", agent=persona.name,
+                                          category=category, text=text, check=check, source=source))
+    return questions

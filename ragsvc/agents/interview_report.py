@@ -1,0 +1,48 @@
+"""The interview report as Markdown: how it was run, accuracy per category x condition with 95% intervals,
+each ablation against full on the same questions, the verdict on the categories that depend on what an
+ablation removes, and a sample of answers so a reader can judge the checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ragsvc.agents.interview_score import verdicts
+
+
+def _cell(cell: Mapping[str, Any] | None) -> str:
+    if not cell:
+        return "-"
+    return f"{cell['mean']:.2f} [{cell['ci95'][0]:.2f}, {cell['ci95'][1]:.2f}] (n={cell['n']})"
+
+
+def render_markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+                    *, samples_per_category: int = 2) -> str:
+    conditions = summary["conditions"]
+    lines = [f"# Agent interviews: {meta.get('model', '?')}", ""]
+    for key in ("command", "run", "town", "now_h", "model", "cpu", "git_sha", "questions", "seconds", "note"):
+        if meta.get(key) is not None:
+            lines.append(f"- {key}: `{meta[key]}`" if key == "command" else f"- {key}: {meta[key]}")
+    lines += ["", "## Accuracy (share of answers passing their check; 95% bootstrap CI over questions)", "",
+              "| category | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+    for category in summary["categories"]:
+        row = summary["accuracy"].get(category, {})
+        lines.append(f"| {category} | " + " | ".join(_cell(row.get(c)) for c in conditions) + " |")
+    if summary["vs_full"]:
+        lines += ["", "## Full minus each ablation (paired over the same questions)", "",
+                  "| ablation | category | full - ablation | 95% CI | p (permutation) | n | depends on removed part |",
+                  "|---|---|---|---|---|---|---|"]
+        for ablation, by_category in summary["vs_full"].items():
+            for category, d in by_category.items():
+                lines.append(f"| {ablation} | {category} | {d['diff']:+.3f} | [{d['ci95'][0]:+.3f}, "
+                             f"{d['ci95'][1]:+.3f}] | {d['p']} | {d['n']} | {'yes' if d['depends'] else ''} |")
+        lines += ["", "## Target: full beats each ablation where the removed part matters", ""]
+        lines += [f"- {v}" for v in verdicts(summary)] or ["- (no ablation run beside full)"]
+    lines += ["", "## Sample answers", "", "| condition | question | expected | answer | ok |", "|---|---|---|---|---|"]
+    for category in summary["categories"]:
+        shown = [r for r in records if r["category"] == category][: samples_per_category * max(1, len(conditions))]
+        for r in shown:
+            answer = " ".join(str(r["answer"]).split()).replace("|", "/")[:160]
+            lines.append(f"| {r['condition']} | {r['agent']}: {r['question']} | {r['expected']} | {answer} | "
+                         f"{'yes' if r['correct'] else 'no'} |")
+    return "\n".join(lines) + "\n"
