@@ -3,7 +3,10 @@ on to answer or judge (the prompts and the scoring are what is under test)."""
 
 from __future__ import annotations
 
+from ragsvc.answer.answerer import AnswerOptions
+from ragsvc.answer.types import FlareOptions
 from ragsvc.evals.answer_stage import parse_verdict, run_answer_stage, strip_citations, text_generator
+from ragsvc.evals.answer_strategies import answer_one, short_answer
 from ragsvc.evals.loaders import QAExample
 from ragsvc.llm.scripted import ScriptedGenerator
 
@@ -42,3 +45,21 @@ def test_without_judge_only_em_f1():
 def test_verdicts_and_citations_parsing():
     assert parse_verdict("  Yes.") == 1.0 and parse_verdict("No, because") == 0.0 and parse_verdict("maybe") is None
     assert strip_citations("Stradivari [1][2].") == "Stradivari ."
+
+
+def test_strategies_score_the_answer_after_its_label_on_its_first_line():
+    assert short_answer("The answer is:\n\nScience Fantasy [2]\nIt is a series.") == "Science Fantasy"
+    assert short_answer("Answer: 1923 [1]") == "1923" and short_answer("So the answer is yes.") == "yes."
+    assert short_answer("Answered prayers\nmore") == "Answered prayers"  # a word starting with 'answer' stays
+    assert short_answer("[1]\n\nParis") == "Paris" and short_answer("\n") == ""
+
+
+def test_closed_book_asks_for_the_answer_alone_in_the_short_style():
+    example = QAExample("a", "When did Perseverance land?", ("2021",))
+    gen = ScriptedGenerator(
+        lambda prompt: "The answer is: 2021" if "answer only" in str(prompt) else "It landed in 2021.")
+    short = answer_one("none", example, gen, lambda q: ([], {}), options=AnswerOptions(style="short"),
+                       flare=FlareOptions())
+    full = answer_one("none", example, gen, lambda q: ([], {}), options=AnswerOptions(), flare=FlareOptions())
+    assert (short.scored, short.em) == ("2021", 1.0)
+    assert (full.scored, full.em, full.match) == ("It landed in 2021.", 0.0, 1.0)
