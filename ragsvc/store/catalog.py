@@ -26,6 +26,7 @@ from ragsvc.store.memories import MemoryTables
 from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
 from ragsvc.store.schema import DDL, SCHEMA_VERSION
 from ragsvc.store.sessions import ChatTables
+from ragsvc.store.simulation import SimulationTables
 from ragsvc.store.vector_cache import DuckdbVectorCache
 
 logger = logging.getLogger(__name__)
@@ -289,6 +290,10 @@ class Catalog:
     def chat_tables(self) -> ChatTables:
         """The agents registry, chat sessions and turns (store/sessions.py), in this catalog's file."""
         return ChatTables(self._conn, self._lock)
+
+    def simulation_tables(self) -> SimulationTables:
+        """A generative-agent simulation's run and tick records (store/simulation.py), in this catalog's file."""
+        return SimulationTables(self._conn, self._lock)
 
     def vector_source(self, collection: str) -> CatalogVectorSource:
         return CatalogVectorSource(self, collection)

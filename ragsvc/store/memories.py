@@ -15,6 +15,7 @@ cache, because duckdb allows one writer per file and its connections are not saf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -93,6 +94,41 @@ class MemoryTables:
     def __init__(self, conn: duckdb.DuckDBPyConnection, lock: threading.RLock) -> None:
         self._conn = conn
         self._lock = lock
+        self._in_atomic = False
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction around everything written through these tables (and the same connection) inside
+        the block: a simulation tick's memories, access times and its tick record commit together or not at
+        all. Holds the lock throughout, so other threads wait; the writes inside skip their own transaction."""
+        with self._lock:
+            if self._in_atomic:
+                raise RuntimeError("MemoryTables.atomic() does not nest")
+            self._conn.execute("BEGIN TRANSACTION")
+            self._in_atomic = True
+            try:
+                yield
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._in_atomic = False
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A transaction of one write, or nothing extra inside `atomic()`."""
+        with self._lock:
+            if self._in_atomic:
+                yield
+                return
+            self._conn.execute("BEGIN TRANSACTION")
+            try:
+                yield
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -110,16 +146,10 @@ class MemoryTables:
         if not memories:
             return np.zeros(0, np.int64)
         cited = sorted({int(e) for m in memories for e in m.evidence})
-        with self._lock:
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
-                self._check_evidence(agent, cited)
-                ids = self._next_ids(len(memories))
-                self._insert(agent, memories, ids, np.asarray(vectors, np.float32))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            self._check_evidence(agent, cited)
+            ids = self._next_ids(len(memories))
+            self._insert(agent, memories, ids, np.asarray(vectors, np.float32))
         return ids
 
     def _check_evidence(self, agent: str, cited: list[int]) -> None:
@@ -185,16 +215,10 @@ class MemoryTables:
 
     def delete_agent(self, agent: str) -> int:
         """Forget every memory of `agent`; return how many there were."""
-        with self._lock:
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
-                n = self._conn.execute("SELECT count(*) FROM agent_memories WHERE agent = ?", [agent]).fetchall()
-                self._conn.execute("DELETE FROM agent_memory_vectors WHERE agent = ?", [agent])
-                self._conn.execute("DELETE FROM agent_memories WHERE agent = ?", [agent])
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            n = self._conn.execute("SELECT count(*) FROM agent_memories WHERE agent = ?", [agent]).fetchall()
+            self._conn.execute("DELETE FROM agent_memory_vectors WHERE agent = ?", [agent])
+            self._conn.execute("DELETE FROM agent_memories WHERE agent = ?", [agent])
         return int(n[0][0])
 
     # -- reads ---------------------------------------------------------------------------------------------

@@ -101,4 +101,25 @@ CREATE TABLE IF NOT EXISTS chat_turns (
     observation_id BIGINT,
     PRIMARY KEY (session_id, seq)
 );
+-- generative-agent simulation runs, see store/simulation.py: a data folder holds one run (its identity in
+-- sim_run), and each committed tick its agents' state, its trace and its transcript rows. A tick's rows commit
+-- in the same transaction as the memories it wrote, so a killed run resumes after its last whole tick.
+CREATE TABLE IF NOT EXISTS sim_run (
+    key VARCHAR PRIMARY KEY,
+    town VARCHAR NOT NULL,
+    fingerprint VARCHAR NOT NULL,
+    config JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sim_ticks (
+    tick INTEGER PRIMARY KEY,
+    time_h DOUBLE NOT NULL,
+    state JSON NOT NULL,
+    trace JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sim_transcript (
+    tick INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    row JSON NOT NULL,
+    PRIMARY KEY (tick, seq)
+);
 """
