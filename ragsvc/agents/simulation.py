@@ -135,6 +135,27 @@ def _check_embedder(record: RunRecord, embedder: Embedder) -> None:
                            "that embedder")
 
 
+def check_out(town_dir: Path, out: Path, *, config: SimulationConfig, embedder_id: str) -> None:
+    """Refuse `out` before any model is loaded when it cannot take this run (see `run_simulation`)."""
+    out = Path(out)
+    _check_folder(out)
+    if not (out / CATALOG_FILE).is_file():
+        return
+    catalog = Catalog(out / CATALOG_FILE)
+    try:
+        sim = catalog.simulation_tables()
+        config = replace(config, embedder=embedder_id)
+        _check_same(out, sim, catalog.memory_tables().count(), _record(load_town(Path(town_dir)), config, town_dir))
+    finally:
+        catalog.close()
+
+
+def _record(town: Town, config: SimulationConfig, town_dir: Path) -> RunRecord:
+    sha = town_digest(Path(town_dir))
+    return RunRecord(town=town.name, fingerprint=fingerprint(config, sha),
+                     config={**config.identity(), "town_sha": sha})
+
+
 def run_simulation(town_dir: Path, out: Path, *, config: SimulationConfig, generator: Generator,
                    embedder: Embedder, progress: Progress | None = None, stop_after: int | None = None) -> RunSummary:
     """Run (or resume) `town_dir`'s simulation into `out` up to `config.num_ticks` ticks. `stop_after` ends this
@@ -147,9 +168,10 @@ def run_simulation(town_dir: Path, out: Path, *, config: SimulationConfig, gener
     streams: Mapping[str, MemoryStream] = {}
     try:
         sim, tables = catalog.simulation_tables(), catalog.memory_tables()
-        record = RunRecord(town=town.name, fingerprint=fingerprint(config, town_digest(town_dir)),
-                           config={**config.identity(), "town_sha": town_digest(town_dir)})
-        _claim(out, sim, tables.count(), record, Path(town_dir))
+        record = _record(town, config, Path(town_dir))
+        if not _check_same(out, sim, tables.count(), record):
+            _copy_town(Path(town_dir), out / TOWN_FOLDER)
+            sim.create_run(record)
         with tables.atomic():
             streams = open_town(tables, town, embedder=embedder, now_h=config.start_h)
         last = sim.last_tick()
@@ -226,21 +248,20 @@ def _check_folder(out: Path) -> None:
                        "or an earlier run's folder to resume it")
 
 
-def _claim(out: Path, sim: SimulationTables, num_memories: int, record: RunRecord, town_dir: Path) -> None:
-    """Record a new run (copying the town's files in), or accept the folder's run when it is the same one."""
+def _check_same(out: Path, sim: SimulationTables, num_memories: int, record: RunRecord) -> bool:
+    """True when `out` holds this run (resume), False when it holds none yet; Conflict for anything else."""
     existing = sim.run()
     if existing is None:
         if num_memories:
             raise Conflict(f"--out {out} is a ragsvc data folder with memories but no simulation run; give a new "
                            "or empty folder")
-        _copy_town(town_dir, out / TOWN_FOLDER)
-        sim.create_run(record)
-        return
+        return False
     if existing.fingerprint != record.fingerprint:
         differs = sorted(k for k in {*existing.config, *record.config}
                          if existing.config.get(k) != record.config.get(k))
         raise Conflict(f"--out {out} holds another run (town {existing.town!r}; differs in: {', '.join(differs)}); "
                        "rerun with that run's town and options to resume it, or give another --out folder")
+    return True
 
 
 def _copy_town(town_dir: Path, target: Path) -> None:
