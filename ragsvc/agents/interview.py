@@ -87,13 +87,16 @@ def context(stream: MemoryStream, question: str, *, condition: str, now_h: float
 
 
 def interview_prompt(persona: Persona, memories: Sequence[MemoryRecord], question: str) -> list[Message]:
+    """Who the agent is and what it recalls as the system message, the interviewer's question as the user turn
+    (a small model answers a question it is asked directly; an instruction after the question gets echoed)."""
     remembered = "\n".join(f"- {m.text}" for m in memories)
-    recall = f"What {persona.name} remembers that may matter now:\n{remembered}\n\n" if memories else ""
+    recall = f"\nWhat you remember that may matter now:\n{remembered}\n" if memories else "\n"
     return [
-        {"role": "system", "content": f"You are {persona.name}. {persona.describe()}"},
-        {"role": "user", "content": (
-            f"{recall}An interviewer asks {persona.name}: {question}\n"
-            f"Answer as {persona.name}, in the first person, in one or two short sentences.")},
+        {"role": "system", "content": (
+            f"You are {persona.name}. {persona.describe()}{recall}"
+            f"An interviewer asks you questions. Answer as {persona.name}, in the first person, in one or two "
+            "short sentences.")},
+        {"role": "user", "content": question},
     ]
 
 

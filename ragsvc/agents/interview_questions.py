@@ -9,11 +9,12 @@
     reflections     the questions its own reflections answered (checked against the insight), whom it knows
                     best (the neighbours its memories name most), whom it would spend time with
 
-Everything a check expects is read from the town's files and the run's memory records, so another town or
-another run gets its own questions and answers; nothing is written for Willow Creek. The ground truth of
-"knows X" and "heard of the event" is the agent's whole memory stream after the run (what it experienced),
-while an interviewed agent only sees what its condition lets it retrieve: that gap is what the ablations
-measure. Pure: no model, no store.
+Everything a check expects is read from the town's files, the run's memory records and its transcript, so
+another town or another run gets its own questions and answers; nothing is written for Willow Creek. The ground
+truth of "knows X" and "heard of the event" is what the agent experienced: its whole memory stream after the
+run, plus the transcript's rows (a "say" row: the speaker and the listener talked; a "learned_event" row: the
+agent heard of the event), while an interviewed agent only sees what its condition lets it retrieve: that gap
+is what the ablations measure. Pure: no model, no store.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ragsvc.agents.interview_check import Check, content_words, mentions, words
 from ragsvc.agents.persona import Persona, Town
@@ -62,20 +64,49 @@ def event_keywords(town: Town) -> tuple[str, ...]:
     return content_words(town.event.text, exclude=exclude)
 
 
-def knows_event(agent: str, records: Sequence[MemoryRecord], town: Town) -> bool:
-    """The host, or an agent with a memory that uses the event's own words (a conversation that carried it)."""
+@dataclass(frozen=True, slots=True)
+class Experience:
+    """What the transcript says happened to one agent: who it talked with (lines said or heard), whether it
+    learned of the event."""
+
+    talked_with: Counter[str]
+    learned_event: bool = False
+
+
+def experiences(transcript: Sequence[Mapping[str, Any]]) -> dict[str, Experience]:
+    talked: dict[str, Counter[str]] = {}
+    learned: set[str] = set()
+    for row in transcript:
+        agent, partner = str(row.get("agent", "")), str(row.get("partner", ""))
+        if row.get("action") == "say" and agent and partner:
+            talked.setdefault(agent, Counter())[partner] += 1
+            talked.setdefault(partner, Counter())[agent] += 1
+        elif row.get("action") == "learned_event" and agent:
+            learned.add(agent)
+    return {a: Experience(talked.get(a, Counter()), a in learned) for a in set(talked) | learned}
+
+
+NOTHING = Experience(Counter())
+
+
+def knows_event(agent: str, records: Sequence[MemoryRecord], town: Town, seen: Experience) -> bool:
+    """The host, an agent the transcript says learned of it, or one with a memory that uses the event's own
+    words (a conversation that carried it)."""
     if town.event is None:
         return False
     keywords = event_keywords(town)
-    return agent == town.event.host or any(mentions(r.text, keywords) for r in records)
+    return agent == town.event.host or seen.learned_event or any(mentions(r.text, keywords) for r in records)
 
 
-def acquaintances(agent: str, records: Sequence[MemoryRecord], town: Town) -> Counter[str]:
-    """Neighbours named in the agent's memories (plans left out: a plan is not an encounter), with counts."""
+def acquaintances(agent: str, records: Sequence[MemoryRecord], town: Town,
+                  seen: Experience) -> Counter[str]:
+    """Neighbours named in the agent's memories (plans left out: a plan is not an encounter) or met in the
+    transcript, with counts (memories naming them + lines exchanged)."""
     counts: Counter[str] = Counter()
     for other in town.residents:
         if other.name != agent:
-            counts[other.name] = sum(names_person(r.text, other) for r in records if r.kind != "plan")
+            counts[other.name] = (sum(names_person(r.text, other) for r in records if r.kind != "plan")
+                                  + seen.talked_with[other.name])
     return +counts
 
 
@@ -126,7 +157,8 @@ def self_questions(persona: Persona, town: Town) -> list[tuple[str, Check, str]]
     return found
 
 
-def memory_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town) -> list[tuple[str, Check, str]]:
+def memory_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town,
+                     seen: Experience) -> list[tuple[str, Check, str]]:
     found = []
     for other in _others(town, persona.name):
         facts = [m for m in persona.memories if names_person(m, other)]
@@ -135,20 +167,20 @@ def memory_questions(persona: Persona, records: Sequence[MemoryRecord], town: To
             found.append((f"Who is {other.name}?", Check(keywords=keywords), "seed memory naming them"))
     event = town.event
     if event is not None:
-        knows = knows_event(persona.name, records, town)
+        knows = knows_event(persona.name, records, town, seen)
         check = Check(keywords=event_keywords(town), polarity="yes") if knows else Check(polarity="no")
         found.append((f"Have you heard of anything happening at {event.place} on the evening of day {event.day}? "
                       "Answer yes or no first.", check, "seeded event and the agent's memories"))
-    known = acquaintances(persona.name, records, town)
+    known = acquaintances(persona.name, records, town, seen)
     for other in _others(town, persona.name):
         expected = Check(polarity="yes") if known[other.name] else Check(polarity="no")
         found.append((f"Do you know {other.name}? Answer yes or no first.", expected,
-                      "memories naming them"))
+                      "memories naming them, lines exchanged in the transcript"))
     return found
 
 
-def plan_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town,
-                   now_h: float) -> list[tuple[str, Check, str]]:
+def plan_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town, now_h: float,
+                   seen: Experience) -> list[tuple[str, Check, str]]:
     day, steps, stored = day_plan(persona, records, default_day=int(now_h // 24) + 1)
     source = "stored day plan" if stored else "persona routine"
     found = []
@@ -160,7 +192,7 @@ def plan_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town
     event = town.event
     if event is not None:
         minute = int(event.start[:-3]) * 60 + int(event.start[-2:])
-        if knows_event(persona.name, records, town):
+        if knows_event(persona.name, records, town, seen):
             keywords = event_keywords(town) + content_words(event.place)
             found.append((f"Where will you be at {event.start} on day {event.day}, and what will you do there?",
                           Check(keywords=keywords), "seeded event (the agent knows of it)"))
@@ -173,24 +205,24 @@ def plan_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town
     return found
 
 
-def reaction_questions(persona: Persona, records: Sequence[MemoryRecord],
-                       town: Town) -> list[tuple[str, Check, str]]:
+def reaction_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town,
+                       seen: Experience) -> list[tuple[str, Check, str]]:
     homes = {r.home for r in town.residents}
     place = next((p.name for p in town.places if p.name not in homes), town.places[0].name)
-    news = event_keywords(town) if knows_event(persona.name, records, town) else ()
+    news = event_keywords(town) if knows_event(persona.name, records, town, seen) else ()
     found = []
     for other in _others(town, persona.name):
         facts = [m for m in persona.memories if names_person(m, other)]
         keywords = content_words(" ".join(facts), exclude=[*_exclude(town, persona), other.name]) + news
         if keywords:
             source = "seed memory naming them" + (" and the event" if news else "") if facts else "the event"
-            found.append((f"You run into {other.name} at {place}. What would you tell them?",
+            found.append((f"You run into {other.name} at {place}. What would you talk about with them?",
                           Check(keywords=tuple(dict.fromkeys(keywords))), source))
     return found
 
 
-def reflection_questions(persona: Persona, records: Sequence[MemoryRecord],
-                         town: Town) -> list[tuple[str, Check, str]]:
+def reflection_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town,
+                         seen: Experience) -> list[tuple[str, Check, str]]:
     found = []
     reflections = sorted((r for r in records if r.kind == "reflection"), key=lambda r: -(r.importance or 0.0))
     for r in reflections:
@@ -198,7 +230,7 @@ def reflection_questions(persona: Persona, records: Sequence[MemoryRecord],
         keywords = content_words(r.text, exclude=[*_exclude(town, persona), question])
         if keywords:
             found.append((question, Check(keywords=keywords), f"reflection memory {r.id}"))
-    known = acquaintances(persona.name, records, town)
+    known = acquaintances(persona.name, records, town, seen)
     if known:
         top = max(known.values())
         best = [n for n, c in known.items() if c == top]
@@ -211,20 +243,23 @@ def reflection_questions(persona: Persona, records: Sequence[MemoryRecord],
 
 
 def generate_questions(town: Town, memories: Mapping[str, Sequence[MemoryRecord]], *, now_h: float,
+                       transcript: Sequence[Mapping[str, Any]] = (),
                        max_per_category: int | None = None) -> list[Question]:
     """Every resident's questions, category by category; at most `max_per_category` of each (the first ones:
-    the generators list the most telling questions first)."""
+    the generators list the most telling questions first). `transcript`: the run's rows (see `experiences`)."""
     if max_per_category is not None and max_per_category < 1:
         raise ValueError(f"max_per_category must be at least 1 (or None for all), got {max_per_category}")
     questions = []
+    seen_by = experiences(transcript)
     for persona in town.residents:
         records = list(memories.get(persona.name, ()))
+        seen = seen_by.get(persona.name, NOTHING)
         per_category = {
             "self-knowledge": self_questions(persona, town),
-            "memory": memory_questions(persona, records, town),
-            "plans": plan_questions(persona, records, town, now_h),
-            "reactions": reaction_questions(persona, records, town),
-            "reflections": reflection_questions(persona, records, town),
+            "memory": memory_questions(persona, records, town, seen),
+            "plans": plan_questions(persona, records, town, now_h, seen),
+            "reactions": reaction_questions(persona, records, town, seen),
+            "reflections": reflection_questions(persona, records, town, seen),
         }
         for category in CATEGORIES:
             for i, (text, check, source) in enumerate(per_category[category][:max_per_category]):

@@ -18,7 +18,14 @@ from ragsvc.agents.interview import (
     run_interview,
 )
 from ragsvc.agents.interview_check import Check, content_words, mentions, polarity, word_match
-from ragsvc.agents.interview_questions import CATEGORIES, day_plan, event_keywords, generate_questions, knows_event
+from ragsvc.agents.interview_questions import (
+    CATEGORIES,
+    NOTHING,
+    day_plan,
+    event_keywords,
+    generate_questions,
+    knows_event,
+)
 from ragsvc.agents.interview_report import render_markdown
 from ragsvc.agents.interview_score import answer_record, summarize, verdicts
 from ragsvc.agents.persona import load_town
@@ -170,7 +177,7 @@ def test_a_conversation_carrying_the_event_and_stored_plans_change_the_expected_
         ("reflection", "Ivo finds Oskar's inn too noisy for reading", {"question": "What does Ivo think of the inn?"}),
     ]}
     records = _records(town, heard)
-    assert knows_event("Ivo Petrov", records["Ivo Petrov"], town)
+    assert knows_event("Ivo Petrov", records["Ivo Petrov"], town, NOTHING)
     assert day_plan(town.residents[0], records["Ivo Petrov"], default_day=1)[::2] == (2, True)
     q = _by_id(generate_questions(town, records, now_h=30.0))
     assert q["ivo-petrov/memory/0"].check.polarity == "yes"
@@ -220,7 +227,8 @@ def test_prompt_gives_persona_and_only_the_given_memories(streams):
     town, _ = streams
     ivo = town.residents[0] if town.residents[0].name == "Ivo Petrov" else town.residents[1]
     bare = interview_prompt(ivo, [], "Who are you?")
-    assert ivo.summary in bare[0]["content"] and "remembers" not in bare[1]["content"]
+    assert ivo.summary in bare[0]["content"] and "remember" not in bare[0]["content"]
+    assert bare[1] == {"role": "user", "content": "Who are you?"}
 
 
 # -- scoring with scripted answers -----------------------------------------------------------------------------
@@ -228,8 +236,7 @@ def test_prompt_gives_persona_and_only_the_given_memories(streams):
 def _echo(prompt) -> str:
     """A scripted 'model' that answers yes and repeats what it was reminded of: right exactly when the
     memories it was given hold the answer."""
-    user = prompt[-1]["content"]
-    remembered = re.findall(r"^- (.*)$", user, re.MULTILINE)
+    remembered = re.findall(r"^- (.*)$", prompt[0]["content"], re.MULTILINE)
     return ("Yes. " + " ".join(remembered)) if remembered else "I am not sure."
 
 
@@ -284,3 +291,18 @@ def test_smollm2_answers_one_question_in_character(streams):
                                  generator=gen, conditions=["full"], now_h=5.0)
     assert answer.text and answer.memory_ids  # the full condition answered from retrieved memories
     assert answer.correct == question.check.passes(answer.text)
+
+
+def test_the_transcript_says_who_talked_and_who_learned_of_the_event(town_dir):
+    town = load_town(town_dir)
+    transcript = [
+        {"tick": 0, "agent": "Rosa Mendes", "action": "say", "partner": "Ivo Petrov", "utterance": "Morning!"},
+        {"tick": 1, "agent": "Ivo Petrov", "action": "learned_event", "partner": "Oskar Lund", "utterance": "..."},
+        {"tick": 1, "agent": "Ivo Petrov", "action": "act", "partner": "", "utterance": "repair clocks"},
+    ]
+    q = {x.text: x.check for x in generate_questions(town, _records(town), now_h=9.0, transcript=transcript)
+         if x.agent == "Ivo Petrov"}
+    assert q["Do you know Rosa Mendes? Answer yes or no first."].polarity == "yes"
+    assert q["Do you know Oskar Lund? Answer yes or no first."].polarity == "no"  # told, but never a line said
+    assert q[next(t for t in q if t.startswith("Have you heard"))].polarity == "yes"
+    assert q["Who in Pebble Bay do you know best, and why?"].keywords == ("rosa",)
