@@ -86,3 +86,6 @@ def _generator(model: str) -> InProcessGenerator:
 
 
 # Commands defined in other modules register themselves here, one line each: `register(app)`.
+from ragsvc.cli.agents_interview import register as register_interview  # noqa: E402 - registered last
+
+register_interview(app)
