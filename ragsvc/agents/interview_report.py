@@ -9,6 +9,16 @@ from typing import Any
 
 from ragsvc.agents.interview_score import verdicts
 
+METHOD = (
+    "Each resident is asked questions in the five categories of Park et al. 2023 (self-knowledge, memory, plans, "
+    "reactions, reflections), generated from the town's files, the run's memories and its transcript "
+    "(ragsvc/agents/interview_questions.py); each has an automatic check: expected keywords (any one, matched up "
+    "to the word's ending), a yes/no polarity, or both. Conditions restrict what the agent may use when it "
+    "answers, over the same memory stream: full (persona + retrieved memories), no-reflection (reflection "
+    "memories removed from what retrieval returns), no-planning (plan memories removed), no-retrieval (persona "
+    "summary only). Answers are greedy. Intervals: percentile bootstrap over questions (1000 resamples); "
+    "full - ablation: paired over the same questions, with a paired permutation test.")
+
 
 def _cell(cell: Mapping[str, Any] | None) -> str:
     if not cell:
@@ -23,6 +33,7 @@ def render_markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], records
     for key in ("command", "run", "town", "now_h", "model", "cpu", "git_sha", "questions", "seconds", "note"):
         if meta.get(key) is not None:
             lines.append(f"- {key}: `{meta[key]}`" if key == "command" else f"- {key}: {meta[key]}")
+    lines += ["", "## How", "", METHOD]
     lines += ["", "## Accuracy (share of answers passing their check; 95% bootstrap CI over questions)", "",
               "| category | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
     for category in summary["categories"]:
