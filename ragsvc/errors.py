@@ -3,12 +3,15 @@
     RagsvcError (500)
     ├── InvalidInput (400)            the request or file is malformed; the message says what to fix
     │   └── DimensionMismatch (400)   a vector's width differs from the collection's
+    ├── Unauthorized (401)            no API key, or one that is unknown or revoked
+    ├── Forbidden (403)               the key lacks the route's scope or the collection
     ├── NotFound (404)
     │   ├── CollectionNotFound
     │   └── DocumentNotFound
     ├── Conflict (409)                the resource is taken: a catalog another process holds open
     │   └── CollectionExists
     ├── PayloadTooLarge (413)
+    ├── RateLimited (429)             the key's (or address's) token bucket is empty; retry after `retry_after_s`
     ├── NotReady (503)                indexes still loading, model still warming up
     ├── UpstreamError (502)           the model server failed or answered with something unusable
     │   └── UpstreamTimeout (504)     the model server did not answer in time
@@ -46,6 +49,16 @@ class DimensionMismatch(InvalidInput):
     code = "dimension_mismatch"
 
 
+class Unauthorized(RagsvcError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(RagsvcError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(RagsvcError):
     status_code = 404
     code = "not_found"
@@ -71,6 +84,15 @@ class CollectionExists(Conflict):
 class PayloadTooLarge(RagsvcError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RateLimited(RagsvcError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotReady(RagsvcError):

@@ -17,14 +17,16 @@ from fastapi.responses import JSONResponse
 
 from ragsvc import __version__
 from ragsvc.answer.composition import Composition
-from ragsvc.api.body_limit import BodyLimitMiddleware
+from ragsvc.api.auth import PUBLIC, CatalogKeys, requires
+from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
-from ragsvc.api.routes import answer, collections, repos
+from ragsvc.api.routes import answer, collections, keys, repos
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import embedder_from_settings
 from ragsvc.llm.generator import Generator
 from ragsvc.llm.in_process import InProcessGenerator
 from ragsvc.retrieval.vector_store import VectorStore
+from ragsvc.store.keys import ApiKeyTable
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ def _load(app: FastAPI, settings: Settings) -> None:
     except Exception as exc:  # any failure: the app still starts and reports it through /health and every route
         logger.exception("loading the store failed")
         app.state.load_error = str(exc)
+
+
+def _key_table(app: FastAPI) -> ApiKeyTable | None:
+    """The catalog's API keys once the store has loaded (None before: requests wait for it with a 503)."""
+    store = app.state.vector_store if getattr(app.state, "ready", False) else None
+    return None if store is None else store.catalog.api_keys()
 
 
 def _hosted_generator(app: FastAPI) -> Generator | None:
@@ -81,12 +89,15 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
                 app.state.vector_store.close()
 
     app = FastAPI(title="ragsvc", version=__version__, lifespan=lifespan,
-                  description="Vector store, retrieval and local LLM serving. Errors are JSON {error, detail}.")
+                  description="Vector store, retrieval and local LLM serving. Errors are JSON {error, detail, "
+                              "request_id}. With API keys on, send `Authorization: Bearer <key>`; each operation's "
+                              "`x-ragsvc-scope` says which scope it needs.")
     app.state.settings = settings
     app.state.composition = Composition(settings, lambda: _hosted_generator(app))
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    install_edge(app, settings.api, CatalogKeys(lambda: _key_table(app)))
     app.include_router(collections.router)
+    app.include_router(keys.router)
     app.include_router(repos.router)
     app.include_router(answer.router)
     for router in extra_routers or []:
@@ -94,7 +105,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
     for extend in extensions or []:
         extend(app)
 
-    @app.get("/health", tags=["health"])
+    @app.get("/health", tags=["health"], openapi_extra=requires(PUBLIC))
     def health(request: Request) -> JSONResponse:
         state = request.app.state
         if getattr(state, "load_error", None):

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -26,10 +27,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ragsvc import __version__
+from ragsvc.api.auth import PUBLIC, FileKeys, requires
+from ragsvc.api.edge import install_edge
+from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.routes.openai_compat import ServedModel, router
+from ragsvc.config import Settings
 from ragsvc.serving.async_engine import AsyncLLMEngine
 from ragsvc.serving.config import EngineConfig
 from ragsvc.serving.engine import LLMEngine
+from ragsvc.store.keys import KEYS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +71,17 @@ async def running_engine(app: FastAPI, config: EngineConfig) -> AsyncIterator[No
         await async_engine.stop()
 
 
-def create_model_app(config: EngineConfig) -> FastAPI:
-    """The standalone OpenAI-compatible model server."""
+def model_keys_file(settings: Settings) -> Path:
+    """Where the standalone model server reads API keys: `api.keys_file`, else the keys file that `ragsvc keys`
+    and the API's /v1/keys write beside the catalog (store/keys.py). Point both servers at one data folder (or
+    RAGSVC_API__KEYS_FILE at that file) and they take the same keys."""
+    return settings.api.keys_file or settings.store.data_dir / KEYS_FILE
+
+
+def create_model_app(config: EngineConfig, *, settings: Settings | None = None) -> FastAPI:
+    """The standalone OpenAI-compatible model server, behind the same edge as the API (keys from the keys file,
+    trusted hosts, rate limits, request ids)."""
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,9 +91,11 @@ def create_model_app(config: EngineConfig) -> FastAPI:
     app = FastAPI(title="ragsvc model server", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible completions and chat over ragsvc's paged-attention engine.")
     app.state.served_model = None
+    install_error_handlers(app)
+    install_edge(app, settings.api, FileKeys(model_keys_file(settings)))
     app.include_router(router)
 
-    @app.get("/health", tags=["health"])
+    @app.get("/health", tags=["health"], openapi_extra=requires(PUBLIC))
     def health(request: Request) -> JSONResponse:
         served = request.app.state.served_model
         if served is None:

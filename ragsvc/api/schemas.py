@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from ragsvc.api.answer_schemas import HydeBody
 from ragsvc.index.spec import IndexSpec
@@ -14,13 +14,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+"""The store's rule (retrieval/vector_store.py), here so the OpenAPI document shows it. pydantic matches
+patterns with Rust's regex, where `$` is the end of the text (Python's `re` would also admit a final newline)."""
+CollectionName = Annotated[str, StringConstraints(pattern=COLLECTION_NAME)]
+MAX_DOCUMENT_ID_CHARS = 512
+
+
+def check_document_id(value: str) -> str:
+    """Ids travel in URL paths (`/documents/{id}`, which takes `/` too): no control characters, and no `.` or `..`
+    segment, which HTTP clients fold away before sending."""
+    if not value or len(value) > MAX_DOCUMENT_ID_CHARS:
+        raise ValueError(f"a document id is 1-{MAX_DOCUMENT_ID_CHARS} characters")
+    if not value.isprintable():
+        raise ValueError("a document id holds no control characters (newlines, tabs, ...)")
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError("a document id has no '.' or '..' path segment (URLs cannot carry it)")
+    return value
+
+
 class CollectionCreate(_Strict):
-    name: str = Field(..., description="1-64 letters, digits, _ . -")
+    name: CollectionName = Field(..., description="1-64 letters, digits, _ . - (starting with a letter or digit)")
     # IndexSpec is validated by pydantic as a dataclass: its Literal fields, __post_init__ checks and the
     # refusal of unknown keys all come back as 400s naming the setting.
     index: IndexSpec = Field(default_factory=IndexSpec)
     chunk_tokens: int = Field(200, ge=16, le=8192)
-    chunk_overlap: int = Field(32, ge=0)
+    chunk_overlap: int = Field(32, ge=0, le=8192)
 
 
 class CollectionPublic(BaseModel):
@@ -35,10 +54,16 @@ class CollectionPublic(BaseModel):
 
 
 class DocumentIn(_Strict):
-    id: str | None = Field(None, description="derived from the text's hash when absent")
+    id: str | None = Field(None, min_length=1, max_length=MAX_DOCUMENT_ID_CHARS,
+                           description="derived from the text's hash when absent; printable, no . or .. segment")
     text: str
     metadata: dict[str, Any] = Field(default_factory=dict)
-    source: str | None = None
+    source: str | None = Field(None, max_length=4096)
+
+    @field_validator("id")
+    @classmethod
+    def _path_safe(cls, value: str | None) -> str | None:
+        return None if value is None else check_document_id(value)
 
 
 class DocumentsCreate(_Strict):
@@ -56,7 +81,7 @@ class SearchRequest(_Strict):
     vector: list[float] | None = None
     k: int = 10
     filter: dict[str, Any] | None = None
-    dims: int | None = Field(None, ge=1)
+    dims: int | None = Field(None, ge=1, le=65536)
     shortlist: int | None = Field(None, ge=1, le=100_000)
     ef_search: int | None = Field(None, ge=1, le=100_000, description="HNSW search breadth for this query")
     mode: Literal["dense", "lexical", "hybrid"] = Field("dense", description="dense vectors, BM25, or both fused")

@@ -20,6 +20,7 @@ from ragsvc.cli.bench import app as bench_app
 from ragsvc.cli.collections import app as collections_app
 from ragsvc.cli.eval import app as eval_app
 from ragsvc.cli.ingest import app as ingest_app
+from ragsvc.cli.keys import app as keys_app
 from ragsvc.cli.llm import app as llm_app
 from ragsvc.cli.repo import app as repo_app
 from ragsvc.cli.search import app as search_app
@@ -38,6 +39,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 app.add_typer(repo_app, name="repo")
 app.add_typer(llm_app, name="llm")
+app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
 
 

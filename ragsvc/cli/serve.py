@@ -7,14 +7,46 @@ configures `serve --with-model` and `serve-model` alike; `serve-model`'s flags o
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, settings
 from ragsvc.cli.ingest import ingest_sample
 
+if TYPE_CHECKING:
+    from ragsvc.config import Settings
+
 app = typer.Typer()
+
+Insecure = Annotated[bool, typer.Option(
+    "--insecure", help="allow a non-loopback address with no API keys (anyone who can connect is admin)")]
+AllowedHost = Annotated[list[str] | None, typer.Option(
+    "--allowed-host", help="a Host header name to accept besides loopback and the bound address (repeatable; '*' "
+                           "for any) \[default: RAGSVC_API__ALLOWED_HOSTS]")]
+
+
+def _refuse_open_exposure(config: Settings, *, key_count: Callable[[], int], where: str) -> None:
+    """Exit with an error when the server would listen beyond loopback with no API key and no --insecure."""
+    from ragsvc.api.auth import is_loopback
+
+    if is_loopback(config.api.host) or config.api.insecure or key_count() > 0:
+        return
+    raise fail(f"refusing to serve on {config.api.host} without API keys: anyone who can connect could read and "
+               f"delete everything. Create one with `ragsvc keys create NAME --scope admin` ({where}), bind "
+               "127.0.0.1, or pass --insecure")
+
+
+def _catalog_key_count(config: Settings) -> int:
+    from ragsvc.retrieval.vector_store import CATALOG_FILE
+    from ragsvc.store.catalog import Catalog
+
+    catalog = Catalog(config.store.data_dir / CATALOG_FILE)
+    try:
+        return len(catalog.api_keys().list())
+    finally:
+        catalog.close()
 
 
 @app.command()
@@ -26,13 +58,16 @@ def serve(
     with_model: Annotated[bool, typer.Option(
         "--with-model", help="also host the local LLM (OpenAI-compatible /v1/chat/completions) in this process"
     )] = False,
+    insecure: Insecure = False,
+    allowed_host: AllowedHost = None,
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs). GET /health answers 200 once indexes are loaded."""
     import uvicorn
 
     from ragsvc.api.app import create_app
 
-    config = settings(data_dir, host=host, port=port)
+    config = settings(data_dir, host=host, port=port, insecure=insecure or None, allowed_hosts=allowed_host)
+    _refuse_open_exposure(config, key_count=lambda: _catalog_key_count(config), where="on this --data-dir")
     extensions = []
     if with_model:
         from ragsvc.api.model_app import model_extension
@@ -60,7 +95,7 @@ def serve(
 def quickstart(data_dir: DataDir = None, port: Annotated[int | None, typer.Option()] = None) -> None:
     """Ingest the bundled sample corpus and serve the API, with the local model for answers, on 127.0.0.1:8000
     (the README's first command)."""
-    serve(host=None, port=port, data_dir=data_dir, sample=True, with_model=True)
+    serve(host=None, port=port, data_dir=data_dir, sample=True, with_model=True, insecure=False, allowed_host=None)
 
 
 @app.command("serve-model")
@@ -88,17 +123,25 @@ def serve_model(
         help="where de-quantised weights are cached \\[default: RAGSVC_MODEL__CACHE_DIR, or <data dir>/models]"
     )] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn / ragsvc log level")] = "info",
+    data_dir: DataDir = None,
+    insecure: Insecure = False,
+    allowed_host: AllowedHost = None,
 ) -> None:
     """Serve /v1/models, /v1/completions and /v1/chat/completions (any OpenAI client works against it)."""
     import uvicorn
 
-    from ragsvc.api.model_app import create_model_app
+    from ragsvc.api.model_app import create_model_app, model_keys_file
     from ragsvc.serving.config import EngineConfig
+    from ragsvc.store.keys import read_keys_file
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    edge = settings(data_dir, host=host, port=port, insecure=insecure or None, allowed_hosts=allowed_host)
+    keys_file = model_keys_file(edge)
+    _refuse_open_exposure(edge, key_count=lambda: len(read_keys_file(keys_file)),
+                          where=f"on the data folder whose keys file is {keys_file}")
     try:
         config = EngineConfig.from_settings(
-            settings(), model=model, dtype=dtype, device=device, block_size=block_size, num_kv_blocks=num_kv_blocks,
+            edge, model=model, dtype=dtype, device=device, block_size=block_size, num_kv_blocks=num_kv_blocks,
             kv_cache_bytes=None if kv_cache_mb is None else kv_cache_mb << 20, max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
             enable_prefix_caching=prefix_caching, cache_dir=cache_dir, num_threads=threads,
@@ -106,4 +149,4 @@ def serve_model(
     except ValueError as exc:
         raise fail(exc) from exc
     typer.echo(f"loading {config.model} ... then serving on http://{host}:{port}/v1")
-    uvicorn.run(create_model_app(config), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_model_app(config, settings=edge), host=host, port=port, log_level=log_level)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from ragsvc.code.manifest import manifest_path
 from ragsvc.code.repo_map import RepoMap, build_map
 from ragsvc.code.searcher import CollectionSearcher
 from ragsvc.code.walker import WalkConfig, resolve_root
-from ragsvc.errors import NotFound, NotReady
+from ragsvc.errors import InvalidInput, NotFound, NotReady
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,36 @@ def repo_id(root: Path) -> str:
     return hashlib.sha256(str(root).encode("utf-8")).hexdigest()[:16]
 
 
+MAX_PATH_BYTES = 4095
+MAX_NAME_BYTES = 255
+
+
+def check_repo_path(path: str, *, allowed_roots: tuple[Path, ...] | None) -> Path:
+    """The path a caller asked to index, checked before anything touches it: InvalidInput (400) for a malformed
+    path, and one answer, "not allowed", for every path outside the allowed roots, whether it exists or not (the
+    answer must not tell a caller what exists outside them). Comparing the real path (symlinks followed)
+    refuses a link under a root that points outside it."""
+    if "\x00" in path:
+        raise InvalidInput("repository path holds a NUL character; send the folder's path as text")
+    if path.startswith("~"):
+        raise InvalidInput(f"repository path {path[:200]!r} starts with '~': the server does not expand home "
+                           "folders; send an absolute path or one relative to the server's working folder")
+    try:
+        encoded = os.fsencode(path)
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("repository path is not valid Unicode text") from exc
+    if len(encoded) > MAX_PATH_BYTES or any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")):
+        raise InvalidInput(f"repository path is too long: at most {MAX_PATH_BYTES} bytes, {MAX_NAME_BYTES} per "
+                           "folder name")
+    if allowed_roots is not None:
+        real = Path(os.path.realpath(os.path.abspath(path)))  # non-strict: a missing path resolves as far as it can
+        if not any(real.is_relative_to(os.path.realpath(root)) for root in allowed_roots):
+            allowed = ", ".join(str(r) for r in allowed_roots) or "(none configured)"
+            raise InvalidInput(f"repository path {path[:200]!r} is not allowed: index folders under the allowed "
+                               f"roots ({allowed}), or add a parent folder to the allowed roots")
+    return Path(path)
+
+
 class RepoJobs:
     """Submits index runs to a single worker thread and keeps the latest job per repository."""
 
@@ -65,7 +96,8 @@ class RepoJobs:
 
     def submit(self, path: str, *, collection: str | None = None) -> RepoJob:
         """Queue an index run; InvalidInput (400) at once for a missing path or one outside the allowed roots."""
-        root = resolve_root(path, allowed_roots=self.walk_config.allowed_roots)
+        checked = check_repo_path(path, allowed_roots=self.walk_config.allowed_roots)
+        root = resolve_root(checked, allowed_roots=self.walk_config.allowed_roots)
         job_id = repo_id(root)
         with self._lock:
             current = self._jobs.get(job_id)

@@ -22,6 +22,7 @@ from ragsvc.errors import CollectionExists, CollectionNotFound, Conflict, Docume
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
 from ragsvc.store.filters import compile_filter
+from ragsvc.store.keys import KEYS_FILE, ApiKeyTable
 from ragsvc.store.memories import MemoryTables
 from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
 from ragsvc.store.schema import DDL, SCHEMA_VERSION
@@ -282,6 +283,10 @@ class Catalog:
     def vector_cache(self) -> DuckdbVectorCache:
         """The per-chunk vector cache of rescoring stages (store/vector_cache.py), in this catalog's file."""
         return DuckdbVectorCache(self._conn, self._lock)
+
+    def api_keys(self) -> ApiKeyTable:
+        """API keys (store/keys.py), in this catalog's file; changes are mirrored to the keys file beside it."""
+        return ApiKeyTable(self._conn, self._lock, keys_file=self.path.with_name(KEYS_FILE))
 
     def memory_tables(self) -> MemoryTables:
         """Agents' memory streams (store/memories.py), in this catalog's file."""

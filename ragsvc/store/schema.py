@@ -75,6 +75,16 @@ CREATE TABLE IF NOT EXISTS agent_memory_vectors (
     agent VARCHAR NOT NULL,
     vector FLOAT[] NOT NULL
 );
+-- API keys, see store/keys.py: the secret's SHA-256 only; revoked keys stay listed (revoked_at set)
+CREATE TABLE IF NOT EXISTS api_keys (
+    id VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    secret_sha256 VARCHAR NOT NULL,
+    scopes VARCHAR[] NOT NULL,
+    collections VARCHAR[] NOT NULL,
+    created_at DOUBLE NOT NULL,
+    revoked_at DOUBLE
+);
 -- chat with agents, see store/sessions.py: the agents registry (a persona as JSON), sessions and their turns.
 -- Wall times are Unix seconds; at_h is the agent's simulation clock when the turn was said. A turn's memory_ids
 -- are the memories its reply was grounded in; observation_id the chat memory the exchange became.

@@ -82,7 +82,7 @@ def test_reingest_is_noop_and_delete_document(client, live_api):
         ("/v1/collections/papers/search", b'{"query": "x", "k": ', 400, "not valid JSON"),
         ("/v1/collections/papers/search", {"query": "x", "k": 0}, 400, "k must be between"),
         ("/v1/collections/papers/search", {"query": "x", "k": 1_000_000}, 400, "k must be between"),
-        ("/v1/collections/papers/search", b'{"vector": [NaN, 1.0], "k": 3}', 400, "dimensions"),
+        ("/v1/collections/papers/search", b'{"vector": [NaN, 1.0], "k": 3}', 400, "finite"),
         ("/v1/collections/papers/search", {"vector": [1.0, 2.0], "k": 3}, 400, "dimensions"),
         ("/v1/collections/papers/search", {"query": "x", "filter": {"year": {"$near": 1}}}, 400,
          "unknown filter operator"),

@@ -29,6 +29,7 @@ from ragsvc.api.answer_schemas import (
     HitPublic,
     RetrievalRoundPublic,
 )
+from ragsvc.api.auth import requires
 from ragsvc.api.deps import StoreDep
 from ragsvc.api.retrieval_options import retrieval_options
 from ragsvc.errors import RagsvcError
@@ -64,7 +65,7 @@ def _answerer(body: AnswerRequest, request: Request, store: Any, on_event: Any =
     return answerer, flare
 
 
-@router.post("/answer", response_model=AnswerResponse,
+@router.post("/answer", response_model=AnswerResponse, openapi_extra=requires("read"),
              responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: true"}})
 async def answer(body: AnswerRequest, request: Request, store: StoreDep) -> Any:
     if not body.stream:

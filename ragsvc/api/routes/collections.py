@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Query, Request, Response
 
+from ragsvc.api.auth import requires
 from ragsvc.api.deps import SettingsDep, StoreDep
 from ragsvc.api.retrieval_options import retrieval_options
 from ragsvc.api.schemas import (
@@ -23,6 +24,8 @@ from ragsvc.retrieval.vector_store import CollectionInfo
 from ragsvc.types import DocumentInput, ServedBy
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
+MAX_OFFSET = 2**31 - 1
+"""Offsets beyond this are refused (400) instead of reaching duckdb, which fails above int64."""
 
 
 def _public(info: CollectionInfo) -> CollectionPublic:
@@ -31,7 +34,7 @@ def _public(info: CollectionInfo) -> CollectionPublic:
     return CollectionPublic(**data)
 
 
-@router.post("", status_code=201, response_model=CollectionPublic)
+@router.post("", status_code=201, response_model=CollectionPublic, openapi_extra=requires("admin"))
 def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPublic:
     info = store.create_collection(body.name, index=body.index, chunk_tokens=body.chunk_tokens,
                                    chunk_overlap=body.chunk_overlap)
@@ -48,7 +51,7 @@ def get_collection(name: str, store: StoreDep) -> CollectionPublic:
     return _public(store.get_collection(name))
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, openapi_extra=requires("admin"))
 def delete_collection(name: str, store: StoreDep) -> Response:
     store.delete_collection(name)
     return Response(status_code=204)
@@ -74,22 +77,23 @@ def add_documents(name: str, body: DocumentsCreate, store: StoreDep, settings: S
 
 @router.get("/{name}/documents")
 def list_documents(name: str, store: StoreDep, limit: int = Query(100, ge=1, le=10_000),
-                   offset: int = Query(0, ge=0)) -> list[dict]:
+                   offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> list[dict]:
     return store.list_documents(name, limit=limit, offset=offset)
 
 
-@router.get("/{name}/documents/{document_id}")
+# `:path` so an id holding `/` (sent raw or as %2F) reaches the route: every stored id can be fetched and deleted.
+@router.get("/{name}/documents/{document_id:path}")
 def get_document(name: str, document_id: str, store: StoreDep) -> dict:
     return store.get_document(name, document_id)
 
 
-@router.delete("/{name}/documents/{document_id}", status_code=204)
+@router.delete("/{name}/documents/{document_id:path}", status_code=204)
 def delete_document(name: str, document_id: str, store: StoreDep) -> Response:
     store.delete_document(name, document_id)
     return Response(status_code=204)
 
 
-@router.post("/{name}/search", response_model=SearchResponse)
+@router.post("/{name}/search", response_model=SearchResponse, openapi_extra=requires("read"))
 def search(name: str, body: SearchRequest, request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     limits = settings.api
     if not 1 <= body.k <= limits.max_k:

@@ -25,6 +25,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
 from ragsvc.api import openai_convert as conv
+from ragsvc.api.auth import requires
+from ragsvc.api.errors import error_headers
 from ragsvc.api.openai_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -84,7 +86,9 @@ class OpenAIErrorRoute(APIRoute):
                 return error_response(400, message, param=param, code="invalid_value")
             except RagsvcError as err:
                 param = err.detail.get("param") if isinstance(err.detail, dict) else None
-                return error_response(err.status_code, err.message, param=param, code=err.code)
+                response = error_response(err.status_code, err.message, param=param, code=err.code)
+                response.headers.update(error_headers(err))  # Retry-After with 429, WWW-Authenticate with 401
+                return response
             except Exception:
                 logger.exception("unexpected error serving %s", request.url.path)
                 return error_response(500, "internal server error; see the server log", code="internal_error")
@@ -188,7 +192,7 @@ def _sse(served: ServedModel, jobs: list[ChoiceJob], *, kind: str, req: Any, req
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/completions")
+@router.post("/completions", openapi_extra=requires("read"))
 async def create_completion(req: CompletionRequest, served: ServedModelDep, request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
@@ -204,7 +208,7 @@ async def create_completion(req: CompletionRequest, served: ServedModelDep, requ
     return JSONResponse(json.loads(body.model_dump_json()))
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", openapi_extra=requires("read"))
 async def create_chat_completion(req: ChatCompletionRequest, served: ServedModelDep, request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)

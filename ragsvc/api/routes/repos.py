@@ -5,7 +5,9 @@ GET  /v1/repos/{id}                         -> the job: state, report (files, ch
 GET  /v1/repos/{id}/map?query=&tokens=      -> the repo map fitted to `tokens`, ranked for `query`
 
 Paths must lie under the allowed roots (`settings.code.allowed_roots` when the settings have that section,
-else `app.state.repo_roots`, else the server's working folder): a path outside them, or missing, is a 400.
+else `app.state.repo_roots`, else the server's working folder): every path outside them gets the same 400,
+whether it exists or not; a missing path under them, a `~` path or an over-long one is a 400 too, all before
+the 202.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from ragsvc.api.auth import requires
 from ragsvc.api.deps import get_vector_store
+from ragsvc.api.schemas import CollectionName
 from ragsvc.code.indexer import RepoIndexer
 from ragsvc.code.jobs import RepoJob, RepoJobs
 from ragsvc.code.walker import WalkConfig
@@ -49,7 +53,7 @@ RepoJobsDep = Annotated[RepoJobs, Depends(get_repo_jobs)]
 
 class RepoCreate(BaseModel):
     path: str = Field(min_length=1, max_length=4096, description="repository root folder on the server")
-    collection: str | None = Field(None, max_length=64, description="target collection [default: repo-<folder>]")
+    collection: CollectionName | None = Field(None, description="target collection [default: repo-<folder>]")
 
 
 class RepoPublic(BaseModel):
@@ -79,7 +83,8 @@ def _public(job: RepoJob) -> RepoPublic:
                       error=job.error, report=job.report)
 
 
-@router.post("", status_code=202, response_model=RepoPublic)
+# admin: it reads server folders (under the allowed roots) and creates a collection
+@router.post("", status_code=202, response_model=RepoPublic, openapi_extra=requires("admin"))
 def create_repo(body: RepoCreate, jobs: RepoJobsDep) -> RepoPublic:
     return _public(jobs.submit(body.path, collection=body.collection))
 

@@ -1,0 +1,100 @@
+"""The one text-and-number rule at the edge: JSON bodies hold no lone UTF-16 surrogates and no NaN / Infinity.
+
+Python's JSON parser accepts both: `"\\ud800"` becomes a str that no UTF-8 encoder (duckdb, tokenizers,
+the response writer) can encode, and `NaN`, `Infinity` or `1e999` become floats that JSON cannot carry back
+and that poison scores, metadata and sampling. Checking here covers every route of both apps, present and
+future, in one place, and the 400 names the field (`body.documents.0.metadata.x`).
+
+Only bodies that could hold such a value are parsed twice: a byte pattern (an escaped surrogate, the words
+NaN / Infinity, a three-digit exponent, a 300-digit number) selects them, so a normal ingest pays one scan.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
+
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|NaN|Infinity|[0-9][eE]\+?[0-9]{3}|[0-9]{300}")
+_MAX_REPORTED = 200
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored or sent back as UTF-8, or None."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a lone UTF-16 surrogate at character {exc.start}; send valid Unicode text"
+    return None
+
+
+def find_problem(document: Any) -> str | None:
+    """`where: what` for the first lone surrogate or non-finite number in a parsed JSON document, else None."""
+    stack: list[tuple[str, Any]] = [("body", document)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if (why := text_problem(value)) is not None:
+                return f"{where[:_MAX_REPORTED]}: {why}"
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return f"{where[:_MAX_REPORTED]}: numbers must be finite (JSON has no NaN or Infinity); got {value}"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if (why := text_problem(key)) is not None:
+                    return f"{where[:_MAX_REPORTED]}: a key {why}"
+                stack.append((f"{where}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}", item) for i, item in enumerate(value))
+    return None
+
+
+def body_problem(body: bytes) -> str | None:
+    if not _SUSPECT.search(body):
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route's own parsing answers that
+    return find_problem(document)
+
+
+class JsonGuardMiddleware:
+    """Buffers request bodies (the body limit, outside this, bounds them) and refuses the ones above with 400."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        gone: Message | None = None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                gone = message  # the client went away: the app sees that after what did arrive
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if (problem := body_problem(body)) is not None:
+            await send_json(send, 400, {"error": "invalid_input", "detail": problem})
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": gone is not None}
+            return gone if gone is not None else await receive()
+
+        await self.app(scope, replay, send)

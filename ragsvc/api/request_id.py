@@ -1,0 +1,82 @@
+"""Every request gets an id: taken from a sane `X-Request-ID` header or made up, echoed in the response header,
+put on `request.state.request_id`, and written into the log line and the 500 body of anything unexpected.
+
+This middleware is also the last word on unexpected exceptions. Starlette's own server-error handler sits
+outside every middleware, so its 500 is plain text and carries no request id; catching here instead gives the
+client `{error, detail, request_id}` (JSON like every other error) and the operator a log line with the same id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HEADER = "x-request-id"
+_SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+async def send_json(send: Send, status: int, payload: dict[str, object], *,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole JSON response from a middleware (which sits outside FastAPI's response classes)."""
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def request_id_of(scope: Scope) -> str | None:
+    return scope.get("state", {}).get("request_id")
+
+
+def _incoming(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == HEADER.encode():
+            given = value.decode("latin-1")
+            return given if _SANE.fullmatch(given) else None  # a client's id is logged: keep it printable
+    return None
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _incoming(scope) or uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message).append(HEADER, rid)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("request %s: %s %s failed", rid, scope.get("method"), scope.get("path"))
+            if started:  # the status line is out; nothing better to do than end the connection
+                raise
+            await send_json(send, 500, {
+                "error": "internal_error", "request_id": rid,
+                "detail": f"unexpected server error; the server log has it under request id {rid}",
+            }, headers=[(HEADER.encode(), rid.encode())])
