@@ -196,3 +196,37 @@ def set_wait_policy(omp_wait: str) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if "GOMP_SPINCOUNT" in os.environ:
             logger.warning("GOMP_SPINCOUNT=%s is set: it overrides OMP_WAIT_POLICY", os.environ["GOMP_SPINCOUNT"])
+
+
+@app.command("agents")
+def agents_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+        "eval/results/bench-agents.json"),
+    work_dir: Annotated[Path, typer.Option(help="folder for the two runs (emptied first)")] = Path(
+        "eval/cache/bench-agents"),
+    town: Annotated[Path, typer.Option(help="town folder")] = Path("agents/town"),
+    hours: Annotated[float, typer.Option(help="simulated hours per mode")] = 0.5,
+    tick_minutes: Annotated[int, typer.Option(help="simulated minutes per tick")] = 15,
+    model: Annotated[str | None, typer.Option(help="local model \\[default: RAGSVC_MODEL__MODEL or smollm2]")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+) -> None:
+    """A town's simulation batched vs one call at a time: agent-steps per minute, ratio, prefix-cache share."""
+    from ragsvc.bench.agents import AgentsBenchConfig, run_agents_bench
+    from ragsvc.cli.common import settings
+    from ragsvc.embed.embedder import embedder_from_settings
+    from ragsvc.errors import RagsvcError
+    from ragsvc.serving.config import EngineConfig
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    config = settings()
+    try:
+        engine = EngineConfig.from_settings(config, model=model, num_threads=threads)
+        cfg = AgentsBenchConfig(town=town, hours=hours, tick_minutes=tick_minutes, engine=engine)
+        result = run_agents_bench(cfg, embedder=embedder_from_settings(config.embed), work_dir=work_dir,
+                                  progress=lambda mode: TqdmProgress(f"{mode} ticks", unit="tick"))
+    except (ValueError, RagsvcError) as exc:
+        raise fail(exc) from exc
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k != "config"}, indent=2))
+    typer.echo(f"wrote {json_out}")
