@@ -17,6 +17,8 @@ from ragsvc.errors import RagsvcError
 if TYPE_CHECKING:  # rich is loaded when a table is printed, not at start-up
     from rich.console import Console
 
+    from ragsvc.evals.runner import RunOutcome
+
 app = typer.Typer(help="Offline retrieval evaluation: BEIR-format suites, metrics, reports.", no_args_is_help=True)
 EXIT_INTERRUPTED = 130
 
@@ -100,13 +102,14 @@ def run_command(
     console.print(f"wall time: {time.perf_counter() - started:.1f} s")
 
 
-def _print_outcome(console: Console, outcome: Any) -> None:
+def _print_outcome(console: Console, outcome: RunOutcome) -> None:
     from rich.table import Table
 
-    table = Table("config", *outcome.results["configs"][0]["metrics"], "p50 ms", "p95 ms", "build s")
-    for c in outcome.results["configs"]:
-        table.add_row(c["name"], *(f"{v:.4f}" for v in c["metrics"].values()), f"{c['latency_ms']['p50']:.2f}",
-                      f"{c['latency_ms']['p95']:.2f}", f"{c['build_s']:.2f}")
+    configs = outcome.results.configs
+    table = Table("config", *configs[0].metrics, "p50 ms", "p95 ms", "build s")
+    for c in configs:
+        table.add_row(c.name, *(f"{v:.4f}" for v in c.means().values()), f"{c.latency_ms.p50:.2f}",
+                      f"{c.latency_ms.p95:.2f}", f"{c.build_s:.2f}")
     console.print(table)
     if outcome.resumed:
         console.print(f"resumed from checkpoints: {', '.join(outcome.resumed)}")

@@ -29,22 +29,23 @@ class MetricDelta:
 def compare_results(a_path: Path, b_path: Path) -> tuple[list[MetricDelta], list[str]]:
     """Deltas for every config and metric present in both files, and the config names only one file has."""
     a, b = load_results(a_path), load_results(b_path)
-    a_configs = {c["name"]: c for c in a["configs"]}
-    b_configs = {c["name"]: c for c in b["configs"]}
+    a_configs = {c.name: c for c in a.configs}
+    b_configs = {c.name: c for c in b.configs}
     unmatched = sorted(set(a_configs) ^ set(b_configs))
     rows: list[MetricDelta] = []
     for name, ca in a_configs.items():
         cb = b_configs.get(name)
         if cb is None:
             continue
-        for metric, value_a in ca["metrics"].items():
-            if metric not in cb["metrics"]:
+        for metric, summary_a in ca.metrics.items():
+            summary_b = cb.metrics.get(metric)
+            if summary_b is None:
                 continue
             paired = paired_delta(ca, cb, metric)
             shared = None
-            if paired is not None:
-                shared = len(set(ca["per_query"][metric]) & set(cb["per_query"][metric]))
-            delta = paired[0] if paired else cb["metrics"][metric] - value_a
-            rows.append(MetricDelta(name, metric, value_a, cb["metrics"][metric], delta,
+            if paired is not None and summary_a.per_query is not None and summary_b.per_query is not None:
+                shared = len(set(summary_a.per_query) & set(summary_b.per_query))
+            delta = paired[0] if paired else summary_b.mean - summary_a.mean
+            rows.append(MetricDelta(name, metric, summary_a.mean, summary_b.mean, delta,
                                     paired[1] if paired else None, shared))
     return rows, unmatched

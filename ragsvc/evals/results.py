@@ -1,15 +1,8 @@
 """Results files: atomic writes, per-config checkpoints, and reading a results JSON back with clear errors.
 
-Results shape (one file per suite run):
-
-    {"suite", "dataset", "git_sha", "created_at", "embedder", "num_queries", "num_documents", "ingest_s",
-     "query_embed_ms": {"mean_batched"}, "baseline", "references", "answer",
-     "configs": [{"name", "kind", "params", "metrics": {"ndcg@10", "recall@10", "recall@100", "mrr@10", ...},
-                  "metrics_ci": {metric: [low, high]}, "latency_ms": {"p50", "p95", "mean"}, "build_s",
-                  "index_bytes", "num_queries", "per_query": {metric: {query_id: value}}}]}
-
-`per_query` is what makes paired significance tests possible (`ragsvc eval compare`). `index_bytes` is what the
-collection's index holds in memory to answer a query (ANN structure + rescoring vectors + rotation), from
+The shape of a results file (one per suite run) is `ragsvc.evals.records.RunResult.to_json`. `per_query` is
+what makes paired significance tests possible (`ragsvc eval compare`). `index_bytes` is what the collection's
+index holds in memory to answer a query (ANN structure + rescoring vectors + rotation), from
 `VectorStore.index_bytes`.
 """
 
@@ -24,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ragsvc.errors import InvalidInput
-
-REQUIRED_CONFIG_KEYS = ("name", "metrics", "latency_ms", "build_s", "index_bytes")
+from ragsvc.evals.records import ConfigResult, RunResult
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -57,7 +49,7 @@ def git_sha(cwd: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def load_results(path: Path) -> dict[str, Any]:
+def load_results(path: Path) -> RunResult:
     """Read a results JSON written by `ragsvc eval run`, checking the keys compare and reports rely on."""
     path = Path(path)
     if not path.is_file():
@@ -66,13 +58,7 @@ def load_results(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("configs"), list):
-        raise InvalidInput(f"{path}: not an eval results file (needs a 'configs' list)")
-    for i, config in enumerate(data["configs"]):
-        missing = [k for k in REQUIRED_CONFIG_KEYS if not isinstance(config, dict) or k not in config]
-        if missing:
-            raise InvalidInput(f"{path}: configs[{i}] lacks {', '.join(missing)}; was it written by ragsvc eval?")
-    return data
+    return RunResult.from_json(data, source=str(path))
 
 
 class Checkpoints:
@@ -84,17 +70,17 @@ class Checkpoints:
     def _path(self, name: str, key: str) -> Path:
         return self.folder / f"{name}-{key}.json"
 
-    def load(self, name: str, key: str) -> dict[str, Any] | None:
+    def load(self, name: str, key: str) -> ConfigResult | None:
         path = self._path(name, key)
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:  # cannot happen with atomic writes, but never trust a cache blindly
+            return ConfigResult.from_json(json.loads(path.read_text(encoding="utf-8")), where=str(path))
+        except (json.JSONDecodeError, InvalidInput):  # cannot happen with atomic writes; never trust a cache
             return None
 
-    def save(self, name: str, key: str, result: dict[str, Any]) -> None:
-        write_json_atomic(self._path(name, key), result)
+    def save(self, name: str, key: str, result: ConfigResult) -> None:
+        write_json_atomic(self._path(name, key), result.to_json())
 
     def clear(self) -> None:
         if self.folder.is_dir():

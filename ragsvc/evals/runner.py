@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -34,6 +33,7 @@ from ragsvc.evals.loaders import RetrievalDataset, load_beir
 from ragsvc.evals.metrics import evaluate_run, mean_metrics
 from ragsvc.evals.pipeline_config import PipelineConfig, resolve_model
 from ragsvc.evals.pipeline_retriever import NO_LLM, model_label
+from ragsvc.evals.records import ConfigResult, LatencySummary, MetricSummary, RunResult
 from ragsvc.evals.report import write_report
 from ragsvc.evals.results import Checkpoints, git_sha, write_json_atomic
 from ragsvc.evals.stats import bootstrap_ci, percentiles
@@ -78,7 +78,7 @@ class RunOptions:
 class RunOutcome:
     results_path: Path
     report_path: Path
-    results: dict[str, Any]
+    results: RunResult
     resumed: tuple[str, ...]
     """Configs taken from checkpoints instead of being evaluated in this run."""
 
@@ -144,7 +144,7 @@ def _embed_queries(embedder: Embedder, queries: dict[str, str]) -> tuple[dict[st
 
 def evaluate_config(config: EvalConfig, retriever: Retriever, dataset: RetrievalDataset,
                     vectors: dict[str, np.ndarray], suite: Suite, *,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[int, int], None] | None = None) -> ConfigResult:
     """Search every query, time each search, and score the run against the qrels."""
     run: dict[str, dict[str, float]] = {}
     latencies: list[float] = []
@@ -156,23 +156,16 @@ def evaluate_config(config: EvalConfig, retriever: Retriever, dataset: Retrieval
         if progress is not None:
             progress(len(run), len(dataset.queries))
     per_query = evaluate_run(dataset.qrels, run, suite.retrieval.metrics)
-    metric_names = list(suite.retrieval.metrics)
-    return {
-        "name": config.name,
-        "kind": config.kind,
-        "params": config.to_dict(),
-        "metrics": mean_metrics(per_query),
-        "metrics_ci": {m: list(bootstrap_ci([per_query[q][m] for q in per_query],
-                                            num_samples=suite.retrieval.bootstrap_samples)) for m in metric_names},
-        "latency_ms": percentiles(latencies),
-        "build_s": round(retriever.build_s, 3),
-        **({"prefetch_s": round(prefetch_s, 3)} if prefetch_s else {}),
-        "index_bytes": retriever.index_bytes,
-        "num_queries": len(per_query),
-        "served_by": dict(retriever.served_by),
-        **({"stages": stages} if (stages := retriever.stage_report()) else {}),
-        "per_query": {m: {q: per_query[q][m] for q in per_query} for m in metric_names},
-    }
+    metrics = {m: MetricSummary(mean, bootstrap_ci([per_query[q][m] for q in per_query],
+                                                   num_samples=suite.retrieval.bootstrap_samples),
+                                {q: per_query[q][m] for q in per_query})
+               for m, mean in mean_metrics(per_query).items()}
+    return ConfigResult(
+        name=config.name, kind=config.kind, params=config.to_dict(), metrics=metrics,
+        latency_ms=LatencySummary(**percentiles(latencies)), build_s=round(retriever.build_s, 3),
+        prefetch_s=round(prefetch_s, 3) if prefetch_s else None, index_bytes=retriever.index_bytes,
+        num_queries=len(per_query), served_by=dict(retriever.served_by), stages=retriever.stage_report() or None,
+    )
 
 
 def _config_key(suite: Suite, config: EvalConfig) -> str:
@@ -192,7 +185,7 @@ def _output_path(suite: Suite, options: RunOptions) -> Path:
 
 def _run_configs(suite: Suite, ctx: RunContext, dataset: RetrievalDataset, vectors: dict[str, np.ndarray],
                  checkpoints: Checkpoints, *, progress: Callable[[str], Callable[[int, int], None]] | None
-                 ) -> tuple[list[dict[str, Any]], list[str], dict[str, Retriever]]:
+                 ) -> tuple[list[ConfigResult], list[str], dict[str, Retriever]]:
     """Evaluate each config not already checkpointed; returns results in suite order, resumed names, built."""
     results, resumed, built = [], [], {}
     for config in suite.configs:
@@ -238,30 +231,22 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
         ctx = RunContext(store, documents, suite.retrieval, collection_prefix=_config_prefix(suite),
                          corpus_collection=corpus, llm=options.llm, models_root=options.models_root)
         results, resumed, built = _run_configs(suite, ctx, dataset, vectors, checkpoints, progress=options.progress)
-        summary = {
-            "suite": suite.name,
-            "dataset": suite.dataset_label,
-            "configs": results,
-            "git_sha": git_sha(suite.path.parent),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "embedder": store.embedder.id,
-            "llm": model_label(options.llm.model) if options.llm is not None else None,
-            "num_queries": len(dataset.queries),
-            "num_documents": len(dataset.corpus),
-            "ingest_s": round(ingest_s, 3),
-            "query_embed_ms": {"mean_batched": round(embed_ms, 3)},
-            "baseline": suite.baseline,
-            "references": suite.references,
-            "answer": answer_suite(suite, dataset, ctx, built, generate=options.generator, judge=options.judge,
-                                   llm=options.llm),
-        }
+        summary = RunResult(
+            suite=suite.name, dataset=suite.dataset_label, configs=tuple(results),
+            git_sha=git_sha(suite.path.parent), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            embedder=store.embedder.id, llm=model_label(options.llm.model) if options.llm is not None else None,
+            num_queries=len(dataset.queries), num_documents=len(dataset.corpus), ingest_s=round(ingest_s, 3),
+            query_embed_ms=round(embed_ms, 3), baseline=suite.baseline, references=suite.references,
+            answer=answer_suite(suite, dataset, ctx, built, generate=options.generator, judge=options.judge,
+                                llm=options.llm),
+        )
         if not options.keep_collections:
             for retriever in built.values():
                 retriever.close()
             _drop_leftovers(store, suite)
     finally:
         store.close()
-    write_json_atomic(out_path, summary)
+    write_json_atomic(out_path, summary.to_json())
     report_path = write_report(summary, out_path)
     checkpoints.clear()
     return RunOutcome(out_path, report_path, summary, tuple(resumed))

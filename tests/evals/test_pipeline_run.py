@@ -114,7 +114,7 @@ def outcome(tmp_path_factory, minilm):
 
 
 def _configs(result) -> dict:
-    return {c["name"]: c for c in result.results["configs"]}
+    return {c["name"]: c for c in result.results.to_json()["configs"]}
 
 
 def test_stages_against_their_oracles(outcome):
@@ -142,7 +142,7 @@ def test_stage_report_records_what_each_stage_cost(outcome):
     assert hyde["stages"]["hyde"]["completion_tokens_mean"] == 2 * 13  # n passages of the 13-word reply
     assert hyde["stages"]["hyde"]["prefetch"]["queries_at_once"] == 3 and hyde["prefetch_s"] > 0
     assert hyde["stages"]["hyde"]["model"] == "scripted"
-    assert first.results["llm"] == "scripted"
+    assert first.results.llm == "scripted"
     rerank = by_name["dense-rerank"]["stages"]["rerank"]
     assert rerank["counts"]["embedded"] > 0 and "embed_query_ms" in rerank["timings_ms"]
     # a re-run finds every shortlisted chunk's vector in the store's duckdb cache
@@ -155,7 +155,7 @@ def test_stage_report_records_what_each_stage_cost(outcome):
 
 def test_answer_strategies_compared_on_the_same_questions(outcome):
     first, _ = outcome
-    answer = first.results["answer"]
+    answer = first.results.answer
     assert answer["config"] == "hybrid" and answer["num_examples"] == 4
     none, single, flare = (answer["strategies"][s] for s in ("none", "single", "flare"))
     assert none["metrics"]["em"] == 0.0 and none["retrievals_mean"] == 0 and none["metrics"]["support_recall"] is None

@@ -40,7 +40,8 @@ def test_tiny_suite_end_to_end(tmp_path, minilm, cache_dir):
     outcome = run_suite(load_suite(TINY_SUITE), embedder=minilm,
                         options=RunOptions(out=out, cache_dir=cache_dir, generator=gen))
     data = json.loads(out.read_text())
-    assert load_results(out) == data
+    assert load_results(out).to_json() == data
+    assert outcome.results.to_json() == data
     assert {"suite", "dataset", "configs", "git_sha"} <= set(data)
     assert [c["name"] for c in data["configs"]] == ["exact", "hnsw", "faiss-ivf", "adaptive-64"]
     by_name = {c["name"]: c for c in data["configs"]}
@@ -91,8 +92,8 @@ def test_interrupted_run_resumes_and_writes_nothing_half_done(tmp_path, minilm, 
     monkeypatch.setattr(runner_module, "evaluate_config", real)
     outcome = run_suite(suite, embedder=minilm, options=options)
     assert outcome.resumed == ("exact",)
-    assert [c["name"] for c in outcome.results["configs"]] == ["exact", "hnsw", "faiss-ivf", "adaptive-64"]
-    assert outcome.results["answer"] == {"skipped": SKIPPED_NO_GENERATOR}
+    assert [c.name for c in outcome.results.configs] == ["exact", "hnsw", "faiss-ivf", "adaptive-64"]
+    assert outcome.results.answer == {"skipped": SKIPPED_NO_GENERATOR}
     assert sorted(p.suffix for p in results_dir.iterdir()) == [".json", ".md", ".png", ".png"]
     store = VectorStore.open(cache_dir / "store", embedder=minilm)
     try:  # the collection the interrupted run built for `exact` is gone too
