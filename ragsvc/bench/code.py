@@ -15,7 +15,8 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,40 @@ DEFAULT_LIBRARIES = ("requests", "click", "jinja2")
 DEFAULT_SUBSET = ("models/bert", "models/gpt2", "models/llama", "generation/logits_process.py")
 MAP_QUERIES = ("where are retries handled", "how is the attention mask built", "load weights from a checkpoint",
                "sample the next token with temperature", "split text into chunks")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeBenchResult:
+    """One run of the code benchmarks. The sections stay JSON objects: each task reports its own measures."""
+
+    git_sha: str
+    created_unix: int
+    cpu_count: int | None
+    load_avg_at_start: tuple[float, ...]
+    embedder: str
+    torch_threads: int
+    config: Mapping[str, Any]
+    """libraries, max_queries, subset."""
+    quality: tuple[Mapping[str, Any], ...] | None = None
+    """One section per retrieval task (CoSQA, then each library's docstrings); None when not run."""
+    speed: Mapping[str, Any] | None = None
+    """Indexing, re-indexing and repo-map latency; None when not run."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "benchmark": "code", "git_sha": self.git_sha, "created_unix": self.created_unix,
+            "cpu_count": self.cpu_count, "load_avg_at_start": list(self.load_avg_at_start),
+            "embedder": self.embedder, "torch_threads": self.torch_threads, "config": dict(self.config)}
+        if self.quality is not None:
+            out["quality"] = [dict(section) for section in self.quality]
+        return out if self.speed is None else out | {"speed": dict(self.speed)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CodeBenchResult:
+        quality = data.get("quality")
+        return cls(data["git_sha"], data["created_unix"], data["cpu_count"], tuple(data["load_avg_at_start"]),
+                   data["embedder"], data["torch_threads"], data["config"],
+                   None if quality is None else tuple(quality), data.get("speed"))
 
 
 def _embedder(threads: int = 2) -> Any:
@@ -173,35 +208,33 @@ def run_code_bench(
     speed: bool = True,
     full_parse: bool = True,
     threads: int = 2,
-    on_section: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Run the code-index benchmarks in a throw-away store; returns the JSON-ready result (config, git sha,
-    results). `on_section` sees each quality task's result and then the speed section as soon as it is done
-    (the whole run takes tens of minutes)."""
-    from ragsvc.bench.search import git_sha
+    on_section: Callable[[Mapping[str, Any]], None] | None = None,
+) -> CodeBenchResult:
+    """Run the code-index benchmarks in a throw-away store; returns the result (config, git sha, sections).
+    `on_section` sees each quality task's result and then the speed section as soon as it is done (the whole
+    run takes tens of minutes)."""
+    from ragsvc.bench.provenance import package_git_sha
     from ragsvc.retrieval.vector_store import VectorStore
 
     embedder = _embedder(threads)
-    result: dict[str, Any] = {"benchmark": "code", "git_sha": git_sha(), "created_unix": int(time.time()),
-                              "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
-                              "embedder": embedder.id, "torch_threads": threads,
-                              "config": {"libraries": list(libraries), "max_queries": max_queries,
-                                         "subset": DEFAULT_SUBSET}}
+    git_sha, created_unix, load_avg = package_git_sha(), int(time.time()), os.getloadavg()
     report = on_section or (lambda _section: None)
+    sections: list[Mapping[str, Any]] = []
+    speed_section: Mapping[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="ragsvc-bench-code-") as tmp:
         store = VectorStore.open(Path(tmp) / "data", embedder=embedder)
         try:
-            if quality:
-                result["quality"] = []
-                for section in _quality_sections(store, cosqa, libraries, max_queries=max_queries):
-                    result["quality"].append(section)
-                    report(section)
+            for section in _quality_sections(store, cosqa, libraries, max_queries=max_queries) if quality else ():
+                sections.append(section)
+                report(section)
             if speed:
-                result["speed"] = _speed_section(store, Path(tmp), full_parse=full_parse)
-                report(result["speed"])
+                speed_section = _speed_section(store, Path(tmp), full_parse=full_parse)
+                report(speed_section)
         finally:
             store.close()
-    return result
+    return CodeBenchResult(git_sha, created_unix, os.cpu_count(), load_avg, embedder.id, threads,
+                           {"libraries": list(libraries), "max_queries": max_queries, "subset": DEFAULT_SUBSET},
+                           tuple(sections) if quality else None, speed_section)
 
 
 def _package_dir(name: str) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ragsvc.bench.search_records import SearchRow
 from ragsvc.bench.timing import measure
 from ragsvc.index.spec import IndexSpec
 from ragsvc.types import ServedBy
@@ -87,7 +88,7 @@ def select_configs(configs: list[BenchConfig], names: str | None) -> list[BenchC
 
 
 def run_config(config: BenchConfig, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *,
-               index_dir: Path) -> list[dict[str, Any]]:
+               index_dir: Path) -> list[SearchRow]:
     """Build (or reopen) one config and measure every point of its sweep; rows of the JSON `configs`."""
     import faiss
 
@@ -115,10 +116,9 @@ def run_config(config: BenchConfig, vectors: np.ndarray, queries: np.ndarray, tr
 
             m = measure(search_one, queries, truth)
             suffix = "".join(f"-{key[0]}{value}" for key, value in options.items())
-            rows.append({"name": config.name + suffix, **m.fields(), "index_bytes": index_bytes,
-                         "open_or_build_s": round(build_s, 1), "served_by": str(served_by[0] or ""),
-                         "params": {**config.spec.to_dict(), **options}})
-            logger.info("config %s: recall %.4f, %.0f QPS, %d bytes", rows[-1]["name"], m.recall_at_10, m.qps,
+            rows.append(SearchRow(config.name + suffix, m, index_bytes, open_or_build_s=round(build_s, 1),
+                                  served_by=str(served_by[0] or ""), params={**config.spec.to_dict(), **options}))
+            logger.info("config %s: recall %.4f, %.0f QPS, %d bytes", rows[-1].name, m.recall_at_10, m.qps,
                         index_bytes)
     finally:
         index.close()

@@ -80,10 +80,8 @@ class BenchCorpus:
 
 
 def default_data_dir() -> Path:
-    """The shared evaluation data beside the checkout (../shared/data), overridable by RAGSVC_BENCH_DATA."""
-    env = os.environ.get("RAGSVC_BENCH_DATA")
-    if env:
-        return Path(env)
+    """The shared evaluation data beside the checkout (../shared/data), used when the caller names no folder
+    (`ragsvc bench search` passes --data-dir, else the eval settings' data root, RAGSVC_EVAL__DATA_ROOT)."""
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 

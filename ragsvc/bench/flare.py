@@ -13,17 +13,16 @@ the config, the CPU model and the git sha.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragsvc.answer.answerer import Answerer, AnswerOptions
 from ragsvc.answer.types import Answer, FlareOptions
-from ragsvc.evals.results import git_sha
+from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.llm.in_process import InProcessGenerator
 from ragsvc.retrieval.fuse import parse_fusion_mode
 from ragsvc.retrieval.pipeline import RetrievalOptions, RetrievalPipeline
@@ -70,21 +69,32 @@ class CallPair:
     cold_ttft_ms: float
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class FlareBenchResult:
-    config: dict[str, Any]
+    config: Mapping[str, Any]
+    """FlareBenchConfig's fields (the engine's without its cache folder, a machine path) and the collection."""
     cached_share_rounds_2plus: float
     ttft_ratio_rounds_2plus: float
     """Median over calls of warm TTFT / cold TTFT, rounds >= 2."""
-    seconds_per_answer: dict[str, float]
-    calls: list[CallPair]
+    seconds_per_answer: Mapping[str, float]
+    """End to end, "prefix_cache" and "no_cache"."""
+    calls: tuple[CallPair, ...]
     mismatched_calls: int
     """Calls skipped because the two runs' prompts differed (the answers diverged)."""
     cpu: str
     git_sha: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> dict[str, Any]:
+        return {"config": dict(self.config), "cached_share_rounds_2plus": self.cached_share_rounds_2plus,
+                "ttft_ratio_rounds_2plus": self.ttft_ratio_rounds_2plus,
+                "seconds_per_answer": dict(self.seconds_per_answer), "calls": [asdict(c) for c in self.calls],
+                "mismatched_calls": self.mismatched_calls, "cpu": self.cpu, "git_sha": self.git_sha}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FlareBenchResult:
+        return cls(data["config"], data["cached_share_rounds_2plus"], data["ttft_ratio_rounds_2plus"],
+                   data["seconds_per_answer"], tuple(CallPair(**c) for c in data["calls"]),
+                   data["mismatched_calls"], data["cpu"], data["git_sha"])
 
 
 def run_flare_bench(store: VectorStore, collection: str, cfg: FlareBenchConfig,
@@ -121,8 +131,8 @@ def run_flare_bench(store: VectorStore, collection: str, cfg: FlareBenchConfig,
     engine_fields = {k: v for k, v in asdict(cfg.engine).items() if k != "cache_dir"}  # a machine path
     config = {**asdict(cfg), "engine": engine_fields, "collection": collection}
     return FlareBenchResult(config, round(share, 4), round(ratio, 4),
-                            {k: round(v, 2) for k, v in seconds.items()}, calls, mismatched, cpu_model(),
-                            git_sha(Path(__file__).resolve().parent) or "unknown")
+                            {k: round(v, 2) for k, v in seconds.items()}, tuple(calls), mismatched, cpu_model(),
+                            package_git_sha())
 
 
 def pair_calls(warm: Sequence[Answer], cold: Sequence[Answer]) -> tuple[list[CallPair], int]:
@@ -158,12 +168,3 @@ def sample_collection(store: VectorStore, name: str = "bench-flare") -> str:
 def _warm_up(generator: InProcessGenerator) -> None:
     generator.generate("Warm up the engine.", max_tokens=4)
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

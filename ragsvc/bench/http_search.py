@@ -19,11 +19,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ragsvc.bench.process import stop_process
+from ragsvc.bench.search_records import HttpComparison, TimedPoint
 from ragsvc.bench.timing import measure
 from ragsvc.index.spec import IndexSpec
 from ragsvc.retrieval.vector_store import VectorStore
@@ -91,7 +92,7 @@ def _row(document_id: str) -> int:
 
 
 def in_process(data_dir: Path, queries: np.ndarray, truth: np.ndarray, *, model_id: str,
-               texts: Sequence[str], vectors: np.ndarray) -> dict[str, Any]:
+               texts: Sequence[str], vectors: np.ndarray) -> TimedPoint:
     store = VectorStore.open(data_dir, embedder=CachedVectorEmbedder(texts, vectors, model_id=model_id))
     try:
         store.load_indexes()
@@ -104,7 +105,7 @@ def in_process(data_dir: Path, queries: np.ndarray, truth: np.ndarray, *, model_
         m = measure(search_one, queries, truth)
     finally:
         store.close()
-    return {"name": "in-process VectorStore.search", **m.fields()}
+    return TimedPoint("in-process VectorStore.search", m)
 
 
 def _free_port() -> int:
@@ -129,7 +130,7 @@ def _wait_ready(client: httpx.Client, server: subprocess.Popen) -> None:
     raise RuntimeError(f"the API server was not ready within {SERVER_START_TIMEOUT_S:.0f} s")
 
 
-def over_http(data_dir: Path, queries: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+def over_http(data_dir: Path, queries: np.ndarray, truth: np.ndarray) -> TimedPoint:
     """POST /v1/collections/bench/search with a vector body, one request at a time, keep-alive connection."""
     import httpx
 
@@ -153,13 +154,13 @@ def over_http(data_dir: Path, queries: np.ndarray, truth: np.ndarray) -> dict[st
             m = measure(search_one, queries, truth)
     finally:
         stop_process(server)
-    return {"name": "HTTP uvicorn+httpx (vector queries)", **m.fields(),
-            "params": {"server": "uvicorn 1 worker, --no-access-log", "client": "httpx.Client keep-alive"}}
+    return TimedPoint("HTTP uvicorn+httpx (vector queries)", m,
+                      {"server": "uvicorn 1 worker, --no-access-log", "client": "httpx.Client keep-alive"})
 
 
 def http_vs_in_process(cache_path: Path, texts: Sequence[str], vectors: np.ndarray, queries: np.ndarray,
                        truth: np.ndarray, *, model_id: str, spec: IndexSpec,
-                       progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                       progress: Callable[[int, int], None] | None = None) -> HttpComparison:
     """Both measurements plus their ratio; `truth` must be the exact top-k over `vectors`; `progress` follows
     the ingest (see `build_store`)."""
     data_dir = cache_path / f"http-store-{len(texts)}"
@@ -168,5 +169,4 @@ def http_vs_in_process(cache_path: Path, texts: Sequence[str], vectors: np.ndarr
     build_s = time.perf_counter() - started
     local = in_process(data_dir, queries, truth, model_id=model_id, texts=texts, vectors=vectors)
     remote = over_http(data_dir, queries, truth)
-    return {"num_vectors": len(texts), "index": spec.to_dict(), "ingest_s": round(build_s, 1),
-            "in_process": local, "http": remote, "http_over_in_process": round(remote["qps"] / local["qps"], 3)}
+    return HttpComparison(len(texts), spec.to_dict(), round(build_s, 1), in_process=local, http=remote)

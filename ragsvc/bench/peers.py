@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ragsvc.bench.search_records import SearchRow
 from ragsvc.bench.timing import measure
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def build_hnswlib(vectors: np.ndarray, *, m: int, ef_construction: int, cache_di
 
 
 def hnswlib_peer(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *, m: int, ef_construction: int,
-                 cache_dir: Path, ef_sweep: tuple[int, ...] = HNSW_EF_SWEEP) -> list[dict[str, Any]]:
+                 cache_dir: Path, ef_sweep: tuple[int, ...] = HNSW_EF_SWEEP) -> list[SearchRow]:
     """One row per ef. index_bytes = hnswlib's own size of its in-memory structure (vectors + graph + labels)."""
     index, build_s = build_hnswlib(vectors, m=m, ef_construction=ef_construction, cache_dir=cache_dir)
     index.set_num_threads(1)
@@ -63,14 +64,13 @@ def hnswlib_peer(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, *,
             return labels[0]
 
         result = measure(search_one, queries, truth)
-        rows.append({"name": f"hnswlib-M{m}-ef{max(ef, k)}", **result.fields(), "index_bytes": index_bytes,
-                     "build_s": round(build_s, 1),
-                     "params": {"M": m, "ef_construction": ef_construction, "ef": max(ef, k)}})
-        logger.info("peer %s: recall %.4f, %.0f QPS", rows[-1]["name"], result.recall_at_10, result.qps)
+        rows.append(SearchRow(f"hnswlib-M{m}-ef{max(ef, k)}", result, index_bytes, build_s=round(build_s, 1),
+                              params={"M": m, "ef_construction": ef_construction, "ef": max(ef, k)}))
+        logger.info("peer %s: recall %.4f, %.0f QPS", rows[-1].name, result.recall_at_10, result.qps)
     return rows
 
 
-def faiss_flat_peer(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+def faiss_flat_peer(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> SearchRow:
     """Raw faiss IndexFlatIP, one query at a time on one OpenMP thread; bytes = the float32 vectors it holds."""
     import faiss
 
@@ -84,5 +84,4 @@ def faiss_flat_peer(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray)
         return labels[0]
 
     result = measure(search_one, queries, truth)
-    return {"name": "faiss-flat", **result.fields(), "index_bytes": int(index.ntotal * index.d * 4),
-            "params": {"metric": "inner_product"}}
+    return SearchRow("faiss-flat", result, int(index.ntotal * index.d * 4), params={"metric": "inner_product"})

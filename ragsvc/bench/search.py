@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,29 +23,22 @@ import numpy as np
 from ragsvc.bench.configs import default_configs, run_config, select_configs
 from ragsvc.bench.corpus import BenchCorpus, load_or_build_corpus
 from ragsvc.bench.peers import faiss_flat_peer, hnswlib_peer
+from ragsvc.bench.provenance import package_git_sha
+from ragsvc.bench.search_records import HttpComparison, SearchBenchResult, SearchRow, Skipped
 from ragsvc.bench.targets import evaluate_targets, with_ratios
 from ragsvc.bench.timing import exact_topk
 
 logger = logging.getLogger(__name__)
 
 K = 10
-NOTES = ["QPS: one query per call, BLAS/OpenMP held to 1 thread while timing (threadpoolctl); 4-shard "
+NOTES = ("QPS: one query per call, BLAS/OpenMP held to 1 thread while timing (threadpoolctl); 4-shard "
          "configs fan out over ragsvc's shard thread pool, so they may use more than one core",
          "recall@10 is against brute-force inner product over the same float32 vectors",
-         "the machine may be shared: compare ratios within one run (see machine.load_average)"]
+         "the machine may be shared: compare ratios within one run (see machine.load_average)")
 MEMORY_NOTE = ("index_bytes counts every byte held to answer a query: the ANN structure (graph links, codes, "
                "centroids) plus the vectors it reads for rescoring, whether in RAM or memory-mapped; faiss "
                "flat and hnswlib hold float32 vectors inside the index. Per-thread scratch is counted on neither "
                "side: hnswlib's visited list and the native sq8 walk's visited tags are 2 bytes a vector each")
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _gpu_section() -> dict[str, Any]:
@@ -79,8 +71,8 @@ def run_search_bench(
     http_vectors: int = 50_000,
     progress: Callable[[str], Callable[[int, int], None]] | None = None,
     partial_json: Path | None = None,
-) -> dict[str, Any]:
-    """Run the whole benchmark and return the JSON-ready result (see the module docstring).
+) -> SearchBenchResult:
+    """Run the whole benchmark and return its result (see the module docstring).
 
     `cache_dir` holds the embedded corpus and the built indexes, reused by the next run. `progress`, when
     given, is asked for one `(done, total)` callback per long stage, by name (embedding the corpus, ingesting
@@ -94,31 +86,31 @@ def run_search_bench(
     vectors, queries = corpus.vectors, corpus.queries  # (n, dim), (q, dim)
     truth = exact_topk(vectors, queries, K)  # (q, k) row ids
     peer_kwargs = {"ef_sweep": hnsw_ef_sweep} if hnsw_ef_sweep else {}
-    peers: list[dict[str, Any]] = []
+    peers: list[SearchRow] = []
     for m in sorted({c.spec.hnsw_m for c in chosen}):  # raw hnswlib with the same M as each config
         peers += hnswlib_peer(vectors, queries, truth, m=m, ef_construction=chosen[0].spec.ef_construction,
                               cache_dir=corpus.cache_path / "peers", **peer_kwargs)
     peers.append(faiss_flat_peer(vectors, queries, truth))
-    rows: list[dict[str, Any]] = []
-    http_section: dict[str, Any] = {"skipped": True, "reason": "not reached yet"}
+    rows: list[SearchRow] = []
+    http_section: HttpComparison | Skipped = Skipped("not reached yet")
 
-    def result() -> dict[str, Any]:
+    def result() -> SearchBenchResult:
         reference, ratio_rows, ratio_peers = with_ratios(rows, peers)
-        return {
-            "benchmark": "search", "git_sha": git_sha(), "created_unix": int(time.time()), "k": K,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads_per_query": 1,
-                        "load_average": list(os.getloadavg())},
-            "corpus": _corpus_section(corpus), "memory_note": MEMORY_NOTE, "notes": NOTES,
-            "configs": ratio_rows, "peers": ratio_peers, "reference_hnswlib": reference,
-            "gpu": _gpu_section(), "http": http_section,
-            "targets": evaluate_targets(ratio_rows, reference, http_section),
-            "wall_s": round(time.perf_counter() - started, 1),
-        }
+        return SearchBenchResult(
+            git_sha=package_git_sha(), created_unix=int(time.time()), k=K,
+            machine={"cpus": os.cpu_count(), "platform": platform.platform(), "threads_per_query": 1,
+                     "load_average": list(os.getloadavg())},
+            corpus=_corpus_section(corpus), memory_note=MEMORY_NOTE, notes=NOTES,
+            configs=tuple(ratio_rows), peers=tuple(ratio_peers), reference_hnswlib=reference,
+            gpu=_gpu_section(), http=http_section,
+            targets=tuple(evaluate_targets(ratio_rows, reference, http_section)),
+            wall_s=round(time.perf_counter() - started, 1),
+        )
 
     for config in chosen:
         rows += run_config(config, vectors, queries, truth, index_dir=corpus.cache_path / "indexes" / config.name)
         if partial_json is not None:
-            write_json(partial_json, result())
+            write_json(partial_json, result().to_json())
     http_section = _http_section(corpus, vectors, queries, http=http, http_vectors=http_vectors,
                                  progress=progress("ingesting bench collection") if progress else None)
     return result()
@@ -133,9 +125,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _http_section(corpus: BenchCorpus, vectors: np.ndarray, queries: np.ndarray, *, http: bool,
-                  http_vectors: int, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+                  http_vectors: int, progress: Callable[[int, int], None] | None) -> HttpComparison | Skipped:
     if not http:
-        return {"skipped": True, "reason": "--no-http"}
+        return Skipped("--no-http")
     from ragsvc.bench.http_search import http_vs_in_process
     from ragsvc.index.spec import IndexSpec
 

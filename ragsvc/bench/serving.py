@@ -13,18 +13,21 @@ This module stays light (the CLI imports it at start-up, for SYSTEMS in its help
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ragsvc.bench.serving_config import DEFAULT_OUT, OMP_WAIT, SPIN_COUNT, SYSTEMS, ServingBenchConfig
+
+if TYPE_CHECKING:
+    from ragsvc.bench.serving_workload import ServingBenchResult
 
 __all__ = ["DEFAULT_OUT", "OMP_WAIT", "SPIN_COUNT", "SYSTEMS", "ServingBenchConfig", "run_serving_bench"]
 
 
-def run_serving_bench(cfg: ServingBenchConfig) -> dict[str, Any]:
-    """Run every selected system on the same workloads; returns the JSON document:
+def run_serving_bench(cfg: ServingBenchConfig) -> ServingBenchResult:
+    """Run every selected system on the same workloads; returns the result, whose `to_json` is the document
     {"runs": [{system, dtype, concurrency, tok_per_s, ttft_p50_ms, ttft_p99_ms, tpot_p50_ms, tpot_p99_ms,
     num_requests}], "kv_waste_pct", "prefix_ttft_ms": {"cold", "warm"}, "git_sha", "ratios_at_max_concurrency",
-    "config", "notes"}. The thread wait policy must be in the environment before torch loads: the CLI sets it
+    "config", "notes", "omp_env"}. The thread wait policy must be in the environment before torch loads: the CLI sets it
     (`ragsvc.cli.bench.set_wait_policy`)."""
     from ragsvc.bench.serving_run import run_all
 

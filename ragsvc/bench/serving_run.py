@@ -7,10 +7,9 @@ import itertools
 import logging
 import os
 import statistics
-import subprocess
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,13 @@ import numpy as np
 import torch
 
 from ragsvc.bench import serving_peers as peers
+from ragsvc.bench.provenance import package_git_sha
 from ragsvc.bench.serving_config import ServingBenchConfig
 from ragsvc.bench.serving_workload import (
     BenchRequest,
     RequestTiming,
     RunSummary,
+    ServingBenchResult,
     make_workload,
     plain_vocab,
     random_prompt,
@@ -163,14 +164,6 @@ def _bench_llama_cpp(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReq
     res.notes["llama_cpp"] = f"llama-server {binary}, --parallel {top} --cont-batching --threads {threads}"
 
 
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def ratios(runs: list[RunSummary], concurrency: int) -> dict[str, float]:
     """ragsvc's throughput over each peer's at `concurrency` (hf_sequential: its only, concurrency-1 run)."""
     ours = next((r.tok_per_s for r in runs if r.system == "ragsvc" and r.concurrency == concurrency), None)
@@ -181,7 +174,7 @@ def ratios(runs: list[RunSummary], concurrency: int) -> dict[str, float]:
     return out
 
 
-def run_all(cfg: ServingBenchConfig) -> dict[str, Any]:
+def run_all(cfg: ServingBenchConfig) -> ServingBenchResult:
     """See `ragsvc.bench.serving.run_serving_bench`."""
     torch.set_num_threads(cfg.threads)
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
@@ -203,12 +196,11 @@ def run_all(cfg: ServingBenchConfig) -> dict[str, Any]:
             _bench_llama_cpp(cfg, workloads, res)
         except (RuntimeError, OSError, ValueError) as err:  # a peer failing must not lose the other numbers
             res.notes["llama_cpp"] = f"failed: {err}"
-    return {
-        "runs": [r.as_json() for r in res.runs], "kv_waste_pct": res.kv_waste_pct,
-        "prefix_ttft_ms": res.prefix_ttft_ms, "git_sha": git_sha(),
-        "ratios_at_max_concurrency": ratios(res.runs, max(cfg.concurrency)),
-        "config": asdict(cfg), "notes": res.notes,
-        "omp_env": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
-    }
+    return ServingBenchResult(
+        runs=tuple(res.runs), kv_waste_pct=res.kv_waste_pct, prefix_ttft_ms=res.prefix_ttft_ms,
+        git_sha=package_git_sha(), ratios_at_max_concurrency=ratios(res.runs, max(cfg.concurrency)), config=cfg,
+        notes=res.notes,
+        omp_env={name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
+    )
 
 

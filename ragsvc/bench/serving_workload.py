@@ -8,10 +8,13 @@ match exactly across ragsvc, HF and llama.cpp (the GGUF carries the same vocabul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
+
+from ragsvc.bench.serving_config import ServingBenchConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,42 @@ class RunSummary:
             "tok_per_s": self.tok_per_s, "ttft_p50_ms": self.ttft_p50_ms, "ttft_p99_ms": self.ttft_p99_ms,
             "tpot_p50_ms": self.tpot_p50_ms, "tpot_p99_ms": self.tpot_p99_ms, "num_requests": self.num_requests,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class ServingBenchResult:
+    """One run of the serving benchmark: every system's summaries and what the run was configured with."""
+
+    runs: tuple[RunSummary, ...]
+    kv_waste_pct: float | None
+    """Reserved-but-empty KV slots at the highest concurrency; None when ragsvc was not run."""
+    prefix_ttft_ms: Mapping[str, float] | None
+    """TTFT of a request on a shared prefix, {"cold", "warm"}; None when ragsvc was not run."""
+    git_sha: str
+    ratios_at_max_concurrency: Mapping[str, float]
+    """ragsvc's throughput over each peer's (`ragsvc_vs_<system>`)."""
+    config: ServingBenchConfig
+    notes: Mapping[str, str]
+    """Per system: how it ran, or why it was skipped or failed."""
+    omp_env: Mapping[str, str | None]
+    """The thread wait policy variables in effect (OMP_WAIT_POLICY, GOMP_SPINCOUNT, OMP_NUM_THREADS)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"runs": [r.as_json() for r in self.runs], "kv_waste_pct": self.kv_waste_pct,
+                "prefix_ttft_ms": None if self.prefix_ttft_ms is None else dict(self.prefix_ttft_ms),
+                "git_sha": self.git_sha, "ratios_at_max_concurrency": dict(self.ratios_at_max_concurrency),
+                "config": asdict(self.config), "notes": dict(self.notes), "omp_env": dict(self.omp_env)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServingBenchResult:
+        config: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()}
+        return cls(tuple(RunSummary.from_json(r) for r in data["runs"]), data["kv_waste_pct"],
+                   data["prefix_ttft_ms"], data["git_sha"], data["ratios_at_max_concurrency"],
+                   ServingBenchConfig(**config), data["notes"], data["omp_env"])
 
 
 def plain_vocab(tokenizer: Any) -> np.ndarray:

@@ -41,27 +41,30 @@ def search_command(
     num_queries: Annotated[int, typer.Option(help="held-out queries")] = 1_000,
     configs: Annotated[str | None, typer.Option(help="comma-separated config names or prefixes")] = None,
     cache_dir: Annotated[Path, typer.Option(help="embedding + index cache")] = SEARCH_CACHE,
-    data_dir: Annotated[Path | None, typer.Option(help="evaluation data (default ../shared/data)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="evaluation data \\[default: RAGSVC_EVAL__DATA_ROOT, else ../shared/data]")] = None,
     http: Annotated[bool, typer.Option(help="also measure HTTP vs in-process QPS")] = True,
     http_vectors: Annotated[int, typer.Option(help="size of the HTTP benchmark collection")] = 50_000,
 ) -> None:
     """Recall@10, single-thread QPS and index bytes per config, peers in the same run; JSON to --json."""
     from ragsvc.bench.search import run_search_bench, write_json
+    from ragsvc.cli.common import settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         result = run_search_bench(num_vectors=num_vectors, num_queries=num_queries, configs=configs,
-                                  cache_dir=cache_dir, data_dir=data_dir, http=http, http_vectors=http_vectors,
+                                  cache_dir=cache_dir, data_dir=data_dir or settings().eval.data_root, http=http,
+                                  http_vectors=http_vectors,
                                   progress=lambda stage: TqdmProgress(stage, unit="text"),
                                   partial_json=json_path)
     except ValueError as exc:
         raise fail(exc) from exc
-    write_json(json_path, result)
-    for row in result["configs"] + result["peers"]:
-        typer.echo(f"{row['name']:<34} recall@10 {row['recall_at_10']:.4f}  {row['qps']:>9.1f} QPS  "
-                   f"{row['index_bytes'] / 2**20:8.1f} MiB")
-    for target in result["targets"]:
-        typer.echo(f"target {target['name']}: {'PASS' if target['passed'] else 'FAIL'} - {target['detail']}")
+    write_json(json_path, result.to_json())
+    for row in result.configs + result.peers:
+        typer.echo(f"{row.name:<34} recall@10 {row.recall_at_10:.4f}  {row.qps:>9.1f} QPS  "
+                   f"{row.index_bytes / 2**20:8.1f} MiB")
+    for target in result.targets:
+        typer.echo(f"target {target.name}: {'PASS' if target.passed else 'FAIL'} - {target.detail}")
     typer.echo(f"wrote {json_path}")
 
 
@@ -112,7 +115,7 @@ def serving_command(
     except ValueError as exc:
         raise fail(exc) from exc
     set_wait_policy(cfg.omp_wait)
-    result = run_serving_bench(cfg)
+    result = run_serving_bench(cfg).to_json()
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2))
     for run in result["runs"]:
@@ -155,8 +158,8 @@ def flare_command(
     finally:
         store.close()
     json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result.to_dict(), indent=2))
-    typer.echo(json.dumps({k: v for k, v in result.to_dict().items() if k not in ("calls", "config")}, indent=2))
+    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k not in ("calls", "config")}, indent=2))
     typer.echo(f"wrote {json_out}")
 
 
@@ -179,7 +182,7 @@ def code_command(
                             max_queries=max_queries, quality=quality, speed=speed, full_parse=full_parse,
                             threads=threads, on_section=lambda section: typer.echo(json.dumps(section)))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result.to_json(), indent=2))
     typer.echo(f"wrote {out}")
 
 

@@ -18,7 +18,8 @@ def test_run_config_rows_record_served_by_as_text(tmp_path):
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]  # rows, as measure() compares them
     config = BenchConfig("exact", IndexSpec(backend="exact"), ({}, {"ef_search": 8}))
     rows = run_config(config, vectors, queries, truth, index_dir=tmp_path / "exact")
-    json.dumps(rows)  # JSON-ready
-    assert [r["name"] for r in rows] == ["exact", "exact-e8"]
-    assert all(r["served_by"] == "exact[1 shard(s), d=16]" for r in rows)
-    assert all(r["recall_at_10"] == 1.0 for r in rows)
+    data = json.loads(json.dumps([r.to_json() for r in rows]))
+    assert [r["name"] for r in data] == ["exact", "exact-e8"]
+    assert all(r["served_by"] == "exact[1 shard(s), d=16]" for r in data)
+    assert all(r["recall_at_10"] == 1.0 for r in data)
+    assert data[1]["params"]["ef_search"] == 8 and "build_s" not in data[1]  # a peer's key, not a config's

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ragsvc.answer.types import Answer, GenerationRound
-from ragsvc.bench.flare import FlareBenchConfig, pair_calls, run_flare_bench, sample_collection
+from ragsvc.bench.flare import FlareBenchConfig, FlareBenchResult, pair_calls, run_flare_bench, sample_collection
+
+BASELINE = Path(__file__).resolve().parents[2] / "eval" / "baselines" / "flare-prefix-cache.json"
 
 
 def _answer(*calls: tuple[str, int, int, float]) -> Answer:
@@ -22,6 +27,13 @@ def test_calls_pair_until_the_runs_diverge():
     assert [(p.index, p.prompt_tokens, p.warm_ttft_ms, p.cold_ttft_ms) for p in pairs] == [
         (0, 800, 900.0, 910.0), (1, 820, 40.0, 950.0)]
     assert mismatched == 1
+
+
+def test_committed_baseline_round_trips_byte_for_byte():
+    text = BASELINE.read_text()
+    result = FlareBenchResult.from_json(json.loads(text))
+    assert result.calls and result.cpu and result.git_sha
+    assert json.dumps(result.to_json(), indent=2) == text
 
 
 @pytest.mark.slow

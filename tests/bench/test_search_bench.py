@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from ragsvc.bench.configs import default_configs, select_configs
 from ragsvc.bench.search import run_search_bench
+from ragsvc.bench.search_records import HttpComparison, SearchBenchResult, SearchRow, TimedPoint
 from ragsvc.bench.targets import evaluate_targets, with_ratios
-from ragsvc.bench.timing import exact_topk, recall_at_k
+from ragsvc.bench.timing import Measurement, exact_topk, recall_at_k
 from ragsvc.cli import app
 
 
@@ -41,8 +42,13 @@ def test_select_configs_by_prefix_and_unknown_name():
         select_configs(default_configs(), "annoy")
 
 
+def _measured(recall, qps):
+    return Measurement(recall_at_10=recall, qps=qps, mean_latency_ms=1000 / qps, p99_latency_ms=2000 / qps,
+                       qps_all_passes=[qps])
+
+
 def _row(name, recall, qps, nbytes):
-    return {"name": name, "recall_at_10": recall, "qps": qps, "index_bytes": nbytes}
+    return SearchRow(name, _measured(recall, qps), nbytes, params={})
 
 
 def test_targets_pass_and_fail_on_the_right_side_of_each_threshold():
@@ -50,11 +56,13 @@ def test_targets_pass_and_fail_on_the_right_side_of_each_threshold():
              _row("hnswlib-M16-ef64", 0.99, 3000, 900)]
     rows = [_row("adaptive-d128-s100", 0.97, 5200, 299), _row("adaptive-d128-4shards-s100", 0.966, 4000, 299),
             _row("hnsw-full", 0.99, 4000, 1000), _row("hnsw-full-4shards", 0.984, 3000, 1000)]
-    http = {"num_vectors": 10, "http_over_in_process": 0.49, "http": {"qps": 49}, "in_process": {"qps": 100}}
+    http = HttpComparison(10, {}, 0.1, in_process=TimedPoint("in", _measured(1.0, 100)),
+                          http=TimedPoint("http", _measured(1.0, 49)))
+    assert http.http_over_in_process == 0.49
     reference, rows, _ = with_ratios(rows, peers)
-    assert reference["name"] == "hnswlib-M16-ef32"  # fastest point at recall >= 0.95
-    assert rows[0]["qps_vs_hnswlib"] == pytest.approx(1.04)
-    results = {t["name"]: t["passed"] for t in evaluate_targets(rows, reference, http)}
+    assert reference.name == "hnswlib-M16-ef32"  # fastest point at recall >= 0.95
+    assert rows[0].qps_vs_hnswlib == pytest.approx(1.04)
+    results = {t.name: t.passed for t in evaluate_targets(rows, reference, http)}
     assert results == {
         "adaptive >= 1.0x hnswlib QPS at <= 1/3 memory, recall@10 >= 0.95": True,
         "4 shards within 0.5 pt of 1 shard (adaptive-d128-4shards-s100)": True,
@@ -74,12 +82,21 @@ def test_cli_rejects_unknown_config_before_any_work(tmp_path):
 @pytest.mark.slow
 def test_smoke_run_tiny(tmp_path):
     from ragsvc.bench.corpus import default_data_dir
+    from ragsvc.config import Settings
 
-    if not default_data_dir().is_dir():  # held-out queries come from the shared evaluation sets
-        pytest.skip(f"shared datasets not found at {default_data_dir()} (set RAGSVC_BENCH_DATA)")
-    result = run_search_bench(num_vectors=400, num_queries=24, configs="hnsw-full,adaptive-d128",
-                              cache_dir=tmp_path, hnsw_ef_sweep=(10, 64), http=True, http_vectors=300)
-    json.dumps(result)  # JSON-ready
+    data_dir = Settings().eval.data_root or default_data_dir()
+    if not data_dir.is_dir():  # held-out queries come from the shared evaluation sets
+        pytest.skip(f"shared datasets not found at {data_dir} (set RAGSVC_EVAL__DATA_ROOT)")
+    record = run_search_bench(num_vectors=400, num_queries=24, configs="hnsw-full,adaptive-d128",
+                              cache_dir=tmp_path, data_dir=data_dir, hnsw_ef_sweep=(10, 64), http=True,
+                              http_vectors=300)
+    result = json.loads(json.dumps(record.to_json()))
+    assert SearchBenchResult.from_json(result) == record  # the file edge loses nothing
+    assert list(result) == ["benchmark", "git_sha", "created_unix", "k", "machine", "corpus", "memory_note", "notes",
+                            "configs", "peers", "reference_hnswlib", "gpu", "http", "targets", "wall_s"]
+    assert list(result["configs"][0]) == ["name", "recall_at_10", "qps", "mean_latency_ms", "p99_latency_ms",
+                                          "qps_all_passes", "index_bytes", "open_or_build_s", "served_by", "params",
+                                          "qps_vs_hnswlib", "bytes_vs_hnswlib"]
     assert len(result["git_sha"]) in (40, len("unknown"))
     assert result["corpus"]["num_vectors"] == 400 and result["corpus"]["random_padding"] == 0
     for row in result["configs"] + result["peers"]:

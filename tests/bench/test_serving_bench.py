@@ -3,6 +3,7 @@ Speed itself is never asserted here; the benchmark reports it."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
-from ragsvc.bench.serving_workload import RequestTiming, make_workload, summarise
+from ragsvc.bench.serving_workload import RequestTiming, ServingBenchResult, make_workload, summarise
 
 MODEL_CACHE = Path(tempfile.gettempdir()) / "ragsvc-test-models"  # shared with the serving tests
 
@@ -76,9 +77,11 @@ def test_smoke_run_every_system(tmp_path):
                              kv_cache_bytes=16 << 20, log_dir=str(tmp_path),
                              cache_dir=str(MODEL_CACHE))
     try:
-        result = run_serving_bench(cfg)
+        record = run_serving_bench(cfg)
     finally:
         torch.set_num_threads(threads)
+    result = json.loads(json.dumps(record.to_json()))
+    assert ServingBenchResult.from_json(result) == record  # the file edge loses nothing
     runs = {(r["system"], r["concurrency"]): r for r in result["runs"]}
     assert {("ragsvc", 1), ("ragsvc", 2), ("hf_sequential", 1), ("hf_batch", 2)} <= set(runs)
     for run in result["runs"]:

@@ -1,0 +1,30 @@
+"""What every benchmark JSON records about where it ran: the code's git sha and the CPU model.
+
+The sha is read from the checkout the `ragsvc` package was imported from (not the working directory), through
+`ragsvc.evals.results.git_sha`, the one implementation eval results use too; "unknown" outside a checkout.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from ragsvc.evals.results import git_sha
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def package_git_sha() -> str:
+    """HEAD of the checkout holding this package, or "unknown" (an installed wheel, git missing)."""
+    return git_sha(PACKAGE_DIR) or "unknown"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows, else "unknown"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
