@@ -61,12 +61,18 @@ class AnswerOptions:
     """Token budget of the passages each later FLARE retrieval may add."""
     max_context_tokens: int = 2048
     """Token budget of all passages together."""
+    passages_per_retrieval: int | None = None
+    """Most passages one retrieval adds, taken in rank order among those not shown yet (None: every hit). With
+    a retriever that returns more hits than this, FLARE's later retrievals bring passages the model has not
+    read instead of re-finding the first ones."""
     style: AnswerStyle = "full"
     """full: the model's own words; short: the answer alone (a name, a date, yes/no), as QA datasets score it.
     With FLARE a short answer is one look-ahead, and its retrieval query is the question plus the answer's
     confident words (see `Answerer._queries`)."""
 
     def __post_init__(self) -> None:
+        if self.passages_per_retrieval is not None and not 1 <= self.passages_per_retrieval <= 100:
+            raise InvalidInput(f"passages_per_retrieval must be in [1, 100], got {self.passages_per_retrieval}")
         if self.style not in ANSWER_STYLES:
             raise InvalidInput(f"answer style must be one of {', '.join(ANSWER_STYLES)}, got {self.style!r}")
         if not 1 <= self.max_tokens <= MAX_ANSWER_TOKENS:
@@ -165,7 +171,7 @@ class Answerer:
     def _retrieve(self, run: _Run, query: str, *, round_: int, reason: Literal["question", "low_confidence"],
                   max_tokens: int) -> None:
         hits, timings = self.retrieve(query)
-        added = run.passages.add(hits, max_tokens=max_tokens)
+        added = run.passages.add(hits, max_tokens=max_tokens, max_passages=self.options.passages_per_retrieval)
         record = RetrievalRound(round=round_, reason=reason, query=query, hits=hits, timings_ms=timings, added=added)
         run.retrievals.append(record)
         self._emit(AnswerEvent("retrieval", retrieval=record))

@@ -55,11 +55,12 @@ class PassageLog:
     citations: list[Citation] = field(default_factory=list)
     used_tokens: int = 0
 
-    def add(self, hits: Sequence[Hit], *, max_tokens: int) -> list[int]:
-        """Append the hits not shown yet, packed into `max_tokens` (and what is left of the total budget);
-        returns the numbers given to them."""
+    def add(self, hits: Sequence[Hit], *, max_tokens: int, max_passages: int | None = None) -> list[int]:
+        """Append the first `max_passages` hits not shown yet (all with None), packed into `max_tokens` (and
+        what is left of the total budget); returns the numbers given to them. Given a ranking deeper than
+        `max_passages`, a later retrieval adds the best passages the model has not read rather than nothing."""
         shown = {c.chunk_id for c in self.citations}
-        fresh = [h for h in hits if h.chunk_id not in shown]
+        fresh = [h for h in hits if h.chunk_id not in shown][:max_passages]
         budget = min(max_tokens, self.max_tokens - self.used_tokens)
         if not fresh or budget < 16:
             return []

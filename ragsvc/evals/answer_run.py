@@ -6,7 +6,10 @@
   prompt -> text callable.
 
 The retriever is the one of `[answer] config` (default the baseline); its document scores become the
-Answerer's hits, each a whole document, so a passage number maps back to a corpus id.
+Answerer's hits, each a whole document, so a passage number maps back to a corpus id. A retrieval returns
+2 x top_k of them and the Answerer shows the best top_k not shown yet: `single` and FLARE's first retrieval
+read the same top_k, and a later FLARE retrieval adds the best passages the model has not read (with only
+top_k, a query close to the question re-finds the shown ones and adds nothing).
 """
 
 from __future__ import annotations
@@ -77,13 +80,14 @@ def answer_suite(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, built
             with one_at_a_time:
                 started = time.perf_counter()
                 scores = retriever.search("", query, embedder.embed_query(query))
-                hits = _passage_hits(dataset, scores, answer.top_k)
+                hits = _passage_hits(dataset, scores, answer.top_k * 2)  # depth for FLARE's unread passages
                 return hits, {"total_ms": (time.perf_counter() - started) * 1e3}
 
         flare = FlareOptions(**answer.flare.model_dump())
         stage = run_strategies(examples, answer.strategies, llm, retrieve_text, flare=flare,
                                options=AnswerOptions(max_tokens=answer.max_tokens,
-                                                     context_tokens=answer.context_tokens, style=answer.style),
+                                                     context_tokens=answer.context_tokens, style=answer.style,
+                                                     passages_per_retrieval=answer.top_k),
                                concurrency=answer.concurrency)
         return {"config": name, "model": model_label(llm.model), **stage}
 

@@ -72,3 +72,19 @@ def test_a_confident_short_answer_is_the_single_retrieval_answer():
 def test_an_unknown_style_is_refused():
     with pytest.raises(InvalidInput, match="full, short"):
         AnswerOptions(style="terse")  # type: ignore[arg-type]
+
+
+def test_a_later_retrieval_adds_the_best_passages_not_read_yet():
+    ranked = [Hit(ChunkId(i), DocumentId(f"d{i}"), f"Passage {i} about Danny Boyle's films.", 1.0 / i)
+              for i in range(1, 7)]
+    replies = [gen((" Danny", 0.9), (" Pictures", 0.2)), gen((" Figment", 0.9), (" Films", 0.9))]
+    answer = Answerer(ScriptedGenerator(replies), lambda query: (ranked, {"total_ms": 1.0}),
+                      options=AnswerOptions(style="short", passages_per_retrieval=2)).answer(
+        QUESTION, flare=FlareOptions())
+    assert [r.added for r in answer.retrievals] == [[1, 2], [3, 4]]  # the same ranking: the next two unread
+    assert [c.chunk_id for c in answer.passages] == [1, 2, 3, 4]
+    single = Answerer(ScriptedGenerator(replies[1:]), lambda query: (ranked, {"total_ms": 1.0}),
+                      options=AnswerOptions(passages_per_retrieval=2)).answer(QUESTION)
+    assert [c.chunk_id for c in single.passages] == [1, 2]
+    with pytest.raises(InvalidInput, match="passages_per_retrieval"):
+        AnswerOptions(passages_per_retrieval=0)
