@@ -99,8 +99,9 @@ def persona_from_fields(fields: Mapping[str, Any]) -> Persona:
 def persona_fields(persona: Persona) -> dict[str, Any]:
     """The persona as the fields it was made from (what the catalog keeps and the API returns)."""
     fields: dict[str, Any] = {"name": persona.name, "age": persona.age, "traits": list(persona.traits),
-                              "summary": persona.summary, "memories": list(persona.memories),
-                              "routine": [s.clock() for s in persona.routine]}
+                              "memories": list(persona.memories), "routine": [s.clock() for s in persona.routine]}
+    if persona.summary:
+        fields["summary"] = persona.summary
     if persona.home is not None:
         fields["home"] = persona.home
     return fields

@@ -18,9 +18,10 @@ from fastapi.responses import JSONResponse
 from ragsvc import __version__
 from ragsvc.answer.composition import Composition
 from ragsvc.api.auth import PUBLIC, CatalogKeys, requires
+from ragsvc.api.deps import close_chat
 from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
-from ragsvc.api.routes import answer, collections, keys, repos
+from ragsvc.api.routes import agents, answer, collections, keys, repos
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import embedder_from_settings
 from ragsvc.llm.generator import Generator
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
             jobs = getattr(app.state, "repo_jobs", None)
             if jobs is not None:
                 jobs.close()  # a running repo-index job must not meet a closed store
+            await asyncio.to_thread(close_chat, app.state)  # saves agents' memory indexes
             app.state.composition.close()
             if app.state.vector_store is not None:
                 app.state.vector_store.close()
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
     app.include_router(keys.router)
     app.include_router(repos.router)
     app.include_router(answer.router)
+    app.include_router(agents.router)
     for router in extra_routers or []:
         app.include_router(router)
     for extend in extensions or []:
