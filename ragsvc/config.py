@@ -18,6 +18,8 @@ class _Frozen(BaseModel):
 class StoreSettings(_Frozen):
     data_dir: Path = Field(Path("indexes/data"), description="duckdb catalog and index files live here")
     save_interval_s: float = Field(30.0, ge=0, description="how often changed indexes are saved (also on close)")
+    max_filter_clauses: int = Field(64, ge=1, le=4096, description="comparisons in one metadata filter")
+    max_filter_values: int = Field(32_768, ge=1, le=1_000_000, description="values in one $in / $nin list")
 
 
 class EmbedSettings(_Frozen):
@@ -56,6 +58,20 @@ class ApiSettings(_Frozen):
         if not host:
             raise ValueError("api host is empty; use 127.0.0.1 (local) or 0.0.0.0 (all interfaces)")
         return host
+
+
+class IndexLimitSettings(_Frozen):
+    """Upper bounds on a new collection's index parameters (see ragsvc.index.spec.IndexLimits for why each
+    default); a create past one answers 400 naming the parameter and its range."""
+
+    max_num_shards: int = Field(64, ge=1, le=4096)
+    max_hnsw_m: int = Field(128, ge=2, le=2048, description="HNSW graph degree M (8·M bytes a vector)")
+    max_ef_construction: int = Field(2048, ge=1, le=1 << 20)
+    max_ef_search: int = Field(4096, ge=1, le=1 << 20, description="also bounds the per-query ef_search")
+    max_ivf_nlist: int = Field(65_536, ge=1, le=1 << 24)
+    max_ivf_nprobe: int = Field(65_536, ge=1, le=1 << 24)
+    max_pq_m: int = Field(256, ge=1, le=4096)
+    max_shortlist: int = Field(10_000, ge=1, le=1 << 20, description="also bounds the per-query shortlist")
 
 
 class ModelSettings(_Frozen):
@@ -125,6 +141,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     embed: EmbedSettings = EmbedSettings()
     api: ApiSettings = ApiSettings()
+    index_limits: IndexLimitSettings = IndexLimitSettings()
     model: ModelSettings = ModelSettings()
     code: CodeSettings = CodeSettings()
     generator: GeneratorSettings = GeneratorSettings()

@@ -24,9 +24,11 @@ from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.routes import agents, answer, collections, keys, repos
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import embedder_from_settings
+from ragsvc.index.spec import IndexLimits
 from ragsvc.llm.generator import Generator
 from ragsvc.llm.in_process import InProcessGenerator
 from ragsvc.retrieval.vector_store import VectorStore
+from ragsvc.store.filters import FilterLimits
 from ragsvc.store.keys import ApiKeyTable
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,9 @@ def _load(app: FastAPI, settings: Settings) -> None:
     try:
         embedder = embedder_from_settings(settings.embed)
         store = VectorStore.open(settings.store.data_dir, embedder=embedder,
-                                 save_interval_s=settings.store.save_interval_s)
+                                 save_interval_s=settings.store.save_interval_s,
+                                 index_limits=IndexLimits.from_settings(settings.index_limits),
+                                 filter_limits=FilterLimits.from_settings(settings.store))
         app.state.vector_store = store
         store.load_indexes()
         app.state.ready = True

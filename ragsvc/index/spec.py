@@ -1,9 +1,21 @@
-"""Per-collection index settings, stored as JSON in the catalog and accepted by the API."""
+"""Per-collection index settings, stored as JSON in the catalog and accepted by the API, and their bounds.
+
+Two checks, at two depths. `IndexSpec.__post_init__` refuses what can never work (an unknown backend, a
+non-positive count): it runs wherever a spec is built, including when a stored one is read back. `check_spec`
+refuses what would work but cost too much: every parameter that sizes memory, disk or work per vector or per
+query has an upper bound in `IndexLimits`, and `pq_m` must divide the indexed width. It runs when a collection
+is created, where the vectors' width is known, so an oversized request (an HNSW `M` of a billion: gigabytes of
+links for one vector) is answered with a 400 naming the parameter and its range before anything is written.
+Collections created before a limit was lowered keep loading; only new ones are held to it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
+
+from ragsvc.config import IndexLimitSettings
+from ragsvc.errors import InvalidInput
 
 Backend = Literal["hnsw", "faiss_flat", "faiss_ivf", "faiss_ivfpq", "faiss_hnsw", "exact"]
 Metric = Literal["cosine", "ip", "l2"]
@@ -82,3 +94,72 @@ class IndexSpec:
         if unknown:
             raise ValueError(f"unknown index setting(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexLimits:
+    """Upper bounds on index parameters (settings section `index_limits`, env RAGSVC_INDEX_LIMITS__*).
+
+    The defaults are a few times what any measured configuration of ours needed, and low enough that no
+    single collection's parameters can multiply memory per vector by more than that: hnswlib keeps 2·M links
+    of 4 bytes per vector at level 0, so M=128 is 1 KB a vector next to MiniLM's 1.5 KB of floats.
+    """
+
+    max_num_shards: int = 64
+    """Each shard is a separate graph searched per query; more shards than cores only adds merge work."""
+    max_hnsw_m: int = 128
+    """Graph degree; memory per vector grows as 8·M bytes (hnswlib's level 0 keeps 2·M links)."""
+    max_ef_construction: int = 2048
+    """Build-time search breadth: insert cost grows linearly with it."""
+    max_ef_search: int = 4096
+    """Query-time search breadth, for the spec and for per-query overrides."""
+    max_ivf_nlist: int = 65_536
+    """IVF lists; k-means over them needs at least that many training vectors."""
+    max_ivf_nprobe: int = 65_536
+    """Lists scanned per query (also capped by ivf_nlist when that is set)."""
+    max_pq_m: int = 256
+    """Product-quantiser sub-vectors (8 bits each); must also divide the indexed width."""
+    max_shortlist: int = 10_000
+    """Candidates rescored at full width per query, for the spec and for per-query overrides."""
+
+    @classmethod
+    def from_settings(cls, section: IndexLimitSettings) -> IndexLimits:
+        return cls(**section.model_dump())
+
+
+def check_spec(spec: IndexSpec, *, dim: int, limits: IndexLimits) -> None:
+    """Refuse a spec whose parameters exceed `limits` or do not fit vectors of width `dim` (InvalidInput)."""
+    if spec.dims is not None:
+        _check_range("dims", spec.dims, 1, dim, why="the embedder's width")
+    width = spec.dims or dim
+    _check_range("num_shards", spec.num_shards, 1, limits.max_num_shards, setting="max_num_shards")
+    _check_range("hnsw_m", spec.hnsw_m, 2, limits.max_hnsw_m, setting="max_hnsw_m")
+    _check_range("ef_construction", spec.ef_construction, 1, limits.max_ef_construction,
+                 setting="max_ef_construction")
+    _check_range("ef_search", spec.ef_search, 1, limits.max_ef_search, setting="max_ef_search")
+    _check_range("shortlist", spec.shortlist, 1, limits.max_shortlist, setting="max_shortlist")
+    if spec.ivf_nlist is not None:
+        _check_range("ivf_nlist", spec.ivf_nlist, 1, limits.max_ivf_nlist, setting="max_ivf_nlist")
+    nprobe_max = min(limits.max_ivf_nprobe, spec.ivf_nlist or limits.max_ivf_nprobe)
+    _check_range("ivf_nprobe", spec.ivf_nprobe, 1, nprobe_max,
+                 why="RAGSVC_INDEX_LIMITS__MAX_IVF_NPROBE, and at most ivf_nlist")
+    if spec.backend == "faiss_ivfpq":
+        pq_max = min(limits.max_pq_m, width)
+        _check_range("pq_m", spec.pq_m, 1, pq_max, why="RAGSVC_INDEX_LIMITS__MAX_PQ_M, and at most the indexed width")
+        if width % spec.pq_m:
+            divisors = [d for d in range(1, pq_max + 1) if width % d == 0]
+            raise InvalidInput(f"index pq_m {spec.pq_m} must divide the indexed width {width}; use one of "
+                               f"{divisors}", detail={"param": "index.pq_m"})
+
+def check_override(name: str, value: int | None, maximum: int) -> None:
+    """Refuse a per-query override (`ef_search`, `shortlist`) outside 1..maximum (InvalidInput)."""
+    if value is not None:
+        _check_range(name, value, 1, maximum, setting=f"max_{name}")
+
+
+def _check_range(name: str, value: int, low: int, high: int, *, setting: str | None = None,
+                 why: str | None = None) -> None:
+    if not low <= value <= high:
+        source = why if why is not None else f"RAGSVC_INDEX_LIMITS__{(setting or '').upper()}"
+        raise InvalidInput(f"index {name} must be between {low} and {high} ({source}), got {value}",
+                           detail={"param": f"index.{name}"})

@@ -3,6 +3,14 @@
 Writes go to duckdb first, in one transaction per batch; only after the commit (the acknowledgement) are
 the in-memory indexes updated. Index files are saved now and then and on close; on open each index replays
 the chunks above its watermark, so a killed process never loses an acknowledged document.
+
+Concurrency: one writer per collection, readers never wait for it. Each collection has a writer lock (held
+for a whole ingest or delete: catalog transaction, index update, periodic save) and a readers-writer lock
+over its in-memory indexes. Searches take only the read side; a writer takes the write side just to apply a
+committed batch to the ANN and BM25 structures (and to merge the BM25 index when saving it). Catalog reads
+(filters, hydration, lookups) use per-thread duckdb cursors, so they see committed data without the
+catalog's write lock. A search that runs between a batch's commit and its apply sees the collection as it
+was before the batch: filtered ids the index does not hold yet are skipped, deleted ones are not hydrated.
 """
 
 from __future__ import annotations
@@ -20,13 +28,15 @@ from typing import Any
 import numpy as np
 
 from ragsvc.embed.embedder import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
-from ragsvc.errors import DimensionMismatch, InvalidInput
+from ragsvc.errors import CollectionNotFound, DimensionMismatch, InvalidInput
 from ragsvc.index.collection_index import CollectionIndex
 from ragsvc.index.lexical_collection import open_lexical
 from ragsvc.index.lexical_index import LexicalIndex
-from ragsvc.index.spec import IndexSpec
+from ragsvc.index.spec import IndexLimits, IndexSpec, check_override, check_spec
 from ragsvc.retrieval.ingest import content_hash, prepare_documents, validate_batch
+from ragsvc.retrieval.read_write_lock import ReadWriteLock
 from ragsvc.store.catalog import Catalog
+from ragsvc.store.filters import FilterLimits
 from ragsvc.store.records import CollectionRecord
 from ragsvc.types import ChunkId, DocumentId, DocumentInput, Hit, SearchResult, ServedBy
 
@@ -48,16 +58,20 @@ class VectorStore:
     """Collections of documents, searchable by text or vector. Thread-safe; one per data directory."""
 
     def __init__(self, data_dir: Path, *, embedder: Embedder | None = None, embedder_name: str = DEFAULT_EMBEDDER,
-                 save_interval_s: float = 30.0) -> None:
+                 save_interval_s: float = 30.0, index_limits: IndexLimits | None = None,
+                 filter_limits: FilterLimits | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.catalog = Catalog(self.data_dir / CATALOG_FILE)
         self._embedder = embedder
         self._embedder_name = embedder_name
         self._save_interval_s = save_interval_s
+        self.index_limits = index_limits or IndexLimits()
+        self.filter_limits = filter_limits or FilterLimits()
         self._indexes: dict[str, CollectionIndex] = {}
         self._lexical: dict[str, LexicalIndex] = {}
         self._lexical_dirty: set[str] = set()  # saving merges and rewrites the files: skip it when unchanged
-        self._locks: dict[str, threading.RLock] = {}
+        self._locks: dict[str, threading.RLock] = {}  # one writer per collection
+        self._readers: dict[str, ReadWriteLock] = {}  # searches (read) vs applying a batch in memory (write)
         self._last_save: dict[str, float] = {}
         self._guard = threading.RLock()
 
@@ -80,11 +94,11 @@ class VectorStore:
     def close(self) -> None:
         with self._guard:
             for name in list(self._indexes):
-                with self._lock(name):
+                with self._lock(name), self._rw(name).write():
                     self._indexes[name].save()
                     self._indexes[name].close()
             for name in list(self._lexical):
-                with self._lock(name):
+                with self._lock(name), self._rw(name).write():
                     self._save_lexical(name)
             self._indexes.clear()
             self._lexical.clear()
@@ -100,7 +114,7 @@ class VectorStore:
 
     def create_collection(self, name: str, *, index: IndexSpec | None = None, chunk_tokens: int = 200,
                           chunk_overlap: int = 32) -> CollectionInfo:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidInput(f"collection name {name!r} is invalid: use 1-64 letters, digits, _ . - "
                                "starting with a letter or digit")
         max_tokens = getattr(self.embedder, "max_seq_length", None)
@@ -109,8 +123,7 @@ class VectorStore:
         if not 0 <= chunk_overlap < chunk_tokens:
             raise InvalidInput(f"chunk_overlap must be in [0, chunk_tokens), got {chunk_overlap}")
         spec = index or IndexSpec()
-        if spec.dims is not None and spec.dims > self.embedder.dim:
-            raise InvalidInput(f"index dims {spec.dims} exceed the embedder's width {self.embedder.dim}")
+        check_spec(spec, dim=self.embedder.dim, limits=self.index_limits)  # bounds first: nothing is written
         record = CollectionRecord(name, self.embedder.id, self.embedder.dim, spec, chunk_tokens, chunk_overlap)
         self.catalog.create_collection(record)  # raises CollectionExists before anything is touched
         shutil.rmtree(self._index_dir(name), ignore_errors=True)  # leftovers of an older collection of that name
@@ -125,11 +138,12 @@ class VectorStore:
 
     def index_bytes(self, name: str) -> int:
         """Bytes the collection's index holds in memory to answer a query (opens the index if needed)."""
-        with self._lock(name):
-            return int(self._index(name).index_bytes)
+        index = self._index(name)
+        with self._rw(name).read():
+            return int(index.index_bytes)
 
     def delete_collection(self, name: str) -> None:
-        with self._lock(name):
+        with self._lock(name), self._rw(name).write():
             self.catalog.delete_collection(name)
             index = self._indexes.pop(name, None)
             if index is not None:
@@ -159,17 +173,18 @@ class VectorStore:
             # batch, or the batch would be added twice.
             index = self._index(name)
             result = self.catalog.write_documents(name, prepared, embedder_id=record.embedder_id)
-            if len(result.removed_ids):
-                index.delete(result.removed_ids)
-            if len(result.added_ids):
-                index.add(result.added_ids, result.added_vectors)
-            lexical = self._lexical.get(name)  # kept in step once open; opening replays what it missed
-            if lexical is not None:
+            with self._rw(name).write():  # the only part searches wait for: applying the committed batch
                 if len(result.removed_ids):
-                    lexical.delete(result.removed_ids)
+                    index.delete(result.removed_ids)
                 if len(result.added_ids):
-                    lexical.add(result.added_ids, result.added_texts)
-                self._lexical_dirty.add(name)
+                    index.add(result.added_ids, result.added_vectors)
+                lexical = self._lexical.get(name)  # kept in step once open; opening replays what it missed
+                if lexical is not None:
+                    if len(result.removed_ids):
+                        lexical.delete(result.removed_ids)
+                    if len(result.added_ids):
+                        lexical.add(result.added_ids, result.added_texts)
+                    self._lexical_dirty.add(name)
             self._maybe_save(name, index)
         return ids
 
@@ -178,10 +193,11 @@ class VectorStore:
             index = self._index(name)
             removed = self.catalog.delete_document(name, document_id)
             if len(removed):
-                index.delete(removed)
-                if name in self._lexical:
-                    self._lexical[name].delete(removed)
-                    self._lexical_dirty.add(name)
+                with self._rw(name).write():
+                    index.delete(removed)
+                    if name in self._lexical:
+                        self._lexical[name].delete(removed)
+                        self._lexical_dirty.add(name)
             self._maybe_save(name, index)
 
     def get_document(self, name: str, document_id: str) -> dict[str, Any]:
@@ -205,14 +221,18 @@ class VectorStore:
             raise InvalidInput("give exactly one of `query` (text) or `vector`")
         if k < 1:
             raise InvalidInput(f"k must be at least 1, got {k}")
+        check_override("ef_search", ef_search, self.index_limits.max_ef_search)
+        check_override("shortlist", shortlist, self.index_limits.max_shortlist)
         timings: dict[str, float] = {}
         q = self._query_vector(record, query, vector, timings)
         allowed = self._allowed(name, filter, timings)
         if allowed is not None and len(allowed) == 0:
             return SearchResult([], {**timings, "total_ms": _ms(started)}, ServedBy.empty_filter())
-        with self._lock(name):
-            found = self._index(name).search(q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist,
-                                             ef_search=ef_search)
+        index = self._index(name)
+        with self._rw(name).read():
+            if self._indexes.get(name) is not index:  # the collection was deleted meanwhile
+                raise CollectionNotFound(f"collection {name!r} was deleted while this search ran")
+            found = index.search(q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist, ef_search=ef_search)
         timings.update(found.timings_ms)
         hits = self._hydrate(found.ids, found.scores, timings)
         timings["total_ms"] = _ms(started)
@@ -231,9 +251,10 @@ class VectorStore:
         allowed = self._allowed(name, filter, timings)
         if allowed is not None and len(allowed) == 0:
             return SearchResult([], {**timings, "total_ms": _ms(started)}, ServedBy.empty_filter())
-        with self._lock(name):
+        lexical = self._lexical_index(name)
+        with self._rw(name).read():
             t = time.perf_counter()
-            found = self._lexical_index(name).search(query, k, allowed_ids=allowed)
+            found = lexical.search(query, k, allowed_ids=allowed)
             timings["lexical_ms"] = _ms(t)
         hits = self._hydrate(found.ids, found.scores, timings)
         timings["total_ms"] = _ms(started)
@@ -244,7 +265,7 @@ class VectorStore:
         if not filter:
             return None
         t = time.perf_counter()
-        allowed = self.catalog.filter_chunk_ids(name, filter)
+        allowed = self.catalog.filter_chunk_ids(name, filter, limits=self.filter_limits)
         timings["filter_ms"] = _ms(t)
         return allowed
 
@@ -287,13 +308,21 @@ class VectorStore:
                 f"{self.embedder.id!r}; search it by vector, or start the server with that embedder")
 
     def _lock(self, name: str) -> threading.RLock:
+        """The collection's writer lock: one ingest, delete or save at a time; searches never take it."""
         with self._guard:
             return self._locks.setdefault(name, threading.RLock())
+
+    def _rw(self, name: str) -> ReadWriteLock:
+        with self._guard:
+            return self._readers.setdefault(name, ReadWriteLock())
 
     def _index_dir(self, name: str) -> Path:
         return self.data_dir / "indexes" / name
 
     def _index(self, name: str) -> CollectionIndex:
+        index = self._indexes.get(name)  # open already (the hot path): no lock
+        if index is not None:
+            return index
         with self._lock(name):
             index = self._indexes.get(name)
             if index is None:
@@ -309,8 +338,10 @@ class VectorStore:
             self._save(name, index)
 
     def _save(self, name: str, index: CollectionIndex) -> None:
-        index.save()
-        self._save_lexical(name)
+        index.save()  # reads the structures searches read: under the writer lock only, searches go on
+        if name in self._lexical_dirty:
+            with self._rw(name).write():  # saving BM25 merges its segments in place
+                self._save_lexical(name)
         self._last_save[name] = time.monotonic()
 
     def _save_lexical(self, name: str) -> None:
@@ -324,6 +355,9 @@ class VectorStore:
 
     def _lexical_index(self, name: str) -> LexicalIndex:
         """The collection's BM25 index, opened (loaded and caught up, or built) on first use."""
+        lexical = self._lexical.get(name)
+        if lexical is not None:
+            return lexical
         with self._lock(name):
             lexical = self._lexical.get(name)
             if lexical is None:

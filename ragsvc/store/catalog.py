@@ -1,8 +1,10 @@
 """The duckdb catalog: collections, documents, chunks, vectors and the embedding cache. Only SQL lives here.
 
-One connection guarded by a lock: duckdb allows one writing process per file, and a single connection keeps
-transactions simple. Every ingest batch is one transaction, so a killed process leaves either the whole
-batch or none of it.
+Writes go through one connection guarded by a lock: duckdb allows one writing process per file, and a single
+writing connection keeps transactions simple. Every ingest batch is one transaction, so a killed process
+leaves either the whole batch or none of it. Reads (lookups, filters, hydration, replay) go through a cursor
+per thread instead (`_read`): duckdb's MVCC gives each read a snapshot of what was committed, so reads run
+in parallel with each other and with a write transaction, never queuing behind the lock.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pyarrow as pa
 from ragsvc.errors import CollectionExists, CollectionNotFound, Conflict, DocumentNotFound, InvalidInput
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
-from ragsvc.store.filters import compile_filter
+from ragsvc.store.filters import FilterLimits, compile_filter
 from ragsvc.store.keys import KEYS_FILE, ApiKeyTable
 from ragsvc.store.memories import MemoryTables
 from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
@@ -51,6 +53,10 @@ class Catalog:
                 "data directory, or at an empty folder to start a new one"
             ) from exc
         self._lock = threading.RLock()
+        self._local = threading.local()  # each thread's read cursor
+        self._cursors: list[duckdb.DuckDBPyConnection] = []  # every read cursor, closed with the catalog
+        self._cursor_lock = threading.Lock()  # guards _read_root and _cursors, never held during a statement
+        self._read_root = self._conn.cursor()  # read cursors are made from this one, not from the busy writer
         self.path = path
         with self._lock:
             self._conn.execute(DDL)
@@ -59,12 +65,32 @@ class Catalog:
             )
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._cursor_lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+            self._read_root.close()
             self._conn.close()
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """A statement on the writing connection: for reads that must see the current write transaction."""
         with self._lock:
             return self._conn.execute(sql, params or []).fetchall()
+
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        """This thread's read cursor (a connection of its own to the same database; duckdb cursors are not
+        safe to share between threads)."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._cursor_lock:  # not the write lock: a thread's first read must not wait for a transaction
+                cursor = self._read_root.cursor()
+                self._cursors.append(cursor)
+            self._local.cursor = cursor
+        return cursor
+
+    def _read(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """A read-only statement on this thread's cursor: sees committed data, takes no lock."""
+        return self._reader().execute(sql, params or []).fetchall()
 
     # -- collections ---------------------------------------------------------------------------------------
 
@@ -80,7 +106,7 @@ class Catalog:
             )
 
     def get_collection(self, name: str) -> CollectionRecord:
-        rows = self._query(
+        rows = self._read(
             "SELECT name, embedder_id, dim, index_spec, chunk_tokens, chunk_overlap FROM collections WHERE name = ?",
             [name],
         )
@@ -89,7 +115,7 @@ class Catalog:
         return _collection_from_row(rows[0])
 
     def list_collections(self) -> list[CollectionRecord]:
-        rows = self._query(
+        rows = self._read(
             "SELECT name, embedder_id, dim, index_spec, chunk_tokens, chunk_overlap FROM collections ORDER BY name"
         )
         return [_collection_from_row(r) for r in rows]
@@ -112,17 +138,17 @@ class Catalog:
 
     def collection_counts(self, name: str) -> tuple[int, int]:
         """(documents, chunks) in the collection."""
-        docs = self._query("SELECT count(*) FROM documents WHERE collection = ?", [name])[0][0]
-        chunks = self._query("SELECT count(*) FROM chunks WHERE collection = ?", [name])[0][0]
+        docs = self._read("SELECT count(*) FROM documents WHERE collection = ?", [name])[0][0]
+        chunks = self._read("SELECT count(*) FROM chunks WHERE collection = ?", [name])[0][0]
         return int(docs), int(chunks)
 
     # -- documents -----------------------------------------------------------------------------------------
 
     def document_hashes(self, collection: str, ids: list[str] | None = None) -> dict[str, str]:
         if ids is None:
-            rows = self._query("SELECT id, content_hash FROM documents WHERE collection = ?", [collection])
+            rows = self._read("SELECT id, content_hash FROM documents WHERE collection = ?", [collection])
         else:
-            rows = self._query(
+            rows = self._read(
                 "SELECT id, content_hash FROM documents WHERE collection = ? AND list_contains(?, id)",
                 [collection, ids],
             )
@@ -168,7 +194,7 @@ class Catalog:
         return removed
 
     def get_document(self, collection: str, document_id: str) -> dict[str, Any]:
-        rows = self._query(
+        rows = self._read(
             "SELECT d.id, d.source, d.content_hash, d.metadata, d.text, "
             "(SELECT count(*) FROM chunks c WHERE c.collection = d.collection AND c.document_id = d.id) "
             "FROM documents d WHERE d.collection = ? AND d.id = ?",
@@ -181,7 +207,7 @@ class Catalog:
 
     def list_documents(self, collection: str, *, limit: int, offset: int) -> list[dict[str, Any]]:
         self.get_collection(collection)
-        rows = self._query(
+        rows = self._read(
             "SELECT d.id, d.source, d.content_hash, d.metadata, NULL, "
             "(SELECT count(*) FROM chunks c WHERE c.collection = d.collection AND c.document_id = d.id) "
             "FROM documents d WHERE d.collection = ? ORDER BY d.id LIMIT ? OFFSET ?",
@@ -244,11 +270,10 @@ class Catalog:
     def cached_vectors(self, embedder_id: str, text_hashes: list[str], dim: int) -> dict[str, np.ndarray]:
         if not text_hashes:
             return {}
-        with self._lock:
-            table = self._conn.sql(
-                "SELECT text_hash, vector FROM embedding_cache WHERE embedder_id = ? AND list_contains(?, text_hash)",
-                params=[embedder_id, sorted(set(text_hashes))],
-            ).to_arrow_table()
+        table = self._reader().sql(
+            "SELECT text_hash, vector FROM embedding_cache WHERE embedder_id = ? AND list_contains(?, text_hash)",
+            params=[embedder_id, sorted(set(text_hashes))],
+        ).to_arrow_table()
         vectors = arrow_to_vectors(table.column("vector"), dim)
         return dict(zip(table.column("text_hash").to_pylist(), vectors, strict=True))
 
@@ -268,16 +293,18 @@ class Catalog:
 
     # -- search support ------------------------------------------------------------------------------------
 
-    def filter_chunk_ids(self, collection: str, filter_: dict[str, Any]) -> np.ndarray:
-        where, params = compile_filter(filter_)
-        rows = self._query(f"SELECT id FROM chunks WHERE collection = ? AND ({where})", [collection, *params])
-        return np.array([r[0] for r in rows], dtype=np.int64)
+    def filter_chunk_ids(self, collection: str, filter_: dict[str, Any], *,
+                         limits: FilterLimits | None = None) -> np.ndarray:
+        where, params = compile_filter(filter_, limits=limits)
+        table = self._reader().sql(f"SELECT id FROM chunks WHERE collection = ? AND ({where})",
+                                   params=[collection, *params]).to_arrow_table()
+        return table.column("id").to_numpy().astype(np.int64)
 
     def hydrate(self, ids: list[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
         """chunk id -> (document id, text, metadata) for the ids that still exist."""
         if not ids:
             return {}
-        rows = self._query("SELECT id, document_id, text, metadata FROM chunks WHERE id = any(?::BIGINT[])", [ids])
+        rows = self._read("SELECT id, document_id, text, metadata FROM chunks WHERE id = any(?::BIGINT[])", [ids])
         return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
 
     def vector_cache(self) -> DuckdbVectorCache:
@@ -313,7 +340,7 @@ class CatalogVectorSource:
         self._dim = catalog.get_collection(collection).dim
 
     def max_chunk_id(self) -> int:
-        rows = self._catalog._query("SELECT max(id) FROM chunks WHERE collection = ?", [self._collection])
+        rows = self._catalog._read("SELECT max(id) FROM chunks WHERE collection = ?", [self._collection])
         return int(rows[0][0] or 0)
 
     def count(self) -> int:
@@ -322,11 +349,10 @@ class CatalogVectorSource:
     def iter_vectors(self, *, after_id: int = 0, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         cursor = after_id
         while True:
-            with self._catalog._lock:
-                table = self._catalog._conn.sql(
-                    "SELECT id, vector FROM chunks WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
-                    params=[self._collection, cursor, batch_size],
-                ).to_arrow_table()
+            table = self._catalog._reader().sql(
+                "SELECT id, vector FROM chunks WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
+                params=[self._collection, cursor, batch_size],
+            ).to_arrow_table()
             if table.num_rows == 0:
                 return
             ids = table.column("id").to_numpy().astype(np.int64)
@@ -337,7 +363,7 @@ class CatalogVectorSource:
         """(ids int64 (n,), texts) for live chunks with id > after_id, ascending: what a lexical index holds."""
         cursor = after_id
         while True:
-            rows = self._catalog._query(
+            rows = self._catalog._read(
                 "SELECT id, text FROM chunks WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
                 [self._collection, cursor, batch_size])
             if not rows:
@@ -347,17 +373,16 @@ class CatalogVectorSource:
 
     def live_ids(self, *, up_to: int) -> np.ndarray:
         """Sorted int64 ids of the live chunks with id <= up_to (an index diffs them with its own after a crash)."""
-        rows = self._catalog._query("SELECT id FROM chunks WHERE collection = ? AND id <= ? ORDER BY id",
+        rows = self._catalog._read("SELECT id FROM chunks WHERE collection = ? AND id <= ? ORDER BY id",
                                     [self._collection, up_to])
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def vectors_for(self, ids: np.ndarray) -> np.ndarray:
         wanted = [int(i) for i in ids]
-        with self._catalog._lock:
-            table = self._catalog._conn.sql(
-                "SELECT id, vector FROM chunks WHERE collection = ? AND list_contains(?, id)",
-                params=[self._collection, wanted],
-            ).to_arrow_table()
+        table = self._catalog._reader().sql(
+            "SELECT id, vector FROM chunks WHERE collection = ? AND list_contains(?, id)",
+            params=[self._collection, wanted],
+        ).to_arrow_table()
         found = dict(zip(table.column("id").to_pylist(), arrow_to_vectors(table.column("vector"), self._dim),
                          strict=True))
         missing = [i for i in wanted if i not in found]

@@ -5,54 +5,124 @@ Grammar (Mongo-like, what users of vector stores already know):
     {"year": {"$gte": 2020, "$lt": 2024}}    numeric range
     {"tag": {"$in": ["a", "b"]}}             membership ($nin for the opposite)
     operators: $eq $ne $gt $gte $lt $lte $in $nin; several keys are ANDed.
+
+Cost is bounded before any SQL runs. A filter is at most `max_clauses` comparisons deep in one AND (the
+grammar has no nesting, so that is also its whole size), and a `$in` / `$nin` list holds at most
+`max_in_values` values. Membership is a semi-join against the list passed as one array parameter, grouped
+by value type (strings, numbers, booleans, null): duckdb builds a hash table of the values once, so a
+25k-value `$in` costs one probe per row. Spelled as an OR of equalities, the same filter made duckdb compare
+every row with every value (quadratic; the `membership="or"` spelling is kept as the benchmark's peer).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from ragsvc.errors import InvalidInput
+from ragsvc.config import StoreSettings
+from ragsvc.errors import InvalidInput, PayloadTooLarge
 
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 _COMPARE = {"$eq": "=", "$ne": "<>", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 OPERATORS = (*_COMPARE, "$in", "$nin")
+Membership = Literal["set", "or"]
 
 
-def compile_filter(filter_: dict[str, Any], *, column: str = "metadata") -> tuple[str, list[Any]]:
+@dataclass(frozen=True, slots=True)
+class FilterLimits:
+    """Bounds on one filter (settings `store.max_filter_clauses`, `store.max_filter_values`)."""
+
+    max_clauses: int = 64
+    """Comparisons ANDed in one filter (each field's operators count one each)."""
+    max_in_values: int = 32_768
+    """Values in one `$in` / `$nin` list; past it, filter on a coarser field or split the query."""
+
+    @classmethod
+    def from_settings(cls, section: StoreSettings) -> FilterLimits:
+        return cls(max_clauses=section.max_filter_clauses, max_in_values=section.max_filter_values)
+
+
+def compile_filter(filter_: dict[str, Any], *, column: str = "metadata", limits: FilterLimits | None = None,
+                   membership: Membership = "set") -> tuple[str, list[Any]]:
     """Return (sql, params) where sql is a boolean expression; raise InvalidInput naming what is wrong."""
+    limits = limits or FilterLimits()
     if not isinstance(filter_, dict):
         raise InvalidInput("filter must be a JSON object such as {\"lang\": \"python\"}")
+    conditions = [(field, op, value) for field, condition in filter_.items() for op, value in _ops(field, condition)]
+    if len(conditions) > limits.max_clauses:
+        raise InvalidInput(f"filter has {len(conditions)} comparisons; the limit is {limits.max_clauses} "
+                           "(RAGSVC_STORE__MAX_FILTER_CLAUSES): use $in for alternatives of one field")
     clauses: list[str] = []
     params: list[Any] = []
-    for field, condition in filter_.items():
-        if not isinstance(field, str) or not _FIELD.match(field):
-            raise InvalidInput(f"filter field {field!r} is not a valid metadata key (letters, digits, _ . -)")
-        path = f'$."{field}"'
-        if isinstance(condition, dict):
-            if not condition:
-                raise InvalidInput(f"filter on {field!r} has no operator; use one of {', '.join(OPERATORS)}")
-            for op, value in condition.items():
-                sql, p = _clause(column, path, field, op, value)
-                clauses.append(sql)
-                params.extend(p)
-        else:
-            sql, p = _clause(column, path, field, "$eq", condition)
-            clauses.append(sql)
-            params.extend(p)
+    for field, op, value in conditions:
+        sql, p = _clause(column, f'$."{field}"', field, op, value, limits, membership)
+        clauses.append(sql)
+        params.extend(p)
     return (" AND ".join(clauses) if clauses else "TRUE"), params
 
 
-def _clause(column: str, path: str, field: str, op: str, value: Any) -> tuple[str, list[Any]]:
+def _ops(field: Any, condition: Any) -> list[tuple[str, Any]]:
+    if not isinstance(field, str) or not _FIELD.fullmatch(field):
+        raise InvalidInput(f"filter field {field!r} is not a valid metadata key (letters, digits, _ . -)")
+    if not isinstance(condition, dict):
+        return [("$eq", condition)]
+    if not condition:
+        raise InvalidInput(f"filter on {field!r} has no operator; use one of {', '.join(OPERATORS)}")
+    return list(condition.items())
+
+
+def _clause(column: str, path: str, field: str, op: str, value: Any, limits: FilterLimits,
+            membership: Membership) -> tuple[str, list[Any]]:
     if op in ("$in", "$nin"):
         if not isinstance(value, list) or not value:
             raise InvalidInput(f"{op} on {field!r} needs a non-empty list of values")
-        parts = [_clause(column, path, field, "$eq", v) for v in value]
+        if len(value) > limits.max_in_values:
+            raise PayloadTooLarge(f"{op} on {field!r} lists {len(value)} values; the limit is {limits.max_in_values} "
+                                  "(RAGSVC_STORE__MAX_FILTER_VALUES): filter on a coarser field or split the query")
+        if membership == "or":
+            parts = [_compare(column, path, field, "$eq", v) for v in value]
+        else:
+            parts = _membership(column, path, field, value)
         sql = "(" + " OR ".join(s for s, _ in parts) + ")"
         params = [x for _, p in parts for x in p]
         return (sql if op == "$in" else f"NOT COALESCE({sql}, FALSE)"), params
     if op not in _COMPARE:
         raise InvalidInput(f"unknown filter operator {op!r} on {field!r}; use one of {', '.join(OPERATORS)}")
+    return _compare(column, path, field, op, value)
+
+
+def _membership(column: str, path: str, field: str, values: list[Any]) -> list[tuple[str, list[Any]]]:
+    """One semi-join per value type, each against a typed array parameter; the same matches as OR-ing `$eq`."""
+    strings: list[str] = []
+    numbers: list[float] = []
+    booleans: list[bool] = []
+    has_null = False
+    for v in values:
+        if isinstance(v, bool):
+            booleans.append(v)
+        elif isinstance(v, int | float):
+            numbers.append(float(v))
+        elif isinstance(v, str):
+            strings.append(v)
+        elif v is None:
+            has_null = True
+        else:
+            raise InvalidInput(f"filter value for {field!r} must be a string, number, boolean or null, got {v!r}")
+    parts: list[tuple[str, list[Any]]] = []
+    for items, expr, sql_type in (
+        (strings, f"json_extract_string({column}, ?)", "VARCHAR"),
+        (numbers, f"TRY_CAST(json_extract_string({column}, ?) AS DOUBLE)", "DOUBLE"),
+        (booleans, f"TRY_CAST(json_extract_string({column}, ?) AS BOOLEAN)", "BOOLEAN"),
+    ):
+        if items:
+            parts.append((f"{expr} IN (SELECT unnest(?::{sql_type}[]))", [path, sorted(set(items))]))
+    if has_null:
+        parts.append(_compare(column, path, field, "$eq", None))
+    return parts
+
+
+def _compare(column: str, path: str, field: str, op: str, value: Any) -> tuple[str, list[Any]]:
     sql_op = _COMPARE[op]
     if isinstance(value, bool):
         return f"TRY_CAST(json_extract_string({column}, ?) AS BOOLEAN) {sql_op} ?", [path, value]
