@@ -86,6 +86,8 @@ def _generator(model: str) -> InProcessGenerator:
 
 
 # Commands defined in other modules register themselves here, one line each: `register(app)`.
+from ragsvc.cli.agents_chat import register as register_chat  # noqa: E402 - registered last
 from ragsvc.cli.agents_interview import register as register_interview  # noqa: E402 - registered last
 
+register_chat(app)
 register_interview(app)
