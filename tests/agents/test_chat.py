@@ -4,6 +4,7 @@ is complete, the session clock, persona validation, and the registry across a re
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 
@@ -19,9 +20,10 @@ from ragsvc.agents.chat import (
     session_clock_h,
 )
 from ragsvc.agents.chat_service import ChatService
+from ragsvc.agents.importance import PRIMER
 from ragsvc.agents.registry import AgentRegistry, agent_id, check_agent_id, persona_fields, persona_from_fields
 from ragsvc.errors import Conflict, InvalidInput, NotFound, UpstreamError
-from ragsvc.llm.generator import GenerationChunk
+from ragsvc.llm.generator import Generation, GenerationChunk, TokenLogprob, Usage
 from ragsvc.llm.scripted import ScriptedGenerator
 from ragsvc.store.catalog import Catalog
 
@@ -235,3 +237,25 @@ def test_agents_sessions_and_memories_survive_a_reopen(embedder, tmp_path):
     finally:
         chat.registry.close()
         catalog.close()
+
+
+def test_each_exchange_is_rated_by_the_importance_worker(catalog, embedder, tmp_path):
+    registry = AgentRegistry(catalog.chat_tables(), catalog.memory_tables(), embedder=embedder, index_root=None)
+    chat = ChatService(registry)  # rates importance in the background, as the API does
+    registry.create(persona_from_fields(ADA))
+    session = chat.create_session("ada-okafor")
+
+    def reply(prompt):
+        if prompt[-1] == {"role": "assistant", "content": PRIMER}:  # the importance prompt: 7 (p 0.9) or 3 (p 0.1)
+            top = (("7", math.log(0.9)), ("3", math.log(0.1)))
+            return Generation(text="7", tokens=(TokenLogprob("7", math.log(0.9), top=top),), finish_reason="stop",
+                              usage=Usage(prompt_tokens=1, completion_tokens=1))
+        return "The mill burned down, I am afraid."
+
+    try:
+        said = chat.send(session.id, "What happened to the mill?", ScriptedGenerator(reply))
+        chat.drain(timeout_s=30)
+        (memory,) = registry.stream("ada-okafor").get([said.agent_turn.observation_id])
+        assert memory.kind == "chat" and memory.importance == pytest.approx(0.9 * 7 + 0.1 * 3)
+    finally:
+        chat.close()
