@@ -39,7 +39,7 @@ from ragsvc.agents.chat import (
 )
 from ragsvc.agents.importance import ImportanceScorer
 from ragsvc.agents.importance_worker import ImportanceWorker
-from ragsvc.agents.memory import Retrieval, RetrievalOptions, RetrievedMemory
+from ragsvc.agents.memory import MemoryStream, Retrieval, RetrievalOptions, RetrievedMemory
 from ragsvc.agents.registry import AgentRegistry
 from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator, Usage
@@ -156,16 +156,11 @@ class ChatService:
         message = check_message(content)
         session = self.check_send(session_id, content, max_tokens=max_tokens)
         _, persona = self.registry.get(session.agent)
-        stream = self.registry.stream(session.agent)
         with self._sessions.hold(session_id):
             history = [HistoryLine(t.role, t.content)
                        for t in self.tables.turns(session_id, last=self.options.history_turns)]
             asked_s = self._wall()
-            with self.registry.lock(session.agent):
-                now_h = session_clock_h(start_h=session.start_h, created_s=session.created_s, now_s=asked_s,
-                                        floor_h=self.tables.agent_clock_h(session.agent))
-                recalled = (stream.retrieve(message, now_h=now_h, options=RetrievalOptions(k=self.options.memories_k))
-                            if self.options.memories_k else Retrieval((), 0))
+            stream, now_h, recalled = self._recall(session, message, asked_s)
             if on_recall is not None:
                 on_recall(recalled)
             memories = [m.memory for m in recalled.memories]
@@ -186,6 +181,18 @@ class ChatService:
         self._score_later(session.agent, generator)
         return ChatReply(session=session_id, agent=session.agent, user_turn=user_turn, agent_turn=agent_turn,
                          memories=recalled.memories, finish_reason=generation.finish_reason, usage=generation.usage)
+
+    def _recall(self, session: SessionRow, message: str, asked_s: float) -> tuple[MemoryStream, float, Retrieval]:
+        """(the agent's stream, the clock now, what it recalls for `message`), under the agent's lock."""
+        with self.registry.lock(session.agent):
+            self.tables.get_session(session.id)  # the agent (and so its stream) may have been deleted meanwhile
+            stream = self.registry.stream(session.agent)
+            now_h = session_clock_h(start_h=session.start_h, created_s=session.created_s, now_s=asked_s,
+                                    floor_h=self.tables.agent_clock_h(session.agent))
+            if not self.options.memories_k:
+                return stream, now_h, Retrieval((), 0)
+            return stream, now_h, stream.retrieve(message, now_h=now_h,
+                                                  options=RetrievalOptions(k=self.options.memories_k))
 
     def _score_later(self, agent: str, generator: Generator) -> None:
         if not self._score_importance:
