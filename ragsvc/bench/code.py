@@ -18,7 +18,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ragsvc.bench.code_quality import TaskScores
 
 DEFAULT_LIBRARIES = ("requests", "click", "jinja2")
 """Installed packages for the docstring -> function task; jinja2 is held out from tuning the map."""
@@ -29,7 +32,7 @@ MAP_QUERIES = ("where are retries handled", "how is the attention mask built", "
 
 @dataclass(frozen=True, slots=True)
 class CodeBenchResult:
-    """One run of the code benchmarks. The sections stay JSON objects: each task reports its own measures."""
+    """One run of the code benchmarks. The speed section stays a JSON object: each measure reports its own."""
 
     git_sha: str
     created_unix: int
@@ -39,8 +42,8 @@ class CodeBenchResult:
     torch_threads: int
     config: Mapping[str, Any]
     """libraries, max_queries, subset."""
-    quality: tuple[Mapping[str, Any], ...] | None = None
-    """One section per retrieval task (CoSQA, then each library's docstrings); None when not run."""
+    quality: tuple[TaskScores, ...] | None = None
+    """One per retrieval task (CoSQA, then each library's docstrings); None when not run."""
     speed: Mapping[str, Any] | None = None
     """Indexing, re-indexing and repo-map latency; None when not run."""
 
@@ -50,15 +53,17 @@ class CodeBenchResult:
             "cpu_count": self.cpu_count, "load_avg_at_start": list(self.load_avg_at_start),
             "embedder": self.embedder, "torch_threads": self.torch_threads, "config": dict(self.config)}
         if self.quality is not None:
-            out["quality"] = [dict(section) for section in self.quality]
+            out["quality"] = [task.to_json() for task in self.quality]
         return out if self.speed is None else out | {"speed": dict(self.speed)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CodeBenchResult:
+        from ragsvc.bench.code_quality import TaskScores
+
         quality = data.get("quality")
         return cls(data["git_sha"], data["created_unix"], data["cpu_count"], tuple(data["load_avg_at_start"]),
                    data["embedder"], data["torch_threads"], data["config"],
-                   None if quality is None else tuple(quality), data.get("speed"))
+                   None if quality is None else tuple(TaskScores.from_json(t) for t in quality), data.get("speed"))
 
 
 def _embedder(threads: int = 2) -> Any:
@@ -219,14 +224,14 @@ def run_code_bench(
     embedder = _embedder(threads)
     git_sha, created_unix, load_avg = package_git_sha(), int(time.time()), os.getloadavg()
     report = on_section or (lambda _section: None)
-    sections: list[Mapping[str, Any]] = []
+    sections: list[TaskScores] = []
     speed_section: Mapping[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="ragsvc-bench-code-") as tmp:
         store = VectorStore.open(Path(tmp) / "data", embedder=embedder)
         try:
             for section in _quality_sections(store, cosqa, libraries, max_queries=max_queries) if quality else ():
                 sections.append(section)
-                report(section)
+                report(section.to_json())
             if speed:
                 speed_section = _speed_section(store, Path(tmp), full_parse=full_parse)
                 report(speed_section)
@@ -245,7 +250,7 @@ def _package_dir(name: str) -> Path:
 
 
 def _quality_sections(store: Any, cosqa: Path, libraries: tuple[str, ...], *,
-                      max_queries: int) -> Iterator[dict[str, Any]]:
+                      max_queries: int) -> Iterator[TaskScores]:
     """Yield one result per task: CoSQA, then the docstring task of each library (with its map hit rate)."""
     from ragsvc.bench.code_quality import cosqa_task, docstring_task, evaluate_task, index_task, map_hit_rate
 
@@ -254,10 +259,10 @@ def _quality_sections(store: Any, cosqa: Path, libraries: tuple[str, ...], *,
         tasks.append((docstring_task(_package_dir(lib), max_queries=max_queries), f"doc-{lib}"))
     for task, name in tasks:
         chunks = index_task(store, task, name)
-        section = {**evaluate_task(store, task, name), "chunks": chunks}
-        if name.startswith("doc-"):  # CoSQA's functions do not call each other: no map to rank
-            section["repo_map"] = map_hit_rate(store, task, name)
-        yield section
+        scores = evaluate_task(store, task, name)
+        # CoSQA's functions do not call each other: no map to rank
+        yield scores.with_parts(chunks=chunks, repo_map=map_hit_rate(store, task, name)
+                                if name.startswith("doc-") else None)
 
 
 def _speed_section(store: Any, tmp: Path, *, full_parse: bool) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ast
 import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,55 @@ class CodeTask:
     qrels: dict[str, set[str]]
     key_of: Callable[[str, str], str]
     """(path, symbol) of a hit -> the key qrels use."""
+
+
+@dataclass(frozen=True, slots=True)
+class MapHitRate:
+    """How often a query's target definition is among those a repo map of `max_tokens` shows."""
+
+    max_tokens: int
+    mean_definitions_shown: float
+    hit_rate_no_query: float
+    hit_rate_query_aware: float
+    hit_rate_dense_top_n: float
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskScores:
+    """One retrieval task's result: each ranking's scores over the same queries and dense candidates."""
+
+    task: str
+    num_queries: int
+    num_files: int
+    num_definitions: int
+    candidates: int
+    results: Mapping[str, Mapping[str, float]]
+    """Ranking (dense, dense+graph@<weight>, bm25) -> recall@10, mrr@10 and p_mrr_vs_dense (paired test)."""
+    chunks: int | None = None
+    """Chunks indexed for the task."""
+    repo_map: MapHitRate | None = None
+    """Docstring tasks only: CoSQA's functions do not call each other, so there is no map to rank."""
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"task": self.task, "num_queries": self.num_queries, "num_files": self.num_files,
+                                  "num_definitions": self.num_definitions, "candidates": self.candidates,
+                                  "results": {name: dict(scores) for name, scores in self.results.items()}}
+        if self.chunks is not None:
+            out["chunks"] = self.chunks
+        return out if self.repo_map is None else out | {"repo_map": self.repo_map.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskScores:
+        repo_map = data.get("repo_map")
+        return cls(data["task"], data["num_queries"], data["num_files"], data["num_definitions"],
+                   data["candidates"], data["results"], data.get("chunks"),
+                   None if repo_map is None else MapHitRate(**repo_map))
+
+    def with_parts(self, *, chunks: int, repo_map: MapHitRate | None) -> TaskScores:
+        return replace(self, chunks=chunks, repo_map=repo_map)
 
 
 def cosqa_task(path: Path, *, max_queries: int | None = None) -> CodeTask:
@@ -124,7 +173,7 @@ def _score(ranked: dict[str, list[str]], qrels: dict[str, set[str]], *,
 
 
 def evaluate_task(store: VectorStore, task: CodeTask, collection: str, *,
-                  graph_weights: Sequence[float] = (0.05, 0.1, 0.2)) -> dict[str, Any]:
+                  graph_weights: Sequence[float] = (0.05, 0.1, 0.2)) -> TaskScores:
     """Dense vs dense + graph (each weight) on the same candidates, and BM25 over the same chunks."""
     graph = SymbolGraph([a.tags for a in task.analyses])
 
@@ -138,14 +187,11 @@ def evaluate_task(store: VectorStore, task: CodeTask, collection: str, *,
         for w in graph_weights:
             runs[f"dense+graph@{w}"][qid] = keys(graph_rerank(hits, graph, graph_weight=w))
     runs["bm25"] = _bm25_run(task)
-    return {
-        "task": task.name, "num_queries": len(task.queries), "num_files": len(task.analyses),
-        "num_definitions": len(graph.definitions), "candidates": CANDIDATES,
-        "results": {name: _score(run, task.qrels, baseline=runs["dense"]) for name, run in runs.items()},
-    }
+    return TaskScores(task.name, len(task.queries), len(task.analyses), len(graph.definitions), CANDIDATES,
+                      {name: _score(run, task.qrels, baseline=runs["dense"]) for name, run in runs.items()})
 
 
-def map_hit_rate(store: VectorStore, task: CodeTask, collection: str, *, max_tokens: int = 1024) -> dict[str, Any]:
+def map_hit_rate(store: VectorStore, task: CodeTask, collection: str, *, max_tokens: int = 1024) -> MapHitRate:
     """How often a query's target definition is shown in the repo map fitted to `max_tokens`: without the query
     (the graph alone), with it (dense hits + names personalise PageRank), and for the dense top-N definitions
     alone (N = as many as the query-aware map showed: the peer a map replaces)."""
@@ -166,8 +212,8 @@ def map_hit_rate(store: VectorStore, task: CodeTask, collection: str, *, max_tok
         hits["query_aware"] += target in shown
         hits["dense_top_n"] += target in dense[: len(shown)]
     n = len(task.queries)
-    return {"max_tokens": max_tokens, "mean_definitions_shown": round(sum(shown_counts) / max(1, n), 1),
-            **{f"hit_rate_{k}": round(v / max(1, n), 4) for k, v in hits.items()}}
+    return MapHitRate(max_tokens, round(sum(shown_counts) / max(1, n), 1),
+                      *(round(hits[k] / max(1, n), 4) for k in ("no_query", "query_aware", "dense_top_n")))
 
 
 def _bm25_run(task: CodeTask) -> dict[str, list[str]]:
