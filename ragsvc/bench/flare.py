@@ -167,4 +167,3 @@ def sample_collection(store: VectorStore, name: str = "bench-flare") -> str:
 
 def _warm_up(generator: InProcessGenerator) -> None:
     generator.generate("Warm up the engine.", max_tokens=4)
-
