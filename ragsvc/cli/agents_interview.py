@@ -44,6 +44,7 @@ def interview(
     json_out: Annotated[Path | None, typer.Option("--json", help="answers + summary as JSON (resumed if it "
                                                                   "exists)")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="write the Markdown report here")] = None,
+    note: Annotated[str | None, typer.Option(help="a line for the report (how the run was made, say)")] = None,
 ) -> None:
     """Interview RUN_DIR's agents in five categories and score the answers per condition."""
     from ragsvc.agents.interview import InterviewOptions, parse_conditions, run_interview
@@ -70,7 +71,7 @@ def interview(
                                        max_per_category=max_per_category)
         meta = {"run": _label(run_dir), "town": town.name, "now_h": round(now_h, 3),
                 "model": _label(Path(model_name)) if Path(model_name).suffix else model_name,
-                "questions": len(questions), "command": _command()}
+                "questions": len(questions), "command": _command(), "note": note}
         previous, seconds_before = _previous(json_out, meta, questions)
         done = {(r["id"], r["condition"]) for r in previous}
         started = time.perf_counter()
