@@ -185,6 +185,8 @@ def run_simulation(town_dir: Path, out: Path, *, config: SimulationConfig, gener
                       if town.event is not None else "")
         caller = PhaseCaller(generator, sequential=config.sequential, max_calls_per_agent=config.max_calls_per_agent,
                              max_tokens_per_agent=config.max_tokens_per_agent, seed=config.seed)
+        if progress is not None:
+            progress(first, config.num_ticks)
         started = time.perf_counter()
         end = config.num_ticks if stop_after is None else min(config.num_ticks, first + stop_after)
         for tick in range(first, end):

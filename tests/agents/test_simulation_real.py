@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from ragsvc.agents.sim_config import SimulationConfig
 from ragsvc.agents.simulation import TRACE_FILE, TRANSCRIPT_FILE, open_run, run_simulation
 from ragsvc.cli import app
+from tests.llm.conftest import MODEL_CACHE
 
 TOWN = Path(__file__).resolve().parents[2] / "agents" / "town"
 REPO = TOWN.parents[1]
@@ -36,7 +37,7 @@ def test_one_real_tick_with_smollm2(tmp_path):
 
     config = SimulationConfig(hours=0.25, tick_minutes=15, seed=3)
     embedder = SentenceTransformerEmbedder()
-    with InProcessGenerator.from_config(EngineConfig(model="smollm2", cache_dir=str(tmp_path / "models"))) as gen:
+    with InProcessGenerator.from_config(EngineConfig(model="smollm2", cache_dir=str(MODEL_CACHE))) as gen:
         summary = run_simulation(TOWN, tmp_path / "run", config=config, generator=gen, embedder=embedder)
     assert summary.ticks_done == 1
     (trace,) = _jsonl(tmp_path / "run" / TRACE_FILE)
@@ -61,7 +62,7 @@ def _command(out: Path) -> list[str]:
 @pytest.mark.slow
 def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "RAGSVC_STORE__DATA_DIR": str(tmp_path / "data"), "RAGSVC_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "RAGSVC_MODEL__CACHE_DIR": str(MODEL_CACHE), "RAGSVC_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(_command(out), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 600
