@@ -13,9 +13,9 @@ the same order; only the min-max ranges of the three terms still span the remove
 cut-off at `k` by a place. Interviews read and never write: retrieval runs with `mark_accessed=False`, so
 every condition, and a later interview, sees the same stream.
 
-All of a condition's questions go to the model in batches through `generate_many` (continuous batching serves
-a batch as one engine step), greedy and short (`max_tokens`), so two runs over the same data give the same
-answers.
+Questions go to the model in batches through `generate_many` (continuous batching serves a batch as one
+engine step), greedy and short (`max_tokens`), so two runs over the same data give the same answers, and a
+prompt that two conditions share (an ablation that removed nothing the question retrieved) is answered once.
 """
 
 from __future__ import annotations
@@ -100,26 +100,39 @@ def interview_prompt(persona: Persona, memories: Sequence[MemoryRecord], questio
     ]
 
 
+PromptKey = tuple[str, str, tuple[int, ...]]
+"""(agent, question, memory ids): what an answer's prompt is made of."""
+
+
 def run_interview(questions: Sequence[Question], *, personas: Mapping[str, Persona],
                   streams: Mapping[str, MemoryStream], generator: Generator, conditions: Sequence[str],
                   now_h: float, options: InterviewOptions = InterviewOptions(),
                   skip: Callable[[Question, str], bool] = lambda q, c: False,
+                  answered: dict[PromptKey, str] | None = None,
                   progress: Progress | None = None) -> list[Answer]:
-    """Every question under every condition (except those `skip` names: answered before), checked."""
+    """Every question under every condition (except those `skip` names: answered before), checked.
+
+    Answers are greedy, so a prompt already answered (the same question over the same memories: an ablation
+    that removed nothing the question retrieved) is not sent again: its text is taken from `answered`, which
+    this call also fills, so callers can share it across calls."""
     for c in conditions:
         parse_conditions(c)
+    answered = {} if answered is None else answered
     todo = [(q, c) for c in conditions for q in questions if not skip(q, c)]
-    answers: list[Answer] = []
-    for start in range(0, len(todo), options.batch_size):
-        batch = todo[start: start + options.batch_size]
-        contexts = [context(streams[q.agent], q.text, condition=c, now_h=now_h, options=options) for q, c in batch]
-        prompts = [interview_prompt(personas[q.agent], ctx, q.text)
-                   for (q, _), ctx in zip(batch, contexts, strict=True)]
+    contexts = [context(streams[q.agent], q.text, condition=c, now_h=now_h, options=options) for q, c in todo]
+    keys: list[PromptKey] = [(q.agent, q.text, tuple(m.id for m in ctx)) for (q, _), ctx in zip(todo, contexts,
+                                                                                                strict=True)]
+    unique = list({key: i for i, key in reversed(list(enumerate(keys))) if key not in answered}.values())
+    unique.sort()  # the first question of each new prompt, in order
+    for start in range(0, len(unique), options.batch_size):
+        batch = unique[start: start + options.batch_size]
+        prompts = [interview_prompt(personas[todo[i][0].agent], contexts[i], todo[i][0].text) for i in batch]
         replies = generator.generate_many(prompts, max_tokens=options.max_tokens)
-        for (q, c), ctx, reply in zip(batch, contexts, replies, strict=True):
-            text = reply.text.strip()
-            answers.append(Answer(question=q, condition=c, text=text, memory_ids=tuple(m.id for m in ctx),
-                                  correct=q.check.passes(text)))
+        for i, reply in zip(batch, replies, strict=True):
+            answered[keys[i]] = reply.text.strip()
         if progress is not None:
-            progress(len(answers), len(todo))
-    return answers
+            progress(min(start + options.batch_size, len(unique)), len(unique))
+    if progress is not None and not unique:
+        progress(0, 0)
+    return [Answer(question=q, condition=c, text=answered[key], memory_ids=key[2],
+                   correct=q.check.passes(answered[key])) for (q, c), key in zip(todo, keys, strict=True)]

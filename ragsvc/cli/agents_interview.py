@@ -49,6 +49,7 @@ def interview(
     """Interview RUN_DIR's agents in five categories and score the answers per condition."""
     from ragsvc.agents.interview import InterviewOptions, parse_conditions, run_interview
     from ragsvc.agents.interview_questions import generate_questions
+    from ragsvc.agents.interview_score import answer_record
     from ragsvc.agents.simulation import CATALOG_FILE, open_run
     from ragsvc.embed.embedder import embedder_from_settings
 
@@ -72,18 +73,24 @@ def interview(
         meta = {"run": _label(run_dir), "town": town.name, "now_h": round(now_h, 3),
                 "model": _label(Path(model_name)) if Path(model_name).suffix else model_name,
                 "questions": len(questions), "command": _command(), "note": note}
-        previous, seconds_before = _previous(json_out, meta, questions)
-        done = {(r["id"], r["condition"]) for r in previous}
+        records, seconds_before = _previous(json_out, meta, questions)
+        done = {(r["id"], r["condition"]) for r in records}
+        answered = {(r["agent"], r["question"], tuple(r["memory_ids"])): r["answer"] for r in records}
         started = time.perf_counter()
-        with _generator(config, model) as generator, TqdmProgress("interview", unit="answer") as bar:
-            answers = run_interview(questions, personas={p.name: p for p in town.residents}, streams=streams,
-                                    generator=generator, conditions=names, now_h=now_h, options=options,
-                                    skip=lambda q, c: (q.id, c) in done, progress=bar)
+        with _generator(config, model) as generator:
+            for condition in names:  # one condition at a time, saved after each: a killed run keeps them
+                with TqdmProgress(f"interview {condition}", unit="prompt") as bar:
+                    answers = run_interview(questions, personas={p.name: p for p in town.residents},
+                                            streams=streams, generator=generator, conditions=[condition],
+                                            now_h=now_h, options=options, skip=lambda q, c: (q.id, c) in done,
+                                            answered=answered, progress=bar)
+                records += [answer_record(a) for a in answers]
+                seconds = round(seconds_before + time.perf_counter() - started, 1)
+                _write(records, meta, seconds, json_out, report, echo=condition == names[-1])
     except RagsvcError as exc:
         raise fail(exc) from exc
     finally:
         streams.close()
-    _write(previous, answers, meta, round(seconds_before + time.perf_counter() - started, 1), json_out, report)
 
 
 def _now_h(memories: dict[str, Any], transcript: list[dict[str, Any]]) -> float:
@@ -128,15 +135,14 @@ def _previous(path: Path | None, meta: dict[str, Any], questions: list[Any]) -> 
     return kept, float(data["meta"].get("seconds", 0.0)) if kept else 0.0
 
 
-def _write(previous: list[dict[str, Any]], answers: list[Any], meta: dict[str, Any], seconds: float,
-           json_out: Path | None, report: Path | None) -> None:
+def _write(records: list[dict[str, Any]], meta: dict[str, Any], seconds: float, json_out: Path | None,
+           report: Path | None, *, echo: bool) -> None:
     from ragsvc.agents.interview_report import render_markdown
-    from ragsvc.agents.interview_score import answer_record, summarize, verdicts
+    from ragsvc.agents.interview_score import summarize, verdicts
     from ragsvc.bench.flare import cpu_model
     from ragsvc.evals.results import git_sha, write_atomic, write_json_atomic
     from ragsvc.evals.stats import bootstrap_ci, paired_difference_ci, paired_permutation_test
 
-    records = previous + [answer_record(a) for a in answers]
     summary = summarize(records, interval=bootstrap_ci, paired_interval=paired_difference_ci,
                         paired_test=paired_permutation_test)
     meta = {**meta, "cpu": cpu_model(), "git_sha": git_sha(Path.cwd()), "seconds": seconds}
@@ -144,6 +150,8 @@ def _write(previous: list[dict[str, Any]], answers: list[Any], meta: dict[str, A
         write_json_atomic(json_out, {"meta": meta, "summary": summary, "answers": records})
     if report is not None:
         write_atomic(report, render_markdown(summary, meta, records).encode("utf-8"))
+    if not echo:
+        return
     for category, by_condition in summary["accuracy"].items():
         cells = "  ".join(f"{c}={v['mean']:.2f} [{v['ci95'][0]:.2f},{v['ci95'][1]:.2f}]"
                           for c, v in by_condition.items())

@@ -245,11 +245,14 @@ def test_scores_per_category_and_condition_with_intervals(streams):
     records = {name: s.recent(100) for name, s in by_name.items()}
     questions = generate_questions(town, records, now_h=5.0)
     personas = {p.name: p for p in town.residents}
-    seen = []
-    answers = run_interview(questions, personas=personas, streams=by_name, generator=ScriptedGenerator(_echo),
+    seen, model = [], ScriptedGenerator(_echo)
+    answers = run_interview(questions, personas=personas, streams=by_name, generator=model,
                             conditions=list(CONDITIONS), now_h=5.0, options=InterviewOptions(batch_size=5),
                             progress=lambda done, total: seen.append((done, total)))
-    assert len(answers) == 4 * len(questions) and seen[-1] == (len(answers), len(answers))
+    assert len(answers) == 4 * len(questions)
+    # a prompt two conditions share (only Ivo has a reflection and plans) is sent once
+    prompts = {(a.question.agent, a.question.text, a.memory_ids) for a in answers}
+    assert len(model.calls) == len(prompts) < len(answers) and seen[-1] == (len(prompts), len(prompts))
     rows = [answer_record(a) for a in answers]
     summary = summarize(rows, interval=bootstrap_ci, paired_interval=paired_difference_ci,
                         paired_test=paired_permutation_test)
