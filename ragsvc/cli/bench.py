@@ -233,3 +233,35 @@ def agents_command(
     json_out.write_text(json.dumps(result.to_json(), indent=2))
     typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k != "config"}, indent=2))
     typer.echo(f"wrote {json_out}")
+
+
+@app.command("chat")
+def chat_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+        "eval/results/bench-chat.json"),
+    work_dir: Annotated[Path, typer.Option(help="folder for the two servers' data (emptied first)")] = Path(
+        "eval/cache/bench-chat"),
+    town: Annotated[Path, typer.Option(help="town folder whose residents are the agents")] = Path("agents/town"),
+    sessions: Annotated[int, typer.Option(help="sessions talking at once")] = 4,
+    messages: Annotated[int, typer.Option(help="messages per session")] = 3,
+    max_tokens: Annotated[int, typer.Option(help="reply budget")] = 32,
+    model: Annotated[str | None, typer.Option(help="local model \\[default: RAGSVC_MODEL__MODEL or smollm2]")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+) -> None:
+    """Chat sessions over the REST API at once vs one message at a time: messages/min, latency, cached share."""
+    from ragsvc.bench.chat import ChatBenchConfig, run_chat_bench
+    from ragsvc.cli.common import settings
+    from ragsvc.serving.config import EngineConfig
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    try:
+        engine = EngineConfig.from_settings(settings(), model=model, dtype=dtype, num_threads=threads)
+        cfg = ChatBenchConfig(town=town, sessions=sessions, messages=messages, max_tokens=max_tokens, engine=engine)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    result = run_chat_bench(cfg, work_dir=work_dir)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k != "config"}, indent=2))
+    typer.echo(f"wrote {json_out}")
