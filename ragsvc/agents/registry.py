@@ -127,7 +127,7 @@ class AgentRegistry:
 
     def create(self, persona: Persona, *, agent: str | None = None) -> AgentRow:
         name = check_agent_id(agent if agent is not None else agent_id(persona.name))
-        with self._guard, self.lock(name):
+        with self.lock(name):  # not the registry's guard: seeding embeds, and other agents' chats go on meanwhile
             if self._exists(name):
                 raise Conflict(f"agent {name!r} already exists; delete it first (DELETE /v1/agents/{name}) or pick "
                                "another id")
@@ -153,7 +153,7 @@ class AgentRegistry:
         return self.tables.list_agents()
 
     def delete(self, name: str) -> None:
-        with self._guard, self.lock(name):
+        with self.lock(name):
             self.tables.delete_agent(name)  # NotFound before anything changes
             self._drop_stream(name)
 
@@ -168,7 +168,8 @@ class AgentRegistry:
             return stream
 
     def _drop_stream(self, name: str) -> None:
-        stream = self._streams.pop(name, None)
+        with self._guard:
+            stream = self._streams.pop(name, None)
         if stream is not None:
             stream.close()
         if self.index_root is not None:
