@@ -4,13 +4,33 @@ Requests accept what the official `openai` client sends; fields we cannot honour
 penalties other than 0) are accepted in the schema and refused with a 400 naming the field, rather than
 silently ignored. `top_k`, `ignore_eos` and `stop_token_ids` are extensions in vLLM's spelling.
 Responses follow OpenAI's shapes field for field, so any OpenAI client parses them unchanged.
+
+Every field a request sends is bounded here, so validation refuses an oversized request (400 naming the
+field) before any tokenising or engine work: numbers must be finite (NaN / Infinity refused), `seed` fits a
+signed 64-bit integer, `n` <= 16, `max_tokens` <= 2**20 (and, after tokenising, prompt + max_tokens <=
+the model's context), `logprobs` / `top_logprobs` <= 20, at most 16 `stop` strings of 1,024 characters and
+256 `stop_token_ids`, at most MAX_MESSAGES messages, MAX_TEXT_CHARS characters in any one text (message,
+content part or prompt string), MAX_PROMPTS prompts and MAX_PROMPT_TOKENS ids in a token-id prompt. The body
+as a whole is bounded before parsing by the server's body limit (413).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_MESSAGES = 1024
+MAX_TEXT_CHARS = 1_000_000
+"""About 250k tokens of English: above every context served here, below what takes seconds to tokenise."""
+MAX_PROMPTS = 16
+MAX_PROMPT_TOKENS = 1 << 20
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+TokenId = Annotated[int, Field(ge=0, le=INT64_MAX)]
+TokenIds = Annotated[list[TokenId], Field(max_length=MAX_PROMPT_TOKENS)]
+StopText = Annotated[str, Field(max_length=1024)]
 
 # --- shared -------------------------------------------------------------------------------------------
 
@@ -20,26 +40,27 @@ class StreamOptions(BaseModel):
 
 
 class SamplingFields(BaseModel):
-    """Fields shared by both endpoints. Range checks live in SamplingParams; errors come back as 400."""
+    """Fields shared by both endpoints. Size bounds live here, sampling range checks in SamplingParams; errors
+    come back as 400."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
-    model: str
+    model: str = Field(max_length=1024)
     temperature: float | None = None
     top_p: float | None = None
-    n: int = 1
+    n: int = Field(1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=16)] | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-    user: str | None = None
+    user: str | None = Field(None, max_length=1024)
     # extensions (vLLM's names)
-    top_k: int | None = None
+    top_k: int | None = Field(None, ge=0, le=1 << 31)
     ignore_eos: bool = False
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: Annotated[list[TokenId], Field(max_length=256)] | None = None
 
 
 class PromptTokensDetails(BaseModel):
@@ -57,12 +78,13 @@ class Usage(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = 16
-    logprobs: int | None = None
+    prompt: (Text | Annotated[list[Text], Field(max_length=MAX_PROMPTS)] | TokenIds
+             | Annotated[list[TokenIds], Field(max_length=MAX_PROMPTS)])
+    max_tokens: int | None = Field(16, ge=1, le=1 << 20)
+    logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
-    suffix: str | None = None
-    best_of: int | None = None
+    suffix: Text | None = None
+    best_of: int | None = Field(None, ge=1, le=16)
 
 
 class CompletionLogprobs(BaseModel):
@@ -97,24 +119,24 @@ class CompletionResponse(BaseModel):
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    type: str
-    text: str | None = None
+    type: str = Field(max_length=64)
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: Text | Annotated[list[ContentPart], Field(max_length=MAX_MESSAGES)] | None = None
+    name: str | None = Field(None, max_length=1024)
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_completion_tokens: int | None = Field(None, ge=1, le=1 << 20)
     logprobs: bool = False
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None

@@ -7,22 +7,30 @@ through OpenAIErrorRoute, because OpenAI clients parse that shape and nothing el
 
 A streaming client that disconnects cancels the response task; the cancellation reaches the engine's async
 generator, which aborts the request and frees its KV blocks at once.
+
+Tokenising (and rendering the chat template) runs on the served model's own one-thread executor, never on
+the event loop: a prompt near the size bound takes a second to tokenise, and `/v1/models`, `/health` and
+every streaming response must not stall behind it. One thread, because the tokenizer copy is not safe to
+call from two threads at once; tokenising is serialised, the event loop is not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragsvc.api import openai_convert as conv
 from ragsvc.api.auth import requires
@@ -41,6 +49,7 @@ from ragsvc.serving.async_engine import AsyncLLMEngine
 from ragsvc.serving.engine import LLMEngine
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 503: "service_unavailable"}
 
@@ -54,10 +63,18 @@ class ServedModel:
     names: tuple[str, ...]
     tokenizer: Any
     created: int
+    tokenize_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragsvc-tokenize"))
+    """Where `tokenizer` is called (see the module docstring)."""
 
     @property
     def name(self) -> str:
         return self.names[0]
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn` (which uses `tokenizer`) on the tokenizer's thread and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.tokenize_pool, functools.partial(fn, *args, **kwargs))
 
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -84,6 +101,8 @@ class OpenAIErrorRoute(APIRoute):
             except RequestValidationError as err:
                 message, param = _validation_message(err)
                 return error_response(400, message, param=param, code="invalid_value")
+            except StarletteHTTPException as err:  # FastAPI's own 4xx (a body it cannot parse, ...)
+                return error_response(err.status_code, str(err.detail), code="invalid_value")
             except RagsvcError as err:
                 param = err.detail.get("param") if isinstance(err.detail, dict) else None
                 response = error_response(err.status_code, err.message, param=param, code=err.code)
@@ -196,7 +215,7 @@ def _sse(served: ServedModel, jobs: list[ChoiceJob], *, kind: str, req: Any, req
 async def create_completion(req: CompletionRequest, served: ServedModelDep, request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
-    prompts = conv.completion_prompts(req, served.tokenizer, vocab_size=len(served.tokenizer))
+    prompts = await served.off_loop(conv.completion_prompts, req, served.tokenizer, vocab_size=len(served.tokenizer))
     request_id = conv.new_id("cmpl")
     jobs = _jobs(served, req, prompts, requested_max=req.max_tokens, logprobs=req.logprobs, request_id=request_id)
     if req.stream:
@@ -212,7 +231,7 @@ async def create_completion(req: CompletionRequest, served: ServedModelDep, requ
 async def create_chat_completion(req: ChatCompletionRequest, served: ServedModelDep, request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
-    prompt = conv.chat_prompt(req, served.tokenizer)
+    prompt = await served.off_loop(conv.chat_prompt, req, served.tokenizer)
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     requested_max = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     request_id = conv.new_id("chatcmpl")
