@@ -1,4 +1,5 @@
-"""The one text-and-number rule at the edge: JSON bodies hold no lone UTF-16 surrogates and no NaN / Infinity.
+"""The one text-and-number rule at the edge: JSON bodies are UTF-8 and hold no lone UTF-16 surrogates and no NaN /
+Infinity.
 
 Python's JSON parser accepts both: `"\\ud800"` becomes a str that no UTF-8 encoder (duckdb, tokenizers,
 the response writer) can encode, and `NaN`, `Infinity` or `1e999` become floats that JSON cannot carry back
@@ -55,6 +56,10 @@ def find_problem(document: Any) -> str | None:
 
 
 def body_problem(body: bytes) -> str | None:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"body: not UTF-8 text (byte {exc.start} is {body[exc.start]:#04x}); send JSON encoded as UTF-8"
     if not _SUSPECT.search(body):
         return None
     try:
@@ -64,6 +69,12 @@ def body_problem(body: bytes) -> str | None:
     return find_problem(document)
 
 
+def _json_body(scope: Scope) -> bool:
+    """JSON or undeclared (FastAPI parses an undeclared body as JSON too); forms and the like pass untouched."""
+    declared = next((v for k, v in scope.get("headers", []) if k == b"content-type"), None)
+    return declared is None or b"json" in declared.lower()
+
+
 class JsonGuardMiddleware:
     """Buffers request bodies (the body limit, outside this, bounds them) and refuses the ones above with 400."""
 
@@ -71,7 +82,7 @@ class JsonGuardMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH") or not _json_body(scope):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -83,6 +83,12 @@ def test_lone_surrogates_get_400_naming_the_field(client, path, raw, field):
     assert _count(client) == before
 
 
+@pytest.mark.parametrize("raw", [b"\xd8\xa8\xff\xfe5fUs", b'{"query": "caf\xe9", "k": 1}'])
+def test_a_body_that_is_not_utf8_gets_400(client, raw):
+    r = client.post("/v1/collections/c/search", content=raw, headers=JSON)
+    assert r.status_code == 400 and "not UTF-8" in r.json()["detail"], r.text
+
+
 def test_a_valid_surrogate_pair_is_text_like_any_other(client):
     raw = '{"documents": [{"id": "e", "text": "emoji \\ud83d\\ude00"}]}'
     r = client.post("/v1/collections/c/documents", content=raw, headers=JSON)
@@ -185,3 +191,19 @@ def test_every_response_carries_a_request_id_and_a_sane_given_one_is_kept(client
     odd = client.get("/health", headers={"X-Request-ID": "bad id\twith tab"}).headers["x-request-id"]
     assert odd != "bad id\twith tab"
     assert client.get("/v1/collections/nope").headers["x-request-id"]
+
+
+@pytest.mark.slow
+def test_model_server_bad_bodies_get_400_not_500(tmp_path):
+    """Formerly 500 on the model server: FastAPI's own 400 for an unparsable body fell into the catch-all."""
+    from ragsvc.api.model_app import create_model_app, serve_in_thread
+    from tests.llm.conftest import engine_config
+
+    app = create_model_app(engine_config(), settings=make_settings(tmp_path / "data"))
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        for path in ("/v1/completions", "/v1/chat/completions"):
+            for raw in (b"\xd8\xa8\xff\xfe5fUs", b'{"model": "smollm2", "prompt": "\\ud800", "max_tokens": 1}'):
+                r = c.post(path, content=raw, headers=JSON)
+                assert r.status_code == 400, (path, raw, r.text)
+            r = c.post(path, content=b"{not json", headers=JSON)
+            assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
