@@ -265,3 +265,39 @@ def chat_command(
     json_out.write_text(json.dumps(result.to_json(), indent=2))
     typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k != "config"}, indent=2))
     typer.echo(f"wrote {json_out}")
+
+
+@app.command("load")
+def load_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result (and a .md beside it)")] = Path(
+        "eval/results/bench-load.json"),
+    url: Annotated[str | None, typer.Option(help="a running server; unset = start `ragsvc serve --sample`")] = None,
+    work_dir: Annotated[Path, typer.Option(help="data folder of the server it starts (emptied first)")] = Path(
+        "eval/cache/bench-load"),
+    clients: Annotated[int, typer.Option(help="concurrent HTTP clients")] = 32,
+    duration: Annotated[float, typer.Option(help="seconds per phase")] = 60.0,
+    mix: Annotated[str, typer.Option(help="weights of search, ingest, delete, answer")] = "search=0.8,ingest=0.2",
+    collection: Annotated[str, typer.Option(help="collection to load")] = "sample",
+    search_only_first: Annotated[bool, typer.Option(help="run a search-only phase first (the peer)")] = True,
+) -> None:
+    """N clients run a search/ingest/delete/answer mix for T seconds; p50/p99, errors, and no lost documents."""
+    import shutil
+
+    from ragsvc.bench.load import LoadConfig, parse_mix, run_load
+    from ragsvc.bench.load_report import to_markdown
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    try:
+        config = LoadConfig(clients=clients, duration_s=duration, mix=parse_mix(mix), collection=collection,
+                            search_only_first=search_only_first)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    if url is None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    result = run_load(config, url=url, data_dir=None if url else work_dir,
+                      on_phase=lambda name: typer.echo(f"phase: {name} ({duration:.0f} s)"))
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    json_out.with_suffix(".md").write_text(to_markdown(result))
+    typer.echo(to_markdown(result))
+    typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")

@@ -1,0 +1,208 @@
+"""`ragsvc bench load`: N concurrent HTTP clients run a mix of search / ingest / delete / answer against a
+real server for T seconds, then every acknowledged document is checked for.
+
+An asyncio driver over httpx (one connection per client): each client picks its next operation from the mix
+with its own seeded generator, so a run's sequence of operations is reproducible. With `search_only_first`
+the same clients first run searches alone for T seconds, the peer that the mixed phase's search throughput
+is divided by. The server is a `ragsvc serve --sample` child on a fresh data folder (the sample collection),
+or any running server given by URL.
+
+Afterwards each document the server acknowledged (201) and the run did not delete is fetched by id
+(`lost` counts misses), and a sample of them is searched for by its own text, filtered to its id
+(`index_missing`): acknowledged means stored and searchable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ragsvc.bench.load_report import (
+    LoadResult,
+    PhaseStats,
+    Sample,
+    Verification,
+    phase_stats,
+    search_ratio,
+    targets,
+)
+from ragsvc.bench.provenance import cpu_model, package_git_sha
+from ragsvc.bench.server_process import serve_process
+
+OPERATIONS = ("search", "ingest", "delete", "answer")
+QUERIES = (
+    "how does paged attention save memory?", "what is continuous batching?", "how does HNSW search a graph?",
+    "what does BM25 score?", "how does FLARE decide to retrieve?", "what is product quantization?",
+    "why use Matryoshka embeddings?", "what does HyDE generate?", "how do generative agents reflect?",
+    "how is RAG evaluated?", "what does duckdb store?", "how does tree-sitter parse code?",
+)
+WORDS = ("river", "lantern", "granite", "meadow", "copper", "harbor", "violet", "summit", "orchard", "ember",
+         "glacier", "thistle", "canyon", "saffron", "willow", "quartz")
+INDEX_CHECK_SAMPLE = 50
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    clients: int = 32
+    duration_s: float = 60.0
+    mix: dict[str, float] = field(default_factory=lambda: {"search": 0.8, "ingest": 0.2})
+    collection: str = "sample"
+    k: int = 5
+    search_only_first: bool = True
+    seed: int = 0
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.mix) - set(OPERATIONS))
+        if unknown or not self.mix or any(w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
+            raise ValueError(f"mix {self.mix} must give non-negative weights to some of {', '.join(OPERATIONS)}")
+        if not 1 <= self.clients <= 1024 or not 0 < self.duration_s <= 3600:
+            raise ValueError("clients must be in 1..1024 and duration_s in (0, 3600]")
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'search=0.8,ingest=0.2' -> {'search': 0.8, 'ingest': 0.2}."""
+    mix = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            raise ValueError(f"mix entry {part!r} is not name=weight, e.g. search=0.8,ingest=0.2") from None
+    return mix
+
+
+@dataclass
+class _Ledger:
+    """Documents acknowledged and deleted by the run (one event loop: no locking)."""
+
+    acknowledged: dict[str, str] = field(default_factory=dict)  # id -> text
+    counter: int = 0
+
+
+class _Client:
+    def __init__(self, index: int, http: httpx.AsyncClient, config: LoadConfig, ledger: _Ledger) -> None:
+        self.index, self.http, self.config, self.ledger = index, http, config, ledger
+        self.rng = random.Random(config.seed * 1_000_003 + index)
+        self.mine: list[str] = []
+        self.base = f"/v1/collections/{config.collection}"
+
+    async def run(self, mix: dict[str, float], deadline: float, out: list[Sample]) -> None:
+        ops, weights = list(mix), list(mix.values())
+        while time.monotonic() < deadline:
+            op = self.rng.choices(ops, weights)[0]
+            if op == "delete" and not self.mine:
+                op = "ingest"
+            started = time.perf_counter()
+            try:
+                outcome = await getattr(self, op)()
+            except httpx.HTTPError as exc:
+                outcome = type(exc).__name__
+            out.append(Sample(op, (time.perf_counter() - started) * 1000.0, outcome))
+
+    async def search(self) -> str:
+        r = await self.http.post(f"{self.base}/search", json={"query": self.rng.choice(QUERIES), "k": self.config.k})
+        return "ok" if r.status_code == 200 and r.json()["hits"] else str(r.status_code)
+
+    async def ingest(self) -> str:
+        self.ledger.counter += 1
+        doc_id = f"load-{self.index}-{self.ledger.counter}"
+        text = f"Load note {doc_id}: " + " ".join(self.rng.choices(WORDS, k=24)) + "."
+        body = {"documents": [{"id": doc_id, "text": text, "metadata": {"load_id": doc_id}}]}
+        r = await self.http.post(f"{self.base}/documents", json=body)
+        if r.status_code != 201:
+            return str(r.status_code)
+        self.ledger.acknowledged[doc_id] = text
+        self.mine.append(doc_id)
+        return "ok"
+
+    async def delete(self) -> str:
+        doc_id = self.mine.pop(self.rng.randrange(len(self.mine)))
+        r = await self.http.delete(f"{self.base}/documents/{doc_id}")
+        if r.status_code != 204:
+            return str(r.status_code)
+        self.ledger.acknowledged.pop(doc_id, None)
+        return "ok"
+
+    async def answer(self) -> str:
+        body = {"question": self.rng.choice(QUERIES), "collection": self.config.collection, "k": 3,
+                "max_tokens": 16}
+        r = await self.http.post("/v1/answer", json=body)
+        return "ok" if r.status_code == 200 else str(r.status_code)
+
+
+async def _phase(url: str, config: LoadConfig, mix: dict[str, float], ledger: _Ledger, name: str) -> PhaseStats:
+    samples: list[Sample] = []
+    limits = httpx.Limits(max_connections=config.clients, max_keepalive_connections=config.clients)
+    async with httpx.AsyncClient(base_url=url, timeout=config.timeout_s, limits=limits) as http:
+        clients = [_Client(i, http, config, ledger) for i in range(config.clients)]
+        started = time.monotonic()
+        deadline = started + config.duration_s
+        await asyncio.gather(*(c.run(mix, deadline, samples) for c in clients))
+        elapsed = time.monotonic() - started
+    return phase_stats(name, samples, elapsed)
+
+
+async def _verify(url: str, config: LoadConfig, ledger: _Ledger) -> Verification:
+    base = f"/v1/collections/{config.collection}"
+    gate = asyncio.Semaphore(8)
+    async with httpx.AsyncClient(base_url=url, timeout=config.timeout_s) as http:
+
+        async def present(doc_id: str) -> bool:
+            async with gate:
+                return (await http.get(f"{base}/documents/{doc_id}")).status_code == 200
+
+        async def searchable(doc_id: str) -> bool:
+            body = {"query": ledger.acknowledged[doc_id], "k": 1, "filter": {"load_id": doc_id}}
+            async with gate:
+                r = await http.post(f"{base}/search", json=body)
+            return r.status_code == 200 and [h["document_id"] for h in r.json()["hits"]] == [doc_id]
+
+        ids = sorted(ledger.acknowledged)
+        found = await asyncio.gather(*(present(i) for i in ids))
+        sample = random.Random(config.seed).sample(ids, min(INDEX_CHECK_SAMPLE, len(ids)))
+        indexed = await asyncio.gather(*(searchable(i) for i in sample))
+    return Verification(acknowledged=len(ids), lost=found.count(False), index_checked=len(sample),
+                        index_missing=indexed.count(False))
+
+
+async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None] | None = None) -> LoadResult:
+    """Run the phases against the server at `url` and verify; the result carries targets and provenance."""
+    ledger = _Ledger()
+    phases = []
+    if config.search_only_first and config.mix.get("search"):
+        if on_phase:
+            on_phase("search-only")
+        phases.append(await _phase(url, config, {"search": 1.0}, ledger, "search_only"))
+    if on_phase:
+        on_phase("mixed")
+    phases.append(await _phase(url, config, config.mix, ledger, "mixed"))
+    verification = await _verify(url, config, ledger)
+    ratio = search_ratio(phases)
+    provenance = {"git_sha": package_git_sha(), "cpu": cpu_model()}
+    return LoadResult(config=_config_json(config), provenance=provenance, phases=phases,
+                      verification=verification, search_throughput_ratio=ratio,
+                      targets=targets(phases, verification, ratio))
+
+
+def run_load(config: LoadConfig, *, url: str | None = None, data_dir: Path | None = None,
+             server_env: dict[str, str] | None = None, on_phase: Callable[[str], None] | None = None) -> LoadResult:
+    """Drive `url`, or a `ragsvc serve --sample` started on `data_dir` (a fresh folder) for the run."""
+    if url is None and data_dir is None:
+        raise ValueError("give the URL of a running server or a data folder to start one on")
+    if url is not None:
+        return asyncio.run(drive(url, config, on_phase=on_phase))
+    assert data_dir is not None
+    with serve_process(data_dir, sample=True, env=server_env) as child:
+        return asyncio.run(drive(child.url, config, on_phase=on_phase))
+
+
+def _config_json(config: LoadConfig) -> dict[str, Any]:
+    return asdict(config)

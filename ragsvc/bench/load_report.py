@@ -1,0 +1,142 @@
+"""The load benchmark's records and arithmetic: per-operation latency percentiles, throughput, errors by
+status, the ratios and targets, JSON and a Markdown table. Pure: the driver (bench/load.py) feeds it samples.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+SEARCH_P99_TARGET_MS = 250.0
+SEARCH_RATIO_TARGET = 0.7
+"""Search throughput under ingest must be at least this share of search-only throughput."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    op: str
+    latency_ms: float
+    outcome: str
+    """"ok", or the HTTP status of a refusal ("429"), or the transport error's class name."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpStats:
+    count: int
+    ok: int
+    throughput_per_s: float
+    """Successful operations per second of the phase."""
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseStats:
+    name: str
+    duration_s: float
+    ops: dict[str, OpStats]
+
+    @property
+    def errors(self) -> int:
+        return sum(sum(s.errors.values()) for s in self.ops.values())
+
+
+def phase_stats(name: str, samples: list[Sample], duration_s: float) -> PhaseStats:
+    by_op: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_op.setdefault(s.op, []).append(s)
+    ops = {op: _op_stats(rows, duration_s) for op, rows in sorted(by_op.items())}
+    return PhaseStats(name, round(duration_s, 3), ops)
+
+
+def _op_stats(rows: list[Sample], duration_s: float) -> OpStats:
+    ok = [r.latency_ms for r in rows if r.outcome == "ok"]
+    latencies = np.asarray(ok if ok else [0.0])
+    errors = Counter(r.outcome for r in rows if r.outcome != "ok")
+    return OpStats(count=len(rows), ok=len(ok), throughput_per_s=round(len(ok) / duration_s, 2),
+                   p50_ms=round(float(np.percentile(latencies, 50)), 2),
+                   p99_ms=round(float(np.percentile(latencies, 99)), 2),
+                   max_ms=round(float(latencies.max()), 2), errors=dict(sorted(errors.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    acknowledged: int
+    """Documents the server answered 201 for (and that were not deleted afterwards by the benchmark)."""
+    lost: int
+    """Of those, how many GET /documents/{id} did not find after the run."""
+    index_checked: int
+    index_missing: int
+    """Of a sample of acknowledged documents, how many a search by their own text (filtered to them) missed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    met: bool
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    config: dict[str, Any]
+    provenance: dict[str, str]
+    phases: list[PhaseStats]
+    verification: Verification
+    search_throughput_ratio: float | None
+    targets: list[Target]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.provenance, "config": self.config,
+            "phases": {p.name: {"duration_s": p.duration_s, "errors": p.errors,
+                                "ops": {op: asdict(s) for op, s in p.ops.items()}} for p in self.phases},
+            "search_throughput_ratio": self.search_throughput_ratio,
+            "verification": asdict(self.verification), "targets": [asdict(t) for t in self.targets],
+        }
+
+
+def targets(phases: list[PhaseStats], verification: Verification, ratio: float | None) -> list[Target]:
+    mixed = phases[-1]
+    search = mixed.ops.get("search")
+    out = [Target("0 errors in every phase", all(p.errors == 0 for p in phases), sum(p.errors for p in phases)),
+           Target("0 acknowledged documents lost", verification.lost == 0 and verification.index_missing == 0,
+                  verification.lost + verification.index_missing)]
+    if search is not None:
+        out.append(Target(f"search p99 <= {SEARCH_P99_TARGET_MS:.0f} ms under the mix",
+                          search.p99_ms <= SEARCH_P99_TARGET_MS, search.p99_ms))
+    if ratio is not None:
+        out.append(Target(f"search throughput under the mix >= {SEARCH_RATIO_TARGET}x search-only",
+                          ratio >= SEARCH_RATIO_TARGET, ratio))
+    return out
+
+
+def search_ratio(phases: list[PhaseStats]) -> float | None:
+    """Search throughput of the last (mixed) phase over the first (search-only) phase's, when both ran."""
+    if len(phases) < 2 or "search" not in phases[0].ops or "search" not in phases[-1].ops:
+        return None
+    base = phases[0].ops["search"].throughput_per_s
+    return round(phases[-1].ops["search"].throughput_per_s / base, 3) if base else None
+
+
+def to_markdown(result: LoadResult) -> str:
+    c = result.config
+    lines = [f"# Load: {c['clients']} clients, {c['duration_s']:.0f} s a phase, mix {c['mix']}", "",
+             f"git {result.provenance.get('git_sha')}, CPU {result.provenance.get('cpu')}", "",
+             "| phase | op | ok | ops/s | p50 ms | p99 ms | max ms | errors |", "|---|---|---|---|---|---|---|---|"]
+    for p in result.phases:
+        for op, s in p.ops.items():
+            lines.append(f"| {p.name} | {op} | {s.ok} | {s.throughput_per_s} | {s.p50_ms} | {s.p99_ms} | "
+                         f"{s.max_ms} | {s.errors or 0} |")
+    v = result.verification
+    lines += ["", f"Acknowledged documents: {v.acknowledged}, lost: {v.lost}; index check: {v.index_missing} "
+                  f"missing of {v.index_checked} sampled.",
+              f"Search throughput under the mix / search-only: {result.search_throughput_ratio}", "",
+              "| target | met | value |", "|---|---|---|"]
+    lines += [f"| {t.name} | {'yes' if t.met else 'NO'} | {t.value} |" for t in result.targets]
+    return "\n".join(lines) + "\n"

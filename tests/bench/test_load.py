@@ -1,0 +1,56 @@
+"""`ragsvc bench load`: the report's arithmetic, and a short real run against a `ragsvc serve --sample` child."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragsvc.bench.load import LoadConfig, parse_mix, run_load
+from ragsvc.bench.load_report import Sample, Verification, phase_stats, search_ratio, targets, to_markdown
+
+
+def test_stats_count_errors_by_outcome_and_take_percentiles_of_successes():
+    samples = [Sample("search", float(ms), "ok") for ms in range(1, 101)]
+    samples += [Sample("search", 5000.0, "503"), Sample("ingest", 40.0, "ok"), Sample("ingest", 1.0, "ReadTimeout")]
+    stats = phase_stats("mixed", samples, duration_s=10.0)
+    search = stats.ops["search"]
+    assert (search.count, search.ok, search.throughput_per_s) == (101, 100, 10.0)
+    assert search.p50_ms == 50.5 and search.p99_ms == pytest.approx(99.01) and search.max_ms == 100.0
+    assert search.errors == {"503": 1} and stats.ops["ingest"].errors == {"ReadTimeout": 1}
+    assert stats.errors == 2
+
+
+def test_ratio_and_targets():
+    only = phase_stats("search_only", [Sample("search", 10.0, "ok")] * 100, 10.0)
+    mixed = phase_stats("mixed", [Sample("search", 300.0, "ok")] * 60 + [Sample("ingest", 20.0, "ok")] * 5, 10.0)
+    ratio = search_ratio([only, mixed])
+    assert ratio == 0.6
+    met = {t.name: t.met for t in targets([only, mixed], Verification(5, 0, 5, 0), ratio)}
+    assert met == {"0 errors in every phase": True, "0 acknowledged documents lost": True,
+                   "search p99 <= 250 ms under the mix": False,
+                   "search throughput under the mix >= 0.7x search-only": False}
+
+
+def test_bad_mixes_are_refused():
+    assert parse_mix("search=0.8, ingest=0.2") == {"search": 0.8, "ingest": 0.2}
+    for text in ("search", "search=x"):
+        with pytest.raises(ValueError, match="name=weight"):
+            parse_mix(text)
+    with pytest.raises(ValueError, match="must give non-negative weights"):
+        LoadConfig(mix={"upload": 1.0})
+
+
+@pytest.mark.slow
+def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
+    config = LoadConfig(clients=3, duration_s=2.0, mix={"search": 0.5, "ingest": 0.3, "delete": 0.2})
+    result = run_load(config, data_dir=tmp_path / "data")
+    out = result.to_json()
+    assert set(out["phases"]) == {"search_only", "mixed"}
+    assert set(out["phases"]["mixed"]["ops"]) >= {"search", "ingest"}
+    assert all(p["errors"] == 0 for p in out["phases"].values()), out["phases"]
+    v = out["verification"]
+    assert v["acknowledged"] > 0 and v["lost"] == 0 and v["index_missing"] == 0
+    assert v["index_checked"] == min(50, v["acknowledged"])
+    assert out["git_sha"] and out["cpu"] and json.dumps(out)
+    assert "| mixed | search |" in to_markdown(result)
