@@ -30,9 +30,15 @@ AllowedHost = Annotated[list[str] | None, typer.Option(
 def _refuse_open_exposure(config: Settings, *, key_count: Callable[[], int], where: str) -> None:
     """Exit with an error when the server would listen beyond loopback with no API key and no --insecure."""
     from ragsvc.api.auth import is_loopback
+    from ragsvc.errors import RagsvcError
 
-    if is_loopback(config.api.host) or config.api.insecure or key_count() > 0:
+    if is_loopback(config.api.host) or config.api.insecure:
         return
+    try:
+        if key_count() > 0:
+            return
+    except RagsvcError as exc:  # the catalog held by another process, a damaged keys file
+        raise fail(exc) from exc
     raise fail(f"refusing to serve on {config.api.host} without API keys: anyone who can connect could read and "
                f"delete everything. Create one with `ragsvc keys create NAME --scope admin` ({where}), bind "
                "127.0.0.1, or pass --insecure")
