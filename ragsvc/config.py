@@ -44,10 +44,10 @@ class ApiSettings(_Frozen):
         description="Host header names accepted besides 127.0.0.1, localhost, [::1] and the bound address "
                     "(DNS-rebinding guard); '*' accepts any")
     insecure: bool = Field(False, description="serve a non-loopback address with no API keys (everyone is admin)")
-    rate_limit_per_s: float = Field(200.0, ge=0, le=1e6,
+    rate_limit_per_s: float = Field(1000.0, ge=0, le=1e6,
                                     description="sustained requests/s per API key (per client address while keys "
                                                 "are off); 0 turns rate limiting off")
-    rate_limit_burst: int = Field(1000, ge=1, le=10_000_000, description="requests a key may send at once")
+    rate_limit_burst: int = Field(2000, ge=1, le=10_000_000, description="requests a key may send at once")
     keys_file: Path | None = Field(
         None, description="API keys file a server without the catalog reads (serve-model); unset = "
                           "<store.data_dir>/api-keys.json")
