@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from fastapi import Request
 
 from ragsvc.api.rate_limit import TokenBuckets
-from ragsvc.errors import Forbidden, NotReady, RateLimited, Unauthorized
+from ragsvc.errors import Forbidden, InvalidInput, NotReady, RateLimited, Unauthorized
 from ragsvc.store.keys import ApiKeyRecord, ApiKeyTable, parse_token, read_keys_file
 
 SCOPE_KEY = "x-ragsvc-scope"
@@ -80,7 +80,7 @@ class FileKeys:
         self.path = path
         self._clock = clock
         self._checked_at = float("-inf")
-        self._version: int | None = None
+        self._version: tuple[int, int, int] | None = None
         self._keys: list[ApiKeyRecord] = []
 
     def keys(self) -> Sequence[ApiKeyRecord]:
@@ -88,11 +88,16 @@ class FileKeys:
         if now - self._checked_at >= 1.0:
             self._checked_at = now
             try:
-                version: int | None = self.path.stat().st_mtime_ns
+                stat = self.path.stat()  # the file is replaced by rename: a new inode for every change
+                version: tuple[int, int, int] | None = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             except FileNotFoundError:
                 version = None
             if version != self._version:
-                self._keys = read_keys_file(self.path) if version is not None else []
+                try:
+                    self._keys = read_keys_file(self.path) if version is not None else []
+                except InvalidInput as exc:  # fail closed: a damaged file must not open the server
+                    self._checked_at = float("-inf")
+                    raise NotReady(f"{exc.message}; every request waits (503) until it is repaired") from exc
                 self._version = version
         return self._keys
 

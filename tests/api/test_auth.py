@@ -269,3 +269,26 @@ def test_model_server_takes_the_same_keys(tmp_path):
                 assert time.monotonic() < deadline, "the revocation never reached the model server"
     finally:
         catalog.close()
+
+
+def test_the_model_servers_keys_file_fails_closed(tmp_path):
+    """A damaged keys file answers 503 to everyone (never opens the server); a repaired one is read again."""
+    from ragsvc.api.auth import FileKeys
+    from ragsvc.errors import NotReady
+    from ragsvc.store.keys import write_keys_file
+
+    now = [0.0]
+    path = tmp_path / KEYS_FILE
+    keys = FileKeys(path, clock=lambda: now[0])
+    assert list(keys.keys()) == []  # no file: no keys (open only on loopback)
+    new = mint_key("m", ["read"])
+    write_keys_file(path, [new.record])
+    assert list(keys.keys()) == []  # looked less than a second ago
+    now[0] = 1.0
+    assert [k.id for k in keys.keys()] == [new.record.id]
+    path.write_text("{not json")
+    now[0] = 2.0
+    with pytest.raises(NotReady):
+        keys.keys()
+    write_keys_file(path, [new.record])
+    assert [k.id for k in keys.keys()] == [new.record.id]
