@@ -31,6 +31,9 @@ from ragsvc.agents.plan import PlanStep, hhmm, parse_step
 from ragsvc.store.memories import MemoryRecord
 
 CATEGORIES = ("self-knowledge", "memory", "plans", "reactions", "reflections")
+MAX_REFLECTION_QUESTIONS = 3
+"""Distinct questions taken from an agent's reflections (its most important ones): a reflection pass asks a
+few questions and stores several insights under each, and asking the same question twice measures nothing new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +228,12 @@ def reflection_questions(persona: Persona, records: Sequence[MemoryRecord], town
                          seen: Experience) -> list[tuple[str, Check, str]]:
     found = []
     reflections = sorted((r for r in records if r.kind == "reflection"), key=lambda r: -(r.importance or 0.0))
+    asked: set[str] = set()
     for r in reflections:
         question = str(r.metadata.get("question") or f"What have you concluded about {persona.name}?")
         keywords = content_words(r.text, exclude=[*_exclude(town, persona), question])
-        if keywords:
+        if keywords and question not in asked and len(asked) < MAX_REFLECTION_QUESTIONS:
+            asked.add(question)
             found.append((question, Check(keywords=keywords), f"reflection memory {r.id}"))
     known = acquaintances(persona.name, records, town, seen)
     if known:

@@ -3,6 +3,7 @@ filtering on a real memory stream, scoring with intervals over scripted answers,
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from pathlib import Path
@@ -309,3 +310,14 @@ def test_the_transcript_says_who_talked_and_who_learned_of_the_event(town_dir):
     assert q["Do you know Oskar Lund? Answer yes or no first."].polarity == "no"  # told, but never a line said
     assert q[next(t for t in q if t.startswith("Have you heard"))].polarity == "yes"
     assert q["Who in Pebble Bay do you know best, and why?"].keywords == ("rosa",)
+
+
+def test_reflections_give_distinct_questions_most_important_first(town_dir):
+    town = load_town(town_dir)
+    insights = [("reflection", f"Ivo trusts Oskar with clock number {i}", {"question": f"Whom does Ivo trust? {i % 4}"})
+                for i in range(8)]
+    records = _records(town, {"Ivo Petrov": insights})
+    records["Ivo Petrov"] = [dataclasses.replace(r, importance=float(r.id)) for r in records["Ivo Petrov"]]
+    asked = [q.text for q in generate_questions(town, records, now_h=9.0)
+             if q.agent == "Ivo Petrov" and q.source.startswith("reflection")]
+    assert asked == ["Whom does Ivo trust? 3", "Whom does Ivo trust? 2", "Whom does Ivo trust? 1"]
