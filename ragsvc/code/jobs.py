@@ -74,8 +74,8 @@ def check_repo_path(path: str, *, allowed_roots: tuple[Path, ...] | None) -> Pat
         real = Path(os.path.realpath(os.path.abspath(path)))  # non-strict: a missing path resolves as far as it can
         if not any(real.is_relative_to(os.path.realpath(root)) for root in allowed_roots):
             allowed = ", ".join(str(r) for r in allowed_roots) or "(none configured)"
-            raise InvalidInput(f"repository path {path[:200]!r} is not allowed: index folders under the allowed "
-                               f"roots ({allowed}), or add a parent folder to the allowed roots")
+            raise InvalidInput(f"repository path {path[:200]!r} is not allowed: it is outside the allowed roots "
+                               f"({allowed}); index a folder under them, or add a parent folder to the roots")
     return Path(path)
 
 
