@@ -81,17 +81,18 @@ def summarize(records: Sequence[Mapping[str, Any]], *, interval: Interval, paire
 
 
 def verdicts(summary: Mapping[str, Any]) -> list[str]:
-    """One line per (ablation, dependent category): does full beat it, clearly (CI above 0), or not?"""
+    """One line per (ablation, dependent category): does full beat it clearly (the paired interval above 0 and
+    the permutation test below 0.05: with a few dozen right/wrong answers the percentile interval alone is
+    too narrow), or not?"""
     lines = []
     for ablation, by_category in summary["vs_full"].items():
         for category, d in by_category.items():
             if not d["depends"]:
                 continue
-            low = d["ci95"][0]
-            if d["diff"] > 0 and low > 0:
-                verdict = "full beats it (CI above 0)"
+            if d["diff"] > 0 and d["ci95"][0] > 0 and d["p"] < 0.05:
+                verdict = "full beats it (CI above 0, p < 0.05)"
             elif d["diff"] > 0:
-                verdict = "full ahead, but the CI includes 0"
+                verdict = "full ahead, not clear of noise (CI reaches 0 or p >= 0.05)"
             elif d["diff"] == 0:
                 verdict = "no difference"
             else:
