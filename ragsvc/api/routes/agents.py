@@ -147,14 +147,25 @@ def _queues(request: Request) -> _SessionQueues:
 @router.post("/sessions/{session_id}/messages", response_model=MessageReply,
              responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: true"}})
 async def post_message(session_id: str, body: MessageCreate, request: Request, chat: ChatDep) -> Any:
-    await asyncio.to_thread(chat.check_send, session_id, body.content, max_tokens=body.max_tokens)
-    generator = await asyncio.to_thread(request.app.state.composition.require_generator)
-    if body.stream:
-        return StreamingResponse(_events(chat, session_id, body, generator, _queues(request)),
+    if body.stream:  # the checks come first: once the stream has begun, a 4xx can only be an in-band event
+        await asyncio.to_thread(_check, chat, session_id, body, request)
+        return StreamingResponse(_events(chat, session_id, body, _generator(request), _queues(request)),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-store"})
-    async with _queues(request).hold(session_id):
-        result = await asyncio.to_thread(chat.send, session_id, body.content, generator, max_tokens=body.max_tokens)
+    async with _queues(request).hold(session_id):  # the queue place is taken before any thread hop
+        await asyncio.to_thread(_check, chat, session_id, body, request)
+        result = await asyncio.to_thread(chat.send, session_id, body.content, _generator(request),
+                                         max_tokens=body.max_tokens)
     return MessageReply.of(result)
+
+
+def _generator(request: Request) -> Generator:
+    return request.app.state.composition.require_generator()
+
+
+def _check(chat: ChatService, session_id: str, body: MessageCreate, request: Request) -> None:
+    """What is refused before any work: a bad message or budget, an unknown session, no model configured."""
+    chat.check_send(session_id, body.content, max_tokens=body.max_tokens)
+    _generator(request)
 
 
 async def _events(chat: ChatService, session_id: str, body: MessageCreate, generator: Generator,
