@@ -33,6 +33,7 @@ from ragsvc.index.collection_index import CollectionIndex
 from ragsvc.index.lexical_collection import open_lexical
 from ragsvc.index.lexical_index import LexicalIndex
 from ragsvc.index.spec import IndexLimits, IndexSpec, check_override, check_spec
+from ragsvc.retrieval.embed_batcher import BatchedEmbedder
 from ragsvc.retrieval.ingest import content_hash, prepare_documents, validate_batch
 from ragsvc.retrieval.read_write_lock import ReadWriteLock
 from ragsvc.store.catalog import Catalog
@@ -74,6 +75,7 @@ class VectorStore:
         self._readers: dict[str, ReadWriteLock] = {}  # searches (read) vs applying a batch in memory (write)
         self._last_save: dict[str, float] = {}
         self._guard = threading.RLock()
+        self._batcher: BatchedEmbedder | None = None
 
     @classmethod
     def open(cls, data_dir: Path, *, embedder: Embedder | None = None, **options: Any) -> VectorStore:
@@ -165,7 +167,7 @@ class VectorStore:
         if not todo:
             return ids
         prepared = prepare_documents(
-            todo, embedder=self.embedder, record=record, progress=progress,
+            todo, embedder=self._batched(), record=record, progress=progress,
             cached=lambda hashes: self.catalog.cached_vectors(record.embedder_id, hashes, record.dim),
         )
         with self._lock(name):
@@ -284,7 +286,7 @@ class VectorStore:
                 raise InvalidInput("query is empty; send some text or a vector")
             self._check_embedder(record)
             t = time.perf_counter()
-            q = self.embedder.embed_query(query)
+            q = self._batched().embed_query(query)
             timings["embed_ms"] = _ms(t)
             return q
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -311,6 +313,14 @@ class VectorStore:
         """The collection's writer lock: one ingest, delete or save at a time; searches never take it."""
         with self._guard:
             return self._locks.setdefault(name, threading.RLock())
+
+    def _batched(self) -> BatchedEmbedder:
+        """The embedder with concurrent searches' and small ingests' texts batched into shared forward passes
+        (embed_batcher.py): under load, the model is what searches queue for."""
+        with self._guard:
+            if self._batcher is None:
+                self._batcher = BatchedEmbedder(self.embedder)
+            return self._batcher
 
     def _rw(self, name: str) -> ReadWriteLock:
         with self._guard:

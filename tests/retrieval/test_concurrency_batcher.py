@@ -1,0 +1,100 @@
+"""EmbedBatcher: concurrent embeddings share forward passes and get the vectors they would alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from ragsvc.retrieval.embed_batcher import BatchedEmbedder, EmbedBatcher
+
+QUERIES = [f"question number {i} about topic {i % 4}" for i in range(16)]
+
+
+class CountingEmbedder:
+    """The real MiniLM, with each batched call's size recorded and the first call held until released."""
+
+    def __init__(self, real, hold_first: threading.Event | None = None, fail: bool = False) -> None:
+        self.real, self.id, self.dim = real, real.id, real.dim
+        self.calls: list[int] = []
+        self.hold_first, self.fail = hold_first, fail
+        self.first_started = threading.Event()
+
+    def embed_queries(self, texts):
+        self.calls.append(len(texts))
+        if len(self.calls) == 1 and self.hold_first is not None:
+            self.first_started.set()
+            assert self.hold_first.wait(60)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return self.real.embed_queries(texts)
+
+
+def _one(batcher: EmbedBatcher, text: str) -> np.ndarray:
+    return batcher.embed([text])[0]
+
+
+def _wait_for(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # polls a condition; the bound only ends a broken run
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
+def test_queries_queued_during_a_pass_share_the_next_one_and_get_their_own_vectors(minilm):
+    release = threading.Event()
+    embedder = CountingEmbedder(minilm, hold_first=release)
+    batcher = EmbedBatcher(embedder.embed_queries)
+    with ThreadPoolExecutor(16) as pool:
+        first = pool.submit(_one, batcher, QUERIES[0])
+        assert embedder.first_started.wait(60)
+        rest = [pool.submit(_one, batcher, q) for q in QUERIES[1:]]
+        _wait_for(lambda: len(batcher._queue) == 15)
+        release.set()
+        vectors = [first.result()] + [f.result() for f in rest]
+    assert embedder.calls == [1, 15]
+    alone = np.stack([minilm.embed_query(q) for q in QUERIES])
+    np.testing.assert_allclose(np.stack(vectors), alone, atol=1e-5)
+
+
+def test_batches_are_capped_and_a_lone_query_is_embedded_at_once(minilm):
+    release = threading.Event()
+    embedder = CountingEmbedder(minilm, hold_first=release)
+    batcher = EmbedBatcher(embedder.embed_queries, max_batch=4)
+    with ThreadPoolExecutor(16) as pool:
+        first = pool.submit(_one, batcher, QUERIES[0])
+        assert embedder.first_started.wait(60)
+        rest = [pool.submit(_one, batcher, q) for q in QUERIES[1:11]]
+        _wait_for(lambda: len(batcher._queue) == 10)
+        release.set()
+        for f in [first, *rest]:
+            f.result()
+    assert embedder.calls == [1, 4, 4, 2]
+    _one(batcher, "alone")
+    assert embedder.calls[-1] == 1 and not batcher._busy
+
+
+def test_a_failing_pass_fails_every_query_in_it_and_the_batcher_recovers(minilm):
+    embedder = CountingEmbedder(minilm, fail=True)
+    batcher = EmbedBatcher(embedder.embed_queries)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(_one, batcher, q) for q in QUERIES[:8]]
+        for f in futures:
+            with pytest.raises(RuntimeError, match="model exploded"):
+                f.result()
+    embedder.fail = False
+    assert _one(batcher, "fine now").shape == (minilm.dim,)
+
+
+def test_batched_embedder_documents_match_the_model_and_keep_request_boundaries(minilm):
+    batched = BatchedEmbedder(minilm)
+    requests = [[f"doc {i} part {j}: some words about subject {i}" for j in range(1 + i % 3)] for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        got = list(pool.map(batched.embed_documents, requests))
+    for texts, vectors in zip(requests, got, strict=True):
+        np.testing.assert_allclose(vectors, minilm.embed_documents(texts), atol=1e-5)
+    assert batched.max_seq_length == minilm.max_seq_length and batched.id == minilm.id
+    np.testing.assert_allclose(batched.embed_query("a query"), minilm.embed_query("a query"), atol=1e-5)
