@@ -34,12 +34,11 @@ ANSWER_STYLES: tuple[str, ...] = get_args(AnswerStyle)
 
 INSTRUCTIONS = "Use the passages below to answer the question. Cite passages by number, like [1].\n\n"
 """Kept short: small models copy long instructions' formatting back instead of answering."""
-SHORT_INSTRUCTIONS = ("Use the passages below to answer the question. Reply with the answer itself, a short "
-                      "phrase such as a name, a date or a number, or yes or no, with no explanation; then cite "
-                      "the passage it comes from by number, like [1].\n\n")
-"""The `short` style: the answer alone, as extractive QA scores it (a sentence around the span loses EM). "The
-answer itself ... then cite" because asked for "the answer only ... cite by number" a 1.5B model sometimes
-replies with the citation alone ("[2]")."""
+SHORT_INSTRUCTIONS = ("Use the passages below to answer the question. Reply with the answer only: a short "
+                      "phrase such as a name, a date or a number, or yes or no; no explanation. Cite the passage "
+                      "by number, like [1].\n\n")
+"""The `short` style: the answer alone, as extractive QA scores it (a sentence around the span loses EM). A
+1.5B model occasionally replies to it with the citation alone ("[2]"), which scores nothing."""
 
 
 def instructions(style: AnswerStyle) -> str:

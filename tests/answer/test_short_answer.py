@@ -42,7 +42,7 @@ def test_the_short_style_asks_for_the_answer_alone_and_still_for_citations():
     short = answer_prompt("Who?", passages, "", style="short")[0]["content"]
     assert full.startswith(INSTRUCTIONS) and short.startswith(SHORT_INSTRUCTIONS)
     assert full.removeprefix(INSTRUCTIONS) == short.removeprefix(SHORT_INSTRUCTIONS)  # same layout after it
-    assert "the answer itself" in SHORT_INSTRUCTIONS and "[1]" in SHORT_INSTRUCTIONS
+    assert "answer only" in SHORT_INSTRUCTIONS and "[1]" in SHORT_INSTRUCTIONS
 
 
 def test_an_unsure_short_answer_searches_with_the_question_and_its_confident_words():
