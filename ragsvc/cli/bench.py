@@ -301,3 +301,24 @@ def load_command(
     json_out.with_suffix(".md").write_text(to_markdown(result))
     typer.echo(to_markdown(result))
     typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
+
+
+@app.command("filter")
+def filter_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+        "eval/results/bench-filter.json"),
+    work_dir: Annotated[Path, typer.Option(help="folder for the catalog (emptied first)")] = Path(
+        "eval/cache/bench-filter"),
+    chunks: Annotated[int, typer.Option(help="one-chunk documents in the collection")] = 10_000,
+    values: Annotated[int, typer.Option(help="values in the $in list")] = 25_000,
+) -> None:
+    """A large $in filter as a semi-join vs as the OR of equalities it used to be, on one duckdb catalog."""
+    import shutil
+
+    from ragsvc.bench.filter_in import run_filter_bench
+
+    shutil.rmtree(work_dir, ignore_errors=True)
+    result = run_filter_bench(work_dir, num_chunks=chunks, num_values=values)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    typer.echo(json.dumps(result.to_json(), indent=2))

@@ -23,7 +23,7 @@ import pyarrow as pa
 from ragsvc.errors import CollectionExists, CollectionNotFound, Conflict, DocumentNotFound, InvalidInput
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
-from ragsvc.store.filters import FilterLimits, compile_filter
+from ragsvc.store.filters import FilterLimits, Membership, compile_filter
 from ragsvc.store.keys import KEYS_FILE, ApiKeyTable
 from ragsvc.store.memories import MemoryTables
 from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
@@ -293,9 +293,10 @@ class Catalog:
 
     # -- search support ------------------------------------------------------------------------------------
 
-    def filter_chunk_ids(self, collection: str, filter_: dict[str, Any], *,
-                         limits: FilterLimits | None = None) -> np.ndarray:
-        where, params = compile_filter(filter_, limits=limits)
+    def filter_chunk_ids(self, collection: str, filter_: dict[str, Any], *, limits: FilterLimits | None = None,
+                         membership: Membership = "set") -> np.ndarray:
+        """Ids of the collection's chunks the filter admits (`membership="or"`: the benchmark's slow peer)."""
+        where, params = compile_filter(filter_, limits=limits, membership=membership)
         table = self._reader().sql(f"SELECT id FROM chunks WHERE collection = ? AND ({where})",
                                    params=[collection, *params]).to_arrow_table()
         return table.column("id").to_numpy().astype(np.int64)
