@@ -6,6 +6,7 @@ Each part gets its own frozen section; constructors take those sections, never t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,10 @@ class EmbedSettings(_Frozen):
     query_prefix: str = Field("", max_length=256,
                               description="prepended to queries, e.g. 'task: search result | query: '")
     document_prefix: str = Field("", max_length=256, description="prepended to documents before embedding")
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: the fastest precision that measured faster than float32 here and agreed with it "
+                            "(cosine mean >= 0.99, min >= 0.98) on a fixed sample; a named one is used if it agrees")
+    sort_by_length: bool = Field(True, description="batch texts sorted by token count (less padding)")
 
 
 class ApiSettings(_Frozen):

@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from ragsvc.config import EmbedSettings
+from ragsvc.embed import fast
+from ragsvc.embed.precision import PrecisionSetting
 from ragsvc.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -95,9 +97,17 @@ class SentenceTransformerEmbedder:
         query_prefix: str = "",
         document_prefix: str = "",
         dtype: str | None = None,
+        precision: PrecisionSetting | None = None,
+        sort_by_length: bool = False,
+        choice_dir: Path | None = None,
     ) -> None:
         """`dtype` ("bfloat16", "float32"; None = the folder's own) sets the weights' precision: bfloat16 is about
-        twice as fast on CPUs with avx512_bf16 (EmbeddingGemma: cosine >= 0.998 to float32 on SciFact)."""
+        twice as fast on CPUs with avx512_bf16 (EmbeddingGemma: cosine >= 0.998 to float32 on SciFact).
+
+        `precision` or `sort_by_length` switch documents and query batches to the fast path (`fast.py`):
+        autocast in a precision checked against float32 ("auto": measured, and cached under `choice_dir`),
+        batches sorted by token count. Neither changes the id (see `fast.py` for why). Unset, texts go through
+        sentence-transformers' own `encode`, as before."""
         from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
 
         path = resolve_model_path(name_or_path)
@@ -114,10 +124,17 @@ class SentenceTransformerEmbedder:
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self.max_seq_length = int(self._model.max_seq_length or 512)
+        self.fast_path: fast.FastPath | None = None
+        if precision is not None or sort_by_length:
+            choice = fast.choose(self._model, precision or "float32", model_dir=path, batch_size=batch_size,
+                                 max_seq_length=self.max_seq_length, choice_dir=choice_dir)
+            self.fast_path = fast.FastPath(choice, batch_size, self.max_seq_length, sort_by_length=sort_by_length)
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.fast_path is not None:
+            return fast.encode(self._model, [self.document_prefix + t for t in texts], self.fast_path)
         vectors = self._model.encode(
             [self.document_prefix + t for t in texts],
             batch_size=self.batch_size,
@@ -132,6 +149,8 @@ class SentenceTransformerEmbedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32: many queries in one batched call (evaluation runs)."""
+        if self.fast_path is not None:
+            return fast.encode(self._model, [self.query_prefix + t for t in texts], self.fast_path)
         vectors = self._model.encode(
             [self.query_prefix + t for t in texts], batch_size=self.batch_size, show_progress_bar=False,
             normalize_embeddings=True, convert_to_numpy=True,
@@ -149,6 +168,11 @@ class SentenceTransformerEmbedder:
 
 
 def embedder_from_settings(settings: EmbedSettings) -> SentenceTransformerEmbedder:
-    """The embedder the `embed` settings section describes (the one place that reads it)."""
+    """The embedder the `embed` settings section describes (the one place that reads it); an automatic precision
+    choice is cached beside the C++ kernels (ragsvc/embed under the cache home)."""
+    from ragsvc.native import cache_dir
+
     return SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size, device=settings.device,
-                                       query_prefix=settings.query_prefix, document_prefix=settings.document_prefix)
+                                       query_prefix=settings.query_prefix, document_prefix=settings.document_prefix,
+                                       precision=settings.precision, sort_by_length=settings.sort_by_length,
+                                       choice_dir=cache_dir().parent / "embed")

@@ -1,0 +1,111 @@
+"""The fast path against the float32 reference: sentence-transformers' own encode of the same texts (real MiniLM)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from ragsvc.embed.batching import length_sorted_batches, restore_order
+from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.precision import MIN_COSINE, MIN_MEAN_COSINE, Precision, agreement, choose_precision, load_choice
+
+TEXTS = [
+    "",
+    "KV cache",
+    "Paged attention keeps the key/value cache in fixed-size blocks that are allocated on demand.",
+    "Reciprocal rank fusion merges dense and lexical rankings without calibrating their scores. " * 3,
+    "Protein kinase C phosphorylates the substrate at serine 473 in vitro. " * 60,  # far past 256 tokens
+    "def merge(a, b):\n    return sorted(a + b)",
+    "Die Katze schläft auf dem warmen Fensterbrett.",
+    "x" * 20_000,  # one long run of characters
+] + [f"Document {i}: " + "word " * (i * 7 % 90) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def reference(minilm) -> np.ndarray:
+    return minilm.embed_documents(TEXTS)  # sentence-transformers' encode, float32
+
+
+def test_batches_cover_every_row_longest_first_within_the_budget():
+    counts = [5, 300, 12, 12, 0, 77, 256, 1]
+    batches = length_sorted_batches(counts, batch_size=3, max_batch_tokens=600)
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == list(range(len(counts)))
+    assert [counts[i] for i in order] == sorted(counts, reverse=True)
+    assert order.tolist().index(2) < order.tolist().index(3)  # ties keep input order
+    for rows in batches:
+        assert len(rows) <= 3 and (len(rows) == 1 or len(rows) * max(counts[i] for i in rows) <= 600)
+    outputs = [np.stack([rows, rows], axis=1).astype(np.float32) for rows in batches]  # (rows, 2): each row's index
+    restored = restore_order(batches, outputs, len(counts))
+    assert restored[:, 0].tolist() == list(range(len(counts)))
+
+
+def test_batching_refuses_bad_sizes():
+    with pytest.raises(ValueError, match="batch_size"):
+        length_sorted_batches([1], batch_size=0)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        length_sorted_batches([1], batch_size=2, max_batch_tokens=0)
+    with pytest.raises(RuntimeError, match="cover"):
+        restore_order([np.array([0])], [np.zeros((1, 2), np.float32)], 2)
+
+
+def _fake_measure(vectors: dict[str, np.ndarray], seconds: dict[str, float]):
+    return lambda precision: (vectors[precision], seconds[precision])
+
+
+def test_a_path_that_disagrees_or_is_not_faster_falls_back_to_float32_with_the_reason():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(10, 8))
+    close, far = ref + 1e-4 * rng.normal(size=ref.shape), rng.normal(size=ref.shape)
+    fast = _fake_measure({"float32": ref, "bfloat16": close}, {"float32": 1.0, "bfloat16": 0.5})
+    assert choose_precision("auto", ["bfloat16"], fast).precision == "bfloat16"
+    wrong = choose_precision("bfloat16", ["bfloat16"], _fake_measure({"float32": ref, "bfloat16": far},
+                                                                      {"float32": 1.0, "bfloat16": 0.5}))
+    assert wrong.precision == "float32" and "disagrees with float32" in wrong.reason
+    slow = _fake_measure({"float32": ref, "bfloat16": close}, {"float32": 1.0, "bfloat16": 0.99})
+    assert choose_precision("auto", ["bfloat16"], slow).precision == "float32"
+    assert choose_precision("bfloat16", ["bfloat16"], slow).precision == "bfloat16"  # asked for: agreement only
+    assert choose_precision("float32", ["bfloat16"], fast).reason == "float32 was asked for"
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_each_path_agrees_with_the_reference_in_input_order(minilm, reference, precision: Precision):
+    fast = SentenceTransformerEmbedder(precision=precision, sort_by_length=True)
+    assert fast.id == minilm.id  # same function within the bound: collections keep working
+    vectors = fast.embed_documents(TEXTS)
+    assert vectors.shape == reference.shape and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    agree = agreement(reference, vectors)
+    bound = (0.9999, 0.9999) if precision == "float32" else (MIN_MEAN_COSINE, MIN_COSINE)
+    assert agree.cosine_mean >= bound[0] and agree.cosine_min >= bound[1], agree
+    # order restored after sorting: each row is closest to its own reference row
+    assert ((vectors @ reference.T).argmax(axis=1) == np.arange(len(TEXTS))).mean() >= 0.95
+    shuffled = list(range(len(TEXTS)))
+    random.Random(1).shuffle(shuffled)
+    again = fast.embed_documents([TEXTS[i] for i in shuffled])
+    assert agreement(vectors[shuffled], again).cosine_min >= 0.999
+    assert fast.embed_documents([]).shape == (0, fast.dim)
+
+
+def test_queries_take_the_fast_path_with_their_prefix(minilm):
+    fast = SentenceTransformerEmbedder(precision="float32", sort_by_length=True, query_prefix="query: ")
+    plain = SentenceTransformerEmbedder(query_prefix="query: ")
+    texts = ["what keeps the KV cache?", "", "blocks " * 400]
+    assert agreement(plain.embed_queries(texts), fast.embed_queries(texts)).cosine_min >= 0.9999
+    assert agreement(plain.embed_query("x")[None], fast.embed_query("x")[None]).cosine_min >= 0.9999
+
+
+def test_the_automatic_choice_is_measured_once_and_cached(tmp_path):
+    first = SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=tmp_path)
+    assert first.fast_path is not None
+    files = list(tmp_path.glob("precision-*.json"))
+    assert len(files) == 1
+    cached = load_choice(files[0])
+    assert cached == first.fast_path.choice
+    if cached.precision != "float32":
+        assert cached.cosine_mean >= MIN_MEAN_COSINE and cached.speedup > 1.0
+    files[0].write_text("{not json")  # a damaged cache is measured again, never trusted
+    again = SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=tmp_path)
+    assert again.fast_path is not None and load_choice(files[0]) is not None
