@@ -182,13 +182,23 @@ def memory_questions(persona: Persona, records: Sequence[MemoryRecord], town: To
     return found
 
 
+def step_keywords(step: PlanStep, persona: Persona, town: Town) -> tuple[str, ...]:
+    """What shows an agent knows what it does at that time: the step's words other than those its persona
+    description already gives ("bread" for a baker's "bake the day's bread", not "bake"), so an agent that
+    knows only who it is cannot pass by naming its trade; all of them when nothing else is left."""
+    words_ = content_words(step.text, exclude=_exclude(town, persona))
+    known = content_words(persona.describe(), exclude=_exclude(town, persona))
+    specific = tuple(w for w in words_ if not mentions(w, known))
+    return specific or words_
+
+
 def plan_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town, now_h: float,
                    seen: Experience) -> list[tuple[str, Check, str]]:
     day, steps, stored = day_plan(persona, records, default_day=int(now_h // 24) + 1)
     source = "stored day plan" if stored else "persona routine"
     found = []
     for step in [s for i, s in enumerate(steps) if i in (1, 3)]:
-        keywords = content_words(step.text, exclude=_exclude(town, persona))
+        keywords = step_keywords(step, persona, town)
         if keywords:
             minute = (step.start_min + step.end_min) // 2 // 15 * 15
             found.append((f"What will you be doing at {hhmm(minute)} on day {day}?", Check(keywords=keywords), source))
@@ -201,7 +211,7 @@ def plan_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town
                           Check(keywords=keywords), "seeded event (the agent knows of it)"))
         else:
             at = step_at(steps if day == event.day else persona.routine, minute)
-            keywords = content_words(at.text, exclude=_exclude(town, persona)) if at else ()
+            keywords = step_keywords(at, persona, town) if at else ()
             if keywords:
                 found.append((f"Where will you be at {event.start} on day {event.day}, and what will you do there?",
                               Check(keywords=keywords), "plan at the event's time (the agent does not know of it)"))

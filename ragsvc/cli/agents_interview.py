@@ -4,12 +4,14 @@ ablations, and report accuracy per category x condition with 95% bootstrap inter
 The questions and their checks come from the run's town, memories and transcript (ragsvc/agents/
 interview_questions.py); the conditions restrict what each answer may use (ragsvc/agents/interview.py).
 Interviews never write to the run. With `--json OUT`, answers already in OUT for the same run, model and
-questions are kept and only the missing (question, condition) pairs are asked: a long evaluation can be split
-into several runs (one condition each, say), and the report covers everything answered so far.
+questions are kept (and checked again with the current checks) and only the missing (question, condition)
+pairs are asked: a long evaluation can be split into several runs (one condition each, say), and the report
+covers everything answered so far. When nothing is missing no model is loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
@@ -77,8 +79,12 @@ def interview(
         done = {(r["id"], r["condition"]) for r in records}
         answered = {(r["agent"], r["question"], tuple(r["memory_ids"])): r["answer"] for r in records}
         started = time.perf_counter()
-        with _generator(config, model) as generator:
-            for condition in names:  # one condition at a time, saved after each: a killed run keeps them
+        missing = [c for c in names if any((q.id, c) not in done for q in questions)]
+        if not missing:  # everything answered: re-scored with the current checks, no model needed
+            _write(records, meta, seconds_before, json_out, report, echo=True)
+        engine: Any = _generator(config, model) if missing else contextlib.nullcontext()
+        with engine as generator:
+            for condition in missing:  # one condition at a time, saved after each: a killed run keeps them
                 with TqdmProgress(f"interview {condition}", unit="prompt") as bar:
                     answers = run_interview(questions, personas={p.name: p for p in town.residents},
                                             streams=streams, generator=generator, conditions=[condition],
@@ -86,7 +92,7 @@ def interview(
                                             answered=answered, progress=bar)
                 records += [answer_record(a) for a in answers]
                 seconds = round(seconds_before + time.perf_counter() - started, 1)
-                _write(records, meta, seconds, json_out, report, echo=condition == names[-1])
+                _write(records, meta, seconds, json_out, report, echo=condition == missing[-1])
     except RagsvcError as exc:
         raise fail(exc) from exc
     finally:
@@ -118,7 +124,8 @@ def _generator(config: Any, model: str | None) -> Any:
 
 
 def _previous(path: Path | None, meta: dict[str, Any], questions: list[Any]) -> tuple[list[dict[str, Any]], float]:
-    """(answer records, seconds spent) of earlier calls into `path` for the same run, model and questions."""
+    """(answer records, seconds spent) of earlier calls into `path` for the same run, model and questions,
+    each checked again with the question's current check."""
     if path is None or not path.is_file():
         return [], 0.0
     try:
@@ -127,11 +134,16 @@ def _previous(path: Path | None, meta: dict[str, Any], questions: list[Any]) -> 
         raise fail(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); remove it or pass another --json") from exc
     same = {k: data.get("meta", {}).get(k) for k in ("run", "model", "now_h")} == {
         k: meta[k] for k in ("run", "model", "now_h")}
-    current = {q.id: q.text for q in questions}
+    current = {q.id: q for q in questions}
     if not same:
         typer.secho(f"{path} holds another run or model's answers; starting afresh", fg=typer.colors.YELLOW, err=True)
         return [], 0.0
-    kept = [r for r in data.get("answers", []) if current.get(r["id"]) == r["question"]]
+    kept = []
+    for r in data.get("answers", []):
+        q = current.get(r["id"])
+        if q is not None and q.text == r["question"]:  # the same prompt: its answer stands; the check may be new
+            kept.append({**r, "expected": q.check.describe(), "source": q.source,
+                         "correct": q.check.passes(r["answer"])})
     return kept, float(data["meta"].get("seconds", 0.0)) if kept else 0.0
 
 
