@@ -322,3 +322,35 @@ def filter_command(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result.to_json(), indent=2))
     typer.echo(json.dumps(result.to_json(), indent=2))
+
+
+@app.command("ingest")
+def ingest_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result (and a .md beside it)")] = Path(
+        "eval/results/bench-ingest.json"),
+    data_root: Annotated[Path | None, typer.Option(
+        help="folder holding scifact/ \\[default: RAGSVC_EVAL__DATA_ROOT]")] = None,
+    num_docs: Annotated[int, typer.Option(help="SciFact documents (the first N: a fixed sample)")] = 2000,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 2,
+) -> None:
+    """Embedding paths vs sentence-transformers fp32 on the same chunks, end-to-end ingest and re-ingest speed."""
+    from ragsvc.bench.ingest import IngestBenchConfig, run_ingest_bench, to_markdown
+    from ragsvc.cli.common import settings
+    from ragsvc.embed.embedder import embedder_from_settings
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    config = settings()
+    root = data_root or config.eval.data_root
+    try:
+        if root is None:
+            raise ValueError("no data root: pass --data-root or set RAGSVC_EVAL__DATA_ROOT")
+        cfg = IngestBenchConfig(data_root=root, num_docs=num_docs, threads=threads, model=config.embed.model,
+                                batch_size=config.embed.batch_size)
+        result = run_ingest_bench(cfg, embedder_factory=lambda: embedder_from_settings(config.embed))
+    except ValueError as exc:
+        raise fail(exc) from exc
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2))
+    json_out.with_suffix(".md").write_text(to_markdown(result))
+    typer.echo(to_markdown(result))
+    typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
