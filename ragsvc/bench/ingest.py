@@ -196,7 +196,9 @@ def _end_to_end(config: IngestBenchConfig, docs: list[DocumentInput], warmup: li
     agree = agreement(reference, np.stack([stored[h] for h in hashes]))
     first = seconds["bench"]
     precision = embedder.fast_path.precision if embedder.fast_path is not None else "float32"
-    end_to_end = {"name": f"ragsvc-ingest-{precision}", "precision": precision, "seconds": round(first, 2),
+    end_to_end = {"name": f"ragsvc-ingest-{precision}", "precision": precision,
+                  "precision_choice": embedder.fast_path.choice.reason if embedder.fast_path else "plain encode",
+                  "seconds": round(first, 2),
                   "chunks_per_s": round(info.num_chunks / first, 2), "docs_per_s": round(len(docs) / first, 2),
                   "num_chunks": info.num_chunks, "peak_rss_mb": round(peak_mb, 1),
                   "cosine_mean": round(agree.cosine_mean, 6), "cosine_min": round(agree.cosine_min, 6)}
