@@ -109,3 +109,11 @@ def test_the_automatic_choice_is_measured_once_and_cached(tmp_path):
     files[0].write_text("{not json")  # a damaged cache is measured again, never trusted
     again = SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=tmp_path)
     assert again.fast_path is not None and load_choice(files[0]) is not None
+
+
+@pytest.mark.gpu
+def test_on_cuda_a_reduced_precision_path_agrees_with_the_reference(reference):
+    fast = SentenceTransformerEmbedder(device="cuda", precision="auto", sort_by_length=True, batch_size=256)
+    assert fast.fast_path is not None
+    agree = agreement(reference, fast.embed_documents(TEXTS))
+    assert agree.cosine_mean >= MIN_MEAN_COSINE and agree.cosine_min >= MIN_COSINE, (fast.fast_path.choice, agree)
