@@ -3,9 +3,9 @@ memory an exchange leaves. No store and no HTTP here: agents/chat_service.py run
 
 A reply is grounded the way the paper's agents answer an interviewer: the agent retrieves from its own stream
 with the user's message as the query (recency x importance x relevance, agents/memory.py), and the prompt gives
-its persona, those memories (numbered by id, so a reply can be traced to them) and the session's last turns.
-The prompt is ordered persona, memories, history, message: the persona and instructions are the same for every
-message of every session of an agent, so the engine's prefix cache serves them.
+its persona, the session's last turns, and the message preceded by those memories (numbered by id, so a reply
+can be traced to them). The order persona, history, memories + message keeps every prompt of a session an
+extension of the previous one up to its last exchange, so the engine's prefix cache serves that part.
 
 The session clock. Memories live on a simulation clock (hours), chats on the wall clock. A session starts at
 the agent's latest memory time (so a chat after a simulation continues where it stopped, and recency still
@@ -84,18 +84,25 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def instructions(persona: Persona, *, user: str, memories: Sequence[MemoryRecord], options: ChatOptions) -> str:
-    remembered = "\n".join(f"[{m.id}] {_cut(m.text, options.memory_chars)}" for m in memories)
+def instructions(persona: Persona, *, user: str) -> str:
+    """The system message: the same for every message of every session `user` has with this agent."""
     return (f"You are {persona.name}. {persona.describe()}\n"
-            f"What you remember that may matter now:\n{remembered or '(nothing in particular)'}\n\n"
             f"You are talking with {user}. Reply as {persona.name}, in the first person, in one to three sentences. "
-            "Use what you remember; do not make up memories you do not have.")
+            "Use what you remember (listed before each message); do not make up memories you do not have.")
+
+
+def recalled_message(message: str, memories: Sequence[MemoryRecord], *, options: ChatOptions) -> str:
+    """The user's message with the memories retrieved for it listed first (by id)."""
+    remembered = "\n".join(f"[{m.id}] {_cut(m.text, options.memory_chars)}" for m in memories)
+    return f"(What you remember that may matter now:\n{remembered or 'nothing in particular'})\n\n{message}"
 
 
 def chat_prompt(persona: Persona, *, user: str, memories: Sequence[MemoryRecord], history: Sequence[HistoryLine],
                 message: str, options: ChatOptions = ChatOptions()) -> list[Message]:
-    """System instructions with the persona and the retrieved memories, the latest history that fits
-    `options.history_chars` (oldest dropped first), then the user's message."""
+    """The persona and instructions, the latest history that fits `options.history_chars` (oldest dropped
+    first), then the message with its retrieved memories. The memories ride with the message rather than in the
+    system message so that everything before it (persona, instructions, earlier turns, all unchanged from the
+    previous message) is a prefix the engine's cache can serve."""
     kept: list[Message] = []
     budget = options.history_chars
     for line in reversed(history[-options.history_turns:] if options.history_turns else []):
@@ -103,9 +110,9 @@ def chat_prompt(persona: Persona, *, user: str, memories: Sequence[MemoryRecord]
             break
         budget -= len(line.content)
         kept.append({"role": "assistant" if line.role == "agent" else "user", "content": line.content})
-    system: Message = {"role": "system", "content": instructions(persona, user=user, memories=memories,
-                                                                  options=options)}
-    return [system, *reversed(kept), {"role": "user", "content": message}]
+    system: Message = {"role": "system", "content": instructions(persona, user=user)}
+    return [system, *reversed(kept), {"role": "user", "content": recalled_message(message, memories,
+                                                                                   options=options)}]
 
 
 def clean_reply(text: str, agent: str) -> str:

@@ -93,10 +93,13 @@ def test_prompt_orders_persona_memories_history_message_and_cuts_old_history(cat
     prompt = chat_prompt(persona, user="Sam", memories=memories, history=history, message="Hi?",
                          options=ChatOptions(history_chars=120))
     assert [m["role"] for m in prompt] == ["system", "assistant", "user", "user"]  # the oldest line did not fit
-    assert prompt[1]["content"] == "b" * 50 and prompt[-1] == {"role": "user", "content": "Hi?"}
+    assert prompt[1]["content"] == "b" * 50 and prompt[-1]["content"].endswith(")\n\nHi?")
     system = _system(prompt)
     assert system.startswith("You are Ada Okafor. Ada Okafor is 33 years old") and "talking with Sam" in system
-    assert all(f"[{m.id}] {m.text}" in system for m in memories)
+    assert all(f"[{m.id}] {m.text}" in prompt[-1]["content"] for m in memories)
+    again = chat_prompt(persona, user="Sam", memories=[], history=history, message="Hi?")
+    assert again[0] == prompt[0] and again[-1]["content"].startswith("(What you remember that may matter now:\n"
+                                                                      "nothing in particular)")
     assert clean_reply('Ada Okafor: "Welcome to the library."', "Ada Okafor") == "Welcome to the library."
     assert clean_reply("Ada: Hello.", "Ada Okafor") == "Hello."
 
@@ -110,7 +113,7 @@ def test_reply_is_grounded_in_retrieved_memories_and_the_exchange_is_remembered(
     session = chat.create_session("ada-okafor", user="Sam")
 
     def reply(prompt) -> str:
-        return "Pixel is asleep on the returns desk." if "Pixel" in _system(prompt) else "I do not know."
+        return "Pixel is asleep on the returns desk." if "Pixel" in prompt[-1]["content"] else "I do not know."
 
     script = ScriptedGenerator(reply)
     first = chat.send(session.id, "Where does your cat Pixel sleep?", script)
@@ -124,8 +127,9 @@ def test_reply_is_grounded_in_retrieved_memories_and_the_exchange_is_remembered(
 
     second = chat.send(session.id, "And the mill?", script)
     prompt = script.calls[1][0]
-    assert [m["content"] for m in prompt[1:]] == ["Where does your cat Pixel sleep?",
-                                                  "Pixel is asleep on the returns desk.", "And the mill?"]
+    assert [m["content"] for m in prompt[1:3]] == ["Where does your cat Pixel sleep?",
+                                                   "Pixel is asleep on the returns desk."]
+    assert prompt[-1]["content"].endswith("\n\nAnd the mill?") and prompt[0] == script.calls[0][0][0]
     _, turns = chat.history(session.id)
     assert [(t.seq, t.role) for t in turns] == [(1, "user"), (2, "agent"), (3, "user"), (4, "agent")]
     assert turns[3].content == second.reply and turns[2].memory_ids == ()
@@ -158,12 +162,13 @@ def test_messages_to_one_session_are_answered_one_after_the_other(catalog, embed
     active = []
 
     def reply(prompt) -> str:
-        active.append(prompt[-1]["content"])
+        message = prompt[-1]["content"].rsplit("\n\n", 1)[1]
+        active.append(message)
         assert len(active) == 1, f"two replies of one session at once: {active}"
         started.set()
         release.wait(timeout=30)
         active.pop()
-        return f"Reply to {prompt[-1]['content']}"
+        return f"Reply to {message}"
 
     script = ScriptedGenerator(reply)
     first = threading.Thread(target=chat.send, args=(session.id, "one", script))
