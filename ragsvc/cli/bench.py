@@ -354,3 +354,24 @@ def ingest_command(
     json_out.with_suffix(".md").write_text(to_markdown(result))
     typer.echo(to_markdown(result))
     typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
+
+
+@app.command("soak")
+def soak_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+        "eval/results/bench-soak.json"),
+    work_dir: Annotated[Path, typer.Option(help="data folder of the servers (emptied first)")] = Path(
+        "eval/cache/bench-soak"),
+    kills: Annotated[int, typer.Option(help="servers killed with SIGKILL mid-ingest")] = 20,
+    documents: Annotated[int, typer.Option(help="documents (one chunk each) the rounds try to ingest")] = 10_000,
+) -> None:
+    """kill -9 `ragsvc serve` at random points of an HTTP ingest; count acknowledged documents lost."""
+    import shutil
+
+    from ragsvc.bench.soak import run_soak
+
+    shutil.rmtree(work_dir, ignore_errors=True)
+    result = run_soak(work_dir, kills=kills, target_documents=documents)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    typer.echo(json.dumps(result.to_json(), indent=2))
