@@ -78,9 +78,9 @@ def _ingest_until_killed(server: ServerProcess, acked: dict[str, str], round_: i
     def ingest() -> None:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             for start in range(0, documents, batch):
-                docs = [{"id": f"r{round_}-d{start + i}",
-                         "text": f"Soak round {round_} document {start + i}: a line about item {start + i}.",
-                         "metadata": {"soak_id": f"r{round_}-d{start + i}"}} for i in range(batch)]
+                docs: list[dict[str, Any]] = [{"id": f"r{round_}-d{start + i}",
+                    "text": f"Soak round {round_} document {start + i}: a line about item {start + i}.",
+                    "metadata": {"soak_id": f"r{round_}-d{start + i}"}} for i in range(batch)]
                 try:
                     r = client.post(f"/v1/collections/{COLLECTION}/documents", json={"documents": docs})
                 except httpx.HTTPError:
