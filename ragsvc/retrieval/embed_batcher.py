@@ -8,7 +8,11 @@ hands each caller its rows, and once its own texts are done passes the queue on 
 caller embeds at once, so latency without load is unchanged. A failing pass fails every request in it.
 
 `BatchedEmbedder` puts two batchers (queries; small document batches of one ingest request) in front of an
-Embedder, so the store's search and ingest paths share passes without knowing about it.
+Embedder, so the store's search and ingest paths share passes without knowing about it. Every use of the
+wrapped model, passes and the chunker's token counting alike, holds one lock: a HF fast tokenizer keeps
+its padding and truncation settings as state that each call sets, so two threads tokenising at once can
+hand one of them unpadded rows (seen under load as "Unable to create tensor"). Passes are serialised
+anyway by design; the lock makes that hold across the two batchers too.
 """
 
 from __future__ import annotations
@@ -100,26 +104,37 @@ class BatchedEmbedder:
     def __init__(self, embedder: Embedder) -> None:
         self.inner = embedder
         self.id, self.dim = embedder.id, embedder.dim
-        many = getattr(embedder, "embed_queries", None)
-        self._queries = EmbedBatcher(many if many is not None else self._one_by_one)
-        self._documents = EmbedBatcher(embedder.embed_documents)
+        self._model_lock = threading.Lock()
+        self._queries = EmbedBatcher(self._locked_queries)
+        self._documents = EmbedBatcher(self._locked_documents)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._queries.embed([text])[0]  # (dim,)
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         if progress or len(texts) > MAX_SHARED_DOCUMENTS:
-            return self.inner.embed_documents(texts, progress=progress)
+            with self._model_lock:
+                return self.inner.embed_documents(texts, progress=progress)
         return self._documents.embed(texts).reshape(len(texts), self.dim)
 
     def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+        with self._model_lock:
+            return self.inner.count_tokens(text)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        return self.inner.token_offsets(text)
+        with self._model_lock:
+            return self.inner.token_offsets(text)
 
     def __getattr__(self, name: str) -> object:  # max_seq_length, prefixes, ...: the wrapped embedder's
         return getattr(self.inner, name)
 
-    def _one_by_one(self, texts: Sequence[str]) -> np.ndarray:
-        return np.stack([self.inner.embed_query(t) for t in texts])
+    def _locked_queries(self, texts: Sequence[str]) -> np.ndarray:
+        many = getattr(self.inner, "embed_queries", None)
+        with self._model_lock:
+            if many is not None:
+                return np.asarray(many(texts), dtype=np.float32)
+            return np.stack([self.inner.embed_query(t) for t in texts])
+
+    def _locked_documents(self, texts: Sequence[str]) -> np.ndarray:
+        with self._model_lock:
+            return self.inner.embed_documents(texts)
