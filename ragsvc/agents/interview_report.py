@@ -51,8 +51,10 @@ def render_markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], records
         lines += [f"- {v}" for v in verdicts(summary)] or ["- (no ablation run beside full)"]
     lines += ["", "## Sample answers", "", "| condition | question | expected | answer | ok |", "|---|---|---|---|---|"]
     for category in summary["categories"]:
-        shown = [r for r in records if r["category"] == category][: samples_per_category * max(1, len(conditions))]
-        for r in shown:
+        ids = list(dict.fromkeys(r["id"] for r in records if r["category"] == category))[:samples_per_category]
+        shown = sorted((r for r in records if r["id"] in ids),
+                       key=lambda r: (ids.index(r["id"]), conditions.index(r["condition"])))
+        for r in shown:  # each sampled question under every condition, side by side
             answer = " ".join(str(r["answer"]).split()).replace("|", "/")[:160]
             lines.append(f"| {r['condition']} | {r['agent']}: {r['question']} | {r['expected']} | {answer} | "
                          f"{'yes' if r['correct'] else 'no'} |")
