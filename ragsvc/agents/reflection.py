@@ -28,6 +28,7 @@ from ragsvc.store.memories import MemoryRecord
 _NUMBERING = re.compile(r"^\s*(?:[-*•]|\(?\d+[.):]|Q\d*[.:])\s*")
 _CITATION = re.compile(r"[\[(]\s*(?:because of|evidence:?|from|see)?\s*((?:\d+\s*(?:,|and)?\s*)+)[\])]\s*\.?\s*$",
                        re.IGNORECASE)
+_FORMAT_EXAMPLE = "<an insight about them> [2, 5]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ def insights_prompt(agent: str, question: str, evidence: Sequence[MemoryRecord],
         f"Question: {question}\n"
         f"What {max_insights} high-level insights about {agent} can you infer from the statements above? Write one "
         "insight per line and end each with the numbers of the statements it rests on in brackets, "
-        "for example: She values her friends [1, 4]")}]
+        f"in the form: {_FORMAT_EXAMPLE}")}]
 
 
 def parse_insights(text: str, evidence_ids: Sequence[int], *, limit: int) -> list[Insight]:
@@ -106,9 +107,15 @@ def parse_insights(text: str, evidence_ids: Sequence[int], *, limit: int) -> lis
         numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
         cited = tuple(dict.fromkeys(evidence_ids[n - 1] for n in numbers if 1 <= n <= len(evidence_ids)))
         insight = body[: match.start()].strip().rstrip(".,;:").strip()
-        if cited and insight and all(insight != f.text for f in found):
+        if cited and insight and not _is_placeholder(insight) and all(insight != f.text for f in found):
             found.append(Insight(text=insight, evidence=cited))
     return found[:limit]
+
+
+def _is_placeholder(insight: str) -> bool:
+    """The format line copied back instead of an insight: small models echo whatever example a prompt shows,
+    which is why the prompt gives a placeholder and not a plausible sentence (those ended up stored as insights)."""
+    return insight.strip("<> ").lower() == _FORMAT_EXAMPLE.split(" [", 1)[0].strip("<> ").lower()
 
 
 def tree_depth(evidence: Sequence[MemoryRecord]) -> int:

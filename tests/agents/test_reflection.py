@@ -40,6 +40,11 @@ def test_questions_and_insights_are_parsed_with_their_citations():
     assert len(parse_insights(reply, ids, limit=1)) == 1
 
 
+
+def test_the_format_placeholder_copied_back_is_not_an_insight():
+    reply = "<an insight about them> [2, 5]\nAn insight about them [1]\nMei hosts the party [1]"
+    assert [i.text for i in parse_insights(reply, [11, 12, 13, 14, 15], limit=5)] == ["Mei hosts the party"]
+
 def _seed(stream: MemoryStream) -> list[int]:
     texts = ["Mei invited me to the harvest party", "Mei bakes cakes for her customers",
              "Mei knows everyone's usual order", "Tomas delivers bread to Mei"]
