@@ -112,3 +112,15 @@ def test_model_server_fuzz(case, admin) -> None:
     if isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
         case.body["model"] = "smollm2"  # a random name is a 404 before anything else runs: reach the engine
     case.call_and_validate(checks=CHECKS, headers=admin, timeout=300)
+
+
+def test_streamed_answers_are_documented(tmp_path) -> None:
+    """A conforming client (and the fuzzer) must expect server-sent events where `stream: true` sends them."""
+    from ragsvc.api.app import create_app
+    from ragsvc.api.model_app import create_model_app
+    from ragsvc.serving.config import EngineConfig
+
+    model_spec = create_model_app(EngineConfig(model="smollm2"), settings=make_settings(tmp_path)).openapi()
+    api_spec = create_app(make_settings(tmp_path)).openapi()
+    for spec, path in ((model_spec, "/v1/completions"), (model_spec, "/v1/chat/completions"), (api_spec, "/v1/answer")):
+        assert "text/event-stream" in spec["paths"][path]["post"]["responses"]["200"]["content"], path

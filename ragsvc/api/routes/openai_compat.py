@@ -127,6 +127,11 @@ ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIErrorRoute)
 
 
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "server-sent events with stream: true"}}
+"""Documents the streamed answer beside the JSON one, so clients (and the fuzzer) expect either."""
+
+
 def _check_model(served: ServedModel, model: str) -> None:
     if model not in served.names:
         raise NotFound(
@@ -211,7 +216,7 @@ def _sse(served: ServedModel, jobs: list[ChoiceJob], *, kind: str, req: Any, req
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/completions", openapi_extra=requires("read"))
+@router.post("/completions", openapi_extra=requires("read"), responses=STREAMED)
 async def create_completion(req: CompletionRequest, served: ServedModelDep, request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
@@ -227,7 +232,7 @@ async def create_completion(req: CompletionRequest, served: ServedModelDep, requ
     return JSONResponse(json.loads(body.model_dump_json()))
 
 
-@router.post("/chat/completions", openapi_extra=requires("read"))
+@router.post("/chat/completions", openapi_extra=requires("read"), responses=STREAMED)
 async def create_chat_completion(req: ChatCompletionRequest, served: ServedModelDep, request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
