@@ -40,11 +40,17 @@ def settings(data_dir: Path | None = None, **api: Any) -> Settings:
 
 def open_store(data_dir: Path | None) -> VectorStore:
     """The store under `--data-dir` (or the configured folder), with the configured embedder."""
+    from ragsvc.embed.embedder import embedder_from_settings
+    from ragsvc.index.spec import IndexLimits
     from ragsvc.retrieval.vector_store import VectorStore
+    from ragsvc.store.filters import FilterLimits
 
     config = settings(data_dir)
-    return VectorStore.open(config.store.data_dir, embedder_name=config.embed.model,
-                            save_interval_s=config.store.save_interval_s)
+    # the same embedder `serve` builds (prefixes, precision, batching), made only when a command first embeds
+    return VectorStore.open(config.store.data_dir, embedder_factory=lambda: embedder_from_settings(config.embed),
+                            save_interval_s=config.store.save_interval_s,
+                            index_limits=IndexLimits.from_settings(config.index_limits),
+                            filter_limits=FilterLimits.from_settings(config.store))
 
 
 def fail(exc: Exception | str) -> typer.Exit:

@@ -20,7 +20,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,14 @@ class VectorStore:
     """Collections of documents, searchable by text or vector. Thread-safe; one per data directory."""
 
     def __init__(self, data_dir: Path, *, embedder: Embedder | None = None, embedder_name: str = DEFAULT_EMBEDDER,
+                 embedder_factory: Callable[[], Embedder] | None = None,
                  save_interval_s: float = 30.0, index_limits: IndexLimits | None = None,
                  filter_limits: FilterLimits | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.catalog = Catalog(self.data_dir / CATALOG_FILE)
         self._embedder = embedder
-        self._embedder_name = embedder_name
+        # built on first use, so commands that never embed (list, delete, stats) never load a model
+        self._embedder_factory = embedder_factory or (lambda: SentenceTransformerEmbedder(embedder_name))
         self._save_interval_s = save_interval_s
         self.index_limits = index_limits or IndexLimits()
         self.filter_limits = filter_limits or FilterLimits()
@@ -85,7 +87,7 @@ class VectorStore:
     def embedder(self) -> Embedder:
         with self._guard:
             if self._embedder is None:
-                self._embedder = SentenceTransformerEmbedder(self._embedder_name)
+                self._embedder = self._embedder_factory()
             return self._embedder
 
     def load_indexes(self) -> None:
