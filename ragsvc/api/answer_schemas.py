@@ -50,6 +50,8 @@ class AnswerRequest(RetrievalBody):
     flare: FlareBody | bool | None = Field(None, description="true for the defaults, or FLARE's options")
     max_tokens: int = Field(256, ge=1, le=MAX_ANSWER_TOKENS, description="answer tokens without FLARE")
     context_tokens: int = Field(1024, ge=16, le=32768, description="token budget of the first passages")
+    style: Literal["full", "short"] = Field("full", description="full: sentences with citations; short: the answer "
+                                                                "alone (a name, a date, yes/no) with its citation")
     stream: bool = False
 
 

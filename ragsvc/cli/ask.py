@@ -29,6 +29,7 @@ def ask(
     flare: Annotated[bool, typer.Option("--flare", help="active retrieval: retrieve again when unsure")] = False,
     theta: Annotated[float, typer.Option(help="FLARE: retrieve when a token's probability is below this")] = 0.4,
     max_tokens: Annotated[int, typer.Option(help="answer tokens at most")] = 256,
+    short: Annotated[bool, typer.Option("--short", help="the answer alone (a name, a date, yes/no), cited")] = False,
     stream: Annotated[bool, typer.Option("--stream", help="print the answer as it is written")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole answer record as JSON")] = False,
     model: Annotated[str | None, typer.Option(help="local model: packaged alias, HF folder or .gguf \\[default: "
@@ -46,7 +47,7 @@ def ask(
     try:
         options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k)
         flare_options = FlareOptions(theta=theta, max_tokens=max_tokens) if flare else None
-        answer_options = AnswerOptions(max_tokens=max_tokens)
+        answer_options = AnswerOptions(max_tokens=max_tokens, style="short" if short else "full")
         store = open_store(data_dir)
     except RagsvcError as exc:
         raise fail(exc) from exc

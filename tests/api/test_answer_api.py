@@ -58,6 +58,18 @@ def test_answer_cites_the_passages_it_was_given(model_api):
 
 
 @pytest.mark.slow
+def test_a_short_answer_is_asked_for_the_answer_alone(model_api):
+    r = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 3, "max_tokens": 24,
+                                           "style": "short"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    (gen,) = body["generations"]
+    assert body["answer"] and gen["completion_tokens"] <= 24
+    full = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 3, "max_tokens": 24})
+    assert full.json()["generations"][0]["prompt_tokens"] != gen["prompt_tokens"]  # another instruction was sent
+
+
+@pytest.mark.slow
 def test_flare_answer_records_rounds_and_reuses_the_prompt_prefix(model_api):
     # theta 1.0: every sentence counts as unsure, so each round retrieves and regenerates
     flare = {"theta": 1.0, "beta": 0.3, "max_rounds": 2, "max_tokens": 48, "lookahead_tokens": 24}
@@ -114,6 +126,7 @@ def test_search_modes_and_the_llm_reranker(model_api):
     ({"question": "q", "collection": "docs", "flare": {"max_rounds": 0}}, 400, "max_rounds"),
     ({"question": "q", "collection": "docs", "k": 0}, 400, "k"),
     ({"question": "q", "collection": "docs", "rerank": "magic"}, 400, "rerank"),
+    ({"question": "q", "collection": "docs", "style": "essay"}, 400, "style"),
     ({"question": "q", "collection": "nope"}, 404, "nope"),
 ])
 @pytest.mark.slow

@@ -61,7 +61,8 @@ def _answerer(body: AnswerRequest, request: Request, store: Any, on_event: Any =
         return result.hits, result.timings_ms
 
     answerer = Answerer(generator, retrieve, on_event=on_event,
-                        options=AnswerOptions(max_tokens=body.max_tokens, context_tokens=body.context_tokens))
+                        options=AnswerOptions(max_tokens=body.max_tokens, context_tokens=body.context_tokens,
+                                              style=body.style))
     return answerer, flare
 
 
