@@ -94,8 +94,8 @@ class EmbedderReranker:
 
     Query and document prompts (EmbeddingGemma's "task: search result | query: " / "title: none | text: ")
     are the embedder's business: `embed_query` and `embed_documents` apply them. The cache is keyed by
-    `cache_key` (default `embedder.id`, which names the model and width); give two embedders of one model with
-    different document prompts different keys.
+    `cache_key` (default `embedder.id`, which names the model, its width and a digest of its document prompt,
+    so two prompts never share vectors); give another key only for what the id cannot see, such as dtype.
     """
 
     name = "embedder"
