@@ -11,4 +11,7 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url ${TORCH_INDEX} \
 ENV HF_HUB_OFFLINE=1 RAGSVC_STORE__DATA_DIR=/data
 VOLUME /data
 EXPOSE 8000 8001
+# Bound beyond loopback, serve refuses to start until a key exists: create one first on the /data volume
+# (docker run -v ragsvc-data:/data IMAGE ragsvc keys create admin --scope admin), or pass --insecure only
+# where the published port is itself private (compose.yaml publishes on the host's loopback).
 CMD ["ragsvc", "serve", "--host", "0.0.0.0"]
