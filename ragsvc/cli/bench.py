@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -68,6 +68,14 @@ def search_command(
     typer.echo(f"wrote {json_path}")
 
 
+def _write(json_out: Path, document: Any, *, markdown: str | None = None) -> None:
+    """The result as JSON at `json_out` (and its Markdown beside it, as .md), folders made as needed."""
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(document, indent=2))
+    if markdown is not None:
+        json_out.with_suffix(".md").write_text(markdown)
+
+
 def _range(text: str) -> tuple[int, int]:
     """"100-600" -> (100, 600); "64" -> (64, 64)."""
     lo, _, hi = text.partition("-")
@@ -116,8 +124,7 @@ def serving_command(
         raise fail(exc) from exc
     set_wait_policy(cfg.omp_wait)
     result = run_serving_bench(cfg).to_json()
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2))
+    _write(json_out, result)
     for run in result["runs"]:
         typer.echo(json.dumps(run))
     typer.echo(json.dumps({k: result[k] for k in ("kv_waste_pct", "prefix_ttft_ms", "ratios_at_max_concurrency")}))
@@ -157,8 +164,7 @@ def flare_command(
             bar.close()
     finally:
         store.close()
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    _write(json_out, result.to_json())
     typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k not in ("calls", "config")}, indent=2))
     typer.echo(f"wrote {json_out}")
 
@@ -229,8 +235,7 @@ def agents_command(
                                   progress=lambda mode: TqdmProgress(f"{mode} ticks", unit="tick"))
     except (ValueError, RagsvcError) as exc:
         raise fail(exc) from exc
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    _write(json_out, result.to_json())
     typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k != "config"}, indent=2))
     typer.echo(f"wrote {json_out}")
 
@@ -261,8 +266,7 @@ def chat_command(
     except ValueError as exc:
         raise fail(exc) from exc
     result = run_chat_bench(cfg, work_dir=work_dir)
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    _write(json_out, result.to_json())
     typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k != "config"}, indent=2))
     typer.echo(f"wrote {json_out}")
 
@@ -296,9 +300,7 @@ def load_command(
         shutil.rmtree(work_dir, ignore_errors=True)
     result = run_load(config, url=url, data_dir=None if url else work_dir,
                       on_phase=lambda name: typer.echo(f"phase: {name} ({duration:.0f} s)"))
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result.to_json(), indent=2))
-    json_out.with_suffix(".md").write_text(to_markdown(result))
+    _write(json_out, result.to_json(), markdown=to_markdown(result))
     typer.echo(to_markdown(result))
     typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
 
@@ -319,8 +321,7 @@ def filter_command(
 
     shutil.rmtree(work_dir, ignore_errors=True)
     result = run_filter_bench(work_dir, num_chunks=chunks, num_values=values)
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    _write(json_out, result.to_json())
     typer.echo(json.dumps(result.to_json(), indent=2))
 
 
@@ -349,9 +350,7 @@ def ingest_command(
         result = run_ingest_bench(cfg, embedder_factory=lambda: embedder_from_settings(config.embed))
     except ValueError as exc:
         raise fail(exc) from exc
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result, indent=2))
-    json_out.with_suffix(".md").write_text(to_markdown(result))
+    _write(json_out, result, markdown=to_markdown(result))
     typer.echo(to_markdown(result))
     typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
 
@@ -372,6 +371,5 @@ def soak_command(
 
     shutil.rmtree(work_dir, ignore_errors=True)
     result = run_soak(work_dir, kills=kills, target_documents=documents)
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(result.to_json(), indent=2))
+    _write(json_out, result.to_json())
     typer.echo(json.dumps(result.to_json(), indent=2))
