@@ -97,6 +97,21 @@ def test_scopes_nest_and_wrong_scope_gets_403(keyed):
         assert c.post("/v1/collections", json={"name": "c"}).status_code == 403
 
 
+
+def test_agents_are_created_and_deleted_by_admins_only(keyed):
+    server, tokens = keyed
+    persona = {"name": "Ada Okafor", "age": 33, "traits": ["curious"], "memories": ["I run the library."]}
+    with _as(server, tokens["reader"]) as c:
+        r = c.post("/v1/agents", json=persona)
+        assert r.status_code == 403 and "needs admin" in r.json()["detail"]
+    with _as(server, tokens["admin"]) as c:
+        assert c.post("/v1/agents", json=persona).status_code == 201
+    with _as(server, tokens["reader"]) as c:
+        assert c.get("/v1/agents/ada-okafor").status_code == 200
+        assert c.delete("/v1/agents/ada-okafor").status_code == 403
+    with _as(server, tokens["admin"]) as c:
+        assert c.delete("/v1/agents/ada-okafor").status_code == 204
+
 def test_key_limited_to_collections_gets_403_elsewhere(keyed):
     server, tokens = keyed
     with _as(server, tokens["writer-a"]) as c:

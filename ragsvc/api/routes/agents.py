@@ -47,6 +47,7 @@ from ragsvc.api.agent_schemas import (
     SessionPublic,
     TurnPublic,
 )
+from ragsvc.api.auth import requires
 from ragsvc.api.deps import ChatDep
 from ragsvc.errors import InvalidInput, RagsvcError
 from ragsvc.llm.generator import Generator
@@ -60,7 +61,7 @@ def _public(chat: ChatService, name: str) -> AgentPublic:
     return AgentPublic.of(row, chat.registry.memories.count(name))
 
 
-@router.post("/agents", status_code=201, response_model=AgentPublic)
+@router.post("/agents", status_code=201, response_model=AgentPublic, openapi_extra=requires("admin"))
 def create_agent(body: AgentCreate, chat: ChatDep) -> AgentPublic:
     row = chat.registry.create(persona_from_fields(body.persona()), agent=body.id)
     return _public(chat, row.name)
@@ -76,7 +77,7 @@ def get_agent(agent: str, chat: ChatDep) -> AgentPublic:
     return _public(chat, agent)
 
 
-@router.delete("/agents/{agent}", status_code=204)
+@router.delete("/agents/{agent}", status_code=204, openapi_extra=requires("admin"))
 def delete_agent(agent: str, chat: ChatDep) -> Response:
     chat.delete_agent(agent)
     return Response(status_code=204)
