@@ -22,8 +22,6 @@ session, empty message, no model) is a plain 4xx before the stream starts. A mod
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,7 +47,8 @@ from ragsvc.api.agent_schemas import (
 )
 from ragsvc.api.auth import requires
 from ragsvc.api.deps import ChatDep
-from ragsvc.errors import InvalidInput, RagsvcError
+from ragsvc.api.sse import Emit, events_from_thread
+from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator
 from ragsvc.store.memories import MEMORY_KINDS
 
@@ -171,44 +170,15 @@ def _check(chat: ChatService, session_id: str, body: MessageCreate, request: Req
 
 async def _events(chat: ChatService, session_id: str, body: MessageCreate, generator: Generator,
                   queues: _SessionQueues) -> AsyncIterator[str]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
-    stop = threading.Event()
+    def work(emit: Emit) -> tuple[str, Any]:
+        def on_recall(recalled: Retrieval) -> None:
+            emit("memories", {"memory_ids": [m.memory.id for m in recalled.memories],
+                              "memories": [RecalledPublic.of(m).model_dump() for m in recalled.memories]})
 
-    def put(item: tuple[str, Any] | None) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def on_recall(recalled: Retrieval) -> None:
-        if stop.is_set():
-            raise ReplyCancelled
-        put(("memories", {"memory_ids": [m.memory.id for m in recalled.memories],
-                          "memories": [RecalledPublic.of(m).model_dump() for m in recalled.memories]}))
-
-    def on_text(text: str) -> None:
-        if stop.is_set():
-            raise ReplyCancelled
-        put(("text", {"text": text}))
-
-    def work() -> None:
-        try:
-            result = chat.send(session_id, body.content, generator, max_tokens=body.max_tokens,
-                               on_recall=on_recall, on_text=on_text)
-            put(("reply", MessageReply.of(result).model_dump()))
-        except ReplyCancelled:
-            pass
-        except RagsvcError as exc:
-            put(("error", {"error": exc.code, "detail": exc.message, "status": exc.status_code}))
-        except Exception as exc:  # reported in-band: the 200 status line has already been sent
-            put(("error", {"error": "internal_error", "detail": str(exc), "status": 500}))
-        finally:
-            put(None)
+        result = chat.send(session_id, body.content, generator, max_tokens=body.max_tokens,
+                           on_recall=on_recall, on_text=lambda text: emit("text", {"text": text}))
+        return "reply", MessageReply.of(result).model_dump()
 
     async with queues.hold(session_id):
-        worker = loop.run_in_executor(None, work)
-        try:
-            while (item := await queue.get()) is not None:
-                kind, data = item
-                yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
-        finally:
-            stop.set()
-            await worker
+        async for line in events_from_thread(work, cancelled=ReplyCancelled):
+            yield line

@@ -10,8 +10,6 @@ a client that disconnects stops it at its next event.
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,7 +30,7 @@ from ragsvc.api.answer_schemas import (
 from ragsvc.api.auth import requires
 from ragsvc.api.deps import StoreDep
 from ragsvc.api.retrieval_options import retrieval_options
-from ragsvc.errors import RagsvcError
+from ragsvc.api.sse import Emit, events_from_thread
 from ragsvc.types import Hit
 
 router = APIRouter(prefix="/v1", tags=["answer"])
@@ -84,39 +82,13 @@ class _Disconnected(Exception):
 
 
 async def _events(body: AnswerRequest, request: Request, store: Any) -> AsyncIterator[str]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
-    stop = threading.Event()
+    def work(emit: Emit) -> tuple[str, Any]:
+        answerer, flare = _answerer(body, request, store, lambda event: emit(event.kind, _event_data(event)))
+        result = answerer.answer(body.question, flare=flare)
+        return "answer", AnswerResponse.of(result).model_dump()
 
-    def on_event(event: AnswerEvent) -> None:
-        if stop.is_set():
-            raise _Disconnected
-        loop.call_soon_threadsafe(queue.put_nowait, (event.kind, _event_data(event)))
-
-    def work() -> None:
-        try:
-            answerer, flare = _answerer(body, request, store, on_event)
-            result = answerer.answer(body.question, flare=flare)
-            loop.call_soon_threadsafe(queue.put_nowait, ("answer", AnswerResponse.of(result).model_dump()))
-        except _Disconnected:
-            pass
-        except RagsvcError as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"error": exc.code, "detail": exc.message,
-                                                                   "status": exc.status_code}))
-        except Exception as exc:  # reported in-band: the 200 status line has already been sent
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"error": "internal_error", "detail": str(exc),
-                                                                   "status": 500}))
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    worker = loop.run_in_executor(None, work)
-    try:
-        while (item := await queue.get()) is not None:
-            kind, data = item
-            yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
-    finally:
-        stop.set()
-        await worker
+    async for line in events_from_thread(work, cancelled=_Disconnected):
+        yield line
 
 
 def _event_data(event: AnswerEvent) -> dict[str, Any]:
