@@ -102,6 +102,10 @@ def resolve_max_tokens(requested: int | None, *, prompt_len: int, max_model_len:
         raise _invalid("the prompt is empty; send at least one token", "prompt")
     if requested is not None and requested <= 0:
         raise _invalid(f"max_tokens must be at least 1, got {requested}", "max_tokens")
+    if requested is None and prompt_len >= max_model_len:
+        raise _invalid(
+            f"this model's maximum context length is {max_model_len} tokens (max_model_len) and the prompt has "
+            f"{prompt_len}, leaving no room for a reply. Shorten the prompt.", "messages")
     max_tokens = requested if requested is not None else max_model_len - prompt_len
     if prompt_len + max_tokens > max_model_len:
         raise _invalid(
