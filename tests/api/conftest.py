@@ -64,3 +64,21 @@ def live_api(tmp_path_factory) -> Iterator[LiveServer]:
 def client(live_api: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_api.url, timeout=60) as c:
         yield c
+
+
+@pytest.fixture()
+def dead_model_api(tmp_path: Path) -> Iterator[httpx.Client]:
+    """A client of an API whose generator URL has nothing listening: every model call fails upstream."""
+    from ragsvc.api.app import create_app
+    from ragsvc.config import GeneratorSettings
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    settings = make_settings(tmp_path / "data").model_copy(
+        update={"generator": GeneratorSettings(url=dead, model="m", timeout_s=5)})
+    server = LiveServer(create_app(settings), free_port())
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            yield client
+    finally:
+        server.stop()

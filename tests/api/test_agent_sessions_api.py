@@ -13,7 +13,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ragsvc.config import GeneratorSettings
 from tests.api.conftest import LiveServer, free_port, make_settings
 
 ADA = {"name": "Ada Okafor", "age": 33, "traits": ["curious", "precise"],
@@ -113,30 +112,20 @@ def test_bad_session_requests_and_no_model_write_nothing(client):
     assert client.get("/v1/agents/mei-2/sessions").json() == []
 
 
-def test_a_model_server_that_is_down_is_a_bad_gateway_and_writes_nothing(tmp_path):
-    from ragsvc.api.app import create_app
-
-    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    settings = make_settings(tmp_path / "data").model_copy(
-        update={"generator": GeneratorSettings(url=dead, model="m", timeout_s=5)})
-    server = LiveServer(create_app(settings), free_port())
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            client.post("/v1/agents", json=MEI)
-            sid = client.post("/v1/agents/mei-tanaka/sessions").json()["id"]
-            r = client.post(f"/v1/sessions/{sid}/messages", json={"content": "Is the cafe open?"})
-            assert r.status_code == 502, r.text
-            assert "model" in r.json()["detail"]
-            with client.stream("POST", f"/v1/sessions/{sid}/messages",
-                               json={"content": "Is the cafe open?", "stream": True}) as r:
-                assert r.status_code == 200
-                events = _events(r)
-            assert events[0][0] == "memories" and events[-1][0] == "error" and events[-1][1]["status"] == 502
-            assert client.get(f"/v1/sessions/{sid}").json()["turns"] == []
-            assert client.get("/v1/agents/mei-tanaka/memories", params={"kind": "chat"}).json() == []
-    finally:
-        server.stop()
+def test_a_model_server_that_is_down_is_a_bad_gateway_and_writes_nothing(dead_model_api):
+    client = dead_model_api
+    client.post("/v1/agents", json=MEI)
+    sid = client.post("/v1/agents/mei-tanaka/sessions").json()["id"]
+    r = client.post(f"/v1/sessions/{sid}/messages", json={"content": "Is the cafe open?"})
+    assert r.status_code == 502, r.text
+    assert "model" in r.json()["detail"]
+    with client.stream("POST", f"/v1/sessions/{sid}/messages",
+                       json={"content": "Is the cafe open?", "stream": True}) as r:
+        assert r.status_code == 200
+        events = _events(r)
+    assert events[0][0] == "memories" and events[-1][0] == "error" and events[-1][1]["status"] == 502
+    assert client.get(f"/v1/sessions/{sid}").json()["turns"] == []
+    assert client.get("/v1/agents/mei-tanaka/memories", params={"kind": "chat"}).json() == []
 
 
 # -- with SmolLM2 hosted in-process ------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragsvc.config import GeneratorSettings
 from tests.api.conftest import LiveServer, free_port, make_settings
 
 SAMPLE = Path(__file__).resolve().parents[2] / "ragsvc" / "sample"
@@ -150,21 +149,11 @@ def test_without_a_model_answers_hyde_and_llm_rerank_are_refused(client):
     assert client.post("/v1/collections/nomodel/search", json={"query": "kv", "mode": "lexical"}).status_code == 200
 
 
-def test_a_model_server_that_is_down_is_a_bad_gateway(tmp_path):
-    from ragsvc.api.app import create_app
-
-    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    settings = make_settings(tmp_path / "data").model_copy(
-        update={"generator": GeneratorSettings(url=dead, model="m", timeout_s=5)})
-    server = LiveServer(create_app(settings), free_port())
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            client.post("/v1/collections", json={"name": "c"})
-            client.post("/v1/collections/c/documents", json={"documents": [{"text": "Blocks of the KV cache."}]})
-            r = client.post("/v1/answer", json={"question": "what?", "collection": "c", "flare": True})
-            assert r.status_code == 502, r.text
-            assert "model" in r.json()["detail"]
-            assert client.post("/v1/collections/c/search", json={"query": "kv"}).status_code == 200
-    finally:
-        server.stop()
+def test_a_model_server_that_is_down_is_a_bad_gateway(dead_model_api):
+    client = dead_model_api
+    client.post("/v1/collections", json={"name": "c"})
+    client.post("/v1/collections/c/documents", json={"documents": [{"text": "Blocks of the KV cache."}]})
+    r = client.post("/v1/answer", json={"question": "what?", "collection": "c", "flare": True})
+    assert r.status_code == 502, r.text
+    assert "model" in r.json()["detail"]
+    assert client.post("/v1/collections/c/search", json={"query": "kv"}).status_code == 200
