@@ -10,11 +10,12 @@ One message, in order:
 4. the reply is generated without the agent's lock, so sessions of one agent, and of different agents, are
    answered at once and the engine batches them;
 5. under the agent's lock again the exchange becomes a `chat` memory (importance pending, rated by the
-   agent's ImportanceWorker when one runs) and then the two turns are appended in one transaction.
+   agent's ImportanceWorker when one runs) and its two turns, in one catalog transaction
+   (`MemoryStream.add_with`); the memory reaches the agent's index only after that commit.
 
-A model failure at step 4 (or a client that left) writes nothing. A crash between the two writes of step 5
-leaves a chat memory whose turns are missing from the history: the agent remembers an exchange the history does
-not show, never the reverse.
+A model failure at step 4 (or a client that left) writes nothing. A failure or crash during step 5 leaves the
+whole exchange (memory and both turns) or none of it: the history and the agent's memory always agree, and an
+exchange the client was told about (its reply returned) is stored in full.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from ragsvc.agents.memory import MemoryStream, Retrieval, RetrievalOptions, Retr
 from ragsvc.agents.registry import AgentRegistry
 from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator, Usage
+from ragsvc.store.memories import NewMemory
 from ragsvc.store.sessions import NewTurn, SessionRow, TurnRow
 
 logger = logging.getLogger(__name__)
@@ -169,15 +171,16 @@ class ChatService:
             generation = generate_reply(generator, prompt, max_tokens=max_tokens or self.options.max_tokens,
                                         on_text=on_text)
             reply = clean_reply(generation.text, persona.name)
+            turns = [NewTurn("user", message, asked_s, now_h),
+                     NewTurn("agent", reply, self._wall(), now_h, tuple(m.id for m in memories))]
+            memory = NewMemory(kind="chat", text=exchange_memory(user=session.user, agent=persona.name,
+                                                                 message=message, reply=reply,
+                                                                 limit=self.options.transcript_chars),
+                               created_h=now_h, metadata={"session": session_id, "partner": session.user})
             with self.registry.lock(session.agent):
                 self.tables.get_session(session_id)  # deleted while the reply was written: 404, nothing stored
-                memory = stream.add("chat", exchange_memory(user=session.user, agent=persona.name, message=message,
-                                                            reply=reply, limit=self.options.transcript_chars),
-                                    at_h=now_h, metadata={"session": session_id, "partner": session.user})
-                user_turn, agent_turn = self.tables.append_exchange(session_id, [
-                    NewTurn("user", message, asked_s, now_h),
-                    NewTurn("agent", reply, self._wall(), now_h, tuple(m.id for m in memories)),
-                ], observation_id=memory.id)
+                _, (user_turn, agent_turn) = stream.add_with(memory, lambda record: self.tables.append_exchange(
+                    session_id, turns, observation_id=record.id))
         self._score_later(session.agent, generator)
         return ChatReply(session=session_id, agent=session.agent, user_turn=user_turn, agent_turn=agent_turn,
                          memories=recalled.memories, finish_reason=generation.finish_reason, usage=generation.usage)

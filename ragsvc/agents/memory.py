@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,6 +40,8 @@ from ragsvc.errors import InvalidInput
 from ragsvc.index.collection_index import CollectionIndex
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.memories import MemoryKind, MemoryRecord, MemoryTables, NewMemory
+
+T = TypeVar("T")
 
 MEMORY_INDEX_SPEC = IndexSpec(backend="hnsw", metric="cosine", ef_search=64)
 """hnsw at full width: memories arrive one at a time, and hnsw needs no training, so the first memory is served
@@ -126,6 +128,28 @@ class MemoryStream:
 
     def add_many(self, memories: Sequence[NewMemory], *, vectors: np.ndarray | None = None) -> np.ndarray:
         """Store a batch in one transaction, embedding the texts unless `vectors` (n, dim) are given."""
+        vectors = self._vectors(memories, vectors)
+        with self._lock:
+            ids = self.tables.append(self.agent, memories, vectors)
+            self._publish(memories, ids, vectors)
+        return ids
+
+    def add_with(self, memory: NewMemory, write: Callable[[MemoryRecord], T]) -> tuple[MemoryRecord, T]:
+        """Store `memory` and, in the same catalog transaction, whatever `write` stores for it (a chat exchange's
+        turns, which cite the memory's id): both commit or neither does. The index and the scoring columns learn
+        the memory only after the commit, so a `write` that fails leaves no trace anywhere. Returns the record
+        and what `write` returned."""
+        vectors = self._vectors([memory], None)
+        with self._lock:
+            with self.tables.atomic():
+                ids = self.tables.append(self.agent, [memory], vectors)
+                record = self.tables.get(self.agent, [int(ids[0])])[0]
+                result = write(record)
+            self._publish([memory], ids, vectors)
+        return record, result
+
+    def _vectors(self, memories: Sequence[NewMemory], vectors: np.ndarray | None) -> np.ndarray:
+        """`vectors` (or the texts' embeddings) checked and normalised, (n, dim) float32."""
         if vectors is None:
             vectors = self.embedder.embed_documents([m.text for m in memories]) if memories else None
         vectors = np.zeros((0, self.embedder.dim), np.float32) if vectors is None else np.asarray(vectors, np.float32)
@@ -134,13 +158,13 @@ class MemoryStream:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if len(vectors) and not np.all(np.isfinite(norms) & (norms > 0)):
             raise InvalidInput("memory vectors must be finite and non-zero (cosine similarity divides by the norm)")
-        vectors = vectors / np.maximum(norms, 1e-12)
-        with self._lock:
-            ids = self.tables.append(self.agent, memories, vectors)
-            self._index.add(ids, vectors)
-            self._columns.append(ids, np.array([np.nan if m.importance is None else m.importance for m in memories]),
-                                 np.array([m.created_h for m in memories], np.float64))
-        return ids
+        return vectors / np.maximum(norms, 1e-12)
+
+    def _publish(self, memories: Sequence[NewMemory], ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Stored memories into the index and the scoring columns (the caller holds the stream's lock)."""
+        self._index.add(ids, vectors)
+        self._columns.append(ids, np.array([np.nan if m.importance is None else m.importance for m in memories]),
+                             np.array([m.created_h for m in memories], np.float64))
 
     def set_importance(self, ids: Sequence[int], values: Sequence[float]) -> None:
         """Record scored importance (1-10); the memories must be this agent's."""

@@ -30,6 +30,7 @@ from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
 from ragsvc.store.schema import DDL, SCHEMA_VERSION
 from ragsvc.store.sessions import ChatTables
 from ragsvc.store.simulation import SimulationTables
+from ragsvc.store.transaction import Transaction
 from ragsvc.store.vector_cache import DuckdbVectorCache
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Catalog:
                 "data directory, or at an empty folder to start a new one"
             ) from exc
         self._lock = threading.RLock()
+        self._transaction = Transaction(self._conn, self._lock)  # shared by the agent tables (see its module)
         self._local = threading.local()  # each thread's read cursor
         self._cursors: list[duckdb.DuckDBPyConnection] = []  # every read cursor, closed with the catalog
         self._cursor_lock = threading.Lock()  # guards _read_root and _cursors, never held during a statement
@@ -318,11 +320,11 @@ class Catalog:
 
     def memory_tables(self) -> MemoryTables:
         """Agents' memory streams (store/memories.py), in this catalog's file."""
-        return MemoryTables(self._conn, self._lock)
+        return MemoryTables(self._conn, self._lock, transaction=self._transaction)
 
     def chat_tables(self) -> ChatTables:
         """The agents registry, chat sessions and turns (store/sessions.py), in this catalog's file."""
-        return ChatTables(self._conn, self._lock)
+        return ChatTables(self._conn, self._lock, transaction=self._transaction)
 
     def simulation_tables(self) -> SimulationTables:
         """A generative-agent simulation's run and tick records (store/simulation.py), in this catalog's file."""

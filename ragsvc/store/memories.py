@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from ragsvc.errors import InvalidInput
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
+from ragsvc.store.transaction import Transaction
 
 MemoryKind = Literal["observation", "reflection", "plan", "chat"]
 MEMORY_KINDS: tuple[str, ...] = get_args(MemoryKind)
@@ -91,44 +92,22 @@ def check_new(memories: Sequence[NewMemory]) -> None:
 class MemoryTables:
     """Read and write agents' memories through a catalog's connection and lock."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, lock: threading.RLock) -> None:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, lock: threading.RLock, *,
+                 transaction: Transaction | None = None) -> None:
         self._conn = conn
         self._lock = lock
-        self._in_atomic = False
+        self._tx = transaction or Transaction(conn, lock)
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
-        """One transaction around everything written through these tables (and the same connection) inside
-        the block: a simulation tick's memories, access times and its tick record commit together or not at
-        all. Holds the lock throughout, so other threads wait; the writes inside skip their own transaction."""
-        with self._lock:
-            if self._in_atomic:
-                raise RuntimeError("MemoryTables.atomic() does not nest")
-            self._conn.execute("BEGIN TRANSACTION")
-            self._in_atomic = True
-            try:
-                yield
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._in_atomic = False
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
+        """One transaction around everything written through this connection inside the block (these tables,
+        and the chat and simulation tables sharing the catalog's Transaction): a simulation tick's memories,
+        access times and tick record, or a chat exchange's memory and turns, commit together or not at all.
+        Holds the lock throughout, so other threads wait; the writes inside join it. Does not nest."""
+        return self._tx.atomic()
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
         """A transaction of one write, or nothing extra inside `atomic()`."""
-        with self._lock:
-            if self._in_atomic:
-                yield
-                return
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
-                yield
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        return self._tx.write()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -3,10 +3,12 @@
 Three tables (store/schema.py): `chat_agents` (name -> persona JSON), `chat_sessions` (which agent, who talks
 to it, when it began on the wall clock and on the agent's simulation clock) and `chat_turns` (one row per
 utterance, numbered within its session). An exchange (the user's message and the agent's reply) is written in
-one transaction, so a history never shows a question without its answer; deleting an agent removes its row,
-sessions, turns and memories in one transaction too.
+one transaction, so a history never shows a question without its answer; ChatService runs it inside the
+catalog's shared transaction (store/transaction.py) with the exchange's `chat` memory, so a crash leaves the
+memory and both turns, or none of them. Deleting an agent removes its row, sessions, turns and memories in
+one transaction too.
 
-Like MemoryTables, these take the catalog's connection and lock (`Catalog.chat_tables()`).
+Like MemoryTables, these take the catalog's connection, lock and Transaction (`Catalog.chat_tables()`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Literal
 import duckdb
 
 from ragsvc.errors import Conflict, NotFound
+from ragsvc.store.transaction import Transaction
 
 Role = Literal["user", "agent"]
 
@@ -70,24 +73,20 @@ class NewTurn:
 class ChatTables:
     """Read and write the agents registry, sessions and turns through a catalog's connection and lock."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, lock: threading.RLock) -> None:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, lock: threading.RLock, *,
+                 transaction: Transaction | None = None) -> None:
         self._conn = conn
         self._lock = lock
+        self._tx = transaction or Transaction(conn, lock)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, list(params)).fetchall()
 
     def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
-                for sql, params in statements:
-                    self._conn.execute(sql, list(params))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._tx.write():
+            for sql, params in statements:
+                self._conn.execute(sql, list(params))
 
     # -- agents --------------------------------------------------------------------------------------------
 
@@ -172,25 +171,20 @@ class ChatTables:
 
     def append_exchange(self, session_id: str, turns: Sequence[NewTurn], *, observation_id: int | None
                         ) -> list[TurnRow]:
-        """Append `turns` after the session's last, in one transaction; return them as stored. NotFound when the
-        session was deleted meanwhile (nothing is written then)."""
-        with self._lock:
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
-                if not self._conn.execute("SELECT 1 FROM chat_sessions WHERE id = ?", [session_id]).fetchall():
-                    raise NotFound(f"session {session_id!r} was deleted while its reply was being written")
-                last = self._conn.execute("SELECT coalesce(max(seq), 0) FROM chat_turns WHERE session_id = ?",
-                                          [session_id]).fetchall()[0][0]
-                rows = [TurnRow(int(last) + 1 + i, t.role, t.content, t.created_s, t.at_h, tuple(t.memory_ids),
-                                observation_id) for i, t in enumerate(turns)]
-                self._conn.executemany(
-                    "INSERT INTO chat_turns VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [[session_id, r.seq, r.role, r.content, r.created_s, r.at_h, list(r.memory_ids), observation_id]
-                     for r in rows])
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        """Append `turns` after the session's last, in one transaction (or in the caller's `atomic()` one: a chat
+        exchange writes its memory and its turns together); return them as stored. NotFound when the session was
+        deleted meanwhile (nothing is written then)."""
+        with self._tx.write():
+            if not self._conn.execute("SELECT 1 FROM chat_sessions WHERE id = ?", [session_id]).fetchall():
+                raise NotFound(f"session {session_id!r} was deleted while its reply was being written")
+            last = self._conn.execute("SELECT coalesce(max(seq), 0) FROM chat_turns WHERE session_id = ?",
+                                      [session_id]).fetchall()[0][0]
+            rows = [TurnRow(int(last) + 1 + i, t.role, t.content, t.created_s, t.at_h, tuple(t.memory_ids),
+                            observation_id) for i, t in enumerate(turns)]
+            self._conn.executemany(
+                "INSERT INTO chat_turns VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [[session_id, r.seq, r.role, r.content, r.created_s, r.at_h, list(r.memory_ids), observation_id]
+                 for r in rows])
         return rows
 
 

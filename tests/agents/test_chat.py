@@ -21,6 +21,7 @@ from ragsvc.agents.chat import (
 )
 from ragsvc.agents.chat_service import ChatService
 from ragsvc.agents.importance import PRIMER
+from ragsvc.agents.memory import RetrievalOptions
 from ragsvc.agents.registry import AgentRegistry, agent_id, check_agent_id, persona_fields, persona_from_fields
 from ragsvc.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from ragsvc.llm.generator import Generation, GenerationChunk, TokenLogprob, Usage
@@ -151,6 +152,36 @@ def test_a_model_failing_mid_reply_writes_nothing(catalog, embedder, tmp_path):
     assert pieces == ["I think"]
     assert chat.history(session.id)[1] == []
     assert chat.registry.stream("ada-okafor").recent(5, kinds=["chat"]) == []
+
+
+@pytest.mark.parametrize("crash", ["before the turns", "after the turns"])
+def test_a_failure_between_the_memory_and_the_turns_commits_neither(catalog, embedder, tmp_path, crash):
+    chat = _service(catalog, embedder, tmp_path, memories_k=2)
+    chat.registry.create(persona_from_fields(ADA))
+    session = chat.create_session("ada-okafor")
+    stream = chat.registry.stream("ada-okafor")
+    seeds = len(stream)
+    append_exchange = chat.tables.append_exchange
+
+    def crashing(*args, **kwargs):
+        if crash == "after the turns":
+            append_exchange(*args, **kwargs)
+        raise OSError("disk full")
+
+    chat.tables.append_exchange = crashing  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="disk full"):
+        chat.send(session.id, "Is the mill haunted?", ScriptedGenerator(["Only by the miller's ghost."]))
+    assert chat.history(session.id)[1] == [] and catalog.memory_tables().count("ada-okafor") == seeds
+    assert len(stream) == seeds and stream.recent(5, kinds=["chat"]) == []
+    recalled = stream.retrieve("mill haunted ghost", now_h=1.0, options=RetrievalOptions(k=10, mark_accessed=False))
+    assert len(recalled.memories) == seeds
+
+    chat.tables.append_exchange = append_exchange  # type: ignore[method-assign]
+    said = chat.send(session.id, "Is the mill haunted?", ScriptedGenerator(["Only by the miller's ghost."]))
+    _, turns = chat.history(session.id)
+    assert [t.seq for t in turns] == [1, 2] and {t.observation_id for t in turns} == {said.agent_turn.observation_id}
+    (memory,) = stream.recent(1, kinds=["chat"])
+    assert memory.id == said.agent_turn.observation_id and len(stream) == seeds + 1
 
 
 def test_messages_to_one_session_are_answered_one_after_the_other(catalog, embedder, tmp_path):
