@@ -1,10 +1,16 @@
-"""Turning caller documents into PreparedDocuments: ids, content hashes, chunks, and vectors (cache first)."""
+"""Turning caller documents into PreparedDocuments: ids, content hashes, chunks, and vectors (cache first).
+
+Pure logic behind the store's two-step write (`VectorStore.prepare_documents`, then `commit`): a request is
+split into chunks and embedded here, with no lock held, into a `PreparedBatch`; `merge_batches` turns the
+batches one transaction commits (a group) into the documents to write.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +81,53 @@ def split_document(doc: DocumentInput, embedder: Embedder, record: CollectionRec
     return chunks
 
 
+SplitDocument = tuple[str, str, DocumentInput, list[tuple[str, ChunkInput]]]
+"""(id, content hash, document, [(chunk text hash, chunk)]): a document cut into chunks, not embedded yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """One ingest request made ready to commit: chunked and embedded, nothing written yet.
+
+    `record` is the collection as it was when the batch was prepared; committing checks it still is (same
+    embedder, width and chunking), so a collection deleted and re-created meanwhile is not written with
+    chunks cut for another. `ids` are every document id of the request in order (the reply), `documents` only
+    those whose content differed from what was stored when the batch was prepared."""
+
+    collection: str
+    record: CollectionRecord
+    ids: tuple[str, ...]
+    documents: tuple[PreparedDocument, ...]
+
+    @property
+    def num_chunks(self) -> int:
+        return sum(len(d.chunks) for d in self.documents)
+
+
+def split_documents(docs: Sequence[tuple[str, str, DocumentInput]], *, embedder: Embedder,
+                    record: CollectionRecord) -> list[SplitDocument]:
+    """Chunk every (id, content hash, document); each chunk with the hash of its text (the cache key)."""
+    return [(doc_id, digest, doc, [(sha256(c.text), c) for c in split_document(doc, embedder, record)])
+            for doc_id, digest, doc in docs]
+
+
+def chunk_texts(split: Sequence[SplitDocument]) -> dict[str, str]:
+    """Each distinct chunk text by its hash (a text repeated across documents is embedded once)."""
+    return {h: c.text for _, _, _, chunks in split for h, c in chunks}
+
+
+def assemble(split: Sequence[SplitDocument], vectors: dict[str, np.ndarray]) -> list[PreparedDocument]:
+    """The records to store: each chunk with its vector (by text hash) and the document's metadata under its own."""
+    return [
+        PreparedDocument(
+            id=doc_id, source=doc.source, content_hash=digest, metadata=dict(doc.metadata), text=doc.text,
+            chunks=[PreparedChunk(c.text, c.start_char, c.end_char, {**doc.metadata, **c.metadata}, h, vectors[h])
+                    for h, c in chunks],
+        )
+        for doc_id, digest, doc, chunks in split
+    ]
+
+
 def prepare_documents(
     docs: Sequence[tuple[str, str, DocumentInput]],
     *,
@@ -84,19 +137,23 @@ def prepare_documents(
     progress: bool = False,
 ) -> list[PreparedDocument]:
     """Chunk every (id, content hash, document), embed the chunk texts the cache does not hold, assemble records."""
-    split = [(doc_id, digest, doc, [(sha256(c.text), c) for c in split_document(doc, embedder, record)])
-             for doc_id, digest, doc in docs]
-    texts = {h: c.text for _, _, _, chunks in split for h, c in chunks}
+    split = split_documents(docs, embedder=embedder, record=record)
+    texts = chunk_texts(split)
     vectors = cached(list(texts))
     missing = [h for h in texts if h not in vectors]
     if missing:
         fresh = embedder.embed_documents([texts[h] for h in missing], progress=progress)  # (m, dim)
         vectors.update(zip(missing, fresh, strict=True))
-    return [
-        PreparedDocument(
-            id=doc_id, source=doc.source, content_hash=digest, metadata=dict(doc.metadata), text=doc.text,
-            chunks=[PreparedChunk(c.text, c.start_char, c.end_char, {**doc.metadata, **c.metadata}, h, vectors[h])
-                    for h, c in chunks],
-        )
-        for doc_id, digest, doc, chunks in split
-    ]
+    return assemble(split, vectors)
+
+
+def merge_batches(batches: Sequence[PreparedBatch], stored_hashes: dict[str, str]) -> list[PreparedDocument]:
+    """The documents one transaction writes for a group of batches: a later batch's version of a document
+    replaces an earlier one's (the order they were committed in), and a document whose stored content hash
+    already equals its own (committed meanwhile by another request) is left as it is."""
+    latest: dict[str, PreparedDocument] = {}
+    for batch in batches:
+        for doc in batch.documents:
+            latest.pop(doc.id, None)  # re-insert: keeps the order of the last write
+            latest[doc.id] = doc
+    return [d for d in latest.values() if stored_hashes.get(d.id) != d.content_hash]

@@ -1,15 +1,19 @@
 """VectorStore: the composition of catalog (truth), embedder and per-collection ANN indexes.
 
 Writes go to duckdb first, in one transaction per batch; only after the commit (the acknowledgement) are
-the in-memory indexes updated. Index files are saved now and then and on close; on open each index replays
-the chunks above its watermark, so a killed process never loses an acknowledged document.
+the in-memory indexes updated. A write has two halves: `prepare_documents` (validate, skip unchanged
+documents by content hash, chunk, embed; no lock, nothing written) and `commit` (one transaction under the
+collection's writer lock, then the indexes). Batches that commit at the same time share one transaction
+(`group_commit.py`), and a bulk load prepares its next batch while the previous one commits. Index files
+are saved now and then and on close; on open each index replays the chunks above its watermark, so a killed
+process never loses an acknowledged document.
 
-Concurrency: one writer per collection, readers never wait for it. Each collection has a writer lock (held
-for a whole ingest or delete: catalog transaction, index update, periodic save) and a readers-writer lock
-over its in-memory indexes. Searches take only the read side; a writer takes the write side just to apply a
-committed batch to the ANN and BM25 structures (and to merge the BM25 index when saving it). Catalog reads
-(filters, hydration, lookups) use per-thread duckdb cursors, so they see committed data without the
-catalog's write lock. A search that runs between a batch's commit and its apply sees the collection as it
+Concurrency: one writer per collection, readers never wait for it. Each collection has a writer lock (held for
+a commit or delete: catalog transaction, index update, periodic save; never while embedding) and a readers-
+writer lock over its in-memory indexes. Searches take only the read side; a writer takes the write side just
+to apply a committed batch to the ANN and BM25 structures (and to merge the BM25 index when saving it).
+Catalog reads (filters, hydration, lookups) use per-thread duckdb cursors, so they see committed data without
+the catalog's write lock. A search that runs between a batch's commit and its apply sees the collection as it
 was before the batch: filtered ids the index does not hold yet are skipped, deleted ones are not hydrated.
 """
 
@@ -28,20 +32,32 @@ from typing import Any
 import numpy as np
 
 from ragsvc.embed.embedder import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
-from ragsvc.errors import CollectionNotFound, DimensionMismatch, InvalidInput
+from ragsvc.errors import CollectionNotFound, Conflict, DimensionMismatch, InvalidInput
 from ragsvc.index.collection_index import CollectionIndex
 from ragsvc.index.lexical_collection import open_lexical
 from ragsvc.index.lexical_index import LexicalIndex
 from ragsvc.index.spec import IndexLimits, IndexSpec, check_override, check_spec
 from ragsvc.retrieval.embed_batcher import BatchedEmbedder
-from ragsvc.retrieval.ingest import content_hash, prepare_documents, validate_batch
+from ragsvc.retrieval.group_commit import GroupCommit
+from ragsvc.retrieval.ingest import (
+    PreparedBatch,
+    assemble,
+    chunk_texts,
+    content_hash,
+    merge_batches,
+    split_documents,
+    validate_batch,
+)
 from ragsvc.retrieval.read_write_lock import ReadWriteLock
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.filters import FilterLimits
-from ragsvc.store.records import CollectionRecord
+from ragsvc.store.records import CollectionRecord, WriteResult
 from ragsvc.types import ChunkId, DocumentId, DocumentInput, Hit, SearchResult, ServedBy
 
 logger = logging.getLogger(__name__)
+
+EmbedTexts = Callable[[list[str]], np.ndarray]
+"""Texts -> (len(texts), dim) float32 normalised vectors: another way to embed a prepared batch's new chunks."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 CATALOG_FILE = "catalog.duckdb"
@@ -78,6 +94,7 @@ class VectorStore:
         self._last_save: dict[str, float] = {}
         self._guard = threading.RLock()
         self._batcher: BatchedEmbedder | None = None
+        self._committers: dict[str, GroupCommit[PreparedBatch]] = {}  # concurrent small writes, grouped
 
     @classmethod
     def open(cls, data_dir: Path, *, embedder: Embedder | None = None, **options: Any) -> VectorStore:
@@ -159,7 +176,18 @@ class VectorStore:
     # -- documents -----------------------------------------------------------------------------------------
 
     def add_documents(self, name: str, docs: Sequence[DocumentInput], *, progress: bool = False) -> list[str]:
-        """Chunk, embed and store `docs` in one transaction; unchanged documents are skipped. Returns ids."""
+        """Chunk, embed and store `docs` in one transaction; unchanged documents are skipped. Returns ids.
+
+        `prepare_documents` then `commit`: concurrent small requests to one collection share a transaction."""
+        return self.commit(self.prepare_documents(name, docs, progress=progress))
+
+    def prepare_documents(self, name: str, docs: Sequence[DocumentInput], *, progress: bool = False,
+                          embed: EmbedTexts | None = None) -> PreparedBatch:
+        """The first half of a write: validate, skip documents whose content hash is already stored, chunk, and
+        embed the chunk texts the embedding cache does not hold. Takes no collection lock and writes nothing, so
+        it runs while other batches commit and searches run; a bulk load prepares batch n+1 while batch n
+        commits. `embed` replaces the store's embedder for the new chunk texts (a pool of worker processes, say).
+        Raises InvalidInput for a bad batch before any work."""
         record = self.catalog.get_collection(name)
         self._check_embedder(record)
         ids = validate_batch(docs)
@@ -167,30 +195,70 @@ class VectorStore:
         digests = [content_hash(d) for d in docs]
         todo = [(i, h, d) for i, h, d in zip(ids, digests, docs, strict=True) if existing.get(i) != h]
         if not todo:
-            return ids
-        prepared = prepare_documents(
-            todo, embedder=self._batched(), record=record, progress=progress,
-            cached=lambda hashes: self.catalog.cached_vectors(record.embedder_id, hashes, record.dim),
-        )
+            return PreparedBatch(name, record, tuple(ids), ())
+        split = split_documents(todo, embedder=self._batched(), record=record)
+        texts = chunk_texts(split)
+        vectors = self.catalog.cached_vectors(record.embedder_id, list(texts), record.dim)
+        missing = [h for h in texts if h not in vectors]
+        if missing:
+            batch = [texts[h] for h in missing]
+            fresh = embed(batch) if embed is not None else self._batched().embed_documents(batch, progress=progress)
+            vectors.update(zip(missing, fresh, strict=True))  # fresh: (len(missing), dim)
+        return PreparedBatch(name, record, tuple(ids), tuple(assemble(split, vectors)))
+
+    def commit(self, batch: PreparedBatch) -> list[str]:
+        """The second half: write a prepared batch in one transaction, then apply it to the collection's indexes.
+        Returns its document ids once it is durable (acknowledged). Batches committed at the same time by other
+        threads go into the same transaction (group_commit.py); each caller still gets all-or-nothing."""
+        if batch.documents:
+            self._committer(batch.collection).submit(batch)
+        return list(batch.ids)
+
+    def commit_group(self, batches: Sequence[PreparedBatch]) -> WriteResult:
+        """Write batches of one collection in ONE transaction (all or none), in order (a later version of a
+        document wins), then apply them to the indexes. What `commit` runs for a group; a bulk load calls it
+        with the batches prepared while the previous group committed. Raises Conflict if the collection was
+        re-created with other chunking or embedder since the batches were prepared."""
+        names = {b.collection for b in batches}
+        if len(names) != 1:
+            raise ValueError(f"commit_group takes batches of one collection, got {sorted(names)}")
+        name = names.pop()
         with self._lock(name):
+            record = self.catalog.get_collection(name)
+            if any(b.record != record for b in batches):
+                raise Conflict(f"collection {name!r} was re-created with other settings while this batch was "
+                               "prepared; send the documents again")
             # Open the index before the write: opening replays the catalog, which must not already hold this
             # batch, or the batch would be added twice.
             index = self._index(name)
-            result = self.catalog.write_documents(name, prepared, embedder_id=record.embedder_id)
-            with self._rw(name).write():  # the only part searches wait for: applying the committed batch
-                if len(result.removed_ids):
-                    index.delete(result.removed_ids)
-                if len(result.added_ids):
-                    index.add(result.added_ids, result.added_vectors)
-                lexical = self._lexical.get(name)  # kept in step once open; opening replays what it missed
-                if lexical is not None:
-                    if len(result.removed_ids):
-                        lexical.delete(result.removed_ids)
-                    if len(result.added_ids):
-                        lexical.add(result.added_ids, result.added_texts)
-                    self._lexical_dirty.add(name)
+            ids = [d.id for b in batches for d in b.documents]
+            docs = merge_batches(batches, self.catalog.document_hashes(name, ids))
+            result = self.catalog.write_documents(name, docs, embedder_id=record.embedder_id)
+            self._apply(name, index, result)
             self._maybe_save(name, index)
-        return ids
+        return result
+
+    def _apply(self, name: str, index: CollectionIndex, result: WriteResult) -> None:
+        """A committed write, applied to the in-memory indexes: the only part of a write searches wait for."""
+        with self._rw(name).write():
+            if len(result.removed_ids):
+                index.delete(result.removed_ids)
+            if len(result.added_ids):
+                index.add(result.added_ids, result.added_vectors)
+            lexical = self._lexical.get(name)  # kept in step once open; opening replays what it missed
+            if lexical is not None:
+                if len(result.removed_ids):
+                    lexical.delete(result.removed_ids)
+                if len(result.added_ids):
+                    lexical.add(result.added_ids, result.added_texts)
+                self._lexical_dirty.add(name)
+
+    def _committer(self, name: str) -> GroupCommit[PreparedBatch]:
+        with self._guard:
+            committer = self._committers.get(name)
+            if committer is None:
+                committer = self._committers[name] = GroupCommit(self.commit_group)
+            return committer
 
     def delete_document(self, name: str, document_id: str) -> None:
         with self._lock(name):
