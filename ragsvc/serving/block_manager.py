@@ -74,8 +74,9 @@ class BlockManager:
         in_use = sum(1 for b in hits if self.blocks[b].ref_count > 0)
         return seq.num_blocks_needed(self.block_size) - in_use <= len(self.free)
 
-    def can_append(self, seq: Sequence) -> bool:
-        return self._blocks_to_append(seq) <= len(self.free)
+    def can_append(self, seq: Sequence, num_lookahead_tokens: int = 0) -> bool:
+        """Room for the sequence's uncomputed tokens plus `num_lookahead_tokens` speculative ones after them."""
+        return self._blocks_to_append(seq, num_lookahead_tokens) <= len(self.free)
 
     # -- actions ---------------------------------------------------------------------------------------
 
@@ -99,9 +100,10 @@ class BlockManager:
         while len(seq.block_table) < seq.num_blocks_needed(self.block_size):
             seq.block_table.append(self._take_free_block(after=seq.block_table[-1] if seq.block_table else None))
 
-    def may_append(self, seq: Sequence) -> None:
-        """Make room for the sequence's uncomputed tokens: new blocks, and a private copy of a shared one."""
-        if not self.can_append(seq):
+    def may_append(self, seq: Sequence, num_lookahead_tokens: int = 0) -> None:
+        """Make room for the sequence's uncomputed tokens (and lookahead slots for drafts): new blocks, and a
+        private copy of a shared one."""
+        if not self.can_append(seq, num_lookahead_tokens):
             raise RuntimeError("may_append called without room; check can_append first")
         index = seq.num_computed_tokens // self.block_size
         if index < len(seq.block_table) and self.blocks[seq.block_table[index]].ref_count > 1:
@@ -110,8 +112,22 @@ class BlockManager:
             self.blocks[src].ref_count -= 1
             seq.block_table[index] = dst
             self.pending_copies.append((src, dst))
-        while len(seq.block_table) < seq.num_blocks_needed(self.block_size):
+        needed = seq.num_blocks_needed(self.block_size, len(seq) + num_lookahead_tokens)
+        while len(seq.block_table) < needed:
             seq.block_table.append(self._take_free_block(after=seq.block_table[-1] if seq.block_table else None))
+
+    def trim(self, seq: Sequence) -> None:
+        """Free the blocks past the sequence's tokens (lookahead room of rejected drafts). They were never
+        registered in the prefix cache (only blocks full of computed, accepted tokens are), and they are freed
+        tail first like any other, so the next append takes them back first."""
+        keep = seq.num_blocks_needed(self.block_size)
+        for block_id in reversed(seq.block_table[keep:]):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count != 0:
+                raise RuntimeError(f"lookahead block {block_id} was shared (ref count {block.ref_count})")
+            self.free[block_id] = None
+        del seq.block_table[keep:]
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Let `child` share all of `parent`'s blocks (parallel samples of one prompt); writes copy on demand."""
@@ -150,8 +166,9 @@ class BlockManager:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _blocks_to_append(self, seq: Sequence) -> int:
-        need = max(seq.num_blocks_needed(self.block_size) - len(seq.block_table), 0)
+    def _blocks_to_append(self, seq: Sequence, num_lookahead_tokens: int = 0) -> int:
+        needed = seq.num_blocks_needed(self.block_size, len(seq) + num_lookahead_tokens)
+        need = max(needed - len(seq.block_table), 0)
         index = seq.num_computed_tokens // self.block_size
         if index < len(seq.block_table) and self.blocks[seq.block_table[index]].ref_count > 1:
             need += 1

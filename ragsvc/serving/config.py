@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ragsvc.config import Settings
+from ragsvc.serving.speculative import SpeculativeConfig
 
 DEFAULT_MODEL = "smollm2"
 
@@ -49,6 +50,16 @@ class EngineConfig:
     """On CPU, run decode attention, RMSNorm, rotary and SiLU-and-multiply in C++ kernels (built with the
     system compiler on first use, cached); False, or no compiler, = plain torch everywhere (the kernels'
     reference, ~2x slower per bf16 decode step at batch 32 here)."""
+    speculative: str | None = None
+    """None = plain decoding; "prompt-lookup" = greedy requests propose drafts from n-gram matches in their own
+    prompt and output and verify them in one forward (speculative.py). Off by default: it pays on outputs that
+    copy from the prompt at low batch sizes; at high concurrency a step's tokens already fill the GEMMs."""
+    num_speculative_tokens: int = 4
+    """Most drafts per step when `speculative` is on."""
+    prompt_lookup_min: int = 2
+    """Shortest tail n-gram prompt lookup matches."""
+    prompt_lookup_max: int = 4
+    """Longest tail n-gram prompt lookup tries first."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> EngineConfig:
@@ -72,6 +83,13 @@ class EngineConfig:
             raise ValueError("num_kv_blocks must be positive (or None to size it from kv_cache_bytes)")
         if self.max_model_len is not None and self.max_model_len <= 0:
             raise ValueError("max_model_len must be positive (or None for the model's context)")
+        self.speculative_config()  # refuses a bad method or draft settings now, not on the first request
+
+    def speculative_config(self) -> SpeculativeConfig | None:
+        if self.speculative is None:
+            return None
+        return SpeculativeConfig(method=self.speculative, num_tokens=self.num_speculative_tokens,
+                                 min_ngram=self.prompt_lookup_min, max_ngram=self.prompt_lookup_max)
 
 
 def resolve_device(config: EngineConfig) -> torch.device:

@@ -18,6 +18,9 @@ Notes on the shared interface (additions only; nothing in the agreed contract ch
 * Thread safety: one thread calls step(); any thread may call add_request / abort / kv_stats. The lock is
   not held during the forward pass, so those calls never wait for the model.
 * `kv_stats()` adds "num_used_blocks" to the agreed keys.
+* With `EngineConfig.speculative` set, a greedy request may get several tokens in one step (drafts its target
+  accepted, see speculative.py): one output per request per step still, its delta covering them all.
+  `spec_stats` counts drafts proposed and accepted.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ from ragsvc.serving.model_runner import ModelRunner, kv_bytes_per_block, load_mo
 from ragsvc.serving.outputs import RequestOutput, TokenLogprob
 from ragsvc.serving.sampler import SampledToken, sample
 from ragsvc.serving.sampling_params import SamplingParams
-from ragsvc.serving.scheduler import Scheduler
+from ragsvc.serving.scheduler import ScheduledChunk, Scheduler
 from ragsvc.serving.sequence import Sequence
+from ragsvc.serving.speculative import SpecStats, num_accepted
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +82,12 @@ class LLMEngine:
         self.block_manager = BlockManager(
             num_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
         )
+        spec = config.speculative_config()
         self.scheduler = Scheduler(
-            self.block_manager, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens
+            self.block_manager, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens,
+            proposer=spec.proposer() if spec else None, num_speculative_tokens=spec.num_tokens if spec else 0,
         )
+        self.spec_stats = SpecStats()
         self._requests: dict[str, _Request] = {}
         self._aborted: list[RequestOutput] = []
         self._token_text: dict[int, str] = {}
@@ -179,18 +186,36 @@ class LLMEngine:
         # happens in schedule(), under the lock), and its results are dropped below.
         self.runner.copy_blocks(sched.copies)
         logits = self.runner.run(batch)
-        sampling_chunks = batch.sampling_chunks
         with self._lock:
             self.scheduler.postprocess(sched)
-            live = [(row, c.seq) for row, c in enumerate(sampling_chunks) if not c.seq.is_finished]
-            if not live:
-                return outputs + self._take_aborted()
-            reqs = [self._requests[seq.request_id] for _, seq in live]
-            rows = logits if len(live) == len(sampling_chunks) else logits[[row for row, _ in live]]
-            sampled = sample(rows, [r.seq.params for r in reqs], [r.generator for r in reqs])
-            for req, tok in zip(reqs, sampled, strict=True):
-                outputs.append(self._append_token(req, tok))
-            return outputs + self._take_aborted()
+            return outputs + self._sample_and_append(logits, batch.sampling_chunks) + self._take_aborted()
+
+    def _sample_and_append(self, logits: torch.Tensor, chunks: list[ScheduledChunk]) -> list[RequestOutput]:
+        """Sample each live chunk's rows (one, or one per draft + 1), accept drafts, append the emitted tokens."""
+        spans: list[tuple[ScheduledChunk, _Request, int]] = []  # (chunk, request, its first row in `rows`)
+        rows: list[int] = []
+        first = 0
+        for c in chunks:
+            if not c.seq.is_finished:  # an abort during the forward drops the chunk's rows
+                spans.append((c, self._requests[c.seq.request_id], len(rows)))
+                rows.extend(range(first, first + c.num_logit_rows))
+            first += c.num_logit_rows
+        if not spans:
+            return []
+        picked = logits if len(rows) == logits.shape[0] else logits[rows]
+        per_row = [(req.seq.params, req.generator) for c, req, _ in spans for _ in range(c.num_logit_rows)]
+        sampled = sample(picked, [p for p, _ in per_row], [g for _, g in per_row])
+        outputs = []
+        for c, req, start in spans:
+            toks = sampled[start : start + c.num_logit_rows]
+            if not c.draft_token_ids:
+                outputs.append(self._append_tokens(req, toks))
+                continue
+            accepted = num_accepted(c.draft_token_ids, [t.token_id for t in toks])
+            self.spec_stats.add(len(c.draft_token_ids), accepted)
+            outputs.append(self._append_tokens(req, toks[: accepted + 1]))
+            self.scheduler.accept(c.seq, accepted)
+        return outputs
 
     def _take_aborted(self) -> list[RequestOutput]:
         aborted, self._aborted = self._aborted, []
@@ -250,20 +275,29 @@ class LLMEngine:
             raise InvalidInput("the prompt is empty; give at least one token")
         return token_ids
 
-    def _append_token(self, req: _Request, tok: SampledToken) -> RequestOutput:
+    def _append_tokens(self, req: _Request, toks: list[SampledToken]) -> RequestOutput:
+        """Append a step's tokens (one, or several accepted at once) up to the first that ends the request.
+
+        With stop strings the text is checked after every token, so a stop ends on the very token plain decoding
+        would stop on; without them once, after the last (ids, EOS and max_tokens are checked per token)."""
         seq, params = req.seq, req.seq.params
-        seq.token_ids.append(tok.token_id)
-        if tok.logprob is not None:
-            top = [(t, self._piece(t), lp) for t, lp in (tok.top or [])]
-            req.new_logprobs.append(TokenLogprob(tok.token_id, self._piece(tok.token_id), tok.logprob, top))
-        reason = None
-        if (tok.token_id in self.eos_ids and not params.ignore_eos) or tok.token_id in params.stop_token_ids:
-            reason = "stop"
-        elif seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len:
-            reason = "length"
-        delta = update_text(self._detokenizer, seq.output_token_ids, params.stop, req.text, final=reason is not None)
-        if req.text.stopped:
-            reason = "stop"
+        reason, delta = None, ""
+        for i, tok in enumerate(toks):
+            seq.token_ids.append(tok.token_id)
+            if tok.logprob is not None:
+                top = [(t, self._piece(t), lp) for t, lp in (tok.top or [])]
+                req.new_logprobs.append(TokenLogprob(tok.token_id, self._piece(tok.token_id), tok.logprob, top))
+            if (tok.token_id in self.eos_ids and not params.ignore_eos) or tok.token_id in params.stop_token_ids:
+                reason = "stop"
+            elif seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len:
+                reason = "length"
+            if params.stop or reason is not None or i == len(toks) - 1:
+                delta += update_text(self._detokenizer, seq.output_token_ids, params.stop, req.text,
+                                     final=reason is not None)
+                if req.text.stopped:
+                    reason = "stop"
+            if reason is not None:
+                break
         if reason is not None:
             self.scheduler.finish(seq, reason)
             del self._requests[seq.request_id]

@@ -31,7 +31,7 @@ class PreparedBatch:
     input_ids: torch.Tensor  # (tokens,)
     positions: torch.Tensor  # (tokens,)
     meta: AttentionMetadata
-    logit_rows: torch.Tensor  # (samplers,) packed row of each sampling chunk's last token
+    logit_rows: torch.Tensor  # (rows,) packed rows scored: each sampling chunk's last token (and its drafts)
     sampling_chunks: list[ScheduledChunk]
 
 
@@ -133,11 +133,11 @@ class ModelRunner:
         slots: list[int] = []
         logit_rows: list[int] = []
         for c in ordered:
-            ids.extend(c.seq.token_ids[c.start : c.start + c.num_new_tokens])
+            ids.extend(c.token_ids)
             positions.extend(range(c.start, c.start + c.num_new_tokens))
             slots.extend(self._slots(c.seq.block_table, c.start, c.start + c.num_new_tokens))
-            if c.samples:
-                logit_rows.append(len(ids) - 1)
+            if c.samples:  # the last token's row, and one per speculative draft before it
+                logit_rows.extend(range(len(ids) - c.num_logit_rows, len(ids)))
         meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decode_tokens=len(decodes),
                                  prefill_kernel=self.prefill_kernel)
         if decodes and self.paged_decode:

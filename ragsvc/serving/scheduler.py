@@ -17,20 +17,34 @@ from dataclasses import dataclass, field
 
 from ragsvc.serving.block_manager import BlockManager
 from ragsvc.serving.sequence import Sequence, SequenceStatus
+from ragsvc.serving.speculative import Proposer
 
 
 @dataclass(frozen=True)
 class ScheduledChunk:
-    """Run tokens [start, start + num_new_tokens) of `seq` this step."""
+    """Run tokens [start, start + num_new_tokens) of `seq` this step; the last len(draft_token_ids) of them are
+    speculative drafts that follow the sequence's real tokens (not in seq.token_ids until accepted)."""
 
     seq: Sequence
     start: int
     num_new_tokens: int
+    draft_token_ids: tuple[int, ...] = ()
 
     @property
     def samples(self) -> bool:
         """True when this chunk reaches the sequence's last token, so its logits yield the next token."""
-        return self.start + self.num_new_tokens == len(self.seq)
+        return self.start + self.num_new_tokens - len(self.draft_token_ids) == len(self.seq)
+
+    @property
+    def num_logit_rows(self) -> int:
+        """Rows of logits this chunk needs: its last real token's, plus one per draft (0 if it does not sample)."""
+        return 1 + len(self.draft_token_ids) if self.samples else 0
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The ids this chunk runs: real tokens from the sequence, then the drafts."""
+        real_end = self.start + self.num_new_tokens - len(self.draft_token_ids)
+        return self.seq.token_ids[self.start : real_end] + list(self.draft_token_ids)
 
 
 @dataclass
@@ -46,10 +60,21 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, block_manager: BlockManager, *, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+    def __init__(
+        self,
+        block_manager: BlockManager,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        proposer: Proposer | None = None,
+        num_speculative_tokens: int = 0,
+    ) -> None:
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.proposer = proposer
+        """Drafts for greedy decoders (speculative.py); None = plain decoding."""
+        self.num_speculative_tokens = num_speculative_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -82,12 +107,24 @@ class Scheduler:
         return out
 
     def postprocess(self, out: SchedulerOutput) -> None:
-        """After the forward: the chunks' tokens now have KV; register newly full blocks for reuse."""
+        """After the forward: the chunks' real tokens now have KV; register newly full blocks for reuse.
+        Drafts count only once accepted (`accept`)."""
         for chunk in out.chunks:
             if chunk.seq.is_finished:  # aborted while the forward ran: its blocks are already free
                 continue
-            chunk.seq.num_computed_tokens = chunk.start + chunk.num_new_tokens
+            chunk.seq.num_computed_tokens = chunk.start + chunk.num_new_tokens - len(chunk.draft_token_ids)
             self.block_manager.commit(chunk.seq)
+
+    def accept(self, seq: Sequence, num_accepted: int) -> None:
+        """After the engine appended a speculating step's emitted tokens: the first `num_accepted` drafts equal
+        emitted tokens, so their KV is the sequence's own; the blocks reserved for the rejected rest are freed."""
+        if seq.is_finished:  # stopped mid-acceptance (or aborted): its blocks are already free
+            return
+        seq.num_computed_tokens += num_accepted
+        if seq.num_computed_tokens >= len(seq):
+            raise RuntimeError(f"accepted {num_accepted} drafts but only {len(seq)} tokens are known")
+        self.block_manager.commit(seq)
+        self.block_manager.trim(seq)
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -96,6 +133,9 @@ class Scheduler:
         queue = deque(sorted(self.running, key=lambda s: (len(s) - s.num_computed_tokens > 1, s.arrival)))
         while queue and budget > 0:
             seq = queue.popleft()
+            drafts = self._drafts(seq, budget)
+            if drafts and not self.block_manager.can_append(seq, len(drafts)):
+                drafts = []  # no room to guess: decode plainly rather than preempt someone for a guess
             while not self.block_manager.can_append(seq):
                 victim = queue.pop() if queue else seq
                 self._preempt(victim)
@@ -104,11 +144,19 @@ class Scheduler:
                     break
             if seq.status is not SequenceStatus.RUNNING:
                 break
-            self.block_manager.may_append(seq)
-            n = min(len(seq) - seq.num_computed_tokens, budget)
-            out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, n))
+            self.block_manager.may_append(seq, len(drafts))
+            n = min(len(seq) - seq.num_computed_tokens, budget) + len(drafts)
+            out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, n, tuple(drafts)))
             budget -= n
         return budget
+
+    def _drafts(self, seq: Sequence, budget: int) -> list[int]:
+        """Drafts for a greedy sequence about to sample its next token, within the budget and its max_tokens
+        (which also keeps them inside the context: add_request checks prompt + max_tokens against it)."""
+        if self.proposer is None or len(seq) - seq.num_computed_tokens != 1 or not seq.params.greedy:
+            return []
+        k = min(self.num_speculative_tokens, budget - 1, seq.params.max_tokens - seq.num_output_tokens - 1)
+        return self.proposer(seq.token_ids, k)[:k] if k > 0 else []
 
     def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
