@@ -32,6 +32,18 @@ def shard_of(ids: np.ndarray, num_shards: int) -> np.ndarray:
     return (z % np.uint64(num_shards)).astype(np.int64)
 
 
+def merge_hits(results: Sequence[ShardHits], k: int) -> ShardHits:
+    """The exact merge of shards' top-k lists (each (q, k)) into the global top-k: one list passes unchanged.
+
+    Shared by the in-process `ShardedIndex` and the Ray-hosted one, so both merge identically.
+    """
+    if len(results) == 1:
+        return results[0]
+    scores = np.concatenate([r.scores for r in results], axis=1)  # (q, shards * k)
+    ids = np.concatenate([r.ids for r in results], axis=1)  # (q, shards * k)
+    return top_k(scores, ids, k)
+
+
 class ShardedIndex:
     def __init__(self, shards: Sequence[Shard], *, max_workers: int | None = None) -> None:
         if not shards:
@@ -74,10 +86,7 @@ class ShardedIndex:
         def one(i: int) -> ShardHits:
             return self.shards[i].search(queries, k, allowed_ids=per_shard[i], ef_search=ef_search)
 
-        results = list(self._executor().map(one, range(len(self.shards))))
-        scores = np.concatenate([r.scores for r in results], axis=1)  # (q, shards * k)
-        ids = np.concatenate([r.ids for r in results], axis=1)  # (q, shards * k)
-        return top_k(scores, ids, k)
+        return merge_hits(list(self._executor().map(one, range(len(self.shards)))), k)
 
     def save(self, paths: Sequence[Path]) -> None:
         for shard, path in zip(self.shards, paths, strict=True):
