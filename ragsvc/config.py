@@ -140,6 +140,15 @@ class NativeSettings(BaseSettings):
                                     description="built kernels go to <cache_home>/ragsvc/kernels (~/.cache)")
 
 
+class ClusterSettings(_Frozen):
+    address: str | None = Field(
+        None, max_length=512,
+        description="local (start Ray in the API process), auto (join `ray start` on this machine) or "
+                    "ray://host:port; unset: no Ray, every collection is placed in process")
+    connect_timeout_s: float = Field(30.0, gt=0, le=600, description="give up joining the cluster after this")
+    deadline_ms: float = Field(2000.0, gt=0, le=600_000, description="default per-search fan-out deadline")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGSVC_", env_nested_delimiter="__", frozen=True)
 
@@ -152,3 +161,4 @@ class Settings(BaseSettings):
     generator: GeneratorSettings = GeneratorSettings()
     rerank: RerankSettings = RerankSettings()
     eval: EvalSettings = EvalSettings()
+    cluster: ClusterSettings = ClusterSettings()
