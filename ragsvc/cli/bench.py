@@ -131,6 +131,40 @@ def serving_command(
     typer.echo(f"wrote {json_out}")
 
 
+@app.command("speculative")
+def speculative_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+        "eval/results/bench-speculative.json"),
+    data_root: Annotated[Path | None, typer.Option(
+        help="folder holding hotpotqa_dev100/ \\[default: RAGSVC_EVAL__DATA_ROOT]")] = None,
+    model: Annotated[str, typer.Option(help="packaged alias, HF folder or .gguf")] = "smollm2",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
+    num_prompts: Annotated[int, typer.Option(help="HotpotQA questions (the first N)")] = 20,
+    max_tokens: Annotated[int, typer.Option(help="most output tokens per answer")] = 128,
+    num_speculative_tokens: Annotated[int, typer.Option(help="most drafts per step (k)")] = 4,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+) -> None:
+    """Single-stream decode: prompt-lookup speculation vs plain decoding on /v1/answer-style prompts."""
+    from ragsvc.bench.speculative import SpeculativeBenchConfig, run_speculative_bench
+    from ragsvc.cli.common import settings
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    config = settings()
+    root, cache = data_root or config.eval.data_root, config.model.cache_dir
+    try:
+        if root is None:
+            raise ValueError("no data root: pass --data-root or set RAGSVC_EVAL__DATA_ROOT")
+        cfg = SpeculativeBenchConfig(data_root=root, model=model, dtype=dtype, num_prompts=num_prompts,
+                                     max_tokens=max_tokens, num_speculative_tokens=num_speculative_tokens,
+                                     threads=threads, cache_dir=str(cache) if cache else None)
+        result = run_speculative_bench(cfg).to_json()
+    except ValueError as exc:
+        raise fail(exc) from exc
+    _write(json_out, result)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_prompt"}, indent=2))
+    typer.echo(f"wrote {json_out}")
+
+
 @app.command("flare")
 def flare_command(
     json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = FLARE_JSON,
