@@ -128,6 +128,10 @@ def serve_model(
     cache_dir: Annotated[str | None, typer.Option(
         help="where de-quantised weights are cached \\[default: RAGSVC_MODEL__CACHE_DIR, or <data dir>/models]"
     )] = None,
+    speculative: Annotated[str | None, typer.Option(
+        help="prompt-lookup: greedy requests draft tokens from n-gram matches in their own prompt and output and "
+             "verify them in one forward \\[default: off]")] = None,
+    num_speculative_tokens: Annotated[int, typer.Option(help="most drafts per step with --speculative")] = 4,
     log_level: Annotated[str, typer.Option(help="uvicorn / ragsvc log level")] = "info",
     data_dir: DataDir = None,
     insecure: Insecure = False,
@@ -151,6 +155,7 @@ def serve_model(
             kv_cache_bytes=None if kv_cache_mb is None else kv_cache_mb << 20, max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
             enable_prefix_caching=prefix_caching, cache_dir=cache_dir, num_threads=threads,
+            speculative=speculative, num_speculative_tokens=num_speculative_tokens,
         )
     except ValueError as exc:
         raise fail(exc) from exc
