@@ -27,6 +27,7 @@ from ragsvc.answer.flare import (
     needs_retrieval,
 )
 from ragsvc.answer.prompt import ANSWER_STYLES, AnswerStyle, PassageLog, answer_prompt, query_question_prompt
+from ragsvc.answer.reasoning import final_answer, has_final_sentence, reasoning_query, through_final_sentence
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
 from ragsvc.llm.generator import Generation, Generator, Prompt, TokenLogprob, Usage
@@ -49,6 +50,8 @@ class AnswerEvent:
 
 
 OnEvent = Callable[[AnswerEvent], None]
+Until = Callable[[str, list[TokenLogprob]], bool]
+"""Stops a model call early once it returns True for the text and tokens so far (the request is aborted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,8 @@ class AnswerOptions:
     style: AnswerStyle = "full"
     """full: the model's own words; short: the answer alone (a name, a date, yes/no), as QA datasets score it.
     With FLARE a short answer is one look-ahead, and its retrieval query is the question plus the answer's
-    confident words (see `Answerer._queries`)."""
+    confident words (see `Answerer._queries`). reasoning: one sentence per fact, then "So the answer is X"
+    (answer/reasoning.py); the answer ends with that sentence and `Answer.final` holds X."""
 
     def __post_init__(self) -> None:
         if self.passages_per_retrieval is not None and not 1 <= self.passages_per_retrieval <= 100:
@@ -100,27 +104,31 @@ class Answerer:
         total_ms = (time.perf_counter() - started) * 1000
         retrieval_ms = sum(r.timings_ms.get("total_ms", 0.0) for r in run.retrievals)
         generation_ms = sum(g.total_ms for g in run.generations)
+        final = final_answer(text) if self.options.style == "reasoning" else None
         return Answer(text=text, citations=run.passages.cited(text), passages=list(run.passages.citations),
                       retrievals=run.retrievals, generations=run.generations, finish_reason=finish,
-                      timings_ms={"retrieval_ms": retrieval_ms, "generation_ms": generation_ms, "total_ms": total_ms})
+                      timings_ms={"retrieval_ms": retrieval_ms, "generation_ms": generation_ms, "total_ms": total_ms},
+                      final=final)
 
     # --- the two strategies -------------------------------------------------------------------------------
 
     def _single(self, run: _Run) -> str:
         prompt = answer_prompt(run.question, run.passages, "", style=self.options.style)
+        # reasoning ends with its "So the answer is X." sentence; what a model adds after it is not the answer
+        until = (lambda text, _: has_final_sentence(text)) if self.options.style == "reasoning" else None
         generation = self._generate(run, prompt, kind="answer", round_=1, max_tokens=self.options.max_tokens,
-                                       stream_text=True)
-        run.answer = generation.text
+                                    stream_text=True, until=until)
+        run.answer = through_final_sentence(generation.text) if until is not None else generation.text
         return "length" if generation.finish_reason == "length" else "stop"
 
     def _flare(self, run: _Run, flare: FlareOptions) -> str:
         used_tokens = 0
         for round_ in range(1, flare.max_rounds + 1):
             budget = min(flare.lookahead_tokens, flare.max_tokens - used_tokens)
-            generation, sentence = self._lookahead(run, round_, budget, kind="lookahead")
+            generation, sentence = self._lookahead(run, round_, budget, flare, kind="lookahead")
             # regenerate only when retrieval added passages: the same prompt gives the same sentence (greedy)
             if needs_retrieval(sentence.tokens, flare.theta) and self._retrieve_for(run, sentence, flare, round_):
-                generation, sentence = self._lookahead(run, round_, budget, kind="regenerate")
+                generation, sentence = self._lookahead(run, round_, budget, flare, kind="regenerate")
             if not sentence.text.strip():
                 return "stop"
             run.answer += sentence.text
@@ -128,14 +136,18 @@ class Answerer:
             self._emit(AnswerEvent("text", text=sentence.text))
             if generation.finish_reason == "stop" and len(sentence.tokens) == len(generation.tokens):
                 return "stop"
+            if self.options.style == "reasoning" and has_final_sentence(run.answer + "\n"):
+                return "stop"
             if used_tokens >= flare.max_tokens:
                 return "length"
         return "rounds"
 
-    def _lookahead(self, run: _Run, round_: int, budget: int, *, kind: Literal["lookahead", "regenerate"]
-                   ) -> tuple[Generation, Sentence]:
+    def _lookahead(self, run: _Run, round_: int, budget: int, flare: FlareOptions, *,
+                   kind: Literal["lookahead", "regenerate"]) -> tuple[Generation, Sentence]:
         prompt = answer_prompt(run.question, run.passages, run.answer, style=self.options.style)
-        generation = self._generate(run, prompt, kind=kind, round_=round_, max_tokens=budget, logprobs=True)
+        until = _sentence_written if flare.stop_at_sentence else None
+        generation = self._generate(run, prompt, kind=kind, round_=round_, max_tokens=budget, logprobs=True,
+                                    until=until)
         return generation, cut_sentence(generation.tokens, finished=generation.finish_reason == "stop")
 
     def _retrieve_for(self, run: _Run, sentence: Sentence, flare: FlareOptions, round_: int) -> bool:
@@ -158,6 +170,8 @@ class Answerer:
             if questions:
                 return questions
         query = masked_query(sentence.tokens, flare.beta)
+        if self.options.style == "reasoning":
+            return [reasoning_query(run.question, query)]
         # a sentence that is all guesses leaves nothing to search with; the question still says what is asked.
         # A short answer is a few words that name no subject of their own ("1923", "Ed Wood"): the question
         # says what they answer, and the answer's confident words add what the first retrieval could not know
@@ -177,8 +191,8 @@ class Answerer:
         self._emit(AnswerEvent("retrieval", retrieval=record))
 
     def _generate(self, run: _Run, prompt: Prompt, *, kind: Literal["answer", "lookahead", "regenerate", "query"],
-                  round_: int, max_tokens: int, logprobs: bool = False, stream_text: bool = False
-                  ) -> Generation:
+                  round_: int, max_tokens: int, logprobs: bool = False, stream_text: bool = False,
+                  until: Until | None = None) -> Generation:
         started = time.perf_counter()
         ttft_ms = 0.0
         text = ""
@@ -197,6 +211,9 @@ class Answerer:
                     finish = chunk.finish_reason
                 if chunk.usage is not None:
                     usage = chunk.usage
+                if until is not None and chunk.finish_reason is None and until(text, tokens):
+                    finish = "abort"  # leaving the stream aborts the request; the engine reports no usage then
+                    break
         except (InvalidInput, UpstreamError):
             raise
         except TimeoutError as exc:
@@ -227,6 +244,12 @@ class _Run:
     answer: str = ""
     retrievals: list[RetrievalRound] = field(default_factory=list)
     generations: list[GenerationRound] = field(default_factory=list)
+
+
+def _sentence_written(text: str, tokens: list[TokenLogprob]) -> bool:
+    """A look-ahead's first sentence is complete once a token after its end has arrived."""
+    sentence = cut_sentence(tokens, finished=False)
+    return sentence.complete and len(sentence.tokens) < len(tokens)
 
 
 def without_stop_tokens(tokens: list[TokenLogprob], text: str) -> tuple[TokenLogprob, ...]:

@@ -18,6 +18,9 @@ from ragsvc.llm.generator import TokenLogprob
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 _WORD = re.compile(r"\w")
+_ABBREVIATION = re.compile(r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Mt|Prof|Gen|Col|Lt|Capt|Rev|vs|Inc|Ltd|Co))\.$")
+"""A period that closes an initial or a title ("J. R. R. Tolkien", "U.S. Army", "St. Louis") ends no sentence.
+A sentence that does end in a single capital ("World War I.") is then continued to its next end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,8 @@ def probability(token: TokenLogprob) -> float:
 
 def cut_sentence(tokens: Sequence[TokenLogprob], *, finished: bool) -> Sentence:
     """The first sentence of a look-ahead. A sentence ends at . ! ? followed by whitespace, or at a newline,
-    once some words were written (leading newlines and list markers do not end it). The token holding the end
+    once some words were written (leading newlines and list markers do not end it); a period after an initial
+    or a title does not end it. The token holding the end
     is kept, its text cut just after the end. `finished` says the model stopped after these tokens."""
     text = ""
     for i, token in enumerate(tokens):
@@ -48,9 +52,16 @@ def cut_sentence(tokens: Sequence[TokenLogprob], *, finished: bool) -> Sentence:
         following = tokens[i + 1].token[:1] if i + 1 < len(tokens) else ("\n" if finished else "")
         for match in _SENTENCE_END.finditer(text + following, max(0, start - 1)):
             end = match.end() if match.group() != "\n" else match.start()
+            if match.group() == "." and ends_abbreviation(text[:end]):
+                continue
             if end <= len(text) and _WORD.search(text[:end]):
                 return Sentence(tuple(tokens[: i + 1]), text[:end], complete=True)
     return Sentence(tuple(tokens), text, complete=finished)
+
+
+def ends_abbreviation(text: str) -> bool:
+    """True when `text` ends with the period of an initial or a title, which ends no sentence."""
+    return _ABBREVIATION.search(text) is not None
 
 
 def min_probability(tokens: Sequence[TokenLogprob]) -> float | None:

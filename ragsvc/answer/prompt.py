@@ -14,10 +14,12 @@ before the new ones. Numbers stay stable, so a citation [n] written in round 2 s
 in round 5. The question and passages are the user's turn; the answer so far is an assistant turn the model
 continues (ragsvc/llm/chat.py), so instruction-tuned models answer in their own format.
 
-Two answer styles: `full` lets the model answer in its own words; `short` asks for the answer alone (a name,
+Answer styles: `full` lets the model answer in its own words; `short` asks for the answer alone (a name,
 a date, yes or no), which is what extractive QA scores (EM/F1 against a short gold span) and what a caller
-that wants a value rather than prose asks for. Both keep the citation instruction, so [n] markers still map
-to passages.
+that wants a value rather than prose asks for. These two keep the citation instruction, so [n] markers still map
+to passages. The third, `reasoning` (answer/reasoning.py), writes one sentence per fact and ends with "So the
+answer is X": the multi-hop setup in which each FLARE look-ahead sentence is the query for the next hop. Its
+instructions and few-shot examples lead the prompt, so they are cached across questions, not only rounds.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from ragsvc.answer.reasoning import reasoning_prompt_head
 from ragsvc.retrieval.context import Citation, TokenCounter, approx_tokens, cited_numbers, pack_context
 from ragsvc.types import Hit
 
-AnswerStyle = Literal["full", "short"]
+AnswerStyle = Literal["full", "short", "reasoning"]
 ANSWER_STYLES: tuple[str, ...] = get_args(AnswerStyle)
 
 INSTRUCTIONS = "Use the passages below to answer the question. Cite passages by number, like [1].\n\n"
@@ -44,6 +47,8 @@ SHORT_INSTRUCTIONS = ("Use the passages below to answer the question. Reply with
 def instructions(style: AnswerStyle) -> str:
     if style not in ANSWER_STYLES:
         raise ValueError(f"unknown answer style {style!r}; use one of {', '.join(ANSWER_STYLES)}")
+    if style == "reasoning":
+        return reasoning_prompt_head()
     return SHORT_INSTRUCTIONS if style == "short" else INSTRUCTIONS
 
 

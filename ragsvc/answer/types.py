@@ -31,6 +31,10 @@ class FlareOptions:
     query_mode: Literal["masked", "question"] = "masked"
     """masked: the sentence without its low-confidence tokens; question: the model writes a question for
     each low-confidence span."""
+    stop_at_sentence: bool = False
+    """Abort each look-ahead once its first sentence is complete instead of decoding all lookahead_tokens
+    (only that sentence is kept either way). It saves the decoding of the rest, but an aborted request reports
+    no usage, so those rounds record no prompt or cached tokens."""
 
     def __post_init__(self) -> None:
         for name in ("theta", "beta"):
@@ -89,6 +93,9 @@ class Answer:
     timings_ms: dict[str, float]
     finish_reason: str
     """stop (the model ended), length (max tokens), or rounds (max rounds)."""
+    final: str | None = None
+    """The answer alone, read from the `reasoning` style's closing "So the answer is X" (None otherwise, or
+    when the model did not write that sentence)."""
 
     @property
     def prompt_tokens(self) -> int:

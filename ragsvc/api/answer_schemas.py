@@ -30,6 +30,8 @@ class FlareBody(_Body):
     max_tokens: int = Field(256, ge=1, le=MAX_ANSWER_TOKENS)
     lookahead_tokens: int = Field(64, ge=4, le=256)
     query_mode: Literal["masked", "question"] = "masked"
+    stop_at_sentence: bool = Field(False, description="abort each look-ahead at its sentence end (faster; those "
+                                                      "rounds then report no prompt or cached tokens)")
 
 
 class RetrievalBody(_Body):
@@ -50,8 +52,9 @@ class AnswerRequest(RetrievalBody):
     flare: FlareBody | bool | None = Field(None, description="true for the defaults, or FLARE's options")
     max_tokens: int = Field(256, ge=1, le=MAX_ANSWER_TOKENS, description="answer tokens without FLARE")
     context_tokens: int = Field(1024, ge=16, le=32768, description="token budget of the first passages")
-    style: Literal["full", "short"] = Field("full", description="full: sentences with citations; short: the answer "
-                                                                "alone (a name, a date, yes/no) with its citation")
+    style: Literal["full", "short", "reasoning"] = Field(
+        "full", description="full: sentences with citations; short: the answer alone (a name, a date, yes/no) with "
+                            "its citation; reasoning: a sentence per fact, then 'So the answer is X' (X in `final`)")
     stream: bool = False
 
 
@@ -110,6 +113,7 @@ class AnswerResponse(BaseModel):
     timings_ms: dict[str, float]
     usage: dict[str, int]
     finish_reason: str
+    final: str | None = Field(None, description="the answer alone, from the reasoning style's last sentence")
 
     @classmethod
     def of(cls, a: Answer) -> AnswerResponse:
@@ -126,5 +130,5 @@ class AnswerResponse(BaseModel):
             timings_ms=a.timings_ms,
             usage={"prompt_tokens": a.prompt_tokens, "cached_tokens": a.cached_tokens,
                    "completion_tokens": a.completion_tokens},
-            finish_reason=a.finish_reason,
+            finish_reason=a.finish_reason, final=a.final,
         )

@@ -11,7 +11,9 @@ inside the answer), of the answer's first non-empty line with citation markers r
 short spans, and a model that adds a sentence of explanation after the span should not lose the span. A leading
 label ("Answer:", "The answer is:") is dropped first, and a line that is only a label gives way to the next
 (small models write "The answer is:" on a line of its own), as the FLARE paper's scorer reads what follows
-"the answer is".
+"the answer is". Under the `reasoning` style (ragsvc/answer/reasoning.py) every strategy writes a sentence per
+fact and is scored on what follows its "So the answer is"; `none` gets the same instructions and examples,
+without passages.
 `support_recall` is the fraction of the question's supporting passages among the passages the model was shown
 (what FLARE's extra retrievals can add).
 
@@ -32,6 +34,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from ragsvc.answer.answerer import Answerer, AnswerOptions
+from ragsvc.answer.reasoning import closed_book_prompt, final_answer, through_final_sentence
 from ragsvc.answer.types import FlareOptions
 from ragsvc.evals.answer_metrics import answer_match, exact_match, token_f1
 from ragsvc.evals.answer_stage import strip_citations
@@ -74,7 +77,10 @@ _ANSWER_LABEL = re.compile(r"^\W*(?:so\s+)?(?:the\s+)?(?:final\s+|short\s+)?answ
 
 
 def short_answer(text: str) -> str:
-    """The answer's first line that says something once a leading answer label is dropped, citations removed."""
+    """What follows "the answer is" when the text reasons its way there (the `reasoning` style's closing
+    sentence); otherwise the answer's first line that says something once a leading answer label is dropped.
+    Citations removed either way."""
+    text = final_answer(text) or text
     for line in text.splitlines():
         kept = strip_citations(_ANSWER_LABEL.sub("", line.strip(), count=1))
         if kept:
@@ -97,16 +103,23 @@ def answer_one(strategy: str, example: QAExample, generator: Generator, retrieve
                options: AnswerOptions, flare: FlareOptions) -> StrategyRecord:
     started = time.perf_counter()
     if strategy == "none":
-        template = SHORT_CLOSED_BOOK_PROMPT if options.style == "short" else CLOSED_BOOK_PROMPT
-        gen = generator.generate(template.format(question=example.question.strip()),
-                                 max_tokens=options.max_tokens, temperature=0.0)
-        return _record(example, gen.text, shown=None, retrievals=0, tokens=gen.usage.completion_tokens,
+        gen = generator.generate(_closed_book(example.question, options.style), max_tokens=options.max_tokens,
+                                 temperature=0.0)
+        text = through_final_sentence(gen.text) if options.style == "reasoning" else gen.text
+        return _record(example, text, shown=None, retrievals=0, tokens=gen.usage.completion_tokens,
                        started=started)
     answer = Answerer(generator, retrieve, options=options).answer(
         example.question, flare=flare if strategy == "flare" else None)
     shown = {str(c.document_id) for c in answer.passages}
     return _record(example, answer.text, shown=shown, retrievals=len(answer.retrievals),
                    tokens=answer.completion_tokens, started=started)
+
+
+def _closed_book(question: str, style: str) -> str | list[dict[str, str]]:
+    if style == "reasoning":  # the same instructions and examples as the Answerer's, without passages
+        return closed_book_prompt(question)
+    template = SHORT_CLOSED_BOOK_PROMPT if style == "short" else CLOSED_BOOK_PROMPT
+    return template.format(question=question.strip())
 
 
 def run_strategy(strategy: str, examples: Sequence[QAExample], generator: Generator, retrieve: Retrieve, *,

@@ -115,6 +115,7 @@ class FlareSection(SuiteSection):
     max_tokens: int = Field(default=64, ge=1, le=2048)
     lookahead_tokens: int = Field(default=32, ge=4, le=256)
     query_mode: Literal["masked", "question"] = "masked"
+    stop_at_sentence: bool = False
 
 
 class AnswerSection(SuiteSection):
@@ -130,8 +131,9 @@ class AnswerSection(SuiteSection):
     Empty: the judged single-shot stage (EM/F1, faithfulness and citation precision from an LLM judge)."""
     max_tokens: int = Field(default=64, ge=1, le=2048)
     """Answer tokens of the `none` and `single` strategies (FLARE's are in [answer.flare])."""
-    style: Literal["full", "short"] = "full"
-    """Answer style of the strategies (ragsvc.answer.AnswerOptions.style): short asks for the answer alone."""
+    style: Literal["full", "short", "reasoning"] = "full"
+    """Answer style of the strategies (ragsvc.answer.AnswerOptions.style): short asks for the answer alone;
+    reasoning for a sentence per fact, then "So the answer is X" (scored on X)."""
     context_tokens: int = Field(default=1024, ge=16, le=32768)
     """Token budget of the first retrieval's passages in the prompt."""
     concurrency: int = Field(default=1, ge=1, le=64)

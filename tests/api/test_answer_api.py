@@ -69,6 +69,21 @@ def test_a_short_answer_is_asked_for_the_answer_alone(model_api):
 
 
 @pytest.mark.slow
+def test_flare_reasoning_with_the_real_engine_stops_each_lookahead_at_its_sentence(model_api):
+    # theta 1.0: every sentence is unsure, so each round forms a query from it; 135M may never write the
+    # final "So the answer is" sentence, so `final` is only checked to be what the answer text says
+    flare = {"theta": 1.0, "max_rounds": 2, "max_tokens": 64, "lookahead_tokens": 48, "stop_at_sentence": True}
+    r = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 2, "flare": flare,
+                                           "style": "reasoning"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] and body["generations"][0]["kind"] == "lookahead"
+    assert all(g["completion_tokens"] <= 48 for g in body["generations"])
+    assert (body["final"] is None) == ("answer is" not in body["answer"].lower())
+    assert all(x["query"] for x in body["retrievals"])
+
+
+@pytest.mark.slow
 def test_flare_answer_records_rounds_and_reuses_the_prompt_prefix(model_api):
     # theta 1.0: every sentence counts as unsure, so each round retrieves and regenerates
     flare = {"theta": 1.0, "beta": 0.3, "max_rounds": 2, "max_tokens": 48, "lookahead_tokens": 24}

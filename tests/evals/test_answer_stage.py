@@ -49,7 +49,7 @@ def test_verdicts_and_citations_parsing():
 
 def test_strategies_score_the_answer_after_its_label_on_its_first_line():
     assert short_answer("The answer is:\n\nScience Fantasy [2]\nIt is a series.") == "Science Fantasy"
-    assert short_answer("Answer: 1923 [1]") == "1923" and short_answer("So the answer is yes.") == "yes."
+    assert short_answer("Answer: 1923 [1]") == "1923" and short_answer("So the answer is yes.") == "yes"
     assert short_answer("Answered prayers\nmore") == "Answered prayers"  # a word starting with 'answer' stays
     assert short_answer("[1]\n\nParis") == "Paris" and short_answer("\n") == ""
 
