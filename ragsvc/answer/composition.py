@@ -61,7 +61,7 @@ class Composition:
         generator = self.generator()
         with self._lock:
             if self._pipeline is None or self._pipeline.store is not store:
-                hyde = HyDE(generator, store.embedder) if generator is not None else None
+                hyde = HyDE(generator, store.shared_embedder()) if generator is not None else None
                 self._pipeline = RetrievalPipeline(store, hyde=hyde, rerankers=_LazyRerankers(self, store))
             return self._pipeline
 

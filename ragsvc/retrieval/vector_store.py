@@ -384,6 +384,12 @@ class VectorStore:
         with self._guard:
             return self._locks.setdefault(name, threading.RLock())
 
+    def shared_embedder(self) -> Embedder:
+        """The store's embedder behind its batching and model lock, for other stages of a request (HyDE's
+        passages): their forward passes then queue with the store's own searches and ingests instead of
+        racing them for the model and its tokenizer."""
+        return self._batched()
+
     def _batched(self) -> BatchedEmbedder:
         """The embedder with concurrent searches' and small ingests' texts batched into shared forward passes
         (embed_batcher.py): under load, the model is what searches queue for."""
