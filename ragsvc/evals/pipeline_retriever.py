@@ -107,7 +107,7 @@ def build_pipeline_retriever(config: PipelineConfig, ctx: RunContext) -> Pipelin
     started = time.perf_counter()
     hyde = None
     if config.hyde is not None and ctx.llm is not None:  # room for every passage of every concurrent query
-        hyde = HyDE(ctx.llm, ctx.store.embedder, max_workers=config.hyde.n * config.hyde_concurrency,
+        hyde = HyDE(ctx.llm, ctx.store.shared_embedder(), max_workers=config.hyde.n * config.hyde_concurrency,
                     cache_size=100_000)
     reranker = CountingReranker(_reranker(config.rerank, ctx)) if config.rerank is not None else None
     pipeline = RetrievalPipeline(ctx.store, hyde=hyde, rerankers={reranker.name: reranker} if reranker else {})
