@@ -2,10 +2,11 @@
 in chunks that each fit the bench lock), and print the pooled table: means with bootstrap CIs and every pair
 of strategies compared question by question, as the eval report does for one run.
 
-    python eval/baselines/hotpotqa-pool-answers.py RUN.json [RUN.json ...] [--vs OLD.json --gold answers.jsonl]
+    python eval/baselines/hotpotqa-pool-answers.py RUN.json [RUN.json ...] [--vs OLD.json ... --gold answers.jsonl]
 
---vs compares each strategy with an earlier run's answers to the same questions, rescored with today's scorer
-(so only what the model was asked differs); --gold is the slice's answers.jsonl.
+--vs compares each strategy with an earlier run's answers to the same questions (several runs over disjoint
+questions are pooled), rescored with today's scorer, so only what the model was asked differs: every strategy
+of this run against every strategy of that one ("flare − earlier single"); --gold is the slice's answers.jsonl.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def strategy_row(name: str, rs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--vs", type=Path)
+    parser.add_argument("--vs", type=Path, nargs="+")
     parser.add_argument("--gold", type=Path)
     args = parser.parse_args()
     runs = [json.loads(p.read_text()) for p in args.runs]
@@ -79,8 +80,11 @@ def main() -> None:
         compare_with_earlier(args.vs, args.gold, strategies, records, ids)
 
 
-def compare_with_earlier(path: Path, gold_path: Path, strategies: list[str], records: dict, ids: list[str]) -> None:
-    before = json.loads(path.read_text())["answer"]["strategies"]
+def compare_with_earlier(paths: list[Path], gold_path: Path, strategies: list[str], records: dict, ids: list[str]
+                         ) -> None:
+    runs = [json.loads(p.read_text())["answer"]["strategies"] for p in paths]
+    before = {s: {"per_example": [r for run in runs for r in run.get(s, {}).get("per_example", [])]}
+              for s in runs[0]}
     gold = {}
     for line in gold_path.read_text().splitlines():
         obj = json.loads(line)
@@ -91,13 +95,15 @@ def compare_with_earlier(path: Path, gold_path: Path, strategies: list[str], rec
         return {"em": exact_match(scored, gold[r["id"]]), "f1": token_f1(scored, gold[r["id"]]),
                 "match": answer_match(scored, gold[r["id"]])}
 
-    print(f"\nAgainst {path.name} on the same questions (its answers rescored with today's scorer):\n")
-    print("| this run minus that one | Δ EM [CI] (p) | Δ F1 [CI] (p) | Δ match [CI] (p) |")
+    names = ", ".join(p.name for p in paths)
+    print(f"\nAgainst {names} on the same questions (its answers rescored with today's scorer):\n")
+    print("| this run's strategy − that run's | Δ EM [CI] (p) | Δ F1 [CI] (p) | Δ match [CI] (p) |")
     print("|---|---|---|---|")
     for s in strategies:
-        old = {r["id"]: r for r in before.get(s, {}).get("per_example", [])}
-        if all(i in old for i in ids):
-            print(pair_row(s, [rescored(old[i]) for i in ids], records[s]))
+        for t in before:
+            old = {r["id"]: r for r in before[t]["per_example"]}
+            if all(i in old for i in ids):
+                print(pair_row(f"{s} − earlier {t}", [rescored(old[i]) for i in ids], records[s]))
 
 
 if __name__ == "__main__":
