@@ -114,6 +114,9 @@ def serve_model(
         help="auto | float32 | bfloat16 \\[default: auto, or RAGSVC_MODEL__DTYPE]")] = None,
     device: Annotated[str | None, typer.Option(
         help="auto | cpu | cuda[:N] \\[default: auto, or RAGSVC_MODEL__DEVICE]")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="bf16 | int8 | q4: the linears' weights as the model ships them, int8 per channel, or 4-bit blocks "
+             "(quantised once at load, cached beside the de-quantised weights) \\[default: bf16]")] = None,
     block_size: Annotated[int, typer.Option(help="tokens per KV block")] = 16,
     kv_cache_mb: Annotated[int | None, typer.Option(
         help="KV cache budget in MiB (all layers, K and V) \\[default: 1024, or RAGSVC_MODEL__KV_CACHE_BYTES]")] = None,

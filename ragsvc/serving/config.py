@@ -46,6 +46,10 @@ class EngineConfig:
     (`from_settings` puts it under the configured data directory)."""
     num_threads: int | None = None
     """torch intra-op threads on CPU; None = leave torch's setting alone."""
+    weights: str = "bf16"
+    """How the linears' weights are held: "bf16" = the model's own (in `dtype`; the reference), "int8" = int8
+    per output channel, "q4" = 4-bit blocks of 32 (see serving/layers/quant.py); int8 / q4 are quantised at
+    load, cached under `cache_dir`, and multiplied by kernels that expand them in registers."""
     cpu_kernels: bool = True
     """On CPU, run decode attention, RMSNorm, rotary and SiLU-and-multiply in C++ kernels (built with the
     system compiler on first use, cached); False, or no compiler, = plain torch everywhere (the kernels'
@@ -74,6 +78,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype {self.dtype!r} is not supported; use 'auto', 'float32' or 'bfloat16'")
+        if self.weights not in ("bf16", "int8", "q4"):
+            raise ValueError(f"weights {self.weights!r} is not supported; use 'bf16', 'int8' or 'q4'")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device {self.device!r} is not supported; use 'auto', 'cpu' or 'cuda[:N]'")
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "kv_cache_bytes"):

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Sequence as ABCSequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,7 +41,13 @@ from ragsvc.errors import InvalidInput
 from ragsvc.serving.block_manager import BlockManager
 from ragsvc.serving.config import EngineConfig, resolve_device, resolve_dtype
 from ragsvc.serving.detokenizer import TextState, update_text
-from ragsvc.serving.loader import eos_token_ids, load_hf_config, load_tokenizer, resolve_model_dir
+from ragsvc.serving.loader import (
+    default_cache_dir,
+    eos_token_ids,
+    load_hf_config,
+    load_tokenizer,
+    resolve_model_dir,
+)
 from ragsvc.serving.model_runner import ModelRunner, kv_bytes_per_block, load_model
 from ragsvc.serving.outputs import RequestOutput, TokenLogprob
 from ragsvc.serving.sampler import SampledToken, sample
@@ -114,7 +121,8 @@ class LLMEngine:
         num_blocks = config.num_kv_blocks or max(config.kv_cache_bytes // per_block, 1)
         capacity = num_blocks * config.block_size
         max_model_len = min(config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings, capacity)
-        model = load_model(model_dir, dtype=dtype, device=device, max_positions=max_model_len, hf_config=hf)
+        model = load_model(model_dir, dtype=dtype, device=device, max_positions=max_model_len, hf_config=hf,
+                           weights=config.weights, quant_cache_dir=Path(config.cache_dir or default_cache_dir()))
         runner = ModelRunner(
             model,
             num_blocks=num_blocks,

@@ -20,7 +20,7 @@ from ragsvc.serving.layers.attention import AttentionMetadata, PrefillSegment
 from ragsvc.serving.layers.linear import can_pack, pack_linears
 from ragsvc.serving.layers.rotary import RotaryEmbedding, rope_inv_freq
 from ragsvc.serving.loader import iter_weights, load_hf_config
-from ragsvc.serving.models.llama import LlamaForCausalLM, ModelConfig
+from ragsvc.serving.models.llama import LlamaForCausalLM, ModelConfig, quantise_model
 from ragsvc.serving.scheduler import ScheduledChunk
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,11 @@ class PreparedBatch:
 
 
 def load_model(
-    model_dir: Path, *, dtype: torch.dtype, device: torch.device, max_positions: int, hf_config: Any = None
+    model_dir: Path, *, dtype: torch.dtype, device: torch.device, max_positions: int, hf_config: Any = None,
+    weights: str = "bf16", quant_cache_dir: Path | None = None,
 ) -> LlamaForCausalLM:
+    """The model in `dtype` on `device`; with `weights` "int8" / "q4" its linears are quantised (read from the
+    cache under `quant_cache_dir` when there, else quantised and cached there; None = quantise, cache nothing)."""
     hf = hf_config if hf_config is not None else load_hf_config(model_dir)
     cfg = ModelConfig.from_hf(hf)
     inv_freq, scaling = rope_inv_freq(hf)
@@ -49,7 +52,9 @@ def load_model(
     model.rotary = RotaryEmbedding(inv_freq, max_positions=max_positions, scaling=scaling)  # real tables
     model.load_weights(iter_weights(model_dir))
     model = model.to(device=device, dtype=dtype).eval()
-    if can_pack(dtype, device):
+    if weights != "bf16":
+        quantise_model(model, model_dir, weights, quant_cache_dir)
+    elif can_pack(dtype, device):
         logger.info("packed %d linear layers for oneDNN", pack_linears(model, batch_hint=32))
     return model
 

@@ -16,16 +16,20 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ragsvc.serving.layers import cpu_fused
+from ragsvc.serving.layers import cpu_fused, cpu_quant
 from ragsvc.serving.layers.attention import AttentionMetadata, paged_attention
+from ragsvc.serving.layers.cpu_tuning import quant_plan
 from ragsvc.serving.layers.norm import RMSNorm
+from ragsvc.serving.layers.quant_linear import QuantLinear, quantise_linears, use_quant_kernels
 from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary
+from ragsvc.serving.quant_cache import QuantCache, cache_file
 
 FAMILIES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 """config.json `model_type` -> the `architectures` entry we implement. Mistral is left out (sliding-window
@@ -73,6 +77,17 @@ class ModelConfig:
             o_proj_bias=llama_attention_bias,
             mlp_bias=hf.model_type == "llama" and bool(getattr(hf, "mlp_bias", False)),
         )
+
+
+def quantise_model(model: LlamaForCausalLM, model_dir: Path, fmt: str, cache_dir: Path | None) -> None:
+    """Swap the model's linears for `fmt` ("int8" / "q4") QuantLinears, through the packed-weight cache under
+    `cache_dir` (None: quantise and cache nothing)."""
+    if cache_dir is None:
+        quantise_linears(model, fmt)
+        return
+    cache = QuantCache(cache_file(model_dir, fmt, cache_dir))
+    quantise_linears(model, fmt, quantiser=cache)
+    cache.save()
 
 
 def check_family(hf: Any) -> None:
@@ -204,10 +219,14 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(self.norm(x))  # (n, vocab)
 
     def use_cpu_kernels(self, kernels: ctypes.CDLL | None) -> None:
-        """Route RMSNorm, rotary and SiLU-and-multiply through the fused CPU kernels (None: plain torch)."""
+        """Route RMSNorm, rotary and SiLU-and-multiply through the fused CPU kernels, and quantised linears
+        through theirs with the blocking measured for this CPU (None: plain torch for all of them)."""
         for module in self.modules():
             if isinstance(module, (RMSNorm, Attention, MLP)):
                 module.kernels = kernels
+        if any(isinstance(m, QuantLinear) for m in self.modules()):
+            quant = cpu_quant.load() if kernels is not None else None
+            use_quant_kernels(self, quant, quant_plan(quant) if quant is not None else None)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy checkpoint tensors (HF names) in, stacking q/k/v and gate/up into the fused projections."""

@@ -1,0 +1,323 @@
+// Weight-only quantised linears: y = x W^T + b with W stored as int8 per output channel or as 4-bit blocks,
+// de-quantised in registers. Loaded by cpu_quant.py (see there and quant.py for the formats and numerics).
+//
+// Layouts (K padded with zero weights to Kp, a multiple of 64):
+//   int8: q (N, Kp) int8, scale (N,) fp32; w = scale[n] * q.
+//   q4:   packed (N, Kp / 2) uint8 in groups of 64 weights: byte j of group g holds weight 64g + j in its low
+//         nibble and 64g + 32 + j in its high nibble, so one mask and one shift give two whole 32-blocks in
+//         order; d, m (N, Kp / 32) fp16; w = d * q + m with q in 0..15.
+// Activations enter as fp32 or bf16 (M, K) and leave in the same dtype (M, N); all sums are fp32.
+#include "cpu_prelude.h"
+
+#include <algorithm>
+
+namespace {
+
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0) {  // zero or subnormal: man * 2^-24 is exact in fp32
+        const float f = static_cast<float>(man) * 5.9604644775390625e-8f;
+        std::memcpy(&bits, &f, sizeof bits);
+        bits |= sign;
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+inline uint16_t to_bf16_bits(float x) { uint16_t b; store(&b, x); return b; }
+
+// Activations -> a zero-padded (M, Kp) buffer: bf16 bits for the q4 kernel (what vdpbf16ps multiplies; fp32
+// input is rounded to bf16), fp32 for int8. `asum` (M, nbp) gets each 32-block's sum of the values used,
+// zero past the nb = Kp / 32 real blocks.
+template <typename T>
+void prepare_bf16(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t nbp, uint16_t* xb, float* asum) {
+    const int64_t nb = Kp / 32;
+#pragma omp parallel for if (M * Kp > (1 << 16))
+    for (int64_t t = 0; t < M; ++t) {
+        for (int64_t b = 0; b < nb; ++b) {
+            float s = 0.f;
+            for (int64_t k = 32 * b; k < 32 * b + 32; ++k) {
+                const uint16_t v = k < K ? to_bf16_bits(load(x[t * K + k])) : 0;
+                xb[t * Kp + k] = v;
+                s += load(v);
+            }
+            asum[t * nbp + b] = s;
+        }
+        for (int64_t b = nb; b < nbp; ++b) asum[t * nbp + b] = 0.f;
+    }
+}
+
+template <typename T>
+void prepare_f32(const T* x, int64_t M, int64_t K, int64_t Kp, float* xf) {
+    for (int64_t t = 0; t < M; ++t)
+        for (int64_t k = 0; k < Kp; ++k) xf[t * Kp + k] = k < K ? load(x[t * K + k]) : 0.f;
+}
+
+template <typename T> void put(T* out, float v) { store(out, v); }
+
+// ---- q4 ------------------------------------------------------------------------------------------------
+
+// One row's fp16 scales -> float buffers; mc = m - 128 d, the correction for the kernel's q + 128 trick.
+void q4_row_scales(const uint16_t* d, const uint16_t* m, int64_t nb, float* df, float* mc) {
+    for (int64_t b = 0; b < nb; ++b) {
+        df[b] = half_to_float(d[b]);
+        mc[b] = half_to_float(m[b]) - 128.f * df[b];
+    }
+}
+
+// Scalar reference path (CPUs without AVX512_BF16): the same sums in the same precision, slower.
+template <typename T>
+void q4_row_scalar(const uint16_t* xb, const float* asum, int64_t M, int64_t Kp, int64_t nbp, const uint8_t* w,
+                   const float* df, const float* mc, float bias, T* out, int64_t N) {
+    const int64_t nb = Kp / 32;
+    for (int64_t t = 0; t < M; ++t) {
+        float acc = 0.f;
+        for (int64_t g = 0; g < Kp / 64; ++g) {
+            float sa = 0.f, sb = 0.f;
+            for (int64_t j = 0; j < 32; ++j) {
+                const uint8_t byte = w[32 * g + j];
+                sa += static_cast<float>((byte & 0xf) + 128) * load(xb[t * Kp + 64 * g + j]);
+                sb += static_cast<float>((byte >> 4) + 128) * load(xb[t * Kp + 64 * g + 32 + j]);
+            }
+            acc += sa * df[2 * g] + sb * df[2 * g + 1];
+        }
+        for (int64_t b = 0; b < nb; ++b) acc += mc[b] * asum[t * nbp + b];
+        put(out + t * N, acc + bias);
+    }
+}
+
+#ifdef __AVX512BF16__
+// TILE tokens against one weight row -> sums[t] (before the offset correction). Each 64-weight group is
+// expanded to bf16 once and multiplied with every token of the tile. q + 128 is a bf16 bit pattern
+// (0x4300 | q), so expanding is a zero-extend and an OR. Accumulators stay in registers: two per token, so
+// the dependent FMA chains are half as long.
+template <int TILE>
+__attribute__((always_inline)) inline void q4_row_tile(const uint16_t* xb, int64_t Kp, const uint8_t* w,
+                                                       const float* df, float* sums) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m512i base = _mm512_set1_epi16(0x4300);
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 acc_a[TILE], acc_b[TILE];
+    for (int t = 0; t < TILE; ++t) acc_a[t] = acc_b[t] = zero;
+    for (int64_t g = 0; g < Kp / 64; ++g) {
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * g));
+        const __m256i lo = _mm256_and_si256(bytes, low4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+        const __m512bh wa = (__m512bh)_mm512_or_si512(_mm512_cvtepu8_epi16(lo), base);
+        const __m512bh wb = (__m512bh)_mm512_or_si512(_mm512_cvtepu8_epi16(hi), base);
+        const __m512 da = _mm512_set1_ps(df[2 * g]), db = _mm512_set1_ps(df[2 * g + 1]);
+#pragma GCC unroll 8
+        for (int t = 0; t < TILE; ++t) {
+            const uint16_t* xr = xb + t * Kp + 64 * g;
+            const __m512bh xa = (__m512bh)_mm512_loadu_si512(xr);
+            const __m512bh xc = (__m512bh)_mm512_loadu_si512(xr + 32);
+            acc_a[t] = _mm512_fmadd_ps(_mm512_dpbf16_ps(zero, wa, xa), da, acc_a[t]);
+            acc_b[t] = _mm512_fmadd_ps(_mm512_dpbf16_ps(zero, wb, xc), db, acc_b[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TILE; ++t) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_a[t], acc_b[t]));
+}
+
+// sum over blocks of mc[b] * asum[b], 16 blocks at a time (both buffers are zero-padded to a multiple of 16).
+inline float q4_correction(const float* mc, const float* asum, int64_t nbp) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nbp; b += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(mc + b), _mm512_loadu_ps(asum + b), acc);
+    return _mm512_reduce_add_ps(acc);
+}
+
+template <int TILE, typename T>
+void q4_row_avx(const uint16_t* xb, const float* asum, int64_t M, int64_t Kp, int64_t nbp, const uint8_t* w,
+                const float* df, const float* mc, float bias, T* out, int64_t N) {
+    float sums[TILE];
+    int64_t t0 = 0;
+    for (; t0 + TILE <= M; t0 += TILE) {
+        q4_row_tile<TILE>(xb + t0 * Kp, Kp, w, df, sums);
+        for (int t = 0; t < TILE; ++t)
+            put(out + (t0 + t) * N, sums[t] + q4_correction(mc, asum + (t0 + t) * nbp, nbp) + bias);
+    }
+    for (; t0 < M; ++t0) {  // the tail, one token at a time
+        q4_row_tile<1>(xb + t0 * Kp, Kp, w, df, sums);
+        put(out + t0 * N, sums[0] + q4_correction(mc, asum + t0 * nbp, nbp) + bias);
+    }
+}
+
+// One row's fp16 scales -> float buffers (16 at a time), mc = m - 128 d; padded lanes are zero.
+inline void q4_row_scales_avx(const uint16_t* d, const uint16_t* m, int64_t nb, int64_t nbp, float* df, float* mc) {
+    for (int64_t b = 0; b < nbp; b += 16) {
+        const __mmask16 k = b + 16 <= nb ? static_cast<__mmask16>(0xffff)
+                                         : static_cast<__mmask16>((1u << (nb > b ? nb - b : 0)) - 1u);
+        const __m512 dv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d + b));
+        const __m512 mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, m + b));
+        _mm512_storeu_ps(df + b, dv);
+        _mm512_storeu_ps(mc + b, _mm512_fnmadd_ps(_mm512_set1_ps(128.f), dv, mv));
+    }
+}
+#endif
+
+template <typename T>
+void q4_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
+               const uint16_t* m, const float* bias, T* out, int64_t tile) {
+    const int64_t nb = Kp / 32, nbp = (nb + 15) / 16 * 16;
+    std::vector<uint16_t> xb(static_cast<size_t>(M * Kp));
+    std::vector<float> asum(static_cast<size_t>(M * nbp));
+    prepare_bf16(x, M, K, Kp, nbp, xb.data(), asum.data());
+#pragma omp parallel
+    {
+        std::vector<float> df(static_cast<size_t>(nbp)), mc(static_cast<size_t>(nbp));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; ++n) {
+            const uint8_t* w = packed + n * (Kp / 2);
+            const float b = bias ? bias[n] : 0.f;
+#ifdef __AVX512BF16__
+            q4_row_scales_avx(d + n * nb, m + n * nb, nb, nbp, df.data(), mc.data());
+            const uint16_t* xp = xb.data();
+            const float* ap = asum.data();
+            switch (tile) {
+                case 8: q4_row_avx<8>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N); break;
+                case 4: q4_row_avx<4>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N); break;
+                case 2: q4_row_avx<2>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N); break;
+                default: q4_row_avx<1>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N);
+            }
+#else
+            (void)tile;
+            q4_row_scales(d + n * nb, m + n * nb, nb, df.data(), mc.data());
+            q4_row_scalar(xb.data(), asum.data(), M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N);
+#endif
+        }
+    }
+}
+
+// ---- int8 ----------------------------------------------------------------------------------------------
+
+#ifdef __AVX512F__
+template <int TILE>
+__attribute__((always_inline)) inline void i8_row_tile(const float* xf, int64_t Kp, const int8_t* q, float* sums) {
+    __m512 acc_a[TILE], acc_b[TILE];
+    for (int t = 0; t < TILE; ++t) acc_a[t] = acc_b[t] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < Kp; k += 32) {
+        const __m128i* p = reinterpret_cast<const __m128i*>(q + k);
+        const __m512 wa = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p)));
+        const __m512 wb = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p + 1)));
+#pragma GCC unroll 8
+        for (int t = 0; t < TILE; ++t) {
+            acc_a[t] = _mm512_fmadd_ps(wa, _mm512_loadu_ps(xf + t * Kp + k), acc_a[t]);
+            acc_b[t] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(xf + t * Kp + k + 16), acc_b[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TILE; ++t) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_a[t], acc_b[t]));
+}
+
+template <int TILE, typename T>
+void i8_row_avx(const float* xf, int64_t M, int64_t Kp, const int8_t* q, float scale, float bias, T* out, int64_t N) {
+    float sums[TILE];
+    int64_t t0 = 0;
+    for (; t0 + TILE <= M; t0 += TILE) {
+        i8_row_tile<TILE>(xf + t0 * Kp, Kp, q, sums);
+        for (int t = 0; t < TILE; ++t) put(out + (t0 + t) * N, sums[t] * scale + bias);
+    }
+    for (; t0 < M; ++t0) {
+        i8_row_tile<1>(xf + t0 * Kp, Kp, q, sums);
+        put(out + t0 * N, sums[0] * scale + bias);
+    }
+}
+#endif
+
+template <typename T>
+void i8_row_scalar(const float* xf, int64_t M, int64_t Kp, const int8_t* q, float scale, float bias, T* out,
+                   int64_t N) {
+    for (int64_t t = 0; t < M; ++t) {
+        float acc = 0.f;
+        for (int64_t k = 0; k < Kp; ++k) acc += static_cast<float>(q[k]) * xf[t * Kp + k];
+        put(out + t * N, acc * scale + bias);
+    }
+}
+
+template <typename T>
+void i8_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const int8_t* q, const float* scale,
+               const float* bias, T* out, int64_t tile) {
+    std::vector<float> xf(static_cast<size_t>(M * Kp));
+    prepare_f32(x, M, K, Kp, xf.data());
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+        const float b = bias ? bias[n] : 0.f;
+#ifdef __AVX512F__
+        switch (tile) {
+            case 8: i8_row_avx<8>(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
+            case 4: i8_row_avx<4>(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
+            case 2: i8_row_avx<2>(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
+            default: i8_row_avx<1>(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N);
+        }
+#else
+        (void)tile;
+        i8_row_scalar(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N);
+#endif
+    }
+}
+
+// ---- de-quantise whole weights (for long prefill chunks, where one GEMM beats re-expanding per row) ------
+
+template <typename T>
+void q4_dequant(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t N, int64_t K, int64_t Kp, T* out) {
+    const int64_t nb = Kp / 32;
+#pragma omp parallel
+    {
+        std::vector<float> row(static_cast<size_t>(Kp));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; ++n) {
+            const uint8_t* w = packed + n * (Kp / 2);
+            for (int64_t b = 0; b < nb; ++b) {  // block b: bytes of group b / 2, low nibbles if b is even
+                const float db = half_to_float(d[n * nb + b]), mb = half_to_float(m[n * nb + b]);
+                const uint8_t* bytes = w + 32 * (b / 2);
+                const int shift = (b % 2) * 4;
+                for (int64_t j = 0; j < 32; ++j) row[32 * b + j] = db * static_cast<float>((bytes[j] >> shift) & 0xf) + mb;
+            }
+            for (int64_t k = 0; k < K; ++k) store(out + n * K + k, row[k]);
+        }
+    }
+}
+
+template <typename T>
+void i8_dequant(const int8_t* q, const float* scale, int64_t N, int64_t K, int64_t Kp, T* out) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) store(out + n * K + k, static_cast<float>(q[n * Kp + k]) * scale[n]);
+}
+
+}  // namespace
+
+extern "C" {
+
+#define QUANT_ENTRY(SUFFIX, T)                                                                                   \
+    void q4_linear_##SUFFIX(const void* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const void* packed,     \
+                            const void* d, const void* m, const void* bias, void* out, int64_t tile) {          \
+        q4_linear(static_cast<const T*>(x), M, K, Kp, N, static_cast<const uint8_t*>(packed),                   \
+                  static_cast<const uint16_t*>(d), static_cast<const uint16_t*>(m),                             \
+                  static_cast<const float*>(bias), static_cast<T*>(out), tile);                                 \
+    }                                                                                                           \
+    void i8_linear_##SUFFIX(const void* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const void* q,          \
+                            const void* scale, const void* bias, void* out, int64_t tile) {                     \
+        i8_linear(static_cast<const T*>(x), M, K, Kp, N, static_cast<const int8_t*>(q),                         \
+                  static_cast<const float*>(scale), static_cast<const float*>(bias), static_cast<T*>(out), tile); \
+    }                                                                                                           \
+    void q4_dequant_##SUFFIX(const void* packed, const void* d, const void* m, int64_t N, int64_t K, int64_t Kp, \
+                             void* out) {                                                                       \
+        q4_dequant(static_cast<const uint8_t*>(packed), static_cast<const uint16_t*>(d),                        \
+                   static_cast<const uint16_t*>(m), N, K, Kp, static_cast<T*>(out));                            \
+    }                                                                                                           \
+    void i8_dequant_##SUFFIX(const void* q, const void* scale, int64_t N, int64_t K, int64_t Kp, void* out) {   \
+        i8_dequant(static_cast<const int8_t*>(q), static_cast<const float*>(scale), N, K, Kp, static_cast<T*>(out)); \
+    }
+
+QUANT_ENTRY(f32, float)
+QUANT_ENTRY(bf16, uint16_t)
+
+}  // extern "C"

@@ -1,0 +1,84 @@
+"""C++ kernels for weight-only quantised linears (int8 per channel, q4 blocks; formats in quant.py).
+
+Why a kernel: de-quantising a weight to bf16 and calling a GEMM writes and re-reads the full-width weight,
+which is exactly the memory traffic quantisation saves. The kernel expands each 64-weight group in registers
+and multiplies it with a tile of tokens before moving on, so a decode step reads the packed bytes once.
+
+- q4 (AVX512_BF16): two 32-blocks expand to bf16 with a zero-extend and an OR (q + 128 is the bf16 bit
+  pattern 0x4300 | q; the extra 128 * sum(x) per block is subtracted at the end), one vdpbf16ps per block and
+  token, fp32 sums. Activations are rounded to bf16 first (fp32 models included).
+- int8 (AVX-512F): int8 -> fp32 in registers and FMAs with fp32 activations.
+- Both split output channels across OpenMP threads; without AVX-512 a scalar loop computes the same sums.
+
+Long prefill chunks go the other way: once a step has more tokens than `prefill_tokens`, expanding the weight
+once into a bf16 scratch and calling oneDNN's GEMM is faster than re-expanding it per token tile. The token
+tile and that threshold come from `cpu_tuning`, measured on the CPU at hand.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from ragsvc.serving.layers.cpu_build import load_library
+from ragsvc.serving.layers.quant import QuantWeight
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+_SIGNATURES = {
+    **{f"q4_linear_{s}": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _I] for s in ("f32", "bf16")},
+    **{f"i8_linear_{s}": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I] for s in ("f32", "bf16")},
+    **{f"q4_dequant_{s}": [_P, _P, _P, _I, _I, _I, _P] for s in ("f32", "bf16")},
+    **{f"i8_dequant_{s}": [_P, _P, _I, _I, _I, _P] for s in ("f32", "bf16")},
+}
+_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
+TILES = (1, 2, 4, 8)
+"""Token tiles the kernels are compiled for."""
+
+
+@functools.cache
+def load() -> ctypes.CDLL | None:
+    """The compiled kernels (built on first use, then cached on disk); None when they cannot be built."""
+    return load_library("quant", "cpu_quant.cpp", _SIGNATURES)
+
+
+def supports(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in _SUFFIX
+
+
+def linear(lib: ctypes.CDLL, x: torch.Tensor, qw: QuantWeight, bias: torch.Tensor | None, *, tile: int) -> torch.Tensor:
+    """x: (tokens, in) fp32 or bf16 -> (tokens, out) in x's dtype. `bias` is fp32 (out,) or None."""
+    if tile not in TILES:
+        raise ValueError(f"token tile {tile} is not compiled; use one of {TILES}")
+    x = x.contiguous()
+    m, k = x.shape
+    if k != qw.in_features:
+        raise ValueError(f"input has {k} features, the weight expects {qw.in_features}")
+    out = torch.empty((m, qw.out_features), dtype=x.dtype)  # (tokens, out)
+    if m == 0:
+        return out
+    bias_ptr = None if bias is None else bias.data_ptr()
+    sfx = _SUFFIX[x.dtype]
+    if qw.fmt == "q4":
+        assert qw.offset is not None
+        getattr(lib, f"q4_linear_{sfx}")(x.data_ptr(), m, k, qw.padded_in, qw.out_features, qw.data.data_ptr(),
+                                qw.scale.data_ptr(), qw.offset.data_ptr(), bias_ptr, out.data_ptr(), tile)
+    else:
+        getattr(lib, f"i8_linear_{sfx}")(x.data_ptr(), m, k, qw.padded_in, qw.out_features, qw.data.data_ptr(),
+                                qw.scale.data_ptr(), bias_ptr, out.data_ptr(), tile)
+    return out
+
+
+def dequantise(lib: ctypes.CDLL, qw: QuantWeight, dtype: torch.dtype) -> torch.Tensor:
+    """The full weight (out, in) in `dtype`, expanded by the kernel (the fast form of quant.dequantise)."""
+    out = torch.empty((qw.out_features, qw.in_features), dtype=dtype)  # (out, in)
+    sfx = _SUFFIX[dtype]
+    n, k, kp = qw.out_features, qw.in_features, qw.padded_in
+    if qw.fmt == "q4":
+        assert qw.offset is not None
+        getattr(lib, f"q4_dequant_{sfx}")(qw.data.data_ptr(), qw.scale.data_ptr(), qw.offset.data_ptr(), n, k, kp,
+                                 out.data_ptr())
+    else:
+        getattr(lib, f"i8_dequant_{sfx}")(qw.data.data_ptr(), qw.scale.data_ptr(), n, k, kp, out.data_ptr())
+    return out

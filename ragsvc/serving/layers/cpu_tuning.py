@@ -1,0 +1,155 @@
+"""The CPU the kernels run on, and the quantised kernels' blocking measured on it (not assumed).
+
+Speed measured on one CPU does not carry to another: the cache sizes, the vector ISA and how the hypervisor
+shares cores all move the best token tile and the point where expanding a weight once for a GEMM beats the
+fused kernel. So at first use `quant_plan` times the candidates on this CPU, on a weight larger than the
+last-level cache (decode streams weights from memory), and caches the choice as JSON beside the compiled
+kernels, keyed by CPU model, ISA flags, cache sizes and the kernel library; later starts read it back.
+`cpu_info` is also what benchmarks record, so figures from two machines are never compared blind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ragsvc import native
+from ragsvc.serving.layers import cpu_quant
+from ragsvc.serving.layers.quant import QuantWeight, padded
+
+logger = logging.getLogger(__name__)
+
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
+             "amx_tile", "avx_vnni")
+"""The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
+PLAN_VERSION = 1
+PREFILL_CANDIDATES = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    isa: tuple[str, ...]
+    """The flags of ISA_FLAGS this CPU has."""
+    l1d_kib: int | None
+    l2_kib: int | None
+    l3_kib: int | None
+    """Per-instance cache sizes from /sys (None where not exposed)."""
+    logical_cpus: int
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    tile: int
+    """Tokens per weight-row pass of the fused kernel (the best of cpu_quant.TILES at 16 tokens)."""
+    prefill_tokens: int
+    """Steps with more tokens than this expand the weight once and call the bf16 GEMM instead."""
+    tile_ms: dict[str, float]
+    prefill_ms: dict[str, list[float]]
+    """What was measured: the tile times, and per token count [fused kernel, expand + GEMM]."""
+
+
+def _cache_kib(level: int) -> int | None:
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(root.glob("index*")):
+        try:
+            if int((index / "level").read_text()) != level or (index / "type").read_text().strip() == "Instruction":
+                continue
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 1, "M": 1024}.get(size[-1:])
+        return int(size[:-1]) * scale if scale else int(size) // 1024
+    return None
+
+
+def cpu_info() -> CpuInfo:
+    text = ""
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text()
+    model, flags = "unknown", set[str]()
+    for line in text.splitlines():
+        if line.startswith("model name") and model == "unknown":
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    return CpuInfo(model=model, isa=tuple(f for f in ISA_FLAGS if f in flags), l1d_kib=_cache_kib(1),
+                   l2_kib=_cache_kib(2), l3_kib=_cache_kib(3), logical_cpus=os.cpu_count() or 1)
+
+
+def _random_q4(n: int, k: int) -> QuantWeight:
+    """A q4 weight with random bytes and small scales: what the kernels' speed depends on, without quantising."""
+    g = torch.Generator().manual_seed(0)
+    kp = padded(k)
+    data = torch.randint(0, 256, (n, kp // 2), dtype=torch.uint8, generator=g)
+    scale = (torch.rand((n, kp // 32), generator=g) * 1e-2).to(torch.float16)
+    return QuantWeight("q4", n, k, data, scale, -8 * scale)
+
+
+def _median_ms(fn: object, reps: int = 3) -> float:
+    assert callable(fn)
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan:
+    """Time the tiles and the prefill cross-over on a q4 weight twice the size of the last-level cache."""
+    l3_bytes = (info.l3_kib or info.l2_kib or 8192) * 1024
+    n = max(2 * l3_bytes // (k // 2), 4096)
+    qw = _random_q4(n, k)
+    x16 = torch.randn(16, k, dtype=torch.bfloat16)
+    tile_ms = {str(t): _median_ms(lambda t=t: cpu_quant.linear(lib, x16, qw, None, tile=t)) for t in cpu_quant.TILES}
+    tile = int(min(tile_ms, key=lambda t: tile_ms[t]))
+    small = _random_q4(4096, k)  # the GEMM side materialises the weight: keep it a size a layer really has
+    prefill_ms: dict[str, list[float]] = {}
+    prefill_tokens = PREFILL_CANDIDATES[-1]
+    for m in PREFILL_CANDIDATES:
+        x = torch.randn(m, k, dtype=torch.bfloat16)
+        fused = _median_ms(lambda x=x: cpu_quant.linear(lib, x, small, None, tile=tile))
+        gemm = _median_ms(lambda x=x: F.linear(x, cpu_quant.dequantise(lib, small, torch.bfloat16)))
+        prefill_ms[str(m)] = [round(fused, 3), round(gemm, 3)]
+        if gemm < fused:
+            prefill_tokens = m // 2
+            break
+    return QuantPlan(tile=tile, prefill_tokens=prefill_tokens, tile_ms={t: round(v, 3) for t, v in tile_ms.items()},
+                     prefill_ms=prefill_ms)
+
+
+def _plan_path(info: CpuInfo) -> Path:
+    source = native.read_source(__package__, "cpu_quant.cpp")[0]
+    key = json.dumps([PLAN_VERSION, asdict(info), torch.__version__, source])
+    return native.cache_dir() / f"quant-plan-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def quant_plan(lib: ctypes.CDLL) -> QuantPlan:
+    """The cached plan for this CPU, measuring it first when there is none (a few seconds, once per CPU)."""
+    info = cpu_info()
+    path = _plan_path(info)
+    try:
+        return QuantPlan(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    started = time.perf_counter()
+    plan = measure_plan(lib, info)
+    logger.info("measured quantised-kernel blocking in %.1f s: %s", time.perf_counter() - started, plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(plan)))
+    os.replace(tmp, path)
+    return plan
