@@ -106,7 +106,8 @@ class GeneratorSettings(_Frozen):
     """Which language model HyDE, the LLM reranker and answers use. With `url` set, any OpenAI-compatible
     server (ragsvc serve-model, vLLM, llama.cpp); otherwise the model this process hosts, if it hosts one."""
 
-    url: str | None = Field(None, description="base URL including /v1, e.g. http://127.0.0.1:8001/v1")
+    url: str | None = Field(None, description="base URL including /v1, e.g. http://127.0.0.1:8001/v1; several, "
+                                              "comma-separated, make a pool (least-loaded, failover)")
     model: str | None = Field(None, description="model name on that server; unset = the first it lists")
     api_key: str | None = None
     timeout_s: float = Field(120.0, gt=0, le=3600, description="read timeout of one model call")

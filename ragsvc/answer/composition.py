@@ -1,10 +1,11 @@
 """The retrieval pipeline and the generator, built from the settings: the composition the API and the CLI share.
 
-The generator is the OpenAI-compatible server named by `generator.url`, or else whatever local model the
-caller hosts (the API's in-process engine under `serve --with-model`; the CLI's own engine for `ask`); with
-neither, HyDE, the LLM reranker and answers are refused with a 400 that says how to configure one. Rerankers
-load their models on first use, so a process that never reranks never pays for them. Parts are built at most
-once per Composition (requests run in a thread pool).
+The generator is the OpenAI-compatible server named by `generator.url` (several, comma-separated, make a
+pool: `ragsvc.llm.pool`), or else whatever local model the caller hosts (the API's in-process engine under
+`serve --with-model`; the CLI's own engine for `ask`); with neither, HyDE, the LLM reranker and answers
+are refused with a 400 that says how to configure one. Rerankers load their models on first use, so a
+process that never reranks never pays for them. Parts are built at most once per Composition (requests run
+in a thread pool).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ragsvc.config import Settings
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
 from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator
-from ragsvc.llm.openai_client import OpenAIGenerator
+from ragsvc.llm.pool import generator_for
 from ragsvc.retrieval.hyde import HyDE
 from ragsvc.retrieval.pipeline import RetrievalPipeline
 from ragsvc.retrieval.rerank import CrossEncoderReranker, EmbedderReranker, LLMReranker, Reranker
@@ -54,7 +55,7 @@ class Composition:
     def _make_generator(self) -> Generator | None:
         config = self._settings.generator
         if config.url:
-            return OpenAIGenerator(config.url, model=config.model, api_key=config.api_key, timeout_s=config.timeout_s)
+            return generator_for(config.url, model=config.model, api_key=config.api_key, timeout_s=config.timeout_s)
         return self._local()
 
     def pipeline(self, store: VectorStore) -> RetrievalPipeline:

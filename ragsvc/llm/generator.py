@@ -54,6 +54,8 @@ class Generation:
     finish_reason: str
     """"stop" (EOS or a stop string), "length" (max_tokens), or "abort"."""
     usage: Usage
+    server: str | None = None
+    """Base URL of the server that wrote it (HTTP clients and the pool); None in process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class GenerationChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     """Set on the last chunk."""
+    server: str | None = None
+    """Base URL of the server streaming it (HTTP clients and the pool); None in process."""
 
 
 @dataclass(frozen=True, slots=True)

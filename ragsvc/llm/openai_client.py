@@ -157,6 +157,9 @@ class OpenAIGenerator:
                 return self._client.request(method, path, json=body)
             except httpx.ReadTimeout as err:
                 raise self._timed_out(path) from err
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as err:
+                raise UpstreamError(f"the connection to {self.base_url}{path} broke before the answer ({err}); "
+                                    "the model server may have stopped") from err
 
         response = self._retrying(attempt)
         raise_for_status(response, f"{self.base_url}{path}")
@@ -201,7 +204,7 @@ class OpenAIGenerator:
             text, tokens = choice.get("text") or "", _completion_tokens(choice.get("logprobs"))
         usage = _usage(data.get("usage")) or Usage(prompt_tokens=0, completion_tokens=len(tokens))
         return Generation(text=text, tokens=tuple(tokens), finish_reason=choice.get("finish_reason") or "stop",
-                          usage=usage)
+                          usage=usage, server=self.base_url)
 
     def generate_many(self, prompts: Sequence[Prompt], *, max_concurrency: int = 32, **kwargs: Any) -> list[Generation]:
         """See Generator.generate_many: every request built and checked first, then sent over at most
@@ -268,9 +271,10 @@ class OpenAIGenerator:
                     tokens = _chat_tokens(choice.get("logprobs"))
                 else:
                     text, tokens = choice.get("text") or "", _completion_tokens(choice.get("logprobs"))
-                yield GenerationChunk(text=text, tokens=tuple(tokens), finish_reason=choice.get("finish_reason"))
+                yield GenerationChunk(text=text, tokens=tuple(tokens), finish_reason=choice.get("finish_reason"),
+                                      server=self.base_url)
             if usage is not None and not data.get("choices"):
-                yield GenerationChunk(text="", usage=usage)
+                yield GenerationChunk(text="", usage=usage, server=self.base_url)
 
 
 def _server_message_from(data: dict[str, Any]) -> str:
