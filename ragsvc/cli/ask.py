@@ -7,7 +7,7 @@ The model is the OpenAI-compatible server in RAGSVC_GENERATOR__URL when set, els
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -30,6 +30,9 @@ def ask(
     theta: Annotated[float, typer.Option(help="FLARE: retrieve when a token's probability is below this")] = 0.4,
     max_tokens: Annotated[int, typer.Option(help="answer tokens at most")] = 256,
     short: Annotated[bool, typer.Option("--short", help="the answer alone (a name, a date, yes/no), cited")] = False,
+    reasoning: Annotated[bool, typer.Option("--reasoning", help="a sentence per fact, then 'So the answer is X' "
+                                                                 "(with --flare: each unsure sentence is a query)")
+                         ] = False,
     stream: Annotated[bool, typer.Option("--stream", help="print the answer as it is written")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole answer record as JSON")] = False,
     model: Annotated[str | None, typer.Option(help="local model: packaged alias, HF folder or .gguf \\[default: "
@@ -44,10 +47,12 @@ def ask(
     from ragsvc.retrieval.pipeline import RetrievalOptions
 
     config = settings(data_dir)
+    if short and reasoning:
+        raise typer.BadParameter("use --short or --reasoning, not both")
     try:
         options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k)
         flare_options = FlareOptions(theta=theta, max_tokens=max_tokens) if flare else None
-        answer_options = AnswerOptions(max_tokens=max_tokens, style="short" if short else "full")
+        answer_options = AnswerOptions(max_tokens=max_tokens, style=_style(short, reasoning))
         store = open_store(data_dir)
     except RagsvcError as exc:
         raise fail(exc) from exc
@@ -86,7 +91,13 @@ def ask(
         typer.echo()
     else:
         typer.echo(answer.text)
+    if answer.final is not None:
+        typer.secho(f"answer: {answer.final}", bold=True)
     _print_sources(answer)
+
+
+def _style(short: bool, reasoning: bool) -> Literal["full", "short", "reasoning"]:
+    return "reasoning" if reasoning else "short" if short else "full"
 
 
 def _local_generator(config: Any, model: str | None) -> Any:
