@@ -9,6 +9,7 @@ heard becomes something it can mention to the next.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,12 +63,38 @@ def utterance_prompt(speaker: Speaker, other: str, memories: Sequence[MemoryReco
         f"write {END}.")}]
 
 
+_LABEL = re.compile(r"^(?P<label>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*){0,3}(?:'s next (?:line|sentence))?)\s*:"
+                    r"\s*(?P<rest>.*)$")
+_PERSONA_COPY = re.compile(r"^\S+(?: \S+)?,? (?:is )?\d{1,3}(?: years old)?\b")
+
+
 def clean_line(text: str, speaker: str) -> str:
-    """The utterance without a repeated "Name:" prefix, quotes or a trailing second speaker's line."""
-    line = text.strip().split("\n")[0].strip()
-    if line.lower().startswith(speaker.lower() + ":"):
-        line = line[len(speaker) + 1:].strip()
-    return line.strip('"').strip()
+    """The speaker's utterance in a reply, as small models write it: the first line that is the speaker's
+    (unlabelled, or labelled with their full or first name), skipping a bare "Name:" header, lines labelled with
+    someone else's name (an echo of the other side, or the model writing both parts), and a copy of the
+    speaker's persona description ("Tomas Berg is 58 years old"); bullets and quotes removed, a sentence said
+    twice in a row said once. Empty when the reply has no such line."""
+    names = {speaker.lower(), speaker.split()[0].lower()}
+    for raw in text.splitlines():
+        line = re.sub(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+", "", raw).strip()
+        labelled = _LABEL.match(line)
+        if labelled is not None:
+            label = re.sub(r"'s next (?:line|sentence)$", "", labelled.group("label")).lower()
+            if label not in names:
+                continue
+            line = labelled.group("rest").strip()
+        line = line.strip('"').strip()
+        if not re.search(r"[A-Za-z]{2}", line) or _PERSONA_COPY.match(line) and line.lower().startswith(tuple(names)):
+            continue
+        return _once(line)
+    return ""
+
+
+def _once(line: str) -> str:
+    """`line` with a sentence repeated right after itself said once ("I'm glad. I'm glad." -> "I'm glad.")."""
+    sentences = re.findall(r"[^.!?]+[.!?]*\s*", line)
+    kept = [s for i, s in enumerate(sentences) if i == 0 or s.strip() != sentences[i - 1].strip()]
+    return "".join(kept).strip()
 
 
 def converse(a: Speaker, b: Speaker, generator: Generator, *, now_h: float,
@@ -84,9 +111,10 @@ def converse(a: Speaker, b: Speaker, generator: Generator, *, now_h: float,
         reply = generator.generate(utterance_prompt(speaker, other.name, memories, said), max_tokens=options.max_tokens)
         ended = END in reply.text
         line = clean_line(reply.text.replace(END, ""), speaker.name)
-        if line:
+        repeated = any(u.text == line for u in said)  # a small model's loop: the conversation is over
+        if line and not repeated:
             said.append(Utterance(speaker.name, line, tuple(m.id for m in memories)))
-        if ended or not line:
+        if ended or not line or repeated:
             break
     if said:
         for me, partner in ((a, b), (b, a)):

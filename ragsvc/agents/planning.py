@@ -4,8 +4,10 @@ moment. Plans are memories too (kind "plan", with their span in the metadata), s
 what the agent meant to do.
 
 Every step here makes a fixed number of model calls with a token budget, and falls back to something sound
-when the reply is unusable: the persona's routine for a day plan, an even split for a decomposition, "continue"
-for a decision. The shape of a plan is enforced by agents/plan.py, not trusted to the model.
+when the reply is unusable: the persona's routine for a day plan (or for the part of the day the reply leaves
+out), an even split for a decomposition, "continue" for a decision. Replies are read tolerantly
+(agents/plan_reader.py: bullets, 12-hour times, missing end times); the shape of a plan is enforced by
+agents/plan.py, not trusted to the model.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ragsvc.agents.memory import MemoryStream, RetrievalOptions
-from ragsvc.agents.plan import LIMITS, Level, PlanStep, fit_children, hhmm, parse_steps, splice
+from ragsvc.agents.plan import LIMITS, Level, PlanStep, fit_children, hhmm, splice
+from ragsvc.agents.plan_reader import DAY_STEPS, day_plan_from, read_plan
 from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator, Message
 from ragsvc.store.memories import MemoryRecord, NewMemory
-
-DAY_STEPS = (5, 8)
-"""Broad strokes a day plan may have (the paper's 5-8)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +48,32 @@ class Decision:
     minutes: int | None = None
 
 
-def day_plan_prompt(agent: str, summary: str, memories: Sequence[MemoryRecord], day: int) -> list[Message]:
+def day_plan_prompt(agent: str, summary: str, memories: Sequence[MemoryRecord], day: int,
+                    routine: Sequence[PlanStep] = ()) -> list[Message]:
+    """The day-plan request. With `routine`, the persona's usual day is shown in the form asked for and the
+    reply is begun with its first line (an assistant turn the model continues, `day_plan_start`): a 135M model
+    asked only to write "HH:MM-HH:MM activity" lines writes prose or untimed bullets, but continues a started
+    list in its form, changing what it has reason to change. Read the reply with `read_day_plan`."""
     remembered = "\n".join(f"- {m.text}" for m in memories) or "- (nothing yet)"
-    return [{"role": "user", "content": (
+    usual = "".join(f"{s.clock()}\n" for s in routine)
+    messages: list[Message] = [{"role": "user", "content": (
         f"{summary}\nWhat {agent} remembers:\n{remembered}\n\n"
-        f"Write {agent}'s plan for day {day} in {DAY_STEPS[0]} to {DAY_STEPS[1]} broad strokes, one per line, "
+        + (f"{agent}'s usual day:\n{usual}\n" if usual else "")
+        + f"Write {agent}'s plan for day {day} in {DAY_STEPS[0]} to {DAY_STEPS[1]} broad strokes, one per line, "
         "as HH:MM-HH:MM activity (24-hour clock), in order, from waking up to going to sleep.")}]
+    if routine:
+        messages.append({"role": "assistant", "content": day_plan_start(routine)})
+    return messages
+
+
+def day_plan_start(routine: Sequence[PlanStep]) -> str:
+    """The start of the reply `day_plan_prompt` writes for the model: the routine's first line."""
+    return f"{routine[0].clock()}\n" if routine else ""
+
+
+def read_day_plan(reply: str, routine: Sequence[PlanStep]) -> list[PlanStep]:
+    """The day plan in a reply to `day_plan_prompt(..., routine)` (its begun first line included)."""
+    return day_plan_from(day_plan_start(routine) + reply, routine)[0]
 
 
 def decompose_prompt(agent: str, parent: PlanStep, level: Level) -> list[Message]:
@@ -101,13 +121,12 @@ class Planner:
         return [m.memory for m in found.memories]
 
     def plan_day(self, *, day: int, now_h: float) -> list[PlanStep]:
-        """The day's broad strokes (the routine when the reply has too few or too many), stored as plans."""
+        """The day's broad strokes as agents/plan_reader.py reads the reply (the routine filling in what it
+        lacks), stored as plans."""
         memories = self._context(f"plans and intentions of {self.stream.agent} for today", now_h)
-        reply = self.generator.generate(day_plan_prompt(self.stream.agent, self.summary, memories, day),
+        reply = self.generator.generate(day_plan_prompt(self.stream.agent, self.summary, memories, day, self.routine),
                                         max_tokens=self.options.max_tokens)
-        steps = parse_steps(reply.text, level="day")
-        if not DAY_STEPS[0] <= len(steps) <= DAY_STEPS[1]:
-            steps = list(self.routine)
+        steps = read_day_plan(reply.text, self.routine)
         self._remember(steps, day=day, now_h=now_h)
         return steps
 
@@ -118,7 +137,7 @@ class Planner:
         prompts = [decompose_prompt(self.stream.agent, p, level) for p in parents]
         replies = self.generator.generate_many(prompts, max_tokens=self.options.max_tokens)
         children = [c for p, r in zip(parents, replies, strict=True)
-                    for c in fit_children(p, parse_steps(r.text, level=level), level=level)]
+                    for c in fit_children(p, read_plan(r.text, level=level), level=level)]
         self._remember(children, day=day, now_h=now_h)
         return children
 

@@ -81,9 +81,10 @@ def converse_phase(t: Tick, company: Mapping[str, list[str]], reacted: Mapping[s
         replies = t.caller.call("dialogue", requests, max_tokens=UTTERANCE_TOKENS)
         for c, (speaker, _), ids, reply in zip(active, requests, recalled, replies, strict=True):
             line = clean_line(reply.text.replace(END, ""), speaker) if reply is not None else ""
-            if line:
+            repeated = any(u.text == line for u in c.said)  # a small model's loop: the conversation is over
+            if line and not repeated:
                 c.said.append(Utterance(speaker, line, ids))
-            c.done = reply is None or not line or END in reply.text
+            c.done = reply is None or not line or repeated or END in reply.text
     for c in pairs:
         _finish(t, c)
 

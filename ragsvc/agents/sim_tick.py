@@ -23,8 +23,9 @@ from typing import Any
 
 from ragsvc.agents.memory import MemoryStream, RetrievalOptions
 from ragsvc.agents.persona import Persona, Town
-from ragsvc.agents.plan import DAY_MIN, PlanStep, fit_children, parse_steps, splice, step_at
-from ragsvc.agents.planning import DAY_STEPS, day_plan_prompt, decompose_prompt, parse_decision, reaction_prompt
+from ragsvc.agents.plan import DAY_MIN, PlanStep, fit_children, splice, step_at
+from ragsvc.agents.plan_reader import read_plan
+from ragsvc.agents.planning import day_plan_prompt, decompose_prompt, parse_decision, reaction_prompt, read_day_plan
 from ragsvc.agents.sim_calls import PhaseCaller
 from ragsvc.agents.sim_config import SimulationConfig, clock_text
 from ragsvc.agents.sim_state import AgentState, location_of, with_prefix
@@ -98,11 +99,11 @@ class Tick:
             for a in starting:
                 context[a] = self.recall(a, f"plans and intentions of {a} for today")
                 persona = self.world.personas[a]
-                requests.append((a, self.prompt(a, day_plan_prompt(a, persona.describe(), context[a], self.day))))
+                requests.append((a, self.prompt(a, day_plan_prompt(a, persona.describe(), context[a], self.day,
+                                                                   persona.routine))))
             for a, reply in zip(starting, self.caller.call("plan", requests, max_tokens=PLAN_TOKENS), strict=True):
-                steps = parse_steps(reply.text, level="day") if reply is not None else []
-                if DAY_STEPS[0] <= len(steps) <= DAY_STEPS[1]:
-                    plans[a] = steps
+                if reply is not None:
+                    plans[a] = read_day_plan(reply.text, plans[a])
         for a in starting:
             state = self.states[a]
             state.day, state.day_plan, state.blocks = self.day, plans[a], []
@@ -124,7 +125,7 @@ class Tick:
         requests = [(a, self.prompt(a, decompose_prompt(a, broad, "hour"))) for a, broad in entering]
         replies = self.caller.call("blocks", requests, max_tokens=PLAN_TOKENS)
         for (a, broad), reply in zip(entering, replies, strict=True):
-            children = fit_children(broad, parse_steps(reply.text, level="hour") if reply else [], level="hour")
+            children = fit_children(broad, read_plan(reply.text, level="hour") if reply else [], level="hour")
             self.states[a].blocks = children
             self.remember_plan(a, children)
 

@@ -34,9 +34,16 @@ def test_turns_are_conditioned_on_memories_and_both_sides_remember(catalog, embe
 
 def test_dialogue_stops_at_max_turns(catalog, embedder):
     mei, lena, _ = _speakers(catalog, embedder)
-    script = ScriptedGenerator(lambda prompt: "And another thing.")
+    script = ScriptedGenerator(lambda prompt: f"And another thing ({len(script.calls)}).")
     said = converse(mei, lena, script, now_h=2.0, options=DialogueOptions(max_turns=3, memories_per_turn=0))
     assert len(said) == 3 and len(script.calls) == 3
+
+
+def test_a_line_said_again_ends_the_dialogue(catalog, embedder):
+    mei, lena, _ = _speakers(catalog, embedder)
+    script = ScriptedGenerator(["Nice weather.", "Lena Fischer: Indeed.", "Mei Tanaka: Nice weather. Nice weather."])
+    said = converse(mei, lena, script, now_h=2.0, options=DialogueOptions(max_turns=8, memories_per_turn=0))
+    assert [u.text for u in said] == ["Nice weather.", "Indeed."] and len(script.calls) == 3
 
 
 def test_an_empty_first_line_stores_nothing(catalog, embedder):

@@ -91,9 +91,10 @@ def test_day_plan_decomposes_to_hours_then_actions_and_is_remembered(catalog, em
         "08:00-08:10 preheat the oven\n08:10-08:20 mix the batter\n08:20-08:40 bake\n08:40-09:00 cool and plate",
     ])
     day = planner.plan_day(day=1, now_h=7.0)
-    assert len(day) == 6
-    hours = planner.decompose([day[1]], level="hour", day=1, now_h=7.0)
-    check_tiling(day[1], hours)
+    assert planner.generator.calls[0][0][-1] == {"role": "assistant", "content": "06:00-07:00 a\n"}  # begun for it
+    assert [s.text for s in day[:2]] == ["a", "wake up and have breakfast"] and len(day) == 7
+    hours = planner.decompose([day[2]], level="hour", day=1, now_h=7.0)
+    check_tiling(day[2], hours)
     assert [h.minutes for h in hours] == [60, 45, 45, 45, 45]  # 90-minute blocks split in two
     actions = planner.decompose([hours[0]], level="action", day=1, now_h=7.0)
     check_tiling(hours[0], actions)
