@@ -31,7 +31,7 @@ from ragsvc.agents.plan import PlanStep, hhmm, parse_step
 from ragsvc.store.memories import MemoryRecord
 
 CATEGORIES = ("self-knowledge", "memory", "plans", "reactions", "reflections")
-MAX_REFLECTION_QUESTIONS = 3
+MAX_REFLECTION_QUESTIONS = 5
 """Distinct questions taken from an agent's reflections (its most important ones): a reflection pass asks a
 few questions and stores several insights under each, and asking the same question twice measures nothing new."""
 
@@ -157,7 +157,20 @@ def self_questions(persona: Persona, town: Town) -> list[tuple[str, Check, str]]
             found.append(("How would you describe your personality?", Check(keywords=traits), "persona traits"))
     if work:
         found.append(("What do you do with your days?", Check(keywords=work), "seed memories about itself"))
+    found.append(("How old are you?", Check(keywords=(str(persona.age),)), "persona age"))
+    home = content_words(persona.home or "", exclude=[town.name])
+    if home:
+        found.append(("Where do you live?", Check(keywords=home), "persona home"))
     return found
+
+
+def last_seen(persona: Persona, other: Persona, records: Sequence[MemoryRecord],
+              town: Town) -> tuple[str, ...]:
+    """The words of the agent's latest observation of `other` ("Jonah is at Market Square: play guitar"), less
+    names: what a good memory recalls about them; () when it never saw them."""
+    seen = [r for r in records if r.kind == "observation" and r.text.startswith(other.name + " is at ")]
+    latest = max(seen, key=lambda r: (r.created_h, r.id), default=None)
+    return content_words(latest.text, exclude=[*_exclude(town, persona), other.name]) if latest else ()
 
 
 def memory_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town,
@@ -179,6 +192,11 @@ def memory_questions(persona: Persona, records: Sequence[MemoryRecord], town: To
         expected = Check(polarity="yes") if known[other.name] else Check(polarity="no")
         found.append((f"Do you know {other.name}? Answer yes or no first.", expected,
                       "memories naming them, lines exchanged in the transcript"))
+    for other in _others(town, persona.name):
+        keywords = last_seen(persona, other, records, town)
+        if keywords:
+            found.append((f"Where did you last see {other.name}, and what were they doing?", Check(keywords=keywords),
+                          "the agent's latest observation of them"))
     return found
 
 
@@ -215,6 +233,11 @@ def plan_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town
             if keywords:
                 found.append((f"Where will you be at {event.start} on day {event.day}, and what will you do there?",
                               Check(keywords=keywords), "plan at the event's time (the agent does not know of it)"))
+    for step in [s for i, s in enumerate(steps) if i not in (1, 3)]:  # the rest of the day, after the telling ones
+        keywords = step_keywords(step, persona, town)
+        if keywords:
+            minute = (step.start_min + step.end_min) // 2 // 15 * 15
+            found.append((f"What will you be doing at {hhmm(minute)} on day {day}?", Check(keywords=keywords), source))
     return found
 
 
@@ -231,6 +254,11 @@ def reaction_questions(persona: Persona, records: Sequence[MemoryRecord], town: 
             source = "seed memory naming them" + (" and the event" if news else "") if facts else "the event"
             found.append((f"You run into {other.name} at {place}. What would you talk about with them?",
                           Check(keywords=tuple(dict.fromkeys(keywords))), source))
+    for other in _others(town, persona.name):
+        seen_doing = last_seen(persona, other, records, town)
+        if seen_doing and not any(names_person(m, other) for m in persona.memories):
+            found.append((f"{other.name} waves at you. What do you say to them?", Check(keywords=seen_doing + news),
+                          "the agent's latest observation of them" + (" and the event" if news else "")))
     return found
 
 

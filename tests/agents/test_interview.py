@@ -314,10 +314,30 @@ def test_the_transcript_says_who_talked_and_who_learned_of_the_event(town_dir):
 
 def test_reflections_give_distinct_questions_most_important_first(town_dir):
     town = load_town(town_dir)
-    insights = [("reflection", f"Ivo trusts Oskar with clock number {i}", {"question": f"Whom does Ivo trust? {i % 4}"})
+    insights = [("reflection", f"Ivo trusts Oskar with clock number {i}", {"question": f"Whom does Ivo trust? {i % 7}"})
                 for i in range(8)]
     records = _records(town, {"Ivo Petrov": insights})
     records["Ivo Petrov"] = [dataclasses.replace(r, importance=float(r.id)) for r in records["Ivo Petrov"]]
     asked = [q.text for q in generate_questions(town, records, now_h=9.0)
              if q.agent == "Ivo Petrov" and q.source.startswith("reflection")]
-    assert asked == ["Whom does Ivo trust? 3", "Whom does Ivo trust? 2", "Whom does Ivo trust? 1"]
+    assert asked == ["Whom does Ivo trust? 0", "Whom does Ivo trust? 6", "Whom does Ivo trust? 5",
+                     "Whom does Ivo trust? 4", "Whom does Ivo trust? 3"]  # the 5 most important distinct ones
+
+
+def test_more_questions_per_category_from_the_persona_the_plan_and_what_was_seen(town_dir):
+    town = load_town(town_dir)
+    seen = {"Ivo Petrov": [("observation", "Rosa Mendes is at Fish Market: sell fish", {}),
+                           ("observation", "Rosa Mendes is at Harbour Inn: mend nets", {})]}
+    records = _records(town, seen)
+    records["Ivo Petrov"] = [dataclasses.replace(r, created_h=float(r.id)) for r in records["Ivo Petrov"]]
+    q = [x for x in generate_questions(town, records, now_h=8.0) if x.agent == "Ivo Petrov"]
+    by_text = {x.text: x for x in q}
+    assert by_text["How old are you?"].check.keywords == ("23",)
+    assert by_text["Where do you live?"].check.keywords == ("dune", "houses")
+    last = by_text["Where did you last see Rosa Mendes, and what were they doing?"]
+    assert last.category == "memory" and last.check.keywords == ("harbour", "inn", "mend", "nets")  # the latest
+    assert "Where did you last see Oskar Lund, and what were they doing?" not in by_text  # never saw him
+    assert by_text["Rosa Mendes waves at you. What do you say to them?"].category == "reactions"
+    plans = [x for x in q if x.category == "plans"]
+    assert len(plans) == 1 + len(RESIDENTS["ivo"][5])  # every step of the day, and the event's hour
+    assert len({x.id for x in q}) == len(q)
