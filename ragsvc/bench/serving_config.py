@@ -35,6 +35,10 @@ class ServingBenchConfig:
     kv_cache_bytes: int = 1 << 30
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
+    max_prefill_tokens: int | None = None
+    """ragsvc's per-step prefill cap (EngineConfig.max_prefill_tokens); None = the rest of the step budget."""
+    prefill_order: str = "arrival"
+    """ragsvc's admission order (EngineConfig.prefill_order): "arrival" or "shortest"."""
     llama_server: str | None = None
     """Path to llama.cpp's llama-server; None = look on PATH."""
     llama_threads: int | None = None
@@ -61,6 +65,8 @@ class ServingBenchConfig:
             raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
         if self.omp_wait not in OMP_WAIT:
             raise ValueError(f"omp_wait {self.omp_wait!r}: choose {' or '.join(OMP_WAIT)}")
+        if self.prefill_order not in ("arrival", "shortest"):
+            raise ValueError(f"prefill_order {self.prefill_order!r}: choose arrival or shortest")
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError("concurrency levels must be positive integers, e.g. 1,8,32")
         for name in ("prompt_tokens", "output_tokens"):

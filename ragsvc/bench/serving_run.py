@@ -108,7 +108,8 @@ def prefix_ttft_ms(engine: LLMEngine, *, prefix_tokens: int, trials: int, seed: 
 def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results) -> str:
     engine_cfg = EngineConfig(model=cfg.model, dtype=cfg.dtype, num_threads=cfg.threads, cache_dir=cfg.cache_dir,
                               kv_cache_bytes=cfg.kv_cache_bytes, max_num_seqs=cfg.max_num_seqs,
-                              max_num_batched_tokens=cfg.max_num_batched_tokens)
+                              max_num_batched_tokens=cfg.max_num_batched_tokens,
+                              max_prefill_tokens=cfg.max_prefill_tokens, prefill_order=cfg.prefill_order)
     dtype = str(resolve_dtype(engine_cfg, resolve_device(engine_cfg))).removeprefix("torch.")
     engine = LLMEngine.from_config(engine_cfg)
     warmup = make_workload(engine.tokenizer, num_requests=4, prompt_tokens=(50, 100), output_tokens=(8, 8),

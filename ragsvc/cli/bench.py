@@ -104,6 +104,10 @@ def serving_command(
     omp_wait: Annotated[str, typer.Option(help="passive (idle threads sleep; robust on a shared box) | spin "
                                                "(spin ~0.3 ms first: each system nearer its best on a quiet one)")
                         ] = "passive",
+    max_prefill_tokens: Annotated[int | None, typer.Option(
+        help="ragsvc: most prompt tokens per step \\[default: the rest of the 2048-token step budget]")] = None,
+    prefill_order: Annotated[str, typer.Option(help="ragsvc: admit waiting requests by arrival | shortest")
+                             ] = "arrival",
 ) -> None:
     """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
     from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
@@ -118,7 +122,8 @@ def serving_command(
             num_requests=num_requests, prompt_tokens=_range(prompt_tokens), output_tokens=(out_lo, out_hi),
             hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
             threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
-            omp_wait=omp_wait, log_dir=str(json_out.parent),
+            omp_wait=omp_wait, log_dir=str(json_out.parent), max_prefill_tokens=max_prefill_tokens,
+            prefill_order=prefill_order,
         )
     except ValueError as exc:
         raise fail(exc) from exc

@@ -131,6 +131,13 @@ def serve_model(
     cache_dir: Annotated[str | None, typer.Option(
         help="where de-quantised weights are cached \\[default: RAGSVC_MODEL__CACHE_DIR, or <data dir>/models]"
     )] = None,
+    max_prefill_tokens: Annotated[int | None, typer.Option(
+        help="most prompt tokens per step, after decodes \\[default: the rest of the step budget]")] = None,
+    prefill_order: Annotated[str, typer.Option(
+        help="admit waiting requests by arrival (FCFS) or shortest prompt first (bounded by --max-wait-steps)")
+                             ] = "arrival",
+    max_wait_steps: Annotated[int, typer.Option(help="with --prefill-order shortest: steps before a request "
+                                                     "is admitted ahead of all younger ones")] = 32,
     speculative: Annotated[str | None, typer.Option(
         help="prompt-lookup: greedy requests draft tokens from n-gram matches in their own prompt and output and "
              "verify them in one forward \\[default: off]")] = None,
@@ -159,6 +166,7 @@ def serve_model(
             max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
             enable_prefix_caching=prefix_caching, cache_dir=cache_dir, num_threads=threads,
             speculative=speculative, num_speculative_tokens=num_speculative_tokens,
+            max_prefill_tokens=max_prefill_tokens, prefill_order=prefill_order, max_wait_steps=max_wait_steps,
         )
     except ValueError as exc:
         raise fail(exc) from exc

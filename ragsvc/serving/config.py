@@ -54,6 +54,15 @@ class EngineConfig:
     """On CPU, run decode attention, RMSNorm, rotary and SiLU-and-multiply in C++ kernels (built with the
     system compiler on first use, cached); False, or no compiler, = plain torch everywhere (the kernels'
     reference, ~2x slower per bf16 decode step at batch 32 here)."""
+    max_prefill_tokens: int | None = None
+    """Most prompt tokens one step runs, after its decode tokens; None = whatever `max_num_batched_tokens` leaves.
+    Smaller steps while prompts are being read mean decoders wait less between tokens and a prompt's first token
+    comes as soon as its own last chunk ran, for a few more (smaller) forwards."""
+    prefill_order: str = "arrival"
+    """Which waiting request is admitted next: "arrival" (FCFS) or "shortest" (fewest prompt tokens first, so short
+    prompts are not stuck behind long ones; `max_wait_steps` bounds how long any request is passed over)."""
+    max_wait_steps: int = 32
+    """With prefill_order "shortest": a request waiting this many steps is admitted before all younger ones."""
     speculative: str | None = None
     """None = plain decoding; "prompt-lookup" = greedy requests propose drafts from n-gram matches in their own
     prompt and output and verify them in one forward (speculative.py). Off by default: it pays on outputs that
@@ -89,6 +98,12 @@ class EngineConfig:
             raise ValueError("num_kv_blocks must be positive (or None to size it from kv_cache_bytes)")
         if self.max_model_len is not None and self.max_model_len <= 0:
             raise ValueError("max_model_len must be positive (or None for the model's context)")
+        if self.max_prefill_tokens is not None and self.max_prefill_tokens <= 0:
+            raise ValueError("max_prefill_tokens must be positive (or None for the whole step budget)")
+        if self.prefill_order not in ("arrival", "shortest"):
+            raise ValueError(f"prefill_order {self.prefill_order!r}: use 'arrival' or 'shortest'")
+        if self.max_wait_steps <= 0:
+            raise ValueError(f"max_wait_steps must be positive, got {self.max_wait_steps}")
         self.speculative_config()  # refuses a bad method or draft settings now, not on the first request
 
     def speculative_config(self) -> SpeculativeConfig | None:

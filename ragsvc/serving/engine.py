@@ -93,6 +93,8 @@ class LLMEngine:
         self.scheduler = Scheduler(
             self.block_manager, max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens,
             proposer=spec.proposer() if spec else None, num_speculative_tokens=spec.num_tokens if spec else 0,
+            max_prefill_tokens=config.max_prefill_tokens, prefill_order=config.prefill_order,
+            max_wait_steps=config.max_wait_steps,
         )
         self.spec_stats = SpecStats()
         self._requests: dict[str, _Request] = {}

@@ -19,6 +19,8 @@ from ragsvc.serving.block_manager import BlockManager
 from ragsvc.serving.sequence import Sequence, SequenceStatus
 from ragsvc.serving.speculative import Proposer
 
+PREFILL_ORDERS = ("arrival", "shortest")
+
 
 @dataclass(frozen=True)
 class ScheduledChunk:
@@ -68,10 +70,20 @@ class Scheduler:
         max_num_batched_tokens: int,
         proposer: Proposer | None = None,
         num_speculative_tokens: int = 0,
+        max_prefill_tokens: int | None = None,
+        prefill_order: str = "arrival",
+        max_wait_steps: int = 32,
     ) -> None:
+        if prefill_order not in PREFILL_ORDERS:
+            raise ValueError(f"prefill_order {prefill_order!r}: use one of {', '.join(PREFILL_ORDERS)}")
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_prefill_tokens = max_prefill_tokens or max_num_batched_tokens
+        """Prefill tokens one step may run, after its decodes (EngineConfig.max_prefill_tokens)."""
+        self.prefill_order = prefill_order
+        self.max_wait_steps = max_wait_steps
+        self.num_steps = 0
         self.proposer = proposer
         """Drafts for greedy decoders (speculative.py); None = plain decoding."""
         self.num_speculative_tokens = num_speculative_tokens
@@ -81,6 +93,7 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         seq.status = SequenceStatus.WAITING
+        seq.arrival_step = self.num_steps
         self.waiting.append(seq)
 
     def has_unfinished(self) -> bool:
@@ -98,10 +111,10 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
-        budget = self.max_num_batched_tokens
-        budget = self._schedule_running(out, budget)
+        self.num_steps += 1
+        budget, prefill_budget = self._schedule_running(out, self.max_num_batched_tokens, self.max_prefill_tokens)
         if not out.preempted:
-            self._schedule_waiting(out, budget)
+            self._schedule_waiting(out, min(budget, prefill_budget))
         out.copies = self.block_manager.pending_copies
         self.block_manager.pending_copies = []
         return out
@@ -128,11 +141,14 @@ class Scheduler:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
-        # Decoders first (one token each keeps inter-token latency low), then prefills, each in arrival order.
+    def _schedule_running(self, out: SchedulerOutput, budget: int, prefill_budget: int) -> tuple[int, int]:
+        """Decoders first (one token each keeps inter-token latency low), then prefills already under way, each
+        in arrival order -> (token budget left, prefill budget left)."""
         queue = deque(sorted(self.running, key=lambda s: (len(s) - s.num_computed_tokens > 1, s.arrival)))
         while queue and budget > 0:
             seq = queue.popleft()
+            if len(seq) - seq.num_computed_tokens > 1 and prefill_budget <= 0:
+                break  # only prefills are left in the queue, and this step's prefill budget is spent
             drafts = self._drafts(seq, budget)
             if drafts and not self.block_manager.can_append(seq, len(drafts)):
                 drafts = []  # no room to guess: decode plainly rather than preempt someone for a guess
@@ -145,10 +161,12 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 break
             self.block_manager.may_append(seq, len(drafts))
-            n = min(len(seq) - seq.num_computed_tokens, budget) + len(drafts)
+            left = len(seq) - seq.num_computed_tokens
+            n = (min(left, budget, prefill_budget) if left > 1 else 1) + len(drafts)
             out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, n, tuple(drafts)))
             budget -= n
-        return budget
+            prefill_budget -= n if left > 1 else 0
+        return budget, prefill_budget
 
     def _drafts(self, seq: Sequence, budget: int) -> list[int]:
         """Drafts for a greedy sequence about to sample its next token, within the budget and its max_tokens
@@ -159,17 +177,33 @@ class Scheduler:
         return self.proposer(seq.token_ids, k)[:k] if k > 0 else []
 
     def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
-            if not self.block_manager.can_allocate(seq):
+        """Admit waiting requests in `admission_order` while tokens, sequence slots and blocks last; one that
+        does not fit blocks the ones after it (so a large request is not overtaken forever)."""
+        for seq in self.admission_order():
+            if budget <= 0 or len(self.running) >= self.max_num_seqs or not self.block_manager.can_allocate(seq):
                 break
             self.block_manager.allocate(seq)
-            self.waiting.popleft()
+            self.waiting.remove(seq)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             n = min(len(seq) - seq.num_computed_tokens, budget)
             out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, n))
             budget -= n
+
+    def admission_order(self) -> list[Sequence]:
+        """The waiting queue in the order requests are admitted. "arrival": as queued (FCFS; preempted requests
+        first). "shortest": requests that have waited `max_wait_steps` steps or more first, oldest first, then the
+        rest by fewest prompt tokens, so that a short prompt's first token is not stuck behind long prompts while
+        no request is passed over for more than `max_wait_steps` steps."""
+        if self.prefill_order == "arrival":
+            return list(self.waiting)
+
+        def key(seq: Sequence) -> tuple[int, int, int]:
+            if self.num_steps - seq.arrival_step >= self.max_wait_steps:
+                return (0, seq.arrival, 0)
+            return (1, len(seq) - seq.num_computed_tokens, seq.arrival)
+
+        return sorted(self.waiting, key=key)
 
     def _preempt(self, seq: Sequence) -> None:
         """Preempt by recompute: drop its KV, keep its tokens, put it first in line."""

@@ -41,6 +41,8 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: str | None = None
     arrival: int = field(default_factory=lambda: next(_arrival))
+    arrival_step: int = 0
+    """The scheduler's step count when the request was added (how long it has waited, in steps)."""
     num_preemptions: int = 0
 
     def __post_init__(self) -> None:

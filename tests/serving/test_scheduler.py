@@ -81,3 +81,97 @@ def test_any_workload_finishes_without_leaks(requests, budget, max_seqs) -> None
     assert all(seq.num_output_tokens == seq.params.max_tokens for seq in seqs)
     assert s.block_manager.num_free_blocks == 16
     assert all(b.ref_count == 0 for b in s.block_manager.blocks)
+
+
+def _drive(s: Scheduler, arrivals: dict[int, list[Sequence]], max_steps: int = 5_000) -> dict[str, dict[str, int]]:
+    """Run the scheduler on a scripted arrival pattern (step -> requests added before it); record per request
+    the step it arrived, the step its first chunk ran, the step of its first token and the prefill tokens of
+    every step. Token 7 is every sampled token."""
+    marks: dict[str, dict[str, int]] = {}
+    for step in range(max_steps):
+        for seq in arrivals.get(step, []):
+            s.add(seq)
+            marks[seq.request_id] = {"arrived": step}
+        if not s.has_unfinished() and step > max(arrivals):
+            return marks
+        out = s.schedule()
+        assert out.chunks or not s.has_unfinished(), "no progress with requests pending: deadlock"
+        prefill = sum(c.num_new_tokens for c in out.chunks if c.num_new_tokens > 1)  # a prompt's last token: 1
+        assert prefill <= s.max_prefill_tokens and out.num_tokens <= s.max_num_batched_tokens
+        s.postprocess(out)
+        for c in out.chunks:
+            marks[c.seq.request_id].setdefault("first_chunk", step)
+            if c.samples:
+                marks[c.seq.request_id].setdefault("first_token", step)
+                c.seq.token_ids.append(7)
+                if c.seq.num_output_tokens >= c.seq.params.max_tokens:
+                    s.finish(c.seq, "length")
+    raise AssertionError("did not finish")
+
+
+def _policy(order: str, *, max_prefill: int | None = None, wait: int = 4, budget: int = 32) -> Scheduler:
+    return Scheduler(BlockManager(256, 4), max_num_seqs=16, max_num_batched_tokens=budget,
+                     max_prefill_tokens=max_prefill, prefill_order=order, max_wait_steps=wait)
+
+
+def test_shortest_first_lets_short_prompts_pass_a_long_one() -> None:
+    def burst() -> dict[int, list[Sequence]]:
+        return {0: [Sequence("long", [1] * 200, SamplingParams(max_tokens=4))]
+                + [Sequence(f"short{i}", [2] * 10, SamplingParams(max_tokens=4)) for i in range(6)]}
+
+    fcfs = _drive(_policy("arrival", wait=100), burst())
+    shortest = _drive(_policy("shortest", wait=100), burst())
+    shorts = [f"short{i}" for i in range(6)]
+    assert max(shortest[r]["first_token"] for r in shorts) < min(fcfs[r]["first_token"] for r in shorts)
+    assert shortest["long"]["first_token"] > fcfs["long"]["first_token"]  # the price, paid by the long prompt
+
+
+def test_a_steady_stream_of_short_prompts_cannot_starve_a_long_one() -> None:
+    """Shortest-first alone would pass the long prompt over forever; after max_wait_steps it goes first."""
+    arrivals: dict[int, list[Sequence]] = {0: [Sequence("long", [1] * 40, SamplingParams(max_tokens=2))]}
+    for step in range(60):  # two 16-token prompts a step: exactly a step's budget, every step
+        arrivals.setdefault(step, []).extend(  # distinct tokens: no prefix-cache hits
+            Sequence(f"s{step}-{i}", [2 + 2 * step + i] * 16, SamplingParams(max_tokens=1)) for i in range(2))
+    marks = _drive(_policy("shortest", wait=6, budget=32, max_prefill=32), arrivals)
+    assert marks["long"]["first_chunk"] - marks["long"]["arrived"] <= 6
+    starved = _drive(_policy("shortest", wait=10_000, budget=32, max_prefill=32), {
+        k: [Sequence(s.request_id, list(s.token_ids), s.params) for s in v] for k, v in arrivals.items()})
+    assert starved["long"]["first_chunk"] >= 60  # without the bound it waits for the stream to end
+
+
+def test_prefill_cap_keeps_decoders_stepping() -> None:
+    s = _policy("arrival", max_prefill=8, budget=64)
+    marks = _drive(s, {0: [Sequence("a", [1] * 4, SamplingParams(max_tokens=30))],
+                       1: [Sequence("b", [2] * 100, SamplingParams(max_tokens=2))]})
+    # "b" is read 8 tokens a step (13 steps), and "a" decodes in every one of them.
+    assert marks["b"]["first_token"] - marks["b"]["first_chunk"] == 12
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.dictionaries(st.integers(0, 30), st.lists(st.tuples(st.integers(1, 60), st.integers(1, 8)), min_size=1,
+                                                 max_size=3), min_size=1, max_size=12),
+    st.integers(1, 8),
+    st.sampled_from([None, 4, 16]),
+)
+def test_no_request_is_passed_over_beyond_the_wait_bound(pattern, wait, max_prefill) -> None:
+    """Scripted arrivals, no timing: once a request has waited max_wait_steps it is admitted before any
+    younger one, so no admitted request is ever younger than an aged one still waiting; all finish, no leaks."""
+    s = _policy("shortest", wait=wait, max_prefill=max_prefill, budget=24)
+    original = s._schedule_waiting
+
+    def checked(out, budget):
+        before = list(s.waiting)
+        original(out, budget)
+        admitted = [q for q in before if q not in s.waiting]
+        aged_left = [q for q in s.waiting if s.num_steps - q.arrival_step >= wait]
+        for q in admitted:
+            assert all(q.arrival < a.arrival or s.num_steps - q.arrival_step >= wait for a in aged_left)
+            assert not aged_left or s.num_steps - q.arrival_step >= wait
+
+    s._schedule_waiting = checked
+    arrivals = {k: [Sequence(f"r{k}-{i}", [k % 5] * p, SamplingParams(max_tokens=m)) for i, (p, m) in enumerate(v)]
+                for k, v in pattern.items()}
+    marks = _drive(s, arrivals)
+    assert all("first_token" in m for m in marks.values())
+    assert s.block_manager.num_free_blocks == 256
