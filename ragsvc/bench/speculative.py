@@ -49,10 +49,15 @@ class SpeculativeBenchConfig:
     passage_tokens: int = 700
     """Budget for the passages (approximate tokens, as `/v1/answer` packs them)."""
     cache_dir: str | None = None
+    concurrency: int = 1
+    """Above 1, the prompts also run as a closed loop of this many requests at once, plain vs speculative: what
+    speculation does to throughput once a step's tokens already fill the GEMMs."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_prompts <= 100:
             raise ValueError(f"num_prompts must be in [1, 100] (the dataset has 100 questions), got {self.num_prompts}")
+        if not 1 <= self.concurrency <= 64:
+            raise ValueError(f"concurrency must be in [1, 64], got {self.concurrency}")
         if not 2 <= self.max_tokens <= 2048:
             raise ValueError(f"max_tokens must be in [2, 2048], got {self.max_tokens}")
 
@@ -74,12 +79,16 @@ class _Run:
     decode_s: float = 0.0
 
 
-def rag_prompts(tokenizer: Any, cfg: SpeculativeBenchConfig) -> list[list[int]]:
-    """The first `num_prompts` HotpotQA questions as chat-templated answer prompts (token ids)."""
+def _dataset_folder(cfg: SpeculativeBenchConfig) -> Path:
     folder = cfg.data_root / DATASET
     if not folder.is_dir():
         raise InvalidInput(f"{folder} not found: pass --data-root pointing at the folder holding {DATASET}/")
-    ds = load_beir(folder)
+    return folder
+
+
+def rag_prompts(tokenizer: Any, cfg: SpeculativeBenchConfig) -> list[list[int]]:
+    """The first `num_prompts` HotpotQA questions as chat-templated answer prompts (token ids)."""
+    ds = load_beir(_dataset_folder(cfg))
     qids = list(ds.queries)
     out = []
     for i, qid in enumerate(qids[: cfg.num_prompts]):
@@ -109,6 +118,26 @@ def _run_one(engine: LLMEngine, request_id: str, prompt: list[int], params: Samp
                 run.ttft_s = (first or now) - start
                 run.decode_s = now - (first or now)
     return run
+
+
+def _run_concurrent(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams, concurrency: int
+                    ) -> tuple[float, list[list[int]]]:
+    """Every prompt through a closed loop of `concurrency` requests -> (output tokens/s, outputs in prompt order)."""
+    pending = list(enumerate(prompts))[::-1]
+    outputs: dict[int, list[int]] = {}
+    active = 0
+    start = time.perf_counter()
+    while pending or engine.has_unfinished():
+        while pending and active < concurrency:
+            i, prompt = pending.pop()
+            engine.add_request(f"c{concurrency}-{i}", prompt, params)
+            active += 1
+        for out in engine.step():
+            if out.finished:
+                outputs[int(out.request_id.rsplit("-", 1)[1])] = list(out.output_token_ids)
+                active -= 1
+    wall = time.perf_counter() - start
+    return sum(len(o) for o in outputs.values()) / wall, [outputs[i] for i in range(len(prompts))]
 
 
 def _first_difference(a: list[int], b: list[int]) -> int | None:
@@ -148,9 +177,13 @@ class SpeculativeBenchResult:
     spec_stats: dict[str, float]
     """Steps that carried drafts, drafts proposed and accepted, acceptance rate, tokens emitted per such step."""
     decode_speedup: float
+    decode_speedup_identical: float | None
+    """The decode speed-up over the prompts whose outputs are identical only (same tokens, same work)."""
     end_to_end_speedup: float
     identical_outputs: int
     per_prompt: tuple[PromptResult, ...]
+    concurrent: dict[str, float] | None = None
+    """With concurrency > 1: {"concurrency", "plain_tok_per_s", "spec_tok_per_s", "speedup", "identical_outputs"}."""
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -171,8 +204,15 @@ def _summary(runs: list[_Run]) -> DecodeSummary:
                          ttft_mean_ms=round(1000 * sum(r.ttft_s for r in runs) / len(runs), 1))
 
 
+def _speedup_identical(per_prompt: tuple[PromptResult, ...]) -> float | None:
+    same = [p for p in per_prompt if p.first_difference is None]
+    spec_s = sum(p.spec_decode_s for p in same)
+    return round(sum(p.plain_decode_s for p in same) / spec_s, 3) if same and spec_s else None
+
+
 def run_speculative_bench(cfg: SpeculativeBenchConfig) -> SpeculativeBenchResult:
     """Plain vs prompt-lookup engines over the same prompts (see the module docstring)."""
+    _dataset_folder(cfg)  # refuse a missing data folder before loading two models
     plain = LLMEngine.from_config(cfg.engine_config(speculative=False))
     spec = LLMEngine.from_config(cfg.engine_config(speculative=True))
     prompts = rag_prompts(plain.tokenizer, cfg)
@@ -190,11 +230,20 @@ def run_speculative_bench(cfg: SpeculativeBenchConfig) -> SpeculativeBenchResult
         for a, b in zip(runs["plain"], runs["spec"], strict=True)
     )
     plain_sum, spec_sum = _summary(runs["plain"]), _summary(runs["spec"])
+    concurrent = None
+    if cfg.concurrency > 1:
+        (plain_rate, plain_out), (spec_rate, spec_out) = (
+            _run_concurrent(e, prompts, params, cfg.concurrency) for e in (plain, spec))
+        concurrent = {"concurrency": cfg.concurrency, "plain_tok_per_s": round(plain_rate, 2),
+                      "spec_tok_per_s": round(spec_rate, 2), "speedup": round(spec_rate / plain_rate, 3),
+                      "identical_outputs": sum(a == b for a, b in zip(plain_out, spec_out, strict=True))}
     return SpeculativeBenchResult(
         config=cfg, git_sha=package_git_sha(), cpu_model=cpu_model(),
         dtype=str(next(plain.runner.model.parameters()).dtype).removeprefix("torch."),
         plain=plain_sum, prompt_lookup=spec_sum, spec_stats=spec.spec_stats.as_dict(),
         decode_speedup=round(spec_sum.decode_tok_per_s / plain_sum.decode_tok_per_s, 3),
+        decode_speedup_identical=_speedup_identical(per_prompt),
         end_to_end_speedup=round(spec_sum.end_to_end_tok_per_s / plain_sum.end_to_end_tok_per_s, 3),
         identical_outputs=sum(p.first_difference is None for p in per_prompt), per_prompt=per_prompt,
+        concurrent=concurrent,
     )

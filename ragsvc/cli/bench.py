@@ -148,10 +148,13 @@ def speculative_command(
     max_tokens: Annotated[int, typer.Option(help="most output tokens per answer")] = 128,
     num_speculative_tokens: Annotated[int, typer.Option(help="most drafts per step (k)")] = 4,
     threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    concurrency: Annotated[int, typer.Option(help="also run the prompts this many at once (1 = single stream only)")
+                           ] = 1,
 ) -> None:
     """Single-stream decode: prompt-lookup speculation vs plain decoding on /v1/answer-style prompts."""
     from ragsvc.bench.speculative import SpeculativeBenchConfig, run_speculative_bench
     from ragsvc.cli.common import settings
+    from ragsvc.errors import RagsvcError
 
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     config = settings()
@@ -161,9 +164,10 @@ def speculative_command(
             raise ValueError("no data root: pass --data-root or set RAGSVC_EVAL__DATA_ROOT")
         cfg = SpeculativeBenchConfig(data_root=root, model=model, dtype=dtype, num_prompts=num_prompts,
                                      max_tokens=max_tokens, num_speculative_tokens=num_speculative_tokens,
-                                     threads=threads, cache_dir=str(cache) if cache else None)
+                                     threads=threads, cache_dir=str(cache) if cache else None,
+                                     concurrency=concurrency)
         result = run_speculative_bench(cfg).to_json()
-    except ValueError as exc:
+    except (ValueError, RagsvcError) as exc:
         raise fail(exc) from exc
     _write(json_out, result)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_prompt"}, indent=2))
