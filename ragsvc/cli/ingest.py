@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 
-from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, open_store
-from ragsvc.cli.progress import TqdmProgress
-from ragsvc.errors import RagsvcError
+from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, open_store, settings
+from ragsvc.errors import InvalidInput, RagsvcError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ragsvc.config import EmbedSettings
+    from ragsvc.retrieval.bulk_ingest import OnError
+    from ragsvc.retrieval.vector_store import VectorStore
 
 app = typer.Typer()
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
 """Markdown files shipped inside the package (ragsvc/sample/), so the quick start needs no download."""
+
+
+OnErrorChoice = Literal["skip", "stop", "fail"]
 
 
 @app.command()
@@ -24,37 +34,93 @@ def ingest(
     backend: Annotated[str, typer.Option(help="index backend for a new collection")] = "hnsw",
     dims: Annotated[int | None, typer.Option(help="Matryoshka prefix width for a new collection")] = None,
     shards: Annotated[int, typer.Option(help="shards for a new collection")] = 1,
-    batch_size: Annotated[int, typer.Option(help="documents per transaction")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="documents per batch (a transaction holds "
+                                                                    "one or more)")] = 64,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="embedding processes, each with its own model and "
+                                                             "a share of the cores; 1 embeds in this process")] = 1,
+    on_error: Annotated[OnErrorChoice, typer.Option(
+        "--on-error", help="an unreadable file or line, or a document refused: skip it and list it at the end, "
+                           "or stop there (fail = stop)")] = "stop",
 ) -> None:
-    """Chunk, embed and store documents. Each batch is one transaction; re-ingesting unchanged files is free."""
-    from ragsvc.errors import CollectionNotFound
-    from ragsvc.index.spec import Backend, IndexSpec
-    from ragsvc.store.files import expand_paths, read_documents
+    """Chunk, embed and store documents; the next batch is embedded while the last one is written.
+
+    Each batch is acknowledged once committed. Running the same command again resumes an interrupted run:
+    documents already stored unchanged are skipped by content hash, so nothing is duplicated or lost."""
+    from ragsvc.store.files import expand_paths, scan_entries
 
     try:
         files = expand_paths(paths)
-        docs = [d for f in files for d in read_documents(f)]
+        config = settings(data_dir)
+        scan = scan_entries(files, max_document_chars=config.api.max_document_chars)
+        if scan.unreadable and on_error != "skip":  # stop: refuse the whole load before writing anything
+            more = f" (and {scan.num_unreadable - 1} more)" if scan.num_unreadable > 1 else ""
+            raise InvalidInput(f"{scan.unreadable[0]}{more}; nothing was written. Fix it, or pass --on-error "
+                               "skip to skip what cannot be read and list it at the end")
         store = open_store(data_dir)
     except (RagsvcError, ValueError) as exc:
         raise fail(exc) from exc
     try:
-        try:
-            store.get_collection(collection)
-        except CollectionNotFound:
-            spec = IndexSpec(backend=cast(Backend, backend), dims=dims, num_shards=shards)  # checked by IndexSpec
-            store.create_collection(collection, index=spec)
-        with TqdmProgress(f"ingest → {collection}", unit="doc") as progress:
-            progress(0, len(docs))  # the bar shows while the first batch loads the embedder
-            for start in range(0, len(docs), batch_size):
-                batch = docs[start : start + batch_size]
-                store.add_documents(collection, batch)
-                progress(start + len(batch), len(docs))
+        _ensure_collection(store, collection, backend=backend, dims=dims, shards=shards)
+        mode: OnError = "skip" if on_error == "skip" else "stop"
+        _run(store, collection, files, total=scan.num_entries, batch_size=batch_size, workers=workers, on_error=mode,
+             embed_settings=config.embed, max_document_chars=config.api.max_document_chars)
         info = store.get_collection(collection)
         typer.echo(f"{collection}: {info.num_documents} documents, {info.num_chunks} chunks ({len(files)} files read)")
     except (RagsvcError, ValueError) as exc:
-        raise fail(exc) from exc
+        raise fail(f"{exc}. Batches acknowledged before this are stored; run the same command again to resume "
+                   "(stored documents are skipped)") from exc
+    except KeyboardInterrupt:
+        typer.secho("interrupted: acknowledged batches are stored; run the same command again to resume",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130) from None
     finally:
         store.close()
+
+
+def _ensure_collection(store: VectorStore, collection: str, *, backend: str, dims: int | None, shards: int) -> None:
+    from ragsvc.errors import CollectionNotFound
+    from ragsvc.index.spec import Backend, IndexSpec
+
+    try:
+        store.get_collection(collection)
+    except CollectionNotFound:
+        spec = IndexSpec(backend=cast(Backend, backend), dims=dims, num_shards=shards)  # checked by IndexSpec
+        store.create_collection(collection, index=spec)
+
+
+def _run(store: VectorStore, collection: str, files: list[Path], *, total: int, batch_size: int, workers: int,
+         on_error: OnError, embed_settings: EmbedSettings, max_document_chars: int) -> None:
+    """The pipelined load with a progress bar, then its summary (skipped entries named) on stderr."""
+    from contextlib import ExitStack
+
+    from ragsvc.cli.ingest_progress import IngestProgress, summary
+    from ragsvc.embed.pool import ProcessPoolEmbedder
+    from ragsvc.retrieval.bulk_ingest import batch_entries, ingest_pipelined
+    from ragsvc.store.files import read_entries
+
+    with ExitStack() as stack:
+        embed: Callable[[list[str]], np.ndarray] | None = None
+        if workers > 1:
+            expected_id = store.get_collection(collection).embedder_id
+            pools: list[ProcessPoolEmbedder] = []
+
+            def pooled(texts: list[str]) -> np.ndarray:
+                """Start the pool at the first text to embed: a resumed run that finds everything stored never
+                loads the workers' models."""
+                if not pools:
+                    pools.append(stack.enter_context(ProcessPoolEmbedder(
+                        embed_settings, num_workers=workers, expected_id=expected_id)))
+                return pools[0].embed(texts)
+
+            embed = pooled
+        progress = IngestProgress(collection, total=total)
+        stack.callback(progress.close)
+        entries = (e for f in files for e in read_entries(f, max_document_chars=max_document_chars))
+        batches = batch_entries(entries, batch_size=batch_size, on_error=on_error, on_skip=progress.unreadable)
+        report = ingest_pipelined(store, collection, batches, on_error=on_error, embed=embed,
+                                  on_commit=progress.acknowledged, on_failure=progress.failed)
+    for line in summary(report, progress.skipped):
+        typer.echo(line, err=True)
 
 
 def ingest_sample(data_dir: Path) -> int:

@@ -25,12 +25,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ragsvc.errors import RagsvcError
-from ragsvc.retrieval.ingest import PreparedBatch
+from ragsvc.errors import InvalidInput, RagsvcError
+from ragsvc.retrieval.ingest import PreparedBatch, document_id
+from ragsvc.store.files import Unreadable
 from ragsvc.types import DocumentInput
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class BulkReport:
 class _Failure:
     batch: Sequence[DocumentInput]
     error: BaseException
+    fatal: bool = False
+    """The source of batches itself failed: nothing more will come, whatever `on_error` says."""
 
 
 _END = object()
@@ -93,7 +96,7 @@ def ingest_pipelined(store: VectorStore, name: str, batches: Iterable[Sequence[D
     started = time.perf_counter()
     prepared: queue.Queue[object] = queue.Queue(maxsize=queue_depth)
     stop = threading.Event()
-    producer = threading.Thread(target=_prepare_all, args=(store, name, batches, prepared, stop, embed),
+    producer = threading.Thread(target=_prepare_all, args=(store, name, batches, prepared, stop, embed, on_error),
                                 name=f"prepare-{name}", daemon=True)
     producer.start()
     counts = {"documents": 0, "written": 0, "chunks": 0, "commits": 0}
@@ -114,7 +117,7 @@ def ingest_pipelined(store: VectorStore, name: str, batches: Iterable[Sequence[D
                 if on_commit is not None:
                     on_commit(ack)
             if failure is not None:
-                if on_error != "skip" or not isinstance(failure.error, RagsvcError):
+                if failure.fatal or on_error != "skip" or not isinstance(failure.error, RagsvcError):
                     raise failure.error
                 report = BatchFailed(tuple(d.id for d in failure.batch), str(failure.error))
                 failed.append(report)
@@ -129,23 +132,35 @@ def ingest_pipelined(store: VectorStore, name: str, batches: Iterable[Sequence[D
 
 
 def _prepare_all(store: VectorStore, name: str, batches: Iterable[Sequence[DocumentInput]],
-                 prepared: queue.Queue[object], stop: threading.Event, embed: EmbedTexts | None) -> None:
+                 prepared: queue.Queue[object], stop: threading.Event, embed: EmbedTexts | None,
+                 on_error: OnError) -> None:
     """The preparing thread: each batch into the queue (blocking while it is full), then the end marker.
     A failure is queued in the batch's place, so the committer sees it in order."""
     try:
         for batch in batches:
             if stop.is_set():
                 return
-            try:
-                item: object = store.prepare_documents(name, batch, embed=embed)
-            except Exception as exc:  # noqa: BLE001 - handed to the committing thread, which decides
-                item = _Failure(batch, exc)
-            if not _put(prepared, item, stop):
-                return
+            for item in _prepare(store, name, batch, embed, on_error):
+                if not _put(prepared, item, stop):
+                    return
     except Exception as exc:  # noqa: BLE001 - the batches iterable itself failed (a file read, say)
-        _put(prepared, _Failure((), exc), stop)
+        _put(prepared, _Failure((), exc, fatal=True), stop)
         return
     _put(prepared, _END, stop)
+
+
+def _prepare(store: VectorStore, name: str, batch: Sequence[DocumentInput], embed: EmbedTexts | None,
+             on_error: OnError) -> list[object]:
+    """The batch prepared; or, when it fails with a user error and `skip` is asked, its documents prepared one
+    by one, so only the documents at fault are reported and the others still go in."""
+    try:
+        return [store.prepare_documents(name, batch, embed=embed)]
+    except RagsvcError as exc:
+        if on_error != "skip" or len(batch) == 1:
+            return [_Failure(batch, exc)]
+    except Exception as exc:  # noqa: BLE001 - handed to the committing thread, which stops
+        return [_Failure(batch, exc)]
+    return [item for doc in batch for item in _prepare(store, name, [doc], embed, on_error)]
 
 
 def _put(prepared: queue.Queue[object], item: object, stop: threading.Event) -> bool:
@@ -187,3 +202,28 @@ def _drain(prepared: queue.Queue[object]) -> None:
             prepared.get_nowait()
         except queue.Empty:
             return
+
+
+def batch_entries(entries: Iterable[DocumentInput | Unreadable], *, batch_size: int, on_error: OnError,
+                  on_skip: Callable[[Unreadable], None]) -> Iterator[list[DocumentInput]]:
+    """Documents into batches of at most `batch_size`; an unreadable entry goes to `on_skip` (`skip`) or stops
+    the load with InvalidInput naming it (`stop`). A document id already in the batch starts a new batch, so
+    a corpus that repeats an id stores its last version instead of refusing the batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch: list[DocumentInput] = []
+    ids: set[str] = set()
+    for entry in entries:
+        if isinstance(entry, Unreadable):
+            if on_error != "skip":
+                raise InvalidInput(f"{entry} (pass --on-error skip to skip it and go on)")
+            on_skip(entry)
+            continue
+        doc_id = document_id(entry)
+        if doc_id in ids or len(batch) >= batch_size:
+            yield batch
+            batch, ids = [], set()
+        batch.append(entry)
+        ids.add(doc_id)
+    if batch:
+        yield batch

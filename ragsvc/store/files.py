@@ -1,10 +1,15 @@
-"""Reading documents from disk for ingest: .txt, .md and .jsonl files, folders (recursive) and globs."""
+"""Reading documents from disk for ingest: .txt, .md and .jsonl files, folders (recursive) and globs.
+
+A file or line that cannot become a document is named with the reason (`Unreadable`), so a bulk load can
+skip it and report it, or stop at it, as its user asked.
+"""
 
 from __future__ import annotations
 
 import glob
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ragsvc.errors import InvalidInput
@@ -30,35 +35,114 @@ def expand_paths(patterns: list[str]) -> list[Path]:
     return sorted(files)
 
 
-def read_documents(path: Path) -> Iterator[DocumentInput]:
-    """One document per .txt/.md file (id = the path); one per line of a .jsonl file ({id?, text, metadata?})."""
+MAX_ID_CHARS = 512
+MAX_DOCUMENT_CHARS = 2_000_000
+"""Longer documents are refused by name (the API's limit too): split them into several first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A file, or a line of a .jsonl file, that could not become a document: where (`path` or `path:line`)
+    and why, in words that say what to do."""
+
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def read_documents(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[DocumentInput]:
+    """One document per .txt/.md file (id = the path); one per line of a .jsonl file ({id?, text, metadata?}).
+    Raises InvalidInput naming the file or line at the first entry that cannot be read."""
+    for entry in read_entries(path, max_document_chars=max_document_chars):
+        if isinstance(entry, Unreadable):
+            raise InvalidInput(str(entry))
+        yield entry
+
+
+def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS
+                 ) -> Iterator[DocumentInput | Unreadable]:
+    """Like `read_documents`, but an entry that cannot be read is yielded as `Unreadable` and reading goes on
+    (a bad line of a .jsonl file costs that line only; an unreadable file, the file). A .jsonl file is read
+    line by line, so a large one is never held in memory whole."""
     try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it first") from exc
-    if path.suffix.lower() != ".jsonl":
-        if raw.strip():
-            yield DocumentInput(text=raw, id=path.as_posix(), source=path.as_posix(),
-                                metadata={"path": path.as_posix(), "type": path.suffix.lower().lstrip(".")})
+        if path.suffix.lower() == ".jsonl":
+            with path.open("rb") as lines:
+                for lineno, raw in enumerate(lines, start=1):
+                    if raw.strip():
+                        yield _jsonl_entry(path, lineno, raw, max_document_chars)
+            return
+        text = _decode(path.read_bytes(), path.as_posix())
+    except OSError as exc:
+        yield Unreadable(path.as_posix(), f"cannot read the file ({exc.strerror or exc}); check it exists and "
+                                          "is readable")
         return
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        yield _jsonl_document(path, lineno, line)
+    if isinstance(text, Unreadable):
+        yield text
+    elif len(text) > max_document_chars:
+        yield _too_long(path.as_posix(), len(text), max_document_chars)
+    elif text.strip():
+        yield DocumentInput(text=text, id=path.as_posix(), source=path.as_posix(),
+                            metadata={"path": path.as_posix(), "type": path.suffix.lower().lstrip(".")})
 
 
-def _jsonl_document(path: Path, lineno: int, line: str) -> DocumentInput:
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What reading `files` will give: how many entries, and those that cannot be read (the first `limit`)."""
+
+    num_entries: int
+    unreadable: tuple[Unreadable, ...]
+    num_unreadable: int
+
+
+def scan_entries(files: list[Path], *, max_document_chars: int = MAX_DOCUMENT_CHARS, limit: int = 1000) -> Scan:
+    """Read every entry once without keeping it: the count for a progress bar's total, and every entry that
+    would be refused, so a load asked to stop at bad input can refuse it before writing anything."""
+    total = 0
+    bad: list[Unreadable] = []
+    num_bad = 0
+    for path in files:
+        for entry in read_entries(path, max_document_chars=max_document_chars):
+            total += 1
+            if isinstance(entry, Unreadable):
+                num_bad += 1
+                if len(bad) < limit:
+                    bad.append(entry)
+    return Scan(total, tuple(bad), num_bad)
+
+
+def _decode(raw: bytes, where: str) -> str | Unreadable:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Unreadable(where, f"not UTF-8 text ({exc.reason} at byte {exc.start}); convert it first")
+
+
+def _too_long(where: str, num_chars: int, limit: int) -> Unreadable:
+    return Unreadable(where, f"document of {num_chars} characters; the limit is {limit}: split it into several")
+
+
+def _jsonl_entry(path: Path, lineno: int, raw: bytes, max_document_chars: int) -> DocumentInput | Unreadable:
+    where = f"{path.as_posix()}:{lineno}"
+    line = _decode(raw, where)
+    if isinstance(line, Unreadable):
+        return line
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{path}:{lineno}: invalid JSON ({exc.msg}); each line must be one JSON object") from exc
+        return Unreadable(where, f"invalid JSON ({exc.msg}); each line must be one JSON object")
     if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-        raise InvalidInput(
-            f"{path}:{lineno}: each line needs a \"text\" string, e.g. {{\"id\": \"a\", \"text\": \"...\"}}"
-        )
+        return Unreadable(where, "each line needs a \"text\" string, e.g. {\"id\": \"a\", \"text\": \"...\"}")
+    if not row["text"].strip():
+        return Unreadable(where, "\"text\" is empty; every document needs some text")
+    if len(row["text"]) > max_document_chars:
+        return _too_long(where, len(row["text"]), max_document_chars)
     metadata = row.get("metadata") or {}
     if not isinstance(metadata, dict):
-        raise InvalidInput(f"{path}:{lineno}: \"metadata\" must be an object")
+        return Unreadable(where, "\"metadata\" must be an object")
     doc_id = row.get("id", row.get("_id"))
-    return DocumentInput(text=row["text"], id=str(doc_id) if doc_id is not None else f"{path.as_posix()}:{lineno}",
+    if doc_id is not None and not 1 <= len(str(doc_id)) <= MAX_ID_CHARS:
+        return Unreadable(where, f"\"id\" has {len(str(doc_id))} characters; use 1 to {MAX_ID_CHARS}")
+    return DocumentInput(text=row["text"], id=str(doc_id) if doc_id is not None else where,
                          metadata={**metadata, "path": path.as_posix()}, source=path.as_posix())

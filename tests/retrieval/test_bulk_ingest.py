@@ -9,8 +9,9 @@ import textwrap
 import pytest
 
 from ragsvc.errors import InvalidInput
-from ragsvc.retrieval.bulk_ingest import ingest_pipelined
+from ragsvc.retrieval.bulk_ingest import batch_entries, ingest_pipelined
 from ragsvc.retrieval.vector_store import VectorStore
+from ragsvc.store.files import Unreadable
 from ragsvc.types import DocumentInput
 
 
@@ -130,3 +131,24 @@ def test_sigkill_mid_pipelined_ingest_then_resume(tmp_path, minilm):
         assert len(store.search("c", query="number", k=info.num_chunks).hits) == info.num_chunks
     finally:
         store.close()
+
+
+def test_skip_isolates_the_bad_document_of_a_batch(store):
+    batch = [*_batch(0, 3), DocumentInput(text="   ", id="blank"), *_batch(1, 2)]
+    report = ingest_pipelined(store, "c", [batch], on_error="skip")
+    assert report.num_documents == 5 and [f.document_ids for f in report.failed] == [("blank",)]
+    assert store.get_collection("c").num_documents == 5
+
+
+def test_batch_entries_cuts_batches_names_bad_entries_and_splits_at_a_repeated_id():
+    docs = [DocumentInput(text=f"t{i}", id=f"d{i}") for i in range(5)]
+    bad = Unreadable("x.jsonl:3", "invalid JSON")
+    skipped: list[Unreadable] = []
+    entries = [docs[0], docs[1], bad, docs[2], DocumentInput(text="again", id="d2"), docs[3], docs[4]]
+    batches = list(batch_entries(entries, batch_size=2, on_error="skip", on_skip=skipped.append))
+    assert [[d.id for d in b] for b in batches] == [["d0", "d1"], ["d2"], ["d2", "d3"], ["d4"]]
+    assert skipped == [bad]
+    with pytest.raises(InvalidInput, match=r"x.jsonl:3: invalid JSON \(pass --on-error skip"):
+        list(batch_entries(entries, batch_size=2, on_error="stop", on_skip=skipped.append))
+    with pytest.raises(ValueError, match="batch_size"):
+        list(batch_entries([], batch_size=0, on_error="stop", on_skip=skipped.append))

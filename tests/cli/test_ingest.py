@@ -1,0 +1,105 @@
+"""`ragsvc ingest` on real files, the real store and MiniLM: skip or stop at bad input, resume after kill -9."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ragsvc.cli import app
+from ragsvc.retrieval.vector_store import VectorStore
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def mixed(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [json.dumps({"id": "a", "text": "Tides follow the moon."}), json.dumps({"id": "b"}), "not json",
+            json.dumps({"id": "c", "text": "Glaciers carve valleys."})]
+    (folder / "docs.jsonl").write_text("\n".join(rows) + "\n")
+    (folder / "latin.txt").write_bytes(b"caf\xe9 au lait")
+    (folder / "good.md").write_text("# Volcanoes\n\nLava and ash.")
+    return folder
+
+
+def test_on_error_skip_stores_the_rest_and_names_each_skipped_entry(tmp_path, mixed):
+    data = str(tmp_path / "data")
+    result = runner.invoke(app, ["ingest", str(mixed), "-c", "t", "--data-dir", data, "--on-error", "skip"])
+    assert result.exit_code == 0, result.output
+    assert "t: 3 documents, 3 chunks" in result.output
+    assert "skipped 3:" in result.output
+    assert "docs.jsonl:2: each line needs a \"text\"" in result.output
+    assert "docs.jsonl:3: invalid JSON" in result.output and "latin.txt: not UTF-8" in result.output
+    again = runner.invoke(app, ["ingest", str(mixed), "-c", "t", "--data-dir", data, "--on-error", "skip"])
+    assert again.exit_code == 0 and "(0 written, 3 already stored)" in again.output
+
+
+def test_on_error_stop_refuses_the_load_before_writing(tmp_path, mixed):
+    data = tmp_path / "data"
+    for mode in ("stop", "fail"):
+        result = runner.invoke(app, ["ingest", str(mixed), "-c", "t", "--data-dir", str(data), "--on-error", mode])
+        assert result.exit_code == 2
+        assert "docs.jsonl:2" in result.output and "(and 2 more); nothing was written" in result.output
+        assert not (data / "catalog.duckdb").exists()
+    bad = runner.invoke(app, ["ingest", str(mixed), "-c", "t", "--data-dir", str(data), "--on-error", "maybe"])
+    assert bad.exit_code == 2 and "--on-error" in bad.output
+    bad = runner.invoke(app, ["ingest", str(mixed), "-c", "t", "--data-dir", str(data), "--workers", "0"])
+    assert bad.exit_code == 2 and "--workers" in bad.output
+
+
+def _corpus(path, n):
+    with path.open("w") as out:
+        for i in range(n):
+            out.write(json.dumps({"id": f"d{i}", "text": f"Record {i}: the value {i * 7} is noted in words."}) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_kill_9_mid_ingest_then_the_same_command_resumes(tmp_path, minilm):
+    corpus = _corpus(tmp_path / "corpus.jsonl", 600)
+    data = tmp_path / "data"
+    command = [sys.executable, "-c", "from ragsvc.cli import main; main()", "ingest", str(corpus), "-c", "r",
+               "--data-dir", str(data), "--batch-size", "8"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
+    shown = 0
+    try:
+        buffer = b""
+        while shown < 80:  # bounded: the bar advances after every committed batch, or the writer exits
+            chunk = proc.stderr.read1(4096)
+            if not chunk:
+                break
+            buffer = (buffer + chunk)[-4096:]
+            counts = re.findall(rb"(\d+)/600 \[", buffer)
+            shown = max([shown, *(int(c) for c in counts)])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert 80 <= shown < 600, f"killed mid-run after {shown} acknowledged documents"
+
+    store = VectorStore.open(data, embedder=minilm)
+    try:
+        survived = store.get_collection("r").num_documents
+    finally:
+        store.close()
+    assert survived >= shown, "every document the bar showed as done was committed"
+
+    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({600 - survived} written, {survived} already stored)" in resumed.stderr
+    store = VectorStore.open(data, embedder=minilm)
+    try:
+        info = store.get_collection("r")
+        assert info.num_documents == info.num_chunks == 600
+        ids = [d["id"] for d in store.list_documents("r", limit=1000)]
+        assert sorted(ids) == sorted(f"d{i}" for i in range(600))
+        hit = store.search("r", query="Record 123: the value 861 is noted in words.", k=1).hits[0]
+        assert hit.document_id == "d123"
+    finally:
+        store.close()

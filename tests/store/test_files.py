@@ -1,0 +1,70 @@
+"""Reading files for ingest: every entry that cannot become a document is named with its reason, the rest read."""
+
+import json
+import os
+
+import pytest
+
+from ragsvc.errors import InvalidInput
+from ragsvc.store.files import Unreadable, read_documents, read_entries, scan_entries
+
+
+def _jsonl(path, rows):
+    path.write_bytes(b"".join(r if isinstance(r, bytes) else (json.dumps(r) + "\n").encode() for r in rows))
+    return path
+
+
+def test_each_bad_jsonl_line_is_named_and_the_good_ones_are_read(tmp_path):
+    path = _jsonl(tmp_path / "docs.jsonl", [
+        {"id": "a", "text": "Tides follow the moon."},
+        {"id": "b"},                                   # no text
+        b"not json\n",
+        b'{"id": "c", "text": "caf\xe9"}\n',            # invalid UTF-8 on one line
+        {"id": "d", "text": "   "},                    # empty text
+        {"id": "e", "text": "x", "metadata": [1]},     # metadata not an object
+        {"id": "f" * 600, "text": "long id"},
+        b"\n",                                         # blank lines are not entries
+        {"text": "no id: the line names it"},
+    ])
+    entries = list(read_entries(path))
+    bad = {e.where.rsplit(":", 1)[1]: e.reason for e in entries if isinstance(e, Unreadable)}
+    good = [e for e in entries if not isinstance(e, Unreadable)]
+    assert [d.id for d in good] == ["a", f"{path.as_posix()}:9"]
+    assert set(bad) == {"2", "3", "4", "5", "6", "7"}
+    assert "text" in bad["2"] and "invalid JSON" in bad["3"] and "not UTF-8" in bad["4"]
+    assert "empty" in bad["5"] and "metadata" in bad["6"] and "1 to 512" in bad["7"]
+    with pytest.raises(InvalidInput, match=r"docs.jsonl:2: each line needs"):
+        list(read_documents(path))
+
+
+def test_unreadable_and_non_utf8_files_and_too_long_documents(tmp_path):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9 au lait")
+    big = tmp_path / "big.md"
+    big.write_text("word " * 2_100_000)  # about 10 MB
+    fine = tmp_path / "fine.md"
+    fine.write_text("# Title\n\nBody.")
+    (entry,) = read_entries(latin)
+    assert isinstance(entry, Unreadable) and entry.where.endswith("latin.txt") and "not UTF-8" in entry.reason
+    (entry,) = read_entries(big)
+    assert isinstance(entry, Unreadable) and "10500000 characters" in entry.reason and "split" in entry.reason
+    (entry,) = read_entries(fine)
+    assert not isinstance(entry, Unreadable) and entry.metadata["type"] == "md"
+    scan = scan_entries([latin, big, fine])
+    assert scan.num_entries == 3 and scan.num_unreadable == 2 and len(scan.unreadable) == 2
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file whatever its mode")
+def test_a_file_without_read_permission_is_named(tmp_path):
+    locked = tmp_path / "locked.txt"
+    locked.write_text("secret")
+    locked.chmod(0)
+    (entry,) = read_entries(locked)
+    assert isinstance(entry, Unreadable) and "cannot read" in entry.reason
+
+
+def test_a_folder_posing_as_a_file_is_named(tmp_path):
+    odd = tmp_path / "odd.txt"
+    odd.mkdir()
+    (entry,) = read_entries(odd)
+    assert isinstance(entry, Unreadable) and "cannot read the file" in entry.reason
