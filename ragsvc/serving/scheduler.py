@@ -1,11 +1,18 @@
 """Scheduler: continuous batching over a token budget, chunked prefill, preemption by recompute.
 
-Each step picks, in order: running sequences that decode (one token each), running sequences still in
-(chunked) prefill, then waiting sequences in arrival order (FCFS: a waiting request that does not fit blocks
-the ones behind it, so nobody starves). Everything shares one `max_num_batched_tokens` budget, so prefill and
-decode tokens are mixed in one forward. When the KV blocks run out, the most recently scheduled sequence is
-preempted: its blocks are freed and it goes back to the front of the queue to be recomputed later (its
-cached full blocks often survive in the prefix cache, which makes the recompute cheap).
+Each step picks, in order: running sequences that decode (one token each, or one plus speculative drafts when a
+proposer is set: see speculative.py), running sequences still in (chunked) prefill, then waiting sequences in
+admission order. Everything shares one `max_num_batched_tokens` budget, so prefill and decode tokens are mixed
+in one forward; `max_prefill_tokens` can cap the prompt tokens of a step below that. When the KV blocks run out,
+the most recently scheduled sequence is preempted: its blocks are freed and it goes back to the front of the
+queue to be recomputed later (its cached full blocks often survive in the prefix cache, which makes the
+recompute cheap).
+
+Admission order is FCFS by default: a waiting request that does not fit blocks the ones behind it, so nobody
+starves. With "shortest", the fewest prompt tokens go first (a request's first token no longer waits for every
+longer prompt that arrived before it), and a request that has waited `max_wait_steps` steps is admitted before
+all younger ones, which bounds how long it can be passed over. Neither order changes the total prefill work: the
+last request of a simultaneous burst still gets its first token only after the whole burst was read.
 
 Pure Python; tested without a model.
 """
