@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from ragsvc import __version__
 from ragsvc.answer.composition import Composition
 from ragsvc.api.auth import PUBLIC, CatalogKeys, requires
+from ragsvc.api.console import install_console
 from ragsvc.api.deps import close_chat
 from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         app.include_router(router)
     for extend in extensions or []:
         extend(app)
+    install_console(app)  # the page at / and its files under /console/ (public; its API calls carry the key)
 
     @app.get("/health", tags=["health"], openapi_extra=requires(PUBLIC))
     def health(request: Request) -> JSONResponse:

@@ -1,0 +1,124 @@
+// The Agents tab: pick an agent, chat in a session with the reply streamed, see the memories each reply was
+// grounded in, and the agent's recent memory stream with importance (pending until the worker rates it).
+
+import { ApiError, get, pathPart, post, stream } from "./api.js";
+import { $, busy, el, showError } from "./dom.js";
+
+let agents = [];
+let session = null; // {id, agent}
+
+function chosenAgent() {
+  return $("agent-select").value;
+}
+
+export async function refreshAgents() {
+  const box = $("agents-error");
+  try {
+    agents = await get("/v1/agents");
+    showError(box, agents.length ? null : new Error("No agents yet: an admin creates one with POST /v1/agents " +
+      "(a persona: name, age, traits, memories)."));
+    const select = $("agent-select");
+    const chosen = select.value;
+    select.replaceChildren(...agents.map((a) => el("option", { value: a.id, text: `${a.persona.name} (${a.id})` })));
+    if (agents.some((a) => a.id === chosen)) select.value = chosen;
+    await agentChanged();
+  } catch (error) {
+    showError(box, error);
+  }
+}
+
+async function agentChanged() {
+  const agent = agents.find((a) => a.id === chosenAgent());
+  $("agent-persona").textContent = agent ? `${agent.persona.summary || (agent.persona.traits || []).join(", ")} · ` +
+    `${agent.num_memories} memories` : "";
+  if (session && session.agent !== chosenAgent()) {
+    session = null;
+    $("chat-log").replaceChildren();
+  }
+  await refreshMemories();
+}
+
+export async function refreshMemories() {
+  const agent = chosenAgent();
+  if (!agent) {
+    $("memory-stream").replaceChildren();
+    return;
+  }
+  try {
+    const memories = await get(`/v1/agents/${pathPart(agent)}/memories?limit=20`);
+    $("memory-stream").replaceChildren(...memories.map((m) => el("li", { class: `memory kind-${m.kind}` },
+      el("span", { class: "importance", title: "importance, 1-10",
+        text: m.importance === null ? "…" : m.importance.toFixed(0) }),
+      el("span", { class: "chip", text: m.kind }), ` ${m.text}`,
+      el("span", { class: "muted", text: ` · ${m.created_h.toFixed(1)} h` }))));
+  } catch (error) {
+    showError($("agents-error"), error);
+  }
+}
+
+async function newSession(event) {
+  event?.preventDefault();
+  const agent = chosenAgent();
+  if (!agent) throw new ApiError(0, "client", "choose an agent first (none is registered yet).");
+  const user = $("agent-pick").elements.user.value.trim() || "a visitor";
+  const created = await post(`/v1/agents/${pathPart(agent)}/sessions`, { user });
+  session = { id: created.id, agent };
+  $("chat-log").replaceChildren(el("li", { class: "muted", text: `session ${created.id} with ${agent}` }));
+  return session;
+}
+
+function bubble(role, text) {
+  const body = el("div", { class: "bubble-text", text });
+  const item = el("li", { class: `turn ${role}` }, el("div", { class: "who", text: role === "user" ? "you" : chosenAgent() }), body);
+  $("chat-log").append(item);
+  return { item, body };
+}
+
+function memoriesUsed(memories) {
+  return el("details", { class: "used" }, el("summary", { text: `${memories.length} memor${memories.length === 1 ? "y" : "ies"} used` }),
+    el("ol", {}, memories.map((m) => el("li", {}, el("span", { class: "chip", text: m.kind }),
+      ` ${m.text} `, el("span", { class: "muted", text: `(score ${m.score.toFixed(2)})` })))));
+}
+
+async function send(event) {
+  event.preventDefault();
+  const form = event.target;
+  const box = $("chat-error");
+  const button = form.querySelector("button[type=submit]");
+  const content = form.elements.content.value.trim();
+  if (!content) {
+    showError(box, new ApiError(0, "client", "type a message first: an empty message is not sent."));
+    return;
+  }
+  busy(button, true);
+  let reply = null;
+  try {
+    const current = session && session.agent === chosenAgent() ? session : await newSession();
+    showError(box, null);
+    bubble("user", content);
+    form.elements.content.value = "";
+    reply = bubble("agent", "");
+    reply.item.classList.add("streaming");
+    const result = await stream(`/v1/sessions/${pathPart(current.id)}/messages`, { content, stream: true },
+      { finalKinds: ["reply"], onEvent: (kind, data) => {
+        if (kind === "memories") reply.item.append(memoriesUsed(data.memories));
+        else if (kind === "text") reply.body.append(data.text);
+      } });
+    reply.body.textContent = result.reply;
+    reply.item.classList.remove("streaming");
+    await refreshMemories();
+  } catch (error) {
+    reply?.item.classList.replace("streaming", "broken");
+    if (error instanceof ApiError && error.status === 404 && session) session = null; // start afresh next time
+    showError(box, error);
+  } finally {
+    busy(button, false);
+  }
+}
+
+export function setupAgents() {
+  $("agents-refresh").addEventListener("click", refreshAgents);
+  $("agent-select").addEventListener("change", agentChanged);
+  $("agent-pick").addEventListener("submit", (event) => newSession(event).catch((error) => showError($("chat-error"), error)));
+  $("chat-form").addEventListener("submit", send);
+}
