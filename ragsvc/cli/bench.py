@@ -7,6 +7,7 @@ summary. The benchmark modules are imported inside the commands (they load numpy
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -416,3 +417,45 @@ def soak_command(
     result = run_soak(work_dir, kills=kills, target_documents=documents)
     _write(json_out, result.to_json())
     typer.echo(json.dumps(result.to_json(), indent=2))
+
+
+@app.command("cluster")
+def cluster_command(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+        "eval/results/bench-cluster.json"),
+    num_vectors: Annotated[int, typer.Option(help="vectors (real passages, as bench search)")] = 5_000,
+    num_queries: Annotated[int, typer.Option(help="held-out queries")] = 300,
+    shards: Annotated[str, typer.Option(help="comma-separated shard counts")] = "1,2,4",
+    replicas: Annotated[int, typer.Option(help="replicas of each shard on Ray")] = 2,
+    clients: Annotated[str, typer.Option(help="comma-separated concurrent client counts")] = "1,16",
+    kill_shards: Annotated[int, typer.Option(help="shard count of the kill run (0: no kill run)")] = 2,
+    hedge_ms: Annotated[float | None, typer.Option(help="ask the next replica after this \\[default: deadline/2]")
+                        ] = None,
+    address: Annotated[str, typer.Option(help="Ray cluster: local, auto or ray://host:port")] = "local",
+    cache_dir: Annotated[Path, typer.Option(help="embedding cache shared with bench search")] = SEARCH_CACHE,
+    work_dir: Annotated[Path, typer.Option(help="replica shard files")] = Path("eval/cache/bench-cluster"),
+    data_dir: Annotated[Path | None, typer.Option(
+        help="evaluation data \\[default: RAGSVC_EVAL__DATA_ROOT, else ../shared/data]")] = None,
+) -> None:
+    """In-process ShardedIndex vs Ray shard actors: recall, QPS, p50/p99, fan-out overhead, one actor killed."""
+    from ragsvc.bench.cluster import run_cluster_bench
+    from ragsvc.bench.search import write_json
+    from ragsvc.cli.common import settings
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    try:
+        result = run_cluster_bench(
+            num_vectors=num_vectors, num_queries=num_queries, cache_dir=cache_dir, work_dir=work_dir,
+            data_dir=data_dir or settings().eval.data_root, shard_counts=[int(s) for s in shards.split(",")],
+            replicas=replicas, client_counts=[int(c) for c in clients.split(",")], kill_shards=kill_shards or None,
+            hedge_ms=hedge_ms, address=address)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    write_json(json_out, result.to_json())
+    for row in result.rows:
+        load = "  ".join(f"{p.clients}c {p.qps:.0f} QPS p50 {p.p50_ms:.2f} p99 {p.p99_ms:.2f} ms" for p in row.load)
+        typer.echo(f"{row.system:<10} {row.shards} shard(s) x{row.replicas}  recall@10 {row.recall_at_10:.4f}  "
+                   f"identical {row.identical_to_in_process}  {load}")
+    if result.kill is not None:
+        typer.echo(f"kill run: {json.dumps(dataclasses.asdict(result.kill))}")
+    typer.echo(f"wrote {json_out}")

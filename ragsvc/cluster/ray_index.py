@@ -28,12 +28,12 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ragsvc.cluster.catch_up import PING_TIMEOUT_S, CatchUp, Transform, catch_up, replica_is_current
 from ragsvc.cluster.fanout import fan_out
 from ragsvc.cluster.placement import Placement, check_deadline_ms
 from ragsvc.cluster.results import ClusterHits
@@ -52,21 +52,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_DEADLINE_MS = 2000.0
 HEDGE_FRACTION = 0.5
 WRITE_TIMEOUT_S = 120.0
-PING_TIMEOUT_S = 2.0
-_REPLAY_BATCH = 8192
-
-Transform = Callable[[np.ndarray], np.ndarray]
 
 
 class RayShardedIndex:
     def __init__(self, hosts: list[list[Any]], *, spec: IndexSpec, dim: int, source: VectorSource | None = None,
                  transform: Transform | None = None, deadline_ms: float = DEFAULT_DEADLINE_MS,
-                 name: str = "shard") -> None:
+                 hedge_ms: float | None = None, name: str = "shard") -> None:
         if not hosts or any(not replicas for replicas in hosts):
             raise ValueError("a RayShardedIndex needs at least one shard with at least one replica")
         self.hosts, self.spec, self.dim = hosts, spec, dim
         self.source, self.transform = source, transform
         self.deadline_ms = check_deadline_ms(deadline_ms)
+        self.hedge_ms = hedge_ms
+        """When a shard's next replica is also asked; None: half of each request's deadline."""
         self.shard_names = tuple(f"{name}-{i}" for i in range(len(hosts)))
         self.watermark = 0
         self.stale: set[tuple[int, int]] = set()
@@ -82,8 +80,8 @@ class RayShardedIndex:
     def create(cls, spec: IndexSpec, width: int, placement: Placement, cluster: ClusterInfo, *,
                directory: Path | None = None, source: VectorSource | None = None, transform: Transform | None = None,
                train_sample: np.ndarray | None = None, deadline_ms: float = DEFAULT_DEADLINE_MS,
-               max_restarts: int = 10, name: str = "shard", start_timeout_s: float = 120.0,
-               repair_interval_s: float = 1.0) -> RayShardedIndex:
+               hedge_ms: float | None = None, max_restarts: int = 10, name: str = "shard",
+               start_timeout_s: float = 120.0, repair_interval_s: float = 1.0) -> RayShardedIndex:
         """Start `placement.shards` x `placement.replicas` actors, load their files, catch them up to `source`."""
         import ray
 
@@ -99,7 +97,7 @@ class RayShardedIndex:
                 replicas.append(actor.options(**options).remote(spec, width, path=path, train_sample=train_sample))
             hosts.append(replicas)
         index = cls(hosts, spec=spec, dim=width, source=source, transform=transform, deadline_ms=deadline_ms,
-                    name=name)
+                    hedge_ms=hedge_ms, name=name)
         index._start(start_timeout_s)
         if repair_interval_s > 0:
             index.start_repairs(repair_interval_s)
@@ -176,8 +174,8 @@ class RayShardedIndex:
         def accept(s: int, r: int, value: tuple[np.ndarray, np.ndarray, int]) -> bool:
             return value[2] >= committed
 
-        result = fan_out(self._order(turn), launch, accept, deadline_s=deadline_s,
-                         hedge_s=deadline_s * HEDGE_FRACTION)
+        hedge_s = deadline_s * HEDGE_FRACTION if self.hedge_ms is None else min(self.hedge_ms / 1000.0, deadline_s)
+        result = fan_out(self._order(turn), launch, accept, deadline_s=deadline_s, hedge_s=hedge_s)
         self.stale |= result.failed
         self.suspect |= result.late
         missing = tuple(self.shard_names[s] for s in range(self.num_shards) if s not in result.answers)
@@ -228,61 +226,44 @@ class RayShardedIndex:
                     self.suspect.discard((s, r))
             return set(self.stale)
 
+    def refresh(self) -> set[tuple[int, int]]:
+        """Ping every replica in rotation: one that is behind (Ray restarted it) or silent becomes stale before a
+        search meets it; then repair. Returns the replicas still out of searches."""
+        import ray
+
+        with self._lock:
+            refs = {self.hosts[s][r].ping.remote(): (s, r) for s, r in self._positions() if (s, r) not in self.stale}
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=PING_TIMEOUT_S)
+            marks = dict.fromkeys(refs.values(), -1)
+            for ref in ready:
+                try:
+                    marks[refs[ref]] = int(ray.get(ref))
+                except ray.exceptions.RayError:
+                    continue
+            self.stale |= {pos for pos, mark in marks.items() if mark < self.watermark}
+            return self.repair()
+
     def start_repairs(self, interval_s: float) -> None:
-        """Repair in a daemon thread every `interval_s` while some replica is stale or suspect."""
+        """Refresh and repair in a daemon thread every `interval_s` (one ping per replica each time)."""
         def loop() -> None:
             while not self._stop.wait(interval_s):
-                if self.stale or self.suspect:
-                    try:
-                        self.repair()
-                    except Exception:  # noqa: BLE001 - the loop must outlive one failed round; it is logged
-                        logger.exception("replica repair failed; retrying in %.1f s", interval_s)
+                try:
+                    self.refresh()
+                except Exception:  # noqa: BLE001 - the loop must outlive one failed round; it is logged
+                    logger.exception("replica repair failed; retrying in %.1f s", interval_s)
 
         if self._repairer is None:
             self._repairer = threading.Thread(target=loop, name="replica-repair", daemon=True)
             self._repairer.start()
 
     def _catch_up(self, s: int, r: int) -> bool:
-        import ray
-        from ray.exceptions import GetTimeoutError, RayError
-
-        host = self.hosts[s][r]
-        try:
-            mark = int(ray.get(host.ping.remote(), timeout=PING_TIMEOUT_S))
-            if (s, r) not in self.stale and mark >= self.watermark:
-                return True  # only slow: it answers and is current
-            if self.source is None:
-                return False  # nothing to replay from: the replica stays out of searches
-            replayed = 0
-            for ids, vectors in self._rows_of(s, after_id=mark):
-                ray.get(host.replay.remote(ids, vectors, new=mark), timeout=WRITE_TIMEOUT_S)
-                replayed += len(ids)
-            ray.get(host.replay.remote(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
-                                       new=self.watermark), timeout=WRITE_TIMEOUT_S)
-            live = np.asarray(ray.get(host.live_ids.remote(), timeout=WRITE_TIMEOUT_S), np.int64)
-            gone = np.setdiff1d(live, self._catalog_ids(s))
-            if len(gone):
-                ray.get(host.delete.remote(gone, base=self.watermark), timeout=WRITE_TIMEOUT_S)
-        except (GetTimeoutError, RayError) as exc:
-            logger.info("%s replica %d is not reachable yet (%s); it stays out of searches", self.shard_names[s], r,
-                        type(exc).__name__)
-            return False
-        logger.info("%s replica %d caught up from watermark %d: %d rows replayed, %d deletes", self.shard_names[s],
-                    r, mark, replayed, len(gone))
-        return True
-
-    def _rows_of(self, s: int, *, after_id: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        assert self.source is not None
-        for ids, vectors in self.source.iter_vectors(after_id=after_id, batch_size=_REPLAY_BATCH):
-            keep = shard_of(ids, self.num_shards) == s
-            if np.any(keep):
-                rows = vectors[keep] if self.transform is None else self.transform(vectors[keep])
-                yield ids[keep], np.ascontiguousarray(rows[:, : self.dim], dtype=np.float32)
-
-    def _catalog_ids(self, s: int) -> np.ndarray:
-        assert self.source is not None
-        found = [ids[shard_of(ids, self.num_shards) == s] for ids, _ in self.source.iter_vectors(after_id=0)]
-        return np.concatenate(found) if found else np.zeros(0, np.int64)
+        if (s, r) not in self.stale:  # only suspect (slow): back once a ping shows it answers and is current
+            return replica_is_current(self.hosts[s][r], self.watermark)
+        if self.source is None:
+            return False  # nothing to replay from: the replica stays out of searches
+        return catch_up(self.hosts[s][r], CatchUp(shard=s, num_shards=self.num_shards, dim=self.dim,
+                                                  watermark=self.watermark, name=self.shard_names[s]),
+                        self.source, self.transform)
 
     # -- helpers ---------------------------------------------------------------------------------------
 

@@ -98,11 +98,17 @@ class ShardHost:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("this shard host has no file path; pass one to save")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.shard.save(target)
-        side = {"version": SIDECAR_VERSION, "watermark": self.watermark, "meta": shard_meta(self.shard).to_dict()}
-        atomic_write_bytes(sidecar_path(target), json.dumps(side, sort_keys=True).encode())
+        write_replica_files(self.shard, target, watermark=self.watermark)
         return self.watermark
 
     def ping(self) -> int:
         return self.watermark
+
+
+def write_replica_files(shard: Shard, path: Path, *, watermark: int) -> None:
+    """The files a ShardHost loads: the native shard file, then its sidecar. Also how a shard built in process
+    is handed to replicas (each replica reads its own copy, so replicas never share a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shard.save(path)
+    side = {"version": SIDECAR_VERSION, "watermark": watermark, "meta": shard_meta(shard).to_dict()}
+    atomic_write_bytes(sidecar_path(path), json.dumps(side, sort_keys=True).encode())

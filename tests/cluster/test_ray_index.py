@@ -6,6 +6,7 @@ compares with a `ShardedIndex` holding the same rows, so "identical" means the s
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from ragsvc.cluster.placement import ClusterAddress, Placement
 from ragsvc.cluster.ray_index import RayShardedIndex
 from ragsvc.cluster.runtime import connect, shutdown
+from ragsvc.cluster.shard_host import write_replica_files
 from ragsvc.errors import InvalidInput, NotReady
 from ragsvc.index.factory import make_shard
 from ragsvc.index.memory_source import InMemoryVectorSource
@@ -57,14 +59,25 @@ def pair(cluster, tmp_path):
     remote.close()
 
 
-def _restarted(handle) -> int:
-    """Block until Ray has restarted a killed actor (calls sent mid-restart fail; later ones queue)."""
-    for _ in range(50):
+def _pid(handle) -> int:
+    return ray.get(handle.__ray_call__.remote(lambda host: os.getpid()), timeout=120)
+
+
+def _kill_and_restart(handle) -> int:
+    """Kill an actor with restart allowed and return its watermark once a new process answers.
+
+    `ray.kill` is asynchronous, so a call right after it may still reach the old process: wait for a new pid
+    (calls sent mid-restart fail with ActorUnavailableError; later ones queue until the actor is back).
+    """
+    old = _pid(handle)
+    ray.kill(handle, no_restart=False)
+    for _ in range(200):
         try:
-            return ray.get(handle.ping.remote(), timeout=120)
+            if _pid(handle) != old:
+                return ray.get(handle.ping.remote(), timeout=120)
         except ray.exceptions.ActorUnavailableError:
             continue
-    raise AssertionError("the actor did not come back after 50 attempts")
+    raise AssertionError("the actor did not come back in a new process after 200 calls")
 
 
 def _same(a, b) -> None:
@@ -87,13 +100,9 @@ def test_hnsw_replicas_loading_saved_shard_files_answer_identically(cluster, tmp
     spec = IndexSpec(backend="hnsw", num_shards=2, ef_search=32)
     ids, vectors = _data(800, seed=3)
     local = _local(spec, ids, vectors)
-    for s, shard in enumerate(local.shards):  # the in-process build's files, then copied to each replica's name
+    for s, shard in enumerate(local.shards):  # the in-process build's files, written once per replica
         for r in range(2):
-            from ragsvc.cluster.shard_host import ShardHost
-
-            host = ShardHost(spec, DIM)
-            host.shard, host.watermark = shard, int(ids.max())
-            host.save(str(tmp_path / f"shard-{s}-r{r}.hnsw"))
+            write_replica_files(shard, tmp_path / f"shard-{s}-r{r}.hnsw", watermark=int(ids.max()))
     remote = RayShardedIndex.create(spec, DIM, SOFT, cluster, directory=tmp_path,
                                     source=InMemoryVectorSource(vectors, ids=ids), repair_interval_s=0)
     try:
@@ -160,6 +169,7 @@ def test_deadline_zero_is_refused_before_any_fan_out(pair):
 def test_writes_missed_while_restarting_are_replayed(pair):
     remote, local, source, queries = pair
     remote.save()  # files at watermark 600: a restart reloads them, then replays only what followed
+    old_pid = _pid(remote.hosts[0][0])
     ray.kill(remote.hosts[0][0], no_restart=False)  # Ray restarts it from its constructor
     new_ids, new_vectors = np.arange(601, 801, dtype=np.int64), _data(200, seed=11)[1]
     source.append(new_ids, new_vectors)  # the catalog commits first ...
@@ -169,8 +179,13 @@ def test_writes_missed_while_restarting_are_replayed(pair):
     remote.delete(gone)
     local.add(new_ids, new_vectors)
     local.delete(gone)
-    _restarted(remote.hosts[0][0])
-    assert remote.repair() == set()
+    for _ in range(200):  # wait for the new process (see _kill_and_restart)
+        try:
+            if _pid(remote.hosts[0][0]) != old_pid:
+                break
+        except ray.exceptions.ActorUnavailableError:
+            continue
+    assert remote.refresh() == set()  # finds the restarted replica behind (whenever it restarted), replays
     ray.kill(remote.hosts[0][1], no_restart=True)  # shard 0 now rests on the restarted replica alone
     hits = remote.search(queries, 10)
     assert hits.replicas[0] == 0
@@ -181,8 +196,7 @@ def test_writes_missed_while_restarting_are_replayed(pair):
 @pytest.mark.slow
 def test_a_restarted_replica_that_is_behind_is_never_merged(pair):
     remote, local, source, queries = pair
-    ray.kill(remote.hosts[0][0], no_restart=False)  # restarts empty (no files saved): watermark 0
-    assert _restarted(remote.hosts[0][0]) == 0
+    assert _kill_and_restart(remote.hosts[0][0]) == 0  # restarts empty (no files saved): watermark 0
     want = local.search(queries, 10)
     for _ in range(4):  # rotation reaches the restarted replica; its answer is refused and the sibling answers
         _same(remote.search(queries, 10), want)
