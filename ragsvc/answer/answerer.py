@@ -27,7 +27,14 @@ from ragsvc.answer.flare import (
     needs_retrieval,
 )
 from ragsvc.answer.prompt import ANSWER_STYLES, AnswerStyle, PassageLog, answer_prompt, query_question_prompt
-from ragsvc.answer.reasoning import final_answer, has_final_sentence, reasoning_query, through_final_sentence
+from ragsvc.answer.reasoning import (
+    FINAL_LABEL,
+    final_answer,
+    final_line,
+    has_final_sentence,
+    reasoning_query,
+    through_final_sentence,
+)
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
 from ragsvc.llm.generator import Generation, Generator, Prompt, TokenLogprob, Usage
@@ -37,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 Retrieve = Callable[[str], tuple[list[Hit], dict[str, float]]]
 MAX_QUESTION_CHARS = 4096
+FINAL_TOKENS = 24
+"""Tokens for completing a missing "So the answer is X." (the answer alone is a few words)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,8 @@ class Answerer:
         run = _Run(question, PassageLog(self.options.max_context_tokens))
         self._retrieve(run, question, round_=0, reason="question", max_tokens=self.options.context_tokens)
         finish = self._single(run) if flare is None else self._flare(run, flare)
+        if self.options.style == "reasoning" and run.answer.strip() and final_answer(run.answer) is None:
+            self._finish_reasoning(run)
         text = run.answer.strip()
         total_ms = (time.perf_counter() - started) * 1000
         retrieval_ms = sum(r.timings_ms.get("total_ms", 0.0) for r in run.retrievals)
@@ -141,6 +152,17 @@ class Answerer:
             if used_tokens >= flare.max_tokens:
                 return "length"
         return "rounds"
+
+    def _finish_reasoning(self, run: _Run) -> None:
+        """Reasoning that stopped (end of turn, rounds, tokens) before "So the answer is X": write the label
+        and let the model complete the sentence from all it has read and written."""
+        so_far = f"{run.answer.rstrip()} {FINAL_LABEL}"
+        prompt = answer_prompt(run.question, run.passages, so_far, style=self.options.style)
+        generation = self._generate(run, prompt, kind="final", round_=len(run.generations) + 1,
+                                    max_tokens=FINAL_TOKENS, until=lambda text, _: "\n" in text)
+        added = f" {FINAL_LABEL}{final_line(generation.text)}"
+        run.answer = run.answer.rstrip() + added
+        self._emit(AnswerEvent("text", text=added))
 
     def _lookahead(self, run: _Run, round_: int, budget: int, flare: FlareOptions, *,
                    kind: Literal["lookahead", "regenerate"]) -> tuple[Generation, Sentence]:
@@ -190,7 +212,8 @@ class Answerer:
         run.retrievals.append(record)
         self._emit(AnswerEvent("retrieval", retrieval=record))
 
-    def _generate(self, run: _Run, prompt: Prompt, *, kind: Literal["answer", "lookahead", "regenerate", "query"],
+    def _generate(self, run: _Run, prompt: Prompt, *,
+                  kind: Literal["answer", "lookahead", "regenerate", "query", "final"],
                   round_: int, max_tokens: int, logprobs: bool = False, stream_text: bool = False,
                   until: Until | None = None) -> Generation:
         started = time.perf_counter()

@@ -55,9 +55,16 @@ def reasoning_prompt_head() -> str:
 
 
 def closed_book_prompt(question: str) -> list[dict[str, str]]:
-    """The reasoning prompt without passages, for answering from what the model knows by itself."""
-    head = reasoning_prompt_head().replace("Answer the question using the passages. ", "Answer the question. ")
-    return [{"role": "user", "content": f"{head}Question: {question.strip()}"}]
+    """The reasoning prompt without passages, for answering from what the model knows by itself: the same
+    instructions and examples, the examples as earlier turns of the chat. (Given as one block of text and no
+    passages after it, a 1.5B model continued the list of examples instead of answering.)"""
+    instructions = REASONING_INSTRUCTIONS.replace("Answer the question using the passages. ", "Answer the question. ")
+    messages: list[dict[str, str]] = []
+    for i, (q, a) in enumerate(EXAMPLES):
+        messages.append({"role": "user", "content": f"{instructions if i == 0 else ''}Question: {q}"})
+        messages.append({"role": "assistant", "content": a})
+    messages.append({"role": "user", "content": f"Question: {question.strip()}"})
+    return messages
 
 
 def final_answer(text: str) -> str | None:
@@ -95,6 +102,17 @@ def through_final_sentence(text: str) -> str:
     """`text` up to the end of its final sentence (all of it when there is none)."""
     end = final_sentence_end(text)
     return text if end is None else text[:end]
+
+
+FINAL_LABEL = "So the answer is"
+"""What the answerer writes for the model when its reasoning stopped without a final sentence: the model then
+completes the sentence, so an answer always ends with one the scorer and `Answer.final` can read."""
+
+
+def final_line(text: str) -> str:
+    """The continuation after FINAL_LABEL, up to its sentence end or line end (kept with its period)."""
+    end = final_sentence_end(FINAL_LABEL + text + "\n")
+    return text if end is None else text[: max(0, end - len(FINAL_LABEL))]
 
 
 def reasoning_query(question: str, masked_sentence: str) -> str:

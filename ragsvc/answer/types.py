@@ -70,7 +70,8 @@ class GenerationRound:
     """One call to the model, with what the engine's prefix cache saved on it."""
 
     round: int
-    kind: Literal["answer", "lookahead", "regenerate", "query"]
+    kind: Literal["answer", "lookahead", "regenerate", "query", "final"]
+    """final: completing a reasoning answer's missing "So the answer is X" sentence."""
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ragsvc.answer.answerer import Answerer, AnswerOptions
+from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
 from ragsvc.answer.flare import cut_sentence
 from ragsvc.answer.prompt import PassageLog, answer_prompt
 from ragsvc.answer.reasoning import (
@@ -104,8 +104,11 @@ def test_the_prompt_starts_with_the_examples_and_closed_book_keeps_them():
     assert all(q in head and a in head for q, a in EXAMPLES)
     user = answer_prompt(QUESTION, PassageLog(1000), "", style="reasoning")[0]["content"]
     assert user.startswith(head + f"Question: {QUESTION}") and user.endswith(f"Question: {QUESTION}")
-    closed = closed_book_prompt(QUESTION)[0]["content"]
-    assert "passages" not in closed.lower() and closed.endswith(f"Question: {QUESTION}")
+    # closed book: the examples are earlier turns of the chat, the question the last user turn
+    closed = closed_book_prompt(QUESTION)
+    assert [m["role"] for m in closed] == ["user", "assistant"] * len(EXAMPLES) + ["user"]
+    assert [m["content"] for m in closed[1::2]] == [a for _, a in EXAMPLES]
+    assert closed[-1]["content"] == f"Question: {QUESTION}" and "passages" not in str(closed).lower()
     # the examples are general knowledge written for the prompt, none a question of the evaluated sets
     assert all("So the answer is" in a for _, a in EXAMPLES)
 
@@ -157,6 +160,22 @@ def test_single_reasoning_ends_at_the_final_sentence():
         QUESTION)
     assert answer.text == "Moonrise was directed by Frank Borzage. So the answer is Frank Borzage."
     assert answer.final == "Frank Borzage"
-    unfinished = Answerer(ScriptedGenerator(["Moonrise was directed by"]), Retriever(),
-                          options=AnswerOptions(style="reasoning")).answer(QUESTION)
-    assert unfinished.final is None and unfinished.text == "Moonrise was directed by"
+
+
+
+def test_reasoning_that_stops_without_its_final_sentence_is_asked_to_complete_it():
+    generator = ScriptedGenerator(["Moonrise was directed by Frank Borzage.", " Frank Borzage.\nQuestion: next"])
+    events: list[AnswerEvent] = []
+    answer = Answerer(generator, Retriever(), options=AnswerOptions(style="reasoning"),
+                      on_event=events.append).answer(QUESTION)
+    assert answer.text == "Moonrise was directed by Frank Borzage. So the answer is Frank Borzage."
+    assert answer.final == "Frank Borzage" and [g.kind for g in answer.generations] == ["answer", "final"]
+    # the model continues its own answer, the label written for it as the end of the assistant turn
+    assert generator.calls[1][0][-1] == {"role": "assistant", "content": "Moonrise was directed by Frank Borzage. "
+                                                                         "So the answer is"}
+    assert "".join(e.text for e in events if e.kind == "text") == answer.text
+    # FLARE too: rounds ran out before the final sentence
+    confident = gen((" Moonrise", 0.9), (" is", 0.9), (" a", 0.9), (" film", 0.9), (".", 0.9), (" It", 0.9))
+    answer = Answerer(ScriptedGenerator([confident, " Frank Borzage."]), Retriever(),
+                      options=AnswerOptions(style="reasoning")).answer(QUESTION, flare=FlareOptions(max_rounds=1))
+    assert answer.text == "Moonrise is a film. So the answer is Frank Borzage." and answer.final == "Frank Borzage"
