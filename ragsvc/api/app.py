@@ -23,6 +23,7 @@ from ragsvc.api.deps import close_chat
 from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.routes import agents, answer, collections, keys, repos
+from ragsvc.cluster.runtime import connect_from_settings
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import embedder_from_settings
 from ragsvc.index.spec import IndexLimits
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         app.state.load_error = None
         app.state.vector_store = None
         app.state.loop = asyncio.get_running_loop()  # in-process generators submit to the engine on this loop
+        # a cluster that cannot be joined stops the start-up with the address in the message (bounded wait)
+        app.state.cluster = await asyncio.to_thread(connect_from_settings, settings.cluster)
         loader = threading.Thread(target=_load, args=(app, settings), name="ragsvc-load", daemon=True)
         loader.start()
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ragsvc.cluster.placement import ClusterAddress
+from ragsvc.config import ClusterSettings
 from ragsvc.errors import NotReady
 
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
@@ -51,6 +52,13 @@ def connect(address: ClusterAddress, *, timeout_s: float = DEFAULT_CONNECT_TIMEO
         else:
             _init_within(ray, kwargs, address, timeout_s)
     return cluster_info(address)
+
+
+def connect_from_settings(section: ClusterSettings) -> ClusterInfo | None:
+    """Join the cluster RAGSVC_CLUSTER__ADDRESS names; None (and Ray never imported) when it is unset."""
+    if section.address is None:
+        return None
+    return connect(ClusterAddress.parse(section.address), timeout_s=section.connect_timeout_s)
 
 
 def cluster_info(address: ClusterAddress) -> ClusterInfo:
