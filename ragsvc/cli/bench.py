@@ -30,6 +30,7 @@ SEARCH_CACHE = Path("eval/cache/bench-search")
 """Embedded corpus and built indexes, kept between runs (embedding 200k passages takes about an hour)."""
 CODE_JSON = Path("eval/results/code.json")
 FLARE_JSON = Path("eval/results/bench-flare.json")
+QUANT_JSON = Path("eval/results/quant-quality.json")
 FLARE_DATA = Path("eval/cache/bench-flare")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger(__name__)
@@ -173,6 +174,32 @@ def speculative_command(
     _write(json_out, result)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_prompt"}, indent=2))
     typer.echo(f"wrote {json_out}")
+
+
+@app.command("quant-quality")
+def quant_quality_command(
+    model: Annotated[str, typer.Option(help="packaged alias, HF folder or .gguf")] = "smollm2",
+    weights: Annotated[str, typer.Option(help="formats, bf16 first (the reference)")] = "bf16,int8,q4",
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = QUANT_JSON,
+    text_tokens: Annotated[int, typer.Option(help="tokens of the fixed text scored for perplexity")] = 1024,
+    num_prompts: Annotated[int, typer.Option(help="fixed prompts for greedy agreement (at most 20)")] = 20,
+    max_tokens: Annotated[int, typer.Option(help="greedy tokens per prompt")] = 32,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    cache_dir: Annotated[str | None, typer.Option(help="model cache \\[default: <data dir>/models]")] = None,
+) -> None:
+    """Quality cost of quantised weights: perplexity on a fixed text and greedy-token agreement with bf16."""
+    from ragsvc.bench.quant_quality import run_quality
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        result = run_quality(model=model, weights=tuple(w.strip() for w in weights.split(",")), cache_dir=cache_dir,
+                             text_tokens=text_tokens, num_prompts=num_prompts, max_tokens=max_tokens,
+                             threads=threads)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    _write(json_out, result.to_json())
+    for f in result.formats:
+        typer.echo(f"{f.weights}: perplexity {f.perplexity:.3f}, greedy agreement {f.agreement}")
 
 
 @app.command("flare")
