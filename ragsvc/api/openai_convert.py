@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from jinja2 import TemplateError
+
 from ragsvc.api.openai_schemas import (
     ChatCompletionRequest,
     ChatTokenLogprob,
@@ -159,7 +161,8 @@ def chat_prompt(req: ChatCompletionRequest, tokenizer: Any) -> list[int]:
     try:
         text = render_chat(tokenizer, messages) if _continues(req) else tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True)
-    except Exception as err:  # jinja raises for message orders a template refuses
+    except (TemplateError, ValueError, TypeError) as err:  # a template refusing a message order raises these;
+        # anything else is a bug and answers 500 with the request id
         raise _invalid(f"the model's chat template rejected the messages: {err}", "messages") from err
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 

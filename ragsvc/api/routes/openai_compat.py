@@ -44,6 +44,7 @@ from ragsvc.api.openai_schemas import (
     ModelList,
 )
 from ragsvc.api.openai_stream import ChoiceJob, Collected, chat_response, completion_response, stream_events
+from ragsvc.api.request_id import request_id_of
 from ragsvc.errors import InvalidInput, NotFound, NotReady, RagsvcError
 from ragsvc.serving.async_engine import AsyncLLMEngine
 from ragsvc.serving.engine import LLMEngine
@@ -77,9 +78,16 @@ class ServedModel:
         return await loop.run_in_executor(self.tokenize_pool, functools.partial(fn, *args, **kwargs))
 
 
-def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
+def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
+                   request_id: str | None = None) -> JSONResponse:
+    """OpenAI's `{"error": {message, type, param, code}}`; a 5xx adds `request_id` beside `error` (the id the
+    server log has the failure under, as in the API's own `{error, detail, request_id}`), where OpenAI clients,
+    which read only `error`, pass over it."""
     body = ErrorBody(message=message, type=_ERROR_TYPES.get(status, "server_error"), param=param, code=code)
-    return JSONResponse(ErrorResponse(error=body).model_dump(), status_code=status)
+    payload: dict[str, Any] = ErrorResponse(error=body).model_dump()
+    if request_id is not None:
+        payload["request_id"] = request_id
+    return JSONResponse(payload, status_code=status)
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
@@ -105,12 +113,17 @@ class OpenAIErrorRoute(APIRoute):
                 return error_response(err.status_code, str(err.detail), code="invalid_value")
             except RagsvcError as err:
                 param = err.detail.get("param") if isinstance(err.detail, dict) else None
-                response = error_response(err.status_code, err.message, param=param, code=err.code)
+                rid = request_id_of(request.scope) if err.status_code >= 500 else None
+                if rid is not None:
+                    logger.error("request %s: %s %s failed: %s", rid, request.method, request.url.path, err.message)
+                response = error_response(err.status_code, err.message, param=param, code=err.code, request_id=rid)
                 response.headers.update(error_headers(err))  # Retry-After with 429, WWW-Authenticate with 401
                 return response
             except Exception:
-                logger.exception("unexpected error serving %s", request.url.path)
-                return error_response(500, "internal server error; see the server log", code="internal_error")
+                rid = request_id_of(request.scope)
+                logger.exception("request %s: unexpected error serving %s %s", rid, request.method, request.url.path)
+                return error_response(500, f"internal server error; the server log has it under request id {rid}",
+                                      code="internal_error", request_id=rid)
 
         return route
 
