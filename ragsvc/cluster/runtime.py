@@ -43,6 +43,7 @@ def connect(address: ClusterAddress, *, timeout_s: float = DEFAULT_CONNECT_TIMEO
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address.kind == "local":
+            kwargs["address"] = "local"  # a new instance, even where `ray start` runs one (init would join it)
             kwargs["num_cpus"] = num_cpus
             kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": _package_root()}}
         else:
