@@ -34,6 +34,9 @@ class EmbedSettings(_Frozen):
         "auto", description="auto: the fastest precision that measured faster than float32 here and agreed with it "
                             "(cosine mean >= 0.99, min >= 0.98) on a fixed sample; a named one is used if it agrees")
     sort_by_length: bool = Field(True, description="batch texts sorted by token count (less padding)")
+    backend: Literal["auto", "torch", "openvino"] = Field(
+        "auto", description="auto: a locally converted OpenVINO model where the openvino package is installed, the "
+                            "CPU path measured faster than torch here and it agreed with float32; torch otherwise")
 
 
 class ApiSettings(_Frozen):

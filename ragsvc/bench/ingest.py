@@ -4,7 +4,8 @@ One process, one run, equal work: the first `num_docs` SciFact abstracts (title 
 chunks a collection with the default chunking would store; then
 
 - the peer: sentence-transformers' own `encode` in float32 (batch 32) over those chunk texts;
-- each of our encode paths over the same texts (float32 sorted by token count; bfloat16 autocast sorted), each
+- each of our encode paths over the same texts (float32 sorted by token count; bfloat16 autocast sorted; the
+  locally converted OpenVINO model, sorted, where the openvino package is installed), each
   with docs/s, chunks/s, tokens/s, the peak RSS while it ran and its cosine to the peer's vectors;
 - end to end: the same documents through the pipelined bulk writer `ragsvc ingest` uses (`bulk_ingest.py`:
   chunk and embed batch n+1 while batch n commits its transaction and updates the ANN index) into a fresh
@@ -30,6 +31,7 @@ import numpy as np
 
 from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.openvino_path import BackendSetting, openvino_available
 from ragsvc.embed.precision import Precision, agreement
 from ragsvc.index.spec import IndexSpec
 from ragsvc.retrieval.ingest import sha256, split_document
@@ -145,11 +147,14 @@ def run_ingest_bench(config: IngestBenchConfig, *, embedder_factory: Callable[[]
     ref_row, reference = time_embedding("st-fp32", "float32", plain.embed_documents, texts, reference=None,
                                         **common)
     runs = [ref_row]
-    paths: tuple[tuple[str, Precision], ...] = (("ragsvc-fp32-sorted", "float32"), ("ragsvc-bf16-sorted", "bfloat16"))
-    for name, precision in paths:
+    paths: list[tuple[str, Precision, BackendSetting]] = [("ragsvc-fp32-sorted", "float32", "torch"),
+                                                          ("ragsvc-bf16-sorted", "bfloat16", "torch")]
+    if openvino_available():
+        paths.append(("ragsvc-openvino-sorted", "bfloat16", "openvino"))
+    for name, precision, backend in paths:
         fast = SentenceTransformerEmbedder(config.model, batch_size=config.batch_size, precision=precision,
-                                           sort_by_length=True)
-        row, _ = time_embedding(name, fast.fast_path.precision if fast.fast_path else "float32",
+                                           sort_by_length=True, backend=backend)
+        row, _ = time_embedding(name, fast.fast_path.label if fast.fast_path else "float32",
                                 fast.embed_documents, texts, reference=reference, **common)
         runs.append(row)
         del fast
@@ -196,9 +201,11 @@ def _end_to_end(config: IngestBenchConfig, docs: list[DocumentInput], warmup: li
         store.close()
     agree = agreement(reference, np.stack([stored[h] for h in hashes]))
     first = seconds["bench"]
-    precision = embedder.fast_path.precision if embedder.fast_path is not None else "float32"
+    precision = embedder.fast_path.label if embedder.fast_path is not None else "float32"
     end_to_end = {"name": f"ragsvc-ingest-{precision}", "precision": precision,
                   "precision_choice": embedder.fast_path.choice.reason if embedder.fast_path else "plain encode",
+                  "backend_choice": (embedder.fast_path.backend_choice.reason
+                                     if embedder.fast_path and embedder.fast_path.backend_choice else "torch"),
                   "seconds": round(first, 2),
                   "chunks_per_s": round(info.num_chunks / first, 2), "docs_per_s": round(len(docs) / first, 2),
                   "num_chunks": info.num_chunks, "peak_rss_mb": round(peak_mb, 1),

@@ -17,6 +17,7 @@ import numpy as np
 
 from ragsvc.config import EmbedSettings
 from ragsvc.embed import fast
+from ragsvc.embed.openvino_path import BackendSetting
 from ragsvc.embed.precision import PrecisionSetting
 from ragsvc.errors import InvalidInput
 
@@ -100,14 +101,16 @@ class SentenceTransformerEmbedder:
         precision: PrecisionSetting | None = None,
         sort_by_length: bool = False,
         choice_dir: Path | None = None,
+        backend: BackendSetting = "torch",
     ) -> None:
         """`dtype` ("bfloat16", "float32"; None = the folder's own) sets the weights' precision: bfloat16 is about
         twice as fast on CPUs with avx512_bf16 (EmbeddingGemma: cosine >= 0.998 to float32 on SciFact).
 
         `precision` or `sort_by_length` switch documents and query batches to the fast path (`fast.py`):
         autocast in a precision checked against float32 ("auto": measured, and cached under `choice_dir`),
-        batches sorted by token count. Neither changes the id (see `fast.py` for why). Unset, texts go through
-        sentence-transformers' own `encode`, as before."""
+        batches sorted by token count; and `backend` "auto" or "openvino" lets a locally converted OpenVINO
+        model run the batches where it agrees and measures faster (`openvino_path.py`). None changes the id.
+        Unset, texts go through sentence-transformers' own `encode`, as before."""
         from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
 
         path = resolve_model_path(name_or_path)
@@ -129,6 +132,8 @@ class SentenceTransformerEmbedder:
             choice = fast.choose(self._model, precision or "float32", model_dir=path, batch_size=batch_size,
                                  max_seq_length=self.max_seq_length, choice_dir=choice_dir)
             self.fast_path = fast.FastPath(choice, batch_size, self.max_seq_length, sort_by_length=sort_by_length)
+            self.fast_path = fast.with_backend(self._model, self.fast_path, backend, model_dir=path,
+                                               choice_dir=choice_dir)
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         if not texts:
@@ -175,4 +180,4 @@ def embedder_from_settings(settings: EmbedSettings) -> SentenceTransformerEmbedd
     return SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size, device=settings.device,
                                        query_prefix=settings.query_prefix, document_prefix=settings.document_prefix,
                                        precision=settings.precision, sort_by_length=settings.sort_by_length,
-                                       choice_dir=cache_dir().parent / "embed")
+                                       backend=settings.backend, choice_dir=cache_dir().parent / "embed")

@@ -29,6 +29,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ragsvc.embed.batching import length_sorted_batches, restore_order
+from ragsvc.embed.openvino_path import (
+    BackendChoice,
+    BackendSetting,
+    OpenVinoEncoder,
+    choose_backend,
+    export,
+    load_backend_choice,
+    openvino_available,
+    save_backend_choice,
+    unsupported_reason,
+)
 from ragsvc.embed.precision import (
     CHECK_TEXTS,
     Precision,
@@ -51,17 +62,25 @@ TIMED_REPEATS = 3
 
 @dataclass(frozen=True, slots=True)
 class FastPath:
-    """How the fast path runs a model: the checked precision and how batches are cut."""
+    """How the fast path runs a model: the checked precision and how batches are cut; and, when OpenVINO
+    measured faster here (`openvino_path.py`), the converted model that runs the batches instead of torch."""
 
     choice: PrecisionChoice
     batch_size: int
     max_seq_length: int
     sort_by_length: bool = True
     max_batch_tokens: int | None = None
+    runner: OpenVinoEncoder | None = None
+    backend_choice: BackendChoice | None = None
 
     @property
     def precision(self) -> Precision:
         return self.choice.precision
+
+    @property
+    def label(self) -> str:
+        """What runs the batches: the torch precision, or `openvino-<precision>`."""
+        return f"openvino-{self.runner.precision}" if self.runner is not None else self.precision
 
 
 def encode(model: SentenceTransformer, texts: Sequence[str], path: FastPath, *,
@@ -74,7 +93,10 @@ def encode(model: SentenceTransformer, texts: Sequence[str], path: FastPath, *,
                                         batch_size=path.batch_size, max_batch_tokens=path.max_batch_tokens)
     else:
         batches = [np.arange(s, min(s + path.batch_size, len(texts))) for s in range(0, len(texts), path.batch_size)]
-    outputs = [_forward(model, [texts[i] for i in rows], precision or path.precision) for rows in batches]
+    if path.runner is not None and precision is None:
+        outputs = [path.runner([texts[i] for i in rows]) for rows in batches]
+    else:
+        outputs = [_forward(model, [texts[i] for i in rows], precision or path.precision) for rows in batches]
     return restore_order(batches, outputs, len(texts))  # (n, dim)
 
 
@@ -130,6 +152,47 @@ def choose(model: SentenceTransformer, setting: PrecisionSetting, *, model_dir: 
     if cache is not None:
         save_choice(cache, choice)
     return choice
+
+
+def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSetting, *, model_dir: Path,
+                 choice_dir: Path | None) -> FastPath:
+    """`path` with the OpenVINO runner when `setting` allows it and it passes its checks (cached per machine
+    under `choice_dir`, like the precision); else `path` as it is, the reason logged."""
+    import dataclasses
+
+    import torch
+
+    from ragsvc.native import cache_dir as native_cache_dir
+
+    if setting == "torch" or model.device.type != "cpu":
+        return path
+    unavailable = None if openvino_available() else "the openvino package is not installed (pip install openvino)"
+    unavailable = unavailable or unsupported_reason(model)
+    cache = None
+    if choice_dir is not None and unavailable is None:
+        key = choice_key(model_dir=model_dir, device="openvino-" + setting, cpu=_hardware(),
+                         torch_version=str(torch.__version__), batch_size=path.batch_size)
+        cache = choice_dir / f"backend-{key}.json"
+    choice = load_backend_choice(cache) if cache is not None else None
+    runner = None
+    if unavailable is None and (choice is None or choice.backend == "openvino"):
+        try:
+            flags = _hardware()
+            ir_dir = choice_dir or native_cache_dir().parent / "embed"
+            runner = OpenVinoEncoder(model, export(model, model_dir=model_dir, cache_dir=ir_dir),
+                                     bf16="avx512_bf16" in flags or "amx_bf16" in flags,
+                                     num_threads=torch.get_num_threads())
+        except Exception as exc:  # noqa: BLE001 - any failure to convert or compile means: torch, and why
+            unavailable = f"conversion failed: {exc}"
+    if choice is None:
+        choice = choose_backend(setting, reference=lambda t: encode(model, t, path, precision="float32"),
+                                torch_path=lambda t: encode(model, t, path), candidate=runner, unavailable=unavailable)
+        if cache is not None and unavailable is None:
+            save_backend_choice(cache, choice)
+    logger.info("embedder backend %s", choice.reason)
+    if choice.backend != "openvino" or runner is None:
+        return dataclasses.replace(path, backend_choice=choice)
+    return dataclasses.replace(path, runner=runner, backend_choice=choice)
 
 
 def _hardware() -> str:
