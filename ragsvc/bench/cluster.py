@@ -32,6 +32,7 @@ from ragsvc.cluster.placement import ClusterAddress, Placement, Spread
 from ragsvc.cluster.ray_index import DEFAULT_DEADLINE_MS, RayShardedIndex
 from ragsvc.cluster.runtime import ClusterInfo, connect
 from ragsvc.cluster.shard_host import write_replica_files
+from ragsvc.index.collection_index import CollectionIndex
 from ragsvc.index.factory import make_shard
 from ragsvc.index.memory_source import InMemoryVectorSource
 from ragsvc.index.sharded_index import ShardedIndex
@@ -132,6 +133,7 @@ def run_cluster_bench(*, num_vectors: int, num_queries: int, cache_dir: Path, wo
         finally:
             remote.close()
             local.close()
+    memory = bytes_per_vector(vectors)
     return ClusterBenchResult(
         git_sha=package_git_sha(), cpu_model=cpu_model(), created_unix=int(time.time()),
         machine={"cpus": os.cpu_count(), "platform": platform.platform(), "ray_nodes": info.num_nodes,
@@ -140,8 +142,21 @@ def run_cluster_bench(*, num_vectors: int, num_queries: int, cache_dir: Path, wo
                 "model_id": corpus.model_id, "corpus_hash": corpus.corpus_hash},
         spec={k: v for k, v in spec.to_dict().items() if k in ("backend", "metric", "hnsw_m", "ef_construction",
                                                                 "ef_search")},
-        deadline_ms=DEFAULT_DEADLINE_MS, hedge_ms=hedge_ms, rows=tuple(rows), kill=kill, notes=NOTES,
+        bytes_per_vector=memory, deadline_ms=DEFAULT_DEADLINE_MS, hedge_ms=hedge_ms, rows=tuple(rows), kill=kill,
+        notes=NOTES,
         wall_s=round(time.perf_counter() - started, 1))
+
+
+def bytes_per_vector(vectors: np.ndarray) -> dict[str, float]:
+    """Memory a vector costs in the two layouts the capacity plan scales: float32 HNSW (M=16, what the shards
+    above hold) and the 8-bit layout (faiss HNSW over sq8 codes, full width), as CollectionIndex counts it."""
+    out = {}
+    for name, spec in (("hnsw_float32", IndexSpec(backend="hnsw")),
+                       ("faiss_hnsw_sq8", IndexSpec(backend="faiss_hnsw", prefix_quant="sq8"))):
+        index = CollectionIndex.from_arrays(vectors, spec=spec)
+        out[name] = round(index.index_bytes / len(vectors), 1)
+        index.close()
+    return out
 
 
 def _in_process(index: ShardedIndex) -> SearchOne:

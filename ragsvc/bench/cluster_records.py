@@ -71,6 +71,8 @@ class ClusterBenchResult:
     machine: dict[str, Any]
     corpus: dict[str, Any]
     spec: dict[str, Any]
+    bytes_per_vector: dict[str, float]
+    """Index bytes in memory per vector, by layout (see `ragsvc.bench.cluster.bytes_per_vector`)."""
     deadline_ms: float
     hedge_ms: float | None
     rows: tuple[ClusterRow, ...]
