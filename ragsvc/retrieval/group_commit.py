@@ -78,8 +78,9 @@ class GroupCommit(Generic[T]):
             self._commit([w.item for w in group])
             self.num_commits += 1
         except BaseException as exc:
-            if len(group) == 1:
-                group[0].error = exc
+            if len(group) == 1 or not isinstance(exc, Exception):  # an interrupt is no batch's fault: all fail
+                for waiting in group:
+                    waiting.error = exc
             else:
                 for waiting in group:
                     try:
