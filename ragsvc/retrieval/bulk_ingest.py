@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from ragsvc.errors import InvalidInput, RagsvcError
@@ -99,8 +99,7 @@ def ingest_pipelined(store: VectorStore, name: str, batches: Iterable[Sequence[D
     producer = threading.Thread(target=_prepare_all, args=(store, name, batches, prepared, stop, embed, on_error),
                                 name=f"prepare-{name}", daemon=True)
     producer.start()
-    counts = {"documents": 0, "written": 0, "chunks": 0, "commits": 0}
-    failed: list[BatchFailed] = []
+    tally = _Tally()
     try:
         finished = False
         while not finished:
@@ -108,27 +107,41 @@ def ingest_pipelined(store: VectorStore, name: str, batches: Iterable[Sequence[D
             to_write = [b for b in group if b.documents]  # a batch stored already costs no transaction
             if to_write:
                 store.commit_group(to_write)
-                counts["commits"] += 1
+                tally.num_commits += 1
             for batch in group:  # acknowledged only now: committed, and applied to the indexes
-                ack = BatchAcknowledged(len(batch.ids), len(batch.documents), batch.num_chunks)
-                counts["documents"] += ack.num_documents
-                counts["written"] += ack.num_written
-                counts["chunks"] += ack.num_chunks
-                if on_commit is not None:
-                    on_commit(ack)
+                tally.acknowledge(BatchAcknowledged(len(batch.ids), len(batch.documents), batch.num_chunks),
+                                  on_commit)
             if failure is not None:
                 if failure.fatal or on_error != "skip" or not isinstance(failure.error, RagsvcError):
                     raise failure.error
-                report = BatchFailed(tuple(d.id for d in failure.batch), str(failure.error))
-                failed.append(report)
-                if on_failure is not None:
-                    on_failure(report)
+                tally.fail(BatchFailed(tuple(d.id for d in failure.batch), str(failure.error)), on_failure)
     finally:
         stop.set()
         _drain(prepared)
         producer.join()
-    return BulkReport(counts["documents"], counts["written"], counts["chunks"], counts["commits"],
-                      round(time.perf_counter() - started, 3), tuple(failed))
+    return BulkReport(tally.num_documents, tally.num_written, tally.num_chunks, tally.num_commits,
+                      round(time.perf_counter() - started, 3), tuple(tally.failed))
+
+
+@dataclass
+class _Tally:
+    num_documents: int = 0
+    num_written: int = 0
+    num_chunks: int = 0
+    num_commits: int = 0
+    failed: list[BatchFailed] = field(default_factory=list)
+
+    def acknowledge(self, ack: BatchAcknowledged, report: Callable[[BatchAcknowledged], None] | None) -> None:
+        self.num_documents += ack.num_documents
+        self.num_written += ack.num_written
+        self.num_chunks += ack.num_chunks
+        if report is not None:
+            report(ack)
+
+    def fail(self, failure: BatchFailed, report: Callable[[BatchFailed], None] | None) -> None:
+        self.failed.append(failure)
+        if report is not None:
+            report(failure)
 
 
 def _prepare_all(store: VectorStore, name: str, batches: Iterable[Sequence[DocumentInput]],
