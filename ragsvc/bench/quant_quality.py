@@ -129,8 +129,14 @@ def forced_argmax(engine: LLMEngine, prompts: list[list[int]], script: list[list
     return [argmax[i] for i in range(len(prompts))]
 
 
+def _tokenizer(engine: LLMEngine) -> Any:
+    if engine.tokenizer is None:
+        raise ValueError("the model folder ships no tokenizer; quality needs text prompts")
+    return engine.tokenizer
+
+
 def _prompt_ids(engine: LLMEngine, n: int) -> list[list[int]]:
-    tok = engine.tokenizer
+    tok = _tokenizer(engine)
     out = []
     for text in PROMPTS[:n]:
         chat = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
@@ -153,7 +159,7 @@ def run_quality(*, model: str, weights: tuple[str, ...], dtype: str = "auto", ca
         engine = LLMEngine.from_config(EngineConfig(model=model, dtype=dtype, weights=fmt, cache_dir=cache_dir,
                                                     num_threads=threads, max_num_batched_tokens=max(2048, text_tokens)))
         loaded = time.perf_counter()
-        text_ids = engine.tokenizer.encode(fixed_text(), add_special_tokens=False)[:text_tokens]
+        text_ids = _tokenizer(engine).encode(fixed_text(), add_special_tokens=False)[:text_tokens]
         ppl = perplexity(engine, text_ids)
         prompts = _prompt_ids(engine, num_prompts)
         if not script:  # bf16: its free-running greedy tokens become the script

@@ -20,6 +20,8 @@ class ServingBenchConfig:
     model: str = "smollm2"
     dtype: str = "auto"
     """For ragsvc and HF alike (auto = bf16 with avx512_bf16); llama.cpp runs the GGUF's own quantisation."""
+    weights: str = "bf16"
+    """ragsvc's weight format (bf16 | int8 | q4, see EngineConfig.weights); HF runs `dtype`, llama.cpp the GGUF."""
     concurrency: tuple[int, ...] = (1, 8, 32)
     num_requests: int | None = None
     """Requests per concurrency level; None = max(8, 2 x concurrency)."""

@@ -106,6 +106,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def llama_build_info(binary: str) -> str:
+    """How the llama-server binary was built: its --version line and, when a CMakeCache.txt sits in a folder
+    near it (the build tree, or `build/` beside an install prefix), the flags that change its speed."""
+    parts: list[str] = []
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        parts.append(" ".join((done.stdout + done.stderr).split())[:300])
+    except (OSError, subprocess.SubprocessError) as err:
+        parts.append(f"--version failed: {err}")
+    keys = ("CMAKE_BUILD_TYPE", "GGML_NATIVE", "GGML_AVX512", "GGML_OPENMP", "BUILD_SHARED_LIBS", "CMAKE_C_COMPILER:")
+    for folder in list(Path(binary).resolve().parents)[:4]:
+        for cache in (folder / "CMakeCache.txt", folder / "build" / "CMakeCache.txt"):
+            if cache.is_file():
+                lines = [ln for ln in cache.read_text(errors="replace").splitlines() if ln.startswith(keys)]
+                return "; ".join([*parts, "cmake: " + ", ".join(lines)])
+    return "; ".join(parts)
+
+
 @contextlib.contextmanager
 def llama_server(binary: str, gguf: Path, *, threads: int, parallel: int, ctx_per_slot: int,
                  log_path: Path, poll: int = 50, startup_timeout_s: float = 180.0) -> Iterator[str]:

@@ -4,12 +4,13 @@ See `ragsvc.bench.serving` for what is measured and how to call it."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import statistics
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ def prefix_ttft_ms(engine: LLMEngine, *, prefix_tokens: int, trials: int, seed: 
 
 def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results) -> str:
     engine_cfg = EngineConfig(model=cfg.model, dtype=cfg.dtype, num_threads=cfg.threads, cache_dir=cfg.cache_dir,
+                              weights=cfg.weights,
                               kv_cache_bytes=cfg.kv_cache_bytes, max_num_seqs=cfg.max_num_seqs,
                               max_num_batched_tokens=cfg.max_num_batched_tokens,
                               max_prefill_tokens=cfg.max_prefill_tokens, prefill_order=cfg.prefill_order)
@@ -119,7 +121,7 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
     for c in cfg.concurrency:
         samples: list[dict[str, Any]] = []
         timings = run_ragsvc(engine, workloads[c], concurrency=c, kv_samples=samples if c == top else None)
-        res.runs.append(summarise("ragsvc", dtype, c, timings))
+        res.runs.append(summarise("ragsvc", dtype if cfg.weights == "bf16" else f"{dtype}+{cfg.weights}", c, timings))
         logger.info("ragsvc c=%d: %s", c, res.runs[-1])
         if c == top:
             res.kv_waste_pct = kv_waste_pct(samples)
@@ -162,7 +164,8 @@ def _bench_llama_cpp(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReq
         for c in cfg.concurrency:
             res.runs.append(summarise("llama_cpp", quant, c, peers.run_llama_cpp(url, workloads[c], concurrency=c)))
             logger.info("llama_cpp c=%d: %s", c, res.runs[-1])
-    res.notes["llama_cpp"] = f"llama-server {binary}, --parallel {top} --cont-batching --threads {threads}"
+    res.notes["llama_cpp"] = (f"{Path(binary).name} --parallel {top} --cont-batching --threads {threads}; "
+                              f"{peers.llama_build_info(binary)}")
 
 
 def ratios(runs: list[RunSummary], concurrency: int) -> dict[str, float]:
@@ -202,6 +205,19 @@ def run_all(cfg: ServingBenchConfig) -> ServingBenchResult:
         git_sha=package_git_sha(), ratios_at_max_concurrency=ratios(res.runs, max(cfg.concurrency)), config=cfg,
         notes=res.notes,
         omp_env={name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
+        cpu=cpu_record(quantised=cfg.weights != "bf16" and "ragsvc" in cfg.systems),
     )
+
+
+def cpu_record(*, quantised: bool) -> dict[str, Any]:
+    """The CPU, as the kernels see it, and (for quantised runs) the blocking measured on it."""
+    from ragsvc.serving.layers import cpu_quant
+    from ragsvc.serving.layers.cpu_tuning import cpu_info, quant_plan
+
+    record: dict[str, Any] = asdict(cpu_info())
+    lib = cpu_quant.load() if quantised else None
+    if lib is not None:
+        record["quant_plan"] = asdict(quant_plan(lib))
+    return json.loads(json.dumps(record))  # tuples as lists: the record equals itself read back from JSON
 
 

@@ -87,19 +87,25 @@ class ServingBenchResult:
     """Per system: how it ran, or why it was skipped or failed."""
     omp_env: Mapping[str, str | None]
     """The thread wait policy variables in effect (OMP_WAIT_POLICY, GOMP_SPINCOUNT, OMP_NUM_THREADS)."""
+    cpu: Mapping[str, Any] | None = None
+    """The CPU it ran on: model, ISA flags the kernels use, cache sizes, logical CPUs, and the quantised
+    kernels' measured blocking when ragsvc ran quantised weights (None in results from before it was kept)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"runs": [r.as_json() for r in self.runs], "kv_waste_pct": self.kv_waste_pct,
-                "prefix_ttft_ms": None if self.prefix_ttft_ms is None else dict(self.prefix_ttft_ms),
-                "git_sha": self.git_sha, "ratios_at_max_concurrency": dict(self.ratios_at_max_concurrency),
-                "config": asdict(self.config), "notes": dict(self.notes), "omp_env": dict(self.omp_env)}
+        out = {"runs": [r.as_json() for r in self.runs], "kv_waste_pct": self.kv_waste_pct,
+               "prefix_ttft_ms": None if self.prefix_ttft_ms is None else dict(self.prefix_ttft_ms),
+               "git_sha": self.git_sha, "ratios_at_max_concurrency": dict(self.ratios_at_max_concurrency),
+               "config": asdict(self.config), "notes": dict(self.notes), "omp_env": dict(self.omp_env)}
+        if self.cpu is not None:
+            out["cpu"] = dict(self.cpu)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServingBenchResult:
         config: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()}
         return cls(tuple(RunSummary.from_json(r) for r in data["runs"]), data["kv_waste_pct"],
                    data["prefix_ttft_ms"], data["git_sha"], data["ratios_at_max_concurrency"],
-                   ServingBenchConfig(**config), data["notes"], data["omp_env"])
+                   ServingBenchConfig(**config), data["notes"], data["omp_env"], data.get("cpu"))
 
 
 def plain_vocab(tokenizer: Any) -> np.ndarray:

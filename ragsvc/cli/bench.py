@@ -99,6 +99,7 @@ def serving_command(
     hf_sequential_requests: Annotated[int, typer.Option(help="requests for the slow sequential HF peer")] = 4,
     model: Annotated[str, typer.Option()] = "smollm2",
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 (ragsvc and HF)")] = "auto",
+    weights: Annotated[str, typer.Option(help="ragsvc's weights: bf16 | int8 | q4")] = "bf16",
     threads: Annotated[int, typer.Option(help="CPU threads for every system")] = 2,
     llama_server: Annotated[str | None, typer.Option(help="path to llama.cpp's llama-server")] = None,
     llama_threads: Annotated[int | None, typer.Option(help="llama.cpp threads \\[default: --threads]")] = None,
@@ -120,7 +121,7 @@ def serving_command(
         if max_output is not None:
             out_lo, out_hi = min(out_lo, max_output), min(out_hi, max_output)
         cfg = ServingBenchConfig(
-            model=model, dtype=dtype, concurrency=tuple(int(c) for c in concurrency.split(",")),
+            model=model, dtype=dtype, weights=weights, concurrency=tuple(int(c) for c in concurrency.split(",")),
             num_requests=num_requests, prompt_tokens=_range(prompt_tokens), output_tokens=(out_lo, out_hi),
             hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
             threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,

@@ -126,6 +126,39 @@ __attribute__((always_inline)) inline void q4_row_tile(const uint16_t* xb, int64
     for (int t = 0; t < TILE; ++t) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_a[t], acc_b[t]));
 }
 
+// The same for TILE >= 2 tokens, with the scale folded in: each 32-block is expanded once to bf16 values
+// d * q + m (rounded to bf16, as the prefill path's expanded weight is), so a token costs one vdpbf16ps per
+// 32 weights and no per-block FMA; the expansion (~16 instructions per 64 weights) is shared by the tile.
+template <int TILE>
+__attribute__((always_inline)) inline void q4_row_tile_expanded(const uint16_t* xb, int64_t Kp, const uint8_t* w,
+                                                                const float* df, const float* mf, float* sums) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m512 acc_a[TILE], acc_b[TILE];
+    for (int t = 0; t < TILE; ++t) acc_a[t] = acc_b[t] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < Kp / 64; ++g) {
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * g));
+        const __m256i lo = _mm256_and_si256(bytes, low4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+        const __m512 da = _mm512_set1_ps(df[2 * g]), ma = _mm512_set1_ps(mf[2 * g]);
+        const __m512 db = _mm512_set1_ps(df[2 * g + 1]), mb = _mm512_set1_ps(mf[2 * g + 1]);
+        const auto expand = [](__m128i q, __m512 d, __m512 m) {
+            return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d, m);
+        };
+        const __m512bh wa = _mm512_cvtne2ps_pbh(expand(_mm256_extracti128_si256(lo, 1), da, ma),
+                                                expand(_mm256_castsi256_si128(lo), da, ma));
+        const __m512bh wb = _mm512_cvtne2ps_pbh(expand(_mm256_extracti128_si256(hi, 1), db, mb),
+                                                expand(_mm256_castsi256_si128(hi), db, mb));
+#pragma GCC unroll 8
+        for (int t = 0; t < TILE; ++t) {
+            const uint16_t* xr = xb + t * Kp + 64 * g;
+            acc_a[t] = _mm512_dpbf16_ps(acc_a[t], wa, (__m512bh)_mm512_loadu_si512(xr));
+            acc_b[t] = _mm512_dpbf16_ps(acc_b[t], wb, (__m512bh)_mm512_loadu_si512(xr + 32));
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TILE; ++t) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_a[t], acc_b[t]));
+}
+
 // sum over blocks of mc[b] * asum[b], 16 blocks at a time (both buffers are zero-padded to a multiple of 16).
 inline float q4_correction(const float* mc, const float* asum, int64_t nbp) {
     __m512 acc = _mm512_setzero_ps();
@@ -135,13 +168,14 @@ inline float q4_correction(const float* mc, const float* asum, int64_t nbp) {
 
 template <int TILE, typename T>
 void q4_row_avx(const uint16_t* xb, const float* asum, int64_t M, int64_t Kp, int64_t nbp, const uint8_t* w,
-                const float* df, const float* mc, float bias, T* out, int64_t N) {
+                const float* df, const float* mc, const float* mf, float bias, T* out, int64_t N) {
     float sums[TILE];
     int64_t t0 = 0;
-    for (; t0 + TILE <= M; t0 += TILE) {
-        q4_row_tile<TILE>(xb + t0 * Kp, Kp, w, df, sums);
-        for (int t = 0; t < TILE; ++t)
-            put(out + (t0 + t) * N, sums[t] + q4_correction(mc, asum + (t0 + t) * nbp, nbp) + bias);
+    // bf16 models: tiles of 2+ tokens multiply bf16-rounded weights, as a bf16 model's own weights are; fp32
+    // models keep the exact weights (their path is the exactness reference).
+    for (; TILE > 1 && sizeof(T) == 2 && t0 + TILE <= M; t0 += TILE) {
+        q4_row_tile_expanded<TILE>(xb + t0 * Kp, Kp, w, df, mf, sums);
+        for (int t = 0; t < TILE; ++t) put(out + (t0 + t) * N, sums[t] + bias);
     }
     for (; t0 < M; ++t0) {  // the tail, one token at a time
         q4_row_tile<1>(xb + t0 * Kp, Kp, w, df, sums);
@@ -150,13 +184,15 @@ void q4_row_avx(const uint16_t* xb, const float* asum, int64_t M, int64_t Kp, in
 }
 
 // One row's fp16 scales -> float buffers (16 at a time), mc = m - 128 d; padded lanes are zero.
-inline void q4_row_scales_avx(const uint16_t* d, const uint16_t* m, int64_t nb, int64_t nbp, float* df, float* mc) {
+inline void q4_row_scales_avx(const uint16_t* d, const uint16_t* m, int64_t nb, int64_t nbp, float* df, float* mc,
+                              float* mf) {
     for (int64_t b = 0; b < nbp; b += 16) {
         const __mmask16 k = b + 16 <= nb ? static_cast<__mmask16>(0xffff)
                                          : static_cast<__mmask16>((1u << (nb > b ? nb - b : 0)) - 1u);
         const __m512 dv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d + b));
         const __m512 mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, m + b));
         _mm512_storeu_ps(df + b, dv);
+        _mm512_storeu_ps(mf + b, mv);
         _mm512_storeu_ps(mc + b, _mm512_fnmadd_ps(_mm512_set1_ps(128.f), dv, mv));
     }
 }
@@ -171,20 +207,20 @@ void q4_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const ui
     prepare_bf16(x, M, K, Kp, nbp, xb.data(), asum.data());
 #pragma omp parallel
     {
-        std::vector<float> df(static_cast<size_t>(nbp)), mc(static_cast<size_t>(nbp));
+        std::vector<float> df(static_cast<size_t>(nbp)), mc(static_cast<size_t>(nbp)), mf(static_cast<size_t>(nbp));
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; ++n) {
             const uint8_t* w = packed + n * (Kp / 2);
             const float b = bias ? bias[n] : 0.f;
 #ifdef __AVX512BF16__
-            q4_row_scales_avx(d + n * nb, m + n * nb, nb, nbp, df.data(), mc.data());
+            q4_row_scales_avx(d + n * nb, m + n * nb, nb, nbp, df.data(), mc.data(), mf.data());
             const uint16_t* xp = xb.data();
             const float* ap = asum.data();
             switch (tile) {
-                case 8: q4_row_avx<8>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N); break;
-                case 4: q4_row_avx<4>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N); break;
-                case 2: q4_row_avx<2>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N); break;
-                default: q4_row_avx<1>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N);
+                case 8: q4_row_avx<8>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), mf.data(), b, out + n, N); break;
+                case 4: q4_row_avx<4>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), mf.data(), b, out + n, N); break;
+                case 2: q4_row_avx<2>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), mf.data(), b, out + n, N); break;
+                default: q4_row_avx<1>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), mf.data(), b, out + n, N);
             }
 #else
             (void)tile;
@@ -216,12 +252,44 @@ __attribute__((always_inline)) inline void i8_row_tile(const float* xf, int64_t 
     for (int t = 0; t < TILE; ++t) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_a[t], acc_b[t]));
 }
 
+#ifdef __AVX512BF16__
+// bf16 activations, TILE >= 2: int8 values are exact in bf16 (|q| <= 127 < 2^8), so 32 weights expand once to
+// bf16 and each token costs one vdpbf16ps per 32 weights; the channel's scale is applied to the sum.
+template <int TILE>
+__attribute__((always_inline)) inline void i8_row_tile_bf16(const uint16_t* xb, int64_t Kp, const int8_t* q,
+                                                            float* sums) {
+    __m512 acc_a[TILE], acc_b[TILE];
+    for (int t = 0; t < TILE; ++t) acc_a[t] = acc_b[t] = _mm512_setzero_ps();
+    const auto expand = [](const int8_t* p) {
+        const __m128i* v = reinterpret_cast<const __m128i*>(p);
+        return _mm512_cvtne2ps_pbh(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(v + 1))),
+                                   _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(v))));
+    };
+    for (int64_t k = 0; k < Kp; k += 64) {
+        const __m512bh wa = expand(q + k), wb = expand(q + k + 32);
+#pragma GCC unroll 8
+        for (int t = 0; t < TILE; ++t) {
+            acc_a[t] = _mm512_dpbf16_ps(acc_a[t], wa, (__m512bh)_mm512_loadu_si512(xb + t * Kp + k));
+            acc_b[t] = _mm512_dpbf16_ps(acc_b[t], wb, (__m512bh)_mm512_loadu_si512(xb + t * Kp + k + 32));
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TILE; ++t) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_a[t], acc_b[t]));
+}
+#endif
+
 template <int TILE, typename T>
-void i8_row_avx(const float* xf, int64_t M, int64_t Kp, const int8_t* q, float scale, float bias, T* out, int64_t N) {
+void i8_row_avx(const float* xf, const uint16_t* xb, int64_t M, int64_t Kp, const int8_t* q, float scale, float bias,
+                T* out, int64_t N) {
     float sums[TILE];
     int64_t t0 = 0;
     for (; t0 + TILE <= M; t0 += TILE) {
+#ifdef __AVX512BF16__
+        if (TILE > 1 && xb != nullptr) i8_row_tile_bf16<TILE>(xb + t0 * Kp, Kp, q, sums);
+        else i8_row_tile<TILE>(xf + t0 * Kp, Kp, q, sums);
+#else
         i8_row_tile<TILE>(xf + t0 * Kp, Kp, q, sums);
+#endif
         for (int t = 0; t < TILE; ++t) put(out + (t0 + t) * N, sums[t] * scale + bias);
     }
     for (; t0 < M; ++t0) {
@@ -246,15 +314,23 @@ void i8_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const in
                const float* bias, T* out, int64_t tile) {
     std::vector<float> xf(static_cast<size_t>(M * Kp));
     prepare_f32(x, M, K, Kp, xf.data());
+    // bf16 activations in tiles of 2+ tokens take the vdpbf16ps path (exact products of bf16 x and int8 w).
+    std::vector<uint16_t> xb;
+    const bool bf16_tiles = sizeof(T) == 2 && tile > 1 && M > 1;
+    if (bf16_tiles) {
+        xb.resize(static_cast<size_t>(M * Kp));
+        for (int64_t i = 0; i < M * Kp; ++i) xb[i] = to_bf16_bits(xf[i]);
+    }
+    const uint16_t* xbp = bf16_tiles ? xb.data() : nullptr;
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
         const float b = bias ? bias[n] : 0.f;
 #ifdef __AVX512F__
         switch (tile) {
-            case 8: i8_row_avx<8>(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
-            case 4: i8_row_avx<4>(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
-            case 2: i8_row_avx<2>(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
-            default: i8_row_avx<1>(xf.data(), M, Kp, q + n * Kp, scale[n], b, out + n, N);
+            case 8: i8_row_avx<8>(xf.data(), xbp, M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
+            case 4: i8_row_avx<4>(xf.data(), xbp, M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
+            case 2: i8_row_avx<2>(xf.data(), xbp, M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
+            default: i8_row_avx<1>(xf.data(), xbp, M, Kp, q + n * Kp, scale[n], b, out + n, N);
         }
 #else
         (void)tile;
