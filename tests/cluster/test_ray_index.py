@@ -210,3 +210,15 @@ def test_strict_spread_with_more_replicas_than_nodes_starts_nothing(cluster):
     placement = Placement(mode="ray", shards=1, replicas=cluster.num_nodes + 1)
     with pytest.raises(InvalidInput, match="alive node"):
         RayShardedIndex.create(IndexSpec(backend="exact"), DIM, placement, cluster)
+
+
+def test_a_missed_deadline_is_an_error_or_a_flagged_partial_never_fewer_hits(pair):
+    remote, local, _, queries = pair
+    with pytest.raises(NotReady, match="shard-0, shard-1"):
+        remote.search(queries, 10, deadline_ms=0.001)  # no actor answers within a microsecond
+    hits = remote.search(queries, 10, deadline_ms=0.001, allow_partial=True)
+    assert hits.partial and hits.missing_shards == ("shard-0", "shard-1")
+    assert (hits.ids == -1).all()
+    assert remote.suspect  # the replicas still working then are asked last until a ping clears them
+    assert remote.refresh() == set() and not remote.suspect
+    _same(remote.search(queries, 10), local.search(queries, 10))
