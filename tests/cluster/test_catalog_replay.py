@@ -8,9 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from ragsvc.cluster.placement import ClusterAddress, Placement
+from ragsvc.cluster.placement import Placement
 from ragsvc.cluster.ray_index import RayShardedIndex
-from ragsvc.cluster.runtime import connect, shutdown
 from ragsvc.cluster.writer import apply_committed
 from ragsvc.index.factory import make_shard
 from ragsvc.index.sharded_index import ShardedIndex
@@ -22,13 +21,6 @@ ray = pytest.importorskip("ray")
 
 DIM = 12
 SPEC = IndexSpec(backend="exact", num_shards=2)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    info = connect(ClusterAddress.parse("local"), num_cpus=2)
-    yield info
-    shutdown()
 
 
 def _document(doc_id: str, seed: int, num_chunks: int = 3) -> PreparedDocument:

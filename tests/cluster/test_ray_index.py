@@ -1,4 +1,4 @@
-"""RayShardedIndex on a real local Ray (2 CPUs, started once for the module) against in-process sharding.
+"""RayShardedIndex on a real local Ray (2 CPUs, started once for the package) against in-process sharding.
 
 Each test builds its own small index (2 shards x 2 replicas: four actors, sharing the module's Ray) and
 compares with a `ShardedIndex` holding the same rows, so "identical" means the same ids and scores.
@@ -12,9 +12,8 @@ import threading
 import numpy as np
 import pytest
 
-from ragsvc.cluster.placement import ClusterAddress, Placement
+from ragsvc.cluster.placement import Placement
 from ragsvc.cluster.ray_index import RayShardedIndex
-from ragsvc.cluster.runtime import connect, shutdown
 from ragsvc.cluster.shard_host import write_replica_files
 from ragsvc.errors import InvalidInput, NotReady
 from ragsvc.index.factory import make_shard
@@ -26,13 +25,6 @@ ray = pytest.importorskip("ray")
 
 DIM = 16
 SOFT = Placement(mode="ray", shards=2, replicas=2, spread="soft")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    info = connect(ClusterAddress.parse("local"), num_cpus=2)
-    yield info
-    shutdown()
 
 
 def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
