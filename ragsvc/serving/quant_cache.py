@@ -21,7 +21,7 @@ from ragsvc.serving.layers.quant import QuantWeight, quantise
 
 logger = logging.getLogger(__name__)
 
-QUANT_FORMAT = "q1"
+QUANT_FORMAT = "q2"
 """Bump when the packed layout changes (quant.py / cpu_quant.cpp), so old files are never misread."""
 
 
@@ -35,8 +35,8 @@ def cache_file(model_dir: Path, fmt: str, cache_root: Path) -> Path:
 
 
 class QuantCache:
-    """A quantiser for `quant_linear.quantise_linears` that reads the cache file and records what it lacked;
-    `save()` writes the file when anything was new."""
+    """A quantiser for `quant_linear.quantise_linears` that reads the cache file and records what it lacked
+    (and which format each linear was given); `save()` writes the file when anything changed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,6 +55,15 @@ class QuantCache:
         self._stored[key] = qw
         self._new = True
         return qw
+
+    def format_of(self, name: str) -> str | None:
+        """The format the cache holds `name` in, when it holds it in exactly one."""
+        held = [fmt for fmt in ("q4", "int8") if f"{name}:{fmt}" in self._stored]
+        return held[0] if len(held) == 1 else None
+
+    def forget(self, name: str, fmt: str) -> None:
+        if self._stored.pop(f"{name}:{fmt}", None) is not None:
+            self._new = True
 
     def save(self) -> None:
         if not self._new:

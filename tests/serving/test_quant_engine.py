@@ -107,14 +107,15 @@ def test_packed_weights_are_cached_and_read_back(tiny_odd_qwen2, tmp_path) -> No
 def test_reference_path_matches_the_kernels(tiny_odd_qwen2, tmp_path) -> None:
     """The same q4 model with its quantised kernels off (plain-torch de-quantise-then-matmul) gives the same
     logits, up to summation order: rounding activations to bf16 (q4 multiplies bf16 pairs) turns a last-bit
-    difference into a bf16 step now and then, so the bound is relative RMS, not elementwise."""
+    difference into a bf16 step now and then, so the bound is relative RMS, not elementwise (measured 1-2e-3;
+    a wrong block or scale gives ~0.1)."""
     engine = _engine(tiny_odd_qwen2, "q4", tmp_path)
     fast = _forced_logits(engine)
     engine = _engine(tiny_odd_qwen2, "q4", tmp_path)
     use_quant_kernels(engine.runner.model, None, None)
     slow = _forced_logits(engine)
     err = (fast - slow).pow(2).mean().sqrt() / slow.pow(2).mean().sqrt()
-    assert err <= 2e-3, f"kernels vs reference: relative RMS logit difference {err:.2e}"
+    assert err <= 5e-3, f"kernels vs reference: relative RMS logit difference {err:.2e}"
 
 
 def test_unknown_weight_format_is_refused() -> None:

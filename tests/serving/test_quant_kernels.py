@@ -9,7 +9,7 @@ import torch
 
 from ragsvc.serving.layers import cpu_quant
 from ragsvc.serving.layers.cpu_tuning import QuantPlan, cpu_info, measure_plan
-from ragsvc.serving.layers.quant import BLOCK, dequantise, quantise, reference_linear
+from ragsvc.serving.layers.quant import BLOCK, dequantise, grid_error, quantise, reference_linear
 from ragsvc.serving.layers.quant_linear import QuantLinear
 
 SHAPES = [(1, 1, 3), (3, 31, 5), (7, 33, 17), (9, 100, 37), (5, 64, 64), (2, 200, 129)]
@@ -62,26 +62,37 @@ def test_int8_round_off_is_half_a_step() -> None:
     assert bool(((dequantise(qw) - w).abs() <= step / 2 + 1e-7).all())
 
 
-def test_q4_round_off_is_half_a_step_per_block() -> None:
+def test_q4_fit_is_no_worse_than_min_max_per_block() -> None:
+    """Each block keeps the best of its spans: never more squared error than the plain min/max fit (whose
+    round-off is at most half a step), and within a step everywhere."""
     w = torch.randn((8, 96)) * 0.05
-    qw = quantise(w, "q4")
     blocks = w.view(8, -1, BLOCK)
-    step = (blocks.amax(dim=2) - blocks.amin(dim=2)) / 15
-    err = (dequantise(qw) - w).abs().view(8, -1, BLOCK)
-    assert bool((err <= step[..., None] * 0.51 + 1e-6).all())  # 0.51: d and m are stored as fp16
+    lo, hi = blocks.amin(dim=2, keepdim=True), blocks.amax(dim=2, keepdim=True)
+    d, m = ((hi - lo) / 15).half().float(), lo.half().float()
+    min_max = (torch.round((blocks - m) / d).clamp(0, 15) * d + m - blocks).pow(2).sum(dim=2)
+    err = (dequantise(quantise(w, "q4")) - w).view(8, -1, BLOCK)
+    assert bool((err.pow(2).sum(dim=2) <= min_max * (1 + 1e-4) + 1e-12).all())
+    assert bool((err.abs() <= (hi - lo) / 12 + 1e-6).all())
 
 
 def test_q4_keeps_a_4bit_grid_exact() -> None:
     """Weights already on a 16-level grid per 32-block (what a GGUF Q4_K sub-block de-quantises to) come back
-    exactly, up to the fp16 rounding of scale and offset."""
+    exactly, up to the fp16 rounding of scale and offset, also when the block never reaches its top levels;
+    grid_error tells them from weights spread over a range."""
     g = torch.Generator().manual_seed(3)
     levels = torch.randint(0, 16, (4, 8, BLOCK), generator=g)
-    levels[..., 0], levels[..., 1] = 0, 15  # each block uses its lowest and highest level
+    levels[..., 0] = 0  # each block uses its lowest level; some miss the top one or two
+    levels[:2, :, 1] = 15
+    levels[2:] = levels[2:].clamp(max=13)
     d = torch.rand((4, 8, 1), generator=g).half().float() * 0.01
     m = -torch.rand((4, 8, 1), generator=g).half().float() * 0.05
     w = (levels * d + m).view(4, -1)
-    err = (dequantise(quantise(w, "q4")) - w).abs().max().item()
+    qw = quantise(w, "q4")
+    err = (dequantise(qw) - w).abs().max().item()
     assert err <= 1e-3 * w.abs().max().item()
+    assert grid_error(w, qw) < 0.02
+    spread = torch.randn((4, 256), generator=g)
+    assert grid_error(spread, quantise(spread, "q4")) > 0.15
 
 
 def test_q4_padding_rows_are_zero_for_any_k() -> None:
@@ -113,3 +124,44 @@ def test_plan_is_measured_from_the_cpu(lib) -> None:
     plan = measure_plan(lib, info, k=64)
     assert plan.tile in cpu_quant.TILES and set(plan.tile_ms) == {str(t) for t in cpu_quant.TILES}
     assert plan.prefill_tokens >= 1 and plan.prefill_ms
+
+
+def _on_grid(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    levels = torch.randint(0, 16, (n, k // BLOCK, BLOCK), generator=g)
+    levels[..., 0], levels[..., 1] = 0, 15
+    d = torch.rand((n, k // BLOCK, 1), generator=g).half().float() * 0.01
+    return (levels * d - 0.05).view(n, k)
+
+
+def test_q4_keeps_off_grid_linears_of_a_4bit_model_at_int8(tmp_path) -> None:
+    from torch import nn
+
+    from ragsvc.serving.layers.quant_linear import quantise_linears
+    from ragsvc.serving.quant_cache import QuantCache
+
+    g = torch.Generator().manual_seed(4)
+    model = nn.Module()
+    for i in range(3):
+        layer = nn.Linear(64, 32, bias=False)
+        layer.weight.data = _on_grid(32, 64, g)
+        model.add_module(f"grid{i}", layer)
+    model.add_module("fine", nn.Linear(64, 32, bias=False))  # random floats: what a Q6_K tensor looks like
+    cache = QuantCache(tmp_path / "q.safetensors")
+    quantise_linears(model, "q4", quantiser=cache)
+    formats = {name: m.qw.fmt for name, m in model.named_children() if isinstance(m, QuantLinear)}
+    assert formats == {"grid0": "q4", "grid1": "q4", "grid2": "q4", "fine": "int8"}
+    cache.save()
+    reread = QuantCache(tmp_path / "q.safetensors")
+    assert [reread.format_of(n) for n in formats] == ["q4", "q4", "q4", "int8"]
+
+
+def test_q4_of_a_float_model_is_all_q4() -> None:
+    from torch import nn
+
+    from ragsvc.serving.layers.quant_linear import quantise_linears
+
+    model = nn.Module()
+    for i in range(3):
+        model.add_module(f"l{i}", nn.Linear(64, 32))
+    quantise_linears(model, "q4")
+    assert {m.qw.fmt for m in model.children() if isinstance(m, QuantLinear)} == {"q4"}

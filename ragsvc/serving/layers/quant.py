@@ -7,9 +7,11 @@ Decode streams every weight once per step, so at batch 1 its speed is the bytes 
 - **q4**: asymmetric 4-bit blocks of 32 along K with fp16 scale and offset (w = d * q + m, q in 0..15), 5 bits
   per weight, the layout of GGUF's Q4_1. Why asymmetric blocks of 32 with min/max fitting: a GGUF's Q4_K
   tensors are sub-blocks of 32 on a 16-level grid (w = d * sc * q - dmin * mn), so a block that uses its lowest
-  and highest level (nearly all of them) is re-quantised onto the same grid, lossless up to the fp16 rounding
-  of d and m. Re-quantising at load from the de-quantised weights also serves safetensors checkpoints and
-  GGUF types we do not parse (Q6_K, Q5_K); the cost is measured, not assumed (`ragsvc bench quant-quality`).
+  and highest level is re-quantised onto the same grid, lossless up to the fp16 rounding of d and m; one that
+  misses a level or three at the top is too, because the range is also tried over 14, 13 and 12 steps.
+  Re-quantising at load from the de-quantised weights also serves safetensors checkpoints; tensors a GGUF kept
+  at more bits (Q6_K, Q8_0) go to int8 instead (quant_linear.keep_fine_weights). The quality cost is
+  measured, not assumed (`ragsvc bench quant-quality`).
 
 K is padded with zero weights to a multiple of 64 (two 32-blocks: the kernel's unit), so any K works; padded
 weights are zero in both formats (q4 stores them as q=0 with d=m=0).
@@ -30,6 +32,9 @@ BLOCK = 32
 """Weights per q4 block (one fp16 scale and offset each)."""
 GROUP = 64
 """K is padded to a multiple of this: the kernels expand two 32-blocks per step."""
+SPANS = (15, 14, 13, 12)
+"""Steps a q4 block's range is divided into, tried per block (least squared error wins): a block of a 4-bit
+GGUF tensor that never uses its top level or two is still put back on its own grid."""
 
 
 @dataclass(frozen=True)
@@ -89,14 +94,35 @@ def quantise_q4(weight: torch.Tensor) -> QuantWeight:
     n, k = weight.shape
     w = _pad(weight).view(n, -1, BLOCK)  # (out, blocks, 32)
     lo, hi = w.amin(dim=2), w.amax(dim=2)  # (out, blocks)
-    d = ((hi - lo) / 15.0).to(torch.float16)
     m = lo.to(torch.float16)
-    d32, m32 = d.float(), m.float()
-    safe = torch.where(d32 > 0, d32, torch.ones_like(d32))
-    q = torch.round((w - m32[..., None]) / safe[..., None]).clamp_(0, 15).to(torch.uint8)  # (out, blocks, 32)
-    q = q.view(n, -1, 2, BLOCK)  # (out, groups, [low block, high block], 32)
-    packed = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(n, -1)  # (out, Kp / 2)
-    return QuantWeight("q4", n, k, packed.contiguous(), d.contiguous(), m.contiguous())
+    m32 = m.float()[..., None]
+    best_q, best_d, best_err = None, None, None
+    for levels in SPANS:  # the block's range over 15, 14, ... steps: the best per block is kept
+        d = ((hi - lo) / levels).to(torch.float16)
+        d32 = d.float()[..., None]
+        q = torch.round((w - m32) / torch.where(d32 > 0, d32, torch.ones_like(d32))).clamp_(0, 15)
+        err = (q * d32 + m32 - w).pow_(2).sum(dim=2)  # (out, blocks)
+        if best_q is None or best_d is None or best_err is None:
+            best_q, best_d, best_err = q, d, err
+            continue
+        better = err < best_err
+        best_q = torch.where(better[..., None], q, best_q)
+        best_d, best_err = torch.where(better, d, best_d), torch.minimum(err, best_err)
+    assert best_q is not None and best_d is not None
+    q8 = best_q.to(torch.uint8).view(n, -1, 2, BLOCK)  # (out, groups, [low block, high block], 32)
+    packed = (q8[:, :, 0, :] | (q8[:, :, 1, :] << 4)).reshape(n, -1)  # (out, Kp / 2)
+    return QuantWeight("q4", n, k, packed.contiguous(), best_d.contiguous(), m.contiguous())
+
+
+def grid_error(weight: torch.Tensor, qw: QuantWeight) -> float:
+    """Mean round-off of `qw` in units of each block's step: ~0.25 for weights spread over a range (uniform
+    round-off), near 0 for weights that already sit on a 4-bit grid (a GGUF's Q4_K / Q4_0 / Q4_1 tensors)."""
+    n = weight.shape[0]
+    err = (dequantise(qw) - weight.float()).abs()  # (out, in)
+    w = _pad(weight).view(n, -1, BLOCK)
+    step = ((w.amax(dim=2) - w.amin(dim=2)) / 15).clamp_min(1e-12)  # (out, blocks)
+    per_block = _pad(err).view(n, -1, BLOCK).mean(dim=2)
+    return float((per_block / step).mean())
 
 
 def dequantise(qw: QuantWeight) -> torch.Tensor:

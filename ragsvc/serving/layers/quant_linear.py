@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +17,37 @@ from torch import nn
 
 from ragsvc.serving.layers import cpu_quant
 from ragsvc.serving.layers.cpu_tuning import QuantPlan
-from ragsvc.serving.layers.quant import QuantWeight, quantise, reference_linear
+from ragsvc.serving.layers.quant import QuantWeight, grid_error, quantise, reference_linear
 
 logger = logging.getLogger(__name__)
 
-Quantiser = Callable[[str, torch.Tensor, str], QuantWeight]
-"""(module name, float weight, format) -> its quantised form; lets the loader serve packed weights from its
-cache."""
+ON_GRID = 0.1
+"""A linear whose q4 round-off (quant.grid_error) is below this, in block steps, already sat on a 4-bit grid."""
+
+
+class Quantiser(Protocol):
+    """Where quantised weights come from: quantised on the spot, or the loader's cache (quant_cache.py)."""
+
+    def __call__(self, name: str, weight: torch.Tensor, fmt: str) -> QuantWeight: ...
+
+    def format_of(self, name: str) -> str | None:
+        """The format `name` was given before (q4 or int8), or None when it was never decided."""
+        ...
+
+    def forget(self, name: str, fmt: str) -> None: ...
+
+
+class FreshQuantiser:
+    """Quantises every weight on the spot and remembers nothing."""
+
+    def __call__(self, name: str, weight: torch.Tensor, fmt: str) -> QuantWeight:
+        return quantise(weight, fmt)
+
+    def format_of(self, name: str) -> str | None:
+        return None
+
+    def forget(self, name: str, fmt: str) -> None:
+        return None
 
 
 class QuantLinear(nn.Module):
@@ -71,13 +95,48 @@ def quant_targets(model: nn.Module, fmt: str) -> dict[str, str]:
     return targets
 
 
+def keep_fine_weights(model: nn.Module, targets: dict[str, str], quantiser: Quantiser) -> dict[str, str]:
+    """q4 targets -> q4 or int8. When most of them already sit on a 4-bit grid (the model came from a 4-bit
+    GGUF such as Q4_K_M), the others are tensors the GGUF kept at more bits (Q6_K, Q8_0: llama.cpp's choice of
+    the layers that suffer most from 4 bits), and they stay near their precision in int8 instead of losing it
+    to a second 4-bit rounding. A model from float weights has few on the grid, and all of it becomes q4.
+    Decisions already made (the cache holds that linear in one format) are kept."""
+    q4 = [n for n, f in targets.items() if f == "q4"]
+    out = dict(targets)
+    todo = []
+    for name in q4:
+        known = quantiser.format_of(name)
+        if known is None:
+            todo.append(name)
+        else:
+            out[name] = known
+    if not todo:
+        return out
+    on_grid = {}
+    for name in todo:
+        linear = model.get_submodule(name)
+        assert isinstance(linear, nn.Linear)
+        weight = linear.weight.detach()
+        on_grid[name] = grid_error(weight, quantiser(name, weight, "q4")) < ON_GRID
+    mostly_4bit = sum(on_grid.values()) * 2 >= len(on_grid)
+    for name, fits in on_grid.items():
+        if mostly_4bit and not fits:
+            out[name] = "int8"
+            quantiser.forget(name, "q4")
+    logger.info("q4: %d linears on a 4-bit grid, %d kept at int8", sum(on_grid.values()),
+                sum(1 for n in todo if out[n] == "int8"))
+    return out
+
+
 def quantise_linears(model: nn.Module, fmt: str, *, quantiser: Quantiser | None = None) -> int:
     """Swap the model's linears for QuantLinears in `fmt` ("int8" / "q4"); returns how many were swapped.
 
-    `quantiser` (name, weight) -> QuantWeight defaults to quantising in place; the loader passes one that reads
-    its cache. The float weights are dropped as each layer is swapped, so peak memory grows by one layer."""
-    quantiser = quantiser or (lambda _name, w, f: quantise(w, f))
+    `quantiser` defaults to quantising on the spot; the loader passes its cache. For q4, `keep_fine_weights`
+    picks which linears stay int8."""
+    quantiser = quantiser or FreshQuantiser()
     targets = quant_targets(model, fmt)
+    if fmt == "q4":
+        targets = keep_fine_weights(model, targets, quantiser)
     for name, layer_fmt in targets.items():
         linear = model.get_submodule(name)
         assert isinstance(linear, nn.Linear)
