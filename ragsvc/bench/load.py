@@ -1,8 +1,10 @@
 """`ragsvc bench load`: N concurrent HTTP clients run a mix of search / ingest / delete / answer against a
 real server for T seconds, then every acknowledged document is checked for.
 
-An asyncio driver over httpx (one connection per client): each client picks its next operation from the mix
-with its own seeded generator, so a run's sequence of operations is reproducible. With `search_only_first`
+An asyncio driver (one keep-alive connection per client, bench/http_client.py: httpx's async pool would take
+as much CPU per request as the server's cheapest routes, on the cores the server is measured on): each client
+picks its next operation from the mix with its own seeded generator, so a run's sequence of operations is
+reproducible. With `search_only_first`
 the same clients first run searches alone for T seconds, the peer that the mixed phase's search throughput
 is divided by. The server is a `ragsvc serve --sample` child on a fresh data folder (the sample collection),
 or any running server given by URL.
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from ragsvc.bench.http_client import HttpClientError, RawConnection
 from ragsvc.bench.load_report import (
     LoadResult,
     PhaseStats,
@@ -88,7 +91,7 @@ class _Ledger:
 
 
 class _Client:
-    def __init__(self, index: int, http: httpx.AsyncClient, config: LoadConfig, ledger: _Ledger) -> None:
+    def __init__(self, index: int, http: RawConnection, config: LoadConfig, ledger: _Ledger) -> None:
         self.index, self.http, self.config, self.ledger = index, http, config, ledger
         self.rng = random.Random(config.seed * 1_000_003 + index)
         self.mine: list[str] = []
@@ -103,12 +106,13 @@ class _Client:
             started = time.perf_counter()
             try:
                 outcome = await getattr(self, op)()
-            except httpx.HTTPError as exc:
-                outcome = type(exc).__name__
+            except HttpClientError as exc:
+                outcome = type(exc.__cause__ or exc).__name__
             out.append(Sample(op, (time.perf_counter() - started) * 1000.0, outcome))
 
     async def search(self) -> str:
-        r = await self.http.post(f"{self.base}/search", json={"query": self.rng.choice(QUERIES), "k": self.config.k})
+        r = await self.http.request("POST", f"{self.base}/search",
+                                    {"query": self.rng.choice(QUERIES), "k": self.config.k})
         return "ok" if r.status_code == 200 and r.json()["hits"] else str(r.status_code)
 
     async def ingest(self) -> str:
@@ -116,7 +120,7 @@ class _Client:
         doc_id = f"load-{self.index}-{self.ledger.counter}"
         text = f"Load note {doc_id}: " + " ".join(self.rng.choices(WORDS, k=24)) + "."
         body = {"documents": [{"id": doc_id, "text": text, "metadata": {"load_id": doc_id}}]}
-        r = await self.http.post(f"{self.base}/documents", json=body)
+        r = await self.http.request("POST", f"{self.base}/documents", body)
         if r.status_code != 201:
             return str(r.status_code)
         self.ledger.acknowledged[doc_id] = text
@@ -125,7 +129,7 @@ class _Client:
 
     async def delete(self) -> str:
         doc_id = self.mine.pop(self.rng.randrange(len(self.mine)))
-        r = await self.http.delete(f"{self.base}/documents/{doc_id}")
+        r = await self.http.request("DELETE", f"{self.base}/documents/{doc_id}")
         if r.status_code != 204:
             return str(r.status_code)
         self.ledger.acknowledged.pop(doc_id, None)
@@ -134,19 +138,21 @@ class _Client:
     async def answer(self) -> str:
         body = {"question": self.rng.choice(QUERIES), "collection": self.config.collection, "k": 3,
                 "max_tokens": 16}
-        r = await self.http.post("/v1/answer", json=body)
+        r = await self.http.request("POST", "/v1/answer", body)
         return "ok" if r.status_code == 200 else str(r.status_code)
 
 
 async def _phase(url: str, config: LoadConfig, mix: dict[str, float], ledger: _Ledger, name: str) -> PhaseStats:
     samples: list[Sample] = []
-    limits = httpx.Limits(max_connections=config.clients, max_keepalive_connections=config.clients)
-    async with httpx.AsyncClient(base_url=url, timeout=config.timeout_s, limits=limits) as http:
-        clients = [_Client(i, http, config, ledger) for i in range(config.clients)]
+    connections = [RawConnection(url, timeout_s=config.timeout_s) for _ in range(config.clients)]
+    clients = [_Client(i, http, config, ledger) for i, http in enumerate(connections)]
+    try:
         started = time.monotonic()
         deadline = started + config.duration_s
         await asyncio.gather(*(c.run(mix, deadline, samples) for c in clients))
         elapsed = time.monotonic() - started
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
     return phase_stats(name, samples, elapsed)
 
 
@@ -186,7 +192,8 @@ async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None]
     phases.append(await _phase(url, config, config.mix, ledger, "mixed"))
     verification = await _verify(url, config, ledger)
     ratio = search_ratio(phases)
-    provenance = {"git_sha": package_git_sha(), "cpu": cpu_model()}
+    provenance = {"git_sha": package_git_sha(), "cpu": cpu_model(),
+                  "driver": "asyncio HTTP/1.1 (bench/http_client.py), a connection per client"}
     return LoadResult(config=_config_json(config), provenance=provenance, phases=phases,
                       verification=verification, search_throughput_ratio=ratio,
                       targets=targets(phases, verification, ratio))
