@@ -433,16 +433,30 @@ def soak_command(
         "eval/results/bench-soak.json"),
     work_dir: Annotated[Path, typer.Option(help="data folder of the servers (emptied first)")] = Path(
         "eval/cache/bench-soak"),
-    kills: Annotated[int, typer.Option(help="servers killed with SIGKILL mid-ingest")] = 20,
-    documents: Annotated[int, typer.Option(help="documents (one chunk each) the rounds try to ingest")] = 10_000,
+    kills: Annotated[int, typer.Option(help="processes killed with SIGKILL mid-ingest")] = 20,
+    documents: Annotated[int, typer.Option(help="documents (one chunk each) of the ingest")] = 10_000,
+    cli: Annotated[bool, typer.Option("--cli", help="kill `ragsvc ingest` of a corpus file instead of a server "
+                                                    "taking an HTTP ingest")] = False,
 ) -> None:
-    """kill -9 `ragsvc serve` at random points of an HTTP ingest; count acknowledged documents lost."""
+    """kill -9 `ragsvc serve` (or `ragsvc ingest`, --cli) at random points of one ingest; lost, duplicated and
+    index-missing documents after the last run finishes it."""
     import shutil
 
     from ragsvc.bench.soak import run_soak
+    from ragsvc.bench.soak_cli import run_cli_soak
+    from ragsvc.cli.common import settings
+    from ragsvc.embed.embedder import embedder_from_settings
 
     shutil.rmtree(work_dir, ignore_errors=True)
-    result = run_soak(work_dir, kills=kills, target_documents=documents)
+    try:
+        if cli:
+            embed = settings().embed
+            result: Any = run_cli_soak(work_dir, embedder_factory=lambda: embedder_from_settings(embed),
+                                       kills=kills, num_documents=documents)
+        else:
+            result = run_soak(work_dir, kills=kills, target_documents=documents)
+    except ValueError as exc:
+        raise fail(exc) from exc
     _write(json_out, result.to_json())
     typer.echo(json.dumps(result.to_json(), indent=2))
 
