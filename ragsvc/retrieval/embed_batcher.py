@@ -13,12 +13,19 @@ wrapped model, passes and the chunker's token counting alike, holds one lock: a 
 its padding and truncation settings as state that each call sets, so two threads tokenising at once can
 hand one of them unpadded rows (seen under load as "Unable to create tensor"). Passes are serialised
 anyway by design; the lock makes that hold across the two batchers too.
+
+That lock puts searches first (`ModelLock`): a search waits for the model, an ingest for its commit and
+its caller expects seconds, so when the model frees, a waiting query pass goes before a waiting document
+pass. Never more than `MAX_OVERTAKES` times in a row, so a steady stream of searches cannot starve an
+ingest. A large ingest embeds in slices of `MAX_BATCH` texts, each taking the lock on its own, so searches
+arriving meanwhile wait for one slice, not the whole request.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +36,49 @@ MAX_BATCH = 64
 """Texts per forward pass: past this, padding to the longest text costs more than the batch saves."""
 MAX_SHARED_DOCUMENTS = 32
 """Ingest requests with more chunks than this embed on their own (a bulk load is a batch already)."""
+MAX_OVERTAKES = 4
+"""Query passes that may go before one waiting document pass."""
+
+
+class ModelLock:
+    """A mutex whose `urgent` holders (query passes) go before waiting normal ones (document passes, token
+    counting), with at most `max_overtakes` urgent grants while a normal holder waits."""
+
+    def __init__(self, *, max_overtakes: int = MAX_OVERTAKES) -> None:
+        if max_overtakes < 0:
+            raise ValueError(f"max_overtakes must be at least 0, got {max_overtakes}")
+        self.max_overtakes = max_overtakes
+        self._cond = threading.Condition(threading.Lock())
+        self._held = False
+        self._waiting = {True: 0, False: 0}  # urgent -> number of waiters
+        self._overtakes = 0  # urgent grants since a normal waiter began waiting
+
+    @contextmanager
+    def hold(self, *, urgent: bool) -> Iterator[None]:
+        with self._cond:
+            self._waiting[urgent] += 1
+            try:
+                while not self._may_take(urgent):
+                    self._cond.wait()
+            finally:
+                self._waiting[urgent] -= 1
+            self._held = True
+            if not urgent:
+                self._overtakes = 0
+            elif self._waiting[False]:
+                self._overtakes += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
+
+    def _may_take(self, urgent: bool) -> bool:
+        if self._held:
+            return False
+        normal_is_due = self._waiting[False] > 0 and self._overtakes >= self.max_overtakes
+        return not normal_is_due if urgent else (self._waiting[True] == 0 or normal_is_due)
 
 
 @dataclass
@@ -104,7 +154,7 @@ class BatchedEmbedder:
     def __init__(self, embedder: Embedder) -> None:
         self.inner = embedder
         self.id, self.dim = embedder.id, embedder.dim
-        self._model_lock = threading.Lock()
+        self._model_lock = ModelLock()
         self._queries = EmbedBatcher(self._locked_queries)
         self._documents = EmbedBatcher(self._locked_documents)
 
@@ -112,17 +162,19 @@ class BatchedEmbedder:
         return self._queries.embed([text])[0]  # (dim,)
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        if progress or len(texts) > MAX_SHARED_DOCUMENTS:
-            with self._model_lock:
-                return self.inner.embed_documents(texts, progress=progress)
+        if progress:  # one call, so the embedder's progress bar covers the whole request
+            with self._model_lock.hold(urgent=False):
+                return self.inner.embed_documents(texts, progress=True)
+        if len(texts) > MAX_SHARED_DOCUMENTS:
+            return self._sliced_documents(texts)
         return self._documents.embed(texts).reshape(len(texts), self.dim)
 
     def count_tokens(self, text: str) -> int:
-        with self._model_lock:
+        with self._model_lock.hold(urgent=False):
             return self.inner.count_tokens(text)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        with self._model_lock:
+        with self._model_lock.hold(urgent=False):
             return self.inner.token_offsets(text)
 
     def __getattr__(self, name: str) -> object:  # max_seq_length, prefixes, ...: the wrapped embedder's
@@ -130,11 +182,21 @@ class BatchedEmbedder:
 
     def _locked_queries(self, texts: Sequence[str]) -> np.ndarray:
         many = getattr(self.inner, "embed_queries", None)
-        with self._model_lock:
+        with self._model_lock.hold(urgent=True):
             if many is not None:
                 return np.asarray(many(texts), dtype=np.float32)
             return np.stack([self.inner.embed_query(t) for t in texts])
 
     def _locked_documents(self, texts: Sequence[str]) -> np.ndarray:
-        with self._model_lock:
+        with self._model_lock.hold(urgent=False):
             return self.inner.embed_documents(texts)
+
+    def _sliced_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """A large request in slices of MAX_BATCH texts of similar length (sorted, as the embedder batches them),
+        each under the lock on its own; rows come back in the caller's order."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), MAX_BATCH):
+            rows = order[start : start + MAX_BATCH]
+            out[rows] = self._locked_documents([texts[i] for i in rows])  # (len(rows), dim)
+        return out

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ragsvc.retrieval.embed_batcher import BatchedEmbedder, EmbedBatcher
+from ragsvc.retrieval.embed_batcher import BatchedEmbedder, EmbedBatcher, ModelLock
 
 QUERIES = [f"question number {i} about topic {i % 4}" for i in range(16)]
 
@@ -98,3 +98,68 @@ def test_batched_embedder_documents_match_the_model_and_keep_request_boundaries(
         np.testing.assert_allclose(vectors, minilm.embed_documents(texts), atol=1e-5)
     assert batched.max_seq_length == minilm.max_seq_length and batched.id == minilm.id
     np.testing.assert_allclose(batched.embed_query("a query"), minilm.embed_query("a query"), atol=1e-5)
+
+
+def test_model_lock_lets_waiting_queries_go_first_but_at_most_max_overtakes_times():
+    lock = ModelLock(max_overtakes=2)
+    order: list[str] = []
+    first_held, release_first = threading.Event(), threading.Event()
+
+    def hold(name: str, urgent: bool) -> None:
+        with lock.hold(urgent=urgent):
+            order.append(name)
+            if name == "first":
+                first_held.set()
+                assert release_first.wait(60)
+
+    with ThreadPoolExecutor(8) as pool:
+        pool.submit(hold, "first", False)
+        assert first_held.wait(60)
+        pool.submit(hold, "ingest", False)
+        _wait_for(lambda: lock._waiting[False] == 1)
+        for i in range(4):
+            pool.submit(hold, f"search{i}", True)
+        _wait_for(lambda: lock._waiting[True] == 4)
+        release_first.set()
+    kinds = ["ingest" if n == "ingest" else "search" for n in order[1:]]
+    assert kinds == ["search", "search", "ingest", "search", "search"]
+    with lock.hold(urgent=False):  # a lone holder of either kind takes it at once
+        pass
+    assert not lock._held and lock._waiting == {True: 0, False: 0}
+
+
+class HeldDocuments:
+    """The real MiniLM; each document call's size is recorded, and the first one held until released."""
+
+    def __init__(self, real, release: threading.Event) -> None:
+        self.real, self.id, self.dim, self.release = real, real.id, real.dim, release
+        self.calls: list[tuple[str, int]] = []
+        self.first_started = threading.Event()
+
+    def embed_documents(self, texts, progress=False):
+        self.calls.append(("documents", len(texts)))
+        if len(self.calls) == 1:
+            self.first_started.set()
+            assert self.release.wait(60)
+        return self.real.embed_documents(texts)
+
+    def embed_queries(self, texts):
+        self.calls.append(("queries", len(texts)))
+        return self.real.embed_queries(texts)
+
+
+def test_a_large_ingest_embeds_in_slices_and_a_search_goes_between_them(minilm):
+    release = threading.Event()
+    inner = HeldDocuments(minilm, release)
+    batched = BatchedEmbedder(inner)
+    texts = [f"passage {i}: " + "word " * (i % 7) for i in range(100)]
+    with ThreadPoolExecutor(2) as pool:
+        ingest = pool.submit(batched.embed_documents, texts)
+        assert inner.first_started.wait(60)
+        search = pool.submit(batched.embed_query, "a query while the ingest embeds")
+        _wait_for(lambda: batched._model_lock._waiting[True] == 1)
+        release.set()
+        vectors, query = ingest.result(), search.result()
+    assert inner.calls == [("documents", 64), ("queries", 1), ("documents", 36)]
+    np.testing.assert_allclose(vectors, minilm.embed_documents(texts), atol=1e-5)
+    np.testing.assert_allclose(query, minilm.embed_query("a query while the ingest embeds"), atol=1e-5)
