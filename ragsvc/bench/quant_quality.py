@@ -26,6 +26,7 @@ import torch
 from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.serving.config import EngineConfig
 from ragsvc.serving.engine import LLMEngine
+from ragsvc.serving.layers.quant_linear import linear_bytes
 from ragsvc.serving.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class FormatQuality:
     """Share of teacher-forced positions whose argmax is bf16's greedy token (None for bf16 itself)."""
     first_divergence: list[int] | None
     """Per prompt, the first position whose argmax differs from bf16's token (max_tokens when none does)."""
+    linear_bytes: int
+    """Bytes of linear weights one decode step reads (LM head included)."""
     load_s: float
     seconds: float
 
@@ -159,20 +162,22 @@ def run_quality(*, model: str, weights: tuple[str, ...], dtype: str = "auto", ca
         engine = LLMEngine.from_config(EngineConfig(model=model, dtype=dtype, weights=fmt, cache_dir=cache_dir,
                                                     num_threads=threads, max_num_batched_tokens=max(2048, text_tokens)))
         loaded = time.perf_counter()
+        dtype_size = next(engine.runner.model.parameters()).element_size()
+        nbytes = linear_bytes(engine.runner.model, element_size=dtype_size)
         text_ids = _tokenizer(engine).encode(fixed_text(), add_special_tokens=False)[:text_tokens]
         ppl = perplexity(engine, text_ids)
         prompts = _prompt_ids(engine, num_prompts)
         if not script:  # bf16: its free-running greedy tokens become the script
             outs = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True))
             script = [list(o.output_token_ids) for o in outs]
-            result.formats.append(FormatQuality(fmt, ppl, None, None, round(loaded - started, 1),
+            result.formats.append(FormatQuality(fmt, ppl, None, None, nbytes, round(loaded - started, 1),
                                                 round(time.perf_counter() - loaded, 1)))
         else:
             got = forced_argmax(engine, prompts, script)
             same = [[a == b for a, b in zip(g, s, strict=True)] for g, s in zip(got, script, strict=True)]
             agreement = sum(map(sum, same)) / sum(map(len, same))
             first = [next((j for j, ok in enumerate(row) if not ok), len(row)) for row in same]
-            result.formats.append(FormatQuality(fmt, ppl, agreement, first, round(loaded - started, 1),
+            result.formats.append(FormatQuality(fmt, ppl, agreement, first, nbytes, round(loaded - started, 1),
                                                 round(time.perf_counter() - loaded, 1)))
         logger.info("%s: %s", fmt, result.formats[-1])
         del engine

@@ -158,10 +158,12 @@ def test_q4_keeps_off_grid_linears_of_a_4bit_model_at_int8(tmp_path) -> None:
 def test_q4_of_a_float_model_is_all_q4() -> None:
     from torch import nn
 
-    from ragsvc.serving.layers.quant_linear import quantise_linears
+    from ragsvc.serving.layers.quant_linear import linear_bytes, quantise_linears
 
     model = nn.Module()
     for i in range(3):
         model.add_module(f"l{i}", nn.Linear(64, 32))
+    assert linear_bytes(model, element_size=2) == 3 * 32 * 64 * 2
     quantise_linears(model, "q4")
     assert {m.qw.fmt for m in model.children() if isinstance(m, QuantLinear)} == {"q4"}
+    assert linear_bytes(model, element_size=2) == 3 * (32 * 64 // 2 + 2 * 32 * 2 * 2)  # nibbles + fp16 d, m

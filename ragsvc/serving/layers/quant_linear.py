@@ -152,3 +152,16 @@ def use_quant_kernels(model: nn.Module, kernels: ctypes.CDLL | None, plan: Quant
     for module in model.modules():
         if isinstance(module, QuantLinear):
             module.use_kernels(kernels, plan)
+
+
+def linear_bytes(model: nn.Module, *, element_size: int) -> int:
+    """Bytes of every linear weight a decode step streams: packed bytes of QuantLinears (with their scales),
+    in x out x `element_size` for the float ones (plain or oneDNN-packed)."""
+    total = 0
+    for module in model.modules():
+        in_features, out_features = getattr(module, "in_features", None), getattr(module, "out_features", None)
+        if isinstance(module, QuantLinear):
+            total += module.qw.nbytes()
+        elif isinstance(in_features, int) and isinstance(out_features, int):
+            total += in_features * out_features * element_size
+    return total
