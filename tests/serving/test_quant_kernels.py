@@ -167,3 +167,36 @@ def test_q4_of_a_float_model_is_all_q4() -> None:
     quantise_linears(model, "q4")
     assert {m.qw.fmt for m in model.children() if isinstance(m, QuantLinear)} == {"q4"}
     assert linear_bytes(model, element_size=2) == 3 * (32 * 64 // 2 + 2 * 32 * 2 * 2)  # nibbles + fp16 d, m
+
+
+@pytest.mark.parametrize("march", ["x86-64-v3", "skylake-avx512"])
+def test_kernels_built_for_older_cpus_agree(tmp_path, march) -> None:
+    """The same source built for a CPU without AVX512_BF16 (AVX-512F only: int8 vectorised, q4 scalar) and
+    without AVX-512 (scalar paths): same results, so the library is right wherever -march=native lands."""
+    import ctypes
+    import platform
+    import shutil
+    import subprocess
+    from importlib.resources import files
+
+    compiler = shutil.which("g++")
+    if compiler is None or platform.machine() != "x86_64":
+        pytest.skip("needs g++ on x86-64")
+    src = files("ragsvc.serving.layers")
+    for name in ("cpu_quant.cpp", "cpu_prelude.h"):
+        (tmp_path / name).write_text(src.joinpath(name).read_text())
+    lib_path = tmp_path / "quant.so"
+    subprocess.run([compiler, "-O2", f"-march={march}", "-shared", "-fPIC", "-std=c++17", "-fopenmp",
+                    str(tmp_path / "cpu_quant.cpp"), "-o", str(lib_path)], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    for symbol, args in cpu_quant._SIGNATURES.items():
+        fn = getattr(lib, symbol)
+        fn.argtypes, fn.restype = args, None
+    g = torch.Generator().manual_seed(1)
+    for fmt in ("int8", "q4"):
+        for dtype in (torch.float32, torch.bfloat16):
+            for tokens, k, n in SHAPES:
+                w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
+                x = torch.randn((tokens, k), generator=g).to(dtype)
+                qw = quantise(w, fmt)
+                _close(cpu_quant.linear(lib, x, qw, bias, tile=4), reference_linear(x, qw, bias), dtype)
