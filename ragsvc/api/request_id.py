@@ -13,6 +13,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -27,6 +28,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEADER = "x-request-id"
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+current_request_id: ContextVar[str | None] = ContextVar("ragsvc_request_id", default=None)
+"""The id of the request being served, for code that has no scope at hand (a streamed response's body)."""
 
 
 async def send_json(send: Send, status: int, payload: dict[str, object], *,
@@ -61,6 +64,7 @@ class RequestIdMiddleware:
             return
         rid = _incoming(scope) or uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = rid
+        token = current_request_id.set(rid)
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -80,3 +84,5 @@ class RequestIdMiddleware:
                 "error": "internal_error", "request_id": rid,
                 "detail": f"unexpected server error; the server log has it under request id {rid}",
             }, headers=[(HEADER.encode(), rid.encode())])
+        finally:
+            current_request_id.reset(token)

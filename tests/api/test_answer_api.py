@@ -172,3 +172,51 @@ def test_a_model_server_that_is_down_is_a_bad_gateway(dead_model_api):
     assert r.status_code == 502, r.text
     assert "model" in r.json()["detail"]
     assert client.post("/v1/collections/c/search", json={"query": "kv"}).status_code == 200
+
+
+def test_a_streamed_answer_whose_model_server_is_down_ends_with_an_error_event_carrying_the_request_id(
+        dead_model_api):
+    client = dead_model_api
+    client.post("/v1/collections", json={"name": "c"})
+    client.post("/v1/collections/c/documents", json={"documents": [{"text": "Blocks of the KV cache."}]})
+    with client.stream("POST", "/v1/answer", json={"question": "what?", "collection": "c", "stream": True},
+                       headers={"X-Request-ID": "trace-stream-1"}) as r:
+        assert r.status_code == 200 and r.headers["x-request-id"] == "trace-stream-1"
+        events = _events(r)
+    kind, data = events[-1]
+    assert kind == "error" and data["status"] == 502 and data["request_id"] == "trace-stream-1", events
+
+
+def test_an_unexpected_failure_in_a_stream_is_logged_under_the_request_id_and_not_leaked(caplog):
+    import asyncio
+
+    from ragsvc.api.request_id import current_request_id
+    from ragsvc.api.sse import events_from_thread
+
+    class Cancelled(Exception):
+        pass
+
+    def work(emit):
+        emit("text", {"text": "so far"})
+        raise RuntimeError("a bug with a secret path")
+
+    async def run() -> list[str]:
+        current_request_id.set("rid-42")
+        return [line async for line in events_from_thread(work, cancelled=Cancelled)]
+
+    lines = asyncio.run(run())
+    assert lines[0].startswith("event: text")
+    error = json.loads(lines[-1].split("data: ", 1)[1])
+    assert error["error"] == "internal_error" and error["status"] == 500 and error["request_id"] == "rid-42"
+    assert "secret" not in error["detail"] and "rid-42" in error["detail"]
+    assert any("rid-42" in rec.getMessage() for rec in caplog.records)
+
+
+def _events(response: httpx.Response) -> list[tuple[str | None, dict]]:
+    events, kind = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line[len("event: "):]
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line[len("data: "):])))
+    return events
