@@ -84,10 +84,19 @@ def clean_line(text: str, speaker: str) -> str:
                 continue
             line = labelled.group("rest").strip()
         line = line.strip('"').strip()
+        if re.fullmatch(r"[\w .'-]+'s next (?:line|sentence)\W*", line, re.IGNORECASE):  # a header without colon
+            continue
         if not re.search(r"[A-Za-z]{2}", line) or _PERSONA_COPY.match(line) and line.lower().startswith(tuple(names)):
             continue
         return _once(line)
     return ""
+
+
+def repeats(line: str, said: Sequence[Utterance]) -> bool:
+    """Whether `line` says again what was said before (the same words, or an earlier line with more after it):
+    a small model echoing the other side, which ends the conversation rather than continuing it."""
+    key = " ".join(re.findall(r"[a-z0-9']+", line.lower()))
+    return any(key.startswith(" ".join(re.findall(r"[a-z0-9']+", u.text.lower()))) for u in said)
 
 
 def _once(line: str) -> str:
@@ -111,7 +120,7 @@ def converse(a: Speaker, b: Speaker, generator: Generator, *, now_h: float,
         reply = generator.generate(utterance_prompt(speaker, other.name, memories, said), max_tokens=options.max_tokens)
         ended = END in reply.text
         line = clean_line(reply.text.replace(END, ""), speaker.name)
-        repeated = any(u.text == line for u in said)  # a small model's loop: the conversation is over
+        repeated = repeats(line, said)  # a small model's echo: the conversation is over
         if line and not repeated:
             said.append(Utterance(speaker.name, line, tuple(m.id for m in memories)))
         if ended or not line or repeated:

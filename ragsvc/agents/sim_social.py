@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ragsvc.agents.dialogue import END, Speaker, Utterance, chat_memory, clean_line, utterance_prompt
+from ragsvc.agents.dialogue import END, Speaker, Utterance, chat_memory, clean_line, repeats, utterance_prompt
 from ragsvc.agents.importance import ImportanceScorer
 from ragsvc.agents.reflection import insights_prompt, parse_insights, parse_questions, questions_prompt, tree_depth
 from ragsvc.agents.sim_calls import PhaseGenerator
@@ -81,7 +81,7 @@ def converse_phase(t: Tick, company: Mapping[str, list[str]], reacted: Mapping[s
         replies = t.caller.call("dialogue", requests, max_tokens=UTTERANCE_TOKENS)
         for c, (speaker, _), ids, reply in zip(active, requests, recalled, replies, strict=True):
             line = clean_line(reply.text.replace(END, ""), speaker) if reply is not None else ""
-            repeated = any(u.text == line for u in c.said)  # a small model's loop: the conversation is over
+            repeated = repeats(line, c.said)  # a small model's echo: the conversation is over
             if line and not repeated:
                 c.said.append(Utterance(speaker, line, ids))
             c.done = reply is None or not line or repeated or END in reply.text

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragsvc.agents.dialogue import clean_line
+from ragsvc.agents.dialogue import Utterance, clean_line, repeats
 from ragsvc.agents.persona import load_town
 from ragsvc.agents.plan import DAY_MIN, PlanStep, check_tiling, fit_children, hhmm, parse_step
 from ragsvc.agents.plan_reader import DAY_STEPS, day_plan_from, merge_to, overlay, read_entry, read_plan
@@ -103,13 +103,22 @@ def test_real_smollm2_hour_blocks_tile_their_parent():
 
 
 def test_real_smollm2_dialogue_lines_are_cleaned():
-    lines = [clean_line(r["reply"], r["agent"]) for r in REPLIES if r["kind"] == "utterance"]
-    assert lines == ["I'm so glad you're here.",  # "Ada Okafor:" header, then a bullet said twice
-                     "I'm fine. I'm just enjoying my breakfast.",  # after an echo of Ada's line
-                     "",  # "Mei Tanaka:" then only "Lena Fischer:" labels
-                     "I'm so glad you're here.",  # labelled with the first name
-                     "I've been running a bakery for thirty years.",  # after a copy of the persona
-                     "I'm so glad you're enjoying the Lantern Cafe."]
+    rows = [r for r in REPLIES if r["kind"] == "utterance"]
+    lines = [clean_line(r["reply"], r["agent"]) for r in rows]
+    assert lines[:6] == ["I'm so glad you're here.",  # "Ada Okafor:" header, then a bullet said twice
+                         "I'm fine. I'm just enjoying my breakfast.",  # after an echo of Ada's line
+                         "",  # "Mei Tanaka:" then only "Lena Fischer:" labels
+                         "I'm so glad you're here.",  # labelled with the first name
+                         "I've been running a bakery for thirty years.",  # after a copy of the persona
+                         "I'm so glad you're enjoying the Lantern Cafe."]
+    # second turns with the simulation's 48 tokens: SmolLM2 echoes the first line or copies its persona, so
+    # each of these conversations ends after one line (an echo ends it; nothing usable ends it)
+    said = [[Utterance(*line.split(": ", 1), ()) for line in r["said"]] for r in rows[6:]]
+    assert [(line, bool(line) and repeats(line, s)) for line, s in zip(lines[6:], said, strict=True)] == [
+        ("I'm so glad you're here.", True), ("", False),
+        ("Lena, I'm so glad you're enjoying the new life in Willow Creek. I'm so glad you're enjoying the new life "
+         "in Willow Creek.", True), ("", False), ("", False)]
+    assert clean_line("Tomas Berg's next line\n- Fresh bread today.", "Tomas Berg") == "Fresh bread today."
 
 
 _TEXT = st.lists(st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N", "P", "Zs", "S"]), max_size=8)
