@@ -30,6 +30,7 @@ from ragsvc.api.openai_schemas import (
     PromptTokensDetails,
     Usage,
 )
+from ragsvc.api.request_id import current_request_id
 from ragsvc.errors import RagsvcError
 from ragsvc.serving.async_engine import AsyncLLMEngine
 from ragsvc.serving.outputs import RequestOutput, TokenLogprob
@@ -178,12 +179,19 @@ def _chat_chunk(job: ChoiceJob, delta: DeltaMessage, out: RequestOutput | None, 
 
 
 def _error_line(err: Exception) -> str:
-    if isinstance(err, RagsvcError):
-        body = ErrorBody(message=err.message, type="invalid_request_error", code=err.code)
+    """The in-band error event of a stream whose 200 is out: OpenAI's shape, plus `request_id` when it is the
+    server's fault (as in a 500 body; the log line has the same id)."""
+    rid = current_request_id.get()
+    if isinstance(err, RagsvcError) and err.status_code < 500:
+        payload: dict[str, object] = {"error": ErrorBody(message=err.message, type="invalid_request_error",
+                                                         code=err.code).model_dump()}
     else:
-        logger.exception("stream failed", exc_info=err)
-        body = ErrorBody(message="internal server error; see the server log", type="server_error")
-    return f"data: {json.dumps({'error': body.model_dump()})}\n\n"
+        logger.error("request %s: stream failed", rid, exc_info=err)
+        message = err.message if isinstance(err, RagsvcError) else "internal server error"
+        body = ErrorBody(message=f"{message}; the server log has it under request id {rid}", type="server_error",
+                         code=err.code if isinstance(err, RagsvcError) else "internal_error")
+        payload = {"error": body.model_dump(), "request_id": rid}
+    return f"data: {json.dumps(payload)}\n\n"
 
 
 async def stream_events(

@@ -8,6 +8,7 @@ caused from outside, which is the point of the 500."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +86,23 @@ def test_model_server_500_has_openai_shape_and_request_id(model_server, caplog: 
         finally:
             app.state.served_model = served
         assert client.post("/v1/chat/completions", json=chat).status_code == 200  # one failure, not a broken server
+
+
+@pytest.mark.slow
+def test_a_stream_that_fails_after_its_200_ends_with_an_error_event_with_the_request_id(
+        model_server, caplog: pytest.LogCaptureFixture) -> None:
+    url, app = model_server
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}
+    served = app.state.served_model
+    app.state.served_model = dataclasses.replace(served, async_engine=_Raising())
+    try:
+        with httpx.Client(base_url=url, timeout=120) as client, client.stream(
+                "POST", "/v1/chat/completions", json=chat, headers={"X-Request-ID": "trace-sse"}) as r:
+            assert r.status_code == 200
+            data = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+    finally:
+        app.state.served_model = served
+    error = json.loads(data[-1])
+    assert error["request_id"] == "trace-sse" and error["error"]["type"] == "server_error", data
+    assert "trace-sse" in error["error"]["message"] and "a bug" not in error["error"]["message"]
+    assert any("trace-sse" in rec.getMessage() for rec in caplog.records)
