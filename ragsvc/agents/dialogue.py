@@ -54,13 +54,17 @@ class DialogueOptions:
 
 def utterance_prompt(speaker: Speaker, other: str, memories: Sequence[MemoryRecord],
                      said: Sequence[Utterance]) -> list[Message]:
+    """The request for the speaker's next line, the reply begun with "Name:": without it a small model opens
+    its reply by writing the conversation out again from the top (echoing the other side's line as its own),
+    with it it writes the line."""
     remembered = "\n".join(f"- {m.text}" for m in memories) or "- (nothing in particular)"
     so_far = "\n".join(f"{u.speaker}: {u.text}" for u in said) or "(nobody has spoken yet)"
     return [{"role": "user", "content": (
         f"{speaker.summary}\nWhat {speaker.name} remembers that may matter now:\n{remembered}\n\n"
         f"Conversation between {speaker.name} and {other} so far:\n{so_far}\n\n"
         f"Write {speaker.name}'s next line only, one or two sentences. If the conversation is over, "
-        f"write {END}.")}]
+        f"write {END}.")},
+        {"role": "assistant", "content": f"{speaker.name}:"}]
 
 
 _LABEL = re.compile(r"^(?P<label>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*){0,3}(?:'s next (?:line|sentence))?)\s*:"

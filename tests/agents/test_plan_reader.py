@@ -103,7 +103,7 @@ def test_real_smollm2_hour_blocks_tile_their_parent():
 
 
 def test_real_smollm2_dialogue_lines_are_cleaned():
-    rows = [r for r in REPLIES if r["kind"] == "utterance"]
+    rows = [r for r in REPLIES if r["kind"] == "utterance" and r["prompt"] == "plain"]
     lines = [clean_line(r["reply"], r["agent"]) for r in rows]
     assert lines[:6] == ["I'm so glad you're here.",  # "Ada Okafor:" header, then a bullet said twice
                          "I'm fine. I'm just enjoying my breakfast.",  # after an echo of Ada's line
@@ -176,3 +176,14 @@ def test_merge_and_overlay_keep_order_and_span():
     laid = overlay(ROUTINES["Tomas Berg"], [PlanStep(600, 660, "visit Mei")])
     _sound(laid)
     assert PlanStep(600, 660, "visit Mei") in laid and laid[0] == ROUTINES["Tomas Berg"][0]
+
+
+def test_begun_with_the_name_smollm2_writes_its_own_line_and_the_host_names_the_party():
+    rows = [r for r in REPLIES if r["prompt"] == "line begun with the name"]
+    lines = [clean_line(r["reply"], r["agent"]) for r in rows]
+    said = [[Utterance(*line.split(": ", 1), ()) for line in r["said"]] for r in rows]
+    assert lines == ["I'm so glad you're here.", "I'm so glad you're having a harvest party at Lantern Cafe.",
+                     "I'm so glad you're celebrating a big harvest party at Lantern Cafe.", "I'm glad to hear that.",
+                     "I'm so glad you're here.", "I'm so glad you're coming. I'll be there.",
+                     "I'm so glad you're here."]
+    assert [repeats(line, s) for line, s in zip(lines, said, strict=True)] == [False] * 6 + [True]
