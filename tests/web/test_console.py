@@ -3,8 +3,10 @@ what a user does in each tab, and what the page says when the input or the API r
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +16,7 @@ from tests.web.conftest import ServeProcess, serving
 pytestmark = pytest.mark.slow
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
 
-MODEL_TIMEOUT_MS = 180_000
+MODEL_TIMEOUT_MS = 300_000
 """SmolLM2 on a shared CPU: generous, since a slow machine must not fail a test that checks behaviour."""
 PERSONA = {"id": "ada", "name": "Ada Lovelace", "age": 36, "traits": ["curious", "precise"],
            "summary": "a mathematician who writes about engines",
@@ -223,6 +225,9 @@ def test_tabs_work_from_the_keyboard_and_the_page_fits_375_px(browser, server):
         tab = context.new_page()
         tab.goto(server.url + "/")
         expect(tab.locator("#collections-table tr[data-name=sample]")).to_be_visible()
+        for name in ("collections", "search", "ask", "agents", "repos"):  # every tab in view, none cut off
+            box = tab.locator(f"#tab-{name}").bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, name
         tab.focus("#tab-collections")
         for name in ("search", "ask", "agents", "repos"):
             tab.keyboard.press("ArrowRight")
@@ -237,3 +242,43 @@ def test_tabs_work_from_the_keyboard_and_the_page_fits_375_px(browser, server):
         assert tab.evaluate("document.documentElement.scrollWidth") <= 375
     finally:
         context.close()
+
+
+SCREENSHOT_DIR_VARIABLE = "RAGSVC_CONSOLE_SCREENSHOTS"
+"""Set to a folder (docs/) to keep the screenshots; the README shows the committed ones."""
+
+
+def test_screenshots_of_each_tab(browser, server, tmp_path):
+    out = Path(os.environ.get(SCREENSHOT_DIR_VARIABLE) or tmp_path)
+    context = browser.new_context(viewport={"width": 1100, "height": 860})
+    try:
+        tab = context.new_page()
+        tab.goto(server.url + "/")
+        expect(tab.locator("#collections-table tr[data-name=sample]")).to_be_visible()
+        tab.screenshot(path=out / "console-collections.png")
+        search_for(tab, "how does paged attention save memory?")
+        expect(tab.locator("#search-results .doc").first).to_have_text("sample/paged-attention.md")
+        tab.screenshot(path=out / "console-search.png")
+        tab.click("#tab-ask")
+        tab.fill("#ask-form [name=question]", "How does paged attention save memory?")
+        tab.fill("#ask-form [name=max_tokens]", "48")
+        tab.select_option("#ask-form [name=style]", "short")
+        tab.check("#ask-form [name=flare]")
+        tab.press("#ask-form [name=question]", "Control+Enter")
+        expect(tab.locator("#ask-status")).to_contain_text("done", timeout=MODEL_TIMEOUT_MS)
+        tab.locator("#ask-sources button.source").first.click()
+        tab.screenshot(path=out / "console-ask.png", full_page=True)
+        tab.click("#tab-agents")
+        tab.fill("#chat-form [name=content]", "Hello Ada, what are you working on?")
+        tab.press("#chat-form [name=content]", "Enter")
+        expect(tab.locator("#chat-log li.turn.agent").last).not_to_have_class(re.compile("streaming"),
+                                                                               timeout=MODEL_TIMEOUT_MS)
+        tab.locator("#chat-log details.used summary").last.click()
+        tab.screenshot(path=out / "console-agents.png")
+        tab.set_viewport_size({"width": 375, "height": 760})
+        tab.click("#tab-search")
+        tab.screenshot(path=out / "console-search-375.png")
+    finally:
+        context.close()
+    for name in ("collections", "search", "ask", "agents", "search-375"):
+        assert (out / f"console-{name}.png").stat().st_size > 10_000, f"the {name} screenshot looks empty"
