@@ -17,6 +17,7 @@ from ragsvc.agents.persona import load_town
 from ragsvc.agents.plan import DAY_MIN, PlanStep, check_tiling, fit_children, hhmm, parse_step
 from ragsvc.agents.plan_reader import DAY_STEPS, day_plan_from, merge_to, overlay, read_entry, read_plan
 from ragsvc.agents.planning import day_plan_start
+from ragsvc.agents.reflection import parse_insights
 
 REPLIES = json.loads((Path(__file__).parent / "data" / "smollm2_replies.json").read_text())["rows"]
 TOWN = load_town(Path(__file__).resolve().parents[2] / "agents" / "town")
@@ -187,3 +188,12 @@ def test_begun_with_the_name_smollm2_writes_its_own_line_and_the_host_names_the_
                      "I'm so glad you're here.", "I'm so glad you're coming. I'll be there.",
                      "I'm so glad you're here."]
     assert [repeats(line, s) for line, s in zip(lines, said, strict=True)] == [False] * 6 + [True]
+
+
+def test_smollm2_insights_cite_nothing_so_none_is_stored():
+    """SmolLM2 echoes the question, copies statements or writes uncited praise: with no statement numbers there
+    is no evidence to link, and a reflection without evidence is not stored."""
+    rows = [r for r in REPLIES if r["kind"] == "insights"]
+    assert len(rows) == 5
+    for row in rows:
+        assert parse_insights(row["reply"], list(range(100, 100 + len(row["evidence"]))), limit=3) == []
