@@ -148,9 +148,8 @@ class ClusterSettings(_Frozen):
     address: str | None = Field(
         None, max_length=512,
         description="local (start Ray in the API process), auto (join `ray start` on this machine) or "
-                    "ray://host:port; unset: no Ray, every collection is placed in process")
+                    "ray://host:port (Ray Client); unset: Ray is never started or imported")
     connect_timeout_s: float = Field(30.0, gt=0, le=600, description="give up joining the cluster after this")
-    deadline_ms: float = Field(2000.0, gt=0, le=600_000, description="default per-search fan-out deadline")
 
 
 class Settings(BaseSettings):
