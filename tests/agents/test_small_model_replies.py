@@ -1,6 +1,6 @@
-"""Reading plans and dialogue lines as small models write them: on real SmolLM2 replies to the simulation's
-prompts (tests/agents/data/smollm2_replies.json, captured once with the engine), and property tests that any
-text reads into a sound plan and that plans written in many formats read back to the same times."""
+"""Replies as small models write them: plans, dialogue lines and insights, read from real SmolLM2 replies to
+the simulation's prompts (tests/agents/data/smollm2_replies.json, captured once with the engine), and property
+tests that any text reads into a sound plan and that plans written in many formats read back to the same times."""
 
 from __future__ import annotations
 
