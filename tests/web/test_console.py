@@ -282,3 +282,22 @@ def test_screenshots_of_each_tab(browser, server, tmp_path):
         context.close()
     for name in ("collections", "search", "ask", "agents", "search-375"):
         assert (out / f"console-{name}.png").stat().st_size > 10_000, f"the {name} screenshot looks empty"
+
+
+def test_stop_keeps_the_partial_answer_and_the_next_question_is_answered(page):
+    page.click("#tab-ask")
+    form = page.locator("#ask-form")
+    form.locator("[name=question]").fill("Explain paged attention, HNSW graphs and BM25 in detail.")
+    form.locator("[name=max_tokens]").fill("1024")
+    form.locator("[name=question]").press("Control+Enter")
+    expect(page.locator("#ask-answer")).to_have_attribute("data-text-events", re.compile(r"^[1-9]"),
+                                                          timeout=MODEL_TIMEOUT_MS)
+    form.locator("[name=question]").press("Control+Enter")  # a second submit while streaming is refused
+    expect(page.locator("#ask-error")).to_contain_text("still streaming")
+    page.click("#ask-stop")
+    expect(page.locator("#ask-status")).to_have_text("stopped by you; the partial answer is kept above.")
+    expect(page.locator("#ask-answer")).not_to_be_empty()
+    form.locator("[name=max_tokens]").fill("8")
+    form.locator("[name=question]").press("Control+Enter")
+    expect(page.locator("#ask-status")).to_contain_text("done", timeout=MODEL_TIMEOUT_MS)
+    expect(page.locator("#ask-error")).to_be_hidden()

@@ -6,6 +6,7 @@ import { $, busy, el, showError } from "./dom.js";
 
 let agents = [];
 let session = null; // {id, agent}
+let sending = false;
 
 function chosenAgent() {
   return $("agent-select").value;
@@ -90,6 +91,11 @@ async function send(event) {
     showError(box, new ApiError(0, "client", "type a message first: an empty message is not sent."));
     return;
   }
+  if (sending) {
+    showError(box, new ApiError(0, "client", "the agent is still replying: send the next message when it is done."));
+    return;
+  }
+  sending = true;
   busy(button, true);
   let reply = null;
   try {
@@ -112,6 +118,7 @@ async function send(event) {
     if (error instanceof ApiError && error.status === 404 && session) session = null; // start afresh next time
     showError(box, error);
   } finally {
+    sending = false;
     busy(button, false);
   }
 }

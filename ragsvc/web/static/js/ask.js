@@ -87,6 +87,10 @@ async function ask(event) {
   const box = $("ask-error");
   const button = form.querySelector("button[type=submit]");
   const answer = $("ask-answer");
+  if (controller) { // Ctrl+Enter submits even while the button is disabled
+    showError(box, new ApiError(0, "client", "an answer is still streaming: wait for it, or press Stop first."));
+    return;
+  }
   let body;
   try {
     body = requestBody(form);
