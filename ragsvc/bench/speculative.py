@@ -189,6 +189,7 @@ class SpeculativeBenchResult:
         doc = asdict(self)
         doc["config"]["data_root"] = self.config.data_root.name  # the folder's name, not a machine path
         doc["config"].pop("cache_dir")
+        doc["config"]["model"] = Path(self.config.model).name  # an alias, or a model file's name without its folder
         doc["per_prompt"] = [asdict(p) for p in self.per_prompt]
         return {"benchmark": "speculative", **doc}
 
