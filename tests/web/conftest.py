@@ -109,6 +109,22 @@ def serving(tmp_path_factory: pytest.TempPathFactory, name: str, *, with_model: 
         server.stop()
 
 
+MODEL_TIMEOUT_MS = 300_000
+"""How long a test waits for SmolLM2 on a shared CPU: generous, so a slow machine does not fail a behaviour test."""
+PERSONA = {"id": "ada", "name": "Ada Lovelace", "age": 36, "traits": ["curious", "precise"],
+           "summary": "a mathematician who writes about engines",
+           "memories": ["My favourite tea is Earl Grey.", "I wrote notes on the Analytical Engine."]}
+
+
+@pytest.fixture(scope="session")
+def model_server(browser: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """`ragsvc serve --sample --with-model` (SmolLM2 in process) with one agent, Ada, for the console tests."""
+    with serving(tmp_path_factory, "console", with_model=True) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            client.post("/v1/agents", json=PERSONA).raise_for_status()
+        yield server
+
+
 @pytest.fixture(scope="session")
 def plain_server(browser: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """`ragsvc serve --sample` without a model, shared by the key tests (which turn keys on: every API call

@@ -1,34 +1,24 @@
-"""The console in a real Chromium against a real `ragsvc serve --sample --with-model` (SmolLM2 answers and chats):
-what a user does in each tab, and what the page says when the input or the API refuses."""
+"""The console in a real Chromium against a real `ragsvc serve --sample --with-model`: the page, collections
+and search, what the page says when the input or the API refuses, the layout at 375 px, and the screenshots."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.web.conftest import ServeProcess, serving
+from tests.web.conftest import MODEL_TIMEOUT_MS, ServeProcess
 
 pytestmark = pytest.mark.slow
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
 
-MODEL_TIMEOUT_MS = 300_000
-"""SmolLM2 on a shared CPU: generous, since a slow machine must not fail a test that checks behaviour."""
-PERSONA = {"id": "ada", "name": "Ada Lovelace", "age": 36, "traits": ["curious", "precise"],
-           "summary": "a mathematician who writes about engines",
-           "memories": ["My favourite tea is Earl Grey.", "I wrote notes on the Analytical Engine."]}
-
 
 @pytest.fixture(scope="module")
-def server(browser, tmp_path_factory) -> Iterator[ServeProcess]:
-    with serving(tmp_path_factory, "console", with_model=True) as started:
-        with httpx.Client(base_url=started.url, timeout=60) as client:
-            client.post("/v1/agents", json=PERSONA).raise_for_status()
-        yield started
+def server(model_server: ServeProcess) -> ServeProcess:
+    return model_server
 
 
 def search_for(page, query: str, collection: str | None = "sample") -> None:
@@ -143,82 +133,6 @@ def test_create_and_delete_a_collection_with_a_confirmation(page, server):
     assert httpx.get(server.url + "/v1/collections/made-here").status_code == 404
 
 
-def test_ask_streams_the_answer_and_its_citations_open_their_passages(page):
-    page.click("#tab-ask")
-    form = page.locator("#ask-form")
-    form.locator("[name=question]").fill("How does paged attention save memory?")
-    form.locator("[name=max_tokens]").fill("48")
-    form.locator("[name=style]").select_option("short")
-    form.locator("[name=question]").press("Control+Enter")
-    expect(page.locator("#ask-status")).to_contain_text("done", timeout=MODEL_TIMEOUT_MS)
-    assert int(page.locator("#ask-answer").get_attribute("data-text-events")) > 1  # it arrived in pieces
-    expect(page.locator("#ask-rounds")).to_contain_text("round 0 · retrieval for the question")
-    expect(page.locator("#ask-sources li").first).to_contain_text("[1] sample/")
-    cite = page.locator("#ask-answer button.cite").first
-    expect(cite).to_be_visible()
-    number = cite.get_attribute("data-n")
-    cite.click()
-    expect(page.locator("#ask-passage")).to_contain_text(f"[{number}] sample/")
-    cited = page.locator("#ask-sources li.cited")
-    expect(cited.first).to_be_visible()
-    assert f"· {cited.count()} citation(s)" in page.inner_text("#ask-status")  # the API's count = the marked sources
-
-
-def test_flare_rounds_are_listed_with_their_probabilities_and_queries(page):
-    page.click("#tab-ask")
-    form = page.locator("#ask-form")
-    form.locator("[name=question]").fill("Why do generative agents reflect?")
-    form.locator("[name=max_tokens]").fill("32")
-    form.locator("[name=flare]").check()
-    form.locator("[name=theta]").fill("0.9")
-    form.locator("[name=question]").press("Control+Enter")
-    expect(page.locator("#ask-status")).to_contain_text("done", timeout=MODEL_TIMEOUT_MS)
-    rounds = page.locator("#ask-rounds li")
-    expect(rounds.first).to_contain_text("query: Why do generative agents reflect?")
-    lookahead = page.locator("#ask-rounds li", has_text="lookahead").first
-    expect(lookahead).to_contain_text(re.compile(r"lowest token p=0\.\d+"))
-    lows = page.locator("#ask-rounds li.low", has_text="< θ 0.9")
-    assert lows.count() >= 1  # with θ this high some token falls below it: the round is marked and retrieves
-    expect(page.locator("#ask-rounds li", has_text="unsure sentence → retrieval").first).to_be_visible()
-
-
-def test_ask_without_a_question_says_so(page):
-    page.click("#tab-ask")
-    page.locator("#ask-form [name=question]").press("Control+Enter")
-    expect(page.locator("#ask-error")).to_contain_text("type a question first")
-
-
-def test_chat_with_an_agent_streams_the_reply_and_shows_the_memories_it_used(page):
-    page.click("#tab-agents")
-    expect(page.locator("#agent-select option[value=ada]")).to_be_attached()
-    expect(page.locator("#memory-stream")).to_contain_text("Earl Grey")
-    expect(page.locator("#memory-stream .importance").first).to_be_visible()
-    page.fill("#chat-form [name=content]", "What do you like to drink?")
-    page.press("#chat-form [name=content]", "Enter")
-    reply = page.locator("#chat-log li.turn.agent")
-    expect(reply).not_to_have_class(re.compile("streaming"), timeout=MODEL_TIMEOUT_MS)
-    expect(reply.locator(".bubble-text")).not_to_be_empty()
-    expect(reply.locator("details.used summary")).to_contain_text(re.compile(r"\d+ memor"))
-    expect(page.locator("#memory-stream .kind-chat").first).to_contain_text("What do you like to drink?")
-    page.fill("#chat-form [name=content]", " ")
-    page.press("#chat-form [name=content]", "Enter")
-    expect(page.locator("#chat-error")).to_contain_text("type a message first")
-
-
-def test_repos_index_a_folder_under_the_allowed_root_and_refuse_one_outside(page):
-    page.click("#tab-repos")
-    page.fill("#repo-form [name=path]", "/etc")
-    page.press("#repo-form [name=path]", "Enter")
-    expect(page.locator("#repo-error")).to_contain_text("HTTP 400")
-    page.fill("#repo-form [name=path]", "tests/code/fixtures/polyglot")
-    page.fill("#repo-form [name=collection]", "repo-polyglot")
-    page.press("#repo-form [name=collection]", "Enter")
-    expect(page.locator("#repo-jobs li.job.done")).to_contain_text("done in", timeout=MODEL_TIMEOUT_MS)
-    page.press("#map-form [name=query]", "Enter")
-    expect(page.locator("#map-summary")).to_contain_text("definition(s)")
-    expect(page.locator("#map-text")).not_to_be_empty()
-
-
 def test_tabs_work_from_the_keyboard_and_the_page_fits_375_px(browser, server):
     context = browser.new_context(viewport={"width": 375, "height": 800})
     try:
@@ -282,22 +196,3 @@ def test_screenshots_of_each_tab(browser, server, tmp_path):
         context.close()
     for name in ("collections", "search", "ask", "agents", "search-375"):
         assert (out / f"console-{name}.png").stat().st_size > 10_000, f"the {name} screenshot looks empty"
-
-
-def test_stop_keeps_the_partial_answer_and_the_next_question_is_answered(page):
-    page.click("#tab-ask")
-    form = page.locator("#ask-form")
-    form.locator("[name=question]").fill("Explain paged attention, HNSW graphs and BM25 in detail.")
-    form.locator("[name=max_tokens]").fill("1024")
-    form.locator("[name=question]").press("Control+Enter")
-    expect(page.locator("#ask-answer")).to_have_attribute("data-text-events", re.compile(r"^[1-9]"),
-                                                          timeout=MODEL_TIMEOUT_MS)
-    form.locator("[name=question]").press("Control+Enter")  # a second submit while streaming is refused
-    expect(page.locator("#ask-error")).to_contain_text("still streaming")
-    page.click("#ask-stop")
-    expect(page.locator("#ask-status")).to_have_text("stopped by you; the partial answer is kept above.")
-    expect(page.locator("#ask-answer")).not_to_be_empty()
-    form.locator("[name=max_tokens]").fill("8")
-    form.locator("[name=question]").press("Control+Enter")
-    expect(page.locator("#ask-status")).to_contain_text("done", timeout=MODEL_TIMEOUT_MS)
-    expect(page.locator("#ask-error")).to_be_hidden()

@@ -36,7 +36,34 @@ async function agentChanged() {
     session = null;
     $("chat-log").replaceChildren();
   }
-  await refreshMemories();
+  await Promise.all([refreshMemories(), refreshSessions()]);
+}
+
+async function refreshSessions() {
+  const agent = chosenAgent();
+  const select = $("session-select");
+  const sessions = agent ? await get(`/v1/agents/${pathPart(agent)}/sessions?limit=50`).catch(() => []) : [];
+  select.replaceChildren(el("option", { value: "", text: sessions.length ? "a past session…" : "no past sessions" }),
+    ...sessions.map((s) => el("option", { value: s.id,
+      text: `${s.created_at.slice(0, 16).replace("T", " ")} · ${s.user} · ${s.num_turns} turn(s)` })));
+  select.value = session && sessions.some((s) => s.id === session.id) ? session.id : "";
+}
+
+async function reopen() {
+  const id = $("session-select").value;
+  if (!id) return;
+  try {
+    const history = await get(`/v1/sessions/${pathPart(id)}`);
+    session = { id: history.id, agent: history.agent };
+    $("chat-log").replaceChildren(el("li", { class: "muted", text: `session ${history.id} with ${history.agent}` }));
+    for (const turn of history.turns) {
+      const { item } = bubble(turn.role, turn.content);
+      if (turn.role === "agent") item.append(el("div", { class: "muted", text: `${turn.memory_ids.length} memories used` }));
+    }
+    showError($("chat-error"), null);
+  } catch (error) {
+    showError($("chat-error"), error);
+  }
 }
 
 export async function refreshMemories() {
@@ -48,7 +75,8 @@ export async function refreshMemories() {
   try {
     const memories = await get(`/v1/agents/${pathPart(agent)}/memories?limit=20`);
     $("memory-stream").replaceChildren(...memories.map((m) => el("li", { class: `memory kind-${m.kind}` },
-      el("span", { class: "importance", title: "importance, 1-10",
+      el("span", { class: "importance",
+        title: m.importance === null ? "importance pending: a worker rates it shortly" : "importance, 1-10",
         text: m.importance === null ? "…" : m.importance.toFixed(0) }),
       el("span", { class: "chip", text: m.kind }), ` ${m.text}`,
       el("span", { class: "muted", text: ` · ${m.created_h.toFixed(1)} h` }))));
@@ -65,6 +93,7 @@ async function newSession(event) {
   const created = await post(`/v1/agents/${pathPart(agent)}/sessions`, { user });
   session = { id: created.id, agent };
   $("chat-log").replaceChildren(el("li", { class: "muted", text: `session ${created.id} with ${agent}` }));
+  await refreshSessions();
   return session;
 }
 
@@ -112,7 +141,7 @@ async function send(event) {
       } });
     reply.body.textContent = result.reply;
     reply.item.classList.remove("streaming");
-    await refreshMemories();
+    await Promise.all([refreshMemories(), refreshSessions()]);
   } catch (error) {
     reply?.item.classList.replace("streaming", "broken");
     if (error instanceof ApiError && error.status === 404 && session) session = null; // start afresh next time
@@ -126,6 +155,7 @@ async function send(event) {
 export function setupAgents() {
   $("agents-refresh").addEventListener("click", refreshAgents);
   $("agent-select").addEventListener("change", agentChanged);
+  $("session-select").addEventListener("change", reopen);
   $("agent-pick").addEventListener("submit", (event) => newSession(event).catch((error) => showError($("chat-error"), error)));
   $("chat-form").addEventListener("submit", send);
 }
