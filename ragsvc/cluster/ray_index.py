@@ -13,10 +13,11 @@ to in process. What Ray adds is handled here:
   searches until it has caught up. A replica that was still working when its shard was answered by another is
   marked suspect: it is asked last until a ping shows it answers and is current.
 - **Writes.** The catalog commits first (the API process is its single writer); then `add`/`delete` fan out to
-  every replica of the owning shards and advance the other shards' watermarks. A replica that fails a write is
-  marked stale and, once reachable, `repair` replays the catalog (`source`) above its watermark and drops ids
-  the catalog deleted. Ray restarts a dead actor (`max_restarts`); its constructor reloads the last saved
-  files, so a restart costs a replay of what came after the save, not a rebuild.
+  every fresh replica of the owning shards and advance the other shards' watermarks (a stale one is not
+  written to: it replays). A replica that fails a write is marked stale and, once reachable, `repair` replays
+  the catalog (`source`) above its watermark and drops ids the catalog deleted. Ray restarts a dead actor
+  (`max_restarts`); its constructor reloads the last saved files, so a restart costs a replay of what came
+  after the save, not a rebuild.
 
 Writes and repairs are serialised by one lock; searches take no lock and may run from many threads. A
 background thread (`repair_interval_s`) repairs stale and suspect replicas, so one that Ray restarted comes
@@ -142,7 +143,7 @@ class RayShardedIndex:
             base, new = self.watermark, max(self.watermark, int(ids.max()))
             owner = shard_of(ids, self.num_shards)
             refs = {}
-            for s, r in self._positions():
+            for s, r in self._fresh_positions():  # stale replicas replay from the catalog instead
                 rows = np.flatnonzero(owner == s)
                 refs[(s, r)] = self.hosts[s][r].apply.remote(ids[rows], vectors[rows], base=base, new=new)
             self._settle(refs, new)
@@ -155,7 +156,7 @@ class RayShardedIndex:
         with self._lock:
             owner = shard_of(ids, self.num_shards)
             refs = {(s, r): self.hosts[s][r].delete.remote(ids[owner == s], base=self.watermark)
-                    for s, r in self._positions() if np.any(owner == s)}
+                    for s, r in self._fresh_positions() if np.any(owner == s)}
             self._settle(refs, self.watermark)
 
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
@@ -269,6 +270,9 @@ class RayShardedIndex:
 
     def _positions(self) -> list[tuple[int, int]]:
         return [(s, r) for s, replicas in enumerate(self.hosts) for r in range(len(replicas))]
+
+    def _fresh_positions(self) -> list[tuple[int, int]]:
+        return [pos for pos in self._positions() if pos not in self.stale]
 
     def _order(self, turn: int) -> list[list[int]]:
         """Per shard, its fresh replicas from a rotating offset (replicas share the searches), suspects last."""
