@@ -150,3 +150,26 @@ def test_a_hundred_requests_on_a_small_cache_all_complete(tiny_llama) -> None:
     outs = engine.generate(prompts, params)
     assert [len(o.output_token_ids) for o in outs] == [p.max_tokens for p in params]
     assert engine.block_manager.num_free_blocks == 40
+
+
+def test_scheduling_policy_changes_order_not_tokens(tiny_llama, engine) -> None:
+    """Shortest-first admission and a small prefill cap reorder and split the work; the tokens stay the same."""
+    folder, _ = tiny_llama
+    policy = LLMEngine.from_config(EngineConfig(
+        model=str(folder), dtype="float32", block_size=4, num_kv_blocks=64, max_model_len=200,
+        prefill_order="shortest", max_prefill_tokens=8, max_wait_steps=3,
+    ))
+    prompts = [[(7 * i + j) % 500 + 1 for j in range(3 + 9 * (i % 4))] for i in range(10)]
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    expected = [o.output_token_ids for o in engine.generate(prompts, params)]
+    assert [o.output_token_ids for o in policy.generate(prompts, params)] == expected
+    assert policy.block_manager.num_free_blocks == policy.block_manager.num_blocks
+
+
+def test_bad_policy_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="prefill_order"):
+        EngineConfig(prefill_order="newest")
+    with pytest.raises(ValueError, match="max_prefill_tokens"):
+        EngineConfig(max_prefill_tokens=0)
+    with pytest.raises(ValueError, match="speculative method"):
+        EngineConfig(speculative="draft-model")
