@@ -67,7 +67,7 @@ def serve(
     insecure: Insecure = False,
     allowed_host: AllowedHost = None,
 ) -> None:
-    """Serve the REST API (OpenAPI docs at /docs). GET /health answers 200 once indexes are loaded."""
+    """Serve the REST API (a web console at /, OpenAPI docs at /docs). GET /health answers 200 once indexes are loaded."""
     import uvicorn
 
     from ragsvc.api.app import create_app
@@ -87,7 +87,7 @@ def serve(
         chunks = ingest_sample(config.store.data_dir)
         typer.echo(f"sample collection ready: {chunks} chunks in {config.store.data_dir}")
     base = f"http://{config.api.host}:{config.api.port}"
-    typer.echo(f"serving on {base} (docs: {base}/docs). Try:\n"
+    typer.echo(f"serving on {base} (console: {base}/, docs: {base}/docs). Try:\n"
                f"  curl -s {base}/v1/collections/{SAMPLE_COLLECTION}/search -H 'content-type: application/json' "
                f"-d '{{\"query\": \"how does paged attention save memory?\", \"k\": 3, \"mode\": \"hybrid\"}}'")
     if with_model:
