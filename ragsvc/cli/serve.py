@@ -67,7 +67,10 @@ def serve(
     insecure: Insecure = False,
     allowed_host: AllowedHost = None,
 ) -> None:
-    """Serve the REST API (a web console at /, OpenAPI docs at /docs). GET /health answers 200 once indexes are loaded."""
+    """Serve the REST API, with a web console at / and OpenAPI docs at /docs.
+
+    GET /health answers 200 once indexes are loaded.
+    """
     import uvicorn
 
     from ragsvc.api.app import create_app
