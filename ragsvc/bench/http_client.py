@@ -1,11 +1,11 @@
 """A minimal HTTP/1.1 keep-alive client on asyncio streams: the load benchmark's clients.
 
 A load generator on the server's own machine takes CPU from the server it measures. httpx's async pool costs
-several times a small request's server time once 32 connections share it (measured: about 2.5 ms of driver
-CPU per `GET /health` at 32 connections against 0.7 ms one at a time, where the server spends 0.7 ms), so a
-driver built on it measures its own overhead as much as the server. One connection per client, requests
-written as bytes and responses read by Content-Length (or chunked), keeps the driver's share small, and the
-same for every operation, so throughputs and their ratios compare the server's work.
+several times a small request's server time once 32 connections share it (its per-request CPU grows with the
+number of connections in the pool), so a driver built on it measures its own overhead as much as the server.
+One connection per client, requests written as bytes and responses read by Content-Length (or chunked), keeps
+the driver's share small, and the same for every operation, so throughputs and their ratios compare the
+server's work.
 
 Only what the benchmark sends is supported: JSON bodies, responses with a length or chunked. A response
 asking to close, or a broken connection, reconnects on the next request; the failed request raises
