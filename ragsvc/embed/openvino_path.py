@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ragsvc.embed.precision import CHECK_TEXTS, MIN_SPEEDUP, agreement
+from ragsvc.embed.precision import CHECK_TEXTS, MIN_SPEEDUP, agreement, save_measured_choice
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -194,11 +194,4 @@ def load_backend_choice(path: Path) -> BackendChoice | None:
 
 
 def save_backend_choice(path: Path, choice: BackendChoice) -> None:
-    """Temporary name, then rename; best effort (a read-only cache only means measuring again)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(choice)))
-        os.replace(tmp, path)
-    except OSError as exc:
-        logger.warning("could not cache the embedder backend choice at %s: %s", path, exc)
+    save_measured_choice(path, asdict(choice), what="backend")

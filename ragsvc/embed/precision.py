@@ -146,12 +146,16 @@ def load_choice(path: Path) -> PrecisionChoice | None:
 
 
 def save_choice(path: Path, choice: PrecisionChoice) -> None:
-    """Write the choice to a temporary name, then rename (a reader never sees half a file). Best effort: a
-    read-only cache folder only means measuring again next time."""
+    save_measured_choice(path, asdict(choice), what="precision")
+
+
+def save_measured_choice(path: Path, record: dict[str, object], *, what: str) -> None:
+    """Write a measured choice to a temporary name, then rename (a reader never sees half a file). Best
+    effort: a read-only cache folder only means measuring again next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(choice)))
+        tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
     except OSError as exc:
-        logger.warning("could not cache the embedder precision choice at %s: %s", path, exc)
+        logger.warning("could not cache the embedder %s choice at %s: %s", what, path, exc)
