@@ -22,6 +22,7 @@ from ragsvc.answer.flare import (
     Sentence,
     cut_sentence,
     low_confidence_spans,
+    low_tokens,
     masked_query,
     min_probability,
     needs_retrieval,
@@ -106,7 +107,7 @@ class Answerer:
     def answer(self, question: str, *, flare: FlareOptions | None = None) -> Answer:
         question = check_question(question)
         started = time.perf_counter()
-        run = _Run(question, PassageLog(self.options.max_context_tokens))
+        run = _Run(question, PassageLog(self.options.max_context_tokens), theta=flare.theta if flare else None)
         self._retrieve(run, question, round_=0, reason="question", max_tokens=self.options.context_tokens)
         finish = self._single(run) if flare is None else self._flare(run, flare)
         if self.options.style == "reasoning" and run.answer.strip() and final_answer(run.answer) is None:
@@ -254,7 +255,8 @@ class Answerer:
         record = GenerationRound(round=round_, kind=kind, prompt_tokens=usage.prompt_tokens,
                                  cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
                                  ttft_ms=ttft_ms or total_ms, total_ms=total_ms,
-                                 min_prob=min_probability(kept) if logprobs else None, text=text)
+                                 min_prob=min_probability(kept) if logprobs else None, text=text,
+                                 low_tokens=low_tokens(kept, run.theta) if logprobs and run.theta is not None else [])
         run.generations.append(record)
         self._emit(AnswerEvent("round", generation=record))
         return generation
@@ -264,6 +266,8 @@ class Answerer:
 class _Run:
     question: str
     passages: PassageLog
+    theta: float | None = None
+    """FLARE's threshold, for reporting which tokens fell below it (None without FLARE)."""
     answer: str = ""
     retrievals: list[RetrievalRound] = field(default_factory=list)
     generations: list[GenerationRound] = field(default_factory=list)

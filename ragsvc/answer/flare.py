@@ -76,6 +76,11 @@ def needs_retrieval(tokens: Sequence[TokenLogprob], theta: float) -> bool:
     return lowest is not None and lowest < theta
 
 
+def low_tokens(tokens: Sequence[TokenLogprob], theta: float) -> list[str]:
+    """The word-bearing tokens below theta, as text: what made a look-ahead unsure enough to retrieve."""
+    return [t.token.strip() for t in tokens if _WORD.search(t.token) and probability(t) < theta]
+
+
 def masked_query(tokens: Sequence[TokenLogprob], beta: float) -> str:
     """The sentence with every token of probability below beta removed, whitespace collapsed."""
     kept = "".join(t.token for t in tokens if not (_WORD.search(t.token) and probability(t) < beta))

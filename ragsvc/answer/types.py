@@ -80,6 +80,8 @@ class GenerationRound:
     min_prob: float | None
     """Lowest token probability of the kept text (None without logprobs)."""
     text: str
+    low_tokens: list[str] = field(default_factory=list)
+    """With FLARE: the kept text's word tokens whose probability fell below theta (empty otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,8 @@ class GenerationRoundPublic(BaseModel):
     ttft_ms: float
     total_ms: float
     min_prob: float | None
+    low_tokens: list[str] = Field(default_factory=list,
+                                  description="with FLARE: the word tokens whose probability fell below theta")
 
 
 class AnswerResponse(BaseModel):
@@ -125,7 +127,8 @@ class AnswerResponse(BaseModel):
                                              timings_ms=r.timings_ms) for r in a.retrievals],
             generations=[GenerationRoundPublic(round=g.round, kind=g.kind, prompt_tokens=g.prompt_tokens,
                                                cached_tokens=g.cached_tokens, completion_tokens=g.completion_tokens,
-                                               ttft_ms=g.ttft_ms, total_ms=g.total_ms, min_prob=g.min_prob)
+                                               ttft_ms=g.ttft_ms, total_ms=g.total_ms, min_prob=g.min_prob,
+                                               low_tokens=g.low_tokens)
                          for g in a.generations],
             timings_ms=a.timings_ms,
             usage={"prompt_tokens": a.prompt_tokens, "cached_tokens": a.cached_tokens,

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
-from ragsvc.answer.flare import cut_sentence, low_confidence_spans, masked_query, needs_retrieval
+from ragsvc.answer.flare import cut_sentence, low_confidence_spans, low_tokens, masked_query, needs_retrieval
 from ragsvc.answer.prompt import INSTRUCTIONS
 from ragsvc.answer.types import FlareOptions
 from ragsvc.errors import InvalidInput, NotFound, UpstreamError, UpstreamTimeout
@@ -72,6 +72,12 @@ def test_retrieval_is_needed_when_a_word_token_is_below_theta():
     assert not needs_retrieval(toks((".", 0.01), (" ", 0.01)), theta=0.4)
 
 
+def test_low_tokens_are_the_word_tokens_below_theta():
+    sentence = toks((" It", 0.9), (" came", 0.35), (" in", 0.5), (" 19", 0.2), ("99", 0.1), (".", 0.01))
+    assert low_tokens(sentence, theta=0.4) == ["came", "19", "99"]  # the "." is not judged
+    assert low_tokens(sentence, theta=0.1) == []
+
+
 def test_masked_query_drops_tokens_below_beta_and_spans_group_them():
     sentence = toks((" vLLM", 0.9), (" was", 0.95), (" introduced", 0.5), (" in", 0.8), (" 2019", 0.1),
                     (" by", 0.2), (" Google", 0.15), (".", 0.9))
@@ -101,6 +107,8 @@ def test_confident_sentences_are_kept_and_an_unsure_one_is_regenerated_after_ret
     assert [r.reason for r in answer.retrievals] == ["question", "low_confidence"]
     assert answer.retrievals[1].added == [3]  # chunk 1 was already passage [1]
     assert [g.kind for g in answer.generations] == ["lookahead", "lookahead", "regenerate"]
+    # each round reports the tokens that fell below theta: the unsure guess, and nothing once grounded
+    assert [g.low_tokens for g in answer.generations] == [[], ["Google"], []]
     assert [c.chunk_id for c in answer.citations] == [1, 3]
     assert answer.finish_reason == "stop"
     assert [e.kind for e in events].count("retrieval") == 2

@@ -56,6 +56,7 @@ def test_flare_rounds_are_listed_with_their_probabilities_and_queries(page):
     expect(lookahead).to_contain_text(re.compile(r"lowest token p=0\.\d+"))
     lows = page.locator("#ask-rounds li.low", has_text="< θ 0.9")
     assert lows.count() >= 1  # with θ this high some token falls below it: the round is marked and retrieves
+    expect(lows.first.locator(".low-tokens")).to_contain_text(re.compile(r"below θ: “[^”]+”"))  # which tokens
     expect(page.locator("#ask-rounds li", has_text="unsure sentence → retrieval").first).to_be_visible()
 
 

@@ -101,6 +101,7 @@ def _event_data(event: AnswerEvent) -> dict[str, Any]:
         g = event.generation
         return GenerationRoundPublic(round=g.round, kind=g.kind, prompt_tokens=g.prompt_tokens,
                                      cached_tokens=g.cached_tokens, completion_tokens=g.completion_tokens,
-                                     ttft_ms=g.ttft_ms, total_ms=g.total_ms, min_prob=g.min_prob).model_dump()
+                                     ttft_ms=g.ttft_ms, total_ms=g.total_ms, min_prob=g.min_prob,
+                                     low_tokens=g.low_tokens).model_dump()
     return {"text": event.text}
 

@@ -66,7 +66,10 @@ function roundLine(kind, data, theta) {
   return el("li", { class: low ? "round low" : "round" },
     el("strong", { text: `round ${data.round} · ${data.kind}${prob}` }),
     el("div", { class: "muted", text: `${data.completion_tokens} token(s) · prompt ${data.prompt_tokens}, ` +
-      `${data.cached_tokens} cached · first token ${data.ttft_ms.toFixed(0)} ms` }));
+      `${data.cached_tokens} cached · first token ${data.ttft_ms.toFixed(0)} ms` }),
+    (data.low_tokens ?? []).length
+      ? el("div", { class: "low-tokens", text: `below θ: ${data.low_tokens.map((t) => `“${t}”`).join(" ")}` })
+      : null);
 }
 
 function requestBody(form) {
