@@ -56,10 +56,5 @@ class Transaction:
             if self._open:
                 yield
                 return
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
+            with self.atomic():
                 yield
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
