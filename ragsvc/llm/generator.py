@@ -17,9 +17,10 @@ assistant message is continued rather than answered (see ragsvc/llm/chat.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from ragsvc.errors import InvalidInput
 
@@ -150,3 +151,24 @@ class Generator(Protocol):
         before any is waited on, so a batching server serves them together; a bad option or prompt raises
         before anything is sent."""
         ...
+
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def map_in_threads(fn: Callable[[_Item], _Result], items: Sequence[_Item], *, max_workers: int,
+                   name: str) -> list[_Result]:
+    """`fn` over `items` on at most `max_workers` threads, results in item order. The first failure is raised
+    and the calls not yet started are cancelled. Blocking threads, so it can be called from any thread,
+    including one that runs an event loop."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(items)), thread_name_prefix=name) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise

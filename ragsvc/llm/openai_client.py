@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -32,6 +31,7 @@ from ragsvc.llm.generator import (
     TokenLogprob,
     Usage,
     check_messages,
+    map_in_threads,
     options,
 )
 
@@ -215,17 +215,8 @@ class OpenAIGenerator:
             raise InvalidInput(f"max_concurrency must be at least 1, got {max_concurrency}")
         opts = options(**kwargs)
         requests = [self._request(p, opts, stream=False) for p in prompts]
-        if not requests:
-            return []
-        with ThreadPoolExecutor(max_workers=min(max_concurrency, len(requests)),
-                                thread_name_prefix="ragsvc-openai") as pool:
-            futures = [pool.submit(self._complete, path, body) for path, body in requests]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        return map_in_threads(lambda request: self._complete(*request), requests, max_workers=max_concurrency,
+                              name="ragsvc-openai")
 
     def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[GenerationChunk]:
         """See Generator.stream: chunks as the server sends them; leaving early closes the connection, which

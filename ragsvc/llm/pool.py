@@ -16,14 +16,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
 from ragsvc.errors import InvalidInput, NotReady, UpstreamError, UpstreamTimeout
-from ragsvc.llm.generator import Generation, GenerationChunk, Generator, Prompt, check_messages, options
+from ragsvc.llm.generator import (
+    Generation,
+    GenerationChunk,
+    Generator,
+    Prompt,
+    check_messages,
+    map_in_threads,
+    options,
+)
 from ragsvc.llm.openai_client import OpenAIGenerator
 
 T = TypeVar("T")
@@ -117,17 +124,8 @@ class PooledGenerator:
         options(**kwargs)
         for prompt in prompts:
             check_messages(prompt)
-        if not prompts:
-            return []
-        workers = min(max_concurrency, len(prompts))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ragsvc-pool") as pool:
-            futures = [pool.submit(self.generate, p, **kwargs) for p in prompts]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        return map_in_threads(lambda p: self.generate(p, **kwargs), prompts, max_workers=max_concurrency,
+                              name="ragsvc-pool")
 
     def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[GenerationChunk]:
         options(**kwargs)
