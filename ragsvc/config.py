@@ -21,6 +21,8 @@ class StoreSettings(_Frozen):
     save_interval_s: float = Field(30.0, ge=0, description="how often changed indexes are saved (also on close)")
     max_filter_clauses: int = Field(64, ge=1, le=4096, description="comparisons in one metadata filter")
     max_filter_values: int = Field(32_768, ge=1, le=1_000_000, description="values in one $in / $nin list")
+    simulations_dir: Path | None = Field(None, description="simulation runs GET /v1/simulations serves (one folder "
+                                         "each); unset = <data_dir>/simulations")
 
 
 class EmbedSettings(_Frozen):

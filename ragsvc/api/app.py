@@ -22,7 +22,7 @@ from ragsvc.api.console import install_console
 from ragsvc.api.deps import close_chat
 from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
-from ragsvc.api.routes import agents, answer, collections, keys, repos
+from ragsvc.api.routes import agents, answer, collections, keys, repos, simulations
 from ragsvc.cluster.runtime import connect_from_settings
 from ragsvc.config import Settings
 from ragsvc.embed.embedder import embedder_from_settings
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
     app.include_router(repos.router)
     app.include_router(answer.router)
     app.include_router(agents.router)
+    app.include_router(simulations.router)
     for router in extra_routers or []:
         app.include_router(router)
     for extend in extensions or []:

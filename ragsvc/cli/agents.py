@@ -31,7 +31,10 @@ EXIT_INTERRUPTED = 130
 @app.command()
 def run(
     town: Annotated[Path, typer.Argument(help="town folder: town.toml and one TOML per resident")],
-    out: Annotated[Path, typer.Option("--out", help="run folder (new, or an earlier run's to resume it)")],
+    out: Annotated[Path | None, typer.Option("--out", help="run folder (new, or an earlier run's to resume "
+                                                           "it)")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="run folder NAME under the runs root that the API "
+                                                            "serves (store.simulations_dir); instead of --out")] = None,
     hours: Annotated[float, typer.Option(help="simulated hours to run")] = 4.0,
     model: Annotated[str, typer.Option(help="model alias or path for the in-process engine")] = "smollm2",
     seed: Annotated[int, typer.Option(help="seed of every random choice (model calls are greedy)")] = 0,
@@ -50,6 +53,7 @@ def run(
 
     generator = None
     try:
+        out = _out_folder(out, name)
         config = SimulationConfig(hours=hours, tick_minutes=tick_minutes, seed=seed, start_h=start, model=model,
                                   planning=not no_planning, reflection=not no_reflection, sequential=sequential)
         load_town(town)
@@ -70,6 +74,16 @@ def run(
             generator.close()
     typer.echo(f"{summary.ticks_done}/{summary.num_ticks} ticks of {summary.num_agents} agents in {out} "
                f"(this call: from tick {summary.first_tick}, {summary.wall_s:.1f} s)")
+
+
+def _out_folder(out: Path | None, name: str | None) -> Path:
+    from ragsvc.agents.sim_runs import SimulationRuns, runs_root
+    from ragsvc.errors import InvalidInput
+
+    if (out is None) == (name is None):
+        raise InvalidInput("give the run's folder as --out FOLDER, or --name NAME for a folder under the runs root "
+                           "(which GET /v1/simulations serves); not both")
+    return out if out is not None else SimulationRuns(runs_root(settings().store)).folder(str(name))
 
 
 def _embedder() -> SentenceTransformerEmbedder:

@@ -5,6 +5,8 @@ A tick's record is its commit marker: `write_tick` inserts the transcript rows f
 readers only return rows of ticks that have a tick row. The runner calls it inside `MemoryTables.atomic()`, so
 the tick's memories, access times, transcript and record commit together; even outside one, a tick killed half
 way shows nothing, and `drop_after` clears its leftovers before the tick is run again.
+
+`RunReader` opens a run read-only for another process (the API's transcript pages and memory look-ups).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from ragsvc.errors import Conflict, InvalidInput, NotFound
+from ragsvc.store.memories import MemoryTables
 
 RUN_KEY = "run"
 """A data folder holds one run; its row has this key."""
@@ -89,3 +95,89 @@ class SimulationTables:
 
 def _tick(row: tuple[Any, ...]) -> TickRecord:
     return TickRecord(tick=int(row[0]), time_h=float(row[1]), state=json.loads(row[2]), trace=json.loads(row[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptRow:
+    """One committed transcript row and its place: rows are ordered by (tick, seq)."""
+
+    tick: int
+    seq: int
+    row: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    num_ticks: int
+    """Committed ticks."""
+    last_time_h: float | None
+    num_rows: int
+    agents: tuple[str, ...]
+    """Every agent that acted in a committed row, by name."""
+
+
+class RunReader:
+    """Reads a finished or interrupted run's catalog through a read-only connection, for a process that did not
+    write it (the API). It never creates tables or writes, so opening a folder can change nothing in it; a run
+    that is being written holds duckdb's file lock, and opening it is a Conflict until that process stops."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._conn = duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise Conflict(f"the run is being written by another process ({exc}); its transcript is "
+                               "readable once that process stops") from exc
+            raise InvalidInput(f"cannot open the run's catalog: {exc}") from exc
+        except duckdb.Error as exc:
+            raise InvalidInput(f"cannot open the run's catalog: {exc}") from exc
+        self._lock = threading.RLock()
+        self.tables = SimulationTables(self._conn, self._lock)
+        self.memories = MemoryTables(self._conn, self._lock)
+
+    def __enter__(self) -> RunReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return self._conn.execute(sql, list(params)).fetchall()
+        except duckdb.CatalogException as exc:  # a data folder without simulation tables
+            raise NotFound("the folder's catalog holds no simulation tables") from exc
+
+    def run(self) -> RunRecord | None:
+        try:
+            return self.tables.run()
+        except duckdb.CatalogException:
+            return None
+
+    def stats(self) -> RunStats:
+        ticks = self._rows("SELECT count(*), max(time_h) FROM sim_ticks")[0]
+        agents = self._rows(f"SELECT DISTINCT json_extract_string(t.row, '$.agent') AS a {_COMMITTED} ORDER BY a")
+        rows = self._rows(f"SELECT count(*) {_COMMITTED}")[0][0]
+        return RunStats(num_ticks=int(ticks[0]), last_time_h=None if ticks[1] is None else float(ticks[1]),
+                        num_rows=int(rows), agents=tuple(str(a[0]) for a in agents if a[0] is not None))
+
+    def transcript_page(self, *, after: tuple[int, int], limit: int, agent: str | None = None,
+                        up_to_tick: int | None = None) -> list[TranscriptRow]:
+        """Up to `limit` committed rows after position `after` = (tick, seq), in order; only `agent`'s own rows
+        (the rows it acted in) when given, only ticks up to `up_to_tick` when given."""
+        sql = f"SELECT t.tick, t.seq, t.row {_COMMITTED} AND (t.tick > ? OR (t.tick = ? AND t.seq > ?))"
+        params: list[Any] = [int(after[0]), int(after[0]), int(after[1])]
+        if agent is not None:
+            sql, params = sql + " AND json_extract_string(t.row, '$.agent') = ?", [*params, agent]
+        if up_to_tick is not None:
+            sql, params = sql + " AND t.tick <= ?", [*params, int(up_to_tick)]
+        rows = self._rows(sql + " ORDER BY t.tick, t.seq LIMIT ?", [*params, int(limit)])
+        return [TranscriptRow(tick=int(r[0]), seq=int(r[1]), row=json.loads(r[2])) for r in rows]
+
+
+_COMMITTED = "FROM sim_transcript t JOIN sim_ticks k ON t.tick = k.tick WHERE true"
+"""Transcript rows of committed ticks only (a tick's record is its commit marker)."""
