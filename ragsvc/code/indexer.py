@@ -31,6 +31,21 @@ Progress = Callable[[int, int], None]
 """Called with (files done, files total) as indexing advances."""
 
 
+@dataclass(frozen=True, slots=True)
+class IndexProgress:
+    """Where an index run is: files hashed so far of those the walk found, and of them those parsed and written
+    (changed) or left as they were (unchanged); written files lag seen ones by up to one write batch."""
+
+    files_total: int
+    files_seen: int
+    files_parsed: int
+    files_unchanged: int
+    chunks: int
+
+
+Stages = Callable[[IndexProgress], None]
+
+
 @dataclass(slots=True)
 class IndexReport:
     """What an index run did. `problems` maps a file to what went wrong with it (it was indexed as far as
@@ -77,7 +92,9 @@ class RepoIndexer:
         self.batch_files = batch_files
 
     def index(self, root: str | Path, *, collection: str | None = None, progress: Progress | None = None,
-              embed_progress: bool = False) -> IndexReport:
+              embed_progress: bool = False, stages: Stages | None = None) -> IndexReport:
+        """Index `root`; `progress` hears (files done, total) per file, `stages` the fuller `IndexProgress` after
+        each file and each written batch."""
         started = time.perf_counter()
         walk = walk_repository(root, config=self.walk_config)
         name = collection or default_collection_name(walk.root)
@@ -102,7 +119,11 @@ class RepoIndexer:
                 self._write(name, pending, manifest, stored, report, embed_progress)
             if progress is not None:
                 progress(done, len(walk.files))
+            if stages is not None:
+                stages(_progress(report, done))
         self._write(name, pending, manifest, stored, report, embed_progress)
+        if stages is not None:
+            stages(_progress(report, len(walk.files)))
         # A file that exists but cannot be read keeps its previous version (reported above), never deleted.
         unreadable = {s.rel_path for s in walk.skipped if s.reason.startswith("unreadable")}
         self._remove_gone(name, {f.rel_path for f in walk.files} | unreadable, manifest, stored, report)
@@ -174,3 +195,8 @@ class RepoIndexer:
 
 def _reason_kind(reason: str) -> str:
     return reason.split(" (", 1)[0].split(":", 1)[0]
+
+
+def _progress(report: IndexReport, seen: int) -> IndexProgress:
+    return IndexProgress(files_total=report.num_files, files_seen=seen, files_parsed=report.num_parsed,
+                         files_unchanged=report.num_unchanged, chunks=report.num_chunks)

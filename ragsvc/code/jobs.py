@@ -1,4 +1,5 @@
-"""Repository index jobs run in the background, one at a time, with a status anyone can poll.
+"""Repository index jobs run in the background, one at a time, with a status anyone can poll: the job's state,
+its progress counts while it runs (files found, hashed, parsed) and its report when done.
 
 Index runs share the embedder and the CPU cores with serving, so one worker thread runs them in order (two at once
 would only contend for the same cores and memory); a second request for a repository already queued or running
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from ragsvc.code.graph import SymbolGraph
-from ragsvc.code.indexer import RepoIndexer, default_collection_name
+from ragsvc.code.indexer import IndexProgress, RepoIndexer, default_collection_name
 from ragsvc.code.manifest import manifest_path
 from ragsvc.code.repo_map import RepoMap, build_map
 from ragsvc.code.searcher import CollectionSearcher
@@ -43,6 +44,8 @@ class RepoJob:
     finished_at: float | None = None
     error: str | None = None
     report: dict[str, object] = field(default_factory=dict)
+    progress: IndexProgress | None = None
+    """Counts of the run in progress (or the last run); None until the folder's walk has finished."""
 
 
 def repo_id(root: Path) -> str:
@@ -111,6 +114,12 @@ class RepoJobs:
             self._executor.submit(self._run, job_id)
             return job
 
+    def recent(self, *, limit: int = 100) -> list[RepoJob]:
+        """The latest job of each repository, newest first."""
+        with self._lock:
+            jobs = sorted(self._jobs.values(), key=lambda j: j.submitted_at, reverse=True)
+        return jobs[:limit]
+
     def get(self, job_id: str) -> RepoJob:
         with self._lock:
             job = self._jobs.get(job_id)
@@ -166,9 +175,13 @@ class RepoJobs:
 
     def _run(self, job_id: str) -> None:
         job = self.get(job_id)
-        self._update(job_id, lambda j: replace(j, state="running", started_at=time.time()))
+        self._update(job_id, lambda j: replace(j, state="running", started_at=time.time(), progress=None))
+
+        def stages(progress: IndexProgress) -> None:
+            self._update(job_id, lambda j: replace(j, progress=progress))
+
         try:
-            report = self.indexer.index(job.path, collection=job.collection)
+            report = self.indexer.index(job.path, collection=job.collection, stages=stages)
         except Exception as exc:  # any failure: the job reports it through its status instead of raising
             logger.exception("indexing %s failed", job.path)
             error = f"{type(exc).__name__}: {exc}"

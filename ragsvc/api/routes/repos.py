@@ -1,7 +1,9 @@
 """Code repositories: index one in the background, poll its status, fetch its ranked map.
 
 POST /v1/repos {path, collection?}          -> 202, the job (queued or already running)
-GET  /v1/repos/{id}                         -> the job: state, report (files, chunks, problems) or error
+GET  /v1/repos/jobs?limit=                   -> the latest job of each repository, newest first
+GET  /v1/repos/{id}                         -> the job: state, progress counts, report (files, chunks, problems)
+                                               or error
 GET  /v1/repos/{id}/map?query=&tokens=      -> the repo map fitted to `tokens`, ranked for `query`
 
 Paths must lie under the allowed roots (`settings.code.allowed_roots` when the settings have that section,
@@ -13,6 +15,7 @@ the 202.
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +59,14 @@ class RepoCreate(BaseModel):
     collection: CollectionName | None = Field(None, description="target collection [default: repo-<folder>]")
 
 
+class RepoProgressPublic(BaseModel):
+    files_total: int = Field(description="source files the walk found")
+    files_seen: int = Field(description="of them, hashed so far")
+    files_parsed: int = Field(description="changed files parsed and written (lags seen by one write batch)")
+    files_unchanged: int = Field(description="files left as the last run indexed them")
+    chunks: int = Field(description="chunks written so far")
+
+
 class RepoPublic(BaseModel):
     id: str
     path: str
@@ -66,6 +77,7 @@ class RepoPublic(BaseModel):
     finished_at: float | None = None
     error: str | None = None
     report: dict[str, object] = Field(default_factory=dict)
+    progress: RepoProgressPublic | None = Field(None, description="null until the folder's walk has finished")
 
 
 class RepoMapPublic(BaseModel):
@@ -80,13 +92,19 @@ class RepoMapPublic(BaseModel):
 def _public(job: RepoJob) -> RepoPublic:
     return RepoPublic(id=job.id, path=job.path, collection=job.collection, state=job.state,
                       submitted_at=job.submitted_at, started_at=job.started_at, finished_at=job.finished_at,
-                      error=job.error, report=job.report)
+                      error=job.error, report=job.report,
+                      progress=None if job.progress is None else RepoProgressPublic(**asdict(job.progress)))
 
 
 # admin: it reads server folders (under the allowed roots) and creates a collection
 @router.post("", status_code=202, response_model=RepoPublic, openapi_extra=requires("admin"))
 def create_repo(body: RepoCreate, jobs: RepoJobsDep) -> RepoPublic:
     return _public(jobs.submit(body.path, collection=body.collection))
+
+
+@router.get("/jobs", response_model=list[RepoPublic])
+def list_repo_jobs(jobs: RepoJobsDep, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[RepoPublic]:
+    return [_public(job) for job in jobs.recent(limit=limit)]
 
 
 @router.get("/{repo_id}", response_model=RepoPublic)
