@@ -51,6 +51,9 @@ class CollectionPublic(BaseModel):
     chunk_overlap: int
     num_documents: int
     num_chunks: int
+    index_bytes: int | None = Field(None, description="bytes the collection's vector index holds in memory to "
+                                    "answer queries (ANN structure, rescoring vectors, staging), as the index "
+                                    "measures itself; null if it was deleted meanwhile")
 
 
 class DocumentIn(_Strict):

@@ -19,8 +19,8 @@ from ragsvc.api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from ragsvc.errors import InvalidInput, PayloadTooLarge
-from ragsvc.retrieval.vector_store import CollectionInfo
+from ragsvc.errors import CollectionNotFound, InvalidInput, PayloadTooLarge
+from ragsvc.retrieval.vector_store import CollectionInfo, VectorStore
 from ragsvc.types import DocumentInput, ServedBy
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
@@ -28,9 +28,13 @@ MAX_OFFSET = 2**31 - 1
 """Offsets beyond this are refused (400) instead of reaching duckdb, which fails above int64."""
 
 
-def _public(info: CollectionInfo) -> CollectionPublic:
+def _public(info: CollectionInfo, store: VectorStore) -> CollectionPublic:
     data = asdict(info)
     data["index"] = info.index.to_dict()
+    try:  # the server opens every index at start-up, so this measures and never loads
+        data["index_bytes"] = store.index_bytes(info.name)
+    except CollectionNotFound:  # deleted since it was listed
+        data["index_bytes"] = None
     return CollectionPublic(**data)
 
 
@@ -38,17 +42,17 @@ def _public(info: CollectionInfo) -> CollectionPublic:
 def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPublic:
     info = store.create_collection(body.name, index=body.index, chunk_tokens=body.chunk_tokens,
                                    chunk_overlap=body.chunk_overlap)
-    return _public(info)
+    return _public(info, store)
 
 
 @router.get("", response_model=list[CollectionPublic])
 def list_collections(store: StoreDep) -> list[CollectionPublic]:
-    return [_public(c) for c in store.list_collections()]
+    return [_public(c, store) for c in store.list_collections()]
 
 
 @router.get("/{name}", response_model=CollectionPublic)
 def get_collection(name: str, store: StoreDep) -> CollectionPublic:
-    return _public(store.get_collection(name))
+    return _public(store.get_collection(name), store)
 
 
 @router.delete("/{name}", status_code=204, openapi_extra=requires("admin"))
