@@ -98,12 +98,14 @@ class ServedBy:
     """`untrained`: the number of vectors at which the index trains."""
     stages: tuple[str, ...] = ()
     """Stages after retrieval that re-ordered the hits, in order (e.g. "graph" for code search)."""
+    replicas: int | None = None
+    """`ann` served by Ray shard actors (placement ray): replicas per shard; None in process."""
 
     @classmethod
     def ann(cls, *, backend: str, num_shards: int, dims: int, shortlist: int | None = None,
-            rescore_dtype: str | None = None, tail_only: bool = False) -> ServedBy:
+            rescore_dtype: str | None = None, tail_only: bool = False, replicas: int | None = None) -> ServedBy:
         return cls("ann", backend=backend, num_shards=num_shards, dims=dims, shortlist=shortlist,
-                   rescore_dtype=rescore_dtype, tail_only=tail_only)
+                   rescore_dtype=rescore_dtype, tail_only=tail_only, replicas=replicas)
 
     @classmethod
     def exact_prefix(cls, *, dims: int, shortlist: int, rescore_dtype: str) -> ServedBy:
@@ -134,7 +136,8 @@ class ServedBy:
 
     def _base(self) -> str:
         if self.path == "ann":
-            served = f"{self.backend}[{self.num_shards} shard(s), d={self.dims}]"
+            where = "" if self.replicas is None else f" x{self.replicas} replica(s) on ray"
+            served = f"{self.backend}[{self.num_shards} shard(s){where}, d={self.dims}]"
             return served if self.rescore_dtype is None else f"{served}+{self._rescore()}"
         if self.path == "exact_prefix":
             return f"exact-prefix(d={self.dims})+{self._rescore()}"
@@ -157,7 +160,8 @@ class ServedBy:
         """Every field, JSON-ready (stages as a list); `str(self)` is the one-line form."""
         return {"path": self.path, "backend": self.backend, "num_shards": self.num_shards, "dims": self.dims,
                 "shortlist": self.shortlist, "rescore_dtype": self.rescore_dtype, "tail_only": self.tail_only,
-                "num_ids": self.num_ids, "train_at": self.train_at, "stages": list(self.stages)}
+                "num_ids": self.num_ids, "train_at": self.train_at, "stages": list(self.stages),
+                "replicas": self.replicas}
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ def test_help_lists_every_group_and_command():
                                   "bench", "eval", "repo", "llm", "keys", "agents"}
     groups = {name: set(root.commands[name].commands)
               for name in ("collections", "bench", "eval", "repo", "llm", "keys", "agents")}
-    assert groups == {"collections": {"list", "delete"},
+    assert groups == {"collections": {"create", "list", "delete"},
                       "bench": {"search", "serving", "code", "flare", "load", "chat", "agents", "filter", "ingest",
                                 "soak", "speculative", "cluster", "quant-quality"},
                       "eval": {"run", "compare"}, "repo": {"index", "map", "search"},

@@ -45,7 +45,8 @@ def _load(app: FastAPI, settings: Settings) -> None:
         store = VectorStore.open(settings.store.data_dir, embedder=embedder,
                                  save_interval_s=settings.store.save_interval_s,
                                  index_limits=IndexLimits.from_settings(settings.index_limits),
-                                 filter_limits=FilterLimits.from_settings(settings.store))
+                                 filter_limits=FilterLimits.from_settings(settings.store),
+                                 cluster=getattr(app.state, "cluster", None))
         app.state.vector_store = store
         store.load_indexes()
         app.state.ready = True

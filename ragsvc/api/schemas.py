@@ -121,6 +121,7 @@ class ServedByPublic(BaseModel):
     num_ids: int | None = Field(None, description="ids a filter allowed (exact_subset), vectors staged (untrained)")
     train_at: int | None = None
     stages: list[str] = Field(default_factory=list)
+    replicas: int | None = Field(None, description="replicas per shard when Ray actors answered (placement ray)")
 
 
 class SearchResponse(BaseModel):

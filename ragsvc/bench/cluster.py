@@ -166,7 +166,7 @@ def _in_process(index: ShardedIndex) -> SearchOne:
 def _start_remote(spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray, n: int, replicas: int,
                   info: ClusterInfo, directory: Path, hedge_ms: float | None) -> tuple[RayShardedIndex, float]:
     spread: Spread = "strict" if info.num_nodes >= replicas else "soft"  # one machine: replicas share it
-    placement = Placement(mode="ray", shards=n, replicas=replicas, spread=spread)
+    placement = Placement(mode="ray", replicas=replicas, spread=spread)
     started = time.perf_counter()
     remote = RayShardedIndex.create(spec, vectors.shape[1], placement, info, directory=directory,
                                     source=InMemoryVectorSource(vectors, ids=ids), hedge_ms=hedge_ms)

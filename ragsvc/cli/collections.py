@@ -1,13 +1,72 @@
-"""`ragsvc collections list|delete`: what the store holds, and removing a collection with its index files."""
+"""`ragsvc collections create|list|delete`: making a collection with its index settings and placement, what
+the store holds, and removing a collection with its index files."""
 
 from __future__ import annotations
 
+import json
+from typing import Annotated, Any
+
 import typer
 
-from ragsvc.cli.common import DataDir, fail, open_store
+from ragsvc.cli.common import DataDir, fail, open_store, settings
 from ragsvc.errors import RagsvcError
 
-app = typer.Typer(help="List or delete collections.", no_args_is_help=True)
+app = typer.Typer(help="Create, list or delete collections.", no_args_is_help=True)
+
+
+@app.command("create")
+def create_command(
+    name: str,
+    index: Annotated[str, typer.Option(help="index settings as JSON, as POST /v1/collections takes them")] = "{}",
+    shards: Annotated[int | None, typer.Option(help="num_shards (over --index)")] = None,
+    placement: Annotated[str | None, typer.Option(help="in_process or ray (ray: RAGSVC_CLUSTER__ADDRESS set)")] = None,
+    replicas: Annotated[int | None, typer.Option(help="actors per shard, placement ray")] = None,
+    spread: Annotated[str | None, typer.Option(help="strict (replicas on distinct nodes) or soft")] = None,
+    chunk_tokens: Annotated[int, typer.Option(min=16, max=8192)] = 200,
+    chunk_overlap: Annotated[int, typer.Option(min=0, max=8192)] = 32,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an empty collection. A ray placement joins the cluster RAGSVC_CLUSTER__ADDRESS names to check
+    that it can host the replicas; without that setting it is refused."""
+    from ragsvc.cluster.runtime import connect_from_settings
+    from ragsvc.index.spec import IndexSpec
+
+    try:
+        spec = IndexSpec.from_dict(_index_settings(index, shards, placement, replicas, spread))
+    except (ValueError, RagsvcError) as exc:
+        raise fail(exc) from exc
+    store = open_store(data_dir)
+    try:
+        if spec.placement.mode == "ray":
+            store.cluster = connect_from_settings(settings(data_dir).cluster)
+        info = store.create_collection(name, index=spec, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+    except RagsvcError as exc:
+        raise fail(exc) from exc
+    finally:
+        store.close()
+    typer.echo(f"created {info.name}: {_describe(info.index)}")
+
+
+def _index_settings(text: str, shards: int | None, placement: str | None, replicas: int | None,
+                    spread: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--index is not JSON ({exc.msg}); send e.g. '{{\"backend\": \"hnsw\"}}'") from exc
+    if not isinstance(data, dict):
+        raise ValueError("--index must be a JSON object of index settings")
+    if shards is not None:
+        data["num_shards"] = shards
+    given = {k: v for k, v in (("mode", placement), ("replicas", replicas), ("spread", spread)) if v is not None}
+    if given:
+        data["placement"] = {**(data.get("placement") or {}), **given}
+    return data
+
+
+def _describe(index: Any) -> str:
+    place = index.placement
+    where = "in process" if place.mode == "in_process" else f"ray x{place.replicas} ({place.spread})"
+    return f"index={index.backend} shards={index.num_shards} dims={index.dims} placement={where}"
 
 
 @app.command("list")
@@ -16,9 +75,8 @@ def list_command(data_dir: DataDir = None) -> None:
     store = open_store(data_dir)
     try:
         for info in store.list_collections():
-            index = info.index
             typer.echo(f"{info.name}: {info.num_documents} docs, {info.num_chunks} chunks, {info.embedder_id}, "
-                       f"index={index.backend} shards={index.num_shards} dims={index.dims}")
+                       f"{_describe(info.index)}")
     finally:
         store.close()
 

@@ -83,13 +83,13 @@ class RayShardedIndex:
                train_sample: np.ndarray | None = None, deadline_ms: float = DEFAULT_DEADLINE_MS,
                hedge_ms: float | None = None, max_restarts: int = 10, name: str = "shard",
                start_timeout_s: float = 120.0, repair_interval_s: float = 1.0) -> RayShardedIndex:
-        """Start `placement.shards` x `placement.replicas` actors, load their files, catch them up to `source`."""
+        """Start `spec.num_shards` x `placement.replicas` actors, load their files, catch them up to `source`."""
         import ray
 
         placement.check_nodes(cluster.num_nodes)
         actor = ray.remote(ShardHost)
         hosts: list[list[Any]] = []
-        for s in range(placement.shards):
+        for s in range(spec.num_shards):
             replicas = []
             for r in range(placement.replicas):
                 path = None if directory is None else str(directory / f"{name}-{s}-r{r}.{shard_extension(spec)}")
@@ -114,7 +114,7 @@ class RayShardedIndex:
         except (GetTimeoutError, RayError) as exc:
             self.close()
             raise NotReady(f"shard actors did not start within {timeout_s:.0f} s ({exc}); check the cluster has "
-                           "room (`ray status`) or lower placement shards / replicas") from exc
+                           "room (`ray status`) or lower num_shards or placement replicas") from exc
         committed = self.source.max_chunk_id() if self.source is not None else max(marks)
         self.watermark = committed
         self.stale = {pos for pos, mark in zip(self._positions(), marks, strict=True) if mark < committed}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from ragsvc.embed.rotation import PcaRotation
 from ragsvc.errors import IndexCorrupt
@@ -61,7 +62,7 @@ def load_state(directory: Path, spec: IndexSpec, dim: int) -> CollectionState | 
         manifest = Manifest.read(directory)
         if manifest is None:
             return None
-        if manifest.spec != spec.to_dict() or manifest.dim != dim:
+        if _file_settings(manifest.spec) != _file_settings(spec.to_dict()) or manifest.dim != dim:
             raise IndexCorrupt(f"index in {directory} was built for another spec or width; rebuilding")
         manifest.verify(directory)
         return _load_parts(directory, manifest, spec, dim)
@@ -100,3 +101,9 @@ def _load_parts(directory: Path, manifest: Manifest, spec: IndexSpec, dim: int) 
     if spec.dims is not None and state.ann is not None and state.rescorer is None:
         raise IndexCorrupt("index manifest lacks the rescoring vectors a Matryoshka index needs")
     return state
+
+
+def _file_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec minus where its shards run: placement changes no file, and manifests written before it
+    existed have none, so it must not make a saved index look built for another spec."""
+    return {key: value for key, value in spec.items() if key != "placement"}

@@ -11,11 +11,12 @@ Collections created before a limit was lowered keep loading; only new ones are h
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ragsvc.config import IndexLimitSettings
 from ragsvc.errors import InvalidInput
+from ragsvc.index.placement import Placement
 
 Backend = Literal["hnsw", "faiss_flat", "faiss_ivf", "faiss_ivfpq", "faiss_hnsw", "exact"]
 Metric = Literal["cosine", "ip", "l2"]
@@ -60,8 +61,12 @@ class IndexSpec:
     set), e.g. `sq8` with faiss_hnsw is IndexHNSWSQ: a quarter of the float32 memory."""
     use_gpu: bool = False
     """FAISS backends only: move shards to the GPU when CUDA and faiss-gpu are present; CPU otherwise."""
+    placement: Placement = field(default_factory=Placement)
+    """Where the `num_shards` shards run: in the API process (default) or as replicated Ray actors."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.placement, dict):  # nested JSON (a stored spec, a request) becomes the dataclass
+            object.__setattr__(self, "placement", Placement.from_dict(self.placement))
         if self.backend not in BACKENDS:
             raise ValueError(f"index backend {self.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
         if self.metric not in METRICS:
@@ -93,6 +98,8 @@ class IndexSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown index setting(s) {unknown}; known: {sorted(known)}")
+        if "placement" in data:  # stored specs written before placement existed have none: in_process
+            data = {**data, "placement": Placement.from_dict(data["placement"])}
         return cls(**data)
 
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ragsvc.cluster.collection import RayCollectionIndex, check_placement, open_collection_index
+from ragsvc.cluster.runtime import ClusterInfo
 from ragsvc.embed.embedder import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ragsvc.errors import CollectionNotFound, Conflict, DimensionMismatch, InvalidInput
 from ragsvc.index.collection_index import CollectionIndex
@@ -77,7 +79,7 @@ class VectorStore:
     def __init__(self, data_dir: Path, *, embedder: Embedder | None = None, embedder_name: str = DEFAULT_EMBEDDER,
                  embedder_factory: Callable[[], Embedder] | None = None,
                  save_interval_s: float = 30.0, index_limits: IndexLimits | None = None,
-                 filter_limits: FilterLimits | None = None) -> None:
+                 filter_limits: FilterLimits | None = None, cluster: ClusterInfo | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.catalog = Catalog(self.data_dir / CATALOG_FILE)
         self._embedder = embedder
@@ -86,7 +88,9 @@ class VectorStore:
         self._save_interval_s = save_interval_s
         self.index_limits = index_limits or IndexLimits()
         self.filter_limits = filter_limits or FilterLimits()
-        self._indexes: dict[str, CollectionIndex] = {}
+        self.cluster = cluster
+        """The Ray cluster this process joined: collections placed on `ray` are served there (None: refused)."""
+        self._indexes: dict[str, CollectionIndex | RayCollectionIndex] = {}
         self._lexical: dict[str, LexicalIndex] = {}
         self._lexical_dirty: set[str] = set()  # saving merges and rewrites the files: skip it when unchanged
         self._locks: dict[str, threading.RLock] = {}  # one writer per collection
@@ -138,6 +142,7 @@ class VectorStore:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidInput(f"collection name {name!r} is invalid: use 1-64 letters, digits, _ . - "
                                "starting with a letter or digit")
+        check_placement(index or IndexSpec(), self.cluster)  # a ray placement needs a cluster to run on
         max_tokens = getattr(self.embedder, "max_seq_length", None)
         if max_tokens and chunk_tokens > max_tokens - 2:
             raise InvalidInput(f"chunk_tokens {chunk_tokens} exceeds what the embedder reads ({max_tokens - 2})")
@@ -238,7 +243,7 @@ class VectorStore:
             self._maybe_save(name, index)
         return result
 
-    def _apply(self, name: str, index: CollectionIndex, result: WriteResult) -> None:
+    def _apply(self, name: str, index: CollectionIndex | RayCollectionIndex, result: WriteResult) -> None:
         """A committed write, applied to the in-memory indexes: the only part of a write searches wait for."""
         with self._rw(name).write():
             if len(result.removed_ids):
@@ -405,7 +410,7 @@ class VectorStore:
     def _index_dir(self, name: str) -> Path:
         return self.data_dir / "indexes" / name
 
-    def _index(self, name: str) -> CollectionIndex:
+    def _index(self, name: str) -> CollectionIndex | RayCollectionIndex:
         index = self._indexes.get(name)  # open already (the hot path): no lock
         if index is not None:
             return index
@@ -413,17 +418,17 @@ class VectorStore:
             index = self._indexes.get(name)
             if index is None:
                 record = self.catalog.get_collection(name)
-                index = CollectionIndex.open(self._index_dir(name), record.index, record.dim,
-                                             self.catalog.vector_source(name))
+                index = open_collection_index(self._index_dir(name), record.index, record.dim,
+                                              self.catalog.vector_source(name), cluster=self.cluster)
                 self._indexes[name] = index
                 self._last_save[name] = time.monotonic()
             return index
 
-    def _maybe_save(self, name: str, index: CollectionIndex) -> None:
+    def _maybe_save(self, name: str, index: CollectionIndex | RayCollectionIndex) -> None:
         if time.monotonic() - self._last_save.get(name, 0.0) >= self._save_interval_s:
             self._save(name, index)
 
-    def _save(self, name: str, index: CollectionIndex) -> None:
+    def _save(self, name: str, index: CollectionIndex | RayCollectionIndex) -> None:
         index.save()  # reads the structures searches read: under the writer lock only, searches go on
         if name in self._lexical_dirty:
             with self._rw(name).write():  # saving BM25 merges its segments in place

@@ -60,7 +60,7 @@ def _pid(handle) -> int:
 @pytest.mark.slow
 def test_replicas_follow_the_catalog_and_replay_what_they_missed(cluster, catalog, tmp_path):
     _write(catalog, _Null(), [_document(f"d{i}", i) for i in range(20)])  # committed before the index
-    remote = RayShardedIndex.create(SPEC, DIM, Placement(mode="ray", shards=2, replicas=2, spread="soft"), cluster,
+    remote = RayShardedIndex.create(SPEC, DIM, Placement(mode="ray", replicas=2, spread="soft"), cluster,
                                     source=catalog.vector_source("c"), directory=tmp_path / "shards",
                                     repair_interval_s=0)
     try:

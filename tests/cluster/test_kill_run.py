@@ -28,7 +28,7 @@ def test_killing_a_replica_under_load_loses_no_query_and_it_recovers(cluster, tm
     for s, shard in enumerate(local.shards):
         for r in range(2):
             write_replica_files(shard, tmp_path / f"shard-{s}-r{r}.hnsw", watermark=1000)
-    remote = RayShardedIndex.create(spec, DIM, Placement(mode="ray", shards=2, replicas=2, spread="soft"), cluster,
+    remote = RayShardedIndex.create(spec, DIM, Placement(mode="ray", replicas=2, spread="soft"), cluster,
                                     directory=tmp_path, source=InMemoryVectorSource(vectors, ids=ids),
                                     hedge_ms=200)
     try:

@@ -16,9 +16,9 @@ from ragsvc.index.spec import IndexSpec
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"mode": "cluster"}, {"shards": 0}, {"shards": 257}, {"replicas": 0}, {"mode": "ray", "replicas": 17},
-    {"replicas": 2}, {"mode": "ray", "spread": "everywhere"}, {"mode": "ray", "cpus_per_replica": -1.0},
-    {"shards": True},
+    {"mode": "cluster"}, {"mode": "ray", "replicas": 0}, {"mode": "ray", "replicas": 17}, {"replicas": 2},
+    {"mode": "ray", "spread": "everywhere"}, {"mode": "ray", "cpus_per_replica": -1.0},
+    {"mode": "ray", "replicas": True}, {"mode": "ray", "replicas": 1.5},
 ])
 def test_bad_placement_is_refused_naming_the_field(kwargs):
     with pytest.raises(InvalidInput) as err:
@@ -28,11 +28,11 @@ def test_bad_placement_is_refused_naming_the_field(kwargs):
 
 
 def test_more_replicas_than_nodes_is_refused_under_strict_spread():
-    placement = Placement(mode="ray", shards=2, replicas=3)
+    placement = Placement(mode="ray", replicas=3)
     with pytest.raises(InvalidInput, match="3 replicas .* 2 alive node"):
         placement.check_nodes(2)
     placement.check_nodes(3)
-    Placement(mode="ray", shards=2, replicas=3, spread="soft").check_nodes(1)  # co-location allowed
+    Placement(mode="ray", replicas=3, spread="soft").check_nodes(1)  # co-location allowed
 
 
 @pytest.mark.parametrize("text", ["", "locale", "ray://", "ray://host", "http://host:10001", "ray://h:1 x"])

@@ -24,7 +24,7 @@ from ragsvc.index.spec import IndexSpec
 ray = pytest.importorskip("ray")
 
 DIM = 16
-SOFT = Placement(mode="ray", shards=2, replicas=2, spread="soft")
+SOFT = Placement(mode="ray", replicas=2, spread="soft")
 
 
 def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +199,7 @@ def test_a_restarted_replica_that_is_behind_is_never_merged(pair):
 
 
 def test_strict_spread_with_more_replicas_than_nodes_starts_nothing(cluster):
-    placement = Placement(mode="ray", shards=1, replicas=cluster.num_nodes + 1)
+    placement = Placement(mode="ray", replicas=cluster.num_nodes + 1)
     with pytest.raises(InvalidInput, match="alive node"):
         RayShardedIndex.create(IndexSpec(backend="exact"), DIM, placement, cluster)
 
