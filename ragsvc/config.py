@@ -152,6 +152,11 @@ class ClusterSettings(_Frozen):
         description="local (start Ray in the API process), auto (join `ray start` on this machine) or "
                     "ray://host:port (Ray Client); unset: Ray is never started or imported")
     connect_timeout_s: float = Field(30.0, gt=0, le=600, description="give up joining the cluster after this")
+    deadline_ms: float = Field(2000.0, gt=0, le=600_000, description="default time a search gives Ray shard "
+                               "replicas to answer (a request's deadline_ms overrides it)")
+    hedge_ms: float | None = Field(None, gt=0, le=600_000, description="ask a shard's next replica when the first "
+                                   "has not answered after this; unset: half the deadline. Near the p99 of healthy "
+                                   "calls (README: the hedge, on and off)")
 
 
 class Settings(BaseSettings):

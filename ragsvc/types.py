@@ -100,6 +100,8 @@ class ServedBy:
     """Stages after retrieval that re-ordered the hits, in order (e.g. "graph" for code search)."""
     replicas: int | None = None
     """`ann` served by Ray shard actors (placement ray): replicas per shard; None in process."""
+    missing_shards: tuple[str, ...] = ()
+    """Shards no replica answered, for a search that asked for a partial answer: their hits are missing."""
 
     @classmethod
     def ann(cls, *, backend: str, num_shards: int, dims: int, shortlist: int | None = None,
@@ -138,6 +140,8 @@ class ServedBy:
         if self.path == "ann":
             where = "" if self.replicas is None else f" x{self.replicas} replica(s) on ray"
             served = f"{self.backend}[{self.num_shards} shard(s){where}, d={self.dims}]"
+            if self.missing_shards:
+                served += f"+partial(missing {', '.join(self.missing_shards)})"
             return served if self.rescore_dtype is None else f"{served}+{self._rescore()}"
         if self.path == "exact_prefix":
             return f"exact-prefix(d={self.dims})+{self._rescore()}"
@@ -161,7 +165,7 @@ class ServedBy:
         return {"path": self.path, "backend": self.backend, "num_shards": self.num_shards, "dims": self.dims,
                 "shortlist": self.shortlist, "rescore_dtype": self.rescore_dtype, "tail_only": self.tail_only,
                 "num_ids": self.num_ids, "train_at": self.train_at, "stages": list(self.stages),
-                "replicas": self.replicas}
+                "replicas": self.replicas, "missing_shards": list(self.missing_shards)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
@@ -44,4 +44,13 @@ def test_to_dict_is_json_ready_and_names_every_field():
     assert set(data) == {f.name for f in fields(ServedBy)}
     assert json.loads(json.dumps(data)) == data
     assert data["path"] == "ann" and data["stages"] == ["graph"] and data["num_ids"] is None
-    assert ServedBy(**{**data, "stages": tuple(data["stages"])}) == served  # the fields are the whole record
+    lists = {"stages": tuple(data["stages"]), "missing_shards": tuple(data["missing_shards"])}
+    assert ServedBy(**{**data, **lists}) == served  # the fields are the whole record
+
+
+def test_ray_served_answers_name_their_replicas_and_missing_shards():
+    served = ServedBy.ann(backend="hnsw", num_shards=2, dims=384, replicas=2)
+    assert str(served) == "hnsw[2 shard(s) x2 replica(s) on ray, d=384]"
+    partial = replace(served, missing_shards=("shard-0",))
+    assert str(partial) == "hnsw[2 shard(s) x2 replica(s) on ray, d=384]+partial(missing shard-0)"
+    assert partial.to_dict()["missing_shards"] == ["shard-0"]

@@ -87,6 +87,10 @@ class SearchRequest(_Strict):
     dims: int | None = Field(None, ge=1, le=65536)
     shortlist: int | None = Field(None, ge=1, le=100_000)
     ef_search: int | None = Field(None, ge=1, le=100_000, description="HNSW search breadth for this query")
+    deadline_ms: float | None = Field(None, description="placement ray: time the shards get to answer, in (0, "
+                                      "600000] ms \[default: 2000]; in process it changes nothing")
+    allow_partial: bool = Field(False, description="placement ray: when a shard has no replica that answers, return "
+                                "the other shards' hits with partial true instead of a 503")
     mode: Literal["dense", "lexical", "hybrid"] = Field("dense", description="dense vectors, BM25, or both fused")
     hyde: HydeBody | bool | None = Field(None, description="true for the defaults, or the HyDE options")
     rerank: Literal["embedder", "llm", "cross-encoder"] | None = None
@@ -122,6 +126,7 @@ class ServedByPublic(BaseModel):
     train_at: int | None = None
     stages: list[str] = Field(default_factory=list)
     replicas: int | None = Field(None, description="replicas per shard when Ray actors answered (placement ray)")
+    missing_shards: list[str] = Field(default_factory=list, description="shards no replica answered (partial)")
 
 
 class SearchResponse(BaseModel):
@@ -129,5 +134,7 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
     served_by: str = Field(..., description="one line, e.g. \"hnsw[1 shard(s), d=384]\"; stable for logs")
     served_by_detail: ServedByPublic
+    partial: bool = Field(False, description="some shard's hits are missing (see served_by_detail.missing_shards); "
+                                             "only when the request set allow_partial")
     stages: list[str] = Field(default_factory=list, description="pipeline stages that ran (hyde, dense, lexical, "
                                                                  "fuse, rerank:NAME); empty for plain dense search")

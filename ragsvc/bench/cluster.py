@@ -28,8 +28,8 @@ from ragsvc.bench.corpus import load_or_build_corpus
 from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.bench.timing import WARMUP_QUERIES, exact_topk, recall_at_k
 from ragsvc.cluster.catch_up import replica_is_current
-from ragsvc.cluster.placement import ClusterAddress, Placement, Spread
-from ragsvc.cluster.ray_index import DEFAULT_DEADLINE_MS, RayShardedIndex
+from ragsvc.cluster.placement import DEFAULT_DEADLINE_MS, ClusterAddress, Placement, Spread
+from ragsvc.cluster.ray_index import RayShardedIndex
 from ragsvc.cluster.runtime import ClusterInfo, connect
 from ragsvc.cluster.shard_host import write_replica_files
 from ragsvc.index.collection_index import CollectionIndex

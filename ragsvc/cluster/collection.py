@@ -15,6 +15,7 @@ shard no replica answers fails the search (NotReady, 503) naming the shard, neve
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,8 @@ class RayCollectionIndex:
         """Start the replicas (each loads `directory/shard-<s>-r<r>.*` when saved) and catch them up to `source`."""
         check_placement(spec, cluster)
         directory.mkdir(parents=True, exist_ok=True)
-        remote = RayShardedIndex.create(spec, dim, spec.placement, cluster, directory=directory, source=source)
+        remote = RayShardedIndex.create(spec, dim, spec.placement, cluster, directory=directory, source=source,
+                                        deadline_ms=cluster.deadline_ms, hedge_ms=cluster.hedge_ms)
         return cls(remote, spec, dim)
 
     def __len__(self) -> int:
@@ -84,18 +86,22 @@ class RayCollectionIndex:
         self.remote.delete(ids)
 
     def search(self, query: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None, dims: int | None = None,
-               shortlist: int | None = None, ef_search: int | None = None) -> IndexResult:
-        """Top-k ids and scores for one query vector (dim,), merged exactly from one replica per shard."""
+               ef_search: int | None = None, deadline_ms: float | None = None,
+               allow_partial: bool = False) -> IndexResult:
+        """Top-k ids and scores for one query vector (dim,), merged exactly from one replica per shard. A shard no
+        replica answers within `deadline_ms` fails the search (NotReady) unless `allow_partial`; then its name
+        is in `served_by.missing_shards`."""
         if dims is not None and dims != self.dim:
             raise InvalidInput(f"this collection is served by Ray shards at full width {self.dim}, so a dims={dims} "
                                "override cannot be served; omit dims")
         started = time.perf_counter()
         hits = self.remote.search(np.asarray(query, dtype=np.float32).reshape(1, -1), k, allowed_ids=allowed_ids,
-                                  ef_search=ef_search)
+                                  ef_search=ef_search, deadline_ms=deadline_ms, allow_partial=allow_partial)
         ids, scores = hits.ids[0], hits.scores[0]  # (k,)
         keep = ids != PAD_ID
         timings = {"fanout_ms": hits.fanout_ms, "ann_ms": (time.perf_counter() - started) * 1000.0}
-        return IndexResult(ids[keep], scores[keep], timings, self.served_by)
+        served = replace(self.served_by, missing_shards=hits.missing_shards) if hits.partial else self.served_by
+        return IndexResult(ids[keep], scores[keep], timings, served)
 
     def save(self) -> None:
         self.remote.save()
@@ -110,7 +116,9 @@ def open_collection_index(directory: Path, spec: IndexSpec, dim: int, source: Ve
     if spec.placement.mode != "ray":
         return CollectionIndex.open(directory, spec, dim, source)
     if cluster is None:
-        raise NotReady(f"this collection's placement is ray but this process joined no Ray cluster; {NO_CLUSTER}")
+        raise NotReady("this collection's placement is ray but this process joined no Ray cluster (`ragsvc serve` "
+                       "joins the one RAGSVC_CLUSTER__ADDRESS names; the other CLI commands do not: ingest into and "
+                       f"search this collection through the API); {NO_CLUSTER}")
     return RayCollectionIndex.open(directory / "ray", spec, dim, source, cluster)
 
 

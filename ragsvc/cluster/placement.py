@@ -15,6 +15,8 @@ from typing import Literal
 from ragsvc.errors import InvalidInput
 from ragsvc.index.placement import MAX_REPLICAS, Placement, PlacementMode, Spread
 
+DEFAULT_DEADLINE_MS = 2000.0
+"""How long a search waits for the shards when neither the request nor RAGSVC_CLUSTER__DEADLINE_MS says."""
 _RAY_URL = re.compile(r"^ray://[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
@@ -47,4 +49,5 @@ def check_deadline_ms(deadline_ms: float) -> float:
     return float(deadline_ms)
 
 
-__all__ = ["MAX_REPLICAS", "ClusterAddress", "Placement", "PlacementMode", "Spread", "check_deadline_ms"]
+__all__ = ["DEFAULT_DEADLINE_MS", "MAX_REPLICAS", "ClusterAddress", "Placement", "PlacementMode", "Spread",
+           "check_deadline_ms"]

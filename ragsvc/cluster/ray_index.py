@@ -36,7 +36,7 @@ import numpy as np
 
 from ragsvc.cluster.catch_up import PING_TIMEOUT_S, CatchUp, Transform, catch_up, replica_is_current
 from ragsvc.cluster.fanout import fan_out
-from ragsvc.cluster.placement import Placement, check_deadline_ms
+from ragsvc.cluster.placement import DEFAULT_DEADLINE_MS, Placement, check_deadline_ms
 from ragsvc.cluster.results import ClusterHits
 from ragsvc.cluster.runtime import ClusterInfo
 from ragsvc.cluster.shard_host import ShardHost
@@ -50,7 +50,6 @@ from ragsvc.index.spec import IndexSpec
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DEADLINE_MS = 2000.0
 HEDGE_FRACTION = 0.5
 WRITE_TIMEOUT_S = 120.0
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ragsvc.cluster.placement import ClusterAddress
+from ragsvc.cluster.placement import DEFAULT_DEADLINE_MS, ClusterAddress, check_deadline_ms
 from ragsvc.config import ClusterSettings
 from ragsvc.errors import NotReady
 
@@ -27,6 +27,15 @@ class ClusterInfo:
     node_ids: tuple[str, ...]
     """Alive nodes, in Ray's order; strict placement pins replica r of shard i to node (i + r) mod n."""
     num_cpus: float
+    deadline_ms: float = DEFAULT_DEADLINE_MS
+    """Searches of ray-placed collections give their shards this long unless the request says otherwise."""
+    hedge_ms: float | None = None
+    """When a shard's next replica is also asked; None: half of each request's deadline."""
+
+    def __post_init__(self) -> None:
+        check_deadline_ms(self.deadline_ms)
+        if self.hedge_ms is not None:
+            check_deadline_ms(self.hedge_ms)
 
     @property
     def num_nodes(self) -> int:
@@ -56,10 +65,12 @@ def connect(address: ClusterAddress, *, timeout_s: float = DEFAULT_CONNECT_TIMEO
 
 
 def connect_from_settings(section: ClusterSettings) -> ClusterInfo | None:
-    """Join the cluster RAGSVC_CLUSTER__ADDRESS names; None (and Ray never imported) when it is unset."""
+    """Join the cluster RAGSVC_CLUSTER__ADDRESS names, with the section's search deadline and hedge; None (and
+    Ray never imported) when it is unset."""
     if section.address is None:
         return None
-    return connect(ClusterAddress.parse(section.address), timeout_s=section.connect_timeout_s)
+    info = connect(ClusterAddress.parse(section.address), timeout_s=section.connect_timeout_s)
+    return replace(info, deadline_ms=section.deadline_ms, hedge_ms=section.hedge_ms)
 
 
 def cluster_info(address: ClusterAddress) -> ClusterInfo:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ragsvc.cluster.collection import RayCollectionIndex, check_placement, open_collection_index
+from ragsvc.cluster.placement import check_deadline_ms
 from ragsvc.cluster.runtime import ClusterInfo
 from ragsvc.embed.embedder import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ragsvc.errors import CollectionNotFound, Conflict, DimensionMismatch, InvalidInput
@@ -291,7 +292,10 @@ class VectorStore:
 
     def search(self, name: str, *, query: str | None = None, vector: np.ndarray | Sequence[float] | None = None,
                k: int = 10, filter: dict[str, Any] | None = None, dims: int | None = None,
-               shortlist: int | None = None, ef_search: int | None = None) -> SearchResult:
+               shortlist: int | None = None, ef_search: int | None = None, deadline_ms: float | None = None,
+               allow_partial: bool = False) -> SearchResult:
+        """Top-k hits. `deadline_ms` and `allow_partial` apply to a collection placed on Ray (the shards' time to
+        answer; whether a shard with no replica left gives a partial answer instead of NotReady)."""
         started = time.perf_counter()
         record = self.catalog.get_collection(name)
         if (query is None) == (vector is None):
@@ -300,6 +304,8 @@ class VectorStore:
             raise InvalidInput(f"k must be at least 1, got {k}")
         check_override("ef_search", ef_search, self.index_limits.max_ef_search)
         check_override("shortlist", shortlist, self.index_limits.max_shortlist)
+        if deadline_ms is not None:
+            check_deadline_ms(deadline_ms)
         timings: dict[str, float] = {}
         q = self._query_vector(record, query, vector, timings)
         allowed = self._allowed(name, filter, timings)
@@ -309,7 +315,11 @@ class VectorStore:
         with self._rw(name).read():
             if self._indexes.get(name) is not index:  # the collection was deleted meanwhile
                 raise CollectionNotFound(f"collection {name!r} was deleted while this search ran")
-            found = index.search(q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist, ef_search=ef_search)
+            if isinstance(index, RayCollectionIndex):
+                found = index.search(q, k, allowed_ids=allowed, dims=dims, ef_search=ef_search,
+                                     deadline_ms=deadline_ms, allow_partial=allow_partial)
+            else:
+                found = index.search(q, k, allowed_ids=allowed, dims=dims, shortlist=shortlist, ef_search=ef_search)
         timings.update(found.timings_ms)
         hits = self._hydrate(found.ids, found.scores, timings)
         timings["total_ms"] = _ms(started)

@@ -8,6 +8,7 @@ the API only maps its errors.
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 
 from ragsvc.config import ClusterSettings
@@ -35,10 +36,12 @@ def api(cluster, tmp_path_factory):
     from ragsvc.api.app import create_app
 
     settings = make_settings(tmp_path_factory.mktemp("placed") / "data").model_copy(
-        update={"cluster": ClusterSettings(address="local")})
-    server = LiveServer(create_app(settings), free_port())
+        update={"cluster": ClusterSettings(address="local", deadline_ms=3000, hedge_ms=50)})
+    app = create_app(settings)
+    server = LiveServer(app, free_port())
     server.start()
     with httpx.Client(base_url=server.url, timeout=120) as client:
+        client.app = app  # the test below reaches the shard actors through the app's store
         for name, index in (("on_ray", RAY_INDEX), ("local", {"backend": "hnsw", "num_shards": 2})):
             assert client.post("/v1/collections", json={"name": name, "index": index}).status_code == 201
             r = client.post(f"/v1/collections/{name}/documents", json={"documents": DOCS})
@@ -65,6 +68,8 @@ def test_a_ray_placed_collection_answers_like_in_process(api):
         assert remote["served_by_detail"]["replicas"] == 2
         assert "x2 replica(s) on ray" in remote["served_by"]
         assert local["served_by_detail"]["replicas"] is None
+    remote_index = api.app.state.vector_store._indexes["on_ray"].remote  # the settings reached the fan-out
+    assert (remote_index.deadline_ms, remote_index.hedge_ms) == (3000.0, 50.0)
     filtered = _search(api, "on_ray", "graphs", filter={"i": {"$in": [1, 9]}})
     assert sorted(h["document_id"] for h in filtered["hits"]) == ["d1", "d9"]
 
@@ -97,6 +102,33 @@ def test_a_placement_that_cannot_be_hosted_is_a_400_and_writes_nothing(api, inde
     assert r.status_code == 400, r.text
     assert says in r.text
     assert api.get("/v1/collections/refused").status_code == 404
+
+
+@pytest.mark.slow
+def test_a_shard_with_no_replica_left_is_a_503_or_a_flagged_partial_answer(api):
+    import ray
+
+    from ragsvc.index.sharded_index import shard_of
+
+    index = {"backend": "hnsw", "num_shards": 2, "placement": {"mode": "ray", "spread": "soft"}}
+    assert api.post("/v1/collections", json={"name": "fragile", "index": index}).status_code == 201
+    assert api.post("/v1/collections/fragile/documents", json={"documents": DOCS}).status_code == 201
+    body = {"query": QUERIES[0], "k": 5}
+    assert api.post("/v1/collections/fragile/search", json={**body, "deadline_ms": 0}).status_code == 400
+    whole = _search(api, "fragile", QUERIES[0])
+    ray.kill(api.app.state.vector_store._indexes["fragile"].remote.hosts[0][0], no_restart=True)
+    failed = api.post("/v1/collections/fragile/search", json={**body, "deadline_ms": 1000})
+    assert failed.status_code == 503 and "shard-0" in failed.text
+    partial = _search(api, "fragile", QUERIES[0], allow_partial=True, deadline_ms=1000)
+    assert partial["partial"] is True and partial["served_by_detail"]["missing_shards"] == ["shard-0"]
+    assert "partial(missing shard-0)" in partial["served_by"]
+    kept = [h for h in whole["hits"] if shard_of(np.array([h["chunk_id"]]), 2)[0] == 1]
+    assert [h["chunk_id"] for h in partial["hits"]][: len(kept)] == [h["chunk_id"] for h in kept]
+    assert all(shard_of(np.array([h["chunk_id"]]), 2)[0] == 1 for h in partial["hits"])
+    assert whole["partial"] is False
+    refused = api.post("/v1/collections/fragile/search", json={**body, "mode": "hybrid", "allow_partial": True})
+    assert refused.status_code == 400 and "allow_partial" in refused.text
+    assert api.delete("/v1/collections/fragile").status_code == 204
 
 
 @pytest.mark.slow

@@ -105,3 +105,25 @@ def test_host_with_damaged_files_starts_empty_for_a_full_replay(tmp_path):
     again = ShardHost(IndexSpec(backend="hnsw"), 8, path=str(path))
     assert again.watermark == 0
     assert len(again.shard) == 0
+
+
+def test_the_embedded_default_never_imports_ray():
+    """The store and the API import the cluster code (placement is wired through them) but not Ray itself."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport ragsvc.api.app, ragsvc.retrieval.vector_store, ragsvc.cluster.collection\n"
+            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_stored_specs_without_placement_read_as_in_process_and_keep_their_index_files():
+    from ragsvc.index.collection_files import _file_settings
+
+    old = IndexSpec(backend="hnsw", num_shards=2).to_dict()
+    del old["placement"]  # what catalogs and manifests written before placement existed hold
+    spec = IndexSpec.from_dict(old)
+    assert spec.placement == Placement()
+    assert _file_settings(old) == _file_settings(spec.to_dict())
+    with pytest.raises(InvalidInput, match="the shard count is the index's num_shards"):
+        IndexSpec.from_dict({**old, "placement": {"mode": "ray", "shards": 2}})

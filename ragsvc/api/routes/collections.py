@@ -108,20 +108,22 @@ def search(name: str, body: SearchRequest, request: Request, store: StoreDep, se
     if body.uses_pipeline:
         if body.query is None or body.vector is not None:
             raise InvalidInput("mode lexical / hybrid, hyde and rerank search by text: send `query`, not `vector`")
-        if body.dims is not None or body.shortlist is not None or body.ef_search is not None:
-            raise InvalidInput("dims, shortlist and ef_search tune plain dense search; drop them, or use mode "
-                               "dense without hyde and rerank")
+        if body.dims is not None or body.shortlist is not None or body.ef_search is not None or \
+                body.deadline_ms is not None or body.allow_partial:
+            raise InvalidInput("dims, shortlist, ef_search, deadline_ms and allow_partial tune plain dense search; "
+                               "drop them, or use mode dense without hyde and rerank")
         options = retrieval_options(body, body.k)
         found = request.app.state.composition.pipeline(store).retrieve(name, body.query, options)
         hits, timings, stages = found.hits, found.timings_ms, found.stages
         served_by = found.served_by or ServedBy.lexical()
     else:
         result = store.search(name, query=body.query, vector=body.vector, k=body.k, filter=body.filter,
-                              dims=body.dims, shortlist=body.shortlist, ef_search=body.ef_search)
+                              dims=body.dims, shortlist=body.shortlist, ef_search=body.ef_search,
+                              deadline_ms=body.deadline_ms, allow_partial=body.allow_partial)
         hits, timings, served_by = result.hits, result.timings_ms, result.served_by
     # Serialised directly: re-validating the response model costs as much as a small search (the hot path).
     body_out = {"hits": [{"chunk_id": h.chunk_id, "document_id": h.document_id, "text": h.text, "score": h.score,
                           "metadata": h.metadata} for h in hits],
                 "timings_ms": timings, "served_by": str(served_by), "served_by_detail": served_by.to_dict(),
-                "stages": stages}
+                "stages": stages, "partial": bool(served_by.missing_shards)}
     return Response(json.dumps(body_out, ensure_ascii=False), media_type="application/json")
