@@ -24,7 +24,8 @@ class ServingBenchConfig:
     """ragsvc's weight format (bf16 | int8 | q4, see EngineConfig.weights); HF runs `dtype`, llama.cpp the GGUF."""
     concurrency: tuple[int, ...] = (1, 8, 32)
     num_requests: int | None = None
-    """Requests per concurrency level; None = max(8, 2 x concurrency)."""
+    """Requests per concurrency level, never fewer than the level itself (a level of 32 with 8 requests would
+    never have 32 in flight); None = max(8, 2 x concurrency)."""
     prompt_tokens: tuple[int, int] = (100, 600)
     output_tokens: tuple[int, int] = (64, 256)
     hf_sequential_requests: int = 4
@@ -41,6 +42,10 @@ class ServingBenchConfig:
     """ragsvc's per-step prefill cap (EngineConfig.max_prefill_tokens); None = the rest of the step budget."""
     prefill_order: str = "arrival"
     """ragsvc's admission order (EngineConfig.prefill_order): "arrival" or "shortest"."""
+    arrival_rate: float | None = None
+    """None = closed loop; else requests arrive open loop at seeded Poisson times, this many per second, at most
+    `concurrency` in flight, TTFT counted from arrival (serving_arrivals.py). ragsvc and llama.cpp only: HF's
+    static batches cannot admit a request mid-batch, so its runs stay closed loop."""
     llama_server: str | None = None
     """Path to llama.cpp's llama-server; None = look on PATH."""
     llama_threads: int | None = None
@@ -69,6 +74,10 @@ class ServingBenchConfig:
             raise ValueError(f"omp_wait {self.omp_wait!r}: choose {' or '.join(OMP_WAIT)}")
         if self.prefill_order not in ("arrival", "shortest"):
             raise ValueError(f"prefill_order {self.prefill_order!r}: choose arrival or shortest")
+        if self.arrival_rate is not None and not self.arrival_rate > 0:
+            raise ValueError(f"arrival_rate must be positive (requests per second), got {self.arrival_rate}")
+        if self.num_requests is not None and self.num_requests < 1:
+            raise ValueError(f"num_requests must be at least 1, got {self.num_requests}")
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError("concurrency levels must be positive integers, e.g. 1,8,32")
         for name in ("prompt_tokens", "output_tokens"):
@@ -77,4 +86,4 @@ class ServingBenchConfig:
                 raise ValueError(f"{name} range ({lo}, {hi}) must satisfy 1 <= low <= high")
 
     def requests_at(self, concurrency: int) -> int:
-        return self.num_requests or max(8, 2 * concurrency)
+        return max(self.num_requests, concurrency) if self.num_requests else max(8, 2 * concurrency)

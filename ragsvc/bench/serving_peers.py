@@ -153,10 +153,11 @@ def _healthy(url: str) -> bool:
         return False
 
 
-async def _llama_one(client: httpx.AsyncClient, req: BenchRequest) -> RequestTiming:
+async def _llama_one(client: httpx.AsyncClient, req: BenchRequest, start: float | None = None) -> RequestTiming:
+    """One streamed completion; `start` = the request's arrival (open loop), else now."""
     body = {"prompt": req.prompt_ids, "n_predict": req.max_tokens, "temperature": 0.0, "ignore_eos": True,
             "stream": True}
-    timing = RequestTiming(start=time.perf_counter())
+    timing = RequestTiming(start=time.perf_counter() if start is None else start)
     count = 0
     async with client.stream("POST", "/completion", json=body) as response:
         response.raise_for_status()
@@ -176,23 +177,37 @@ async def _llama_one(client: httpx.AsyncClient, req: BenchRequest) -> RequestTim
 
 
 async def drive(concurrency: int, requests: list[BenchRequest],
-                one: Callable[[BenchRequest], Awaitable[RequestTiming]]) -> list[RequestTiming]:
-    """Closed loop: `concurrency` clients, each sending its next request as soon as the last one ends."""
-    pending = list(reversed(requests))
-    timings: list[RequestTiming] = []
+                one: Callable[[BenchRequest, float | None], Awaitable[RequestTiming]],
+                arrivals: list[float] | None = None) -> list[RequestTiming]:
+    """Closed loop (`arrivals` None): `concurrency` clients, each sending its next request as soon as the last
+    one ends. Open loop: request i is sent once `arrivals[i]` seconds have passed and fewer than `concurrency`
+    are in flight, its clock started at its arrival (serving_arrivals.py)."""
+    if arrivals is None:
+        pending = list(reversed(requests))
+        timings: list[RequestTiming] = []
 
-    async def client() -> None:
-        while pending:
-            timings.append(await one(pending.pop()))
+        async def client() -> None:
+            while pending:
+                timings.append(await one(pending.pop(), None))
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return timings
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return timings
+    t0 = time.perf_counter()
+    slots = asyncio.Semaphore(concurrency)
+
+    async def arriving(req: BenchRequest, offset: float) -> RequestTiming:
+        await asyncio.sleep(max(0.0, t0 + offset - time.perf_counter()))
+        async with slots:
+            return await one(req, t0 + offset)
+
+    return list(await asyncio.gather(*(arriving(r, a) for r, a in zip(requests, arrivals, strict=True))))
 
 
-def run_llama_cpp(url: str, requests: list[BenchRequest], *, concurrency: int) -> list[RequestTiming]:
+def run_llama_cpp(url: str, requests: list[BenchRequest], *, concurrency: int,
+                  arrivals: list[float] | None = None) -> list[RequestTiming]:
     async def main() -> list[RequestTiming]:
         limits = httpx.Limits(max_connections=concurrency + 4)
         async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-            return await drive(concurrency, requests, lambda r: _llama_one(client, r))
+            return await drive(concurrency, requests, lambda r, start: _llama_one(client, r, start), arrivals)
 
     return asyncio.run(main())

@@ -10,6 +10,7 @@ import os
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 
 from ragsvc.bench import serving_peers as peers
 from ragsvc.bench.provenance import package_git_sha
+from ragsvc.bench.serving_arrivals import arrival_offsets
 from ragsvc.bench.serving_config import ServingBenchConfig
 from ragsvc.bench.serving_workload import (
     BenchRequest,
@@ -44,25 +46,41 @@ class _Results:
     notes: dict[str, str] = field(default_factory=dict)
     kv_waste_pct: float | None = None
     prefix_ttft_ms: dict[str, float] | None = None
+    on_run: Callable[[], None] = lambda: None
+    """Called after every system/level: the CLI writes the JSON so far, so one timeout loses one level only."""
+
+    def add(self, run: RunSummary) -> None:
+        self.runs.append(run)
+        logger.info("%s c=%d: %s", run.system, run.concurrency, run)
+        self.on_run()
 
 
 _ids = itertools.count()
 
 
 def run_ragsvc(engine: LLMEngine, requests: list[BenchRequest], *, concurrency: int,
-               kv_samples: list[dict[str, Any]] | None = None) -> list[RequestTiming]:
-    """Closed loop over the engine's own step(); times are taken when step() hands the tokens back."""
-    pending = deque(requests)
+               kv_samples: list[dict[str, Any]] | None = None,
+               arrivals: list[float] | None = None) -> list[RequestTiming]:
+    """Over the engine's own step(); times are taken when step() hands the tokens back. `arrivals` (seconds
+    after the start, one per request; serving_arrivals.py) = open loop: a request is added once it has arrived
+    and fewer than `concurrency` are in flight, its clock started at its arrival. None = closed loop."""
+    offsets = arrivals if arrivals is not None else [0.0] * len(requests)
+    t0 = time.perf_counter()
+    pending = deque(zip(requests, offsets, strict=True))
     timings: dict[str, RequestTiming] = {}
     active = 0
     while pending or engine.has_unfinished():
-        while pending and active < concurrency:
-            req = pending.popleft()
+        now = time.perf_counter()
+        while pending and active < concurrency and t0 + pending[0][1] <= now:
+            req, offset = pending.popleft()
             rid = f"bench-{next(_ids)}"
-            timings[rid] = RequestTiming(start=time.perf_counter())
+            timings[rid] = RequestTiming(start=now if arrivals is None else t0 + offset)
             engine.add_request(rid, req.prompt_ids,
                                SamplingParams(temperature=0.0, max_tokens=req.max_tokens, ignore_eos=True))
             active += 1
+        if not engine.has_unfinished():  # open loop, idle: wait for the next arrival
+            time.sleep(max(0.0, t0 + pending[0][1] - time.perf_counter()))
+            continue
         outputs = engine.step()
         now = time.perf_counter()
         if kv_samples is not None:
@@ -120,11 +138,11 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
     top = max(cfg.concurrency)
     for c in cfg.concurrency:
         samples: list[dict[str, Any]] = []
-        timings = run_ragsvc(engine, workloads[c], concurrency=c, kv_samples=samples if c == top else None)
-        res.runs.append(summarise("ragsvc", dtype if cfg.weights == "bf16" else f"{dtype}+{cfg.weights}", c, timings))
-        logger.info("ragsvc c=%d: %s", c, res.runs[-1])
+        timings = run_ragsvc(engine, workloads[c], concurrency=c, kv_samples=samples if c == top else None,
+                             arrivals=_arrivals(cfg, c, len(workloads[c])))
         if c == top:
             res.kv_waste_pct = kv_waste_pct(samples)
+        res.add(summarise("ragsvc", dtype if cfg.weights == "bf16" else f"{dtype}+{cfg.weights}", c, timings))
     res.prefix_ttft_ms = prefix_ttft_ms(engine, prefix_tokens=cfg.prefix_tokens, trials=cfg.prefix_trials,
                                         seed=cfg.seed)
     return dtype
@@ -137,13 +155,11 @@ def _bench_hf(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]],
                  batch_size=1, pad_id=pad_id)  # warm-up
     if "hf_sequential" in cfg.systems:
         reqs = workloads[min(workloads)][: cfg.hf_sequential_requests]
-        res.runs.append(summarise("hf_sequential", dtype, 1, peers.run_hf(model, reqs, batch_size=1, pad_id=pad_id)))
-        logger.info("hf_sequential: %s", res.runs[-1])
+        res.add(summarise("hf_sequential", dtype, 1, peers.run_hf(model, reqs, batch_size=1, pad_id=pad_id)))
     if "hf_batch" in cfg.systems:
         for c in (c for c in cfg.concurrency if c > 1):
             timings = peers.run_hf(model, workloads[c], batch_size=c, pad_id=pad_id)
-            res.runs.append(summarise("hf_batch", dtype, c, timings))
-            logger.info("hf_batch c=%d: %s", c, res.runs[-1])
+            res.add(summarise("hf_batch", dtype, c, timings))
 
 
 def _bench_llama_cpp(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results) -> None:
@@ -161,11 +177,12 @@ def _bench_llama_cpp(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReq
     with peers.llama_server(binary, gguf, threads=threads, parallel=top, ctx_per_slot=ctx,
                             log_path=log_path, poll=0 if cfg.omp_wait == "passive" else 50) as url:
         peers.run_llama_cpp(url, [BenchRequest(workloads[min(workloads)][0].prompt_ids[:50], 8)], concurrency=1)
+        res.notes["llama_cpp"] = (f"{Path(binary).name} --parallel {top} --cont-batching --threads {threads}; "
+                                  f"{peers.llama_build_info(binary)}")
         for c in cfg.concurrency:
-            res.runs.append(summarise("llama_cpp", quant, c, peers.run_llama_cpp(url, workloads[c], concurrency=c)))
-            logger.info("llama_cpp c=%d: %s", c, res.runs[-1])
-    res.notes["llama_cpp"] = (f"{Path(binary).name} --parallel {top} --cont-batching --threads {threads}; "
-                              f"{peers.llama_build_info(binary)}")
+            arrivals = _arrivals(cfg, c, len(workloads[c]))
+            res.add(summarise("llama_cpp", quant, c,
+                              peers.run_llama_cpp(url, workloads[c], concurrency=c, arrivals=arrivals)))
 
 
 def ratios(runs: list[RunSummary], concurrency: int) -> dict[str, float]:
@@ -178,7 +195,21 @@ def ratios(runs: list[RunSummary], concurrency: int) -> dict[str, float]:
     return out
 
 
-def run_all(cfg: ServingBenchConfig) -> ServingBenchResult:
+def _arrivals(cfg: ServingBenchConfig, concurrency: int, n: int) -> list[float] | None:
+    """The level's open-loop arrival offsets (the same for every system), or None for closed loop."""
+    if cfg.arrival_rate is None:
+        return None
+    return arrival_offsets(n, cfg.arrival_rate, seed=cfg.seed + concurrency)
+
+
+def ratios_by_level(runs: list[RunSummary], levels: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """{concurrency: ratios(...)} for every level where ragsvc and a peer both ran."""
+    out = {str(c): ratios(runs, c) for c in levels}
+    return {c: r for c, r in out.items() if r}
+
+
+def run_all(cfg: ServingBenchConfig,
+            on_progress: Callable[[ServingBenchResult], None] | None = None) -> ServingBenchResult:
     """See `ragsvc.bench.serving.run_serving_bench`."""
     torch.set_num_threads(cfg.threads)
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
@@ -188,24 +219,35 @@ def run_all(cfg: ServingBenchConfig) -> ServingBenchResult:
     workloads = {c: make_workload(tokenizer, num_requests=cfg.requests_at(c), prompt_tokens=cfg.prompt_tokens,
                                   output_tokens=cfg.output_tokens, seed=cfg.seed + c) for c in cfg.concurrency}
     res = _Results()
+    cpu = cpu_record(quantised=cfg.weights != "bf16" and "ragsvc" in cfg.systems)
+    if on_progress is not None:
+        res.on_run = lambda: on_progress(_result(cfg, res, cpu, done=False))
     auto = EngineConfig(dtype=cfg.dtype)
     dtype = str(resolve_dtype(auto, resolve_device(auto))).removeprefix("torch.")
     if "ragsvc" in cfg.systems:
         dtype = _bench_ragsvc(cfg, workloads, res)
-    if {"hf_sequential", "hf_batch"} & set(cfg.systems):
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        _bench_hf(cfg, workloads, res, dtype, pad_id)
-    if "llama_cpp" in cfg.systems:
+    if "llama_cpp" in cfg.systems:  # before HF: the slowest peer last, so a time limit cuts the least
         try:
             _bench_llama_cpp(cfg, workloads, res)
         except (RuntimeError, OSError, ValueError) as err:  # a peer failing must not lose the other numbers
             res.notes["llama_cpp"] = f"failed: {err}"
+    if {"hf_sequential", "hf_batch"} & set(cfg.systems):
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        _bench_hf(cfg, workloads, res, dtype, pad_id)
+    return _result(cfg, res, cpu, done=True)
+
+
+def _result(cfg: ServingBenchConfig, res: _Results, cpu: dict[str, Any], *, done: bool) -> ServingBenchResult:
+    notes = dict(res.notes)
+    if not done:
+        notes["run"] = (f"incomplete: written after {len(res.runs)} system/level runs; the run was still going "
+                        "(a timeout or crash ended it if this note is in the final file)")
     return ServingBenchResult(
         runs=tuple(res.runs), kv_waste_pct=res.kv_waste_pct, prefix_ttft_ms=res.prefix_ttft_ms,
         git_sha=package_git_sha(), ratios_at_max_concurrency=ratios(res.runs, max(cfg.concurrency)), config=cfg,
-        notes=res.notes,
+        notes=notes,
         omp_env={name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
-        cpu=cpu_record(quantised=cfg.weights != "bf16" and "ragsvc" in cfg.systems),
+        cpu=cpu, ratios_by_concurrency=ratios_by_level(res.runs, cfg.concurrency),
     )
 
 

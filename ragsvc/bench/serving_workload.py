@@ -90,6 +90,8 @@ class ServingBenchResult:
     cpu: Mapping[str, Any] | None = None
     """The CPU it ran on: model, ISA flags the kernels use, cache sizes, logical CPUs, and the quantised
     kernels' measured blocking when ragsvc ran quantised weights (None in results from before it was kept)."""
+    ratios_by_concurrency: Mapping[str, Mapping[str, float]] | None = None
+    """{level: ragsvc's throughput over each peer's at that level}; None in results from before it was kept."""
 
     def to_json(self) -> dict[str, Any]:
         out = {"runs": [r.as_json() for r in self.runs], "kv_waste_pct": self.kv_waste_pct,
@@ -98,6 +100,8 @@ class ServingBenchResult:
                "config": asdict(self.config), "notes": dict(self.notes), "omp_env": dict(self.omp_env)}
         if self.cpu is not None:
             out["cpu"] = dict(self.cpu)
+        if self.ratios_by_concurrency is not None:
+            out["ratios_by_concurrency"] = {c: dict(r) for c, r in self.ratios_by_concurrency.items()}
         return out
 
     @classmethod
@@ -105,7 +109,8 @@ class ServingBenchResult:
         config: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()}
         return cls(tuple(RunSummary.from_json(r) for r in data["runs"]), data["kv_waste_pct"],
                    data["prefix_ttft_ms"], data["git_sha"], data["ratios_at_max_concurrency"],
-                   ServingBenchConfig(**config), data["notes"], data["omp_env"], data.get("cpu"))
+                   ServingBenchConfig(**config), data["notes"], data["omp_env"], data.get("cpu"),
+                   data.get("ratios_by_concurrency"))
 
 
 def plain_vocab(tokenizer: Any) -> np.ndarray:

@@ -111,6 +111,10 @@ def serving_command(
         help="ragsvc: most prompt tokens per step \\[default: the rest of the 2048-token step budget]")] = None,
     prefill_order: Annotated[str, typer.Option(help="ragsvc: admit waiting requests by arrival | shortest")
                              ] = "arrival",
+    arrival_rate: Annotated[float | None, typer.Option(
+        help="open loop: seeded Poisson arrivals, requests/s, at most --concurrency in flight, TTFT from arrival "
+             "(ragsvc, llama.cpp) \\[default: closed loop]")] = None,
+    cache_dir: Annotated[str | None, typer.Option(help="ragsvc's model cache \\[default: <data dir>/models]")] = None,
 ) -> None:
     """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
     from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
@@ -126,12 +130,12 @@ def serving_command(
             hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
             threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
             omp_wait=omp_wait, log_dir=str(json_out.parent), max_prefill_tokens=max_prefill_tokens,
-            prefill_order=prefill_order,
+            prefill_order=prefill_order, arrival_rate=arrival_rate, cache_dir=cache_dir,
         )
     except ValueError as exc:
         raise fail(exc) from exc
     set_wait_policy(cfg.omp_wait)
-    result = run_serving_bench(cfg).to_json()
+    result = run_serving_bench(cfg, on_progress=lambda r: _write(json_out, r.to_json())).to_json()
     _write(json_out, result)
     for run in result["runs"]:
         typer.echo(json.dumps(run))

@@ -77,11 +77,16 @@ def test_smoke_run_every_system(tmp_path):
                              kv_cache_bytes=16 << 20, log_dir=str(tmp_path),
                              cache_dir=str(MODEL_CACHE))
     try:
-        record = run_serving_bench(cfg)
+        reports: list = []
+        record = run_serving_bench(cfg, on_progress=reports.append)
     finally:
         torch.set_num_threads(threads)
     result = json.loads(json.dumps(record.to_json()))
     assert ServingBenchResult.from_json(result) == record  # the file edge loses nothing
+    # a report after every system/level, each marked incomplete; the final result is not
+    assert [len(r.runs) for r in reports] == list(range(1, len(record.runs) + 1))
+    assert all("incomplete" in r.notes["run"] for r in reports) and "run" not in record.notes
+    assert result["ratios_by_concurrency"]["2"]["ragsvc_vs_hf_batch"] > 0
     runs = {(r["system"], r["concurrency"]): r for r in result["runs"]}
     assert {("ragsvc", 1), ("ragsvc", 2), ("hf_sequential", 1), ("hf_batch", 2)} <= set(runs)
     for run in result["runs"]:
@@ -95,3 +100,66 @@ def test_smoke_run_every_system(tmp_path):
     assert result["omp_env"]["OMP_WAIT_POLICY"] == "PASSIVE"  # the default, recorded with the numbers
     if ("llama_cpp", 2) not in runs:  # no llama-server here: the reason is recorded, the rest still ran
         assert "llama_cpp" in result["notes"]
+
+
+def test_arrival_offsets_are_seeded_poisson_gaps():
+    from ragsvc.bench.serving_arrivals import arrival_offsets
+
+    assert arrival_offsets(3, None, seed=0) == [0.0, 0.0, 0.0]  # closed loop: all there at the start
+    a, b = arrival_offsets(2000, 4.0, seed=1), arrival_offsets(2000, 4.0, seed=1)
+    assert a == b and a[0] == 0.0 and a != arrival_offsets(2000, 4.0, seed=2)
+    gaps = [y - x for x, y in zip(a, a[1:], strict=False)]
+    assert min(gaps) >= 0.0
+    assert sum(gaps) / len(gaps) == pytest.approx(0.25, rel=0.1)  # mean gap 1 / rate
+    with pytest.raises(ValueError, match="positive"):
+        arrival_offsets(3, 0.0, seed=0)
+
+
+def test_requests_per_level_never_fewer_than_the_level():
+    cfg = ServingBenchConfig(concurrency=(1, 8, 32), num_requests=8)
+    assert [cfg.requests_at(c) for c in cfg.concurrency] == [8, 8, 32]
+    assert ServingBenchConfig().requests_at(32) == 64
+    with pytest.raises(ValueError, match="arrival_rate"):
+        ServingBenchConfig(arrival_rate=0.0)
+
+
+def test_open_loop_driver_starts_each_clock_at_its_arrival_and_caps_in_flight():
+    """The llama.cpp driver with a stand-in for the HTTP call (it records what the driver hands it)."""
+    import asyncio
+
+    from ragsvc.bench.serving_peers import drive
+    from ragsvc.bench.serving_workload import BenchRequest
+
+    in_flight, peak, starts = 0, 0, []
+
+    async def one(req, start):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        starts.append((req.max_tokens, start))
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return RequestTiming(start=start, first_token=start, end=start, num_output_tokens=req.max_tokens)
+
+    reqs = [BenchRequest([1, 2], max_tokens=i + 1) for i in range(6)]
+    offsets = [0.0, 0.0, 0.0, 0.001, 0.002, 0.002]
+    timings = asyncio.run(drive(2, reqs, one, offsets))
+    assert peak <= 2 and len(timings) == 6
+    t0 = dict(starts)[1]
+    assert [round(dict(starts)[i + 1] - t0, 6) for i in range(6)] == offsets  # clocks start at arrival
+
+
+@pytest.mark.slow
+def test_open_loop_ragsvc_run_and_progress_reports(tmp_path):
+    from ragsvc.bench.serving_run import run_ragsvc
+    from ragsvc.serving.config import EngineConfig
+    from ragsvc.serving.engine import LLMEngine
+
+    engine = LLMEngine.from_config(EngineConfig(cache_dir=str(MODEL_CACHE), kv_cache_bytes=16 << 20))
+    reqs = make_workload(engine.tokenizer, num_requests=3, prompt_tokens=(10, 20), output_tokens=(2, 3), seed=0)
+    offsets = [0.0, 0.05, 0.1]
+    timings = run_ragsvc(engine, reqs, concurrency=1, arrivals=offsets)
+    starts = sorted(t.start for t in timings)
+    assert [round(s - starts[0], 6) for s in starts] == offsets
+    assert all(t.first_token is not None and t.first_token >= t.start for t in timings)
+    assert sorted(t.num_output_tokens for t in timings) == sorted(r.max_tokens for r in reqs)
