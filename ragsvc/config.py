@@ -98,6 +98,9 @@ class ModelSettings(_Frozen):
     max_num_seqs: int = Field(64, ge=1)
     num_threads: int | None = Field(None, ge=1, description="torch threads on CPU; unset leaves torch's choice")
     cache_dir: Path | None = Field(None, description="de-quantised weights cache; unset = <store.data_dir>/models")
+    weights: Literal["bf16", "int8", "q4", "q4-all"] = Field(
+        "bf16", description="the linears' weights: bf16 (as shipped), int8 per channel, q4 blocks (LM head int8) "
+                            "or q4-all (made at load)")
 
 
 class CodeSettings(_Frozen):

@@ -99,7 +99,7 @@ def serving_command(
     hf_sequential_requests: Annotated[int, typer.Option(help="requests for the slow sequential HF peer")] = 4,
     model: Annotated[str, typer.Option()] = "smollm2",
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 (ragsvc and HF)")] = "auto",
-    weights: Annotated[str, typer.Option(help="ragsvc's weights: bf16 | int8 | q4")] = "bf16",
+    weights: Annotated[str, typer.Option(help="ragsvc's weights: bf16 | int8 | q4 | q4-all")] = "bf16",
     threads: Annotated[int, typer.Option(help="CPU threads for every system")] = 2,
     llama_server: Annotated[str | None, typer.Option(help="path to llama.cpp's llama-server")] = None,
     llama_threads: Annotated[int | None, typer.Option(help="llama.cpp threads \\[default: --threads]")] = None,

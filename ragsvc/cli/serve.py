@@ -86,6 +86,10 @@ def serve(
             extensions.append(model_extension(EngineConfig.from_settings(config)))
         except ValueError as exc:
             raise fail(exc) from exc
+    else:  # a hosted model sets its own threads (RAGSVC_MODEL__NUM_THREADS) and shares them with the embedder
+        from ragsvc.retrieval.embed_batcher import limit_model_threads
+
+        limit_model_threads(config.api.embed_threads)
     if sample:
         chunks = ingest_sample(config.store.data_dir)
         typer.echo(f"sample collection ready: {chunks} chunks in {config.store.data_dir}")
@@ -118,8 +122,10 @@ def serve_model(
     device: Annotated[str | None, typer.Option(
         help="auto | cpu | cuda[:N] \\[default: auto, or RAGSVC_MODEL__DEVICE]")] = None,
     weights: Annotated[str | None, typer.Option(
-        help="bf16 | int8 | q4: the linears' weights as the model ships them, int8 per channel, or 4-bit blocks "
-             "(quantised once at load, cached beside the de-quantised weights) \\[default: bf16]")] = None,
+        help="bf16 | int8 | q4 | q4-all: the linears' weights as the model ships them, int8 per channel, 4-bit "
+             "blocks (LM head int8), or 4-bit everywhere (quantised once at load, cached beside the de-quantised "
+             "weights) "
+             "\\[default: bf16, or RAGSVC_MODEL__WEIGHTS]")] = None,
     block_size: Annotated[int, typer.Option(help="tokens per KV block")] = 16,
     kv_cache_mb: Annotated[int | None, typer.Option(
         help="KV cache budget in MiB (all layers, K and V) \\[default: 1024, or RAGSVC_MODEL__KV_CACHE_BYTES]")] = None,
@@ -167,7 +173,7 @@ def serve_model(
             edge, model=model, dtype=dtype, device=device, block_size=block_size, num_kv_blocks=num_kv_blocks,
             kv_cache_bytes=None if kv_cache_mb is None else kv_cache_mb << 20, max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
-            enable_prefix_caching=prefix_caching, cache_dir=cache_dir, num_threads=threads,
+            enable_prefix_caching=prefix_caching, cache_dir=cache_dir, num_threads=threads, weights=weights,
             speculative=speculative, num_speculative_tokens=num_speculative_tokens,
             max_prefill_tokens=max_prefill_tokens, prefill_order=prefill_order, max_wait_steps=max_wait_steps,
         )

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ragsvc.config import Settings
+from ragsvc.serving.layers.quant import WEIGHT_FORMATS
 from ragsvc.serving.speculative import SpeculativeConfig
 
 DEFAULT_MODEL = "smollm2"
@@ -48,8 +49,9 @@ class EngineConfig:
     """torch intra-op threads on CPU; None = leave torch's setting alone."""
     weights: str = "bf16"
     """How the linears' weights are held: "bf16" = the model's own (in `dtype`; the reference), "int8" = int8
-    per output channel, "q4" = 4-bit blocks of 32 (see serving/layers/quant.py); int8 / q4 are quantised at
-    load, cached under `cache_dir`, and multiplied by kernels that expand them in registers."""
+    per output channel, "q4" = 4-bit blocks of 32 (see serving/layers/quant.py), "q4-all" = q4 for the LM head
+    and a GGUF's 6/8-bit tensors too; quantised at load, cached under `cache_dir`, and multiplied by kernels that
+    expand them in registers."""
     cpu_kernels: bool = True
     """On CPU, run decode attention, RMSNorm, rotary and SiLU-and-multiply in C++ kernels (built with the
     system compiler on first use, cached); False, or no compiler, = plain torch everywhere (the kernels'
@@ -81,14 +83,15 @@ class EngineConfig:
         model = settings.model
         cache_dir = model.cache_dir or settings.store.data_dir / "models"
         config = cls(model=model.model, dtype=model.dtype, device=model.device, kv_cache_bytes=model.kv_cache_bytes,
-                     max_num_seqs=model.max_num_seqs, num_threads=model.num_threads, cache_dir=str(cache_dir))
+                     max_num_seqs=model.max_num_seqs, num_threads=model.num_threads, cache_dir=str(cache_dir),
+                     weights=model.weights)
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype {self.dtype!r} is not supported; use 'auto', 'float32' or 'bfloat16'")
-        if self.weights not in ("bf16", "int8", "q4"):
-            raise ValueError(f"weights {self.weights!r} is not supported; use 'bf16', 'int8' or 'q4'")
+        if self.weights not in WEIGHT_FORMATS:
+            raise ValueError(f"weights {self.weights!r} is not supported; use one of {', '.join(WEIGHT_FORMATS)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device {self.device!r} is not supported; use 'auto', 'cpu' or 'cuda[:N]'")
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "kv_cache_bytes"):

@@ -173,3 +173,17 @@ def test_bad_policy_settings_are_refused() -> None:
         EngineConfig(max_prefill_tokens=0)
     with pytest.raises(ValueError, match="speculative method"):
         EngineConfig(speculative="draft-model")
+
+
+def test_weights_come_from_the_settings(monkeypatch) -> None:
+    """RAGSVC_MODEL__WEIGHTS reaches the engine (serve --with-model, serve-model); a flag overrides it."""
+    from pydantic import ValidationError
+
+    from ragsvc.config import Settings
+
+    monkeypatch.setenv("RAGSVC_MODEL__WEIGHTS", "q4")
+    assert EngineConfig.from_settings(Settings()).weights == "q4"
+    assert EngineConfig.from_settings(Settings(), weights="int8").weights == "int8"
+    monkeypatch.setenv("RAGSVC_MODEL__WEIGHTS", "q3")
+    with pytest.raises(ValidationError, match="weights"):
+        Settings()

@@ -200,3 +200,21 @@ def test_kernels_built_for_older_cpus_agree(tmp_path, march) -> None:
                 x = torch.randn((tokens, k), generator=g).to(dtype)
                 qw = quantise(w, fmt)
                 _close(cpu_quant.linear(lib, x, qw, bias, tile=4), reference_linear(x, qw, bias), dtype)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "q4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_expansion_in_row_tiles_matches_one_whole_expansion(lib, fmt, dtype, monkeypatch) -> None:
+    """The long-chunk path expands a tile of rows at a time into a reused buffer: every tile size (one row tile,
+    several with a short last one) gives what expanding the whole weight once and one F.linear give, up to the
+    GEMM's summation order (it blocks a 150-row and a 40-row product differently)."""
+    g = torch.Generator().manual_seed(1)
+    w, bias = torch.randn((150, 100), generator=g), torch.randn(150, generator=g).to(dtype)
+    qw = quantise(w, fmt)
+    x = torch.randn((20, 100), generator=g).to(dtype)
+    xs = x.to(torch.bfloat16).to(dtype) if fmt == "q4" else x  # q4 multiplies bf16-rounded activations
+    whole = torch.nn.functional.linear(xs, cpu_quant.dequantise(lib, qw, dtype), bias)
+    for tile_bytes in (1 << 22, 40 * 100 * x.element_size(), 1):
+        monkeypatch.setattr(cpu_quant, "EXPAND_TILE_BYTES", tile_bytes)
+        _close(cpu_quant.expand_linear(lib, x, qw, bias), whole, dtype)
+        _close(cpu_quant.expand_linear(lib, x, qw, None), whole - bias, dtype)

@@ -11,16 +11,22 @@ and multiplies it with a tile of tokens before moving on, so a decode step reads
 - Both split output channels across OpenMP threads; without AVX-512 a scalar loop computes the same sums.
 
 Long prefill chunks go the other way: once a step has more tokens than `prefill_tokens`, expanding the weight
-once into a bf16 scratch and calling oneDNN's GEMM is faster than re-expanding it per token tile. The token
-tile and that threshold come from `cpu_tuning`, measured on the CPU at hand.
+once and calling oneDNN's GEMM is faster than re-expanding it per token tile (`expand_linear`). The expansion
+goes into one scratch buffer kept per thread and reused by every layer, so a step no longer allocates, and
+page-faults in, a fresh full-width copy of every weight (a few ms per 50 MB weight, every layer, every step).
+Only a weight larger than EXPAND_TILE_BYTES (an LM head) is expanded a tile of rows at a time. (Smaller,
+cache-sized tiles were tried and measured slower here: oneDNN's GEMM on a ~1,000-row tile ran well below its
+speed on the whole weight.) The token tile and the threshold come from `cpu_tuning`, measured on the CPU.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 
 import torch
+import torch.nn.functional as F
 
 from ragsvc.serving.layers.cpu_build import load_library
 from ragsvc.serving.layers.quant import QuantWeight
@@ -35,6 +41,10 @@ _SIGNATURES = {
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 TILES = (1, 2, 4, 8)
 """Token tiles the kernels are compiled for."""
+EXPAND_TILE_BYTES = 64 << 20
+"""Most bytes of expanded weight per GEMM call in `expand_linear` (and so the scratch buffer's size): whole
+projections of 1-2B models fit, an LM head over a large vocabulary is split."""
+_scratch = threading.local()
 
 
 @functools.cache
@@ -81,4 +91,52 @@ def dequantise(lib: ctypes.CDLL, qw: QuantWeight, dtype: torch.dtype) -> torch.T
                                  out.data_ptr())
     else:
         getattr(lib, f"i8_dequant_{sfx}")(qw.data.data_ptr(), qw.scale.data_ptr(), n, k, kp, out.data_ptr())
+    return out
+
+
+def _scratch_buffer(elements: int, dtype: torch.dtype) -> torch.Tensor:
+    """This thread's expansion buffer for `dtype`, grown when too small (a flat tensor of >= `elements`)."""
+    key = f"buf_{_SUFFIX[dtype]}"
+    buf = getattr(_scratch, key, None)
+    if buf is None or buf.numel() < elements:
+        buf = torch.empty(elements, dtype=dtype)
+        setattr(_scratch, key, buf)
+    return buf
+
+
+def _dequantise_rows(lib: ctypes.CDLL, qw: QuantWeight, first: int, rows: int, out: torch.Tensor) -> None:
+    """Rows [first, first + rows) of the weight, expanded by the kernel into `out` (rows, in), contiguous."""
+    k, kp = qw.in_features, qw.padded_in
+    sfx = _SUFFIX[out.dtype]
+    if qw.fmt == "q4":
+        assert qw.offset is not None
+        scales = first * (kp // 32) * qw.scale.element_size()  # byte offset of the first row's scales
+        getattr(lib, f"q4_dequant_{sfx}")(qw.data.data_ptr() + first * (kp // 2), qw.scale.data_ptr() + scales,
+                                          qw.offset.data_ptr() + scales, rows, k, kp, out.data_ptr())
+    else:
+        getattr(lib, f"i8_dequant_{sfx}")(qw.data.data_ptr() + first * kp, qw.scale.data_ptr() + first * 4, rows, k, kp,
+                                          out.data_ptr())
+
+
+def expand_linear(lib: ctypes.CDLL, x: torch.Tensor, qw: QuantWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """x: (tokens, in) fp32 or bf16 -> (tokens, out) in x's dtype, by GEMMs over expanded tiles of weight rows.
+    q4 multiplies bf16-rounded activations, as the fused kernel does. `bias` in x's dtype, or None."""
+    if qw.fmt == "q4" and x.dtype == torch.float32:
+        x = x.to(torch.bfloat16).float()
+    x = x.contiguous()
+    n, k = qw.out_features, qw.in_features
+    rows = max(16, min(n, EXPAND_TILE_BYTES // (k * x.element_size())))
+    flat = _scratch_buffer(rows * k, x.dtype)
+    if rows == n:  # one tile: the GEMM writes the output itself
+        weight = flat[: n * k].view(n, k)  # (out, in)
+        _dequantise_rows(lib, qw, 0, n, weight)
+        return F.linear(x, weight, bias)
+    out = torch.empty((x.shape[0], n), dtype=x.dtype)  # (tokens, out)
+    for first in range(0, n, rows):
+        count = min(rows, n - first)
+        tile = flat[: count * k].view(count, k)  # (rows, in)
+        _dequantise_rows(lib, qw, first, count, tile)
+        # x @ tile^T is oneDNN's fast layout; the bias joins its float32 sums, as in one F.linear
+        part = F.linear(x, tile, None if bias is None else bias[first:first + count])  # (tokens, rows)
+        out[:, first:first + count] = part
     return out

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ragsvc import native
 from ragsvc.serving.layers import cpu_quant
@@ -33,7 +32,7 @@ logger = logging.getLogger(__name__)
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
              "amx_tile", "avx_vnni")
 """The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 PREFILL_CANDIDATES = (16, 32, 64, 128)
 
 
@@ -123,7 +122,7 @@ def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan
     for m in PREFILL_CANDIDATES:  # the same out-of-cache weight: the GEMM side pays for writing its expansion
         x = torch.randn(m, k, dtype=torch.bfloat16)
         fused = _median_ms(lambda x=x: cpu_quant.linear(lib, x, qw, None, tile=tile), reps=2)
-        gemm = _median_ms(lambda x=x: F.linear(x, cpu_quant.dequantise(lib, qw, torch.bfloat16)), reps=2)
+        gemm = _median_ms(lambda x=x: cpu_quant.expand_linear(lib, x, qw, None), reps=2)
         prefill_ms[str(m)] = [round(fused, 3), round(gemm, 3)]
         if gemm < fused:
             prefill_tokens = m // 2

@@ -25,9 +25,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-WEIGHT_FORMATS = ("bf16", "int8", "q4")
+WEIGHT_FORMATS = ("bf16", "int8", "q4", "q4-all")
 """`--weights` choices. bf16 keeps the model's own weights (the reference); int8 and q4 quantise the linears
-at load."""
+at load. q4 keeps the LM head, and a 4-bit GGUF's higher-precision tensors, in int8; q4-all puts every linear,
+LM head included, in q4 (fewest bytes per step; its quality cost is measured like the others')."""
 BLOCK = 32
 """Weights per q4 block (one fp16 scale and offset each)."""
 GROUP = 64
