@@ -26,6 +26,7 @@ from ragsvc.answer.flare import (
     masked_query,
     min_probability,
     needs_retrieval,
+    surer,
 )
 from ragsvc.answer.prompt import ANSWER_STYLES, AnswerStyle, PassageLog, answer_prompt, query_question_prompt
 from ragsvc.answer.reasoning import (
@@ -75,9 +76,8 @@ class AnswerOptions:
     max_context_tokens: int = 2048
     """Token budget of all passages together."""
     passages_per_retrieval: int | None = None
-    """Most passages one retrieval adds, taken in rank order among those not shown yet (None: every hit). With
-    a retriever that returns more hits than this, FLARE's later retrievals bring passages the model has not
-    read instead of re-finding the first ones."""
+    """How many of a retrieval's top hits it shows (None: every hit); those already shown are not repeated, and
+    a later retrieval whose top hits are all shown adds nothing (see `PassageLog.add`)."""
     style: AnswerStyle = "full"
     """full: the model's own words; short: the answer alone (a name, a date, yes/no), as QA datasets score it.
     With FLARE a short answer is one look-ahead, and its retrieval query is the question plus the answer's
@@ -140,7 +140,9 @@ class Answerer:
             generation, sentence = self._lookahead(run, round_, budget, flare, kind="lookahead")
             # regenerate only when retrieval added passages: the same prompt gives the same sentence (greedy)
             if needs_retrieval(sentence.tokens, flare.theta) and self._retrieve_for(run, sentence, flare, round_):
-                generation, sentence = self._lookahead(run, round_, budget, flare, kind="regenerate")
+                regenerated = self._lookahead(run, round_, budget, flare, kind="regenerate")
+                if flare.accept == "always" or surer(regenerated[1].tokens, sentence.tokens):
+                    generation, sentence = regenerated
             if not sentence.text.strip():
                 return "stop"
             run.answer += sentence.text

@@ -2,9 +2,9 @@
 Generation", the direct variant).
 
 The model writes the answer one look-ahead sentence at a time. If every token of the sentence is likely
-(probability >= theta) it is kept as it is. Otherwise the sentence is a guess: its confident tokens become a
-retrieval query (tokens below beta are masked out, since they are the ones most likely wrong and would pull
-in passages about the wrong thing), new passages join the prompt, and the sentence is written again.
+(probability >= theta) it is kept as it is. Otherwise the sentence is a guess: its confident words become a
+retrieval query (words holding a token below beta are masked out, since they are the ones most likely wrong
+and would pull in passages about the wrong thing), new passages join the prompt, and the sentence is written again.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from ragsvc.llm.generator import TokenLogprob
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 _WORD = re.compile(r"\w")
+_WORDS = re.compile(r"\s*\w+")
+"""A word with the whitespace before it, so a masked word leaves no gap before the punctuation after it."""
 _ABBREVIATION = re.compile(r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Mt|Prof|Gen|Col|Lt|Capt|Rev|vs|Inc|Ltd|Co))\.$")
 """A period that closes an initial or a title ("J. R. R. Tolkien", "U.S. Army", "St. Louis") ends no sentence.
 A sentence that does end in a single capital ("World War I.") is then continued to its next end."""
@@ -76,15 +78,44 @@ def needs_retrieval(tokens: Sequence[TokenLogprob], theta: float) -> bool:
     return lowest is not None and lowest < theta
 
 
+def surer(regenerated: Sequence[TokenLogprob], lookahead: Sequence[TokenLogprob]) -> bool:
+    """True when the sentence written again after a retrieval is at least as sure as the look-ahead it would
+    replace, by the statistic that triggered the retrieval (the least likely word token).
+
+    FLARE retrieves because a low probability says the model lacks something; passages that supplied it
+    make the sentence written again more likely. When the new sentence is less likely still, the new
+    passages did not supply what was missing (or pulled the model to a passage about something else), and the
+    look-ahead, written from the passages a single retrieval reads, stands. A sentence without words is
+    never surer."""
+    new, old = min_probability(regenerated), min_probability(lookahead)
+    return new is not None and (old is None or new >= old)
+
+
 def low_tokens(tokens: Sequence[TokenLogprob], theta: float) -> list[str]:
     """The word-bearing tokens below theta, as text: what made a look-ahead unsure enough to retrieve."""
     return [t.token.strip() for t in tokens if _WORD.search(t.token) and probability(t) < theta]
 
 
 def masked_query(tokens: Sequence[TokenLogprob], beta: float) -> str:
-    """The sentence with every token of probability below beta removed, whitespace collapsed."""
-    kept = "".join(t.token for t in tokens if not (_WORD.search(t.token) and probability(t) < beta))
-    return " ".join(kept.split())
+    """The sentence with every word that holds a token of probability below beta removed, whitespace collapsed.
+
+    Masking is by whole word, not by token: a sub-word tokenizer splits a name into pieces ("Janet" into
+    "Jan" + "et"), and masking only the unsure piece would leave a fragment ("et Waldo") that matches
+    unrelated passages lexically and moves the query's embedding towards nothing the model meant."""
+    text = ""
+    low: list[tuple[int, int]] = []  # character spans of the unsure tokens
+    for token in tokens:
+        start = len(text)
+        text += token.token
+        if _WORD.search(token.token) and probability(token) < beta:
+            piece = token.token  # its characters without surrounding whitespace, which belongs to no word
+            low.append((start + len(piece) - len(piece.lstrip()), start + len(piece.rstrip())))
+
+    def keep(word: re.Match[str]) -> str:
+        unsure = any(start < word.end() and word.start() < end for start, end in low)
+        return "" if unsure else word.group()
+
+    return " ".join(_WORDS.sub(keep, text).split())
 
 
 def low_confidence_spans(tokens: Sequence[TokenLogprob], beta: float) -> list[str]:

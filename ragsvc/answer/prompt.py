@@ -62,11 +62,16 @@ class PassageLog:
     used_tokens: int = 0
 
     def add(self, hits: Sequence[Hit], *, max_tokens: int, max_passages: int | None = None) -> list[int]:
-        """Append the first `max_passages` hits not shown yet (all with None), packed into `max_tokens` (and
-        what is left of the total budget); returns the numbers given to them. Given a ranking deeper than
-        `max_passages`, a later retrieval adds the best passages the model has not read rather than nothing."""
+        """Append the query's top `max_passages` hits (all with None) that are not shown yet, packed into
+        `max_tokens` (and what is left of the total budget); returns the numbers given to them.
+
+        Only the top of the ranking is shown, never the next ranks in place of passages already read: a later
+        FLARE retrieval is for the passages its new query ranks highest. When those are already in the
+        prompt, the query found nothing new and the prompt stays as it is; reaching below them would add the
+        near-misses of a ranking the model has read the best of (on multi-hop QA, the distractor paragraphs
+        written to resemble the question), and an unsure model reaches for the passages nearest its answer."""
         shown = {c.chunk_id for c in self.citations}
-        fresh = [h for h in hits if h.chunk_id not in shown][:max_passages]
+        fresh = [h for h in hits[:max_passages] if h.chunk_id not in shown]
         budget = min(max_tokens, self.max_tokens - self.used_tokens)
         if not fresh or budget < 16:
             return []

@@ -35,6 +35,10 @@ class FlareOptions:
     """Abort each look-ahead once its first sentence is complete instead of decoding all lookahead_tokens
     (only that sentence is kept either way). It saves the decoding of the rest, but an aborted request reports
     no usage, so those rounds record no prompt or cached tokens."""
+    accept: Literal["surer", "always"] = "surer"
+    """Which sentence stands after a retrieval. always: the regenerated one (the paper). surer: the regenerated
+    one only when its least likely word token is at least as likely as the look-ahead's; otherwise the
+    look-ahead stands (see `flare.surer`). The passages stay in the prompt for later sentences either way."""
 
     def __post_init__(self) -> None:
         for name in ("theta", "beta"):
@@ -47,6 +51,8 @@ class FlareOptions:
             raise InvalidInput(f"flare max_tokens must be in [1, {MAX_ANSWER_TOKENS}], got {self.max_tokens}")
         if not 4 <= self.lookahead_tokens <= 256:
             raise InvalidInput(f"flare lookahead_tokens must be in [4, 256], got {self.lookahead_tokens}")
+        if self.accept not in ("surer", "always"):
+            raise InvalidInput(f"flare accept must be 'surer' or 'always', got {self.accept!r}")
         if self.query_mode not in ("masked", "question"):
             raise InvalidInput(f"flare query_mode must be 'masked' or 'question', got {self.query_mode!r}")
 

@@ -7,9 +7,8 @@
 
 The retriever is the one of `[answer] config` (default the baseline); its document scores become the
 Answerer's hits, each a whole document, so a passage number maps back to a corpus id. A retrieval returns
-2 x top_k of them and the Answerer shows the best top_k not shown yet: `single` and FLARE's first retrieval
-read the same top_k, and a later FLARE retrieval adds the best passages the model has not read (with only
-top_k, a query close to the question re-finds the shown ones and adds nothing).
+the top_k of them: `single` and FLARE's first retrieval read the same top_k, and a later FLARE retrieval adds
+those of its own top_k the model has not read (none when its query re-finds the passages already shown).
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ def answer_suite(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, built
     name, retriever = _answer_retriever(suite, ctx, built)
     qrels_path = suite.dataset_path / "qrels" / f"{suite.dataset.split}.tsv"
     examples = load_qa(suite.dataset_path / answer.qa_file, qrels_path=qrels_path if qrels_path.is_file() else None,
-                       max_examples=answer.max_examples)
+                       max_examples=answer.max_examples, skip_examples=answer.skip_examples)
     embedder = ctx.store.embedder
     if answer.strategies:
         assert llm is not None
@@ -80,7 +79,7 @@ def answer_suite(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, built
             with one_at_a_time:
                 started = time.perf_counter()
                 scores = retriever.search("", query, embedder.embed_query(query))
-                hits = _passage_hits(dataset, scores, answer.top_k * 2)  # depth for FLARE's unread passages
+                hits = _passage_hits(dataset, scores, answer.top_k)
                 return hits, {"total_ms": (time.perf_counter() - started) * 1e3}
 
         flare = FlareOptions(**answer.flare.model_dump())

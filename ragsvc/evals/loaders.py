@@ -195,8 +195,10 @@ def _answers(path: Path, line_no: int, obj: dict[str, Any]) -> tuple[str, ...]:
     return tuple(values)
 
 
-def load_qa(path: Path, *, qrels_path: Path | None = None, max_examples: int | None = None) -> list[QAExample]:
-    """Load a QA JSON-lines file; supporting passage ids come from `qrels_path` (score > 0) when given."""
+def load_qa(path: Path, *, qrels_path: Path | None = None, max_examples: int | None = None,
+            skip_examples: int = 0) -> list[QAExample]:
+    """Load a QA JSON-lines file; supporting passage ids come from `qrels_path` (score > 0) when given. The
+    first `skip_examples` questions are read (and checked) but left out: a later slice of the same file."""
     path = Path(path)
     _require_file(path, "a QA file is JSON lines with `question` and `answer`/`answers`")
     qrels = load_qrels(qrels_path) if qrels_path is not None else {}
@@ -208,11 +210,15 @@ def load_qa(path: Path, *, qrels_path: Path | None = None, max_examples: int | N
         question = obj.get("question", obj.get("text"))
         if not isinstance(question, str) or not question.strip():
             raise InvalidInput(f"{path}:{line_no}: question {example_id!r} is empty; give it text or remove it")
+        answers = _answers(path, line_no, obj)
+        if len(seen) <= skip_examples:
+            continue
         supporting = tuple(doc for doc, rel in qrels.get(example_id, {}).items() if rel > 0)
         extra = {k: v for k, v in obj.items() if k not in ("_id", "id", "question", "text", "answer", "answers")}
-        examples.append(QAExample(example_id, question, _answers(path, line_no, obj), supporting, extra))
+        examples.append(QAExample(example_id, question, answers, supporting, extra))
         if max_examples is not None and len(examples) >= max_examples:
             break
     if not examples:
-        raise InvalidInput(f"{path}: no questions found")
+        after = f" after the first {skip_examples} (skip_examples)" if skip_examples else ""
+        raise InvalidInput(f"{path}: no questions found{after}")
     return examples

@@ -116,6 +116,7 @@ class FlareSection(SuiteSection):
     lookahead_tokens: int = Field(default=32, ge=4, le=256)
     query_mode: Literal["masked", "question"] = "masked"
     stop_at_sentence: bool = False
+    accept: Literal["surer", "always"] = "surer"
 
 
 class AnswerSection(SuiteSection):
@@ -123,6 +124,8 @@ class AnswerSection(SuiteSection):
     """QA JSON lines, relative to the dataset folder."""
     top_k: int = Field(default=5, ge=1)
     max_examples: int | None = Field(default=None, ge=1)
+    skip_examples: int = Field(default=0, ge=0)
+    """Questions at the start of the file left out (a later slice: held-out questions, or a run in parts)."""
     config: str | None = None
     """Config whose retrieval feeds the generator; defaults to the baseline."""
     strategies: tuple[Literal["none", "single", "flare"], ...] = ()

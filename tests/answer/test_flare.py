@@ -86,6 +86,15 @@ def test_masked_query_drops_tokens_below_beta_and_spans_group_them():
     assert low_confidence_spans(sentence, beta=0.4) == ["2019 by Google"]
 
 
+def test_masked_query_masks_whole_words_not_the_unsure_piece_of_one():
+    # a sub-word tokenizer splits names: masking only " Jan" would leave the fragment "et"
+    sentence = toks((" Jan", 0.2), ("et", 0.95), (" Wal", 0.9), ("do", 0.9), (" [", 0.9), ("2", 0.1), ("]", 0.9))
+    assert masked_query(sentence, beta=0.4) == "Waldo []"
+    assert masked_query(toks(("WIN", 0.2), ("NER", 0.9)), beta=0.4) == ""
+    assert masked_query(toks(("Los", 0.9), ("-", 0.1), ("Angeles", 0.9)), beta=0.4) == "Los-Angeles"
+    assert masked_query(toks(("foo ", 0.1), ("bar", 0.9)), beta=0.4) == "bar"  # a trailing space is no word
+
+
 # --- the FLARE loop ---------------------------------------------------------------------------------------
 
 
@@ -209,3 +218,12 @@ def test_an_end_of_turn_token_left_out_of_the_text_is_not_part_of_the_answer():
                        usage=Usage(prompt_tokens=10, completion_tokens=4))
     answer = Answerer(ScriptedGenerator([reply]), Retriever()).answer("q?", flare=FlareOptions())
     assert answer.text == "Blocks [1]." and answer.finish_reason == "stop"
+
+
+def test_surer_compares_the_least_likely_word_tokens():
+    from ragsvc.answer.flare import surer
+
+    unsure = toks((" Sonic", 0.25), (" the", 0.9), (" Hedgehog", 0.95))
+    assert not surer(toks((" Winnie", 0.17), (" the", 0.9), (" Pooh", 0.9)), unsure)
+    assert surer(toks((" Winnie", 0.5), (".", 0.01)), unsure)  # punctuation is not judged
+    assert not surer(toks((".", 0.9)), unsure)  # a sentence without words never replaces one with words

@@ -74,17 +74,52 @@ def test_an_unknown_style_is_refused():
         AnswerOptions(style="terse")  # type: ignore[arg-type]
 
 
-def test_a_later_retrieval_adds_the_best_passages_not_read_yet():
+def test_a_later_retrieval_shows_its_own_top_passages_not_the_next_ranks_of_a_read_ranking():
     ranked = [Hit(ChunkId(i), DocumentId(f"d{i}"), f"Passage {i} about Danny Boyle's films.", 1.0 / i)
               for i in range(1, 7)]
+    reordered = [ranked[1], ranked[4], ranked[0], ranked[2]]  # a different query's top: 2 (shown), 5 (new)
     replies = [gen((" Danny", 0.9), (" Pictures", 0.2)), gen((" Figment", 0.9), (" Films", 0.9))]
-    answer = Answerer(ScriptedGenerator(replies), lambda query: (ranked, {"total_ms": 1.0}),
+
+    def retrieve(query: str) -> tuple[list[Hit], dict[str, float]]:
+        return (ranked if query == QUESTION else reordered), {"total_ms": 1.0}
+
+    answer = Answerer(ScriptedGenerator(replies), retrieve,
                       options=AnswerOptions(style="short", passages_per_retrieval=2)).answer(
         QUESTION, flare=FlareOptions())
-    assert [r.added for r in answer.retrievals] == [[1, 2], [3, 4]]  # the same ranking: the next two unread
-    assert [c.chunk_id for c in answer.passages] == [1, 2, 3, 4]
-    single = Answerer(ScriptedGenerator(replies[1:]), lambda query: (ranked, {"total_ms": 1.0}),
-                      options=AnswerOptions(passages_per_retrieval=2)).answer(QUESTION)
-    assert [c.chunk_id for c in single.passages] == [1, 2]
+    assert [r.added for r in answer.retrievals] == [[1, 2], [3]]  # of its top two, the one not read yet
+    assert [c.chunk_id for c in answer.passages] == [1, 2, 5]
+    assert answer.text == "Figment Films"
     with pytest.raises(InvalidInput, match="passages_per_retrieval"):
         AnswerOptions(passages_per_retrieval=0)
+
+
+def test_a_later_retrieval_that_refinds_the_shown_passages_adds_nothing_and_keeps_the_sentence():
+    ranked = [Hit(ChunkId(i), DocumentId(f"d{i}"), f"Passage {i} about Danny Boyle's films.", 1.0 / i)
+              for i in range(1, 7)]
+    generator = ScriptedGenerator([gen((" Danny", 0.9), (" Pictures", 0.2))])
+    answer = Answerer(generator, lambda query: (ranked, {"total_ms": 1.0}),
+                      options=AnswerOptions(style="short", passages_per_retrieval=2)).answer(
+        QUESTION, flare=FlareOptions())
+    # the deeper ranks 3-6 of a ranking whose top the model has read are not shown in their place
+    assert [r.added for r in answer.retrievals] == [[1, 2], []]
+    assert [g.kind for g in answer.generations] == ["lookahead"]  # nothing new to read: no regeneration
+    assert answer.text == "Danny Pictures" and len(generator.calls) == 1
+
+
+def test_a_regeneration_less_sure_than_the_look_ahead_does_not_replace_it():
+    # the new passages did not supply what the model lacked: the answer a single retrieval gives stands
+    lookahead = gen((" Danny", 0.9), (" Boyle", 0.8), (" Pictures", 0.3))
+    less_sure = gen((" Figment", 0.2), (" Films", 0.9))
+    answer = Answerer(ScriptedGenerator([lookahead, less_sure]), Retriever(),
+                      options=AnswerOptions(style="short")).answer(QUESTION, flare=FlareOptions())
+    assert [g.kind for g in answer.generations] == ["lookahead", "regenerate"]  # both recorded
+    assert answer.text == "Danny Boyle Pictures"
+    assert [c.document_id for c in answer.passages] == ["film", "studio"]  # what was read stays in the prompt
+    paper = Answerer(ScriptedGenerator([lookahead, less_sure]), Retriever(),
+                     options=AnswerOptions(style="short")).answer(QUESTION, flare=FlareOptions(accept="always"))
+    assert paper.text == "Figment Films"
+    as_sure = Answerer(ScriptedGenerator([lookahead, gen((" Figment", 0.3), (" Films", 0.9))]), Retriever(),
+                       options=AnswerOptions(style="short")).answer(QUESTION, flare=FlareOptions())
+    assert as_sure.text == "Figment Films"  # a tie goes to the sentence written with more passages
+    with pytest.raises(InvalidInput, match="accept must be 'surer' or 'always'"):
+        FlareOptions(accept="maybe")  # type: ignore[arg-type]

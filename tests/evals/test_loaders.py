@@ -29,6 +29,13 @@ def test_qa_file_with_supporting_ids():
     assert set(by_id["q04"].supporting_ids) == {"d07", "d08"}
 
 
+def test_qa_file_slices_skip_the_first_questions():
+    every = [e.id for e in load_qa(TINY / "answers.jsonl")]
+    assert [e.id for e in load_qa(TINY / "answers.jsonl", skip_examples=2, max_examples=3)] == every[2:5]
+    with pytest.raises(InvalidInput, match=f"after the first {len(every)}"):
+        load_qa(TINY / "answers.jsonl", skip_examples=len(every))
+
+
 def _copy(tmp_path: Path) -> Path:
     dst = tmp_path / "ds"
     (dst / "qrels").mkdir(parents=True)
