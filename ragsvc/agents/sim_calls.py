@@ -1,6 +1,15 @@
 """How a simulation tick reaches the model: one `generate_many` per phase for every agent's calls of that
 phase (a batching engine serves them as one batch), or one call at a time (`sequential`, the benchmark's peer),
 under a per-agent budget of calls and completion tokens, with the usage counted for the tick's trace.
+
+Priming (`prime`, batched only). A prefix cache serves a prompt's opening blocks only once some request has
+computed them, and requests admitted in the same engine step have not: five day plans sent together each
+compute the town's shared preamble, and the first importance batch computes the scorer's instruction once per
+prompt the step admits. One call one at a time computes it once and then reuses it. So before a batch of two or
+more, its first prompt is sent alone for one token: its blocks (the preamble or instruction that all of them
+share) are cached when the batch arrives, and the batch computes only what differs. The priming call's reply is
+dropped; it is counted apart (`primes`, `prime_prompt_tokens`), and the tokens it computed count as computed,
+not as cached, in the trace.
 """
 
 from __future__ import annotations
@@ -18,6 +27,10 @@ class TickUsage:
     """What one tick asked of the model (the trace's numbers)."""
 
     calls: int = 0
+    primes: int = 0
+    """One-token priming calls before batches (not in `calls`)."""
+    prime_prompt_tokens: int = 0
+    """Prompt tokens the priming calls computed (their cached ones are left out of every count)."""
     batches: int = 0
     """generate_many calls (phases that had work); sequential runs count one per call."""
     prompt_tokens: int = 0
@@ -25,12 +38,21 @@ class TickUsage:
     completion_tokens: int = 0
     model_ms: float = 0.0
     by_phase: dict[str, int] = field(default_factory=dict)
+    ms_by_phase: dict[str, float] = field(default_factory=dict)
+    """Time waiting for the model, per phase (where a batched run's time goes)."""
+
+    def add_prime(self, generation: Generation, *, elapsed_ms: float) -> None:
+        """A priming call: its computed prompt tokens are model work the batch then finds cached."""
+        self.primes += 1
+        self.prime_prompt_tokens += generation.usage.prompt_tokens - generation.usage.cached_tokens
+        self.model_ms += elapsed_ms
 
     def add(self, phase: str, generations: Sequence[Generation], *, batches: int, elapsed_ms: float) -> None:
         self.calls += len(generations)
         self.batches += batches
         self.by_phase[phase] = self.by_phase.get(phase, 0) + len(generations)
         self.model_ms += elapsed_ms
+        self.ms_by_phase[phase] = self.ms_by_phase.get(phase, 0.0) + elapsed_ms
         for g in generations:
             self.prompt_tokens += g.usage.prompt_tokens
             self.cached_tokens += g.usage.cached_tokens
@@ -41,9 +63,10 @@ class PhaseCaller:
     """Sends each phase's requests together (or one by one), refusing requests over an agent's budget."""
 
     def __init__(self, generator: Generator, *, sequential: bool, max_calls_per_agent: int,
-                 max_tokens_per_agent: int, seed: int) -> None:
+                 max_tokens_per_agent: int, seed: int, prime: bool = False) -> None:
         self.generator = generator
         self.sequential = sequential
+        self.prime = prime and not sequential
         self.max_calls = max_calls_per_agent
         self.max_tokens = max_tokens_per_agent
         self.seed = seed
@@ -61,9 +84,9 @@ class PhaseCaller:
                 and self._tokens.get(agent, 0) + max_tokens <= self.max_tokens)
 
     def call(self, phase: str, requests: Sequence[tuple[str, Prompt]], *, max_tokens: int,
-             charged: bool = True) -> list[Generation | None]:
+             charged: bool = True, stop: Sequence[str] = ()) -> list[Generation | None]:
         """One reply per (agent, prompt), in order; None where the agent's budget is spent. `charged` False:
-        not counted against the agents (importance ratings, shared by all)."""
+        not counted against the agents (importance ratings, shared by all). `stop` ends each reply early."""
         granted = [i for i, (agent, _) in enumerate(requests) if not charged or self.allows(agent, max_tokens)]
         if charged:
             for i in granted:
@@ -74,16 +97,25 @@ class PhaseCaller:
         out: list[Generation | None] = [None] * len(requests)
         if not prompts:
             return out
+        self.prime_for(prompts)
         started = time.perf_counter()
         if self.sequential:
-            replies = [self.generator.generate(p, max_tokens=max_tokens, seed=self.seed) for p in prompts]
+            replies = [self.generator.generate(p, max_tokens=max_tokens, seed=self.seed, stop=stop) for p in prompts]
         else:
-            replies = self.generator.generate_many(prompts, max_tokens=max_tokens, seed=self.seed)
+            replies = self.generator.generate_many(prompts, max_tokens=max_tokens, seed=self.seed, stop=stop)
         self.usage.add(phase, replies, batches=len(prompts) if self.sequential else 1,
                        elapsed_ms=(time.perf_counter() - started) * 1000.0)
         for i, reply in zip(granted, replies, strict=True):
             out[i] = reply
         return out
+
+    def prime_for(self, prompts: Sequence[Prompt]) -> None:
+        """The first prompt alone for one token before a batch of two or more (see the module docstring)."""
+        if not self.prime or len(prompts) < 2:
+            return
+        started = time.perf_counter()
+        primed = self.generator.generate(prompts[0], max_tokens=1, seed=self.seed)
+        self.usage.add_prime(primed, elapsed_ms=(time.perf_counter() - started) * 1000.0)
 
 
 class PhaseGenerator:
@@ -101,6 +133,7 @@ class PhaseGenerator:
         if not prompts:
             return []
         caller = self._caller
+        caller.prime_for(prompts)
         started = time.perf_counter()
         if caller.sequential:
             replies = [caller.generator.generate(p, **kwargs) for p in prompts]

@@ -6,9 +6,9 @@ The clock is simulation hours since day 1 00:00 (`start_h` 8.0 = day 1, 08:00). 
 is bounded: calls and completion tokens per agent (`max_calls_per_agent`, `max_tokens_per_agent`), dialogue
 turns, reflection questions and insights, memories rated.
 
-Identity. `hours` is left out (running again with more hours extends a run) and so is `sequential` (how the
-calls reach the engine, not what is simulated); every other option, the model, the embedder and the town's
-files are in the fingerprint.
+Identity. `hours` is left out (running again with more hours extends a run) and so are `sequential` and
+`prime_prefix` (how the calls reach the engine, not what is simulated); every other option, the model, the
+embedder and the town's files are in the fingerprint.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ class SimulationConfig:
     reflection: bool = True
     sequential: bool = False
     """Send each phase's calls one at a time (the benchmark's peer) instead of together."""
+    prime_prefix: bool = True
+    """Batched runs: send a batch's first prompt alone for one token first, so the prefix the batch shares is
+    cached before it arrives (agents/sim_calls.py)."""
     model: str = "smollm2"
     embedder: str = ""
     """The embedder's id (recorded so a folder is reopened with the embedder its vectors came from)."""
@@ -91,7 +94,7 @@ class SimulationConfig:
 
     def identity(self) -> dict[str, Any]:
         """The options that must match to resume (see the module docstring)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("hours", "sequential")}
+        return {k: v for k, v in asdict(self).items() if k not in ("hours", "sequential", "prime_prefix")}
 
 
 def clock_text(time_h: float) -> str:

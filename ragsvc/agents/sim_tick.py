@@ -32,10 +32,22 @@ from ragsvc.agents.sim_state import AgentState, location_of, with_prefix
 from ragsvc.store.memories import MemoryRecord, NewMemory
 
 PLAN_TOKENS = 192
+LINE_TOKENS = 16
+"""Room for one "HH:MM-HH:MM activity" line."""
 DECIDE_TOKENS = 32
+DECIDE_STOP = ("\n",)
+"""A decision is one line ('continue' or 'react: ...'); what a small model writes after it (the prompt copied
+back, more options) is never read, and in a batch the longest reply sets how many steps the batch takes."""
 CONTEXT_MEMORIES = 6
 EVENT_HOURS = 3.0
 """How long agents who know of the seeded event spend at it."""
+
+
+def decompose_tokens(parent: PlanStep) -> int:
+    """The budget of an hour-block decomposition of `parent`: a line per half hour of it (parts are 15 to 60
+    minutes) and a little over, at most PLAN_TOKENS. A small model that loops (one time repeated, prose that
+    goes on) is cut where a sound reply would have ended; fit_children fills what a cut reply leaves out."""
+    return min(PLAN_TOKENS, LINE_TOKENS * (2 + -(-parent.minutes // 30)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +135,8 @@ class Tick:
                 continue
             entering.append((a, broad))
         requests = [(a, self.prompt(a, decompose_prompt(a, broad, "hour"))) for a, broad in entering]
-        replies = self.caller.call("blocks", requests, max_tokens=PLAN_TOKENS)
+        budget = max((decompose_tokens(broad) for _, broad in entering), default=PLAN_TOKENS)  # one per batch
+        replies = self.caller.call("blocks", requests, max_tokens=budget)
         for (a, broad), reply in zip(entering, replies, strict=True):
             children = fit_children(broad, read_plan(reply.text, level="hour") if reply else [], level="hour")
             self.states[a].blocks = children
@@ -173,7 +186,8 @@ class Tick:
         context = {a: self.recall(a, seen[a]) for a in deciding}
         requests = [(a, self.prompt(a, reaction_prompt(a, self.step[a], seen[a], context[a]))) for a in deciding]
         reacted: dict[str, str] = {}
-        for a, reply in zip(deciding, self.caller.call("decide", requests, max_tokens=DECIDE_TOKENS), strict=True):
+        for a, reply in zip(deciding, self.caller.call("decide", requests, max_tokens=DECIDE_TOKENS,
+                                                                 stop=DECIDE_STOP), strict=True):
             decision = parse_decision(reply.text) if reply is not None else None
             if decision is None or not decision.react:
                 continue

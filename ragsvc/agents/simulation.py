@@ -184,7 +184,8 @@ def run_simulation(town_dir: Path, out: Path, *, config: SimulationConfig, gener
                       preamble=town_preamble(town), keyword=event_keyword(town.event.text, town.event.place)
                       if town.event is not None else "")
         caller = PhaseCaller(generator, sequential=config.sequential, max_calls_per_agent=config.max_calls_per_agent,
-                             max_tokens_per_agent=config.max_tokens_per_agent, seed=config.seed)
+                             max_tokens_per_agent=config.max_tokens_per_agent, seed=config.seed,
+                             prime=config.prime_prefix)
         if progress is not None:
             progress(first, config.num_ticks)
         started = time.perf_counter()
@@ -229,8 +230,10 @@ def _commit_tick(out: Path, world: World, caller: PhaseCaller, states: dict[str,
                  "agent_steps": len(world.personas), "calls": u.calls, "batches": u.batches,
                  "prompt_tokens": u.prompt_tokens, "cached_prompt_tokens": u.cached_tokens,
                  "completion_tokens": u.completion_tokens, "model_ms": round(u.model_ms, 1),
+                 "primes": u.primes, "prime_prompt_tokens": u.prime_prompt_tokens,
                  "wall_ms": round((time.perf_counter() - started) * 1000.0, 1),
                  "calls_by_phase": dict(sorted(u.by_phase.items())),
+                 "model_ms_by_phase": {k: round(v, 1) for k, v in sorted(u.ms_by_phase.items())},
                  "mode": "sequential" if caller.sequential else "batched"}
         state = {a: s.to_json() for a, s in sorted(states.items())}
         sim.write_tick(TickRecord(tick=tick, time_h=t.time_h, state=state, trace=trace), rows)

@@ -12,11 +12,18 @@ Reported per mode: agent-steps (one per resident per tick) per minute of wall ti
 tokens, the share of them served from the prefix cache (the town and persona come first in every prompt,
 so they are a shared prefix), completion tokens, time inside the model. Then the ratio batched/sequential,
 with the targets (>= 3x, >= 50% cached), the CPU model and the git sha.
+
+The batched mode primes each batch's shared prefix with a one-token call (agents/sim_calls.py): those calls
+are counted apart (`primes`), and the prompt tokens they computed are subtracted from the cached ones, so the
+cached share is what the engine did not compute. Each mode also records the process's CPU seconds and the
+machine's 1-minute load average before and after it: on shared cores, a load well above the engine's threads
+during one mode says the wall-time ratio was disturbed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -60,6 +67,13 @@ class ModeResult:
     completion_tokens: int
     model_s: float
     calls_by_phase: Mapping[str, int]
+    primes: int
+    cpu_s: float
+    """User + system CPU seconds of this process during the mode (all its threads)."""
+    load_before: float
+    load_after: float
+    """The machine's 1-minute load average when the mode started and ended."""
+    model_s_by_phase: Mapping[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +105,14 @@ def run_agents_bench(cfg: AgentsBenchConfig, *, embedder: Embedder, work_dir: Pa
                                   model=cfg.engine.model, sequential=mode == "sequential")
         with InProcessGenerator.from_config(cfg.engine) as generator:
             generator.generate("Warm up the engine.", max_tokens=4)
+            load_before, cpu_before = os.getloadavg()[0], time.process_time()
             started = time.perf_counter()
             run_simulation(cfg.town, out, config=config, generator=generator, embedder=embedder,
                            progress=progress(mode) if progress is not None else None)
             wall_s = time.perf_counter() - started
-        modes[mode] = _summarise(mode, out, wall_s)
+            machine = {"cpu_s": round(time.process_time() - cpu_before, 2), "load_before": round(load_before, 2),
+                       "load_after": round(os.getloadavg()[0], 2)}
+        modes[mode] = _summarise(mode, out, wall_s, machine)
         transcripts[mode] = [json.loads(line) for line in (out / TRANSCRIPT_FILE).read_text().splitlines()]
     batched, sequential = modes["batched"], modes["sequential"]
     speedup = batched.agent_steps_per_min / sequential.agent_steps_per_min if sequential.agent_steps_per_min else 0.0
@@ -109,20 +126,26 @@ def run_agents_bench(cfg: AgentsBenchConfig, *, embedder: Embedder, work_dir: Pa
         cpu_model=cpu_model(), git_sha=package_git_sha())
 
 
-def _summarise(mode: str, out: Path, wall_s: float) -> ModeResult:
+def _summarise(mode: str, out: Path, wall_s: float, machine: Mapping[str, float]) -> ModeResult:
     trace = [json.loads(line) for line in (out / TRACE_FILE).read_text().splitlines()]
-    total = {k: sum(t[k] for t in trace) for k in ("agent_steps", "calls", "batches", "prompt_tokens",
-                                                     "cached_prompt_tokens", "completion_tokens", "model_ms")}
+    total = {k: sum(t.get(k, 0) for t in trace) for k in (
+        "agent_steps", "calls", "batches", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "model_ms",
+        "primes", "prime_prompt_tokens")}
     prompt = total["prompt_tokens"]
+    cached = max(total["cached_prompt_tokens"] - total["prime_prompt_tokens"], 0)
     phases: dict[str, int] = {}
+    phase_ms: dict[str, float] = {}
     for t in trace:
         for phase, n in t["calls_by_phase"].items():
             phases[phase] = phases.get(phase, 0) + n
+        for phase, ms in t.get("model_ms_by_phase", {}).items():
+            phase_ms[phase] = phase_ms.get(phase, 0.0) + ms
     return ModeResult(
         mode=mode, ticks=len(trace), agent_steps=total["agent_steps"], wall_s=round(wall_s, 2),
         agent_steps_per_min=round(total["agent_steps"] / (wall_s / 60.0), 3) if wall_s > 0 else 0.0,
         calls=total["calls"], batches=total["batches"], prompt_tokens=total["prompt_tokens"],
-        cached_prompt_tokens=total["cached_prompt_tokens"],
-        cached_share=round(total["cached_prompt_tokens"] / prompt, 4) if prompt else 0.0,
+        cached_prompt_tokens=cached, cached_share=round(cached / prompt, 4) if prompt else 0.0,
         completion_tokens=total["completion_tokens"], model_s=round(total["model_ms"] / 1000.0, 2),
-        calls_by_phase=dict(sorted(phases.items())))
+        calls_by_phase=dict(sorted(phases.items())), primes=total["primes"], cpu_s=machine["cpu_s"],
+        load_before=machine["load_before"], load_after=machine["load_after"],
+        model_s_by_phase={k: round(v / 1000.0, 2) for k, v in sorted(phase_ms.items())})

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ragsvc.agents.plan import PlanStep
 from ragsvc.agents.sim_config import SimulationConfig, clock_text, event_keyword
+from ragsvc.agents.sim_tick import DECIDE_STOP, decompose_tokens
 from ragsvc.agents.simulation import TRACE_FILE, TRANSCRIPT_FILE, check_out, open_run, run_simulation
 from ragsvc.errors import Conflict, InvalidInput
 from ragsvc.llm.generator import Prompt
@@ -88,7 +90,11 @@ def test_each_phase_is_one_generate_many_and_the_run_is_written(tmp_path, embedd
     assert sum(t["batches"] for t in trace) == len(gen.batches)  # every model call went through generate_many
     assert trace[0]["calls_by_phase"]["plan"] == 5 and gen.batches[0] == 5  # five agents' day plans, one batch
     assert all(t["calls"] == sum(t["calls_by_phase"].values()) for t in trace)
-    assert sum(t["calls"] for t in trace) == len(gen.calls)
+    # every batch of two or more was primed with its first prompt, for one token
+    assert sum(t["calls"] + t["primes"] for t in trace) == len(gen.calls)
+    primes = [(p, kw) for p, kw in gen.calls if kw == {"max_tokens": 1, "seed": CONFIG.seed}]
+    assert len(primes) == sum(t["primes"] for t in trace) == sum(1 for n in gen.batches if n >= 2) > 0
+    assert primes[0][0] == gen.calls[1][0]  # the day plans' batch: its first prompt, alone, then in the batch
     rows = _jsonl(tmp_path / "run" / TRANSCRIPT_FILE)
     acts = Counter(r["tick"] for r in rows if r["action"] == "act")
     assert acts == {0: 5, 1: 5, 2: 5, 3: 5}  # one agent-step per agent per tick
@@ -102,7 +108,9 @@ def test_sequential_sends_the_same_calls_one_at_a_time(tmp_path, embedder):
     _run(tmp_path / "a", embedder, generator=batched)
     _run(tmp_path / "b", embedder, generator=sequential, config=SimulationConfig(**{
         **{k: getattr(CONFIG, k) for k in CONFIG.__dataclass_fields__}, "sequential": True}))
-    assert not sequential.batches and len(sequential.calls) == len(batched.calls)
+    primes = sum(t["primes"] for t in _jsonl(tmp_path / "a" / TRACE_FILE))
+    assert not sequential.batches and len(sequential.calls) == len(batched.calls) - primes
+    assert not any(t["primes"] for t in _jsonl(tmp_path / "b" / TRACE_FILE))
     assert _jsonl(tmp_path / "a" / TRANSCRIPT_FILE) == _jsonl(tmp_path / "b" / TRANSCRIPT_FILE)
 
 
@@ -191,8 +199,9 @@ def test_the_jsonl_files_are_rebuilt_from_the_catalog(tmp_path, embedder):
 def test_budget_bounds_each_agents_calls(tmp_path, embedder):
     config = SimulationConfig(hours=0.25, tick_minutes=15, max_calls_per_agent=2, reflection_threshold=20.0)
     _, gen = _run(tmp_path / "run", embedder, config=config)
-    per_agent = Counter(str(p[0]["content"]).split("You are ")[1].split(".")[0] for p, _ in gen.calls
-                        if not isinstance(p, str) and p[0]["role"] == "system")
+    per_agent = Counter(str(p[0]["content"]).split("You are ")[1].split(".")[0] for p, kw in gen.calls
+                        if not isinstance(p, str) and p[0]["role"] == "system"
+                        and kw != {"max_tokens": 1, "seed": config.seed})  # priming calls are not the agents'
     assert per_agent and max(per_agent.values()) <= 2
 
 
@@ -235,3 +244,13 @@ def test_clock_and_event_keyword():
     assert clock_text(8.25) == "day 1 08:15" and clock_text(24 + 18.0) == "day 2 18:00"
     assert event_keyword("I am hosting a harvest party at the cafe", "Lantern Cafe") == "party"
     assert event_keyword("Come to the opening", "Market Square") == "Market Square"
+
+
+def test_decomposition_budget_follows_the_step_and_decisions_end_at_the_line(tmp_path, embedder):
+    assert [decompose_tokens(PlanStep(480, 480 + m, "x", "day")) for m in (30, 60, 270, 600)] == [48, 64, 176, 192]
+    _, gen = _run(tmp_path / "run", embedder, stop_after=1)
+    decisions = [kw for p, kw in gen.calls if "continue the current activity or react" in last_text(p)
+                 and kw["max_tokens"] > 1]
+    blocks = [kw for p, kw in gen.calls if "Break this into" in last_text(p) and kw["max_tokens"] > 1]
+    assert decisions and all(kw["stop"] == DECIDE_STOP == ("\n",) for kw in decisions)
+    assert blocks and all(kw["max_tokens"] < 192 for kw in blocks)  # the routine's steps are all under 8 hours
