@@ -409,6 +409,7 @@ def ingest_command(
         help="folder holding scifact/ \\[default: RAGSVC_EVAL__DATA_ROOT]")] = None,
     num_docs: Annotated[int, typer.Option(help="SciFact documents (the first N: a fixed sample)")] = 2000,
     threads: Annotated[int, typer.Option(help="torch threads")] = 2,
+    torch_paths: Annotated[bool, typer.Option(help="also time our torch float32/bfloat16 encode paths")] = True,
 ) -> None:
     """Embedding paths vs sentence-transformers fp32 on the same chunks, end-to-end ingest and re-ingest speed."""
     from ragsvc.bench.ingest import IngestBenchConfig, run_ingest_bench, to_markdown
@@ -422,7 +423,7 @@ def ingest_command(
         if root is None:
             raise ValueError("no data root: pass --data-root or set RAGSVC_EVAL__DATA_ROOT")
         cfg = IngestBenchConfig(data_root=root, num_docs=num_docs, threads=threads, model=config.embed.model,
-                                batch_size=config.embed.batch_size)
+                                batch_size=config.embed.batch_size, torch_paths=torch_paths)
         result = run_ingest_bench(cfg, embedder_factory=lambda: embedder_from_settings(config.embed))
     except ValueError as exc:
         raise fail(exc) from exc

@@ -35,7 +35,7 @@ def ingest(
     dims: Annotated[int | None, typer.Option(help="Matryoshka prefix width for a new collection")] = None,
     shards: Annotated[int, typer.Option(help="shards for a new collection")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="documents per batch (a transaction holds "
-                                                                    "one or more)")] = 64,
+                                                                    "one or more)")] = 256,
     workers: Annotated[int, typer.Option(min=1, max=64, help="embedding processes, each with its own model and "
                                                              "a share of the cores; 1 embeds in this process")] = 1,
     on_error: Annotated[OnErrorChoice, typer.Option(

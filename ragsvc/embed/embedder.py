@@ -131,7 +131,8 @@ class SentenceTransformerEmbedder:
         if precision is not None or sort_by_length:
             choice = fast.choose(self._model, precision or "float32", model_dir=path, batch_size=batch_size,
                                  max_seq_length=self.max_seq_length, choice_dir=choice_dir)
-            self.fast_path = fast.FastPath(choice, batch_size, self.max_seq_length, sort_by_length=sort_by_length)
+            _, rows = fast.device_plan(self._model.device.type, batch_size)
+            self.fast_path = fast.FastPath(choice, rows, self.max_seq_length, sort_by_length=sort_by_length)
             self.fast_path = fast.with_backend(self._model, self.fast_path, backend, model_dir=path,
                                                choice_dir=choice_dir)
 
@@ -170,6 +171,17 @@ class SentenceTransformerEmbedder:
             text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
         return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
+
+
+def embed_path(embedder: Embedder) -> str:
+    """How `embedder` computes document vectors, for results files: the fast path's precision or backend and
+    why it was chosen, or sentence-transformers' own float32 encode. The id leaves this out on purpose
+    (every path computes the same function within the checked bound), so a record of a run must add it."""
+    path = getattr(embedder, "fast_path", None)
+    if not isinstance(path, fast.FastPath):
+        return "sentence-transformers encode"
+    backend = f"; {path.backend_choice.reason}" if path.backend_choice is not None else ""
+    return f"{path.label}: {path.choice.reason}{backend}"
 
 
 def embedder_from_settings(settings: EmbedSettings) -> SentenceTransformerEmbedder:

@@ -58,6 +58,17 @@ logger = logging.getLogger(__name__)
 
 TIMED_REPEATS = 3
 """The precision check times each path this many times and keeps the best (a shared machine adds noise)."""
+CUDA_MIN_BATCH = 256
+"""Rows per forward pass on a GPU at least: a batch of 32 short texts leaves most of one idle."""
+
+
+def device_plan(device: str, batch_size: int) -> tuple[tuple[Precision, ...], int]:
+    """The reduced precisions worth measuring on `device` and the rows per batch there: on CUDA float16 and
+    bfloat16 (tensor cores take both) in batches of at least CUDA_MIN_BATCH; on a CPU bfloat16 (float16
+    autocast is slow on CPUs) in the configured batch size. Float32 is always the fallback."""
+    if device.startswith("cuda"):
+        return ("float16", "bfloat16"), max(batch_size, CUDA_MIN_BATCH)
+    return ("bfloat16",), batch_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,8 @@ def encode(model: SentenceTransformer, texts: Sequence[str], path: FastPath, *,
     """(len(texts), dim) float32, rows L2-normalised, in `precision` (default: the path's chosen one)."""
     if not texts:
         return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
+    if path.runner is not None and precision is None and path.sort_by_length:  # tokenises once for both
+        return path.runner.encode_sorted(texts, batch_size=path.batch_size, max_batch_tokens=path.max_batch_tokens)
     if path.sort_by_length:
         batches = length_sorted_batches(token_counts(model, texts, path.max_seq_length),
                                         batch_size=path.batch_size, max_batch_tokens=path.max_batch_tokens)
@@ -126,7 +139,7 @@ def choose(model: SentenceTransformer, setting: PrecisionSetting, *, model_dir: 
     import torch
 
     device = model.device.type
-    candidates: tuple[Precision, ...] = ("float16", "bfloat16") if device == "cuda" else ("bfloat16",)
+    candidates, _ = device_plan(device, batch_size)
     cache = None
     if setting == "auto" and choice_dir is not None:
         key = choice_key(model_dir=model_dir, device=device, cpu=_hardware(), torch_version=str(torch.__version__),

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ragsvc.embed.batching import length_sorted_batches, restore_order
 from ragsvc.embed.precision import CHECK_TEXTS, MIN_SPEEDUP, agreement, save_measured_choice
 
 if TYPE_CHECKING:
@@ -113,14 +114,19 @@ def export(model: SentenceTransformer, *, model_dir: Path, cache_dir: Path) -> P
 
 
 class OpenVinoEncoder:
-    """Texts -> (n, dim) float32 rows, L2-normalised: the IR's hidden states pooled as the model pools them."""
+    """Texts -> (n, dim) float32 rows, L2-normalised: the IR's hidden states pooled as the model pools them.
+
+    Texts are tokenised once, by a private copy of the model's fast tokenizer set to truncate as the model
+    does and never to pad: the token counts that sort a request into batches and the batches' inputs come
+    from that one pass (padding is numpy's), and no other thread's tokenizer call can change its settings."""
 
     def __init__(self, model: SentenceTransformer, xml: Path, *, bf16: bool, num_threads: int) -> None:
         import openvino as ov
 
-        self._model = model
         self._mode = _pooling_mode(model)
         self._normalize = any(type(m).__name__ == "Normalize" for m in model)
+        self._tokenizer = private_tokenizer(model.tokenizer, int(model.max_seq_length or 512))
+        self._pad_id = int(model.tokenizer.pad_token_id or 0)
         hint = "bf16" if bf16 else "f32"
         self.precision = "bfloat16" if bf16 else "float32"
         self._compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint,
@@ -128,9 +134,22 @@ class OpenVinoEncoder:
         self._lock = threading.Lock()  # one infer request per compiled model: calls must not overlap
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        features = self._model.tokenizer(list(texts), padding=True, truncation=True,
-                                         max_length=self._model.max_seq_length, return_tensors="np")
-        inputs = {name: np.asarray(features[name], dtype=np.int64) for name in INPUTS}
+        return self.run(self.tokenize(texts))
+
+    def tokenize(self, texts: Sequence[str]) -> list[Tokens]:
+        """Each text's (input ids, token type ids), special tokens added, truncated, unpadded."""
+        return [(e.ids, e.type_ids) for e in self._tokenizer.encode_batch(list(texts))]
+
+    def encode_sorted(self, texts: Sequence[str], *, batch_size: int, max_batch_tokens: int | None) -> np.ndarray:
+        """All of `texts` in batches cut from their order by token count (one tokenisation), input order kept."""
+        tokens = self.tokenize(texts)
+        batches = length_sorted_batches([len(ids) for ids, _ in tokens], batch_size=batch_size,
+                                        max_batch_tokens=max_batch_tokens)
+        return restore_order(batches, [self.run([tokens[i] for i in rows]) for rows in batches], len(texts))
+
+    def run(self, tokens: Sequence[Tokens]) -> np.ndarray:
+        """One batch of tokenised texts, padded to its longest, through the model; pooled, normalised rows."""
+        inputs = padded_inputs(tokens, pad_id=self._pad_id)
         with self._lock:
             hidden = np.asarray(self._compiled(inputs)[0], dtype=np.float32)  # (batch, tokens, dim)
         if self._mode == "cls":
@@ -141,6 +160,37 @@ class OpenVinoEncoder:
         if self._normalize:
             pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(pooled, dtype=np.float32)
+
+
+Tokens = tuple[list[int], list[int]]
+"""One text's input ids and token type ids, special tokens included, unpadded."""
+
+
+def private_tokenizer(tokenizer: Any, max_length: int) -> Any:
+    """A copy of a transformers fast tokenizer's backend that truncates to `max_length` (special tokens
+    included, as the transformers call with truncation=True does) and never pads. A transformers tokenizer
+    sets padding and truncation on its backend at every call, so a shared one is not safe across threads."""
+    from tokenizers import Tokenizer
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; only those are converted")
+    own = Tokenizer.from_str(backend.to_str())
+    own.no_padding()
+    own.enable_truncation(max_length)
+    return own
+
+
+def padded_inputs(tokens: Sequence[Tokens], *, pad_id: int) -> dict[str, np.ndarray]:
+    """The model's three int64 inputs (batch, longest): ids padded with `pad_id`, mask and type ids with 0."""
+    width = max((len(ids) for ids, _ in tokens), default=0)
+    out = {name: np.zeros((len(tokens), width), dtype=np.int64) for name in INPUTS}
+    out["input_ids"].fill(pad_id)
+    for row, (ids, types) in enumerate(tokens):
+        out["input_ids"][row, : len(ids)] = ids
+        out["attention_mask"][row, : len(ids)] = 1
+        out["token_type_ids"][row, : len(types)] = types
+    return out
 
 
 @dataclass(frozen=True, slots=True)

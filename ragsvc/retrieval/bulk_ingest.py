@@ -15,6 +15,11 @@ batch n is written, and the write of batch n does not wait for the model.
   all-or-nothing like a single batch. A document is skipped on a later run when its content hash is stored,
   which makes running the same load again after an interruption a resume: nothing acknowledged is prepared
   again, nothing is duplicated, and whatever was not acknowledged is written then.
+- **Whole batches to the model.** A batch's new chunk texts go to the store's embedder in one call, which
+  sorts all of them by token count into its forward passes (a text is padded to its batch's longest, so the
+  wider the sort, the less padding), rather than in the short slices the store embeds a request in so that
+  searches can go between them. Meant for a store no search is using meanwhile (the CLI, the benchmark):
+  the model is then called from the preparing thread alone.
 - **Errors.** A batch whose preparation fails (`RagsvcError`, say a document the chunker refuses) is reported
   to `on_error` with its documents and the rest of the load goes on, when `skip` is asked; otherwise the load
   stops after committing what was prepared before it. A commit failure always stops the load.
@@ -28,6 +33,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+
+import numpy as np
 
 from ragsvc.errors import InvalidInput, RagsvcError
 from ragsvc.retrieval.ingest import PreparedBatch, document_id
@@ -94,6 +101,7 @@ def ingest_pipelined(store: VectorStore, name: str, batches: Iterable[Sequence[D
     if max_group < 1:
         raise ValueError(f"max_group must be at least 1, got {max_group}")
     started = time.perf_counter()
+    embed = embed or _whole_batches(store)
     prepared: queue.Queue[object] = queue.Queue(maxsize=queue_depth)
     stop = threading.Event()
     producer = threading.Thread(target=_prepare_all, args=(store, name, batches, prepared, stop, embed, on_error),
@@ -121,6 +129,15 @@ def ingest_pipelined(store: VectorStore, name: str, batches: Iterable[Sequence[D
         producer.join()
     return BulkReport(tally.num_documents, tally.num_written, tally.num_chunks, tally.num_commits,
                       round(time.perf_counter() - started, 3), tuple(tally.failed))
+
+
+def _whole_batches(store: VectorStore) -> EmbedTexts:
+    """The store's own embedder, not its search-friendly slices: each batch's texts in one call ("whole
+    batches to the model" above)."""
+    def embed(texts: list[str]) -> np.ndarray:
+        return store.embedder.embed_documents(texts)  # (len(texts), dim)
+
+    return embed
 
 
 @dataclass

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ragsvc.embed import fast as fast_module
 from ragsvc.embed.batching import length_sorted_batches, restore_order
-from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.embedder import SentenceTransformerEmbedder, embed_path
 from ragsvc.embed.precision import MIN_COSINE, MIN_MEAN_COSINE, Precision, agreement, choose_precision, load_choice
 
 TEXTS = [
@@ -74,6 +76,7 @@ def test_a_path_that_disagrees_or_is_not_faster_falls_back_to_float32_with_the_r
 def test_each_path_agrees_with_the_reference_in_input_order(minilm, reference, precision: Precision):
     fast = SentenceTransformerEmbedder(precision=precision, sort_by_length=True)
     assert fast.id == minilm.id  # same function within the bound: collections keep working
+    assert embed_path(fast).startswith(f"{precision}: ") and embed_path(minilm) == "sentence-transformers encode"
     vectors = fast.embed_documents(TEXTS)
     assert vectors.shape == reference.shape and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -117,3 +120,26 @@ def test_on_cuda_a_reduced_precision_path_agrees_with_the_reference(reference):
     assert fast.fast_path is not None
     agree = agreement(reference, fast.embed_documents(TEXTS))
     assert agree.cosine_mean >= MIN_MEAN_COSINE and agree.cosine_min >= MIN_COSINE, (fast.fast_path.choice, agree)
+
+
+def test_the_cuda_plan_is_chosen_on_the_cpu_float16_first_in_large_batches():
+    """What the CUDA path decides, checked without a GPU. The CUDA forward passes themselves need one (the test
+    above, marked gpu, runs only there; this project's machines have none), so here the device plan, the
+    choice between float16 and bfloat16 over measured stand-ins, and the backend step are run on the CPU."""
+    assert fast_module.device_plan("cuda", 32) == (("float16", "bfloat16"), fast_module.CUDA_MIN_BATCH)
+    assert fast_module.device_plan("cuda:1", 1024) == (("float16", "bfloat16"), 1024)
+    assert fast_module.device_plan("cpu", 32) == (("bfloat16",), 32)
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(10, 8))
+    close, far = ref + 1e-4 * rng.normal(size=ref.shape), rng.normal(size=ref.shape)
+    candidates, _ = fast_module.device_plan("cuda", 32)
+    both = _fake_measure({"float32": ref, "float16": close, "bfloat16": close},
+                         {"float32": 1.0, "float16": 0.2, "bfloat16": 0.25})
+    assert choose_precision("auto", candidates, both).precision == "float16"  # the faster of the two
+    overflow = _fake_measure({"float32": ref, "float16": far, "bfloat16": close},
+                             {"float32": 1.0, "float16": 0.2, "bfloat16": 0.25})
+    chosen = choose_precision("auto", candidates, overflow)
+    assert chosen.precision == "bfloat16", chosen  # float16 disagreeing is passed over, not used
+    on_gpu = type("Model", (), {"device": type("Device", (), {"type": "cuda"})()})()  # stands in for a CUDA model
+    path = fast_module.FastPath(chosen, 256, 256)
+    assert fast_module.with_backend(on_gpu, path, "auto", model_dir=Path("."), choice_dir=None) is path  # no OpenVINO

@@ -12,6 +12,8 @@ from ragsvc.embed.openvino_path import (
     choose_backend,
     load_backend_choice,
     openvino_available,
+    padded_inputs,
+    private_tokenizer,
     save_backend_choice,
 )
 
@@ -39,6 +41,22 @@ def test_the_choice_takes_openvino_only_when_it_agrees_and_is_faster():
     assert bad.backend == "torch" and "disagrees" in bad.reason
     forced = choose_backend("openvino", reference=same, torch_path=same, candidate=_encoder(close), unavailable=None)
     assert forced.backend == "openvino" and forced.cosine_min > 0.999
+
+
+def test_one_private_tokenisation_gives_the_inputs_the_transformers_call_gives(minilm):
+    """The OpenVINO path tokenises once with its own copy of the tokenizer and pads in numpy; the model must see
+    exactly what the transformers call (padding, truncation at the model's length) would have given it."""
+    tokenizer, limit = minilm._model.tokenizer, minilm.max_seq_length
+    own = private_tokenizer(tokenizer, limit)
+    texts = TEXTS[1:]
+    expected = tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="np")
+    got = padded_inputs([(e.ids, e.type_ids) for e in own.encode_batch(texts)], pad_id=tokenizer.pad_token_id)
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        assert got[name].dtype == np.int64 and np.array_equal(got[name], expected[name]), name
+    tokenizer(["a b c"] * 2, padding="max_length", max_length=8, truncation=True)  # another caller's settings
+    assert [e.ids for e in own.encode_batch(texts)] == [list(r[m == 1]) for r, m in
+                                                       zip(got["input_ids"], got["attention_mask"], strict=True)]
+    assert padded_inputs([], pad_id=0)["input_ids"].shape == (0, 0)
 
 
 def test_a_choice_round_trips_and_a_broken_file_is_measured_again(tmp_path):
