@@ -66,6 +66,7 @@ def run_command(
         help="Folder holding the model folders suites name \\[default: RAGSVC_EVAL__MODELS_ROOT]")] = None,
 ) -> None:
     """Ingest the suite's dataset once, evaluate every config, write results JSON + Markdown report + plots."""
+    from ragsvc.embed.embedder import embedder_from_settings
     from ragsvc.evals.runner import RunOptions, run_suite  # heavy imports (torch) only when running
     from ragsvc.evals.suite import load_suite
 
@@ -88,7 +89,8 @@ def run_command(
                              models_root=models_root or configured.models_root,
                              progress=tqdm_stages(unit="q") if progress else None, keep_collections=keep_collections)
         try:
-            outcome = run_suite(parsed, options=options)
+            # the embedder `serve` and `ingest` build (precision, backend, batching); the results record its path
+            outcome = run_suite(parsed, options=options, embedder=embedder_from_settings(settings().embed))
         finally:
             if hasattr(generator, "close"):
                 generator.close()

@@ -27,7 +27,7 @@ from typing import Any
 from ragsvc.errors import InvalidInput
 
 REQUIRED_CONFIG_KEYS = ("name", "metrics", "latency_ms", "build_s", "index_bytes")
-RUN_KEYS = ("suite", "dataset", "configs", "git_sha", "created_at", "embedder", "llm", "num_queries",
+RUN_KEYS = ("suite", "dataset", "configs", "git_sha", "created_at", "embedder", "embed_path", "llm", "num_queries",
             "num_documents", "ingest_s", "query_embed_ms", "baseline", "references", "answer")
 """Top-level keys in the order the runner writes them."""
 OPTIONAL_RUN_KEYS = frozenset(RUN_KEYS[3:])
@@ -134,6 +134,8 @@ class RunResult:
     created_at: str | None = None
     """UTC, ISO 8601 to the second."""
     embedder: str | None = None
+    embed_path: str | None = None
+    """How the embedder computed its vectors (precision, backend, and why), which its id does not say."""
     llm: str | None = None
     """The run's language model (HyDE, LLM rerank, answer strategies); None when it had none."""
     num_queries: int | None = None
@@ -157,7 +159,8 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         values: dict[str, Any] = {
             "suite": self.suite, "dataset": self.dataset, "configs": [c.to_json() for c in self.configs],
-            "git_sha": self.git_sha, "created_at": self.created_at, "embedder": self.embedder, "llm": self.llm,
+            "git_sha": self.git_sha, "created_at": self.created_at, "embedder": self.embedder,
+            "embed_path": self.embed_path, "llm": self.llm,
             "num_queries": self.num_queries, "num_documents": self.num_documents, "ingest_s": self.ingest_s,
             "query_embed_ms": None if self.query_embed_ms is None else {"mean_batched": self.query_embed_ms},
             "baseline": self.baseline, "references": dict(self.references),
@@ -180,7 +183,8 @@ class RunResult:
             ingest_s=data.get("ingest_s"),
             query_embed_ms=embed_ms.get("mean_batched") if isinstance(embed_ms, Mapping) else None,
             baseline=data.get("baseline"), references=_mapping(data.get("references") or {}, f"{source}: references"),
-            answer=data.get("answer"), absent=frozenset(k for k in OPTIONAL_RUN_KEYS if k not in data),
+            answer=data.get("answer"), embed_path=data.get("embed_path"),
+            absent=frozenset(k for k in OPTIONAL_RUN_KEYS if k not in data),
         )
 
 

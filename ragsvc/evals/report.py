@@ -225,7 +225,8 @@ def render_markdown(results: RunResult, *, metrics_png: str | None, tradeoff_png
         f"# Evaluation: {results.suite}",
         "",
         f"- dataset: `{results.dataset}` ({results.num_documents} documents, {results.num_queries} queries)",
-        f"- embedder: `{results.embedder}`; language model: `{results.llm or 'none'}`; "
+        f"- embedder: `{results.embedder}`{f' ({results.embed_path})' if results.embed_path else ''}; "
+        f"language model: `{results.llm or 'none'}`; "
         f"git `{results.git_sha}`; {results.created_at}",
         f"- corpus ingest (embedding, cached after the first run): {_fmt(results.ingest_s, 1)} s; "
         f"query embedding {_fmt(results.query_embed_ms, 2)} ms/query (batched)",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragsvc.embed.embedder import Embedder
+from ragsvc.embed.embedder import Embedder, embed_path
 from ragsvc.errors import InvalidInput
 from ragsvc.evals.answer_run import answer_suite
 from ragsvc.evals.answer_stage import TextGenerator
@@ -234,7 +234,8 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
         summary = RunResult(
             suite=suite.name, dataset=suite.dataset_label, configs=tuple(results),
             git_sha=git_sha(suite.path.parent), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            embedder=store.embedder.id, llm=model_label(options.llm.model) if options.llm is not None else None,
+            embedder=store.embedder.id, embed_path=embed_path(store.embedder),
+            llm=model_label(options.llm.model) if options.llm is not None else None,
             num_queries=len(dataset.queries), num_documents=len(dataset.corpus), ingest_s=round(ingest_s, 3),
             query_embed_ms=round(embed_ms, 3), baseline=suite.baseline, references=suite.references,
             answer=answer_suite(suite, dataset, ctx, built, generate=options.generator, judge=options.judge,

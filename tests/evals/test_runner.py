@@ -43,6 +43,7 @@ def test_tiny_suite_end_to_end(tmp_path, minilm, cache_dir):
     assert load_results(out).to_json() == data
     assert outcome.results.to_json() == data
     assert {"suite", "dataset", "configs", "git_sha"} <= set(data)
+    assert data["embed_path"] == "sentence-transformers encode"  # the embedder given: plain float32 encode
     assert [c["name"] for c in data["configs"]] == ["exact", "hnsw", "faiss-ivf", "adaptive-64"]
     by_name = {c["name"]: c for c in data["configs"]}
     for c in data["configs"]:
