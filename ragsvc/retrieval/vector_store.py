@@ -113,8 +113,14 @@ class VectorStore:
             return self._embedder
 
     def load_indexes(self) -> None:
-        """Open (and replay or rebuild) every collection's index, so the first search is not slow."""
+        """Open (and replay or rebuild) every collection's index, so the first search is not slow. A collection
+        placed on Ray in a process that joined no cluster is left closed: it answers 503 saying what to set,
+        and the others serve."""
         for record in self.catalog.list_collections():
+            if record.index.placement.mode == "ray" and self.cluster is None:
+                logger.warning("collection %r is placed on ray but RAGSVC_CLUSTER__ADDRESS is unset: it answers 503 "
+                               "until the server joins a cluster", record.name)
+                continue
             self._index(record.name)
 
     def close(self) -> None:

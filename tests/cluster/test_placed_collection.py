@@ -136,6 +136,7 @@ def test_placement_survives_a_restart_and_never_falls_back_in_process(cluster, m
     spec = IndexSpec(backend="hnsw", num_shards=2, placement={"mode": "ray", "spread": "soft"})
     store = VectorStore(tmp_path, embedder=minilm, cluster=cluster)
     store.create_collection("c", index=spec)
+    store.create_collection("plain")
     store.add_documents("c", [DocumentInput(d["text"], id=d["id"]) for d in DOCS])
     before = [[h.chunk_id for h in store.search("c", query=q, k=5).hits] for q in QUERIES]
     store.close()
@@ -149,10 +150,12 @@ def test_placement_survives_a_restart_and_never_falls_back_in_process(cluster, m
         again.close()
     alone = VectorStore(tmp_path, embedder=minilm)  # joined no cluster: refused, not searched in process
     try:
+        alone.load_indexes()  # what `serve` runs at start: the other collections still load
+        assert alone.search("plain", query=QUERIES[0], k=5).hits == []
         with pytest.raises(NotReady, match="RAGSVC_CLUSTER__ADDRESS"):
             alone.search("c", query=QUERIES[0], k=5)
         with pytest.raises(InvalidInput, match="RAGSVC_CLUSTER__ADDRESS"):
             alone.create_collection("d", index=spec)
-        assert [c.name for c in alone.list_collections()] == ["c"]
+        assert [c.name for c in alone.list_collections()] == ["c", "plain"]
     finally:
         alone.close()
