@@ -12,11 +12,11 @@ and multiplies it with a tile of tokens before moving on, so a decode step reads
 
 Long prefill chunks go the other way: once a step has more tokens than `prefill_tokens`, expanding the weight
 once and calling oneDNN's GEMM is faster than re-expanding it per token tile (`expand_linear`). The expansion
-goes into one scratch buffer kept per thread and reused by every layer, so a step no longer allocates, and
-page-faults in, a fresh full-width copy of every weight (a few ms per 50 MB weight, every layer, every step).
-Only a weight larger than EXPAND_TILE_BYTES (an LM head) is expanded a tile of rows at a time. (Smaller,
-cache-sized tiles were tried and measured slower here: oneDNN's GEMM on a ~1,000-row tile ran well below its
-speed on the whole weight.) The token tile and the threshold come from `cpu_tuning`, measured on the CPU.
+goes into one scratch buffer kept per thread and reused by every layer, so a step does not allocate, and
+page-fault in, a fresh full-width copy of every weight of every layer. Only a weight larger than
+EXPAND_TILE_BYTES (an LM head) is expanded a tile of rows at a time: oneDNN's GEMM is at its best on whole
+projections, not on cache-sized slices of one. The token tile and the threshold come from `cpu_tuning`,
+measured on the CPU at hand.
 """
 
 from __future__ import annotations
