@@ -7,8 +7,10 @@
     -> stored as `reflection` memories whose `evidence` holds the cited memory ids
 
 Because retrieval returns reflections too, an insight may cite earlier insights: reflections form trees, and
-each records its `depth` (1 + the deepest reflection it cites) in its metadata. An insight that cites nothing
-usable is dropped: a reflection is only as good as the records it can point back to.
+each records its `depth` (1 + the deepest reflection it cites) in its metadata. A reflection is only as good
+as the records it can point back to: when a reply cites no statement at all (small models never do), its
+insight lines get their nearest statements as evidence (agents/insight_evidence.py), recorded as such in the
+metadata (`evidence_by`); a line with no statement close enough is dropped.
 
 Parsing and the trigger are pure functions; `reflect` is the only part that calls the model or the store, with
 a fixed number of calls (one for the questions, one batch for the insights) and a token budget for each.
@@ -20,7 +22,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ragsvc.agents.insight_evidence import evidence_by_similarity, insight_lines
 from ragsvc.agents.memory import MemoryStream, RetrievalOptions
+from ragsvc.embed.embedder import Embedder
 from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator, Message
 from ragsvc.store.memories import MemoryRecord
@@ -56,7 +60,9 @@ class ReflectionOptions:
 class Insight:
     text: str
     evidence: tuple[int, ...]
-    """Memory ids cited, in the order cited."""
+    """Memory ids cited, in the order cited (or nearest first, for evidence found by similarity)."""
+    evidence_by: str = "cited"
+    """"cited": the model named the statements; "similarity": it named none, these are the nearest."""
 
 
 def should_reflect(importance_since_last: float, *, threshold: float) -> bool:
@@ -112,6 +118,18 @@ def parse_insights(text: str, evidence_ids: Sequence[int], *, limit: int) -> lis
     return found[:limit]
 
 
+def read_insights(text: str, evidence: Sequence[MemoryRecord], embedder: Embedder, *, limit: int) -> list[Insight]:
+    """The reply's cited insights; when it cites none, its insight lines with their nearest statements."""
+    cited = parse_insights(text, [r.id for r in evidence], limit=limit)
+    if cited or not evidence:
+        return cited
+    lines = [line for line in insight_lines(text, [r.text for r in evidence], limit=limit)
+             if not _is_placeholder(line)]
+    return [Insight(text=line, evidence=near, evidence_by="similarity")
+            for line, near in evidence_by_similarity(lines, [r.text for r in evidence], [r.id for r in evidence],
+                                                     embedder)]
+
+
 def _is_placeholder(insight: str) -> bool:
     """The format line copied back instead of an insight: small models echo whatever example a prompt shows,
     which is why the prompt gives a placeholder and not a plausible sentence (those ended up stored as insights)."""
@@ -149,8 +167,9 @@ def reflect(stream: MemoryStream, generator: Generator, *, now_h: float,
     stored: list[MemoryRecord] = []
     for question, ev, gen in zip(questions, evidence, replies, strict=True):
         by_id = {r.id: r for r in ev}
-        for insight in parse_insights(gen.text, [r.id for r in ev], limit=options.max_insights):
+        for insight in read_insights(gen.text, ev, stream.embedder, limit=options.max_insights):
             depth = tree_depth([by_id[i] for i in insight.evidence])
             stored.append(stream.add("reflection", insight.text, at_h=now_h, evidence=insight.evidence,
-                                     metadata={"question": question, "depth": depth}))
+                                     metadata={"question": question, "depth": depth,
+                                               "evidence_by": insight.evidence_by}))
     return stored

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ragsvc.agents.dialogue import END, Speaker, Utterance, chat_memory, clean_line, repeats, utterance_prompt
 from ragsvc.agents.importance import ImportanceScorer
-from ragsvc.agents.reflection import insights_prompt, parse_insights, parse_questions, questions_prompt, tree_depth
+from ragsvc.agents.reflection import insights_prompt, parse_questions, questions_prompt, read_insights, tree_depth
 from ragsvc.agents.sim_calls import PhaseGenerator
 from ragsvc.agents.sim_tick import Tick
 
@@ -136,10 +136,11 @@ def reflect_phase(t: Tick) -> None:
         if reply is None:
             continue
         by_id = {r.id: r for r in evidence}
-        for insight in parse_insights(reply.text, [r.id for r in evidence], limit=config.reflection_insights):
+        stream = t.world.streams[a]
+        for insight in read_insights(reply.text, evidence, stream.embedder, limit=config.reflection_insights):
             depth = tree_depth([by_id[i] for i in insight.evidence])
-            t.world.streams[a].add("reflection", insight.text, at_h=t.time_h, evidence=insight.evidence,
-                                   metadata={"question": question, "depth": depth})
+            stream.add("reflection", insight.text, at_h=t.time_h, evidence=insight.evidence,
+                       metadata={"question": question, "depth": depth, "evidence_by": insight.evidence_by})
             t.row(a, "reflect", utterance=insight.text, memory_ids=insight.evidence)
 
 

@@ -3,8 +3,10 @@ and grow a tree (a reflection citing a reflection)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from ragsvc.agents.insight_evidence import insight_lines, nearest_evidence
 from ragsvc.agents.memory import MemoryStream
 from ragsvc.agents.reflection import (
     ReflectionOptions,
@@ -91,3 +93,37 @@ def test_a_reply_without_questions_stores_nothing(catalog, embedder):
     assert reflect(stream, ScriptedGenerator(["I cannot answer that."]), now_h=5.0) == []
     assert reflect(MemoryStream(catalog.memory_tables(), "nobody", embedder=embedder),
                    ScriptedGenerator([]), now_h=5.0) == []
+
+
+def test_insight_lines_leave_out_echoes_headers_questions_and_copies():
+    statements = ["Mei invited me to the harvest party", "Tomas delivers bread to Mei"]
+    reply = ("Insights:\n1. What is the most important insight you could infer about Mei?\n"
+             "2. The most important insight you could infer from the statements is: nothing\n"
+             "3. Mei invited me to the harvest party.\n- Mei loves bringing her neighbours together.\n"
+             "- Mei loves bringing her neighbours together.\n- Too short.\n"
+             "- Tomas and Mei depend on each other every morning.")
+    assert insight_lines(reply, statements, limit=5) == [
+        "Mei loves bringing her neighbours together", "Tomas and Mei depend on each other every morning"]
+    assert insight_lines(reply, statements, limit=1) == ["Mei loves bringing her neighbours together"]
+
+
+def test_nearest_evidence_by_hand():
+    statements = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
+    insight = np.array([0.8, 0.6], dtype=np.float32)  # cosines 0.8, 0.96, 0.6, -0.8
+    assert nearest_evidence(insight, statements, [10, 11, 12, 13]) == (11, 10, 12)
+    assert nearest_evidence(insight, statements, [10, 11, 12, 13], max_evidence=2) == (11, 10)
+    assert nearest_evidence(insight, statements, [10, 11, 12, 13], min_similarity=0.9) == (11,)
+    assert nearest_evidence(insight, statements[:0], []) == ()
+
+
+def test_an_uncited_reply_is_stored_with_evidence_found_by_similarity(catalog, embedder):
+    stream = MemoryStream(catalog.memory_tables(), "ada", embedder=embedder)
+    ids = _seed(stream)
+    gen = ScriptedGenerator(["What is Mei like?", "1. Mei bakes cakes for all her customers\n2. Zebras run fast at"
+                             " noon today\n3. What else is there?"])
+    stored = reflect(stream, gen, now_h=10.0, options=ReflectionOptions(num_questions=1, evidence_per_question=4))
+    assert [r.text for r in stored] == ["Mei bakes cakes for all her customers"]  # the zebras resemble nothing
+    assert stored[0].metadata["evidence_by"] == "similarity" and stored[0].evidence[0] == ids[1]
+    cited = reflect(stream, ScriptedGenerator(["What is Mei like?", "Mei is generous [1]"]), now_h=11.0,
+                    options=ReflectionOptions(num_questions=1, evidence_per_question=4))
+    assert cited[0].metadata["evidence_by"] == "cited"

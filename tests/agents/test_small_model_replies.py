@@ -17,7 +17,8 @@ from ragsvc.agents.persona import load_town
 from ragsvc.agents.plan import DAY_MIN, PlanStep, check_tiling, fit_children, hhmm, parse_step
 from ragsvc.agents.plan_reader import DAY_STEPS, day_plan_from, merge_to, overlay, read_entry, read_plan
 from ragsvc.agents.planning import day_plan_start
-from ragsvc.agents.reflection import parse_insights
+from ragsvc.agents.reflection import parse_insights, read_insights
+from ragsvc.store.memories import MemoryRecord
 
 REPLIES = json.loads((Path(__file__).parent / "data" / "smollm2_replies.json").read_text())["rows"]
 TOWN = load_town(Path(__file__).resolve().parents[2] / "agents" / "town")
@@ -190,10 +191,19 @@ def test_begun_with_the_name_smollm2_writes_its_own_line_and_the_host_names_the_
     assert [repeats(line, s) for line, s in zip(lines, said, strict=True)] == [False] * 6 + [True]
 
 
-def test_smollm2_insights_cite_nothing_so_none_is_stored():
-    """SmolLM2 echoes the question, copies statements or writes uncited praise: with no statement numbers there
-    is no evidence to link, and a reflection without evidence is not stored."""
+def test_smollm2_insights_cite_nothing_so_evidence_is_found_by_similarity(minilm):
+    """SmolLM2 echoes the question, copies statements or writes uncited praise. The echoes and copies are not
+    insights; the praise is kept with its nearest statements (MiniLM) as evidence, marked as found that way."""
     rows = [r for r in REPLIES if r["kind"] == "insights"]
     assert len(rows) == 5
+    stored = []
     for row in rows:
-        assert parse_insights(row["reply"], list(range(100, 100 + len(row["evidence"]))), limit=3) == []
+        evidence = [MemoryRecord(id=100 + i, agent=row["agent"], kind="observation", text=t, created_h=0.0,
+                                 last_accessed_h=0.0, importance=5.0, evidence=(), metadata={})
+                    for i, t in enumerate(row["evidence"])]
+        assert parse_insights(row["reply"], [r.id for r in evidence], limit=3) == []  # nothing cited
+        stored.append(read_insights(row["reply"], evidence, minilm, limit=3))
+    assert [len(found) for found in stored] == [0, 3, 0, 0, 0]
+    for insight in stored[1]:
+        assert insight.text.startswith("Jonah Reyes is a") and insight.evidence_by == "similarity"
+        assert insight.evidence == (103,)  # the only statement that names Jonah (his conversation)
