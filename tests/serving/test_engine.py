@@ -187,3 +187,15 @@ def test_weights_come_from_the_settings(monkeypatch) -> None:
     monkeypatch.setenv("RAGSVC_MODEL__WEIGHTS", "q3")
     with pytest.raises(ValidationError, match="weights"):
         Settings()
+
+
+def test_serve_model_weights_flag_reaches_the_engine_config(tmp_path) -> None:
+    """A format the engine does not know is refused with the reason before anything loads (it used to be
+    parsed and then dropped, so the model was served in bf16 whatever the flag said)."""
+    from typer.testing import CliRunner
+
+    from ragsvc.cli import app
+
+    result = CliRunner().invoke(app, ["serve-model", "--weights", "q3", "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "weights 'q3' is not supported" in result.output
