@@ -56,15 +56,27 @@ def utterance_prompt(speaker: Speaker, other: str, memories: Sequence[MemoryReco
                      said: Sequence[Utterance]) -> list[Message]:
     """The request for the speaker's next line, the reply begun with "Name:": without it a small model opens
     its reply by writing the conversation out again from the top (echoing the other side's line as its own),
-    with it it writes the line."""
+    with it it writes the line. The recalled memory that matters most (`on_mind`) is named once more just
+    before the request: a 135M model given only the list greets ("I'm so glad you're here") whatever it holds,
+    and with that line it brings the memory up (the party its host is planning, news a listener heard)."""
     remembered = "\n".join(f"- {m.text}" for m in memories) or "- (nothing in particular)"
     so_far = "\n".join(f"{u.speaker}: {u.text}" for u in said) or "(nobody has spoken yet)"
+    focus = on_mind(memories)
+    mind = f"What is most on {speaker.name}'s mind: {focus.text}\n" if focus is not None else ""
     return [{"role": "user", "content": (
         f"{speaker.summary}\nWhat {speaker.name} remembers that may matter now:\n{remembered}\n\n"
         f"Conversation between {speaker.name} and {other} so far:\n{so_far}\n\n"
-        f"Write {speaker.name}'s next line only, one or two sentences. If the conversation is over, "
+        f"{mind}Write {speaker.name}'s next line only, one or two sentences. If the conversation is over, "
         f"write {END}.")},
         {"role": "assistant", "content": f"{speaker.name}:"}]
+
+
+def on_mind(memories: Sequence[MemoryRecord]) -> MemoryRecord | None:
+    """The most important recalled memory that is not a plan (plans read "plan for day 1: 08:00-09:00 ...",
+    which a small model copies as its line); the earliest recalled of equals. None when nothing qualifies or
+    none is rated yet."""
+    rated = [m for m in memories if m.kind != "plan" and m.importance is not None]
+    return max(rated, key=lambda m: m.importance or 0.0, default=None)
 
 
 _LABEL = re.compile(r"^(?P<label>[A-Z][\w.'-]*(?: [A-Z][\w.'-]*){0,3}(?:'s next (?:line|sentence))?)\s*:"

@@ -19,13 +19,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ragsvc.agents.dialogue import END, Speaker, Utterance, chat_memory, clean_line, repeats, utterance_prompt
+from ragsvc.agents.dialogue import END, Speaker, Utterance, chat_memory, clean_line, on_mind, repeats, utterance_prompt
 from ragsvc.agents.importance import ImportanceScorer
 from ragsvc.agents.reflection import insights_prompt, parse_questions, questions_prompt, read_insights, tree_depth
 from ragsvc.agents.sim_calls import PhaseGenerator
 from ragsvc.agents.sim_tick import Tick
+from ragsvc.store.memories import MemoryRecord
 
 UTTERANCE_TOKENS = 48
+TURN_MEMORIES = 4
 REFLECTION_TOKENS = 128
 RECENT_FOR_REFLECTION = 50
 EVIDENCE_PER_QUESTION = 8
@@ -39,6 +41,8 @@ class Conversation:
     b: str
     said: list[Utterance] = field(default_factory=list)
     done: bool = False
+    about: dict[str, list[MemoryRecord]] = field(default_factory=dict)
+    """What each side recalled about the other when the conversation began (kept for every turn)."""
 
 
 def pick_pairs(t: Tick, company: Mapping[str, list[str]], reacted: Mapping[str, str]) -> list[Conversation]:
@@ -66,7 +70,7 @@ def pick_pairs(t: Tick, company: Mapping[str, list[str]], reacted: Mapping[str, 
 
 
 def converse_phase(t: Tick, company: Mapping[str, list[str]], reacted: Mapping[str, str]) -> None:
-    pairs = pick_pairs(t, company, reacted)
+    pairs = [opener_first(t, c, reacted) for c in pick_pairs(t, company, reacted)]
     for turn in range(t.world.config.max_dialogue_turns):
         active = [c for c in pairs if not c.done]
         if not active:
@@ -74,7 +78,7 @@ def converse_phase(t: Tick, company: Mapping[str, list[str]], reacted: Mapping[s
         requests, recalled = [], []
         for c in active:
             speaker, other = (c.a, c.b) if turn % 2 == 0 else (c.b, c.a)
-            memories = t.recall(speaker, f"{other} {c.said[-1].text}" if c.said else other, k=4)
+            memories = turn_memories(t, c, speaker, other)
             recalled.append(tuple(m.id for m in memories))
             me = Speaker(speaker, t.world.personas[speaker].describe(), t.world.streams[speaker])
             requests.append((speaker, t.prompt(speaker, utterance_prompt(me, other, memories, c.said))))
@@ -87,6 +91,35 @@ def converse_phase(t: Tick, company: Mapping[str, list[str]], reacted: Mapping[s
             c.done = reply is None or not line or repeated or END in reply.text
     for c in pairs:
         _finish(t, c)
+
+
+def opener_first(t: Tick, c: Conversation, reacted: Mapping[str, str]) -> Conversation:
+    """The pair with its opener first: one who decided to talk opens; otherwise the side with more on its mind
+    (the more important memory recalled about the other, `on_mind`), the name order deciding ties. A small
+    model brings up what is on its mind in an opening line, and echoes the other side in a reply."""
+    for me, other in ((c.a, c.b), (c.b, c.a)):
+        c.about[me] = t.recall(me, other, k=TURN_MEMORIES)
+    if c.a in reacted:
+        return c
+
+    def weight(agent: str) -> float:
+        focus = on_mind(c.about[agent])
+        return focus.importance or 0.0 if focus is not None else 0.0
+
+    return Conversation(c.b, c.a, about=c.about) if weight(c.b) > weight(c.a) else c
+
+
+def turn_memories(t: Tick, c: Conversation, speaker: str, other: str) -> list[MemoryRecord]:
+    """What the speaker recalls about the other (once per conversation), then about the last line said: the
+    first keeps what matters between the two (the party a host means to mention) in every turn's prompt, where
+    a query made of the last line alone ("I'm so glad you're here") would recall other things."""
+    if speaker not in c.about:
+        c.about[speaker] = t.recall(speaker, other, k=TURN_MEMORIES)
+    if not c.said:
+        return c.about[speaker]
+    latest = t.recall(speaker, f"{other} {c.said[-1].text}", k=TURN_MEMORIES)
+    kept = {m.id for m in c.about[speaker]}
+    return c.about[speaker] + [m for m in latest if m.id not in kept][: max(TURN_MEMORIES - 2, 1)]
 
 
 def _finish(t: Tick, c: Conversation) -> None:

@@ -3,7 +3,15 @@ the other, the dialogue is bounded, and both sides remember it (how a party invi
 
 from __future__ import annotations
 
-from ragsvc.agents.dialogue import DialogueOptions, Speaker, chat_memory, clean_line, converse
+from ragsvc.agents.dialogue import (
+    DialogueOptions,
+    Speaker,
+    chat_memory,
+    clean_line,
+    converse,
+    on_mind,
+    utterance_prompt,
+)
 from ragsvc.agents.memory import MemoryStream
 from ragsvc.llm.scripted import ScriptedGenerator
 
@@ -80,3 +88,18 @@ def test_the_seeded_party_spreads_through_a_conversation(tmp_path, catalog, mini
     assert knowing == {"Mei Tanaka", "Ada Okafor"}
     again = open_town(catalog.memory_tables(), town, embedder=minilm)  # reopening does not seed twice
     assert len(again["Mei Tanaka"]) == len(streams["Mei Tanaka"])
+
+
+def test_the_most_important_recalled_memory_is_named_before_the_request(catalog, embedder):
+    stream = MemoryStream(catalog.memory_tables(), "Mei Tanaka", embedder=embedder)
+    seen = stream.add("observation", "Lena Fischer is at Lantern Cafe", at_h=1.0, importance=4.0)
+    party = stream.add("observation", "I am hosting a harvest party on day 2", at_h=0.0, importance=7.0)
+    plan = stream.add("plan", "plan for day 1: 08:00-12:00 open the cafe", at_h=1.0, importance=9.0)
+    pending = stream.add("observation", "Ada is at the library", at_h=1.0)
+    assert on_mind([seen, plan, party, pending]) == party  # plans and unrated memories are passed over
+    assert on_mind([seen, stream.add("chat", "Conversation with Ada", at_h=1.0, importance=4.0)]) == seen
+    assert on_mind([plan, pending]) is None
+    me = Speaker("Mei Tanaka", "Mei owns Lantern Cafe.", stream)
+    request = utterance_prompt(me, "Lena Fischer", [seen, party], [])[0]["content"]
+    assert "What is most on Mei Tanaka's mind: I am hosting a harvest party on day 2\nWrite Mei" in request
+    assert "most on" not in utterance_prompt(me, "Lena Fischer", [], [])[0]["content"]

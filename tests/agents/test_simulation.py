@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from ragsvc.agents.dialogue import on_mind
+from ragsvc.agents.persona import load_town
 from ragsvc.agents.plan import PlanStep
+from ragsvc.agents.sim_calls import PhaseCaller
 from ragsvc.agents.sim_config import SimulationConfig, clock_text, event_keyword
-from ragsvc.agents.sim_tick import DECIDE_STOP, decompose_tokens
+from ragsvc.agents.sim_social import Conversation, opener_first, turn_memories
+from ragsvc.agents.sim_state import initial_states
+from ragsvc.agents.sim_tick import DECIDE_STOP, Tick, World, decompose_tokens
 from ragsvc.agents.simulation import TRACE_FILE, TRANSCRIPT_FILE, check_out, open_run, run_simulation
+from ragsvc.agents.town import open_town
 from ragsvc.errors import Conflict, InvalidInput
 from ragsvc.llm.generator import Prompt
 from ragsvc.llm.scripted import ScriptedGenerator
@@ -254,3 +260,20 @@ def test_decomposition_budget_follows_the_step_and_decisions_end_at_the_line(tmp
     blocks = [kw for p, kw in gen.calls if "Break this into" in last_text(p) and kw["max_tokens"] > 1]
     assert decisions and all(kw["stop"] == DECIDE_STOP == ("\n",) for kw in decisions)
     assert blocks and all(kw["max_tokens"] < 192 for kw in blocks)  # the routine's steps are all under 8 hours
+
+
+def test_the_side_with_more_on_its_mind_opens_unless_the_other_decided_to_talk(catalog, embedder):
+    town = load_town(TOWN)
+    world = World(town=town, personas={p.name: p for p in town.residents}, config=CONFIG, preamble="", keyword="party",
+                  streams=open_town(catalog.memory_tables(), town, embedder=embedder, now_h=8.0))
+    tick = Tick(world, PhaseCaller(ScriptedGenerator([]), sequential=False, max_calls_per_agent=4,
+                                   max_tokens_per_agent=512, seed=0), initial_states(town), 0)
+    # Mei's seeded party outweighs Lena's seed memories: Mei opens although Lena comes first by name
+    pair = opener_first(tick, Conversation("Lena Fischer", "Mei Tanaka"), reacted={})
+    assert (pair.a, pair.b) == ("Mei Tanaka", "Lena Fischer") and set(pair.about) == {"Mei Tanaka", "Lena Fischer"}
+    assert on_mind(pair.about["Mei Tanaka"]).metadata.get("seeded_event")
+    kept = opener_first(tick, Conversation("Lena Fischer", "Mei Tanaka"), reacted={"Lena Fischer": "talk to Mei"})
+    assert (kept.a, kept.b) == ("Lena Fischer", "Mei Tanaka")
+    tie = opener_first(tick, Conversation("Ada Okafor", "Jonah Reyes"), reacted={})
+    assert (tie.a, tie.b) == ("Ada Okafor", "Jonah Reyes")  # seed memories of equal weight: name order
+    assert turn_memories(tick, pair, "Mei Tanaka", "Lena Fischer") == pair.about["Mei Tanaka"]
