@@ -18,11 +18,14 @@ That lock puts searches first (`ModelLock`): a search waits for the model, an in
 its caller expects seconds, so when the model frees, a waiting query pass goes before a waiting document
 pass. Never more than `MAX_OVERTAKES` times in a row, so a steady stream of searches cannot starve an
 ingest. A large ingest embeds in slices of `MAX_BATCH` texts, each taking the lock on its own, so searches
-arriving meanwhile wait for one slice, not the whole request.
+arriving meanwhile wait for one slice, not the whole request. The chunker's token counting of a short text
+(`MAX_URGENT_TOKENIZE_CHARS`) queues with the searches, not behind them: it takes a fraction of a
+millisecond, and an ingest waiting for it behind several query passes only holds its client longer.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +41,24 @@ MAX_SHARED_DOCUMENTS = 32
 """Ingest requests with more chunks than this embed on their own (a bulk load is a batch already)."""
 MAX_OVERTAKES = 4
 """Query passes that may go before one waiting document pass."""
+MAX_URGENT_TOKENIZE_CHARS = 4096
+"""Texts up to this long are tokenised for the chunker with a search's priority (it takes well under a pass)."""
+
+
+def limit_model_threads(num_threads: int) -> int:
+    """Run torch's CPU kernels on `num_threads` threads in this process (0: every core but one, at least one);
+    returns the number set.
+
+    A server's forward passes are serialised under the model lock, and everything else a request does (HTTP,
+    JSON, catalog statements, index lookups) runs on other threads meanwhile. With a torch thread on every
+    core, a pass competes with that work, and OpenMP workers that finish first spin while waiting for one the
+    scheduler preempted, burning the very cores the rest of the server was to run on. Leaving a core free
+    keeps both going."""
+    import torch  # heavy import, kept out of module load
+
+    threads = num_threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 class ModelLock:
@@ -170,11 +191,11 @@ class BatchedEmbedder:
         return self._documents.embed(texts).reshape(len(texts), self.dim)
 
     def count_tokens(self, text: str) -> int:
-        with self._model_lock.hold(urgent=False):
+        with self._model_lock.hold(urgent=len(text) <= MAX_URGENT_TOKENIZE_CHARS):
             return self.inner.count_tokens(text)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        with self._model_lock.hold(urgent=False):
+        with self._model_lock.hold(urgent=len(text) <= MAX_URGENT_TOKENIZE_CHARS):
             return self.inner.token_offsets(text)
 
     def __getattr__(self, name: str) -> object:  # max_seq_length, prefixes, ...: the wrapped embedder's
