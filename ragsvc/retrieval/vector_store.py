@@ -244,8 +244,10 @@ class VectorStore:
             # batch, or the batch would be added twice.
             index = self._index(name)
             ids = [d.id for b in batches for d in b.documents]
-            docs = merge_batches(batches, self.catalog.document_hashes(name, ids))
-            result = self.catalog.write_documents(name, docs, embedder_id=record.embedder_id)
+            stored = self.catalog.document_hashes(name, ids)  # exact: this lock is the collection's one writer
+            docs = merge_batches(batches, stored)
+            result = self.catalog.write_documents(name, docs, embedder_id=record.embedder_id,
+                                                  stored_ids=[d.id for d in docs if d.id in stored])
             self._apply(name, index, result)
             self._maybe_save(name, index)
         return result

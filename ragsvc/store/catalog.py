@@ -5,6 +5,11 @@ writing connection keeps transactions simple. Every ingest batch is one transact
 leaves either the whole batch or none of it. Reads (lookups, filters, hydration, replay) go through a cursor
 per thread instead (`_read`): duckdb's MVCC gives each read a snapshot of what was committed, so reads run
 in parallel with each other and with a write transaction, never queuing behind the lock.
+
+A search's two catalog reads, its collection's record and its hits' rows, are served from bounded in-memory
+caches (`read_cache.py`) that every change here invalidates after its commit: a statement costs several times
+an index lookup, and both change only through this object. Chunk ids are never reused, so a cached chunk row
+is only ever made wrong by a delete, which drops it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
 from ragsvc.store.filters import FilterLimits, Membership, compile_filter
 from ragsvc.store.keys import KEYS_FILE, ApiKeyTable
 from ragsvc.store.memories import MemoryTables
+from ragsvc.store.read_cache import ReadCache
 from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
 from ragsvc.store.schema import DDL, SCHEMA_VERSION
 from ragsvc.store.sessions import ChatTables
@@ -35,11 +41,15 @@ from ragsvc.store.vector_cache import DuckdbVectorCache
 
 logger = logging.getLogger(__name__)
 
+HIT_CACHE_CHUNKS = 8192
+"""Chunk rows (document id, text, metadata JSON) kept for hydrating search hits: a few MB at 200-token chunks."""
+RECORD_CACHE_COLLECTIONS = 4096
+
 
 class Catalog:
     """The source of truth for one data directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, hit_cache_chunks: int = HIT_CACHE_CHUNKS) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = duckdb.connect(str(path))
@@ -60,6 +70,8 @@ class Catalog:
         self._cursor_lock = threading.Lock()  # guards _read_root and _cursors, never held during a statement
         self._read_root = self._conn.cursor()  # read cursors are made from this one, not from the busy writer
         self.path = path
+        self._records: ReadCache[str, CollectionRecord] = ReadCache(max_items=RECORD_CACHE_COLLECTIONS)
+        self._hits: ReadCache[int, tuple[str, str, str]] = ReadCache(max_items=hit_cache_chunks)
         with self._lock:
             self._conn.execute(DDL)
             self._conn.execute(
@@ -106,15 +118,22 @@ class Catalog:
                 [record.name, record.embedder_id, record.dim, json.dumps(record.index.to_dict()),
                  record.chunk_tokens, record.chunk_overlap],
             )
+            self._records.invalidate([record.name])
 
     def get_collection(self, name: str) -> CollectionRecord:
+        cached = self._records.get(name)
+        if cached is not None:
+            return cached
+        generation = self._records.generation()
         rows = self._read(
             "SELECT name, embedder_id, dim, index_spec, chunk_tokens, chunk_overlap FROM collections WHERE name = ?",
             [name],
         )
         if not rows:
             raise CollectionNotFound(f"collection {name!r} does not exist; create it with POST /v1/collections")
-        return _collection_from_row(rows[0])
+        record = _collection_from_row(rows[0])
+        self._records.fill({name: record}, generation=generation)
+        return record
 
     def list_collections(self) -> list[CollectionRecord]:
         rows = self._read(
@@ -137,6 +156,8 @@ class Catalog:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            self._records.invalidate([name])
+            self._hits.invalidate()
 
     def collection_counts(self, name: str) -> tuple[int, int]:
         """(documents, chunks) in the collection."""
@@ -156,8 +177,13 @@ class Catalog:
             )
         return {r[0]: r[1] for r in rows}
 
-    def write_documents(self, collection: str, docs: list[PreparedDocument], *, embedder_id: str) -> WriteResult:
-        """Replace-or-insert `docs` and their chunks in one transaction; return what the indexes must apply."""
+    def write_documents(self, collection: str, docs: list[PreparedDocument], *, embedder_id: str,
+                        stored_ids: list[str] | None = None) -> WriteResult:
+        """Replace-or-insert `docs` and their chunks in one transaction; return what the indexes must apply.
+
+        `stored_ids`: which of the documents the caller, holding the collection's writer lock, read as stored;
+        only those are removed first (None: all of them are looked for), sparing a new document three statements.
+        A wrong list cannot corrupt: a stored document left out fails the documents key, rolling back."""
         chunk_rows = [(d, i, c) for d in docs for i, c in enumerate(d.chunks)]
         dim = self.get_collection(collection).dim
         vectors = (
@@ -168,7 +194,8 @@ class Catalog:
         with self._lock:
             self._conn.execute("BEGIN TRANSACTION")
             try:
-                removed = self._remove_documents(collection, [d.id for d in docs])
+                to_remove = [d.id for d in docs] if stored_ids is None else stored_ids
+                removed = self._remove_documents(collection, to_remove) if to_remove else np.zeros(0, np.int64)
                 ids = self._next_chunk_ids(len(chunk_rows))
                 self._insert_documents(collection, docs)
                 self._insert_chunks(collection, chunk_rows, ids, vectors)
@@ -177,6 +204,8 @@ class Catalog:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            if len(removed):
+                self._hits.invalidate(removed.tolist())
         return WriteResult(added_ids=ids, added_vectors=vectors, removed_ids=removed,
                            added_texts=tuple(c.text for _, _, c in chunk_rows))
 
@@ -193,6 +222,7 @@ class Catalog:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            self._hits.invalidate(removed.tolist())
         return removed
 
     def get_document(self, collection: str, document_id: str) -> dict[str, Any]:
@@ -304,11 +334,16 @@ class Catalog:
         return table.column("id").to_numpy().astype(np.int64)
 
     def hydrate(self, ids: list[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
-        """chunk id -> (document id, text, metadata) for the ids that still exist."""
-        if not ids:
-            return {}
-        rows = self._read("SELECT id, document_id, text, metadata FROM chunks WHERE id = any(?::BIGINT[])", [ids])
-        return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
+        """chunk id -> (document id, text, metadata) for the ids that still exist (cached rows first)."""
+        rows = self._hits.get_many(ids)
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            generation = self._hits.generation()
+            read = {r[0]: (r[1], r[2], r[3]) for r in self._read(
+                "SELECT id, document_id, text, metadata FROM chunks WHERE id = any(?::BIGINT[])", [missing])}
+            self._hits.fill(read, generation=generation)
+            rows.update(read)
+        return {i: (r[0], r[1], json.loads(r[2])) for i, r in rows.items()}
 
     def vector_cache(self) -> DuckdbVectorCache:
         """The per-chunk vector cache of rescoring stages (store/vector_cache.py), in this catalog's file."""
