@@ -12,11 +12,16 @@ or any running server given by URL.
 Afterwards each document the server acknowledged (201) and the run did not delete is fetched by id
 (`lost` counts misses), and a sample of them is searched for by its own text, filtered to its id
 (`index_missing`): acknowledged means stored and searchable.
+
+Every search sends a text no other search of the run sent (one of the sample's questions, a word, and the
+client's own sequence number), so a cache of query embeddings or of whole results could answer none of them:
+the run measures the work of a search, not a cache's hit rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable
@@ -95,6 +100,7 @@ class _Client:
         self.index, self.http, self.config, self.ledger = index, http, config, ledger
         self.rng = random.Random(config.seed * 1_000_003 + index)
         self.mine: list[str] = []
+        self.searches = 0
         self.base = f"/v1/collections/{config.collection}"
 
     async def run(self, mix: dict[str, float], deadline: float, out: list[Sample]) -> None:
@@ -111,8 +117,9 @@ class _Client:
             out.append(Sample(op, (time.perf_counter() - started) * 1000.0, outcome))
 
     async def search(self) -> str:
-        r = await self.http.request("POST", f"{self.base}/search",
-                                    {"query": self.rng.choice(QUERIES), "k": self.config.k})
+        self.searches += 1
+        query = f"{self.rng.choice(QUERIES)} ({self.rng.choice(WORDS)} {self.index}.{self.searches})"
+        r = await self.http.request("POST", f"{self.base}/search", {"query": query, "k": self.config.k})
         return "ok" if r.status_code == 200 and r.json()["hits"] else str(r.status_code)
 
     async def ingest(self) -> str:
@@ -142,18 +149,27 @@ class _Client:
         return "ok" if r.status_code == 200 else str(r.status_code)
 
 
-async def _phase(url: str, config: LoadConfig, mix: dict[str, float], ledger: _Ledger, name: str) -> PhaseStats:
+async def _phase(url: str, config: LoadConfig, mix: dict[str, float], ledger: _Ledger, name: str,
+                 server_pid: int | None) -> PhaseStats:
     samples: list[Sample] = []
     connections = [RawConnection(url, timeout_s=config.timeout_s) for _ in range(config.clients)]
     clients = [_Client(i, http, config, ledger) for i, http in enumerate(connections)]
     try:
+        cpu_before = None if server_pid is None else process_cpu_s(server_pid)
         started = time.monotonic()
         deadline = started + config.duration_s
         await asyncio.gather(*(c.run(mix, deadline, samples) for c in clients))
         elapsed = time.monotonic() - started
+        cpu = None if server_pid is None or cpu_before is None else process_cpu_s(server_pid) - cpu_before
     finally:
         await asyncio.gather(*(c.close() for c in connections))
-    return phase_stats(name, samples, elapsed)
+    return phase_stats(name, samples, elapsed, server_cpu_s=cpu)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` and its threads so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
 
 
 async def _verify(url: str, config: LoadConfig, ledger: _Ledger) -> Verification:
@@ -179,17 +195,19 @@ async def _verify(url: str, config: LoadConfig, ledger: _Ledger) -> Verification
                         index_missing=indexed.count(False))
 
 
-async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None] | None = None) -> LoadResult:
-    """Run the phases against the server at `url` and verify; the result carries targets and provenance."""
+async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None] | None = None,
+                server_pid: int | None = None) -> LoadResult:
+    """Run the phases against the server at `url` and verify; the result carries targets and provenance, and
+    the server's CPU per phase when its process id is given (a server on this machine)."""
     ledger = _Ledger()
     phases = []
     if config.search_only_first and config.mix.get("search"):
         if on_phase:
             on_phase("search-only")
-        phases.append(await _phase(url, config, {"search": 1.0}, ledger, "search_only"))
+        phases.append(await _phase(url, config, {"search": 1.0}, ledger, "search_only", server_pid))
     if on_phase:
         on_phase("mixed")
-    phases.append(await _phase(url, config, config.mix, ledger, "mixed"))
+    phases.append(await _phase(url, config, config.mix, ledger, "mixed", server_pid))
     verification = await _verify(url, config, ledger)
     ratio = search_ratio(phases)
     provenance = {"git_sha": package_git_sha(), "cpu": cpu_model(),
@@ -208,7 +226,7 @@ def run_load(config: LoadConfig, *, url: str | None = None, data_dir: Path | Non
         return asyncio.run(drive(url, config, on_phase=on_phase))
     assert data_dir is not None
     with serve_process(data_dir, sample=True, env=server_env) as child:
-        return asyncio.run(drive(child.url, config, on_phase=on_phase))
+        return asyncio.run(drive(child.url, config, on_phase=on_phase, server_pid=child.pid))
 
 
 def _config_json(config: LoadConfig) -> dict[str, Any]:

@@ -40,18 +40,28 @@ class PhaseStats:
     name: str
     duration_s: float
     ops: dict[str, OpStats]
+    server_cpu_s: float | None = None
+    """CPU seconds (user + system) the server process used during the phase, when the benchmark started it.
+    Unlike throughput, CPU per operation hardly moves when other work shares the machine."""
 
     @property
     def errors(self) -> int:
         return sum(sum(s.errors.values()) for s in self.ops.values())
 
+    @property
+    def server_cpu_ms_per_op(self) -> float | None:
+        done = sum(s.ok for s in self.ops.values())
+        return None if self.server_cpu_s is None or not done else round(1000 * self.server_cpu_s / done, 2)
 
-def phase_stats(name: str, samples: list[Sample], duration_s: float) -> PhaseStats:
+
+def phase_stats(name: str, samples: list[Sample], duration_s: float, *,
+                server_cpu_s: float | None = None) -> PhaseStats:
     by_op: dict[str, list[Sample]] = {}
     for s in samples:
         by_op.setdefault(s.op, []).append(s)
     ops = {op: _op_stats(rows, duration_s) for op, rows in sorted(by_op.items())}
-    return PhaseStats(name, round(duration_s, 3), ops)
+    return PhaseStats(name, round(duration_s, 3), ops,
+                      None if server_cpu_s is None else round(server_cpu_s, 3))
 
 
 def _op_stats(rows: list[Sample], duration_s: float) -> OpStats:
@@ -94,9 +104,11 @@ class LoadResult:
     def to_json(self) -> dict[str, Any]:
         return {
             **self.provenance, "config": self.config,
-            "phases": {p.name: {"duration_s": p.duration_s, "errors": p.errors,
+            "phases": {p.name: {"duration_s": p.duration_s, "errors": p.errors, "server_cpu_s": p.server_cpu_s,
+                                "server_cpu_ms_per_op": p.server_cpu_ms_per_op,
                                 "ops": {op: asdict(s) for op, s in p.ops.items()}} for p in self.phases},
             "search_throughput_ratio": self.search_throughput_ratio,
+            "ingest_cpu_in_searches": ingest_cpu_in_searches(self.phases),
             "verification": asdict(self.verification), "targets": [asdict(t) for t in self.targets],
         }
 
@@ -124,6 +136,21 @@ def search_ratio(phases: list[PhaseStats]) -> float | None:
     return round(phases[-1].ops["search"].throughput_per_s / base, 3) if base else None
 
 
+def ingest_cpu_in_searches(phases: list[PhaseStats]) -> float | None:
+    """Server CPU of one ingest in units of one search's, from the two phases: the mixed phase's CPU less its
+    searches at the search-only phase's CPU per search, per ingest. The ratio target holds when this is at most
+    0.24 / 0.14 = 1.71 (80/20 mix, 0.7x): (0.8 + 0.2 x) searches' CPU per mixed op must leave 0.7 x 0.8."""
+    if len(phases) < 2:
+        return None
+    only_cpu, mixed_cpu = phases[0].server_cpu_s, phases[-1].server_cpu_s
+    only, ingest, search = phases[0].ops.get("search"), phases[-1].ops.get("ingest"), phases[-1].ops.get("search")
+    if only_cpu is None or mixed_cpu is None or only is None or not only.ok or ingest is None or not ingest.ok:
+        return None
+    per_search = only_cpu / only.ok
+    searches = search.ok if search is not None else 0
+    return round((mixed_cpu - searches * per_search) / ingest.ok / per_search, 2)
+
+
 def to_markdown(result: LoadResult) -> str:
     c = result.config
     lines = [f"# Load: {c['clients']} clients, {c['duration_s']:.0f} s a phase, mix {c['mix']}", "",
@@ -133,6 +160,10 @@ def to_markdown(result: LoadResult) -> str:
         for op, s in p.ops.items():
             lines.append(f"| {p.name} | {op} | {s.ok} | {s.throughput_per_s} | {s.p50_ms} | {s.p99_ms} | "
                          f"{s.max_ms} | {s.errors or 0} |")
+    cpu = [f"{p.name} {p.server_cpu_ms_per_op} ms" for p in result.phases if p.server_cpu_ms_per_op is not None]
+    if cpu:
+        lines += ["", f"Server CPU per operation: {', '.join(cpu)}; one ingest costs "
+                      f"{ingest_cpu_in_searches(result.phases)} searches of CPU (the ratio target needs <= 1.71)."]
     v = result.verification
     lines += ["", f"Acknowledged documents: {v.acknowledged}, lost: {v.lost}; index check: {v.index_missing} "
                   f"missing of {v.index_checked} sampled.",

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from ragsvc.bench.load import LoadConfig, parse_mix, run_load
-from ragsvc.bench.load_report import Sample, Verification, phase_stats, search_ratio, targets, to_markdown
+from ragsvc.bench.load_report import (
+    Sample,
+    Verification,
+    ingest_cpu_in_searches,
+    phase_stats,
+    search_ratio,
+    targets,
+    to_markdown,
+)
 
 
 def test_stats_count_errors_by_outcome_and_take_percentiles_of_successes():
@@ -32,6 +40,16 @@ def test_ratio_and_targets():
                    "search throughput under the mix >= 0.7x search-only": False}
 
 
+def test_server_cpu_gives_the_cost_of_an_ingest_in_searches():
+    only = phase_stats("search_only", [Sample("search", 10.0, "ok")] * 100, 10.0, server_cpu_s=2.0)  # 20 ms each
+    mixed = phase_stats("mixed", [Sample("search", 9.0, "ok")] * 40 + [Sample("ingest", 9.0, "ok")] * 10, 10.0,
+                        server_cpu_s=1.6)  # 40 x 20 ms + 10 ingests x 80 ms
+    assert only.server_cpu_ms_per_op == 20.0 and mixed.server_cpu_ms_per_op == 32.0
+    assert ingest_cpu_in_searches([only, mixed]) == 4.0
+    assert ingest_cpu_in_searches([phase_stats("search_only", [], 1.0), mixed]) is None
+    assert phase_stats("mixed", [], 1.0).server_cpu_ms_per_op is None
+
+
 def test_bad_mixes_are_refused():
     assert parse_mix("search=0.8, ingest=0.2") == {"search": 0.8, "ingest": 0.2}
     for text in ("search", "search=x"):
@@ -54,3 +72,4 @@ def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
     assert v["index_checked"] == min(50, v["acknowledged"])
     assert out["git_sha"] and out["cpu"] and json.dumps(out)
     assert "| mixed | search |" in to_markdown(result)
+    assert all(p["server_cpu_s"] > 0 for p in out["phases"].values()), "the server's CPU is read from /proc"
