@@ -60,9 +60,8 @@ class ApiSettings(_Frozen):
     rate_limit_burst: int = Field(2000, ge=1, le=10_000_000, description="requests a key may send at once")
     embed_threads: int = Field(
         0, ge=0, le=1024,
-        description="torch threads for the embedding model in `ragsvc serve` without --with-model; 0: every core but "
-                    "one (at least one), which keeps a core for requests, the catalog and the indexes, and keeps idle "
-                    "OpenMP threads from spinning on it")
+        description="torch threads for the embedding model in `ragsvc serve` without --with-model (0: torch's "
+                    "choice); fewer leave cores to requests, the catalog and the indexes but slow each pass")
     keys_file: Path | None = Field(
         None, description="API keys file a server without the catalog reads (serve-model); unset = "
                           "<store.data_dir>/api-keys.json")

@@ -25,7 +25,6 @@ millisecond, and an ingest waiting for it behind several query passes only holds
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,20 +44,16 @@ MAX_URGENT_TOKENIZE_CHARS = 4096
 """Texts up to this long are tokenised for the chunker with a search's priority (it takes well under a pass)."""
 
 
-def limit_model_threads(num_threads: int) -> int:
-    """Run torch's CPU kernels on `num_threads` threads in this process (0: every core but one, at least one);
-    returns the number set.
+def limit_model_threads(num_threads: int) -> None:
+    """Run torch's CPU kernels on `num_threads` threads in this process (0: leave torch's choice, a thread per
+    core). The server's forward passes are serialised under the model lock while requests, catalog statements
+    and index lookups run on other threads; fewer torch threads leave cores to those, at the cost of slower
+    passes. Which wins depends on the machine and the mix, so it is a setting and `ragsvc bench load`
+    measures it; the CLI's passive OpenMP wait policy already keeps idle torch threads from spinning."""
+    if num_threads:
+        import torch  # heavy import, kept out of module load
 
-    A server's forward passes are serialised under the model lock, and everything else a request does (HTTP,
-    JSON, catalog statements, index lookups) runs on other threads meanwhile. With a torch thread on every
-    core, a pass competes with that work, and OpenMP workers that finish first spin while waiting for one the
-    scheduler preempted, burning the very cores the rest of the server was to run on. Leaving a core free
-    keeps both going."""
-    import torch  # heavy import, kept out of module load
-
-    threads = num_threads or max(1, len(os.sched_getaffinity(0)) - 1)
-    torch.set_num_threads(threads)
-    return threads
+        torch.set_num_threads(num_threads)
 
 
 class ModelLock:
