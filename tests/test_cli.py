@@ -89,15 +89,15 @@ def test_help_lists_every_group_and_command():
     """The command tree users see: top-level commands, and each group's subcommands."""
     root = typer.main.get_command(app)
     assert set(root.commands) == {"serve", "quickstart", "serve-model", "ingest", "search", "ask", "collections",
-                                  "bench", "eval", "repo", "llm", "keys", "agents"}
+                                  "bench", "eval", "repo", "llm", "keys", "agents", "rerank"}
     groups = {name: set(root.commands[name].commands)
-              for name in ("collections", "bench", "eval", "repo", "llm", "keys", "agents")}
+              for name in ("collections", "bench", "eval", "repo", "llm", "keys", "agents", "rerank")}
     assert groups == {"collections": {"create", "list", "delete"},
                       "bench": {"search", "serving", "code", "flare", "load", "chat", "agents", "filter", "ingest",
                                 "soak", "speculative", "cluster", "quant-quality"},
                       "eval": {"run", "compare"}, "repo": {"index", "map", "search"},
                       "llm": {"generate", "decode-check"}, "keys": {"create", "list", "revoke"},
-                      "agents": {"run", "chat", "interview"}}
+                      "agents": {"run", "chat", "interview"}, "rerank": {"train"}}
     for group in groups:
         result = runner.invoke(app, [group, "--help"])
         assert result.exit_code == 0 and all(command in result.output for command in groups[group])

@@ -23,6 +23,7 @@ from ragsvc.cli.ingest import app as ingest_app
 from ragsvc.cli.keys import app as keys_app
 from ragsvc.cli.llm import app as llm_app
 from ragsvc.cli.repo import app as repo_app
+from ragsvc.cli.rerank import app as rerank_app
 from ragsvc.cli.search import app as search_app
 from ragsvc.cli.serve import app as serve_app
 
@@ -41,6 +42,7 @@ app.add_typer(repo_app, name="repo")
 app.add_typer(llm_app, name="llm")
 app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
+app.add_typer(rerank_app, name="rerank")
 
 
 def main() -> None:

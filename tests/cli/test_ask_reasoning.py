@@ -1,0 +1,52 @@
+"""`ragsvc ask --reasoning` end to end: a real store, hybrid retrieval, and the real SmolLM2 engine in process.
+
+The 135M model's reasoning is not judged here, only the contract of the style: the answer is reasoning that
+ends with "(So) the answer is X" (the answerer writes the label when the model stops before it), and X is
+`final` in the JSON record."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragsvc.cli import app
+
+runner = CliRunner()
+MODEL_CACHE = Path(tempfile.gettempdir()) / "ragsvc-test-models"  # shared with tests/llm: converted once
+QUESTION = "Which body pulls the tides?"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ask")
+    docs = [{"id": "tides", "text": "Tides rise and fall twice a day because of the moon's gravity."},
+            {"id": "glacier", "text": "Glaciers carve U-shaped valleys as they slowly move downhill."}]
+    (root / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    result = runner.invoke(app, ["ingest", str(root / "docs.jsonl"), "-c", "earth", "--data-dir", str(root / "data")])
+    assert result.exit_code == 0, result.output
+    return root / "data"
+
+
+def test_reasoning_answer_ends_with_its_final_answer(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGSVC_MODEL__CACHE_DIR", str(MODEL_CACHE))
+    monkeypatch.setenv("RAGSVC_MODEL__DTYPE", "float32")
+    result = runner.invoke(app, ["ask", QUESTION, "-c", "earth", "--data-dir", str(data_dir), "--reasoning",
+                                 "--model", "smollm2", "--max-tokens", "48", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output[result.output.index("{"):])
+    closing = re.search(r"answer is:?\s*(.+?)\W*$", record["answer"], re.IGNORECASE)  # "So the answer is X."
+    assert closing is not None, record["answer"]
+    assert record["final"] and record["final"] == closing.group(1).strip()
+    assert [p["document_id"] for p in record["passages"]][:1] == ["tides"]  # hybrid search found it first
+    assert record["generations"][0]["kind"] == "answer" and len(record["retrievals"]) == 1
+
+
+def test_reasoning_and_short_together_are_refused_before_any_model_loads(data_dir: Path) -> None:
+    result = runner.invoke(app, ["ask", QUESTION, "-c", "earth", "--data-dir", str(data_dir), "--reasoning",
+                                 "--short"])
+    assert result.exit_code == 2 and "--short or --reasoning, not both" in result.output
