@@ -35,6 +35,7 @@ class ServingBenchConfig:
     seed: int = 0
     prefix_tokens: int = 1000
     prefix_trials: int = 3
+    """Cold/warm pairs for the shared-prefix TTFT; 0 skips it (prefix_ttft_ms is then None)."""
     kv_cache_bytes: int = 1 << 30
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
@@ -76,6 +77,8 @@ class ServingBenchConfig:
             raise ValueError(f"prefill_order {self.prefill_order!r}: choose arrival or shortest")
         if self.arrival_rate is not None and not self.arrival_rate > 0:
             raise ValueError(f"arrival_rate must be positive (requests per second), got {self.arrival_rate}")
+        if self.prefix_trials < 0:
+            raise ValueError(f"prefix_trials must be >= 0 (0 skips the prefix TTFT), got {self.prefix_trials}")
         if self.num_requests is not None and self.num_requests < 1:
             raise ValueError(f"num_requests must be at least 1, got {self.num_requests}")
         if not self.concurrency or min(self.concurrency) < 1:

@@ -143,8 +143,9 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
         if c == top:
             res.kv_waste_pct = kv_waste_pct(samples)
         res.add(summarise("ragsvc", dtype if cfg.weights == "bf16" else f"{dtype}+{cfg.weights}", c, timings))
-    res.prefix_ttft_ms = prefix_ttft_ms(engine, prefix_tokens=cfg.prefix_tokens, trials=cfg.prefix_trials,
-                                        seed=cfg.seed)
+    if cfg.prefix_trials > 0:
+        res.prefix_ttft_ms = prefix_ttft_ms(engine, prefix_tokens=cfg.prefix_tokens, trials=cfg.prefix_trials,
+                                            seed=cfg.seed)
     return dtype
 
 

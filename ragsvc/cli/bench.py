@@ -115,6 +115,7 @@ def serving_command(
         help="open loop: seeded Poisson arrivals, requests/s, at most --concurrency in flight, TTFT from arrival "
              "(ragsvc, llama.cpp) \\[default: closed loop]")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="ragsvc's model cache \\[default: <data dir>/models]")] = None,
+    prefix_trials: Annotated[int, typer.Option(help="ragsvc: cold/warm shared-prefix TTFT pairs (0 skips)")] = 3,
 ) -> None:
     """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
     from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
@@ -130,7 +131,7 @@ def serving_command(
             hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
             threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
             omp_wait=omp_wait, log_dir=str(json_out.parent), max_prefill_tokens=max_prefill_tokens,
-            prefill_order=prefill_order, arrival_rate=arrival_rate, cache_dir=cache_dir,
+            prefill_order=prefill_order, arrival_rate=arrival_rate, cache_dir=cache_dir, prefix_trials=prefix_trials,
         )
     except ValueError as exc:
         raise fail(exc) from exc
