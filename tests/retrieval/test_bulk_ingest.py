@@ -152,3 +152,21 @@ def test_batch_entries_cuts_batches_names_bad_entries_and_splits_at_a_repeated_i
         list(batch_entries(entries, batch_size=2, on_error="stop", on_skip=skipped.append))
     with pytest.raises(ValueError, match="batch_size"):
         list(batch_entries([], batch_size=0, on_error="stop", on_skip=skipped.append))
+
+
+def test_each_batch_reaches_the_model_in_one_call_of_all_its_new_chunks(store, minilm, monkeypatch):
+    """A bulk load sorts a whole batch by token count in one embedder call, not the store's 64-text slices."""
+    calls: list[int] = []
+    real = minilm.embed_documents
+
+    def counted(texts, **kwargs):
+        calls.append(len(texts))
+        return real(texts, **kwargs)
+
+    monkeypatch.setattr(minilm, "embed_documents", counted)
+    big = [DocumentInput(text=f"Document {i} talks about topic {i % 7} at some length.", id=f"d{i}")
+           for i in range(150)]
+    ingest_pipelined(store, "c", [big[:100], big[100:]])
+    assert calls == [100, 50]
+    ingest_pipelined(store, "c", [big[:100] + [DocumentInput(text="One new text.", id="new")]])
+    assert calls == [100, 50, 1], "stored documents are skipped before the model"
