@@ -41,6 +41,7 @@ class ServeProcess:
     def __init__(self, data_dir: Path, *, with_model: bool) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
         self.command = [sys.executable, "-c", "from ragsvc.cli import main; main()", "serve", "--sample",
                         "--port", str(self.port), "--data-dir", str(data_dir)]

@@ -1,6 +1,6 @@
 """The console's pure script functions, run in the real browser by importing its modules from the server: the
-event-stream parser over arbitrary chunking, the highlighter, citation markers, the filter check, and the
-memory estimate and timings bar."""
+event-stream parser over arbitrary chunking, the highlighter, citation markers, the filter check and the timings
+bar."""
 
 from __future__ import annotations
 
@@ -73,15 +73,6 @@ def test_a_good_filter_and_an_empty_one(run_js):
     parsed = run_js("search.js", """return m.parseFilter('{"topic": {"$in": ["hnsw"]}}');""")
     assert parsed == {"topic": {"$in": ["hnsw"]}}
     assert run_js("search.js", "return m.parseFilter('   ');") is None
-
-
-def test_the_memory_estimate_follows_the_index_layout(run_js):
-    flat = {"dim": 384, "num_chunks": 1000, "index": {"backend": "exact"}}
-    hnsw = {"dim": 384, "num_chunks": 1000, "index": {"backend": "hnsw", "hnsw_m": 16}}
-    prefix = {"dim": 384, "num_chunks": 1000, "index": {"backend": "hnsw", "hnsw_m": 16, "dims": 128,
-                                                         "rescore_dtype": "int8"}}
-    sizes = run_js("collections.js", f"return {json.dumps([flat, hnsw, prefix])}.map(m.estimateIndexBytes);")
-    assert sizes == [384 * 4 * 1000, (384 * 4 + 8 * 16) * 1000, (128 * 4 + 8 * 16 + 384 + 4) * 1000]
 
 
 def test_timing_segments_share_the_total_and_skip_empty_stages(run_js):

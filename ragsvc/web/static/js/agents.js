@@ -12,7 +12,14 @@ function chosenAgent() {
   return $("agent-select").value;
 }
 
-export async function refreshAgents() {
+let loading = Promise.resolve(); // the list being fetched: a message sent meanwhile waits for it
+
+export function refreshAgents() {
+  loading = loadAgents();
+  return loading;
+}
+
+async function loadAgents() {
   const box = $("agents-error");
   try {
     agents = await get("/v1/agents");
@@ -87,6 +94,7 @@ export async function refreshMemories() {
 
 async function newSession(event) {
   event?.preventDefault();
+  await loading; // the tab may have opened a moment ago: its agent list is still on its way
   const agent = chosenAgent();
   if (!agent) throw new ApiError(0, "client", "choose an agent first (none is registered yet).");
   const user = $("agent-pick").elements.user.value.trim() || "a visitor";

@@ -3,6 +3,11 @@
 // The key the user enters is kept in sessionStorage: this tab only, gone when the tab closes, never in
 // localStorage or a cookie. A 401 asks for a key (through the prompt main.js installs) and retries once per
 // key given. Every failure becomes an ApiError whose message is the API's own `detail`.
+//
+// API paths are written as the API documents them ("/v1/collections") and resolved against where the console
+// was served from, not the host's root: this module lives at <base>/console/js/api.js, so <base> is two
+// folders up from it. Behind a proxy that serves the app under a path prefix (/rag/ -> the app's /), the page
+// then calls /rag/v1/... and keeps working; served at the root, <base> is "/" and nothing changes.
 
 import { SseParser } from "./sse.js";
 
@@ -16,6 +21,13 @@ export class ApiError extends Error {
     this.status = status; // 0: no answer from the server at all
     this.code = code;
   }
+}
+
+const BASE = new URL("../../", import.meta.url);
+
+// "/v1/x" -> <base>v1/x: an absolute URL under the folder the console was served from
+export function apiUrl(path) {
+  return new URL(path.replace(/^\/+/, ""), BASE).href;
 }
 
 let askForKey = async () => null;
@@ -73,7 +85,7 @@ async function send(method, path, { body, accept = "application/json", signal } 
     if (key) headers.Authorization = `Bearer ${key}`;
     let response;
     try {
-      response = await fetch(path, { method, headers, signal, cache: "no-store",
+      response = await fetch(apiUrl(path), { method, headers, signal, cache: "no-store",
         body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (error) {
       if (error.name === "AbortError") throw error;

@@ -1,27 +1,9 @@
-// The Collections tab: the list (counts, index layout, a memory estimate), create, delete with a confirmation.
+// The Collections tab: the list (counts, index layout, the index's memory as the server measures it), create,
+// delete with a confirmation.
 // It also owns the collection pickers of the other tabs, refreshed whenever the list is.
 
 import { ApiError, del, get, pathPart, post } from "./api.js";
 import { $, busy, el, formatBytes, showError } from "./dom.js";
-
-const RESCORE_BYTES_PER_DIM = { float32: 4, float16: 2, int8: 1, int4: 0.5 };
-
-// Bytes the index of `c` keeps in memory, estimated from its settings (the API reports no measured figure):
-// the ANN structure's vectors of the indexed prefix d', hnsw's level-0 links (2·M ids of 4 bytes), and the
-// full-width vectors kept for rescoring at their precision (int8/int4 add one 4-byte scale per vector).
-export function estimateIndexBytes(c) {
-  const index = c.index || {};
-  const prefixDims = index.dims || c.dim;
-  const quant = { sq8: 1, sq6: 0.75, sq4: 0.5, fp16: 2 }[index.prefix_quant] || 4;
-  let perVector = prefixDims * quant;
-  if (index.backend === "hnsw" || index.backend === "faiss_hnsw") perVector += 8 * (index.hnsw_m || 16);
-  if (index.dims && index.dims < c.dim) {
-    const dtype = index.rescore_dtype || "float32";
-    const stored = index.rescore_tail_only ? c.dim - index.dims : c.dim;
-    perVector += stored * RESCORE_BYTES_PER_DIM[dtype] + (dtype.startsWith("int") ? 4 : 0);
-  }
-  return Math.round(perVector * c.num_chunks);
-}
 
 export function describeIndex(index) {
   const parts = [index.backend, index.metric];
@@ -68,7 +50,7 @@ function renderTable(collections) {
     el("td", { "data-label": "chunks", text: c.num_chunks }),
     el("td", { "data-label": "embedder", text: `${c.embedder_id} (${c.dim} d)` }),
     el("td", { "data-label": "index", text: describeIndex(c.index) }),
-    el("td", { "data-label": "memory (est.)", text: `≈ ${formatBytes(estimateIndexBytes(c))}` }),
+    el("td", { "data-label": "index memory", text: c.index_bytes === null ? "–" : formatBytes(c.index_bytes) }),
     el("td", {}, el("button", { type: "button", class: "danger", "aria-label": `Delete ${c.name}`,
       onclick: () => confirmDelete(c), text: "Delete" })))));
   $("collections-empty").hidden = collections.length > 0;

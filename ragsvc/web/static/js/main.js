@@ -1,13 +1,14 @@
 // Start the console: tabs (also reachable as #search, #ask, ... so a link or a reload keeps the tab), the
 // API-key prompt the API layer calls on a 401, and the first loads.
 
-import { setKeyPrompt } from "./api.js";
+import { apiUrl, setKeyPrompt } from "./api.js";
 import { setupAgents, refreshAgents } from "./agents.js";
 import { setupAsk } from "./ask.js";
 import { refreshCollections, setupCollections } from "./collections.js";
 import { $ } from "./dom.js";
-import { setupRepos } from "./repos.js";
+import { refreshRepoJobs, setupRepos } from "./repos.js";
 import { setupSearch } from "./search.js";
+import { refreshSimulations, setupTimeline } from "./timeline.js";
 
 const TABS = ["collections", "search", "ask", "agents", "repos"];
 const loaded = new Set();
@@ -22,6 +23,11 @@ function showTab(name) {
   if (tab === "agents" && !loaded.has(tab)) {
     loaded.add(tab);
     refreshAgents();
+    refreshSimulations();
+  }
+  if (tab === "repos" && !loaded.has(tab)) {
+    loaded.add(tab);
+    refreshRepoJobs();
   }
 }
 
@@ -72,7 +78,7 @@ function askForKey(reason) {
 async function checkHealth() {
   const status = $("server-status");
   try {
-    const response = await fetch("/health", { cache: "no-store" });
+    const response = await fetch(apiUrl("/health"), { cache: "no-store" });
     const body = await response.json();
     status.textContent = response.ok ? `v${body.version}` : `server ${body.status}: ${body.detail || "retry soon"}`;
   } catch {
@@ -86,6 +92,7 @@ setupCollections();
 setupSearch();
 setupAsk();
 setupAgents();
+setupTimeline();
 setupRepos();
 checkHealth();
 refreshCollections();

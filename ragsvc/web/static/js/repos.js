@@ -1,63 +1,92 @@
 // The Repos tab: start indexing a repository folder (the server refuses paths outside its allowed roots),
-// follow the job until it is done or failed, and show the repository map ranked for a query.
+// follow the jobs with a progress bar (files hashed of those found; parsed and unchanged beside it) until each
+// is done or failed, and show the repository map ranked for a query.
 //
-// The API has no list of jobs, so the ids this tab started are remembered in sessionStorage. A job reports
-// its state (queued, running, done, failed) and, once done, its report; there is no finer progress to show.
+// The list is the server's (GET /v1/repos/jobs: the latest job of each repository), so every tab and a reload
+// show the same jobs; a job still queued or running is polled until it ends.
 
 import { ApiError, get, pathPart, post } from "./api.js";
 import { $, busy, el, formNumber, showError } from "./dom.js";
 
-const JOBS_ITEM = "ragsvc.repoJobs";
-const POLL_MS = 1000;
+const POLL_MS = 500;
 const jobs = new Map();
+const polling = new Set();
 
-function rememberedIds() {
-  try {
-    const ids = JSON.parse(sessionStorage.getItem(JOBS_ITEM) || "[]");
-    return Array.isArray(ids) ? ids.filter((id) => typeof id === "string") : [];
-  } catch {
-    return [];
-  }
-}
-
-function remember() {
-  sessionStorage.setItem(JOBS_ITEM, JSON.stringify([...jobs.keys()]));
+function elapsed(job) {
+  return ((job.finished_at || Date.now() / 1000) - (job.started_at || job.submitted_at)).toFixed(0);
 }
 
 function describe(job) {
-  const seconds = ((job.finished_at || Date.now() / 1000) - (job.started_at || job.submitted_at)).toFixed(0);
   if (job.state === "failed") return `failed: ${job.error}`;
-  if (job.state !== "done") return `${job.state} · ${seconds} s`;
-  const report = Object.entries(job.report || {}).filter(([, v]) => typeof v !== "object")
-    .map(([k, v]) => `${k.replace(/^num_/, "")} ${v}`).join(" · ");
-  return `done in ${seconds} s · ${report}`;
+  const p = job.progress;
+  if (job.state === "queued") return "queued behind another index run";
+  if (job.state === "running" && !p) return `running · walking the folder · ${elapsed(job)} s`;
+  const counts = p ? `${p.files_seen}/${p.files_total} files · ${p.files_parsed} parsed · ` +
+    `${p.files_unchanged} unchanged · ${p.chunks} chunks` : "";
+  if (job.state === "running") return `running · ${counts} · ${elapsed(job)} s`;
+  const report = job.report || {};
+  return `done in ${elapsed(job)} s · ${counts || `${report.num_files} files`} · ${report.num_removed ?? 0} removed` +
+    (report.problems && Object.keys(report.problems).length ? ` · ${Object.keys(report.problems).length} with problems` : "");
+}
+
+function progressBar(job) {
+  const p = job.progress;
+  const label = `${job.path}: ${p ? `${p.files_seen} of ${p.files_total} files` : job.state}`;
+  const bar = el("progress", { class: "job-bar", "aria-label": label });
+  if (p && p.files_total > 0) { // no value: an indeterminate bar while the folder is walked
+    bar.max = p.files_total;
+    bar.value = p.files_seen;
+  } else if (job.state === "done" || job.state === "failed") {
+    bar.max = 1;
+    bar.value = 1;
+  }
+  return bar;
 }
 
 function render() {
-  $("repo-jobs").replaceChildren(...[...jobs.values()].map((job) => el("li", { class: `job ${job.state}`, "data-id": job.id },
+  const ordered = [...jobs.values()].sort((a, b) => b.submitted_at - a.submitted_at);
+  $("repo-jobs").replaceChildren(...ordered.map((job) => el("li", { class: `job ${job.state}`, "data-id": job.id },
     el("strong", { text: job.path }), el("span", { class: "muted", text: ` → ${job.collection}` }),
-    el("div", { class: "job-state", text: describe(job) }))));
+    progressBar(job), el("div", { class: "job-state", text: describe(job) }))));
   const select = $("map-repo");
   const chosen = select.value;
-  const done = [...jobs.values()].filter((job) => job.state === "done");
+  const done = ordered.filter((job) => job.state === "done");
   select.replaceChildren(...done.map((job) => el("option", { value: job.id, text: job.path })));
   if (done.some((job) => job.id === chosen)) select.value = chosen;
 }
 
 async function follow(id) {
+  if (polling.has(id)) return;
+  polling.add(id);
   try {
-    const job = await get(`/v1/repos/${pathPart(id)}`);
-    jobs.set(id, job);
-    render();
-    if (job.state === "queued" || job.state === "running") setTimeout(() => follow(id), POLL_MS);
+    for (;;) {
+      const job = await get(`/v1/repos/${pathPart(id)}`);
+      jobs.set(id, job);
+      render();
+      if (job.state !== "queued" && job.state !== "running") return;
+      await new Promise((resolve) => { setTimeout(resolve, POLL_MS); });
+    }
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       jobs.delete(id); // the server restarted: jobs live in its memory only
-      remember();
       render();
     } else {
       showError($("repo-error"), error);
     }
+  } finally {
+    polling.delete(id);
+  }
+}
+
+export async function refreshRepoJobs() {
+  try {
+    const listed = await get("/v1/repos/jobs?limit=100");
+    jobs.clear();
+    for (const job of listed) jobs.set(job.id, job);
+    render();
+    for (const job of listed) if (job.state === "queued" || job.state === "running") follow(job.id);
+  } catch (error) {
+    showError($("repo-error"), error);
   }
 }
 
@@ -73,7 +102,6 @@ async function start(event) {
     const job = await post("/v1/repos", body);
     showError($("repo-error"), null);
     jobs.set(job.id, job);
-    remember();
     render();
     follow(job.id);
   } catch (error) {
@@ -108,5 +136,5 @@ async function showMap(event) {
 export function setupRepos() {
   $("repo-form").addEventListener("submit", start);
   $("map-form").addEventListener("submit", showMap);
-  for (const id of rememberedIds()) follow(id);
+  $("repo-refresh").addEventListener("click", refreshRepoJobs);
 }
