@@ -103,6 +103,8 @@ def test_memory_ids_of_a_row_open_their_memories(api, sim_api):
     (f"/v1/simulations/{RUN}/transcript", {"after_tick": -2}, 400),
     (f"/v1/simulations/{RUN}/transcript", {"after_tick": "x"}, 400),
     (f"/v1/simulations/{RUN}/memories", {"agent": "x"}, 400),
+    (f"/v1/simulations/{RUN}/memories", {"agent": "x", "ids": [-1]}, 400),
+    (f"/v1/simulations/{RUN}/memories", {"agent": "x", "ids": [2**64]}, 400),
     (f"/v1/simulations/{RUN}/memories", {"agent": "x", "ids": list(range(101))}, 400),
     ("/v1/simulations", {"limit": 10_000}, 400),
 ])
@@ -136,3 +138,20 @@ def test_openapi_documents_the_routes_with_response_models(api):
     schema = transcript["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema["$ref"].endswith("/TranscriptPagePublic")
     assert {"/v1/simulations", "/v1/simulations/{run}", "/v1/simulations/{run}/memories"} <= set(paths)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "--out FOLDER, or --name NAME"),
+    (["--out", "x", "--name", "y"], "not both"),
+    (["--name", "../elsewhere"], "is not valid"),
+])
+def test_agents_run_needs_one_folder_and_a_plain_name(tmp_path, monkeypatch, args, message):
+    """`ragsvc agents run` refuses these before it loads any model and writes nothing."""
+    from typer.testing import CliRunner
+
+    from ragsvc.cli import app
+
+    monkeypatch.setenv("RAGSVC_STORE__DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["agents", "run", str(TOWN), *args])
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "data").exists()

@@ -5,10 +5,12 @@ polyglot fixture repository)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from ragsvc.code.indexer import IndexProgress, RepoIndexer
@@ -50,6 +52,54 @@ def test_a_job_keeps_its_last_progress_and_a_rerun_counts_unchanged_files(store:
         assert [j.id for j in jobs.recent()] == [again.id]
     finally:
         jobs.close()
+
+
+class GatedEmbedder:
+    """The real MiniLM, holding its second embedding call until the test lets it go: the job is then mid-run,
+    with one write batch done, for as long as the test looks at it."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.id, self.dim, self.max_seq_length = inner, inner.id, inner.dim, inner.max_seq_length
+        self.calls = 0
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 2:
+            self.reached.set()
+            assert self.release.wait(timeout=300), "the test never released the second batch"
+        return self.inner.embed_documents(texts, progress=progress)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.inner.embed_query(text)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def token_offsets(self, text: str):
+        return self.inner.token_offsets(text)
+
+
+def test_a_running_job_reports_the_files_done_so_far(tmp_path: Path, polyglot: Path, minilm) -> None:
+    gated = GatedEmbedder(minilm)
+    store = VectorStore(tmp_path / "data", embedder=gated)
+    jobs = RepoJobs(RepoIndexer(store, walk_config=WalkConfig(allowed_roots=(polyglot.parent,)), batch_files=3))
+    try:
+        job_id = jobs.submit(str(polyglot)).id
+        assert gated.reached.wait(timeout=300)  # the second write batch is being embedded
+        mid = jobs.get(job_id)
+        assert mid.state == "running" and mid.progress is not None
+        parsed = mid.progress.files_parsed  # whole write batches of 3 (one may hold no code, so no embedding)
+        assert parsed % 3 == 0 and 0 < parsed <= mid.progress.files_seen < mid.progress.files_total
+        assert jobs.recent()[0].progress == mid.progress
+        gated.release.set()
+        done = jobs.wait(job_id, timeout_s=300)
+        assert done.state == "done" and done.progress is not None
+        assert done.progress.files_seen == done.progress.files_total > mid.progress.files_seen
+    finally:
+        gated.release.set()
+        jobs.close()
+        store.close()
 
 
 def test_the_jobs_list_shows_each_repository_with_its_progress(tmp_path: Path, polyglot: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import Field
 
 from ragsvc.agents.sim_runs import MAX_MEMORY_IDS, MAX_PAGE, MAX_RUNS, RUN_NAME_PATTERN, SimulationRuns, runs_root
 from ragsvc.api.agent_schemas import MemoryPublic
@@ -29,6 +30,7 @@ AFTER_WHOLE_TICK = 2**31 - 1
 """after_seq when absent: past every row of after_tick."""
 
 RunName = Annotated[str, Path(pattern=RUN_NAME_PATTERN, max_length=64, description="the run's folder name")]
+MemoryId = Annotated[int, Field(ge=0, le=2**63 - 1)]
 AgentName = Annotated[str, Query(min_length=1, max_length=200, description="a resident's name")]
 
 
@@ -67,6 +69,6 @@ def get_run_memories(
     request: Request,
     run: RunName,
     agent: AgentName,
-    ids: Annotated[list[int], Query(min_length=1, max_length=MAX_MEMORY_IDS, description="memory ids")],
+    ids: Annotated[list[MemoryId], Query(min_length=1, max_length=MAX_MEMORY_IDS, description="memory ids")],
 ) -> list[MemoryPublic]:
     return [MemoryPublic.of(m) for m in _runs(request).memories(run, agent=agent, ids=ids)]
