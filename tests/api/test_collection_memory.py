@@ -11,6 +11,8 @@ import pytest
 
 from tests.api.conftest import LiveServer, free_port, make_settings
 
+pytestmark = pytest.mark.slow  # a real server (and MiniLM) per module
+
 TEXTS = ["Paged attention keeps the KV cache in fixed-size blocks.", "HNSW graphs link each vector to neighbours.",
          "DuckDB keeps its tables in one file.", "BM25 scores terms by frequency and rarity."]
 

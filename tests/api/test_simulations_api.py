@@ -21,6 +21,8 @@ from ragsvc.llm.scripted import ScriptedGenerator
 from tests.agents.test_simulation import TOWN, town_reply
 from tests.api.conftest import LiveServer, free_port, make_settings
 
+pytestmark = pytest.mark.slow  # a real server (and MiniLM) per module
+
 RUN = "town-1h"
 
 

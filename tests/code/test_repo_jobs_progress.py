@@ -19,6 +19,8 @@ from ragsvc.code.walker import WalkConfig
 from ragsvc.retrieval.vector_store import VectorStore
 from tests.api.conftest import LiveServer, free_port, make_settings
 
+pytestmark = pytest.mark.slow  # a real server (and MiniLM) per module
+
 
 @pytest.fixture()
 def store(tmp_path: Path, minilm) -> Iterator[VectorStore]:
