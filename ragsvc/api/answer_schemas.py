@@ -32,6 +32,9 @@ class FlareBody(_Body):
     query_mode: Literal["masked", "question"] = "masked"
     stop_at_sentence: bool = Field(False, description="abort each look-ahead at its sentence end (faster; those "
                                                       "rounds then report no prompt or cached tokens)")
+    accept: Literal["surer", "always"] = Field(
+        "surer", description="surer: a regenerated sentence replaces the look-ahead only when its least likely word "
+                             "is at least as likely as the look-ahead's; always: the paper's rule")
 
 
 class RetrievalBody(_Body):

@@ -86,7 +86,8 @@ def test_flare_reasoning_with_the_real_engine_stops_each_lookahead_at_its_senten
 @pytest.mark.slow
 def test_flare_answer_records_rounds_and_reuses_the_prompt_prefix(model_api):
     # theta 1.0: every sentence counts as unsure, so each round retrieves and regenerates
-    flare = {"theta": 1.0, "beta": 0.3, "max_rounds": 2, "max_tokens": 48, "lookahead_tokens": 24}
+    flare = {"theta": 1.0, "beta": 0.3, "max_rounds": 2, "max_tokens": 48, "lookahead_tokens": 24,
+             "accept": "always"}
     r = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 2, "flare": flare})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -138,6 +139,7 @@ def test_search_modes_and_the_llm_reranker(model_api):
     ({"question": "q", "collection": "docs", "mode": "fuzzy"}, 400, "mode"),
     ({"question": "q", "collection": "docs", "flare": {"theta": 1.5}}, 400, "theta"),
     ({"question": "q", "collection": "docs", "flare": {"max_rounds": 0}}, 400, "max_rounds"),
+    ({"question": "q", "collection": "docs", "flare": {"accept": "maybe"}}, 400, "accept"),
     ({"question": "q", "collection": "docs", "k": 0}, 400, "k"),
     ({"question": "q", "collection": "docs", "rerank": "magic"}, 400, "rerank"),
     ({"question": "q", "collection": "docs", "style": "essay"}, 400, "style"),
