@@ -18,6 +18,7 @@ from ragsvc.code.jobs import RepoJobs
 from ragsvc.code.walker import WalkConfig
 from ragsvc.retrieval.vector_store import VectorStore
 from tests.api.conftest import LiveServer, free_port, make_settings
+from tests.code.test_indexer import CountingEmbedder
 
 pytestmark = pytest.mark.slow  # a real server (and MiniLM) per module
 
@@ -56,12 +57,12 @@ def test_a_job_keeps_its_last_progress_and_a_rerun_counts_unchanged_files(store:
         jobs.close()
 
 
-class GatedEmbedder:
+class GatedEmbedder(CountingEmbedder):
     """The real MiniLM, holding its second embedding call until the test lets it go: the job is then mid-run,
     with one write batch done, for as long as the test looks at it."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.id, self.dim, self.max_seq_length = inner, inner.id, inner.dim, inner.max_seq_length
+        super().__init__(inner)
         self.calls = 0
         self.reached, self.release = threading.Event(), threading.Event()
 
@@ -70,16 +71,7 @@ class GatedEmbedder:
         if self.calls == 2:
             self.reached.set()
             assert self.release.wait(timeout=300), "the test never released the second batch"
-        return self.inner.embed_documents(texts, progress=progress)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.inner.embed_query(text)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def token_offsets(self, text: str):
-        return self.inner.token_offsets(text)
+        return super().embed_documents(texts, progress=progress)
 
 
 def test_a_running_job_reports_the_files_done_so_far(tmp_path: Path, polyglot: Path, minilm) -> None:
