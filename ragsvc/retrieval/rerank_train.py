@@ -50,7 +50,8 @@ class TrainOptions:
     warmup_fraction: float = 0.1
     """Share of the steps over which the learning rate rises linearly from 0."""
     max_length: int = 256
-    """Tokens of query + passage together; longer pairs are cut from the passage's end."""
+    """Tokens of query + passage together; a longer pair loses tokens from the end of whichever of the two is
+    longer (the passage, nearly always)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
