@@ -234,6 +234,9 @@ def _commit_tick(out: Path, world: World, caller: PhaseCaller, states: dict[str,
                  "wall_ms": round((time.perf_counter() - started) * 1000.0, 1),
                  "calls_by_phase": dict(sorted(u.by_phase.items())),
                  "model_ms_by_phase": {k: round(v, 1) for k, v in sorted(u.ms_by_phase.items())},
+                 "batch_sizes_by_phase": dict(sorted(u.sizes_by_phase.items())),
+                 "tokens_by_phase": dict(sorted(u.tokens_by_phase.items())),
+                 "critical_ms_by_phase": {k: round(v, 1) for k, v in sorted(u.critical_ms_by_phase.items())},
                  "mode": "sequential" if caller.sequential else "batched"}
         state = {a: s.to_json() for a, s in sorted(states.items())}
         sim.write_tick(TickRecord(tick=tick, time_h=t.time_h, state=state, trace=trace), rows)

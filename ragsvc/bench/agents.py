@@ -13,6 +13,13 @@ tokens, the share of them served from the prefix cache (the town and persona com
 so they are a shared prefix), completion tokens, time inside the model. Then the ratio batched/sequential,
 with the targets (>= 3x, >= 50% cached), the CPU model and the git sha.
 
+Where the time goes, per phase and mode (`phases`): calls, batches and their mean size, prompt / cached /
+completion tokens, model seconds, and the critical seconds (each batch's longest call, measured call by call
+in the sequential mode; agents/sim_calls.py). `bound_speedup` is the sequential model time over its critical
+time: what batching the same calls could gain at most if a batch cost no more than its longest call. A tick's
+phases depend on each other (where agents are decides who decides and who talks; a conversation's turns follow
+one another), so calls of one phase are all a batch can hold.
+
 The batched mode primes each batch's shared prefix with a one-token call (agents/sim_calls.py): those calls
 are counted apart (`primes`), and the prompt tokens they computed are subtracted from the cached ones, so the
 cached share is what the engine did not compute. Each mode also records the process's CPU seconds and the
@@ -26,7 +33,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +81,10 @@ class ModeResult:
     load_after: float
     """The machine's 1-minute load average when the mode started and ended."""
     model_s_by_phase: Mapping[str, float]
+    critical_s: float
+    """Sum over batches of the longest call (sequential) or of the batch (batched); see the module docstring."""
+    phases: Mapping[str, Mapping[str, float]]
+    """Per phase: calls, batches, mean_batch, prompt/cached/completion tokens, model_s, critical_s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +96,8 @@ class AgentsBenchResult:
     cached_share: float
     """Of the batched run's prompt tokens, the share served from the prefix cache."""
     same_transcript: bool
+    bound_speedup: float
+    """Sequential model time over its critical time: the most batching these calls could gain."""
     targets: Mapping[str, Any]
     cpu_model: str
     git_sha: str
@@ -121,6 +134,7 @@ def run_agents_bench(cfg: AgentsBenchConfig, *, embedder: Embedder, work_dir: Pa
                 "engine": {k: v for k, v in asdict(cfg.engine).items() if k != "cache_dir"}},
         modes=modes, speedup=round(speedup, 3), cached_share=batched.cached_share,
         same_transcript=transcripts["batched"] == transcripts["sequential"],
+        bound_speedup=round(sequential.model_s / sequential.critical_s, 3) if sequential.critical_s else 0.0,
         targets={"speedup": TARGET_SPEEDUP, "speedup_met": speedup >= TARGET_SPEEDUP,
                  "cached_share": TARGET_CACHED_SHARE, "cached_share_met": batched.cached_share >= TARGET_CACHED_SHARE},
         cpu_model=cpu_model(), git_sha=package_git_sha())
@@ -140,6 +154,7 @@ def _summarise(mode: str, out: Path, wall_s: float, machine: Mapping[str, float]
             phases[phase] = phases.get(phase, 0) + n
         for phase, ms in t.get("model_ms_by_phase", {}).items():
             phase_ms[phase] = phase_ms.get(phase, 0.0) + ms
+    profile = phase_profile(trace)
     return ModeResult(
         mode=mode, ticks=len(trace), agent_steps=total["agent_steps"], wall_s=round(wall_s, 2),
         agent_steps_per_min=round(total["agent_steps"] / (wall_s / 60.0), 3) if wall_s > 0 else 0.0,
@@ -148,4 +163,25 @@ def _summarise(mode: str, out: Path, wall_s: float, machine: Mapping[str, float]
         completion_tokens=total["completion_tokens"], model_s=round(total["model_ms"] / 1000.0, 2),
         calls_by_phase=dict(sorted(phases.items())), primes=total["primes"], cpu_s=machine["cpu_s"],
         load_before=machine["load_before"], load_after=machine["load_after"],
-        model_s_by_phase={k: round(v / 1000.0, 2) for k, v in sorted(phase_ms.items())})
+        model_s_by_phase={k: round(v / 1000.0, 2) for k, v in sorted(phase_ms.items())},
+        critical_s=round(sum(p["critical_s"] for p in profile.values()), 2), phases=profile)
+
+
+def phase_profile(trace: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per phase over a run's trace: calls, batches, mean batch size, tokens, model and critical seconds."""
+    sums: dict[str, dict[str, float]] = {}
+    for t in trace:
+        for phase, sizes in t.get("batch_sizes_by_phase", {}).items():
+            row = sums.setdefault(phase, dict.fromkeys(
+                ("calls", "batches", "prompt_tokens", "cached_tokens", "completion_tokens", "model_s", "critical_s"),
+                0.0))
+            row["calls"] += sum(sizes)
+            row["batches"] += len(sizes)
+            tokens = t.get("tokens_by_phase", {}).get(phase, {})
+            for key in ("prompt", "cached", "completion"):
+                row[f"{key}_tokens"] += tokens.get(key, 0)
+            row["model_s"] += t.get("model_ms_by_phase", {}).get(phase, 0.0) / 1000.0
+            row["critical_s"] += t.get("critical_ms_by_phase", {}).get(phase, 0.0) / 1000.0
+    return {phase: {**{k: round(v, 2) if k.endswith("_s") else int(v) for k, v in row.items()},
+                    "mean_batch": round(row["calls"] / row["batches"], 2) if row["batches"] else 0.0}
+            for phase, row in sorted(sums.items())}
