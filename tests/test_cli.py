@@ -97,7 +97,7 @@ def test_help_lists_every_group_and_command():
                                 "soak", "speculative", "cluster", "quant-quality"},
                       "eval": {"run", "compare"}, "repo": {"index", "map", "search"},
                       "llm": {"generate", "decode-check"}, "keys": {"create", "list", "revoke"},
-                      "agents": {"run", "chat", "interview"}, "rerank": {"train"}}
+                      "agents": {"run", "chat", "interview", "reflect"}, "rerank": {"train"}}
     for group in groups:
         result = runner.invoke(app, [group, "--help"])
         assert result.exit_code == 0 and all(command in result.output for command in groups[group])

@@ -6,8 +6,9 @@
     plans           what it will do at a time (its stored day plan, else the persona's routine), and where it
                     will be when the event starts (the event if it knows of it, else its plan)
     reactions       meeting a neighbour: a right answer brings up what it knows about them or the event
-    reflections     the questions its own reflections answered (checked against the insight), whom it knows
-                    best (the neighbours its memories name most), whom it would spend time with
+    reflections     what its own reflections concluded (checked against the insight's words that its persona
+                    description does not already give), whom it knows best (the neighbours its memories name
+                    most), whom it would spend time with
 
 Everything a check expects is read from the town's files, the run's memory records and its transcript, so
 another town or another run gets its own questions and answers; nothing is written for Willow Creek. The ground
@@ -28,12 +29,25 @@ from typing import Any
 from ragsvc.agents.interview_check import Check, content_words, mentions, words
 from ragsvc.agents.persona import Persona, Town
 from ragsvc.agents.plan import PlanStep, hhmm, parse_step
+from ragsvc.agents.reflection import echoes_request
+from ragsvc.errors import InvalidInput
 from ragsvc.store.memories import MemoryRecord
 
 CATEGORIES = ("self-knowledge", "memory", "plans", "reactions", "reflections")
 MAX_REFLECTION_QUESTIONS = 5
 """Distinct questions taken from an agent's reflections (its most important ones): a reflection pass asks a
 few questions and stores several insights under each, and asking the same question twice measures nothing new."""
+
+
+def parse_categories(text: str | None) -> tuple[str, ...]:
+    """"plans,reflections" -> those categories (None or "": all five); unknown names are refused."""
+    if not text:
+        return CATEGORIES
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in CATEGORIES]
+    if unknown or not names:
+        raise InvalidInput(f"unknown interview categor(ies) {unknown or text!r}; choose from {', '.join(CATEGORIES)}")
+    return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,17 +276,33 @@ def reaction_questions(persona: Persona, records: Sequence[MemoryRecord], town: 
     return found
 
 
+def reflection_question(persona: Persona, reflection: MemoryRecord, town: Town) -> tuple[str, Check] | None:
+    """The question a stored reflection answers, and its check; None when it cannot test the reflection.
+
+    The question is the one the reflection pass asked, unless that is the request copied back (then: what the
+    agent concluded about the resident the insight names, or about itself). The check is the insight's words
+    other than those the question and the persona description already give: every condition sees the persona,
+    so an insight that only restates it ("Lena is a painter") tests who the agent is, not its reflection."""
+    question = str(reflection.metadata.get("question") or "")
+    if not question or echoes_request(question, persona.name):
+        named = next((o for o in _others(town, persona.name) if names_person(reflection.text, o)), None)
+        question = f"What have you come to think about {named.name if named else 'yourself'}?"
+    known = content_words(persona.describe(), exclude=_exclude(town, persona))
+    keywords = tuple(w for w in content_words(reflection.text, exclude=[*_exclude(town, persona), question])
+                     if not mentions(w, known))
+    return (question, Check(keywords=keywords)) if keywords else None
+
+
 def reflection_questions(persona: Persona, records: Sequence[MemoryRecord], town: Town,
                          seen: Experience) -> list[tuple[str, Check, str]]:
     found = []
-    reflections = sorted((r for r in records if r.kind == "reflection"), key=lambda r: -(r.importance or 0.0))
+    reflections = sorted((r for r in records if r.kind == "reflection"), key=lambda r: (-(r.importance or 0.0), r.id))
     asked: set[str] = set()
     for r in reflections:
-        question = str(r.metadata.get("question") or f"What have you concluded about {persona.name}?")
-        keywords = content_words(r.text, exclude=[*_exclude(town, persona), question])
-        if keywords and question not in asked and len(asked) < MAX_REFLECTION_QUESTIONS:
-            asked.add(question)
-            found.append((question, Check(keywords=keywords), f"reflection memory {r.id}"))
+        made = reflection_question(persona, r, town)
+        if made is not None and made[0] not in asked and len(asked) < MAX_REFLECTION_QUESTIONS:
+            asked.add(made[0])
+            found.append((made[0], made[1], f"reflection memory {r.id}"))
     known = acquaintances(persona.name, records, town, seen)
     if known:
         top = max(known.values())

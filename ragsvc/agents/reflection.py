@@ -75,19 +75,42 @@ def numbered(records: Sequence[MemoryRecord]) -> str:
     return "\n".join(f"{i}. {r.text}" for i, r in enumerate(records, start=1))
 
 
+_ASK = ("what are the {n} most important high-level questions one could answer about {agent} and the people and "
+        "things in them?")
+_WORDS = re.compile(r"[a-z]+")
+ECHO_SHARE = 0.8
+ECHO_MIN_WORDS = 8
+"""A question made of at least this many of the request's own words, and mostly of them, is the request copied
+back, not a question ("What are the most important things to Lena?" is short enough to be a question)."""
+
+
 def questions_prompt(agent: str, records: Sequence[MemoryRecord], *, num_questions: int) -> list[Message]:
+    ask = _ASK.format(n=num_questions, agent=agent)
     return [{"role": "user", "content": (
         f"Statements about {agent}, newest first:\n{numbered(records)}\n\n"
-        f"From these statements alone, what are the {num_questions} most important high-level questions one could "
-        f"answer about {agent} and the people and things in them? Write one question per line.")}]
+        f"From these statements alone, {ask} Write one question per line.")}]
 
 
-def parse_questions(text: str, *, limit: int) -> list[str]:
-    """Question lines, numbering stripped, duplicates dropped, at most `limit`."""
+def echoes_request(question: str, agent: str) -> bool:
+    """Whether `question` is the reflection request copied back ("What is the most important high-level question
+    one could answer about Lena and the people and things in them?"): small models do that, and such a line
+    asks nothing about the agent's life. Words are compared without a plural s; the agent's name is left out."""
+    def stems(text: str) -> list[str]:
+        return [w[:-1] if w.endswith("s") and len(w) > 3 else w for w in _WORDS.findall(text.lower())]
+
+    name = set(stems(agent))
+    asked = [w for w in stems(question) if w not in name]
+    request = set(stems(_ASK.format(n="", agent="")))
+    copied = sum(w in request for w in asked)
+    return copied >= ECHO_MIN_WORDS and copied / len(asked) >= ECHO_SHARE
+
+
+def parse_questions(text: str, *, limit: int, agent: str = "") -> list[str]:
+    """Question lines, numbering stripped, duplicates and copies of the request dropped, at most `limit`."""
     found: list[str] = []
     for line in text.splitlines():
         q = _NUMBERING.sub("", line).strip()
-        if q.endswith("?") and len(q) > 3 and q not in found:
+        if q.endswith("?") and len(q) > 3 and q not in found and not echoes_request(q, agent):
             found.append(q)
     return found[:limit]
 
@@ -155,7 +178,7 @@ def reflect(stream: MemoryStream, generator: Generator, *, now_h: float,
         return []
     reply = generator.generate(questions_prompt(stream.agent, recent, num_questions=options.num_questions),
                                max_tokens=options.max_tokens)
-    questions = parse_questions(reply.text, limit=options.num_questions)
+    questions = parse_questions(reply.text, limit=options.num_questions, agent=stream.agent)
     if not questions:
         return []
     per_question = RetrievalOptions(k=options.evidence_per_question)

@@ -159,7 +159,7 @@ def reflect_phase(t: Tick) -> None:
     asked = []
     for (a, _), reply in zip(requests, t.caller.call("questions", requests, max_tokens=REFLECTION_TOKENS),
                              strict=True):
-        for q in parse_questions(reply.text, limit=config.reflection_questions) if reply is not None else []:
+        for q in parse_questions(reply.text, limit=config.reflection_questions, agent=a) if reply is not None else []:
             asked.append((a, q, t.recall(a, q, k=EVIDENCE_PER_QUESTION)))
     prompts = [(a, t.prompt(a, insights_prompt(a, q, ev, max_insights=config.reflection_insights)))
                for a, q, ev in asked if ev]

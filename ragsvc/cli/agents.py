@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # loaded only when a command runs: `ragsvc --help` must not i
     from ragsvc.embed.embedder import SentenceTransformerEmbedder
     from ragsvc.llm.in_process import InProcessGenerator
 
-app = typer.Typer(help="Generative agents: run a town's simulation, chat with an agent, interview agents.",
+app = typer.Typer(help="Generative agents: run a town's simulation, chat with an agent, interview agents, "
+                       "reflect over a run.",
                   no_args_is_help=True)
 EXIT_INTERRUPTED = 130
 
@@ -102,6 +103,8 @@ def _generator(model: str) -> InProcessGenerator:
 # Commands defined in other modules register themselves here, one line each: `register(app)`.
 from ragsvc.cli.agents_chat import register as register_chat  # noqa: E402 - registered last
 from ragsvc.cli.agents_interview import register as register_interview  # noqa: E402 - registered last
+from ragsvc.cli.agents_reflect import register as register_reflect  # noqa: E402 - registered last
 
 register_chat(app)
 register_interview(app)
+register_reflect(app)

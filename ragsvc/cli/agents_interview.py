@@ -40,6 +40,8 @@ def interview(
     conditions: Annotated[str, typer.Option(help="comma-separated: full, no-reflection, no-planning, "
                                                  "no-retrieval")] = "full,no-reflection,no-planning,no-retrieval",
     max_per_category: Annotated[int | None, typer.Option(help="questions per agent and category at most")] = None,
+    categories: Annotated[str | None, typer.Option(help="comma-separated categories to ask \\[default: all five]")
+                          ] = None,
     max_tokens: Annotated[int, typer.Option(help="answer tokens at most")] = 48,
     k: Annotated[int, typer.Option("-k", help="memories retrieved per question")] = 8,
     batch_size: Annotated[int, typer.Option(help="questions sent to the model together")] = 8,
@@ -50,13 +52,14 @@ def interview(
 ) -> None:
     """Interview RUN_DIR's agents in five categories and score the answers per condition."""
     from ragsvc.agents.interview import InterviewOptions, parse_conditions, run_interview
-    from ragsvc.agents.interview_questions import generate_questions
+    from ragsvc.agents.interview_questions import generate_questions, parse_categories
     from ragsvc.agents.interview_score import answer_record
     from ragsvc.agents.simulation import CATALOG_FILE, open_run
     from ragsvc.embed.embedder import embedder_from_settings
 
     try:
         names = parse_conditions(conditions)
+        asked = parse_categories(categories)
         options = InterviewOptions(k=k, max_tokens=max_tokens, batch_size=batch_size, pool=max(40, k))
         if max_per_category is not None and not 1 <= max_per_category <= 100:
             raise ValueError(f"--max-per-category must be in [1, 100], got {max_per_category}")
@@ -70,8 +73,8 @@ def interview(
     try:
         memories = {name: s.recent(MAX_MEMORIES) for name, s in streams.items()}
         now_h = _now_h(memories, transcript)
-        questions = generate_questions(town, memories, now_h=now_h, transcript=transcript,
-                                       max_per_category=max_per_category)
+        questions = [q for q in generate_questions(town, memories, now_h=now_h, transcript=transcript,
+                                                   max_per_category=max_per_category) if q.category in asked]
         meta = {"run": _label(run_dir), "town": town.name, "now_h": round(now_h, 3),
                 "model": _label(Path(model_name)) if Path(model_name).suffix else model_name,
                 "questions": len(questions), "command": _command(), "note": note}

@@ -341,3 +341,19 @@ def test_more_questions_per_category_from_the_persona_the_plan_and_what_was_seen
     plans = [x for x in q if x.category == "plans"]
     assert len(plans) == 1 + len(RESIDENTS["ivo"][5])  # every step of the day, and the event's hour
     assert len({x.id for x in q}) == len(q)
+
+
+def test_a_reflection_question_tests_what_the_persona_does_not_already_say(town_dir):
+    town = load_town(town_dir)
+    echoed = ("What is the most important high-level question one could answer about Ivo Petrov and the people and "
+              "things in them?")
+    insights = [("reflection", "Ivo repairs clocks", {"question": "What does Ivo do?"}),  # his summary, restated
+                ("reflection", "Ivo owes Oskar Lund a favour for the tower bell", {"question": echoed}),
+                ("reflection", "Ivo enjoys quiet mornings by the dunes", {"question": echoed})]
+    records = _records(town, {"Ivo Petrov": insights})
+    asked = {q.text: q.check.keywords for q in generate_questions(town, records, now_h=9.0)
+             if q.agent == "Ivo Petrov" and q.source.startswith("reflection")}
+    # the restatement asks nothing the persona does not answer; a copied-back request becomes a question about
+    # whom the insight names (or the agent itself)
+    assert asked == {"What have you come to think about Oskar Lund?": ("owes", "favour", "tower", "bell"),
+                     "What have you come to think about yourself?": ("enjoys", "quiet", "mornings", "dunes")}

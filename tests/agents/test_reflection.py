@@ -10,6 +10,7 @@ from ragsvc.agents.insight_evidence import insight_lines, nearest_evidence
 from ragsvc.agents.memory import MemoryStream
 from ragsvc.agents.reflection import (
     ReflectionOptions,
+    echoes_request,
     importance_since_last,
     parse_insights,
     parse_questions,
@@ -30,6 +31,12 @@ def test_trigger_fires_at_the_threshold():
 def test_questions_and_insights_are_parsed_with_their_citations():
     text = "1. What does Mei care about?\n2) Who is Tomas?\nnot a question\n- What does Mei care about?\n3. Why?"
     assert parse_questions(text, limit=3) == ["What does Mei care about?", "Who is Tomas?", "Why?"]
+    # the request copied back (SmolLM2 does) is no question about the agent; a short question in its words is
+    echoed = ("What is the most important high-level question one could answer about Lena Fischer and the people "
+              "and things in them?")
+    kept = "What are the most important things to Lena?"
+    assert echoes_request(echoed, "Lena Fischer") and not echoes_request(kept, "Lena Fischer")
+    assert parse_questions(f"1. {echoed}\n2. {kept}", limit=3, agent="Lena Fischer") == [kept]
     ids = [101, 102, 103]
     reply = ("1. Mei loves hosting people [1, 3]\n"
              "2. Tomas is reliable (because of 2)\n"
