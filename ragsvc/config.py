@@ -62,6 +62,11 @@ class ApiSettings(_Frozen):
         0, ge=0, le=1024,
         description="torch threads for the embedding model in `ragsvc serve` without --with-model (0: torch's "
                     "choice); fewer leave cores to requests, the catalog and the indexes but slow each pass")
+    embed_lanes: int = Field(
+        0, ge=0, le=16,
+        description="copies of the embedding model that run searches' and small ingests' passes in parallel (0: one "
+                    "per core, at most 4); each holds the model's weights, and with embed_threads 0 gets "
+                    "cores / lanes torch threads")
     keys_file: Path | None = Field(
         None, description="API keys file a server without the catalog reads (serve-model); unset = "
                           "<store.data_dir>/api-keys.json")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from ragsvc.embed.embedder import embedder_from_settings
 from ragsvc.index.spec import IndexLimits
 from ragsvc.llm.generator import Generator
 from ragsvc.llm.in_process import InProcessGenerator
+from ragsvc.retrieval.embed_batcher import lanes_for
 from ragsvc.retrieval.vector_store import VectorStore
 from ragsvc.store.filters import FilterLimits
 from ragsvc.store.keys import ApiKeyTable
@@ -43,6 +45,8 @@ def _load(app: FastAPI, settings: Settings) -> None:
     try:
         embedder = embedder_from_settings(settings.embed)
         store = VectorStore.open(settings.store.data_dir, embedder=embedder,
+                                 embedder_factory=lambda: embedder_from_settings(settings.embed),
+                                 embed_lanes=lanes_for(settings.api.embed_lanes, os.cpu_count() or 1),
                                  save_interval_s=settings.store.save_interval_s,
                                  index_limits=IndexLimits.from_settings(settings.index_limits),
                                  filter_limits=FilterLimits.from_settings(settings.store),

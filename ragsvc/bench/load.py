@@ -43,6 +43,7 @@ from ragsvc.bench.load_report import (
 )
 from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.bench.server_process import serve_process
+from ragsvc.retrieval.embed_batcher import lanes_for, threads_per_lane
 
 OPERATIONS = ("search", "ingest", "delete", "answer")
 QUERIES = (
@@ -196,7 +197,7 @@ async def _verify(url: str, config: LoadConfig, ledger: _Ledger) -> Verification
 
 
 async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None] | None = None,
-                server_pid: int | None = None) -> LoadResult:
+                server_pid: int | None = None, server: dict[str, str] | None = None) -> LoadResult:
     """Run the phases against the server at `url` and verify; the result carries targets and provenance, and
     the server's CPU per phase when its process id is given (a server on this machine)."""
     ledger = _Ledger()
@@ -211,7 +212,7 @@ async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None]
     verification = await _verify(url, config, ledger)
     ratio = search_ratio(phases)
     provenance = {"git_sha": package_git_sha(), "cpu": cpu_model(),
-                  "driver": "asyncio HTTP/1.1 (bench/http_client.py), a connection per client"}
+                  "driver": "asyncio HTTP/1.1 (bench/http_client.py), a connection per client", **(server or {})}
     return LoadResult(config=_config_json(config), provenance=provenance, phases=phases,
                       verification=verification, search_throughput_ratio=ratio,
                       targets=targets(phases, verification, ratio))
@@ -226,7 +227,19 @@ def run_load(config: LoadConfig, *, url: str | None = None, data_dir: Path | Non
         return asyncio.run(drive(url, config, on_phase=on_phase))
     assert data_dir is not None
     with serve_process(data_dir, sample=True, env=server_env) as child:
-        return asyncio.run(drive(child.url, config, on_phase=on_phase, server_pid=child.pid))
+        return asyncio.run(drive(child.url, config, on_phase=on_phase, server_pid=child.pid,
+                                 server=server_embedding(server_env)))
+
+
+def server_embedding(server_env: dict[str, str] | None) -> dict[str, str]:
+    """How the started server runs its embedding model (lanes, torch threads a lane), as it will resolve them
+    from the environment it inherits: what a run's figures depend on most."""
+    env = {**os.environ, **(server_env or {})}
+    cores = os.cpu_count() or 1
+    lanes = lanes_for(int(env.get("RAGSVC_API__EMBED_LANES", "0")), cores)
+    threads = threads_per_lane(int(env.get("RAGSVC_API__EMBED_THREADS", "0")), lanes=lanes, num_cores=cores)
+    return {"server_cores": str(cores), "server_embed_lanes": str(lanes),
+            "server_embed_threads_per_lane": str(threads) if threads else "torch's choice"}
 
 
 def _config_json(config: LoadConfig) -> dict[str, Any]:

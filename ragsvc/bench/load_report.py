@@ -154,7 +154,10 @@ def ingest_cpu_in_searches(phases: list[PhaseStats]) -> float | None:
 def to_markdown(result: LoadResult) -> str:
     c = result.config
     lines = [f"# Load: {c['clients']} clients, {c['duration_s']:.0f} s a phase, mix {c['mix']}", "",
-             f"git {result.provenance.get('git_sha')}, CPU {result.provenance.get('cpu')}", "",
+             f"git {result.provenance.get('git_sha')}, CPU {result.provenance.get('cpu')}"
+             + (f"; server: {result.provenance['server_embed_lanes']} embedding lane(s) on "
+                f"{result.provenance.get('server_cores')} cores" if "server_embed_lanes" in result.provenance else ""),
+             "",
              "| phase | op | ok | ops/s | p50 ms | p99 ms | max ms | errors |", "|---|---|---|---|---|---|---|---|"]
     for p in result.phases:
         for op, s in p.ops.items():
@@ -162,6 +165,9 @@ def to_markdown(result: LoadResult) -> str:
                          f"{s.max_ms} | {s.errors or 0} |")
     cpu = [f"{p.name} {p.server_cpu_ms_per_op} ms" for p in result.phases if p.server_cpu_ms_per_op is not None]
     if cpu:
+        busy = [f"{p.name} {p.server_cpu_s / p.duration_s:.2f}" for p in result.phases
+                if p.server_cpu_s is not None and p.duration_s > 0]
+        lines += ["", f"Server busy cores (CPU seconds / wall seconds): {', '.join(busy)}."]
         lines += ["", f"Server CPU per operation: {', '.join(cpu)}; one ingest costs "
                       f"{ingest_cpu_in_searches(result.phases)} searches of CPU (the ratio target needs <= 1.71)."]
     v = result.verification

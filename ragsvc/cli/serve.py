@@ -7,6 +7,7 @@ configures `serve --with-model` and `serve-model` alike; `serve-model`'s flags o
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -87,9 +88,11 @@ def serve(
         except ValueError as exc:
             raise fail(exc) from exc
     else:  # a hosted model sets its own threads (RAGSVC_MODEL__NUM_THREADS) and shares them with the embedder
-        from ragsvc.retrieval.embed_batcher import limit_model_threads
+        from ragsvc.retrieval.embed_batcher import lanes_for, limit_model_threads, threads_per_lane
 
-        limit_model_threads(config.api.embed_threads)
+        cores = os.cpu_count() or 1
+        limit_model_threads(threads_per_lane(config.api.embed_threads, num_cores=cores,
+                                             lanes=lanes_for(config.api.embed_lanes, cores)))
     if sample:
         chunks = ingest_sample(config.store.data_dir)
         typer.echo(f"sample collection ready: {chunks} chunks in {config.store.data_dir}")

@@ -80,12 +80,17 @@ class VectorStore:
     def __init__(self, data_dir: Path, *, embedder: Embedder | None = None, embedder_name: str = DEFAULT_EMBEDDER,
                  embedder_factory: Callable[[], Embedder] | None = None,
                  save_interval_s: float = 30.0, index_limits: IndexLimits | None = None,
-                 filter_limits: FilterLimits | None = None, cluster: ClusterInfo | None = None) -> None:
+                 filter_limits: FilterLimits | None = None, cluster: ClusterInfo | None = None,
+                 embed_lanes: int = 1) -> None:
+        """`embed_lanes` > 1 runs searches' and small ingests' forward passes on that many copies of the model at
+        once (embed_batcher.py), the copies built by `embedder_factory` (without one, a given `embedder` runs
+        alone: a copy by name could compute another function)."""
         self.data_dir = Path(data_dir)
         self.catalog = Catalog(self.data_dir / CATALOG_FILE)
         self._embedder = embedder
         # built on first use, so commands that never embed (list, delete, stats) never load a model
         self._embedder_factory = embedder_factory or (lambda: SentenceTransformerEmbedder(embedder_name))
+        self._embed_lanes = embed_lanes if embedder is None or embedder_factory is not None else 1
         self._save_interval_s = save_interval_s
         self.index_limits = index_limits or IndexLimits()
         self.filter_limits = filter_limits or FilterLimits()
@@ -418,7 +423,8 @@ class VectorStore:
         (embed_batcher.py): under load, the model is what searches queue for."""
         with self._guard:
             if self._batcher is None:
-                self._batcher = BatchedEmbedder(self.embedder)
+                replicas = [self._embedder_factory() for _ in range(self._embed_lanes - 1)]
+                self._batcher = BatchedEmbedder(self.embedder, replicas=replicas)
             return self._batcher
 
     def _rw(self, name: str) -> ReadWriteLock:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from ragsvc.bench.load import LoadConfig, parse_mix, run_load
+from ragsvc.bench.load import LoadConfig, parse_mix, run_load, server_embedding
 from ragsvc.bench.load_report import (
     Sample,
     Verification,
@@ -73,3 +74,14 @@ def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
     assert out["git_sha"] and out["cpu"] and json.dumps(out)
     assert "| mixed | search |" in to_markdown(result)
     assert all(p["server_cpu_s"] > 0 for p in out["phases"].values()), "the server's CPU is read from /proc"
+    assert out["server_embed_lanes"] and "Server busy cores" in to_markdown(result)
+
+
+def test_the_result_says_how_the_server_runs_its_embedding_model(monkeypatch):
+    monkeypatch.delenv("RAGSVC_API__EMBED_THREADS", raising=False)
+    monkeypatch.setenv("RAGSVC_API__EMBED_LANES", "2")
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert server_embedding(None) == {"server_cores": "4", "server_embed_lanes": "2",
+                                      "server_embed_threads_per_lane": "2"}
+    one = server_embedding({"RAGSVC_API__EMBED_LANES": "1"})
+    assert one["server_embed_lanes"] == "1" and one["server_embed_threads_per_lane"] == "torch's choice"

@@ -9,7 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ragsvc.retrieval.embed_batcher import BatchedEmbedder, EmbedBatcher, ModelLock
+from ragsvc.retrieval.embed_batcher import (
+    BatchedEmbedder,
+    EmbedBatcher,
+    ModelLock,
+    lanes_for,
+    threads_per_lane,
+)
 
 QUERIES = [f"question number {i} about topic {i % 4}" for i in range(16)]
 
@@ -74,7 +80,7 @@ def test_batches_are_capped_and_a_lone_query_is_embedded_at_once(minilm):
             f.result()
     assert embedder.calls == [1, 4, 4, 2]
     _one(batcher, "alone")
-    assert embedder.calls[-1] == 1 and not batcher._busy
+    assert embedder.calls[-1] == 1 and batcher.num_passes == 0
 
 
 def test_a_failing_pass_fails_every_query_in_it_and_the_batcher_recovers(minilm):
@@ -125,7 +131,7 @@ def test_model_lock_lets_waiting_queries_go_first_but_at_most_max_overtakes_time
     assert kinds == ["search", "search", "ingest", "search", "search"]
     with lock.hold(urgent=False):  # a lone holder of either kind takes it at once
         pass
-    assert not lock._held and lock._waiting == {True: 0, False: 0}
+    assert lock.num_free == lock.lanes == 1 and lock._waiting == {True: 0, False: 0}
 
 
 class HeldDocuments:
@@ -163,3 +169,81 @@ def test_a_large_ingest_embeds_in_slices_and_a_search_goes_between_them(minilm):
     assert inner.calls == [("documents", 64), ("queries", 1), ("documents", 36)]
     np.testing.assert_allclose(vectors, minilm.embed_documents(texts), atol=1e-5)
     np.testing.assert_allclose(query, minilm.embed_query("a query while the ingest embeds"), atol=1e-5)
+
+
+class HeldQueries:
+    """A real MiniLM copy whose query passes wait for `release` once `hold` is set, recording each pass."""
+
+    def __init__(self, name: str, calls: list[tuple[str, int]], release: threading.Event) -> None:
+        from ragsvc.embed.embedder import SentenceTransformerEmbedder
+
+        self.real = SentenceTransformerEmbedder()
+        self.name, self.id, self.dim, self.calls, self.release = name, self.real.id, self.real.dim, calls, release
+        self.hold = threading.Event()
+        self.started = threading.Event()
+
+    def embed_queries(self, texts):
+        self.calls.append((self.name, len(texts)))
+        if self.hold.is_set():
+            self.started.set()
+            assert self.release.wait(60)
+        return self.real.embed_queries(texts)
+
+    def count_tokens(self, text):
+        self.calls.append((self.name, -1))
+        return self.real.count_tokens(text)
+
+
+@pytest.fixture(scope="module")
+def two_lanes():
+    calls: list[tuple[str, int]] = []
+    release = threading.Event()
+    first, second = HeldQueries("first", calls, release), HeldQueries("second", calls, release)
+    return BatchedEmbedder(first, replicas=[second]), first, second, calls, release
+
+
+def test_with_two_lanes_a_search_runs_on_the_other_copy_while_one_pass_is_held(minilm, two_lanes):
+    batched, first, second, calls, release = two_lanes
+    for lane in (first, second):
+        lane.hold.set()
+    with ThreadPoolExecutor(4) as pool:
+        held = pool.submit(batched.embed_query, QUERIES[0])
+        _wait_for(lambda: first.started.is_set() or second.started.is_set())
+        busy, free = (first, second) if first.started.is_set() else (second, first)
+        busy.hold.clear()  # the held pass stays held; further passes on that copy would run
+        free.hold.clear()
+        other = pool.submit(batched.embed_query, QUERIES[1])
+        assert other.result(timeout=60) is not None  # finished while the first pass is still held
+        assert batched.count_tokens("tokens on the free copy") > 0  # token counting takes the free lane too
+        assert not held.done()
+        release.set()
+        vectors = np.stack([held.result(), other.result()])
+    assert [name for name, _ in calls[1:]] == [free.name, free.name]
+    np.testing.assert_allclose(vectors, np.stack([minilm.embed_query(q) for q in QUERIES[:2]]), atol=1e-5)
+    assert batched._model_lock.num_free == 2 and batched._queries.num_passes == 0
+
+
+def test_two_lanes_give_every_concurrent_caller_its_own_vectors(minilm, two_lanes):
+    batched = two_lanes[0]
+    with ThreadPoolExecutor(16) as pool:
+        vectors = list(pool.map(batched.embed_query, QUERIES))
+    np.testing.assert_allclose(np.stack(vectors), np.stack([minilm.embed_query(q) for q in QUERIES]), atol=1e-5)
+
+
+def test_a_copy_of_another_model_is_refused(minilm):
+    class Other:
+        id, dim = "other-384", 384
+
+    with pytest.raises(ValueError, match="same embed settings"):
+        BatchedEmbedder(minilm, replicas=[Other()])
+
+
+def test_lanes_and_threads_default_to_the_cores():
+    assert [lanes_for(0, cores) for cores in (1, 2, 16)] == [1, 2, 4]
+    assert lanes_for(3, 2) == 3
+    assert threads_per_lane(0, lanes=1, num_cores=2) == 0  # one lane: torch's own choice
+    assert threads_per_lane(0, lanes=2, num_cores=2) == 1
+    assert threads_per_lane(0, lanes=4, num_cores=2) == 1
+    assert threads_per_lane(3, lanes=2, num_cores=2) == 3
+    with pytest.raises(ValueError, match="0 \\(one per core\\)"):
+        lanes_for(-1, 2)
