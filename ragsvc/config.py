@@ -112,6 +112,23 @@ class ModelSettings(_Frozen):
                             "or q4-all (made at load)")
 
 
+class ModelApiSettings(_Frozen):
+    """Per-request bounds of the OpenAI-compatible routes (`serve-model`, `serve --with-model`); a request past
+    one answers 400 naming the field before anything is tokenised or queued. Each may be lowered; the
+    ceilings are those the wire schema enforces for everyone (ragsvc/api/openai_schemas.py)."""
+
+    max_n: int = Field(16, ge=1, le=16, description="choices per request (prompts × n), each a sequence in the batch")
+    max_tokens: int = Field(1 << 20, ge=1, le=1 << 20, description="max_tokens / max_completion_tokens (the "
+                                                                    "model's context bounds it further)")
+    max_prompts: int = Field(16, ge=1, le=16, description="prompts in one /v1/completions request")
+    max_prompt_tokens: int = Field(1 << 20, ge=1, le=1 << 20, description="ids in one token-id prompt")
+    max_messages: int = Field(1024, ge=1, le=1024, description="chat messages, and content parts in one message")
+    max_text_chars: int = Field(1_000_000, ge=1, le=1_000_000,
+                                description="characters in any one text (message, content part, prompt, suffix)")
+    max_logprobs: int = Field(20, ge=0, le=20, description="logprobs / top_logprobs")
+    max_stop: int = Field(16, ge=0, le=16, description="stop strings")
+
+
 class CodeSettings(_Frozen):
     allowed_roots: list[Path] = Field(
         default_factory=list,
@@ -179,6 +196,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     index_limits: IndexLimitSettings = IndexLimitSettings()
     model: ModelSettings = ModelSettings()
+    model_api: ModelApiSettings = ModelApiSettings()
     code: CodeSettings = CodeSettings()
     generator: GeneratorSettings = GeneratorSettings()
     rerank: RerankSettings = RerankSettings()

@@ -30,6 +30,7 @@ from ragsvc import __version__
 from ragsvc.api.auth import PUBLIC, FileKeys, requires
 from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
+from ragsvc.api.openai_limits import OpenAILimits
 from ragsvc.api.routes.openai_compat import ServedModel, router
 from ragsvc.config import Settings
 from ragsvc.serving.async_engine import AsyncLLMEngine
@@ -91,6 +92,7 @@ def create_model_app(config: EngineConfig, *, settings: Settings | None = None) 
     app = FastAPI(title="ragsvc model server", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible completions and chat over ragsvc's paged-attention engine.")
     app.state.served_model = None
+    app.state.openai_limits = OpenAILimits.from_settings(settings.model_api)
     install_error_handlers(app)
     install_edge(app, settings.api, FileKeys(model_keys_file(settings)))
     app.include_router(router)

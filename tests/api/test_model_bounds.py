@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ragsvc.api.openai_limits import OpenAILimits
+
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2"
@@ -21,7 +23,7 @@ HOLD_S = 20.0  # a bound for the broken case to end; the working case never wait
 
 
 @pytest.fixture(scope="module")
-def server():
+def model_app():
     from ragsvc.api.model_app import create_model_app, serve_in_thread
     from ragsvc.serving.config import EngineConfig
     from ragsvc.serving.loader import resolve_model_dir
@@ -29,8 +31,14 @@ def server():
     model_dir = resolve_model_dir(MODEL, cache_dir=str(SMOLLM2_CACHE))
     config = EngineConfig(model=MODEL, cache_dir=str(model_dir.parent), num_kv_blocks=64, block_size=16,
                           max_num_seqs=8, num_threads=1)
-    with serve_in_thread(create_model_app(config)) as url:
-        yield url
+    app = create_model_app(config)
+    with serve_in_thread(app) as url:
+        yield app, url
+
+
+@pytest.fixture(scope="module")
+def server(model_app):
+    return model_app[1]
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +168,65 @@ def test_models_answers_while_a_prompt_is_tokenised(server, monkeypatch):
     assert status == 200 and json.loads(body)["data"][0]["id"]
     assert not chat_answered, "/v1/models waited for the chat request's tokenising"
     assert chat_status == 400
+
+
+LOW = OpenAILimits(max_n=2, max_tokens=3, max_prompts=2, max_prompt_tokens=8, max_messages=2, max_text_chars=40,
+                   max_logprobs=1, max_stop=1)
+"""Lowered bounds (RAGSVC_MODEL_API__*), so that a request at each bound is cheap to run for real."""
+TWO = [{"role": "user", "content": "hi"}, {"role": "user", "content": "x" * 40}]
+
+
+@pytest.fixture
+def lowered(model_app, monkeypatch):
+    """The server with LOW as its bounds; counts the prompts it tokenises and the sequences it queues."""
+    from ragsvc.api import openai_convert
+
+    app, _ = model_app
+    served = app.state.served_model
+    counts = {"tokenised": 0, "queued": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(app.state, "openai_limits", LOW)
+    monkeypatch.setattr(openai_convert, "chat_prompt", counting("tokenised", openai_convert.chat_prompt))
+    monkeypatch.setattr(openai_convert, "completion_prompts",
+                        counting("tokenised", openai_convert.completion_prompts))
+    monkeypatch.setattr(served.async_engine, "generate", counting("queued", served.async_engine.generate))
+    return counts
+
+
+def _completion(**extra: object) -> dict:
+    return {"model": MODEL, "prompt": "hi", "max_tokens": 2, **extra}
+
+
+@pytest.mark.parametrize(("path", "at_bound", "over", "param"), [
+    ("chat", {"n": 2}, {"n": 3}, "n"),
+    ("chat", {"max_tokens": 3}, {"max_tokens": 4}, "max_tokens"),
+    ("chat", {"max_completion_tokens": 3}, {"max_completion_tokens": 4}, "max_completion_tokens"),
+    ("chat", {"logprobs": True, "top_logprobs": 1}, {"logprobs": True, "top_logprobs": 2}, "top_logprobs"),
+    ("chat", {"stop": ["zz"]}, {"stop": ["zz", "yy"]}, "stop"),
+    ("chat", {"messages": TWO}, {"messages": [*TWO, TWO[0]]}, "messages"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 40}] * 2}]},
+     {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 41}]}]}, "messages"),
+    ("completions", {"prompt": ["hi", "yo"]}, {"prompt": ["hi", "yo", "ok"]}, "prompt"),
+    ("completions", {"prompt": [1] * 8}, {"prompt": [1] * 9}, "prompt"),
+    ("completions", {"prompt": "x" * 40}, {"prompt": "x" * 41}, "prompt"),
+    ("completions", {"logprobs": 1}, {"logprobs": 2}, "logprobs"),
+    ("completions", {"prompt": ["hi", "yo"], "n": 1}, {"prompt": ["hi", "yo"], "n": 2}, "n"),
+])
+def test_configured_bounds_run_a_request_at_the_bound_and_refuse_one_past_it_before_any_work(
+        client, lowered, path, at_bound, over, param):
+    make, url = (_chat, "/v1/chat/completions") if path == "chat" else (_completion, "/v1/completions")
+    ok = client.post(url, json=make(**at_bound))
+    assert ok.status_code == 200, ok.text
+    assert lowered["tokenised"] == 1 and lowered["queued"] >= 1
+    before = dict(lowered)
+    r = client.post(url, json=make(**over))
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and "RAGSVC_MODEL_API__" in error["message"]
+    assert lowered == before, "a refused request was tokenised or queued"

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ragsvc.api import openai_convert as conv
 from ragsvc.api.auth import requires
 from ragsvc.api.errors import error_headers
+from ragsvc.api.openai_limits import OpenAILimits, check_chat, check_completion
 from ragsvc.api.openai_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -137,6 +138,21 @@ def get_served_model(request: Request) -> ServedModel:
 
 ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 
+
+def get_openai_limits(request: Request) -> OpenAILimits:
+    """The app's per-request bounds: set by the model server's factory, else read once from the settings a
+    hosting app keeps on its state (`serve --with-model`), else the defaults."""
+    state = request.app.state
+    limits = getattr(state, "openai_limits", None)
+    if limits is None:
+        settings = getattr(state, "settings", None)
+        limits = OpenAILimits() if settings is None else OpenAILimits.from_settings(settings.model_api)
+        state.openai_limits = limits
+    return limits
+
+
+LimitsDep = Annotated[OpenAILimits, Depends(get_openai_limits)]
+
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIErrorRoute)
 
 
@@ -167,11 +183,11 @@ async def get_model(model_id: str, served: ServedModelDep) -> ModelCard:
 
 def _jobs(
     served: ServedModel, req: CompletionRequest | ChatCompletionRequest, prompts: list[list[int]],
-    *, requested_max: int | None, logprobs: int | None, request_id: str,
+    *, requested_max: int | None, logprobs: int | None, request_id: str, max_n: int,
 ) -> list[ChoiceJob]:
     """One job per (prompt, choice); choice index = prompt index × n + choice, as OpenAI numbers them."""
-    if len(prompts) * req.n > conv.MAX_N:
-        raise InvalidInput(f"prompts × n must be at most {conv.MAX_N}", detail={"param": "n"})
+    if len(prompts) * req.n > max_n:
+        raise InvalidInput(f"prompts × n must be at most {max_n} (RAGSVC_MODEL_API__MAX_N)", detail={"param": "n"})
     jobs = []
     for p_idx, ids in enumerate(prompts):
         max_tokens = conv.resolve_max_tokens(
@@ -230,12 +246,15 @@ def _sse(served: ServedModel, jobs: list[ChoiceJob], *, kind: str, req: Any, req
 
 
 @router.post("/completions", openapi_extra=requires("read"), responses=STREAMED)
-async def create_completion(req: CompletionRequest, served: ServedModelDep, request: Request) -> Response:
+async def create_completion(req: CompletionRequest, served: ServedModelDep, limits: LimitsDep,
+                            request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
+    check_completion(req, limits)
     prompts = await served.off_loop(conv.completion_prompts, req, served.tokenizer, vocab_size=len(served.tokenizer))
     request_id = conv.new_id("cmpl")
-    jobs = _jobs(served, req, prompts, requested_max=req.max_tokens, logprobs=req.logprobs, request_id=request_id)
+    jobs = _jobs(served, req, prompts, requested_max=req.max_tokens, logprobs=req.logprobs, request_id=request_id,
+                 max_n=limits.max_n)
     if req.stream:
         return _sse(served, jobs, kind="completion", req=req, request_id=request_id)
     collected = await _collect_unless_gone(request, served, jobs)
@@ -246,14 +265,17 @@ async def create_completion(req: CompletionRequest, served: ServedModelDep, requ
 
 
 @router.post("/chat/completions", openapi_extra=requires("read"), responses=STREAMED)
-async def create_chat_completion(req: ChatCompletionRequest, served: ServedModelDep, request: Request) -> Response:
+async def create_chat_completion(req: ChatCompletionRequest, served: ServedModelDep, limits: LimitsDep,
+                                 request: Request) -> Response:
     _check_model(served, req.model)
     conv.check_unsupported(req)
+    check_chat(req, limits)
     prompt = await served.off_loop(conv.chat_prompt, req, served.tokenizer)
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     requested_max = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     request_id = conv.new_id("chatcmpl")
-    jobs = _jobs(served, req, [prompt], requested_max=requested_max, logprobs=logprobs, request_id=request_id)
+    jobs = _jobs(served, req, [prompt], requested_max=requested_max, logprobs=logprobs, request_id=request_id,
+                 max_n=limits.max_n)
     if req.stream:
         return _sse(served, jobs, kind="chat", req=req, request_id=request_id)
     collected = await _collect_unless_gone(request, served, jobs)
