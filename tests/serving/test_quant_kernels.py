@@ -118,6 +118,29 @@ def test_long_prefill_path_matches_the_kernel(lib, fmt) -> None:
     _close(layer(x), fused, torch.bfloat16)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_q4_gemm_matches_dequantise_then_matmul(lib, dtype) -> None:
+    """Steps of 2 to a few hundred tokens (bf16: the panel GEMM; fp32: one token at a time): every remainder of
+    the 4-row x 6-token register block, rows past a panel, K off the 64-weight group, against the reference."""
+    g = torch.Generator().manual_seed(2)
+    for tokens, k, n in [(2, 31, 3), (5, 100, 7), (7, 129, 66), (13, 64, 5), (40, 300, 9), (97, 1000, 70)]:
+        w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
+        x = torch.randn((tokens, k), generator=g).to(dtype)
+        qw = quantise(w, "q4")
+        _close(cpu_quant.linear(lib, x, qw, bias, tile=8), reference_linear(x, qw, bias), dtype)
+
+
+def test_q4_gemm_is_the_long_chunk_path_in_another_order(lib) -> None:
+    """The panel GEMM multiplies the very bf16 weights expand_linear's GEMM multiplies (d * q + m, rounded
+    once), so the two differ only by summation order: far below the tolerance against the fp32 reference."""
+    g = torch.Generator().manual_seed(3)
+    qw = quantise(torch.randn((90, 333), generator=g), "q4")
+    x = torch.randn((23, 333), generator=g).to(torch.bfloat16)
+    gemm = cpu_quant.linear(lib, x, qw, None, tile=8).float()
+    expanded = cpu_quant.expand_linear(lib, x, qw, None).float()
+    assert (gemm - expanded).abs().max().item() <= 2e-3 * expanded.abs().max().item()
+
+
 def test_plan_is_measured_from_the_cpu(lib) -> None:
     info = cpu_info()
     assert info.logical_cpus >= 1 and info.model

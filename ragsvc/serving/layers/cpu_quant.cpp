@@ -94,69 +94,46 @@ void q4_row_scalar(const uint16_t* xb, const float* asum, int64_t M, int64_t Kp,
 }
 
 #ifdef __AVX512BF16__
-// TILE tokens against one weight row -> sums[t] (before the offset correction). Each 64-weight group is
-// expanded to bf16 once and multiplied with every token of the tile. q + 128 is a bf16 bit pattern
-// (0x4300 | q), so expanding is a zero-extend and an OR. Accumulators stay in registers: two per token, so
-// the dependent FMA chains are half as long.
-template <int TILE>
-__attribute__((always_inline)) inline void q4_row_tile(const uint16_t* xb, int64_t Kp, const uint8_t* w,
-                                                       const float* df, float* sums) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    const __m512i base = _mm512_set1_epi16(0x4300);
-    const __m512 zero = _mm512_setzero_ps();
-    __m512 acc_a[TILE], acc_b[TILE];
-    for (int t = 0; t < TILE; ++t) acc_a[t] = acc_b[t] = zero;
-    for (int64_t g = 0; g < Kp / 64; ++g) {
-        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * g));
-        const __m256i lo = _mm256_and_si256(bytes, low4);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-        const __m512bh wa = (__m512bh)_mm512_or_si512(_mm512_cvtepu8_epi16(lo), base);
-        const __m512bh wb = (__m512bh)_mm512_or_si512(_mm512_cvtepu8_epi16(hi), base);
-        const __m512 da = _mm512_set1_ps(df[2 * g]), db = _mm512_set1_ps(df[2 * g + 1]);
-#pragma GCC unroll 8
-        for (int t = 0; t < TILE; ++t) {
-            const uint16_t* xr = xb + t * Kp + 64 * g;
-            const __m512bh xa = (__m512bh)_mm512_loadu_si512(xr);
-            const __m512bh xc = (__m512bh)_mm512_loadu_si512(xr + 32);
-            acc_a[t] = _mm512_fmadd_ps(_mm512_dpbf16_ps(zero, wa, xa), da, acc_a[t]);
-            acc_b[t] = _mm512_fmadd_ps(_mm512_dpbf16_ps(zero, wb, xc), db, acc_b[t]);
+// x rows -> the order q4_row_gemv reads them in: within every 32-block, the 8-value chunks 0, 2, 1, 3 (what
+// unpacklo / unpackhi of a 256-bit register of weight bytes yields).
+inline void permute_for_gemv(const uint16_t* xb, int64_t M, int64_t Kp, uint16_t* xq) {
+    for (int64_t t = 0; t < M; ++t)
+        for (int64_t b = 0; b < Kp; b += 32) {
+            const uint16_t* src = xb + t * Kp + b;
+            uint16_t* dst = xq + t * Kp + b;
+            std::memcpy(dst, src, 16);
+            std::memcpy(dst + 8, src + 16, 16);
+            std::memcpy(dst + 16, src + 8, 16);
+            std::memcpy(dst + 24, src + 24, 16);
         }
-    }
-#pragma GCC unroll 8
-    for (int t = 0; t < TILE; ++t) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_a[t], acc_b[t]));
 }
 
-// The same for TILE >= 2 tokens, with the scale folded in: each 32-block is expanded once to bf16 values
-// d * q + m (rounded to bf16, as the prefill path's expanded weight is), so a token costs one vdpbf16ps per
-// 32 weights and no per-block FMA; the expansion (~16 instructions per 64 weights) is shared by the tile.
-template <int TILE>
-__attribute__((always_inline)) inline void q4_row_tile_expanded(const uint16_t* xb, int64_t Kp, const uint8_t* w,
-                                                                const float* df, const float* mf, float* sums) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m512 acc_a[TILE], acc_b[TILE];
-    for (int t = 0; t < TILE; ++t) acc_a[t] = acc_b[t] = _mm512_setzero_ps();
+// One token (x permuted by permute_for_gemv) against one weight row -> the sum before the offset correction.
+// q + 128 is a bf16 bit pattern (0x4300 | q), so one byte unpack against 0x43 expands 16 weights; 256-bit
+// ops throughout (on CPUs that split 512-bit ops in two they cost the same per weight, and the unpack stays
+// within 128-bit lanes, where the zero-extend of a 512-bit expansion crosses them). Each 32-block is two
+// vdpbf16ps and one FMA with its scale.
+inline float q4_row_gemv(const uint16_t* xq, int64_t Kp, const uint8_t* w, const float* df) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), hi43 = _mm256_set1_epi8(0x43);
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 acc_a = zero, acc_b = zero;
     for (int64_t g = 0; g < Kp / 64; ++g) {
         const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * g));
         const __m256i lo = _mm256_and_si256(bytes, low4);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-        const __m512 da = _mm512_set1_ps(df[2 * g]), ma = _mm512_set1_ps(mf[2 * g]);
-        const __m512 db = _mm512_set1_ps(df[2 * g + 1]), mb = _mm512_set1_ps(mf[2 * g + 1]);
-        const auto expand = [](__m128i q, __m512 d, __m512 m) {
-            return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), d, m);
-        };
-        const __m512bh wa = _mm512_cvtne2ps_pbh(expand(_mm256_extracti128_si256(lo, 1), da, ma),
-                                                expand(_mm256_castsi256_si128(lo), da, ma));
-        const __m512bh wb = _mm512_cvtne2ps_pbh(expand(_mm256_extracti128_si256(hi, 1), db, mb),
-                                                expand(_mm256_castsi256_si128(hi), db, mb));
-#pragma GCC unroll 8
-        for (int t = 0; t < TILE; ++t) {
-            const uint16_t* xr = xb + t * Kp + 64 * g;
-            acc_a[t] = _mm512_dpbf16_ps(acc_a[t], wa, (__m512bh)_mm512_loadu_si512(xr));
-            acc_b[t] = _mm512_dpbf16_ps(acc_b[t], wb, (__m512bh)_mm512_loadu_si512(xr + 32));
-        }
+        const uint16_t* xr = xq + 64 * g;
+        const auto xv = [xr](int i) { return (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + 16 * i)); };
+        __m256 sa = _mm256_dpbf16_ps(zero, (__m256bh)_mm256_unpacklo_epi8(lo, hi43), xv(0));
+        sa = _mm256_dpbf16_ps(sa, (__m256bh)_mm256_unpackhi_epi8(lo, hi43), xv(1));
+        __m256 sb = _mm256_dpbf16_ps(zero, (__m256bh)_mm256_unpacklo_epi8(hi, hi43), xv(2));
+        sb = _mm256_dpbf16_ps(sb, (__m256bh)_mm256_unpackhi_epi8(hi, hi43), xv(3));
+        acc_a = _mm256_fmadd_ps(sa, _mm256_set1_ps(df[2 * g]), acc_a);
+        acc_b = _mm256_fmadd_ps(sb, _mm256_set1_ps(df[2 * g + 1]), acc_b);
     }
-#pragma GCC unroll 8
-    for (int t = 0; t < TILE; ++t) sums[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_a[t], acc_b[t]));
+    const __m256 s = _mm256_add_ps(acc_a, acc_b);
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
 }
 
 // sum over blocks of mc[b] * asum[b], 16 blocks at a time (both buffers are zero-padded to a multiple of 16).
@@ -166,38 +143,35 @@ inline float q4_correction(const float* mc, const float* asum, int64_t nbp) {
     return _mm512_reduce_add_ps(acc);
 }
 
-template <int TILE, typename T>
-void q4_row_avx(const uint16_t* xb, const float* asum, int64_t M, int64_t Kp, int64_t nbp, const uint8_t* w,
-                const float* df, const float* mc, const float* mf, float bias, T* out, int64_t N) {
-    float sums[TILE];
-    int64_t t0 = 0;
-    // bf16 models: tiles of 2+ tokens multiply bf16-rounded weights, as a bf16 model's own weights are; fp32
-    // models keep the exact weights (their path is the exactness reference).
-    for (; TILE > 1 && sizeof(T) == 2 && t0 + TILE <= M; t0 += TILE) {
-        q4_row_tile_expanded<TILE>(xb + t0 * Kp, Kp, w, df, mf, sums);
-        for (int t = 0; t < TILE; ++t) put(out + (t0 + t) * N, sums[t] + bias);
-    }
-    for (; t0 < M; ++t0) {  // the tail, one token at a time
-        q4_row_tile<1>(xb + t0 * Kp, Kp, w, df, sums);
-        put(out + t0 * N, sums[0] + q4_correction(mc, asum + t0 * nbp, nbp) + bias);
-    }
+// One token at a time (x permuted by permute_for_gemv), with the offset correction and the bias.
+template <typename T>
+void q4_row_avx(const uint16_t* xq, const float* asum, int64_t M, int64_t Kp, int64_t nbp, const uint8_t* w,
+                const float* df, const float* mc, float bias, T* out, int64_t N) {
+    for (int64_t t = 0; t < M; ++t)
+        put(out + t * N, q4_row_gemv(xq + t * Kp, Kp, w, df) + q4_correction(mc, asum + t * nbp, nbp) + bias);
 }
 
 // One row's fp16 scales -> float buffers (16 at a time), mc = m - 128 d; padded lanes are zero.
-inline void q4_row_scales_avx(const uint16_t* d, const uint16_t* m, int64_t nb, int64_t nbp, float* df, float* mc,
-                              float* mf) {
+inline void q4_row_scales_avx(const uint16_t* d, const uint16_t* m, int64_t nb, int64_t nbp, float* df, float* mc) {
     for (int64_t b = 0; b < nbp; b += 16) {
         const __mmask16 k = b + 16 <= nb ? static_cast<__mmask16>(0xffff)
                                          : static_cast<__mmask16>((1u << (nb > b ? nb - b : 0)) - 1u);
         const __m512 dv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d + b));
         const __m512 mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, m + b));
         _mm512_storeu_ps(df + b, dv);
-        _mm512_storeu_ps(mf + b, mv);
         _mm512_storeu_ps(mc + b, _mm512_fnmadd_ps(_mm512_set1_ps(128.f), dv, mv));
     }
 }
 #endif
 
+#ifdef __AVX512BF16__
+void q4_gemm_bf16(const uint16_t* xb, int64_t M, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
+                  const uint16_t* m, const float* bias, uint16_t* out);
+#endif
+
+// tile > 1 with bf16 activations and 2+ tokens: q4_gemm_bf16 (weights expanded to bf16 a cache-sized panel at
+// a time, as a bf16 model's own weights are rounded); otherwise one token at a time against each weight row,
+// exact weights (the fp32 models' path is the exactness reference).
 template <typename T>
 void q4_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
                const uint16_t* m, const float* bias, T* out, int64_t tile) {
@@ -205,25 +179,29 @@ void q4_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const ui
     std::vector<uint16_t> xb(static_cast<size_t>(M * Kp));
     std::vector<float> asum(static_cast<size_t>(M * nbp));
     prepare_bf16(x, M, K, Kp, nbp, xb.data(), asum.data());
+#ifdef __AVX512BF16__
+    if constexpr (sizeof(T) == 2) {
+        if (M >= 2 && tile > 1) {
+            q4_gemm_bf16(xb.data(), M, Kp, N, packed, d, m, bias, reinterpret_cast<uint16_t*>(out));
+            return;
+        }
+    }
+    std::vector<uint16_t> xq(static_cast<size_t>(M * Kp));
+    permute_for_gemv(xb.data(), M, Kp, xq.data());
+#else
+    (void)tile;
+#endif
 #pragma omp parallel
     {
-        std::vector<float> df(static_cast<size_t>(nbp)), mc(static_cast<size_t>(nbp)), mf(static_cast<size_t>(nbp));
+        std::vector<float> df(static_cast<size_t>(nbp)), mc(static_cast<size_t>(nbp));
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; ++n) {
             const uint8_t* w = packed + n * (Kp / 2);
             const float b = bias ? bias[n] : 0.f;
 #ifdef __AVX512BF16__
-            q4_row_scales_avx(d + n * nb, m + n * nb, nb, nbp, df.data(), mc.data(), mf.data());
-            const uint16_t* xp = xb.data();
-            const float* ap = asum.data();
-            switch (tile) {
-                case 8: q4_row_avx<8>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), mf.data(), b, out + n, N); break;
-                case 4: q4_row_avx<4>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), mf.data(), b, out + n, N); break;
-                case 2: q4_row_avx<2>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), mf.data(), b, out + n, N); break;
-                default: q4_row_avx<1>(xp, ap, M, Kp, nbp, w, df.data(), mc.data(), mf.data(), b, out + n, N);
-            }
+            q4_row_scales_avx(d + n * nb, m + n * nb, nb, nbp, df.data(), mc.data());
+            q4_row_avx(xq.data(), asum.data(), M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N);
 #else
-            (void)tile;
             q4_row_scales(d + n * nb, m + n * nb, nb, df.data(), mc.data());
             q4_row_scalar(xb.data(), asum.data(), M, Kp, nbp, w, df.data(), mc.data(), b, out + n, N);
 #endif
@@ -368,6 +346,69 @@ inline void q4_dequant_row_bf16(const uint8_t* w, const uint16_t* d, const uint1
         const float q = static_cast<float>((w[32 * (b / 2) + k % 32] >> ((b % 2) * 4)) & 0xf);
         const float dq = half_to_float(d[b]) * q;
         store(out + k, dq + half_to_float(m[b]));
+    }
+}
+
+// ---- q4 GEMM for a few to a few hundred tokens ------------------------------------------------------------
+// Each thread expands a panel of weight rows to bf16 (sized to stay in L2), then multiplies it with every
+// token, RB rows x TB tokens of fp32 accumulators at a time: each weight vector loaded feeds TB vdpbf16ps and
+// each token vector RB. The weight is read from memory once and expanded once per call, where the per-row
+// kernel re-expands it for every tile of tokens and expand_linear writes and re-reads a full-width copy.
+constexpr int GEMM_RB = 4, GEMM_TB = 6;  // 24 accumulators + 4 weight vectors + 1 token vector: 29 of 32 registers
+constexpr int64_t GEMM_PANEL_BYTES = 512 << 10;  // half an L2 of current x86 server cores: the panel and a token tile stay there
+
+template <int RB, int TB>
+void q4_gemm_block(const uint16_t* panel, const uint16_t* xb, int64_t Kp, float* sums) {
+    __m512 acc[RB][TB];
+    for (int r = 0; r < RB; ++r)
+        for (int t = 0; t < TB; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < Kp; k += 32) {
+        __m512bh wv[RB];
+        for (int r = 0; r < RB; ++r) wv[r] = (__m512bh)_mm512_loadu_si512(panel + r * Kp + k);
+        for (int t = 0; t < TB; ++t) {
+            const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + t * Kp + k);
+            for (int r = 0; r < RB; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
+        }
+    }
+    for (int r = 0; r < RB; ++r)
+        for (int t = 0; t < TB; ++t) sums[r * TB + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+using GemmBlock = void (*)(const uint16_t*, const uint16_t*, int64_t, float*);
+#define GEMM_ROW(R) \
+    { &q4_gemm_block<R, 1>, &q4_gemm_block<R, 2>, &q4_gemm_block<R, 3>, &q4_gemm_block<R, 4>, &q4_gemm_block<R, 5>, \
+      &q4_gemm_block<R, 6> }
+const GemmBlock GEMM_BLOCKS[GEMM_RB][GEMM_TB] = {GEMM_ROW(1), GEMM_ROW(2), GEMM_ROW(3), GEMM_ROW(4)};  // [rb-1][tb-1]
+#undef GEMM_ROW
+
+void q4_gemm_bf16(const uint16_t* xb, int64_t M, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
+                  const uint16_t* m, const float* bias, uint16_t* out) {
+    const int64_t nb = Kp / 32;
+    const int64_t rows = std::clamp<int64_t>(GEMM_PANEL_BYTES / (2 * Kp) / GEMM_RB * GEMM_RB, GEMM_RB, 64);
+    const int64_t panels = (N + rows - 1) / rows;
+#pragma omp parallel
+    {
+        static thread_local std::vector<uint16_t> panel;
+        if (panel.size() < static_cast<size_t>(rows * Kp)) panel.resize(static_cast<size_t>(rows * Kp));
+        float sums[GEMM_RB * GEMM_TB];
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < panels; ++p) {
+            const int64_t n0 = p * rows, count = std::min(rows, N - n0);
+            for (int64_t r = 0; r < count; ++r)
+                q4_dequant_row_bf16(packed + (n0 + r) * (Kp / 2), d + (n0 + r) * nb, m + (n0 + r) * nb, Kp,
+                                    panel.data() + r * Kp);
+            for (int64_t t0 = 0; t0 < M; t0 += GEMM_TB) {
+                const int64_t tb = std::min<int64_t>(GEMM_TB, M - t0);
+                for (int64_t r0 = 0; r0 < count; r0 += GEMM_RB) {
+                    const int64_t rb = std::min<int64_t>(GEMM_RB, count - r0);
+                    GEMM_BLOCKS[rb - 1][tb - 1](panel.data() + r0 * Kp, xb + t0 * Kp, Kp, sums);
+                    for (int64_t r = 0; r < rb; ++r) {
+                        const float b = bias ? bias[n0 + r0 + r] : 0.f;
+                        for (int64_t t = 0; t < tb; ++t) store(out + (t0 + t) * N + n0 + r0 + r, sums[r * tb + t] + b);
+                    }
+                }
+            }
+        }
     }
 }
 #endif

@@ -1,17 +1,23 @@
 """C++ kernels for weight-only quantised linears (int8 per channel, q4 blocks; formats in quant.py).
 
 Why a kernel: de-quantising a weight to bf16 and calling a GEMM writes and re-reads the full-width weight,
-which is exactly the memory traffic quantisation saves. The kernel expands each 64-weight group in registers
-and multiplies it with a tile of tokens before moving on, so a decode step reads the packed bytes once.
+which is exactly the memory traffic quantisation saves. The kernels expand the packed bytes in registers (one
+token) or into a cache-resident panel (a few tokens to a few hundred), so a decode step reads them once.
 
-- q4 (AVX512_BF16): two 32-blocks expand to bf16 with a zero-extend and an OR (q + 128 is the bf16 bit
-  pattern 0x4300 | q; the extra 128 * sum(x) per block is subtracted at the end), one vdpbf16ps per block and
-  token, fp32 sums. Activations are rounded to bf16 first (fp32 models included).
+- q4 (AVX512_BF16), one token at a time (decode at batch 1, and fp32 models, the exactness reference): a
+  32-block of bytes expands to bf16 with one in-lane byte unpack against 0x43 (q + 128 is the bf16 bit
+  pattern 0x43qq; the extra 128 * sum(x) per block is subtracted at the end), two vdpbf16ps and one FMA with
+  the block's scale per 32 weights, fp32 sums; the activations are permuted once to the unpack's order.
+  Activations are rounded to bf16 first (fp32 models included).
+- q4, bf16 activations and 2+ tokens (decode batches, short prefill chunks): a panel GEMM. Each thread expands
+  a panel of weight rows to bf16 (d * q + m rounded once, the weights expand_linear's GEMM multiplies) into a
+  buffer that stays in L2, then multiplies it with every token in 4-row x 6-token register blocks. The weight
+  is read once per call and expanded once, where re-expanding it per token tile cost more than the products.
 - int8 (AVX-512F): int8 -> fp32 in registers and FMAs with fp32 activations.
 - Both split output channels across OpenMP threads; without AVX-512 a scalar loop computes the same sums.
 
 Long prefill chunks go the other way: once a step has more tokens than `prefill_tokens`, expanding the weight
-once and calling oneDNN's GEMM is faster than re-expanding it per token tile (`expand_linear`). The expansion
+once and calling oneDNN's GEMM beats the panel GEMM (`expand_linear`). The expansion
 goes into one scratch buffer kept per thread and reused by every layer, so a step does not allocate, and
 page-fault in, a fresh full-width copy of every weight of every layer. Only a weight larger than
 EXPAND_TILE_BYTES (an LM head) is expanded a tile of rows at a time: oneDNN's GEMM is at its best on whole
@@ -40,7 +46,8 @@ _SIGNATURES = {
 }
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 TILES = (1, 2, 4, 8)
-"""Token tiles the kernels are compiled for."""
+"""Token tiles the int8 kernel is compiled for; for q4, tile 1 is one token at a time and any larger tile the
+panel GEMM (bf16 activations)."""
 EXPAND_TILE_BYTES = 64 << 20
 """Most bytes of expanded weight per GEMM call in `expand_linear` (and so the scratch buffer's size): whole
 projections of 1-2B models fit, an LM head over a large vocabulary is split."""

@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
              "amx_tile", "avx_vnni")
 """The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
-PLAN_VERSION = 3
-PREFILL_CANDIDATES = (16, 32, 64, 128)
+PLAN_VERSION = 4
+PREFILL_CANDIDATES = (16, 32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
