@@ -24,6 +24,8 @@ def reflect(
     run_dir: Annotated[Path, typer.Argument(help="a simulation folder (the --out of `ragsvc agents run`)")],
     model: Annotated[str | None, typer.Option(help="local model: packaged alias, HF folder or .gguf \\[default: "
                                                    "RAGSVC_MODEL__MODEL or smollm2]")] = None,
+    recent: Annotated[int, typer.Option(help="most recent memories the questions come from (the paper: 100)")
+                      ] = 100,
     questions: Annotated[int, typer.Option(help="questions per resident (the paper: 3)")] = 3,
     insights: Annotated[int, typer.Option(help="insights per question at most (the paper: 5)")] = 5,
     max_tokens: Annotated[int, typer.Option(help="tokens per reply at most")] = 256,
@@ -38,7 +40,8 @@ def reflect(
 
     config = settings()
     try:
-        options = ReflectionOptions(num_questions=questions, max_insights=insights, max_tokens=max_tokens)
+        options = ReflectionOptions(num_recent=recent, num_questions=questions, max_insights=insights,
+                                    max_tokens=max_tokens)
         if not (run_dir / CATALOG_FILE).is_file():  # before loading any model: a typo fails at once
             raise ValueError(f"{run_dir} holds no simulation; pass the --out folder of `ragsvc agents run`")
         embedder = embedder_from_settings(config.embed)
