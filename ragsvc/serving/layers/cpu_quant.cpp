@@ -323,23 +323,22 @@ void i8_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const in
 // One q4 row -> bf16, 64 weights per step: the same d * q + m (a multiply, then an add: as the torch reference
 // rounds) and round-to-nearest-even as the scalar loop below, in registers.
 inline void q4_dequant_row_bf16(const uint8_t* w, const uint16_t* d, const uint16_t* m, int64_t K, uint16_t* out) {
+    // A 32-block holds 16 distinct values, d * q + m for q in 0..15: compute those 16 once (multiply, add,
+    // round to bf16) and look every weight up with one vpermw, instead of converting all 32 to float.
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    const auto expand = [](__m128i q, __m512 dv, __m512 mv) {
-        return _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)), dv), mv);
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const auto block = [iota](__m256i q, uint16_t db, uint16_t mb) {  // 32 nibbles (one per byte) -> 32 bf16
+        const __m512 values = _mm512_add_ps(_mm512_mul_ps(iota, _mm512_set1_ps(_cvtsh_ss(db))), _mm512_set1_ps(_cvtsh_ss(mb)));
+        const __m512i table = _mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(values));
+        return _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(q), table);
     };
     int64_t g = 0;
     for (; 64 * g + 64 <= K; ++g) {
         const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * g));
         const __m256i lo = _mm256_and_si256(bytes, low4);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-        const __m512 da = _mm512_set1_ps(half_to_float(d[2 * g])), ma = _mm512_set1_ps(half_to_float(m[2 * g]));
-        const __m512 db = _mm512_set1_ps(half_to_float(d[2 * g + 1])), mb = _mm512_set1_ps(half_to_float(m[2 * g + 1]));
-        const __m512bh wa = _mm512_cvtne2ps_pbh(expand(_mm256_extracti128_si256(lo, 1), da, ma),
-                                                expand(_mm256_castsi256_si128(lo), da, ma));
-        const __m512bh wb = _mm512_cvtne2ps_pbh(expand(_mm256_extracti128_si256(hi, 1), db, mb),
-                                                expand(_mm256_castsi256_si128(hi), db, mb));
-        _mm512_storeu_si512(out + 64 * g, (__m512i)wa);
-        _mm512_storeu_si512(out + 64 * g + 32, (__m512i)wb);
+        _mm512_storeu_si512(out + 64 * g, block(lo, d[2 * g], m[2 * g]));
+        _mm512_storeu_si512(out + 64 * g + 32, block(hi, d[2 * g + 1], m[2 * g + 1]));
     }
     for (int64_t k = 64 * g; k < K; ++k) {  // the last, partial group
         const int64_t b = k / 32;
