@@ -49,6 +49,7 @@ def render_markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], records
                              f"{d['ci95'][1]:+.3f}] | {d['p']} | {d['n']} | {'yes' if d['depends'] else ''} |")
         lines += ["", "## Target: full beats each ablation where the removed part matters", ""]
         lines += [f"- {v}" for v in verdicts(summary)] or ["- (no ablation run beside full)"]
+    lines += stored_reflection_lines(records, conditions)
     lines += ["", "## Sample answers", "", "| condition | question | expected | answer | ok |", "|---|---|---|---|---|"]
     for category in summary["categories"]:
         ids = list(dict.fromkeys(r["id"] for r in records if r["category"] == category))[:samples_per_category]
@@ -59,3 +60,21 @@ def render_markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], records
             lines.append(f"| {r['condition']} | {r['agent']}: {r['question']} | {r['expected']} | {answer} | "
                          f"{'yes' if r['correct'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def stored_reflection_lines(records: Sequence[Mapping[str, Any]], conditions: Sequence[str]) -> list[str]:
+    """The reflection questions drawn from stored reflections, per condition: the only questions whose prompt
+    the no-reflection ablation can change (the others in the category ask whom the agent knows, which every
+    condition's memories can answer); an agent with no reflection gets none of them."""
+    mine = [r for r in records if str(r.get("source", "")).startswith("reflection memory")]
+    if not mine:
+        return ["", "No reflection question came from a stored reflection: the run's agents stored none that "
+                "the persona does not already say, so full and no-reflection ask the same prompts."]
+    agents = sorted({str(r["agent"]) for r in mine})
+    cells = []
+    for condition in conditions:
+        values = [1.0 if r["correct"] else 0.0 for r in mine if r["condition"] == condition]
+        cells.append(f"{sum(values) / len(values):.2f} (n={len(values)})" if values else "-")
+    return ["", f"## Reflection questions drawn from stored reflections ({len(agents)} agent(s): "
+            f"{', '.join(agents)})", "", "| " + " | ".join(conditions) + " |", "|" + "---|" * len(conditions),
+            "| " + " | ".join(cells) + " |"]

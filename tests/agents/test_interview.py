@@ -279,6 +279,10 @@ def test_scores_per_category_and_condition_with_intervals(streams):
     assert again == []
     report = render_markdown(summary, {"model": "scripted", "command": "ragsvc agents interview RUN"}, rows)
     assert "| reflections |" in report and "no-retrieval" in report
+    from_stored = [r for r in rows if r["source"].startswith("reflection memory")]
+    assert from_stored and "Reflection questions drawn from stored reflections (1 agent(s): Ivo Petrov)" in report
+    without = render_markdown(summary, {"model": "scripted"}, [r for r in rows if r not in from_stored])
+    assert "No reflection question came from a stored reflection" in without
 
 
 @pytest.mark.slow
