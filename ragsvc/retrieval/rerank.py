@@ -14,6 +14,7 @@ and later stages, evals and the API all want to see how far a reranker moved a h
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ import numpy as np
 from ragsvc.embed.embedder import Embedder
 from ragsvc.errors import InvalidInput, NotFound
 from ragsvc.llm.generator import Generation, Generator, Message
+from ragsvc.retrieval.fuse import min_max
 from ragsvc.store.vector_cache import InMemoryVectorCache, VectorCache
 from ragsvc.types import Hit
 
@@ -209,12 +211,43 @@ class LLMReranker:
         return ranked(hits, scores, top_n=top_n, reranker=self.name, timings_ms=timings, counts=counts)
 
 
+TRAINING_FILE = "ragsvc-training.json"
+"""Written by `ragsvc rerank train` beside a model it trained: how, how it did on held-out queries, and the
+`first_stage_weight` it was checked with (read by CrossEncoderReranker)."""
+
+
+def blend_scores(model: Sequence[float], first_stage: Sequence[float], first_stage_weight: float) -> list[float]:
+    """`(1 - w) * norm(model) + w * norm(first stage)`, each min-max normalised over the shortlist (as the convex
+    fusion does): a reranker that keeps part of the first stage's judgement instead of replacing it."""
+    if not 0 <= first_stage_weight <= 1:
+        raise InvalidInput(f"first_stage_weight must be in [0, 1], got {first_stage_weight}")
+    if first_stage_weight == 0:
+        return [float(s) for s in model]
+    return [(1 - first_stage_weight) * m + first_stage_weight * f
+            for m, f in zip(min_max(model), min_max(first_stage), strict=True)]
+
+
+def trained_first_stage_weight(folder: Path) -> float:
+    """The first-stage weight a folder trained by `ragsvc rerank train` was checked with; 0 for any other."""
+    try:
+        record = json.loads((folder / TRAINING_FILE).read_text())
+    except FileNotFoundError:
+        return 0.0
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{str(folder / TRAINING_FILE)!r} is unreadable ({exc}); remove it to use the model "
+                           "without the first-stage blend it records") from exc
+    return float(record.get("first_stage_weight", 0.0))
+
+
 class CrossEncoderReranker:
     """A sentence-transformers CrossEncoder (query, passage) -> relevance, from a local folder only: any
     CrossEncoder saved with `save()` or a Hugging Face sequence-classification folder with one output.
 
     Scores are what `CrossEncoder.predict` returns (its activation applied: a sigmoid for one-label models
-    unless the folder says otherwise), so they compare across queries."""
+    unless the folder says otherwise), so they compare across queries. A folder trained by `ragsvc rerank
+    train` may record a `first_stage_weight` w > 0 (TRAINING_FILE); then the score is `blend_scores` of the
+    model's and the first stage's, as the training's held-out check measured it, and compares within one
+    query only."""
 
     name = "cross-encoder"
 
@@ -237,6 +270,7 @@ class CrossEncoderReranker:
             raise InvalidInput(f"{str(path)!r} has {self._model.num_labels} outputs; a reranking cross-encoder "
                                "has one relevance output (num_labels=1)")
         self.batch_size = batch_size
+        self.first_stage_weight = trained_first_stage_weight(path)
 
     def rerank(self, query: str, hits: Sequence[Hit], *, top_n: int | None = None) -> RerankResult:
         check_top_n(top_n)
@@ -246,8 +280,9 @@ class CrossEncoderReranker:
         scores = self._model.predict([(query, h.text) for h in hits], batch_size=self.batch_size,
                                      show_progress_bar=False, convert_to_numpy=True)  # (n,)
         timings = {"cross_encoder_ms": _ms(start)}
-        return ranked(hits, np.asarray(scores, np.float32).reshape(-1).tolist(), top_n=top_n, reranker=self.name,
-                      timings_ms=timings)
+        blended = blend_scores(np.asarray(scores, np.float32).reshape(-1).tolist(), [h.score for h in hits],
+                               self.first_stage_weight)
+        return ranked(hits, blended, top_n=top_n, reranker=self.name, timings_ms=timings)
 
 
 def make_reranker(
