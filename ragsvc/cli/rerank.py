@@ -47,7 +47,7 @@ def train(
                                                                  "reranks (as a reranker would at query time)")] = 20,
     epochs: Annotated[int, typer.Option(min=1, max=20)] = 1,
     max_steps: Annotated[int, typer.Option(min=0, max=100_000, help="step budget, whatever --epochs says "
-                                                                   "(0: no budget)")] = 200,
+                                                                   "(0: no budget)")] = 150,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="groups per step (a relevant document and its "
                                                                  "negatives)")] = 4,
     learning_rate: Annotated[float, typer.Option(min=1e-7, max=1e-2, help="for the pretrained encoder")] = 3e-5,

@@ -59,7 +59,7 @@ class TrainingGroup:
 @dataclass(frozen=True, slots=True)
 class TrainOptions:
     epochs: int = 1
-    max_steps: int | None = 200
+    max_steps: int | None = 150
     """Step budget: training stops here even if epochs remain (None: run every epoch). A step scores
     `batch_size` groups, so the cost of a run is about max_steps x batch_size x (1 + negatives) passages."""
     batch_size: int = 4
