@@ -366,7 +366,9 @@ template <typename T>
 void decode_avx512(const T* q, int64_t q_stride, const T* kc, const T* vc, const int32_t* tables,
                    int64_t table_stride, const int32_t* lens, T* out, int64_t out_stride, int64_t B, int64_t H,
                    int64_t KVH, int64_t D, int64_t block_size, float scale, int64_t max_len) {
-#pragma omp parallel
+    // Sequences are the unit of work: a single stream's step runs on the calling thread rather than wake a
+    // team (with sleeping OpenMP threads, once per layer) for one item.
+#pragma omp parallel if (B > 1)
     {
         std::vector<float> scores(H * (max_len + 16));
         std::vector<__m512> acc(H * D / 16);
