@@ -94,7 +94,7 @@ def test_help_lists_every_group_and_command():
               for name in ("collections", "bench", "eval", "repo", "llm", "keys", "agents", "rerank")}
     assert groups == {"collections": {"create", "list", "delete"},
                       "bench": {"search", "serving", "code", "flare", "load", "chat", "agents", "filter", "ingest",
-                                "soak", "speculative", "cluster", "quant-quality"},
+                                "soak", "speculative", "cluster", "quant-quality", "decode-profile"},
                       "eval": {"run", "compare"}, "repo": {"index", "map", "search"},
                       "llm": {"generate", "decode-check"}, "keys": {"create", "list", "revoke"},
                       "agents": {"run", "chat", "interview", "reflect"}, "rerank": {"train"}}

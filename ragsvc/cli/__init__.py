@@ -17,6 +17,7 @@ import typer
 from ragsvc.cli.agents import app as agents_app
 from ragsvc.cli.ask import app as ask_app
 from ragsvc.cli.bench import app as bench_app
+from ragsvc.cli.bench_profile import decode_profile_command  # noqa: F401  (registers bench decode-profile)
 from ragsvc.cli.collections import app as collections_app
 from ragsvc.cli.eval import app as eval_app
 from ragsvc.cli.ingest import app as ingest_app

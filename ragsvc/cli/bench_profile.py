@@ -1,0 +1,67 @@
+"""`ragsvc bench decode-profile`: where one decode step's time goes (ragsvc/bench/serving_profile.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragsvc.bench.serving_config import OMP_WAIT
+from ragsvc.cli.bench import LOG_FORMAT, app, set_wait_policy
+from ragsvc.cli.common import fail
+
+PROFILE_JSON = Path("eval/results/decode-profile.json")
+
+
+@app.command("decode-profile")
+def decode_profile_command(
+    model: Annotated[str | None, typer.Option(help="local model \\[default: RAGSVC_MODEL__MODEL or smollm2]")] = None,
+    weights: Annotated[str | None, typer.Option(help="bf16 | int8 | q4 | q4-all \\[default: RAGSVC_MODEL__WEIGHTS]")
+                       ] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16")] = None,
+    concurrency: Annotated[str, typer.Option(help="comma-separated numbers of sequences decoding together")] = "1,8",
+    prompt_tokens: Annotated[int, typer.Option(help="tokens of each random prompt (the context decoded behind)")
+                             ] = 150,
+    steps: Annotated[int, typer.Option(help="decode steps timed per level")] = 24,
+    threads: Annotated[int | None, typer.Option(help="CPU threads")] = None,
+    omp_wait: Annotated[str, typer.Option(help="passive | spin (as `bench serving`)")] = "passive",
+    cache_dir: Annotated[str | None, typer.Option(help="model cache \\[default: <data dir>/models]")] = None,
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = PROFILE_JSON,
+) -> None:
+    """Milliseconds per decode step of each linear, attention, norms, rotary, sampling and the Python between."""
+    if omp_wait not in OMP_WAIT:
+        raise fail(ValueError(f"omp_wait {omp_wait!r}: choose {' or '.join(OMP_WAIT)}"))
+    set_wait_policy(omp_wait)
+    from ragsvc.bench.serving_profile import profile_decode
+    from ragsvc.bench.serving_run import cpu_record
+    from ragsvc.cli.common import settings
+    from ragsvc.evals.results import git_sha, write_json_atomic
+    from ragsvc.serving.config import EngineConfig
+    from ragsvc.serving.engine import LLMEngine
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        levels = [int(c) for c in concurrency.split(",")]
+        config = EngineConfig.from_settings(settings(), model=model, weights=weights, dtype=dtype, num_threads=threads,
+                                            cache_dir=cache_dir)
+        engine = LLMEngine.from_config(config)
+        profiles = [profile_decode(engine, concurrency=c, prompt_tokens=prompt_tokens, steps=steps) for c in levels]
+    except ValueError as exc:
+        raise fail(exc) from exc
+    document = {
+        "model": engine.model_name, "weights": config.weights, "dtype": config.dtype, "git_sha": git_sha(Path.cwd()),
+        "omp_env": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
+        "cpu": cpu_record(quantised=config.weights != "bf16"),
+        "profiles": [dataclasses.asdict(p) for p in profiles],
+    }
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(json_out, document)
+    for p in profiles:
+        typer.echo(f"concurrency {p.concurrency}: {p.ms_per_step:.2f} ms per step over {p.steps} steps")
+        for part, ms in p.parts_ms.items():
+            typer.echo(f"  {part:<16} {ms:8.2f} ms  ({p.calls_per_step.get(part, 0)} calls)")
+    typer.echo(f"wrote {json_out}")
