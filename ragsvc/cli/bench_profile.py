@@ -36,10 +36,11 @@ def decode_profile_command(
     if omp_wait not in OMP_WAIT:
         raise fail(ValueError(f"omp_wait {omp_wait!r}: choose {' or '.join(OMP_WAIT)}"))
     set_wait_policy(omp_wait)
+    from ragsvc.bench.provenance import package_git_sha
     from ragsvc.bench.serving_profile import profile_decode
     from ragsvc.bench.serving_run import cpu_record
     from ragsvc.cli.common import settings
-    from ragsvc.evals.results import git_sha, write_json_atomic
+    from ragsvc.evals.results import write_json_atomic
     from ragsvc.serving.config import EngineConfig
     from ragsvc.serving.engine import LLMEngine
 
@@ -53,7 +54,7 @@ def decode_profile_command(
     except ValueError as exc:
         raise fail(exc) from exc
     document = {
-        "model": engine.model_name, "weights": config.weights, "dtype": config.dtype, "git_sha": git_sha(Path.cwd()),
+        "model": engine.model_name, "weights": config.weights, "dtype": config.dtype, "git_sha": package_git_sha(),
         "omp_env": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
         "cpu": cpu_record(quantised=config.weights != "bf16"),
         "profiles": [dataclasses.asdict(p) for p in profiles],
