@@ -5,7 +5,8 @@ chunks a collection with the default chunking would store; then
 
 - the peer: sentence-transformers' own `encode` in float32 (batch 32) over those chunk texts;
 - each of our encode paths over the same texts (float32 sorted by token count; bfloat16 autocast sorted; the
-  locally converted OpenVINO model, sorted, where the openvino package is installed), each
+  locally converted OpenVINO model, sorted, where the openvino package is installed; its int8 copy where nncf
+  is too), each
   with docs/s, chunks/s, tokens/s, the peak RSS while it ran and its cosine to the peer's vectors;
 - end to end: the same documents through the pipelined bulk writer `ragsvc ingest` uses (`bulk_ingest.py`:
   chunk and embed batch n+1 while batch n commits its transaction and updates the ANN index) into a fresh
@@ -31,6 +32,7 @@ import numpy as np
 
 from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.openvino_int8 import QuantizeSetting, nncf_available
 from ragsvc.embed.openvino_path import BackendSetting, openvino_available
 from ragsvc.embed.precision import Precision, agreement
 from ragsvc.index.spec import IndexSpec
@@ -149,14 +151,17 @@ def run_ingest_bench(config: IngestBenchConfig, *, embedder_factory: Callable[[]
     ref_row, reference = time_embedding("st-fp32", "float32", plain.embed_documents, texts, reference=None,
                                         **common)
     runs = [ref_row]
-    paths: list[tuple[str, Precision, BackendSetting]] = []
+    paths: list[tuple[str, Precision, BackendSetting, QuantizeSetting]] = []
     if config.torch_paths:
-        paths += [("ragsvc-fp32-sorted", "float32", "torch"), ("ragsvc-bf16-sorted", "bfloat16", "torch")]
+        paths += [("ragsvc-fp32-sorted", "float32", "torch", "none"),
+                  ("ragsvc-bf16-sorted", "bfloat16", "torch", "none")]
     if openvino_available():
-        paths.append(("ragsvc-openvino-sorted", "bfloat16", "openvino"))
-    for name, precision, backend in paths:
+        paths.append(("ragsvc-openvino-sorted", "bfloat16", "openvino", "none"))
+    if nncf_available():
+        paths.append(("ragsvc-openvino-int8-sorted", "bfloat16", "openvino", "int8"))
+    for name, precision, backend, quantize in paths:
         fast = SentenceTransformerEmbedder(config.model, batch_size=config.batch_size, precision=precision,
-                                           sort_by_length=True, backend=backend)
+                                           sort_by_length=True, backend=backend, quantize=quantize)
         row, _ = time_embedding(name, fast.fast_path.label if fast.fast_path else "float32",
                                 fast.embed_documents, texts, reference=reference, **common)
         runs.append(row)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ragsvc.config import EmbedSettings
 from ragsvc.embed import fast
+from ragsvc.embed.openvino_int8 import QuantizeSetting
 from ragsvc.embed.openvino_path import BackendSetting
 from ragsvc.embed.precision import PrecisionSetting
 from ragsvc.errors import InvalidInput
@@ -102,6 +103,7 @@ class SentenceTransformerEmbedder:
         sort_by_length: bool = False,
         choice_dir: Path | None = None,
         backend: BackendSetting = "torch",
+        quantize: QuantizeSetting = "none",
     ) -> None:
         """`dtype` ("bfloat16", "float32"; None = the folder's own) sets the weights' precision: bfloat16 is about
         twice as fast on CPUs with avx512_bf16 (EmbeddingGemma: cosine >= 0.998 to float32 on SciFact).
@@ -109,7 +111,8 @@ class SentenceTransformerEmbedder:
         `precision` or `sort_by_length` switch documents and query batches to the fast path (`fast.py`):
         autocast in a precision checked against float32 ("auto": measured, and cached under `choice_dir`),
         batches sorted by token count; and `backend` "auto" or "openvino" lets a locally converted OpenVINO
-        model run the batches where it agrees and measures faster (`openvino_path.py`). None changes the id.
+        model run the batches where it agrees and measures faster (`openvino_path.py`), and `quantize` lets
+        that model be its int8 copy under the same checks (`openvino_int8.py`). None changes the id.
         Unset, texts go through sentence-transformers' own `encode`, as before."""
         from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
 
@@ -134,7 +137,7 @@ class SentenceTransformerEmbedder:
             _, rows = fast.device_plan(self._model.device.type, batch_size)
             self.fast_path = fast.FastPath(choice, rows, self.max_seq_length, sort_by_length=sort_by_length)
             self.fast_path = fast.with_backend(self._model, self.fast_path, backend, model_dir=path,
-                                               choice_dir=choice_dir)
+                                               choice_dir=choice_dir, quantize=quantize)
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         if not texts:
@@ -192,4 +195,5 @@ def embedder_from_settings(settings: EmbedSettings) -> SentenceTransformerEmbedd
     return SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size, device=settings.device,
                                        query_prefix=settings.query_prefix, document_prefix=settings.document_prefix,
                                        precision=settings.precision, sort_by_length=settings.sort_by_length,
-                                       backend=settings.backend, choice_dir=cache_dir().parent / "embed")
+                                       backend=settings.backend, quantize=settings.quantize,
+                                       choice_dir=cache_dir().parent / "embed")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ragsvc.embed.batching import length_sorted_batches, restore_order
+from ragsvc.embed.openvino_int8 import QuantizeSetting, nncf_available, prefer_int8
+from ragsvc.embed.openvino_int8 import quantize as quantize_model
 from ragsvc.embed.openvino_path import (
     BackendChoice,
     BackendSetting,
@@ -37,6 +39,7 @@ from ragsvc.embed.openvino_path import (
     export,
     load_backend_choice,
     openvino_available,
+    private_tokenizer,
     save_backend_choice,
     unsupported_reason,
 )
@@ -168,14 +171,13 @@ def choose(model: SentenceTransformer, setting: PrecisionSetting, *, model_dir: 
 
 
 def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSetting, *, model_dir: Path,
-                 choice_dir: Path | None) -> FastPath:
+                 choice_dir: Path | None, quantize: QuantizeSetting = "none") -> FastPath:
     """`path` with the OpenVINO runner when `setting` allows it and it passes its checks (cached per machine
-    under `choice_dir`, like the precision); else `path` as it is, the reason logged."""
+    under `choice_dir`, like the precision); else `path` as it is, the reason logged. `quantize` lets the
+    runner be the int8 model (`openvino_int8.py`) where it agrees with float32 (and, for "auto", is faster)."""
     import dataclasses
 
     import torch
-
-    from ragsvc.native import cache_dir as native_cache_dir
 
     if setting == "torch" or model.device.type != "cpu":
         return path
@@ -183,29 +185,61 @@ def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSet
     unavailable = unavailable or unsupported_reason(model)
     cache = None
     if choice_dir is not None and unavailable is None:
-        key = choice_key(model_dir=model_dir, device="openvino-" + setting, cpu=_hardware(),
-                         torch_version=str(torch.__version__), batch_size=path.batch_size)
+        device = "openvino-" + setting + ("" if quantize == "none" else f"-int8-{quantize}")
+        key = choice_key(model_dir=model_dir, device=device, cpu=_hardware(), torch_version=str(torch.__version__),
+                         batch_size=path.batch_size)
         cache = choice_dir / f"backend-{key}.json"
     choice = load_backend_choice(cache) if cache is not None else None
     runner = None
+    reference = lambda t: encode(model, t, path, precision="float32")  # noqa: E731
     if unavailable is None and (choice is None or choice.backend == "openvino"):
         try:
-            flags = _hardware()
-            ir_dir = choice_dir or native_cache_dir().parent / "embed"
-            runner = OpenVinoEncoder(model, export(model, model_dir=model_dir, cache_dir=ir_dir),
-                                     bf16="avx512_bf16" in flags or "amx_bf16" in flags,
-                                     num_threads=torch.get_num_threads())
+            runner = _openvino_runner(model, model_dir=model_dir, choice_dir=choice_dir, reference=reference,
+                                      quantize=quantize if choice is None or choice.int8 else "none")
         except Exception as exc:  # noqa: BLE001 - any failure to convert or compile means: torch, and why
             unavailable = f"conversion failed: {exc}"
     if choice is None:
-        choice = choose_backend(setting, reference=lambda t: encode(model, t, path, precision="float32"),
-                                torch_path=lambda t: encode(model, t, path), candidate=runner, unavailable=unavailable)
+        choice = choose_backend(setting, reference=reference, torch_path=lambda t: encode(model, t, path),
+                                candidate=runner, unavailable=unavailable,
+                                int8=runner is not None and runner.precision == "int8")
         if cache is not None and unavailable is None:
             save_backend_choice(cache, choice)
     logger.info("embedder backend %s", choice.reason)
     if choice.backend != "openvino" or runner is None:
         return dataclasses.replace(path, backend_choice=choice)
     return dataclasses.replace(path, runner=runner, backend_choice=choice)
+
+
+def _openvino_runner(model: SentenceTransformer, *, model_dir: Path, choice_dir: Path | None,
+                     reference: Callable[[Sequence[str]], np.ndarray], quantize: QuantizeSetting) -> OpenVinoEncoder:
+    """The converted model (bfloat16 where the CPU has it), or its int8 copy when `quantize` allows and
+    `prefer_int8` takes it; a failure to quantise falls back to the float model, logged."""
+    import torch
+
+    from ragsvc.native import cache_dir as native_cache_dir
+
+    flags = _hardware()
+    ir_dir = choice_dir or native_cache_dir().parent / "embed"
+    bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    xml = export(model, model_dir=model_dir, cache_dir=ir_dir)
+    runner = OpenVinoEncoder(model, xml, bf16=bf16, num_threads=torch.get_num_threads())
+    if quantize == "none":
+        return runner
+    if not nncf_available():
+        logger.log(logging.WARNING if quantize == "int8" else logging.INFO,
+                   "embedder int8 not used: the nncf package is not installed (pip install 'ragsvc[openvino]')")
+        return runner
+    try:
+        tokenizer = private_tokenizer(model.tokenizer, int(model.max_seq_length or 512))
+        int8_xml = quantize_model(xml, tokenizer=tokenizer, pad_id=int(model.tokenizer.pad_token_id or 0),
+                                  cache_dir=ir_dir)
+        int8 = OpenVinoEncoder(model, int8_xml, bf16=bf16, num_threads=torch.get_num_threads(), int8=True)
+    except Exception as exc:  # noqa: BLE001 - a model NNCF cannot quantise runs in its float precision
+        logger.warning("embedder int8 not used: quantisation failed: %s", exc)
+        return runner
+    use, reason = prefer_int8(quantize, reference=reference, float_model=runner, int8_model=int8)
+    logger.info("embedder %s", reason)
+    return int8 if use else runner
 
 
 def _hardware() -> str:

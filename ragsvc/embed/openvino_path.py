@@ -120,7 +120,10 @@ class OpenVinoEncoder:
     does and never to pad: the token counts that sort a request into batches and the batches' inputs come
     from that one pass (padding is numpy's), and no other thread's tokenizer call can change its settings."""
 
-    def __init__(self, model: SentenceTransformer, xml: Path, *, bf16: bool, num_threads: int) -> None:
+    def __init__(self, model: SentenceTransformer, xml: Path, *, bf16: bool, num_threads: int,
+                 int8: bool = False) -> None:
+        """`xml` is the float IR (`export`) or, with `int8`, its quantised copy (`openvino_int8.quantize`): the
+        quantised layers run in int8, the rest in bfloat16 where `bf16` else float32."""
         import openvino as ov
 
         self._mode = _pooling_mode(model)
@@ -128,7 +131,7 @@ class OpenVinoEncoder:
         self._tokenizer = private_tokenizer(model.tokenizer, int(model.max_seq_length or 512))
         self._pad_id = int(model.tokenizer.pad_token_id or 0)
         hint = "bf16" if bf16 else "f32"
-        self.precision = "bfloat16" if bf16 else "float32"
+        self.precision = "int8" if int8 else "bfloat16" if bf16 else "float32"
         self._compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                                    "INFERENCE_NUM_THREADS": num_threads})
         self._lock = threading.Lock()  # one infer request per compiled model: calls must not overlap
@@ -201,10 +204,12 @@ class BackendChoice:
     cosine_min: float = 1.0
     speedup: float = 1.0
     """Over the torch path it replaces, on the check sample."""
+    int8: bool = False
+    """The OpenVINO model is the int8 quantised one (it agreed with float32 on the check sample)."""
 
 
 def choose_backend(setting: BackendSetting, *, reference: Encode, torch_path: Encode, candidate: Encode | None,
-                   unavailable: str | None, repeats: int = 3) -> BackendChoice:
+                   unavailable: str | None, repeats: int = 3, int8: bool = False) -> BackendChoice:
     """OpenVINO when it agrees with the float32 `reference` on the check sample and (for "auto") beats
     `torch_path` by MIN_SPEEDUP; else torch, with the reason. `candidate` is None when it could not be built
     (`unavailable` says why)."""
@@ -217,15 +222,16 @@ def choose_backend(setting: BackendSetting, *, reference: Encode, torch_path: En
     if not agree.passed:
         return BackendChoice("torch", f"OpenVINO disagrees with float32 (cosine mean {agree.cosine_mean:.4f}, min "
                                       f"{agree.cosine_min:.4f})", agree.cosine_mean, agree.cosine_min)
-    speedup = _best_seconds(torch_path, texts, repeats) / max(_best_seconds(candidate, texts, repeats), 1e-9)
+    speedup = best_seconds(torch_path, texts, repeats) / max(best_seconds(candidate, texts, repeats), 1e-9)
     if setting == "auto" and speedup < MIN_SPEEDUP:
         return BackendChoice("torch", f"OpenVINO is not faster ({speedup:.2f}x the torch path; needs {MIN_SPEEDUP}x)",
                              agree.cosine_mean, agree.cosine_min, speedup)
-    return BackendChoice("openvino", f"OpenVINO: {speedup:.2f}x the torch path, cosine mean {agree.cosine_mean:.4f}, "
-                                     f"min {agree.cosine_min:.4f}", agree.cosine_mean, agree.cosine_min, speedup)
+    return BackendChoice("openvino", f"OpenVINO{' int8' if int8 else ''}: {speedup:.2f}x the torch path, cosine mean "
+                                     f"{agree.cosine_mean:.4f}, min {agree.cosine_min:.4f}", agree.cosine_mean,
+                         agree.cosine_min, speedup, int8)
 
 
-def _best_seconds(encode: Encode, texts: list[str], repeats: int) -> float:
+def best_seconds(encode: Encode, texts: list[str], repeats: int) -> float:
     encode(texts)  # warm-up
     best = float("inf")
     for _ in range(repeats):

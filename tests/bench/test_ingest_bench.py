@@ -8,6 +8,7 @@ import pytest
 
 from ragsvc.bench.ingest import IngestBenchConfig, load_scifact, run_ingest_bench, to_markdown
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.openvino_int8 import nncf_available
 from ragsvc.embed.openvino_path import openvino_available
 
 ABSTRACT = ("Alterations of the architecture of cerebral white matter in the developing human brain can affect "
@@ -46,7 +47,8 @@ def test_the_benchmark_reports_every_run_on_the_same_chunks(data_root, tmp_path)
     assert result["reference"]["name"] == "st-fp32" and result["reference"]["chunks_per_s"] > 0
     names = [r["name"] for r in result["runs"]]
     assert names == ["ragsvc-fp32-sorted", "ragsvc-bf16-sorted"] + (["ragsvc-openvino-sorted"] if openvino_available()
-                                                                     else [])
+                                                                     else []) + (
+        ["ragsvc-openvino-int8-sorted"] if nncf_available() else [])
     for row in result["runs"]:
         assert {"chunks_per_s", "docs_per_s", "tokens_per_s", "peak_rss_mb", "cosine_mean", "cosine_min"} <= set(row)
         assert row["cosine_mean"] >= 0.99 and row["cosine_min"] >= 0.98
