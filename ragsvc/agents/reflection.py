@@ -135,7 +135,7 @@ def parse_insights(text: str, evidence_ids: Sequence[int], *, limit: int) -> lis
             continue
         numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
         cited = tuple(dict.fromkeys(evidence_ids[n - 1] for n in numbers if 1 <= n <= len(evidence_ids)))
-        insight = body[: match.start()].strip().rstrip(".,;:").strip()
+        insight = _unwrapped(body[: match.start()].strip().rstrip(".,;:").strip())
         if cited and insight and not _is_placeholder(insight) and all(insight != f.text for f in found):
             found.append(Insight(text=insight, evidence=cited))
     return found[:limit]
@@ -151,6 +151,14 @@ def read_insights(text: str, evidence: Sequence[MemoryRecord], embedder: Embedde
     return [Insight(text=line, evidence=near, evidence_by="similarity")
             for line, near in evidence_by_similarity(lines, [r.text for r in evidence], [r.id for r in evidence],
                                                      embedder)]
+
+
+def _unwrapped(insight: str) -> str:
+    """An insight without the angle brackets of the format line ("<Ada is a baker> [2]": a model that copies the
+    form keeps them)."""
+    if insight.startswith("<") and insight.endswith(">"):
+        return insight[1:-1].strip().rstrip(".,;:").strip()
+    return insight
 
 
 def _is_placeholder(insight: str) -> bool:

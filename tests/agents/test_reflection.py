@@ -37,6 +37,9 @@ def test_questions_and_insights_are_parsed_with_their_citations():
     kept = "What are the most important things to Lena?"
     assert echoes_request(echoed, "Lena Fischer") and not echoes_request(kept, "Lena Fischer")
     assert parse_questions(f"1. {echoed}\n2. {kept}", limit=3, agent="Lena Fischer") == [kept]
+    # the format line's angle brackets, copied around a real insight, are not part of it
+    assert [i.text for i in parse_insights("1. <Ada bakes for the village.> [1]", [7], limit=3)] == [
+        "Ada bakes for the village"]
     ids = [101, 102, 103]
     reply = ("1. Mei loves hosting people [1, 3]\n"
              "2. Tomas is reliable (because of 2)\n"
