@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
     from ragsvc.retrieval.vector_store import VectorStore
 
+AUTO_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9)
+"""First-stage weights the held-out check tries when --first-stage-weight is not given."""
+AUTO_WEIGHT = 0.5
+"""...and the weight saved when there is no check (--holdout 0)."""
+
 app = typer.Typer(help="Rerankers: train a cross-encoder on a collection's judgements.", no_args_is_help=True)
 
 
@@ -50,14 +55,15 @@ def train(
                                                                    "(0: no budget)")] = 150,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="groups per step (a relevant document and its "
                                                                  "negatives)")] = 4,
-    learning_rate: Annotated[float, typer.Option(min=1e-7, max=1e-2, help="for the pretrained encoder")] = 3e-5,
+    learning_rate: Annotated[float, typer.Option(min=1e-7, max=1e-2, help="for the pretrained encoder")] = 1e-4,
     head_learning_rate: Annotated[float, typer.Option(min=1e-7, max=1e-1, help="for the new classifier head")]
     = 1e-3,
     max_length: Annotated[int, typer.Option(min=16, max=512, help="tokens of query + passage")] = 128,
-    first_stage_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of the first stage's "
-                                                                    "(normalised) score in the served score, the "
-                                                                    "model's being the rest; saved with the model "
-                                                                    "and used by the cross-encoder reranker")] = 0.5,
+    first_stage_weight: Annotated[float | None, typer.Option(
+        min=0.0, max=0.99, help="share of the first stage's (normalised) score in the served score, the model's "
+                                "being the rest; saved with the model for the cross-encoder reranker. Default: the "
+                                "best of 0, 0.25, 0.5, 0.75, 0.9 on the held-out queries (0.5 with --holdout 0)")]
+    = None,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="share of the judged queries kept out of "
                                                                   "training for the held-out check (0: no check)")]
     = 0.1,
@@ -69,9 +75,10 @@ def train(
     """Fine-tune a cross-encoder (from MiniLM by default) on the judged query-document pairs of --qrels, with
     hard negatives from this collection's own hybrid search, check it on held-out queries, and save it.
 
-    The check ranks each held-out query's hybrid shortlist as it is and reordered by the new model. If the model
-    is worse (nDCG@10), it is not saved to --out but set aside in OUT.rejected (replacing an older one there)
-    and the command fails with exit code 2, unless --force. Both figures are in ragsvc-training.json in the
+    The check ranks each held-out query's hybrid shortlist as it is and reordered by the new model's score
+    blended with the first stage's (at --first-stage-weight, or the best of a few). If that is no better
+    (nDCG@10), the model is not saved to --out but set aside in OUT.rejected (replacing an older one there) and
+    the command fails with exit code 2, unless --force. Both figures are in ragsvc-training.json in the
     saved folder. The trained model is supervised on this collection's domain: report its figures apart from
     zero-shot ones.
     """
@@ -96,10 +103,13 @@ def train(
         store.get_collection(collection)
         model, report, check = _train_and_check(store, collection, texts, training, held, base_path, options,
                                                 negatives=negatives, candidates=candidates,
-                                                first_stage_weight=first_stage_weight)
+                                                weights=AUTO_WEIGHTS if first_stage_weight is None
+                                                else (first_stage_weight,))
         accepted = check is None or check.accepted
         destination = out if accepted or force else rejected
-        record = {"first_stage_weight": first_stage_weight,
+        chosen = check.first_stage_weight if check is not None else (
+            AUTO_WEIGHT if first_stage_weight is None else first_stage_weight)
+        record = {"first_stage_weight": chosen,
                   "base": base if not Path(base).is_dir() else Path(base).name, "collection": collection,
                   "queries_file": queries.name, "qrels_file": qrels.name, "negatives": negatives,
                   "candidates": candidates, "options": asdict(options), "train": report.as_dict(),
@@ -113,8 +123,9 @@ def train(
         store.close()
     typer.echo(json.dumps({"out": str(destination), "train": record["train"], "holdout": record["holdout"]}))
     if check is not None and destination == rejected:
-        raise fail(f"the trained model ranks the {check.queries} held-out queries worse than the first stage "
-                   f"(nDCG@{check.k} {check.reranked_ndcg:.4f} vs {check.first_stage_ndcg:.4f}), so it was set "
+        raise fail(f"the trained model ranks the {check.queries} held-out queries no better than the first stage "
+                   f"(nDCG@{check.k} {check.reranked_ndcg:.4f} at first-stage weight {check.first_stage_weight}, "
+                   f"{check.model_ndcg:.4f} alone, vs {check.first_stage_ndcg:.4f}), so it was set "
                    f"aside in {rejected}, not saved to {out}; train longer (--max-steps, --epochs), change the "
                    "learning rates, or pass --force to keep it anyway")
 
@@ -122,7 +133,7 @@ def train(
 def _train_and_check(store: VectorStore, collection: str, texts: Mapping[str, str],
                      training: Mapping[str, Mapping[str, int]], held: Mapping[str, Mapping[str, int]],
                      base: Path, options: TrainOptions, *, negatives: int, candidates: int,
-                     first_stage_weight: float) -> tuple[CrossEncoder, TrainReport, HoldoutReport | None]:
+                     weights: Sequence[float]) -> tuple[CrossEncoder, TrainReport, HoldoutReport | None]:
     """Mine groups from `training`, train, then run the held-out check on `held` (None when it is empty)."""
     from ragsvc.cli.progress import TqdmProgress
     from ragsvc.retrieval.pipeline import RetrievalOptions, RetrievalPipeline
@@ -162,6 +173,6 @@ def _train_and_check(store: VectorStore, collection: str, texts: Mapping[str, st
         return [float(s) for s in model.predict([(query, p) for p in passages], show_progress_bar=False)]
 
     with TqdmProgress("held-out check", unit="q") as checked:
-        check = holdout_check(texts, held, scored, text, score, first_stage_weight=first_stage_weight,
+        check = holdout_check(texts, held, scored, text, score, first_stage_weights=weights,
                               candidates=candidates, on_query=checked)
     return model, report, check

@@ -64,8 +64,9 @@ class TrainOptions:
     `batch_size` groups, so the cost of a run is about max_steps x batch_size x (1 + negatives) passages."""
     batch_size: int = 4
     """Groups per optimiser step (each one relevant document and its negatives)."""
-    learning_rate: float = 3e-5
-    """For the pretrained encoder."""
+    learning_rate: float = 1e-4
+    """For the pretrained encoder: high for BERT fine-tuning, as a short run must move a bi-encoder's weights
+    to a different task (scoring a joint query-passage input) within a few hundred steps."""
     head_learning_rate: float = 1e-3
     """For the freshly initialised classifier head, which starts from noise and has far less to lose."""
     warmup_fraction: float = 0.1

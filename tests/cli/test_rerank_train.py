@@ -110,21 +110,22 @@ def test_refuses_an_existing_folder_missing_judgements_and_an_unknown_collection
 
 
 def test_the_held_out_check_decides_where_the_model_goes_and_force_overrides_it(judged: Path, tmp_path: Path):
-    """One of the three queries is held out; whichever way the check goes, the model lands where it says, and
-    --force always saves to --out. (Which way it goes is the model's business; the pure check's own tests pin
-    down refusing and accepting.)"""
+    """Two of the three queries are held out (one chooses the first-stage weight, one judges); whichever way
+    the check goes, the model lands where it says, and --force always saves to --out. (Which way it goes is the
+    model's business; the pure check's own tests pin down refusing and accepting.)"""
     out = tmp_path / "checked"
-    result = _train(judged, out, "--holdout", "0.34", "--max-steps", "1")
+    result = _train(judged, out, "--holdout", "0.5", "--max-steps", "1")
     check = _summary(result.output)["holdout"]
-    assert check["queries"] == 1 and check["k"] == 10
-    assert check["accepted"] == (check["reranked_ndcg@10"] >= check["first_stage_ndcg@10"])
+    assert check["queries"] == 1 and check["k"] == 10 and len(check["ndcg@10_by_first_stage_weight"]) == 5
+    assert check["accepted"] == (check["reranked_ndcg@10"] > check["first_stage_ndcg@10"])
     rejected = tmp_path / "checked.rejected"
     if check["accepted"]:
         assert result.exit_code == 0 and (out / TRAINING_FILE).exists() and not rejected.exists()
     else:
-        assert result.exit_code == 2 and "worse than the first stage" in result.output and "--force" in result.output
+        assert result.exit_code == 2 and "no better than the first stage" in result.output
+        assert "--force" in result.output
         assert not out.exists() and json.loads((rejected / TRAINING_FILE).read_text())["holdout"] == check
-    forced = _train(judged, tmp_path / "forced", "--holdout", "0.34", "--max-steps", "1", "--force")
+    forced = _train(judged, tmp_path / "forced", "--holdout", "0.5", "--max-steps", "1", "--force")
     assert forced.exit_code == 0, forced.output
     record = json.loads((tmp_path / "forced" / TRAINING_FILE).read_text())
     assert record["holdout"] == check and record["forced"] == (not check["accepted"])  # same seed, same model

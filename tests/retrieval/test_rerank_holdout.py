@@ -49,18 +49,38 @@ def test_accepts_a_model_that_repairs_a_bad_shortlist_and_counts_what_the_shortl
     assert report.reranked_ndcg == pytest.approx(3 / 4)  # q3's only relevant document is not in its shortlist
     tie = holdout_check(QUERIES, QRELS, first_stage(good=True), TEXT.get, lambda q, ps: [0.0] * len(ps),
                         candidates=6, k=3)
-    assert tie.accepted and tie.reranked_ndcg == tie.first_stage_ndcg  # equal scores keep the first-stage order
+    assert tie.reranked_ndcg == tie.first_stage_ndcg and not tie.accepted  # equal scores change nothing
 
 
 def test_the_check_measures_the_model_as_served_blended_with_the_first_stage():
-    """An opposite-of-the-judgements model alone is worse; blended with mostly the first stage, it only breaks
-    the first stage's near-ties, and what is served is what is checked."""
+    """An opposite-of-the-judgements model alone is worse; blended with mostly the first stage, it changes
+    nothing (a tie, still refused), and what is served is what is checked."""
     alone = holdout_check(QUERIES, QRELS, first_stage(good=True), TEXT.get, by_relevance(-1.0), candidates=6, k=3)
     mostly_first = holdout_check(QUERIES, QRELS, first_stage(good=True), TEXT.get, by_relevance(-1.0),
-                                 first_stage_weight=0.9, candidates=6, k=3)
+                                 first_stage_weights=[0.9], candidates=6, k=3)
     assert mostly_first.model_ndcg == alone.reranked_ndcg == alone.model_ndcg
-    assert mostly_first.reranked_ndcg == mostly_first.first_stage_ndcg and mostly_first.accepted
+    assert mostly_first.reranked_ndcg == mostly_first.first_stage_ndcg and not mostly_first.accepted
     assert mostly_first.as_dict()["first_stage_weight"] == 0.9
+
+
+def test_every_other_query_chooses_the_weight_and_the_rest_judge_the_model_at_it():
+    grid = [0.0, 0.5, 0.9]
+    scrambling = holdout_check(QUERIES, QRELS, first_stage(good=True), TEXT.get, by_relevance(-1.0),
+                               first_stage_weights=grid, candidates=6, k=3)
+    assert [w for w, _ in scrambling.ndcg_by_weight] == [0.9, 0.5, 0.0] and scrambling.queries == 2
+    assert scrambling.first_stage_weight == 0.9 and not scrambling.accepted  # its best only ties the first stage
+    repairing = holdout_check(QUERIES, QRELS, first_stage(good=False), TEXT.get, by_relevance(1.0),
+                              first_stage_weights=grid, candidates=6, k=3)
+    assert repairing.accepted and repairing.first_stage_weight == 0.0  # the oracle alone is best
+    judged_alone = holdout_check({q: QUERIES[q] for q in ("q1", "q3")}, QRELS, first_stage(good=False), TEXT.get,
+                                 by_relevance(1.0), first_stage_weights=[0.0], candidates=6, k=3)
+    assert repairing.reranked_ndcg == pytest.approx(judged_alone.reranked_ndcg)  # q1 and q3 judged; q0, q2 chose
+    assert repairing.as_dict()["ndcg@3_by_first_stage_weight"]["0.0"] == pytest.approx(1.0)
+    with pytest.raises(InvalidInput, match=r"\[0, 1\)"):
+        holdout_check(QUERIES, QRELS, first_stage(good=True), TEXT.get, by_relevance(1.0), first_stage_weights=[1.0])
+    with pytest.raises(InvalidInput, match="at least 2 held-out queries"):
+        holdout_check({"q0": QUERIES["q0"]}, QRELS, first_stage(good=True), TEXT.get, by_relevance(1.0),
+                      first_stage_weights=grid)
 
 
 def test_blend_is_a_convex_combination_of_min_max_normalised_scores():
