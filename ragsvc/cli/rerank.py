@@ -68,7 +68,7 @@ def train(
                                                                   "training for the held-out check (0: no check)")]
     = 0.1,
     force: Annotated[bool, typer.Option("--force", help="save to --out even if the trained model ranks the "
-                                                        "held-out queries worse than the first stage")] = False,
+                                                        "held-out queries no better than the first stage")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     data_dir: DataDir = None,
 ) -> None:
