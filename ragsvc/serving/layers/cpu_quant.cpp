@@ -191,12 +191,12 @@ void q4_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const ui
 #else
     (void)tile;
 #endif
-    // Rows in chunks handed out as threads ask: a thread that sleeps between steps (OMP_WAIT_POLICY=PASSIVE)
-    // joins late, and the one already running takes its share meanwhile instead of waiting at the end.
+    // Static halves: handing rows out on demand, so that a running thread could take the share of one still
+    // waking from a passive wait, measured slower.
 #pragma omp parallel
     {
         std::vector<float> df(static_cast<size_t>(nbp)), mc(static_cast<size_t>(nbp));
-#pragma omp for schedule(dynamic, 32)
+#pragma omp for schedule(static)
         for (int64_t n = 0; n < N; ++n) {
             const uint8_t* w = packed + n * (Kp / 2);
             const float b = bias ? bias[n] : 0.f;
@@ -392,7 +392,7 @@ void q4_gemm_bf16(const uint16_t* xb, int64_t M, int64_t Kp, int64_t N, const ui
         static thread_local std::vector<uint16_t> panel;
         if (panel.size() < static_cast<size_t>(rows * Kp)) panel.resize(static_cast<size_t>(rows * Kp));
         float sums[GEMM_RB * GEMM_TB];
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)
         for (int64_t p = 0; p < panels; ++p) {
             const int64_t n0 = p * rows, count = std::min(rows, N - n0);
             for (int64_t r = 0; r < count; ++r)
