@@ -44,7 +44,8 @@ class DecodeProfile:
     """Wall time of one engine step (schedule, forward, sampling), averaged over the decode steps."""
     parts_ms: dict[str, float]
     """Milliseconds per step of each part (KERNEL_PARTS, "python + other", "forward", "schedule",
-    "prepare", "sample")."""
+    "prepare", "sample", and "step, outside these": the rest of the engine step, KV block copies and
+    bookkeeping)."""
     calls_per_step: dict[str, int]
 
 
@@ -133,6 +134,8 @@ def _summary(timers: _Timers, *, concurrency: int, prompt_tokens: int, steps: in
     per_step = {part: 1e3 * s / steps for part, s in timers.seconds.items()}
     inside = sum(per_step.get(part, 0.0) for part in KERNEL_PARTS)
     per_step["python + other"] = max(0.0, per_step.get("forward", 0.0) - inside)
+    outside = sum(per_step.get(part, 0.0) for part in ("forward", "schedule", "prepare", "sample"))
+    per_step["step, outside these"] = max(0.0, 1e3 * elapsed / steps - outside)
     ordered = dict(sorted(((p, round(v, 3)) for p, v in per_step.items()), key=lambda kv: -kv[1]))
     return DecodeProfile(concurrency=concurrency, prompt_tokens=prompt_tokens, steps=steps,
                          ms_per_step=round(1e3 * elapsed / steps, 3), parts_ms=ordered,
