@@ -73,3 +73,18 @@ def test_the_int8_model_agrees_with_float32_and_is_built_once(minilm, tmp_path):
                                         quantize="int8", choice_dir=tmp_path)
     assert again.fast_path is not None and again.fast_path.label == "openvino-int8"
     assert len(list(tmp_path.glob("openvino-int8-*"))) == 1
+
+
+def test_the_quantize_setting_is_checked_and_reaches_the_embedder(monkeypatch):
+    import pydantic
+
+    import ragsvc.embed.embedder as embedder_module
+    from ragsvc.config import EmbedSettings
+
+    with pytest.raises(pydantic.ValidationError, match="quantize"):
+        EmbedSettings(quantize="int4")
+    seen = {}
+    monkeypatch.setattr(embedder_module, "SentenceTransformerEmbedder", lambda *a, **kw: seen.update(kw))
+    embedder_module.embedder_from_settings(EmbedSettings(quantize="none"))
+    assert seen["quantize"] == "none" and seen["backend"] == "auto"
+    assert EmbedSettings().quantize == "auto"
