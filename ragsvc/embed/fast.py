@@ -194,8 +194,9 @@ def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSet
     reference = lambda t: encode(model, t, path, precision="float32")  # noqa: E731
     if unavailable is None and (choice is None or choice.backend == "openvino"):
         try:
+            wanted: QuantizeSetting = quantize if choice is None else "int8" if choice.int8 else "none"
             runner = _openvino_runner(model, model_dir=model_dir, choice_dir=choice_dir, reference=reference,
-                                      quantize=quantize if choice is None or choice.int8 else "none")
+                                      quantize=wanted)  # a cached int8 choice is checked again, not timed again
         except Exception as exc:  # noqa: BLE001 - any failure to convert or compile means: torch, and why
             unavailable = f"conversion failed: {exc}"
     if choice is None:

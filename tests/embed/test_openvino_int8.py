@@ -49,7 +49,7 @@ def test_int8_is_taken_only_when_it_agrees_and_for_auto_only_when_faster():
     use, reason = prefer_int8("int8", reference=same, float_model=same, int8_model=_encoder(far))
     assert not use and "disagrees" in reason
     use, reason = prefer_int8("int8", reference=same, float_model=same, int8_model=_encoder(close))
-    assert use and "asked for" in reason
+    assert use and "agrees" in reason
     use, reason = prefer_int8("auto", reference=same, float_model=_encoder(ref), int8_model=_encoder(close, 300))
     assert not use and "not faster" in reason
     use, reason = prefer_int8("auto", reference=same, float_model=_encoder(ref, 300), int8_model=_encoder(close))
