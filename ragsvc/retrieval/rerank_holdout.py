@@ -52,6 +52,8 @@ class HoldoutReport:
     """The model's scores alone."""
     ndcg_by_weight: tuple[tuple[float, float], ...]
     """(first-stage weight, nDCG on the choosing queries) for every weight tried; empty with one weight."""
+    choosing_first_stage_ndcg: float | None = None
+    """The first stage alone on the choosing queries, the figure to read ndcg_by_weight against."""
 
     @property
     def accepted(self) -> bool:
@@ -66,6 +68,8 @@ class HoldoutReport:
                 f"reranked_ndcg@{self.k}": round(self.reranked_ndcg, 4),
                 f"model_alone_ndcg@{self.k}": round(self.model_ndcg, 4),
                 f"ndcg@{self.k}_by_first_stage_weight": {str(w): round(n, 4) for w, n in self.ndcg_by_weight},
+                f"choosing_first_stage_ndcg@{self.k}": None if self.choosing_first_stage_ndcg is None
+                else round(self.choosing_first_stage_ndcg, 4),
                 "accepted": self.accepted}
 
 
@@ -134,7 +138,8 @@ def holdout_check(queries: Mapping[str, str], held: Qrels, ranked: Callable[[str
             on_query(done, len(usable))
     first, alone, served = (total / len(judging) for total in totals)
     return HoldoutReport(queries=len(judging), k=k, candidates=candidates, first_stage_weight=chosen,
-                         first_stage_ndcg=first, reranked_ndcg=served, model_ndcg=alone, ndcg_by_weight=by_weight)
+                         first_stage_ndcg=first, reranked_ndcg=served, model_ndcg=alone, ndcg_by_weight=by_weight,
+                         choosing_first_stage_ndcg=sum(r[0] for r in rows.values()) / len(rows) if rows else None)
 
 
 def _ndcgs(query: str, relevance: Mapping[str, int], ranked: Callable[[str], Sequence[tuple[str, float]]],

@@ -69,6 +69,7 @@ def test_every_other_query_chooses_the_weight_and_the_rest_judge_the_model_at_it
                                first_stage_weights=grid, candidates=6, k=3)
     assert [w for w, _ in scrambling.ndcg_by_weight] == [0.9, 0.5, 0.0] and scrambling.queries == 2
     assert scrambling.first_stage_weight == 0.9 and not scrambling.accepted  # its best only ties the first stage
+    assert scrambling.ndcg_by_weight[0][1] == scrambling.choosing_first_stage_ndcg
     repairing = holdout_check(QUERIES, QRELS, first_stage(good=False), TEXT.get, by_relevance(1.0),
                               first_stage_weights=grid, candidates=6, k=3)
     assert repairing.accepted and repairing.first_stage_weight == 0.0  # the oracle alone is best
