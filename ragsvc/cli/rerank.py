@@ -13,18 +13,12 @@ import typer
 
 from ragsvc.cli.common import DataDir, fail, open_store
 from ragsvc.errors import RagsvcError
-from ragsvc.retrieval.rerank_holdout import HoldoutReport, holdout_check, split_holdout
-from ragsvc.retrieval.rerank_train import (
-    TrainOptions,
-    TrainReport,
-    mine_groups,
-    save_cross_encoder,
-    train_cross_encoder,
-)
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
+    from ragsvc.retrieval.rerank_holdout import HoldoutReport
+    from ragsvc.retrieval.rerank_train import TrainOptions, TrainReport
     from ragsvc.retrieval.vector_store import VectorStore
 
 AUTO_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9)
@@ -84,6 +78,8 @@ def train(
     """
     from ragsvc.embed.embedder import resolve_model_path
     from ragsvc.evals.loaders import load_qrels, load_queries
+    from ragsvc.retrieval.rerank_holdout import split_holdout
+    from ragsvc.retrieval.rerank_train import TrainOptions, save_cross_encoder
 
     rejected = out.with_name(out.name + ".rejected")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -137,6 +133,8 @@ def _train_and_check(store: VectorStore, collection: str, texts: Mapping[str, st
     """Mine groups from `training`, train, then run the held-out check on `held` (None when it is empty)."""
     from ragsvc.cli.progress import TqdmProgress
     from ragsvc.retrieval.pipeline import RetrievalOptions, RetrievalPipeline
+    from ragsvc.retrieval.rerank_holdout import holdout_check
+    from ragsvc.retrieval.rerank_train import mine_groups, train_cross_encoder
 
     search = RetrievalPipeline(store)
     shortlist = RetrievalOptions(mode="hybrid", k=candidates, candidates=max(candidates, 100))
