@@ -55,6 +55,8 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("RAGSVC_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU-variant probe at INFO
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns a load benchmark's report
     app()
 
 
