@@ -22,8 +22,6 @@ import hashlib
 import importlib.util
 import io
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +29,7 @@ import numpy as np
 
 from ragsvc.embed.batching import length_sorted_batches
 from ragsvc.embed.calibration import calibration_digest, calibration_texts
-from ragsvc.embed.openvino_path import Encode, best_seconds, padded_inputs
+from ragsvc.embed.openvino_path import Encode, best_seconds, padded_inputs, save_ir
 from ragsvc.embed.precision import CHECK_TEXTS, MIN_SPEEDUP, agreement
 
 QuantizeSetting = Literal["auto", "none", "int8"]
@@ -74,15 +72,7 @@ def quantize(xml: Path, *, tokenizer: Any, pad_id: int, cache_dir: Path) -> Path
                                       preset=nncf.QuantizationPreset.MIXED)
     finally:
         nncf_logger.setLevel(previous)
-    tmp = cache_dir / f".openvino-int8-{key}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    ov.save_model(quantized, tmp / "model.xml", compress_to_fp16=False)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished the same quantisation first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target / "model.xml"
+    return save_ir(quantized, target)
 
 
 def prefer_int8(setting: QuantizeSetting, *, reference: Encode, float_model: Encode, int8_model: Encode,

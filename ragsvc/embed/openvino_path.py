@@ -100,15 +100,23 @@ def export(model: SentenceTransformer, *, model_dir: Path, cache_dir: Path) -> P
     example = model.tokenizer(["an example", "a second, longer example text"], padding=True, return_tensors="pt")
     if "token_type_ids" not in example:
         raise ValueError("the tokenizer gives no token_type_ids; only BERT-style encoders are converted")
-    tmp = cache_dir / f".openvino-{key}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     with torch.inference_mode(False), torch.no_grad():
         converted = ov.convert_model(_Hidden(), example_input={name: example[name] for name in INPUTS})
-    ov.save_model(converted, tmp / "model.xml", compress_to_fp16=False)
+    return save_ir(converted, target)
+
+
+def save_ir(model: Any, target: Path) -> Path:
+    """`model` saved as `target`/model.xml through a private temporary folder renamed into place, so a reader
+    never sees half an IR; when another process renamed the same model first, its copy is kept."""
+    import openvino as ov
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
     try:
         os.replace(tmp, target)
-    except OSError:  # another process finished the same conversion first
+    except OSError:  # another process finished the same model first
         shutil.rmtree(tmp, ignore_errors=True)
     return target / "model.xml"
 

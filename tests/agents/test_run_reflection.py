@@ -14,7 +14,7 @@ from ragsvc.agents.sim_config import SimulationConfig
 from ragsvc.agents.simulation import open_run, run_simulation
 from ragsvc.errors import NotFound
 from ragsvc.llm.scripted import ScriptedGenerator
-from tests.agents.test_simulation import TOWN, last_text, town_reply
+from tests.agents.test_simulation import TOWN, CountingScript, last_text, town_reply
 
 QUIET = SimulationConfig(hours=0.25, tick_minutes=15, seed=7, reflection=False)
 
@@ -32,19 +32,9 @@ def reflection_reply(prompt) -> str:
     raise AssertionError(f"unscripted prompt: {text[:200]!r}")
 
 
-class Batches(ScriptedGenerator):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches: list[int] = []
-
-    def generate_many(self, prompts, **kwargs):
-        self.batches.append(len(prompts))
-        return super().generate_many(prompts, **kwargs)
-
-
 def test_every_resident_reflects_once_with_cited_evidence(tmp_path: Path, embedder):
     run_simulation(TOWN, tmp_path / "run", config=QUIET, generator=ScriptedGenerator(town_reply), embedder=embedder)
-    gen = Batches(reflection_reply)
+    gen = CountingScript(reflection_reply)
     stored = reflect_run(tmp_path / "run", gen, embedder=embedder, options=ReflectionOptions(num_questions=2))
     assert len(stored) == 5 and all(len(v) == 2 for v in stored.values())  # the echoed request asked nothing
     assert gen.batches[:2] == [5, 5]  # five residents' questions together, then their five questions' insights
