@@ -9,6 +9,7 @@ path.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,18 +105,48 @@ def test_packed_weights_are_cached_and_read_back(tiny_odd_qwen2, tmp_path) -> No
     torch.testing.assert_close(second, first, rtol=0, atol=0)
 
 
+def _use_vnni_from(engine: LLMEngine, tokens: int) -> None:
+    """Every q4 step of `tokens` or more on the int8-activation kernel (0: never), whatever this CPU measured."""
+    for m in engine.runner.model.modules():
+        if isinstance(m, QuantLinear) and m.plan is not None:
+            m.use_kernels(m.kernels, replace(m.plan, vnni_tokens=tokens))
+
+
 def test_reference_path_matches_the_kernels(tiny_odd_qwen2, tmp_path) -> None:
     """The same q4 model with its quantised kernels off (plain-torch de-quantise-then-matmul) gives the same
-    logits, up to summation order: rounding activations to bf16 (q4 multiplies bf16 pairs) turns a last-bit
-    difference into a bf16 step now and then, so the bound is relative RMS, not elementwise (measured 1-2e-3;
-    a wrong block or scale gives ~0.1)."""
+    logits as its bf16-activation kernels, up to summation order: rounding activations to bf16 (q4 multiplies
+    bf16 pairs) turns a last-bit difference into a bf16 step now and then, so the bound is relative RMS, not
+    elementwise (measured 1-2e-3; a wrong block or scale gives ~0.1)."""
     engine = _engine(tiny_odd_qwen2, "q4", tmp_path)
+    _use_vnni_from(engine, 0)
     fast = _forced_logits(engine)
     engine = _engine(tiny_odd_qwen2, "q4", tmp_path)
     use_quant_kernels(engine.runner.model, None, None)
     slow = _forced_logits(engine)
     err = (fast - slow).pow(2).mean().sqrt() / slow.pow(2).mean().sqrt()
     assert err <= 5e-3, f"kernels vs reference: relative RMS logit difference {err:.2e}"
+
+
+def test_int8_activation_kernel_in_the_model(tiny_odd_qwen2, tmp_path) -> None:
+    """Every q4 step of 2+ tokens on the int8-activation kernel (prefill chunks and the 4-sequence decode
+    steps): logits within 3e-2 relative RMS of the plain-torch reference (measured ~1.2e-2; each activation is
+    rounded to half a step of its 32-block's range, coarser than bf16's half ulp), and not equal to the bf16
+    kernels' (it really ran)."""
+    from ragsvc.serving.layers import cpu_q4_vnni
+
+    lib = cpu_q4_vnni.load()
+    if lib is None or not cpu_q4_vnni.vectorised(lib):
+        pytest.skip("needs AVX512_VNNI")
+    engine = _engine(tiny_odd_qwen2, "q4", tmp_path)
+    _use_vnni_from(engine, 2)
+    int8 = _forced_logits(engine)
+    _use_vnni_from(engine, 0)
+    bf16 = _forced_logits(engine)
+    use_quant_kernels(engine.runner.model, None, None)
+    slow = _forced_logits(engine)
+    err = (int8 - slow).pow(2).mean().sqrt() / slow.pow(2).mean().sqrt()
+    assert err <= 3e-2, f"int8 activations vs reference: relative RMS logit difference {err:.2e}"
+    assert not torch.equal(int8, bf16)
 
 
 def test_unknown_weight_format_is_refused() -> None:

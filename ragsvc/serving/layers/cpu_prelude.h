@@ -29,6 +29,26 @@ inline void store(uint16_t* dst, float x) {  // round to nearest even, NaN stays
 }
 
 
+// IEEE fp16 bits -> float (the q4 scales), exact for every value; no F16C needed.
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0) {  // zero or subnormal: man * 2^-24 is exact in fp32
+        const float f = static_cast<float>(man) * 5.9604644775390625e-8f;
+        std::memcpy(&bits, &f, sizeof bits);
+        bits |= sign;
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+
 // exp for x <= 0 (scores minus their max), Cephes' polynomial: ~1 ulp, and unlike std::exp it vectorises.
 inline float exp_nonpositive(float x) {
     x = x < -87.f ? -87.f : x;  // exp(-87) ~ 1.6e-38: stays a normal float, negligible in the sum

@@ -13,24 +13,6 @@
 
 namespace {
 
-inline float half_to_float(uint16_t h) {
-    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-    const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    uint32_t bits;
-    if (exp == 0) {  // zero or subnormal: man * 2^-24 is exact in fp32
-        const float f = static_cast<float>(man) * 5.9604644775390625e-8f;
-        std::memcpy(&bits, &f, sizeof bits);
-        bits |= sign;
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else {
-        bits = sign | ((exp + 112u) << 23) | (man << 13);
-    }
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 inline uint16_t to_bf16_bits(float x) { uint16_t b; store(&b, x); return b; }
 
 // Activations -> a zero-padded (M, Kp) buffer: bf16 bits for the q4 kernel (what vdpbf16ps multiplies; fp32

@@ -18,13 +18,13 @@ import logging
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from ragsvc import native
-from ragsvc.serving.layers import cpu_quant
+from ragsvc.serving.layers import cpu_q4_vnni, cpu_quant
 from ragsvc.serving.layers.quant import QuantWeight, padded
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
              "amx_tile", "avx_vnni")
 """The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
-PLAN_VERSION = 4
+PLAN_VERSION = 5
 PREFILL_CANDIDATES = (16, 32, 64, 128, 256)
+VNNI_CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class QuantPlan:
     tile_ms: dict[str, float]
     prefill_ms: dict[str, list[float]]
     """What was measured: the tile times, and per token count [fused kernel, expand + GEMM]."""
+    vnni_tokens: int = 0
+    """q4 steps with at least this many tokens take the int8-activation kernel (cpu_q4_vnni); 0: never (no
+    AVX512_VNNI, or it never beat the bf16 paths)."""
+    vnni_ms: dict[str, list[float]] = field(default_factory=dict)
+    """Per token count [the bf16 path the plan picks otherwise, the int8-activation kernel]."""
 
 
 def _cache_kib(level: int) -> int | None:
@@ -108,8 +114,8 @@ def _median_ms(fn: object, reps: int = 3) -> float:
 
 
 def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan:
-    """Time the tiles and the prefill cross-over on a q4 weight the size of the last-level cache (a
-    few seconds)."""
+    """Time the tiles, the prefill cross-over and the int8-activation kernel on a q4 weight the size of the
+    last-level cache (a few seconds)."""
     l3_bytes = (info.l3_kib or info.l2_kib or 8192) * 1024
     n = max(l3_bytes // (k // 2), 4096)
     qw = _random_q4(n, k)
@@ -127,13 +133,37 @@ def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan
         if gemm < fused:
             prefill_tokens = m // 2
             break
-    return QuantPlan(tile=tile, prefill_tokens=prefill_tokens, tile_ms={t: round(v, 3) for t, v in tile_ms.items()},
+    plan = QuantPlan(tile=tile, prefill_tokens=prefill_tokens, tile_ms={t: round(v, 3) for t, v in tile_ms.items()},
                      prefill_ms=prefill_ms)
+    return _with_vnni(lib, plan, qw)
+
+
+def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
+    """`plan` with the int8-activation kernel's threshold: the fewest tokens from which it beats, at every
+    measured count, the bf16 path `plan` would take; 0 where it never does or lacks its vector path."""
+    vnni = cpu_q4_vnni.load()
+    if vnni is None or not cpu_q4_vnni.vectorised(vnni):
+        return plan
+    vnni_ms: dict[str, list[float]] = {}
+    for m in VNNI_CANDIDATES:
+        x = torch.randn(m, qw.in_features, dtype=torch.bfloat16)
+        if m > plan.prefill_tokens:
+            bf16 = _median_ms(lambda x=x: cpu_quant.expand_linear(lib, x, qw, None), reps=2)
+        else:
+            bf16 = _median_ms(lambda x=x: cpu_quant.linear(lib, x, qw, None, tile=plan.tile), reps=2)
+        int8 = _median_ms(lambda x=x: cpu_q4_vnni.linear(vnni, x, qw, None), reps=2)
+        vnni_ms[str(m)] = [round(bf16, 3), round(int8, 3)]
+    vnni_tokens = 0
+    for m in reversed(VNNI_CANDIDATES):  # the longest run of wins that reaches the largest count
+        if vnni_ms[str(m)][1] >= vnni_ms[str(m)][0]:
+            break
+        vnni_tokens = m
+    return replace(plan, vnni_tokens=vnni_tokens, vnni_ms=vnni_ms)
 
 
 def _plan_path(info: CpuInfo) -> Path:
-    source = native.read_source(__package__, "cpu_quant.cpp")[0]
-    key = json.dumps([PLAN_VERSION, asdict(info), torch.__version__, source])
+    sources = [native.read_source(__package__, name) for name in ("cpu_quant.cpp", "cpu_q4_vnni.cpp")]
+    key = json.dumps([PLAN_VERSION, asdict(info), torch.__version__, sources])
     return native.cache_dir() / f"quant-plan-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 

@@ -1,0 +1,277 @@
+// q4 weights x int8 activations: y = x W^T + b for 2+ tokens with vpdpbusd (AVX512_VNNI), the Q4_1 x Q8_0 scheme.
+// Loaded by cpu_q4_vnni.py (see there for why and for the numerics).
+//
+// Weights: the q4 layout of cpu_quant.cpp (nibbles in groups of 64, w = d * q + m per 32-block, q in 0..15).
+// Activations: each token's 32-blocks are rounded to int8 with their own scale, x ~ sx * xq (|xq| <= 127), and
+// xs = sx * sum(xq) is kept per block. Per block, sum(w * x) = d * sx * sum(q * xq) + m * xs: the first sum is
+// u8 x s8 in int32 (exact), the second needs no product at all.
+//
+// Layout: vpdpbusd adds 4 byte products into each of 16 int32 lanes. A panel of weight rows is expanded (nibbles to
+// bytes) into the VNNI layout, 16 rows per vector and 4 consecutive k per lane, so each lane sums one row and
+// each token's 4 bytes are broadcast; after the 8 steps of a 32-block, the lane's int32 sum is that row's block
+// dot product, which gets its scales in fp32. The fp32 sums are the outputs, 16 rows per vector.
+#include "cpu_prelude.h"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+namespace {
+
+// Every 32-block of one token -> xq in natural order (Kp bytes), sx and xs per block (nb floats).
+template <typename T>
+void quantise_row(const T* x, int64_t K, int64_t nb, int8_t* xq, float* sx, float* xs) {
+    for (int64_t b = 0; b < nb; ++b) {
+        float v[32], amax = 0.f;
+        for (int i = 0; i < 32; ++i) {
+            const int64_t k = 32 * b + i;
+            v[i] = k < K ? load(x[k]) : 0.f;
+            amax = std::max(amax, std::fabs(v[i]));
+        }
+        const float inv = amax > 0.f ? 127.f / amax : 0.f;
+        int sum = 0;
+        for (int i = 0; i < 32; ++i) {
+            const int q = static_cast<int>(std::nearbyint(v[i] * inv));
+            xq[32 * b + i] = static_cast<int8_t>(q);
+            sum += q;
+        }
+        sx[b] = amax / 127.f;
+        xs[b] = sx[b] * static_cast<float>(sum);
+    }
+}
+
+// Scalar path (CPUs without AVX512_VNNI: the library still builds and gives the same sums; the caller keeps the
+// bf16 kernels there, which are faster).
+template <typename T>
+void linear_scalar(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
+                   const uint16_t* m, const float* bias, T* out) {
+    const int64_t nb = Kp / 32;
+    std::vector<int8_t> xq(static_cast<size_t>(Kp));
+    std::vector<float> sx(static_cast<size_t>(nb)), xs(static_cast<size_t>(nb));
+    for (int64_t t = 0; t < M; ++t) {
+        quantise_row(x + t * K, K, nb, xq.data(), sx.data(), xs.data());
+        for (int64_t n = 0; n < N; ++n) {
+            float acc = 0.f;
+            for (int64_t b = 0; b < nb; ++b) {
+                const uint8_t* bytes = packed + n * (Kp / 2) + 32 * (b / 2);
+                int dot = 0;
+                for (int i = 0; i < 32; ++i) dot += ((bytes[i] >> ((b % 2) * 4)) & 0xf) * xq[32 * b + i];
+                const float db = half_to_float(d[n * nb + b]), mb = half_to_float(m[n * nb + b]);
+                acc += db * sx[b] * static_cast<float>(dot) + mb * xs[b];
+            }
+            store(out + t * N + n, acc + (bias ? bias[n] : 0.f));
+        }
+    }
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// Every token -> xq (M, Kp) int8 in natural order, sx and xs (M, nb): full blocks 16 values per instruction,
+// the block that K cuts and the zero padding past it by quantise_row.
+template <typename T>
+void prepare_tokens(const T* x, int64_t M, int64_t K, int64_t Kp, int8_t* xq, float* sx, float* xs) {
+    const int64_t nb = Kp / 32, full = K / 32;
+#pragma omp parallel for schedule(static) if (M * Kp > (1 << 15))
+    for (int64_t t = 0; t < M; ++t) {
+        const T* row = x + t * K;
+        for (int64_t b = 0; b < full; ++b) {
+            const __m512 v0 = load16(row + 32 * b), v1 = load16(row + 32 * b + 16);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+            const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(xq + t * Kp + 32 * b), _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(xq + t * Kp + 32 * b + 16), _mm512_cvtepi32_epi8(q1));
+            sx[t * nb + b] = amax / 127.f;
+            xs[t * nb + b] = sx[t * nb + b] * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1)));
+        }
+        quantise_row(row + 32 * full, K - 32 * full, nb - full, xq + t * Kp + 32 * full, sx + t * nb + full,
+                     xs + t * nb + full);
+    }
+}
+
+// 16 vectors of 16 dwords -> their transpose (out[c] lane r = in[r] lane c), in place.
+inline void transpose16(__m512i* z) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {  // 128-bit lane L of z[i + c]: column 4L + c of rows i..i+3
+        z[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        z[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        z[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        z[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int c = 0; c < 4; ++c) {
+        const __m512i p0 = _mm512_shuffle_i32x4(z[c], z[4 + c], 0x44), p1 = _mm512_shuffle_i32x4(z[c], z[4 + c], 0xee);
+        const __m512i p2 = _mm512_shuffle_i32x4(z[8 + c], z[12 + c], 0x44), p3 = _mm512_shuffle_i32x4(z[8 + c], z[12 + c], 0xee);
+        t[c] = _mm512_shuffle_i32x4(p0, p2, 0x88);
+        t[4 + c] = _mm512_shuffle_i32x4(p0, p2, 0xdd);
+        t[8 + c] = _mm512_shuffle_i32x4(p1, p3, 0x88);
+        t[12 + c] = _mm512_shuffle_i32x4(p1, p3, 0xdd);
+    }
+    for (int i = 0; i < 16; ++i) z[i] = t[i];
+}
+
+// 16 weight rows (`valid` of them real, the rest zero) -> the VNNI layout: for every 4 consecutive k, one vector
+// whose lane i holds row i's 4 bytes (q in 0..15), Kp / 4 vectors; d and m as (nb, 16) floats, lane i = row i.
+void expand_rows(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t Kp, int64_t valid,
+                 uint8_t* out, float* dl, float* ml) {
+    const int64_t nb = Kp / 32;
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    for (int64_t g = 0; g < Kp / 64; ++g) {
+        __m512i z[16];
+        for (int64_t i = 0; i < 16; ++i) {  // row i's 64 weights of group g, in k order
+            const __m256i bytes = i < valid ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed + i * (Kp / 2) + 32 * g))
+                                            : _mm256_setzero_si256();
+            const __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+            z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        }
+        transpose16(z);
+        for (int j = 0; j < 16; ++j) _mm512_storeu_si512(out + (16 * g + j) * 64, z[j]);
+    }
+    for (int64_t b = 0; b < nb; ++b)
+        for (int64_t i = 0; i < 16; ++i) {
+            dl[b * 16 + i] = i < valid ? half_to_float(d[i * nb + b]) : 0.f;
+            ml[b * 16 + i] = i < valid ? half_to_float(m[i * nb + b]) : 0.f;
+        }
+}
+
+// RB groups of 16 rows x TB tokens. Per 4 k: RB weight vectors, each token's 4 bytes broadcast, RB * TB vpdpbusd
+// into int32 sums (one per row); per 32-block those become fp32 with d * sx and get m * xs, so the fp32 sums
+// are the outputs themselves, 16 rows per vector, with no horizontal reduction.
+template <int RB, int TB>
+void vnni_block(const uint8_t* wl, const float* dl, const float* ml, int64_t Kp, const int8_t* xq, const float* sx,
+                const float* xs, float* sums) {
+    const int64_t nb = Kp / 32;
+    __m512 acc[RB][TB];
+    for (int r = 0; r < RB; ++r)
+        for (int t = 0; t < TB; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        __m512i dot[RB][TB];
+        for (int r = 0; r < RB; ++r)
+            for (int t = 0; t < TB; ++t) dot[r][t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+            const int64_t k4 = 8 * b + j;
+            __m512i wv[RB];
+            for (int r = 0; r < RB; ++r) wv[r] = _mm512_loadu_si512(wl + r * 16 * Kp + 64 * k4);
+            for (int t = 0; t < TB; ++t) {
+                int32_t word;
+                std::memcpy(&word, xq + t * Kp + 4 * k4, 4);
+                const __m512i xv = _mm512_set1_epi32(word);
+                for (int r = 0; r < RB; ++r) dot[r][t] = _mm512_dpbusd_epi32(dot[r][t], wv[r], xv);
+            }
+        }
+        for (int r = 0; r < RB; ++r) {
+            const __m512 dv = _mm512_loadu_ps(dl + (r * nb + b) * 16), mv = _mm512_loadu_ps(ml + (r * nb + b) * 16);
+            for (int t = 0; t < TB; ++t) {
+                const __m512 scale = _mm512_mul_ps(dv, _mm512_set1_ps(sx[t * nb + b]));
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][t]), scale, acc[r][t]);
+                acc[r][t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(xs[t * nb + b]), acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < RB; ++r)
+        for (int t = 0; t < TB; ++t) _mm512_storeu_ps(sums + 16 * (r * TB + t), acc[r][t]);
+}
+
+#ifndef VNNI_RB
+#define VNNI_RB 2
+#define VNNI_TB 6
+#endif
+constexpr int RB = VNNI_RB, TB = VNNI_TB;  // RB * TB int32 and fp32 sums, RB weight vectors, one broadcast
+constexpr int64_t PANEL_BYTES = 256 << 10;  // expanded weight bytes per panel: a quarter of a current L2
+
+using Block = void (*)(const uint8_t*, const float*, const float*, int64_t, const int8_t*, const float*, const float*,
+                       float*);
+template <int R, size_t... T>
+constexpr std::array<Block, sizeof...(T)> block_row(std::index_sequence<T...>) { return {&vnni_block<R, T + 1>...}; }
+template <size_t... R>
+constexpr std::array<std::array<Block, TB>, RB> block_table(std::index_sequence<R...>) {
+    return {block_row<R + 1>(std::make_index_sequence<TB>{})...};
+}
+const auto BLOCKS = block_table(std::make_index_sequence<RB>{});  // [rb - 1][tb - 1]
+
+// 16 sums of rows n0.. for one token (+ bias) -> out, the rows past N left out.
+template <typename T>
+inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T* out) {
+    for (int64_t i = 0; i < 16 && n0 + i < N; ++i) store(out + n0 + i, v[i] + (bias ? bias[n0 + i] : 0.f));
+}
+
+// The weight is read once: each thread expands a panel of 16-row groups into a cache-resident buffer, then
+// multiplies it with every token tile.
+template <typename T>
+void linear_vnni(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
+                 const uint16_t* m, const float* bias, T* out) {
+    const int64_t nb = Kp / 32, groups = (N + 15) / 16;
+    std::vector<int8_t> xq(static_cast<size_t>(M * Kp));
+    std::vector<float> sx(static_cast<size_t>(M * nb)), xs(static_cast<size_t>(M * nb));
+    prepare_tokens(x, M, K, Kp, xq.data(), sx.data(), xs.data());
+    const int64_t per_panel = std::clamp<int64_t>(PANEL_BYTES / (16 * Kp) / RB * RB, RB, 8 * RB);  // groups
+    const int64_t panels = (groups + per_panel - 1) / per_panel;
+#pragma omp parallel
+    {
+        static thread_local std::vector<uint8_t> panel;
+        static thread_local std::vector<float> dl, ml;
+        if (panel.size() < static_cast<size_t>(per_panel * 16 * Kp)) panel.resize(static_cast<size_t>(per_panel * 16 * Kp));
+        if (dl.size() < static_cast<size_t>(per_panel * 16 * nb)) dl.resize(static_cast<size_t>(per_panel * 16 * nb)), ml.resize(dl.size());
+        alignas(64) float sums[RB * TB * 16];
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < panels; ++p) {
+            const int64_t g0 = p * per_panel, count = std::min(per_panel, groups - g0);
+            for (int64_t g = 0; g < count; ++g) {
+                const int64_t n0 = 16 * (g0 + g);
+                expand_rows(packed + n0 * (Kp / 2), d + n0 * nb, m + n0 * nb, Kp, std::min<int64_t>(16, N - n0),
+                            panel.data() + g * 16 * Kp, dl.data() + g * 16 * nb, ml.data() + g * 16 * nb);
+            }
+            for (int64_t t0 = 0; t0 < M; t0 += TB) {
+                const int64_t tb = std::min<int64_t>(TB, M - t0);
+                for (int64_t r0 = 0; r0 < count; r0 += RB) {
+                    const int64_t rb = std::min<int64_t>(RB, count - r0);
+                    BLOCKS[rb - 1][tb - 1](panel.data() + r0 * 16 * Kp, dl.data() + r0 * 16 * nb, ml.data() + r0 * 16 * nb,
+                                           Kp, xq.data() + t0 * Kp, sx.data() + t0 * nb, xs.data() + t0 * nb, sums);
+                    for (int64_t r = 0; r < rb; ++r)
+                        for (int64_t t = 0; t < tb; ++t)
+                            put_rows(sums + 16 * (r * tb + t), bias, 16 * (g0 + r0 + r), N, out + (t0 + t) * N);
+                }
+            }
+        }
+    }
+}
+#endif
+
+template <typename T>
+void linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
+            const uint16_t* m, const float* bias, T* out) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    linear_vnni(x, M, K, Kp, N, packed, d, m, bias, out);
+#else
+    linear_scalar(x, M, K, Kp, N, packed, d, m, bias, out);
+#endif
+}
+
+}  // namespace
+
+extern "C" {
+
+// 1 where the vpdpbusd path is compiled in (this CPU has AVX512_VNNI), 0 where only the scalar path is.
+void q4_vnni_available(int64_t* out) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+
+#define VNNI_ENTRY(SUFFIX, T)                                                                                    \
+    void q4_vnni_linear_##SUFFIX(const void* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const void* packed, \
+                                 const void* d, const void* m, const void* bias, void* out) {                    \
+        linear(static_cast<const T*>(x), M, K, Kp, N, static_cast<const uint8_t*>(packed),                      \
+               static_cast<const uint16_t*>(d), static_cast<const uint16_t*>(m), static_cast<const float*>(bias), \
+               static_cast<T*>(out));                                                                            \
+    }
+
+VNNI_ENTRY(f32, float)
+VNNI_ENTRY(bf16, uint16_t)
+
+}  // extern "C"

@@ -1,0 +1,93 @@
+"""q4 weights x int8 activations on AVX512_VNNI: the prompt-reading kernel for q4 models.
+
+Why: reading a prompt is compute-bound, not bandwidth-bound. The bf16 paths (cpu_quant's panel GEMM, or
+expanding the weight for oneDNN's GEMM) multiply 32 bf16 pairs per vdpbf16ps; vpdpbusd multiplies 64 byte
+pairs per instruction. So, like llama.cpp's Q4 x Q8 dot products, the activations are rounded to int8 and the
+4-bit weights are multiplied as bytes.
+
+Numerics (the Q4_1 x Q8_0 scheme): each token's 32-blocks get their own scale, x ~ sx * xq with
+xq = round(x * 127 / max|x|) in -127..127 (a block-local scale keeps one outlier channel from flattening the
+rest of the row); per block, sum(w * x) = d * sx * sum(q * xq) + m * sx * sum(xq), with the integer sum exact
+in int32 and everything after it in fp32. The round-off against bf16 activations is at most half a step of
+each block's own range; `reference_linear` is the plain-torch form the kernel is tested against, and the model-
+level cost is measured like the weights' (greedy agreement and perplexity, `ragsvc bench quant-quality`).
+
+Dispatch: `QuantLinear` uses it for q4 steps of at least `QuantPlan.vnni_tokens` tokens, a threshold measured
+on the CPU at hand against the bf16 paths (cpu_tuning); it is 0 (never) where the CPU lacks AVX512_VNNI or the
+library cannot be built. One token (decode at batch 1) stays on cpu_quant's bf16 GEMV: bandwidth-bound, and
+exact in the weights.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from typing import Any
+
+import torch
+
+from ragsvc.serving.layers.cpu_build import load_library
+from ragsvc.serving.layers.quant import BLOCK, QuantWeight, dequantise
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+_SIGNATURES: dict[str, list[Any]] = {
+    "q4_vnni_available": [_P],
+    **{f"q4_vnni_linear_{s}": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P] for s in ("f32", "bf16")},
+}
+_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
+
+
+@functools.cache
+def load() -> ctypes.CDLL | None:
+    """The compiled kernel (built on first use, then cached on disk); None when it cannot be built."""
+    return load_library("q4_vnni", "cpu_q4_vnni.cpp", _SIGNATURES)
+
+
+def vectorised(lib: ctypes.CDLL) -> bool:
+    """Whether the library was built with its vpdpbusd path (the CPU has AVX512_VNNI and AVX512BW); without it
+    the same sums come from a scalar loop, slower than the bf16 kernels."""
+    flag = ctypes.c_int64(0)
+    lib.q4_vnni_available(ctypes.byref(flag))
+    return flag.value == 1
+
+
+def linear(lib: ctypes.CDLL, x: torch.Tensor, qw: QuantWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """x: (tokens, in) fp32 or bf16 -> (tokens, out) in x's dtype; `qw` is q4, `bias` fp32 (out,) or None."""
+    if qw.fmt != "q4" or qw.offset is None:
+        raise ValueError(f"the int8-activation kernel multiplies q4 weights, not {qw.fmt}")
+    if x.dtype not in _SUFFIX or x.device.type != "cpu":
+        raise ValueError(f"the int8-activation kernel takes fp32 or bf16 CPU tensors, not {x.dtype} on {x.device}")
+    x = x.contiguous()
+    m, k = x.shape
+    if k != qw.in_features:
+        raise ValueError(f"input has {k} features, the weight expects {qw.in_features}")
+    out = torch.empty((m, qw.out_features), dtype=x.dtype)  # (tokens, out)
+    if m == 0:
+        return out
+    getattr(lib, f"q4_vnni_linear_{_SUFFIX[x.dtype]}")(
+        x.data_ptr(), m, k, qw.padded_in, qw.out_features, qw.data.data_ptr(), qw.scale.data_ptr(),
+        qw.offset.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr())
+    return out
+
+
+def quantise_activations(x: torch.Tensor) -> torch.Tensor:
+    """x: (tokens, in) -> the fp32 values the kernel multiplies, sx * xq per 32-block (same rounding: x times
+    127 / max|x| in fp32, to nearest even)."""
+    tokens, k = x.shape
+    kb = -(-k // BLOCK) * BLOCK
+    xf = torch.zeros((tokens, kb), dtype=torch.float32)
+    xf[:, :k] = x.float()
+    blocks = xf.view(tokens, -1, BLOCK)  # (tokens, blocks, 32)
+    amax = blocks.abs().amax(dim=2, keepdim=True)  # (tokens, blocks, 1)
+    inv = torch.where(amax > 0, torch.tensor(127.0) / amax, torch.zeros_like(amax))
+    xq = torch.round(blocks * inv)
+    return (xq * (amax / 127.0)).view(tokens, kb)[:, :k]
+
+
+def reference_linear(x: torch.Tensor, qw: QuantWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """The kernel in plain torch: int8-rounded activations times the de-quantised weight, fp32 sums, out in
+    x's dtype (the oracle of the kernel's tests)."""
+    y = quantise_activations(x) @ dequantise(qw).T  # (tokens, out)
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)

@@ -1,0 +1,144 @@
+"""The int8-activation q4 kernel (cpu_q4_vnni) against its plain-torch form and against de-quantise-then-matmul,
+with odd shapes: K off the 32-block and the 64-weight group, N off the kernel's 16-row vectors, 1 to 70 tokens
+(every remainder of its register block); the scalar build for CPUs without AVX512_VNNI; and the dispatch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ragsvc.serving.layers import cpu_q4_vnni, cpu_quant
+from ragsvc.serving.layers.cpu_tuning import QuantPlan, cpu_info, measure_plan
+from ragsvc.serving.layers.quant import BLOCK, dequantise, quantise
+from ragsvc.serving.layers.quant_linear import QuantLinear
+
+SHAPES = [(1, 1, 3), (2, 31, 17), (3, 33, 5), (7, 100, 33), (13, 600, 70), (70, 1000, 9), (5, 64, 16), (40, 129, 48)]
+"""(tokens, in, out)."""
+
+
+@pytest.fixture(scope="module")
+def lib():
+    built = cpu_q4_vnni.load()
+    if built is None:
+        pytest.skip("no C++ compiler: the kernel cannot be built here")
+    return built
+
+
+def _close(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
+    # Same int8 activations and weights: fp32: only the order of the sums differs; bf16: one output rounding.
+    scale = ref.float().abs().max().item() + 1e-6
+    tol = 1e-4 if dtype == torch.float32 else 8e-3
+    err = (got.float() - ref.float()).abs().max().item() / scale
+    assert err <= tol, f"max error {err:.2e} of the largest output > {tol}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_matches_its_torch_form(lib, dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    for tokens, k, n in SHAPES:
+        w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
+        x = torch.randn((tokens, k), generator=g).to(dtype)
+        qw = quantise(w, "q4")
+        _close(cpu_q4_vnni.linear(lib, x, qw, bias), cpu_q4_vnni.reference_linear(x, qw, bias), dtype)
+        _close(cpu_q4_vnni.linear(lib, x, qw, None), cpu_q4_vnni.reference_linear(x, qw, None), dtype)
+
+
+def test_error_against_float_activations_is_within_half_a_step_per_block(lib) -> None:
+    """Against de-quantise-then-matmul with the fp32 activations, each output is off by at most what rounding
+    every activation to half a step of its own 32-block's range can do, sum_k |w_k| * max|x_block(k)| / 254
+    (plus fp32 round-off), with an outlier channel in the activations too: its block-local scale leaves the
+    other blocks' steps as they were."""
+    g = torch.Generator().manual_seed(1)
+    for tokens, k, n in [(9, 100, 33), (64, 1000, 40), (3, 2000, 17)]:
+        w = torch.randn((n, k), generator=g)
+        x = torch.randn((tokens, k), generator=g)
+        x[:, 5] *= 200.0  # one outlier channel, as LLM activations have
+        qw = quantise(w, "q4")
+        wf = dequantise(qw)  # (out, in)
+        got = cpu_q4_vnni.linear(lib, x, qw, None)
+        exact = x @ wf.T  # (tokens, out)
+        kb = -(-k // BLOCK) * BLOCK
+        xb = torch.zeros((tokens, kb))
+        xb[:, :k] = x
+        step = xb.view(tokens, -1, BLOCK).abs().amax(dim=2) / 127  # (tokens, blocks)
+        half_step = step.repeat_interleave(BLOCK, dim=1)[:, :k] / 2  # (tokens, in)
+        bound = half_step @ wf.abs().T + 1e-5 * (x.abs() @ wf.abs().T)  # (tokens, out)
+        assert bool(((got - exact).abs() <= bound).all())
+        # and a real check, not a vacuous one: the bound is tight to within a few x on average
+        assert (got - exact).abs().mean() > 0.01 * bound.mean()
+
+
+def test_bad_inputs_are_refused(lib) -> None:
+    qw = quantise(torch.randn((4, 64)), "q4")
+    with pytest.raises(ValueError, match="expects 64"):
+        cpu_q4_vnni.linear(lib, torch.randn((2, 63)), qw, None)
+    with pytest.raises(ValueError, match="q4 weights"):
+        cpu_q4_vnni.linear(lib, torch.randn((2, 64)), quantise(torch.randn((4, 64)), "int8"), None)
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        cpu_q4_vnni.linear(lib, torch.randn((2, 64), dtype=torch.float16), qw, None)
+    assert cpu_q4_vnni.linear(lib, torch.randn((0, 64)), qw, None).shape == (0, 4)
+
+
+def test_dispatch_follows_the_plan(lib) -> None:
+    """QuantLinear takes the int8-activation kernel from the plan's token count up (q4 only); below it, and with
+    the threshold at 0, the bf16 kernels."""
+    quant = cpu_quant.load()
+    if quant is None:
+        pytest.skip("no C++ compiler")
+    g = torch.Generator().manual_seed(2)
+    w, bias = torch.randn((40, 100), generator=g), torch.randn(40, generator=g)
+    layer = QuantLinear(quantise(w, "q4"), bias)
+    plan = QuantPlan(tile=4, prefill_tokens=64, tile_ms={}, prefill_ms={}, vnni_tokens=4)
+    layer.use_kernels(quant, plan)
+    for tokens in (2, 4, 9):
+        x = torch.randn((tokens, 100), generator=g).to(torch.bfloat16)
+        vnni = cpu_q4_vnni.linear(lib, x, layer.qw, layer.bias_f32)
+        bf16 = cpu_quant.linear(quant, x, layer.qw, layer.bias_f32, tile=4)
+        assert torch.equal(layer(x), vnni if tokens >= 4 else bf16)
+    layer.use_kernels(quant, QuantPlan(tile=4, prefill_tokens=64, tile_ms={}, prefill_ms={}))
+    x = torch.randn((9, 100), generator=g).to(torch.bfloat16)
+    assert torch.equal(layer(x), cpu_quant.linear(quant, x, layer.qw, layer.bias_f32, tile=4))
+    int8_layer = QuantLinear(quantise(w, "int8"), bias)
+    int8_layer.use_kernels(quant, plan)
+    assert torch.equal(int8_layer(x), cpu_quant.linear(quant, x, int8_layer.qw, int8_layer.bias_f32, tile=4))
+
+
+def test_plan_measures_the_int8_activation_kernel(lib) -> None:
+    quant = cpu_quant.load()
+    if quant is None or not cpu_q4_vnni.vectorised(lib):
+        pytest.skip("needs the kernels and AVX512_VNNI")
+    plan = measure_plan(quant, cpu_info(), k=64)
+    assert set(plan.vnni_ms) == {"2", "4", "8", "16", "32", "64", "128", "256"}
+    assert plan.vnni_tokens == 0 or str(plan.vnni_tokens) in plan.vnni_ms
+
+
+@pytest.mark.parametrize("march", ["x86-64-v3", "skylake-avx512"])
+def test_scalar_build_agrees(tmp_path, march) -> None:
+    """Built for a CPU without AVX512_VNNI the library computes the same sums in a scalar loop (and reports
+    that it is not vectorised, so the plan keeps the bf16 kernels)."""
+    import ctypes
+    import platform
+    import shutil
+    import subprocess
+    from importlib.resources import files
+
+    compiler = shutil.which("g++")
+    if compiler is None or platform.machine() != "x86_64":
+        pytest.skip("needs g++ on x86-64")
+    src = files("ragsvc.serving.layers")
+    for name in ("cpu_q4_vnni.cpp", "cpu_prelude.h"):
+        (tmp_path / name).write_text(src.joinpath(name).read_text())
+    lib_path = tmp_path / "q4_vnni.so"
+    subprocess.run([compiler, "-O2", f"-march={march}", "-shared", "-fPIC", "-std=c++17", "-fopenmp",
+                    str(tmp_path / "cpu_q4_vnni.cpp"), "-o", str(lib_path)], check=True)
+    scalar = ctypes.CDLL(str(lib_path))
+    for symbol, args in cpu_q4_vnni._SIGNATURES.items():
+        fn = getattr(scalar, symbol)
+        fn.argtypes, fn.restype = args, None
+    assert not cpu_q4_vnni.vectorised(scalar)
+    g = torch.Generator().manual_seed(3)
+    for tokens, k, n in SHAPES[:6]:
+        w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
+        x = torch.randn((tokens, k), generator=g)
+        qw = quantise(w, "q4")
+        _close(cpu_q4_vnni.linear(scalar, x, qw, bias), cpu_q4_vnni.reference_linear(x, qw, bias), torch.float32)
