@@ -23,11 +23,12 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from ragsvc.errors import CollectionExists, CollectionNotFound, Conflict, DocumentNotFound, InvalidInput
 from ragsvc.index.spec import IndexSpec
-from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
+from ragsvc.store.arrow import arrow_to_vectors
+from ragsvc.store.document_rows import insert_chunks, insert_documents
+from ragsvc.store.embedding_cache import EmbeddingCache
 from ragsvc.store.filters import FilterLimits, Membership, compile_filter
 from ragsvc.store.keys import KEYS_FILE, ApiKeyTable
 from ragsvc.store.memories import MemoryTables
@@ -72,6 +73,7 @@ class Catalog:
         self.path = path
         self._records: ReadCache[str, CollectionRecord] = ReadCache(max_items=RECORD_CACHE_COLLECTIONS)
         self._hits: ReadCache[int, tuple[str, str, str]] = ReadCache(max_items=hit_cache_chunks)
+        self._embedding_cache = EmbeddingCache(self._conn, self._lock, self._reader)
         with self._lock:
             self._conn.execute(DDL)
             self._conn.execute(
@@ -196,10 +198,9 @@ class Catalog:
             try:
                 to_remove = [d.id for d in docs] if stored_ids is None else stored_ids
                 removed = self._remove_documents(collection, to_remove) if to_remove else np.zeros(0, np.int64)
-                ids = self._next_chunk_ids(len(chunk_rows))
-                self._insert_documents(collection, docs)
-                self._insert_chunks(collection, chunk_rows, ids, vectors)
-                self._cache_vectors(embedder_id, [c.text_hash for _, _, c in chunk_rows], vectors)
+                insert_documents(self._conn, collection, docs)
+                ids = insert_chunks(self._conn, collection, chunk_rows, vectors)
+                self._embedding_cache.insert(embedder_id, [c.text_hash for _, _, c in chunk_rows], vectors)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -260,68 +261,11 @@ class Catalog:
         self._conn.execute("DELETE FROM documents WHERE collection = ? AND list_contains(?, id)", [collection, ids])
         return np.array([r[0] for r in rows], dtype=np.int64)
 
-    def _next_chunk_ids(self, n: int) -> np.ndarray:
-        if n == 0:
-            return np.zeros(0, np.int64)
-        rows = self._conn.execute("SELECT nextval('chunk_ids') FROM range(?)", [n]).fetchall()
-        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
-
-    def _insert_documents(self, collection: str, docs: list[PreparedDocument]) -> None:
-        if docs:
-            self._conn.executemany(
-                "INSERT INTO documents (collection, id, source, content_hash, metadata, text)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [[collection, d.id, d.source, d.content_hash, json.dumps(d.metadata), d.text] for d in docs],
-            )
-
-    def _insert_chunks(self, collection: str, rows: list, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if not rows:
-            return
-        table = pa.table({
-            "id": pa.array(ids, pa.int64()),
-            "document_id": pa.array([d.id for d, _, _ in rows]),
-            "ordinal": pa.array([i for _, i, _ in rows], pa.int32()),
-            "text": pa.array([c.text for _, _, c in rows]),
-            "start_char": pa.array([c.start_char for _, _, c in rows], pa.int32()),
-            "end_char": pa.array([c.end_char for _, _, c in rows], pa.int32()),
-            "metadata": pa.array([json.dumps(c.metadata) for _, _, c in rows]),
-            "vector": vectors_to_arrow(vectors),
-        })
-        self._conn.register("incoming_chunks", table)
-        try:
-            self._conn.execute(
-                "INSERT INTO chunks SELECT id, ?, document_id, ordinal, text, start_char, end_char, "
-                "metadata::JSON, vector FROM incoming_chunks",
-                [collection],
-            )
-        finally:
-            self._conn.unregister("incoming_chunks")
-
     # -- embedding cache -----------------------------------------------------------------------------------
 
     def cached_vectors(self, embedder_id: str, text_hashes: list[str], dim: int) -> dict[str, np.ndarray]:
-        if not text_hashes:
-            return {}
-        table = self._reader().sql(
-            "SELECT text_hash, vector FROM embedding_cache WHERE embedder_id = ? AND list_contains(?, text_hash)",
-            params=[embedder_id, sorted(set(text_hashes))],
-        ).to_arrow_table()
-        vectors = arrow_to_vectors(table.column("vector"), dim)
-        return dict(zip(table.column("text_hash").to_pylist(), vectors, strict=True))
-
-    def _cache_vectors(self, embedder_id: str, text_hashes: list[str], vectors: np.ndarray) -> None:
-        if not text_hashes:
-            return
-        table = pa.table({"text_hash": pa.array(text_hashes), "vector": vectors_to_arrow(vectors)})
-        self._conn.register("incoming_cache", table)
-        try:
-            self._conn.execute(
-                "INSERT INTO embedding_cache SELECT DISTINCT ON (text_hash) ?, text_hash, vector FROM incoming_cache "
-                "ON CONFLICT DO NOTHING",
-                [embedder_id],
-            )
-        finally:
-            self._conn.unregister("incoming_cache")
+        """text hash -> (dim,) float32 for the chunk texts already embedded by `embedder_id`."""
+        return self._embedding_cache.lookup(embedder_id, text_hashes, dim) if text_hashes else {}
 
     # -- search support ------------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ def _in_thread(fn) -> tuple[threading.Event, list]:
 
 def test_reads_complete_while_an_ingest_holds_its_catalog_transaction_open(store):
     new = [DocumentInput(text="A brand new document about volcanoes.", id="new", metadata={"topic": 9})]
-    release, writer = _paused_ingest(store, store.catalog, "_insert_chunks", new)  # inside BEGIN ... COMMIT
+    release, writer = _paused_ingest(store, store.catalog._embedding_cache, "insert", new)  # inside BEGIN ... COMMIT
     try:
         done, out = _in_thread(lambda: (store.search("c", query="topic 3", k=3),
                                         store.get_collection("c"), store.get_document("c", "d1"),
