@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -92,12 +92,16 @@ class PreparedBatch:
     `record` is the collection as it was when the batch was prepared; committing checks it still is (same
     embedder, width and chunking), so a collection deleted and re-created meanwhile is not written with
     chunks cut for another. `ids` are every document id of the request in order (the reply), `documents` only
-    those whose content differed from what was stored when the batch was prepared."""
+    those whose content differed from what was stored when the batch was prepared: `stored_hashes` (id ->
+    content hash, for those of `documents` that were stored), read after the collection's write log stood at
+    `generation` (ingest_write_log.py; None: unknown), so the commit can tell whether that read still holds."""
 
     collection: str
     record: CollectionRecord
     ids: tuple[str, ...]
     documents: tuple[PreparedDocument, ...]
+    stored_hashes: Mapping[str, str] = field(default_factory=dict)
+    generation: int | None = None
 
     @property
     def num_chunks(self) -> int:

@@ -51,6 +51,7 @@ from ragsvc.retrieval.ingest import (
     split_documents,
     validate_batch,
 )
+from ragsvc.retrieval.ingest_write_log import WriteLog
 from ragsvc.retrieval.read_write_lock import ReadWriteLock
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.filters import FilterLimits
@@ -105,6 +106,7 @@ class VectorStore:
         self._guard = threading.RLock()
         self._batcher: BatchedEmbedder | None = None
         self._committers: dict[str, GroupCommit[PreparedBatch]] = {}  # concurrent small writes, grouped
+        self._write_logs: dict[str, WriteLog] = {}  # which documents recent commits wrote
 
     @classmethod
     def open(cls, data_dir: Path, *, embedder: Embedder | None = None, **options: Any) -> VectorStore:
@@ -183,6 +185,7 @@ class VectorStore:
     def delete_collection(self, name: str) -> None:
         with self._lock(name), self._rw(name).write():
             self.catalog.delete_collection(name)
+            self._write_log(name).forget()
             index = self._indexes.pop(name, None)
             if index is not None:
                 index.close()
@@ -208,6 +211,7 @@ class VectorStore:
         record = self.catalog.get_collection(name)
         self._check_embedder(record)
         ids = validate_batch(docs)
+        generation = self._write_log(name).generation()  # before the read it vouches for
         existing = self.catalog.document_hashes(name, ids)
         digests = [content_hash(d) for d in docs]
         todo = [(i, h, d) for i, h, d in zip(ids, digests, docs, strict=True) if existing.get(i) != h]
@@ -221,7 +225,8 @@ class VectorStore:
             batch = [texts[h] for h in missing]
             fresh = embed(batch) if embed is not None else self._batched().embed_documents(batch, progress=progress)
             vectors.update(zip(missing, fresh, strict=True))  # fresh: (len(missing), dim)
-        return PreparedBatch(name, record, tuple(ids), tuple(assemble(split, vectors)))
+        stored = {doc_id: existing[doc_id] for doc_id, _, _ in todo if doc_id in existing}
+        return PreparedBatch(name, record, tuple(ids), tuple(assemble(split, vectors)), stored, generation)
 
     def commit(self, batch: PreparedBatch) -> list[str]:
         """The second half: write a prepared batch in one transaction, then apply it to the collection's indexes.
@@ -248,14 +253,23 @@ class VectorStore:
             # Open the index before the write: opening replays the catalog, which must not already hold this
             # batch, or the batch would be added twice.
             index = self._index(name)
-            ids = [d.id for b in batches for d in b.documents]
-            stored = self.catalog.document_hashes(name, ids)  # exact: this lock is the collection's one writer
+            stored = self._stored_hashes(name, batches)
             docs = merge_batches(batches, stored)
             result = self.catalog.write_documents(name, docs, embedder_id=record.embedder_id,
                                                   stored_ids=[d.id for d in docs if d.id in stored])
+            self._write_log(name).record(d.id for d in docs)
             self._apply(name, index, result)
             self._maybe_save(name, index)
         return result
+
+    def _stored_hashes(self, name: str, batches: Sequence[PreparedBatch]) -> dict[str, str]:
+        """The content hashes stored now for the batches' documents (call under the writer lock): what their
+        prepare read, when no commit since wrote one of their ids, else read again."""
+        log = self._write_log(name)
+        if all(b.generation is not None and log.unchanged_since(b.generation, [d.id for d in b.documents])
+               for b in batches):
+            return {doc_id: digest for b in batches for doc_id, digest in b.stored_hashes.items()}
+        return self.catalog.document_hashes(name, [d.id for b in batches for d in b.documents])
 
     def _apply(self, name: str, index: CollectionIndex | RayCollectionIndex, result: WriteResult) -> None:
         """A committed write, applied to the in-memory indexes: the only part of a write searches wait for."""
@@ -283,6 +297,7 @@ class VectorStore:
         with self._lock(name):
             index = self._index(name)
             removed = self.catalog.delete_document(name, document_id)
+            self._write_log(name).record([document_id])
             if len(removed):
                 with self._rw(name).write():
                     index.delete(removed)
@@ -426,6 +441,10 @@ class VectorStore:
                 replicas = [self._embedder_factory() for _ in range(self._embed_lanes - 1)]
                 self._batcher = BatchedEmbedder(self.embedder, replicas=replicas)
             return self._batcher
+
+    def _write_log(self, name: str) -> WriteLog:
+        with self._guard:
+            return self._write_logs.setdefault(name, WriteLog())
 
     def _rw(self, name: str) -> ReadWriteLock:
         with self._guard:
