@@ -39,8 +39,9 @@ def test_kernel_matches_its_torch_form(lib, dtype) -> None:
         w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
         x = torch.randn((tokens, k), generator=g).to(dtype)
         qw = quantise(w, "q4")
-        _close(cpu_q4_vnni.linear(lib, x, qw, bias), cpu_q4_vnni.reference_linear(x, qw, bias), dtype)
-        _close(cpu_q4_vnni.linear(lib, x, qw, None), cpu_q4_vnni.reference_linear(x, qw, None), dtype)
+        vw = cpu_q4_vnni.pack(lib, qw)
+        _close(cpu_q4_vnni.linear(lib, x, vw, bias), cpu_q4_vnni.reference_linear(x, qw, bias), dtype)
+        _close(cpu_q4_vnni.linear(lib, x, vw, None), cpu_q4_vnni.reference_linear(x, qw, None), dtype)
 
 
 def test_error_against_float_activations_is_within_half_a_step_per_block(lib) -> None:
@@ -55,7 +56,7 @@ def test_error_against_float_activations_is_within_half_a_step_per_block(lib) ->
         x[:, 5] *= 200.0  # one outlier channel, as LLM activations have
         qw = quantise(w, "q4")
         wf = dequantise(qw)  # (out, in)
-        got = cpu_q4_vnni.linear(lib, x, qw, None)
+        got = cpu_q4_vnni.linear(lib, x, cpu_q4_vnni.pack(lib, qw), None)
         exact = x @ wf.T  # (tokens, out)
         kb = -(-k // BLOCK) * BLOCK
         xb = torch.zeros((tokens, kb))
@@ -69,11 +70,11 @@ def test_error_against_float_activations_is_within_half_a_step_per_block(lib) ->
 
 
 def test_bad_inputs_are_refused(lib) -> None:
-    qw = quantise(torch.randn((4, 64)), "q4")
+    qw = cpu_q4_vnni.pack(lib, quantise(torch.randn((4, 64)), "q4"))
     with pytest.raises(ValueError, match="expects 64"):
         cpu_q4_vnni.linear(lib, torch.randn((2, 63)), qw, None)
     with pytest.raises(ValueError, match="q4 weights"):
-        cpu_q4_vnni.linear(lib, torch.randn((2, 64)), quantise(torch.randn((4, 64)), "int8"), None)
+        cpu_q4_vnni.pack(lib, quantise(torch.randn((4, 64)), "int8"))
     with pytest.raises(ValueError, match="fp32 or bf16"):
         cpu_q4_vnni.linear(lib, torch.randn((2, 64), dtype=torch.float16), qw, None)
     assert cpu_q4_vnni.linear(lib, torch.randn((0, 64)), qw, None).shape == (0, 4)
@@ -92,7 +93,7 @@ def test_dispatch_follows_the_plan(lib) -> None:
     layer.use_kernels(quant, plan)
     for tokens in (2, 4, 9):
         x = torch.randn((tokens, 100), generator=g).to(torch.bfloat16)
-        vnni = cpu_q4_vnni.linear(lib, x, layer.qw, layer.bias_f32)
+        vnni = cpu_q4_vnni.linear(lib, x, cpu_q4_vnni.pack(lib, layer.qw), layer.bias_f32)
         bf16 = cpu_quant.linear(quant, x, layer.qw, layer.bias_f32, tile=4)
         assert torch.equal(layer(x), vnni if tokens >= 4 else bf16)
     layer.use_kernels(quant, QuantPlan(tile=4, prefill_tokens=64, tile_ms={}, prefill_ms={}))
@@ -114,8 +115,8 @@ def test_plan_measures_the_int8_activation_kernel(lib) -> None:
 
 @pytest.mark.parametrize("march", ["x86-64-v3", "skylake-avx512"])
 def test_scalar_build_agrees(tmp_path, march) -> None:
-    """Built for a CPU without AVX512_VNNI the library computes the same sums in a scalar loop (and reports
-    that it is not vectorised, so the plan keeps the bf16 kernels)."""
+    """Built for a CPU without AVX512_VNNI the library packs and computes the same sums in scalar loops (and
+    reports that it is not vectorised, so the plan keeps the bf16 kernels)."""
     import ctypes
     import platform
     import shutil
@@ -141,4 +142,5 @@ def test_scalar_build_agrees(tmp_path, march) -> None:
         w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
         x = torch.randn((tokens, k), generator=g)
         qw = quantise(w, "q4")
-        _close(cpu_q4_vnni.linear(scalar, x, qw, bias), cpu_q4_vnni.reference_linear(x, qw, bias), torch.float32)
+        got = cpu_q4_vnni.linear(scalar, x, cpu_q4_vnni.pack(scalar, qw), bias)
+        _close(got, cpu_q4_vnni.reference_linear(x, qw, bias), torch.float32)

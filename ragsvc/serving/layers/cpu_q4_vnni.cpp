@@ -1,20 +1,24 @@
 // q4 weights x int8 activations: y = x W^T + b for 2+ tokens with vpdpbusd (AVX512_VNNI), the Q4_1 x Q8_0 scheme.
 // Loaded by cpu_q4_vnni.py (see there for why and for the numerics).
 //
-// Weights: the q4 layout of cpu_quant.cpp (nibbles in groups of 64, w = d * q + m per 32-block, q in 0..15).
+// Weights: packed once (q4_vnni_pack) from cpu_quant.cpp's q4 layout (w = d * q + m per 32-block, q in 0..15)
+// into the VNNI layout: vpdpbusd adds 4 byte products into each of 16 int32 lanes, so 16 rows share a vector, 4
+// consecutive k per lane; each lane sums one row and each token's 4 bytes are broadcast. After the 8 steps of a
+// 32-block the lane's int32 sum is that row's block dot product, which gets its scales in fp32; the fp32 sums
+// are the outputs, 16 rows per vector, with no horizontal reduction. Stored nibble-packed (step j of a block in
+// the low nibbles, step j + 4 in the high ones: the q4 size), with d and m as fp16 (groups, nb, 16); a call
+// unpacks a cache-sized panel of it, two ops per 128 weights, where the q4 layout needed a 16 x 16 transpose.
+//
 // Activations: each token's 32-blocks are rounded to int8 with their own scale, x ~ sx * xq (|xq| <= 127), and
 // xs = sx * sum(xq) is kept per block. Per block, sum(w * x) = d * sx * sum(q * xq) + m * xs: the first sum is
 // u8 x s8 in int32 (exact), the second needs no product at all.
-//
-// Layout: vpdpbusd adds 4 byte products into each of 16 int32 lanes. A panel of weight rows is expanded (nibbles to
-// bytes) into the VNNI layout, 16 rows per vector and 4 consecutive k per lane, so each lane sums one row and
-// each token's 4 bytes are broadcast; after the 8 steps of a 32-block, the lane's int32 sum is that row's block
-// dot product, which gets its scales in fp32. The fp32 sums are the outputs, 16 rows per vector.
 #include "cpu_prelude.h"
 
 #include <algorithm>
 #include <array>
 #include <utility>
+
+#include <omp.h>
 
 namespace {
 
@@ -40,11 +44,36 @@ void quantise_row(const T* x, int64_t K, int64_t nb, int8_t* xq, float* sx, floa
     }
 }
 
+// Weight q (0..15) of row n, column k in the packed layout (scalar paths).
+inline int packed_q(const uint8_t* wl, int64_t nb, int64_t n, int64_t k) {
+    const int64_t b = k / 32, j = (k % 32) / 4;
+    const uint8_t byte = wl[((n / 16 * nb + b) * 4 + j % 4) * 64 + (n % 16) * 4 + k % 4];
+    return (byte >> (4 * (j / 4))) & 0xf;
+}
+
+// The packing, scalar (CPUs without AVX-512; the vector form below does the same with a register transpose).
+void pack_scalar(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t N, int64_t Kp, uint8_t* wl,
+                 uint16_t* dl, uint16_t* ml) {
+    const int64_t nb = Kp / 32, groups = (N + 15) / 16;
+    std::memset(wl, 0, static_cast<size_t>(groups * 16 * Kp / 2));
+    for (int64_t n = 0; n < groups * 16; ++n)
+        for (int64_t b = 0; b < nb; ++b) {
+            const int64_t lane = (n / 16 * nb + b) * 16 + n % 16;
+            dl[lane] = n < N ? d[n * nb + b] : 0;
+            ml[lane] = n < N ? m[n * nb + b] : 0;
+            for (int64_t i = 0; i < 32 && n < N; ++i) {
+                const int64_t k = 32 * b + i, j = i / 4;
+                const int q = (packed[n * (Kp / 2) + 32 * (b / 2) + i] >> (4 * (b % 2))) & 0xf;
+                wl[((n / 16 * nb + b) * 4 + j % 4) * 64 + (n % 16) * 4 + k % 4] |= static_cast<uint8_t>(q << (4 * (j / 4)));
+            }
+        }
+}
+
 // Scalar path (CPUs without AVX512_VNNI: the library still builds and gives the same sums; the caller keeps the
 // bf16 kernels there, which are faster).
 template <typename T>
-void linear_scalar(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
-                   const uint16_t* m, const float* bias, T* out) {
+void linear_scalar(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* wl, const uint16_t* dl,
+                   const uint16_t* ml, const float* bias, T* out) {
     const int64_t nb = Kp / 32;
     std::vector<int8_t> xq(static_cast<size_t>(Kp));
     std::vector<float> sx(static_cast<size_t>(nb)), xs(static_cast<size_t>(nb));
@@ -53,11 +82,10 @@ void linear_scalar(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, cons
         for (int64_t n = 0; n < N; ++n) {
             float acc = 0.f;
             for (int64_t b = 0; b < nb; ++b) {
-                const uint8_t* bytes = packed + n * (Kp / 2) + 32 * (b / 2);
                 int dot = 0;
-                for (int i = 0; i < 32; ++i) dot += ((bytes[i] >> ((b % 2) * 4)) & 0xf) * xq[32 * b + i];
-                const float db = half_to_float(d[n * nb + b]), mb = half_to_float(m[n * nb + b]);
-                acc += db * sx[b] * static_cast<float>(dot) + mb * xs[b];
+                for (int64_t k = 32 * b; k < 32 * b + 32; ++k) dot += packed_q(wl, nb, n, k) * xq[k];
+                const int64_t lane = (n / 16 * nb + b) * 16 + n % 16;
+                acc += half_to_float(dl[lane]) * sx[b] * static_cast<float>(dot) + half_to_float(ml[lane]) * xs[b];
             }
             store(out + t * N + n, acc + (bias ? bias[n] : 0.f));
         }
@@ -112,10 +140,9 @@ inline void transpose16(__m512i* z) {
     for (int i = 0; i < 16; ++i) z[i] = t[i];
 }
 
-// 16 weight rows (`valid` of them real, the rest zero) -> the VNNI layout: for every 4 consecutive k, one vector
-// whose lane i holds row i's 4 bytes (q in 0..15), Kp / 4 vectors; d and m as (nb, 16) floats, lane i = row i.
-void expand_rows(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t Kp, int64_t valid,
-                 uint8_t* out, float* dl, float* ml) {
+// 16 weight rows (`valid` of them real, the rest zero) of the q4 layout -> one group of the packed layout.
+void pack_group(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t Kp, int64_t valid, uint8_t* wl,
+                uint16_t* dl, uint16_t* ml) {
     const int64_t nb = Kp / 32;
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     for (int64_t g = 0; g < Kp / 64; ++g) {
@@ -126,14 +153,32 @@ void expand_rows(const uint8_t* packed, const uint16_t* d, const uint16_t* m, in
             const __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
             z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
         }
-        transpose16(z);
-        for (int j = 0; j < 16; ++j) _mm512_storeu_si512(out + (16 * g + j) * 64, z[j]);
+        transpose16(z);  // z[s]: step s of the group (4 k), lane i = row i; steps 0-7 block 2g, 8-15 block 2g + 1
+        for (int h = 0; h < 2; ++h)
+            for (int j = 0; j < 4; ++j)
+                _mm512_storeu_si512(wl + ((2 * g + h) * 4 + j) * 64,
+                                    _mm512_or_si512(z[8 * h + j], _mm512_slli_epi16(z[8 * h + j + 4], 4)));
     }
     for (int64_t b = 0; b < nb; ++b)
         for (int64_t i = 0; i < 16; ++i) {
-            dl[b * 16 + i] = i < valid ? half_to_float(d[i * nb + b]) : 0.f;
-            ml[b * 16 + i] = i < valid ? half_to_float(m[i * nb + b]) : 0.f;
+            dl[b * 16 + i] = i < valid ? d[i * nb + b] : 0;
+            ml[b * 16 + i] = i < valid ? m[i * nb + b] : 0;
         }
+}
+
+// One packed group -> the panel's bytes (nb * 8 vectors, one per 4 k) and fp32 d, m (nb, 16).
+void unpack_group(const uint8_t* wl, const uint16_t* dl, const uint16_t* ml, int64_t nb, uint8_t* out, float* df,
+                  float* mf) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nb; ++b) {
+        for (int j = 0; j < 4; ++j) {
+            const __m512i v = _mm512_loadu_si512(wl + (b * 4 + j) * 64);
+            _mm512_storeu_si512(out + (8 * b + j) * 64, _mm512_and_si512(v, low4));
+            _mm512_storeu_si512(out + (8 * b + j + 4) * 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+        }
+        _mm512_storeu_ps(df + 16 * b, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dl + 16 * b))));
+        _mm512_storeu_ps(mf + 16 * b, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ml + 16 * b))));
+    }
 }
 
 // RB groups of 16 rows x TB tokens. Per 4 k: RB weight vectors, each token's 4 bytes broadcast, RB * TB vpdpbusd
@@ -198,37 +243,38 @@ inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T
     for (int64_t i = 0; i < 16 && n0 + i < N; ++i) store(out + n0 + i, v[i] + (bias ? bias[n0 + i] : 0.f));
 }
 
-// The weight is read once: each thread expands a panel of 16-row groups into a cache-resident buffer, then
+// The weight is read once: each thread unpacks a panel of 16-row groups into a cache-resident buffer, then
 // multiplies it with every token tile.
 template <typename T>
-void linear_vnni(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
-                 const uint16_t* m, const float* bias, T* out) {
+void linear_vnni(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* wl, const uint16_t* dl,
+                 const uint16_t* ml, const float* bias, T* out) {
     const int64_t nb = Kp / 32, groups = (N + 15) / 16;
     std::vector<int8_t> xq(static_cast<size_t>(M * Kp));
     std::vector<float> sx(static_cast<size_t>(M * nb)), xs(static_cast<size_t>(M * nb));
     prepare_tokens(x, M, K, Kp, xq.data(), sx.data(), xs.data());
-    const int64_t per_panel = std::clamp<int64_t>(PANEL_BYTES / (16 * Kp) / RB * RB, RB, 8 * RB);  // groups
+    // groups per panel: cache-sized, but at least one panel per thread (a k/v projection has only 16 groups)
+    const int64_t threads = omp_get_max_threads(), per_thread = (groups + threads - 1) / threads;
+    const int64_t per_panel = std::clamp<int64_t>(std::min(PANEL_BYTES / (16 * Kp), (per_thread + RB - 1) / RB * RB) / RB * RB,
+                                                  RB, 8 * RB);
     const int64_t panels = (groups + per_panel - 1) / per_panel;
 #pragma omp parallel
     {
         static thread_local std::vector<uint8_t> panel;
-        static thread_local std::vector<float> dl, ml;
+        static thread_local std::vector<float> df, mf;
         if (panel.size() < static_cast<size_t>(per_panel * 16 * Kp)) panel.resize(static_cast<size_t>(per_panel * 16 * Kp));
-        if (dl.size() < static_cast<size_t>(per_panel * 16 * nb)) dl.resize(static_cast<size_t>(per_panel * 16 * nb)), ml.resize(dl.size());
+        if (df.size() < static_cast<size_t>(per_panel * 16 * nb)) df.resize(static_cast<size_t>(per_panel * 16 * nb)), mf.resize(df.size());
         alignas(64) float sums[RB * TB * 16];
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < panels; ++p) {
             const int64_t g0 = p * per_panel, count = std::min(per_panel, groups - g0);
-            for (int64_t g = 0; g < count; ++g) {
-                const int64_t n0 = 16 * (g0 + g);
-                expand_rows(packed + n0 * (Kp / 2), d + n0 * nb, m + n0 * nb, Kp, std::min<int64_t>(16, N - n0),
-                            panel.data() + g * 16 * Kp, dl.data() + g * 16 * nb, ml.data() + g * 16 * nb);
-            }
+            for (int64_t g = 0; g < count; ++g)
+                unpack_group(wl + (g0 + g) * 8 * Kp, dl + (g0 + g) * 16 * nb, ml + (g0 + g) * 16 * nb, nb,
+                             panel.data() + g * 16 * Kp, df.data() + g * 16 * nb, mf.data() + g * 16 * nb);
             for (int64_t t0 = 0; t0 < M; t0 += TB) {
                 const int64_t tb = std::min<int64_t>(TB, M - t0);
                 for (int64_t r0 = 0; r0 < count; r0 += RB) {
                     const int64_t rb = std::min<int64_t>(RB, count - r0);
-                    BLOCKS[rb - 1][tb - 1](panel.data() + r0 * 16 * Kp, dl.data() + r0 * 16 * nb, ml.data() + r0 * 16 * nb,
+                    BLOCKS[rb - 1][tb - 1](panel.data() + r0 * 16 * Kp, df.data() + r0 * 16 * nb, mf.data() + r0 * 16 * nb,
                                            Kp, xq.data() + t0 * Kp, sx.data() + t0 * nb, xs.data() + t0 * nb, sums);
                     for (int64_t r = 0; r < rb; ++r)
                         for (int64_t t = 0; t < tb; ++t)
@@ -241,12 +287,25 @@ void linear_vnni(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const 
 #endif
 
 template <typename T>
-void linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* packed, const uint16_t* d,
-            const uint16_t* m, const float* bias, T* out) {
+void linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* wl, const uint16_t* dl,
+            const uint16_t* ml, const float* bias, T* out) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-    linear_vnni(x, M, K, Kp, N, packed, d, m, bias, out);
+    linear_vnni(x, M, K, Kp, N, wl, dl, ml, bias, out);
 #else
-    linear_scalar(x, M, K, Kp, N, packed, d, m, bias, out);
+    linear_scalar(x, M, K, Kp, N, wl, dl, ml, bias, out);
+#endif
+}
+
+void pack(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t N, int64_t Kp, uint8_t* wl, uint16_t* dl,
+          uint16_t* ml) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    const int64_t nb = Kp / 32, groups = (N + 15) / 16;
+#pragma omp parallel for schedule(static)
+    for (int64_t g = 0; g < groups; ++g)
+        pack_group(packed + 16 * g * (Kp / 2), d + 16 * g * nb, m + 16 * g * nb, Kp, std::min<int64_t>(16, N - 16 * g),
+                   wl + g * 8 * Kp, dl + g * 16 * nb, ml + g * 16 * nb);
+#else
+    pack_scalar(packed, d, m, N, Kp, wl, dl, ml);
 #endif
 }
 
@@ -263,11 +322,19 @@ void q4_vnni_available(int64_t* out) {
 #endif
 }
 
+// q4 layout (N, Kp / 2) bytes, d and m (N, Kp / 32) fp16 -> packed layout: ceil(N / 16) * 8 * Kp bytes, and d, m
+// as ceil(N / 16) * Kp / 2 fp16 each (rows past N are zero).
+void q4_vnni_pack(const void* packed, const void* d, const void* m, int64_t N, int64_t Kp, void* wl, void* dl,
+                  void* ml) {
+    pack(static_cast<const uint8_t*>(packed), static_cast<const uint16_t*>(d), static_cast<const uint16_t*>(m), N, Kp,
+         static_cast<uint8_t*>(wl), static_cast<uint16_t*>(dl), static_cast<uint16_t*>(ml));
+}
+
 #define VNNI_ENTRY(SUFFIX, T)                                                                                    \
-    void q4_vnni_linear_##SUFFIX(const void* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const void* packed, \
-                                 const void* d, const void* m, const void* bias, void* out) {                    \
-        linear(static_cast<const T*>(x), M, K, Kp, N, static_cast<const uint8_t*>(packed),                      \
-               static_cast<const uint16_t*>(d), static_cast<const uint16_t*>(m), static_cast<const float*>(bias), \
+    void q4_vnni_linear_##SUFFIX(const void* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const void* wl,     \
+                                 const void* dl, const void* ml, const void* bias, void* out) {                  \
+        linear(static_cast<const T*>(x), M, K, Kp, N, static_cast<const uint8_t*>(wl),                          \
+               static_cast<const uint16_t*>(dl), static_cast<const uint16_t*>(ml), static_cast<const float*>(bias), \
                static_cast<T*>(out));                                                                            \
     }
 

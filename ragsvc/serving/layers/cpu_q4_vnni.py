@@ -12,6 +12,10 @@ in int32 and everything after it in fp32. The round-off against bf16 activations
 each block's own range; `reference_linear` is the plain-torch form the kernel is tested against, and the model-
 level cost is measured like the weights' (greedy agreement and perplexity, `ragsvc bench quant-quality`).
 
+Weights: the kernel reads its own layout (`pack`, 16 rows per vector, the same bytes as the q4 layout); a
+`QuantLinear` packs its weight the first time it takes this kernel and keeps both, since one-token decode
+reads the q4 layout. So a q4 model that reads prompts this way holds its linears twice.
+
 Dispatch: `QuantLinear` uses it for q4 steps of at least `QuantPlan.vnni_tokens` tokens, a threshold measured
 on the CPU at hand against the bf16 paths (cpu_tuning); it is 0 (never) where the CPU lacks AVX512_VNNI or the
 library cannot be built. One token (decode at batch 1) stays on cpu_quant's bf16 GEMV: bandwidth-bound, and
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +37,7 @@ from ragsvc.serving.layers.quant import BLOCK, QuantWeight, dequantise
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES: dict[str, list[Any]] = {
     "q4_vnni_available": [_P],
+    "q4_vnni_pack": [_P, _P, _P, _I, _I, _P, _P, _P],
     **{f"q4_vnni_linear_{s}": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P] for s in ("f32", "bf16")},
 }
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
@@ -51,22 +57,47 @@ def vectorised(lib: ctypes.CDLL) -> bool:
     return flag.value == 1
 
 
-def linear(lib: ctypes.CDLL, x: torch.Tensor, qw: QuantWeight, bias: torch.Tensor | None) -> torch.Tensor:
-    """x: (tokens, in) fp32 or bf16 -> (tokens, out) in x's dtype; `qw` is q4, `bias` fp32 (out,) or None."""
+@dataclass(frozen=True)
+class VnniWeight:
+    """A q4 weight in the kernel's layout (see cpu_q4_vnni.cpp): rows in groups of 16, nibble-packed bytes
+    (groups * 8 * Kp), d and m fp16 (groups * Kp / 2 each); the same size as the q4 layout it comes from."""
+
+    out_features: int
+    in_features: int
+    padded_in: int
+    data: torch.Tensor
+    scale: torch.Tensor
+    offset: torch.Tensor
+
+
+def pack(lib: ctypes.CDLL, qw: QuantWeight) -> VnniWeight:
+    """`qw` (q4) -> the kernel's layout, once per weight (a register transpose per 16 rows x 64 weights)."""
     if qw.fmt != "q4" or qw.offset is None:
         raise ValueError(f"the int8-activation kernel multiplies q4 weights, not {qw.fmt}")
+    n, kp = qw.out_features, qw.padded_in
+    groups = -(-n // 16)
+    data = torch.empty(groups * 8 * kp, dtype=torch.uint8)
+    scale = torch.empty(groups * kp // 2, dtype=torch.float16)
+    offset = torch.empty(groups * kp // 2, dtype=torch.float16)
+    lib.q4_vnni_pack(qw.data.data_ptr(), qw.scale.data_ptr(), qw.offset.data_ptr(), n, kp, data.data_ptr(),
+                     scale.data_ptr(), offset.data_ptr())
+    return VnniWeight(n, qw.in_features, kp, data, scale, offset)
+
+
+def linear(lib: ctypes.CDLL, x: torch.Tensor, vw: VnniWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """x: (tokens, in) fp32 or bf16 -> (tokens, out) in x's dtype; `bias` fp32 (out,) or None."""
     if x.dtype not in _SUFFIX or x.device.type != "cpu":
         raise ValueError(f"the int8-activation kernel takes fp32 or bf16 CPU tensors, not {x.dtype} on {x.device}")
     x = x.contiguous()
     m, k = x.shape
-    if k != qw.in_features:
-        raise ValueError(f"input has {k} features, the weight expects {qw.in_features}")
-    out = torch.empty((m, qw.out_features), dtype=x.dtype)  # (tokens, out)
+    if k != vw.in_features:
+        raise ValueError(f"input has {k} features, the weight expects {vw.in_features}")
+    out = torch.empty((m, vw.out_features), dtype=x.dtype)  # (tokens, out)
     if m == 0:
         return out
     getattr(lib, f"q4_vnni_linear_{_SUFFIX[x.dtype]}")(
-        x.data_ptr(), m, k, qw.padded_in, qw.out_features, qw.data.data_ptr(), qw.scale.data_ptr(),
-        qw.offset.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr())
+        x.data_ptr(), m, k, vw.padded_in, vw.out_features, vw.data.data_ptr(), vw.scale.data_ptr(),
+        vw.offset.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr())
     return out
 
 

@@ -145,13 +145,14 @@ def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
     if vnni is None or not cpu_q4_vnni.vectorised(vnni):
         return plan
     vnni_ms: dict[str, list[float]] = {}
+    packed = cpu_q4_vnni.pack(vnni, qw)
     for m in VNNI_CANDIDATES:
         x = torch.randn(m, qw.in_features, dtype=torch.bfloat16)
         if m > plan.prefill_tokens:
             bf16 = _median_ms(lambda x=x: cpu_quant.expand_linear(lib, x, qw, None), reps=2)
         else:
             bf16 = _median_ms(lambda x=x: cpu_quant.linear(lib, x, qw, None, tile=plan.tile), reps=2)
-        int8 = _median_ms(lambda x=x: cpu_q4_vnni.linear(vnni, x, qw, None), reps=2)
+        int8 = _median_ms(lambda x=x: cpu_q4_vnni.linear(vnni, x, packed, None), reps=2)
         vnni_ms[str(m)] = [round(bf16, 3), round(int8, 3)]
     vnni_tokens = 0
     for m in reversed(VNNI_CANDIDATES):  # the longest run of wins that reaches the largest count

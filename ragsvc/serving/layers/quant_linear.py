@@ -60,6 +60,8 @@ class QuantLinear(nn.Module):
         self.bias_f32 = None if bias is None else bias.detach().float().contiguous()
         self.kernels: ctypes.CDLL | None = None
         self.plan: QuantPlan | None = None
+        self.vnni_weight: cpu_q4_vnni.VnniWeight | None = None
+        """The weight in the int8-activation kernel's layout, packed on its first use."""
 
     def use_kernels(self, kernels: ctypes.CDLL | None, plan: QuantPlan | None) -> None:
         self.kernels, self.plan = kernels, plan
@@ -72,7 +74,9 @@ class QuantLinear(nn.Module):
             if 0 < plan.vnni_tokens <= tokens and self.qw.fmt == "q4":
                 vnni = cpu_q4_vnni.load()
                 if vnni is not None:
-                    return cpu_q4_vnni.linear(vnni, x, self.qw, self.bias_f32)
+                    if self.vnni_weight is None:
+                        self.vnni_weight = cpu_q4_vnni.pack(vnni, self.qw)
+                    return cpu_q4_vnni.linear(vnni, x, self.vnni_weight, self.bias_f32)
             if tokens > plan.prefill_tokens:
                 bias = None if self.bias_ref is None else self.bias_ref.to(x.dtype)
                 return cpu_quant.expand_linear(lib, x, self.qw, bias)
