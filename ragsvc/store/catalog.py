@@ -9,7 +9,9 @@ in parallel with each other and with a write transaction, never queuing behind t
 A search's two catalog reads, its collection's record and its hits' rows, are served from bounded in-memory
 caches (`read_cache.py`) that every change here invalidates after its commit: a statement costs several times
 an index lookup, and both change only through this object. Chunk ids are never reused, so a cached chunk row
-is only ever made wrong by a delete, which drops it.
+is only ever made wrong by a delete, which drops it. A write's two existence questions, which of its documents
+are stored and which of its chunk texts are cached, go first to Bloom filters of the tables' keys
+(`table_keys.py`), so a batch of new documents and new texts asks duckdb neither.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ragsvc.store.records import CollectionRecord, PreparedDocument, WriteResult
 from ragsvc.store.schema import DDL, SCHEMA_VERSION
 from ragsvc.store.sessions import ChatTables
 from ragsvc.store.simulation import SimulationTables
+from ragsvc.store.table_keys import TableKeys
 from ragsvc.store.transaction import Transaction
 from ragsvc.store.vector_cache import DuckdbVectorCache
 
@@ -74,6 +77,7 @@ class Catalog:
         self._records: ReadCache[str, CollectionRecord] = ReadCache(max_items=RECORD_CACHE_COLLECTIONS)
         self._hits: ReadCache[int, tuple[str, str, str]] = ReadCache(max_items=hit_cache_chunks)
         self._embedding_cache = EmbeddingCache(self._conn, self._lock, self._reader)
+        self._document_keys = TableKeys(self._conn, self._lock, table="documents", columns=("collection", "id"))
         with self._lock:
             self._conn.execute(DDL)
             self._conn.execute(
@@ -170,9 +174,14 @@ class Catalog:
     # -- documents -----------------------------------------------------------------------------------------
 
     def document_hashes(self, collection: str, ids: list[str] | None = None) -> dict[str, str]:
+        """id -> content hash of the collection's stored documents (of `ids` only, when given; ids the key
+        filter rules out are not asked for, so a batch of new documents runs no statement)."""
         if ids is None:
             rows = self._read("SELECT id, content_hash FROM documents WHERE collection = ?", [collection])
         else:
+            ids = [i for i, maybe in zip(ids, self._document_keys.might_contain(collection, ids), strict=True) if maybe]
+            if not ids:
+                return {}
             rows = self._read(
                 "SELECT id, content_hash FROM documents WHERE collection = ? AND list_contains(?, id)",
                 [collection, ids],
@@ -199,6 +208,7 @@ class Catalog:
                 to_remove = [d.id for d in docs] if stored_ids is None else stored_ids
                 removed = self._remove_documents(collection, to_remove) if to_remove else np.zeros(0, np.int64)
                 insert_documents(self._conn, collection, docs)
+                self._document_keys.add(collection, [d.id for d in docs])
                 ids = insert_chunks(self._conn, collection, chunk_rows, vectors)
                 self._embedding_cache.insert(embedder_id, [c.text_hash for _, _, c in chunk_rows], vectors)
                 self._conn.execute("COMMIT")

@@ -1,13 +1,10 @@
 """The catalog's embedding cache: a chunk text's vector by (embedder id, text hash), so re-ingesting a text
 (another id, a deleted and re-sent document, a re-run bulk load) never embeds it twice.
 
-A Bloom filter of every key in the table (`key_filter.py`) answers first. Its "certainly absent" is exact
-because this process is the table's only writer (duckdb admits one writing process per file, and every write
-goes through the catalog's one connection under its lock): the filter is built from the table under that
-lock, and each insert adds its keys under the same lock before it commits. A rolled-back insert leaves keys
-that are not in the table, which only costs a later lookup. So a lookup of new texts runs no statement, and
-their rows go in with a plain INSERT instead of `ON CONFLICT DO NOTHING` (a primary-key probe per row).
-Rows the filter calls "perhaps present" (cached texts, false positives) take the conflict-tolerant insert.
+The table's keys are also held as a Bloom filter (`table_keys.py`). Almost every text a live ingest embeds is
+new: for those the lookup runs no statement, and their rows go in with a plain INSERT instead of `ON CONFLICT
+DO NOTHING` (a primary-key probe per row). Rows the filter calls "perhaps present" (cached texts, false
+positives) take the conflict-tolerant insert, so a wrong "perhaps" costs a statement and nothing else.
 """
 
 from __future__ import annotations
@@ -20,11 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
-from ragsvc.store.key_filter import KeyFilter, key_of, keys_of
 from ragsvc.store.row_insert import few, insert_arrow, insert_values
-
-SCAN_BATCH_ROWS = 65_536
-"""Keys read per Arrow batch while the filter is built (bounded memory whatever the table's size)."""
+from ragsvc.store.table_keys import TableKeys
 
 
 class EmbeddingCache:
@@ -36,12 +30,12 @@ class EmbeddingCache:
         self._conn = conn
         self._lock = lock
         self._reader = reader
-        self._filter: KeyFilter | None = None  # built on first use, from the table, under the lock
+        self._keys = TableKeys(conn, lock, table="embedding_cache", columns=("embedder_id", "text_hash"))
 
     def lookup(self, embedder_id: str, text_hashes: list[str], dim: int) -> dict[str, np.ndarray]:
         """text hash -> (dim,) float32 for the hashes cached under `embedder_id`."""
         wanted = sorted(set(text_hashes))
-        maybe = self._key_filter().might_contain(keys_of(embedder_id, wanted))
+        maybe = self._keys.might_contain(embedder_id, wanted)
         wanted = [h for h, m in zip(wanted, maybe, strict=True) if m]
         if not wanted:
             return {}
@@ -61,17 +55,13 @@ class EmbeddingCache:
         hashes, rows = list(first), list(first.values())
         if not hashes:
             return
-        key_filter = self._key_filter()
-        keys = keys_of(embedder_id, hashes)
-        maybe = key_filter.might_contain(keys)
+        maybe = self._keys.might_contain(embedder_id, hashes)
         for conflict in (False, True):
             picked = [i for i, m in enumerate(maybe) if bool(m) == conflict]
             if picked:
                 self._insert([hashes[i] for i in picked], vectors[[rows[i] for i in picked]], embedder_id,
                               on_conflict=conflict)
-        key_filter.add(keys)
-        if key_filter.full:
-            self._filter = self._build(2 * key_filter.count)
+        self._keys.add(embedder_id, hashes)
 
     def _insert(self, hashes: list[str], vectors: np.ndarray, embedder_id: str, *, on_conflict: bool) -> None:
         tail = "ON CONFLICT DO NOTHING" if on_conflict else ""
@@ -83,22 +73,3 @@ class EmbeddingCache:
         insert_arrow(self._conn, table, "incoming_cache",
                      f"INSERT INTO embedding_cache SELECT ?, text_hash, vector FROM incoming_cache {tail}",
                      [embedder_id])
-
-    def _key_filter(self) -> KeyFilter:
-        key_filter = self._filter
-        if key_filter is None:
-            with self._lock:
-                if self._filter is None:
-                    count = int(self._conn.execute("SELECT count(*) FROM embedding_cache").fetchall()[0][0])
-                    self._filter = self._build(2 * count)
-                key_filter = self._filter
-        return key_filter
-
-    def _build(self, capacity: int) -> KeyFilter:
-        """A filter of every key in the table, sized for `capacity` keys (lock held)."""
-        key_filter = KeyFilter.for_capacity(capacity)
-        reader = self._conn.sql("SELECT embedder_id, text_hash FROM embedding_cache").to_arrow_reader(SCAN_BATCH_ROWS)
-        for batch in reader:
-            pairs = zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
-            key_filter.add(np.fromiter((key_of(e, h) for e, h in pairs), dtype=np.uint64))
-        return key_filter

@@ -73,7 +73,7 @@ def test_the_filter_grows_and_bulk_and_small_writes_agree(path, monkeypatch):
     bulk = _doc("bulk", [f"bulk {i}" for i in range(40)], seed=9)  # Arrow tables
     catalog.write_documents("c", small, embedder_id="test-8")
     result = catalog.write_documents("c", [bulk], embedder_id="test-8")
-    assert catalog._embedding_cache._filter.num_bits > 64
+    assert catalog._embedding_cache._keys._filter.num_bits > 64
     hashes = [c.text_hash for d in [*small, bulk] for c in d.chunks]
     cached = catalog.cached_vectors("test-8", hashes, DIM)
     assert set(cached) == set(hashes)
