@@ -240,6 +240,12 @@ const auto BLOCKS = block_table(std::make_index_sequence<RB>{});  // [rb - 1][tb
 // 16 sums of rows n0.. for one token (+ bias) -> out, the rows past N left out.
 template <typename T>
 inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T* out) {
+    if (n0 + 16 <= N) {  // all 16 rows real: one vector, rounded as store() does
+        __m512 sum = _mm512_loadu_ps(v);
+        if (bias) sum = _mm512_add_ps(sum, _mm512_loadu_ps(bias + n0));
+        store16(out + n0, sum);
+        return;
+    }
     for (int64_t i = 0; i < 16 && n0 + i < N; ++i) store(out + n0 + i, v[i] + (bias ? bias[n0 + i] : 0.f));
 }
 
@@ -249,9 +255,17 @@ template <typename T>
 void linear_vnni(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* wl, const uint16_t* dl,
                  const uint16_t* ml, const float* bias, T* out) {
     const int64_t nb = Kp / 32, groups = (N + 15) / 16;
-    std::vector<int8_t> xq(static_cast<size_t>(M * Kp));
-    std::vector<float> sx(static_cast<size_t>(M * nb)), xs(static_cast<size_t>(M * nb));
-    prepare_tokens(x, M, K, Kp, xq.data(), sx.data(), xs.data());
+    // Kept between calls (grown, never shrunk): a prompt chunk's int8 activations are megabytes, and a fresh
+    // allocation of that size is a fresh mapping the kernel must fault in and zero on every call.
+    // Thread-local to the calling thread, so read through these pointers inside the parallel region.
+    static thread_local std::vector<int8_t> xq_buf;
+    static thread_local std::vector<float> sx_buf, xs_buf;
+    if (xq_buf.size() < static_cast<size_t>(M * Kp)) xq_buf.resize(static_cast<size_t>(M * Kp));
+    if (sx_buf.size() < static_cast<size_t>(M * nb)) sx_buf.resize(static_cast<size_t>(M * nb)), xs_buf.resize(sx_buf.size());
+    int8_t* const xq = xq_buf.data();
+    float* const sx = sx_buf.data();
+    float* const xs = xs_buf.data();
+    prepare_tokens(x, M, K, Kp, xq, sx, xs);
     // groups per panel: cache-sized, but at least one panel per thread (a k/v projection has only 16 groups)
     const int64_t threads = omp_get_max_threads(), per_thread = (groups + threads - 1) / threads;
     const int64_t per_panel = std::clamp<int64_t>(std::min(PANEL_BYTES / (16 * Kp), (per_thread + RB - 1) / RB * RB) / RB * RB,
@@ -275,7 +289,7 @@ void linear_vnni(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const 
                 for (int64_t r0 = 0; r0 < count; r0 += RB) {
                     const int64_t rb = std::min<int64_t>(RB, count - r0);
                     BLOCKS[rb - 1][tb - 1](panel.data() + r0 * 16 * Kp, df.data() + r0 * 16 * nb, mf.data() + r0 * 16 * nb,
-                                           Kp, xq.data() + t0 * Kp, sx.data() + t0 * nb, xs.data() + t0 * nb, sums);
+                                           Kp, xq + t0 * Kp, sx + t0 * nb, xs + t0 * nb, sums);
                     for (int64_t r = 0; r < rb; ++r)
                         for (int64_t t = 0; t < tb; ++t)
                             put_rows(sums + 16 * (r * tb + t), bias, 16 * (g0 + r0 + r), N, out + (t0 + t) * N);
