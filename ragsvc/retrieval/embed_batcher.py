@@ -21,7 +21,9 @@ alike, holds that lane.
 The lanes are handed out searches first (`ModelLock`): a search waits for the model, an ingest for its
 commit and its caller expects seconds, so when a lane frees, a waiting query pass goes before a waiting
 document pass. Never more than `MAX_OVERTAKES` times in a row, so a steady stream of searches cannot starve
-an ingest. A large ingest embeds in slices of `MAX_BATCH` texts, each taking a lane on its own, so searches
+an ingest. A pass takes its texts from the queue only once it holds its lane, so a document pass that
+waited behind searches embeds every ingest text queued meanwhile in one go (the pass's fixed cost shared).
+A large ingest embeds in slices of `MAX_BATCH` texts, each taking a lane on its own, so searches
 arriving meanwhile wait for one slice, not the whole request. The chunker's token counting of a short text
 (`MAX_URGENT_TOKENIZE_CHARS`) queues with the searches, not behind them: it takes a fraction of a
 millisecond, and an ingest waiting for it behind several query passes only holds its client longer.
@@ -31,8 +33,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -138,16 +141,26 @@ class _Pending:
 
 
 class EmbedBatcher:
-    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], *, max_batch: int = MAX_BATCH,
-                 max_passes: int = 1) -> None:
+    """Texts of concurrent callers embedded in shared passes, at most `max_passes` at a time.
+
+    With `hold` (a model lane: a context manager yielding what `embed` needs to run the pass), a caller that
+    may start a pass first waits for the lane and only then takes the head of the queue: everything queued
+    while the lane was busy goes into that pass. A document pass waits behind searches by design, so its
+    batch then holds every ingest that arrived meanwhile instead of one, and the model's fixed cost per pass
+    is shared by all of them."""
+
+    def __init__(self, embed: Callable[[Sequence[str], Any], np.ndarray], *, max_batch: int = MAX_BATCH,
+                 max_passes: int = 1, hold: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+        """`embed(texts, held)` -> (len(texts), dim): one pass, `held` being what `hold()` yielded."""
         if max_batch < 1 or max_passes < 1:
             raise ValueError(f"max_batch and max_passes must be at least 1, got {max_batch} and {max_passes}")
         self._embed = embed
+        self._hold = hold
         self.max_batch = max_batch
         self.max_passes = max_passes
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Pending] = []
-        self._passes = 0  # passes running now
+        self._passes = 0  # passes running now (or waiting for their lane)
 
     @property
     def num_passes(self) -> int:
@@ -158,8 +171,8 @@ class EmbedBatcher:
         mine = [_Pending(t) for t in texts]
         with self._cond:
             self._queue.extend(mine)
-        while (batch := self._next_batch(mine)) is not None:
-            self._run(batch)
+        while self._claim_pass(mine):
+            self._run()
         rows = []
         for p in mine:
             if p.error is not None:
@@ -168,26 +181,32 @@ class EmbedBatcher:
             rows.append(p.vector)
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
-    def _next_batch(self, mine: list[_Pending]) -> list[_Pending] | None:
-        """The queue's head for this caller to embed, once a pass slot is free and some of its own texts are
-        still queued; None when all of its texts are done. Waits otherwise (its texts are in others' passes,
-        or every slot is busy)."""
+    def _claim_pass(self, mine: list[_Pending]) -> bool:
+        """True once a pass slot is free and some of this caller's texts are still queued (the slot is then
+        its own to run); False when all of its texts are done. Waits otherwise (its texts are in others'
+        passes, or every slot is busy)."""
         with self._cond:
             while not all(p.resolved for p in mine):
                 if self._passes < self.max_passes and not all(p.taken for p in mine):
+                    self._passes += 1
+                    return True
+                self._cond.wait()
+            return False
+
+    def _run(self) -> None:
+        """One pass over the queue's head, taken once the lane is held (it may be empty by then: others'
+        passes took every text meanwhile)."""
+        batch: list[_Pending] = []
+        try:
+            with self._hold() as held:
+                with self._cond:
                     batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                     for p in batch:
                         p.taken = True
-                    self._passes += 1
-                    return batch
-                self._cond.wait()
-            return None
-
-    def _run(self, batch: list[_Pending]) -> None:
-        try:
-            vectors = np.asarray(self._embed([p.text for p in batch]), dtype=np.float32)  # (len(batch), dim)
-            for p, v in zip(batch, vectors, strict=True):
-                p.vector = v
+                if batch:
+                    vectors = np.asarray(self._embed([p.text for p in batch], held), dtype=np.float32)
+                    for p, v in zip(batch, vectors, strict=True):  # vectors: (len(batch), dim)
+                        p.vector = v
         except BaseException as exc:  # every request of the failed pass gets the error
             for p in batch:
                 p.error = exc
@@ -211,8 +230,10 @@ class BatchedEmbedder:
                                  "built from the same embed settings")
         self._models: list[Embedder] = [embedder, *replicas]
         self._model_lock = ModelLock(lanes=len(self._models))
-        self._queries = EmbedBatcher(self._locked_queries, max_passes=len(self._models))
-        self._documents = EmbedBatcher(self._locked_documents, max_passes=len(self._models))
+        self._queries = EmbedBatcher(self._query_pass, max_passes=len(self._models),
+                                     hold=lambda: self._model_lock.hold(urgent=True))
+        self._documents = EmbedBatcher(self._document_pass, max_passes=len(self._models),
+                                       hold=lambda: self._model_lock.hold(urgent=False))
 
     @property
     def lanes(self) -> int:
@@ -240,17 +261,19 @@ class BatchedEmbedder:
     def __getattr__(self, name: str) -> object:  # max_seq_length, prefixes, ...: the wrapped embedder's
         return getattr(self.inner, name)
 
-    def _locked_queries(self, texts: Sequence[str]) -> np.ndarray:
-        with self._model_lock.hold(urgent=True) as lane:
-            model = self._models[lane]
-            many = getattr(model, "embed_queries", None)
-            if many is not None:
-                return np.asarray(many(texts), dtype=np.float32)
-            return np.stack([model.embed_query(t) for t in texts])
+    def _query_pass(self, texts: Sequence[str], lane: int) -> np.ndarray:
+        model = self._models[lane]
+        many = getattr(model, "embed_queries", None)
+        if many is not None:
+            return np.asarray(many(texts), dtype=np.float32)
+        return np.stack([model.embed_query(t) for t in texts])
+
+    def _document_pass(self, texts: Sequence[str], lane: int) -> np.ndarray:
+        return self._models[lane].embed_documents(texts)
 
     def _locked_documents(self, texts: Sequence[str]) -> np.ndarray:
         with self._model_lock.hold(urgent=False) as lane:
-            return self._models[lane].embed_documents(texts)
+            return self._document_pass(texts, lane)
 
     def _sliced_documents(self, texts: Sequence[str]) -> np.ndarray:
         """A large request in slices of MAX_BATCH texts of similar length (sorted, as the embedder batches them),

@@ -29,7 +29,7 @@ class CountingEmbedder:
         self.hold_first, self.fail = hold_first, fail
         self.first_started = threading.Event()
 
-    def embed_queries(self, texts):
+    def embed_queries(self, texts, held=None):
         self.calls.append(len(texts))
         if len(self.calls) == 1 and self.hold_first is not None:
             self.first_started.set()
@@ -95,6 +95,20 @@ def test_a_failing_pass_fails_every_query_in_it_and_the_batcher_recovers(minilm)
     assert _one(batcher, "fine now").shape == (minilm.dim,)
 
 
+def test_with_a_lane_to_hold_a_pass_takes_what_queued_while_it_waited(minilm):
+    """A pass waiting for its lane (busy with a search, say) takes its texts only once it holds it."""
+    lane = threading.Lock()
+    embedder = CountingEmbedder(minilm)
+    batcher = EmbedBatcher(embedder.embed_queries, max_passes=2, hold=lambda: lane)
+    with ThreadPoolExecutor(8) as pool:
+        with lane:  # busy
+            futures = [pool.submit(_one, batcher, q) for q in QUERIES[:6]]
+            _wait_for(lambda: len(batcher._queue) == 6 and batcher.num_passes == 2)  # two wait, nothing taken
+        vectors = np.stack([f.result() for f in futures])
+    assert embedder.calls == [6], "the first pass to get the lane took all six; the other found none left"
+    np.testing.assert_allclose(vectors, np.stack([minilm.embed_query(q) for q in QUERIES[:6]]), atol=1e-5)
+
+
 def test_batched_embedder_documents_match_the_model_and_keep_request_boundaries(minilm):
     batched = BatchedEmbedder(minilm)
     requests = [[f"doc {i} part {j}: some words about subject {i}" for j in range(1 + i % 3)] for i in range(12)]
@@ -149,7 +163,7 @@ class HeldDocuments:
             assert self.release.wait(60)
         return self.real.embed_documents(texts)
 
-    def embed_queries(self, texts):
+    def embed_queries(self, texts, held=None):
         self.calls.append(("queries", len(texts)))
         return self.real.embed_queries(texts)
 
@@ -182,7 +196,7 @@ class HeldQueries:
         self.hold = threading.Event()
         self.started = threading.Event()
 
-    def embed_queries(self, texts):
+    def embed_queries(self, texts, held=None):
         self.calls.append((self.name, len(texts)))
         if self.hold.is_set():
             self.started.set()
