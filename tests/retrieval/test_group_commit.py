@@ -119,3 +119,44 @@ def test_group_size_is_bounded():
 def test_bad_bound_is_refused():
     with pytest.raises(ValueError, match="max_group"):
         GroupCommit(lambda items: None, max_group=0)
+
+
+def _leader_lingering(group: GroupCommit) -> None:
+    """Until a leader holds the committer with its batch still queued (it waits for announced batches)."""
+    deadline = time.monotonic() + 30
+    while not (group._busy and len(group._queue) == 1):
+        assert time.monotonic() < deadline, "no leader began to linger"
+        time.sleep(0.001)
+
+
+def test_a_leader_waits_for_announced_batches_and_commits_them_together():
+    calls: list[list[int]] = []
+    group = GroupCommit(lambda items: calls.append(list(items)), max_linger_s=60)
+    group.announce()
+    group.announce()
+    leader = threading.Thread(target=group.submit, args=(1,), kwargs={"announced": True})
+    leader.start()
+    _leader_lingering(group)
+    assert calls == [], "one announced batch is still on its way"
+    group.submit(2, announced=True)  # returns once committed, with the leader's
+    leader.join()
+    assert calls == [[1, 2]] and group.num_commits == 1
+
+
+def test_a_withdrawn_or_stalled_announcement_does_not_hold_the_leader():
+    calls: list[list[int]] = []
+    group = GroupCommit(lambda items: calls.append(list(items)), max_linger_s=60)
+    group.announce()
+    group.announce()
+    leader = threading.Thread(target=group.submit, args=(1,), kwargs={"announced": True})
+    leader.start()
+    _leader_lingering(group)
+    group.withdraw()
+    leader.join()
+    assert calls == [[1]]
+    bounded = GroupCommit(lambda items: calls.append(list(items)), max_linger_s=0.01)
+    bounded.announce()  # and never comes: the leader waits at most max_linger_s
+    bounded.submit(3)
+    assert calls == [[1], [3]]
+    with pytest.raises(ValueError, match="max_linger_s"):
+        GroupCommit(lambda items: None, max_linger_s=-1)
