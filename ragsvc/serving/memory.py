@@ -1,11 +1,11 @@
 """Keep freed memory in the process for the next step's tensors, instead of handing it back and faulting it in again.
 
 Why: a prompt chunk of a couple of thousand tokens allocates activations of tens of megabytes per layer
-(Qwen2.5-1.5B's gate/up output alone is 73 MB at 2,048 tokens). glibc serves allocations above its mmap
+(a 1.5B model's gate/up output alone is 73 MB at 2,048 tokens). glibc serves allocations above its mmap
 threshold (32 MB at most) with fresh mappings and unmaps them on free, and returns the top of its heap past
-M_TRIM_THRESHOLD, so every step the kernel faulted in and zeroed the same gigabytes again: ~800,000 page
-faults over one batch of 16 prompts, about a tenth of the run. With mmap off for allocations
-(M_MMAP_MAX = 0) they come from the heap, whose freed chunks are reused, and a high trim threshold keeps it.
+M_TRIM_THRESHOLD, so every step paid the kernel to fault in and zero the same memory again (a visible share
+of a prompt-heavy run in a profile). With mmap off for allocations (M_MMAP_MAX = 0) they come from the heap,
+whose freed chunks are reused, and a high trim threshold keeps it.
 
 The cost: the process keeps the memory of its largest step after the step ends (the engine's working set; the
 KV cache and weights are resident anyway). It applies to the whole process and only with glibc; elsewhere it
