@@ -48,7 +48,6 @@ from ragsvc.serving.loader import (
     load_tokenizer,
     resolve_model_dir,
 )
-from ragsvc.serving.memory import keep_freed_memory
 from ragsvc.serving.model_runner import ModelRunner, kv_bytes_per_block, load_model
 from ragsvc.serving.outputs import RequestOutput, TokenLogprob
 from ragsvc.serving.sampler import SampledToken, sample
@@ -132,8 +131,6 @@ class LLMEngine:
             block_size=config.block_size,
             cpu_kernels=config.cpu_kernels,
         )
-        if device.type == "cpu":  # steps reuse freed activation memory instead of faulting it in again
-            keep_freed_memory()
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
         logger.info(
             "engine ready in %.1f s: %s %s on %s, %d KV blocks x %d tokens, max_model_len %d",
