@@ -131,17 +131,8 @@ class ModelLock:
 
 
 @dataclass
-class _Caller:
-    """One `embed` call's texts still unembedded, and what to run (in the pass's thread) when none are left."""
-
-    remaining: int
-    on_done: Callable[[], None] | None = None
-
-
-@dataclass
 class _Pending:
     text: str
-    caller: _Caller
     taken: bool = False
     """In a pass (running or done)."""
     resolved: bool = False
@@ -175,13 +166,9 @@ class EmbedBatcher:
     def num_passes(self) -> int:
         return self._passes
 
-    def embed(self, texts: Sequence[str], *, on_done: Callable[[], None] | None = None) -> np.ndarray:
-        """(len(texts), dim) float32: what `embed(texts)` returns, computed in passes shared with other callers.
-
-        `on_done` runs once the last of these texts is embedded, in the thread of the pass that embedded it and
-        before this caller is woken: every caller of one pass has run it before any of them goes on."""
-        caller = _Caller(len(texts), on_done)
-        mine = [_Pending(t, caller) for t in texts]
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32: what `embed(texts)` returns, computed in passes shared with other callers."""
+        mine = [_Pending(t) for t in texts]
         with self._cond:
             self._queue.extend(mine)
         while self._claim_pass(mine):
@@ -226,9 +213,6 @@ class EmbedBatcher:
         with self._cond:
             for p in batch:
                 p.resolved = True
-                p.caller.remaining -= 1
-                if not p.caller.remaining and p.error is None and p.caller.on_done is not None:
-                    p.caller.on_done()
             self._passes -= 1
             self._cond.notify_all()
 
@@ -258,19 +242,13 @@ class BatchedEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self._queries.embed([text])[0]  # (dim,)
 
-    def embed_documents(self, texts: Sequence[str], *, progress: bool = False,
-                        on_done: Callable[[], None] | None = None) -> np.ndarray:
-        """(len(texts), dim); `on_done` runs when they are embedded (see EmbedBatcher.embed), before returning."""
-        if progress or len(texts) > MAX_SHARED_DOCUMENTS:
-            if progress:  # one call, so the embedder's progress bar covers the whole request
-                with self._model_lock.hold(urgent=False) as lane:
-                    vectors = self._models[lane].embed_documents(texts, progress=True)
-            else:
-                vectors = self._sliced_documents(texts)
-            if on_done is not None:
-                on_done()
-            return vectors
-        return self._documents.embed(texts, on_done=on_done).reshape(len(texts), self.dim)
+    def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        if progress:  # one call, so the embedder's progress bar covers the whole request
+            with self._model_lock.hold(urgent=False) as lane:
+                return self._models[lane].embed_documents(texts, progress=True)
+        if len(texts) > MAX_SHARED_DOCUMENTS:
+            return self._sliced_documents(texts)
+        return self._documents.embed(texts).reshape(len(texts), self.dim)
 
     def count_tokens(self, text: str) -> int:
         with self._model_lock.hold(urgent=len(text) <= MAX_URGENT_TOKENIZE_CHARS) as lane:

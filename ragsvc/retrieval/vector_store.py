@@ -198,30 +198,8 @@ class VectorStore:
     def add_documents(self, name: str, docs: Sequence[DocumentInput], *, progress: bool = False) -> list[str]:
         """Chunk, embed and store `docs` in one transaction; unchanged documents are skipped. Returns ids.
 
-        `prepare_documents` then `commit`: concurrent small requests to one collection share a transaction. The
-        batch is announced to the committer by the thread of the pass that embeds it (embed_batcher.py,
-        group_commit.py), so the requests embedded in one pass are all expected before the first of them
-        commits, and they commit in one transaction."""
-        announced: list[GroupCommit[PreparedBatch]] = []  # the committer told that this batch is coming
-
-        def announce() -> None:
-            committer = self._committer(name)  # the collection exists: prepare checked it first
-            committer.announce()
-            announced.append(committer)
-
-        def embed_then_announce(texts: list[str]) -> np.ndarray:
-            return self._batched().embed_documents(texts, progress=progress, on_done=announce)
-
-        try:
-            batch = self.prepare_documents(name, docs, progress=progress, embed=embed_then_announce)
-            if batch.documents:
-                was_announced = bool(announced)
-                committer = announced.pop() if announced else self._committer(name)  # submit counts it off
-                committer.submit(batch, announced=was_announced)
-            return list(batch.ids)
-        finally:
-            for committer in announced:  # embedded, then failed before it could be submitted
-                committer.withdraw()
+        `prepare_documents` then `commit`: concurrent small requests to one collection share a transaction."""
+        return self.commit(self.prepare_documents(name, docs, progress=progress))
 
     def prepare_documents(self, name: str, docs: Sequence[DocumentInput], *, progress: bool = False,
                           embed: EmbedTexts | None = None) -> PreparedBatch:

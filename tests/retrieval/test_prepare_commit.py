@@ -1,14 +1,13 @@
 """The two-step write on the real store: prepare writes nothing and holds no lock; commit is one transaction."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from ragsvc.errors import CollectionNotFound, Conflict, InvalidInput
 from ragsvc.retrieval.vector_store import VectorStore
-from ragsvc.types import ChunkInput, DocumentInput
+from ragsvc.types import DocumentInput
 
 
 def _docs(prefix: str, n: int) -> list[DocumentInput]:
@@ -105,27 +104,3 @@ def test_concurrent_small_ingests_all_land_in_fewer_transactions(store):
     info = store.get_collection("c")
     assert info.num_documents == info.num_chunks == 1 + 8 * 3
     assert len(store.search("c", query="tides", k=100).hits) == 25
-
-
-def test_ingests_embedded_in_one_pass_commit_in_one_transaction(store):
-    """Four ingests queue for a busy model lane; one pass embeds them all, and its thread announces all four to
-    the committer, so the first to commit waits for the other three instead of committing alone."""
-    store.add_documents("c", _docs("warm", 1))
-    committer = store._committer("c")
-    committer.max_linger_s = 60.0  # the count ends the wait here, not the clock
-    before = committer.num_commits
-    docs = [[DocumentInput(text=f"Ebb {i} and flow.", id=f"e{i}", chunks=[ChunkInput(f"Ebb {i} and flow.", 0, 14)])]
-            for i in range(4)]  # the caller's own chunks: no tokenising, so all four go straight to the model
-    batcher = store._batched()
-    with batcher._model_lock.hold(urgent=True):
-        threads = [threading.Thread(target=store.add_documents, args=("c", d)) for d in docs]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 60
-        while len(batcher._documents._queue) < 4:  # polls; the bound only ends a broken run
-            assert time.monotonic() < deadline, "the four texts never queued"
-            time.sleep(0.001)
-    for t in threads:
-        t.join(60)
-    assert committer.num_commits - before == 1
-    assert store.get_collection("c").num_documents == 5
