@@ -21,7 +21,7 @@ alike, holds that lane.
 The lanes are handed out searches first (`ModelLock`): a search waits for the model, an ingest for its
 commit and its caller expects seconds, so when a lane frees, a waiting query pass goes before a waiting
 document pass. Never more than `MAX_OVERTAKES` times in a row, so a steady stream of searches cannot starve
-an ingest. A pass takes its texts from the queue only once it holds its lane, so a document pass that
+an ingest. A document pass takes its texts from the queue only once it holds its lane, so a pass that
 waited behind searches embeds every ingest text queued meanwhile in one go (the pass's fixed cost shared).
 A large ingest embeds in slices of `MAX_BATCH` texts, each taking a lane on its own, so searches
 arriving meanwhile wait for one slice, not the whole request. The chunker's token counting of a short text
@@ -143,19 +143,22 @@ class _Pending:
 class EmbedBatcher:
     """Texts of concurrent callers embedded in shared passes, at most `max_passes` at a time.
 
-    With `hold` (a model lane: a context manager yielding what `embed` needs to run the pass), a caller that
-    may start a pass first waits for the lane and only then takes the head of the queue: everything queued
-    while the lane was busy goes into that pass. A document pass waits behind searches by design, so its
-    batch then holds every ingest that arrived meanwhile instead of one, and the model's fixed cost per pass
-    is shared by all of them."""
+    `hold` is a model lane: a context manager yielding what `embed` needs to run the pass. With
+    `take_when_held`, a caller that may start a pass first waits for the lane and only then takes the head of
+    the queue, so everything queued while the lane was busy goes into that pass. Document passes do so: they
+    wait behind searches by design, and their batch then holds every ingest that arrived meanwhile instead of
+    one, sharing the model's fixed cost per pass. Query passes take their texts when they claim a slot: their
+    wait for a lane is short, and a bigger batch would mostly pad short queries to the longest one."""
 
     def __init__(self, embed: Callable[[Sequence[str], Any], np.ndarray], *, max_batch: int = MAX_BATCH,
-                 max_passes: int = 1, hold: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+                 max_passes: int = 1, hold: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                 take_when_held: bool = False) -> None:
         """`embed(texts, held)` -> (len(texts), dim): one pass, `held` being what `hold()` yielded."""
         if max_batch < 1 or max_passes < 1:
             raise ValueError(f"max_batch and max_passes must be at least 1, got {max_batch} and {max_passes}")
         self._embed = embed
         self._hold = hold
+        self._take_when_held = take_when_held
         self.max_batch = max_batch
         self.max_passes = max_passes
         self._cond = threading.Condition(threading.Lock())
@@ -194,15 +197,13 @@ class EmbedBatcher:
             return False
 
     def _run(self) -> None:
-        """One pass over the queue's head, taken once the lane is held (it may be empty by then: others'
-        passes took every text meanwhile)."""
-        batch: list[_Pending] = []
+        """One pass over the queue's head, taken before or once the lane is held (`take_when_held`); it may
+        be empty: others' passes took every text meanwhile."""
+        batch: list[_Pending] = [] if self._take_when_held else self._take()
         try:
             with self._hold() as held:
-                with self._cond:
-                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                    for p in batch:
-                        p.taken = True
+                if self._take_when_held:
+                    batch = self._take()
                 if batch:
                     vectors = np.asarray(self._embed([p.text for p in batch], held), dtype=np.float32)
                     for p, v in zip(batch, vectors, strict=True):  # vectors: (len(batch), dim)
@@ -215,6 +216,14 @@ class EmbedBatcher:
                 p.resolved = True
             self._passes -= 1
             self._cond.notify_all()
+
+    def _take(self) -> list[_Pending]:
+        """The queue's head, up to `max_batch` texts, marked taken."""
+        with self._cond:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            for p in batch:
+                p.taken = True
+        return batch
 
 
 class BatchedEmbedder:
@@ -233,7 +242,7 @@ class BatchedEmbedder:
         self._queries = EmbedBatcher(self._query_pass, max_passes=len(self._models),
                                      hold=lambda: self._model_lock.hold(urgent=True))
         self._documents = EmbedBatcher(self._document_pass, max_passes=len(self._models),
-                                       hold=lambda: self._model_lock.hold(urgent=False))
+                                       hold=lambda: self._model_lock.hold(urgent=False), take_when_held=True)
 
     @property
     def lanes(self) -> int:

@@ -96,10 +96,10 @@ def test_a_failing_pass_fails_every_query_in_it_and_the_batcher_recovers(minilm)
 
 
 def test_with_a_lane_to_hold_a_pass_takes_what_queued_while_it_waited(minilm):
-    """A pass waiting for its lane (busy with a search, say) takes its texts only once it holds it."""
+    """A document pass waiting for its lane (busy with a search, say) takes its texts only once it holds it."""
     lane = threading.Lock()
     embedder = CountingEmbedder(minilm)
-    batcher = EmbedBatcher(embedder.embed_queries, max_passes=2, hold=lambda: lane)
+    batcher = EmbedBatcher(embedder.embed_queries, max_passes=2, hold=lambda: lane, take_when_held=True)
     with ThreadPoolExecutor(8) as pool:
         with lane:  # busy
             futures = [pool.submit(_one, batcher, q) for q in QUERIES[:6]]
@@ -107,6 +107,21 @@ def test_with_a_lane_to_hold_a_pass_takes_what_queued_while_it_waited(minilm):
         vectors = np.stack([f.result() for f in futures])
     assert embedder.calls == [6], "the first pass to get the lane took all six; the other found none left"
     np.testing.assert_allclose(vectors, np.stack([minilm.embed_query(q) for q in QUERIES[:6]]), atol=1e-5)
+
+
+def test_a_query_pass_takes_its_texts_before_it_waits_for_its_lane(minilm):
+    """Query passes keep the batch they had when they claimed a slot: taking more while a lane frees would only
+    pad short queries to longer ones in one bigger pass."""
+    lane = threading.Lock()
+    embedder = CountingEmbedder(minilm)
+    batcher = EmbedBatcher(embedder.embed_queries, max_passes=2, hold=lambda: lane)
+    with ThreadPoolExecutor(2) as pool:
+        with lane:  # busy
+            future = pool.submit(_one, batcher, QUERIES[0])
+            _wait_for(lambda: batcher.num_passes == 1 and not batcher._queue)  # taken while the lane is busy
+        vector = future.result()
+    assert embedder.calls == [1]
+    np.testing.assert_allclose(vector, minilm.embed_query(QUERIES[0]), atol=1e-5)
 
 
 def test_batched_embedder_documents_match_the_model_and_keep_request_boundaries(minilm):
