@@ -11,6 +11,7 @@ from ragsvc.serving.layers import cpu_q4_vnni, cpu_quant
 from ragsvc.serving.layers.cpu_tuning import QuantPlan, cpu_info, measure_plan
 from ragsvc.serving.layers.quant import BLOCK, dequantise, quantise
 from ragsvc.serving.layers.quant_linear import QuantLinear
+from tests.serving.kernel_closeness import assert_close_to_largest
 
 SHAPES = [(1, 1, 3), (2, 31, 17), (3, 33, 5), (7, 100, 33), (13, 600, 70), (70, 1000, 9), (5, 64, 16), (40, 129, 48)]
 """(tokens, in, out)."""
@@ -24,14 +25,6 @@ def lib():
     return built
 
 
-def _close(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
-    # Same int8 activations and weights: fp32: only the order of the sums differs; bf16: one output rounding.
-    scale = ref.float().abs().max().item() + 1e-6
-    tol = 1e-4 if dtype == torch.float32 else 8e-3
-    err = (got.float() - ref.float()).abs().max().item() / scale
-    assert err <= tol, f"max error {err:.2e} of the largest output > {tol}"
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_kernel_matches_its_torch_form(lib, dtype) -> None:
     g = torch.Generator().manual_seed(0)
@@ -40,8 +33,8 @@ def test_kernel_matches_its_torch_form(lib, dtype) -> None:
         x = torch.randn((tokens, k), generator=g).to(dtype)
         qw = quantise(w, "q4")
         vw = cpu_q4_vnni.pack(lib, qw)
-        _close(cpu_q4_vnni.linear(lib, x, vw, bias), cpu_q4_vnni.reference_linear(x, qw, bias), dtype)
-        _close(cpu_q4_vnni.linear(lib, x, vw, None), cpu_q4_vnni.reference_linear(x, qw, None), dtype)
+        assert_close_to_largest(cpu_q4_vnni.linear(lib, x, vw, bias), cpu_q4_vnni.reference_linear(x, qw, bias), dtype)
+        assert_close_to_largest(cpu_q4_vnni.linear(lib, x, vw, None), cpu_q4_vnni.reference_linear(x, qw, None), dtype)
 
 
 def test_error_against_float_activations_is_within_half_a_step_per_block(lib) -> None:
@@ -143,4 +136,4 @@ def test_scalar_build_agrees(tmp_path, march) -> None:
         x = torch.randn((tokens, k), generator=g)
         qw = quantise(w, "q4")
         got = cpu_q4_vnni.linear(scalar, x, cpu_q4_vnni.pack(scalar, qw), bias)
-        _close(got, cpu_q4_vnni.reference_linear(x, qw, bias), torch.float32)
+        assert_close_to_largest(got, cpu_q4_vnni.reference_linear(x, qw, bias), torch.float32)
