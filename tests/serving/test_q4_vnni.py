@@ -11,6 +11,7 @@ from ragsvc.serving.layers import cpu_q4_vnni, cpu_quant
 from ragsvc.serving.layers.cpu_tuning import QuantPlan, cpu_info, measure_plan
 from ragsvc.serving.layers.quant import BLOCK, dequantise, quantise
 from ragsvc.serving.layers.quant_linear import QuantLinear
+from tests.serving.kernel_builds import build_for_march
 from tests.serving.kernel_closeness import assert_close_to_largest
 
 SHAPES = [(1, 1, 3), (2, 31, 17), (3, 33, 5), (7, 100, 33), (13, 600, 70), (70, 1000, 9), (5, 64, 16), (40, 129, 48)]
@@ -110,25 +111,7 @@ def test_plan_measures_the_int8_activation_kernel(lib) -> None:
 def test_scalar_build_agrees(tmp_path, march) -> None:
     """Built for a CPU without AVX512_VNNI the library packs and computes the same sums in scalar loops (and
     reports that it is not vectorised, so the plan keeps the bf16 kernels)."""
-    import ctypes
-    import platform
-    import shutil
-    import subprocess
-    from importlib.resources import files
-
-    compiler = shutil.which("g++")
-    if compiler is None or platform.machine() != "x86_64":
-        pytest.skip("needs g++ on x86-64")
-    src = files("ragsvc.serving.layers")
-    for name in ("cpu_q4_vnni.cpp", "cpu_prelude.h"):
-        (tmp_path / name).write_text(src.joinpath(name).read_text())
-    lib_path = tmp_path / "q4_vnni.so"
-    subprocess.run([compiler, "-O2", f"-march={march}", "-shared", "-fPIC", "-std=c++17", "-fopenmp",
-                    str(tmp_path / "cpu_q4_vnni.cpp"), "-o", str(lib_path)], check=True)
-    scalar = ctypes.CDLL(str(lib_path))
-    for symbol, args in cpu_q4_vnni._SIGNATURES.items():
-        fn = getattr(scalar, symbol)
-        fn.argtypes, fn.restype = args, None
+    scalar = build_for_march(tmp_path, "cpu_q4_vnni.cpp", march, cpu_q4_vnni._SIGNATURES)
     assert not cpu_q4_vnni.vectorised(scalar)
     g = torch.Generator().manual_seed(3)
     for tokens, k, n in SHAPES[:6]:

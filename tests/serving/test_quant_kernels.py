@@ -11,6 +11,7 @@ from ragsvc.serving.layers import cpu_quant
 from ragsvc.serving.layers.cpu_tuning import QuantPlan, cpu_info, measure_plan
 from ragsvc.serving.layers.quant import BLOCK, dequantise, grid_error, quantise, reference_linear
 from ragsvc.serving.layers.quant_linear import QuantLinear
+from tests.serving.kernel_builds import build_for_march
 from tests.serving.kernel_closeness import assert_close_to_largest
 
 SHAPES = [(1, 1, 3), (3, 31, 5), (7, 33, 17), (9, 100, 37), (5, 64, 64), (2, 200, 129)]
@@ -188,25 +189,7 @@ def test_q4_of_a_float_model_is_all_q4() -> None:
 def test_kernels_built_for_older_cpus_agree(tmp_path, march) -> None:
     """The same source built for a CPU without AVX512_BF16 (AVX-512F only: int8 vectorised, q4 scalar) and
     without AVX-512 (scalar paths): same results, so the library is right wherever -march=native lands."""
-    import ctypes
-    import platform
-    import shutil
-    import subprocess
-    from importlib.resources import files
-
-    compiler = shutil.which("g++")
-    if compiler is None or platform.machine() != "x86_64":
-        pytest.skip("needs g++ on x86-64")
-    src = files("ragsvc.serving.layers")
-    for name in ("cpu_quant.cpp", "cpu_prelude.h"):
-        (tmp_path / name).write_text(src.joinpath(name).read_text())
-    lib_path = tmp_path / "quant.so"
-    subprocess.run([compiler, "-O2", f"-march={march}", "-shared", "-fPIC", "-std=c++17", "-fopenmp",
-                    str(tmp_path / "cpu_quant.cpp"), "-o", str(lib_path)], check=True)
-    lib = ctypes.CDLL(str(lib_path))
-    for symbol, args in cpu_quant._SIGNATURES.items():
-        fn = getattr(lib, symbol)
-        fn.argtypes, fn.restype = args, None
+    lib = build_for_march(tmp_path, "cpu_quant.cpp", march, cpu_quant._SIGNATURES)
     g = torch.Generator().manual_seed(1)
     for fmt in ("int8", "q4"):
         for dtype in (torch.float32, torch.bfloat16):

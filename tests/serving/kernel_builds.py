@@ -1,0 +1,33 @@
+"""A kernel library compiled for another CPU (`-march`), to check its scalar paths where -march=native lands
+on a machine without the vector extensions."""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import shutil
+import subprocess
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def build_for_march(tmp_path: Path, source: str, march: str, signatures: dict[str, list[Any]]) -> ctypes.CDLL:
+    """`source` (in ragsvc.serving.layers, with cpu_prelude.h) built with g++ -march=`march`, its symbols typed
+    by `signatures`; skips the test without g++ on x86-64."""
+    compiler = shutil.which("g++")
+    if compiler is None or platform.machine() != "x86_64":
+        pytest.skip("needs g++ on x86-64")
+    src = files("ragsvc.serving.layers")
+    for name in (source, "cpu_prelude.h"):
+        (tmp_path / name).write_text(src.joinpath(name).read_text())
+    lib_path = tmp_path / f"{Path(source).stem}.so"
+    subprocess.run([compiler, "-O2", f"-march={march}", "-shared", "-fPIC", "-std=c++17", "-fopenmp",
+                    str(tmp_path / source), "-o", str(lib_path)], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    for symbol, args in signatures.items():
+        fn = getattr(lib, symbol)
+        fn.argtypes, fn.restype = args, None
+    return lib
