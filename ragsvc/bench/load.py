@@ -156,21 +156,32 @@ async def _phase(url: str, config: LoadConfig, mix: dict[str, float], ledger: _L
     connections = [RawConnection(url, timeout_s=config.timeout_s) for _ in range(config.clients)]
     clients = [_Client(i, http, config, ledger) for i, http in enumerate(connections)]
     try:
-        cpu_before = None if server_pid is None else process_cpu_s(server_pid)
+        before = _cpu_reading(server_pid)
         started = time.monotonic()
         deadline = started + config.duration_s
         await asyncio.gather(*(c.run(mix, deadline, samples) for c in clients))
         elapsed = time.monotonic() - started
-        cpu = None if server_pid is None or cpu_before is None else process_cpu_s(server_pid) - cpu_before
+        used = [None if b is None else a - b for a, b in zip(_cpu_reading(server_pid), before, strict=True)]
     finally:
         await asyncio.gather(*(c.close() for c in connections))
-    return phase_stats(name, samples, elapsed, server_cpu_s=cpu)
+    return phase_stats(name, samples, elapsed, server_cpu_s=used[0], driver_cpu_s=used[1], idle_cpu_s=used[2])
+
+
+def _cpu_reading(server_pid: int | None) -> tuple[float | None, float, float]:
+    """CPU seconds so far of the server (when it runs here), of this driver, and of the machine's idle."""
+    return (None if server_pid is None else process_cpu_s(server_pid), time.process_time(), machine_idle_s())
 
 
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process `pid` and its threads so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+
+
+def machine_idle_s() -> float:
+    """Idle CPU seconds of all cores so far: idle + iowait of /proc/stat's first line."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _verify(url: str, config: LoadConfig, ledger: _Ledger) -> Verification:

@@ -43,6 +43,11 @@ class PhaseStats:
     server_cpu_s: float | None = None
     """CPU seconds (user + system) the server process used during the phase, when the benchmark started it.
     Unlike throughput, CPU per operation hardly moves when other work shares the machine."""
+    driver_cpu_s: float | None = None
+    """CPU seconds the load driver's own process used: on the server's machine it competes for the same cores,
+    so with the server's CPU and the idle time it accounts for where the machine's capacity went."""
+    idle_cpu_s: float | None = None
+    """CPU seconds the whole machine spent idle (all cores, /proc/stat idle + iowait) during the phase."""
 
     @property
     def errors(self) -> int:
@@ -53,15 +58,28 @@ class PhaseStats:
         done = sum(s.ok for s in self.ops.values())
         return None if self.server_cpu_s is None or not done else round(1000 * self.server_cpu_s / done, 2)
 
+    @property
+    def driver_cpu_ms_per_op(self) -> float | None:
+        done = sum(s.ok for s in self.ops.values())
+        return None if self.driver_cpu_s is None or not done else round(1000 * self.driver_cpu_s / done, 2)
 
-def phase_stats(name: str, samples: list[Sample], duration_s: float, *,
-                server_cpu_s: float | None = None) -> PhaseStats:
+    def cores(self, cpu_s: float | None) -> float | None:
+        """`cpu_s` over the phase's wall time: how many cores it kept busy on average."""
+        return None if cpu_s is None or self.duration_s <= 0 else round(cpu_s / self.duration_s, 2)
+
+
+def phase_stats(name: str, samples: list[Sample], duration_s: float, *, server_cpu_s: float | None = None,
+                driver_cpu_s: float | None = None, idle_cpu_s: float | None = None) -> PhaseStats:
     by_op: dict[str, list[Sample]] = {}
     for s in samples:
         by_op.setdefault(s.op, []).append(s)
     ops = {op: _op_stats(rows, duration_s) for op, rows in sorted(by_op.items())}
-    return PhaseStats(name, round(duration_s, 3), ops,
-                      None if server_cpu_s is None else round(server_cpu_s, 3))
+    return PhaseStats(name, round(duration_s, 3), ops, _rounded(server_cpu_s), _rounded(driver_cpu_s),
+                      _rounded(idle_cpu_s))
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def _op_stats(rows: list[Sample], duration_s: float) -> OpStats:
@@ -105,7 +123,10 @@ class LoadResult:
         return {
             **self.provenance, "config": self.config,
             "phases": {p.name: {"duration_s": p.duration_s, "errors": p.errors, "server_cpu_s": p.server_cpu_s,
-                                "server_cpu_ms_per_op": p.server_cpu_ms_per_op,
+                                "server_cpu_ms_per_op": p.server_cpu_ms_per_op, "driver_cpu_s": p.driver_cpu_s,
+                                "driver_cpu_ms_per_op": p.driver_cpu_ms_per_op, "idle_cpu_s": p.idle_cpu_s,
+                                "cores": {"server": p.cores(p.server_cpu_s), "driver": p.cores(p.driver_cpu_s),
+                                          "idle": p.cores(p.idle_cpu_s)},
                                 "ops": {op: asdict(s) for op, s in p.ops.items()}} for p in self.phases},
             "search_throughput_ratio": self.search_throughput_ratio,
             "ingest_cpu_in_searches": ingest_cpu_in_searches(self.phases),
@@ -165,9 +186,9 @@ def to_markdown(result: LoadResult) -> str:
                          f"{s.max_ms} | {s.errors or 0} |")
     cpu = [f"{p.name} {p.server_cpu_ms_per_op} ms" for p in result.phases if p.server_cpu_ms_per_op is not None]
     if cpu:
-        busy = [f"{p.name} {p.server_cpu_s / p.duration_s:.2f}" for p in result.phases
-                if p.server_cpu_s is not None and p.duration_s > 0]
-        lines += ["", f"Server busy cores (CPU seconds / wall seconds): {', '.join(busy)}."]
+        busy = [f"{p.name}: server {p.cores(p.server_cpu_s)}, driver {p.cores(p.driver_cpu_s)} "
+                f"({p.driver_cpu_ms_per_op} ms an op), idle {p.cores(p.idle_cpu_s)}" for p in result.phases]
+        lines += ["", f"Cores in use (CPU seconds / wall seconds): {'; '.join(busy)}."]
         lines += ["", f"Server CPU per operation: {', '.join(cpu)}; one ingest costs "
                       f"{ingest_cpu_in_searches(result.phases)} searches of CPU (the ratio target needs <= 1.71)."]
     v = result.verification

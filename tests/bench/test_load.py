@@ -51,6 +51,15 @@ def test_server_cpu_gives_the_cost_of_an_ingest_in_searches():
     assert phase_stats("mixed", [], 1.0).server_cpu_ms_per_op is None
 
 
+def test_the_driver_and_idle_cpu_account_for_the_machine():
+    phase = phase_stats("search_only", [Sample("search", 10.0, "ok")] * 100, 10.0, server_cpu_s=12.5,
+                        driver_cpu_s=2.0, idle_cpu_s=5.5)
+    assert phase.driver_cpu_ms_per_op == 20.0
+    assert (phase.cores(phase.server_cpu_s), phase.cores(phase.driver_cpu_s), phase.cores(phase.idle_cpu_s)) == (
+        1.25, 0.2, 0.55)
+    assert phase.cores(None) is None
+
+
 def test_bad_mixes_are_refused():
     assert parse_mix("search=0.8, ingest=0.2") == {"search": 0.8, "ingest": 0.2}
     for text in ("search", "search=x"):
@@ -74,7 +83,8 @@ def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
     assert out["git_sha"] and out["cpu"] and json.dumps(out)
     assert "| mixed | search |" in to_markdown(result)
     assert all(p["server_cpu_s"] > 0 for p in out["phases"].values()), "the server's CPU is read from /proc"
-    assert out["server_embed_lanes"] and "Server busy cores" in to_markdown(result)
+    assert all(p["driver_cpu_s"] > 0 and p["idle_cpu_s"] >= 0 for p in out["phases"].values()), out["phases"]
+    assert out["server_embed_lanes"] and "Cores in use" in to_markdown(result)
 
 
 def test_the_result_says_how_the_server_runs_its_embedding_model(monkeypatch):
