@@ -161,10 +161,14 @@ async def _phase(url: str, config: LoadConfig, mix: dict[str, float], ledger: _L
         deadline = started + config.duration_s
         await asyncio.gather(*(c.run(mix, deadline, samples) for c in clients))
         elapsed = time.monotonic() - started
-        used = [None if b is None else a - b for a, b in zip(_cpu_reading(server_pid), before, strict=True)]
+        after = _cpu_reading(server_pid)
     finally:
         await asyncio.gather(*(c.close() for c in connections))
-    return phase_stats(name, samples, elapsed, server_cpu_s=used[0], driver_cpu_s=used[1], idle_cpu_s=used[2])
+    server = None if after[0] is None or before[0] is None else after[0] - before[0]
+    driver, idle = after[1] - before[1], after[2] - before[2]
+    other = None if server is None else max(0.0, (os.cpu_count() or 1) * elapsed - server - driver - idle)
+    return phase_stats(name, samples, elapsed, server_cpu_s=server, driver_cpu_s=driver, idle_cpu_s=idle,
+                       other_cpu_s=other)
 
 
 def _cpu_reading(server_pid: int | None) -> tuple[float | None, float, float]:

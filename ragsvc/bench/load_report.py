@@ -48,6 +48,9 @@ class PhaseStats:
     so with the server's CPU and the idle time it accounts for where the machine's capacity went."""
     idle_cpu_s: float | None = None
     """CPU seconds the whole machine spent idle (all cores, /proc/stat idle + iowait) during the phase."""
+    other_cpu_s: float | None = None
+    """The machine's CPU seconds used by neither the server nor the driver nor idle: other processes (a test
+    run, another benchmark), which make the phase's throughput no baseline."""
 
     @property
     def errors(self) -> int:
@@ -69,13 +72,14 @@ class PhaseStats:
 
 
 def phase_stats(name: str, samples: list[Sample], duration_s: float, *, server_cpu_s: float | None = None,
-                driver_cpu_s: float | None = None, idle_cpu_s: float | None = None) -> PhaseStats:
+                driver_cpu_s: float | None = None, idle_cpu_s: float | None = None,
+                other_cpu_s: float | None = None) -> PhaseStats:
     by_op: dict[str, list[Sample]] = {}
     for s in samples:
         by_op.setdefault(s.op, []).append(s)
     ops = {op: _op_stats(rows, duration_s) for op, rows in sorted(by_op.items())}
     return PhaseStats(name, round(duration_s, 3), ops, _rounded(server_cpu_s), _rounded(driver_cpu_s),
-                      _rounded(idle_cpu_s))
+                      _rounded(idle_cpu_s), _rounded(other_cpu_s))
 
 
 def _rounded(seconds: float | None) -> float | None:
@@ -125,8 +129,9 @@ class LoadResult:
             "phases": {p.name: {"duration_s": p.duration_s, "errors": p.errors, "server_cpu_s": p.server_cpu_s,
                                 "server_cpu_ms_per_op": p.server_cpu_ms_per_op, "driver_cpu_s": p.driver_cpu_s,
                                 "driver_cpu_ms_per_op": p.driver_cpu_ms_per_op, "idle_cpu_s": p.idle_cpu_s,
+                                "other_cpu_s": p.other_cpu_s,
                                 "cores": {"server": p.cores(p.server_cpu_s), "driver": p.cores(p.driver_cpu_s),
-                                          "idle": p.cores(p.idle_cpu_s)},
+                                          "idle": p.cores(p.idle_cpu_s), "other": p.cores(p.other_cpu_s)},
                                 "ops": {op: asdict(s) for op, s in p.ops.items()}} for p in self.phases},
             "search_throughput_ratio": self.search_throughput_ratio,
             "ingest_cpu_in_searches": ingest_cpu_in_searches(self.phases),
@@ -187,7 +192,8 @@ def to_markdown(result: LoadResult) -> str:
     cpu = [f"{p.name} {p.server_cpu_ms_per_op} ms" for p in result.phases if p.server_cpu_ms_per_op is not None]
     if cpu:
         busy = [f"{p.name}: server {p.cores(p.server_cpu_s)}, driver {p.cores(p.driver_cpu_s)} "
-                f"({p.driver_cpu_ms_per_op} ms an op), idle {p.cores(p.idle_cpu_s)}" for p in result.phases]
+                f"({p.driver_cpu_ms_per_op} ms an op), idle {p.cores(p.idle_cpu_s)}, other processes "
+                f"{p.cores(p.other_cpu_s)}" for p in result.phases]
         lines += ["", f"Cores in use (CPU seconds / wall seconds): {'; '.join(busy)}."]
         lines += ["", f"Server CPU per operation: {', '.join(cpu)}; one ingest costs "
                       f"{ingest_cpu_in_searches(result.phases)} searches of CPU (the ratio target needs <= 1.71)."]

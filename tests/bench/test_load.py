@@ -83,7 +83,8 @@ def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
     assert out["git_sha"] and out["cpu"] and json.dumps(out)
     assert "| mixed | search |" in to_markdown(result)
     assert all(p["server_cpu_s"] > 0 for p in out["phases"].values()), "the server's CPU is read from /proc"
-    assert all(p["driver_cpu_s"] > 0 and p["idle_cpu_s"] >= 0 for p in out["phases"].values()), out["phases"]
+    assert all(p["driver_cpu_s"] > 0 and p["idle_cpu_s"] >= 0 and p["other_cpu_s"] >= 0
+               for p in out["phases"].values()), out["phases"]
     assert out["server_embed_lanes"] and "Cores in use" in to_markdown(result)
 
 
