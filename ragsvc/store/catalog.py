@@ -9,9 +9,10 @@ in parallel with each other and with a write transaction, never queuing behind t
 A search's two catalog reads, its collection's record and its hits' rows, are served from bounded in-memory
 caches (`read_cache.py`) that every change here invalidates after its commit: a statement costs several times
 an index lookup, and both change only through this object. Chunk ids are never reused, so a cached chunk row
-is only ever made wrong by a delete, which drops it. A write's two existence questions, which of its documents
-are stored and which of its chunk texts are cached, go first to Bloom filters of the tables' keys
-(`table_keys.py`), so a batch of new documents and new texts asks duckdb neither.
+is only ever made wrong by a delete, which drops it; a write fills in the rows of the chunks it added. A
+write's two existence questions, which of its documents are stored and which of its chunk texts are cached,
+go first to Bloom filters of the tables' keys (`table_keys.py`), so a batch of new documents and new texts
+asks duckdb neither.
 """
 
 from __future__ import annotations
@@ -217,6 +218,11 @@ class Catalog:
                 raise
             if len(removed):
                 self._hits.invalidate(removed.tolist())
+            # Write-through: the new chunks' rows are what this commit stored, and fresh documents are what
+            # searches under ingest tend to hit; filled under the write lock, after any invalidation.
+            self._hits.fill({int(i): (d.id, c.text, json.dumps(c.metadata))
+                             for i, (d, _, c) in zip(ids.tolist(), chunk_rows, strict=True)},
+                            generation=self._hits.generation())
         return WriteResult(added_ids=ids, added_vectors=vectors, removed_ids=removed,
                            added_texts=tuple(c.text for _, _, c in chunk_rows))
 

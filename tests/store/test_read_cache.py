@@ -73,6 +73,19 @@ def test_hydrate_serves_cached_rows_but_never_deleted_or_replaced_chunks(catalog
     assert catalog.hydrate([int(replaced.added_ids[0])]) == {}
 
 
+def test_a_write_fills_the_rows_of_its_new_chunks_as_duckdb_reads_them(catalog):
+    ids = [int(i) for i in catalog.write_documents("c", [_doc("a", 2), _doc("b", 1)], embedder_id="test-8").added_ids]
+    assert sorted(catalog._hits.get_many(ids)) == ids, "searches hitting fresh chunks need no statement"
+    written = catalog.hydrate(ids)
+    catalog._hits.invalidate()
+    assert catalog.hydrate(ids) == written == {ids[0]: ("a", "a part 0", {"i": 0}), ids[1]: ("a", "a part 1", {"i": 1}),
+                                               ids[2]: ("b", "b part 0", {"i": 0})}
+    catalog._hits.invalidate()
+    with pytest.raises(duckdb.ConstraintException):  # a write that rolls back fills nothing
+        catalog.write_documents("c", [_doc("a", 1, text="new", hash_="h2")], embedder_id="test-8", stored_ids=[])
+    assert len(catalog._hits) == 0
+
+
 def test_the_hit_cache_holds_at_most_its_bound(catalog):
     ids = [int(i) for i in catalog.write_documents("c", [_doc("a", 6)], embedder_id="test-8").added_ids]
     assert len(catalog.hydrate(ids)) == 6
