@@ -8,6 +8,10 @@ the norms, rotary, SiLU x up, and, outside the forward, the scheduler, batch pre
 views): the share a fused per-layer path could save. Timers are installed on the instances and module
 attributes for the run only and removed afterwards, so the engine is unchanged; they cost ~1 us a call.
 
+`profile_workload` does the same over a whole level of `ragsvc bench serving` (closed loop, every step timed),
+filing each step under "prefill" (steps with prompt tokens, and the decodes that ride along) or "decode": where
+a 32-concurrent run's time goes, GEMMs against the rest, in the steps that read prompts and in those that do not.
+
 Why not torch.profiler: the kernels are ctypes calls it does not see, and its own per-op overhead is of the
 order of the small kernels measured here.
 """
@@ -24,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ragsvc.bench.serving_run import run_ragsvc
+from ragsvc.bench.serving_workload import BenchRequest
 from ragsvc.serving.engine import LLMEngine
 from ragsvc.serving.layers import cpu_fused
 from ragsvc.serving.layers.norm import RMSNorm
@@ -140,3 +146,59 @@ def _summary(timers: _Timers, *, concurrency: int, prompt_tokens: int, steps: in
     return DecodeProfile(concurrency=concurrency, prompt_tokens=prompt_tokens, steps=steps,
                          ms_per_step=round(1e3 * elapsed / steps, 3), parts_ms=ordered,
                          calls_per_step={p: n // steps for p, n in timers.calls.items()})
+
+
+@dataclass(frozen=True)
+class WorkloadProfile:
+    """Where a whole serving-benchmark level's time goes, split by step kind: "prefill" steps (any prompt
+    tokens, with the decodes that ride along) and "decode" steps (one token per running sequence)."""
+
+    concurrency: int
+    num_requests: int
+    wall_s: float
+    tok_per_s: float
+    steps: dict[str, int]
+    """Engine steps of each kind."""
+    seconds: dict[str, float]
+    """Wall seconds in the engine steps of each kind."""
+    parts_s: dict[str, dict[str, float]]
+    """{kind: {part: seconds}}: the parts of `DecodeProfile.parts_ms` ("python + other" included), summed over
+    the steps of that kind."""
+
+
+def profile_workload(engine: LLMEngine, requests: list[BenchRequest], *, concurrency: int) -> WorkloadProfile:
+    """Run `requests` closed loop at `concurrency` as `ragsvc bench serving` does,
+    timing each part of every step and filing it under the step's kind."""
+    timers = _Timers()
+    parts: dict[str, dict[str, float]] = {"prefill": defaultdict(float), "decode": defaultdict(float)}
+    steps = {"prefill": 0, "decode": 0}
+    seconds = {"prefill": 0.0, "decode": 0.0}
+    step = engine.step
+
+    def timed_step() -> Any:
+        s = engine.scheduler
+        kind = "prefill" if s.waiting or any(len(q) - q.num_computed_tokens > 1 for q in s.running) else "decode"
+        timers.seconds = parts[kind]
+        start = time.perf_counter()
+        try:
+            return step()
+        finally:
+            seconds[kind] += time.perf_counter() - start
+            steps[kind] += 1
+
+    engine.step = timed_step  # type: ignore[method-assign]
+    start = time.perf_counter()
+    try:
+        with _patched(_targets(engine), timers):
+            timings = run_ragsvc(engine, requests, concurrency=concurrency)
+    finally:
+        del engine.step
+    wall = time.perf_counter() - start
+    tokens = sum(t.num_output_tokens for t in timings)
+    for d in parts.values():
+        d["python + other"] = max(0.0, d.get("forward", 0.0) - sum(d.get(x, 0.0) for x in KERNEL_PARTS))
+    return WorkloadProfile(
+        concurrency=concurrency, num_requests=len(requests), wall_s=round(wall, 3), tok_per_s=round(tokens / wall, 2),
+        steps=steps, seconds={k: round(v, 6) for k, v in seconds.items()},
+        parts_s={k: dict(sorted(((p, round(v, 6)) for p, v in d.items()), key=lambda kv: -kv[1]))
+                 for k, d in parts.items()})

@@ -57,17 +57,23 @@ class RunSummary:
     tpot_p50_ms: float
     tpot_p99_ms: float
     num_requests: int
+    other_cpu_s: float | None = None
+    """CPU seconds other processes used while this run went (all cores x its wall time, less this process's CPU
+    and the machine's idle time): near 0 when the run had the cores to itself; a run well above it shared them
+    and its figures are not comparable. None for a system served by another process (llama.cpp) and in
+    results from before it was kept."""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "system": self.system, "dtype": self.dtype, "concurrency": self.concurrency,
             "tok_per_s": self.tok_per_s, "ttft_p50_ms": self.ttft_p50_ms, "ttft_p99_ms": self.ttft_p99_ms,
             "tpot_p50_ms": self.tpot_p50_ms, "tpot_p99_ms": self.tpot_p99_ms, "num_requests": self.num_requests,
+            "other_cpu_s": self.other_cpu_s,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
-from ragsvc.bench.serving_workload import RequestTiming, ServingBenchResult, make_workload, summarise
+from ragsvc.bench.serving_run import with_other_cpu
+from ragsvc.bench.serving_workload import RequestTiming, RunSummary, ServingBenchResult, make_workload, summarise
 
 MODEL_CACHE = Path(tempfile.gettempdir()) / "ragsvc-test-models"  # shared with the serving tests
 
@@ -46,6 +47,26 @@ def test_summary_arithmetic():
     assert s.tok_per_s == pytest.approx(16 / 2.0)
     assert s.ttft_p50_ms == pytest.approx(200.0)  # median of 100 ms and 300 ms
     assert s.tpot_p50_ms == pytest.approx((100.0 + 300.0) / 2)  # 1.0 s / 10 and 1.2 s / 4
+
+
+def test_other_processes_cpu_is_counted_and_this_ones_is_not():
+    """A child process's CPU during a run counts as another process's; the run's own work does not."""
+    import resource
+    import subprocess
+    import sys
+
+    def child_burns() -> list[RequestTiming]:
+        subprocess.run([sys.executable, "-c", "sum(i * i for i in range(4_000_000))"], check=True)
+        return []
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _, other = with_other_cpu(child_burns)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert child > 0.05 and other >= 0.8 * child - 0.05  # clock ticks are 10 ms
+    old = {"system": "x", "dtype": "bfloat16", "concurrency": 1, "tok_per_s": 1.0, "ttft_p50_ms": 1.0,
+           "ttft_p99_ms": 1.0, "tpot_p50_ms": 1.0, "tpot_p99_ms": 1.0, "num_requests": 1}
+    assert RunSummary.from_json(old).other_cpu_s is None  # results from before it was kept still read
 
 
 def test_config_refuses_bad_values():
@@ -98,6 +119,7 @@ def test_smoke_run_every_system(tmp_path):
     assert result["prefix_ttft_ms"]["cold"] > 0 and result["prefix_ttft_ms"]["warm"] > 0
     assert len(result["git_sha"]) >= 7
     assert result["omp_env"]["OMP_WAIT_POLICY"] == "PASSIVE"  # the default, recorded with the numbers
+    assert all(r["other_cpu_s"] >= 0 for r in result["runs"] if r["system"] != "llama_cpp")
     if ("llama_cpp", 2) not in runs:  # no llama-server here: the reason is recorded, the rest still ran
         assert "llama_cpp" in result["notes"]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ragsvc.bench.serving_profile import KERNEL_PARTS, profile_decode
+from ragsvc.bench.serving_profile import KERNEL_PARTS, profile_decode, profile_workload
+from ragsvc.bench.serving_workload import BenchRequest
 from ragsvc.cli import app
 from ragsvc.serving.config import EngineConfig
 from ragsvc.serving.engine import LLMEngine
@@ -65,3 +66,20 @@ def test_cli_writes_the_profile(tiny_qwen2, tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["bench", "decode-profile", "--model", str(folder), "--steps", "0",
                                    "--cache-dir", str(tmp_path / "cache"), "--json", str(out)])
     assert bad.exit_code != 0 and "at least 1" in bad.output
+
+
+def test_workload_profile_files_each_step_under_its_kind(engine: LLMEngine) -> None:
+    """Three requests, two at a time: prefill steps (the first, and the one admitting the third request) and
+    decode steps, each kind's parts inside its own steps' time, and the engine's step put back."""
+    step = engine.step
+    requests = [BenchRequest(prompt_ids=list(range(3, 3 + n)), max_tokens=4) for n in (9, 5, 7)]
+    p = profile_workload(engine, requests, concurrency=2)
+    assert p.num_requests == 3 and p.tok_per_s > 0
+    assert p.steps["prefill"] >= 2 and p.steps["decode"] >= 3
+    assert sum(p.seconds.values()) <= p.wall_s + 1e-3
+    for kind in ("prefill", "decode"):
+        parts = p.parts_s[kind]
+        assert parts["forward"] <= p.seconds[kind] + 1e-3
+        assert sum(parts[x] for x in KERNEL_PARTS if x in parts) <= parts["forward"] + 1e-3
+        assert parts["attention"] > 0 and parts["qkv_proj"] > 0
+    assert engine.step == step and not engine.has_unfinished()
