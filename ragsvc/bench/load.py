@@ -21,6 +21,7 @@ the run measures the work of a search, not a cache's hit rate.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import time
@@ -67,6 +68,10 @@ class LoadConfig:
     search_only_first: bool = True
     seed: int = 0
     timeout_s: float = 60.0
+    warmup_s: float = 0.0
+    """Seconds each measured phase's mix runs first, uncounted: a fresh server's first seconds (model kernels
+    for new input shapes, first reads) are slower than its steady state, and the search-only phase, always the
+    first, would otherwise carry them alone. Documents acknowledged while warming up are verified too."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.mix) - set(OPERATIONS))
@@ -74,6 +79,8 @@ class LoadConfig:
             raise ValueError(f"mix {self.mix} must give non-negative weights to some of {', '.join(OPERATIONS)}")
         if not 1 <= self.clients <= 1024 or not 0 < self.duration_s <= 3600:
             raise ValueError("clients must be in 1..1024 and duration_s in (0, 3600]")
+        if not 0 <= self.warmup_s <= 3600:
+            raise ValueError(f"warmup_s must be in [0, 3600], got {self.warmup_s}")
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -216,14 +223,17 @@ async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None]
     """Run the phases against the server at `url` and verify; the result carries targets and provenance, and
     the server's CPU per phase when its process id is given (a server on this machine)."""
     ledger = _Ledger()
+    runs = [("search_only", {"search": 1.0})] if config.search_only_first and config.mix.get("search") else []
     phases = []
-    if config.search_only_first and config.mix.get("search"):
+    for name, mix in [*runs, ("mixed", config.mix)]:
+        if config.warmup_s > 0:
+            if on_phase:
+                on_phase(f"{name} warm-up")
+            warm = dataclasses.replace(config, duration_s=config.warmup_s)
+            await _phase(url, warm, mix, ledger, f"{name}_warmup", server_pid)  # not counted
         if on_phase:
-            on_phase("search-only")
-        phases.append(await _phase(url, config, {"search": 1.0}, ledger, "search_only", server_pid))
-    if on_phase:
-        on_phase("mixed")
-    phases.append(await _phase(url, config, config.mix, ledger, "mixed", server_pid))
+            on_phase(name)
+        phases.append(await _phase(url, config, mix, ledger, name, server_pid))
     verification = await _verify(url, config, ledger)
     ratio = search_ratio(phases)
     provenance = {"git_sha": package_git_sha(), "cpu": cpu_model(),

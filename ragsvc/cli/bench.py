@@ -360,6 +360,7 @@ def load_command(
     mix: Annotated[str, typer.Option(help="weights of search, ingest, delete, answer")] = "search=0.8,ingest=0.2",
     collection: Annotated[str, typer.Option(help="collection to load")] = "sample",
     search_only_first: Annotated[bool, typer.Option(help="run a search-only phase first (the peer)")] = True,
+    warmup: Annotated[float, typer.Option(help="seconds each phase's mix runs first, not counted")] = 0.0,
 ) -> None:
     """N clients run a search/ingest/delete/answer mix for T seconds; p50/p99, errors, and no lost documents."""
     import shutil
@@ -370,13 +371,13 @@ def load_command(
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     try:
         config = LoadConfig(clients=clients, duration_s=duration, mix=parse_mix(mix), collection=collection,
-                            search_only_first=search_only_first)
+                            search_only_first=search_only_first, warmup_s=warmup)
     except ValueError as exc:
         raise fail(exc) from exc
     if url is None:
         shutil.rmtree(work_dir, ignore_errors=True)
     result = run_load(config, url=url, data_dir=None if url else work_dir,
-                      on_phase=lambda name: typer.echo(f"phase: {name} ({duration:.0f} s)"))
+                      on_phase=lambda name: typer.echo(f"phase: {name}"))
     _write(json_out, result.to_json(), markdown=to_markdown(result))
     typer.echo(to_markdown(result))
     typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")

@@ -67,14 +67,17 @@ def test_bad_mixes_are_refused():
             parse_mix(text)
     with pytest.raises(ValueError, match="must give non-negative weights"):
         LoadConfig(mix={"upload": 1.0})
+    with pytest.raises(ValueError, match="warmup_s"):
+        LoadConfig(warmup_s=-1.0)
 
 
 @pytest.mark.slow
 def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
-    config = LoadConfig(clients=3, duration_s=2.0, mix={"search": 0.5, "ingest": 0.3, "delete": 0.2})
+    config = LoadConfig(clients=3, duration_s=2.0, mix={"search": 0.5, "ingest": 0.3, "delete": 0.2}, warmup_s=0.5)
     result = run_load(config, data_dir=tmp_path / "data")
     out = result.to_json()
-    assert set(out["phases"]) == {"search_only", "mixed"}
+    assert set(out["phases"]) == {"search_only", "mixed"}, "warm-up phases are not reported"
+    assert "0.5 s of uncounted warm-up" in to_markdown(result)
     assert set(out["phases"]["mixed"]["ops"]) >= {"search", "ingest"}
     assert all(p["errors"] == 0 for p in out["phases"].values()), out["phases"]
     v = out["verification"]
