@@ -140,6 +140,9 @@ def make_workload(
     output_tokens: tuple[int, int] = (64, 256), seed: int = 0,
 ) -> list[BenchRequest]:
     """`num_requests` requests with prompt and output lengths uniform in the given inclusive ranges."""
+    if tokenizer is None:
+        raise ValueError("the model has no tokenizer, and the serving workload's prompts are text the tokenizer "
+                         "has round-tripped: give a model folder with its tokenizer files")
     rng = np.random.default_rng(seed)
     vocab = plain_vocab(tokenizer)
     out = []

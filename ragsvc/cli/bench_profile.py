@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -44,11 +45,8 @@ def decode_profile_command(
     if omp_wait not in OMP_WAIT:
         raise fail(ValueError(f"omp_wait {omp_wait!r}: choose {' or '.join(OMP_WAIT)}"))
     set_wait_policy(omp_wait)
-    from ragsvc.bench.provenance import package_git_sha
     from ragsvc.bench.serving_profile import profile_decode
-    from ragsvc.bench.serving_run import cpu_record
     from ragsvc.cli.common import settings
-    from ragsvc.evals.results import write_json_atomic
     from ragsvc.serving.config import EngineConfig
     from ragsvc.serving.engine import LLMEngine
 
@@ -64,14 +62,7 @@ def decode_profile_command(
         profiles = [profile_decode(engine, concurrency=c, prompt_tokens=prompt_tokens, steps=steps) for c in levels]
     except ValueError as exc:
         raise fail(exc) from exc
-    document = {
-        "model": engine.model_name, "weights": config.weights, "dtype": config.dtype, "git_sha": package_git_sha(),
-        "omp_env": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
-        "cpu": cpu_record(quantised=config.weights != "bf16"),
-        "profiles": [dataclasses.asdict(p) for p in profiles],
-    }
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(json_out, document)
+    _write_profiles(json_out, engine, config, "profiles", profiles)
     for p in profiles:
         typer.echo(f"concurrency {p.concurrency}: {p.ms_per_step:.2f} ms per step over {p.steps} steps")
         for part, ms in p.parts_ms.items():
@@ -82,11 +73,9 @@ def decode_profile_command(
 def _profile_serving(engine: LLMEngine, levels: list[int], num_requests: int, config: EngineConfig,
                      json_out: Path) -> None:
     """`bench serving`'s workload (its seeds: the same prompts as its run at each level), after its warm-up."""
-    from ragsvc.bench.provenance import package_git_sha
     from ragsvc.bench.serving_profile import profile_workload
-    from ragsvc.bench.serving_run import cpu_record, run_ragsvc
+    from ragsvc.bench.serving_run import run_ragsvc
     from ragsvc.bench.serving_workload import make_workload
-    from ragsvc.evals.results import write_json_atomic
 
     if num_requests < max(levels):
         raise ValueError(f"--serving-requests {num_requests} is below the highest level {max(levels)}")
@@ -95,14 +84,7 @@ def _profile_serving(engine: LLMEngine, levels: list[int], num_requests: int, co
     profiles = [profile_workload(engine, make_workload(engine.tokenizer, num_requests=num_requests,
                                                        prompt_tokens=(100, 600), output_tokens=(64, 64), seed=c),
                                  concurrency=c) for c in levels]
-    document = {
-        "model": engine.model_name, "weights": config.weights, "dtype": config.dtype, "git_sha": package_git_sha(),
-        "omp_env": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
-        "cpu": cpu_record(quantised=config.weights != "bf16"),
-        "serving_profiles": [dataclasses.asdict(p) for p in profiles],
-    }
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(json_out, document)
+    _write_profiles(json_out, engine, config, "serving_profiles", profiles)
     for p in profiles:
         typer.echo(f"concurrency {p.concurrency}: {p.tok_per_s:.2f} tok/s, {p.wall_s:.2f} s")
         for kind, parts in p.parts_s.items():
@@ -110,3 +92,21 @@ def _profile_serving(engine: LLMEngine, levels: list[int], num_requests: int, co
             for part, sec in parts.items():
                 typer.echo(f"    {part:<16} {sec:8.3f} s")
     typer.echo(f"wrote {json_out}")
+
+
+def _write_profiles(json_out: Path, engine: LLMEngine, config: EngineConfig, key: str, profiles: Sequence[Any]
+                    ) -> None:
+    """One JSON for both modes: the run's provenance (model, weights, git, OpenMP settings, CPU) and `key`'s
+    profiles as plain dicts."""
+    from ragsvc.bench.provenance import package_git_sha
+    from ragsvc.bench.serving_run import cpu_record
+    from ragsvc.evals.results import write_json_atomic
+
+    document = {
+        "model": engine.model_name, "weights": config.weights, "dtype": config.dtype, "git_sha": package_git_sha(),
+        "omp_env": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
+        "cpu": cpu_record(quantised=config.weights != "bf16"),
+        key: [dataclasses.asdict(p) for p in profiles],
+    }
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(json_out, document)

@@ -83,3 +83,16 @@ def test_workload_profile_files_each_step_under_its_kind(engine: LLMEngine) -> N
         assert sum(parts[x] for x in KERNEL_PARTS if x in parts) <= parts["forward"] + 1e-3
         assert parts["attention"] > 0 and parts["qkv_proj"] > 0
     assert engine.step == step and not engine.has_unfinished()
+
+
+def test_cli_serving_mode_refuses_what_it_cannot_run(tiny_qwen2, tmp_path: Path) -> None:
+    """The serving mode's own path is `profile_workload` (tested above); the CLI says why it cannot run a
+    tokenizer-less model or fewer requests than a level needs, instead of a traceback."""
+    folder, _ = tiny_qwen2
+    args = ["bench", "decode-profile", "--model", str(folder), "--cache-dir", str(tmp_path / "cache"),
+            "--json", str(tmp_path / "p.json")]
+    no_tokenizer = CliRunner().invoke(app, [*args, "--concurrency", "2", "--serving-requests", "2"])
+    assert no_tokenizer.exit_code != 0 and "no tokenizer" in no_tokenizer.output
+    too_few = CliRunner().invoke(app, [*args, "--concurrency", "4", "--serving-requests", "2"])
+    assert too_few.exit_code != 0 and "below the highest level" in too_few.output
+    assert not (tmp_path / "p.json").exists()
