@@ -29,7 +29,7 @@ import numpy as np
 
 from ragsvc.embed.batching import length_sorted_batches
 from ragsvc.embed.calibration import calibration_digest, calibration_texts
-from ragsvc.embed.openvino_path import Encode, best_seconds, padded_inputs, save_ir
+from ragsvc.embed.openvino_path import Encode, best_seconds, padded_inputs, save_ir, shared_core
 from ragsvc.embed.precision import CHECK_TEXTS, MIN_SPEEDUP, agreement
 
 QuantizeSetting = Literal["auto", "none", "int8"]
@@ -54,7 +54,6 @@ def calibration_inputs(tokenizer: Any, pad_id: int) -> list[dict[str, np.ndarray
 def quantize(xml: Path, *, tokenizer: Any, pad_id: int, cache_dir: Path) -> Path:
     """The int8 IR (model.xml) of the float IR at `xml`, quantised once per key and reused after."""
     import nncf
-    import openvino as ov
 
     key = hashlib.sha256("\x00".join([str(INT8_VERSION), str(xml.resolve()), nncf.__version__,
                                       calibration_digest()]).encode()).hexdigest()[:16]
@@ -67,7 +66,7 @@ def quantize(xml: Path, *, tokenizer: Any, pad_id: int, cache_dir: Path) -> Path
     nncf.set_log_level(logging.ERROR)  # NNCF reports statistics tables at INFO
     try:  # and draws progress bars on stdout, which is the CLI's to use (a one-off of some seconds per machine)
         with contextlib.redirect_stdout(io.StringIO()):
-            quantized = nncf.quantize(ov.Core().read_model(str(xml)), nncf.Dataset(inputs), subset_size=len(inputs),
+            quantized = nncf.quantize(shared_core().read_model(str(xml)), nncf.Dataset(inputs), subset_size=len(inputs),
                                       model_type=nncf.ModelType.TRANSFORMER,
                                       preset=nncf.QuantizationPreset.MIXED)
     finally:

@@ -132,15 +132,13 @@ class OpenVinoEncoder:
                  int8: bool = False) -> None:
         """`xml` is the float IR (`export`) or, with `int8`, its quantised copy (`openvino_int8.quantize`): the
         quantised layers run in int8, the rest in bfloat16 where `bf16` else float32."""
-        import openvino as ov
-
         self._mode = _pooling_mode(model)
         self._normalize = any(type(m).__name__ == "Normalize" for m in model)
         self._tokenizer = private_tokenizer(model.tokenizer, int(model.max_seq_length or 512))
         self._pad_id = int(model.tokenizer.pad_token_id or 0)
         hint = "bf16" if bf16 else "f32"
         self.precision = "int8" if int8 else "bfloat16" if bf16 else "float32"
-        self._compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint,
+        self._compiled = shared_core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                                    "INFERENCE_NUM_THREADS": num_threads})
         self._lock = threading.Lock()  # one infer request per compiled model: calls must not overlap
 
@@ -190,6 +188,28 @@ def private_tokenizer(tokenizer: Any, max_length: int) -> Any:
     own.no_padding()
     own.enable_truncation(max_length)
     return own
+
+
+_CORE_LOCK = threading.Lock()
+_CORE: list[Any] = []
+
+
+def shared_core() -> Any:
+    """The process's one OpenVINO Core, created on first use and never freed.
+
+    OpenVINO's CPU plugin installs an alternate signal stack on the thread that creates it and unmaps that stack
+    when it is destroyed, restoring the thread's previous one only when the destroying thread is the creating
+    one and nothing replaced the stack since. A Core a model (a lane's copy, a compared candidate) brings and
+    drops on some other thread leaves the creating thread with a signal stack that no longer exists, and the
+    next signal that thread takes (a server's SIGTERM) kills the process with a segmentation fault instead
+    of running the handler. One Core for every compiled model keeps one plugin alive for the process's life.
+    """
+    with _CORE_LOCK:
+        if not _CORE:
+            import openvino as ov
+
+            _CORE.append(ov.Core())
+        return _CORE[0]
 
 
 def padded_inputs(tokens: Sequence[Tokens], *, pad_id: int) -> dict[str, np.ndarray]:
