@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,12 @@ _LAUNCH = "from ragsvc.cli import main; main()"
 class ServerProcess:
     url: str
     pid: int
+    _proc: subprocess.Popen = field(repr=False, compare=False)
+
+    def terminate(self, *, timeout_s: float = 120.0) -> int:
+        """SIGTERM, then its exit status once it has stopped (uvicorn re-raises the signal: -SIGTERM is normal)."""
+        self._proc.terminate()
+        return self._proc.wait(timeout=timeout_s)
 
     def rss_bytes(self) -> int:
         """Resident memory now (Linux /proc)."""
@@ -62,7 +68,7 @@ def serve_process(data_dir: Path, *, env: Mapping[str, str] | None = None, sampl
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(proc, url, start_timeout_s)
-        yield ServerProcess(url=url, pid=proc.pid)
+        yield ServerProcess(url=url, pid=proc.pid, _proc=proc)
     finally:
         stop_process(proc)
 

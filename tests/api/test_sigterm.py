@@ -11,57 +11,22 @@ signal stack it had installed on the creating thread, and that process died with
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from ragsvc.bench.server_process import serve_process
 from ragsvc.embed.openvino_path import openvino_available
-from tests.api.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = 4
 REQUESTS_BEFORE_STOP = 24
 """Acknowledged requests (all clients together) before SIGTERM is sent: enough that every lane has run passes."""
-
-
-class Serve:
-    """`ragsvc serve` in a child process on a data folder."""
-
-    def __init__(self, data: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "RAGSVC_LOG_LEVEL": "WARNING"}
-        command = [sys.executable, "-X", "faulthandler", "-c", "from ragsvc.cli import main; main()", "serve",
-                   "--port", str(self.port), "--data-dir", str(data)]
-        self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            while time.monotonic() < deadline:  # readiness (model load), not time passing
-                assert self.proc.poll() is None, self.stderr()
-                try:
-                    if client.get("/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-        raise AssertionError("ragsvc serve did not become ready")
-
-    def stderr(self) -> str:
-        return self.proc.stderr.read().decode(errors="replace")[-4000:] if self.proc.stderr else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=60)
 
 
 def _client_loop(url: str, worker: int, acked: list[str], counter: threading.Semaphore,
@@ -84,9 +49,9 @@ def _client_loop(url: str, worker: int, acked: list[str], counter: threading.Sem
 
 
 def test_sigterm_under_load_exits_cleanly_and_keeps_acknowledged_documents(tmp_path: Path) -> None:
-    server = Serve(tmp_path)
-    try:
-        server.wait_ready()
+    """The server's stderr (a native stack from the fault handler, if it crashed) lands in the test's output."""
+    env = {"PYTHONFAULTHANDLER": "1"}
+    with serve_process(tmp_path, env=env) as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             assert client.post("/v1/collections", json={"name": "c"}).status_code == 201
         acked: list[str] = []
@@ -97,24 +62,16 @@ def test_sigterm_under_load_exits_cleanly_and_keeps_acknowledged_documents(tmp_p
         for t in threads:
             t.start()
         for _ in range(REQUESTS_BEFORE_STOP):  # progress, not time: each release is an acknowledged round
-            assert counter.acquire(timeout=120), server.stderr()
-        server.proc.send_signal(signal.SIGTERM)  # requests are still in flight from every client
-        code = server.proc.wait(timeout=120)
+            assert counter.acquire(timeout=120), "the clients stopped getting answers"
+        code = server.terminate()  # requests are still in flight from every client
         stop.set()
         for t in threads:
             t.join(timeout=60)
-        assert code in (0, -signal.SIGTERM), f"exit {code}\n{server.stderr()}"
-    finally:
-        server.stop()
+        assert code in (0, -signal.SIGTERM), f"exit {code} (the server's stderr is in the captured output)"
     assert acked
-    restarted = Serve(tmp_path)
-    try:
-        restarted.wait_ready()
-        with httpx.Client(base_url=restarted.url, timeout=30) as client:
-            missing = [d for d in acked if client.get(f"/v1/collections/c/documents/{d}").status_code != 200]
-        assert not missing, f"{len(missing)} of {len(acked)} acknowledged documents lost: {missing[:5]}"
-    finally:
-        restarted.stop()
+    with serve_process(tmp_path, env=env) as restarted, httpx.Client(base_url=restarted.url, timeout=30) as client:
+        missing = [d for d in acked if client.get(f"/v1/collections/c/documents/{d}").status_code != 200]
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged documents lost: {missing[:5]}"
 
 
 FREED_ELSEWHERE = """
