@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -130,6 +131,8 @@ class SentenceTransformerEmbedder:
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self.max_seq_length = int(self._model.max_seq_length or 512)
+        self._counter = _token_counter(self._model.tokenizer)  # None: a slow tokenizer, counted by the model's own
+        self._counter_lock = threading.Lock()
         self.fast_path: fast.FastPath | None = None
         if precision is not None or sort_by_length:
             choice = fast.choose(self._model, precision or "float32", model_dir=path, batch_size=batch_size,
@@ -166,14 +169,41 @@ class SentenceTransformerEmbedder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    @property
+    def tokenizes_privately(self) -> bool:
+        """Whether `count_tokens` and `token_offsets` use a tokenizer of their own, which no forward pass
+        touches: callers may then count tokens while a pass runs on this copy of the model."""
+        return self._counter is not None
+
     def count_tokens(self, text: str) -> int:
-        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self._counter is None:
+            return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self._counter_lock:
+            return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        encoded = self._model.tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
-        return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
+        if self._counter is None:
+            encoded = self._model.tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
+            return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
+        with self._counter_lock:
+            return [(int(s), int(e)) for s, e in self._counter.encode(text, add_special_tokens=False).offsets]
+
+
+def _token_counter(tokenizer: Any) -> Any:
+    """A copy of a transformers fast tokenizer's backend that neither pads nor truncates, for counting tokens
+    and their offsets (None for a slow tokenizer). A transformers tokenizer sets padding and truncation on its
+    backend at every call, so the model's own is not safe to use beside a forward pass that pads."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer  # heavy import, kept out of module load
+
+    own = Tokenizer.from_str(backend.to_str())
+    own.no_padding()
+    own.no_truncation()
+    return own
 
 
 def embed_path(embedder: Embedder) -> str:

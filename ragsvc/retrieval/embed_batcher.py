@@ -24,9 +24,13 @@ document pass. Never more than `MAX_OVERTAKES` times in a row, so a steady strea
 an ingest. A document pass takes its texts from the queue only once it holds its lane, so a pass that
 waited behind searches embeds every ingest text queued meanwhile in one go (the pass's fixed cost shared).
 A large ingest embeds in slices of `MAX_BATCH` texts, each taking a lane on its own, so searches
-arriving meanwhile wait for one slice, not the whole request. The chunker's token counting of a short text
-(`MAX_URGENT_TOKENIZE_CHARS`) queues with the searches, not behind them: it takes a fraction of a
-millisecond, and an ingest waiting for it behind several query passes only holds its client longer.
+arriving meanwhile wait for one slice, not the whole request.
+
+The chunker's token counting takes no lane when the model counts with a tokenizer of its own
+(`tokenizes_privately`: a copy no pass touches, under its own lock): it takes a fraction of a millisecond,
+and waiting for a lane behind several query passes would only hold an ingest's client longer and add a
+hand-off to every lane's queue. A model without one counts on a lane, a short text
+(`MAX_URGENT_TOKENIZE_CHARS`) with the searches' priority.
 """
 
 from __future__ import annotations
@@ -260,10 +264,14 @@ class BatchedEmbedder:
         return self._documents.embed(texts).reshape(len(texts), self.dim)
 
     def count_tokens(self, text: str) -> int:
+        if getattr(self.inner, "tokenizes_privately", False):
+            return self.inner.count_tokens(text)
         with self._model_lock.hold(urgent=len(text) <= MAX_URGENT_TOKENIZE_CHARS) as lane:
             return self._models[lane].count_tokens(text)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        if getattr(self.inner, "tokenizes_privately", False):
+            return self.inner.token_offsets(text)
         with self._model_lock.hold(urgent=len(text) <= MAX_URGENT_TOKENIZE_CHARS) as lane:
             return self._models[lane].token_offsets(text)
 

@@ -48,3 +48,14 @@ def test_a_changed_document_prefix_is_refused_on_ingest_and_search(tmp_path, min
         assert [h.document_id for h in store.search("notes", query="what keeps the KV cache?", k=5).hits] == ["d1"]
     finally:
         store.close()
+
+
+def test_token_counting_matches_the_model_tokenizer_and_ignores_its_padding_state(minilm):
+    tokenizer = minilm._model.tokenizer
+    texts = ["Plain words, then ünïcödé — 東京.\n\n# A heading\nmore", "long " * 600, "   spaced   out  "]
+    expected = [[(int(s), int(e)) for s, e in tokenizer(t, add_special_tokens=False, return_offsets_mapping=True,
+                                                        verbose=False)["offset_mapping"]] for t in texts]
+    tokenizer(["a", "a longer text"], padding=True, truncation=True, max_length=4)  # as a pass leaves it
+    assert [minilm.token_offsets(t) for t in texts] == expected
+    assert [minilm.count_tokens(t) for t in texts] == [len(e) for e in expected]
+    assert len(expected[1]) == 600  # not truncated to the model's length

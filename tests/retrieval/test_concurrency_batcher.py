@@ -252,6 +252,17 @@ def test_with_two_lanes_a_search_runs_on_the_other_copy_while_one_pass_is_held(m
     assert batched._model_lock.num_free == 2 and batched._queries.num_passes == 0
 
 
+def test_token_counting_takes_no_lane_when_the_model_counts_with_its_own_tokenizer(minilm):
+    batched = BatchedEmbedder(minilm)
+    text = "Load note: an ingest's chunker counts tokens while every lane runs a pass."
+    assert minilm.tokenizes_privately
+    with batched._model_lock.hold(urgent=True), ThreadPoolExecutor(1) as pool:  # the only lane, busy
+        offsets = pool.submit(batched.token_offsets, text).result(timeout=60)
+        count = pool.submit(batched.count_tokens, text).result(timeout=60)
+        assert batched._model_lock._waiting == {True: 0, False: 0}
+    assert offsets == minilm.token_offsets(text) and count == len(offsets) > 0
+
+
 def test_two_lanes_give_every_concurrent_caller_its_own_vectors(minilm, two_lanes):
     batched = two_lanes[0]
     with ThreadPoolExecutor(16) as pool:
