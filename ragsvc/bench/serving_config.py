@@ -43,6 +43,8 @@ class ServingBenchConfig:
     """ragsvc's per-step prefill cap (EngineConfig.max_prefill_tokens); None = the rest of the step budget."""
     prefill_order: str = "arrival"
     """ragsvc's admission order (EngineConfig.prefill_order): "arrival" or "shortest"."""
+    small_gemm: bool = False
+    """ragsvc's few-token bf16 linears on the small GEMM where its plan picks it (EngineConfig.small_gemm)."""
     arrival_rate: float | None = None
     """None = closed loop; else requests arrive open loop at seeded Poisson times, this many per second, at most
     `concurrency` in flight, TTFT counted from arrival (serving_arrivals.py). ragsvc and llama.cpp only: HF's

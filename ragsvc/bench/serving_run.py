@@ -143,7 +143,8 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
                               weights=cfg.weights,
                               kv_cache_bytes=cfg.kv_cache_bytes, max_num_seqs=cfg.max_num_seqs,
                               max_num_batched_tokens=cfg.max_num_batched_tokens,
-                              max_prefill_tokens=cfg.max_prefill_tokens, prefill_order=cfg.prefill_order)
+                              max_prefill_tokens=cfg.max_prefill_tokens, prefill_order=cfg.prefill_order,
+                              small_gemm=cfg.small_gemm)
     dtype = str(resolve_dtype(engine_cfg, resolve_device(engine_cfg))).removeprefix("torch.")
     engine = LLMEngine.from_config(engine_cfg)
     warmup = make_workload(engine.tokenizer, num_requests=4, prompt_tokens=(50, 100), output_tokens=(8, 8),

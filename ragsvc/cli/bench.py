@@ -116,6 +116,8 @@ def serving_command(
              "(ragsvc, llama.cpp) \\[default: closed loop]")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="ragsvc's model cache \\[default: <data dir>/models]")] = None,
     prefix_trials: Annotated[int, typer.Option(help="ragsvc: cold/warm shared-prefix TTFT pairs (0 skips)")] = 3,
+    small_gemm: Annotated[bool, typer.Option(help="ragsvc: few-token bf16 linears on the small GEMM where its "
+                                                  "per-CPU plan measured it faster")] = False,
 ) -> None:
     """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
     from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
@@ -132,6 +134,7 @@ def serving_command(
             threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
             omp_wait=omp_wait, log_dir=str(json_out.parent), max_prefill_tokens=max_prefill_tokens,
             prefill_order=prefill_order, arrival_rate=arrival_rate, cache_dir=cache_dir, prefix_trials=prefix_trials,
+            small_gemm=small_gemm,
         )
     except ValueError as exc:
         raise fail(exc) from exc

@@ -130,6 +130,7 @@ class LLMEngine:
             num_blocks=num_blocks,
             block_size=config.block_size,
             cpu_kernels=config.cpu_kernels,
+            small_gemm=config.small_gemm,
         )
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
         logger.info(

@@ -81,7 +81,8 @@ def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype)
 
 class ModelRunner:
     def __init__(
-        self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True
+        self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True,
+        small_gemm: bool = False,
     ) -> None:
         self.model = model
         self.block_size = block_size
@@ -95,7 +96,7 @@ class ModelRunner:
         self.prefill_kernel = _prefill_kernel(cfg, self.dtype) if cpu_kernels and self.device.type == "cpu" else None
         """The C++ causal prefill kernel, or None for per-segment SDPA."""
         if self.device.type == "cpu":
-            model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None)
+            model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None, small_gemm=small_gemm)
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [
             (

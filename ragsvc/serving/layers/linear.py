@@ -4,15 +4,23 @@ F.linear on CPU re-lays-out the weight for oneDNN on every call; packing it once
 freezing pass does) takes that work out of every call, a large share of the small GEMMs of a decode step,
 and is bit-identical in bf16. fp32 keeps plain F.linear: packed fp32 GEMMs round differently (~1e-4) and
 fp32 is our exactness path against HF.
+
+Few-token calls (decode steps) may instead take cpu_gemm_bf16's kernel, where the per-CPU plan
+(cpu_gemm_plan.py) measured it faster for that shape and token count: `use_small_gemm` hands each packed linear
+the kernel, its own copy of the weight in the kernel's layout, and its row of the plan.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ragsvc.serving.layers import cpu_gemm_bf16
+from ragsvc.serving.layers.cpu_gemm_plan import ONEDNN, GemmPlan
 
 logger = logging.getLogger(__name__)
 
@@ -20,14 +28,50 @@ logger = logging.getLogger(__name__)
 class PackedLinear(nn.Module):
     def __init__(self, linear: nn.Linear, *, batch_hint: int) -> None:
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.in_features: int = linear.in_features
+        self.out_features: int = linear.out_features
         weight = linear.weight.detach()  # (out, in)
         self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
+        self.weight: torch.Tensor | None = weight
+        """The (out, in) weight (shared with the model, no copy) until `use_small_gemm` has packed it or not."""
+        self.small: tuple[ctypes.CDLL, cpu_gemm_bf16.PackedWeight, GemmPlan] | None = None
+        """cpu_gemm_bf16's kernel, this weight in its layout and the plan, when the plan picks it for some token
+        counts of this shape (`use_small_gemm`); None: oneDNN for every call."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (tokens, in) -> (tokens, out)
+        if self.small is not None and x.dim() == 2:
+            lib, weight, plan = self.small
+            threads = plan.choice(self.in_features, self.out_features, x.shape[0])
+            if threads != ONEDNN:
+                return cpu_gemm_bf16.linear(lib, x, weight, threads=threads)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def use_small_gemm(model: nn.Module, lib: ctypes.CDLL | None, plan: GemmPlan | None) -> int:
+    """Give the bias-free packed linears of `model` the small-GEMM kernel where `plan` picks it for their shape
+    (None: oneDNN for all), once: each then drops its plain weight; returns how many took the kernel."""
+    taken = 0
+    for module in model.modules():
+        if not isinstance(module, PackedLinear):
+            continue
+        weight, module.weight = module.weight, None
+        if lib is None or plan is None or module.bias is not None or weight is None:
+            continue
+        if plan.uses_kernel(module.in_features, module.out_features):
+            module.small = (lib, cpu_gemm_bf16.pack(lib, weight), plan)
+            taken += 1
+    return taken
+
+
+def packed_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """(in, out) of the model's bias-free packed linears: the shapes a small-GEMM plan is measured for."""
+    shapes: set[tuple[int, int]] = set()
+    for m in model.modules():
+        if isinstance(m, PackedLinear) and m.bias is None:
+            shapes.add((m.in_features, m.out_features))
+    return sorted(shapes)
 
 
 def can_pack(dtype: torch.dtype, device: torch.device) -> bool:

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ragsvc.serving.layers import cpu_fused, cpu_quant
+from ragsvc.serving.layers import cpu_fused, cpu_gemm_bf16, cpu_quant
 from ragsvc.serving.layers.attention import AttentionMetadata, paged_attention
+from ragsvc.serving.layers.cpu_gemm_plan import gemm_plan
 from ragsvc.serving.layers.cpu_tuning import quant_plan
+from ragsvc.serving.layers.linear import PackedLinear, packed_shapes, use_small_gemm
 from ragsvc.serving.layers.norm import RMSNorm
 from ragsvc.serving.layers.quant_linear import QuantLinear, quantise_linears, use_quant_kernels
 from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary
@@ -218,12 +220,17 @@ class LlamaForCausalLM(nn.Module):
         x = x[logit_rows] + residual[logit_rows]  # only the rows we sample from reach lm_head
         return self.lm_head(self.norm(x))  # (n, vocab)
 
-    def use_cpu_kernels(self, kernels: ctypes.CDLL | None) -> None:
-        """Route RMSNorm, rotary and SiLU-and-multiply through the fused CPU kernels, and quantised linears
-        through theirs with the blocking measured for this CPU (None: plain torch for all of them)."""
+    def use_cpu_kernels(self, kernels: ctypes.CDLL | None, *, small_gemm: bool = False) -> None:
+        """Route RMSNorm, rotary and SiLU-and-multiply through the fused CPU kernels, quantised linears through
+        theirs with the blocking measured for this CPU, and with `small_gemm` few-token bf16 linears through the
+        small GEMM where its plan measured it faster (None: plain torch and oneDNN for all). Called once, at
+        load."""
         for module in self.modules():
             if isinstance(module, (RMSNorm, Attention, MLP)):
                 module.kernels = kernels
+        if any(isinstance(m, PackedLinear) for m in self.modules()):
+            gemm = cpu_gemm_bf16.load() if kernels is not None and small_gemm else None
+            use_small_gemm(self, gemm, gemm_plan(gemm, packed_shapes(self)) if gemm is not None else None)
         if any(isinstance(m, QuantLinear) for m in self.modules()):
             quant = cpu_quant.load() if kernels is not None else None
             use_quant_kernels(self, quant, quant_plan(quant) if quant is not None else None)

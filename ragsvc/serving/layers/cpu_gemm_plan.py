@@ -1,0 +1,137 @@
+"""Which GEMM a bf16 linear of a few tokens takes on this CPU: measured, not assumed.
+
+oneDNN's bf16 linear and cpu_gemm_bf16's kernel trade places with the shape and the token count, and the
+balance moves with the CPU's caches and vector units. So at first use `gemm_plan` times, for each weight
+shape of the model and each of TOKENS, oneDNN against the kernel, both on all of torch's threads, on copies of
+the weight that together outgrow the last-level cache (a decode step streams its weights from memory), and
+keeps the faster. Both run on the same threads on purpose: a one-thread kernel wins alone (no sleeping thread
+to wake) but only moves that wake to the next parallel operation of the forward, and measured in the engine
+it made a decode-heavy run slower. The plan is cached as JSON beside the compiled kernels, keyed by the CPU
+(cpu_tuning.cpu_info), torch, the kernel's source, the thread count and the shapes; later starts read it back.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ragsvc import native
+from ragsvc.serving.layers import cpu_gemm_bf16
+from ragsvc.serving.layers.cpu_tuning import cpu_info
+
+logger = logging.getLogger(__name__)
+
+PLAN_VERSION = 2
+TOKENS = (1, 8, 16, 32, 64)
+"""Token counts measured; a call takes the choice of the smallest measured count at or above its own, and
+oneDNN above the largest (prompt chunks: its GEMM is the faster one there)."""
+ONEDNN = 0
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    threads: dict[str, list[int]]
+    """"in x out" -> per TOKENS entry, the kernel's thread count, or ONEDNN (0) where oneDNN was faster."""
+    us: dict[str, list[list[float]]]
+    """What was measured: per shape and TOKENS entry, microseconds for [oneDNN, the kernel]."""
+
+    def choice(self, in_features: int, out_features: int, tokens: int) -> int:
+        """Threads for the kernel on a call of `tokens` tokens, or ONEDNN."""
+        row = self.threads.get(shape_key(in_features, out_features))
+        i = bisect.bisect_left(TOKENS, tokens)
+        return ONEDNN if row is None or i == len(TOKENS) else row[i]
+
+    def uses_kernel(self, in_features: int, out_features: int) -> bool:
+        return any(t != ONEDNN for t in self.threads.get(shape_key(in_features, out_features), []))
+
+
+def shape_key(in_features: int, out_features: int) -> str:
+    return f"{in_features}x{out_features}"
+
+
+def pick(us: list[float], threads: int) -> int:
+    """[oneDNN, kernel] microseconds -> ONEDNN, or `threads` for the kernel where it was faster (ties: oneDNN)."""
+    return threads if us[1] < us[0] else ONEDNN
+
+
+def _per_call_us(fn: Callable[[int], object], copies: int, budget_s: float = 0.004) -> float:
+    """Median over 3 rounds of microseconds per call, each round at least `budget_s` (and 3 calls) long,
+    cycling through the weight copies."""
+    fn(0)
+    rounds = []
+    for _ in range(3):
+        calls, start = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < budget_s:
+            fn(calls % copies)
+            calls += 1
+        rounds.append((time.perf_counter() - start) / calls * 1e6)
+    return round(statistics.median(rounds), 1)
+
+
+def measure_shape(lib: ctypes.CDLL, in_features: int, out_features: int, *, threads: int,
+                  cache_bytes: int) -> list[list[float]]:
+    """Per TOKENS entry, [oneDNN, kernel] microseconds for this shape, both on `threads` threads."""
+    g = torch.Generator().manual_seed(0)
+    copies = max(1, min(64, -(-cache_bytes // (2 * in_features * out_features))))
+    weights = [torch.randn(out_features, in_features, generator=g).to(torch.bfloat16) for _ in range(copies)]
+    dnn = [torch.ops.mkldnn._reorder_linear_weight(w, 32) for w in weights]
+    own = [cpu_gemm_bf16.pack(lib, w) for w in weights]
+    rows = []
+    with torch.inference_mode():
+        for m in TOKENS:
+            x = torch.randn(m, in_features, generator=g).to(torch.bfloat16)
+
+            def onednn(i: int, x: torch.Tensor = x) -> object:
+                return torch.ops.mkldnn._linear_pointwise(x, dnn[i], None, "none", [], "")
+
+            def kernel(i: int, x: torch.Tensor = x) -> object:
+                return cpu_gemm_bf16.linear(lib, x, own[i], threads=threads)
+
+            rows.append([_per_call_us(onednn, copies), _per_call_us(kernel, copies)])
+    return rows
+
+
+def measure_plan(lib: ctypes.CDLL, shapes: Iterable[tuple[int, int]], *, threads: int) -> GemmPlan:
+    info = cpu_info()
+    cache_bytes = (info.l3_kib or info.l2_kib or 8192) * 1024
+    us = {shape_key(k, n): measure_shape(lib, k, n, threads=threads, cache_bytes=cache_bytes)
+          for k, n in sorted(set(shapes))}
+    return GemmPlan(threads={key: [pick(row, threads) for row in rows] for key, rows in us.items()}, us=us)
+
+
+def _plan_path(shapes: list[tuple[int, int]], threads: int) -> str:
+    source = native.read_source(__package__, "cpu_gemm_bf16.cpp")
+    key = json.dumps([PLAN_VERSION, asdict(cpu_info()), torch.__version__, source, threads, shapes, TOKENS])
+    return str(native.cache_dir() / f"gemm-plan-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
+
+
+def gemm_plan(lib: ctypes.CDLL, shapes: Iterable[tuple[int, int]]) -> GemmPlan:
+    """The cached plan for these (in, out) shapes on this CPU and thread count, measured first when there is
+    none (about a second per shape, once)."""
+    wanted = sorted(set(shapes))
+    threads = torch.get_num_threads()
+    path = _plan_path(wanted, threads)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return GemmPlan(**json.load(f))
+    except (OSError, ValueError, TypeError):
+        pass
+    started = time.perf_counter()
+    plan = measure_plan(lib, wanted, threads=threads)
+    logger.info("measured the small-GEMM plan in %.1f s: %s", time.perf_counter() - started, plan.threads)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(asdict(plan), f)
+    os.replace(tmp, path)
+    return plan
