@@ -49,10 +49,10 @@ MAX_BATCH = 64
 """Texts per forward pass: past this, padding to the longest text costs more than the batch saves."""
 MAX_SHARED_DOCUMENTS = 32
 """Ingest requests with more chunks than this embed on their own (a bulk load is a batch already)."""
-MAX_OVERTAKES = 1
-"""Query passes that may go before one waiting document pass. One: an ingest then waits for its pass about as
-long as a search does (every client parked in an ingest is one not searching), and searches still take at least
-every other lane while ingests wait; a document pass embeds every ingest queued meanwhile, so ingests take few."""
+MAX_OVERTAKES = 4
+"""Query passes that may go before one waiting document pass. Fewer cut an ingest's wait for its pass but not
+the mix's search throughput (the lanes bound both kinds, and a document pass that waited longer embeds more
+ingests at once), and a query pass then waits behind document passes more often (a longer search tail)."""
 MAX_URGENT_TOKENIZE_CHARS = 4096
 """Texts up to this long are tokenised for the chunker with a search's priority (it takes well under a pass)."""
 MAX_AUTO_LANES = 4
