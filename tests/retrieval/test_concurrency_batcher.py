@@ -256,9 +256,10 @@ def test_token_counting_takes_no_lane_when_the_model_counts_with_its_own_tokeniz
     batched = BatchedEmbedder(minilm)
     text = "Load note: an ingest's chunker counts tokens while every lane runs a pass."
     assert minilm.tokenizes_privately
-    with batched._model_lock.hold(urgent=True), ThreadPoolExecutor(1) as pool:  # the only lane, busy
-        offsets = pool.submit(batched.token_offsets, text).result(timeout=60)
-        count = pool.submit(batched.count_tokens, text).result(timeout=60)
+    with ThreadPoolExecutor(1) as pool, batched._model_lock.hold(urgent=True):  # the only lane, busy
+        # A count that waited for the lane would time out here; the lane is then freed before the pool joins.
+        offsets = pool.submit(batched.token_offsets, text).result(timeout=30)
+        count = pool.submit(batched.count_tokens, text).result(timeout=30)
         assert batched._model_lock._waiting == {True: 0, False: 0}
     assert offsets == minilm.token_offsets(text) and count == len(offsets) > 0
 
