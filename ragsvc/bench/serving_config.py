@@ -43,7 +43,7 @@ class ServingBenchConfig:
     """ragsvc's per-step prefill cap (EngineConfig.max_prefill_tokens); None = the rest of the step budget."""
     prefill_order: str = "arrival"
     """ragsvc's admission order (EngineConfig.prefill_order): "arrival" or "shortest"."""
-    small_gemm: bool = False
+    small_gemm: bool = True
     """ragsvc's few-token bf16 linears on the small GEMM where its plan picks it (EngineConfig.small_gemm)."""
     arrival_rate: float | None = None
     """None = closed loop; else requests arrive open loop at seeded Poisson times, this many per second, at most

@@ -117,7 +117,7 @@ def serving_command(
     cache_dir: Annotated[str | None, typer.Option(help="ragsvc's model cache \\[default: <data dir>/models]")] = None,
     prefix_trials: Annotated[int, typer.Option(help="ragsvc: cold/warm shared-prefix TTFT pairs (0 skips)")] = 3,
     small_gemm: Annotated[bool, typer.Option(help="ragsvc: few-token bf16 linears on the small GEMM where its "
-                                                  "per-CPU plan measured it faster")] = False,
+                                                  "per-CPU plan measured it faster")] = True,
 ) -> None:
     """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
     from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench

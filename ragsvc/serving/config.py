@@ -56,12 +56,10 @@ class EngineConfig:
     """On CPU, run decode attention, RMSNorm, rotary and SiLU-and-multiply in C++ kernels (built with the
     system compiler on first use, cached); False, or no compiler, = plain torch everywhere (the kernels'
     reference, ~2x slower per bf16 decode step at batch 32 here)."""
-    small_gemm: bool = False
-    """On CPU with AVX512-BF16 and `cpu_kernels`, let bf16 linears of a few tokens (decode steps) take
-    cpu_gemm_bf16's kernel where the per-CPU plan (cpu_gemm_plan.py, measured once per CPU) found it faster
-    than oneDNN. Off by default: it wins per call, but in a whole 32-concurrent serving run the gain was within
-    run-to-run noise, and the process then faulted in far more memory for its prompt steps (glibc handing
-    freed activations back), so it is not yet shown to pay end to end."""
+    small_gemm: bool = True
+    """On CPU with AVX512-BF16 and `cpu_kernels`, bf16 linears of a few tokens (decode steps) take cpu_gemm_bf16's
+    kernel where the per-CPU plan (cpu_gemm_plan.py, measured once per CPU) found it faster than oneDNN. It keeps
+    a second copy of those weights in the kernel's layout; False = oneDNN for every call."""
     max_prefill_tokens: int | None = None
     """Most prompt tokens one step runs, after its decode tokens; None = whatever `max_num_batched_tokens` leaves.
     Smaller steps while prompts are being read mean decoders wait less between tokens and a prompt's first token

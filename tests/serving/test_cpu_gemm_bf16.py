@@ -48,6 +48,19 @@ def test_kernel_reads_a_strided_input_and_returns_nothing_for_no_tokens(lib) -> 
     assert cpu_gemm_bf16.linear(lib, wide[:0, :64], packed, threads=1).shape == (0, 48)
 
 
+def test_pack_writes_into_a_slice_of_a_shared_buffer(lib) -> None:
+    w1, w2 = _bf16(17, 33, seed=6), _bf16(40, 64, seed=7)
+    sizes = [cpu_gemm_bf16.packed_numel(17, 33), cpu_gemm_bf16.packed_numel(40, 64)]
+    arena = torch.empty(sum(sizes), dtype=torch.bfloat16)
+    p1, p2 = (cpu_gemm_bf16.pack(lib, w, part) for w, part in zip((w1, w2), arena.split(sizes), strict=True))
+    assert p2.data.data_ptr() == arena.data_ptr() + 2 * sizes[0]
+    x1, x2 = _bf16(3, 33, seed=8), _bf16(3, 64, seed=9)
+    assert torch.equal(cpu_gemm_bf16.linear(lib, x1, p1, threads=2), cpu_gemm_bf16.reference_linear(x1, w1))
+    assert torch.equal(cpu_gemm_bf16.linear(lib, x2, p2, threads=2), cpu_gemm_bf16.reference_linear(x2, w2))
+    with pytest.raises(ValueError, match="elements"):
+        cpu_gemm_bf16.pack(lib, w1, arena[: sizes[0] - 1])
+
+
 def test_kernel_refuses_what_it_cannot_multiply(lib) -> None:
     packed = cpu_gemm_bf16.pack(lib, _bf16(16, 32, seed=0))
     with pytest.raises(ValueError, match="expects 32"):
@@ -129,7 +142,7 @@ def test_without_the_kernel_every_call_stays_on_onednn() -> None:
 @pytest.mark.skipif(not can_pack(torch.bfloat16, torch.device("cpu")), reason="no oneDNN bf16 packing here")
 def test_engine_with_the_small_gemm_tracks_fp32_hf_and_frees_no_block_twice(lib, tiny_llama, monkeypatch) -> None:
     """A bf16 engine whose plan sends every decode-sized call to the kernel: logits within bf16 rounding of HF's
-    fp32 logits (the bar of the oneDNN bf16 path), every block back at the end; off by default."""
+    fp32 logits (the bar of the oneDNN bf16 path), every block back at the end; small_gemm=False keeps oneDNN."""
     from ragsvc.serving.config import EngineConfig
     from ragsvc.serving.engine import LLMEngine
     from ragsvc.serving.models import llama
@@ -142,9 +155,9 @@ def test_engine_with_the_small_gemm_tracks_fp32_hf_and_frees_no_block_twice(lib,
 
     monkeypatch.setattr(llama, "gemm_plan", always)
     options = dict(model=str(folder), dtype="bfloat16", device="cpu", block_size=4, num_kv_blocks=64)
-    plain = LLMEngine.from_config(EngineConfig(**options))
+    plain = LLMEngine.from_config(EngineConfig(**options, small_gemm=False))
     assert all(getattr(m, "small", None) is None for m in plain.runner.model.modules())
-    engine = LLMEngine.from_config(EngineConfig(**options, small_gemm=True))
+    engine = LLMEngine.from_config(EngineConfig(**options))
     linears = [m for m in engine.runner.model.modules() if isinstance(m, PackedLinear)]
     assert linears and all(m.small is not None for m in linears)
     prompts = [torch.randint(3, 500, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (5, 17)]

@@ -10,7 +10,7 @@ even). oneDNN sums in an order of its own, so about one output in ten thousand d
 last bit; `reference_linear` is the order this kernel follows, and the tests hold it to it exactly.
 
 Layout and blocking are in cpu_gemm_bf16.cpp. Dispatch is `linear.PackedLinear`'s, by the plan in
-cpu_gemm_plan.py, when the engine is configured with `small_gemm`; without AVX512-BF16 or a compiler the
+cpu_gemm_plan.py, unless the engine is configured without `small_gemm`; without AVX512-BF16 or a compiler the
 library is None and oneDNN keeps every call.
 """
 
@@ -53,12 +53,20 @@ class PackedWeight:
     """bf16, (ceil(out / 16), ceil(in / 2), 16, 2) flattened: see cpu_gemm_bf16.cpp."""
 
 
-def pack(lib: ctypes.CDLL, weight: torch.Tensor) -> PackedWeight:
-    """weight: (out, in) bf16 -> the kernel's layout (once per weight, at load)."""
+def packed_numel(out_features: int, in_features: int) -> int:
+    """bf16 elements of a weight in the kernel's layout."""
+    return -(-out_features // 16) * 16 * (in_features + in_features % 2)
+
+
+def pack(lib: ctypes.CDLL, weight: torch.Tensor, out: torch.Tensor | None = None) -> PackedWeight:
+    """weight: (out, in) bf16 -> the kernel's layout (once per weight, at load), written to `out` (a flat bf16
+    tensor of `packed_numel` elements, e.g. a slice of one buffer for a whole model) or to a new tensor."""
     if weight.dtype != torch.bfloat16 or weight.dim() != 2 or weight.device.type != "cpu":
         raise ValueError(f"the bf16 GEMM packs a 2-d bf16 CPU weight, not {weight.dtype} {tuple(weight.shape)}")
     n, k = weight.shape
-    data = torch.empty(-(-n // 16) * 16 * (k + k % 2), dtype=torch.bfloat16)
+    data = torch.empty(packed_numel(n, k), dtype=torch.bfloat16) if out is None else out
+    if data.dtype != torch.bfloat16 or data.shape != (packed_numel(n, k),) or not data.is_contiguous():
+        raise ValueError(f"out must be a contiguous bf16 tensor of {packed_numel(n, k)} elements")
     lib.gemm_bf16_pack(weight.contiguous().data_ptr(), n, k, data.data_ptr())
     return PackedWeight(n, k, data)
 

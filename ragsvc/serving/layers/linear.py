@@ -51,8 +51,12 @@ class PackedLinear(nn.Module):
 
 def use_small_gemm(model: nn.Module, lib: ctypes.CDLL | None, plan: GemmPlan | None) -> int:
     """Give the bias-free packed linears of `model` the small-GEMM kernel where `plan` picks it for their shape
-    (None: oneDNN for all), once: each then drops its plain weight; returns how many took the kernel."""
-    taken = 0
+    (None: oneDNN for all), once: each then drops its plain weight; returns how many took the kernel.
+
+    The kernel's copies of the weights share one buffer: hundreds of megabytes in separate tensors of a few
+    megabytes each would sit in glibc's heap for good, and the heap then handed a prompt step's freed
+    activations back to the kernel instead of keeping them (measured: many times the page faults per run)."""
+    chosen: list[tuple[PackedLinear, torch.Tensor]] = []
     for module in model.modules():
         if not isinstance(module, PackedLinear):
             continue
@@ -60,9 +64,14 @@ def use_small_gemm(model: nn.Module, lib: ctypes.CDLL | None, plan: GemmPlan | N
         if lib is None or plan is None or module.bias is not None or weight is None:
             continue
         if plan.uses_kernel(module.in_features, module.out_features):
-            module.small = (lib, cpu_gemm_bf16.pack(lib, weight), plan)
-            taken += 1
-    return taken
+            chosen.append((module, weight))
+    if lib is None or plan is None or not chosen:
+        return 0
+    sizes = [cpu_gemm_bf16.packed_numel(m.out_features, m.in_features) for m, _ in chosen]
+    arena = torch.empty(sum(sizes), dtype=torch.bfloat16)
+    for (module, weight), part in zip(chosen, arena.split(sizes), strict=True):
+        module.small = (lib, cpu_gemm_bf16.pack(lib, weight, part), plan)
+    return len(chosen)
 
 
 def packed_shapes(model: nn.Module) -> list[tuple[int, int]]:
