@@ -96,7 +96,7 @@ def _all_row_logits(engine: LLMEngine, token_ids: list[int]) -> torch.Tensor:
     sched = engine.scheduler.schedule()
     if len(sched.chunks) != 1 or sched.chunks[0].num_new_tokens != len(token_ids):
         raise ValueError("the text did not fit one prefill step; lower text_tokens or raise max_num_batched_tokens")
-    batch = engine.runner.prepare(sched.chunks)
+    batch = engine.runner.prepare_whole(sched.chunks)
     batch.logit_rows = torch.arange(len(token_ids), device=batch.input_ids.device)
     logits = engine.runner.run(batch).float()
     engine.abort("ppl")

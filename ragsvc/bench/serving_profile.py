@@ -12,6 +12,9 @@ attributes for the run only and removed afterwards, so the engine is unchanged; 
 filing each step under "prefill" (steps with prompt tokens, and the decodes that ride along) or "decode": where
 a 32-concurrent run's time goes, GEMMs against the rest, in the steps that read prompts and in those that do not.
 
+Steps run whole while profiled (the runner's split of prompt steps into two threaded halves is taken off for
+the run): each part's timer would otherwise add up both halves' time.
+
 Why not torch.profiler: the kernels are ctypes calls it does not see, and its own per-op overhead is of the
 order of the small kernels measured here.
 """
@@ -91,6 +94,16 @@ def _patched(targets: list[tuple[object, str, str]], timers: _Timers) -> Iterato
                 delattr(obj, attr)
 
 
+@contextlib.contextmanager
+def _whole_steps(engine: LLMEngine) -> Iterator[None]:
+    """Every step runs whole for the block (the runner splits none into halves), then as configured again."""
+    halves, engine.runner.halves = engine.runner.halves, None
+    try:
+        yield
+    finally:
+        engine.runner.halves = halves
+
+
 def _targets(engine: LLMEngine) -> list[tuple[object, str, str]]:
     model: nn.Module = engine.runner.model
     targets: list[tuple[object, str, str]] = []
@@ -126,7 +139,7 @@ def profile_decode(engine: LLMEngine, *, concurrency: int, prompt_tokens: int, s
     timers = _Timers()
     done = 0
     start = time.perf_counter()
-    with _patched(_targets(engine), timers):
+    with _whole_steps(engine), _patched(_targets(engine), timers):
         while done < steps and engine.has_unfinished():
             engine.step()
             done += 1
@@ -189,7 +202,7 @@ def profile_workload(engine: LLMEngine, requests: list[BenchRequest], *, concurr
     engine.step = timed_step  # type: ignore[method-assign]
     start = time.perf_counter()
     try:
-        with _patched(_targets(engine), timers):
+        with _whole_steps(engine), _patched(_targets(engine), timers):
             timings = run_ragsvc(engine, requests, concurrency=concurrency)
     finally:
         del engine.step

@@ -55,6 +55,7 @@ from ragsvc.serving.sampling_params import SamplingParams
 from ragsvc.serving.scheduler import ScheduledChunk, Scheduler
 from ragsvc.serving.sequence import Sequence
 from ragsvc.serving.speculative import SpecStats, num_accepted
+from ragsvc.serving.step_split import SplitPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class LLMEngine:
             block_size=config.block_size,
             cpu_kernels=config.cpu_kernels,
             small_gemm=config.small_gemm,
+            split_policy=SplitPolicy() if config.split_prompt_steps else None,
         )
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
         logger.info(

@@ -3,6 +3,11 @@
 Per layer the cache is a pair of tensors (num_blocks, block_size, num_kv_heads, head_dim). A step's chunks
 are packed into one flat batch of tokens (no padding): single-token chunks first, then multi-token chunks,
 so decodes share one batched attention call. Only the rows that sample reach the LM head.
+
+On a CPU with several threads a large prompt step may run as two halves instead (step_split.py says which
+chunks go where, layers/cpu_threads.py why): each half is prepared like a step of its own, one half's forward
+runs on a worker thread while the stepping thread runs the other, each on half the OpenMP threads, and their
+logits are joined in the order of `SplitBatch.sampling_chunks`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ from typing import Any
 
 import torch
 
-from ragsvc.serving.layers import cpu_fused, cpu_paged_attention, cpu_prefill_attention
+from ragsvc.serving.layers import cpu_fused, cpu_paged_attention, cpu_prefill_attention, cpu_threads
 from ragsvc.serving.layers.attention import AttentionMetadata, PrefillSegment
 from ragsvc.serving.layers.linear import can_pack, pack_linears
 from ragsvc.serving.layers.rotary import RotaryEmbedding, rope_inv_freq
 from ragsvc.serving.loader import iter_weights, load_hf_config
 from ragsvc.serving.models.llama import LlamaForCausalLM, ModelConfig, quantise_model
 from ragsvc.serving.scheduler import ScheduledChunk
+from ragsvc.serving.step_split import SplitPolicy, split_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +39,36 @@ class PreparedBatch:
     meta: AttentionMetadata
     logit_rows: torch.Tensor  # (rows,) packed rows scored: each sampling chunk's last token (and its drafts)
     sampling_chunks: list[ScheduledChunk]
+
+
+@dataclass
+class SplitBatch:
+    """A step run as two halves, `first` on the worker thread and `second` on the stepping thread."""
+
+    first: PreparedBatch
+    second: PreparedBatch
+
+    @property
+    def sampling_chunks(self) -> list[ScheduledChunk]:
+        """The chunks the joined logits' rows belong to: the first half's, then the second's."""
+        return self.first.sampling_chunks + self.second.sampling_chunks
+
+
+class _Halves:
+    """The worker and the thread counts of a runner that splits prompt steps."""
+
+    def __init__(self, lib: ctypes.CDLL, threads: int, policy: SplitPolicy) -> None:
+        self.lib, self.policy = lib, policy
+        self.second_threads = threads - threads // 2
+        self.worker = cpu_threads.HalfWorker(lib, threads // 2)
+
+
+def _halves(device: torch.device, split_policy: SplitPolicy | None) -> _Halves | None:
+    threads = torch.get_num_threads()
+    if split_policy is None or device.type != "cpu" or threads < 2:
+        return None
+    lib = cpu_threads.load()
+    return _Halves(lib, threads, split_policy) if lib is not None else None
 
 
 def load_model(
@@ -82,7 +118,7 @@ def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype)
 class ModelRunner:
     def __init__(
         self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True,
-        small_gemm: bool = False,
+        small_gemm: bool = False, split_policy: SplitPolicy | None = None,
     ) -> None:
         self.model = model
         self.block_size = block_size
@@ -97,6 +133,8 @@ class ModelRunner:
         """The C++ causal prefill kernel, or None for per-segment SDPA."""
         if self.device.type == "cpu":
             model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None, small_gemm=small_gemm)
+        self.halves = _halves(self.device, split_policy)
+        """How large prompt steps run as two halves on two threads; None: every step runs whole."""
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [
             (
@@ -122,15 +160,35 @@ class ModelRunner:
         return self.run(batch).float(), batch.sampling_chunks
 
     @torch.inference_mode()
-    def run(self, batch: PreparedBatch) -> torch.Tensor:
+    def run(self, batch: PreparedBatch | SplitBatch) -> torch.Tensor:
         """The forward of a prepared batch -> (samplers, vocab) logits in the model's dtype (the sampler makes
         a float32 copy only if it needs one). Reads no Sequence state, so it may run while other threads abort
         requests."""
+        if isinstance(batch, SplitBatch):
+            return self._run_halves(batch)
         logits = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta, batch.logit_rows)
         return logits.cpu()  # the sampler works on CPU (per-request generators live there)
 
-    def prepare(self, chunks: list[ScheduledChunk]) -> PreparedBatch:
-        """Pack the chunks into flat tensors (reads block tables and token ids: call it under the engine lock)."""
+    def _run_halves(self, batch: SplitBatch) -> torch.Tensor:
+        assert self.halves is not None  # prepare() splits only with halves
+        job = self.halves.worker.submit(lambda: self.run(batch.first))
+        try:
+            with cpu_threads.thread_count(self.halves.lib, self.halves.second_threads):
+                second = self.run(batch.second)
+        finally:
+            first = job.result()  # never leave the worker writing KV into the next step
+        return torch.cat([first, second])  # (samplers, vocab), rows in SplitBatch.sampling_chunks order
+
+    def prepare(self, chunks: list[ScheduledChunk]) -> PreparedBatch | SplitBatch:
+        """Pack the chunks into flat tensors (reads block tables and token ids: call it under the engine lock);
+        a large prompt step as two halves when the runner splits them."""
+        halves = split_chunks(chunks, self.halves.policy) if self.halves is not None else None
+        if halves is not None:
+            return SplitBatch(self.prepare_whole(halves[0]), self.prepare_whole(halves[1]))
+        return self.prepare_whole(chunks)
+
+    def prepare_whole(self, chunks: list[ScheduledChunk]) -> PreparedBatch:
+        """`prepare` without the split: one batch of all the chunks (for callers that edit it)."""
         decodes = [c for c in chunks if c.num_new_tokens == 1]
         prefills = [c for c in chunks if c.num_new_tokens > 1]
         ordered = decodes + prefills

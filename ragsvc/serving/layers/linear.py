@@ -44,8 +44,8 @@ class PackedLinear(nn.Module):
         if self.small is not None and x.dim() == 2:
             lib, weight, plan = self.small
             threads = plan.choice(self.in_features, self.out_features, x.shape[0])
-            if threads != ONEDNN:
-                return cpu_gemm_bf16.linear(lib, x, weight, threads=threads)
+            if threads != ONEDNN:  # never more than this thread's own (a half of a split step runs on fewer)
+                return cpu_gemm_bf16.linear(lib, x, weight, threads=min(threads, torch.get_num_threads()))
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
