@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ragsvc.serving.layers.rotary import RotaryEmbedding, rope_inv_freq
 from ragsvc.serving.loader import iter_weights, load_hf_config
 from ragsvc.serving.models.llama import LlamaForCausalLM, ModelConfig, quantise_model
 from ragsvc.serving.scheduler import ScheduledChunk
-from ragsvc.serving.step_split import SplitPolicy, context_weight, split_chunks
+from ragsvc.serving.step_split import SplitPolicy, split_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -63,20 +63,12 @@ class _Halves:
         self.worker = cpu_threads.HalfWorker(lib, threads // 2)
 
 
-def _halves(cfg: ModelConfig, device: torch.device, split_policy: SplitPolicy | None) -> _Halves | None:
-    """The split of large steps with `split_policy`, its attention weight derived from the model unless set."""
+def _halves(device: torch.device, split_policy: SplitPolicy | None) -> _Halves | None:
     threads = torch.get_num_threads()
     if split_policy is None or device.type != "cpu" or threads < 2:
         return None
     lib = cpu_threads.load()
-    if lib is None:
-        return None
-    if split_policy.context_weight == 0:
-        q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        linear = cfg.hidden_size * (2 * q_size + 2 * kv_size) + 3 * cfg.hidden_size * cfg.intermediate_size
-        split_policy = replace(split_policy, context_weight=context_weight(linear_params=linear,
-                                                                          attention_width=q_size))
-    return _Halves(lib, threads, split_policy)
+    return _Halves(lib, threads, split_policy) if lib is not None else None
 
 
 def load_model(
@@ -141,7 +133,7 @@ class ModelRunner:
         """The C++ causal prefill kernel, or None for per-segment SDPA."""
         if self.device.type == "cpu":
             model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None, small_gemm=small_gemm)
-        self.halves = _halves(cfg, self.device, split_policy)
+        self.halves = _halves(self.device, split_policy)
         """How large prompt steps run as two halves on two threads; None: every step runs whole."""
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [

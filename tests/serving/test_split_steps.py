@@ -16,7 +16,6 @@ from ragsvc.serving.config import EngineConfig
 from ragsvc.serving.engine import LLMEngine
 from ragsvc.serving.model_runner import SplitBatch
 from ragsvc.serving.sampling_params import SamplingParams
-from ragsvc.serving.step_split import SplitPolicy
 
 
 def _generate_both_ways(engine: LLMEngine, prompts: list[list[int]], max_tokens: int):
@@ -50,8 +49,6 @@ def test_split_steps_match_whole_steps_on_a_tiny_llama(tiny_llama) -> None:
     folder, _ = tiny_llama
     engine = _engine(str(folder), dtype="float32", block_size=4, num_kv_blocks=512, max_model_len=400,
                      max_num_batched_tokens=500)
-    assert engine.runner.halves is not None
-    engine.runner.halves.policy = SplitPolicy()  # by tokens alone (a tiny model's attention weighs a lot)
     rng = random.Random(0)
     # Step 1: prompt 0 whole and 200 tokens of prompt 1, one per half: prompt 1's half samples nothing yet.
     prompts = [[rng.randrange(512) for _ in range(n)] for n in (300, 300, 100, 150)]
@@ -74,7 +71,6 @@ def test_split_steps_keep_smollm2_bf16_greedy_tokens(smollm2_dir) -> None:
     engine = _engine(str(smollm2_dir), dtype="bfloat16", num_kv_blocks=256)
     rng = random.Random(1)
     prompts = [[rng.randrange(100, 40000) for _ in range(rng.randint(100, 300))] for _ in range(6)]
-    assert engine.runner.halves is not None and engine.runner.halves.policy.context_weight > 0  # from the model
     split, whole, splits = _generate_both_ways(engine, prompts, max_tokens=6)
     assert splits
     assert [o.output_token_ids for o in split] == [o.output_token_ids for o in whole]

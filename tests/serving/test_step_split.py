@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from ragsvc.serving.sampling_params import SamplingParams
 from ragsvc.serving.scheduler import ScheduledChunk
 from ragsvc.serving.sequence import Sequence
-from ragsvc.serving.step_split import SplitPolicy, context_weight, split_chunks
+from ragsvc.serving.step_split import SplitPolicy, split_chunks
 
 
 def _chunks(sizes: list[int], starts: list[int] | None = None) -> list[ScheduledChunk]:
@@ -37,22 +37,6 @@ def test_small_or_lopsided_steps_run_whole(sizes: list[int]) -> None:
     assert split_chunks(_chunks(sizes), SplitPolicy()) is None
 
 
-def test_chunks_behind_long_contexts_weigh_their_attention() -> None:
-    chunks = _chunks([300, 200, 100, 100], starts=[0, 1000, 0, 0])
-    by_tokens = split_chunks(chunks, SplitPolicy())
-    assert by_tokens is not None
-    assert [[chunks.index(c) for c in half] for half in by_tokens] == [[0, 3], [1, 2]]
-    by_cost = split_chunks(chunks, SplitPolicy(context_weight=0.001))  # chunk 1 costs 420 tokens' worth
-    assert by_cost is not None
-    assert [[chunks.index(c) for c in half] for half in by_cost] == [[1, 3], [0, 2]]
-
-
-def test_context_weight_compares_attention_with_linear_flops() -> None:
-    assert context_weight(linear_params=1000, attention_width=10, attention_slowdown=1.0) == 4 * 10 / 2000
-    with pytest.raises(ValueError, match="positive"):
-        context_weight(linear_params=0, attention_width=10)
-
-
 def test_bad_policies_are_refused() -> None:
     with pytest.raises(ValueError, match="min_tokens"):
         SplitPolicy(min_tokens=1)
@@ -60,8 +44,6 @@ def test_bad_policies_are_refused() -> None:
         SplitPolicy(max_share=0.4)
     with pytest.raises(ValueError, match="max_share"):
         SplitPolicy(max_share=1.0)
-    with pytest.raises(ValueError, match="context_weight"):
-        SplitPolicy(context_weight=-1.0)
 
 
 @given(st.lists(st.integers(1, 700), max_size=40), st.floats(0.5, 0.99))
