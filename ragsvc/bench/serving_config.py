@@ -45,8 +45,8 @@ class ServingBenchConfig:
     """ragsvc's admission order (EngineConfig.prefill_order): "arrival" or "shortest"."""
     small_gemm: bool = True
     """ragsvc's few-token bf16 linears on the small GEMM where its plan picks it (EngineConfig.small_gemm)."""
-    split_prompt_steps: bool = True
-    """ragsvc's large prompt steps as two halves on two threads (EngineConfig.split_prompt_steps)."""
+    split_steps: bool = True
+    """ragsvc's steps of 32+ tokens as two halves on two threads (EngineConfig.split_steps)."""
     arrival_rate: float | None = None
     """None = closed loop; else requests arrive open loop at seeded Poisson times, this many per second, at most
     `concurrency` in flight, TTFT counted from arrival (serving_arrivals.py). ragsvc and llama.cpp only: HF's

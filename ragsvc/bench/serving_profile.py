@@ -12,7 +12,7 @@ attributes for the run only and removed afterwards, so the engine is unchanged; 
 filing each step under "prefill" (steps with prompt tokens, and the decodes that ride along) or "decode": where
 a 32-concurrent run's time goes, GEMMs against the rest, in the steps that read prompts and in those that do not.
 
-Steps run whole while profiled (the runner's split of prompt steps into two threaded halves is taken off for
+Steps run whole while profiled (the runner's split of large steps into two threaded halves is taken off for
 the run): each part's timer would otherwise add up both halves' time.
 
 Why not torch.profiler: the kernels are ctypes calls it does not see, and its own per-op overhead is of the

@@ -60,10 +60,11 @@ class EngineConfig:
     """On CPU with AVX512-BF16 and `cpu_kernels`, bf16 linears of a few tokens (decode steps) take cpu_gemm_bf16's
     kernel where the per-CPU plan (cpu_gemm_plan.py, measured once per CPU) found it faster than oneDNN. It keeps
     a second copy of those weights in the kernel's layout; False = oneDNN for every call."""
-    split_prompt_steps: bool = True
-    """On CPU with two or more torch threads, a step of many prompt tokens runs as two halves of its sequences,
-    each on its own thread with half the OpenMP threads (model_runner.py, step_split.py): no parallel region of
-    either forward has to wake a sleeping thread. False = every step runs whole on all threads."""
+    split_steps: bool = True
+    """On CPU with two or more torch threads, a step of many tokens (prompt chunks, or the decodes of a full batch)
+    runs as two halves of its sequences, each on its own thread with half the OpenMP threads (model_runner.py,
+    step_split.py): no parallel region of either forward has to wake a sleeping thread. False = every step runs
+    whole on all threads."""
     max_prefill_tokens: int | None = None
     """Most prompt tokens one step runs, after its decode tokens; None = whatever `max_num_batched_tokens` leaves.
     Smaller steps while prompts are being read mean decoders wait less between tokens and a prompt's first token

@@ -132,7 +132,7 @@ class LLMEngine:
             block_size=config.block_size,
             cpu_kernels=config.cpu_kernels,
             small_gemm=config.small_gemm,
-            split_policy=SplitPolicy() if config.split_prompt_steps else None,
+            split_policy=SplitPolicy() if config.split_steps else None,
         )
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
         logger.info(

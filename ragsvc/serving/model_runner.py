@@ -4,7 +4,7 @@ Per layer the cache is a pair of tensors (num_blocks, block_size, num_kv_heads, 
 are packed into one flat batch of tokens (no padding): single-token chunks first, then multi-token chunks,
 so decodes share one batched attention call. Only the rows that sample reach the LM head.
 
-On a CPU with several threads a large prompt step may run as two halves instead (step_split.py says which
+On a CPU with several threads a large step may run as two halves instead (step_split.py says which
 chunks go where, layers/cpu_threads.py why): each half is prepared like a step of its own, one half's forward
 runs on a worker thread while the stepping thread runs the other, each on half the OpenMP threads, and their
 logits are joined in the order of `SplitBatch.sampling_chunks`.
@@ -55,7 +55,7 @@ class SplitBatch:
 
 
 class _Halves:
-    """The worker and the thread counts of a runner that splits prompt steps."""
+    """The worker and the thread counts of a runner that splits large steps."""
 
     def __init__(self, lib: ctypes.CDLL, threads: int, policy: SplitPolicy) -> None:
         self.lib, self.policy = lib, policy
@@ -134,7 +134,7 @@ class ModelRunner:
         if self.device.type == "cpu":
             model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None, small_gemm=small_gemm)
         self.halves = _halves(self.device, split_policy)
-        """How large prompt steps run as two halves on two threads; None: every step runs whole."""
+        """How large steps run as two halves on two threads; None: every step runs whole."""
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [
             (
@@ -181,7 +181,7 @@ class ModelRunner:
 
     def prepare(self, chunks: list[ScheduledChunk]) -> PreparedBatch | SplitBatch:
         """Pack the chunks into flat tensors (reads block tables and token ids: call it under the engine lock);
-        a large prompt step as two halves when the runner splits them."""
+        a large step as two halves when the runner splits them."""
         halves = split_chunks(chunks, self.halves.policy) if self.halves is not None else None
         if halves is not None:
             return SplitBatch(self.prepare_whole(halves[0]), self.prepare_whole(halves[1]))

@@ -1,4 +1,4 @@
-"""Which chunks of a step go to which half when a prompt step runs as two halves on two threads.
+"""Which chunks of a step go to which half when a large step runs as two halves on two threads.
 
 A chunk (one sequence's tokens for this step) stays whole: its attention reads its own K/V, so two halves
 share nothing but the weights and write disjoint KV slots. Blocks a half reads from the prefix cache were full
