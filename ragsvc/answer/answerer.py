@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import abc
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,7 +41,7 @@ from ragsvc.answer.reasoning import (
 )
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
-from ragsvc.llm.generator import Generation, Generator, Prompt, TokenLogprob, Usage
+from ragsvc.llm.generator import Generation, GenerationChunk, Generator, Prompt, TokenLogprob, Usage
 from ragsvc.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -215,6 +217,24 @@ class Answerer:
         run.retrievals.append(record)
         self._emit(AnswerEvent("retrieval", retrieval=record))
 
+    def _chunks(self, prompt: Prompt, *, kind: str, max_tokens: int, logprobs: bool
+                ) -> abc.Generator[GenerationChunk, None, None]:
+        """The generator's stream with its failures as UpstreamError / UpstreamTimeout. Only the generator's
+        own steps are translated: an exception the event callback raises (a listener that has gone away)
+        passes through unchanged, and closing this iterator aborts the request."""
+        try:
+            yield from self.generator.stream(prompt, max_tokens=max_tokens, logprobs=logprobs)
+        except (InvalidInput, UpstreamError):
+            raise
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"the model did not answer in time during a {kind} call; retry, or lower "
+                                  "max_tokens") from exc
+        except RagsvcError as exc:
+            raise UpstreamError(f"the model failed during a {kind} call: {exc.message}") from exc
+        except Exception as exc:  # the server or engine died mid-answer: a bad gateway, not our 500
+            logger.exception("generator failed during a %s call", kind)
+            raise UpstreamError(f"the model failed during a {kind} call ({type(exc).__name__}: {exc})") from exc
+
     def _generate(self, run: _Run, prompt: Prompt, *,
                   kind: Literal["answer", "lookahead", "regenerate", "query", "final"],
                   round_: int, max_tokens: int, logprobs: bool = False, stream_text: bool = False,
@@ -225,8 +245,8 @@ class Answerer:
         tokens: list[TokenLogprob] = []
         finish = "stop"
         usage: Usage | None = None
-        try:
-            for chunk in self.generator.stream(prompt, max_tokens=max_tokens, logprobs=logprobs):
+        with closing(self._chunks(prompt, kind=kind, max_tokens=max_tokens, logprobs=logprobs)) as chunks:
+            for chunk in chunks:
                 if not ttft_ms and (chunk.text or chunk.tokens):
                     ttft_ms = (time.perf_counter() - started) * 1000
                 text += chunk.text
@@ -240,16 +260,6 @@ class Answerer:
                 if until is not None and chunk.finish_reason is None and until(text, tokens):
                     finish = "abort"  # leaving the stream aborts the request; the engine reports no usage then
                     break
-        except (InvalidInput, UpstreamError):
-            raise
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"the model did not answer in time during a {kind} call; retry, or lower "
-                                  "max_tokens") from exc
-        except RagsvcError as exc:
-            raise UpstreamError(f"the model failed during a {kind} call: {exc.message}") from exc
-        except Exception as exc:  # the server or engine died mid-answer: a bad gateway, not our 500
-            logger.exception("generator failed during a %s call", kind)
-            raise UpstreamError(f"the model failed during a {kind} call ({type(exc).__name__}: {exc})") from exc
         total_ms = (time.perf_counter() - started) * 1000
         usage = usage or Usage(prompt_tokens=0, completion_tokens=len(tokens))
         generation = Generation(text=text, tokens=without_stop_tokens(tokens, text), finish_reason=finish, usage=usage)

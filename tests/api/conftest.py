@@ -6,7 +6,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ def free_port() -> int:
 class LiveServer:
     def __init__(self, app, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
+        self.app = app
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -43,6 +46,31 @@ class LiveServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+@contextmanager
+def recorded_aborts(engine: Any) -> Iterator[list[str]]:
+    """The request ids the engine is asked to abort while the block runs (the real abort still runs)."""
+    aborted: list[str] = []
+    real = engine.abort
+
+    def abort(request_id: str) -> None:
+        aborted.append(request_id)
+        real(request_id)
+
+    engine.abort = abort
+    try:
+        yield aborted
+    finally:
+        del engine.abort
+
+
+def wait_idle(engine: Any, timeout_s: float = 120.0) -> None:
+    """Until the engine has nothing to run (a request left to finish would run to its max_tokens first)."""
+    deadline = time.monotonic() + timeout_s
+    while engine.has_unfinished():
+        assert time.monotonic() < deadline, "the engine is still busy"
+        time.sleep(0.01)  # polling interval: leave the engine lock to the step thread
 
 
 def make_settings(data_dir: Path, **api: object) -> Settings:

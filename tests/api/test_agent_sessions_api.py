@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.api.conftest import LiveServer, free_port, make_settings
+from tests.api.conftest import LiveServer, free_port, make_settings, recorded_aborts, wait_idle
 
 ADA = {"name": "Ada Okafor", "age": 33, "traits": ["curious", "precise"],
        "summary": "Ada is the librarian of Willow Creek.",
@@ -216,6 +216,45 @@ def test_concurrent_messages_to_one_session_are_answered_in_order(chat_api):
     assert turns[3]["content"] == results["second"].json()["reply"]
     assert turns[2]["created_at"] >= turns[1]["created_at"]  # asked only once the first reply was written
     assert client.get(f"/v1/sessions/{other}").json()["num_turns"] == 2
+
+
+@pytest.mark.slow
+def test_a_reply_stream_cut_midway_aborts_the_generation_and_writes_nothing(chat_api):
+    server, client = chat_api
+    engine = server.app.state.served_model.engine
+    sid = client.post("/v1/agents/ada-okafor/sessions").json()["id"]
+    body = {"content": "Tell me the whole history of Willow Creek, in detail.", "stream": True, "max_tokens": 300}
+    with recorded_aborts(engine) as aborted:
+        with client.stream("POST", f"/v1/sessions/{sid}/messages", json=body) as r:
+            lines = r.iter_lines()  # keep the iterator referenced: a dropped one closes the connection itself
+            assert next(line for line in lines if line == "event: text")
+        wait_idle(engine)
+    assert aborted, "the reply ran on after its client hung up"
+    assert client.get(f"/v1/sessions/{sid}").json()["turns"] == []
+
+
+@pytest.mark.slow
+def test_a_plain_message_whose_client_leaves_is_never_answered_or_written(chat_api):
+    """Queued behind a streamed reply, or already being answered when its client gives up: either way the
+    engine stops for it and the history keeps only the exchange whose client stayed."""
+    server, client = chat_api
+    sid = client.post("/v1/agents/mei-tanaka/sessions").json()["id"]
+    first = {"content": "How is the cafe today?", "stream": True, "max_tokens": 64}
+    with client.stream("POST", f"/v1/sessions/{sid}/messages", json=first) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "event: memories"  # the first message holds the session now
+        with (httpx.Client(base_url=server.url, timeout=httpx.Timeout(60, read=0.5)) as impatient,
+              pytest.raises(httpx.ReadTimeout)):
+            impatient.post(f"/v1/sessions/{sid}/messages", json={"content": "And tomorrow?", "max_tokens": 300})
+        assert any(line == "event: reply" for line in lines)
+    # messages to a session are answered in arrival order: once this one is, the one before it is settled
+    last = client.post(f"/v1/sessions/{sid}/messages", json={"content": "Thanks!", "max_tokens": 8})
+    assert last.status_code == 200, last.text
+    turns = client.get(f"/v1/sessions/{sid}").json()["turns"]
+    assert [t["content"] for t in turns if t["role"] == "user"] == ["How is the cafe today?", "Thanks!"]
+    assert client.get("/v1/agents/mei-tanaka/memories", params={"kind": "chat", "limit": 1000}).json()
+    assert not [m for m in client.get("/v1/agents/mei-tanaka/memories", params={"kind": "chat", "limit": 1000}).json()
+                if "And tomorrow?" in m["text"]]
 
 
 @pytest.mark.slow

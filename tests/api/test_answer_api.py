@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import LiveServer, free_port, make_settings
+from tests.api.conftest import LiveServer, free_port, make_settings, recorded_aborts, wait_idle
 
 SAMPLE = Path(__file__).resolve().parents[2] / "ragsvc" / "sample"
 QUESTION = "How does paged attention store the KV cache?"
@@ -25,7 +25,7 @@ def _ingest(client: httpx.Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_api(tmp_path_factory):
+def answer_server(tmp_path_factory):
     from ragsvc.api.app import create_app
     from ragsvc.api.model_app import model_extension
     from tests.llm.conftest import engine_config
@@ -35,8 +35,13 @@ def model_api(tmp_path_factory):
     server.start(timeout_s=300)
     with httpx.Client(base_url=server.url, timeout=300) as client:
         _ingest(client)
-        yield client
+        yield server, client
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def model_api(answer_server):
+    return answer_server[1]
 
 
 @pytest.mark.slow
@@ -117,6 +122,36 @@ def test_streamed_answer_sends_events_then_the_answer(model_api):
     assert kinds[0] == "retrieval" and kinds[-1] == "answer" and "text" in kinds
     streamed = "".join(d["text"] for k, d in events if k == "text")
     assert streamed.strip() == events[-1][1]["answer"]
+
+
+@pytest.mark.slow
+def test_a_stream_cut_mid_answer_aborts_the_generation_and_is_no_model_failure(answer_server, caplog):
+    server, client = answer_server
+    engine = server.app.state.served_model.engine
+    body = {"question": QUESTION, "collection": "docs", "k": 2, "max_tokens": 400, "stream": True}
+    with recorded_aborts(engine) as aborted:
+        with client.stream("POST", "/v1/answer", json=body) as r:
+            lines = r.iter_lines()  # keep the iterator referenced: a dropped one closes the connection itself
+            assert next(line for line in lines if line == "event: text")
+        wait_idle(engine)
+    assert aborted, "the answer's generation ran on after its client hung up"
+    assert engine.kv_stats()["num_used_blocks"] == 0
+    assert not [r for r in caplog.records if "failed" in r.getMessage()], "a hang-up was logged as a failure"
+    assert client.post("/v1/answer", json={**body, "stream": False, "max_tokens": 8}).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_plain_answer_whose_client_gives_up_stops_generating(answer_server):
+    server, _ = answer_server
+    engine = server.app.state.served_model.engine
+    body = {"question": QUESTION, "collection": "docs", "k": 2, "max_tokens": 400}
+    with recorded_aborts(engine) as aborted:
+        with (httpx.Client(base_url=server.url, timeout=httpx.Timeout(60, read=1.0)) as impatient,
+              pytest.raises(httpx.ReadTimeout)):
+            impatient.post("/v1/answer", json=body)  # 400 tokens take much longer than 1 s here
+        wait_idle(engine)
+    assert aborted, "the engine generated the whole answer for a client that had gone"
+    assert engine.kv_stats()["num_used_blocks"] == 0
 
 
 @pytest.mark.slow

@@ -16,12 +16,14 @@ one agent, run at once and share the engine. With `stream: true` the reply is se
 they happen, as for /v1/answer: `memories` (what was retrieved), `text` (the reply as it is generated), then
 `reply` (the object the non-streaming call returns) or `error` ({error, detail, status}); a bad request (unknown
 session, empty message, no model) is a plain 4xx before the stream starts. A model failure is a 502 / 504
-(in-band `error` when streaming) and writes nothing.
+(in-band `error` when streaming) and writes nothing; so does a client that goes away, whether its message was
+still queued or being answered, streamed or not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -47,6 +49,7 @@ from ragsvc.api.agent_schemas import (
 )
 from ragsvc.api.auth import requires
 from ragsvc.api.deps import ChatDep
+from ragsvc.api.disconnect import CLIENT_CLOSED, unless_gone
 from ragsvc.api.sse import Emit, events_from_thread
 from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator
@@ -151,11 +154,23 @@ async def post_message(session_id: str, body: MessageCreate, request: Request, c
         await asyncio.to_thread(_check, chat, session_id, body, request)
         return StreamingResponse(_events(chat, session_id, body, _generator(request), _queues(request)),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-store"})
-    async with _queues(request).hold(session_id):  # the queue place is taken before any thread hop
-        await asyncio.to_thread(_check, chat, session_id, body, request)
-        result = await asyncio.to_thread(chat.send, session_id, body.content, _generator(request),
-                                         max_tokens=body.max_tokens)
-    return MessageReply.of(result)
+    queues, gone = _queues(request), threading.Event()
+
+    def stop_if_gone(_: str) -> None:
+        if gone.is_set():
+            raise ReplyCancelled
+
+    async def reply() -> Any:
+        async with queues.hold(session_id):
+            if gone.is_set():  # its client left while it waited its turn: nothing to answer
+                raise ReplyCancelled
+            await asyncio.to_thread(_check, chat, session_id, body, request)
+            return await asyncio.to_thread(chat.send, session_id, body.content, _generator(request),
+                                           max_tokens=body.max_tokens, on_text=stop_if_gone)
+
+    # the queue place is taken before any thread hop: `reply()` starts as a task before this coroutine yields
+    result = await unless_gone(request, reply(), gone, ReplyCancelled)
+    return Response(status_code=CLIENT_CLOSED) if result is None else MessageReply.of(result)
 
 
 def _generator(request: Request) -> Generator:

@@ -4,16 +4,17 @@ With `stream: true` the response is server-sent events, in the order they happen
 `retrieval` (a round's query and hits), `text` (answer text as it is accepted), `round` (a model call's
 token counts and time to first token), then `answer` (the same object the non-streaming call returns) or
 `error` ({error, detail}) if something failed after the stream began. The answerer runs in a worker thread;
-a client that disconnects stops it at its next event.
+a client that disconnects stops it at its next event, with or without `stream`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
@@ -29,6 +30,7 @@ from ragsvc.api.answer_schemas import (
 )
 from ragsvc.api.auth import requires
 from ragsvc.api.deps import StoreDep
+from ragsvc.api.disconnect import CLIENT_CLOSED, unless_gone
 from ragsvc.api.retrieval_options import retrieval_options
 from ragsvc.api.sse import Emit, events_from_thread
 from ragsvc.types import Hit
@@ -68,9 +70,16 @@ def _answerer(body: AnswerRequest, request: Request, store: Any, on_event: Any =
              responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: true"}})
 async def answer(body: AnswerRequest, request: Request, store: StoreDep) -> Any:
     if not body.stream:
-        answerer, flare = await asyncio.to_thread(_answerer, body, request, store)
-        result = await asyncio.to_thread(answerer.answer, body.question, flare=flare)
-        return AnswerResponse.of(result)
+        gone = threading.Event()
+
+        def stop_if_gone(event: AnswerEvent) -> None:
+            if gone.is_set():
+                raise _Disconnected
+
+        answerer, flare = await asyncio.to_thread(_answerer, body, request, store, stop_if_gone)
+        result = await unless_gone(request, asyncio.to_thread(answerer.answer, body.question, flare=flare), gone,
+                                   _Disconnected)
+        return Response(status_code=CLIENT_CLOSED) if result is None else AnswerResponse.of(result)
     # errors in the request itself are answered before the stream starts, as a plain 4xx
     await asyncio.to_thread(_answerer, body, request, store)
     return StreamingResponse(_events(body, request, store), media_type="text/event-stream",

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragsvc.api import openai_convert as conv
 from ragsvc.api.auth import requires
+from ragsvc.api.disconnect import CLIENT_CLOSED, until_disconnect
 from ragsvc.api.errors import error_headers
 from ragsvc.api.openai_limits import OpenAILimits, check_chat, check_completion
 from ragsvc.api.openai_schemas import (
@@ -215,17 +216,11 @@ async def _collect_all(served: ServedModel, jobs: list[ChoiceJob]) -> list[Colle
     return [t.result() for t in tasks]
 
 
-async def _until_disconnect(request: Request) -> None:
-    # the body has been read, so the next ASGI message is the disconnect (what StreamingResponse listens for)
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def _collect_unless_gone(request: Request, served: ServedModel, jobs: list[ChoiceJob]) -> list[Collected] | None:
     """Collect every choice; None if the client hung up first, in which case every job is aborted at once
     (a non-streaming request is not cancelled by the server on its own)."""
     work = asyncio.ensure_future(_collect_all(served, jobs))
-    watch = asyncio.ensure_future(_until_disconnect(request))
+    watch = asyncio.ensure_future(until_disconnect(request))
     try:
         await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -259,7 +254,7 @@ async def create_completion(req: CompletionRequest, served: ServedModelDep, limi
         return _sse(served, jobs, kind="completion", req=req, request_id=request_id)
     collected = await _collect_unless_gone(request, served, jobs)
     if collected is None:
-        return Response(status_code=499)  # client closed the request; nobody reads this
+        return Response(status_code=CLIENT_CLOSED)
     body = completion_response(collected, request_id=request_id, model=served.name, logprobs=req.logprobs)
     return JSONResponse(json.loads(body.model_dump_json()))
 
@@ -280,6 +275,6 @@ async def create_chat_completion(req: ChatCompletionRequest, served: ServedModel
         return _sse(served, jobs, kind="chat", req=req, request_id=request_id)
     collected = await _collect_unless_gone(request, served, jobs)
     if collected is None:
-        return Response(status_code=499)
+        return Response(status_code=CLIENT_CLOSED)
     body = chat_response(collected, request_id=request_id, model=served.name, logprobs=req.logprobs)
     return JSONResponse(json.loads(body.model_dump_json()))
