@@ -31,8 +31,10 @@ def corpus(tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_then_search_json(tmp_path, corpus):
+def test_ingest_then_search_json(tmp_path, corpus, monkeypatch):
     data = str(tmp_path / "data")
+    loaded: list[object] = []  # the local LLM costs seconds and gigabytes: a plain search must not load it
+    monkeypatch.setattr("ragsvc.cli.search._local_generator", loaded.append)
     result = runner.invoke(app, ["ingest", str(corpus), "--collection", "docs", "--data-dir", data])
     assert result.exit_code == 0, result.output
     assert "4 documents" in result.output
@@ -42,6 +44,7 @@ def test_ingest_then_search_json(tmp_path, corpus):
     body = json.loads(result.output[result.output.index("{"):])
     assert body["hits"][0]["document_id"] == "r1"
     assert body["hits"][0]["metadata"]["kind"] == "db"
+    assert loaded == []
     listed = runner.invoke(app, ["collections", "list", "--data-dir", data])
     assert "docs: 4 docs" in listed.output
 

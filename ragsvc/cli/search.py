@@ -40,7 +40,9 @@ def search(
         store = open_store(data_dir)
     except (json.JSONDecodeError, RagsvcError) as exc:
         raise fail(exc) from exc
-    composition = Composition(settings(data_dir), lambda: _local_generator(data_dir))
+    # the local model only when a stage asks for one: loading it costs seconds and gigabytes
+    wants_model = hyde or rerank == "llm"
+    composition = Composition(settings(data_dir), (lambda: _local_generator(data_dir)) if wants_model else lambda: None)
     try:
         result = composition.pipeline(store).retrieve(collection, query, options)
     except RagsvcError as exc:
