@@ -307,3 +307,11 @@ def check_question(question: str) -> str:
     if len(question) > MAX_QUESTION_CHARS:
         raise InvalidInput(f"question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
     return question.strip()
+
+
+def check_answerable(collection: str, num_chunks: int) -> None:
+    """An answer needs passages: asking a collection that holds none would have the model answer from
+    nothing, with no sources, as if it had read something."""
+    if num_chunks == 0:
+        raise InvalidInput(f"collection {collection!r} holds no documents yet, so there is nothing to answer "
+                           "from; ingest documents into it first")

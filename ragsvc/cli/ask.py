@@ -23,7 +23,8 @@ app = typer.Typer()
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="the question, in plain words")],
-    collection: Annotated[str, typer.Option("--collection", "-c")] = SAMPLE_COLLECTION,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="collection to answer from")
+                          ] = SAMPLE_COLLECTION,
     k: Annotated[int, typer.Option("-k", help="passages retrieved per round")] = 5,
     mode: Annotated[str, typer.Option(help="dense | lexical | hybrid")] = "hybrid",
     flare: Annotated[bool, typer.Option("--flare", help="active retrieval: retrieve again when unsure")] = False,
@@ -40,7 +41,7 @@ def ask(
     data_dir: DataDir = None,
 ) -> None:
     """Answer QUESTION from a collection's passages and list the sources it cites."""
-    from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
+    from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions, check_answerable
     from ragsvc.answer.composition import Composition
     from ragsvc.answer.types import FlareOptions
     from ragsvc.retrieval.fuse import parse_fusion_mode
@@ -68,7 +69,7 @@ def ask(
             typer.secho(f" [retrieving: {event.retrieval.query!r}]", fg=typer.colors.BLUE, err=True, nl=False)
 
     try:
-        store.get_collection(collection)
+        check_answerable(collection, store.get_collection(collection).num_chunks)
         generator = composition.require_generator()
         pipeline = composition.pipeline(store)
         pipeline.check(options)

@@ -154,6 +154,13 @@ def test_a_plain_answer_whose_client_gives_up_stops_generating(answer_server):
     assert engine.kv_stats()["num_used_blocks"] == 0
 
 
+def test_asking_an_empty_collection_is_refused_not_answered_from_nothing(model_api):
+    assert model_api.post("/v1/collections", json={"name": "void"}).status_code == 201
+    for stream in (False, True):
+        r = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "void", "stream": stream})
+        assert r.status_code == 400 and "holds no documents" in r.json()["detail"], r.text
+
+
 @pytest.mark.slow
 def test_search_modes_and_the_llm_reranker(model_api):
     base = {"query": "paged attention blocks", "k": 3}

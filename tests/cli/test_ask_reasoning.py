@@ -50,3 +50,9 @@ def test_reasoning_and_short_together_are_refused_before_any_model_loads(data_di
     result = runner.invoke(app, ["ask", QUESTION, "-c", "earth", "--data-dir", str(data_dir), "--reasoning",
                                  "--short"])
     assert result.exit_code == 2 and "--short or --reasoning, not both" in result.output
+
+
+def test_asking_an_empty_collection_is_refused_before_any_model_loads(data_dir: Path) -> None:
+    assert runner.invoke(app, ["collections", "create", "void", "--data-dir", str(data_dir)]).exit_code == 0
+    result = runner.invoke(app, ["ask", QUESTION, "-c", "void", "--data-dir", str(data_dir)])
+    assert result.exit_code == 2 and "holds no documents" in result.output, result.output

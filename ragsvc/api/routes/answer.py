@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions
+from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions, check_answerable
 from ragsvc.answer.composition import Composition
 from ragsvc.answer.types import FlareOptions
 from ragsvc.api.answer_schemas import (
@@ -49,7 +49,8 @@ def _answerer(body: AnswerRequest, request: Request, store: Any, on_event: Any =
     pipeline = parts.pipeline(store)
     options = retrieval_options(body, body.k)
     pipeline.check(options)
-    store.get_collection(body.collection)  # 404 before any model work
+    info = store.get_collection(body.collection)  # 404 before any model work
+    check_answerable(body.collection, info.num_chunks)
     flare = None
     if body.flare is True:
         flare = FlareOptions()
