@@ -16,14 +16,17 @@ app = typer.Typer(help="Create, list or delete collections.", no_args_is_help=Tr
 
 @app.command("create")
 def create_command(
-    name: str,
+    name: Annotated[str, typer.Argument(help="the new collection's name (letters, digits, _ . -)")],
     index: Annotated[str, typer.Option(help="index settings as JSON, as POST /v1/collections takes them")] = "{}",
     shards: Annotated[int | None, typer.Option(help="num_shards (over --index)")] = None,
     placement: Annotated[str | None, typer.Option(help="in_process or ray (ray: RAGSVC_CLUSTER__ADDRESS set)")] = None,
     replicas: Annotated[int | None, typer.Option(help="actors per shard, placement ray")] = None,
     spread: Annotated[str | None, typer.Option(help="strict (replicas on distinct nodes) or soft")] = None,
-    chunk_tokens: Annotated[int, typer.Option(min=16, max=8192)] = 200,
-    chunk_overlap: Annotated[int, typer.Option(min=0, max=8192)] = 32,
+    chunk_tokens: Annotated[int, typer.Option(min=16, max=8192, help="tokens per chunk when documents are split")
+                            ] = 200,
+    chunk_overlap: Annotated[int, typer.Option(min=0, max=8192,
+                                               help="tokens shared by consecutive chunks (below --chunk-tokens)")
+                             ] = 32,
     data_dir: DataDir = None,
 ) -> None:
     """Create an empty collection. A ray placement joins the cluster RAGSVC_CLUSTER__ADDRESS names to check
@@ -82,7 +85,8 @@ def list_command(data_dir: DataDir = None) -> None:
 
 
 @app.command("delete")
-def delete_command(name: str, data_dir: DataDir = None) -> None:
+def delete_command(name: Annotated[str, typer.Argument(help="the collection to delete")],
+                   data_dir: DataDir = None) -> None:
     """Delete a collection, its documents and its index files."""
     store = open_store(data_dir)
     try:

@@ -55,11 +55,11 @@ def generate(
                                                   "default: run the engine in this process")] = None,
     model: Annotated[str, typer.Option(help="model alias/path (in-process) or served model name")] = "smollm2",
     raw: Annotated[bool, typer.Option("--raw", help="send as a plain completion, no chat template")] = False,
-    max_tokens: Annotated[int, typer.Option()] = 64,
-    temperature: Annotated[float, typer.Option()] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="tokens to generate at most")] = 64,
+    temperature: Annotated[float, typer.Option(help="sampling temperature; 0 = greedy")] = 0.0,
     logprobs: Annotated[int | None, typer.Option(help="show each token's logprob and N alternatives")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    seed: Annotated[int | None, typer.Option(help="sampling seed, for repeatable samples")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print text, finish reason and token counts as JSON")] = False,
 ) -> None:
     """Generate once and print the result."""
     generator: Generator | None = None

@@ -114,8 +114,9 @@ def _build_map(path: Path, *, query: str | None, tokens: int, collection: str | 
 @app.command("search")
 def search_command(
     query: Annotated[str, typer.Argument(help="what the code should do")],
-    collection: Annotated[str, typer.Option("--collection", "-c")],
-    k: Annotated[int, typer.Option("-k")] = 10,
+    collection: Annotated[str, typer.Option("--collection", "-c",
+                                            help="the collection the repository was indexed into")],
+    k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
     graph: Annotated[bool, typer.Option("--graph/--no-graph", help="re-rank with the symbol graph")] = True,
     language: Annotated[str | None, typer.Option(help="only this language")] = None,
     data_dir: DataDir = None,

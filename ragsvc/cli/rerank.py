@@ -44,7 +44,7 @@ def train(
     candidates: Annotated[int, typer.Option(min=1, max=200, help="hybrid hits per query the negatives are drawn "
                                                                  "from, and the shortlist the held-out check "
                                                                  "reranks (as a reranker would at query time)")] = 20,
-    epochs: Annotated[int, typer.Option(min=1, max=20)] = 1,
+    epochs: Annotated[int, typer.Option(min=1, max=20, help="passes over the training pairs")] = 1,
     max_steps: Annotated[int, typer.Option(min=0, max=100_000, help="step budget, whatever --epochs says "
                                                                    "(0: no budget)")] = 150,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="groups per step (a relevant document and its "
@@ -63,7 +63,7 @@ def train(
     = 0.1,
     force: Annotated[bool, typer.Option("--force", help="save to --out even if the trained model ranks the "
                                                         "held-out queries no better than the first stage")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the pair sampling and training order")] = 0,
     data_dir: DataDir = None,
 ) -> None:
     """Fine-tune a cross-encoder (from MiniLM by default) on the judged query-document pairs of --qrels, with

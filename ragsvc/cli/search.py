@@ -16,7 +16,7 @@ app = typer.Typer()
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="text to search for")],
-    collection: Annotated[str, typer.Option("--collection", "-c")] = SAMPLE_COLLECTION,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="collection to search")] = SAMPLE_COLLECTION,
     k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
     filter: Annotated[str | None, typer.Option(help='metadata filter as JSON, e.g. \'{"type": "md"}\'')] = None,
     mode: Annotated[str, typer.Option(help="dense (vectors) | lexical (BM25) | hybrid (both, fused)")] = "dense",

@@ -108,7 +108,8 @@ def serve(
 
 
 @app.command()
-def quickstart(data_dir: DataDir = None, port: Annotated[int | None, typer.Option()] = None) -> None:
+def quickstart(data_dir: DataDir = None,
+               port: Annotated[int | None, typer.Option(help="TCP port \\[default: 8000]")] = None) -> None:
     """Ingest the bundled sample corpus and serve the API, with the local model for answers, on 127.0.0.1:8000
     (the README's first command)."""
     serve(host=None, port=port, data_dir=data_dir, sample=True, with_model=True, insecure=False, allowed_host=None)
@@ -137,7 +138,8 @@ def serve_model(
         help="most sequences in one step \\[default: 64, or RAGSVC_MODEL__MAX_NUM_SEQS]")] = None,
     max_num_batched_tokens: Annotated[int, typer.Option(help="token budget of one step")] = 2048,
     max_model_len: Annotated[int | None, typer.Option(help="longest prompt + output \\[default: context]")] = None,
-    prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching")] = True,
+    prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching",
+                                                  help="reuse KV blocks of prompts that share a prefix")] = True,
     threads: Annotated[int | None, typer.Option(
         help="torch threads on CPU \\[default: RAGSVC_MODEL__NUM_THREADS, or torch's]")] = None,
     cache_dir: Annotated[str | None, typer.Option(
