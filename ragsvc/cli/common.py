@@ -41,16 +41,20 @@ def settings(data_dir: Path | None = None, **api: Any) -> Settings:
 def open_store(data_dir: Path | None) -> VectorStore:
     """The store under `--data-dir` (or the configured folder), with the configured embedder."""
     from ragsvc.embed.embedder import embedder_from_settings
+    from ragsvc.errors import RagsvcError
     from ragsvc.index.spec import IndexLimits
     from ragsvc.retrieval.vector_store import VectorStore
     from ragsvc.store.filters import FilterLimits
 
     config = settings(data_dir)
-    # the same embedder `serve` builds (prefixes, precision, batching), made only when a command first embeds
-    return VectorStore.open(config.store.data_dir, embedder_factory=lambda: embedder_from_settings(config.embed),
-                            save_interval_s=config.store.save_interval_s,
-                            index_limits=IndexLimits.from_settings(config.index_limits),
-                            filter_limits=FilterLimits.from_settings(config.store))
+    try:  # a folder that cannot be one, a catalog another process holds: one line and exit 2, in every command
+        # the same embedder `serve` builds (prefixes, precision, batching), made only when a command first embeds
+        return VectorStore.open(config.store.data_dir, embedder_factory=lambda: embedder_from_settings(config.embed),
+                                save_interval_s=config.store.save_interval_s,
+                                index_limits=IndexLimits.from_settings(config.index_limits),
+                                filter_limits=FilterLimits.from_settings(config.store))
+    except RagsvcError as exc:
+        raise fail(exc) from exc
 
 
 def fail(exc: Exception | str) -> typer.Exit:

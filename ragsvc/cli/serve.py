@@ -75,8 +75,13 @@ def serve(
     import uvicorn
 
     from ragsvc.api.app import create_app
+    from ragsvc.errors import RagsvcError
 
     config = settings(data_dir, host=host, port=port, insecure=insecure or None, allowed_hosts=allowed_host)
+    try:  # a catalog another process holds, or a folder that cannot be one: one line here, not a startup traceback
+        _catalog_key_count(config)
+    except RagsvcError as exc:
+        raise fail(exc) from exc
     _refuse_open_exposure(config, key_count=lambda: _catalog_key_count(config), where="on this --data-dir")
     extensions = []
     if with_model:

@@ -55,7 +55,11 @@ class Catalog:
     """The source of truth for one data directory."""
 
     def __init__(self, path: Path, *, hit_cache_chunks: int = HIT_CACHE_CHUNKS) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where the folder should be, no permission, ...
+            raise InvalidInput(f"cannot use {path.parent} as the data directory: {exc.strerror or exc}. Point "
+                               "RAGSVC_STORE__DATA_DIR (--data-dir) at a folder this process can write") from exc
         try:
             self._conn = duckdb.connect(str(path))
         except duckdb.IOException as exc:

@@ -122,3 +122,9 @@ def test_a_file_that_is_not_a_catalog_is_invalid_input(tmp_path):
     path.write_bytes(b"not a database" * 512)
     with pytest.raises(InvalidInput, match="RAGSVC_STORE__DATA_DIR"):
         Catalog(path)
+
+
+def test_a_data_dir_that_is_a_file_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(InvalidInput, match="--data-dir"):
+        Catalog(tmp_path / "data" / "catalog.duckdb")
