@@ -50,6 +50,7 @@ Retrieve = Callable[[str], tuple[list[Hit], dict[str, float]]]
 MAX_QUESTION_CHARS = 4096
 FINAL_TOKENS = 24
 """Tokens for completing a missing "So the answer is X." (the answer alone is a few words)."""
+MAX_UNBUDGETED = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,35 +137,45 @@ class Answerer:
         return "length" if generation.finish_reason == "length" else "stop"
 
     def _flare(self, run: _Run, flare: FlareOptions) -> str:
-        used_tokens = 0
+        """Look-ahead rounds until the model stops, the rounds run out, or flare.max_tokens have been generated.
+
+        The budget counts every token the model generated, not only those kept: look-ahead text past the
+        sentence, drafts a regeneration replaced, and written queries cost the same decoding as answer text,
+        and counting only kept tokens let one request decode max_rounds x 2 x lookahead_tokens (16k) for an
+        answer of a few hundred. A reasoning answer keeps back what its closing sentence needs."""
+        run.token_budget = flare.max_tokens
+        reserve = min(FINAL_TOKENS, flare.max_tokens // 4) if self.options.style == "reasoning" else 0
         for round_ in range(1, flare.max_rounds + 1):
-            budget = min(flare.lookahead_tokens, flare.max_tokens - used_tokens)
+            budget = min(flare.lookahead_tokens, run.tokens_left() - reserve)
+            if budget < 1:
+                return "length"
             generation, sentence = self._lookahead(run, round_, budget, flare, kind="lookahead")
             # regenerate only when retrieval added passages: the same prompt gives the same sentence (greedy)
             if needs_retrieval(sentence.tokens, flare.theta) and self._retrieve_for(run, sentence, flare, round_):
-                regenerated = self._lookahead(run, round_, budget, flare, kind="regenerate")
-                if flare.accept == "always" or surer(regenerated[1].tokens, sentence.tokens):
+                budget = min(flare.lookahead_tokens, run.tokens_left() - reserve)
+                regenerated = self._lookahead(run, round_, budget, flare, kind="regenerate") if budget >= 1 else None
+                if regenerated is not None and (flare.accept == "always" or surer(regenerated[1].tokens,
+                                                                                  sentence.tokens)):
                     generation, sentence = regenerated
             if not sentence.text.strip():
                 return "stop"
             run.answer += sentence.text
-            used_tokens += len(sentence.tokens)
             self._emit(AnswerEvent("text", text=sentence.text))
             if generation.finish_reason == "stop" and len(sentence.tokens) == len(generation.tokens):
                 return "stop"
             if self.options.style == "reasoning" and has_final_sentence(run.answer + "\n"):
                 return "stop"
-            if used_tokens >= flare.max_tokens:
-                return "length"
-        return "rounds"
+        return "length" if run.tokens_left() - reserve < 1 else "rounds"
 
     def _finish_reasoning(self, run: _Run) -> None:
         """Reasoning that stopped (end of turn, rounds, tokens) before "So the answer is X": write the label
         and let the model complete the sentence from all it has read and written."""
+        if run.tokens_left() < 1:
+            return  # FLARE's budget is spent (it keeps FINAL_TOKENS back, so only a budget under 4 does this)
         so_far = f"{run.answer.rstrip()} {FINAL_LABEL}"
         prompt = answer_prompt(run.question, run.passages, so_far, style=self.options.style)
         generation = self._generate(run, prompt, kind="final", round_=len(run.generations) + 1,
-                                    max_tokens=FINAL_TOKENS, until=lambda text, _: "\n" in text)
+                                    max_tokens=min(FINAL_TOKENS, run.tokens_left()), until=lambda text, _: "\n" in text)
         added = f" {FINAL_LABEL}{final_line(generation.text)}"
         run.answer = run.answer.rstrip() + added
         self._emit(AnswerEvent("text", text=added))
@@ -189,8 +200,10 @@ class Answerer:
         if flare.query_mode == "question":
             questions = []
             for span in low_confidence_spans(sentence.tokens, flare.beta)[:3]:
+                if run.tokens_left() < 1:
+                    break  # the budget is spent: the masked sentence is the query
                 generation = self._generate(run, query_question_prompt(sentence.text, span), kind="query",
-                                               round_=round_, max_tokens=48)
+                                            round_=round_, max_tokens=min(48, run.tokens_left()))
                 line = generation.text.strip().split("\n")[0].strip()
                 if line:
                     questions.append(line)
@@ -262,6 +275,7 @@ class Answerer:
                     break
         total_ms = (time.perf_counter() - started) * 1000
         usage = usage or Usage(prompt_tokens=0, completion_tokens=len(tokens))
+        run.generated_tokens += max(usage.completion_tokens, len(tokens))
         generation = Generation(text=text, tokens=without_stop_tokens(tokens, text), finish_reason=finish, usage=usage)
         kept = cut_sentence(generation.tokens, finished=finish == "stop").tokens if kind != "answer" else tokens
         record = GenerationRound(round=round_, kind=kind, prompt_tokens=usage.prompt_tokens,
@@ -283,6 +297,13 @@ class _Run:
     answer: str = ""
     retrievals: list[RetrievalRound] = field(default_factory=list)
     generations: list[GenerationRound] = field(default_factory=list)
+    token_budget: int | None = None
+    """Most tokens all model calls may generate together (FLARE's max_tokens; None: each call's own limit)."""
+    generated_tokens: int = 0
+
+    def tokens_left(self) -> int:
+        """Tokens the budget still allows (a large number without one, so `min` leaves each call's limit)."""
+        return MAX_UNBUDGETED if self.token_budget is None else max(0, self.token_budget - self.generated_tokens)
 
 
 def _sentence_written(text: str, tokens: list[TokenLogprob]) -> bool:

@@ -25,7 +25,9 @@ class FlareOptions:
     max_rounds: int = 8
     """Most look-ahead sentences generated (each may retrieve once and regenerate)."""
     max_tokens: int = 256
-    """Most answer tokens in all."""
+    """Most tokens generated in all, over every model call of the answer: look-aheads (their text past the
+    sentence too), regenerated sentences, drafts a regeneration replaced, written queries. When it is spent
+    the answer so far is returned with finish_reason "length"."""
     lookahead_tokens: int = 64
     """Tokens generated per look-ahead; the sentence is cut at its end."""
     query_mode: Literal["masked", "question"] = "masked"
@@ -101,7 +103,8 @@ class Answer:
     generations: list[GenerationRound]
     timings_ms: dict[str, float]
     finish_reason: str
-    """stop (the model ended), length (max tokens), or rounds (max rounds)."""
+    """stop (the model ended), length (max tokens; with FLARE, the tokens generated over all its calls), or
+    rounds (max rounds)."""
     final: str | None = None
     """The answer alone, read from the `reasoning` style's closing "So the answer is X" (None otherwise, or
     when the model did not write that sentence)."""

@@ -27,7 +27,9 @@ class FlareBody(_Body):
     theta: float = Field(0.4, ge=0, le=1, description="retrieve again when a token's probability is below this")
     beta: float = Field(0.4, ge=0, le=1, description="mask tokens below this out of the retrieval query")
     max_rounds: int = Field(8, ge=1, le=MAX_ROUNDS)
-    max_tokens: int = Field(256, ge=1, le=MAX_ANSWER_TOKENS)
+    max_tokens: int = Field(256, ge=1, le=MAX_ANSWER_TOKENS,
+                            description="most tokens generated over all rounds, drafts thrown away included "
+                                        "(default: the request's max_tokens)")
     lookahead_tokens: int = Field(64, ge=4, le=256)
     query_mode: Literal["masked", "question"] = "masked"
     stop_at_sentence: bool = Field(False, description="abort each look-ahead at its sentence end (faster; those "
@@ -53,7 +55,8 @@ class AnswerRequest(RetrievalBody):
     collection: str = Field(min_length=1, max_length=64)
     k: int = Field(5, ge=1, le=50, description="passages retrieved per round")
     flare: FlareBody | bool | None = Field(None, description="true for the defaults, or FLARE's options")
-    max_tokens: int = Field(256, ge=1, le=MAX_ANSWER_TOKENS, description="answer tokens without FLARE")
+    max_tokens: int = Field(256, ge=1, le=MAX_ANSWER_TOKENS,
+                            description="most tokens generated for the answer; with FLARE, over all its model calls")
     context_tokens: int = Field(1024, ge=16, le=32768, description="token budget of the first passages")
     style: Literal["full", "short", "reasoning"] = Field(
         "full", description="full: sentences with citations; short: the answer alone (a name, a date, yes/no) with "

@@ -150,11 +150,60 @@ def test_rounds_and_tokens_are_bounded():
     answer = Answerer(ScriptedGenerator([confident] * 3), Retriever()).answer(
         "q?", flare=FlareOptions(max_rounds=3, max_tokens=100))
     assert answer.finish_reason == "rounds" and answer.text == "More text. More text. More text."
-    answer = Answerer(ScriptedGenerator([confident] * 5), Retriever()).answer(
-        "q?", flare=FlareOptions(max_rounds=8, max_tokens=6))
+    generator = ScriptedGenerator([confident] * 5)
+    answer = Answerer(generator, Retriever()).answer("q?", flare=FlareOptions(max_rounds=8, max_tokens=6))
     assert answer.finish_reason == "length" and len(answer.generations) == 2
-    # the second look-ahead was asked for only the 3 tokens left of the budget
+    # the first look-ahead generated 4 tokens (" And" was thrown away), so the second was asked for the 2 left
     assert [g.completion_tokens for g in answer.generations][0] == 4
+    assert [kwargs["max_tokens"] for _, kwargs in generator.calls] == [6, 2]
+
+
+class CountingGenerator(ScriptedGenerator):
+    """Counts every token the stream hands out, whatever the answerer keeps or records."""
+
+    generated = 0
+
+    def stream(self, prompt, **kwargs):  # type: ignore[no-untyped-def]
+        for chunk in super().stream(prompt, **kwargs):
+            self.generated += len(chunk.tokens) if kwargs.get("logprobs") else len(chunk.text.split())
+            yield chunk
+
+
+class NewPassageEachTime:
+    """A retriever whose every query finds a passage not yet shown, so every unsure sentence is regenerated."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, query: str) -> tuple[list[Hit], dict[str, float]]:
+        self.count += 1
+        return [hit(self.count, f"Passage number {self.count}.")], {"total_ms": 1.0}
+
+
+@pytest.mark.parametrize("query_mode", ["masked", "question"])
+def test_max_tokens_bounds_every_token_generated_across_rounds(query_mode):
+    # every look-ahead is unsure (p=0.1 < theta) and runs 64 tokens past a 3-word sentence: each round decodes
+    # a look-ahead, a regeneration (and in question mode a written query) but keeps 3 tokens. Counting only
+    # kept tokens, 32 rounds decoded over 4,000 tokens for max_tokens=256.
+    reply = "Alpha beta gamma. " + " ".join(f"w{i}" for i in range(100))
+    generator = CountingGenerator(lambda prompt: reply, confidence=0.1)
+    answer = Answerer(generator, NewPassageEachTime()).answer(
+        "q?", flare=FlareOptions(max_rounds=32, max_tokens=256, lookahead_tokens=64, query_mode=query_mode))
+    assert 256 - 64 < generator.generated <= 256
+    assert answer.completion_tokens == generator.generated
+    assert answer.finish_reason == "length"  # said so: the budget, not the model, ended it
+    assert answer.text.startswith("Alpha beta gamma.") and "regenerate" in {g.kind for g in answer.generations}
+
+
+def test_a_reasoning_answer_keeps_back_its_closing_sentence_within_the_budget():
+    def script(prompt):
+        closing = isinstance(prompt, list) and prompt[-1]["content"].endswith("So the answer is")
+        return " X." if closing else " Alpha beta gamma. " + " ".join(f"w{i}" for i in range(100))
+
+    generator = CountingGenerator(script, confidence=0.1)
+    answer = Answerer(generator, NewPassageEachTime(), options=AnswerOptions(style="reasoning")).answer(
+        "q?", flare=FlareOptions(max_rounds=32, max_tokens=200))
+    assert 200 - 64 < generator.generated <= 200 and answer.final == "X"
 
 
 def test_a_sentence_of_only_guesses_falls_back_to_the_question():

@@ -107,6 +107,23 @@ def test_flare_answer_records_rounds_and_reuses_the_prompt_prefix(model_api):
 
 
 @pytest.mark.slow
+def test_the_requests_max_tokens_bounds_every_token_flare_generates(model_api):
+    # theta 1.0: every sentence is unsure, so each round decodes a look-ahead and, when its retrieval adds
+    # passages, a regeneration; up to 8 rounds of 2 x 32 tokens used to be decoded for max_tokens 40
+    flare = {"theta": 1.0, "max_rounds": 8, "lookahead_tokens": 32, "accept": "always"}
+    r = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 2, "flare": flare,
+                                           "max_tokens": 40})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    generated = sum(g["completion_tokens"] for g in body["generations"])
+    assert body["answer"] and generated == body["usage"]["completion_tokens"] <= 40
+    assert body["finish_reason"] in ("stop", "length")
+    defaults = model_api.post("/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 2,
+                                                  "flare": True, "max_tokens": 16})
+    assert defaults.status_code == 200 and defaults.json()["usage"]["completion_tokens"] <= 16
+
+
+@pytest.mark.slow
 def test_streamed_answer_sends_events_then_the_answer(model_api):
     events = []
     with model_api.stream("POST", "/v1/answer", json={"question": QUESTION, "collection": "docs", "k": 2,

@@ -51,11 +51,7 @@ def _answerer(body: AnswerRequest, request: Request, store: Any, on_event: Any =
     pipeline.check(options)
     info = store.get_collection(body.collection)  # 404 before any model work
     check_answerable(body.collection, info.num_chunks)
-    flare = None
-    if body.flare is True:
-        flare = FlareOptions()
-    elif isinstance(body.flare, FlareBody):
-        flare = FlareOptions(**body.flare.model_dump())
+    flare = _flare_options(body)
 
     def retrieve(query: str) -> tuple[list[Hit], dict[str, float]]:
         result = pipeline.retrieve(body.collection, query, options)
@@ -65,6 +61,18 @@ def _answerer(body: AnswerRequest, request: Request, store: Any, on_event: Any =
                         options=AnswerOptions(max_tokens=body.max_tokens, context_tokens=body.context_tokens,
                                               style=body.style))
     return answerer, flare
+
+
+def _flare_options(body: AnswerRequest) -> FlareOptions | None:
+    """FLARE's options; the request's max_tokens bounds all its calls unless the flare object sets its own."""
+    if body.flare is True:
+        return FlareOptions(max_tokens=body.max_tokens)
+    if isinstance(body.flare, FlareBody):
+        fields = body.flare.model_dump()
+        if "max_tokens" not in body.flare.model_fields_set:
+            fields["max_tokens"] = body.max_tokens
+        return FlareOptions(**fields)
+    return None
 
 
 @router.post("/answer", response_model=AnswerResponse, openapi_extra=requires("read"),
