@@ -45,6 +45,8 @@ class ServingBenchConfig:
     """ragsvc's admission order (EngineConfig.prefill_order): "arrival" or "shortest"."""
     small_gemm: bool = True
     """ragsvc's few-token bf16 linears on the small GEMM where its plan picks it (EngineConfig.small_gemm)."""
+    wide_gemm: bool = True
+    """ragsvc's many-token bf16 linears widened to fp32 where its plan picks it (EngineConfig.wide_gemm)."""
     split_steps: bool = True
     """ragsvc's steps of 32+ tokens as two halves on two threads (EngineConfig.split_steps)."""
     arrival_rate: float | None = None

@@ -144,7 +144,8 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
                               kv_cache_bytes=cfg.kv_cache_bytes, max_num_seqs=cfg.max_num_seqs,
                               max_num_batched_tokens=cfg.max_num_batched_tokens,
                               max_prefill_tokens=cfg.max_prefill_tokens, prefill_order=cfg.prefill_order,
-                              small_gemm=cfg.small_gemm, split_steps=cfg.split_steps)
+                              small_gemm=cfg.small_gemm, wide_gemm=cfg.wide_gemm,
+                              split_steps=cfg.split_steps)
     dtype = str(resolve_dtype(engine_cfg, resolve_device(engine_cfg))).removeprefix("torch.")
     engine = LLMEngine.from_config(engine_cfg)
     warmup = make_workload(engine.tokenizer, num_requests=4, prompt_tokens=(50, 100), output_tokens=(8, 8),

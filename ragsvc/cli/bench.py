@@ -118,6 +118,8 @@ def serving_command(
     prefix_trials: Annotated[int, typer.Option(help="ragsvc: cold/warm shared-prefix TTFT pairs (0 skips)")] = 3,
     small_gemm: Annotated[bool, typer.Option(help="ragsvc: few-token bf16 linears on the small GEMM where its "
                                                   "per-CPU plan measured it faster")] = True,
+    wide_gemm: Annotated[bool, typer.Option(help="ragsvc: many-token bf16 linears multiplied in fp32 where the "
+                                                 "per-CPU plan measured it faster")] = True,
     split_steps: Annotated[bool, typer.Option(help="ragsvc: steps of 32+ tokens as two halves of their sequences, "
                                                    "each on its own thread")] = True,
 ) -> None:
@@ -136,7 +138,7 @@ def serving_command(
             threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
             omp_wait=omp_wait, log_dir=str(json_out.parent), max_prefill_tokens=max_prefill_tokens,
             prefill_order=prefill_order, arrival_rate=arrival_rate, cache_dir=cache_dir, prefix_trials=prefix_trials,
-            small_gemm=small_gemm, split_steps=split_steps,
+            small_gemm=small_gemm, wide_gemm=wide_gemm, split_steps=split_steps,
         )
     except ValueError as exc:
         raise fail(exc) from exc

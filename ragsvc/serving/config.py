@@ -60,6 +60,11 @@ class EngineConfig:
     """On CPU with AVX512-BF16 and `cpu_kernels`, bf16 linears of a few tokens (decode steps) take cpu_gemm_bf16's
     kernel where the per-CPU plan (cpu_gemm_plan.py, measured once per CPU) found it faster than oneDNN. It keeps
     a second copy of those weights in the kernel's layout; False = oneDNN for every call."""
+    wide_gemm: bool = True
+    """On CPU, bf16 linears of many tokens (prompt chunks) widen weight and activations to fp32 for the GEMM where
+    the per-CPU plan (cpu_wide_gemm.py, measured once per CPU) found the CPU's bf16 GEMM slower than its fp32 one
+    (a Xeon without AMX; never on Zen 4). It keeps those linears' plain bf16 weights beside oneDNN's packed copy;
+    False = oneDNN bf16 for every call."""
     split_steps: bool = True
     """On CPU with two or more torch threads, a step of many tokens (prompt chunks, or the decodes of a full batch)
     runs as two halves of its sequences, each on its own thread with half the OpenMP threads (model_runner.py,

@@ -132,6 +132,7 @@ class LLMEngine:
             block_size=config.block_size,
             cpu_kernels=config.cpu_kernels,
             small_gemm=config.small_gemm,
+            wide_gemm=config.wide_gemm,
             split_policy=SplitPolicy() if config.split_steps else None,
         )
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name

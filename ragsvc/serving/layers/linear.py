@@ -7,7 +7,9 @@ fp32 is our exactness path against HF.
 
 Few-token calls (decode steps) may instead take cpu_gemm_bf16's kernel, where the per-CPU plan
 (cpu_gemm_plan.py) measured it faster for that shape and token count: `use_small_gemm` hands each packed linear
-the kernel, its own copy of the weight in the kernel's layout, and its row of the plan.
+the kernel, its own copy of the weight in the kernel's layout, and its row of the plan. Many-token calls (prompt
+chunks) may instead widen to fp32 (cpu_wide_gemm.py) where that plan measured the CPU's bf16 GEMM slower than
+its fp32 one: `use_wide_gemm` keeps those linears' plain weights to widen from.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 from ragsvc.serving.layers import cpu_gemm_bf16
 from ragsvc.serving.layers.cpu_gemm_plan import ONEDNN, GemmPlan
+from ragsvc.serving.layers.cpu_wide_gemm import WidePlan, widened_linear
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +41,16 @@ class PackedLinear(nn.Module):
         self.small: tuple[ctypes.CDLL, cpu_gemm_bf16.PackedWeight, GemmPlan] | None = None
         """cpu_gemm_bf16's kernel, this weight in its layout and the plan, when the plan picks it for some token
         counts of this shape (`use_small_gemm`); None: oneDNN for every call."""
+        self.wide_from: dict[int, int] = {}
+        """threads -> the token count from which a call on that many threads widens to fp32 (`use_wide_gemm`);
+        empty: never (the plain weight is then dropped by `use_small_gemm`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (tokens, in) -> (tokens, out)
+        if self.wide_from and x.dim() == 2 and self.weight is not None:
+            start = self.wide_from.get(torch.get_num_threads())
+            if start is not None and x.shape[0] >= start:
+                return widened_linear(x, self.weight, self.bias)
         if self.small is not None and x.dim() == 2:
             lib, weight, plan = self.small
             threads = plan.choice(self.in_features, self.out_features, x.shape[0])
@@ -51,7 +61,8 @@ class PackedLinear(nn.Module):
 
 def use_small_gemm(model: nn.Module, lib: ctypes.CDLL | None, plan: GemmPlan | None) -> int:
     """Give the bias-free packed linears of `model` the small-GEMM kernel where `plan` picks it for their shape
-    (None: oneDNN for all), once: each then drops its plain weight; returns how many took the kernel.
+    (None: oneDNN for all), once: each then drops its plain weight unless it widens (`use_wide_gemm`); returns
+    how many took the kernel.
 
     The kernel's copies of the weights share one buffer: hundreds of megabytes in separate tensors of a few
     megabytes each would sit in glibc's heap for good, and the heap then handed a prompt step's freed
@@ -60,7 +71,9 @@ def use_small_gemm(model: nn.Module, lib: ctypes.CDLL | None, plan: GemmPlan | N
     for module in model.modules():
         if not isinstance(module, PackedLinear):
             continue
-        weight, module.weight = module.weight, None
+        weight = module.weight
+        if not module.wide_from:
+            module.weight = None
         if lib is None or plan is None or module.bias is not None or weight is None:
             continue
         if plan.uses_kernel(module.in_features, module.out_features):
@@ -74,11 +87,24 @@ def use_small_gemm(model: nn.Module, lib: ctypes.CDLL | None, plan: GemmPlan | N
     return len(chosen)
 
 
-def packed_shapes(model: nn.Module) -> list[tuple[int, int]]:
-    """(in, out) of the model's bias-free packed linears: the shapes a small-GEMM plan is measured for."""
+def use_wide_gemm(model: nn.Module, plan: WidePlan | None) -> int:
+    """Let the packed linears of `model` widen many-token calls to fp32 where `plan` found it faster for their
+    shape (None: never); call before `use_small_gemm`, which keeps the plain weights of those. Returns how many
+    linears widen for some thread count."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, PackedLinear):
+            module.wide_from = {} if plan is None else plan.start(module.in_features, module.out_features)
+            count += bool(module.wide_from)
+    return count
+
+
+def packed_shapes(model: nn.Module, *, with_bias: bool = False) -> list[tuple[int, int]]:
+    """(in, out) of the model's bias-free packed linears (the shapes a small-GEMM plan is measured for), or of all
+    of them with `with_bias` (a wide-GEMM plan's)."""
     shapes: set[tuple[int, int]] = set()
     for m in model.modules():
-        if isinstance(m, PackedLinear) and m.bias is None:
+        if isinstance(m, PackedLinear) and (with_bias or m.bias is None):
             shapes.add((m.in_features, m.out_features))
     return sorted(shapes)
 

@@ -27,7 +27,8 @@ from ragsvc.serving.layers import cpu_fused, cpu_gemm_bf16, cpu_quant
 from ragsvc.serving.layers.attention import AttentionMetadata, paged_attention
 from ragsvc.serving.layers.cpu_gemm_plan import gemm_plan
 from ragsvc.serving.layers.cpu_tuning import quant_plan
-from ragsvc.serving.layers.linear import PackedLinear, packed_shapes, use_small_gemm
+from ragsvc.serving.layers.cpu_wide_gemm import wide_plan
+from ragsvc.serving.layers.linear import PackedLinear, packed_shapes, use_small_gemm, use_wide_gemm
 from ragsvc.serving.layers.norm import RMSNorm
 from ragsvc.serving.layers.quant_linear import QuantLinear, quantise_linears, use_quant_kernels
 from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary
@@ -220,15 +221,17 @@ class LlamaForCausalLM(nn.Module):
         x = x[logit_rows] + residual[logit_rows]  # only the rows we sample from reach lm_head
         return self.lm_head(self.norm(x))  # (n, vocab)
 
-    def use_cpu_kernels(self, kernels: ctypes.CDLL | None, *, small_gemm: bool = False) -> None:
+    def use_cpu_kernels(self, kernels: ctypes.CDLL | None, *, small_gemm: bool = False,
+                        wide_gemm: bool = False) -> None:
         """Route RMSNorm, rotary and SiLU-and-multiply through the fused CPU kernels, quantised linears through
-        theirs with the blocking measured for this CPU, and with `small_gemm` few-token bf16 linears through the
-        small GEMM where its plan measured it faster (None: plain torch and oneDNN for all). Called once, at
-        load."""
+        theirs with the blocking measured for this CPU, with `small_gemm` few-token bf16 linears through the
+        small GEMM where its plan measured it faster (None: plain torch and oneDNN for all), and with `wide_gemm`
+        many-token bf16 linears through fp32 where that plan measured it faster. Called once, at load."""
         for module in self.modules():
             if isinstance(module, (RMSNorm, Attention, MLP)):
                 module.kernels = kernels
         if any(isinstance(m, PackedLinear) for m in self.modules()):
+            use_wide_gemm(self, wide_plan(packed_shapes(self, with_bias=True)) if wide_gemm else None)
             gemm = cpu_gemm_bf16.load() if kernels is not None and small_gemm else None
             use_small_gemm(self, gemm, gemm_plan(gemm, packed_shapes(self)) if gemm is not None else None)
         if any(isinstance(m, QuantLinear) for m in self.modules()):
