@@ -99,10 +99,14 @@ def measure_shape(in_features: int, out_features: int, *, threads: int) -> list[
                 if 2 * m * in_features * out_features > MAX_MEASURED_FLOP:
                     break
                 x = torch.randn(m, in_features, generator=g).to(torch.bfloat16)
-                rows.append([
-                    _median_us(lambda x=x: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")),
-                    _median_us(lambda x=x: widened_linear(x, weight, None)),
-                ])
+
+                def onednn(x: torch.Tensor = x) -> object:
+                    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+                def widened(x: torch.Tensor = x) -> object:
+                    return widened_linear(x, weight, None)
+
+                rows.append([_median_us(onednn), _median_us(widened)])
     finally:
         torch.set_num_threads(before)
     return rows

@@ -50,7 +50,8 @@ class PackedLinear(nn.Module):
         if self.wide_from and x.dim() == 2 and self.weight is not None:
             start = self.wide_from.get(torch.get_num_threads())
             if start is not None and x.shape[0] >= start:
-                return widened_linear(x, self.weight, self.bias)
+                bias = self.bias
+                return widened_linear(x, self.weight, bias if isinstance(bias, torch.Tensor) else None)
         if self.small is not None and x.dim() == 2:
             lib, weight, plan = self.small
             threads = plan.choice(self.in_features, self.out_features, x.shape[0])
