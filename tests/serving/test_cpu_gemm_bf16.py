@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ragsvc.serving.layers import cpu_gemm_bf16, cpu_gemm_plan
-from ragsvc.serving.layers.cpu_gemm_plan import ONEDNN, TOKENS, GemmPlan, pick
+from ragsvc.serving.layers.cpu_gemm_plan import ONEDNN, TOKENS, GemmPlan, pick, pick_fma
 from ragsvc.serving.layers.linear import PackedLinear, can_pack, packed_shapes, use_small_gemm
 from tests.serving.kernel_closeness import assert_close_to_largest
 
@@ -31,9 +31,10 @@ def _bf16(*shape: int, seed: int) -> torch.Tensor:
 # odd K (a padded pair), N not a multiple of 16 or of a 64-output tile, token counts off the 6-row block
 @pytest.mark.parametrize("m,k,n", [(1, 7, 5), (5, 33, 17), (13, 64, 100), (6, 576, 97), (7, 130, 64), (19, 96, 80)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_kernel_matches_its_reference_order_exactly(lib, m, k, n, threads) -> None:
+@pytest.mark.parametrize("fma", [False, True], ids=["dpbf16", "fma"])
+def test_kernel_matches_its_reference_order_exactly(lib, m, k, n, threads, fma) -> None:
     x, w = _bf16(m, k, seed=m), _bf16(n, k, seed=n)
-    got = cpu_gemm_bf16.linear(lib, x, cpu_gemm_bf16.pack(lib, w), threads=threads)
+    got = cpu_gemm_bf16.linear(lib, x, cpu_gemm_bf16.pack(lib, w), threads=threads, fma=fma)
     assert got.shape == (m, n) and got.dtype == torch.bfloat16
     assert torch.equal(got, cpu_gemm_bf16.reference_linear(x, w))
     assert_close_to_largest(got, F.linear(x, w), torch.bfloat16)
@@ -77,6 +78,8 @@ def test_pick_keeps_onednn_on_ties_and_takes_the_faster() -> None:
     assert pick([10.0, 10.0], 2) == ONEDNN
     assert pick([10.0, 12.0], 2) == ONEDNN
     assert pick([10.0, 6.0], 4) == 4
+    assert pick([10.0, 12.0, 9.0], 2) == 2  # the FMA form alone beat oneDNN
+    assert not pick_fma([10.0, 6.0]) and not pick_fma([10.0, 6.0, 6.0]) and pick_fma([10.0, 6.0, 5.0])
 
 
 def test_plan_choice_takes_the_bucket_at_or_above_and_onednn_past_the_last() -> None:
@@ -84,6 +87,10 @@ def test_plan_choice_takes_the_bucket_at_or_above_and_onednn_past_the_last() -> 
     assert [plan.choice(64, 32, m) for m in (1, 2, 8, 9, 16, 17, 32, 64, 65)] == [1, 1, 1, 2, 2, 0, 0, 2, 0]
     assert plan.choice(64, 33, 1) == ONEDNN  # a shape the plan never measured
     assert plan.uses_kernel(64, 32) and not plan.uses_kernel(64, 33)
+    assert plan.kernel(64, 32, 8) == (1, False)  # a plan without FMA choices: vdpbf16ps
+    mixed = GemmPlan(threads={"64x32": [1, 1, 2, 0, 2]}, us={}, fma={"64x32": [False, True, True, False, True]})
+    assert [mixed.kernel(64, 32, m) for m in (1, 8, 16, 64, 65)] == [(1, False), (1, True), (2, True), (2, True),
+                                                                     (ONEDNN, False)]
 
 
 def test_plan_is_measured_once_then_read_back(lib, tmp_path, monkeypatch) -> None:
@@ -99,7 +106,8 @@ def test_plan_is_measured_once_then_read_back(lib, tmp_path, monkeypatch) -> Non
     monkeypatch.setattr(cpu_gemm_plan, "TOKENS", (1, 8))
     first = cpu_gemm_plan.gemm_plan(lib, [(32, 16), (32, 16)])
     assert measured == [(32, 16)]
-    assert len(first.us["32x16"]) == 2 and all(len(row) == 2 and min(row) > 0 for row in first.us["32x16"])
+    assert len(first.us["32x16"]) == 2 and all(len(row) == 3 and min(row) > 0 for row in first.us["32x16"])
+    assert first.fma["32x16"] == [row[2] < row[1] for row in first.us["32x16"]]
     [cached] = list((tmp_path / "ragsvc" / "kernels").glob("gemm-plan-*.json"))
     assert json.loads(cached.read_text())["threads"] == first.threads
     assert cpu_gemm_plan.gemm_plan(lib, [(32, 16)]) == first and measured == [(32, 16)]
@@ -140,9 +148,12 @@ def test_without_the_kernel_every_call_stays_on_onednn() -> None:
 
 
 @pytest.mark.skipif(not can_pack(torch.bfloat16, torch.device("cpu")), reason="no oneDNN bf16 packing here")
-def test_engine_with_the_small_gemm_tracks_fp32_hf_and_frees_no_block_twice(lib, tiny_llama, monkeypatch) -> None:
-    """A bf16 engine whose plan sends every decode-sized call to the kernel: logits within bf16 rounding of HF's
-    fp32 logits (the bar of the oneDNN bf16 path), every block back at the end; small_gemm=False keeps oneDNN."""
+@pytest.mark.parametrize("fma", [False, True], ids=["dpbf16", "fma"])
+def test_engine_with_the_small_gemm_tracks_fp32_hf_and_frees_no_block_twice(lib, tiny_llama, monkeypatch,
+                                                                             fma) -> None:
+    """A bf16 engine whose plan sends every decode-sized call to the kernel (in either form): logits within bf16
+    rounding of HF's fp32 logits (the bar of the oneDNN bf16 path), every block back at the end; small_gemm=False
+    keeps oneDNN."""
     from ragsvc.serving.config import EngineConfig
     from ragsvc.serving.engine import LLMEngine
     from ragsvc.serving.models import llama
@@ -151,7 +162,9 @@ def test_engine_with_the_small_gemm_tracks_fp32_hf_and_frees_no_block_twice(lib,
     folder, hf_model = tiny_llama
 
     def always(_lib, shapes):
-        return GemmPlan(threads={cpu_gemm_plan.shape_key(k, n): [2] * len(TOKENS) for k, n in shapes}, us={})
+        keys = [cpu_gemm_plan.shape_key(k, n) for k, n in shapes]
+        return GemmPlan(threads={key: [2] * len(TOKENS) for key in keys}, us={},
+                        fma={key: [fma] * len(TOKENS) for key in keys})
 
     monkeypatch.setattr(llama, "gemm_plan", always)
     options = dict(model=str(folder), dtype="bfloat16", device="cpu", block_size=4, num_kv_blocks=64)

@@ -7,10 +7,17 @@
 // Per call: the output groups are cut into tiles of kGroups groups (64 outputs); each tile runs every token
 // through it kRows tokens at a time, so a tile's weights (at most a few hundred KB) come from memory once and
 // from L2 for the other token blocks. Sums are fp32 over the pairs in order, rounded to bf16 once at the end.
+//
+// Two ways to multiply a pair, same layout, same sums: `vdpbf16ps` on bf16 inputs, or (the `fma` entry points)
+// the pair's two features widened to fp32 in registers (the high half of each 32-bit lane is feature 2p + 1,
+// the low half shifted up is feature 2p) and two fp32 FMAs against fp32 inputs. A bf16 product is exact in
+// fp32, so both add the product of feature 2p + 1, then of 2p, rounding once per addition. Which is faster is
+// the CPU's business: Zen 4 runs `vdpbf16ps` at twice the fp32 FMA rate, a Xeon without AMX at about half.
 #include "cpu_prelude.h"
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <utility>
 
 namespace {
@@ -25,21 +32,8 @@ inline __m512i bcast_pair(const uint16_t* p) {
     return _mm512_set1_epi32(v);
 }
 
-// out[r][g * 16 + lane] for R tokens x G groups of one tile; x rows hold Kp (even) features.
 template <int R, int G>
-void tile(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t P, uint16_t* out, int64_t ldo, int64_t n0,
-          int64_t N) {
-    __m512 acc[R][G];
-    for (int r = 0; r < R; ++r)
-        for (int g = 0; g < G; ++g) acc[r][g] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < P; ++p) {
-        __m512bh wv[G];
-        for (int g = 0; g < G; ++g) wv[g] = (__m512bh)_mm512_loadu_si512(w + (g * P + p) * 32);
-        for (int r = 0; r < R; ++r) {
-            const __m512bh xv = (__m512bh)bcast_pair(x + r * ldx + 2 * p);
-            for (int g = 0; g < G; ++g) acc[r][g] = _mm512_dpbf16_ps(acc[r][g], xv, wv[g]);
-        }
-    }
+void store_tile(__m512 (&acc)[R][G], uint16_t* out, int64_t ldo, int64_t n0, int64_t N) {
     for (int r = 0; r < R; ++r)
         for (int g = 0; g < G; ++g) {
             const int64_t n = n0 + 16 * g;
@@ -54,16 +48,70 @@ void tile(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t P, uint16_t
         }
 }
 
-using Tile = void (*)(const uint16_t*, int64_t, const uint16_t*, int64_t, uint16_t*, int64_t, int64_t, int64_t);
-template <int R, size_t... G>
-constexpr std::array<Tile, sizeof...(G)> tile_row(std::index_sequence<G...>) { return {&tile<R, G + 1>...}; }
-template <size_t... R>
-constexpr std::array<std::array<Tile, kGroups>, kRows> tile_table(std::index_sequence<R...>) {
-    return {tile_row<R + 1>(std::make_index_sequence<kGroups>{})...};
+// out[r][g * 16 + lane] for R tokens x G groups of one tile; x rows hold Kp (even) bf16 features.
+template <int R, int G>
+void tile(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t P, uint16_t* out, int64_t ldo, int64_t n0,
+          int64_t N) {
+    __m512 acc[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int g = 0; g < G; ++g) acc[r][g] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < P; ++p) {
+        __m512bh wv[G];
+        for (int g = 0; g < G; ++g) wv[g] = (__m512bh)_mm512_loadu_si512(w + (g * P + p) * 32);
+        for (int r = 0; r < R; ++r) {
+            const __m512bh xv = (__m512bh)bcast_pair(x + r * ldx + 2 * p);
+            for (int g = 0; g < G; ++g) acc[r][g] = _mm512_dpbf16_ps(acc[r][g], xv, wv[g]);
+        }
+    }
+    store_tile(acc, out, ldo, n0, N);
 }
-const auto TILES = tile_table(std::make_index_sequence<kRows>{});  // [rows - 1][groups - 1]
 
-void gemm(const uint16_t* x, int64_t M, int64_t Kp, const uint16_t* w, int64_t N, uint16_t* out, int64_t threads) {
+// The same tile with fp32 FMAs: x rows hold Kp (even) fp32 features. The weights are read twice from L1
+// (once per feature of the pair) so that R x G accumulators, G widened weights and a broadcast fit the 32
+// registers.
+template <int R, int G>
+void tile_fma(const float* x, int64_t ldx, const uint16_t* w, int64_t P, uint16_t* out, int64_t ldo, int64_t n0,
+              int64_t N) {
+    const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
+    __m512 acc[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int g = 0; g < G; ++g) acc[r][g] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < P; ++p) {
+        __m512 wf[G];
+        for (int g = 0; g < G; ++g)
+            wf[g] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(w + (g * P + p) * 32), high));
+        for (int r = 0; r < R; ++r) {
+            const __m512 xv = _mm512_set1_ps(x[r * ldx + 2 * p + 1]);
+            for (int g = 0; g < G; ++g) acc[r][g] = _mm512_fmadd_ps(xv, wf[g], acc[r][g]);
+        }
+        for (int g = 0; g < G; ++g)
+            wf[g] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(w + (g * P + p) * 32), 16));
+        for (int r = 0; r < R; ++r) {
+            const __m512 xv = _mm512_set1_ps(x[r * ldx + 2 * p]);
+            for (int g = 0; g < G; ++g) acc[r][g] = _mm512_fmadd_ps(xv, wf[g], acc[r][g]);
+        }
+    }
+    store_tile(acc, out, ldo, n0, N);
+}
+
+template <typename X>
+using Tile = void (*)(const X*, int64_t, const uint16_t*, int64_t, uint16_t*, int64_t, int64_t, int64_t);
+template <typename X, int R, size_t... G>
+constexpr std::array<Tile<X>, sizeof...(G)> tile_row(std::index_sequence<G...>) {
+    if constexpr (std::is_same_v<X, float>) return {&tile_fma<R, G + 1>...};
+    else return {&tile<R, G + 1>...};
+}
+template <typename X, size_t... R>
+constexpr std::array<std::array<Tile<X>, kGroups>, kRows> tile_table(std::index_sequence<R...>) {
+    return {tile_row<X, R + 1>(std::make_index_sequence<kGroups>{})...};
+}
+// [rows - 1][groups - 1]
+const auto TILES = tile_table<uint16_t>(std::make_index_sequence<kRows>{});
+const auto TILES_FMA = tile_table<float>(std::make_index_sequence<kRows>{});
+
+template <typename X>
+void gemm(const X* x, int64_t M, int64_t Kp, const uint16_t* w, int64_t N, uint16_t* out, int64_t threads,
+          const std::array<std::array<Tile<X>, kGroups>, kRows>& tiles_of) {
     const int64_t P = Kp / 2, groups = (N + 15) / 16, tiles = (groups + kGroups - 1) / kGroups;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t t = 0; t < tiles; ++t) {
@@ -71,7 +119,7 @@ void gemm(const uint16_t* x, int64_t M, int64_t Kp, const uint16_t* w, int64_t N
         const uint16_t* wt = w + g0 * P * 32;
         for (int64_t m0 = 0; m0 < M; m0 += kRows) {
             const int64_t r = std::min<int64_t>(kRows, M - m0);
-            TILES[r - 1][g - 1](x + m0 * Kp, Kp, wt, P, out + m0 * N, N, 16 * g0, N);
+            tiles_of[r - 1][g - 1](x + m0 * Kp, Kp, wt, P, out + m0 * N, N, 16 * g0, N);
         }
     }
 }
@@ -106,7 +154,17 @@ void gemm_bf16_pack(const uint16_t* w, int64_t N, int64_t K, uint16_t* wp) {
 void gemm_bf16(const uint16_t* x, int64_t M, int64_t Kp, const uint16_t* wp, int64_t N, uint16_t* out,
                int64_t threads) {
 #if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512BW__)
-    gemm(x, M, Kp, wp, N, out, threads);
+    gemm(x, M, Kp, wp, N, out, threads, TILES);
+#else
+    (void)x; (void)M; (void)Kp; (void)wp; (void)N; (void)out; (void)threads;
+#endif
+}
+
+// The same product with fp32 FMAs: x rows of Kp (even) fp32 features (bf16 values widened, zero past K).
+void gemm_bf16_fma(const float* x, int64_t M, int64_t Kp, const uint16_t* wp, int64_t N, uint16_t* out,
+                   int64_t threads) {
+#if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512BW__)
+    gemm(x, M, Kp, wp, N, out, threads, TILES_FMA);
 #else
     (void)x; (void)M; (void)Kp; (void)wp; (void)N; (void)out; (void)threads;
 #endif

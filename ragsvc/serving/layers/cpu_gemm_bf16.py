@@ -31,6 +31,7 @@ _SIGNATURES: dict[str, list[Any]] = {
     "gemm_bf16_available": [_P],
     "gemm_bf16_pack": [_P, _I, _I, _P],
     "gemm_bf16": [_P, _I, _I, _P, _I, _P, _I],
+    "gemm_bf16_fma": [_P, _I, _I, _P, _I, _P, _I],
 }
 
 
@@ -71,8 +72,9 @@ def pack(lib: ctypes.CDLL, weight: torch.Tensor, out: torch.Tensor | None = None
     return PackedWeight(n, k, data)
 
 
-def linear(lib: ctypes.CDLL, x: torch.Tensor, pw: PackedWeight, *, threads: int) -> torch.Tensor:
-    """x: (tokens, in) bf16 -> (tokens, out) bf16 on `threads` threads (1: the calling thread only)."""
+def linear(lib: ctypes.CDLL, x: torch.Tensor, pw: PackedWeight, *, threads: int, fma: bool = False) -> torch.Tensor:
+    """x: (tokens, in) bf16 -> (tokens, out) bf16 on `threads` threads (1: the calling thread only); `fma`: with
+    fp32 FMAs on weights widened in registers instead of `vdpbf16ps` (same sums, see cpu_gemm_bf16.cpp)."""
     if x.dtype != torch.bfloat16 or x.dim() != 2 or x.device.type != "cpu":
         raise ValueError(f"the bf16 GEMM takes a 2-d bf16 CPU input, not {x.dtype} {tuple(x.shape)}")
     m, k = x.shape
@@ -81,9 +83,12 @@ def linear(lib: ctypes.CDLL, x: torch.Tensor, pw: PackedWeight, *, threads: int)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     x = F.pad(x, (0, 1)) if k % 2 else x.contiguous()  # the kernel reads features in pairs
+    if fma:
+        x = x.float()  # (tokens, Kp) widened once here rather than per weight group in the kernel
     out = torch.empty((m, pw.out_features), dtype=torch.bfloat16)  # (tokens, out)
     if m:
-        lib.gemm_bf16(x.data_ptr(), m, x.shape[1], pw.data.data_ptr(), pw.out_features, out.data_ptr(), threads)
+        entry = lib.gemm_bf16_fma if fma else lib.gemm_bf16
+        entry(x.data_ptr(), m, x.shape[1], pw.data.data_ptr(), pw.out_features, out.data_ptr(), threads)
     return out
 
 

@@ -47,16 +47,16 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (tokens, in) -> (tokens, out)
+        if self.small is not None and x.dim() == 2:
+            lib, weight, plan = self.small
+            threads, fma = plan.kernel(self.in_features, self.out_features, x.shape[0])
+            if threads != ONEDNN:  # never more than this thread's own (a half of a split step runs on fewer)
+                return cpu_gemm_bf16.linear(lib, x, weight, threads=min(threads, torch.get_num_threads()), fma=fma)
         if self.wide_from and x.dim() == 2 and self.weight is not None:
             start = self.wide_from.get(torch.get_num_threads())
             if start is not None and x.shape[0] >= start:
                 bias = self.bias
                 return widened_linear(x, self.weight, bias if isinstance(bias, torch.Tensor) else None)
-        if self.small is not None and x.dim() == 2:
-            lib, weight, plan = self.small
-            threads = plan.choice(self.in_features, self.out_features, x.shape[0])
-            if threads != ONEDNN:  # never more than this thread's own (a half of a split step runs on fewer)
-                return cpu_gemm_bf16.linear(lib, x, weight, threads=min(threads, torch.get_num_threads()))
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
