@@ -14,6 +14,7 @@
     ├── RateLimited (429)             the key's (or address's) token bucket is empty; retry after `retry_after_s`
     ├── NotReady (503)                indexes still loading, model still warming up
     ├── UpstreamError (502)           the model server failed or answered with something unusable
+    │   ├── UpstreamRefused (502)     it refused our key or model name: the operator's settings, not the request
     │   └── UpstreamTimeout (504)     the model server did not answer in time
     └── IndexCorrupt (500)            a derived index failed to load (it is rebuilt from the store) or its
                                       library refused an add or search on it (rebuild it from the store)
@@ -103,6 +104,13 @@ class NotReady(RagsvcError):
 class UpstreamError(RagsvcError):
     status_code = 502
     code = "upstream_error"
+
+
+class UpstreamRefused(UpstreamError):
+    """The model server refused ragsvc's own credentials or model name (its 401, 403 or 404). The user's request
+    is fine, so it is no 4xx of theirs; the message names the setting the operator must fix."""
+
+    code = "upstream_refused"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -5,7 +5,9 @@ endpoint's shape. Connection failures (server starting, restarting) are retried 
 is not, since the request may still be running there. Errors come back as ragsvc errors that carry the
 server's own message, with the status a gateway gives:
 
-- 404 -> NotFound; other 4xx -> InvalidInput (the request itself is wrong; retrying will not help)
+- 401 / 403 (our key) and 404 (our model name or base URL) -> UpstreamRefused, a 502: these are the settings
+  ragsvc was started with, not the user's request, so a user must not be told their request was wrong
+- other 4xx -> InvalidInput (the request itself is wrong, e.g. too long for the context; retrying will not help)
 - 503 -> NotReady (the server is up but still loading its model; retry later)
 - 504, or no answer within the read timeout -> UpstreamTimeout
 - other 5xx, an error event mid-stream, or no connection after the retries -> UpstreamError
@@ -21,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from ragsvc.errors import InvalidInput, NotFound, NotReady, UpstreamError, UpstreamTimeout
+from ragsvc.errors import InvalidInput, NotReady, UpstreamError, UpstreamRefused, UpstreamTimeout
 from ragsvc.llm.chat import continues_reply
 from ragsvc.llm.generator import (
     GenerateOptions,
@@ -49,12 +51,24 @@ def _server_message(response: httpx.Response) -> str:
     return str(err)
 
 
-def raise_for_status(response: httpx.Response, url: str) -> None:
+KEY_SETTING = "RAGSVC_GENERATOR__API_KEY"
+MODEL_SETTING = "RAGSVC_GENERATOR__MODEL"
+URL_SETTING = "RAGSVC_GENERATOR__URL"
+
+
+def raise_for_status(response: httpx.Response, url: str, *, model: str | None = None) -> None:
     if response.status_code < 400:
         return
     message = _server_message(response)
+    if response.status_code in (401, 403):
+        raise UpstreamRefused(
+            f"the model server at {url} refused ragsvc's API key ({response.status_code}: {message}); set the key "
+            f"it accepts in {KEY_SETTING} (for ragsvc serve-model, one made with `ragsvc keys create`)")
     if response.status_code == 404:
-        raise NotFound(f"{url}: {message}")
+        served = f"serves no model {model!r} or " if model else ""
+        raise UpstreamRefused(
+            f"the model server at {url} answered 404 ({message}): it {served}has no such route; set "
+            f"{MODEL_SETTING} to a model its /v1/models lists, and check that {URL_SETTING} ends in /v1")
     if response.status_code < 500:
         raise InvalidInput(f"the model server refused the request ({response.status_code}): {message}")
     if response.status_code == 503:
@@ -118,7 +132,8 @@ class OpenAIGenerator:
         if self._model is None:
             models = self._send("GET", "/models").json().get("data") or []
             if not models:
-                raise NotFound(f"the server at {self.base_url} lists no models; pass model= explicitly")
+                raise UpstreamRefused(f"the model server at {self.base_url} lists no models; set {MODEL_SETTING} "
+                                      "to the model it serves")
             self._model = str(models[0]["id"])
         return self._model
 
@@ -162,7 +177,7 @@ class OpenAIGenerator:
                                     "the model server may have stopped") from err
 
         response = self._retrying(attempt)
-        raise_for_status(response, f"{self.base_url}{path}")
+        raise_for_status(response, f"{self.base_url}{path}", model=(body or {}).get("model"))
         return response
 
     # --- requests -----------------------------------------------------------------------------------------
@@ -242,7 +257,7 @@ class OpenAIGenerator:
         if response.status_code >= 400:
             response.read()
             response.close()
-            raise_for_status(response, f"{self.base_url}{path}")
+            raise_for_status(response, f"{self.base_url}{path}", model=body.get("model"))
         return response
 
     def _chunks(self, response: httpx.Response, *, chat: bool) -> Iterator[GenerationChunk]:

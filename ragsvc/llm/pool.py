@@ -5,7 +5,9 @@ the one that has served fewest), so a batch from `generate_many` spreads over th
 batches its share. A server that cannot be reached, refuses with 503, fails with a 5xx or drops the
 connection is marked down for `cooldown_s` and the call is retried on another; after the cooldown it is
 tried again, and at once if every healthy server has already failed that call. Not retried: a read timeout
-(the request may still be running there and would run twice) and 4xx answers (the request itself is wrong).
+(the request may still be running there and would run twice), 4xx answers (the request itself is wrong),
+and a refused key or model name (UpstreamRefused: every server was given the same settings, and the pool's
+"no server answered" would hide which one to fix).
 A stream fails over only before its first chunk; after that the client has text from one server, and a
 break surfaces as UpstreamError. Every Generation and chunk names the server that wrote it (`server`), and
 `stats()` shows each server's load and health.
@@ -21,7 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ragsvc.errors import InvalidInput, NotReady, UpstreamError, UpstreamTimeout
+from ragsvc.errors import InvalidInput, NotReady, UpstreamError, UpstreamRefused, UpstreamTimeout
 from ragsvc.llm.generator import (
     Generation,
     GenerationChunk,
@@ -188,8 +190,9 @@ class PooledGenerator:
 
     def _failed(self, pick: int, tried: set[int], exc: Exception) -> None:
         """Mark a server down after a failure worth retrying elsewhere; re-raise the ones that are not."""
-        self._release(pick, ok=False, down=not isinstance(exc, UpstreamTimeout))
-        if isinstance(exc, UpstreamTimeout):
+        final = isinstance(exc, (UpstreamTimeout, UpstreamRefused))  # see the module docstring
+        self._release(pick, ok=False, down=not final)
+        if final:
             raise exc
         tried.add(pick)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from ragsvc.errors import InvalidInput, NotFound, NotReady, RagsvcError, UpstreamError, UpstreamTimeout
+from ragsvc.errors import InvalidInput, NotReady, RagsvcError, UpstreamError, UpstreamRefused, UpstreamTimeout
 from ragsvc.llm.openai_client import OpenAIGenerator
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -25,7 +25,8 @@ def _status(code: int) -> Handler:
     return lambda request: httpx.Response(code, json={"error": {"message": f"status {code} from the server"}})
 
 
-@pytest.mark.parametrize("code, error", [(400, InvalidInput), (404, NotFound), (422, InvalidInput),
+@pytest.mark.parametrize("code, error", [(400, InvalidInput), (401, UpstreamRefused), (403, UpstreamRefused),
+                                         (404, UpstreamRefused), (422, InvalidInput),
                                          (500, UpstreamError), (502, UpstreamError), (503, NotReady),
                                          (504, UpstreamTimeout)])
 def test_http_statuses_map_to_the_gateway_errors(code: int, error: type[RagsvcError]) -> None:
@@ -35,6 +36,15 @@ def test_http_statuses_map_to_the_gateway_errors(code: int, error: type[RagsvcEr
         with pytest.raises(error, match=f"status {code} from the server") as streamed:
             list(gen.stream("hi", max_tokens=2))
     assert type(plain.value) is error and type(streamed.value) is error
+
+
+@pytest.mark.parametrize("code, setting", [(401, "RAGSVC_GENERATOR__API_KEY"), (404, "RAGSVC_GENERATOR__MODEL")])
+def test_a_refused_key_or_model_is_a_bad_gateway_naming_the_setting(code: int, setting: str) -> None:
+    # the server refused ragsvc's own settings: a 502 for the user, and the operator is told what to change
+    with _generator(_status(code)) as gen, pytest.raises(UpstreamRefused) as refused:
+        gen.generate("hi", max_tokens=2)
+    assert refused.value.status_code == 502 and setting in refused.value.message
+    assert code != 404 or "'m'" in refused.value.message  # the model name it was sent
 
 
 def test_a_read_timeout_is_an_upstream_timeout() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ragsvc.errors import InvalidInput, NotFound, UpstreamError
+from ragsvc.errors import InvalidInput, UpstreamError, UpstreamRefused
 from ragsvc.llm.openai_client import OpenAIGenerator
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def test_completion_logprobs_and_stream(remote):
 def test_server_errors_become_ragsvc_errors(remote, server_url):
     with pytest.raises(InvalidInput, match="1024"):
         remote.generate("word " * 1100, max_tokens=4)
-    with OpenAIGenerator(f"{server_url}/v1", model="nope") as wrong, pytest.raises(NotFound, match="nope"):
+    with OpenAIGenerator(f"{server_url}/v1", model="nope") as wrong, pytest.raises(UpstreamRefused, match="nope"):
         wrong.generate("hi", max_tokens=2)
 
 
