@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from ragsvc.api.answer_schemas import HydeBody
 from ragsvc.index.spec import IndexSpec
@@ -67,6 +68,13 @@ class DocumentIn(_Strict):
     @classmethod
     def _path_safe(cls, value: str | None) -> str | None:
         return None if value is None else check_document_id(value)
+
+    @field_validator("text")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if not value.strip():  # refused here, so the 400 names the field (body.documents.N.text)
+            raise PydanticCustomError("empty_text", "empty or only whitespace; every document needs some text")
+        return value
 
 
 class DocumentsCreate(_Strict):

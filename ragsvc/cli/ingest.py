@@ -116,10 +116,10 @@ def _run(store: VectorStore, collection: str, files: list[Path], *, total: int, 
         progress = IngestProgress(collection, total=total)
         stack.callback(progress.close)
         entries = (e for f in files for e in read_entries(f, max_document_chars=max_document_chars))
-        batches = batch_entries(entries, batch_size=batch_size, on_error=on_error, on_skip=progress.unreadable)
+        batches = batch_entries(entries, batch_size=batch_size, on_error=on_error, on_skip=progress.skip)
         report = ingest_pipelined(store, collection, batches, on_error=on_error, embed=embed,
                                   on_commit=progress.acknowledged, on_failure=progress.failed)
-    for line in summary(report, progress.skipped):
+    for line in summary(report, progress.skipped, progress.no_text):
         typer.echo(line, err=True)
 
 

@@ -1,4 +1,5 @@
-"""What `ragsvc ingest` shows while it runs and when it ends: documents/s, chunks/s, ETA, what was skipped.
+"""What `ragsvc ingest` shows while it runs and when it ends: documents/s, chunks/s, ETA, what was skipped
+(files with no text counted apart from entries that could not be read, since only the latter need fixing).
 
 The bar counts entries (documents, and lines or files that could not be read) against the total counted
 before the load starts, so its rate is documents/s and its ETA is honest; chunks/s and how many documents
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ragsvc.retrieval.bulk_ingest import BatchAcknowledged, BatchFailed, BulkReport
-from ragsvc.store.files import Unreadable
+from ragsvc.store.files import NoText, Unreadable
 
 MAX_LISTED = 50
 """Skipped entries named one per line at the end; past this, a count."""
@@ -29,6 +31,8 @@ class IngestProgress:
         self.num_chunks = 0
         self.num_stored_already = 0
         self.skipped: list[str] = []
+        self.no_text: list[str] = []
+        """Files with no text, by path."""
 
     def acknowledged(self, ack: BatchAcknowledged) -> None:
         with self._lock:
@@ -39,9 +43,12 @@ class IngestProgress:
                                   stored_already=self.num_stored_already, skipped=len(self.skipped), refresh=False)
             self._bar.update(ack.num_documents)
 
-    def unreadable(self, entry: Unreadable) -> None:
+    def skip(self, entry: Unreadable | NoText) -> None:
         with self._lock:
-            self.skipped.append(str(entry))
+            if isinstance(entry, NoText):
+                self.no_text.append(entry.where)
+            else:
+                self.skipped.append(str(entry))
             self._bar.update(1)
 
     def failed(self, batch: BatchFailed) -> None:
@@ -54,13 +61,20 @@ class IngestProgress:
         self._bar.close()
 
 
-def summary(report: BulkReport, skipped: list[str]) -> list[str]:
-    """The closing lines: this run's counts and rates, then each skipped entry (at most MAX_LISTED)."""
+def summary(report: BulkReport, skipped: Sequence[str], no_text: Sequence[str] = ()) -> list[str]:
+    """The closing lines: this run's counts and rates, then the files with no text and each skipped entry (at
+    most MAX_LISTED of each)."""
     seconds = max(report.seconds, 1e-9)
     lines = [f"this run: {report.num_documents} documents acknowledged ({report.num_written} written, "
              f"{report.num_documents - report.num_written} already stored), {report.num_chunks} chunks in "
              f"{report.seconds:.1f} s ({report.num_written / seconds:.1f} docs/s, "
              f"{report.num_chunks / seconds:.1f} chunks/s, {report.num_commits} transactions)"]
+    if no_text:
+        lines.append(f"skipped {len(no_text)} file(s) with no text (empty or only whitespace), nothing stored "
+                     "from them:")
+        lines += [f"  {path}" for path in no_text[:MAX_LISTED]]
+        if len(no_text) > MAX_LISTED:
+            lines.append(f"  ... and {len(no_text) - MAX_LISTED} more")
     if skipped:
         lines.append(f"skipped {len(skipped)}:")
         lines += [f"  {s}" for s in skipped[:MAX_LISTED]]

@@ -38,7 +38,7 @@ import numpy as np
 
 from ragsvc.errors import InvalidInput, RagsvcError
 from ragsvc.retrieval.ingest import PreparedBatch, document_id
-from ragsvc.store.files import Unreadable
+from ragsvc.store.files import Entry, NoText, Unreadable
 from ragsvc.types import DocumentInput
 
 if TYPE_CHECKING:
@@ -234,16 +234,20 @@ def _drain(prepared: queue.Queue[object]) -> None:
             return
 
 
-def batch_entries(entries: Iterable[DocumentInput | Unreadable], *, batch_size: int, on_error: OnError,
-                  on_skip: Callable[[Unreadable], None]) -> Iterator[list[DocumentInput]]:
+def batch_entries(entries: Iterable[Entry], *, batch_size: int, on_error: OnError,
+                  on_skip: Callable[[Unreadable | NoText], None]) -> Iterator[list[DocumentInput]]:
     """Documents into batches of at most `batch_size`; an unreadable entry goes to `on_skip` (`skip`) or stops
-    the load with InvalidInput naming it (`stop`). A document id already in the batch starts a new batch, so
+    the load with InvalidInput naming it (`stop`). A file with no text goes to `on_skip` whatever `on_error`
+    says: there is nothing in it to fix or to store. A document id already in the batch starts a new batch, so
     a corpus that repeats an id stores its last version instead of refusing the batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     batch: list[DocumentInput] = []
     ids: set[str] = set()
     for entry in entries:
+        if isinstance(entry, NoText):
+            on_skip(entry)
+            continue
         if isinstance(entry, Unreadable):
             if on_error != "skip":
                 raise InvalidInput(f"{entry} (pass --on-error skip to skip it and go on)")

@@ -1,7 +1,9 @@
 """Reading documents from disk for ingest: .txt, .md and .jsonl files, folders (recursive) and globs.
 
 A file or line that cannot become a document is named with the reason (`Unreadable`), so a bulk load can
-skip it and report it, or stop at it, as its user asked.
+skip it and report it, or stop at it, as its user asked. A file with no text at all (empty, or whitespace
+only) is `NoText`: there is nothing wrong to fix and nothing to store, so a load always skips it, but says so
+(a file read and silently dropped looks like one that was ingested).
 """
 
 from __future__ import annotations
@@ -52,26 +54,44 @@ class Unreadable:
         return f"{self.where}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class NoText:
+    """A file with no text: empty, or only whitespace (a .jsonl file: no line that is not blank)."""
+
+    where: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: the file has no text (empty or only whitespace); skipped"
+
+
+Entry = DocumentInput | Unreadable | NoText
+
+
 def read_documents(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[DocumentInput]:
     """One document per .txt/.md file (id = the path); one per line of a .jsonl file ({id?, text, metadata?}).
-    Raises InvalidInput naming the file or line at the first entry that cannot be read."""
+    Raises InvalidInput naming the file or line at the first entry that cannot be read; a file with no text
+    gives no document."""
     for entry in read_entries(path, max_document_chars=max_document_chars):
         if isinstance(entry, Unreadable):
             raise InvalidInput(str(entry))
-        yield entry
+        if isinstance(entry, DocumentInput):
+            yield entry
 
 
-def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS
-                 ) -> Iterator[DocumentInput | Unreadable]:
+def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[Entry]:
     """Like `read_documents`, but an entry that cannot be read is yielded as `Unreadable` and reading goes on
-    (a bad line of a .jsonl file costs that line only; an unreadable file, the file). A .jsonl file is read
-    line by line, so a large one is never held in memory whole."""
+    (a bad line of a .jsonl file costs that line only; an unreadable file, the file), and a file with no text
+    is yielded as `NoText`. A .jsonl file is read line by line, so a large one is never held in memory whole."""
     try:
         if path.suffix.lower() == ".jsonl":
+            found = False
             with path.open("rb") as lines:
                 for lineno, raw in enumerate(lines, start=1):
                     if raw.strip():
+                        found = True
                         yield _jsonl_entry(path, lineno, raw, max_document_chars)
+            if not found:
+                yield NoText(path.as_posix())
             return
         text = _decode(path.read_bytes(), path.as_posix())
     except OSError as exc:
@@ -85,6 +105,8 @@ def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS
     elif text.strip():
         yield DocumentInput(text=text, id=path.as_posix(), source=path.as_posix(),
                             metadata={"path": path.as_posix(), "type": path.suffix.lower().lstrip(".")})
+    else:
+        yield NoText(path.as_posix())
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +119,9 @@ class Scan:
 
 
 def scan_entries(files: list[Path], *, max_document_chars: int = MAX_DOCUMENT_CHARS, limit: int = 1000) -> Scan:
-    """Read every entry once without keeping it: the count for a progress bar's total, and every entry that
-    would be refused, so a load asked to stop at bad input can refuse it before writing anything."""
+    """Read every entry once without keeping it: the count for a progress bar's total (files with no text
+    included, as the bar advances for them too), and every entry that would be refused, so a load asked to stop
+    at bad input can refuse it before writing anything."""
     total = 0
     bad: list[Unreadable] = []
     num_bad = 0

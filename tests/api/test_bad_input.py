@@ -97,6 +97,15 @@ def test_a_valid_surrogate_pair_is_text_like_any_other(client):
     assert client.delete("/v1/collections/c/documents/e").status_code == 204
 
 
+@pytest.mark.parametrize("text", ["", " ", "\n\t  \r\n"])
+def test_a_document_with_no_text_gets_400_naming_the_field(client, text):
+    before = _count(client)
+    r = client.post("/v1/collections/c/documents", json={"documents": [{"id": "ok", "text": "fine"}, {"text": text}]})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("body.documents.1.text: empty or only whitespace; every document needs")
+    assert _count(client) == before  # the batch is refused whole
+
+
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_metadata_is_refused_not_stored_as_null(client, number):
     before = _count(client)

@@ -53,6 +53,24 @@ def test_on_error_stop_refuses_the_load_before_writing(tmp_path, mixed):
     assert bad.exit_code == 2 and "--workers" in bad.output
 
 
+@pytest.mark.parametrize("on_error", ["stop", "skip"])
+def test_files_with_no_text_are_named_as_skipped_not_dropped_silently(tmp_path, on_error):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "empty.txt").write_text("")
+    (folder / "blank.md").write_text("  \n\t\n")
+    (folder / "blank.jsonl").write_text("\n  \n")
+    (folder / "good.md").write_text("# Volcanoes\n\nLava and ash.")
+    result = runner.invoke(app, ["ingest", str(folder), "-c", "t", "--data-dir", str(tmp_path / "data"),
+                                 "--on-error", on_error])
+    assert result.exit_code == 0, result.output  # nothing to fix, so --on-error stop does not refuse the load
+    assert "skipped 3 file(s) with no text (empty or only whitespace)" in result.output
+    for name in ("empty.txt", "blank.md", "blank.jsonl"):
+        assert f"  {(folder / name).as_posix()}\n" in result.output
+    assert "t: 1 documents, 1 chunks (4 files read)" in result.output
+    assert "skipped 3:" not in result.output  # not listed as unreadable
+
+
 def _corpus(path, n):
     with path.open("w") as out:
         for i in range(n):
