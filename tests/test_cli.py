@@ -129,7 +129,7 @@ def test_serve_model_takes_the_model_settings_and_reports_bad_values(monkeypatch
     def never(*args, **kwargs):
         raise AssertionError("serve-model started a server with a config it should have refused")
 
-    monkeypatch.setattr(uvicorn, "run", never)
+    monkeypatch.setattr(uvicorn.Server, "run", never)
     result = runner.invoke(app, ["serve-model", "--dtype", "float64"])
     assert result.exit_code == 2 and "dtype 'float64' is not supported" in result.output
     monkeypatch.setenv("RAGSVC_MODEL__DEVICE", "tpu")

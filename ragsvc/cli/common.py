@@ -26,16 +26,31 @@ EXIT_USAGE = 2
 
 def settings(data_dir: Path | None = None, **api: Any) -> Settings:
     """The settings from the environment, with this command's `--data-dir` and API flags (None = unset) on top."""
+    from pydantic import ValidationError
+
     from ragsvc.config import ApiSettings, Settings
 
-    base = Settings()
-    updates: dict[str, Any] = {}
-    if data_dir is not None:
-        updates["store"] = base.store.model_copy(update={"data_dir": data_dir})
-    given = {k: v for k, v in api.items() if v is not None}
-    if given:
-        updates["api"] = ApiSettings(**{**base.api.model_dump(), **given})
-    return base.model_copy(update=updates)
+    try:
+        base = Settings()
+        updates: dict[str, Any] = {}
+        if data_dir is not None:
+            updates["store"] = base.store.model_copy(update={"data_dir": data_dir})
+        given = {k: v for k, v in api.items() if v is not None}
+        if given:
+            updates["api"] = ApiSettings(**{**base.api.model_dump(), **given})
+        return base.model_copy(update=updates)
+    except ValidationError as exc:  # a flag or RAGSVC_* value out of range: one line, not pydantic's traceback
+        raise fail(_describe_settings_error(exc, section="api" if exc.title == "ApiSettings" else None)) from exc
+
+
+def _describe_settings_error(exc: Any, *, section: str | None) -> str:
+    """The first problem of a settings ValidationError, naming the flag (API flags) and the variable to fix."""
+    err = exc.errors()[0]
+    loc = [str(part) for part in err.get("loc", ())]
+    path = [section, *loc] if section else loc
+    variable = "RAGSVC_" + "__".join(part.upper() for part in path)
+    flag = f"the --{loc[-1].replace('_', '-')} option or " if section else ""
+    return f"{'.'.join(path)}: {err.get('msg', 'invalid')} (got {err.get('input')!r}); fix {flag}{variable}"
 
 
 def open_store(data_dir: Path | None) -> VectorStore:

@@ -17,6 +17,7 @@ from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, settings
 from ragsvc.cli.ingest import ingest_sample
 
 if TYPE_CHECKING:
+    from ragsvc.api.app import Extension
     from ragsvc.config import Settings
 
 app = typer.Typer()
@@ -72,9 +73,8 @@ def serve(
 
     GET /health answers 200 once indexes are loaded.
     """
-    import uvicorn
-
     from ragsvc.api.app import create_app
+    from ragsvc.cli.server_start import bind, run
     from ragsvc.errors import RagsvcError
 
     config = settings(data_dir, host=host, port=port, insecure=insecure or None, allowed_hosts=allowed_host)
@@ -83,15 +83,31 @@ def serve(
     except RagsvcError as exc:
         raise fail(exc) from exc
     _refuse_open_exposure(config, key_count=lambda: _catalog_key_count(config), where="on this --data-dir")
-    extensions = []
+    sock = bind(config.api.host, config.api.port)  # before the model, the sample and the app's startup (seconds)
+    try:
+        extensions = _prepare(config, sample=sample, with_model=with_model)
+    except BaseException:
+        sock.close()
+        raise
+    run(lambda on_load_error: create_app(config, extensions=extensions, on_load_error=on_load_error), sock,
+        log_level="info", describe=lambda exc: f"cannot load the data folder {config.store.data_dir} ({exc}); fix "
+                                                 "or move what is in the way, or point --data-dir at another folder")
+
+
+def _prepare(config: Settings, *, sample: bool, with_model: bool) -> list[Extension]:
+    """What `serve` does before the server starts: check the model, set threads, load the sample, say where."""
+    extensions: list[Extension] = []
     if with_model:
         from ragsvc.api.model_app import model_extension
+        from ragsvc.cli.server_start import check_model
         from ragsvc.serving.config import EngineConfig
 
         try:
-            extensions.append(model_extension(EngineConfig.from_settings(config)))
+            engine_config = EngineConfig.from_settings(config)
         except ValueError as exc:
             raise fail(exc) from exc
+        check_model(engine_config)
+        extensions.append(model_extension(engine_config))
     else:  # a hosted model sets its own threads (RAGSVC_MODEL__NUM_THREADS) and shares them with the embedder
         from ragsvc.retrieval.embed_batcher import lanes_for, limit_model_threads, threads_per_lane
 
@@ -108,8 +124,7 @@ def serve(
     if with_model:
         typer.echo(f"  curl -s {base}/v1/answer -H 'content-type: application/json' -d '{{\"question\": \"how does "
                    f"paged attention save memory?\", \"collection\": \"{SAMPLE_COLLECTION}\"}}'")
-    uvicorn.run(create_app(config, extensions=extensions), host=config.api.host, port=config.api.port,
-                log_level="info")
+    return extensions
 
 
 @app.command()
@@ -167,9 +182,8 @@ def serve_model(
     allowed_host: AllowedHost = None,
 ) -> None:
     """Serve /v1/models, /v1/completions and /v1/chat/completions (any OpenAI client works against it)."""
-    import uvicorn
-
     from ragsvc.api.model_app import create_model_app, model_keys_file
+    from ragsvc.cli.server_start import bind, check_model, run
     from ragsvc.serving.config import EngineConfig
     from ragsvc.store.keys import read_keys_file
 
@@ -189,5 +203,11 @@ def serve_model(
         )
     except ValueError as exc:
         raise fail(exc) from exc
+    sock = bind(host, port)  # before the model loads (30 s and more): a port in use is found at once
+    try:
+        check_model(config)
+    except BaseException:
+        sock.close()
+        raise
     typer.echo(f"loading {config.model} ... then serving on http://{host}:{port}/v1")
-    uvicorn.run(create_model_app(config, settings=edge), host=host, port=port, log_level=log_level)
+    run(lambda on_load_error: create_model_app(config, settings=edge), sock, log_level=log_level)

@@ -1,15 +1,23 @@
-"""`ragsvc serve` refuses a data folder it cannot use with one line and exit status 2, before uvicorn starts
-(a failure inside the app's startup would print a traceback instead)."""
+"""`ragsvc serve` and `ragsvc serve-model` refuse what they cannot use with one line and exit status 2, at once:
+a data folder (before uvicorn starts; a failure inside the app's startup would print a traceback instead), a
+port another process listens on (before the model loads, which took 30 s and more), a model that does not
+exist (a traceback from the lifespan before), and a data folder whose store cannot load (the server used to
+stay up answering 503 to everything, which at a terminal looks like a server that works)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ragsvc.cli import app
+from tests.api.conftest import free_port
 
 runner = CliRunner()
 HOLD = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
@@ -34,3 +42,64 @@ def test_a_data_dir_that_is_a_file_is_refused_in_one_line(tmp_path: Path) -> Non
     for command in (["serve", "--port", "1"], ["collections", "list"]):
         result = runner.invoke(app, [*command, "--data-dir", str(tmp_path / "data")])
         assert result.exit_code == 2 and "--data-dir" in result.output, (command, result.output)
+
+
+@pytest.fixture()
+def taken_port() -> Iterator[int]:
+    """A port another socket listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_a_port_out_of_range_is_one_line_not_a_validation_traceback(tmp_path: Path) -> None:
+    for command in (["serve"], ["serve-model"]):
+        result = runner.invoke(app, [*command, "--port", "0", "--data-dir", str(tmp_path / "data")])
+        assert result.exit_code == 2, result.output
+        assert "api.port: Input should be greater than or equal to 1 (got 0); fix the --port option" in \
+            _one_error_line(result.output)
+
+
+def _one_error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    return errors[0]
+
+
+@pytest.mark.parametrize("command", [["serve"], ["serve-model"], ["serve", "--with-model"]])
+def test_a_port_in_use_is_refused_before_anything_loads(tmp_path: Path, taken_port: int, command: list[str]) -> None:
+    from unittest import mock
+
+    # nothing slow may run first: not the model (serve-model loaded it for 30 s before uvicorn found the port)
+    loaded = AssertionError("the model was looked for or loaded")
+    with mock.patch("ragsvc.serving.loader.resolve_model_dir", side_effect=loaded), \
+            mock.patch("ragsvc.serving.engine.LLMEngine.from_config", side_effect=loaded):
+        result = runner.invoke(app, [*command, "--port", str(taken_port), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert f"cannot listen on 127.0.0.1:{taken_port}" in line and "pass --port" in line
+
+
+@pytest.mark.parametrize("command", [["serve-model", "--model", "/no/such/model"], ["serve", "--with-model"]])
+def test_a_model_that_does_not_exist_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
+                           env={"RAGSVC_MODEL__MODEL": "/no/such/model.gguf"})
+    assert result.exit_code == 2, result.output
+    assert "/no/such/model" in _one_error_line(result.output) and "ragsvc never downloads models" in result.output
+
+
+@pytest.mark.slow
+def test_a_store_that_cannot_load_stops_serve_instead_of_serving_503s(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    created = runner.invoke(app, ["collections", "create", "c", "--data-dir", str(data)])
+    assert created.exit_code == 0, created.output
+    (data / "indexes").write_text("a file where the index folder goes")
+    command = [sys.executable, "-c", "from ragsvc.cli import main; main()", "serve", "--port", str(free_port()),
+               "--data-dir", str(data)]
+    # bounded: the old server stayed up; TimeoutExpired fails the test
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2, done.stderr
+    line = _one_error_line(done.stdout + done.stderr)
+    assert f"cannot load the data folder {data}" in line and "Not a directory" in line
