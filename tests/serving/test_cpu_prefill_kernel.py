@@ -50,10 +50,11 @@ def _inputs(n_q: int, n_k: int, heads: int, kv_heads: int, dim: int, seed: int):
         (50, 181, 8, 2, 128),  # group of 4, head_dim 128, behind context
     ],
 )
-def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim) -> None:
+@pytest.mark.parametrize("fma", [False, True], ids=["dpbf16", "fma"])
+def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim, fma) -> None:
     q, k, v = _inputs(n_q, n_k, heads, kv_heads, dim, seed=n_q + n_k)
     out = torch.empty(n_q, heads, dim, dtype=torch.bfloat16)
-    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=dim**-0.5)
+    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=dim**-0.5, fma=fma)
     ref = _reference(q, k, v, dim**-0.5)
     # one bf16 rounding of the output, plus P rounded to bf16 before P.V (as torch's bf16 flash kernel does)
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=1e-2)
@@ -74,11 +75,12 @@ def test_writes_only_its_rows_of_a_shared_output(lib) -> None:
     torch.testing.assert_close(shared[6:26].float(), _reference(q, k, v, 0.125), atol=2e-2, rtol=1e-2)
 
 
-def test_large_scores_do_not_overflow(lib) -> None:
+@pytest.mark.parametrize("fma", [False, True], ids=["dpbf16", "fma"])
+def test_large_scores_do_not_overflow(lib, fma) -> None:
     q, k, v = _inputs(40, 90, 9, 3, 64, seed=6)
     q = q * 100  # scores in the hundreds: the softmax must subtract the max first
     out = torch.empty(40, 9, 64, dtype=torch.bfloat16)
-    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=0.125)
+    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=0.125, fma=fma)
     assert torch.isfinite(out.float()).all()
     torch.testing.assert_close(out.float(), _reference(q, k, v, 0.125), atol=3e-2, rtol=1e-2)
 
@@ -109,9 +111,12 @@ def tiny_llama_d64(tmp_path_factory):
     return folder, model
 
 
-def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, monkeypatch) -> None:
+@pytest.mark.parametrize("fma", [False, True], ids=["dpbf16", "fma"])
+def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, monkeypatch, fma) -> None:
     """bf16 engine with chunked prefill (chunks behind context) and a shared prefix: every prefill chunk goes
-    through the kernel, and every step's logits stay within bf16 rounding of HF's fp32 model."""
+    through the kernel (in the form the per-CPU choice is made to give), and every step's logits stay within bf16
+    rounding of HF's fp32 model."""
+    from ragsvc.serving import model_runner
     from ragsvc.serving.config import EngineConfig
     from ragsvc.serving.engine import LLMEngine
     from ragsvc.serving.layers import attention
@@ -122,11 +127,12 @@ def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, m
     calls: list[tuple[int, int]] = []
     real = cpu_prefill_attention.prefill_attention
 
-    def spy(lib_, q, k, v, out, *, scale):
-        calls.append((q.shape[0], k.shape[0]))
-        return real(lib_, q, k, v, out, scale=scale)
+    def spy(lib_, q, k, v, out, *, scale, fma):
+        calls.append((q.shape[0], k.shape[0], fma))
+        return real(lib_, q, k, v, out, scale=scale, fma=fma)
 
     monkeypatch.setattr(attention.cpu_prefill_attention, "prefill_attention", spy)
+    monkeypatch.setattr(model_runner.cpu_prefill_attention, "fma_faster", lambda *a, **kw: fma)
     engine = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="bfloat16", block_size=4, num_kv_blocks=256,
                                                 max_num_batched_tokens=16))
     assert engine.runner.prefill_kernel is lib
@@ -135,7 +141,8 @@ def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, m
     first, _ = _run_collecting_logits(engine, [shared + [5, 6, 7], torch.randint(3, 500, (41,), generator=g).tolist()],
                                       max_tokens=3)
     second, cached = _run_collecting_logits(engine, [shared + [9, 10]], max_tokens=3, tag="s")
-    assert any(n_k > n_q for n_q, n_k in calls)  # chunks behind context went through the kernel too
+    assert any(n_k > n_q for n_q, n_k, _ in calls)  # chunks behind context went through the kernel too
+    assert {form for _, _, form in calls} == {fma}
     assert cached["s0"] > 0  # and a chunk behind a reused prefix
     worst = 0.0
     for steps in [*first.values(), *second.values()]:
@@ -144,3 +151,24 @@ def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, m
                 ref = hf_model(torch.tensor([context])).logits[0, -1]
             worst = max(worst, float((ours - ref).abs().max() / ref.abs().max()))
     assert worst < 0.05  # bf16 rounding, not a wrong kernel
+
+
+def test_the_faster_form_is_measured_once_per_cpu_and_shape(lib, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cpu_prefill_attention, "PROBE_TOKENS", 64)
+    timed = []
+    real = cpu_prefill_attention._time_forms
+
+    def counting(*args, **kwargs):
+        timed.append(kwargs)
+        ms = real(*args, **kwargs)
+        timed[-1]["ms"] = ms
+        return ms
+
+    monkeypatch.setattr(cpu_prefill_attention, "_time_forms", counting)
+    first = cpu_prefill_attention.fma_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64)
+    assert len(timed) == 1 and first == (timed[0]["ms"][1] < timed[0]["ms"][0])
+    assert cpu_prefill_attention.fma_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64) == first
+    assert len(timed) == 1  # read back, not measured again
+    cpu_prefill_attention.fma_faster(lib, num_heads=4, num_kv_heads=4, head_dim=128)
+    assert len(timed) == 2  # another head shape is its own question

@@ -6,6 +6,11 @@
 // 2. the query rows (token, query head) of each kv head are cut into blocks of 4 rows; per block: scores
 //    against the keys its causal limit allows (4 rows x 64 keys in 16 registers), softmax in fp32, then P.V
 //    with P rounded to bf16 (as torch's flash kernel does for bf16) and fp32 accumulators, written out once.
+//
+// The `fma` form multiplies the same packed K and V with fp32 FMAs instead: each packed pair is widened in
+// registers (the high half of a 32-bit lane is its odd member, the low half shifted up its even one), the
+// block's query rows are widened once, and P stays fp32. A Xeon without AMX runs `vdpbf16ps` at about half its
+// fp32 FMA rate, Zen 4 at twice; which form runs is measured per CPU (cpu_prefill_attention.py).
 #include "cpu_prelude.h"
 
 namespace {
@@ -72,6 +77,60 @@ void block_scores(const uint16_t* const* rows, const uint16_t* kp, int64_t n_key
     }
 }
 
+// block_scores with fp32 FMAs: qf holds the 4 rows widened to fp32 (kRows x D).
+void block_scores_fma(const float* qf, const uint16_t* kp, int64_t n_keys, int64_t D, float* scores,
+                      int64_t ld) {
+    const int64_t P = D / 2;
+    const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
+    for (int64_t k0 = 0; k0 < n_keys; k0 += kKeys) {
+        __m512 acc[kRows][4];
+        for (int r = 0; r < kRows; ++r)
+            for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+        const uint16_t* base = kp + (k0 / 16) * P * 32;
+        for (int64_t p = 0; p < P; ++p) {
+            __m512 kf[4];
+            for (int c = 0; c < 4; ++c)
+                kf[c] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(base + (c * P + p) * 32), high));
+            for (int r = 0; r < kRows; ++r) {
+                const __m512 q = _mm512_set1_ps(qf[r * D + 2 * p + 1]);
+                for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_fmadd_ps(q, kf[c], acc[r][c]);
+            }
+            for (int c = 0; c < 4; ++c)
+                kf[c] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(base + (c * P + p) * 32), 16));
+            for (int r = 0; r < kRows; ++r) {
+                const __m512 q = _mm512_set1_ps(qf[r * D + 2 * p]);
+                for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_fmadd_ps(q, kf[c], acc[r][c]);
+            }
+        }
+        for (int r = 0; r < kRows; ++r)
+            for (int c = 0; c < 4; ++c) _mm512_storeu_ps(scores + r * ld + k0 + 16 * c, acc[r][c]);
+    }
+}
+
+// block_values with fp32 FMAs and fp32 P (p rows of ld floats).
+template <int R, int NV>
+void block_values_fma(const float* p, int64_t ld, const uint16_t* vp, int64_t n_pairs, __m512 (*acc)[NV]) {
+    const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
+    for (int r = 0; r < R; ++r)
+        for (int n = 0; n < NV; ++n) acc[r][n] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n_pairs; ++j) {
+        const uint16_t* vj = vp + j * NV * 32;
+        __m512 vf[NV];
+        for (int n = 0; n < NV; ++n)
+            vf[n] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(vj + 32 * n), high));  // key 2j + 1
+        for (int r = 0; r < R; ++r) {
+            const __m512 w = _mm512_set1_ps(p[r * ld + 2 * j + 1]);
+            for (int n = 0; n < NV; ++n) acc[r][n] = _mm512_fmadd_ps(w, vf[n], acc[r][n]);
+        }
+        for (int n = 0; n < NV; ++n)
+            vf[n] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(vj + 32 * n), 16));  // key 2j
+        for (int r = 0; r < R; ++r) {
+            const __m512 w = _mm512_set1_ps(p[r * ld + 2 * j]);
+            for (int n = 0; n < NV; ++n) acc[r][n] = _mm512_fmadd_ps(w, vf[n], acc[r][n]);
+        }
+    }
+}
+
 // out_r = sum_j p[r][j] v[j] over key pairs [0, n_pairs), NV vectors of 16 dims per row, R rows at a time.
 template <int R, int NV>
 void block_values(const uint16_t* p, int64_t ld, const uint16_t* vp, int64_t n_pairs, __m512 (*acc)[NV]) {
@@ -87,7 +146,7 @@ void block_values(const uint16_t* p, int64_t ld, const uint16_t* vp, int64_t n_p
     }
 }
 
-template <int NV>
+template <int NV, bool Fma>
 void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_stride, const uint16_t* v,
              int64_t v_stride, uint16_t* out, int64_t out_stride, int64_t n_q, int64_t n_k, int64_t H, int64_t KVH,
              float scale) {
@@ -104,7 +163,8 @@ void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_s
             else pack_v(v + (h - KVH) * D, v_stride, n_k, n_pad, D, vp.data() + (h - KVH) * n_pad * D);
         }
         std::vector<float> scores(kRows * n_pad);
-        std::vector<uint16_t> probs(kRows * n_pad);
+        std::vector<uint16_t> probs(Fma ? 0 : kRows * n_pad);
+        alignas(64) float qf[kRows * D];
         // Later blocks see more keys: hand them out first so the threads finish together.
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < KVH * blocks_per_head; ++item) {
@@ -121,12 +181,18 @@ void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_s
                 max_limit = limit[r] > max_limit ? limit[r] : max_limit;
             }
             const int64_t n_keys = (max_limit + kKeys - 1) / kKeys * kKeys;
-            block_scores(rows, kp.data() + h * n_pad * D, n_keys, D, scores.data(), n_pad);
+            if constexpr (Fma) {
+                for (int64_t r = 0; r < kRows; ++r)
+                    for (int64_t d = 0; d < D; ++d) qf[r * D + d] = load(rows[r][d]);
+                block_scores_fma(qf, kp.data() + h * n_pad * D, n_keys, D, scores.data(), n_pad);
+            } else {
+                block_scores(rows, kp.data() + h * n_pad * D, n_keys, D, scores.data(), n_pad);
+            }
             float inv[kRows];
             const __m512 sc = _mm512_set1_ps(scale);
             for (int64_t r = 0; r < kRows; ++r) {
                 float* s = scores.data() + r * n_pad;
-                uint16_t* pr = probs.data() + r * n_pad;
+                uint16_t* pr = Fma ? nullptr : probs.data() + r * n_pad;
                 __m512 mx = _mm512_set1_ps(-INFINITY);
                 for (int64_t t = 0; t < limit[r]; t += 16) {
                     const int64_t left = limit[r] - t;
@@ -142,7 +208,8 @@ void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_s
                     const __m512 x = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t), mv), sc);
                     const __m512 e = _mm512_maskz_mov_ps(m, exp16_nonpositive(x));
                     sum = _mm512_add_ps(sum, e);
-                    store16(pr + t, e);
+                    if constexpr (Fma) _mm512_storeu_ps(s + t, e);  // P stays fp32, in place of its scores
+                    else store16(pr + t, e);
                 }
                 inv[r] = limit[r] > 0 ? 1.f / _mm512_reduce_add_ps(sum) : 0.f;
             }
@@ -151,7 +218,8 @@ void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_s
             constexpr int R = NV <= 4 ? 4 : 2;  // R x NV accumulators stay in registers
             for (int64_t r0 = 0; r0 < n_rows; r0 += R) {
                 __m512 acc[R][NV];
-                block_values<R, NV>(probs.data() + r0 * n_pad, n_pad, vh, n_pairs, acc);
+                if constexpr (Fma) block_values_fma<R, NV>(scores.data() + r0 * n_pad, n_pad, vh, n_pairs, acc);
+                else block_values<R, NV>(probs.data() + r0 * n_pad, n_pad, vh, n_pairs, acc);
                 for (int64_t r = r0; r < r0 + R && r < n_rows; ++r) {
                     const int64_t row = blk * kRows + r, tok = row / G, hq = h * G + row % G;
                     uint16_t* o = out + tok * out_stride + hq * D;
@@ -179,15 +247,22 @@ int64_t prefill_supported(int64_t D) {
 
 // Causal attention of n_q query tokens at positions [n_k - n_q, n_k) over keys [0, n_k), bf16 in and out.
 // q: (n_q, H, D), k and v: (n_k, KVH, D), out: (n_q, H, D); each with its own token stride, heads packed.
+// fma != 0: the fp32-FMA form (see the top of this file).
 void prefill_attention_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_stride,
                             const uint16_t* v, int64_t v_stride, uint16_t* out, int64_t out_stride, int64_t n_q,
-                            int64_t n_k, int64_t H, int64_t KVH, int64_t D, float scale) {
+                            int64_t n_k, int64_t H, int64_t KVH, int64_t D, float scale, int64_t fma) {
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
-    if (D == 64) prefill<4>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH, scale);
-    else if (D == 128) prefill<8>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH, scale);
+    if (D == 64 && fma) prefill<4, true>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH,
+                                         scale);
+    else if (D == 64) prefill<4, false>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH,
+                                        scale);
+    else if (D == 128 && fma) prefill<8, true>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H,
+                                               KVH, scale);
+    else if (D == 128) prefill<8, false>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH,
+                                         scale);
 #else
     (void)q; (void)q_stride; (void)k; (void)k_stride; (void)v; (void)v_stride; (void)out; (void)out_stride;
-    (void)n_q; (void)n_k; (void)H; (void)KVH; (void)D; (void)scale;
+    (void)n_q; (void)n_k; (void)H; (void)KVH; (void)D; (void)scale; (void)fma;
 #endif
 }
 }

@@ -11,18 +11,37 @@ CPUs without AVX512-BF16.
 
 Numerics: scores are exact products of bf16 pairs summed in fp32, softmax in fp32, P rounded to bf16 for the
 P.V products (as torch's flash kernel does in bf16), fp32 accumulation, one rounding of the output.
+
+The kernel has a second form for CPUs whose bf16 dot product is slow: the same packed K and V widened to fp32 in
+registers and multiplied with fp32 FMAs, P kept in fp32 (closer to the fp32 reference, not further). `fma_faster`
+times both once per CPU and head shape, on a chunk of `PROBE_TOKENS` tokens, and caches the answer like the GEMM
+plans; on this project's AMD EPYC (Zen 4) `vdpbf16ps` wins, on a Xeon without AMX the FMAs do.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import asdict
 
 import torch
 
+from ragsvc import native
 from ragsvc.serving.layers.cpu_build import load_library
+from ragsvc.serving.layers.cpu_tuning import cpu_info
 
-_ARGTYPES = [ctypes.c_void_p, ctypes.c_int64] * 4 + [ctypes.c_int64] * 5 + [ctypes.c_float]
+logger = logging.getLogger(__name__)
+
+_ARGTYPES = [ctypes.c_void_p, ctypes.c_int64] * 4 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int64]
+PROBE_TOKENS = 512
+"""Tokens of the chunk `fma_faster` times the two forms on (a fresh prompt: every row sees a different share of
+the keys, as in serving)."""
 
 
 @functools.cache
@@ -46,12 +65,14 @@ def _token_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def prefill_attention(
-    lib: ctypes.CDLL, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, *, scale: float
+    lib: ctypes.CDLL, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, *, scale: float,
+    fma: bool = False,
 ) -> None:
     """Causal attention of the chunk's queries, which sit at the last positions of the context, into `out`.
 
     q: (chunk, heads, head_dim); k, v: (context, kv_heads, head_dim), context >= chunk; out: (chunk, heads,
     head_dim), written in place. All bf16; token strides are free, heads must be packed (copied if not).
+    `fma`: the fp32-FMA form of the kernel (see the module docstring).
     """
     n_q, h, d = q.shape
     n_k, kvh = k.shape[0], k.shape[1]
@@ -62,5 +83,45 @@ def prefill_attention(
     q, k, v = _token_rows(q), _token_rows(k), _token_rows(v)
     lib.prefill_attention_bf16(
         q.data_ptr(), q.stride(0), k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0),
-        out.data_ptr(), out.stride(0), n_q, n_k, h, kvh, d, scale,
+        out.data_ptr(), out.stride(0), n_q, n_k, h, kvh, d, scale, int(fma),
     )
+
+
+def _time_forms(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim: int) -> list[float]:
+    """Median milliseconds of [vdpbf16ps form, FMA form] on one PROBE_TOKENS-token prompt."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(PROBE_TOKENS, num_heads, head_dim, generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(PROBE_TOKENS, num_kv_heads, head_dim, generator=g).to(torch.bfloat16) for _ in range(2))
+    out = torch.empty_like(q)
+    times = []
+    for fma in (False, True):
+        prefill_attention(lib, q, k, v, out, scale=head_dim**-0.5, fma=fma)
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            prefill_attention(lib, q, k, v, out, scale=head_dim**-0.5, fma=fma)
+            runs.append((time.perf_counter() - start) * 1e3)
+        times.append(round(statistics.median(runs), 3))
+    return times
+
+
+def fma_faster(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:
+    """Whether the kernel's FMA form beat its `vdpbf16ps` form on this CPU for this head shape: read from the
+    cache, or measured once (well under a second) and cached."""
+    shape = [num_heads, num_kv_heads, head_dim, torch.get_num_threads()]
+    source = native.read_source(__package__, "cpu_prefill_attention.cpp")
+    key = json.dumps([asdict(cpu_info()), source, shape, PROBE_TOKENS])
+    path = native.cache_dir() / f"prefill-form-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8"))["fma"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    ms = _time_forms(lib, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim)
+    fma = ms[1] < ms[0]
+    logger.info("prefill attention, %d-token prompt: %.2f ms with vdpbf16ps, %.2f ms with FMAs: %s", PROBE_TOKENS,
+                ms[0], ms[1], "FMAs" if fma else "vdpbf16ps")
+    os.makedirs(path.parent, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"fma": fma, "ms": ms}), encoding="utf-8")
+    os.replace(tmp, path)
+    return fma
