@@ -35,10 +35,13 @@ class RagsvcError(Exception):
     status_code: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, detail: object | None = None) -> None:
+    def __init__(self, message: str, *, detail: object | None = None, cli_message: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
+        self.cli_message = cli_message
+        """The message as a terminal should say it, where the fix is a command rather than an HTTP request
+        (`ragsvc collections create NAME`, not POST /v1/collections); None: `message` fits both."""
 
 
 class InvalidInput(RagsvcError):

@@ -74,5 +74,15 @@ def open_store(data_dir: Path | None) -> VectorStore:
 
 def fail(exc: Exception | str) -> typer.Exit:
     """Print `error: <what went wrong and what to do>` in red on stderr; raise the returned Exit (code 2)."""
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {cli_text(exc)}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=EXIT_USAGE)
+
+
+def cli_text(exc: Exception | str) -> str:
+    """An error as a terminal should say it: a ragsvc error's `cli_message` when it has one (the fix as a
+    command, where the API's message names an HTTP request), else the error's own text."""
+    from ragsvc.errors import RagsvcError
+
+    if isinstance(exc, RagsvcError) and exc.cli_message:
+        return exc.cli_message
+    return str(exc)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ragsvc.cli.common import EXIT_USAGE, settings
+from ragsvc.cli.common import EXIT_USAGE, cli_text, settings
 from ragsvc.cli.progress import tqdm_stages
 from ragsvc.errors import RagsvcError
 
@@ -95,7 +95,7 @@ def run_command(
             if hasattr(generator, "close"):
                 generator.close()
     except RagsvcError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
+        console.print(f"[red]error:[/red] {cli_text(exc)}")
         raise typer.Exit(EXIT_USAGE) from exc
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished configs are checkpointed; run again to resume")
@@ -132,7 +132,7 @@ def compare_command(
     try:
         rows, unmatched = compare_results(a, b)
     except RagsvcError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
+        console.print(f"[red]error:[/red] {cli_text(exc)}")
         raise typer.Exit(EXIT_USAGE) from exc
     table = Table("config", "metric", "A", "B", "Δ (B-A)", "p", "queries")
     for r in rows:

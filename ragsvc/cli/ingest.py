@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 
-from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, open_store, settings
+from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, cli_text, fail, open_store, settings
 from ragsvc.errors import InvalidInput, RagsvcError
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ def ingest(
         info = store.get_collection(collection)
         typer.echo(f"{collection}: {info.num_documents} documents, {info.num_chunks} chunks ({len(files)} files read)")
     except (RagsvcError, ValueError) as exc:
-        raise fail(f"{exc}. Batches acknowledged before this are stored; run the same command again to resume "
-                   "(stored documents are skipped)") from exc
+        raise fail(f"{cli_text(exc)}. Batches acknowledged before this are stored; run the same command again to "
+                   "resume (stored documents are skipped)") from exc
     except KeyboardInterrupt:
         typer.secho("interrupted: acknowledged batches are stored; run the same command again to resume",
                     fg=typer.colors.YELLOW, err=True)

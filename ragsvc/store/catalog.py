@@ -141,7 +141,9 @@ class Catalog:
             [name],
         )
         if not rows:
-            raise CollectionNotFound(f"collection {name!r} does not exist; create it with POST /v1/collections")
+            raise CollectionNotFound(
+                f"collection {name!r} does not exist; create it with POST /v1/collections",
+                cli_message=f"collection {name!r} does not exist; create it with `ragsvc collections create {name}`")
         record = _collection_from_row(rows[0])
         self._records.fill({name: record}, generation=generation)
         return record

@@ -88,7 +88,7 @@ def test_reingest_is_noop_and_delete_document(client, live_api):
          "unknown filter operator"),
         ("/v1/collections/papers/search", {"query": "x", "vector": [1.0]}, 400, "exactly one"),
         ("/v1/collections/papers/search", {"query": "x", "colour": "red"}, 400, "colour"),
-        ("/v1/collections/nope/search", {"query": "x"}, 404, "does not exist"),
+        ("/v1/collections/nope/search", {"query": "x"}, 404, "does not exist; create it with POST /v1/collections"),
         ("/v1/collections/papers/documents", {"documents": [{"text": "ok"}, {"text": ""}]}, 400,
          "body.documents.1.text: empty"),
         ("/v1/collections/papers/documents", {"documents": []}, 400, "empty"),
