@@ -37,7 +37,8 @@ class PackedLinear(nn.Module):
         self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
         self.weight: torch.Tensor | None = weight
-        """The (out, in) weight (shared with the model, no copy) until `use_small_gemm` has packed it or not."""
+        """The (out, in) weight (shared with the model, no copy): kept where calls widen to fp32 from it
+        (`use_wide_gemm`), else dropped once `use_small_gemm` has packed it or not."""
         self.small: tuple[ctypes.CDLL, cpu_gemm_bf16.PackedWeight, GemmPlan] | None = None
         """cpu_gemm_bf16's kernel, this weight in its layout and the plan, when the plan picks it for some token
         counts of this shape (`use_small_gemm`); None: oneDNN for every call."""
