@@ -45,7 +45,7 @@ def test_smoke_run_with_the_real_engine(tmp_path, minilm):
     try:
         collection = sample_collection(store)
         cfg = FlareBenchConfig(questions=("How does paged attention store the KV cache?",), max_rounds=2,
-                               max_tokens=32, engine=engine_config())
+                               max_tokens=128, engine=engine_config())  # the budget covers every call
         result = run_flare_bench(store, collection, cfg)
     finally:
         store.close()
