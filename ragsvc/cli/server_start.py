@@ -50,13 +50,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def check_model(config: EngineConfig) -> None:
-    """Exit with one line when the model cannot be found. Resolving it here also converts a GGUF once, which
-    the engine would do anyway in the server's startup: the engine then finds the converted folder."""
+    """Exit with one line when the model cannot be found or its device is not there (`--device cuda` without a
+    GPU). Resolving the model here also converts a GGUF once, which the engine would do anyway in the server's
+    startup: the engine then finds the converted folder."""
+    from ragsvc.serving.config import resolve_device
     from ragsvc.serving.loader import resolve_model_dir
 
     try:
+        resolve_device(config)
         resolve_model_dir(config.model, cache_dir=config.cache_dir)
-    except RagsvcError as exc:
+    except (RagsvcError, ValueError) as exc:
         raise fail(exc) from exc
 
 
@@ -67,7 +70,8 @@ def run(make_app: Callable[[LoadFailure], FastAPI], sock: socket.socket, *, log_
         describe: Callable[[Exception], str] = str) -> None:
     """Serve the app that `make_app` builds on the bound socket until stopped. `make_app` gets a callback that
     stops the server, for failures found after startup (the store's background load); the failure is then
-    one line, `describe(failure)`, and exit 2. A startup that fails (the lifespan raised) is exit 2 too."""
+    one line, `describe(failure)`, and exit 2. A lifespan that raises is still uvicorn's own exit (its
+    traceback, status 3): `bind` and `check_model` find the causes that can be known beforehand."""
     import uvicorn
 
     failures: list[Exception] = []

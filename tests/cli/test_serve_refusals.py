@@ -89,6 +89,17 @@ def test_a_model_that_does_not_exist_is_one_line(tmp_path: Path, command: list[s
     assert "/no/such/model" in _one_error_line(result.output) and "ragsvc never downloads models" in result.output
 
 
+def test_a_device_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has the CUDA GPU the test asks for")
+    result = runner.invoke(app, ["serve-model", "--device", "cuda", "--port", str(free_port()),
+                                 "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2, result.output
+    assert "torch sees no CUDA GPU" in _one_error_line(result.output)
+
+
 @pytest.mark.slow
 def test_a_store_that_cannot_load_stops_serve_instead_of_serving_503s(tmp_path: Path) -> None:
     data = tmp_path / "data"
