@@ -63,8 +63,8 @@ class EngineConfig:
     wide_gemm: bool = True
     """On CPU, bf16 linears of many tokens (prompt chunks) widen weight and activations to fp32 for the GEMM where
     the per-CPU plan (cpu_wide_gemm.py, measured once per CPU) found the CPU's bf16 GEMM slower than its fp32 one
-    (a Xeon without AMX; never on Zen 4). It keeps those linears' plain bf16 weights beside oneDNN's packed copy;
-    False = oneDNN bf16 for every call."""
+    (a Xeon without AMX; not expected on Zen 4, whose bf16 is the faster). It keeps those linears' plain bf16
+    weights beside oneDNN's packed copy; False = oneDNN bf16 for every call."""
     split_steps: bool = True
     """On CPU with two or more torch threads, a step of many tokens (prompt chunks, or the decodes of a full batch)
     runs as two halves of its sequences, each on its own thread with half the OpenMP threads (model_runner.py,

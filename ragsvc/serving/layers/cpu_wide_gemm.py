@@ -1,8 +1,8 @@
 """Which precision a bf16 linear of many tokens (a prompt chunk) multiplies in on this CPU: measured, not assumed.
 
 A bf16 GEMM is only worth its name where the CPU multiplies bf16 pairs faster than fp32 ones: AMX on recent
-Xeons, or AVX512-BF16 on Zen 4, where `vdpbf16ps` does twice the work of an fp32 FMA. A Xeon whose hypervisor
-hides AMX runs `vdpbf16ps` on one port while fp32 FMAs issue on two, so there oneDNN's bf16 GEMM reached about
+Xeons, or AVX512-BF16 on Zen 4, where `vdpbf16ps` does twice the work of an fp32 FMA. On a Xeon whose
+hypervisor hides AMX it measured at about half the fp32 FMA rate instead: oneDNN's bf16 GEMM reached about
 85 GFLOP/s per core against MKL's fp32 159 on the same shapes (Xeon model 207, 2 vCPUs), and the serving
 benchmark's prompt steps spent most of their time in it. Widening the weight and the activations to fp32 for the
 GEMM and rounding the product back to bf16 then wins once enough tokens share the widened weight: the products of
@@ -12,7 +12,7 @@ sums (and the widened weight is made per call, so nothing more is held).
 So at load `wide_plan` times, for each weight shape, each of TOKENS and both the engine's thread count and half
 of it (a split step's halves run on half the threads), oneDNN's packed bf16 linear against widening, and keeps
 per shape and thread count the smallest token count from which widening won at every measured count above it.
-On a CPU with a real bf16 unit widening never wins and nothing changes. The plan is cached as JSON like
+On a CPU with a fast bf16 unit widening should not win, and then nothing changes. The plan is cached as JSON like
 cpu_gemm_plan's, keyed by the CPU, torch, the thread count and the shapes.
 """
 
