@@ -120,8 +120,24 @@ def llama_build_info(binary: str) -> str:
         for cache in (folder / "CMakeCache.txt", folder / "build" / "CMakeCache.txt"):
             if cache.is_file():
                 lines = [ln for ln in cache.read_text(errors="replace").splitlines() if ln.startswith(keys)]
-                return "; ".join([*parts, "cmake: " + ", ".join(lines)])
+                parts.append("cmake: " + ", ".join(lines))
+                compiled = cpu_backend_flags(cache.parent)
+                if compiled:  # with GGML_NATIVE=ON the GGML_AVX512* switches above do not apply: say what did
+                    parts.append(f"ggml-cpu compiled with {compiled}")
+                return "; ".join(parts)
     return "; ".join(parts)
+
+
+def cpu_backend_flags(build_dir: Path) -> str:
+    """The optimisation and target options ggml's CPU backend was compiled with (`-O3 -march=native -fopenmp`),
+    read from its flags.make in the build tree; empty when there is none."""
+    flags = build_dir / "ggml" / "src" / "CMakeFiles" / "ggml-cpu.dir" / "flags.make"
+    try:
+        text = flags.read_text(errors="replace")
+    except OSError:
+        return ""
+    line = next((ln for ln in text.splitlines() if ln.startswith("C_FLAGS")), "")
+    return " ".join(f for f in line.partition("=")[2].split() if f.startswith(("-O", "-m", "-fopenmp")))
 
 
 @contextlib.contextmanager

@@ -185,3 +185,25 @@ def test_open_loop_ragsvc_run_and_progress_reports(tmp_path):
     assert [round(s - starts[0], 6) for s in starts] == offsets
     assert all(t.first_token is not None and t.first_token >= t.start for t in timings)
     assert sorted(t.num_output_tokens for t in timings) == sorted(r.max_tokens for r in reqs)
+
+
+def test_llama_build_info_says_what_the_cpu_backend_was_compiled_with(tmp_path) -> None:
+    """A build tree as cmake leaves it: the cache's switches, and the flags ggml-cpu really got (GGML_NATIVE makes
+    the GGML_AVX512* switches read OFF although -march=native enables AVX-512)."""
+    import stat
+
+    from ragsvc.bench.serving_peers import cpu_backend_flags, llama_build_info
+
+    binary = tmp_path / "bin" / "llama-server"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\necho 'version: 1 (abc123)'\n")
+    binary.chmod(binary.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "CMakeCache.txt").write_text("GGML_NATIVE:BOOL=ON\nGGML_AVX512:BOOL=OFF\nOTHER:BOOL=ON\n")
+    assert cpu_backend_flags(tmp_path) == ""  # no flags.make: nothing claimed
+    flags = tmp_path / "ggml" / "src" / "CMakeFiles" / "ggml-cpu.dir" / "flags.make"
+    flags.parent.mkdir(parents=True)
+    flags.write_text("# generated\nC_FLAGS = -O3 -DNDEBUG -Wall -march=native -fopenmp -std=gnu11\nC_DEFINES = -DX\n")
+    info = llama_build_info(str(binary))
+    assert info.startswith("version: 1 (abc123)")
+    assert "cmake: GGML_NATIVE:BOOL=ON, GGML_AVX512:BOOL=OFF" in info and "OTHER" not in info
+    assert info.endswith("ggml-cpu compiled with -O3 -march=native -fopenmp")
