@@ -32,9 +32,13 @@ logger = logging.getLogger(__name__)
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
              "amx_tile", "avx_vnni")
 """The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
-PLAN_VERSION = 5
+PLAN_VERSION = 6
 PREFILL_CANDIDATES = (16, 32, 64, 128, 256)
 VNNI_CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
+MAX_PROBE_ROWS = 65536
+"""Most rows of the probe weight. A VM reports its host's whole last-level cache (260 MB on a 2-vCPU Xeon here),
+of which it gets a share; sized by that, the probe took ~35 s at load and its 256-token product ran to gigabytes.
+65536 rows of 1536 features are 50 MB of q4, still far past any per-core share."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan
     """Time the tiles, the prefill cross-over and the int8-activation kernel on a q4 weight the size of the
     last-level cache (a few seconds)."""
     l3_bytes = (info.l3_kib or info.l2_kib or 8192) * 1024
-    n = max(l3_bytes // (k // 2), 4096)
+    n = min(max(l3_bytes // (k // 2), 4096), MAX_PROBE_ROWS)
     qw = _random_q4(n, k)
     x16 = torch.randn(16, k, dtype=torch.bfloat16)
     tile_ms = {str(t): _median_ms(lambda t=t: cpu_quant.linear(lib, x16, qw, None, tile=t), reps=2)
