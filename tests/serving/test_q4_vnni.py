@@ -93,6 +93,9 @@ def test_dispatch_follows_the_plan(lib) -> None:
     layer.use_kernels(quant, QuantPlan(tile=4, prefill_tokens=64, tile_ms={}, prefill_ms={}))
     x = torch.randn((9, 100), generator=g).to(torch.bfloat16)
     assert torch.equal(layer(x), cpu_quant.linear(quant, x, layer.qw, layer.bias_f32, tile=4))
+    layer.use_kernels(quant, QuantPlan(tile=4, prefill_tokens=64, tile_ms={}, prefill_ms={}, vnni_tokens=1))
+    x = torch.randn((1, 100), generator=g).to(torch.bfloat16)
+    assert torch.equal(layer(x), cpu_q4_vnni.linear(lib, x, cpu_q4_vnni.pack(lib, layer.qw), layer.bias_f32))
     int8_layer = QuantLinear(quantise(w, "int8"), bias)
     int8_layer.use_kernels(quant, plan)
     assert torch.equal(int8_layer(x), cpu_quant.linear(quant, x, int8_layer.qw, int8_layer.bias_f32, tile=4))
@@ -101,22 +104,26 @@ def test_dispatch_follows_the_plan(lib) -> None:
 def test_plan_measures_the_int8_activation_kernel(lib) -> None:
     quant = cpu_quant.load()
     if quant is None or not cpu_q4_vnni.vectorised(lib):
-        pytest.skip("needs the kernels and AVX512_VNNI")
+        pytest.skip("needs the kernels and their vector form (AVX512_VNNI or AVX2)")
     plan = measure_plan(quant, cpu_info(), k=64)
-    assert set(plan.vnni_ms) == {"2", "4", "8", "16", "32", "64", "128", "256"}
-    assert plan.vnni_tokens == 0 or str(plan.vnni_tokens) in plan.vnni_ms
+    if cpu_quant.q4_vectorised(quant):
+        assert set(plan.vnni_ms) == {"2", "4", "8", "16", "32", "64", "128", "256"}
+        assert plan.vnni_tokens == 0 or str(plan.vnni_tokens) in plan.vnni_ms
+    else:  # AVX2: the q4 kernel is a scalar loop, and the int8-activation kernel takes every q4 step untimed
+        assert plan.vnni_tokens == 1 and plan.vnni_ms == {}
 
 
-@pytest.mark.parametrize("march", ["x86-64-v3", "skylake-avx512"])
-def test_scalar_build_agrees(tmp_path, march) -> None:
-    """Built for a CPU without AVX512_VNNI the library packs and computes the same sums in scalar loops (and
-    reports that it is not vectorised, so the plan keeps the bf16 kernels)."""
-    scalar = build_for_march(tmp_path, "cpu_q4_vnni.cpp", march, cpu_q4_vnni._SIGNATURES)
-    assert not cpu_q4_vnni.vectorised(scalar)
+@pytest.mark.parametrize(("march", "vector"), [("x86-64-v2", False), ("x86-64-v3", True), ("skylake-avx512", True)])
+def test_builds_for_older_cpus_agree(tmp_path, march, vector) -> None:
+    """Built for a CPU without AVX512_VNNI the library packs and computes the same sums: with vpmaddubsw where
+    there is AVX2 (Haswell to Skylake, Zen 2 and 3), in scalar loops without it (and reports that it is not
+    vectorised, so the plan keeps the bf16 kernels)."""
+    built = build_for_march(tmp_path, "cpu_q4_vnni.cpp", march, cpu_q4_vnni._SIGNATURES)
+    assert cpu_q4_vnni.vectorised(built) == vector
     g = torch.Generator().manual_seed(3)
-    for tokens, k, n in SHAPES[:6]:
+    for tokens, k, n in SHAPES:
         w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
         x = torch.randn((tokens, k), generator=g)
         qw = quantise(w, "q4")
-        got = cpu_q4_vnni.linear(scalar, x, cpu_q4_vnni.pack(scalar, qw), bias)
+        got = cpu_q4_vnni.linear(built, x, cpu_q4_vnni.pack(built, qw), bias)
         assert_close_to_largest(got, cpu_q4_vnni.reference_linear(x, qw, bias), torch.float32)

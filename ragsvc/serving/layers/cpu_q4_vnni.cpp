@@ -1,4 +1,5 @@
-// q4 weights x int8 activations: y = x W^T + b for 2+ tokens with vpdpbusd (AVX512_VNNI), the Q4_1 x Q8_0 scheme.
+// q4 weights x int8 activations: y = x W^T + b with vpdpbusd (AVX512_VNNI), or vpmaddubsw on AVX2: the Q4_1 x
+// Q8_0 scheme.
 // Loaded by cpu_q4_vnni.py (see there for why and for the numerics).
 //
 // Weights: packed once (q4_vnni_pack) from cpu_quant.cpp's q4 layout (w = d * q + m per 32-block, q in 0..15)
@@ -51,26 +52,26 @@ inline int packed_q(const uint8_t* wl, int64_t nb, int64_t n, int64_t k) {
     return (byte >> (4 * (j / 4))) & 0xf;
 }
 
-// The packing, scalar (CPUs without AVX-512; the vector form below does the same with a register transpose).
-void pack_scalar(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t N, int64_t Kp, uint8_t* wl,
-                 uint16_t* dl, uint16_t* ml) {
-    const int64_t nb = Kp / 32, groups = (N + 15) / 16;
-    std::memset(wl, 0, static_cast<size_t>(groups * 16 * Kp / 2));
-    for (int64_t n = 0; n < groups * 16; ++n)
+// 16 weight rows (`valid` of them real, the rest zero) of the q4 layout -> one group of the packed layout, scalar
+// (CPUs without AVX-512; the vector form below does the same with a register transpose).
+void pack_group_scalar(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t Kp, int64_t valid,
+                       uint8_t* wl, uint16_t* dl, uint16_t* ml) {
+    const int64_t nb = Kp / 32;
+    std::memset(wl, 0, static_cast<size_t>(8 * Kp));
+    for (int64_t i = 0; i < 16; ++i)
         for (int64_t b = 0; b < nb; ++b) {
-            const int64_t lane = (n / 16 * nb + b) * 16 + n % 16;
-            dl[lane] = n < N ? d[n * nb + b] : 0;
-            ml[lane] = n < N ? m[n * nb + b] : 0;
-            for (int64_t i = 0; i < 32 && n < N; ++i) {
-                const int64_t k = 32 * b + i, j = i / 4;
-                const int q = (packed[n * (Kp / 2) + 32 * (b / 2) + i] >> (4 * (b % 2))) & 0xf;
-                wl[((n / 16 * nb + b) * 4 + j % 4) * 64 + (n % 16) * 4 + k % 4] |= static_cast<uint8_t>(q << (4 * (j / 4)));
+            dl[b * 16 + i] = i < valid ? d[i * nb + b] : 0;
+            ml[b * 16 + i] = i < valid ? m[i * nb + b] : 0;
+            for (int64_t k = 0; k < 32 && i < valid; ++k) {
+                const int64_t j = k / 4;
+                const int q = (packed[i * (Kp / 2) + 32 * (b / 2) + k] >> (4 * (b % 2))) & 0xf;
+                wl[(b * 4 + j % 4) * 64 + i * 4 + k % 4] |= static_cast<uint8_t>(q << (4 * (j / 4)));
             }
         }
 }
 
-// Scalar path (CPUs without AVX512_VNNI: the library still builds and gives the same sums; the caller keeps the
-// bf16 kernels there, which are faster).
+// Scalar path (CPUs without AVX2 or AVX512_VNNI: the library still builds and gives the same sums; the caller
+// keeps the bf16 kernels there, which are faster).
 template <typename T>
 void linear_scalar(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* wl, const uint16_t* dl,
                    const uint16_t* ml, const float* bias, T* out) {
@@ -93,6 +94,12 @@ void linear_scalar(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, cons
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define Q4I8_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define Q4I8_AVX2 1
+#endif
+
+#ifdef Q4I8_AVX512
 // Every token -> xq (M, Kp) int8 in natural order, sx and xs (M, nb): full blocks 16 values per instruction,
 // the block that K cuts and the zero padding past it by quantise_row.
 template <typename T>
@@ -220,6 +227,110 @@ void vnni_block(const uint8_t* wl, const float* dl, const float* ml, int64_t Kp,
         for (int t = 0; t < TB; ++t) _mm512_storeu_ps(sums + 16 * (r * TB + t), acc[r][t]);
 }
 
+// 16 sums of rows n0.. for one token (+ bias) -> out, the rows past N left out.
+template <typename T>
+inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T* out) {
+    if (n0 + 16 <= N) {  // all 16 rows real: one vector, rounded as store() does
+        __m512 sum = _mm512_loadu_ps(v);
+        if (bias) sum = _mm512_add_ps(sum, _mm512_loadu_ps(bias + n0));
+        store16(out + n0, sum);
+        return;
+    }
+    for (int64_t i = 0; i < 16 && n0 + i < N; ++i) store(out + n0 + i, v[i] + (bias ? bias[n0 + i] : 0.f));
+}
+
+#endif
+
+#ifdef Q4I8_AVX2
+// The AVX2 form (CPUs without AVX512_VNNI: Zen 2 and 3, Haswell to Skylake client) reads the same packed layout.
+// A 256-bit vector holds 8 of a group's 16 rows (4 k each), so each 16-row group is two halves. vpdpbusd
+// becomes vpmaddubsw, which adds pairs of u8 x s8 products into int16; those are added across the 8 steps of
+// a 32-block, and one vpmaddwd against ones widens them to each row's int32 block sum. No int16 sum can
+// overflow: |q * xq| <= 15 * 127, two products per pair, 8 pairs per row per block: 30,480 < 32,767.
+
+// Every token -> xq, sx and xs by quantise_row (the same rounding; the scalar pass is a few percent of the
+// products even at one token).
+template <typename T>
+void prepare_tokens(const T* x, int64_t M, int64_t K, int64_t Kp, int8_t* xq, float* sx, float* xs) {
+    const int64_t nb = Kp / 32;
+#pragma omp parallel for schedule(static) if (M * Kp > (1 << 15))
+    for (int64_t t = 0; t < M; ++t) quantise_row(x + t * K, K, nb, xq + t * Kp, sx + t * nb, xs + t * nb);
+}
+
+// One packed group -> the panel's bytes (nb * 8 steps of 64 bytes) and fp32 d, m (nb, 16).
+void unpack_group(const uint8_t* wl, const uint16_t* dl, const uint16_t* ml, int64_t nb, uint8_t* out, float* df,
+                  float* mf) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nb; ++b) {
+        for (int j = 0; j < 4; ++j)
+            for (int h = 0; h < 2; ++h) {
+                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wl + (b * 4 + j) * 64 + 32 * h));
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (8 * b + j) * 64 + 32 * h), _mm256_and_si256(v, low4));
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (8 * b + j + 4) * 64 + 32 * h),
+                                    _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+            }
+        for (int h = 0; h < 2; ++h) {
+            _mm256_storeu_ps(df + 16 * b + 8 * h, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dl + 16 * b + 8 * h))));
+            _mm256_storeu_ps(mf + 16 * b + 8 * h, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ml + 16 * b + 8 * h))));
+        }
+    }
+}
+
+// RB groups of 16 rows (2 * RB halves of 8) x TB tokens: int16 block sums as above, then d * sx and m * xs in
+// fp32 as in the AVX-512 form; the outputs are the fp32 sums, 16 rows per group.
+template <int RB, int TB>
+void vnni_block(const uint8_t* wl, const float* dl, const float* ml, int64_t Kp, const int8_t* xq, const float* sx,
+                const float* xs, float* sums) {
+    constexpr int H = 2 * RB;
+    const int64_t nb = Kp / 32;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[H][TB];
+    for (int h = 0; h < H; ++h)
+        for (int t = 0; t < TB; ++t) acc[h][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i dot[H][TB];
+        for (int h = 0; h < H; ++h)
+            for (int t = 0; t < TB; ++t) dot[h][t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+            const int64_t k4 = 8 * b + j;
+            __m256i wv[H];
+            for (int h = 0; h < H; ++h)
+                wv[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wl + (h / 2) * 16 * Kp + 64 * k4 + 32 * (h % 2)));
+            for (int t = 0; t < TB; ++t) {
+                int32_t word;
+                std::memcpy(&word, xq + t * Kp + 4 * k4, 4);
+                const __m256i xv = _mm256_set1_epi32(word);
+                for (int h = 0; h < H; ++h) dot[h][t] = _mm256_add_epi16(dot[h][t], _mm256_maddubs_epi16(wv[h], xv));
+            }
+        }
+        for (int h = 0; h < H; ++h) {
+            const int64_t at = ((h / 2) * nb + b) * 16 + 8 * (h % 2);
+            const __m256 dv = _mm256_loadu_ps(dl + at), mv = _mm256_loadu_ps(ml + at);
+            for (int t = 0; t < TB; ++t) {
+                const __m256 sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(dot[h][t], ones));
+                acc[h][t] = _mm256_fmadd_ps(sum, _mm256_mul_ps(dv, _mm256_set1_ps(sx[t * nb + b])), acc[h][t]);
+                acc[h][t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(xs[t * nb + b]), acc[h][t]);
+            }
+        }
+    }
+    for (int r = 0; r < RB; ++r)
+        for (int t = 0; t < TB; ++t)
+            for (int h = 0; h < 2; ++h) _mm256_storeu_ps(sums + 16 * (r * TB + t) + 8 * h, acc[2 * r + h][t]);
+}
+
+// 16 sums of rows n0.. for one token (+ bias) -> out, the rows past N left out.
+template <typename T>
+inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T* out) {
+    for (int64_t i = 0; i < 16 && n0 + i < N; ++i) store(out + n0 + i, v[i] + (bias ? bias[n0 + i] : 0.f));
+}
+
+#ifndef VNNI_RB  // 16-row groups x tokens of the AVX2 block: 2 halves x 3 tokens of int16 and fp32 sums in 16 registers
+#define VNNI_RB 1
+#define VNNI_TB 3
+#endif
+#endif
+#if defined(Q4I8_AVX512) || defined(Q4I8_AVX2)
 #ifndef VNNI_RB  // -DVNNI_RB=.. -DVNNI_TB=.. build other blockings to compare (2x4 to 4x3 measured alike on Zen 4)
 #define VNNI_RB 2
 #define VNNI_TB 6
@@ -236,18 +347,6 @@ constexpr std::array<std::array<Block, TB>, RB> block_table(std::index_sequence<
     return {block_row<R + 1>(std::make_index_sequence<TB>{})...};
 }
 const auto BLOCKS = block_table(std::make_index_sequence<RB>{});  // [rb - 1][tb - 1]
-
-// 16 sums of rows n0.. for one token (+ bias) -> out, the rows past N left out.
-template <typename T>
-inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T* out) {
-    if (n0 + 16 <= N) {  // all 16 rows real: one vector, rounded as store() does
-        __m512 sum = _mm512_loadu_ps(v);
-        if (bias) sum = _mm512_add_ps(sum, _mm512_loadu_ps(bias + n0));
-        store16(out + n0, sum);
-        return;
-    }
-    for (int64_t i = 0; i < 16 && n0 + i < N; ++i) store(out + n0 + i, v[i] + (bias ? bias[n0 + i] : 0.f));
-}
 
 // The weight is read once: each thread unpacks a panel of 16-row groups into a cache-resident buffer, then
 // multiplies it with every token tile.
@@ -303,7 +402,7 @@ void linear_vnni(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const 
 template <typename T>
 void linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8_t* wl, const uint16_t* dl,
             const uint16_t* ml, const float* bias, T* out) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(Q4I8_AVX512) || defined(Q4I8_AVX2)
     linear_vnni(x, M, K, Kp, N, wl, dl, ml, bias, out);
 #else
     linear_scalar(x, M, K, Kp, N, wl, dl, ml, bias, out);
@@ -312,24 +411,27 @@ void linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8
 
 void pack(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t N, int64_t Kp, uint8_t* wl, uint16_t* dl,
           uint16_t* ml) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
     const int64_t nb = Kp / 32, groups = (N + 15) / 16;
 #pragma omp parallel for schedule(static)
-    for (int64_t g = 0; g < groups; ++g)
-        pack_group(packed + 16 * g * (Kp / 2), d + 16 * g * nb, m + 16 * g * nb, Kp, std::min<int64_t>(16, N - 16 * g),
-                   wl + g * 8 * Kp, dl + g * 16 * nb, ml + g * 16 * nb);
+    for (int64_t g = 0; g < groups; ++g) {
+#ifdef Q4I8_AVX512
+        pack_group(
 #else
-    pack_scalar(packed, d, m, N, Kp, wl, dl, ml);
+        pack_group_scalar(
 #endif
+            packed + 16 * g * (Kp / 2), d + 16 * g * nb, m + 16 * g * nb, Kp, std::min<int64_t>(16, N - 16 * g),
+            wl + g * 8 * Kp, dl + g * 16 * nb, ml + g * 16 * nb);
+    }
 }
 
 }  // namespace
 
 extern "C" {
 
-// 1 where the vpdpbusd path is compiled in (this CPU has AVX512_VNNI), 0 where only the scalar path is.
+// 1 where a vector path is compiled in (vpdpbusd with AVX512_VNNI, vpmaddubsw with AVX2), 0 where only the
+// scalar path is.
 void q4_vnni_available(int64_t* out) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(Q4I8_AVX512) || defined(Q4I8_AVX2)
     *out = 1;
 #else
     *out = 0;

@@ -195,7 +195,35 @@ void q4_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const ui
 
 // ---- int8 ----------------------------------------------------------------------------------------------
 
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+// AVX2 (no AVX-512): the same int8 -> fp32 expansion and FMAs, 8 weights per register. A 64-weight step keeps
+// TILE x 2 accumulators, so tiles of up to 4 tokens stay in the 16 registers.
+template <int TILE>
+__attribute__((always_inline)) inline void i8_row_tile(const float* xf, int64_t Kp, const int8_t* q, float* sums) {
+    __m256 acc_a[TILE], acc_b[TILE];
+    for (int t = 0; t < TILE; ++t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < Kp; k += 16) {
+        const __m256 wa = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k))));
+        const __m256 wb = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k + 8))));
+#pragma GCC unroll 8
+        for (int t = 0; t < TILE; ++t) {
+            acc_a[t] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(xf + t * Kp + k), acc_a[t]);
+            acc_b[t] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xf + t * Kp + k + 8), acc_b[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TILE; ++t) {
+        const __m256 s = _mm256_add_ps(acc_a[t], acc_b[t]);
+        const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        const __m128 q4 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        sums[t] = _mm_cvtss_f32(_mm_add_ss(q4, _mm_movehdup_ps(q4)));
+    }
+}
+#define I8_VECTOR 1
+#endif
+
 #ifdef __AVX512F__
+#define I8_VECTOR 1
 template <int TILE>
 __attribute__((always_inline)) inline void i8_row_tile(const float* xf, int64_t Kp, const int8_t* q, float* sums) {
     __m512 acc_a[TILE], acc_b[TILE];
@@ -240,6 +268,9 @@ __attribute__((always_inline)) inline void i8_row_tile_bf16(const uint16_t* xb, 
 }
 #endif
 
+#endif
+
+#ifdef I8_VECTOR
 template <int TILE, typename T>
 void i8_row_avx(const float* xf, const uint16_t* xb, int64_t M, int64_t Kp, const int8_t* q, float scale, float bias,
                 T* out, int64_t N) {
@@ -287,7 +318,7 @@ void i8_linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const in
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
         const float b = bias ? bias[n] : 0.f;
-#ifdef __AVX512F__
+#ifdef I8_VECTOR
         switch (tile) {
             case 8: i8_row_avx<8>(xf.data(), xbp, M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
             case 4: i8_row_avx<4>(xf.data(), xbp, M, Kp, q + n * Kp, scale[n], b, out + n, N); break;
@@ -455,6 +486,16 @@ extern "C" {
     void i8_dequant_##SUFFIX(const void* q, const void* scale, int64_t N, int64_t K, int64_t Kp, void* out) {   \
         i8_dequant(static_cast<const int8_t*>(q), static_cast<const float*>(scale), N, K, Kp, static_cast<T*>(out)); \
     }
+
+// 1 where the q4 kernels have their vector form (AVX512_BF16), 0 where one token at a time is a scalar loop (then
+// the int8-activation kernel, cpu_q4_vnni, takes every q4 step where it has a vector form).
+void q4_vectorised(int64_t* out) {
+#ifdef __AVX512BF16__
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
 
 QUANT_ENTRY(f32, float)
 QUANT_ENTRY(bf16, uint16_t)

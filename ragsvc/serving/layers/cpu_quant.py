@@ -13,8 +13,10 @@ token) or into a cache-resident panel (a few tokens to a few hundred), so a deco
   a panel of weight rows to bf16 (d * q + m rounded once, the weights expand_linear's GEMM multiplies) into a
   buffer that stays in L2, then multiplies it with every token in 4-row x 6-token register blocks. The weight
   is read once per call and expanded once, where re-expanding it per token tile cost more than the products.
-- int8 (AVX-512F): int8 -> fp32 in registers and FMAs with fp32 activations.
-- Both split output channels across OpenMP threads; without AVX-512 a scalar loop computes the same sums.
+- int8 (AVX-512F, or AVX2 and FMA): int8 -> fp32 in registers and FMAs with fp32 activations.
+- Both split output channels across OpenMP threads; without those extensions a scalar loop computes the same
+  sums. The q4 kernels have no AVX2 form: without AVX512_BF16 every q4 step takes the int8-activation kernel
+  (cpu_q4_vnni.py, vpmaddubsw on AVX2), as the plan in cpu_tuning.py decides.
 
 Long prefill chunks go the other way: once a step has more tokens than `prefill_tokens`, expanding the weight
 once and calling oneDNN's GEMM beats the panel GEMM (`expand_linear`). The expansion
@@ -43,6 +45,7 @@ _SIGNATURES = {
     **{f"i8_linear_{s}": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I] for s in ("f32", "bf16")},
     **{f"q4_dequant_{s}": [_P, _P, _P, _I, _I, _I, _P] for s in ("f32", "bf16")},
     **{f"i8_dequant_{s}": [_P, _P, _I, _I, _I, _P] for s in ("f32", "bf16")},
+    "q4_vectorised": [_P],
 }
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 TILES = (1, 2, 4, 8)
@@ -58,6 +61,13 @@ _scratch = threading.local()
 def load() -> ctypes.CDLL | None:
     """The compiled kernels (built on first use, then cached on disk); None when they cannot be built."""
     return load_library("quant", "cpu_quant.cpp", _SIGNATURES)
+
+
+def q4_vectorised(lib: ctypes.CDLL) -> bool:
+    """Whether the q4 kernels were built with their vector form (AVX512_BF16); without it they are scalar loops."""
+    flag = ctypes.c_int64(0)
+    lib.q4_vectorised(ctypes.byref(flag))
+    return flag.value == 1
 
 
 def supports(x: torch.Tensor) -> bool:

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
              "amx_tile", "avx_vnni")
 """The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
-PLAN_VERSION = 6
+PLAN_VERSION = 7
 PREFILL_CANDIDATES = (16, 32, 64, 128, 256)
 VNNI_CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
 MAX_PROBE_ROWS = 65536
@@ -64,7 +64,7 @@ class QuantPlan:
     """What was measured: the tile times, and per token count [fused kernel, expand + GEMM]."""
     vnni_tokens: int = 0
     """q4 steps with at least this many tokens take the int8-activation kernel (cpu_q4_vnni); 0: never (no
-    AVX512_VNNI, or it never beat the bf16 paths)."""
+    vector form of it, or it never beat the bf16 paths); 1 where the q4 kernel itself has no vector form."""
     vnni_ms: dict[str, list[float]] = field(default_factory=dict)
     """Per token count [the bf16 path the plan picks otherwise, the int8-activation kernel]."""
 
@@ -106,6 +106,13 @@ def _random_q4(n: int, k: int) -> QuantWeight:
     return QuantWeight("q4", n, k, data, scale, -8 * scale)
 
 
+def _random_int8(n: int, k: int) -> QuantWeight:
+    g = torch.Generator().manual_seed(0)
+    kp = padded(k)
+    data = torch.randint(-127, 128, (n, kp), dtype=torch.int8, generator=g)
+    return QuantWeight("int8", n, k, data, torch.rand(n, generator=g) * 1e-2, None)
+
+
 def _median_ms(fn: object, reps: int = 3) -> float:
     assert callable(fn)
     fn()  # warm-up
@@ -123,31 +130,39 @@ def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan
     l3_bytes = (info.l3_kib or info.l2_kib or 8192) * 1024
     n = min(max(l3_bytes // (k // 2), 4096), MAX_PROBE_ROWS)
     qw = _random_q4(n, k)
+    # Without its vector form the q4 kernel is a scalar loop that never runs (the int8-activation kernel takes
+    # every q4 step, see _with_vnni) and would take minutes to time: the int8 kernel's blocking is measured.
+    q4_vector = cpu_quant.q4_vectorised(lib)
+    probe = qw if q4_vector else _random_int8(n, k)
     x16 = torch.randn(16, k, dtype=torch.bfloat16)
-    tile_ms = {str(t): _median_ms(lambda t=t: cpu_quant.linear(lib, x16, qw, None, tile=t), reps=2)
+    tile_ms = {str(t): _median_ms(lambda t=t: cpu_quant.linear(lib, x16, probe, None, tile=t), reps=2)
                for t in cpu_quant.TILES}
     tile = int(min(tile_ms, key=lambda t: tile_ms[t]))
     prefill_ms: dict[str, list[float]] = {}
     prefill_tokens = PREFILL_CANDIDATES[-1]
     for m in PREFILL_CANDIDATES:  # the same out-of-cache weight: the GEMM side pays for writing its expansion
         x = torch.randn(m, k, dtype=torch.bfloat16)
-        fused = _median_ms(lambda x=x: cpu_quant.linear(lib, x, qw, None, tile=tile), reps=2)
-        gemm = _median_ms(lambda x=x: cpu_quant.expand_linear(lib, x, qw, None), reps=2)
+        fused = _median_ms(lambda x=x: cpu_quant.linear(lib, x, probe, None, tile=tile), reps=2)
+        gemm = _median_ms(lambda x=x: cpu_quant.expand_linear(lib, x, probe, None), reps=2)
         prefill_ms[str(m)] = [round(fused, 3), round(gemm, 3)]
         if gemm < fused:
             prefill_tokens = m // 2
             break
     plan = QuantPlan(tile=tile, prefill_tokens=prefill_tokens, tile_ms={t: round(v, 3) for t, v in tile_ms.items()},
                      prefill_ms=prefill_ms)
-    return _with_vnni(lib, plan, qw)
+    return _with_vnni(lib, plan, qw, q4_vector=q4_vector)
 
 
-def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
+def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, *, q4_vector: bool = True) -> QuantPlan:
     """`plan` with the int8-activation kernel's threshold: the fewest tokens from which it beats, at every
-    measured count, the bf16 path `plan` would take; 0 where it never does or lacks its vector path."""
+    measured count, the bf16 path `plan` would take; 0 where it never does or lacks its vector path. Where the
+    q4 kernel has no vector form (no AVX512_BF16: AVX2 CPUs) it takes every q4 step, single tokens too: a
+    vector kernel against a scalar loop needs no timing, and its int8 activations are llama.cpp's numerics."""
     vnni = cpu_q4_vnni.load()
     if vnni is None or not cpu_q4_vnni.vectorised(vnni):
         return plan
+    if not q4_vector:
+        return replace(plan, vnni_tokens=1)
     vnni_ms: dict[str, list[float]] = {}
     packed = cpu_q4_vnni.pack(vnni, qw)
     for m in VNNI_CANDIDATES:
