@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-
 MARCH_NEEDS = {
     "x86-64-v2": ("sse4_2", "popcnt"),
     "x86-64-v3": ("avx2", "fma", "f16c", "bmi2"),
