@@ -118,6 +118,7 @@ def test_plan_is_measured_once_then_read_back(tmp_path, monkeypatch) -> None:
     assert cpu_wide_gemm.wide_plan([(32, 16)]) == first and len(measured) == len(counts)
 
 
+@needs_packing
 def test_a_gemm_over_the_measuring_bound_is_not_timed(monkeypatch) -> None:
     monkeypatch.setattr(cpu_wide_gemm, "MAX_MEASURED_FLOP", 2 * 64 * 32 * 16)
     monkeypatch.setattr(cpu_wide_gemm, "TOKENS", (64, 128))

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import hashlib
-import json
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +27,7 @@ import torch
 from ragsvc import native
 from ragsvc.serving.layers import cpu_gemm_bf16
 from ragsvc.serving.layers.cpu_tuning import cpu_info
+from ragsvc.serving.layers.plan_cache import cached_plan
 
 logger = logging.getLogger(__name__)
 
@@ -134,29 +132,12 @@ def measure_plan(lib: ctypes.CDLL, shapes: Iterable[tuple[int, int]], *, threads
                     fma={key: [pick_fma(row) for row in rows] for key, rows in us.items()})
 
 
-def _plan_path(shapes: list[tuple[int, int]], threads: int) -> str:
-    source = native.read_source(__package__, "cpu_gemm_bf16.cpp")
-    key = json.dumps([PLAN_VERSION, asdict(cpu_info()), torch.__version__, source, threads, shapes, TOKENS])
-    return str(native.cache_dir() / f"gemm-plan-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
-
-
 def gemm_plan(lib: ctypes.CDLL, shapes: Iterable[tuple[int, int]]) -> GemmPlan:
     """The cached plan for these (in, out) shapes on this CPU and thread count, measured first when there is
     none (about a second per shape, once)."""
     wanted = sorted(set(shapes))
     threads = torch.get_num_threads()
-    path = _plan_path(wanted, threads)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return GemmPlan(**json.load(f))
-    except (OSError, ValueError, TypeError):
-        pass
-    started = time.perf_counter()
-    plan = measure_plan(lib, wanted, threads=threads)
-    logger.info("measured the small-GEMM plan in %.1f s: %s", time.perf_counter() - started, plan.threads)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(asdict(plan), f)
-    os.replace(tmp, path)
-    return plan
+    source = native.read_source(__package__, "cpu_gemm_bf16.cpp")
+    key = [PLAN_VERSION, asdict(cpu_info()), torch.__version__, source, threads, wanted, TOKENS]
+    return cached_plan("gemm-plan", key, GemmPlan, lambda: measure_plan(lib, wanted, threads=threads),
+                       summary=lambda plan: plan.threads)

@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import json
 import logging
-import os
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 
 from ragsvc import native
 from ragsvc.serving.layers.cpu_build import load_library
 from ragsvc.serving.layers.cpu_tuning import cpu_info
+from ragsvc.serving.layers.plan_cache import cached_plan
 
 logger = logging.getLogger(__name__)
 
@@ -106,23 +104,23 @@ def _time_forms(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim
     return times
 
 
+@dataclass(frozen=True)
+class PrefillForm:
+    fma: bool
+    """Whether the FMA form beat the vdpbf16ps form."""
+    ms: list[float]
+    """What was measured: [vdpbf16ps, FMAs] on a PROBE_TOKENS prompt."""
+
+
 def fma_faster(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:
     """Whether the kernel's FMA form beat its `vdpbf16ps` form on this CPU for this head shape: read from the
     cache, or measured once (well under a second) and cached."""
     shape = [num_heads, num_kv_heads, head_dim, torch.get_num_threads()]
     source = native.read_source(__package__, "cpu_prefill_attention.cpp")
-    key = json.dumps([asdict(cpu_info()), source, shape, PROBE_TOKENS])
-    path = native.cache_dir() / f"prefill-form-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-    try:
-        return bool(json.loads(path.read_text(encoding="utf-8"))["fma"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    ms = _time_forms(lib, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim)
-    fma = ms[1] < ms[0]
-    logger.info("prefill attention, %d-token prompt: %.2f ms with vdpbf16ps, %.2f ms with FMAs: %s", PROBE_TOKENS,
-                ms[0], ms[1], "FMAs" if fma else "vdpbf16ps")
-    os.makedirs(path.parent, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"fma": fma, "ms": ms}), encoding="utf-8")
-    os.replace(tmp, path)
-    return fma
+    key = [asdict(cpu_info()), source, shape, PROBE_TOKENS]
+
+    def measure() -> PrefillForm:
+        ms = _time_forms(lib, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim)
+        return PrefillForm(fma=ms[1] < ms[0], ms=ms)
+
+    return cached_plan("prefill-form", key, PrefillForm, measure).fma

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ from ragsvc.serving.layers.cpu_build import load_library
 from ragsvc.serving.layers.quant import QuantWeight
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
-_SIGNATURES = {
+_SIGNATURES: dict[str, list[Any]] = {
     **{f"q4_linear_{s}": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _I] for s in ("f32", "bf16")},
     **{f"i8_linear_{s}": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I] for s in ("f32", "bf16")},
     **{f"q4_dequant_{s}": [_P, _P, _P, _I, _I, _I, _P] for s in ("f32", "bf16")},

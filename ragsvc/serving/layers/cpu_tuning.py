@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import json
 import logging
 import os
 import statistics
@@ -25,6 +23,7 @@ import torch
 
 from ragsvc import native
 from ragsvc.serving.layers import cpu_q4_vnni, cpu_quant
+from ragsvc.serving.layers.plan_cache import cached_plan
 from ragsvc.serving.layers.quant import QuantWeight, padded
 
 logger = logging.getLogger(__name__)
@@ -181,25 +180,9 @@ def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, *, q4_vector:
     return replace(plan, vnni_tokens=vnni_tokens, vnni_ms=vnni_ms)
 
 
-def _plan_path(info: CpuInfo) -> Path:
-    sources = [native.read_source(__package__, name) for name in ("cpu_quant.cpp", "cpu_q4_vnni.cpp")]
-    key = json.dumps([PLAN_VERSION, asdict(info), torch.__version__, sources])
-    return native.cache_dir() / f"quant-plan-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-
-
 def quant_plan(lib: ctypes.CDLL) -> QuantPlan:
     """The cached plan for this CPU, measuring it first when there is none (a few seconds, once per CPU)."""
     info = cpu_info()
-    path = _plan_path(info)
-    try:
-        return QuantPlan(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
-        pass
-    started = time.perf_counter()
-    plan = measure_plan(lib, info)
-    logger.info("measured quantised-kernel blocking in %.1f s: %s", time.perf_counter() - started, plan)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(plan)))
-    os.replace(tmp, path)
-    return plan
+    sources = [native.read_source(__package__, name) for name in ("cpu_quant.cpp", "cpu_q4_vnni.cpp")]
+    key = [PLAN_VERSION, asdict(info), torch.__version__, sources]
+    return cached_plan("quant-plan", key, QuantPlan, lambda: measure_plan(lib, info))

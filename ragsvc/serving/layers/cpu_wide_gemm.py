@@ -18,10 +18,7 @@ cpu_gemm_plan's, keyed by the CPU, torch, the thread count and the shapes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -30,9 +27,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ragsvc import native
 from ragsvc.serving.layers.cpu_gemm_plan import shape_key
 from ragsvc.serving.layers.cpu_tuning import cpu_info
+from ragsvc.serving.layers.plan_cache import cached_plan
 
 logger = logging.getLogger(__name__)
 
@@ -125,29 +122,11 @@ def measure_plan(shapes: Iterable[tuple[int, int]], *, threads: int) -> WidePlan
     return WidePlan(from_tokens=from_tokens, us=us)
 
 
-def _plan_path(shapes: list[tuple[int, int]], threads: int) -> str:
-    key = json.dumps([PLAN_VERSION, asdict(cpu_info()), torch.__version__, threads, shapes, TOKENS,
-                      MAX_MEASURED_FLOP])
-    return str(native.cache_dir() / f"wide-plan-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
-
-
 def wide_plan(shapes: Iterable[tuple[int, int]]) -> WidePlan:
     """The cached plan for these (in, out) shapes on this CPU and thread count, measured first when there is
     none (a few seconds, once)."""
     wanted = sorted(set(shapes))
     threads = torch.get_num_threads()
-    path = _plan_path(wanted, threads)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return WidePlan(**json.load(f))
-    except (OSError, ValueError, TypeError):
-        pass
-    started = time.perf_counter()
-    plan = measure_plan(wanted, threads=threads)
-    logger.info("measured the wide-GEMM plan in %.1f s: %s", time.perf_counter() - started, plan.from_tokens)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(asdict(plan), f)
-    os.replace(tmp, path)
-    return plan
+    key = [PLAN_VERSION, asdict(cpu_info()), torch.__version__, threads, wanted, TOKENS, MAX_MEASURED_FLOP]
+    return cached_plan("wide-plan", key, WidePlan, lambda: measure_plan(wanted, threads=threads),
+                       summary=lambda plan: plan.from_tokens)

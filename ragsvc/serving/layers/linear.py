@@ -15,6 +15,7 @@ its fp32 one: `use_wide_gemm` keeps those linears' plain weights to widen from.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 
 import torch
@@ -112,12 +113,20 @@ def packed_shapes(model: nn.Module, *, with_bias: bool = False) -> list[tuple[in
 
 
 def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
-    return (
-        device.type == "cpu"
-        and dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    )
+    return device.type == "cpu" and dtype == torch.bfloat16 and _onednn_packs_bf16()
+
+
+@functools.cache
+def _onednn_packs_bf16() -> bool:
+    """Whether this torch and CPU pack bf16 weights: oneDNN refuses to on CPUs without AVX512BW/VL/DQ or
+    AVX-NE-CONVERT (an AVX2-only Zen 3, say), and bf16 linears then stay on F.linear."""
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros((16, 16), dtype=torch.bfloat16), 1)
+    except RuntimeError:
+        return False
+    return True
 
 
 def pack_linears(model: nn.Module, *, batch_hint: int) -> int:
