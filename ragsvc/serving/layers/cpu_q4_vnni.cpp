@@ -248,13 +248,46 @@ inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T
 // a 32-block, and one vpmaddwd against ones widens them to each row's int32 block sum. No int16 sum can
 // overflow: |q * xq| <= 15 * 127, two products per pair, 8 pairs per row per block: 30,480 < 32,767.
 
-// Every token -> xq, sx and xs by quantise_row (the same rounding; the scalar pass is a few percent of the
-// products even at one token).
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+// Every token -> xq, sx and xs, rounded as quantise_row rounds (cvtps rounds to nearest even, as nearbyint does
+// in the default mode): full blocks 8 values per instruction, the block that K cuts and the padding by
+// quantise_row.
 template <typename T>
 void prepare_tokens(const T* x, int64_t M, int64_t K, int64_t Kp, int8_t* xq, float* sx, float* xs) {
-    const int64_t nb = Kp / 32;
+    const int64_t nb = Kp / 32, full = K / 32;
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undoes the packs' per-lane interleave
 #pragma omp parallel for schedule(static) if (M * Kp > (1 << 15))
-    for (int64_t t = 0; t < M; ++t) quantise_row(x + t * K, K, nb, xq + t * Kp, sx + t * nb, xs + t * nb);
+    for (int64_t t = 0; t < M; ++t) {
+        const T* row = x + t * K;
+        for (int64_t b = 0; b < full; ++b) {
+            __m256 v[4];
+            for (int i = 0; i < 4; ++i) v[i] = load8(row + 32 * b + 8 * i);
+            const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                           _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            const float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+            const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+            __m256i q[4];
+            for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));
+            const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(xq + t * Kp + 32 * b), _mm256_permutevar8x32_epi32(bytes, order));
+            const __m256i s4 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+            sx[t * nb + b] = amax / 127.f;
+            xs[t * nb + b] = sx[t * nb + b] * static_cast<float>(_mm_cvtsi128_si32(s));
+        }
+        quantise_row(row + 32 * full, K - 32 * full, nb - full, xq + t * Kp + 32 * full, sx + t * nb + full,
+                     xs + t * nb + full);
+    }
 }
 
 // One packed group -> the panel's bytes (nb * 8 steps of 64 bytes) and fp32 d, m (nb, 16).
