@@ -1,4 +1,5 @@
-"""q4 weights x int8 activations on AVX512_VNNI: the prompt-reading kernel for q4 models.
+"""q4 weights x int8 activations on AVX512_VNNI or AVX2: the prompt-reading kernel for q4 models, and on AVX2
+CPUs their only vector q4 kernel.
 
 Why: reading a prompt is compute-bound, not bandwidth-bound. The bf16 paths (cpu_quant's panel GEMM, or
 expanding the weight for oneDNN's GEMM) multiply 32 bf16 pairs per vdpbf16ps; vpdpbusd multiplies 64 byte
@@ -16,10 +17,16 @@ Weights: the kernel reads its own layout (`pack`, 16 rows per vector, the same b
 `QuantLinear` packs its weight the first time it takes this kernel and keeps both, since one-token decode
 reads the q4 layout. So a q4 model that reads prompts this way holds its linears twice.
 
+AVX2 (Zen 2 and 3, Intel before Ice Lake): vpmaddubsw multiplies 32 byte pairs and adds them in pairs into
+int16, so a 32-block's products are summed in int16 (they cannot overflow: 8 x 2 x 15 x 127 < 2^15) and
+widened to int32 once per block. The sums are the same integers as with vpdpbusd.
+
 Dispatch: `QuantLinear` uses it for q4 steps of at least `QuantPlan.vnni_tokens` tokens, a threshold measured
-on the CPU at hand against the bf16 paths (cpu_tuning); it is 0 (never) where the CPU lacks AVX512_VNNI or the
-library cannot be built. One token (decode at batch 1) stays on cpu_quant's bf16 GEMV: bandwidth-bound, and
-exact in the weights.
+on the CPU at hand against the bf16 paths (cpu_tuning); it is 0 (never) where the kernel has no vector form or
+the library cannot be built. One token (decode at batch 1) stays on cpu_quant's bf16 GEMV, bandwidth-bound and
+exact in the weights, where that GEMV has its vector form (AVX512_BF16). Without it (AVX2) the GEMV is a scalar
+loop, 35x slower than this kernel on a 1536 x 8960 weight, and this kernel takes single tokens too
+(`vnni_tokens` = 1): decode then rounds activations to int8 as llama.cpp's Q4 x Q8 decode does.
 """
 
 from __future__ import annotations
