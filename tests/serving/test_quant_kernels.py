@@ -220,3 +220,18 @@ def test_expansion_in_row_tiles_matches_one_whole_expansion(lib, fmt, dtype, mon
         monkeypatch.setattr(cpu_quant, "EXPAND_TILE_BYTES", tile_bytes)
         assert_close_to_largest(cpu_quant.expand_linear(lib, x, qw, bias), whole, dtype)
         assert_close_to_largest(cpu_quant.expand_linear(lib, x, qw, None), whole - bias, dtype)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "q4"])
+def test_quantising_in_row_chunks_equals_quantising_whole(fmt, monkeypatch) -> None:
+    """Large weights are quantised a bounded number of rows at a time (memory); rows are independent, so the
+    result is the same bytes, scales and offsets, including a short last chunk."""
+    from ragsvc.serving.layers import quant
+
+    w = torch.randn((70, 100), generator=torch.Generator().manual_seed(4))
+    whole = quantise(w, fmt)
+    monkeypatch.setattr(quant, "QUANTISE_ROWS", 16)
+    chunked = quantise(w, fmt)
+    assert torch.equal(chunked.data, whole.data) and torch.equal(chunked.scale, whole.scale)
+    assert (chunked.offset is None) == (whole.offset is None)
+    assert chunked.offset is None or torch.equal(chunked.offset, whole.offset)

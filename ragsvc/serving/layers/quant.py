@@ -83,7 +83,16 @@ def _pad(weight: torch.Tensor) -> torch.Tensor:
     return w  # (out, Kp)
 
 
+QUANTISE_ROWS = 4096
+"""Rows quantised at a time: each row is independent, and the scale search's fp32 temporaries of a whole LM head
+(152k x 1536 for Qwen2.5) ran to several GB on top of the model and exhausted 24 GB on an fp32 load."""
+
+
 def quantise_int8(weight: torch.Tensor) -> QuantWeight:
+    if weight.shape[0] > QUANTISE_ROWS:
+        parts = [quantise_int8(weight[i:i + QUANTISE_ROWS]) for i in range(0, weight.shape[0], QUANTISE_ROWS)]
+        return QuantWeight("int8", weight.shape[0], weight.shape[1], torch.cat([p.data for p in parts]),
+                           torch.cat([p.scale for p in parts]), None)
     w = _pad(weight)  # (out, Kp)
     scale = w.abs().amax(dim=1) / 127.0  # (out,)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -93,6 +102,10 @@ def quantise_int8(weight: torch.Tensor) -> QuantWeight:
 
 def quantise_q4(weight: torch.Tensor) -> QuantWeight:
     n, k = weight.shape
+    if n > QUANTISE_ROWS:
+        parts = [quantise_q4(weight[i:i + QUANTISE_ROWS]) for i in range(0, n, QUANTISE_ROWS)]
+        return QuantWeight("q4", n, k, torch.cat([p.data for p in parts]), torch.cat([p.scale for p in parts]),
+                           torch.cat([p.offset for p in parts if p.offset is not None]))
     w = _pad(weight).view(n, -1, BLOCK)  # (out, blocks, 32)
     lo, hi = w.amin(dim=2), w.amax(dim=2)  # (out, blocks)
     m = lo.to(torch.float16)
