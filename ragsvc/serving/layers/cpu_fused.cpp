@@ -114,6 +114,26 @@ void rms_norm(const T* x, int64_t x_stride, const T* res, T* res_out, T* out, co
     }
 }
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// AVX2: the scalar loop below runs a branch, two exps' worth of work and a division per element; this is the
+// AVX-512 form on 8 lanes, with a true division (ymm vdivps is cheap enough on these cores).
+template <typename T>
+void silu_mul_avx2(const T* gate_up, T* out, int64_t rows, int64_t inter) {
+#pragma omp parallel for if (rows * inter > kParallelMin)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* g = gate_up + r * 2 * inter;
+        const T* u = g + inter;
+        T* o = out + r * inter;
+        for (int64_t c = 0; c < inter; c += 8) {
+            const __m256 gv = load8(g + c);
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));  // exp(-g)
+            const __m256 s = round8(_mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.f), e)), g);
+            store8(o + c, _mm256_mul_ps(s, load8(u + c)));
+        }
+    }
+}
+#endif
+
 inline float silu(float g) {
     const float e = g > 0.f ? exp_nonpositive(-g) : 1.f / exp_nonpositive(g);  // exp(-g) without overflow
     return g / (1.f + e);
@@ -124,6 +144,11 @@ void silu_mul(const T* gate_up, T* out, int64_t rows, int64_t inter) {
 #ifdef __AVX512F__
     if (inter % 16 == 0) {
         silu_mul_avx512(gate_up, out, rows, inter);
+        return;
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    if (inter % 8 == 0) {
+        silu_mul_avx2(gate_up, out, rows, inter);
         return;
     }
 #endif
