@@ -121,9 +121,9 @@ inline void store16(uint16_t* p, __m512 x) {  // x already holds bf16 values (ro
 #endif
 
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-// The AVX2 forms (8 lanes) of the loads, stores and exp above, for CPUs without AVX-512 (Zen 2 and 3, Intel
-// client cores): same rounding points.
+#if defined(__AVX2__) && defined(__FMA__)
+// The AVX2 forms (8 lanes) of the loads, stores and exp above, for the kernels' paths on CPUs without AVX-512
+// (Zen 2 and 3, Intel client cores) or without the AVX-512 extension a kernel needs: same rounding points.
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));

@@ -248,12 +248,6 @@ inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T
 // a 32-block, and one vpmaddwd against ones widens them to each row's int32 block sum. No int16 sum can
 // overflow: |q * xq| <= 15 * 127, two products per pair, 8 pairs per row per block: 30,480 < 32,767.
 
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
-
 // Every token -> xq, sx and xs, rounded as quantise_row rounds (cvtps rounds to nearest even, as nearbyint does
 // in the default mode): full blocks 8 values per instruction, the block that K cuts and the padding by
 // quantise_row.
