@@ -14,7 +14,8 @@ from ragsvc.serving.layers.quant_linear import QuantLinear
 from tests.serving.kernel_builds import build_for_march
 from tests.serving.kernel_closeness import assert_close_to_largest
 
-SHAPES = [(1, 1, 3), (2, 31, 17), (3, 33, 5), (4, 70, 40), (7, 100, 33), (13, 600, 70), (70, 1000, 9), (5, 64, 16), (40, 129, 48)]
+SHAPES = [(1, 1, 3), (2, 31, 17), (3, 33, 5), (4, 70, 40), (7, 100, 33), (13, 600, 70), (70, 1000, 9), (5, 64, 16),
+          (40, 129, 48)]
 """(tokens, in, out); 1-4 tokens take the AVX2 form's direct path, more its panel."""
 
 

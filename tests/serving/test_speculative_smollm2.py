@@ -53,7 +53,9 @@ def test_answers_are_plain_greedy_and_drafts_are_accepted(engines) -> None:
     ours, theirs = spec.generate(prompts, params), plain.generate(prompts, params)
     for a, b in zip(theirs, ours, strict=True):
         assert b.output_token_ids == a.output_token_ids and b.text == a.text
-        assert [round(x.logprob, 3) for x in b.logprobs] == [round(x.logprob, 3) for x in a.logprobs]
+        # the same logprobs up to the GEMM's summation order, which moves with the rows in a step (a verify step
+        # has k + 1 per sequence): rounding both to 3 places split -0.0195 into -0.019 and -0.020 on a Zen 3
+        assert [x.logprob for x in b.logprobs] == pytest.approx([x.logprob for x in a.logprobs], abs=1e-3)
     stats = spec.spec_stats.as_dict()
     assert stats["num_accepted_tokens"] > 0 and stats["tokens_per_spec_step"] > 1.0
 
