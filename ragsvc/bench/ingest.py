@@ -32,6 +32,7 @@ import numpy as np
 
 from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.fast import cpu_has_native_bf16
 from ragsvc.embed.openvino_int8 import QuantizeSetting, nncf_available
 from ragsvc.embed.openvino_path import BackendSetting, openvino_available
 from ragsvc.embed.precision import Precision, agreement
@@ -152,9 +153,13 @@ def run_ingest_bench(config: IngestBenchConfig, *, embedder_factory: Callable[[]
                                         **common)
     runs = [ref_row]
     paths: list[tuple[str, Precision, BackendSetting, QuantizeSetting]] = []
+    skipped: list[dict[str, str]] = []
     if config.torch_paths:
-        paths += [("ragsvc-fp32-sorted", "float32", "torch", "none"),
-                  ("ragsvc-bf16-sorted", "bfloat16", "torch", "none")]
+        paths.append(("ragsvc-fp32-sorted", "float32", "torch", "none"))
+        if cpu_has_native_bf16():
+            paths.append(("ragsvc-bf16-sorted", "bfloat16", "torch", "none"))
+        else:  # emulated bfloat16 takes minutes and is never chosen: nothing to learn from timing it
+            skipped.append({"name": "ragsvc-bf16-sorted", "reason": "this CPU has no bfloat16 instructions"})
     if openvino_available():
         paths.append(("ragsvc-openvino-sorted", "bfloat16", "openvino", "none"))
     if nncf_available():
@@ -171,7 +176,7 @@ def run_ingest_bench(config: IngestBenchConfig, *, embedder_factory: Callable[[]
     return {
         "cpu": cpu_model(), "git_sha": package_git_sha(), "config": {**asdict(config), "data_root": "<data-root>"},
         "num_docs": len(docs), "num_chunks": len(texts), "num_tokens": num_tokens,
-        "reference": asdict(ref_row), "runs": [asdict(r) for r in runs[1:]],
+        "reference": asdict(ref_row), "runs": [asdict(r) for r in runs[1:]], "skipped_runs": skipped,
         "end_to_end": end_to_end, "reingest": reingest,
         "targets": _targets(ref_row, end_to_end, reingest),
     }
@@ -249,6 +254,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['name']} | {row['precision']} | {row['chunks_per_s']} | {row['docs_per_s']} | "
                      f"{row['tokens_per_s']} | {row['chunks_per_s'] / ref['chunks_per_s']:.2f} | "
                      f"{row['peak_rss_mb']} | {row['cosine_mean']:.4f} | {row['cosine_min']:.4f} |")
+    lines += [f"| {row['name']} | skipped: {row['reason']} | | | | | | | |" for row in result.get("skipped_runs", [])]
     e2e, again = result["end_to_end"], result["reingest"]
     lines += ["", f"End to end ({e2e['name']}: chunk, embed, store, index): {e2e['chunks_per_s']} chunks/s, "
               f"{e2e['docs_per_s']} docs/s ({e2e['chunks_per_s'] / ref['chunks_per_s']:.2f}x st-fp32 encode alone), "

@@ -8,6 +8,7 @@ import pytest
 
 from ragsvc.bench.ingest import IngestBenchConfig, load_scifact, run_ingest_bench, to_markdown
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.fast import cpu_has_native_bf16
 from ragsvc.embed.openvino_int8 import nncf_available
 from ragsvc.embed.openvino_path import openvino_available
 
@@ -40,15 +41,18 @@ def test_load_takes_the_first_documents_and_names_a_missing_corpus(data_root, tm
 def test_the_benchmark_reports_every_run_on_the_same_chunks(data_root, tmp_path):
     config = IngestBenchConfig(data_root=data_root, num_docs=8, threads=1)
     result = run_ingest_bench(config, work_dir=tmp_path,
-                              embedder_factory=lambda: SentenceTransformerEmbedder(precision="bfloat16",
+                              embedder_factory=lambda: SentenceTransformerEmbedder(precision="auto",
                                                                                    sort_by_length=True))
     assert {"cpu", "git_sha", "reference", "runs", "end_to_end", "reingest", "targets"} <= set(result)
     assert result["num_docs"] == 8 and result["num_chunks"] > 8  # the longer abstracts span several chunks
     assert result["reference"]["name"] == "st-fp32" and result["reference"]["chunks_per_s"] > 0
     names = [r["name"] for r in result["runs"]]
-    assert names == ["ragsvc-fp32-sorted", "ragsvc-bf16-sorted"] + (["ragsvc-openvino-sorted"] if openvino_available()
-                                                                     else []) + (
+    bf16 = cpu_has_native_bf16()  # emulated bfloat16 is skipped, and says so
+    assert names == ["ragsvc-fp32-sorted"] + (["ragsvc-bf16-sorted"] if bf16 else []) + (
+        ["ragsvc-openvino-sorted"] if openvino_available() else []) + (
         ["ragsvc-openvino-int8-sorted"] if nncf_available() else [])
+    assert result["skipped_runs"] == ([] if bf16 else [{"name": "ragsvc-bf16-sorted",
+                                                        "reason": "this CPU has no bfloat16 instructions"}])
     for row in result["runs"]:
         assert {"chunks_per_s", "docs_per_s", "tokens_per_s", "peak_rss_mb", "cosine_mean", "cosine_min"} <= set(row)
         assert row["cosine_mean"] >= 0.99 and row["cosine_min"] >= 0.98
@@ -58,5 +62,5 @@ def test_the_benchmark_reports_every_run_on_the_same_chunks(data_root, tmp_path)
     assert result["reingest"]["unchanged_speedup"] > 0 and result["reingest"]["new_collection_speedup"] > 0
     assert [t["name"] for t in result["targets"]] == ["end_to_end_vs_st_fp32", "reingest_unchanged_speedup"]
     markdown = to_markdown(json.loads(json.dumps(result)))
-    assert "ragsvc-bf16-sorted" in markdown and "Re-ingest unchanged" in markdown
+    assert "ragsvc-bf16-sorted" in markdown and "Re-ingest unchanged" in markdown  # run or skipped, it is named
     assert str(data_root) not in json.dumps(result)  # no machine paths in a committed baseline
