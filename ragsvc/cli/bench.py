@@ -419,8 +419,9 @@ def ingest_command(
         help="folder holding scifact/ \\[default: RAGSVC_EVAL__DATA_ROOT]")] = None,
     num_docs: Annotated[int, typer.Option(help="SciFact documents (the first N: a fixed sample)")] = 2000,
     threads: Annotated[int, typer.Option(help="torch threads")] = 2,
-    torch_paths: Annotated[bool, typer.Option(help="also time our torch float32 and bfloat16 encode paths (bfloat16 only where the CPU has bf16 "
-                                               "instructions; emulated it is never chosen)")] = True,
+    torch_paths: Annotated[bool, typer.Option(
+        help="also time our torch float32 and bfloat16 encode paths (bfloat16 only where the CPU has bf16 "
+             "instructions; emulated it is never chosen)")] = True,
 ) -> None:
     """Embedding paths vs sentence-transformers fp32 on the same chunks, end-to-end ingest and re-ingest speed."""
     from ragsvc.bench.ingest import IngestBenchConfig, run_ingest_bench, to_markdown
