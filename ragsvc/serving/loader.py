@@ -97,7 +97,10 @@ def _dequantise(gguf: Path, target: Path) -> None:
         if model.generation_config is not None:
             model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
+        if (target / "config.json").exists():  # another process converted the same file first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if target.exists():  # a damaged copy (no config.json)
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:

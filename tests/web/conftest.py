@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import free_port
+from tests.llm.conftest import MODEL_CACHE
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
@@ -50,7 +51,8 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout_s: float = 600.0) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false",
+               "RAGSVC_MODEL__CACHE_DIR": str(MODEL_CACHE)}  # the converted SmolLM2 the other suites share
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
