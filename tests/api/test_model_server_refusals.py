@@ -44,9 +44,10 @@ def _ask_all_ways(server: LiveServer) -> list[httpx.Response]:
         assert client.post("/v1/collections", json={"name": "c"}).status_code == 201
         docs = {"documents": [{"text": "Paged attention keeps the KV cache in fixed-size blocks."}]}
         assert client.post("/v1/collections/c/documents", json=docs).status_code == 201
-        return [client.post("/v1/answer", json={"question": "What are blocks?", "collection": "c"}),
-                client.post("/v1/answer", json={"question": "What are blocks?", "collection": "c", "flare": True}),
-                client.post("/v1/collections/c/search", json={"query": "blocks", "hyde": True})]
+        short = {"question": "What are blocks?", "collection": "c", "max_tokens": 16}  # reaching the model is the point
+        return [client.post("/v1/answer", json=short),
+                client.post("/v1/answer", json={**short, "flare": True}),
+                client.post("/v1/collections/c/search", json={"query": "blocks", "hyde": {"n": 2, "max_tokens": 16}})]
 
 
 def _check_refused(responses: list[httpx.Response], *needles: str) -> None:
