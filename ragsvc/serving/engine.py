@@ -133,6 +133,8 @@ class LLMEngine:
             cpu_kernels=config.cpu_kernels,
             small_gemm=config.small_gemm,
             wide_gemm=config.wide_gemm,
+            # an explicit float32 is the exactness path against HF: only "auto" takes the f32 decode GEMM
+            f32_gemm=config.small_gemm and config.dtype == "auto" and dtype == torch.float32,
             split_policy=SplitPolicy() if config.split_steps else None,
         )
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name

@@ -118,7 +118,8 @@ def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype)
 class ModelRunner:
     def __init__(
         self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True,
-        small_gemm: bool = False, wide_gemm: bool = False, split_policy: SplitPolicy | None = None,
+        small_gemm: bool = False, wide_gemm: bool = False, f32_gemm: bool = False,
+        split_policy: SplitPolicy | None = None,
     ) -> None:
         self.model = model
         self.block_size = block_size
@@ -136,7 +137,7 @@ class ModelRunner:
         """Whether that kernel runs in its fp32-FMA form (measured faster on this CPU)."""
         if self.device.type == "cpu":
             model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None, small_gemm=small_gemm,
-                                  wide_gemm=wide_gemm)
+                                  wide_gemm=wide_gemm, f32_gemm=f32_gemm)
         self.halves = _halves(self.device, split_policy)
         """How large steps run as two halves on two threads; None: every step runs whole."""
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)

@@ -14,6 +14,7 @@ stacks the checkpoint's separate tensors (and biases) into them.
 from __future__ import annotations
 
 import ctypes
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ragsvc.serving.layers import cpu_fused, cpu_gemm_bf16, cpu_quant
+from ragsvc.serving.layers import cpu_fused, cpu_gemm_bf16, cpu_gemm_f32, cpu_quant
 from ragsvc.serving.layers.attention import AttentionMetadata, paged_attention
+from ragsvc.serving.layers.cpu_gemm_f32 import use_f32_gemm
 from ragsvc.serving.layers.cpu_gemm_plan import gemm_plan
 from ragsvc.serving.layers.cpu_tuning import quant_plan
 from ragsvc.serving.layers.cpu_wide_gemm import wide_plan
@@ -33,6 +35,8 @@ from ragsvc.serving.layers.norm import RMSNorm
 from ragsvc.serving.layers.quant_linear import QuantLinear, quantise_linears, use_quant_kernels
 from ragsvc.serving.layers.rotary import RotaryEmbedding, apply_rotary
 from ragsvc.serving.quant_cache import QuantCache, cache_file
+
+logger = logging.getLogger(__name__)
 
 FAMILIES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 """config.json `model_type` -> the `architectures` entry we implement. Mistral is left out (sliding-window
@@ -222,11 +226,12 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(self.norm(x))  # (n, vocab)
 
     def use_cpu_kernels(self, kernels: ctypes.CDLL | None, *, small_gemm: bool = False,
-                        wide_gemm: bool = False) -> None:
+                        wide_gemm: bool = False, f32_gemm: bool = False) -> None:
         """Route RMSNorm, rotary and SiLU-and-multiply through the fused CPU kernels, quantised linears through
         theirs with the blocking measured for this CPU, with `small_gemm` few-token bf16 linears through the
-        small GEMM where its plan measured it faster (None: plain torch and oneDNN for all), and with `wide_gemm`
-        many-token bf16 linears through fp32 where that plan measured it faster. Called once, at load."""
+        small GEMM where its plan measured it faster (None: plain torch and oneDNN for all), with `wide_gemm`
+        many-token bf16 linears through fp32 where that plan measured it faster, and with `f32_gemm` few-token
+        float32 linears through cpu_gemm_f32 where its plan measured it faster. Called once, at load."""
         for module in self.modules():
             if isinstance(module, (RMSNorm, Attention, MLP)):
                 module.kernels = kernels
@@ -234,6 +239,9 @@ class LlamaForCausalLM(nn.Module):
             use_wide_gemm(self, wide_plan(packed_shapes(self, with_bias=True)) if wide_gemm else None)
             gemm = cpu_gemm_bf16.load() if kernels is not None and small_gemm else None
             use_small_gemm(self, gemm, gemm_plan(gemm, packed_shapes(self)) if gemm is not None else None)
+        if kernels is not None and f32_gemm:
+            routed = use_f32_gemm(self, cpu_gemm_f32.load())
+            logger.info("%d float32 linear layers take the f32 decode GEMM for a few tokens", routed)
         if any(isinstance(m, QuantLinear) for m in self.modules()):
             quant = cpu_quant.load() if kernels is not None else None
             use_quant_kernels(self, quant, quant_plan(quant) if quant is not None else None)
