@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ from ragsvc.serving.layers.cpu_tuning import cpu_info
 from ragsvc.serving.layers.plan_cache import cached_plan
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
-_SIGNATURES = {"linear_f32": [_P, _I, _I, _P, _I, _P, _P, _I], "gemm_f32_vectorised": [_P]}
+_SIGNATURES: dict[str, list[Any]] = {"linear_f32": [_P, _I, _I, _P, _I, _P, _P, _I], "gemm_f32_vectorised": [_P]}
 MAX_TOKENS = 8
 """The kernel's most tokens per call (its accumulators); more go to torch's GEMM."""
 TOKENS = (1, 2, 4, 8)
@@ -109,8 +110,14 @@ def measure_shape(lib: ctypes.CDLL, in_features: int, out_features: int, *, thre
     with torch.inference_mode():
         for m in TOKENS:
             x = torch.randn(m, in_features, generator=g)
-            rows.append([_per_call_us(lambda i, x=x: F.linear(x, weights[i]), copies),
-                         _per_call_us(lambda i, x=x: linear(lib, x, weights[i], None, threads=threads), copies)])
+
+            def plain(i: int, x: torch.Tensor = x) -> object:
+                return F.linear(x, weights[i])
+
+            def kernel(i: int, x: torch.Tensor = x) -> object:
+                return linear(lib, x, weights[i], None, threads=threads)
+
+            rows.append([_per_call_us(plain, copies), _per_call_us(kernel, copies)])
     return rows
 
 
@@ -170,6 +177,7 @@ def use_f32_gemm(model: nn.Module, lib: ctypes.CDLL | None) -> int:
         limit = plan.up_to.get(shape_key(module.in_features, module.out_features), 0)
         if limit:
             module.__class__ = F32Linear  # same parameters and buffers: only the forward changes
-            module.lib, module.kernel_up_to = lib, limit
+            routed_module = cast(F32Linear, module)
+            routed_module.lib, routed_module.kernel_up_to = lib, limit
             routed += 1
     return routed
