@@ -116,8 +116,9 @@ def serving_command(
              "(ragsvc, llama.cpp) \\[default: closed loop]")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="ragsvc's model cache \\[default: <data dir>/models]")] = None,
     prefix_trials: Annotated[int, typer.Option(help="ragsvc: cold/warm shared-prefix TTFT pairs (0 skips)")] = 3,
-    small_gemm: Annotated[bool, typer.Option(help="ragsvc: few-token bf16 linears on the small GEMM where its "
-                                                  "per-CPU plan measured it faster")] = True,
+    small_gemm: Annotated[bool, typer.Option(help="ragsvc: few-token bf16 linears (and float32 ones, where dtype "
+                                                  "auto runs float32) on our small GEMMs where their per-CPU "
+                                                  "plans measured them faster")] = True,
     wide_gemm: Annotated[bool, typer.Option(help="ragsvc: many-token bf16 linears multiplied in fp32 where the "
                                                  "per-CPU plan measured it faster")] = True,
     split_steps: Annotated[bool, typer.Option(help="ragsvc: steps of 32+ tokens as two halves of their sequences, "

@@ -59,7 +59,9 @@ class EngineConfig:
     small_gemm: bool = True
     """On CPU with AVX512-BF16 and `cpu_kernels`, bf16 linears of a few tokens (decode steps) take cpu_gemm_bf16's
     kernel where the per-CPU plan (cpu_gemm_plan.py, measured once per CPU) found it faster than oneDNN. It keeps
-    a second copy of those weights in the kernel's layout; False = oneDNN for every call."""
+    a second copy of those weights in the kernel's layout; False = oneDNN for every call. Where `dtype` "auto"
+    runs float32 (no bf16 instructions), float32 linears of 1-8 tokens take cpu_gemm_f32's kernel where its plan
+    found it faster than torch's GEMM (no copy); an explicit "float32" never does (exactness to HF)."""
     wide_gemm: bool = True
     """On CPU, bf16 linears of many tokens (prompt chunks) widen weight and activations to fp32 for the GEMM where
     the per-CPU plan (cpu_wide_gemm.py, measured once per CPU) found the CPU's bf16 GEMM slower than its fp32 one
