@@ -134,6 +134,8 @@ class SentenceTransformerEmbedder:
         self._counter = _token_counter(self._model.tokenizer)  # None: a slow tokenizer, counted by the model's own
         self._counter_lock = threading.Lock()
         self.fast_path: fast.FastPath | None = None
+        self._query_path: fast.FastPath | None = None
+        """The fast path as queries take it (OpenVINO may run them where torch runs documents, or the reverse)."""
         if precision is not None or sort_by_length:
             choice = fast.choose(self._model, precision or "float32", model_dir=path, batch_size=batch_size,
                                  max_seq_length=self.max_seq_length, choice_dir=choice_dir)
@@ -141,6 +143,7 @@ class SentenceTransformerEmbedder:
             self.fast_path = fast.FastPath(choice, rows, self.max_seq_length, sort_by_length=sort_by_length)
             self.fast_path = fast.with_backend(self._model, self.fast_path, backend, model_dir=path,
                                                choice_dir=choice_dir, quantize=quantize)
+            self._query_path = self.fast_path.for_queries()
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         if not texts:
@@ -161,8 +164,8 @@ class SentenceTransformerEmbedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32: many queries in one batched call (evaluation runs)."""
-        if self.fast_path is not None:
-            return fast.encode(self._model, [self.query_prefix + t for t in texts], self.fast_path)
+        if self._query_path is not None:
+            return fast.encode(self._model, [self.query_prefix + t for t in texts], self._query_path)
         vectors = self._model.encode(
             [self.query_prefix + t for t in texts], batch_size=self.batch_size, show_progress_bar=False,
             normalize_embeddings=True, convert_to_numpy=True,

@@ -22,7 +22,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+BACKEND_CHOICE_VERSION = 2
+"""In the backend choice's cache key: 2 measures queries apart from documents."""
 TIMED_REPEATS = 3
 """The precision check times each path this many times and keeps the best (a shared machine adds noise)."""
 CUDA_MIN_BATCH = 256
@@ -104,6 +106,12 @@ class FastPath:
     max_batch_tokens: int | None = None
     runner: OpenVinoEncoder | None = None
     backend_choice: BackendChoice | None = None
+    query_runner: OpenVinoEncoder | None = None
+    """What runs queries' batches where OpenVINO measured faster for them (`BackendChoice.query_backend`)."""
+
+    def for_queries(self) -> FastPath:
+        """This path as queries take it: their own runner (None: torch)."""
+        return replace(self, runner=self.query_runner)
 
     @property
     def precision(self) -> Precision:
@@ -201,8 +209,6 @@ def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSet
     """`path` with the OpenVINO runner when `setting` allows it and it passes its checks (cached per machine
     under `choice_dir`, like the precision); else `path` as it is, the reason logged. `quantize` lets the
     runner be the int8 model (`openvino_int8.py`) where it agrees with float32 (and, for "auto", is faster)."""
-    import dataclasses
-
     import torch
 
     if setting == "torch" or model.device.type != "cpu":
@@ -211,14 +217,14 @@ def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSet
     unavailable = unavailable or unsupported_reason(model)
     cache = None
     if choice_dir is not None and unavailable is None:
-        device = "openvino-" + setting + ("" if quantize == "none" else f"-int8-{quantize}")
+        device = f"openvino-v{BACKEND_CHOICE_VERSION}-" + setting + ("" if quantize == "none" else f"-int8-{quantize}")
         key = choice_key(model_dir=model_dir, device=device, cpu=_hardware(), torch_version=str(torch.__version__),
                          batch_size=path.batch_size)
         cache = choice_dir / f"backend-{key}.json"
     choice = load_backend_choice(cache) if cache is not None else None
     runner = None
     reference = lambda t: encode(model, t, path, precision="float32")  # noqa: E731
-    if unavailable is None and (choice is None or choice.backend == "openvino"):
+    if unavailable is None and (choice is None or "openvino" in (choice.backend, choice.query_backend)):
         try:
             wanted: QuantizeSetting = quantize if choice is None else "int8" if choice.int8 else "none"
             runner = _openvino_runner(model, model_dir=model_dir, choice_dir=choice_dir, reference=reference,
@@ -232,9 +238,11 @@ def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSet
         if cache is not None and unavailable is None:
             save_backend_choice(cache, choice)
     logger.info("embedder backend %s", choice.reason)
-    if choice.backend != "openvino" or runner is None:
-        return dataclasses.replace(path, backend_choice=choice)
-    return dataclasses.replace(path, runner=runner, backend_choice=choice)
+    if runner is None:
+        return replace(path, backend_choice=choice)
+    return replace(path, runner=runner if choice.backend == "openvino" else None,
+                               query_runner=runner if choice.query_backend == "openvino" else None,
+                               backend_choice=choice)
 
 
 def _openvino_runner(model: SentenceTransformer, *, model_dir: Path, choice_dir: Path | None,

@@ -43,6 +43,41 @@ def test_the_choice_takes_openvino_only_when_it_agrees_and_is_faster():
     assert forced.backend == "openvino" and forced.cosine_min > 0.999
 
 
+@pytest.mark.parametrize(("documents", "queries", "backend", "query_backend"), [
+    (1.5, 2.5, "openvino", "openvino"),
+    (1.0, 2.4, "torch", "openvino"),  # a batch of documents runs alike, a lone query runs faster: queries only
+    (1.3, 0.9, "openvino", "torch"),
+    (1.05, 1.0, "torch", "torch"),
+])
+def test_documents_and_single_queries_are_measured_apart(monkeypatch, documents, queries, backend, query_backend):
+    from ragsvc.embed import openvino_path
+
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(16, 8)).astype(np.float32)
+    last: list[tuple[str, int]] = []
+
+    def encoder(name: str):
+        def encode(texts):
+            last.append((name, len(texts)))
+            return ref[: len(texts)]
+        return encode
+
+    seconds = {("torch", "documents"): 1.0, ("openvino", "documents"): 1.0 / documents,
+               ("torch", "queries"): 1.0, ("openvino", "queries"): 1.0 / queries}
+
+    def fake_best_seconds(encode, texts, repeats):  # a pass's time by who ran it and on what shape
+        encode(texts)
+        name, batch = last[-1]
+        return seconds[(name, "queries" if batch == 1 else "documents")]
+
+    monkeypatch.setattr(openvino_path, "best_seconds", fake_best_seconds)
+    choice = choose_backend("auto", reference=encoder("torch"), torch_path=encoder("torch"),
+                            candidate=encoder("openvino"), unavailable=None)
+    assert (choice.backend, choice.query_backend) == (backend, query_backend), choice.reason
+    assert choice.speedup == pytest.approx(documents) and choice.query_speedup == pytest.approx(queries)
+    assert "single queries" in choice.reason
+
+
 def test_one_private_tokenisation_gives_the_inputs_the_transformers_call_gives(minilm):
     """The OpenVINO path tokenises once with its own copy of the tokenizer and pads in numpy; the model must see
     exactly what the transformers call (padding, truncation at the model's length) would have given it."""
@@ -60,7 +95,8 @@ def test_one_private_tokenisation_gives_the_inputs_the_transformers_call_gives(m
 
 
 def test_a_choice_round_trips_and_a_broken_file_is_measured_again(tmp_path):
-    choice = BackendChoice("openvino", "faster", 0.9999, 0.9998, 1.7)
+    choice = BackendChoice("torch", "faster for queries", 0.9999, 0.9998, 1.02, query_backend="openvino",
+                           query_speedup=2.4)
     save_backend_choice(tmp_path / "c.json", choice)
     assert load_backend_choice(tmp_path / "c.json") == choice
     (tmp_path / "bad.json").write_text("{")
@@ -95,3 +131,4 @@ def test_without_openvino_the_auto_backend_is_torch_and_says_why(tmp_path, monke
     plain = SentenceTransformerEmbedder(precision="float32", sort_by_length=True, backend="auto", choice_dir=tmp_path)
     assert plain.fast_path is not None and plain.fast_path.runner is None
     assert plain.fast_path.backend_choice is not None and "not installed" in plain.fast_path.backend_choice.reason
+    assert plain.fast_path.query_runner is None
