@@ -241,8 +241,7 @@ def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSet
     if runner is None:
         return replace(path, backend_choice=choice)
     return replace(path, runner=runner if choice.backend == "openvino" else None,
-                               query_runner=runner if choice.query_backend == "openvino" else None,
-                               backend_choice=choice)
+                   query_runner=runner if choice.query_backend == "openvino" else None, backend_choice=choice)
 
 
 def _openvino_runner(model: SentenceTransformer, *, model_dir: Path, choice_dir: Path | None,

@@ -237,7 +237,7 @@ class BackendChoice:
     query_backend: Literal["torch", "openvino"] = "torch"
     """What embeds queries, measured apart (`QUERY_TEXTS`, one at a time as a search sends them): for a short
     text alone a framework's per-call cost outweighs the arithmetic, so the two roles can differ. On a Zen 3
-    OpenVINO took 8.5 ms a query against torch's 20, while batches of documents ran alike (1.03x)."""
+    OpenVINO took 8.5 ms a query against torch's 20, while batches of documents ran no faster (0.85-1.03x)."""
     query_speedup: float = 1.0
     """Over the torch path, on those queries."""
 
