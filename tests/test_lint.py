@@ -1,13 +1,14 @@
 """Lint and type checks as tests, so the suite CI runs (the README's quick-start command) fails on them too.
 
 Both tools read their settings from pyproject.toml ([tool.ruff], [tool.mypy]), so they run from the repository
-root. A cold mypy run over the package takes about a minute, hence `slow` (still part of the CI run).
+root. A cold mypy run over the package takes one to two minutes, hence `slow` (still part of the CI run).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,14 @@ def test_ruff_is_clean() -> None:
         pytest.fail(f"ruff check ragsvc tests:\n{result.stdout}{result.stderr}", pytrace=False)
 
 
+MYPY_CACHE = Path(tempfile.gettempdir()) / "ragsvc-test-mypy-cache"
+"""Outside the checkout, so a fresh clone on the same machine (CI's) checks incrementally: mypy re-reads a module
+whose content changed, and what depends on it, and takes the rest from the cache (94 s cold, 4 s warm on the
+Zen 3). A new mypy version or configuration starts the cache again."""
+
+
 @pytest.mark.slow
 def test_mypy_is_clean() -> None:
-    result = _run("mypy", "ragsvc", timeout_s=540)
+    result = _run("mypy", "--cache-dir", str(MYPY_CACHE), "ragsvc", timeout_s=540)
     if result.returncode != 0:
         pytest.fail(f"mypy ragsvc:\n{result.stdout}{result.stderr}", pytrace=False)

@@ -95,8 +95,10 @@ def test_each_path_agrees_with_the_reference_in_input_order(minilm, reference, p
     assert fast.id == minilm.id  # same function within the bound: collections keep working
     assert embed_path(fast).startswith(f"{precision}: ") and embed_path(minilm) == "sentence-transformers encode"
     if precision != "float32" and not fast_module.native_bf16(fast_module._hardware()):
-        # emulated bfloat16 is many times slower than float32: the 8 varied texts, long ones included
-        reference, texts = reference[:8], TEXTS[:8]
+        # emulated bfloat16 is many times slower than float32: the short varied texts (the order check needs
+        # several; the two truncated at 256 tokens cost most of the time)
+        rows = [0, 1, 2, 3, 5, 6]
+        reference, texts = reference[rows], [TEXTS[i] for i in rows]
     else:
         texts = TEXTS
     vectors = fast.embed_documents(texts)
