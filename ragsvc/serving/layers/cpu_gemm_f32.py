@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import statistics
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -30,6 +28,7 @@ from torch import nn
 
 from ragsvc import native
 from ragsvc.serving.layers.cpu_build import load_library
+from ragsvc.serving.layers.cpu_gemm_plan import per_call_us
 from ragsvc.serving.layers.cpu_tuning import cpu_info
 from ragsvc.serving.layers.plan_cache import cached_plan
 
@@ -87,20 +86,6 @@ def shape_key(in_features: int, out_features: int) -> str:
     return f"{in_features}x{out_features}"
 
 
-def _per_call_us(fn: Callable[[int], object], copies: int, budget_s: float = 0.004) -> float:
-    """Median over 3 rounds of microseconds per call, each round at least `budget_s` long (and one pass over
-    the copies), cycling through the weight copies."""
-    fn(0)
-    rounds = []
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while calls < copies or time.perf_counter() - start < budget_s:
-            fn(calls % copies)
-            calls += 1
-        rounds.append((time.perf_counter() - start) / calls * 1e6)
-    return round(statistics.median(rounds), 1)
-
-
 def measure_shape(lib: ctypes.CDLL, in_features: int, out_features: int, *, threads: int,
                   cache_bytes: int) -> list[list[float]]:
     g = torch.Generator().manual_seed(0)
@@ -117,7 +102,7 @@ def measure_shape(lib: ctypes.CDLL, in_features: int, out_features: int, *, thre
             def kernel(i: int, x: torch.Tensor = x) -> object:
                 return linear(lib, x, weights[i], None, threads=threads)
 
-            rows.append([_per_call_us(plain, copies), _per_call_us(kernel, copies)])
+            rows.append([per_call_us(plain, copies), per_call_us(kernel, copies)])
     return rows
 
 

@@ -81,14 +81,14 @@ def pick_fma(us: list[float]) -> bool:
     return len(us) > 2 and us[2] < us[1]
 
 
-def _per_call_us(fn: Callable[[int], object], copies: int, budget_s: float = 0.004) -> float:
-    """Median over 3 rounds of microseconds per call, each round at least `budget_s` (and 3 calls) long,
-    cycling through the weight copies."""
+def per_call_us(fn: Callable[[int], object], copies: int, budget_s: float = 0.004) -> float:
+    """Median over 3 rounds of microseconds per call, each round at least `budget_s` long and one pass over the
+    weight copies (3 calls at least), cycling through them: `fn(i)` runs one call on copy i."""
     fn(0)
     rounds = []
     for _ in range(3):
         calls, start = 0, time.perf_counter()
-        while calls < 3 or time.perf_counter() - start < budget_s:
+        while calls < max(3, copies) or time.perf_counter() - start < budget_s:
             fn(calls % copies)
             calls += 1
         rounds.append((time.perf_counter() - start) / calls * 1e6)
@@ -118,8 +118,8 @@ def measure_shape(lib: ctypes.CDLL, in_features: int, out_features: int, *, thre
             def kernel_fma(i: int, x: torch.Tensor = x) -> object:
                 return cpu_gemm_bf16.linear(lib, x, own[i], threads=threads, fma=True)
 
-            rows.append([_per_call_us(onednn, copies), _per_call_us(kernel, copies),
-                         _per_call_us(kernel_fma, copies)])
+            rows.append([per_call_us(onednn, copies), per_call_us(kernel, copies),
+                         per_call_us(kernel_fma, copies)])
     return rows
 
 
