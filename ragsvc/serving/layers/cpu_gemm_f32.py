@@ -28,7 +28,7 @@ from torch import nn
 
 from ragsvc import native
 from ragsvc.serving.layers.cpu_build import load_library
-from ragsvc.serving.layers.cpu_gemm_plan import per_call_us
+from ragsvc.serving.layers.cpu_gemm_plan import per_call_us, shape_key
 from ragsvc.serving.layers.cpu_tuning import cpu_info
 from ragsvc.serving.layers.plan_cache import cached_plan
 
@@ -80,10 +80,6 @@ class F32Plan:
 
     up_to: dict[str, int] = field(default_factory=dict)
     us: dict[str, list[list[float]]] = field(default_factory=dict)
-
-
-def shape_key(in_features: int, out_features: int) -> str:
-    return f"{in_features}x{out_features}"
 
 
 def measure_shape(lib: ctypes.CDLL, in_features: int, out_features: int, *, threads: int,
