@@ -114,8 +114,7 @@ def up_to(rows: list[list[float]]) -> int:
 
 
 def measure_plan(lib: ctypes.CDLL, shapes: Iterable[tuple[int, int]], *, threads: int) -> F32Plan:
-    info = cpu_info()
-    cache_bytes = (info.l3_kib or info.l2_kib or 8192) * 1024
+    cache_bytes = cpu_info().last_level_cache_bytes
     us = {shape_key(k, n): measure_shape(lib, k, n, threads=threads, cache_bytes=cache_bytes)
           for k, n in sorted(set(shapes))}
     return F32Plan(up_to={key: up_to(rows) for key, rows in us.items()}, us=us)

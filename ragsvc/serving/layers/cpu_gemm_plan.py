@@ -124,8 +124,7 @@ def measure_shape(lib: ctypes.CDLL, in_features: int, out_features: int, *, thre
 
 
 def measure_plan(lib: ctypes.CDLL, shapes: Iterable[tuple[int, int]], *, threads: int) -> GemmPlan:
-    info = cpu_info()
-    cache_bytes = (info.l3_kib or info.l2_kib or 8192) * 1024
+    cache_bytes = cpu_info().last_level_cache_bytes
     us = {shape_key(k, n): measure_shape(lib, k, n, threads=threads, cache_bytes=cache_bytes)
           for k, n in sorted(set(shapes))}
     return GemmPlan(threads={key: [pick(row, threads) for row in rows] for key, rows in us.items()}, us=us,

@@ -51,6 +51,11 @@ class CpuInfo:
     """Per-instance cache sizes from /sys (None where not exposed)."""
     logical_cpus: int
 
+    @property
+    def last_level_cache_bytes(self) -> int:
+        """L3, else L2, else 8 MiB: what a probe's weights must outgrow to be read from memory."""
+        return (self.l3_kib or self.l2_kib or 8192) * 1024
+
 
 @dataclass(frozen=True)
 class QuantPlan:
@@ -126,7 +131,7 @@ def _median_ms(fn: object, reps: int = 3) -> float:
 def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan:
     """Time the tiles, the prefill cross-over and the int8-activation kernel on a q4 weight the size of the
     last-level cache (a few seconds)."""
-    l3_bytes = (info.l3_kib or info.l2_kib or 8192) * 1024
+    l3_bytes = info.last_level_cache_bytes
     n = min(max(l3_bytes // (k // 2), 4096), MAX_PROBE_ROWS)
     qw = _random_q4(n, k)
     # Without its vector form the q4 kernel is a scalar loop that never runs (the int8-activation kernel takes
