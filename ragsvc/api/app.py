@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ragsvc import __version__
+from ragsvc import __version__, gc_freeze
 from ragsvc.answer.composition import Composition
 from ragsvc.api.auth import PUBLIC, CatalogKeys, requires
 from ragsvc.api.console import install_console
@@ -53,6 +53,7 @@ def _load(app: FastAPI, settings: Settings, on_error: Callable[[Exception], None
                                  cluster=getattr(app.state, "cluster", None))
         app.state.vector_store = store
         store.load_indexes()
+        gc_freeze.loaded("the store")  # before ready: a full collection pauses every request thread
         app.state.ready = True
         logger.info("ragsvc ready: %d collection(s) loaded from %s", len(store.list_collections()),
                     settings.store.data_dir)

@@ -26,7 +26,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ragsvc import __version__
+from ragsvc import __version__, gc_freeze
 from ragsvc.api.auth import PUBLIC, FileKeys, requires
 from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
@@ -63,6 +63,7 @@ async def running_engine(app: FastAPI, config: EngineConfig) -> AsyncIterator[No
     engine = await asyncio.to_thread(LLMEngine.from_config, config)
     async_engine = AsyncLLMEngine(engine)
     await async_engine.start()
+    await asyncio.to_thread(gc_freeze.loaded, "the model")  # a full collection would stall every decode step
     app.state.served_model = served_model(engine, async_engine)
     logger.info("serving %s (max_model_len %d)", engine.model_name, engine.max_model_len)
     try:

@@ -74,6 +74,9 @@ def run(make_app: Callable[[LoadFailure], FastAPI], sock: socket.socket, *, log_
     traceback, status 3): `bind` and `check_model` find the causes that can be known beforehand."""
     import uvicorn
 
+    from ragsvc import gc_freeze
+
+    gc_freeze.freeze_after_loads()  # this process is the server: what it loads lives as long as it does
     failures: list[Exception] = []
     server: uvicorn.Server | None = None
 

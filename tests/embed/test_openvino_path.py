@@ -111,6 +111,8 @@ def test_openvino_vectors_agree_with_float32_in_input_order(minilm, tmp_path):
                                        choice_dir=tmp_path)
     assert fast.fast_path is not None and fast.fast_path.runner is not None, fast.fast_path
     assert fast.id == minilm.id, "the same function: the id does not change"
+    # unpinned: pinned, every lane's one-thread copy ran on the first core (two lanes on 2 cores used one)
+    assert fast.fast_path.runner._compiled.get_property("ENABLE_CPU_PINNING") is False
     got = fast.embed_documents(TEXTS)
     ref = minilm.embed_documents(TEXTS)
     cosine = np.sum(got * ref, axis=1)
