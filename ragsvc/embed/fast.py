@@ -172,7 +172,7 @@ def choose(model: SentenceTransformer, setting: PrecisionSetting, *, model_dir: 
     cache = None
     if setting == "auto" and choice_dir is not None:
         key = choice_key(model_dir=model_dir, device=device, cpu=_hardware(), torch_version=str(torch.__version__),
-                         batch_size=batch_size)
+                         batch_size=batch_size, threads=torch.get_num_threads())
         cache = choice_dir / f"precision-{key}.json"
         cached = load_choice(cache)
         if cached is not None:
@@ -219,7 +219,7 @@ def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSet
     if choice_dir is not None and unavailable is None:
         device = f"openvino-v{BACKEND_CHOICE_VERSION}-" + setting + ("" if quantize == "none" else f"-int8-{quantize}")
         key = choice_key(model_dir=model_dir, device=device, cpu=_hardware(), torch_version=str(torch.__version__),
-                         batch_size=path.batch_size)
+                         batch_size=path.batch_size, threads=torch.get_num_threads())
         cache = choice_dir / f"backend-{key}.json"
     choice = load_backend_choice(cache) if cache is not None else None
     runner = None

@@ -125,11 +125,13 @@ def choose_precision(setting: PrecisionSetting, candidates: Sequence[Precision],
     return PrecisionChoice("float32", reason)
 
 
-def choice_key(*, model_dir: Path, device: str, cpu: str, torch_version: str, batch_size: int) -> str:
-    """What the automatic choice depends on, as a short digest (a new model, CPU or torch measures again)."""
+def choice_key(*, model_dir: Path, device: str, cpu: str, torch_version: str, batch_size: int, threads: int) -> str:
+    """What the automatic choice depends on, as a short digest (a new model, CPU or torch measures again, and
+    so does another thread count: a server's embedding lanes run a thread each, where OpenVINO and torch
+    compare otherwise than on two)."""
     stat = model_dir.stat()
     parts = [str(CHOICE_VERSION), str(model_dir.resolve()), str(stat.st_mtime_ns), device, cpu, torch_version,
-             str(batch_size)]
+             str(batch_size), f"threads={threads}"]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ragsvc.embed import fast as fast_module
 from ragsvc.embed.batching import length_sorted_batches, restore_order
@@ -87,6 +88,13 @@ def test_a_cpu_without_bfloat16_instructions_is_not_measured_for_it(tmp_path, mo
     assert embedder.fast_path is not None and embedder.fast_path.precision == "float32"
     assert "no bfloat16 instructions" in embedder.fast_path.choice.reason and measured == []
     assert load_choice(next(tmp_path.glob("precision-*.json"))) == embedder.fast_path.choice
+    threads = torch.get_num_threads()
+    try:  # a server's lanes run a thread each: a choice measured on another thread count is not theirs
+        torch.set_num_threads(1 if threads != 1 else 2)
+        SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list(tmp_path.glob("precision-*.json"))) == 2
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
@@ -168,3 +176,25 @@ def test_the_cuda_plan_is_chosen_on_the_cpu_float16_first_in_large_batches():
     on_gpu = type("Model", (), {"device": type("Device", (), {"type": "cuda"})()})()  # stands in for a CUDA model
     path = fast_module.FastPath(chosen, 256, 256)
     assert fast_module.with_backend(on_gpu, path, "auto", model_dir=Path("."), choice_dir=None) is path  # no OpenVINO
+
+
+def test_small_document_passes_take_the_runner_measured_on_single_texts(monkeypatch):
+    """A server's small ingests are shaped like the single texts the query runner was chosen on, not like the
+    batch of long texts that chose the documents' one."""
+    from dataclasses import replace
+
+    from ragsvc.embed.embedder import SMALL_PASS_TEXTS
+
+    embedder = SentenceTransformerEmbedder(precision="float32", sort_by_length=True)
+    assert embedder.fast_path is not None
+    singles = replace(embedder.fast_path, batch_size=embedder.fast_path.batch_size + 1)  # told apart by identity
+    embedder._query_path = singles
+    used: list[object] = []
+    real = fast_module.encode
+    monkeypatch.setattr(fast_module, "encode", lambda model, texts, path, **kw: used.append(path) or real(
+        model, texts, path, **kw))
+    small = embedder.embed_documents(["a short note"] * SMALL_PASS_TEXTS)
+    embedder.embed_documents(["a short note"] * (SMALL_PASS_TEXTS + 1))
+    embedder.embed_queries(["a question"])
+    assert used == [singles, embedder.fast_path, singles]
+    assert small.shape == (SMALL_PASS_TEXTS, embedder.dim)

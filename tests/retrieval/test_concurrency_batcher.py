@@ -288,3 +288,58 @@ def test_lanes_and_threads_default_to_the_cores():
     assert threads_per_lane(3, lanes=2, num_cores=2) == 3
     with pytest.raises(ValueError, match="0 \\(one per core\\)"):
         lanes_for(-1, 2)
+
+
+def test_a_pass_wakes_only_the_callers_it_served_and_the_next_in_line(monkeypatch):
+    """Nine callers queue, asleep, behind a held pass. Its end wakes only the first of them, who starts the
+    next pass and takes every queued text; that pass's end wakes the other eight. One condition shared by
+    all, woken with notify_all, woke all nine at the first pass's end: under load ~30 request threads took
+    the GIL after every pass only to go back to sleep."""
+    from types import SimpleNamespace
+
+    from ragsvc.retrieval import embed_batcher
+
+    asleep: list[str] = []
+    woken: list[int] = []  # sleepers each notify reached, in order
+
+    class CountingCondition(threading.Condition):
+        def wait(self, timeout=None):
+            asleep.append(threading.current_thread().name)
+            return super().wait(timeout)
+
+        def notify(self, n=1):
+            if self._waiters:
+                woken.append(min(n, len(self._waiters)))
+            super().notify(n)
+
+    monkeypatch.setattr(embed_batcher, "threading", SimpleNamespace(Lock=threading.Lock, Condition=CountingCondition))
+    release, started, calls = threading.Event(), threading.Event(), []
+
+    def embed(texts, held):
+        calls.append(list(texts))
+        if len(calls) == 1:
+            started.set()
+            assert release.wait(60)
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    batcher = EmbedBatcher(embed)
+    results: dict[str, np.ndarray] = {}
+
+    def call(text: str) -> None:
+        results[text] = batcher.embed([text])[0]
+
+    texts = ["q" * i for i in range(1, 11)]
+    first = threading.Thread(target=call, args=(texts[0],))
+    first.start()
+    assert started.wait(60)
+    waiting = [threading.Thread(target=call, args=(t,)) for t in texts[1:]]
+    for t in waiting:
+        t.start()
+    _wait_for(lambda: len(batcher._queue) == 9 and len(asleep) == 9)
+    release.set()
+    for t in [first, *waiting]:
+        t.join(60)
+    assert [len(c) for c in calls] == [1, 9]
+    assert woken[0] == 1, f"the first pass's end woke {woken[0]} sleepers"
+    assert sum(woken) == 9, woken
+    assert all(results[t][0] == len(t) for t in texts)
