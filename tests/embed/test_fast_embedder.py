@@ -179,11 +179,11 @@ def test_the_cuda_plan_is_chosen_on_the_cpu_float16_first_in_large_batches():
 
 
 def test_small_document_passes_take_the_runner_measured_on_single_texts(monkeypatch):
-    """A server's small ingests are shaped like the single texts the query runner was chosen on, not like the
-    batch of long texts that chose the documents' one."""
+    """A server's small ingests (few texts, or short ones) are shaped like the single texts the query runner
+    was chosen on, not like the batch of long texts that chose the documents' one."""
     from dataclasses import replace
 
-    from ragsvc.embed.embedder import SMALL_PASS_TEXTS
+    from ragsvc.embed.embedder import SHORT_TEXT_CHARS, SMALL_PASS_TEXTS
 
     embedder = SentenceTransformerEmbedder(precision="float32", sort_by_length=True)
     assert embedder.fast_path is not None
@@ -193,8 +193,11 @@ def test_small_document_passes_take_the_runner_measured_on_single_texts(monkeypa
     real = fast_module.encode
     monkeypatch.setattr(fast_module, "encode", lambda model, texts, path, **kw: used.append(path) or real(
         model, texts, path, **kw))
-    small = embedder.embed_documents(["a short note"] * SMALL_PASS_TEXTS)
-    embedder.embed_documents(["a short note"] * (SMALL_PASS_TEXTS + 1))
+    long = "a paragraph of a longer document " * (SHORT_TEXT_CHARS // 30)
+    assert len(long) > SHORT_TEXT_CHARS
+    small = embedder.embed_documents([long] * SMALL_PASS_TEXTS)
+    embedder.embed_documents(["a short note"] * (SMALL_PASS_TEXTS + 4))
+    embedder.embed_documents(["a short note"] * SMALL_PASS_TEXTS + [long])
     embedder.embed_queries(["a question"])
-    assert used == [singles, embedder.fast_path, singles]
+    assert used == [singles, singles, embedder.fast_path, singles]
     assert small.shape == (SMALL_PASS_TEXTS, embedder.dim)
