@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from ragsvc.bench.process import stop_process
-from ragsvc.bench.server_process import free_port
+from ragsvc.bench.server_process import serve_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,26 +50,8 @@ def test_a_server_process_freezes_what_it_loaded_and_still_collects_what_comes_a
 
 @pytest.mark.slow
 def test_ragsvc_serve_freezes_once_the_store_has_loaded(tmp_path: Path) -> None:
-    port = free_port()
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", "from ragsvc.cli import main; main()", "serve",
-                                 "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 180
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-                while time.monotonic() < deadline:  # waits for readiness (the model's load), polled
-                    assert proc.poll() is None, log.read_text()[-3000:]
-                    try:
-                        if client.get("/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.1)
-                else:
-                    pytest.fail("the server never became ready:\n" + log.read_text()[-3000:])
-        finally:
-            stop_process(proc)
+    with log.open("wb") as out, serve_process(tmp_path / "data", env={"RAGSVC_LOG_LEVEL": "INFO"}, output=out):
+        pass  # ready: the store has loaded
     lines = [line for line in log.read_text().splitlines() if "kept out of garbage collection" in line]
     assert len(lines) == 1 and "the store loaded:" in lines[0], log.read_text()[-3000:]

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -56,15 +57,17 @@ def free_port() -> int:
 
 @contextmanager
 def serve_process(data_dir: Path, *, env: Mapping[str, str] | None = None, sample: bool = False,
-                  start_timeout_s: float = START_TIMEOUT_S) -> Iterator[ServerProcess]:
+                  start_timeout_s: float = START_TIMEOUT_S, output: IO[bytes] | None = None) -> Iterator[ServerProcess]:
     """Start `ragsvc serve` on a free loopback port over `data_dir`; yield once /health answers 200; stop it
-    (SIGTERM: indexes are saved on the way out) when the block ends."""
+    (SIGTERM: indexes are saved on the way out) when the block ends. Its stdout and stderr go to `output`
+    when given; else stdout is dropped and stderr is this process's."""
     port = free_port()
     args = [sys.executable, "-c", _LAUNCH, "serve", "--data-dir", str(data_dir), "--port", str(port)]
     if sample:
         args.append("--sample")
     child_env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGSVC_LOG_LEVEL": "WARNING", **(env or {})}
-    proc = subprocess.Popen(args, env=child_env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=child_env, stdout=output or subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT if output else None)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(proc, url, start_timeout_s)
