@@ -27,10 +27,10 @@ logger = logging.getLogger(__name__)
 _enabled = False
 
 
-def freeze_after_loads(enabled: bool = True) -> None:
+def freeze_after_loads() -> None:
     """Let `loaded` freeze this process's heap (the server commands call it before the app starts)."""
     global _enabled
-    _enabled = enabled
+    _enabled = True
 
 
 def loaded(what: str) -> int | None:
