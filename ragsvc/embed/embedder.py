@@ -18,6 +18,7 @@ import numpy as np
 
 from ragsvc.config import EmbedSettings
 from ragsvc.embed import fast
+from ragsvc.embed.lean_bert import LeanSetting
 from ragsvc.embed.openvino_int8 import QuantizeSetting
 from ragsvc.embed.openvino_path import BackendSetting
 from ragsvc.embed.precision import PrecisionSetting
@@ -112,6 +113,7 @@ class SentenceTransformerEmbedder:
         choice_dir: Path | None = None,
         backend: BackendSetting = "torch",
         quantize: QuantizeSetting = "none",
+        lean_forward: LeanSetting = "traced",
     ) -> None:
         """`dtype` ("bfloat16", "float32"; None = the folder's own) sets the weights' precision: bfloat16 is about
         twice as fast on CPUs with avx512_bf16 (EmbeddingGemma: cosine >= 0.998 to float32 on SciFact).
@@ -120,7 +122,10 @@ class SentenceTransformerEmbedder:
         autocast in a precision checked against float32 ("auto": measured, and cached under `choice_dir`),
         batches sorted by token count; and `backend` "auto" or "openvino" lets a locally converted OpenVINO
         model run the batches where it agrees and measures faster (`openvino_path.py`), and `quantize` lets
-        that model be its int8 copy under the same checks (`openvino_int8.py`). None changes the id.
+        that model be its int8 copy under the same checks (`openvino_int8.py`); `lean_forward` lets torch float32
+        batches of a BERT model run through `lean_bert.py` where it matches the model's own forward, "traced"
+        as a TorchScript graph (`traced_forward.py`). None
+        changes the id.
         Unset, texts go through sentence-transformers' own `encode`, as before."""
         from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
 
@@ -150,6 +155,7 @@ class SentenceTransformerEmbedder:
             self.fast_path = fast.FastPath(choice, rows, self.max_seq_length, sort_by_length=sort_by_length)
             self.fast_path = fast.with_backend(self._model, self.fast_path, backend, model_dir=path,
                                                choice_dir=choice_dir, quantize=quantize)
+            self.fast_path = fast.with_lean(self._model, self.fast_path, lean_forward, model_key=str(path))
             self._query_path = self.fast_path.for_queries()
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
@@ -238,4 +244,5 @@ def embedder_from_settings(settings: EmbedSettings) -> SentenceTransformerEmbedd
                                        query_prefix=settings.query_prefix, document_prefix=settings.document_prefix,
                                        precision=settings.precision, sort_by_length=settings.sort_by_length,
                                        backend=settings.backend, quantize=settings.quantize,
+                                       lean_forward=settings.lean_forward,
                                        choice_dir=cache_dir().parent / "embed")

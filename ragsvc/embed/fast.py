@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ragsvc.embed import traced_forward
 from ragsvc.embed.batching import length_sorted_batches, restore_order
+from ragsvc.embed.lean_bert import LeanBert, LeanSetting, lean_encoder
 from ragsvc.embed.openvino_int8 import QuantizeSetting, nncf_available, prefer_int8
 from ragsvc.embed.openvino_int8 import quantize as quantize_model
 from ragsvc.embed.openvino_path import (
@@ -63,6 +65,12 @@ BACKEND_CHOICE_VERSION = 2
 """In the backend choice's cache key: 2 measures queries apart from documents."""
 TIMED_REPEATS = 3
 """The precision check times each path this many times and keeps the best (a shared machine adds noise)."""
+LEAN_TOLERANCE = 1e-4
+"""Largest element difference of normalised vectors the lean forward may show against transformers' (float32
+sums in another order give ~1e-7)."""
+LEAN_CHECK_TEXTS = CHECK_TEXTS[:-1]
+"""What the lean forward is checked on at every load: the check sample short of its 400-token text, which
+only tests truncation (the tokenizer's, shared by both forwards) and would double the check's cost."""
 CUDA_MIN_BATCH = 256
 """Rows per forward pass on a GPU at least: a batch of 32 short texts leaves most of one idle."""
 
@@ -108,6 +116,8 @@ class FastPath:
     backend_choice: BackendChoice | None = None
     query_runner: OpenVinoEncoder | None = None
     """What runs queries' batches where OpenVINO measured faster for them (`BackendChoice.query_backend`)."""
+    lean: LeanBert | None = None
+    """Torch float32 batches run through this forward instead of transformers' (`lean_bert.py`, `with_lean`)."""
 
     def for_queries(self) -> FastPath:
         """This path as queries take it: their own runner (None: torch)."""
@@ -137,8 +147,9 @@ def encode(model: SentenceTransformer, texts: Sequence[str], path: FastPath, *,
         batches = [np.arange(s, min(s + path.batch_size, len(texts))) for s in range(0, len(texts), path.batch_size)]
     if path.runner is not None and precision is None:
         outputs = [path.runner([texts[i] for i in rows]) for rows in batches]
-    else:
-        outputs = [_forward(model, [texts[i] for i in rows], precision or path.precision) for rows in batches]
+    else:  # an explicit precision is the model's own forward in it: the reference every other path is checked by
+        lean = path.lean if precision is None and path.precision == "float32" else None
+        outputs = [_forward(model, [texts[i] for i in rows], precision or path.precision, lean) for rows in batches]
     return restore_order(batches, outputs, len(texts))  # (n, dim)
 
 
@@ -149,15 +160,21 @@ def token_counts(model: SentenceTransformer, texts: Sequence[str], max_seq_lengt
     return [len(ids) for ids in encoded["input_ids"]]
 
 
-def _forward(model: SentenceTransformer, texts: list[str], precision: Precision) -> np.ndarray:
-    """One batch through the model under autocast (float32: none); pooled output normalised in float32."""
+def _forward(model: SentenceTransformer, texts: list[str], precision: Precision,
+             lean: LeanBert | None = None) -> np.ndarray:
+    """One batch through the model under autocast (float32: none), or through `lean` (float32 only); pooled
+    output normalised in float32."""
     import torch
     from sentence_transformers.util import batch_to_device
 
     features = batch_to_device(model.preprocess(texts), model.device)
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
-    with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype is not None):
-        pooled = model(features)["sentence_embedding"]  # (batch, dim)
+    if lean is not None and dtype is None:
+        with torch.inference_mode():
+            pooled = lean(features["input_ids"], features["attention_mask"], features.get("token_type_ids"))
+    else:
+        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype is not None):
+            pooled = model(features)["sentence_embedding"]  # (batch, dim)
     vectors = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
     return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
 
@@ -202,6 +219,58 @@ def choose(model: SentenceTransformer, setting: PrecisionSetting, *, model_dir: 
     if cache is not None:
         save_choice(cache, choice)
     return choice
+
+
+def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting = "eager", *,
+              model_key: str | None = None) -> FastPath:
+    """`path` with `lean_bert.LeanBert` running its torch float32 batches, where the model qualifies and the
+    lean forward's vectors match the model's own on the check sample within LEAN_TOLERANCE; else `path` as it
+    is, the reason logged. "traced" also traces it (`traced_forward.py`) where that agrees too.
+
+    `model_key` (the model folder) lets the checks run once per process: a server's embedding lanes are copies
+    of one model, and the checks cost about a second on a slow CPU."""
+    if setting == "off" or path.precision != "float32" or (path.runner and path.query_runner):
+        return path
+    lean, why = lean_encoder(model)
+    if lean is None:
+        logger.info("embedder forward: transformers' own (%s)", why)
+        return path
+    key = None if model_key is None else (model_key, setting)
+    if key in _LEAN_PASSED:
+        if setting == "traced":
+            lean.traced = traced_forward.trace(lean, ())
+        return replace(path, lean=lean)
+    texts = list(LEAN_CHECK_TEXTS)
+    own = encode(model, texts, path, precision="float32")
+    mine = encode(model, texts, replace(path, runner=None, query_runner=None, lean=lean))
+    worst = float(np.abs(own - mine).max())
+    if worst > LEAN_TOLERANCE:
+        logger.warning("embedder forward: transformers' own; the lean forward differed by %.2g on the check sample "
+                       "(allowed %.0e)", worst, LEAN_TOLERANCE)
+        return path
+    logger.info("embedder forward: lean (%s; max |difference| %.1g on the check sample)", why, worst)
+    if setting == "traced":
+        lean.traced = traced_forward.trace(lean, _check_batches(model, texts))
+    if key is not None and (setting != "traced" or lean.traced is not None):
+        _LEAN_PASSED.add(key)
+    return replace(path, lean=lean)
+
+
+_LEAN_PASSED: set[tuple[str, LeanSetting]] = set()
+"""Model folders (and settings) whose lean forward passed its checks in this process."""
+
+
+def _check_batches(model: SentenceTransformer, texts: Sequence[str]) -> list[traced_forward.Features]:
+    """The check sample as a traced forward is checked on: one padded batch, and one text alone."""
+    import torch
+
+    batches = []
+    for group in (list(texts), list(texts[-1:])):
+        features = model.preprocess(group)
+        ids = features["input_ids"]
+        types = features.get("token_type_ids")
+        batches.append((ids, features["attention_mask"], torch.zeros_like(ids) if types is None else types))
+    return batches
 
 
 def with_backend(model: SentenceTransformer, path: FastPath, setting: BackendSetting, *, model_dir: Path,
