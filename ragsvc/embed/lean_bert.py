@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from sentence_transformers import SentenceTransformer
-
-    from ragsvc.embed.traced_forward import TracedForward
 
 SUPPORTED_POOLING = ("mean", "cls")
 LeanSetting = Literal["traced", "eager", "off"]
@@ -59,8 +59,9 @@ class LeanBert:
         self.eps = float(config.layer_norm_eps)
         self.max_positions = int(config.max_position_embeddings)
         self.pooling = pooling
-        self.traced: TracedForward | None = None
-        """The same forward as a TorchScript graph (`traced_forward.py`), once checked: it runs the passes."""
+        self.traced: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
+        """The same forward as a TorchScript graph (`traced_forward.TracedForward`), once checked: it runs the
+        passes it takes (it returns None for the others)."""
         emb = bert.embeddings
         self.word = emb.word_embeddings.weight.detach()
         self.position = emb.position_embeddings.weight.detach()

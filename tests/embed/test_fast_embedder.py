@@ -84,14 +84,15 @@ def test_a_cpu_without_bfloat16_instructions_is_not_measured_for_it(tmp_path, mo
     monkeypatch.setattr(fast_module, "_hardware", lambda: "model name\t: EPYC\nflags\t: fpu avx2 fma")
     measured: list[str] = []
     monkeypatch.setattr(fast_module, "encode", lambda *a, **k: measured.append(k["precision"]))
-    embedder = SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=tmp_path)
+    embedder = SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=tmp_path,
+                                           lean_forward="off")  # its check encodes too; this test counts timings
     assert embedder.fast_path is not None and embedder.fast_path.precision == "float32"
     assert "no bfloat16 instructions" in embedder.fast_path.choice.reason and measured == []
     assert load_choice(next(tmp_path.glob("precision-*.json"))) == embedder.fast_path.choice
     threads = torch.get_num_threads()
     try:  # a server's lanes run a thread each: a choice measured on another thread count is not theirs
         torch.set_num_threads(1 if threads != 1 else 2)
-        SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=tmp_path)
+        SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=tmp_path, lean_forward="off")
     finally:
         torch.set_num_threads(threads)
     assert len(list(tmp_path.glob("precision-*.json"))) == 2

@@ -1,0 +1,163 @@
+"""The lean BERT forward and its traced graph against transformers' own forward: a tiny random BertModel for
+exactness over shapes, pooling modes and token types, the real packaged MiniLM through the embedder."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from ragsvc.embed import fast as fast_module
+from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.lean_bert import LeanBert, lean_encoder, unsupported_reason
+from ragsvc.embed.traced_forward import TracedForward, trace
+
+from .test_fast_embedder import TEXTS
+
+
+@pytest.fixture(scope="module")
+def tiny_bert() -> BertModel:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=40, type_vocab_size=2)
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+def _batch(batch: int, tokens: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random ids, a mask with rows padded to random lengths (the first row full), random token types."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 97, (batch, tokens), generator=g)
+    lengths = torch.randint(1, tokens + 1, (batch,), generator=g)
+    lengths[0] = tokens
+    mask = (torch.arange(tokens)[None, :] < lengths[:, None]).long()
+    types = torch.randint(0, 2, (batch, tokens), generator=g)
+    return ids * mask, mask, types * mask
+
+
+def _reference(bert: BertModel, ids, mask, types, pooling: str) -> torch.Tensor:
+    with torch.inference_mode():
+        hidden = bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).float()
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize(("batch", "tokens"), [(1, 2), (1, 17), (3, 9), (7, 40)])
+def test_the_lean_forward_computes_what_transformers_does(tiny_bert, pooling, batch, tokens):
+    lean = LeanBert(tiny_bert, pooling)
+    ids, mask, types = _batch(batch, tokens, seed=batch * 100 + tokens)
+    with torch.inference_mode():
+        mine = lean(ids, mask, types)
+    torch.testing.assert_close(mine, _reference(tiny_bert, ids, mask, types, pooling), atol=2e-5, rtol=1e-4)
+
+
+def test_without_token_types_the_first_type_is_used(tiny_bert):
+    lean = LeanBert(tiny_bert, "mean")
+    ids, mask, _ = _batch(4, 12, seed=5)
+    with torch.inference_mode():
+        torch.testing.assert_close(lean(ids, mask), lean(ids, mask, torch.zeros_like(ids)))
+
+
+def test_an_unpadded_batch_needs_no_mask_and_gets_the_same_vectors(tiny_bert):
+    lean = LeanBert(tiny_bert, "mean")
+    ids = torch.randint(1, 97, (3, 11), generator=torch.Generator().manual_seed(2))
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    with torch.inference_mode():
+        torch.testing.assert_close(lean.encode(ids, mask, types, masked=False),
+                                   lean.encode(ids, mask, types, masked=True))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_the_traced_graph_serves_shapes_it_was_not_traced_with(tiny_bert, pooling):
+    lean = LeanBert(tiny_bert, pooling)
+    traced = trace(lean, [_batch(2, 8, seed=1)])
+    assert traced is not None
+    for seed, (batch, tokens) in enumerate([(1, 2), (1, 30), (5, 13), (16, 40)]):
+        features = _batch(batch, tokens, seed=seed)
+        with torch.inference_mode():
+            got = traced(*features)
+        assert got is not None
+        torch.testing.assert_close(got, _reference(tiny_bert, *features, pooling), atol=2e-5, rtol=1e-4)
+
+
+def test_the_traced_forward_declines_more_tokens_than_positions_and_eager_runs(tiny_bert):
+    lean = LeanBert(tiny_bert, "mean")
+    lean.traced = trace(lean, [])
+    assert lean.traced is not None
+    ids, mask, types = _batch(2, 41, seed=3)
+    assert lean.traced(ids, mask, types) is None
+    with pytest.raises(RuntimeError), torch.inference_mode():  # eager, like transformers, has no 41st position
+        lean(ids, mask, types)
+
+
+def test_a_traced_graph_that_disagrees_is_refused(tiny_bert, monkeypatch, caplog):
+    lean = LeanBert(tiny_bert, "mean")
+    real = TracedForward.__call__
+    monkeypatch.setattr(TracedForward, "__call__", lambda self, *a: real(self, *a) + 0.01)
+    with caplog.at_level(logging.WARNING, logger="ragsvc.embed.traced_forward"):
+        assert trace(lean, [_batch(2, 8, seed=4)]) is None
+    assert "differed" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def minilm_model(minilm):
+    return minilm._model
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda m: setattr(m[0].auto_model.config, "hidden_act", "gelu_new"), "not exact gelu"),
+    (lambda m: setattr(m[0].auto_model.config, "position_embedding_type", "relative_key"), "not absolute"),
+    (lambda m: setattr(m[1], "pooling_mode", "max"), "pooling is 'max'"),
+    (lambda m: m[0].auto_model.train(), "training mode"),
+])
+def test_models_it_does_not_reproduce_are_named_with_the_reason(minilm_model, change, reason):
+    assert unsupported_reason(minilm_model) is None
+    other = copy.deepcopy(minilm_model)
+    change(other)
+    assert reason in (unsupported_reason(other) or "")
+    assert lean_encoder(other)[0] is None
+
+
+@pytest.mark.parametrize("setting", ["eager", "traced"])
+def test_the_embedder_gives_transformers_vectors_through_the_lean_forward(minilm, setting):
+    lean = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch",
+                                       lean_forward=setting)
+    own = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch", lean_forward="off")
+    assert own.fast_path is not None and own.fast_path.lean is None
+    assert lean.fast_path is not None and lean.fast_path.lean is not None
+    assert (lean.fast_path.lean.traced is not None) == (setting == "traced")
+    np.testing.assert_allclose(lean.embed_documents(TEXTS), own.embed_documents(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(lean.embed_queries(TEXTS[:6]), own.embed_queries(TEXTS[:6]), atol=1e-5)
+    np.testing.assert_allclose(lean.embed_query("what is paged attention?"),
+                               minilm.embed_query("what is paged attention?"), atol=1e-5)
+
+
+def test_a_lean_forward_that_disagrees_is_not_used(monkeypatch, caplog):
+    monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())
+    real = LeanBert.encode
+    monkeypatch.setattr(LeanBert, "encode", lambda self, *a, **k: real(self, *a, **k).flip(-1))
+    with caplog.at_level(logging.WARNING, logger="ragsvc.embed.fast"):
+        embedder = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch",
+                                               lean_forward="traced")
+    assert embedder.fast_path is not None and embedder.fast_path.lean is None
+    assert "lean forward differed" in caplog.text
+
+
+def test_copies_of_one_model_are_checked_once_per_process(monkeypatch):
+    monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())
+    checks = []
+    real = fast_module._check_batches
+    monkeypatch.setattr(fast_module, "_check_batches", lambda *a: checks.append(1) or real(*a))
+    first = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch")
+    second = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch")
+    assert len(checks) == 1
+    for embedder in (first, second):
+        assert embedder.fast_path is not None and embedder.fast_path.lean is not None
+        assert embedder.fast_path.lean.traced is not None
+    assert first.fast_path.lean is not second.fast_path.lean  # each copy runs its own weights
