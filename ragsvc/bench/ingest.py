@@ -33,6 +33,7 @@ import numpy as np
 from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
 from ragsvc.embed.fast import cpu_has_native_bf16
+from ragsvc.embed.lean_bert import LeanSetting
 from ragsvc.embed.openvino_int8 import QuantizeSetting, nncf_available
 from ragsvc.embed.openvino_path import BackendSetting, openvino_available
 from ragsvc.embed.precision import Precision, agreement
@@ -152,21 +153,22 @@ def run_ingest_bench(config: IngestBenchConfig, *, embedder_factory: Callable[[]
     ref_row, reference = time_embedding("st-fp32", "float32", plain.embed_documents, texts, reference=None,
                                         **common)
     runs = [ref_row]
-    paths: list[tuple[str, Precision, BackendSetting, QuantizeSetting]] = []
+    paths: list[tuple[str, Precision, BackendSetting, QuantizeSetting, LeanSetting]] = []
     skipped: list[dict[str, str]] = []
     if config.torch_paths:
-        paths.append(("ragsvc-fp32-sorted", "float32", "torch", "none"))
+        paths.append(("ragsvc-fp32-sorted", "float32", "torch", "none", "off"))
+        paths.append(("ragsvc-fp32-sorted-lean-traced", "float32", "torch", "none", "traced"))
         if cpu_has_native_bf16():
-            paths.append(("ragsvc-bf16-sorted", "bfloat16", "torch", "none"))
+            paths.append(("ragsvc-bf16-sorted", "bfloat16", "torch", "none", "off"))
         else:  # emulated bfloat16 takes minutes and is never chosen: nothing to learn from timing it
             skipped.append({"name": "ragsvc-bf16-sorted", "reason": "this CPU has no bfloat16 instructions"})
     if openvino_available():
-        paths.append(("ragsvc-openvino-sorted", "bfloat16", "openvino", "none"))
+        paths.append(("ragsvc-openvino-sorted", "bfloat16", "openvino", "none", "off"))
     if nncf_available():
-        paths.append(("ragsvc-openvino-int8-sorted", "bfloat16", "openvino", "int8"))
-    for name, precision, backend, quantize in paths:
+        paths.append(("ragsvc-openvino-int8-sorted", "bfloat16", "openvino", "int8", "off"))
+    for name, precision, backend, quantize, lean in paths:
         fast = SentenceTransformerEmbedder(config.model, batch_size=config.batch_size, precision=precision,
-                                           sort_by_length=True, backend=backend, quantize=quantize)
+                                           sort_by_length=True, backend=backend, quantize=quantize, lean_forward=lean)
         row, _ = time_embedding(name, fast.fast_path.label if fast.fast_path else "float32",
                                 fast.embed_documents, texts, reference=reference, **common)
         runs.append(row)

@@ -129,8 +129,13 @@ class FastPath:
 
     @property
     def label(self) -> str:
-        """What runs the batches: the torch precision, or `openvino-<precision>`."""
-        return f"openvino-{self.runner.precision}" if self.runner is not None else self.precision
+        """What runs the batches: the torch precision (`-lean` or `-lean-traced` for the lean forward), or
+        `openvino-<precision>`."""
+        if self.runner is not None:
+            return f"openvino-{self.runner.precision}"
+        if self.lean is None:
+            return self.precision
+        return f"{self.precision}-lean{'-traced' if self.lean.traced is not None else ''}"
 
 
 def encode(model: SentenceTransformer, texts: Sequence[str], path: FastPath, *,
