@@ -123,9 +123,8 @@ class SentenceTransformerEmbedder:
         batches sorted by token count; and `backend` "auto" or "openvino" lets a locally converted OpenVINO
         model run the batches where it agrees and measures faster (`openvino_path.py`), and `quantize` lets
         that model be its int8 copy under the same checks (`openvino_int8.py`); `lean_forward` lets torch float32
-        batches of a BERT model run through `lean_bert.py` where it matches the model's own forward, "traced"
-        as a TorchScript graph (`traced_forward.py`). None
-        changes the id.
+        batches of a BERT model run through `lean_bert.py` where it matches the model's own forward ("traced":
+        as a TorchScript graph, `traced_forward.py`). None changes the id.
         Unset, texts go through sentence-transformers' own `encode`, as before."""
         from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
 

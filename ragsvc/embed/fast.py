@@ -226,7 +226,7 @@ def choose(model: SentenceTransformer, setting: PrecisionSetting, *, model_dir: 
     return choice
 
 
-def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting = "eager", *,
+def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting = "traced", *,
               model_key: str | None = None) -> FastPath:
     """`path` with `lean_bert.LeanBert` running its torch float32 batches, where the model qualifies and the
     lean forward's vectors match the model's own on the check sample within LEAN_TOLERANCE; else `path` as it
