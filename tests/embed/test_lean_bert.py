@@ -9,7 +9,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
 from ragsvc.embed import fast as fast_module
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
@@ -20,7 +19,11 @@ from .test_fast_embedder import TEXTS
 
 
 @pytest.fixture(scope="module")
-def tiny_bert() -> BertModel:
+def tiny_bert():
+    # Imported here: transformers' modeling modules import triton.language, which must come after
+    # test_triton_quant sets TRITON_INTERPRET at its collection.
+    from transformers import BertConfig, BertModel
+
     torch.manual_seed(0)
     config = BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=48, max_position_embeddings=40, type_vocab_size=2)
@@ -38,7 +41,7 @@ def _batch(batch: int, tokens: int, *, seed: int) -> tuple[torch.Tensor, torch.T
     return ids * mask, mask, types * mask
 
 
-def _reference(bert: BertModel, ids, mask, types, pooling: str) -> torch.Tensor:
+def _reference(bert, ids, mask, types, pooling: str) -> torch.Tensor:
     with torch.inference_mode():
         hidden = bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
     if pooling == "cls":

@@ -12,7 +12,9 @@ from ragsvc.serving.layers.attention import decode_attention
 
 # Without a GPU the kernel runs in Triton's CPU interpreter. The flag must be set before triton.language is
 # first imported: its own helpers (tl.cdiv, tl.trans...) are @triton.jit functions decorated at import time.
-_LATE = "triton.language" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
+# Triton reads TRITON_INTERPRET when triton.language is imported (see test_triton_quant.py).
+_LANGUAGE = sys.modules.get("triton.language")
+_LATE = _LANGUAGE is not None and type(_LANGUAGE.zeros).__name__ != "InterpretedFunction"
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -10,7 +10,10 @@ import torch
 
 from ragsvc.serving.layers.quant import quantise, reference_linear
 
-_LATE = "triton.language" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
+# Triton reads TRITON_INTERPRET when triton.language is imported: a module imported earlier without it (another
+# test file's transformers import, say) holds compiled-only functions, whatever the variable says now.
+_LANGUAGE = sys.modules.get("triton.language")
+_LATE = _LANGUAGE is not None and type(_LANGUAGE.zeros).__name__ != "InterpretedFunction"
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
