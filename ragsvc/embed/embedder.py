@@ -154,7 +154,8 @@ class SentenceTransformerEmbedder:
             self.fast_path = fast.FastPath(choice, rows, self.max_seq_length, sort_by_length=sort_by_length)
             self.fast_path = fast.with_backend(self._model, self.fast_path, backend, model_dir=path,
                                                choice_dir=choice_dir, quantize=quantize)
-            self.fast_path = fast.with_lean(self._model, self.fast_path, lean_forward, model_key=str(path))
+            self.fast_path = fast.with_lean(self._model, self.fast_path, lean_forward, model_dir=path,
+                                            choice_dir=choice_dir)
             self._query_path = self.fast_path.for_queries()
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:

@@ -54,6 +54,7 @@ from ragsvc.embed.precision import (
     choose_precision,
     load_choice,
     save_choice,
+    save_measured_choice,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ BACKEND_CHOICE_VERSION = 2
 """In the backend choice's cache key: 2 measures queries apart from documents."""
 TIMED_REPEATS = 3
 """The precision check times each path this many times and keeps the best (a shared machine adds noise)."""
+LEAN_VERSION = 1
+"""In the lean check's cache key: a change to `lean_bert.py` or `traced_forward.py` checks again."""
 LEAN_TOLERANCE = 1e-4
 """Largest element difference of normalised vectors the lean forward may show against transformers' (float32
 sums in another order give ~1e-7)."""
@@ -227,23 +230,33 @@ def choose(model: SentenceTransformer, setting: PrecisionSetting, *, model_dir: 
 
 
 def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting = "traced", *,
-              model_key: str | None = None) -> FastPath:
+              model_dir: Path | None = None, choice_dir: Path | None = None) -> FastPath:
     """`path` with `lean_bert.LeanBert` running its torch float32 batches, where the model qualifies and the
     lean forward's vectors match the model's own on the check sample within LEAN_TOLERANCE; else `path` as it
     is, the reason logged. "traced" also traces it (`traced_forward.py`) where that agrees too.
 
-    `model_key` (the model folder) lets the checks run once per process: a server's embedding lanes are copies
-    of one model, and the checks cost about a second on a slow CPU."""
+    The checks cost about a second on a slow CPU, so a pass is remembered for `model_dir` in this process (a
+    server's embedding lanes are copies of one model) and, with `choice_dir`, on this machine like the
+    precision choice (a server restarts in seconds); a failure is never remembered, so it is checked again."""
+    import torch
+
     if setting == "off" or path.precision != "float32" or (path.runner and path.query_runner):
         return path
     lean, why = lean_encoder(model)
     if lean is None:
         logger.info("embedder forward: transformers' own (%s)", why)
         return path
-    key = None if model_key is None else (model_key, setting)
-    if key in _LEAN_PASSED:
+    key = None if model_dir is None else (str(model_dir), setting)
+    cache = None
+    if model_dir is not None and choice_dir is not None:
+        digest = choice_key(model_dir=model_dir, device=f"lean-v{LEAN_VERSION}-{setting}", cpu=_hardware(),
+                            torch_version=str(torch.__version__), batch_size=0, threads=0)
+        cache = choice_dir / f"lean-{digest}.json"
+    if key in _LEAN_PASSED or (cache is not None and cache.exists()):
         if setting == "traced":
             lean.traced = traced_forward.trace(lean, ())
+        if key is not None:
+            _LEAN_PASSED.add(key)
         return replace(path, lean=lean)
     texts = list(LEAN_CHECK_TEXTS)
     own = encode(model, texts, path, precision="float32")
@@ -256,8 +269,12 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
     logger.info("embedder forward: lean (%s; max |difference| %.1g on the check sample)", why, worst)
     if setting == "traced":
         lean.traced = traced_forward.trace(lean, _check_batches(model, texts))
-    if key is not None and (setting != "traced" or lean.traced is not None):
+        if lean.traced is None:
+            return replace(path, lean=lean)
+    if key is not None:
         _LEAN_PASSED.add(key)
+    if cache is not None:
+        save_measured_choice(cache, {"setting": setting, "max_difference": worst}, what="lean forward")
     return replace(path, lean=lean)
 
 

@@ -141,25 +141,33 @@ def test_the_embedder_gives_transformers_vectors_through_the_lean_forward(minilm
                                minilm.embed_query("what is paged attention?"), atol=1e-5)
 
 
-def test_a_lean_forward_that_disagrees_is_not_used(monkeypatch, caplog):
+def test_a_lean_forward_that_disagrees_is_not_used_nor_remembered(monkeypatch, caplog, tmp_path):
     monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())
     real = LeanBert.encode
     monkeypatch.setattr(LeanBert, "encode", lambda self, *a, **k: real(self, *a, **k).flip(-1))
     with caplog.at_level(logging.WARNING, logger="ragsvc.embed.fast"):
         embedder = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch",
-                                               lean_forward="traced")
+                                               lean_forward="traced", choice_dir=tmp_path)
     assert embedder.fast_path is not None and embedder.fast_path.lean is None
     assert "lean forward differed" in caplog.text
+    assert not list(tmp_path.glob("lean-*.json")) and not fast_module._LEAN_PASSED
 
 
-def test_copies_of_one_model_are_checked_once_per_process(monkeypatch):
+def test_copies_of_one_model_are_checked_once_per_process_and_machine(monkeypatch, tmp_path):
     monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())
     checks = []
     real = fast_module._check_batches
     monkeypatch.setattr(fast_module, "_check_batches", lambda *a: checks.append(1) or real(*a))
-    first = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch")
+    first = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch",
+                                        choice_dir=tmp_path)
     second = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch")
     assert len(checks) == 1
+    assert len(list(tmp_path.glob("lean-*.json"))) == 1
+    monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())  # a restarted server: the machine remembers
+    third = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch",
+                                        choice_dir=tmp_path)
+    assert len(checks) == 1 and third.fast_path is not None and third.fast_path.lean is not None
+    assert third.fast_path.lean.traced is not None
     for embedder in (first, second):
         assert embedder.fast_path is not None and embedder.fast_path.lean is not None
         assert embedder.fast_path.lean.traced is not None
