@@ -240,7 +240,7 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
     precision choice (a server restarts in seconds); a failure is never remembered, so it is checked again."""
     import torch
 
-    if setting == "off" or path.precision != "float32" or (path.runner and path.query_runner):
+    if setting == "off" or path.precision != "float32" or (path.runner is not None and path.query_runner is not None):
         return path
     lean, why = lean_encoder(model)
     if lean is None:
