@@ -1,12 +1,13 @@
 """A BERT encoder's forward pass as a short run of torch calls, for the embedder's float32 CPU path.
 
 transformers' `BertModel` spends much of a small pass outside arithmetic: about 120 module calls, each
-through hooks, output-capturing and deprecation wrappers, and three separate Q/K/V projections. For a query of ~20 tokens that is a large share of the pass (MiniLM on one Zen 3
-thread: 16.8 ms through transformers, 13.7 ms here; 4 queries 32.3 against 28.8 ms), and all of it holds the
-GIL, which a search server's ~30 request threads also want. `LeanBert` reads the same weights (Q, K and V
-concatenated once into one projection) and computes the same function: embeddings + LayerNorm, then per layer
-fused-QKV attention through `scaled_dot_product_attention`, the output projection, residual + LayerNorm, the
-GELU feed-forward, residual + LayerNorm; then the sentence-transformers pooling (mean or CLS).
+through hooks, output-capturing and deprecation wrappers, and three separate Q/K/V projections. For a query
+of ~20 tokens that is a large share of the pass (MiniLM on one Zen 3 thread: 16.8 ms through transformers,
+13.7 ms here; 4 queries 32.3 against 28.8 ms), and all of it holds the GIL, which a search server's ~30
+request threads also want. `LeanBert` reads the same weights (Q, K and V concatenated once into one
+projection) and computes the same function: embeddings + LayerNorm, then per layer fused-QKV attention
+through `scaled_dot_product_attention`, the output projection, residual + LayerNorm, the GELU feed-forward,
+residual + LayerNorm; then the sentence-transformers pooling (mean or CLS).
 
 It takes only what it reproduces exactly: a `BertModel` with absolute positions and exact GELU, followed by
 mean or CLS pooling (and an optional Normalize). `lean_encoder` returns None with the reason for anything
