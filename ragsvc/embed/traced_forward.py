@@ -2,10 +2,11 @@
 
 Eager torch gives the GIL back during each operation and takes it again after. In a server whose request
 threads run Python between their waits, every re-take can wait for a running thread to yield, and a MiniLM
-pass is about a hundred operations: a one-query pass beside a Python loop took 1,012 ms eager and 37 ms traced on a Zen 3
-core (13-14 ms either way alone), and the search server left 0.44 of its 2 cores idle while 32 clients
-queued (0.31 traced; searches/s 115 -> 131 in one A/B). A traced graph runs all its operations in one call
-that releases the GIL, and two lanes then use both cores (2 threads: 1.98 cores traced, 1.82 eager).
+pass is about a hundred operations: a one-query pass beside a Python loop took 1,012 ms eager and 37 ms
+traced on a Zen 3 core (13-14 ms either way alone), and the search server left 0.40 of its 2 cores idle
+while 32 clients queued (0.24 traced, and 133 searches/s against 98 in one session). A traced graph runs
+all its operations in one call that releases the GIL, and two lanes then use both cores (2 threads: 1.98
+cores traced, 1.82 eager).
 
 Why TorchScript, which torch marks deprecated: its successor for running a graph from Python,
 torch.export + AOTInductor, compiled the same forward (47 s) but its runner holds the GIL for the whole
