@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
 
 from ragsvc.serving.layers.attention import decode_attention
 
-# Without a GPU the kernel runs in Triton's CPU interpreter. The flag must be set before triton.language is
-# first imported: its own helpers (tl.cdiv, tl.trans...) are @triton.jit functions decorated at import time.
-# Triton reads TRITON_INTERPRET when triton.language is imported (see test_triton_quant.py).
-_LANGUAGE = sys.modules.get("triton.language")
-_LATE = _LANGUAGE is not None and type(_LANGUAGE.zeros).__name__ != "InterpretedFunction"
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from .triton_interpreter import use_interpreter
+
+_LATE = use_interpreter()  # before triton is imported: without a GPU the kernels run interpreted
 
 triton = pytest.importorskip("triton", reason="triton is not installed (the `gpu` extra)")
 
 
 @pytest.fixture
 def kernel_module():
-    if _LATE and not torch.cuda.is_available():
+    if _LATE:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set; run this file on its own")
     import ragsvc.serving.layers.triton_paged_attention as module
 

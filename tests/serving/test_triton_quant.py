@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
 
 from ragsvc.serving.layers.quant import quantise, reference_linear
 
-# Triton reads TRITON_INTERPRET when triton.language is imported: a module imported earlier without it (another
-# test file's transformers import, say) holds compiled-only functions, whatever the variable says now.
-_LANGUAGE = sys.modules.get("triton.language")
-_LATE = _LANGUAGE is not None and type(_LANGUAGE.zeros).__name__ != "InterpretedFunction"
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from .triton_interpreter import use_interpreter
+
+_LATE = use_interpreter()  # before triton is imported: without a GPU the kernels run interpreted
 
 triton = pytest.importorskip("triton", reason="triton is not installed (the `gpu` extra)")
 
 
 @pytest.fixture
 def kernel_module():
-    if _LATE and not torch.cuda.is_available():
+    if _LATE:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set; run this file on its own")
     import ragsvc.serving.layers.triton_quant as module
 
