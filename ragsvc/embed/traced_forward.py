@@ -10,7 +10,7 @@ cores traced, 1.82 eager).
 
 Why TorchScript, which torch marks deprecated: its successor for running a graph from Python,
 torch.export + AOTInductor, compiled the same forward (47 s) but its runner holds the GIL for the whole
-pass, so two lanes ran on one core (measured: 25 passes/s with one thread or two). Tracing takes ~50 ms at
+pass, so two lanes ran on one core (measured: 23-26 passes/s with one thread or two). Tracing takes ~50 ms at
 load and needs no compiler. Where tracing is unavailable or fails, or the traced graph disagrees with the
 eager forward on the check sample, the eager lean forward runs, logged.
 """
