@@ -64,11 +64,44 @@ def start_api(data_dir: Path, repo_root: Path, token: str, *,
     return server
 
 
-def model_config(max_model_len: int = 64) -> EngineConfig:
+def model_config(max_model_len: int = 64, model: str = "smollm2") -> EngineConfig:
     from tests.llm.conftest import MODEL_CACHE
 
-    return EngineConfig(model="smollm2", dtype="float32", cache_dir=str(MODEL_CACHE),
+    return EngineConfig(model=model, dtype="float32", cache_dir=str(MODEL_CACHE),
                         num_kv_blocks=max(80, max_model_len // 4), max_model_len=max_model_len, num_threads=1)
+
+
+def tiny_chat_model(parent: Path) -> Path:
+    """A random-weight Llama with SmolLM2's tokenizer, chat template and vocabulary, in `parent / "smollm2"`
+    (so it is served under the name the hooks put into requests).
+
+    For the suite's fuzz run: what is under test is the model server's validation and answers, which this
+    model exercises through the same tokenizer, engine and routes, while a generated chat request without
+    `max_tokens` (it runs to the end of the context) costs milliseconds instead of SmolLM2's seconds. Random
+    weights also emit arbitrary tokens, byte-fallback pieces included, which a trained model seldom does."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ragsvc.serving.loader import resolve_model_dir
+    from tests.llm.conftest import MODEL_CACHE
+
+    source = resolve_model_dir("smollm2", cache_dir=str(MODEL_CACHE))
+    real = json.loads((source / "config.json").read_text())
+    folder = parent / "smollm2"
+    folder.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (source / name).exists():
+            shutil.copy(source / name, folder / name)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=real["vocab_size"], hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=real["bos_token_id"], eos_token_id=real["eos_token_id"],
+                         pad_token_id=real["pad_token_id"], tie_word_embeddings=True,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    LlamaForCausalLM(config).float().eval().save_pretrained(folder)
+    return folder
 
 
 def seed_chat(url: str, token: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ from schemathesis.checks import (
 
 from tests.api.conftest import LiveServer, make_settings
 from tests.api.fuzz_hooks import name_served_model
-from tests.api.fuzz_servers import add_admin_key, fuzz_settings, model_config, start_api
+from tests.api.fuzz_servers import add_admin_key, fuzz_settings, model_config, start_api, tiny_chat_model
 
 EXAMPLES = int(os.environ.get("RAGSVC_FUZZ_EXAMPLES", "10"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -55,11 +55,12 @@ def api_schema(api_server: LiveServer):
 
 
 @pytest.fixture(scope="module")
-def model_server(data_dir: Path, admin: dict[str, str]) -> Iterator[str]:
+def model_server(tmp_path_factory, data_dir: Path, admin: dict[str, str]) -> Iterator[str]:
     from ragsvc.api.model_app import create_model_app, serve_in_thread
 
+    model = tiny_chat_model(tmp_path_factory.mktemp("tiny-chat"))  # the engine and routes are real; see there
     # the same data folder: the model server reads the keys file the catalog writes beside itself
-    with serve_in_thread(create_model_app(model_config(), settings=fuzz_settings(data_dir))) as url:
+    with serve_in_thread(create_model_app(model_config(model=str(model)), settings=fuzz_settings(data_dir))) as url:
         yield url
 
 
