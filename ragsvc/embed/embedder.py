@@ -11,8 +11,9 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -126,11 +127,13 @@ class SentenceTransformerEmbedder:
         batches of a BERT model run through `lean_bert.py` where it matches the model's own forward ("traced":
         as a TorchScript graph, `traced_forward.py`). None changes the id.
         Unset, texts go through sentence-transformers' own `encode`, as before."""
-        from sentence_transformers import SentenceTransformer  # heavy import, kept out of module load
-
         path = resolve_model_path(name_or_path)
-        self._model = SentenceTransformer(str(path), device=device, local_files_only=True,
-                                          model_kwargs={"torch_dtype": dtype} if dtype is not None else None)
+        fast_wanted = precision is not None or sort_by_length
+        folder = None
+        if fast_wanted and dtype is None and device == "cpu" and _float32_torch(precision or "float32", backend):
+            folder = fast.checked_folder(path, lean_forward, choice_dir=choice_dir)
+        loaded = _sentence_transformer(path, device=device, dtype=dtype) if folder is None else None
+        self._model: Any = cast(Any, loaded if folder is None else folder)  # SentenceTransformer-like either way
         dim = self._model.get_embedding_dimension()
         if dim is None:
             raise InvalidInput(f"{path} does not declare its embedding width; give a sentence-transformers folder "
@@ -142,20 +145,24 @@ class SentenceTransformerEmbedder:
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self.max_seq_length = int(self._model.max_seq_length or 512)
-        self._counter = _token_counter(self._model.tokenizer)  # None: a slow tokenizer, counted by the model's own
+        # None: a slow tokenizer, counted by the model's own
+        self._counter = folder.counter() if folder is not None else _token_counter(self._model.tokenizer)
         self._counter_lock = threading.Lock()
         self.fast_path: fast.FastPath | None = None
         self._query_path: fast.FastPath | None = None
         """The fast path as queries take it (OpenVINO may run them where torch runs documents, or the reverse)."""
-        if precision is not None or sort_by_length:
+        if fast_wanted:
             choice = fast.choose(self._model, precision or "float32", model_dir=path, batch_size=batch_size,
                                  max_seq_length=self.max_seq_length, choice_dir=choice_dir)
             _, rows = fast.device_plan(self._model.device.type, batch_size)
             self.fast_path = fast.FastPath(choice, rows, self.max_seq_length, sort_by_length=sort_by_length)
-            self.fast_path = fast.with_backend(self._model, self.fast_path, backend, model_dir=path,
-                                               choice_dir=choice_dir, quantize=quantize)
-            self.fast_path = fast.with_lean(self._model, self.fast_path, lean_forward, model_dir=path,
-                                            choice_dir=choice_dir)
+            if folder is not None:  # torch float32 (`_float32_torch`), its forward the lean one checked here
+                self.fast_path = replace(self.fast_path, lean=folder.lean)
+            elif loaded is not None:
+                self.fast_path = fast.with_backend(loaded, self.fast_path, backend, model_dir=path,
+                                                   choice_dir=choice_dir, quantize=quantize)
+                self.fast_path = fast.with_lean(loaded, self.fast_path, lean_forward, model_dir=path,
+                                                choice_dir=choice_dir)
             self._query_path = self.fast_path.for_queries()
 
     def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
@@ -207,6 +214,22 @@ class SentenceTransformerEmbedder:
             return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
         with self._counter_lock:
             return [(int(s), int(e)) for s, e in self._counter.encode(text, add_special_tokens=False).offsets]
+
+
+def _sentence_transformer(path: Path, *, device: str, dtype: str | None) -> Any:
+    from sentence_transformers import SentenceTransformer  # heavy import (seconds), kept out of module load
+
+    return SentenceTransformer(str(path), device=device, local_files_only=True,
+                               model_kwargs={"torch_dtype": dtype} if dtype is not None else None)
+
+
+def _float32_torch(precision: PrecisionSetting, backend: BackendSetting) -> bool:
+    """Whether these settings make the fast path torch float32 on this CPU without measuring anything, the
+    one path that `fast.checked_folder`'s direct loading serves (elsewhere the model loads the ordinary way)."""
+    from ragsvc.embed.openvino_path import openvino_available
+
+    precise = precision == "float32" or (precision == "auto" and not fast.cpu_has_native_bf16())
+    return precise and (backend == "torch" or (backend == "auto" and not openvino_available()))
 
 
 def _token_counter(tokenizer: Any) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 
 from ragsvc.embed import traced_forward
 from ragsvc.embed.batching import length_sorted_batches, restore_order
+from ragsvc.embed.bert_folder import BertFolderModel, folder_files, read_spec
 from ragsvc.embed.lean_bert import LeanBert, LeanSetting, lean_encoder
 from ragsvc.embed.openvino_int8 import QuantizeSetting, nncf_available, prefer_int8
 from ragsvc.embed.openvino_int8 import quantize as quantize_model
@@ -59,6 +60,8 @@ from ragsvc.embed.precision import (
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    Model = SentenceTransformer | BertFolderModel
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ class FastPath:
         return f"{self.precision}-lean{'-traced' if self.lean.traced is not None else ''}"
 
 
-def encode(model: SentenceTransformer, texts: Sequence[str], path: FastPath, *,
+def encode(model: Model, texts: Sequence[str], path: FastPath, *,
            precision: Precision | None = None) -> np.ndarray:
     """(len(texts), dim) float32, rows L2-normalised, in `precision` (default: the path's chosen one)."""
     if not texts:
@@ -161,21 +164,24 @@ def encode(model: SentenceTransformer, texts: Sequence[str], path: FastPath, *,
     return restore_order(batches, outputs, len(texts))  # (n, dim)
 
 
-def token_counts(model: SentenceTransformer, texts: Sequence[str], max_seq_length: int) -> list[int]:
+def token_counts(model: Model, texts: Sequence[str], max_seq_length: int) -> list[int]:
     """Tokens each text becomes in the model's input (special tokens in, truncated as the model truncates)."""
+    if isinstance(model, BertFolderModel):
+        return model.token_counts(texts)
     encoded = model.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_seq_length,
                               verbose=False)
     return [len(ids) for ids in encoded["input_ids"]]
 
 
-def _forward(model: SentenceTransformer, texts: list[str], precision: Precision,
+def _forward(model: Model, texts: list[str], precision: Precision,
              lean: LeanBert | None = None) -> np.ndarray:
     """One batch through the model under autocast (float32: none), or through `lean` (float32 only); pooled
     output normalised in float32."""
     import torch
-    from sentence_transformers.util import batch_to_device
 
-    features = batch_to_device(model.preprocess(texts), model.device)
+    features = model.preprocess(texts)
+    if model.device.type != "cpu":
+        features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
     if lean is not None and dtype is None:
         with torch.inference_mode():
@@ -187,7 +193,7 @@ def _forward(model: SentenceTransformer, texts: list[str], precision: Precision,
     return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
 
 
-def choose(model: SentenceTransformer, setting: PrecisionSetting, *, model_dir: Path, batch_size: int,
+def choose(model: Model, setting: PrecisionSetting, *, model_dir: Path, batch_size: int,
            max_seq_length: int, choice_dir: Path | None) -> PrecisionChoice:
     """The cached automatic choice when there is one, else a measured one (cached when `choice_dir` is set)."""
     import torch
@@ -257,6 +263,8 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
             lean.traced = traced_forward.trace(lean, ())
         if key is not None:
             _LEAN_PASSED.add(key)
+        if model_dir is not None and choice_dir is not None:
+            _record_folder(model, model_dir, path, setting, choice_dir)
         return replace(path, lean=lean)
     texts = list(LEAN_CHECK_TEXTS)
     own = encode(model, texts, path, precision="float32")
@@ -275,7 +283,112 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
         _LEAN_PASSED.add(key)
     if cache is not None:
         save_measured_choice(cache, {"setting": setting, "max_difference": worst}, what="lean forward")
+    if model_dir is not None and choice_dir is not None:
+        _record_folder(model, model_dir, path, setting, choice_dir)
     return replace(path, lean=lean)
+
+
+def checked_folder(model_dir: Path, setting: LeanSetting, *, choice_dir: Path | None) -> BertFolderModel | None:
+    """The model folder loaded without sentence-transformers (`bert_folder.py`), its lean forward traced for
+    "traced", where that loading agreed with sentence-transformers' on this machine (`_record_folder`); None
+    where it has not been checked here, does not qualify or fails to load (the caller loads the ordinary way,
+    which also runs the check)."""
+    if setting == "off" or choice_dir is None or not _folder_record(model_dir, setting, choice_dir).exists():
+        return None
+    try:
+        spec, why = read_spec(model_dir)
+        folder = None if spec is None else BertFolderModel(model_dir, spec)
+    except Exception as exc:  # noqa: BLE001 - any failure here means: load the ordinary way
+        spec, why, folder = None, f"{type(exc).__name__}: {exc}", None
+    if folder is None:
+        logger.warning("embedder folder %s not loaded directly (%s); loading it through sentence-transformers",
+                       model_dir, why)
+        return None
+    if setting == "traced":
+        folder.lean.traced = traced_forward.trace(folder.lean, ())
+    _LEAN_PASSED.add((str(model_dir), setting))
+    logger.info("embedder loaded without sentence-transformers (%s; checked against it on this machine)", why)
+    return folder
+
+
+def _folder_record(model_dir: Path, setting: LeanSetting, choice_dir: Path) -> Path:
+    """Where the pass of `_record_folder` is kept: per model folder and the size and time of each file the
+    direct loading reads, setting, CPU and library versions (a file replaced in place, or an upgraded tokenizer
+    or sentence-transformers, is checked again)."""
+    import torch
+
+    versions = "-".join(_version(name) for name in ("sentence-transformers", "transformers", "tokenizers"))
+    files = "-".join(f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in folder_files(model_dir))
+    digest = choice_key(model_dir=model_dir, device=f"lean-folder-v{LEAN_VERSION}-{setting}-{versions}-{files}",
+                        cpu=_hardware(), torch_version=str(torch.__version__), batch_size=0, threads=0)
+    return choice_dir / f"lean-folder-{digest}.json"
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "none"
+
+
+def _record_folder(model: SentenceTransformer, model_dir: Path, path: FastPath, setting: LeanSetting,
+                   choice_dir: Path) -> None:
+    """Check that `bert_folder.BertFolderModel` loads `model_dir` as `model` is loaded: the same token ids,
+    masks and types (batched and alone) and token counts on the whole check sample, the same private counting
+    tokenizer, and lean vectors within LEAN_TOLERANCE of transformers' forward; record a pass for
+    `checked_folder`. Once per machine: it costs about a second."""
+    record = _folder_record(model_dir, setting, choice_dir)
+    if record.exists():
+        return
+    try:
+        spec, why = read_spec(model_dir)
+        folder = None if spec is None else BertFolderModel(model_dir, spec)
+    except Exception as exc:  # noqa: BLE001 - a folder this loader cannot read keeps the ordinary loading
+        folder, why = None, f"{type(exc).__name__}: {exc}"
+    mismatch = why if folder is None else _tokenization_mismatch(model, folder)
+    worst = float("inf")
+    if folder is not None and mismatch is None:
+        texts = list(LEAN_CHECK_TEXTS)
+        own = encode(model, texts, path, precision="float32")
+        mine = encode(folder, texts, replace(path, runner=None, query_runner=None, lean=folder.lean))
+        worst = float(np.abs(own - mine).max())
+        if worst > LEAN_TOLERANCE:
+            mismatch = f"its vectors differed by {worst:.2g} (allowed {LEAN_TOLERANCE:.0e})"
+    if mismatch is not None:
+        logger.info("embedder loads through sentence-transformers at every start: the direct loading does not "
+                    "reproduce it (%s)", mismatch)
+        return
+    save_measured_choice(record, {"setting": setting, "max_difference": worst}, what="direct folder loading")
+
+
+def _tokenization_mismatch(model: SentenceTransformer, folder: BertFolderModel) -> str | None:
+    """How `folder` tokenises the check sample differently from `model` (None: it does not)."""
+    import torch
+    from tokenizers import Tokenizer
+
+    texts = list(CHECK_TEXTS)
+    if int(model.max_seq_length or 0) != folder.max_seq_length:
+        return f"max_seq_length {model.max_seq_length} against {folder.max_seq_length}"
+    for group in [texts, *([t] for t in texts)]:
+        theirs, mine = model.preprocess(group), folder.preprocess(group)
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            if name in theirs and not torch.equal(theirs[name].cpu(), mine[name]):
+                return f"{name} differ on {len(group)} text(s)"
+    if token_counts(model, texts, folder.max_seq_length) != folder.token_counts(texts):
+        return "token counts differ"
+    backend = getattr(model.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return "the model's tokenizer is not a fast one"
+    counting, own = Tokenizer.from_str(backend.to_str()), folder.counter()
+    counting.no_padding()
+    counting.no_truncation()
+    for text in texts:
+        a, b = counting.encode(text, add_special_tokens=False), own.encode(text, add_special_tokens=False)
+        if a.ids != b.ids or a.offsets != b.offsets:
+            return "the counting tokenizer differs"
+    return None
 
 
 _LEAN_PASSED: set[tuple[str, LeanSetting]] = set()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -49,37 +49,48 @@ class _Layer:
 class LeanBert:
     """The pooled (not yet normalised) sentence vectors of a sentence-transformers BERT model."""
 
-    def __init__(self, bert: Any, pooling: str) -> None:
-        """`bert`: a transformers BertModel in eval mode (`unsupported_reason` says which qualify)."""
+    def __init__(self, weights: Mapping[str, torch.Tensor], *, heads: int, eps: float, pooling: str) -> None:
+        """`weights`: a BertModel's state dict (names as in its safetensors file, `embeddings.*` and
+        `encoder.layer.N.*`), float32 on the CPU; `pooling`: "mean" or "cls"."""
         import torch
 
-        config = bert.config
-        self.heads = int(config.num_attention_heads)
-        self.hidden = int(config.hidden_size)
-        self.eps = float(config.layer_norm_eps)
-        self.max_positions = int(config.max_position_embeddings)
+        def w(name: str) -> torch.Tensor:
+            return weights[name].detach().float().contiguous()
+
+        self.word = w("embeddings.word_embeddings.weight")
+        self.position = w("embeddings.position_embeddings.weight")
+        self.token_type = w("embeddings.token_type_embeddings.weight")
+        self.norm_weight = w("embeddings.LayerNorm.weight")
+        self.norm_bias = w("embeddings.LayerNorm.bias")
+        self.heads = heads
+        self.hidden = int(self.word.shape[1])
+        self.eps = eps
+        self.max_positions = int(self.position.shape[0])
         self.pooling = pooling
         self.traced: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
         """The same forward as a TorchScript graph (`traced_forward.TracedForward`), once checked: it runs the
         passes it takes (it returns None for the others)."""
-        emb = bert.embeddings
-        self.word = emb.word_embeddings.weight.detach()
-        self.position = emb.position_embeddings.weight.detach()
-        self.token_type = emb.token_type_embeddings.weight.detach()
-        self.norm_weight = emb.LayerNorm.weight.detach()
-        self.norm_bias = emb.LayerNorm.bias.detach()
         self.layers = []
-        for layer in bert.encoder.layer:
-            attn, out, mid, ffn = layer.attention.self, layer.attention.output, layer.intermediate, layer.output
+        count = len({name.split(".")[2] for name in weights if name.startswith("encoder.layer.")})
+        for i in range(count):
+            at = f"encoder.layer.{i}."
             self.layers.append(_Layer(
-                qkv_weight=torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]).detach().contiguous(),
-                qkv_bias=torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]).detach().contiguous(),
-                out_weight=out.dense.weight.detach(), out_bias=out.dense.bias.detach(),
-                norm1_weight=out.LayerNorm.weight.detach(), norm1_bias=out.LayerNorm.bias.detach(),
-                up_weight=mid.dense.weight.detach(), up_bias=mid.dense.bias.detach(),
-                down_weight=ffn.dense.weight.detach(), down_bias=ffn.dense.bias.detach(),
-                norm2_weight=ffn.LayerNorm.weight.detach(), norm2_bias=ffn.LayerNorm.bias.detach(),
+                qkv_weight=torch.cat([w(at + f"attention.self.{p}.weight") for p in ("query", "key", "value")]),
+                qkv_bias=torch.cat([w(at + f"attention.self.{p}.bias") for p in ("query", "key", "value")]),
+                out_weight=w(at + "attention.output.dense.weight"), out_bias=w(at + "attention.output.dense.bias"),
+                norm1_weight=w(at + "attention.output.LayerNorm.weight"),
+                norm1_bias=w(at + "attention.output.LayerNorm.bias"),
+                up_weight=w(at + "intermediate.dense.weight"), up_bias=w(at + "intermediate.dense.bias"),
+                down_weight=w(at + "output.dense.weight"), down_bias=w(at + "output.dense.bias"),
+                norm2_weight=w(at + "output.LayerNorm.weight"), norm2_bias=w(at + "output.LayerNorm.bias"),
             ))
+
+    @classmethod
+    def from_module(cls, bert: Any, pooling: str) -> LeanBert:
+        """From a transformers BertModel in eval mode (`unsupported_reason` says which qualify)."""
+        config = bert.config
+        return cls(bert.state_dict(), heads=int(config.num_attention_heads), eps=float(config.layer_norm_eps),
+                   pooling=pooling)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -152,4 +163,4 @@ def lean_encoder(model: SentenceTransformer) -> tuple[LeanBert | None, str]:
     reason = unsupported_reason(model)
     if reason is not None:
         return None, reason
-    return LeanBert(model[0].auto_model, str(model[1].pooling_mode)), "a BertModel with mean or CLS pooling"
+    return LeanBert.from_module(model[0].auto_model, str(model[1].pooling_mode)), "a BertModel with mean or CLS pooling"
