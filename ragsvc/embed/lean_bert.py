@@ -120,7 +120,7 @@ class LeanBert:
         mask = attention_mask.bool()[:, None, None, :] if masked else None
         for layer in self.layers:
             qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias).view(batch, tokens, 3, heads, hidden // heads)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, tokens, head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             attended = attended.transpose(1, 2).reshape(batch, tokens, hidden)
             x = F.layer_norm(F.linear(attended, layer.out_weight, layer.out_bias) + x, (hidden,),

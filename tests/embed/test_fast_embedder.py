@@ -99,7 +99,9 @@ def test_a_cpu_without_bfloat16_instructions_is_not_measured_for_it(tmp_path, mo
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_each_path_agrees_with_the_reference_in_input_order(minilm, reference, precision: Precision):
+def test_each_path_agrees_with_the_reference_in_input_order(minilm, reference, precision: Precision, monkeypatch):
+    if not fast_module.native_bf16(fast_module._hardware()):  # the check's timings decide nothing asked for here,
+        monkeypatch.setattr(fast_module, "TIMED_REPEATS", 1)  # and emulated bfloat16 makes each repeat seconds
     fast = SentenceTransformerEmbedder(precision=precision, sort_by_length=True)
     assert fast.id == minilm.id  # same function within the bound: collections keep working
     label = "float32-lean-traced" if precision == "float32" else precision  # float32 takes the lean forward
