@@ -3,7 +3,9 @@
 Every operation gets generated requests, valid and invalid; each answer must be no 5xx, a status the operation
 documents, and a body that matches the documented schema (errors included: every operation lists them). CI
 runs a bounded number of examples per operation; `RAGSVC_FUZZ_EXAMPLES=N` runs N per operation (the README's
-testing section has the long run). The servers are built as `tests/api/fuzz_servers.py` builds them.
+testing section has the long run). The servers are built as `tests/api/fuzz_servers.py` builds them; the
+model server here serves a random-weight Llama with SmolLM2's tokenizer (`tiny_chat_model`), the long run
+SmolLM2 itself.
 """
 
 from __future__ import annotations
