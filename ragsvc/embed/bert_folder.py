@@ -9,9 +9,9 @@ folder's `tokenizer.json` (the same Rust tokenizer transformers wraps), and a fe
 `BertFolderModel` offers what `fast.encode` asks of a SentenceTransformer: `preprocess`, `token_counts`,
 `device`, `max_seq_length` and the pooled vectors. It is used only after it agreed with the model loaded the
 ordinary way (the same token ids, masks and types, and vectors within the lean tolerance, on the check
-sample; `fast.with_lean` checks and records that per machine). `folder_reason` refuses anything it does not
-reproduce: other module stacks, a `do_lower_case` that sentence-transformers applies itself, prompts, or
-weights that are not one safetensors file.
+sample; `fast.with_lean` checks and records that per machine). `read_spec` refuses anything it does not
+reproduce: other module stacks or architectures, a `do_lower_case` that sentence-transformers applies itself,
+prompts, pooling other than mean or CLS, or weights that are not one safetensors file.
 """
 
 from __future__ import annotations
