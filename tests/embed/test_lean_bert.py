@@ -162,7 +162,7 @@ def test_copies_of_one_model_are_checked_once_per_process_and_machine(monkeypatc
                                         choice_dir=tmp_path)
     second = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch")
     assert len(checks) == 1
-    assert len(list(tmp_path.glob("lean-[!f]*.json"))) == 1  # and lean-folder-*: test_bert_folder.py
+    assert len(list(tmp_path.glob("lean-[!f]*.json"))) == 1  # lean-folder-*: test_bert_folder.py's subject
     monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())  # a restarted server: the machine remembers
     third = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch",
                                         choice_dir=tmp_path)
