@@ -295,11 +295,7 @@ def checked_folder(model_dir: Path, setting: LeanSetting, *, choice_dir: Path | 
     which also runs the check)."""
     if setting == "off" or choice_dir is None or not _folder_record(model_dir, setting, choice_dir).exists():
         return None
-    try:
-        spec, why = read_spec(model_dir)
-        folder = None if spec is None else BertFolderModel(model_dir, spec)
-    except Exception as exc:  # noqa: BLE001 - any failure here means: load the ordinary way
-        spec, why, folder = None, f"{type(exc).__name__}: {exc}", None
+    folder, why = _load_folder(model_dir)
     if folder is None:
         logger.warning("embedder folder %s not loaded directly (%s); loading it through sentence-transformers",
                        model_dir, why)
@@ -309,6 +305,16 @@ def checked_folder(model_dir: Path, setting: LeanSetting, *, choice_dir: Path | 
     _LEAN_PASSED.add((str(model_dir), setting))
     logger.info("embedder loaded without sentence-transformers (%s; checked against it on this machine)", why)
     return folder
+
+
+def _load_folder(model_dir: Path) -> tuple[BertFolderModel | None, str]:
+    """The folder loaded directly, or None and why not (a folder this loader cannot read, or any failure in
+    reading it, keeps the ordinary loading)."""
+    try:
+        spec, why = read_spec(model_dir)
+        return (None if spec is None else BertFolderModel(model_dir, spec)), why
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _folder_record(model_dir: Path, setting: LeanSetting, choice_dir: Path) -> Path:
@@ -342,11 +348,7 @@ def _record_folder(model: SentenceTransformer, model_dir: Path, path: FastPath, 
     record = _folder_record(model_dir, setting, choice_dir)
     if record.exists():
         return
-    try:
-        spec, why = read_spec(model_dir)
-        folder = None if spec is None else BertFolderModel(model_dir, spec)
-    except Exception as exc:  # noqa: BLE001 - a folder this loader cannot read keeps the ordinary loading
-        folder, why = None, f"{type(exc).__name__}: {exc}"
+    folder, why = _load_folder(model_dir)
     mismatch = why if folder is None else _tokenization_mismatch(model, folder)
     worst = float("inf")
     if folder is not None and mismatch is None:
