@@ -108,7 +108,13 @@ class LeanBert:
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
                *, masked: bool) -> torch.Tensor:
-        """`__call__` with the choice of masking padded keys made by the caller (a traced graph takes one)."""
+        """`__call__` with the choice of masking padded keys made by the caller (a traced graph takes one).
+
+        Masked, the pass is packed: the linears, layer norms and GELU (nearly all of a pass's arithmetic) run
+        on the real tokens only, and only attention sees the padded layout. A padded position's row never
+        enters a real token's vector (its key is masked, and nothing else mixes positions), so skipping it
+        changes no result, and a batch of texts of unequal length no longer pays for its padding: the load
+        benchmark's queries carry ~20% padding in a pass of 8-16, SciFact's 50-75%."""
         import torch
         import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
@@ -116,23 +122,54 @@ class LeanBert:
         hidden, heads = self.hidden, self.heads
         types = self.token_type[0] if token_type_ids is None else F.embedding(token_type_ids, self.token_type)
         x = F.embedding(input_ids, self.word) + self.position[:tokens] + types
-        x = F.layer_norm(x, (hidden,), self.norm_weight, self.norm_bias, self.eps)
-        mask = attention_mask.bool()[:, None, None, :] if masked else None
+        if not masked:
+            return self._dense(F.layer_norm(x, (hidden,), self.norm_weight, self.norm_bias, self.eps), attention_mask)
+        real = attention_mask.reshape(-1).nonzero().squeeze(1)  # (real tokens,): positions in the flat batch
+        x = F.layer_norm(x.reshape(-1, hidden).index_select(0, real), (hidden,), self.norm_weight, self.norm_bias,
+                         self.eps)  # (real tokens, hidden)
+        mask = attention_mask.bool()[:, None, None, :]
+
+        def padded(rows: torch.Tensor) -> torch.Tensor:  # (real tokens, n) -> (batch, tokens, n), zeros at pads
+            return rows.new_zeros(batch * tokens, rows.shape[1]).index_copy(0, real, rows).view(batch, tokens, -1)
+
         for layer in self.layers:
-            qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias).view(batch, tokens, 3, heads, hidden // heads)
+            qkv = padded(F.linear(x, layer.qkv_weight, layer.qkv_bias)).view(batch, tokens, 3, heads, hidden // heads)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            attended = attended.transpose(1, 2).reshape(batch, tokens, hidden)
-            x = F.layer_norm(F.linear(attended, layer.out_weight, layer.out_bias) + x, (hidden,),
-                             layer.norm1_weight, layer.norm1_bias, self.eps)
-            up = F.gelu(F.linear(x, layer.up_weight, layer.up_bias))
-            x = F.layer_norm(F.linear(up, layer.down_weight, layer.down_bias) + x, (hidden,),
-                             layer.norm2_weight, layer.norm2_bias, self.eps)
+            attended = attended.transpose(1, 2).reshape(batch * tokens, hidden).index_select(0, real)
+            x = self._feed_forward(layer, attended, x)
+        if self.pooling == "cls":
+            return padded(x)[:, 0]
+        sums = x.new_zeros(batch, hidden).index_add(0, torch.div(real, tokens, rounding_mode="floor"), x)
+        return sums / torch.clamp(attention_mask.sum(1, keepdim=True).to(x.dtype), min=1e-9)
+
+    def _dense(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The layers and pooling of (batch, tokens, hidden) embeddings with no padded position."""
+        import torch
+        import torch.nn.functional as F  # noqa: N812 - torch's own convention
+
+        batch, tokens, hidden = x.shape
+        for layer in self.layers:
+            qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias).view(batch, tokens, 3, self.heads, hidden // self.heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
+            attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, hidden)
+            x = self._feed_forward(layer, attended, x)
         if self.pooling == "cls":
             return x[:, 0]
         weights = attention_mask.unsqueeze(-1).to(x.dtype)
         return (x * weights).sum(1) / torch.clamp(weights.sum(1), min=1e-9)
 
+    def _feed_forward(self, layer: _Layer, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The rest of a layer after attention: output projection, residual + LayerNorm, the GELU feed-forward,
+        residual + LayerNorm (row by row, so packed and padded rows alike)."""
+        import torch.nn.functional as F  # noqa: N812 - torch's own convention
+
+        hidden = (self.hidden,)
+        x = F.layer_norm(F.linear(attended, layer.out_weight, layer.out_bias) + x, hidden, layer.norm1_weight,
+                         layer.norm1_bias, self.eps)
+        up = F.gelu(F.linear(x, layer.up_weight, layer.up_bias))
+        return F.layer_norm(F.linear(up, layer.down_weight, layer.down_bias) + x, hidden, layer.norm2_weight,
+                            layer.norm2_bias, self.eps)
 
 def unsupported_reason(model: SentenceTransformer) -> str | None:
     """Why `LeanBert` cannot stand in for `model`'s forward pass (None: it can)."""

@@ -77,6 +77,24 @@ def test_an_unpadded_batch_needs_no_mask_and_gets_the_same_vectors(tiny_bert):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_a_padded_batch_computes_its_real_tokens_only_and_each_text_as_if_alone(tiny_bert, pooling, monkeypatch):
+    lean = LeanBert.from_module(tiny_bert, pooling)
+    ids, mask, types = _batch(6, 30, seed=9)
+    alone = []
+    with torch.inference_mode():
+        for row in range(6):
+            n = int(mask[row].sum())
+            alone.append(lean(ids[row:row + 1, :n], mask[row:row + 1, :n], types[row:row + 1, :n]))
+        rows = []
+        linear = torch.nn.functional.linear
+        monkeypatch.setattr(torch.nn.functional, "linear", lambda x, *a: rows.append(x.shape[0]) or linear(x, *a))
+        batched = lean(ids, mask, types)
+    assert int(mask.sum()) < 6 * 30
+    assert set(rows) == {int(mask.sum())}  # every linear ran on the real tokens, none on padding
+    torch.testing.assert_close(batched, torch.cat(alone), atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_the_traced_graph_serves_shapes_it_was_not_traced_with(tiny_bert, pooling):
     lean = LeanBert.from_module(tiny_bert, pooling)
     traced = trace(lean, [_batch(2, 8, seed=1)])
