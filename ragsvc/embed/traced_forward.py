@@ -22,6 +22,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ragsvc.embed.lean_bert import Layout, layout_for
+
 if TYPE_CHECKING:
     import torch
 
@@ -39,20 +41,20 @@ Features = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]
 
 class TracedForward:
     """`(input_ids, attention_mask, token_type_ids) -> pooled` through a traced graph: the packed one for a
-    batch with padding, the dense one for a batch without (one text, or texts of one length), as the eager
-    `LeanBert.__call__` chooses; None for a batch of more tokens than the model has positions (the caller
-    then runs eager, which raises as transformers does)."""
+    batch `layout_for` packs, else the padded one (an all-ones mask computes the same as none); None for a
+    batch of more tokens than the model has positions (the caller then runs eager, which raises as
+    transformers does)."""
 
-    def __init__(self, packed: Any, dense: Any, *, max_tokens: int) -> None:
+    def __init__(self, padded: Any, packed: Any, *, max_tokens: int) -> None:
+        self._padded = padded
         self._packed = packed
-        self._dense = dense
         self.max_tokens = max_tokens
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor) -> torch.Tensor | None:
         if not 1 <= input_ids.shape[1] <= self.max_tokens:
             return None
-        graph = self._dense if bool(attention_mask.bool().all()) else self._packed
+        graph = self._packed if layout_for(attention_mask) == "packed" else self._padded
         return graph(input_ids, attention_mask, token_type_ids)
 
     def difference(self, lean: LeanBert, features: Features) -> float:
@@ -63,38 +65,37 @@ class TracedForward:
             mine = self(*features)
             if mine is None:
                 raise ValueError(f"a check batch of shape {tuple(features[0].shape)} has more tokens than positions")
-            eager = lean.encode(*features, masked=not bool(features[1].bool().all()))
+            eager = lean.encode(*features, layout=layout_for(features[1]))
             normalise = torch.nn.functional.normalize
             return float((normalise(mine, dim=1) - normalise(eager, dim=1)).abs().max())
 
 
 def trace(lean: LeanBert, check: Sequence[Features]) -> TracedForward | None:
-    """`lean`'s forward traced twice, packed (padding masked) and dense, frozen and checked on `check`'s
-    batches; None, logged, where any step fails."""
+    """`lean`'s forward traced in the padded and the packed layout, frozen and checked on `check`'s batches;
+    None, logged, where any step fails."""
     import torch
 
     class Forward(torch.nn.Module):
-        def __init__(self, masked: bool) -> None:
+        def __init__(self, layout: Layout) -> None:
             super().__init__()
-            self.masked = masked
+            self.layout: Layout = layout
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     token_type_ids: torch.Tensor) -> torch.Tensor:
-            return lean.encode(input_ids, attention_mask, token_type_ids, masked=self.masked)
+            return lean.encode(input_ids, attention_mask, token_type_ids, layout=self.layout)
 
     ids = torch.ones((2, 8), dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)
-    padded = mask.clone()
-    padded[1, 5:] = 0  # a padded row, so the packed graph holds the masked attention
+    mask[1, 5:] = 0  # a padded row, so both graphs hold the masked attention
 
-    def graph(masked: bool, example: torch.Tensor) -> Any:
-        return torch.jit.freeze(torch.jit.trace(Forward(masked).eval(), (ids, example, torch.zeros_like(ids)),
+    def graph(layout: Layout) -> Any:
+        return torch.jit.freeze(torch.jit.trace(Forward(layout).eval(), (ids, mask, torch.zeros_like(ids)),
                                                 check_trace=False))
 
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice: see the module docstring
-            traced = TracedForward(graph(True, padded), graph(False, mask), max_tokens=lean.max_positions)
+            traced = TracedForward(graph("padded"), graph("packed"), max_tokens=lean.max_positions)
         worst = max((traced.difference(lean, features) for features in check), default=0.0)
     except Exception:  # noqa: BLE001 - no TorchScript, or a graph it cannot trace: the eager forward is correct
         logger.warning("embedder forward: tracing it failed; the eager lean forward runs", exc_info=True)

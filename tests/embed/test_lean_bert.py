@@ -12,7 +12,7 @@ import torch
 
 from ragsvc.embed import fast as fast_module
 from ragsvc.embed.embedder import SentenceTransformerEmbedder
-from ragsvc.embed.lean_bert import LeanBert, lean_encoder, unsupported_reason
+from ragsvc.embed.lean_bert import LeanBert, layout_for, lean_encoder, unsupported_reason
 from ragsvc.embed.traced_forward import TracedForward, trace
 
 from .test_fast_embedder import TEXTS
@@ -71,15 +71,37 @@ def test_an_unpadded_batch_needs_no_mask_and_gets_the_same_vectors(tiny_bert):
     lean = LeanBert.from_module(tiny_bert, "mean")
     ids = torch.randint(1, 97, (3, 11), generator=torch.Generator().manual_seed(2))
     mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    assert layout_for(mask) == "dense"
     with torch.inference_mode():
-        torch.testing.assert_close(lean.encode(ids, mask, types, masked=False),
-                                   lean.encode(ids, mask, types, masked=True))
+        dense = lean.encode(ids, mask, types, layout="dense")
+        for layout in ("padded", "packed"):
+            torch.testing.assert_close(lean.encode(ids, mask, types, layout=layout), dense)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_a_padded_batch_gets_the_same_vectors_padded_and_packed(tiny_bert, pooling):
+    lean = LeanBert.from_module(tiny_bert, pooling)
+    ids, mask, types = _batch(5, 17, seed=11)
+    with torch.inference_mode():
+        torch.testing.assert_close(lean.encode(ids, mask, types, layout="packed"),
+                                   lean.encode(ids, mask, types, layout="padded"), atol=2e-6, rtol=1e-5)
+
+
+def test_a_batch_is_packed_only_when_padded_enough():
+    def mask(*lengths: int) -> torch.Tensor:
+        return (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+
+    assert layout_for(mask(20, 20)) == "dense"
+    assert layout_for(mask(20, 19)) == "padded"  # 40 padded for 39 real tokens
+    assert layout_for(mask(20, 14)) == "packed"  # 40 for 34
+    assert layout_for(mask(20, 20, 20, 20, 20, 20, 14)) == "padded"  # 140 for 134: one short text in many
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_a_padded_batch_computes_its_real_tokens_only_and_each_text_as_if_alone(tiny_bert, pooling, monkeypatch):
     lean = LeanBert.from_module(tiny_bert, pooling)
     ids, mask, types = _batch(6, 30, seed=9)
+    assert layout_for(mask) == "packed"
     alone = []
     with torch.inference_mode():
         for row in range(6):
