@@ -32,8 +32,9 @@ Layout = Literal["dense", "padded", "packed"]
 """How a pass lays out its batch (`LeanBert.encode`)."""
 PACK_MIN_PADDING = 1.15
 """A batch is packed when its padded layout holds at least this many times its real tokens. Packing adds a
-gather and a scatter a layer, which cost more than they save on a batch padded little: MiniLM, two texts on
-one Zen 3 core, 1.03x padded: 20.7 ms padded against 22.2 packed; 1.17x: 27.5 against 25.2."""
+gather and a scatter a layer, which cost more than they save on a batch padded little. MiniLM, two texts, one
+Zen 3 core, four alternating runs: 1.03x padded, 19.4-22.3 ms padded against 21.5-24.0 packed; 1.17x,
+24.8-28.1 against 25.0-25.2."""
 
 
 def layout_for(attention_mask: torch.Tensor) -> Layout:
@@ -193,6 +194,7 @@ class LeanBert:
         up = F.gelu(F.linear(x, layer.up_weight, layer.up_bias))
         return F.layer_norm(F.linear(up, layer.down_weight, layer.down_bias) + x, hidden, layer.norm2_weight,
                             layer.norm2_bias, self.eps)
+
 
 def unsupported_reason(model: SentenceTransformer) -> str | None:
     """Why `LeanBert` cannot stand in for `model`'s forward pass (None: it can)."""

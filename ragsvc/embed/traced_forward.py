@@ -58,17 +58,18 @@ class TracedForward:
         return graph(input_ids, attention_mask, token_type_ids)
 
     def difference(self, lean: LeanBert, features: Features) -> float:
-        """Largest element difference of normalised vectors from `lean`'s eager forward on one batch."""
+        """Largest element difference of normalised vectors from `lean`'s eager forward on one batch, over
+        every graph that may take it (a padded batch: both)."""
         import torch
 
+        if not 1 <= features[0].shape[1] <= self.max_tokens:
+            raise ValueError(f"a check batch of shape {tuple(features[0].shape)} has more tokens than positions")
+        padded = not bool(features[1].bool().all())
+        normalise = torch.nn.functional.normalize
         with torch.inference_mode():
-            mine = self(*features)
-            if mine is None:
-                raise ValueError(f"a check batch of shape {tuple(features[0].shape)} has more tokens than positions")
-            eager = lean.encode(*features, layout=layout_for(features[1]))
-            normalise = torch.nn.functional.normalize
-            return float((normalise(mine, dim=1) - normalise(eager, dim=1)).abs().max())
-
+            eager = normalise(lean.encode(*features, layout=layout_for(features[1])), dim=1)
+            graphs = (self._padded, self._packed) if padded else (self._padded,)
+            return max(float((normalise(graph(*features), dim=1) - eager).abs().max()) for graph in graphs)
 
 def trace(lean: LeanBert, check: Sequence[Features]) -> TracedForward | None:
     """`lean`'s forward traced in the padded and the packed layout, frozen and checked on `check`'s batches;

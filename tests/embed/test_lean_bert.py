@@ -139,12 +139,21 @@ def test_the_traced_forward_declines_more_tokens_than_positions_and_eager_runs(t
         lean(ids, mask, types)
 
 
-def test_a_traced_graph_that_disagrees_is_refused(tiny_bert, monkeypatch, caplog):
+@pytest.mark.parametrize("wrong", ["padded", "packed"])
+def test_a_traced_graph_that_disagrees_is_refused(tiny_bert, monkeypatch, caplog, wrong):
     lean = LeanBert.from_module(tiny_bert, "mean")
-    real = TracedForward.__call__
-    monkeypatch.setattr(TracedForward, "__call__", lambda self, *a: real(self, *a) + 0.01)
+    real = TracedForward.__init__
+
+    def init(self, padded, packed, *, max_tokens):  # one of the two graphs is off by 0.01
+        graphs = {"padded": padded, "packed": packed}
+        graphs[wrong] = lambda *a, graph=graphs[wrong]: graph(*a) + 0.01
+        real(self, graphs["padded"], graphs["packed"], max_tokens=max_tokens)
+
+    monkeypatch.setattr(TracedForward, "__init__", init)
+    ids, mask, types = _batch(2, 8, seed=4)
+    mask[1, 4:] = 0  # padded 1.33x: the packed graph would serve it, and both are checked on it
     with caplog.at_level(logging.WARNING, logger="ragsvc.embed.traced_forward"):
-        assert trace(lean, [_batch(2, 8, seed=4)]) is None
+        assert trace(lean, [(ids, mask, types)]) is None
     assert "differed" in caplog.text
 
 
