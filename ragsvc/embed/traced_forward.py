@@ -64,12 +64,13 @@ class TracedForward:
 
         if not 1 <= features[0].shape[1] <= self.max_tokens:
             raise ValueError(f"a check batch of shape {tuple(features[0].shape)} has more tokens than positions")
-        padded = not bool(features[1].bool().all())
+        layout = layout_for(features[1])
         normalise = torch.nn.functional.normalize
         with torch.inference_mode():
-            eager = normalise(lean.encode(*features, layout=layout_for(features[1])), dim=1)
-            graphs = (self._padded, self._packed) if padded else (self._padded,)
+            eager = normalise(lean.encode(*features, layout=layout), dim=1)
+            graphs = (self._padded,) if layout == "dense" else (self._padded, self._packed)
             return max(float((normalise(graph(*features), dim=1) - eager).abs().max()) for graph in graphs)
+
 
 def trace(lean: LeanBert, check: Sequence[Features]) -> TracedForward | None:
     """`lean`'s forward traced in the padded and the packed layout, frozen and checked on `check`'s batches;
