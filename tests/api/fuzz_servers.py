@@ -1,11 +1,14 @@
 """Both apps as the fuzz tests build them, for the suite's fixtures and for the long schemathesis run.
 
-`python -m tests.api.fuzz_servers STATE_FILE [--with-generator]` starts the API server and the model server
-on free loopback ports over one temporary data folder, writes `{"api": url, "model": url, "token": admin key,
+`python -m tests.api.fuzz_servers STATE_FILE [--with-generator] [--tiny-model]` starts the API server and the model
+server on free loopback ports over one temporary data folder, writes `{"api": url, "model": url, "token": admin key,
 "agent": id, "session": id}` to STATE_FILE once both answer, and serves until SIGINT or SIGTERM. The README's
 testing section runs the schemathesis CLI against those two URLs. With `--with-generator` the API answers,
 chats and rewrites queries with the model server (its context then 512 tokens), and `tests/api/fuzz_hooks.py`
-can point generated requests at the seeded collection and session so they get past the 404s.
+can point generated requests at the seeded collection and session so they get past the 404s. With
+`--tiny-model` the model server serves `tiny_chat_model` instead of SmolLM2: the same tokenizer, engine and
+routes, but a generated FLARE answer (up to 32 rounds of look-ahead) costs milliseconds instead of minutes on
+two cores, so the pinned routes can be fuzzed at length.
 
 Rate limiting is off on both: the fuzzer is one client sending as fast as it can, and a 429 would hide the
 answer the route itself gives. The model server's context is short, which bounds what one generated request
@@ -111,7 +114,7 @@ def seed_chat(url: str, token: str) -> dict[str, str]:
         return {"agent": "fuzz", "session": c.post("/v1/agents/fuzz/sessions").json()["id"]}
 
 
-def main(state_file: Path, *, with_generator: bool) -> None:
+def main(state_file: Path, *, with_generator: bool, tiny_model: bool = False) -> None:
     from ragsvc.api.model_app import create_model_app, serve_in_thread
 
     with tempfile.TemporaryDirectory(prefix="ragsvc-fuzz-") as tmp:
@@ -119,7 +122,8 @@ def main(state_file: Path, *, with_generator: bool) -> None:
         repo_root.mkdir()
         token = add_admin_key(data_dir)
         # the same data folder: the model server reads the keys file the catalog writes beside itself
-        config = model_config(max_model_len=512) if with_generator else model_config()
+        model = str(tiny_chat_model(Path(tmp) / "tiny")) if tiny_model else "smollm2"
+        config = model_config(max_model_len=512 if with_generator else 64, model=model)
         with serve_in_thread(create_model_app(config, settings=fuzz_settings(data_dir))) as model_url:
             generator = GeneratorSettings(url=f"{model_url}/v1", api_key=token) if with_generator else None
             api = start_api(data_dir, repo_root, token, generator=generator)
@@ -133,4 +137,5 @@ def main(state_file: Path, *, with_generator: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), with_generator="--with-generator" in sys.argv[2:])
+    flags = sys.argv[2:]
+    main(Path(sys.argv[1]), with_generator="--with-generator" in flags, tiny_model="--tiny-model" in flags)
