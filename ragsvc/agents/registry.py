@@ -35,6 +35,8 @@ PERSONA_KEYS = ("name", "age", "traits", "summary", "home", "memories", "routine
 LIMITS = {"name": 100, "trait": 60, "traits": 20, "summary": 1000, "home": 100, "memory": 1000, "memories": 200,
           "routine": 48}
 """Bounds on a persona sent over the API: characters of one name / trait / summary / memory, and counts."""
+AGES = (1, 129)
+"""A persona's age in whole years, both ends included."""
 
 
 def agent_id(name: str) -> str:
@@ -79,8 +81,8 @@ def persona_from_fields(fields: Mapping[str, Any]) -> Persona:
         raise InvalidInput(f"unknown persona field {unknown[0]!r}; a persona has {', '.join(PERSONA_KEYS)}")
     name = _text(fields, "name", limit=LIMITS["name"]) or ""
     age = fields.get("age")
-    if not isinstance(age, int) or isinstance(age, bool) or not 0 < age < 130:
-        raise InvalidInput(f"age must be a whole number of years in 1-129, got {age!r}")
+    if not isinstance(age, int) or isinstance(age, bool) or not AGES[0] <= age <= AGES[1]:
+        raise InvalidInput(f"age must be a whole number of years in {AGES[0]}-{AGES[1]}, got {age!r}")
     routine: list[PlanStep] = []
     for entry in _texts(fields, "routine", count=LIMITS["routine"], limit=200):
         step = parse_step(entry, level="day")

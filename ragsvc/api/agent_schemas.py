@@ -1,7 +1,9 @@
 """Wire schemas of the agents and chat-session routes (ragsvc/api/routes/agents.py).
 
 A persona is sent with the fields of an `agents/*.toml` file; its bounds and the routine's format are checked
-by ragsvc.agents.registry (one place for the API and files alike), so the schema here only fixes the types.
+by ragsvc.agents.registry (one place for the API and files alike, with messages that name the field), so the
+schema here fixes the types and only documents those bounds (`_documented`), for clients and fuzzers that
+generate requests from the OpenAPI document.
 Times go out twice: the wall clock as ISO 8601 UTC, and the agent's simulation clock in hours (`*_h`).
 """
 
@@ -12,8 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragsvc.agents.chat import MAX_MESSAGE_CHARS
 from ragsvc.agents.chat_service import MAX_USER_CHARS, ChatReply
 from ragsvc.agents.memory import RetrievedMemory
+from ragsvc.agents.registry import AGES, LIMITS
 from ragsvc.store.memories import MemoryRecord
 from ragsvc.store.sessions import AgentRow, SessionRow, TurnRow
 
@@ -26,15 +30,26 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
 
 
+def _documented(**bounds: Any) -> dict[str, Any]:
+    """JSON-schema keywords for the OpenAPI document only; the registry enforces them."""
+    return bounds
+
+
+def _texts(count: int, chars: int) -> dict[str, Any]:
+    return _documented(maxItems=count, items={"type": "string", "minLength": 1, "maxLength": chars})
+
+
 class AgentCreate(_Body):
     id: str | None = Field(None, max_length=63, description="URL id (a-z, 0-9, '-', '_'); default: from the name")
-    name: str = Field(max_length=100)
-    age: int
-    traits: list[str] = []
-    summary: str | None = None
-    home: str | None = None
-    memories: list[str] = Field([], description="seed memories, stored as observations")
-    routine: list[str] = Field([], description="the day plan, 'HH:MM-HH:MM activity' in time order")
+    name: str = Field(max_length=LIMITS["name"], json_schema_extra=_documented(minLength=1))
+    age: int = Field(json_schema_extra=_documented(minimum=AGES[0], maximum=AGES[1]))
+    traits: list[str] = Field([], json_schema_extra=_texts(LIMITS["traits"], LIMITS["trait"]))
+    summary: str | None = Field(None, json_schema_extra=_documented(maxLength=LIMITS["summary"]))
+    home: str | None = Field(None, json_schema_extra=_documented(maxLength=LIMITS["home"]))
+    memories: list[str] = Field([], description="seed memories, stored as observations",
+                                json_schema_extra=_texts(LIMITS["memories"], LIMITS["memory"]))
+    routine: list[str] = Field([], description="the day plan, 'HH:MM-HH:MM activity' in time order",
+                               json_schema_extra=_documented(maxItems=LIMITS["routine"]))
 
     def persona(self) -> dict[str, Any]:
         return self.model_dump(exclude={"id"}, exclude_none=True)
@@ -105,7 +120,8 @@ class SessionHistory(SessionPublic):
 
 
 class MessageCreate(_Body):
-    content: str = Field(description="what you say; 1-2000 characters")
+    content: str = Field(description=f"what you say; 1-{MAX_MESSAGE_CHARS} characters",
+                         json_schema_extra=_documented(minLength=1, maxLength=MAX_MESSAGE_CHARS))
     stream: bool = Field(False, description="server-sent events: memories, text..., then reply (or error)")
     max_tokens: int | None = Field(None, ge=1, le=1024, description="reply budget \\[default: 160]")
 
