@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -51,9 +52,8 @@ def _wait_ready(proc: subprocess.Popen, url: str) -> None:
     raise AssertionError(f"serve-model at {url} was not ready in 300 s")
 
 
-@pytest.fixture
-def two_servers(tmp_path):
-    started = [_start(tmp_path / f"data-{i}") for i in range(2)]
+def _two_servers(folder: Path) -> Iterator[list[tuple[subprocess.Popen, str]]]:
+    started = [_start(folder / f"data-{i}") for i in range(2)]
     try:
         for proc, url in started:
             _wait_ready(proc, url)
@@ -64,15 +64,25 @@ def two_servers(tmp_path):
                 stop_process(proc)
 
 
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory):
+    """Shared by the tests that leave both servers running (a server start is most of their time)."""
+    yield from _two_servers(tmp_path_factory.mktemp("pool"))
+
+
 @pytest.fixture
-def expected(two_servers):
-    (_, url), _ = two_servers
+def two_servers_to_stop(tmp_path):
+    yield from _two_servers(tmp_path)
+
+
+def _replies(url: str) -> list[str]:
     with OpenAIGenerator(url + "/v1") as one:
         return [g.text for g in one.generate_many(PROMPTS, max_tokens=MAX_TOKENS)]
 
 
 @pytest.mark.slow
-def test_calls_spread_over_both_servers_and_name_the_one_that_served(two_servers, expected):
+def test_calls_spread_over_both_servers_and_name_the_one_that_served(two_servers):
+    expected = _replies(two_servers[0][1])
     urls = [url + "/v1" for _, url in two_servers]
     with PooledGenerator(urls) as pool:
         replies = pool.generate_many(PROMPTS, max_tokens=MAX_TOKENS, max_concurrency=4)
@@ -87,8 +97,10 @@ def test_calls_spread_over_both_servers_and_name_the_one_that_served(two_servers
 
 
 @pytest.mark.slow
-def test_a_server_stopped_mid_run_loses_no_call(two_servers, expected):
+def test_a_server_stopped_mid_run_loses_no_call(two_servers_to_stop):
+    two_servers = two_servers_to_stop
     (_, url_a), (proc_b, url_b) = two_servers
+    expected = _replies(url_a)
     replies: dict[int, object] = {}
     errors: list[BaseException] = []
     third_done = threading.Event()
