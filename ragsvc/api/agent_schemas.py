@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragsvc.agents.chat import MAX_MESSAGE_CHARS
 from ragsvc.agents.chat_service import MAX_USER_CHARS, ChatReply
 from ragsvc.agents.memory import RetrievedMemory
-from ragsvc.agents.registry import AGES, LIMITS
+from ragsvc.agents.registry import AGENT_ID, AGES, LIMITS
 from ragsvc.store.memories import MemoryRecord
 from ragsvc.store.sessions import AgentRow, SessionRow, TurnRow
 
@@ -40,16 +40,18 @@ def _texts(count: int, chars: int) -> dict[str, Any]:
 
 
 class AgentCreate(_Body):
-    id: str | None = Field(None, max_length=63, description="URL id (a-z, 0-9, '-', '_'); default: from the name")
+    id: str | None = Field(None, max_length=63, description="URL id (a-z, 0-9, '-', '_'); default: from the name",
+                           json_schema_extra=_documented(pattern=f"^{AGENT_ID.pattern}$"))
     name: str = Field(max_length=LIMITS["name"], json_schema_extra=_documented(minLength=1))
     age: int = Field(json_schema_extra=_documented(minimum=AGES[0], maximum=AGES[1]))
     traits: list[str] = Field([], json_schema_extra=_texts(LIMITS["traits"], LIMITS["trait"]))
-    summary: str | None = Field(None, json_schema_extra=_documented(maxLength=LIMITS["summary"]))
-    home: str | None = Field(None, json_schema_extra=_documented(maxLength=LIMITS["home"]))
+    summary: str | None = Field(None, json_schema_extra=_documented(minLength=1, maxLength=LIMITS["summary"]))
+    home: str | None = Field(None, json_schema_extra=_documented(minLength=1, maxLength=LIMITS["home"]))
     memories: list[str] = Field([], description="seed memories, stored as observations",
                                 json_schema_extra=_texts(LIMITS["memories"], LIMITS["memory"]))
     routine: list[str] = Field([], description="the day plan, 'HH:MM-HH:MM activity' in time order",
-                               json_schema_extra=_documented(maxItems=LIMITS["routine"]))
+                               json_schema_extra=_documented(maxItems=LIMITS["routine"],
+                                                             items={"type": "string", "minLength": 1}))
 
     def persona(self) -> dict[str, Any]:
         return self.model_dump(exclude={"id"}, exclude_none=True)

@@ -5,6 +5,7 @@ is complete, the session clock, persona validation, and the registry across a re
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from ragsvc.agents.chat_service import ChatService
 from ragsvc.agents.importance import PRIMER
 from ragsvc.agents.memory import RetrievalOptions
 from ragsvc.agents.registry import AgentRegistry, agent_id, check_agent_id, persona_fields, persona_from_fields
+from ragsvc.api.agent_schemas import AgentCreate
 from ragsvc.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from ragsvc.llm.generator import Generation, GenerationChunk, TokenLogprob, Usage
 from ragsvc.llm.scripted import ScriptedGenerator
@@ -69,6 +71,34 @@ def test_bad_personas_name_the_field(change, needle):
 def test_agent_ids_are_checked_whole(bad):
     with pytest.raises(InvalidInput, match="a-z"):
         check_agent_id(bad)
+    assert not re.fullmatch(AgentCreate.model_json_schema()["properties"]["id"]["pattern"], bad)
+
+
+def _steps(count: int) -> list[str]:
+    return [f"{i // 6:02d}:{i % 6 * 10:02d}-{(i + 1) // 6:02d}:{(i + 1) % 6 * 10:02d} step {i}" for i in range(count)]
+
+
+def test_the_api_schema_states_the_bounds_the_registry_checks():
+    """The OpenAPI document only documents these bounds (the registry enforces them): each one, at its end,
+    passes the registry, and one past it is refused."""
+    props = AgentCreate.model_json_schema()["properties"]
+    age = props["age"]
+    at_ends = [{"age": age["minimum"]}, {"age": age["maximum"]}]
+    past = [{"age": age["minimum"] - 1}, {"age": age["maximum"] + 1}]
+    for key in ("name", "summary", "home"):
+        at_ends.append({key: "x" * props[key]["maxLength"]})
+        past += [{key: "x" * (props[key]["maxLength"] + 1)}, {key: ""}]
+    for key in ("traits", "memories"):
+        items, count = props[key]["items"]["maxLength"], props[key]["maxItems"]
+        at_ends += [{key: ["x" * items]}, {key: [f"x{i}" for i in range(count)]}]
+        past += [{key: ["x" * (items + 1)]}, {key: [f"x{i}" for i in range(count + 1)]}, {key: [""]}]
+    at_ends.append({"routine": _steps(props["routine"]["maxItems"])})
+    past += [{"routine": _steps(props["routine"]["maxItems"] + 1)}, {"routine": [""]}]
+    for change in at_ends:
+        persona_from_fields({**ADA, **change})
+    for change in past:
+        with pytest.raises(InvalidInput):
+            persona_from_fields({**ADA, **change})
 
 
 def test_messages_are_bounded():
