@@ -20,11 +20,13 @@ alike, holds that lane.
 
 The lanes are handed out searches first (`ModelLock`): a search waits for the model, an ingest for its
 commit and its caller expects seconds, so when a lane frees, a waiting query pass goes before a waiting
-document pass. Never more than `MAX_OVERTAKES` times in a row, so a steady stream of searches cannot starve
-an ingest. A document pass takes its texts from the queue only once it holds its lane, so a pass that
-waited behind searches embeds every ingest text queued meanwhile in one go (the pass's fixed cost shared).
-A large ingest embeds in slices of `MAX_BATCH` texts, each taking a lane on its own, so searches
-arriving meanwhile wait for one slice, not the whole request.
+document pass, and so do query texts still queued for a pass that has not asked for its lane yet (a query
+pass claims its slot only as an earlier one ends, a moment after that pass freed its lane, so counting only
+passes already waiting for a lane let a document pass slip in first). Never more than `MAX_OVERTAKES` times
+in a row, so a steady stream of searches cannot starve an ingest. A document pass takes its texts from the
+queue only once it holds its lane, so a pass that waited behind searches embeds every ingest text queued
+meanwhile in one go (the pass's fixed cost shared). A large ingest embeds in slices of `MAX_BATCH` texts,
+each taking a lane on its own, so searches arriving meanwhile wait for one slice, not the whole request.
 
 The chunker's token counting takes no lane when the model counts with a tokenizer of its own
 (`tokenizes_privately`: a copy no pass touches, under its own lock): it takes a fraction of a millisecond,
@@ -90,15 +92,19 @@ def limit_model_threads(num_threads: int) -> None:
 class ModelLock:
     """`lanes` slots handed out one per holder; `urgent` holders (query passes) go before waiting normal ones
     (document passes, token counting), with at most `max_overtakes` urgent grants while a normal holder
-    waits. `hold` yields the slot's number, so each holder uses its own model copy."""
+    waits. `urgent_queued()` says whether urgent work is on its way that has not asked for a slot yet; a
+    normal holder lets it go first too (within the same bound). `hold` yields the slot's number, so each
+    holder uses its own model copy."""
 
-    def __init__(self, *, lanes: int = 1, max_overtakes: int = MAX_OVERTAKES) -> None:
+    def __init__(self, *, lanes: int = 1, max_overtakes: int = MAX_OVERTAKES,
+                 urgent_queued: Callable[[], bool] = lambda: False) -> None:
         if max_overtakes < 0:
             raise ValueError(f"max_overtakes must be at least 0, got {max_overtakes}")
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, got {lanes}")
         self.lanes = lanes
         self.max_overtakes = max_overtakes
+        self._urgent_queued = urgent_queued
         self._cond = threading.Condition(threading.Lock())
         self._free = list(range(lanes))
         self._waiting = {True: 0, False: 0}  # urgent -> number of waiters
@@ -122,6 +128,7 @@ class ModelLock:
                 self._overtakes = 0
             elif self._waiting[False]:
                 self._overtakes += 1
+                self._cond.notify_all()  # the queued work it deferred to may be this one: look again
         try:
             yield lane
         finally:
@@ -133,7 +140,9 @@ class ModelLock:
         if not self._free:
             return False
         normal_is_due = self._waiting[False] > 0 and self._overtakes >= self.max_overtakes
-        return not normal_is_due if urgent else (self._waiting[True] == 0 or normal_is_due)
+        if urgent:
+            return not normal_is_due
+        return normal_is_due or (self._waiting[True] == 0 and not self._urgent_queued())
 
 
 @dataclass
@@ -182,6 +191,12 @@ class EmbedBatcher:
     @property
     def num_passes(self) -> int:
         return self._passes
+
+    @property
+    def has_queued(self) -> bool:
+        """Texts wait that no pass has taken yet. Read without the lock: a stale answer only moves one lane
+        grant (ModelLock looks again at every grant and release)."""
+        return bool(self._queue)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32: what `embed(texts)` returns, computed in passes shared with other callers."""
@@ -261,7 +276,7 @@ class BatchedEmbedder:
                 raise ValueError(f"a model copy computes {replica.id!r}, not {embedder.id!r}: every lane must be "
                                  "built from the same embed settings")
         self._models: list[Embedder] = [embedder, *replicas]
-        self._model_lock = ModelLock(lanes=len(self._models))
+        self._model_lock = ModelLock(lanes=len(self._models), urgent_queued=lambda: self._queries.has_queued)
         self._queries = EmbedBatcher(self._query_pass, max_passes=len(self._models),
                                      hold=lambda: self._model_lock.hold(urgent=True))
         self._documents = EmbedBatcher(self._document_pass, max_passes=len(self._models),

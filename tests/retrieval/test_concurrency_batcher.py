@@ -163,6 +163,73 @@ def test_model_lock_lets_waiting_queries_go_first_but_at_most_max_overtakes_time
     assert lock.num_free == lock.lanes == 1 and lock._waiting == {True: 0, False: 0}
 
 
+def test_model_lock_lets_queued_queries_go_first_within_the_same_bound():
+    """Query texts queued for a pass that has not asked for a lane yet keep a document pass off a free lane;
+    each urgent grant makes the waiting document pass look again, and after `max_overtakes` of them it goes
+    even though queries are still queued."""
+    queued = [True]
+    lock = ModelLock(max_overtakes=2, urgent_queued=lambda: queued[0])
+    order: list[str] = []
+    ingest_started = threading.Event()
+
+    def ingest() -> None:
+        ingest_started.set()
+        with lock.hold(urgent=False):
+            order.append("ingest")
+
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(ingest)
+        assert ingest_started.wait(60)
+        _wait_for(lambda: lock._waiting[False] == 1)
+        assert lock.num_free == 1 and order == []  # a free lane, held back for the queued queries
+        with lock.hold(urgent=True):  # the queued pass asks for its lane: it goes first
+            order.append("search0")
+        assert order == ["search0"] and lock._waiting[False] == 1
+        with lock.hold(urgent=True):
+            order.append("search1")
+        waiting.result(timeout=60)  # two overtakes: the ingest is due although queries are still queued
+    assert order == ["search0", "search1", "ingest"]
+    queued[0] = False
+    with lock.hold(urgent=False):  # nothing queued: a lone document pass takes the lane at once
+        pass
+
+
+def test_a_document_pass_waits_for_queries_queued_behind_a_running_pass(minilm):
+    """Through BatchedEmbedder: while a query pass runs on the only lane, more queries queue (they wait for
+    a pass slot, not yet for the lane), and the lane lock counts them as urgent work on its way; an ingest
+    arriving then embeds after them."""
+    release = threading.Event()
+    inner = CountingEmbedder(minilm, hold_first=release)
+    batched = BatchedEmbedder(inner)
+    calls: list[str] = []
+    documents = inner.real.embed_documents
+
+    def embed_documents(texts, progress=False):
+        calls.append("documents")
+        return documents(texts)
+
+    inner.embed_documents = embed_documents  # type: ignore[attr-defined]
+    original_queries = inner.embed_queries
+
+    def embed_queries(texts, held=None):
+        calls.append(f"queries:{len(texts)}")
+        return original_queries(texts)
+
+    inner.embed_queries = embed_queries  # type: ignore[method-assign]
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batched.embed_query, QUERIES[0])
+        assert inner.first_started.wait(60)
+        later = [pool.submit(batched.embed_query, q) for q in QUERIES[1:3]]
+        _wait_for(lambda: len(batched._queries._queue) == 2)
+        assert batched._model_lock._urgent_queued() and batched._model_lock._waiting[True] == 0
+        ingest = pool.submit(batched.embed_documents, ["a passage to store"])
+        _wait_for(lambda: batched._model_lock._waiting[False] == 1)
+        release.set()
+        for future in (first, *later, ingest):
+            future.result(timeout=60)
+    assert calls == ["queries:1", "queries:2", "documents"] and not batched._model_lock._urgent_queued()
+
+
 class HeldDocuments:
     """The real MiniLM; each document call's size is recorded, and the first one held until released."""
 
