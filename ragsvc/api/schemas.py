@@ -88,8 +88,9 @@ class DocumentsCreated(BaseModel):
 
 
 class SearchRequest(_Strict):
-    query: str | None = None
-    vector: list[float] | None = None
+    query: str | None = Field(None, description="text to search for; send exactly one of query and vector (lexical, "
+                              "hybrid, HyDE and reranked searches need query)")
+    vector: list[float] | None = Field(None, description="a query vector of the collection's width, instead of query")
     k: int = 10
     filter: dict[str, Any] | None = None
     dims: int | None = Field(None, ge=1, le=65536)
