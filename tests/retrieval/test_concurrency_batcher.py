@@ -194,28 +194,21 @@ def test_model_lock_lets_queued_queries_go_first_within_the_same_bound():
         pass
 
 
+class CountingDocuments(CountingEmbedder):
+    """CountingEmbedder whose document passes are recorded too, as "documents" among the query pass sizes."""
+
+    def embed_documents(self, texts, progress=False):
+        self.calls.append("documents")  # type: ignore[arg-type]
+        return self.real.embed_documents(texts)
+
+
 def test_a_document_pass_waits_for_queries_queued_behind_a_running_pass(minilm):
     """Through BatchedEmbedder: while a query pass runs on the only lane, more queries queue (they wait for
     a pass slot, not yet for the lane), and the lane lock counts them as urgent work on its way; an ingest
     arriving then embeds after them."""
     release = threading.Event()
-    inner = CountingEmbedder(minilm, hold_first=release)
+    inner = CountingDocuments(minilm, hold_first=release)
     batched = BatchedEmbedder(inner)
-    calls: list[str] = []
-    documents = inner.real.embed_documents
-
-    def embed_documents(texts, progress=False):
-        calls.append("documents")
-        return documents(texts)
-
-    inner.embed_documents = embed_documents  # type: ignore[attr-defined]
-    original_queries = inner.embed_queries
-
-    def embed_queries(texts, held=None):
-        calls.append(f"queries:{len(texts)}")
-        return original_queries(texts)
-
-    inner.embed_queries = embed_queries  # type: ignore[method-assign]
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(batched.embed_query, QUERIES[0])
         assert inner.first_started.wait(60)
@@ -227,7 +220,7 @@ def test_a_document_pass_waits_for_queries_queued_behind_a_running_pass(minilm):
         release.set()
         for future in (first, *later, ingest):
             future.result(timeout=60)
-    assert calls == ["queries:1", "queries:2", "documents"] and not batched._model_lock._urgent_queued()
+    assert inner.calls == [1, 2, "documents"] and not batched._model_lock._urgent_queued()
 
 
 class HeldDocuments:
