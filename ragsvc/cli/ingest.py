@@ -31,9 +31,9 @@ def ingest(
     paths: Annotated[list[str], typer.Argument(help="files, folders or globs (.txt, .md, .jsonl)")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="target collection (created if missing)")],
     data_dir: DataDir = None,
-    backend: Annotated[str, typer.Option(help="index backend for a new collection")] = "hnsw",
+    backend: Annotated[str | None, typer.Option(help="index backend for a new collection \\[default: hnsw]")] = None,
     dims: Annotated[int | None, typer.Option(help="Matryoshka prefix width for a new collection")] = None,
-    shards: Annotated[int, typer.Option(help="shards for a new collection")] = 1,
+    shards: Annotated[int | None, typer.Option(help="shards for a new collection \\[default: 1]")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="documents per batch (a transaction holds "
                                                                     "one or more)")] = 256,
     workers: Annotated[int, typer.Option(min=1, max=64, help="embedding processes, each with its own model and "
@@ -61,6 +61,10 @@ def ingest(
         raise fail(exc) from exc
     try:
         _ensure_collection(store, collection, backend=backend, dims=dims, shards=shards)
+    except (RagsvcError, ValueError) as exc:  # nothing was written yet, so there is nothing to resume
+        store.close()
+        raise fail(exc) from exc
+    try:
         mode: OnError = "skip" if on_error == "skip" else "stop"
         _run(store, collection, files, total=scan.num_entries, batch_size=batch_size, workers=workers, on_error=mode,
              embed_settings=config.embed, max_document_chars=config.api.max_document_chars)
@@ -77,15 +81,29 @@ def ingest(
         store.close()
 
 
-def _ensure_collection(store: VectorStore, collection: str, *, backend: str, dims: int | None, shards: int) -> None:
+def _ensure_collection(store: VectorStore, collection: str, *, backend: str | None, dims: int | None,
+                       shards: int | None) -> None:
+    """Create the collection from the index options, or say which of them an existing one does not follow:
+    they only shape a new collection, and a silent mismatch would leave the user believing otherwise."""
     from ragsvc.errors import CollectionNotFound
     from ragsvc.index.spec import Backend, IndexSpec
 
     try:
-        store.get_collection(collection)
+        existing = store.get_collection(collection).index
     except CollectionNotFound:
-        spec = IndexSpec(backend=cast(Backend, backend), dims=dims, num_shards=shards)  # checked by IndexSpec
+        spec = IndexSpec(backend=cast(Backend, backend or "hnsw"), dims=dims,
+                         num_shards=1 if shards is None else shards)  # checked by IndexSpec
         store.create_collection(collection, index=spec)
+        return
+    ignored = [f"--{name} {given}" for name, given, has in (("backend", backend, existing.backend),
+                                                           ("dims", dims, existing.dims),
+                                                           ("shards", shards, existing.num_shards))
+               if given is not None and given != has]
+    if ignored:
+        typer.secho(f"note: {collection} exists (index {existing.backend}, shards={existing.num_shards}, "
+                    f"dims={existing.dims or 'all'}); {', '.join(ignored)} only apply to a new collection and were "
+                    "ignored",
+                    fg=typer.colors.YELLOW, err=True)
 
 
 def _run(store: VectorStore, collection: str, files: list[Path], *, total: int, batch_size: int, workers: int,

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -69,6 +70,39 @@ def test_files_with_no_text_are_named_as_skipped_not_dropped_silently(tmp_path, 
         assert f"  {(folder / name).as_posix()}\n" in result.output
     assert "t: 1 documents, 1 chunks (4 files read)" in result.output
     assert "skipped 3:" not in result.output  # not listed as unreadable
+
+
+def test_a_bad_collection_setting_fails_without_a_resume_hint_and_writes_nothing(tmp_path, mixed):
+    data = tmp_path / "data"
+    for args, said in ((["-c", "bad name"], "collection name 'bad name' is invalid"),
+                       (["-c", "t", "--shards", "0"], "num_shards must be between 1 and 256, got 0"),
+                       (["-c", "t", "--backend", "nope"], "index backend 'nope' is unknown")):
+        result = runner.invoke(app, ["ingest", str(mixed / "good.md"), "--data-dir", str(data), *args])
+        assert result.exit_code == 2 and said in result.output, result.output
+        assert "resume" not in result.output  # nothing was acknowledged, so there is nothing to resume
+    store = VectorStore(data)
+    try:
+        assert store.list_collections() == []
+    finally:
+        store.close()
+
+
+def test_index_options_for_an_existing_collection_are_named_as_ignored(tmp_path, mixed):
+    data = str(tmp_path / "data")
+    first = runner.invoke(app, ["ingest", str(mixed / "good.md"), "-c", "t", "--data-dir", data, "--backend", "exact"])
+    assert first.exit_code == 0, first.output
+    same = runner.invoke(app, ["ingest", str(mixed / "good.md"), "-c", "t", "--data-dir", data, "--backend", "exact"])
+    assert same.exit_code == 0 and "ignored" not in same.output
+    other = runner.invoke(app, ["ingest", str(mixed / "good.md"), "-c", "t", "--data-dir", data, "--backend", "hnsw",
+                                "--shards", "2"])
+    assert other.exit_code == 0, other.output
+    assert ("note: t exists (index exact, shards=1, dims=all); --backend hnsw, --shards 2 only apply to a new "
+            "collection and were ignored") in other.output
+    store = VectorStore(Path(data))
+    try:
+        assert store.get_collection("t").index.backend == "exact"
+    finally:
+        store.close()
 
 
 def _corpus(path, n):
