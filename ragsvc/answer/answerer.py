@@ -39,6 +39,7 @@ from ragsvc.answer.reasoning import (
     reasoning_query,
     through_final_sentence,
 )
+from ragsvc.answer.repetition import RepeatWatch, repeat_start, without_repeat
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
 from ragsvc.llm.generator import Generation, GenerationChunk, Generator, Prompt, TokenLogprob, Usage
@@ -128,12 +129,22 @@ class Answerer:
     # --- the two strategies -------------------------------------------------------------------------------
 
     def _single(self, run: _Run) -> str:
+        """One model call, stopped early once the answer loops (answer/repetition.py) and cut before the
+        repeat; the finish reason then says "repetition"."""
         prompt = answer_prompt(run.question, run.passages, "", style=self.options.style)
-        # reasoning ends with its "So the answer is X." sentence; what a model adds after it is not the answer
-        until = (lambda text, _: has_final_sentence(text)) if self.options.style == "reasoning" else None
+        reasoning = self.options.style == "reasoning"
+        looping = RepeatWatch()
+
+        def until(text: str, tokens: list[TokenLogprob]) -> bool:
+            # reasoning ends with its "So the answer is X." sentence; what a model adds after it is not the answer
+            return (reasoning and has_final_sentence(text)) or looping(text)
+
         generation = self._generate(run, prompt, kind="answer", round_=1, max_tokens=self.options.max_tokens,
                                     stream_text=True, until=until)
-        run.answer = through_final_sentence(generation.text) if until is not None else generation.text
+        text, repeated = without_repeat(through_final_sentence(generation.text) if reasoning else generation.text)
+        run.answer = text
+        if repeated:
+            return "repetition"
         return "length" if generation.finish_reason == "length" else "stop"
 
     def _flare(self, run: _Run, flare: FlareOptions) -> str:
@@ -159,6 +170,8 @@ class Answerer:
                     generation, sentence = regenerated
             if not sentence.text.strip():
                 return "stop"
+            if repeat_start(run.answer + sentence.text) is not None:
+                return "repetition"  # the model is looping: every later round would write this sentence again
             run.answer += sentence.text
             self._emit(AnswerEvent("text", text=sentence.text))
             if generation.finish_reason == "stop" and len(sentence.tokens) == len(generation.tokens):

@@ -120,7 +120,9 @@ class AnswerResponse(BaseModel):
     generations: list[GenerationRoundPublic]
     timings_ms: dict[str, float]
     usage: dict[str, int]
-    finish_reason: str
+    finish_reason: str = Field(description="stop (the model ended), length (max_tokens), rounds (FLARE's max "
+                                           "rounds) or repetition (the model began repeating itself; the answer "
+                                           "ends before the repeat)")
     final: str | None = Field(None, description="the answer alone, from the reasoning style's last sentence")
 
     @classmethod

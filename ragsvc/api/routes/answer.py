@@ -1,8 +1,10 @@
 """POST /v1/answer: a question over a collection -> an answer with citations, optionally with FLARE and SSE.
 
 With `stream: true` the response is server-sent events, in the order they happen:
-`retrieval` (a round's query and hits), `text` (answer text as it is accepted), `round` (a model call's
-token counts and time to first token), then `answer` (the same object the non-streaming call returns) or
+`retrieval` (a round's query and hits), `text` (answer text as it is accepted: with FLARE a sentence at a
+time, without it as the model writes, so text the model looped into is streamed before the answer is cut),
+`round` (a model call's token counts and time to first token), then `answer` (the same object the non-streaming
+call returns, its text as kept) or
 `error` ({error, detail}) if something failed after the stream began. The answerer runs in a worker thread;
 a client that disconnects stops it at its next event, with or without `stream`.
 """

@@ -1,0 +1,111 @@
+"""Where a generated answer starts repeating itself, so the answerer can stop the model there.
+
+Small models decoding greedily fall into loops: SmolLM2-135M, the packaged default, answers most questions over
+the bundled sample with a sentence or two and then writes the same sentence until max_tokens runs out
+("It uses a technique called X. It uses a technique called X. ..."). The loop adds nothing a reader can use,
+costs most of the decoding time, and buries the useful start under copies. Penalising repeated tokens while
+sampling would change what the model writes from its first token and would fight the copying from passages a
+grounded answer needs; cutting at the first repeat changes nothing before it.
+
+Two signs of a loop, both conservative so that a legitimate answer is never cut:
+- a sentence of at least MIN_SENTENCE_WORDS words that is, word for word, one already written (case, spacing,
+  punctuation and citation markers aside);
+- a run of NGRAM_WORDS words that already occurred earlier in the text, which catches loops without sentence
+  ends and long sentences that restart midway; the cut then goes back to the start of that sentence.
+Lists whose items share an opening ("It supports X. It supports Y.") repeat neither, short sentences such
+as "Yes." are too short to count, and fenced code, where lines repeat for good reason, is not read.
+"""
+
+from __future__ import annotations
+
+import re
+
+MIN_SENTENCE_WORDS = 4
+NGRAM_WORDS = 12
+
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
+_WORD = re.compile(r"\w+")
+_CITATION = re.compile(r"\[\d+\]")
+_CODE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+"""A fenced code block (or one still open at the end): code repeats lines legitimately, so it is not read."""
+
+
+def _without_code(text: str) -> str:
+    """`text` with fenced code blanked out, offsets kept."""
+    return _CODE.sub(lambda m: " " * len(m.group()), text)
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each complete sentence: ended by . ! ? before a space or the end, or by a newline."""
+    spans = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        spans.append((start, match.end()))
+        start = match.end()
+    return spans
+
+
+def _sentence_start(text: str, offset: int) -> int:
+    """The start of the sentence holding `offset` (its first word), so a cut never leaves half a sentence;
+    `offset` itself when that sentence is the text's first (a loop that never ended a sentence)."""
+    begin = 0
+    for _start, end in _sentences(text):
+        if end > offset:
+            break
+        begin = end
+    first = _WORD.search(text, begin)
+    return offset if begin == 0 or first is None or first.start() > offset else first.start()
+
+
+def _words(text: str) -> list[re.Match[str]]:
+    return list(_WORD.finditer(_CITATION.sub(lambda m: " " * len(m.group()), text)))
+
+
+def repeat_start(text: str) -> int | None:
+    """The offset in `text` where it starts to repeat what it already said, or None. Only complete sentences
+    count for the sentence rule: a sentence still being written may yet diverge from the earlier one."""
+    text = _without_code(text)
+    starts: list[int] = []
+    seen: set[tuple[str, ...]] = set()
+    for begin, end in _sentences(text):
+        found = _words(text[begin:end])
+        words = tuple(w.group().lower() for w in found)
+        if len(words) < MIN_SENTENCE_WORDS:
+            continue
+        if words in seen:
+            starts.append(begin + found[0].start())
+            break
+        seen.add(words)
+    words_in = _words(text)
+    grams: set[tuple[str, ...]] = set()
+    lowered = [w.group().lower() for w in words_in]
+    for i in range(len(lowered) - NGRAM_WORDS + 1):
+        gram = tuple(lowered[i: i + NGRAM_WORDS])
+        if gram in grams:
+            starts.append(_sentence_start(text, words_in[i].start()))
+            break
+        grams.add(gram)
+    return min(starts) if starts else None
+
+
+def without_repeat(text: str) -> tuple[str, bool]:
+    """`text` cut where it starts repeating itself (trailing space removed), and whether it was cut."""
+    start = repeat_start(text)
+    return (text, False) if start is None else (text[:start].rstrip(), True)
+
+
+class RepeatWatch:
+    """An `until` for a streamed model call: True once the text repeats itself. It looks again only when the
+    text has ended a sentence or grown by NGRAM_WORDS words since its last look, so a long answer costs a
+    few hundred looks, not one per token."""
+
+    def __init__(self) -> None:
+        self._looked_at = 0
+        """Characters of the text at the last look."""
+
+    def __call__(self, text: str, _tokens: object = None) -> bool:
+        fresh = text[max(0, self._looked_at - 1):]
+        if not _SENTENCE_END.search(fresh) and len(_WORD.findall(fresh)) < NGRAM_WORDS:
+            return False
+        self._looked_at = len(text)
+        return repeat_start(text) is not None
