@@ -51,7 +51,7 @@ def test_the_watch_fires_once_the_repeat_is_written_not_before():
     watch = RepeatWatch()
     words = LOOP.split(" ")
     fired = [n for n in range(1, len(words) + 1) if watch(" ".join(words[:n]))]
-    second = len(KEPT.split(" ")) + len("It shares blocks between requests.".split(" "))
+    second = len(KEPT.split(" ")) + len(["It", "shares", "blocks", "between", "requests."])
     assert fired and fired[0] == second  # the moment the repeated sentence ends
 
 
