@@ -18,12 +18,15 @@ a memory's last access.
 from __future__ import annotations
 
 import logging
+from collections import abc
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 
 from ragsvc.agents.persona import Persona
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
-from ragsvc.llm.generator import Generation, Generator, Message, TokenLogprob, Usage
+from ragsvc.llm.generator import Generation, GenerationChunk, Generator, Message, TokenLogprob, Usage
+from ragsvc.llm.repetition import RepeatWatch, without_repeat
 from ragsvc.store.memories import MemoryRecord
 
 logger = logging.getLogger(__name__)
@@ -138,21 +141,31 @@ class ReplyCancelled(Exception):
     """Raised by an `on_text` callback to stop a reply (its client went away); nothing is written then."""
 
 
+def _chunks(generator: Generator, prompt: list[Message], max_tokens: int) -> abc.Generator[GenerationChunk, None, None]:
+    yield from generator.stream(prompt, max_tokens=max_tokens)
+
+
 def generate_reply(generator: Generator, prompt: list[Message], *, max_tokens: int,
                    on_text: OnText | None = None) -> Generation:
-    """Stream the reply, handing each piece of text to `on_text` as it comes. A model that fails or times out
-    is an UpstreamError (502) / UpstreamTimeout (504); a bad request stays an InvalidInput (400)."""
+    """Stream the reply, handing each piece of text to `on_text` as it comes. A model that starts repeating
+    itself is stopped there and the reply ends before the repeat (finish_reason "repetition"; llm/repetition.py),
+    so the agent neither waits out the loop nor remembers it. A model that fails or times out is an
+    UpstreamError (502) / UpstreamTimeout (504); a bad request stays an InvalidInput (400)."""
     text, tokens, finish, usage = "", list[TokenLogprob](), "stop", None
+    looping = RepeatWatch()
     try:
-        for chunk in generator.stream(prompt, max_tokens=max_tokens):
-            text += chunk.text
-            tokens.extend(chunk.tokens)
-            if on_text is not None and chunk.text:
-                on_text(chunk.text)
-            if chunk.finish_reason is not None:
-                finish = chunk.finish_reason
-            if chunk.usage is not None:
-                usage = chunk.usage
+        with closing(_chunks(generator, prompt, max_tokens)) as chunks:  # closing it aborts the request
+            for chunk in chunks:
+                text += chunk.text
+                tokens.extend(chunk.tokens)
+                if on_text is not None and chunk.text:
+                    on_text(chunk.text)
+                if chunk.finish_reason is not None:
+                    finish = chunk.finish_reason
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.finish_reason is None and looping(text):
+                    break
     except (InvalidInput, UpstreamError, ReplyCancelled):
         raise
     except TimeoutError as exc:
@@ -163,4 +176,6 @@ def generate_reply(generator: Generator, prompt: list[Message], *, max_tokens: i
         logger.exception("generator failed while replying")
         raise UpstreamError(f"the model failed while replying ({type(exc).__name__}: {exc})") from exc
     usage = usage or Usage(prompt_tokens=0, completion_tokens=len(tokens))
-    return Generation(text=text, tokens=tuple(tokens), finish_reason=finish, usage=usage)
+    text, repeated = without_repeat(text)
+    return Generation(text=text, tokens=tuple(tokens), finish_reason="repetition" if repeated else finish,
+                      usage=usage)

@@ -39,10 +39,10 @@ from ragsvc.answer.reasoning import (
     reasoning_query,
     through_final_sentence,
 )
-from ragsvc.answer.repetition import RepeatWatch, repeat_start, without_repeat
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
 from ragsvc.llm.generator import Generation, GenerationChunk, Generator, Prompt, TokenLogprob, Usage
+from ragsvc.llm.repetition import RepeatWatch, repeat_start, without_repeat
 from ragsvc.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class Answerer:
     # --- the two strategies -------------------------------------------------------------------------------
 
     def _single(self, run: _Run) -> str:
-        """One model call, stopped early once the answer loops (answer/repetition.py) and cut before the
+        """One model call, stopped early once the answer loops (llm/repetition.py) and cut before the
         repeat; the finish reason then says "repetition"."""
         prompt = answer_prompt(run.question, run.passages, "", style=self.options.style)
         reasoning = self.options.style == "reasoning"

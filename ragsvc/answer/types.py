@@ -105,7 +105,7 @@ class Answer:
     finish_reason: str
     """stop (the model ended), length (max tokens; with FLARE, the tokens generated over all its calls),
     rounds (max rounds), or repetition (the model started repeating itself, and the answer ends before the
-    repeat; answer/repetition.py)."""
+    repeat; llm/repetition.py)."""
     final: str | None = None
     """The answer alone, read from the `reasoning` style's closing "So the answer is X" (None otherwise, or
     when the model did not write that sentence)."""

@@ -153,7 +153,8 @@ class MessageReply(BaseModel):
     memories: list[RecalledPublic]
     observation_id: int | None
     at_h: float
-    finish_reason: str
+    finish_reason: str = Field(description="stop, length (max_tokens) or repetition (the model began repeating "
+                                           "itself; the reply ends before the repeat)")
     usage: UsagePublic
     turns: list[TurnPublic] = Field(description="the user's turn and the agent's, as stored")
 

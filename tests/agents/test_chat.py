@@ -166,6 +166,33 @@ def test_reply_is_grounded_in_retrieved_memories_and_the_exchange_is_remembered(
     assert turns[3].content == second.reply and turns[2].memory_ids == ()
 
 
+def test_a_looping_reply_is_stopped_and_stored_without_the_loop(catalog, embedder, tmp_path):
+    chat = _service(catalog, embedder, tmp_path)
+    chat.registry.create(persona_from_fields(ADA))
+    session = chat.create_session("ada-okafor", user="Sam")
+    kept = "Pixel sleeps on the returns desk. She likes the warm lamp there."
+    loop = " ".join([kept] + ["She likes the warm lamp there."] * 30)
+    words = [(" " if i else "") + w for i, w in enumerate(loop.split(" "))]
+    tokens = tuple(TokenLogprob(token=w, logprob=-0.1) for w in words)
+    read = []
+
+    class Counting(ScriptedGenerator):
+        def stream(self, prompt, **kwargs):
+            for chunk in super().stream(prompt, **kwargs):
+                read.append(chunk)
+                yield chunk
+
+    looping = Generation(text=loop, tokens=tokens, finish_reason="length",
+                         usage=Usage(prompt_tokens=30, completion_tokens=len(words)))
+    reply = chat.send(session.id, "Where does Pixel sleep?", Counting([looping]))
+    assert reply.reply == kept and reply.finish_reason == "repetition"
+    assert len(read) < len(words) // 4  # the model was stopped, not read to the end and trimmed
+    _, turns = chat.history(session.id)
+    assert turns[-1].content == kept
+    memory = chat.registry.stream("ada-okafor").recent(1, kinds=["chat"])[0]
+    assert memory.text.endswith(f"Ada Okafor: {kept}")
+
+
 def test_a_model_failing_mid_reply_writes_nothing(catalog, embedder, tmp_path):
     chat = _service(catalog, embedder, tmp_path)
     chat.registry.create(persona_from_fields(ADA))

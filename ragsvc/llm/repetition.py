@@ -1,4 +1,4 @@
-"""Where a generated answer starts repeating itself, so the answerer can stop the model there.
+"""Where generated text starts repeating itself, so a caller can stop the model there.
 
 Small models decoding greedily fall into loops: SmolLM2-135M, the packaged default, answers most questions over
 the bundled sample with a sentence or two and then writes the same sentence until max_tokens runs out

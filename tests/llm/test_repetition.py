@@ -1,0 +1,59 @@
+"""Where generated text starts repeating itself: loops are cut before their first repeat, while text that only
+looks alike (list items with a shared opening, short replies, code) is left whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragsvc.llm.repetition import NGRAM_WORDS, RepeatWatch, repeat_start, without_repeat
+
+LOOP = ("Paged attention saves memory by allocating the cache in blocks [1]. It shares blocks between requests. "
+        "It shares blocks between requests. It shares blocks between requests. It shares blocks")
+KEPT = "Paged attention saves memory by allocating the cache in blocks [1]. It shares blocks between requests."
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    (LOOP, KEPT),
+    # a loop with no sentence ends: cut where the run of words comes round again
+    (" ".join(["the block table maps positions to blocks"] * 4), "the block table maps positions to blocks"),
+    # a sentence that restarts midway into an earlier one: the whole sentence goes, not half of it
+    ("It is fast. The scheduler decides which sequences run and which wait for blocks to free. Then the "
+     "scheduler decides which sequences run and which wait for blocks to",
+     "It is fast. The scheduler decides which sequences run and which wait for blocks to free."),
+    # the same sentence with other citations, case and spacing is the same sentence
+    ("Blocks are shared between requests [1]. Blocks  are SHARED between requests [2].",
+     "Blocks are shared between requests [1]."),
+])
+def test_a_loop_is_cut_before_its_first_repeat(text, kept):
+    assert without_repeat(text) == (kept, True)
+
+
+@pytest.mark.parametrize("text", [
+    "It supports transactions. It supports JSON columns. It supports list columns. It supports fast scans.",
+    "Yes. Yes. No. No.",  # too short to count
+    "Here is how:\n```python\nfor i in range(n):\n    total += i\nfor i in range(n):\n    total += i\n```\nDone.",
+    "The first block holds tokens 0 to 15 and the second block holds tokens 16 to 31 of the sequence.",
+    "",
+])
+def test_text_that_only_looks_alike_is_left_whole(text):
+    assert repeat_start(text) is None and without_repeat(text) == (text, False)
+
+
+def test_the_watch_fires_once_the_repeat_is_written_not_before():
+    watch = RepeatWatch()
+    words = LOOP.split(" ")
+    fired = [n for n in range(1, len(words) + 1) if watch(" ".join(words[:n]))]
+    second = len(KEPT.split(" ")) + len(["It", "shares", "blocks", "between", "requests."])
+    assert fired and fired[0] == second  # the moment the repeated sentence ends
+
+
+def test_the_watch_looks_at_sentence_ends_or_every_ngram_of_words(monkeypatch):
+    import ragsvc.llm.repetition as repetition
+
+    looks = []
+    real = repetition.repeat_start
+    monkeypatch.setattr(repetition, "repeat_start", lambda text: looks.append(text) or real(text))
+    watch = RepeatWatch()
+    words = [f"w{i}" for i in range(10 * NGRAM_WORDS)]  # no sentence end, no repeat
+    assert not any(watch(" ".join(words[:n])) for n in range(1, len(words) + 1))
+    assert len(looks) == 10
