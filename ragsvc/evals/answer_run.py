@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ragsvc.answer.answerer import AnswerOptions
@@ -56,9 +57,10 @@ def _passage_hits(dataset: RetrievalDataset, scores: dict[str, float], top_k: in
 
 
 def answer_suite(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, built: dict[str, Retriever], *,
-                 generate: TextGenerator | None, judge: TextGenerator | None, llm: Generator | None
-                 ) -> dict[str, Any] | None:
-    """The suite's [answer] section, or None without one; `built` gains the retriever it used (to be closed)."""
+                 generate: TextGenerator | None, judge: TextGenerator | None, llm: Generator | None,
+                 progress: Callable[[str], Callable[[int, int], None]] | None = None) -> dict[str, Any] | None:
+    """The suite's [answer] section, or None without one; `built` gains the retriever it used (to be closed).
+    `progress` names a callback per strategy, as the runner's does per retrieval config."""
     answer = suite.answer
     if answer is None:
         return None
@@ -87,7 +89,7 @@ def answer_suite(suite: Suite, dataset: RetrievalDataset, ctx: RunContext, built
                                options=AnswerOptions(max_tokens=answer.max_tokens,
                                                      context_tokens=answer.context_tokens, style=answer.style,
                                                      passages_per_retrieval=answer.top_k),
-                               concurrency=answer.concurrency)
+                               concurrency=answer.concurrency, progress=progress)
         return {"config": name, "model": model_label(llm.model), **stage}
 
     def retrieve(example: Any) -> list[str]:

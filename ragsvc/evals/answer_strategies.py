@@ -25,6 +25,7 @@ then the wall time under that load, as a server would see it.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -122,14 +123,27 @@ def _closed_book(question: str, style: str) -> str | list[dict[str, str]]:
     return template.format(question=question.strip())
 
 
+Progress = Callable[[int, int], None]
+"""`(answered, total)` after each question, as the CLI's bars take it."""
+
+
 def run_strategy(strategy: str, examples: Sequence[QAExample], generator: Generator, retrieve: Retrieve, *,
-                 options: AnswerOptions, flare: FlareOptions, concurrency: int = 1) -> list[StrategyRecord]:
+                 options: AnswerOptions, flare: FlareOptions, concurrency: int = 1,
+                 progress: Progress | None = None) -> list[StrategyRecord]:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown answer strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    done = 0
 
     def one(example: QAExample) -> StrategyRecord:
-        return answer_one(strategy, example, generator, retrieve, options=options, flare=flare)
+        nonlocal done
+        record = answer_one(strategy, example, generator, retrieve, options=options, flare=flare)
+        if progress is not None:
+            with counted:
+                done += 1
+                progress(done, len(examples))
+        return record
 
+    counted = threading.Lock()
     if concurrency <= 1:
         return [one(ex) for ex in examples]
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"answer-{strategy}") as pool:
@@ -171,14 +185,16 @@ def compare_all(records: Mapping[str, Sequence[StrategyRecord]]) -> dict[str, di
 
 def run_strategies(examples: Sequence[QAExample], strategies: Sequence[str], generator: Generator,
                    retrieve: Retrieve, *, options: AnswerOptions, flare: FlareOptions,
-                   concurrency: int = 1) -> dict[str, Any]:
-    """Every strategy on every example, then every pair of strategies compared question by question."""
+                   concurrency: int = 1, progress: Callable[[str], Progress] | None = None) -> dict[str, Any]:
+    """Every strategy on every example, then every pair of strategies compared question by question.
+    `progress` gives each strategy its callback, by a stage name ("answers: flare")."""
     records: dict[str, list[StrategyRecord]] = {}
     summary: dict[str, Any] = {}
     for strategy in strategies:
         started = time.perf_counter()
         records[strategy] = run_strategy(strategy, examples, generator, retrieve, options=options, flare=flare,
-                                         concurrency=concurrency)
+                                         concurrency=concurrency,
+                                         progress=progress(f"answers: {strategy}") if progress else None)
         summary[strategy] = summarise(records[strategy], time.perf_counter() - started)
     return {"num_examples": len(examples), "strategies": summary, "paired": compare_all(records),
             "flare": asdict(flare), "max_tokens": options.max_tokens, "answer_style": options.style,

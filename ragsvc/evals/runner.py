@@ -239,7 +239,7 @@ def run_suite(suite: Suite, *, options: RunOptions = RunOptions(), embedder: Emb
             num_queries=len(dataset.queries), num_documents=len(dataset.corpus), ingest_s=round(ingest_s, 3),
             query_embed_ms=round(embed_ms, 3), baseline=suite.baseline, references=suite.references,
             answer=answer_suite(suite, dataset, ctx, built, generate=options.generator, judge=options.judge,
-                                llm=options.llm),
+                                llm=options.llm, progress=options.progress),
         )
         if not options.keep_collections:
             for retriever in built.values():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ragsvc.answer.answerer import AnswerOptions
 from ragsvc.answer.types import FlareOptions
 from ragsvc.evals.answer_stage import parse_verdict, run_answer_stage, strip_citations, text_generator
-from ragsvc.evals.answer_strategies import answer_one, short_answer
+from ragsvc.evals.answer_strategies import answer_one, run_strategies, short_answer
 from ragsvc.evals.loaders import QAExample
 from ragsvc.llm.scripted import ScriptedGenerator
 
@@ -63,3 +63,18 @@ def test_closed_book_asks_for_the_answer_alone_in_the_short_style():
     full = answer_one("none", example, gen, lambda q: ([], {}), options=AnswerOptions(), flare=FlareOptions())
     assert (short.scored, short.em) == ("2021", 1.0)
     assert (full.scored, full.em, full.match) == ("It landed in 2021.", 0.0, 1.0)
+
+
+def test_strategies_report_progress_per_question_and_keep_question_order():
+    examples = [QAExample(str(i), f"When did probe {i} land?", (str(2000 + i),)) for i in range(6)]
+    gen = ScriptedGenerator(lambda prompt: f"The answer is: {2000 + int(str(prompt).split('probe ')[1][0])}")
+    calls: dict[str, list[tuple[int, int]]] = {}
+
+    def progress(stage: str):
+        calls[stage] = []
+        return lambda done, total: calls[stage].append((done, total))
+
+    stage = run_strategies(examples, ["none"], gen, lambda q: ([], {}), options=AnswerOptions(style="short"),
+                           flare=FlareOptions(), concurrency=3, progress=progress)
+    assert calls == {"answers: none": [(n, 6) for n in range(1, 7)]}
+    assert [r["scored"] for r in stage["strategies"]["none"]["per_example"]] == [str(2000 + i) for i in range(6)]
