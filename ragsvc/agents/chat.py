@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ragsvc.agents.persona import Persona
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
-from ragsvc.llm.generator import Generation, GenerationChunk, Generator, Message, TokenLogprob, Usage
+from ragsvc.llm.generator import Generation, GenerationChunk, Generator, Message, TokenLogprob, streamed_usage
 from ragsvc.llm.repetition import RepeatWatch, without_repeat
 from ragsvc.store.memories import MemoryRecord
 
@@ -151,12 +151,13 @@ def generate_reply(generator: Generator, prompt: list[Message], *, max_tokens: i
     itself is stopped there and the reply ends before the repeat (finish_reason "repetition"; llm/repetition.py),
     so the agent neither waits out the loop nor remembers it. A model that fails or times out is an
     UpstreamError (502) / UpstreamTimeout (504); a bad request stays an InvalidInput (400)."""
-    text, tokens, finish, usage = "", list[TokenLogprob](), "stop", None
+    text, tokens, finish, usage, pieces = "", list[TokenLogprob](), "stop", None, 0
     looping = RepeatWatch()
     try:
         with closing(_chunks(generator, prompt, max_tokens)) as chunks:  # closing it aborts the request
             for chunk in chunks:
                 text += chunk.text
+                pieces += bool(chunk.text)
                 tokens.extend(chunk.tokens)
                 if on_text is not None and chunk.text:
                     on_text(chunk.text)
@@ -175,7 +176,7 @@ def generate_reply(generator: Generator, prompt: list[Message], *, max_tokens: i
     except Exception as exc:  # the engine or server died mid-reply: a bad gateway, not our 500
         logger.exception("generator failed while replying")
         raise UpstreamError(f"the model failed while replying ({type(exc).__name__}: {exc})") from exc
-    usage = usage or Usage(prompt_tokens=0, completion_tokens=len(tokens))
+    usage = streamed_usage(usage, tokens=len(tokens), pieces=pieces)
     text, repeated = without_repeat(text)
     return Generation(text=text, tokens=tuple(tokens), finish_reason="repetition" if repeated else finish,
                       usage=usage)

@@ -41,7 +41,15 @@ from ragsvc.answer.reasoning import (
 )
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
-from ragsvc.llm.generator import Generation, GenerationChunk, Generator, Prompt, TokenLogprob, Usage
+from ragsvc.llm.generator import (
+    Generation,
+    GenerationChunk,
+    Generator,
+    Prompt,
+    TokenLogprob,
+    Usage,
+    streamed_usage,
+)
 from ragsvc.llm.repetition import RepeatWatch, repeat_start, without_repeat
 from ragsvc.types import Hit
 
@@ -271,10 +279,12 @@ class Answerer:
         tokens: list[TokenLogprob] = []
         finish = "stop"
         usage: Usage | None = None
+        pieces = 0
         with closing(self._chunks(prompt, kind=kind, max_tokens=max_tokens, logprobs=logprobs)) as chunks:
             for chunk in chunks:
                 if not ttft_ms and (chunk.text or chunk.tokens):
                     ttft_ms = (time.perf_counter() - started) * 1000
+                pieces += bool(chunk.text)
                 text += chunk.text
                 tokens.extend(chunk.tokens)
                 if stream_text and chunk.text:
@@ -287,7 +297,7 @@ class Answerer:
                     finish = "abort"  # leaving the stream aborts the request; the engine reports no usage then
                     break
         total_ms = (time.perf_counter() - started) * 1000
-        usage = usage or Usage(prompt_tokens=0, completion_tokens=len(tokens))
+        usage = streamed_usage(usage, tokens=len(tokens), pieces=pieces)
         run.generated_tokens += max(usage.completion_tokens, len(tokens))
         generation = Generation(text=text, tokens=without_stop_tokens(tokens, text), finish_reason=finish, usage=usage)
         kept = cut_sentence(generation.tokens, finished=finish == "stop").tokens if kind != "answer" else tokens

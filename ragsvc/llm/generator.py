@@ -67,7 +67,8 @@ class GenerationChunk:
     tokens: tuple[TokenLogprob, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
-    """Set on the last chunk."""
+    """Set on the last chunk; an in-process engine sets it on every chunk, as the counts so far. A caller that
+    leaves an HTTP stream early gets none (see `streamed_usage`)."""
     server: str | None = None
     """Base URL of the server streaming it (HTTP clients and the pool); None in process."""
 
@@ -172,3 +173,11 @@ def map_in_threads(fn: Callable[[_Item], _Result], items: Sequence[_Item], *, ma
             for f in futures:
                 f.cancel()
             raise
+
+
+def streamed_usage(usage: Usage | None, *, tokens: int, pieces: int) -> Usage:
+    """The usage a stream reported, or, for one left before its last chunk over HTTP, the completion tokens
+    counted from what arrived: the tokens when logprobs came with them, else the pieces of text (a server
+    streams one token a piece, several only when speculative decoding accepts a run). The prompt is then
+    unknown: 0."""
+    return usage or Usage(prompt_tokens=0, completion_tokens=max(tokens, pieces))

@@ -146,9 +146,10 @@ class InProcessGenerator:
         async with aclosing(self._async.generate(request_id, ids, params)) as stream:
             async for out in stream:
                 if out.new_text or out.logprobs or out.finished:
+                    # the counts so far ride on every chunk, so a caller that leaves early still knows them
                     yield GenerationChunk(text=out.new_text, tokens=tuple(_token(t) for t in out.logprobs),
                                           finish_reason=out.finish_reason if out.finished else None,
-                                          usage=_usage(out) if out.finished else None)
+                                          usage=_usage(out))
 
     # --- sync API (the Generator protocol; any thread but the engine loop's) -----------------------------
 

@@ -47,6 +47,8 @@ def test_a_looping_answer_stops_the_model_and_ends_before_the_repeat():
     assert answer.text == KEPT and answer.finish_reason == "repetition"
     assert [c.document_id for c in answer.citations] == ["paged"]
     assert generator.chunks_read < len(KEPT.split(" ")) + 10  # stopped a sentence after the repeat began
+    # the stream was left before its usage: the tokens are counted from the pieces that arrived
+    assert answer.completion_tokens == generator.chunks_read
     assert "".join(e.text for e in events if e.kind == "text").strip().startswith(KEPT)
 
 

@@ -67,6 +67,16 @@ def test_stream_matches_generate(in_process):
     assert chunks[-1].finish_reason == full.finish_reason and chunks[-1].usage == full.usage
 
 
+def test_every_chunk_carries_the_counts_so_far(in_process):
+    seen = []
+    for chunk in in_process.stream(CHAT, max_tokens=12):
+        seen.append(chunk)
+        if len(seen) == 3:
+            break  # left early, as a caller stopping a looping answer does: no last chunk
+    assert [c.usage.completion_tokens for c in seen] == [1, 2, 3]
+    assert all(c.usage.prompt_tokens > 5 for c in seen)
+
+
 def test_leaving_a_stream_frees_its_blocks(in_process, engine):
     stream = in_process.stream("Once upon a time", max_tokens=500, temperature=0.0)
     first = next(stream)
