@@ -141,7 +141,9 @@ class ReplyCancelled(Exception):
     """Raised by an `on_text` callback to stop a reply (its client went away); nothing is written then."""
 
 
-def _chunks(generator: Generator, prompt: list[Message], max_tokens: int) -> abc.Generator[GenerationChunk, None, None]:
+def _chunks(generator: Generator, prompt: list[Message], max_tokens: int
+            ) -> abc.Generator[GenerationChunk, None, None]:
+    """The reply's stream as a generator, so that closing it closes the model's stream (aborting the request)."""
     yield from generator.stream(prompt, max_tokens=max_tokens)
 
 

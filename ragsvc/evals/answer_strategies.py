@@ -133,6 +133,7 @@ def run_strategy(strategy: str, examples: Sequence[QAExample], generator: Genera
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown answer strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     done = 0
+    counted = threading.Lock()
 
     def one(example: QAExample) -> StrategyRecord:
         nonlocal done
@@ -143,7 +144,6 @@ def run_strategy(strategy: str, examples: Sequence[QAExample], generator: Genera
                 progress(done, len(examples))
         return record
 
-    counted = threading.Lock()
     if concurrency <= 1:
         return [one(ex) for ex in examples]
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"answer-{strategy}") as pool:
