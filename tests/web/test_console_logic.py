@@ -79,3 +79,9 @@ def test_timing_segments_share_the_total_and_skip_empty_stages(run_js):
     result = run_js("timings.js", "return m.timingSegments({dense_ms: 3, lexical_ms: 1, fuse_ms: 0, total_ms: 8});")
     assert result == {"total": 8, "stages": [{"name": "dense", "ms": 3, "share": 0.375},
                                              {"name": "lexical", "ms": 1, "share": 0.125}]}
+
+
+def test_why_an_answer_ended_is_said_in_words(run_js):
+    said = run_js("ask.js", "return ['stop', 'length', 'rounds', 'repetition', 'toString', 'new'].map(m.finishText);")
+    assert said == ["the model ended", "max tokens reached", "FLARE's rounds ran out",
+                    "cut where the model began repeating itself", "toString", "new"]

@@ -35,6 +35,18 @@ function openPassage(passage) {
   panel.scrollIntoView({ block: "nearest" });
 }
 
+const FINISH_REASONS = {
+  stop: "the model ended",
+  length: "max tokens reached",
+  rounds: "FLARE's rounds ran out",
+  repetition: "cut where the model began repeating itself",
+};
+
+/** Why an answer ended, in words; a reason this console does not know is shown as the API gave it. */
+export function finishText(reason) {
+  return Object.hasOwn(FINISH_REASONS, reason) ? FINISH_REASONS[reason] : String(reason);
+}
+
 function renderFinal(result) {
   const passages = new Map(result.passages.map((p) => [p.number, p]));
   const cited = new Set(result.citations.map((c) => c.number));
@@ -46,7 +58,7 @@ function renderFinal(result) {
       text: `[${p.number}] ${p.document_id}` }),
     el("span", { class: "muted", text: ` ${p.score.toFixed(3)}${cited.has(p.number) ? " · cited" : ""}` }))));
   const usage = result.usage || {};
-  $("ask-status").textContent = `done (${result.finish_reason}) · ${result.citations.length} citation(s) · ` +
+  $("ask-status").textContent = `done (${finishText(result.finish_reason)}) · ${result.citations.length} citation(s) · ` +
     `${usage.prompt_tokens ?? 0} prompt tokens, ${usage.cached_tokens ?? 0} from the prefix cache · ` +
     `${(result.timings_ms?.total_ms ?? 0).toFixed(0)} ms`;
 }
