@@ -90,6 +90,8 @@ def ask(
         return
     if streamed:
         typer.echo()
+        if answer.finish_reason == "repetition":  # the stream showed the start of the loop; say what was kept
+            typer.secho(f"(the model began repeating itself; the answer kept ends there:)\n{answer.text}", dim=True)
     else:
         typer.echo(answer.text)
     if answer.final is not None:
@@ -116,9 +118,11 @@ def _print_sources(answer: Answer) -> None:
         snippet = " ".join(passage.text.split())[:100]
         typer.echo(f" {mark}[{passage.number}] {passage.document_id}: {snippet}")
     rounds = sum(1 for r in answer.retrievals if r.round > 0)
+    ended = {"length": "; stopped at the token limit", "rounds": "; FLARE's rounds ran out",
+             "repetition": "; cut where the model began repeating itself"}.get(answer.finish_reason, "")
     typer.secho(f"({len(answer.retrievals)} retrieval(s), {rounds} during generation; {answer.completion_tokens} "
                 f"tokens; {answer.cached_tokens}/{answer.prompt_tokens} prompt tokens from the prefix cache; "
-                f"{answer.timings_ms['total_ms'] / 1000:.1f} s)", dim=True)
+                f"{answer.timings_ms['total_ms'] / 1000:.1f} s{ended})", dim=True)
 
 
 def _record(answer: Answer) -> dict[str, Any]:
