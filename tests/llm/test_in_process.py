@@ -64,7 +64,10 @@ def test_stream_matches_generate(in_process):
     chunks = list(in_process.stream(CHAT, max_tokens=12, logprobs=True))
     assert "".join(c.text for c in chunks) == full.text
     assert [t.token_id for c in chunks for t in c.tokens] == [t.token_id for t in full.tokens]
-    assert chunks[-1].finish_reason == full.finish_reason and chunks[-1].usage == full.usage
+    assert chunks[-1].finish_reason == full.finish_reason
+    # cached tokens depend on what ran before on this engine (the stream re-reads the prompt `full` just cached)
+    last, whole = chunks[-1].usage, full.usage
+    assert (last.prompt_tokens, last.completion_tokens) == (whole.prompt_tokens, whole.completion_tokens)
 
 
 def test_every_chunk_carries_the_counts_so_far(in_process):
