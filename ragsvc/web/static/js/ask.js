@@ -58,7 +58,8 @@ function renderFinal(result) {
       text: `[${p.number}] ${p.document_id}` }),
     el("span", { class: "muted", text: ` ${p.score.toFixed(3)}${cited.has(p.number) ? " · cited" : ""}` }))));
   const usage = result.usage || {};
-  $("ask-status").textContent = `done (${finishText(result.finish_reason)}) · ${result.citations.length} citation(s) · ` +
+  $("ask-status").textContent = `done (${finishText(result.finish_reason)}) · ` +
+    `${result.citations.length} citation(s) · ` +
     `${usage.prompt_tokens ?? 0} prompt tokens, ${usage.cached_tokens ?? 0} from the prefix cache · ` +
     `${(result.timings_ms?.total_ms ?? 0).toFixed(0)} ms`;
 }
