@@ -97,17 +97,32 @@ def _say(client: Any, session_id: str, content: str, name: str, max_tokens: int 
             _report(response)
             return
         typer.echo(f"{name}> ", nl=False)
-        for kind, data in _events(response.iter_lines()):
-            if kind == "memories":
-                typer.secho(f"(recalls {', '.join(str(i) for i in data['memory_ids']) or 'nothing'}) ", dim=True,
-                            nl=False)
-            elif kind == "text":
-                typer.echo(data["text"], nl=False)
-            elif kind == "error":
-                typer.echo()
-                typer.secho(f"error: {data['status']}: {data['detail']}", fg="red", err=True)
-                return
-        typer.echo()
+        show_stream(_events(response.iter_lines()))
+
+
+def show_stream(events: Iterator[tuple[str, Any]]) -> None:
+    """Print a reply's events as they arrive. The text streamed is what the model wrote; when the server cut it
+    at a repeat, the final `reply` event holds what was kept (and stored), so that is printed again."""
+    for kind, data in events:
+        if kind == "memories":
+            typer.secho(f"(recalls {', '.join(str(i) for i in data['memory_ids']) or 'nothing'}) ", dim=True,
+                        nl=False)
+        elif kind == "text":
+            typer.echo(data["text"], nl=False)
+        elif kind == "reply":
+            typer.echo()
+            ended = data.get("finish_reason")
+            if ended == "repetition":
+                typer.secho(f"(the agent began repeating itself; the reply kept ends there:)\n{data['reply']}",
+                            dim=True)
+            elif ended == "length":
+                typer.secho("(stopped at the token limit; --max-tokens gives longer replies)", dim=True)
+            return
+        elif kind == "error":
+            typer.echo()
+            typer.secho(f"error: {data['status']}: {data['detail']}", fg="red", err=True)
+            return
+    typer.echo()
 
 
 def _report(response: Any) -> None:

@@ -14,6 +14,10 @@ Two signs of a loop, both conservative so that a legitimate answer is never cut:
   ends and long sentences that restart midway; the cut then goes back to the start of that sentence.
 Lists whose items share an opening ("It supports X. It supports Y.") repeat neither, short sentences such
 as "Yes." are too short to count, and fenced code, where lines repeat for good reason, is not read.
+
+Chinese and Japanese are written without spaces, so there each character is a word of its own, counted as
+half a word (a word of English runs to about two of them): a repeated sentence needs eight characters, a
+repeated run twenty-four, so a long name written twice is not a loop. Their full-width 。！？ end sentences.
 """
 
 from __future__ import annotations
@@ -23,8 +27,12 @@ import re
 MIN_SENTENCE_WORDS = 4
 NGRAM_WORDS = 12
 
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
-_WORD = re.compile(r"\w+")
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+"""Kana and CJK ideographs: scripts written without spaces between words."""
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|[。！？]+|\n")
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+"""A word: one kana or ideograph, or a run of other word characters."""
 _CITATION = re.compile(r"\[\d+\]")
 _CODE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 """A fenced code block (or one still open at the end): code repeats lines legitimately, so it is not read."""
@@ -61,6 +69,28 @@ def _words(text: str) -> list[re.Match[str]]:
     return list(_WORD.finditer(_CITATION.sub(lambda m: " " * len(m.group()), text)))
 
 
+def _weight(word: str) -> int:
+    """A word's length in half-words: 1 for a kana or ideograph, 2 for a word of a spaced script."""
+    return 1 if len(word) == 1 and _CJK_CHAR.match(word) else 2
+
+
+def _runs(words: list[str], weight: int) -> list[tuple[int, tuple[str, ...]]]:
+    """(index, run) for every run of consecutive words, from each word on, just long enough to weigh `weight`
+    half-words; runs that would pass the end are not made."""
+    weights = [_weight(w) for w in words]
+    runs = []
+    end = total = 0
+    for i in range(len(words)):
+        while end < len(words) and total < weight:
+            total += weights[end]
+            end += 1
+        if total < weight:
+            break
+        runs.append((i, tuple(words[i:end])))
+        total -= weights[i]
+    return runs
+
+
 def repeat_start(text: str) -> int | None:
     """The offset in `text` where it starts to repeat what it already said, or None. Only complete sentences
     count for the sentence rule: a sentence still being written may yet diverge from the earlier one."""
@@ -70,7 +100,7 @@ def repeat_start(text: str) -> int | None:
     for begin, end in _sentences(text):
         found = _words(text[begin:end])
         words = tuple(w.group().lower() for w in found)
-        if len(words) < MIN_SENTENCE_WORDS:
+        if sum(_weight(w) for w in words) < 2 * MIN_SENTENCE_WORDS:
             continue
         if words in seen:
             starts.append(begin + found[0].start())
@@ -78,9 +108,7 @@ def repeat_start(text: str) -> int | None:
         seen.add(words)
     words_in = _words(text)
     grams: set[tuple[str, ...]] = set()
-    lowered = [w.group().lower() for w in words_in]
-    for i in range(len(lowered) - NGRAM_WORDS + 1):
-        gram = tuple(lowered[i: i + NGRAM_WORDS])
+    for i, gram in _runs([w.group().lower() for w in words_in], 2 * NGRAM_WORDS):
         if gram in grams:
             starts.append(_sentence_start(text, words_in[i].start()))
             break
@@ -105,7 +133,7 @@ class RepeatWatch:
 
     def __call__(self, text: str, _tokens: object = None) -> bool:
         fresh = text[max(0, self._looked_at - 1):]
-        if not _SENTENCE_END.search(fresh) and len(_WORD.findall(fresh)) < NGRAM_WORDS:
+        if not _SENTENCE_END.search(fresh) and sum(_weight(w) for w in _WORD.findall(fresh)) < 2 * NGRAM_WORDS:
             return False
         self._looked_at = len(text)
         return repeat_start(text) is not None

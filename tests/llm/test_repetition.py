@@ -57,3 +57,29 @@ def test_the_watch_looks_at_sentence_ends_or_every_ngram_of_words(monkeypatch):
     words = [f"w{i}" for i in range(10 * NGRAM_WORDS)]  # no sentence end, no repeat
     assert not any(watch(" ".join(words[:n])) for n in range(1, len(words) + 1))
     assert len(looks) == 10
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("分页注意力把缓存分成块。它在请求之间共享块。它在请求之间共享块。它在请求之间共享",
+     "分页注意力把缓存分成块。它在请求之间共享块。"),
+    ("ページドアテンションはメモリを節約します。ページドアテンションはメモリを節約します。",
+     "ページドアテンションはメモリを節約します。"),
+    ("缓存被分成固定大小的块" * 4, "缓存被分成固定大小的块"),  # no sentence ends: the run of characters comes round
+])
+def test_loops_in_scripts_without_spaces_are_cut_too(text, kept):
+    assert without_repeat(text) == (kept, True)
+
+
+@pytest.mark.parametrize("text", [
+    "中华人民共和国国家统计局发布了数据。中华人民共和国国家统计局还说了别的。",  # a long name twice is no loop
+    "我很好。我很好。",  # four characters are two words' worth: too short to count
+])
+def test_repeated_names_and_short_sentences_without_spaces_are_left_whole(text):
+    assert repeat_start(text) is None
+
+
+def test_the_watch_looks_at_a_run_of_characters_without_sentence_ends():
+    watch = RepeatWatch()
+    loop = "缓存被分成固定大小的块" * 6
+    fired = [n for n in range(1, len(loop) + 1) if watch(loop[:n])]
+    assert fired and fired[0] <= 3 * len("缓存被分成固定大小的块") + 2 * NGRAM_WORDS
