@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from ragsvc.llm.generator import TokenLogprob
 
-_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|[。！？]|\n")
+"""Full-width 。！？ end a Chinese or Japanese sentence with no space after them."""
 _WORD = re.compile(r"\w")
 _WORDS = re.compile(r"\s*\w+")
 """A word with the whitespace before it, so a masked word leaves no gap before the punctuation after it."""
@@ -40,10 +41,10 @@ def probability(token: TokenLogprob) -> float:
 
 
 def cut_sentence(tokens: Sequence[TokenLogprob], *, finished: bool) -> Sentence:
-    """The first sentence of a look-ahead. A sentence ends at . ! ? followed by whitespace, or at a newline,
-    once some words were written (leading newlines and list markers do not end it); a period after an initial
-    or a title does not end it. The token holding the end
-    is kept, its text cut just after the end. `finished` says the model stopped after these tokens."""
+    """The first sentence of a look-ahead. A sentence ends at . ! ? followed by whitespace, at 。！？, or at a
+    newline, once some words were written (leading newlines and list markers do not end it); a period after an
+    initial or a title does not end it. The token holding the end is kept, its text cut just after the end.
+    `finished` says the model stopped after these tokens."""
     text = ""
     for i, token in enumerate(tokens):
         start = len(text)

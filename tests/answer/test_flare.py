@@ -63,6 +63,8 @@ def test_sentence_is_cut_after_its_end_and_leading_newlines_do_not_end_it():
     s = cut_sentence(toks((" Yes", 0.9), (".\n\nNext", 0.9)), finished=False)
     assert s.text == " Yes." and len(s.tokens) == 2
     assert cut_sentence(toks((" end", 0.9)), finished=True).complete
+    s = cut_sentence(toks(("分页", 0.9), ("注意力", 0.9), ("节省", 0.9), ("内存。", 0.9), ("它", 0.9)), finished=False)
+    assert s.text == "分页注意力节省内存。" and len(s.tokens) == 4 and s.complete  # no space after a full-width end
 
 
 def test_retrieval_is_needed_when_a_word_token_is_below_theta():
