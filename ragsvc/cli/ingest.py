@@ -28,7 +28,9 @@ OnErrorChoice = Literal["skip", "stop", "fail"]
 
 @app.command()
 def ingest(
-    paths: Annotated[list[str], typer.Argument(help="files, folders or globs (.txt, .md, .jsonl)")],
+    paths: Annotated[list[str], typer.Argument(
+        help="files, folders or globs (.txt, .md, .jsonl); folders are read recursively, not entering hidden ones "
+             "(.git, .venv)")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="target collection (created if missing)")],
     data_dir: DataDir = None,
     backend: Annotated[str | None, typer.Option(help="index backend for a new collection \\[default: hnsw]")] = None,
@@ -46,10 +48,15 @@ def ingest(
 
     Each batch is acknowledged once committed. Running the same command again resumes an interrupted run:
     documents already stored unchanged are skipped by content hash, so nothing is duplicated or lost."""
-    from ragsvc.store.files import expand_paths, scan_entries
+    from ragsvc.store.files import SUFFIXES, expand_paths, scan_entries
 
     try:
-        files = expand_paths(paths)
+        expansion = expand_paths(paths)
+        files = expansion.files
+        if not files:
+            besides = expansion.passed_over()
+            raise InvalidInput(f"no {', '.join(SUFFIXES)} files in {', '.join(paths)}"
+                               + (f" (found {besides})" if besides else "") + "; nothing was written")
         config = settings(data_dir)
         scan = scan_entries(files, max_document_chars=config.api.max_document_chars)
         if scan.unreadable and on_error != "skip":  # stop: refuse the whole load before writing anything
@@ -70,6 +77,8 @@ def ingest(
              embed_settings=config.embed, max_document_chars=config.api.max_document_chars)
         info = store.get_collection(collection)
         typer.echo(f"{collection}: {info.num_documents} documents, {info.num_chunks} chunks ({len(files)} files read)")
+        if (besides := expansion.passed_over()) is not None:
+            typer.secho(f"not read from the folders: {besides}", fg=typer.colors.YELLOW, err=True)
     except (RagsvcError, ValueError) as exc:
         raise fail(f"{cli_text(exc)}. Batches acknowledged before this are stored; run the same command again to "
                    "resume (stored documents are skipped)") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +21,59 @@ from ragsvc.types import DocumentInput
 SUFFIXES = (".txt", ".md", ".markdown", ".jsonl")
 
 
-def expand_paths(patterns: list[str]) -> list[Path]:
-    """Files named by paths, folders (recursively, known suffixes only) and glob patterns, sorted, unique."""
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """The files a load will read, and what the folders it walked held besides, so nothing is left out
+    silently: a folder of PDFs read as "0 documents" looks like a bug."""
+
+    files: list[Path]
+    other_types: dict[str, int]
+    """Files of other types found in folders, by suffix ('' for none), not read."""
+    hidden: int
+    """Hidden entries (names starting with '.') found in folders and not entered: .git, .venv and the like
+    hold text files that are not the user's documents. Name one on the command line to read it."""
+
+    def passed_over(self) -> str | None:
+        """What the folders held that was not read, in one line, or None when that was nothing."""
+        parts = []
+        if self.other_types:
+            kinds = sorted(self.other_types.items(), key=lambda kv: (-kv[1], kv[0]))
+            listed = ", ".join(f"{suffix or '(no suffix)'} x{n}" for suffix, n in kinds[:6])
+            more = f", {len(kinds) - 6} more types" if len(kinds) > 6 else ""
+            parts.append(f"{sum(self.other_types.values())} file(s) of other types ({listed}{more})")
+        if self.hidden:
+            parts.append(f"{self.hidden} hidden file(s) or folder(s) (names starting with '.'; name one to read it)")
+        return "; ".join(parts) if parts else None
+
+
+def expand_paths(patterns: list[str]) -> Expansion:
+    """Files named by paths, folders (recursively: known suffixes only, hidden entries and symlinked folders
+    not entered) and glob patterns, sorted, unique. A file named outright must be of a known type."""
     files: set[Path] = set()
+    other: dict[str, int] = {}
+    hidden = 0
     for pattern in patterns:
         matches = [Path(p) for p in glob.glob(pattern, recursive=True)] if glob.has_magic(pattern) else [Path(pattern)]
         if not matches or not all(m.exists() for m in matches):
             raise InvalidInput(f"{pattern}: no such file or folder")
         for match in matches:
             if match.is_dir():
-                files.update(p for p in match.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+                for folder, dirnames, filenames in os.walk(match):
+                    hidden += sum(name.startswith(".") for name in dirnames + filenames)
+                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                    for name in filenames:
+                        path = Path(folder, name)
+                        if name.startswith(".") or not path.is_file():
+                            continue
+                        if path.suffix.lower() in SUFFIXES:
+                            files.add(path)
+                        else:
+                            other[path.suffix.lower()] = other.get(path.suffix.lower(), 0) + 1
             elif match.suffix.lower() in SUFFIXES:
                 files.add(match)
             else:
                 raise InvalidInput(f"{match}: unsupported file type {match.suffix!r}; use {', '.join(SUFFIXES)}")
-    return sorted(files)
+    return Expansion(sorted(files), other, hidden)
 
 
 MAX_ID_CHARS = 512

@@ -72,6 +72,24 @@ def test_files_with_no_text_are_named_as_skipped_not_dropped_silently(tmp_path, 
     assert "skipped 3:" not in result.output  # not listed as unreadable
 
 
+def test_files_a_folder_held_but_ingest_cannot_read_are_counted_and_none_at_all_is_an_error(tmp_path, mixed):
+    (mixed / "paper.pdf").write_bytes(b"%PDF-1.7")
+    (mixed / ".git").mkdir()
+    result = runner.invoke(app, ["ingest", str(mixed), "-c", "t", "--data-dir", str(tmp_path / "data"),
+                                 "--on-error", "skip"])
+    assert result.exit_code == 0, result.output
+    assert ("not read from the folders: 1 file(s) of other types (.pdf x1); 1 hidden file(s) or folder(s)"
+            in result.output)
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "paper.pdf").write_bytes(b"%PDF-1.7")
+    data = tmp_path / "data2"
+    none = runner.invoke(app, ["ingest", str(pdfs), "-c", "t", "--data-dir", str(data)])
+    assert none.exit_code == 2
+    assert "no .txt, .md, .markdown, .jsonl files in" in none.output and "(.pdf x1)" in none.output
+    assert not (data / "catalog.duckdb").exists()
+
+
 def test_a_bad_collection_setting_fails_without_a_resume_hint_and_writes_nothing(tmp_path, mixed):
     data = tmp_path / "data"
     for args, said in ((["-c", "bad name"], "collection name 'bad name' is invalid"),

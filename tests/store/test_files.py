@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ragsvc.errors import InvalidInput
-from ragsvc.store.files import Unreadable, read_documents, read_entries, scan_entries
+from ragsvc.store.files import Unreadable, expand_paths, read_documents, read_entries, scan_entries
 
 
 def _jsonl(path, rows):
@@ -68,3 +68,26 @@ def test_a_folder_posing_as_a_file_is_named(tmp_path):
     odd.mkdir()
     (entry,) = read_entries(odd)
     assert isinstance(entry, Unreadable) and "cannot read the file" in entry.reason
+
+
+def test_folders_are_walked_for_known_types_and_what_else_they_held_is_counted(tmp_path):
+    (tmp_path / "docs" / "deep").mkdir(parents=True)
+    (tmp_path / "docs" / "a.md").write_text("A")
+    (tmp_path / "docs" / "deep" / "b.TXT").write_text("B")
+    for name in ("x.pdf", "y.pdf", "deep/z.csv", "Makefile"):
+        (tmp_path / "docs" / name).write_text("other")
+    (tmp_path / "docs" / ".venv" / "lib").mkdir(parents=True)
+    (tmp_path / "docs" / ".venv" / "lib" / "LICENSE.txt").write_text("not the user's")
+    (tmp_path / "docs" / ".notes.md").write_text("hidden")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "o.txt").write_text("O")
+    (tmp_path / "docs" / "link").symlink_to(tmp_path / "outside")  # a symlinked folder is not entered
+    found = expand_paths([str(tmp_path / "docs")])
+    assert found.files == [tmp_path / "docs" / "a.md", tmp_path / "docs" / "deep" / "b.TXT"]
+    assert found.other_types == {".pdf": 2, ".csv": 1, "": 1} and found.hidden == 2
+    assert found.passed_over() == ("4 file(s) of other types (.pdf x2, (no suffix) x1, .csv x1); 2 hidden file(s) "
+                                   "or folder(s) (names starting with '.'; name one to read it)")
+    named = expand_paths([str(tmp_path / "docs" / ".notes.md"), str(tmp_path / "docs" / ".venv")])
+    assert len(named.files) == 2 and named.passed_over() is None  # named outright, hidden entries are read
+    with pytest.raises(InvalidInput, match="unsupported file type '.pdf'"):
+        expand_paths([str(tmp_path / "docs" / "x.pdf")])
