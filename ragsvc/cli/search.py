@@ -34,11 +34,11 @@ def search(
     from ragsvc.retrieval.pipeline import RetrievalOptions
 
     try:
-        parsed = json.loads(filter) if filter else None
+        parsed = _filter(filter) if filter else None
         options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k, rerank=rerank,
                                    hyde=HydeOptions() if hyde else None, filter=parsed)
         store = open_store(data_dir)
-    except (json.JSONDecodeError, RagsvcError) as exc:
+    except (ValueError, RagsvcError) as exc:
         raise fail(exc) from exc
     # the local model only when a stage asks for one: loading it costs seconds and gigabytes
     wants_model = hyde or rerank == "llm"
@@ -72,3 +72,11 @@ def _local_generator(data_dir: Any) -> Any:
 def _hit(hit: Any) -> dict[str, Any]:
     return {"chunk_id": hit.chunk_id, "document_id": hit.document_id, "score": hit.score, "text": hit.text,
             "metadata": hit.metadata}
+
+
+def _filter(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--filter is not JSON ({exc.msg} at character {exc.pos + 1}); send e.g. "
+                         "'{\"type\": \"md\"}' or '{\"year\": {\"$gte\": 2020}}'") from exc

@@ -61,6 +61,9 @@ class RetrievalOptions:
             raise InvalidInput(f"alpha must be in [0, 1] (1 = dense only), got {self.alpha}")
         if self.mode == "lexical" and self.hyde is not None:
             raise InvalidInput("hyde changes the dense query vector; use it with mode dense or hybrid")
+        if self.filter is not None and not isinstance(self.filter, Mapping):
+            raise InvalidInput('filter must be a JSON object such as {"lang": "python"}, got '
+                               f"{type(self.filter).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
