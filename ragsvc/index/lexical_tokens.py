@@ -8,6 +8,12 @@ The splitting, lowercasing and stopword removal are bm25s's (`bm25s.tokenize`, t
 CountVectorizer pattern); stemming is PyStemmer's Snowball. Both are deterministic. We ask bm25s for
 strings, not ids: its id assignment is per call (and iterates a set), so the index keeps its own vocabulary.
 Stopwords are matched before stemming, as bm25s does.
+
+Chinese and Japanese are written without spaces, so the word pattern would make a whole clause one term and a
+query would match only the same clause. With `cjk_bigrams` (the default) each run of kana and ideographs
+becomes its overlapping character pairs, the usual unit for BM25 over these scripts (Lucene's CJK analyzer
+does the same), so a query's words match inside longer runs. A run of one character has no pair and gives no
+term, like a one-letter word.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import bm25s
 import Stemmer
 
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]{2,}")
+"""Two or more kana or ideographs in a row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,8 @@ class TokenizerConfig:
     lower: bool = True
     token_pattern: str = DEFAULT_TOKEN_PATTERN
     """Regex whose matches are the tokens (default: runs of 2+ word characters, like scikit-learn)."""
+    cjk_bigrams: bool = True
+    """Split runs of kana and ideographs into overlapping character pairs before matching the pattern."""
 
     def __post_init__(self) -> None:
         if self.stemmer is not None and self.stemmer not in Stemmer.algorithms():
@@ -47,8 +57,9 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
-        """Rebuild from a manifest; ValueError / TypeError when the stored config is unusable."""
-        return cls(**data)
+        """Rebuild from a manifest; ValueError / TypeError when the stored config is unusable. A manifest from
+        before `cjk_bigrams` existed was built without it."""
+        return cls(**{"cjk_bigrams": False, **data})
 
 
 class LexicalTokenizer:
@@ -62,6 +73,8 @@ class LexicalTokenizer:
         """One list of terms per text, in text order (repeats kept: they are the term frequencies)."""
         if not texts:
             return []
+        if self.config.cjk_bigrams:
+            texts = [cjk_bigrams(text) for text in texts]
         terms: list[list[str]] = bm25s.tokenize(  # lists of str when return_ids=False
             texts,
             lower=self.config.lower,
@@ -72,3 +85,10 @@ class LexicalTokenizer:
             show_progress=False,
         )
         return terms
+
+
+def cjk_bigrams(text: str) -> str:
+    """`text` with each run of kana and ideographs replaced by its overlapping pairs, space-separated."""
+    if text.isascii() or not _CJK_RUN.search(text):  # isascii: the common case, at memory speed
+        return text
+    return _CJK_RUN.sub(lambda m: " " + " ".join(m[0][i: i + 2] for i in range(len(m[0]) - 1)) + " ", text)

@@ -369,3 +369,43 @@ def test_reload_mid_sequence_matches_brute_force(tmp_path: Path, ops) -> None:
             assert reloaded is not None
             index = reloaded
     check_all_queries(index, model, k=8)
+
+
+CJK = {1: "分页注意力把缓存分成固定大小的块。", 2: "连续批处理让新请求加入正在运行的批次。", 3: "ページドアテンションはメモリを節約します。",
+       4: "Paged attention keeps the cache in blocks."}
+
+
+@pytest.mark.parametrize(("query", "expected"), [("注意力", [1]), ("缓存的块", [1]), ("新请求", [2]),
+                                                 ("メモリ", [3]), ("attention 注意力", [1, 4])])
+def test_chinese_and_japanese_queries_match_inside_longer_runs(query: str, expected: list[int]) -> None:
+    assert sorted(build(CJK).search(query, 10).ids.tolist()) == expected
+    whole_runs = build(CJK, tokenizer=TokenizerConfig(cjk_bigrams=False))
+    assert 1 not in whole_runs.search(query, 10).ids.tolist()  # a clause is one term: only the same clause matches
+
+
+class _Texts:
+    """A catalog's chunk texts for `open_lexical` (all live)."""
+
+    def __init__(self, texts: dict[int, str]) -> None:
+        self.texts = texts
+
+    def iter_texts(self, *, after_id: int = 0, batch_size: int = 8192):
+        ids = [i for i in sorted(self.texts) if i > after_id]
+        if ids:
+            yield np.array(ids, dtype=np.int64), [self.texts[i] for i in ids]
+
+    def live_ids(self, *, up_to: int) -> np.ndarray:
+        return np.array([i for i in sorted(self.texts) if i <= up_to], dtype=np.int64)
+
+
+def test_an_index_saved_before_cjk_pairs_is_rebuilt_with_them_on_open(tmp_path: Path) -> None:
+    from ragsvc.index.lexical_collection import open_lexical
+
+    build(CJK, tokenizer=TokenizerConfig(cjk_bigrams=False)).save(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    del manifest["tokenizer"]["cjk_bigrams"]  # as an index saved by an earlier version has it
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    old = LexicalIndex.load(tmp_path)
+    assert old is not None and old.tokenizer_config.cjk_bigrams is False
+    opened = open_lexical(tmp_path, _Texts(CJK))
+    assert opened.tokenizer_config == TokenizerConfig() and opened.search("注意力", 10).ids.tolist() == [1]
