@@ -371,8 +371,8 @@ def test_reload_mid_sequence_matches_brute_force(tmp_path: Path, ops) -> None:
     check_all_queries(index, model, k=8)
 
 
-CJK = {1: "分页注意力把缓存分成固定大小的块。", 2: "连续批处理让新请求加入正在运行的批次。", 3: "ページドアテンションはメモリを節約します。",
-       4: "Paged attention keeps the cache in blocks."}
+CJK = {1: "分页注意力把缓存分成固定大小的块。", 2: "连续批处理让新请求加入正在运行的批次。",
+       3: "ページドアテンションはメモリを節約します。", 4: "Paged attention keeps the cache in blocks."}
 
 
 @pytest.mark.parametrize(("query", "expected"), [("注意力", [1]), ("缓存的块", [1]), ("新请求", [2]),
