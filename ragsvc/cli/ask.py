@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, open_store, settings
+from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, FilterOption, fail, open_store, parse_filter, settings
 from ragsvc.errors import RagsvcError
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ def ask(
                           ] = SAMPLE_COLLECTION,
     k: Annotated[int, typer.Option("-k", help="passages retrieved per round")] = 5,
     mode: Annotated[str, typer.Option(help="dense | lexical | hybrid")] = "hybrid",
+    filter: FilterOption = None,
     flare: Annotated[bool, typer.Option("--flare", help="active retrieval: retrieve again when unsure")] = False,
     theta: Annotated[float, typer.Option(help="FLARE: retrieve when a token's probability is below this")] = 0.4,
     max_tokens: Annotated[int, typer.Option(help="answer tokens at most")] = 256,
@@ -51,11 +52,12 @@ def ask(
     if short and reasoning:
         raise typer.BadParameter("use --short or --reasoning, not both")
     try:
-        options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k)
+        options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k,
+                                   filter=parse_filter(filter) if filter else None)
         flare_options = FlareOptions(theta=theta, max_tokens=max_tokens) if flare else None
         answer_options = AnswerOptions(max_tokens=max_tokens, style=_style(short, reasoning))
         store = open_store(data_dir)
-    except RagsvcError as exc:
+    except (ValueError, RagsvcError) as exc:
         raise fail(exc) from exc
     composition = Composition(config, lambda: _local_generator(config, model))
     streamed = False

@@ -6,6 +6,7 @@ Settings are read here, at the edge, and handed down as objects; nothing below t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -86,3 +87,16 @@ def cli_text(exc: Exception | str) -> str:
     if isinstance(exc, RagsvcError) and exc.cli_message:
         return exc.cli_message
     return str(exc)
+
+
+FilterOption = Annotated[str | None, typer.Option(
+    "--filter", help='metadata filter as JSON, e.g. \'{"type": "md"}\' or \'{"year": {"$gte": 2020}}\'')]
+
+
+def parse_filter(text: str) -> Any:
+    """A --filter option's JSON; ValueError naming the option when it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--filter is not JSON ({exc.msg} at character {exc.pos + 1}); send e.g. "
+                         "'{\"type\": \"md\"}' or '{\"year\": {\"$gte\": 2020}}'") from exc

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, fail, open_store, settings
+from ragsvc.cli.common import SAMPLE_COLLECTION, DataDir, FilterOption, fail, open_store, parse_filter, settings
 from ragsvc.errors import RagsvcError
 
 app = typer.Typer()
@@ -18,7 +18,7 @@ def search(
     query: Annotated[str, typer.Argument(help="text to search for")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="collection to search")] = SAMPLE_COLLECTION,
     k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
-    filter: Annotated[str | None, typer.Option(help='metadata filter as JSON, e.g. \'{"type": "md"}\'')] = None,
+    filter: FilterOption = None,
     mode: Annotated[str, typer.Option(help="dense (vectors) | lexical (BM25) | hybrid (both, fused)")] = "dense",
     rerank: Annotated[str | None, typer.Option(help="rescore the top hits: embedder | llm | cross-encoder "
                                                     "(configured with RAGSVC_RERANK__* / RAGSVC_GENERATOR__*)")] = None,
@@ -34,7 +34,7 @@ def search(
     from ragsvc.retrieval.pipeline import RetrievalOptions
 
     try:
-        parsed = _filter(filter) if filter else None
+        parsed = parse_filter(filter) if filter else None
         options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k, rerank=rerank,
                                    hyde=HydeOptions() if hyde else None, filter=parsed)
         store = open_store(data_dir)
@@ -73,10 +73,3 @@ def _hit(hit: Any) -> dict[str, Any]:
     return {"chunk_id": hit.chunk_id, "document_id": hit.document_id, "score": hit.score, "text": hit.text,
             "metadata": hit.metadata}
 
-
-def _filter(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--filter is not JSON ({exc.msg} at character {exc.pos + 1}); send e.g. "
-                         "'{\"type\": \"md\"}' or '{\"year\": {\"$gte\": 2020}}'") from exc

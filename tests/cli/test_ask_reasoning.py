@@ -24,8 +24,10 @@ QUESTION = "Which body pulls the tides?"
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ask")
-    docs = [{"id": "tides", "text": "Tides rise and fall twice a day because of the moon's gravity."},
-            {"id": "glacier", "text": "Glaciers carve U-shaped valleys as they slowly move downhill."}]
+    docs = [{"id": "tides", "text": "Tides rise and fall twice a day because of the moon's gravity.",
+             "metadata": {"topic": "sea"}},
+            {"id": "glacier", "text": "Glaciers carve U-shaped valleys as they slowly move downhill.",
+             "metadata": {"topic": "ice"}}]
     (root / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     result = runner.invoke(app, ["ingest", str(root / "docs.jsonl"), "-c", "earth", "--data-dir", str(root / "data")])
     assert result.exit_code == 0, result.output
@@ -56,3 +58,13 @@ def test_asking_an_empty_collection_is_refused_before_any_model_loads(data_dir: 
     assert runner.invoke(app, ["collections", "create", "void", "--data-dir", str(data_dir)]).exit_code == 0
     result = runner.invoke(app, ["ask", QUESTION, "-c", "void", "--data-dir", str(data_dir)])
     assert result.exit_code == 2 and "holds no documents" in result.output, result.output
+
+
+def test_a_filter_limits_the_passages_an_answer_reads(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGSVC_MODEL__CACHE_DIR", str(MODEL_CACHE))
+    monkeypatch.setenv("RAGSVC_MODEL__DTYPE", "float32")
+    result = runner.invoke(app, ["ask", QUESTION, "-c", "earth", "--data-dir", str(data_dir), "--filter",
+                                 '{"topic": "ice"}', "--model", "smollm2", "--max-tokens", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output[result.output.index("{"):])
+    assert [p["document_id"] for p in record["passages"]] == ["glacier"]  # the tides passage ranks first unfiltered
