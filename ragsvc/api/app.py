@@ -41,7 +41,8 @@ Extension = Callable[[FastAPI], None]
 """Adds routers or lifespan state to the app (the in-process model server, repo indexing, ...)."""
 
 
-def _load(app: FastAPI, settings: Settings, on_error: Callable[[Exception], None] | None) -> None:
+def _load(app: FastAPI, settings: Settings, on_error: Callable[[Exception], None] | None,
+          on_ready: Callable[[], None] | None) -> None:
     try:
         embedder = embedder_from_settings(settings.embed)
         store = VectorStore.open(settings.store.data_dir, embedder=embedder,
@@ -57,6 +58,8 @@ def _load(app: FastAPI, settings: Settings, on_error: Callable[[Exception], None
         app.state.ready = True
         logger.info("ragsvc ready: %d collection(s) loaded from %s", len(store.list_collections()),
                     settings.store.data_dir)
+        if on_ready is not None:
+            on_ready()
     except Exception as exc:  # any failure: the app still starts and reports it through /health and every route
         app.state.load_error = str(exc)
         if on_error is None:
@@ -83,9 +86,11 @@ def _hosted_generator(app: FastAPI) -> Generator | None:
 
 def create_app(settings: Settings | None = None, *, extensions: list[Extension] | None = None,
                extra_routers: list[APIRouter] | None = None,
-               on_load_error: Callable[[Exception], None] | None = None) -> FastAPI:
+               on_load_error: Callable[[Exception], None] | None = None,
+               on_ready: Callable[[], None] | None = None) -> FastAPI:
     """The API. `on_load_error` is told when the store cannot load (called from the loading thread); without
-    one, the failure is logged and the app keeps answering 503 with it, for a supervisor to see."""
+    one, the failure is logged and the app keeps answering 503 with it, for a supervisor to see. `on_ready` is
+    called (from that thread) once the store has loaded and every route answers."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -97,7 +102,8 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         app.state.loop = asyncio.get_running_loop()  # in-process generators submit to the engine on this loop
         # a cluster that cannot be joined stops the start-up with the address in the message (bounded wait)
         app.state.cluster = await asyncio.to_thread(connect_from_settings, settings.cluster)
-        loader = threading.Thread(target=_load, args=(app, settings, on_load_error), name="ragsvc-load", daemon=True)
+        loader = threading.Thread(target=_load, args=(app, settings, on_load_error, on_ready), name="ragsvc-load",
+                                  daemon=True)
         loader.start()
         try:
             yield

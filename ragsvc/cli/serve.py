@@ -89,7 +89,14 @@ def serve(
     except BaseException:
         sock.close()
         raise
-    run(lambda on_load_error: create_app(config, extensions=extensions, on_load_error=on_load_error), sock,
+    base = f"http://{config.api.host}:{config.api.port}"
+    typer.echo(f"starting on {base}: loading the indexes{' and the model' if with_model else ''}")
+
+    def ready() -> None:  # printed once requests are answered, so the lines can be pasted at once
+        typer.echo(_try_lines(base, with_model=with_model))
+
+    run(lambda on_load_error: create_app(config, extensions=extensions, on_load_error=on_load_error,
+                                         on_ready=ready), sock,
         log_level="info", describe=lambda exc: f"cannot load the data folder {config.store.data_dir} ({exc}); fix "
                                                  "or move what is in the way, or point --data-dir at another folder")
 
@@ -117,14 +124,17 @@ def _prepare(config: Settings, *, sample: bool, with_model: bool) -> list[Extens
     if sample:
         chunks = ingest_sample(config.store.data_dir)
         typer.echo(f"sample collection ready: {chunks} chunks in {config.store.data_dir}")
-    base = f"http://{config.api.host}:{config.api.port}"
-    typer.echo(f"serving on {base} (console: {base}/, docs: {base}/docs). Try:\n"
-               f"  curl -s {base}/v1/collections/{SAMPLE_COLLECTION}/search -H 'content-type: application/json' "
-               f"-d '{{\"query\": \"how does paged attention save memory?\", \"k\": 3, \"mode\": \"hybrid\"}}'")
-    if with_model:
-        typer.echo(f"  curl -s {base}/v1/answer -H 'content-type: application/json' -d '{{\"question\": \"how does "
-                   f"paged attention save memory?\", \"collection\": \"{SAMPLE_COLLECTION}\"}}'")
     return extensions
+
+
+def _try_lines(base: str, *, with_model: bool) -> str:
+    lines = [f"ready on {base} (console: {base}/, docs: {base}/docs). Try:",
+             f"  curl -s {base}/v1/collections/{SAMPLE_COLLECTION}/search -H 'content-type: application/json' "
+             f"-d '{{\"query\": \"how does paged attention save memory?\", \"k\": 3, \"mode\": \"hybrid\"}}'"]
+    if with_model:
+        lines.append(f"  curl -s {base}/v1/answer -H 'content-type: application/json' -d '{{\"question\": \"how "
+                     f"does paged attention save memory?\", \"collection\": \"{SAMPLE_COLLECTION}\"}}'")
+    return "\n".join(lines)
 
 
 @app.command()
