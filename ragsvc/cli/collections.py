@@ -69,7 +69,7 @@ def _index_settings(text: str, shards: int | None, placement: str | None, replic
 def _describe(index: Any) -> str:
     place = index.placement
     where = "in process" if place.mode == "in_process" else f"ray x{place.replicas} ({place.spread})"
-    return f"index={index.backend} shards={index.num_shards} dims={index.dims} placement={where}"
+    return f"index={index.backend} shards={index.num_shards} dims={index.dims or 'all'} placement={where}"
 
 
 @app.command("list")

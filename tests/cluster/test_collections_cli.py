@@ -31,7 +31,7 @@ def test_create_stores_the_placement_and_list_shows_it(tmp_path, monkeypatch):
     listed = runner.invoke(app, ["collections", "list", "--data-dir", str(tmp_path)])
     [line] = listed.output.splitlines()
     assert line.startswith("docs: 0 docs, 0 chunks, ")
-    assert line.endswith("index=hnsw shards=3 dims=None placement=in process")
+    assert line.endswith("index=hnsw shards=3 dims=all placement=in process")
 
 
 @pytest.mark.slow
