@@ -66,11 +66,17 @@ def list_command(data_dir: DataDir = None) -> None:
         keys = catalog.api_keys().list()
     finally:
         catalog.close()
+    if not keys:
+        typer.echo("no API keys; create one with `ragsvc keys create NAME` (a server on 127.0.0.1 needs none)")
+        return
+    rows = [("id", "name", "scopes", "collections", "created", "state")]
     for key in keys:
         created = datetime.datetime.fromtimestamp(key.created_at, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        state = "active" if key.active else "revoked"
-        collections = ", ".join(key.collections) or "all collections"
-        typer.echo(f"{key.id}  {key.name}  {','.join(key.scopes)}  {collections}  created {created}  {state}")
+        rows.append((key.id, key.name, ",".join(key.scopes), ", ".join(key.collections) or "all",
+                     created, "active" if key.active else "revoked"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        typer.echo("  ".join([cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[-1]]))
 
 
 @app.command("revoke")

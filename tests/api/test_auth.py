@@ -230,6 +230,8 @@ def test_keys_cli_create_list_revoke(tmp_path):
     from ragsvc.cli import app
 
     data_dir = tmp_path / "data"
+    none = runner.invoke(app, ["keys", "list", "--data-dir", str(data_dir)]).output
+    assert none.startswith("no API keys; create one with `ragsvc keys create NAME`")
     result = runner.invoke(app, ["keys", "create", "ci", "--scope", "write", "--collection", "a",
                                  "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
@@ -237,6 +239,9 @@ def test_keys_cli_create_list_revoke(tmp_path):
     key_id = token.split("_")[1]
     listed = runner.invoke(app, ["keys", "list", "--data-dir", str(data_dir)]).output
     assert key_id in listed and "write" in listed and "active" in listed and token not in listed
+    header, row = listed.splitlines()
+    assert header.split() == ["id", "name", "scopes", "collections", "created", "state"]
+    assert row.index("write") == header.index("scopes") and row.split()[3] == "a"  # columns line up
     assert runner.invoke(app, ["keys", "revoke", key_id, "--data-dir", str(data_dir)]).exit_code == 0
     assert "revoked" in runner.invoke(app, ["keys", "list", "--data-dir", str(data_dir)]).output
     assert runner.invoke(app, ["keys", "revoke", "nope", "--data-dir", str(data_dir)]).exit_code == 2

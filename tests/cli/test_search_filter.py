@@ -1,5 +1,5 @@
-"""`ragsvc search --filter` and `ragsvc ask --filter` with a filter that is not JSON, or JSON that is not an object, fails with a message
-naming the option and the shape it takes; nothing is opened or written."""
+"""`ragsvc search --filter` and `ragsvc ask --filter` with a filter that is not JSON, or JSON that is not an object,
+fails with a message naming the option and the shape it takes; nothing is opened or written."""
 
 from __future__ import annotations
 
