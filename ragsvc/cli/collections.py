@@ -77,9 +77,13 @@ def list_command(data_dir: DataDir = None) -> None:
     """List collections with their sizes and index settings."""
     store = open_store(data_dir)
     try:
-        for info in store.list_collections():
+        collections = store.list_collections()
+        for info in collections:
             typer.echo(f"{info.name}: {info.num_documents} docs, {info.num_chunks} chunks, {info.embedder_id}, "
                        f"{_describe(info.index)}")
+        if not collections:
+            typer.echo(f"no collections in {settings(data_dir).store.data_dir}; create one with "
+                       "`ragsvc ingest FILES -c NAME` or `ragsvc collections create NAME`")
     finally:
         store.close()
 

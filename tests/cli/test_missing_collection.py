@@ -17,7 +17,9 @@ runner = CliRunner()
 @pytest.mark.parametrize("command", [["search", "tides"], ["ask", "why tides?"], ["collections", "delete"]])
 def test_a_missing_collection_is_created_with_the_cli_command(tmp_path: Path, command: list[str]) -> None:
     data = str(tmp_path / "data")
-    assert runner.invoke(app, ["collections", "list", "--data-dir", data]).exit_code == 0
+    listed = runner.invoke(app, ["collections", "list", "--data-dir", data])
+    assert listed.exit_code == 0 and listed.output.startswith("no collections in ")
+    assert "create one with `ragsvc ingest FILES -c NAME`" in listed.output
     args = [*command, "nope"] if command[0] == "collections" else [*command, "--collection", "nope"]
     result = runner.invoke(app, [*args, "--data-dir", data])
     assert result.exit_code == 2, result.output
