@@ -58,7 +58,19 @@ def search(
     for rank, hit in enumerate(result.hits, start=1):
         snippet = " ".join(hit.text.split())[:160]
         typer.echo(f"{rank:>2}. {hit.score:.4f}  {hit.document_id}\n    {snippet}")
+    if not result.hits:
+        typer.echo(f"no hits: {_why_none(collection, filtered=bool(parsed), lexical_only=mode == 'lexical')}")
     typer.echo(f"({served}; {result.timings_ms.get('total_ms', 0):.1f} ms)")
+
+
+def _why_none(collection: str, *, filtered: bool, lexical_only: bool) -> str:
+    """What can leave a search with no hits at all, for the mode and options it ran with."""
+    reasons = ["no chunk matches the filter"] if filtered else []
+    if lexical_only:
+        reasons.append("no word of the query occurs in it (stopwords and one-letter words are not indexed)")
+    if not reasons:
+        reasons.append(f"{collection} holds no documents")
+    return "; or ".join(reasons)
 
 
 def _local_generator(data_dir: Any) -> Any:
