@@ -39,7 +39,14 @@ from ragsvc.answer.reasoning import (
     reasoning_query,
     through_final_sentence,
 )
-from ragsvc.answer.types import MAX_ANSWER_TOKENS, Answer, FlareOptions, GenerationRound, RetrievalRound
+from ragsvc.answer.types import (
+    MAX_ANSWER_TOKENS,
+    NO_PASSAGES,
+    Answer,
+    FlareOptions,
+    GenerationRound,
+    RetrievalRound,
+)
 from ragsvc.errors import InvalidInput, RagsvcError, UpstreamError, UpstreamTimeout
 from ragsvc.llm.generator import (
     Generation,
@@ -121,7 +128,12 @@ class Answerer:
         started = time.perf_counter()
         run = _Run(question, PassageLog(self.options.max_context_tokens), theta=flare.theta if flare else None)
         self._retrieve(run, question, round_=0, reason="question", max_tokens=self.options.context_tokens)
-        finish = self._single(run) if flare is None else self._flare(run, flare)
+        if not run.passages.citations:
+            # nothing to ground an answer in (a filter no chunk matches, a lexical query of unindexed words):
+            # what the model wrote would be its own recollection presented as a sourced answer
+            finish = NO_PASSAGES
+        else:
+            finish = self._single(run) if flare is None else self._flare(run, flare)
         if self.options.style == "reasoning" and run.answer.strip() and final_answer(run.answer) is None:
             self._finish_reasoning(run)
         text = run.answer.strip()

@@ -12,6 +12,8 @@ from ragsvc.types import Hit
 
 MAX_ROUNDS = 32
 MAX_ANSWER_TOKENS = 2048
+NO_PASSAGES = "no_passages"
+"""The finish reason of an answer whose first retrieval found no passage: nothing was generated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +106,9 @@ class Answer:
     timings_ms: dict[str, float]
     finish_reason: str
     """stop (the model ended), length (max tokens; with FLARE, the tokens generated over all its calls),
-    rounds (max rounds), or repetition (the model started repeating itself, and the answer ends before the
-    repeat; llm/repetition.py)."""
+    rounds (max rounds), repetition (the model started repeating itself, and the answer ends before the
+    repeat; llm/repetition.py), or no_passages (the question's retrieval found nothing, so the model was not
+    asked and the text is empty)."""
     final: str | None = None
     """The answer alone, read from the `reasoning` style's closing "So the answer is X" (None otherwise, or
     when the model did not write that sentence)."""

@@ -121,8 +121,10 @@ class AnswerResponse(BaseModel):
     timings_ms: dict[str, float]
     usage: dict[str, int]
     finish_reason: str = Field(description="stop (the model ended), length (max_tokens), rounds (FLARE's max "
-                                           "rounds) or repetition (the model began repeating itself; the answer "
-                                           "ends before the repeat)")
+                                           "rounds), repetition (the model began repeating itself; the answer "
+                                           "ends before the repeat) or no_passages (retrieval found nothing to "
+                                           "answer from, e.g. a filter no chunk matches; the model was not asked "
+                                           "and the answer is empty)")
     final: str | None = Field(None, description="the answer alone, from the reasoning style's last sentence")
 
     @classmethod

@@ -44,7 +44,7 @@ def ask(
     """Answer QUESTION from a collection's passages and list the sources it cites."""
     from ragsvc.answer.answerer import Answerer, AnswerEvent, AnswerOptions, check_answerable
     from ragsvc.answer.composition import Composition
-    from ragsvc.answer.types import FlareOptions
+    from ragsvc.answer.types import NO_PASSAGES, FlareOptions
     from ragsvc.retrieval.fuse import parse_fusion_mode
     from ragsvc.retrieval.pipeline import RetrievalOptions
 
@@ -90,6 +90,10 @@ def ask(
     if as_json:
         typer.echo(json.dumps(_record(answer), indent=2))
         return
+    if answer.finish_reason == NO_PASSAGES:
+        typer.secho(f"no passage of {collection} matched the question{' and the filter' if filter else ''}, so "
+                    "there is nothing to answer from (the model was not asked)", fg=typer.colors.YELLOW)
+        return
     if streamed:
         typer.echo()
         if answer.finish_reason == "repetition":  # the stream showed the start of the loop; say what was kept
@@ -113,6 +117,8 @@ def _local_generator(config: Any, model: str | None) -> Any:
 
 
 def _print_sources(answer: Answer) -> None:
+    from ragsvc.answer.types import NO_PASSAGES
+
     cited = {c.number for c in answer.citations}
     typer.echo("\nsources:")
     for passage in answer.passages:
@@ -121,7 +127,8 @@ def _print_sources(answer: Answer) -> None:
         typer.echo(f" {mark}[{passage.number}] {passage.document_id}: {snippet}")
     rounds = sum(1 for r in answer.retrievals if r.round > 0)
     ended = {"length": "; stopped at the token limit", "rounds": "; FLARE's rounds ran out",
-             "repetition": "; cut where the model began repeating itself"}.get(answer.finish_reason, "")
+             "repetition": "; cut where the model began repeating itself",
+             NO_PASSAGES: "; no passage matched"}.get(answer.finish_reason, "")
     typer.secho(f"({len(answer.retrievals)} retrieval(s), {rounds} during generation; {answer.completion_tokens} "
                 f"tokens; {answer.cached_tokens}/{answer.prompt_tokens} prompt tokens from the prefix cache; "
                 f"{answer.timings_ms['total_ms'] / 1000:.1f} s{ended})", dim=True)

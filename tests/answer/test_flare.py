@@ -278,3 +278,14 @@ def test_surer_compares_the_least_likely_word_tokens():
     assert not surer(toks((" Winnie", 0.17), (" the", 0.9), (" Pooh", 0.9)), unsure)
     assert surer(toks((" Winnie", 0.5), (".", 0.01)), unsure)  # punctuation is not judged
     assert not surer(toks((".", 0.9)), unsure)  # a sentence without words never replaces one with words
+
+
+@pytest.mark.parametrize("flare", [None, FlareOptions()])
+def test_a_question_retrieval_finds_nothing_for_is_not_put_to_the_model(flare):
+    def nothing(query: str) -> tuple[list[Hit], dict[str, float]]:
+        return [], {"total_ms": 1.0}
+
+    generator = ScriptedGenerator([])  # any call would fail: it has no reply to give
+    answer = Answerer(generator, nothing).answer("Who built it?", flare=flare)
+    assert answer.finish_reason == "no_passages" and answer.text == "" and answer.generations == []
+    assert [r.query for r in answer.retrievals] == ["Who built it?"] and answer.passages == []

@@ -178,6 +178,18 @@ def test_asking_an_empty_collection_is_refused_not_answered_from_nothing(model_a
         assert r.status_code == 400 and "holds no documents" in r.json()["detail"], r.text
 
 
+def test_a_filter_no_passage_matches_answers_empty_without_asking_the_model(model_api):
+    body = {"question": QUESTION, "collection": "docs", "filter": {"lang": "klingon"}}
+    plain = model_api.post("/v1/answer", json=body)
+    assert plain.status_code == 200, plain.text
+    answer = plain.json()
+    assert answer["finish_reason"] == "no_passages" and answer["answer"] == "" and answer["passages"] == []
+    assert answer["generations"] == [] and answer["usage"]["completion_tokens"] == 0
+    with model_api.stream("POST", "/v1/answer", json={**body, "stream": True}) as r:
+        kinds = [line[len("event: "):] for line in r.iter_lines() if line.startswith("event: ")]
+    assert kinds == ["retrieval", "answer"]
+
+
 @pytest.mark.slow
 def test_search_modes_and_the_llm_reranker(model_api):
     base = {"query": "paged attention blocks", "k": 3}

@@ -68,3 +68,19 @@ def test_a_filter_limits_the_passages_an_answer_reads(data_dir: Path, monkeypatc
     assert result.exit_code == 0, result.output
     record = json.loads(result.output[result.output.index("{"):])
     assert [p["document_id"] for p in record["passages"]] == ["glacier"]  # the tides passage ranks first unfiltered
+
+
+def test_a_filter_no_passage_matches_is_said_and_nothing_is_made_up(data_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGSVC_MODEL__CACHE_DIR", str(MODEL_CACHE))
+    monkeypatch.setenv("RAGSVC_MODEL__DTYPE", "float32")
+    args = ["ask", QUESTION, "-c", "earth", "--data-dir", str(data_dir), "--filter", '{"topic": "space"}',
+            "--model", "smollm2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "no passage of earth matched the question and the filter, so there is nothing to answer from" in \
+        " ".join(result.output.split())
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    record = json.loads(as_json.output[as_json.output.index("{"):])
+    assert record["finish_reason"] == "no_passages" and record["answer"] == "" and record["generations"] == []

@@ -82,6 +82,8 @@ def test_timing_segments_share_the_total_and_skip_empty_stages(run_js):
 
 
 def test_why_an_answer_ended_is_said_in_words(run_js):
-    said = run_js("ask.js", "return ['stop', 'length', 'rounds', 'repetition', 'toString', 'new'].map(m.finishText);")
+    said = run_js("ask.js", "return ['stop', 'length', 'rounds', 'repetition', 'no_passages', 'toString', 'new']"
+                            ".map(m.finishText);")
     assert said == ["the model ended", "max tokens reached", "FLARE's rounds ran out",
-                    "cut where the model began repeating itself", "toString", "new"]
+                    "cut where the model began repeating itself",
+                    "no passage matched, so nothing was asked of the model", "toString", "new"]

@@ -40,6 +40,7 @@ const FINISH_REASONS = {
   length: "max tokens reached",
   rounds: "FLARE's rounds ran out",
   repetition: "cut where the model began repeating itself",
+  no_passages: "no passage matched, so nothing was asked of the model",
 };
 
 /** Why an answer ended, in words; a reason this console does not know is shown as the API gave it. */
