@@ -17,6 +17,7 @@ import re
 import shutil
 import threading
 import time
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,16 @@ AGES = (1, 129)
 """A persona's age in whole years, both ends included."""
 
 
+_UNDECOMPOSED = str.maketrans({"Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "ß": "ss", "Æ": "AE",
+                               "æ": "ae", "Œ": "OE", "œ": "oe", "Þ": "Th", "þ": "th", "ı": "i"})
+"""Latin letters that Unicode does not decompose into a base letter and an accent."""
+
+
 def agent_id(name: str) -> str:
-    """The URL id derived from a persona's name: lower case, runs of other characters as one hyphen."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63].rstrip("-")
+    """The URL id derived from a persona's name: accents dropped ("José" -> "jose"), lower case, runs of other
+    characters as one hyphen. Empty for a name with no Latin letter or digit: such an agent needs its id sent."""
+    folded = unicodedata.normalize("NFKD", name.translate(_UNDECOMPOSED)).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")[:63].rstrip("-")
 
 
 def check_agent_id(value: str) -> str:
@@ -128,6 +136,9 @@ class AgentRegistry:
             return self._locks.setdefault(agent, threading.RLock())
 
     def create(self, persona: Persona, *, agent: str | None = None) -> AgentRow:
+        if agent is None and not agent_id(persona.name):
+            raise InvalidInput(f"the name {persona.name!r} gives no URL id (it has no letter a-z or digit); send an "
+                               "id with it, e.g. \"id\": \"li-hua\"")
         name = check_agent_id(agent if agent is not None else agent_id(persona.name))
         with self.lock(name):  # not the registry's guard: seeding embeds, and other agents' chats go on meanwhile
             if self._exists(name):

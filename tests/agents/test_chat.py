@@ -54,6 +54,9 @@ def test_persona_fields_round_trip_and_ids():
     assert persona_fields(persona) == ADA
     assert agent_id("Ada Okafor") == "ada-okafor" and agent_id("  Mei  Tanaka! ") == "mei-tanaka"
     assert check_agent_id("ada_2") == "ada_2"
+    # accents go, letters Unicode does not decompose are spelled out, and a name in another script gives nothing
+    assert [agent_id(n) for n in ("José Álvarez", "Zoë", "Łukasz Ørsted", "Straße", "李华")] == [
+        "jose-alvarez", "zoe", "lukasz-orsted", "strasse", ""]
 
 
 @pytest.mark.parametrize("change, needle", [

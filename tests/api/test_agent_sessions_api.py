@@ -66,6 +66,8 @@ def test_agents_are_created_listed_and_deleted(client):
     assert client.get("/v1/agents/mei").status_code == 404
     assert client.get(f"/v1/sessions/{session['id']}").status_code == 404
     assert client.get("/v1/agents/mei/memories").status_code == 404
+    li = client.post("/v1/agents", json={**MEI, "name": "李华", "id": "li-hua"})  # another script: the id is sent
+    assert li.status_code == 201 and li.json()["persona"]["name"] == "李华"
 
 
 @pytest.mark.parametrize("body, needle", [
@@ -76,6 +78,7 @@ def test_agents_are_created_listed_and_deleted(client):
     ({**ADA, "memories": ["x" * 1001]}, "at most 1000"),
     ({**ADA, "mood": "sunny"}, "mood"),
     ({"age": 3}, "name"),
+    ({**ADA, "name": "李华"}, "gives no URL id (it has no letter a-z or digit); send an id with it"),
 ])
 def test_bad_agents_are_refused_with_what_to_send(client, body, needle):
     r = client.post("/v1/agents", json=body)
