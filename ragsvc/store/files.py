@@ -32,6 +32,8 @@ class Expansion:
     hidden: int
     """Hidden entries (names starting with '.') found in folders and not entered: .git, .venv and the like
     hold text files that are not the user's documents. Name one on the command line to read it."""
+    unreadable_folders: tuple[str, ...] = ()
+    """Folders that could not be listed (permissions, say), with the reason."""
 
     def passed_over(self) -> str | None:
         """What the folders held that was not read, in one line, or None when that was nothing."""
@@ -43,6 +45,10 @@ class Expansion:
             parts.append(f"{sum(self.other_types.values())} file(s) of other types ({listed}{more})")
         if self.hidden:
             parts.append(f"{self.hidden} hidden file(s) or folder(s) (names starting with '.'; name one to read it)")
+        if self.unreadable_folders:
+            more = f" and {len(self.unreadable_folders) - 1} more" if len(self.unreadable_folders) > 1 else ""
+            parts.append(f"{len(self.unreadable_folders)} folder(s) that could not be listed "
+                         f"({self.unreadable_folders[0]}{more})")
         return "; ".join(parts) if parts else None
 
 
@@ -52,13 +58,17 @@ def expand_paths(patterns: list[str]) -> Expansion:
     files: set[Path] = set()
     other: dict[str, int] = {}
     hidden = 0
+    unlisted: list[str] = []
     for pattern in patterns:
         matches = [Path(p) for p in glob.glob(pattern, recursive=True)] if glob.has_magic(pattern) else [Path(pattern)]
         if not matches or not all(m.exists() for m in matches):
             raise InvalidInput(f"{pattern}: no such file or folder")
         for match in matches:
             if match.is_dir():
-                for folder, dirnames, filenames in os.walk(match):
+                def unlistable(exc: OSError) -> None:
+                    unlisted.append(f"{exc.filename}: {exc.strerror or exc}")
+
+                for folder, dirnames, filenames in os.walk(match, onerror=unlistable):
                     hidden += sum(name.startswith(".") for name in dirnames + filenames)
                     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                     for name in filenames:
@@ -73,7 +83,7 @@ def expand_paths(patterns: list[str]) -> Expansion:
                 files.add(match)
             else:
                 raise InvalidInput(f"{match}: unsupported file type {match.suffix!r}; use {', '.join(SUFFIXES)}")
-    return Expansion(sorted(files), other, hidden)
+    return Expansion(sorted(files), other, hidden, tuple(unlisted))
 
 
 MAX_ID_CHARS = 512

@@ -91,3 +91,22 @@ def test_folders_are_walked_for_known_types_and_what_else_they_held_is_counted(t
     assert len(named.files) == 2 and named.passed_over() is None  # named outright, hidden entries are read
     with pytest.raises(InvalidInput, match="unsupported file type '.pdf'"):
         expand_paths([str(tmp_path / "docs" / "x.pdf")])
+
+
+def test_a_folder_that_cannot_be_listed_is_named_not_passed_over_silently(tmp_path, monkeypatch):
+    (tmp_path / "docs" / "locked").mkdir(parents=True)
+    (tmp_path / "docs" / "a.md").write_text("A")
+    (tmp_path / "docs" / "locked" / "b.md").write_text("B")
+    real = os.scandir
+
+    def scandir(path="."):  # as for a folder of another user's with no read permission (the tests run as root)
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = expand_paths([str(tmp_path / "docs")])
+    assert found.files == [tmp_path / "docs" / "a.md"]
+    locked = tmp_path / "docs" / "locked"
+    assert found.unreadable_folders == (f"{locked}: Permission denied",)
+    assert found.passed_over() == f"1 folder(s) that could not be listed ({locked}: Permission denied)"
