@@ -79,6 +79,10 @@ def ingest(
         typer.echo(f"{collection}: {info.num_documents} documents, {info.num_chunks} chunks ({len(files)} files read)")
         if (besides := expansion.passed_over()) is not None:
             typer.secho(f"not read from the folders: {besides}", fg=typer.colors.YELLOW, err=True)
+        if scan.repeated_ids:
+            typer.secho(f"{scan.repeated_ids} document id(s) appear more than once in the input "
+                        f"({scan.repeated_entries} entries); each is stored as its last version",
+                        fg=typer.colors.YELLOW, err=True)
     except (RagsvcError, ValueError) as exc:
         raise fail(f"{cli_text(exc)}. Batches acknowledged before this are stored; run the same command again to "
                    "resume (stored documents are skipped)") from exc

@@ -11,9 +11,12 @@ from __future__ import annotations
 import glob
 import json
 import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ragsvc.errors import InvalidInput
 from ragsvc.types import DocumentInput
@@ -165,6 +168,11 @@ class Scan:
     num_entries: int
     unreadable: tuple[Unreadable, ...]
     num_unreadable: int
+    repeated_ids: int = 0
+    """Document ids given to more than one entry: each is stored as its last version, so a load of N entries
+    holds fewer than N documents (a .jsonl line without an id is named by its file and line number)."""
+    repeated_entries: int = 0
+    """The entries that carry those ids, all versions counted."""
 
 
 def scan_entries(files: list[Path], *, max_document_chars: int = MAX_DOCUMENT_CHARS, limit: int = 1000) -> Scan:
@@ -174,6 +182,7 @@ def scan_entries(files: list[Path], *, max_document_chars: int = MAX_DOCUMENT_CH
     total = 0
     bad: list[Unreadable] = []
     num_bad = 0
+    digests = array("q")  # 8 bytes an id, not a set of the ids: a corpus of millions of documents stays small
     for path in files:
         for entry in read_entries(path, max_document_chars=max_document_chars):
             total += 1
@@ -181,7 +190,11 @@ def scan_entries(files: list[Path], *, max_document_chars: int = MAX_DOCUMENT_CH
                 num_bad += 1
                 if len(bad) < limit:
                     bad.append(entry)
-    return Scan(total, tuple(bad), num_bad)
+            elif isinstance(entry, DocumentInput) and entry.id is not None:
+                digests.append(hash(entry.id))  # one process's hashes, compared within this scan only
+    _, counts = np.unique(np.frombuffer(digests, dtype=np.int64), return_counts=True)
+    repeated = counts[counts > 1]
+    return Scan(total, tuple(bad), num_bad, repeated_ids=len(repeated), repeated_entries=int(repeated.sum()))
 
 
 def _decode(raw: bytes, where: str) -> str | Unreadable:

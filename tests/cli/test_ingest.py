@@ -90,6 +90,23 @@ def test_files_a_folder_held_but_ingest_cannot_read_are_counted_and_none_at_all_
     assert not (data / "catalog.duckdb").exists()
 
 
+def test_ids_repeated_in_the_input_are_said_to_be_stored_once_as_their_last_version(tmp_path):
+    rows = [{"id": "a", "text": "Tides follow the moon."}, {"id": "b", "text": "Glaciers carve valleys."},
+            {"id": "a", "text": "Tides follow the moon and the sun."}]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["ingest", str(tmp_path / "docs.jsonl"), "-c", "t", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "t: 2 documents" in result.output
+    assert "1 document id(s) appear more than once in the input (2 entries); each is stored as its last version" \
+        in result.output
+    store = VectorStore(data)
+    try:
+        assert store.get_document("t", "a")["text"] == "Tides follow the moon and the sun."
+    finally:
+        store.close()
+
+
 def test_a_bad_collection_setting_fails_without_a_resume_hint_and_writes_nothing(tmp_path, mixed):
     data = tmp_path / "data"
     for args, said in ((["-c", "bad name"], "collection name 'bad name' is invalid"),

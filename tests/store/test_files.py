@@ -110,3 +110,13 @@ def test_a_folder_that_cannot_be_listed_is_named_not_passed_over_silently(tmp_pa
     locked = tmp_path / "docs" / "locked"
     assert found.unreadable_folders == (f"{locked}: Permission denied",)
     assert found.passed_over() == f"1 folder(s) that could not be listed ({locked}: Permission denied)"
+
+
+def test_ids_given_to_more_than_one_entry_are_counted(tmp_path):
+    first = _jsonl(tmp_path / "a.jsonl", [{"id": "a", "text": "v1"}, {"id": "b", "text": "other"}, {"text": "no id"},
+                                          {"text": "no id"}])  # named a.jsonl:3 and a.jsonl:4: not repeats
+    second = _jsonl(tmp_path / "b.jsonl", [{"id": "a", "text": "v2"}, {"id": "a", "text": "v3"},
+                                           {"id": "c", "text": "x"}, {"id": "c", "text": "y"}, b"not json\n"])
+    scan = scan_entries([first, second])
+    assert (scan.num_entries, scan.num_unreadable, scan.repeated_ids, scan.repeated_entries) == (9, 1, 2, 5)
+    assert scan_entries([first]).repeated_ids == 0
