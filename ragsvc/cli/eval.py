@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ragsvc.cli.common import EXIT_USAGE, cli_text, settings
+from ragsvc.cli.common import EXIT_USAGE, cli_text, fail, settings
 from ragsvc.cli.progress import tqdm_stages
 from ragsvc.errors import RagsvcError
 
@@ -66,6 +66,10 @@ def run_command(
         help="Folder holding the model folders suites name \\[default: RAGSVC_EVAL__MODELS_ROOT]")] = None,
 ) -> None:
     """Ingest the suite's dataset once, evaluate every config, write results JSON + Markdown report + plots."""
+    if out is not None and (out.suffix != ".json" or out.is_dir()):  # before the model loads (seconds)
+        raise fail(f"--out {out} must be a file path ending in .json (the report is written beside it)")
+    if not suite.is_file():
+        raise fail(f"{suite}: suite file not found; suites live in eval/suites/*.toml")
     from ragsvc.embed.embedder import embedder_from_settings
     from ragsvc.evals.runner import RunOptions, run_suite  # heavy imports (torch) only when running
     from ragsvc.evals.suite import load_suite

@@ -157,3 +157,15 @@ def test_cli_run_reports_suite_errors_with_file_and_line(tmp_path):
     assert result.exit_code == 2
     assert "suite.toml:17" in result.output.replace("\n", "") and "unknown key 'bogus'" in result.output
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("out", ["out.txt", "folder"])
+def test_cli_run_refuses_an_out_path_that_is_no_json_file(tmp_path, out):
+    from typer.testing import CliRunner
+
+    from ragsvc.cli.eval import app
+
+    (tmp_path / "folder").mkdir()
+    path = _write(tmp_path, GOOD)
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / out), "--no-progress"])
+    assert result.exit_code == 2 and "must be a file path ending in .json" in result.output
