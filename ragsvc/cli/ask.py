@@ -117,8 +117,6 @@ def _local_generator(config: Any, model: str | None) -> Any:
 
 
 def _print_sources(answer: Answer) -> None:
-    from ragsvc.answer.types import NO_PASSAGES
-
     cited = {c.number for c in answer.citations}
     typer.echo("\nsources:")
     for passage in answer.passages:
@@ -127,8 +125,7 @@ def _print_sources(answer: Answer) -> None:
         typer.echo(f" {mark}[{passage.number}] {passage.document_id}: {snippet}")
     rounds = sum(1 for r in answer.retrievals if r.round > 0)
     ended = {"length": "; stopped at the token limit", "rounds": "; FLARE's rounds ran out",
-             "repetition": "; cut where the model began repeating itself",
-             NO_PASSAGES: "; no passage matched"}.get(answer.finish_reason, "")
+             "repetition": "; cut where the model began repeating itself"}.get(answer.finish_reason, "")
     typer.secho(f"({len(answer.retrievals)} retrieval(s), {rounds} during generation; {answer.completion_tokens} "
                 f"tokens; {answer.cached_tokens}/{answer.prompt_tokens} prompt tokens from the prefix cache; "
                 f"{answer.timings_ms['total_ms'] / 1000:.1f} s{ended})", dim=True)

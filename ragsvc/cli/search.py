@@ -84,4 +84,3 @@ def _local_generator(data_dir: Any) -> Any:
 def _hit(hit: Any) -> dict[str, Any]:
     return {"chunk_id": hit.chunk_id, "document_id": hit.document_id, "score": hit.score, "text": hit.text,
             "metadata": hit.metadata}
-

@@ -62,15 +62,16 @@ def expand_paths(patterns: list[str]) -> Expansion:
     other: dict[str, int] = {}
     hidden = 0
     unlisted: list[str] = []
+
+    def unlistable(exc: OSError) -> None:  # os.walk's onerror: without it a folder it cannot list is skipped
+        unlisted.append(f"{exc.filename}: {exc.strerror or exc}")
+
     for pattern in patterns:
         matches = [Path(p) for p in glob.glob(pattern, recursive=True)] if glob.has_magic(pattern) else [Path(pattern)]
         if not matches or not all(m.exists() for m in matches):
             raise InvalidInput(f"{pattern}: no such file or folder")
         for match in matches:
             if match.is_dir():
-                def unlistable(exc: OSError) -> None:
-                    unlisted.append(f"{exc.filename}: {exc.strerror or exc}")
-
                 for folder, dirnames, filenames in os.walk(match, onerror=unlistable):
                     hidden += sum(name.startswith(".") for name in dirnames + filenames)
                     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
