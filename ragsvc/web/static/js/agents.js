@@ -135,6 +135,7 @@ async function send(event) {
   sending = true;
   busy(button, true);
   let reply = null;
+  let replied = false;
   try {
     const current = session && session.agent === chosenAgent() ? session : await newSession();
     showError(box, null);
@@ -149,7 +150,7 @@ async function send(event) {
       } });
     reply.body.textContent = result.reply;
     reply.item.classList.remove("streaming");
-    await Promise.all([refreshMemories(), refreshSessions()]);
+    replied = true;
   } catch (error) {
     reply?.item.classList.replace("streaming", "broken");
     if (error instanceof ApiError && error.status === 404 && session) session = null; // start afresh next time
@@ -158,6 +159,9 @@ async function send(event) {
     sending = false;
     busy(button, false);
   }
+  // after the form is free again: a disabled Send button also blocks Enter, so a message typed while the
+  // panels refresh would be dropped without a word
+  if (replied) await Promise.all([refreshMemories(), refreshSessions()]).catch((error) => showError(box, error));
 }
 
 export function setupAgents() {
