@@ -160,3 +160,15 @@ def test_tqdm_progress_follows_done_and_total_and_closes_at_the_end(monkeypatch)
     progress(5, 5)
     assert bars[0].closed and bars[0].kwargs["desc"] == "index" and bars[0].kwargs["unit"] == "file"
     progress.close()  # closing twice is harmless
+
+
+@pytest.mark.parametrize(("args", "level"), [
+    (["search", "tides", "-c", "notes"], "WARNING"), (["ingest", "docs/"], "WARNING"),
+    (["collections", "list"], "WARNING"), (["keys", "list"], "WARNING"), (["repo", "map", "."], "WARNING"),
+    (["serve", "--port", "9000"], "INFO"), (["bench", "load"], "INFO"), (["ask", "why?"], "INFO"),
+    (["--help"], "INFO"), ([], "INFO"),
+])
+def test_commands_that_print_their_own_results_log_warnings_only_by_default(args, level):
+    from ragsvc.cli import _default_log_level
+
+    assert _default_log_level(args) == level

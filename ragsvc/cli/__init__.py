@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import typer
 
@@ -46,13 +47,24 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(rerank_app, name="rerank")
 
 
+QUIET_COMMANDS = frozenset({"search", "ingest", "collections", "keys", "repo"})
+"""Commands that print their own results and progress: the parts' INFO lines (how the embedder loaded, which
+index was built) would only bury them. Servers, benchmarks and model commands keep INFO, where those lines
+are the record of what ran; RAGSVC_LOG_LEVEL sets any command's level."""
+
+
+def _default_log_level(args: list[str]) -> str:
+    command = next((a for a in args if not a.startswith("-")), None)
+    return "WARNING" if command in QUIET_COMMANDS else "INFO"
+
+
 def main() -> None:
     """The console script: process-wide defaults that must be set before torch or faiss load, then the app."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "GOMP_SPINCOUNT" not in os.environ:  # a spin count the user chose (dedicated box) wins; see README
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning threads starve small boxes
-    logging.basicConfig(level=os.environ.get("RAGSVC_LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=os.environ.get("RAGSVC_LOG_LEVEL") or _default_log_level(sys.argv[1:]),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU-variant probe at INFO
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
