@@ -7,11 +7,16 @@ costs most of the decoding time, and buries the useful start under copies. Penal
 sampling would change what the model writes from its first token and would fight the copying from passages a
 grounded answer needs; cutting at the first repeat changes nothing before it.
 
-Two signs of a loop, both conservative so that a legitimate answer is never cut:
+Three signs of a loop, all conservative so that a legitimate answer is never cut:
 - a sentence of at least MIN_SENTENCE_WORDS words that is, word for word, one already written (case, spacing,
   punctuation and citation markers aside);
 - a run of NGRAM_WORDS words that already occurred earlier in the text, which catches loops without sentence
-  ends and long sentences that restart midway; the cut then goes back to the start of that sentence.
+  ends and long sentences that restart midway; the cut then goes back to the start of that sentence;
+- a unit of one to four characters written over and over inside a word or a line, RUN_CHARS characters or
+  more ("It is set to 1000000000…", "!!!!!!…"), which the word rules cannot see since it is one long word.
+  Letters or digits: the cut goes back to the start of the sentence (in the first sentence, of the word), so
+  no truncated number is left; punctuation: one unit is kept. A line that is the run alone (a Markdown rule
+  or heading underline) is not a loop.
 Lists whose items share an opening ("It supports X. It supports Y.") repeat neither, short sentences such
 as "Yes." are too short to count, and fenced code, where lines repeat for good reason, is not read.
 
@@ -33,6 +38,11 @@ _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|[。！？]+|\n")
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 _WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
 """A word: one kana or ideograph, or a run of other word characters."""
+RUN_CHARS = 48
+_RUN = re.compile(r"(.{1,4}?)\1{11,}")
+"""A unit of one to four characters repeated at least twelve times in a row (no newlines)."""
+_LONG_WORD = re.compile(rf"\S{{{RUN_CHARS},}}")
+"""RUN_CHARS characters without a space: where a run may have begun that the word counts do not see."""
 _CITATION = re.compile(r"\[\d+\]")
 _CODE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 """A fenced code block (or one still open at the end): code repeats lines legitimately, so it is not read."""
@@ -113,7 +123,32 @@ def repeat_start(text: str) -> int | None:
             starts.append(_sentence_start(text, words_in[i].start()))
             break
         grams.add(gram)
+    run = _character_run(text)
+    if run is not None:
+        starts.append(run)
     return min(starts) if starts else None
+
+
+def _character_run(text: str) -> int | None:
+    """Where the first run of one repeated short unit of RUN_CHARS or more starts its word's sentence (its
+    word, in the first sentence), or None. Runs of whitespace, and runs that fill their line alone, do not
+    count."""
+    for match in _RUN.finditer(text):
+        if len(match.group()) < RUN_CHARS or not match.group(1).strip():
+            continue
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        line_end = text.find("\n", match.end())
+        line = text[line_start: len(text) if line_end < 0 else line_end]
+        if line.strip() == match.group().strip():
+            continue  # a rule or an underline: ----- or =====
+        unit = match.group(1)
+        if not any(c.isalnum() for c in unit):  # "!!!!", "....": keep one, the sentence before it stands
+            return match.start() + len(unit)
+        word = match.start()
+        while word > line_start and not text[word - 1].isspace():
+            word -= 1
+        return _sentence_start(text, word)
+    return None
 
 
 def without_repeat(text: str) -> tuple[str, bool]:
@@ -124,8 +159,8 @@ def without_repeat(text: str) -> tuple[str, bool]:
 
 class RepeatWatch:
     """An `until` for a streamed model call: True once the text repeats itself. It looks again only when the
-    text has ended a sentence or grown by NGRAM_WORDS words since its last look, so a long answer costs a
-    few hundred looks, not one per token."""
+    text has ended a sentence, grown by NGRAM_WORDS words, or written RUN_CHARS characters without a space
+    since its last look, so a long answer costs a few hundred looks, not one per token."""
 
     def __init__(self) -> None:
         self._looked_at = 0
@@ -133,7 +168,8 @@ class RepeatWatch:
 
     def __call__(self, text: str, _tokens: object = None) -> bool:
         fresh = text[max(0, self._looked_at - 1):]
-        if not _SENTENCE_END.search(fresh) and sum(_weight(w) for w in _WORD.findall(fresh)) < 2 * NGRAM_WORDS:
+        if (not _SENTENCE_END.search(fresh) and not _LONG_WORD.search(fresh)
+                and sum(_weight(w) for w in _WORD.findall(fresh)) < 2 * NGRAM_WORDS):
             return False
         self._looked_at = len(text)
         return repeat_start(text) is not None

@@ -83,3 +83,32 @@ def test_the_watch_looks_at_a_run_of_characters_without_sentence_ends():
     loop = "缓存被分成固定大小的块" * 6
     fired = [n for n in range(1, len(loop) + 1) if watch(loop[:n])]
     assert fired and fired[0] <= 3 * len("缓存被分成固定大小的块") + 2 * NGRAM_WORDS
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    # a digit loop is one long word to the word rules: the sentence holding it goes, no truncated number stays
+    ("The ef parameter bounds the candidate list. It is set to 1" + "0" * 120,
+     "The ef parameter bounds the candidate list."),
+    ("It is set to 1" + "0" * 120, "It is set to"),
+    ("Look: " + "ab" * 40, "Look:"),
+    ("Good. Great answer" + "!" * 60, "Good. Great answer!"),  # punctuation: one is kept
+])
+def test_a_short_unit_written_over_and_over_is_cut(text, kept):
+    assert without_repeat(text) == (kept, True)
+
+
+@pytest.mark.parametrize("text", [
+    "Title\n" + "=" * 60 + "\nBody text.",  # an underline fills its line alone
+    "| a | b |\n|" + "-" * 30 + "|" + "-" * 30 + "|",  # table rules: short runs per cell
+    "The hash is 0x" + "0" * 40 + "1, which is fine.",  # under RUN_CHARS
+    "a" + " " * 80 + "b",  # whitespace is not a unit
+])
+def test_rules_underlines_and_short_runs_are_left_whole(text):
+    assert repeat_start(text) is None
+
+
+def test_the_watch_looks_at_a_long_word_without_sentence_ends():
+    watch = RepeatWatch()
+    text = "It is set to 1" + "0" * 200
+    fired = [n for n in range(1, len(text) + 1) if watch(text[:n])]
+    assert fired and fired[0] <= len("It is set to 1") + 2 * 48  # within two looks of the run's length
