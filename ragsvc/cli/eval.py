@@ -66,10 +66,15 @@ def run_command(
         help="Folder holding the model folders suites name \\[default: RAGSVC_EVAL__MODELS_ROOT]")] = None,
 ) -> None:
     """Ingest the suite's dataset once, evaluate every config, write results JSON + Markdown report + plots."""
-    if out is not None and (out.suffix != ".json" or out.is_dir()):  # before the model loads (seconds)
-        raise fail(f"--out {out} must be a file path ending in .json (the report is written beside it)")
-    if not suite.is_file():
+    from ragsvc.evals.results import check_out_path  # light: the checks come before the model's imports
+
+    if not suite.is_file():  # load_suite says the same, but only after the imports below (seconds)
         raise fail(f"{suite}: suite file not found; suites live in eval/suites/*.toml")
+    if out is not None:
+        try:
+            check_out_path(out)
+        except RagsvcError as exc:
+            raise fail(exc) from exc
     from ragsvc.embed.embedder import embedder_from_settings
     from ragsvc.evals.runner import RunOptions, run_suite  # heavy imports (torch) only when running
     from ragsvc.evals.suite import load_suite

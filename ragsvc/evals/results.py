@@ -86,3 +86,10 @@ class Checkpoints:
         if self.folder.is_dir():
             for path in self.folder.glob("*.json"):
                 path.unlink(missing_ok=True)
+
+
+def check_out_path(out: Path) -> Path:
+    """`out` when it can be a results file: a path ending in .json, not a folder (the report goes beside it)."""
+    if out.suffix != ".json" or out.is_dir():
+        raise InvalidInput(f"--out {out} must be a file path ending in .json (the report is written beside it)")
+    return out

@@ -35,7 +35,7 @@ from ragsvc.evals.pipeline_config import PipelineConfig, resolve_model
 from ragsvc.evals.pipeline_retriever import NO_LLM, model_label
 from ragsvc.evals.records import ConfigResult, LatencySummary, MetricSummary, RunResult
 from ragsvc.evals.report import write_report
-from ragsvc.evals.results import Checkpoints, git_sha, write_json_atomic
+from ragsvc.evals.results import Checkpoints, check_out_path, git_sha, write_json_atomic
 from ragsvc.evals.stats import bootstrap_ci, percentiles
 from ragsvc.evals.suite import Suite
 from ragsvc.index.spec import IndexSpec
@@ -177,10 +177,7 @@ def _output_path(suite: Suite, options: RunOptions) -> Path:
     if options.out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return options.results_dir / f"{suite.name}-{stamp}.json"
-    out = Path(options.out)
-    if out.suffix != ".json" or out.is_dir():
-        raise InvalidInput(f"--out {out} must be a file path ending in .json (the report is written beside it)")
-    return out
+    return check_out_path(Path(options.out))
 
 
 def _run_configs(suite: Suite, ctx: RunContext, dataset: RetrievalDataset, vectors: dict[str, np.ndarray],

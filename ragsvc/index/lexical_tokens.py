@@ -25,8 +25,10 @@ from typing import Any
 import bm25s
 import Stemmer
 
+from ragsvc.cjk import CJK_CHARS
+
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]{2,}")
+_CJK_RUN = re.compile(f"[{CJK_CHARS}]{{2,}}")
 """Two or more kana or ideographs in a row."""
 
 

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import re
 
+from ragsvc.cjk import CJK_CHARS
+
 MIN_SENTENCE_WORDS = 4
 NGRAM_WORDS = 12
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
-"""Kana and CJK ideographs: scripts written without spaces between words."""
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|[。！？]+|\n")
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-_WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+_CJK_CHAR = re.compile(f"[{CJK_CHARS}]")
+_WORD = re.compile(rf"[{CJK_CHARS}]|[^\W{CJK_CHARS}]+")
 """A word: one kana or ideograph, or a run of other word characters."""
 RUN_CHARS = 48
 _RUN = re.compile(r"(.{1,4}?)\1{11,}")
