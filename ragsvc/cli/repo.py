@@ -25,7 +25,7 @@ def index(
     path: Annotated[Path, typer.Argument(help="repository root folder")],
     collection: Collection = None,
     data_dir: DataDir = None,
-    max_file_kb: Annotated[int, typer.Option(help="skip files larger than this")] = 1000,
+    max_file_kb: Annotated[int, typer.Option(min=1, help="skip files larger than this many KiB")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Index (or re-index: only changed files are parsed and embedded) a repository into a collection."""
@@ -53,13 +53,21 @@ def index(
                f"in {report.seconds:.2f} s")
     for rel_path, problems in sorted(report.problems.items()):
         typer.secho(f"  {rel_path}: {'; '.join(problems)}", fg=typer.colors.YELLOW)
+    if report.skipped:
+        typer.echo(f"  not indexed: {skipped_summary(report.skipped)}")
+
+
+def skipped_summary(skipped: dict[str, int]) -> str:
+    """`3 x no parser for this file type, 1 x binary file`, most common first."""
+    ranked = sorted(skipped.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{count} x {reason}" for reason, count in ranked)
 
 
 @app.command("map")
 def map_command(
     path: Annotated[Path, typer.Argument(help="repository root folder")],
     query: Annotated[str | None, typer.Option("--query", "-q", help="rank what is relevant to this first")] = None,
-    tokens: Annotated[int, typer.Option("--tokens", "-t", help="token budget of the map")] = 1024,
+    tokens: Annotated[int, typer.Option("--tokens", "-t", min=1, help="token budget of the map")] = 1024,
     collection: Collection = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -71,6 +79,12 @@ def map_command(
         repo_map = _build_map(path, query=query, tokens=tokens, collection=collection, data_dir=data_dir)
     except (RagsvcError, ValueError) as exc:
         raise fail(exc) from exc
+    if repo_map.num_definitions == 0:
+        from ragsvc.code.languages import EXTENSION_LANGUAGES
+
+        typer.secho(f"no definitions found under {path}; ragsvc parses files named "
+                    f"*{', *'.join(sorted(EXTENSION_LANGUAGES))}", fg=typer.colors.YELLOW, err=True)
+        return
     typer.echo(repo_map.text)
     typer.secho(f"({repo_map.num_definitions} definitions, {repo_map.num_tokens} tokens of {tokens})", err=True)
 
@@ -116,14 +130,18 @@ def search_command(
     query: Annotated[str, typer.Argument(help="what the code should do")],
     collection: Annotated[str, typer.Option("--collection", "-c",
                                             help="the collection the repository was indexed into")],
-    k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, help="number of hits")] = 10,
     graph: Annotated[bool, typer.Option("--graph/--no-graph", help="re-rank with the symbol graph")] = True,
-    language: Annotated[str | None, typer.Option(help="only this language")] = None,
+    language: Annotated[str | None, typer.Option(help="only this language (python, typescript, go, ...)")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Search an indexed repository's code: dense retrieval, re-ranked by the symbol graph."""
     from ragsvc.code.indexer import RepoIndexer
+    from ragsvc.code.languages import SUPPORTED_LANGUAGES
     from ragsvc.code.search import code_search
+
+    if language is not None and language not in SUPPORTED_LANGUAGES:
+        raise fail(f"--language {language!r} is not one ragsvc indexes; use one of {', '.join(SUPPORTED_LANGUAGES)}")
 
     store = open_store(data_dir)
     try:
@@ -134,6 +152,9 @@ def search_command(
         raise fail(exc) from exc
     finally:
         store.close()
+    if not result.hits:
+        where = f" in {language} files" if language else ""
+        typer.secho(f"no hits{where}: the collection holds no code chunk{where}", fg=typer.colors.YELLOW, err=True)
     for rank, hit in enumerate(result.hits, start=1):
         meta = hit.metadata
         typer.echo(f"{rank:>2}. {hit.score:.4f}  {meta.get('path')}:{meta.get('start_line')}-{meta.get('end_line')}"

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from ragsvc.code.graph import SymbolGraph, def_node
+from ragsvc.errors import InvalidInput
 from ragsvc.types import Hit, SearchResult
 
 _TEMPERATURE = 0.05  # cosine scores of near-ties differ by hundredths; this keeps the softmax from going flat
@@ -47,6 +48,8 @@ def graph_rerank(hits: Sequence[Hit], graph: SymbolGraph, *, graph_weight: float
 def code_search(store: Any, collection: str, query: str, *, k: int = 10, graph: SymbolGraph | None = None,
                 candidates: int = 50, graph_weight: float = 0.1, filter: dict[str, Any] | None = None) -> SearchResult:
     """Dense top-`candidates` from the collection, re-ranked by the graph when one is given, cut to `k`."""
+    if k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k}")
     result: SearchResult = store.search(collection, query=query, k=max(k, candidates), filter=filter)
     if graph is None:
         return SearchResult(result.hits[:k], result.timings_ms, result.served_by)
