@@ -84,6 +84,8 @@ class _Located:
             self.text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidInput(f"{path}: cannot read it ({exc.strerror})") from exc
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from exc
         try:
             self.data = tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as exc:
@@ -167,6 +169,8 @@ def load_town(directory: Path) -> Town:
     if not 2 <= len(residents) <= 12:
         raise f.error(1, f"a town needs 2-12 residents (one TOML each beside town.toml), found {len(residents)}")
     names = [r.name for r in residents]
+    _refuse_repeats(directory, [(r.name, r.source) for r in residents], "resident")
+    _refuse_repeats(directory, [(p.name, str(f.path)) for p in places], "place")
     place_names = {p.name for p in places}
     for r in residents:
         if r.home is not None and r.home not in place_names:
@@ -175,6 +179,19 @@ def load_town(directory: Path) -> Town:
     event = _event(f, data.get("event"), names, place_names)
     assert name is not None
     return Town(name=name, places=places, residents=residents, event=event)
+
+
+def _refuse_repeats(directory: Path, named: Sequence[tuple[str, str]], what: str) -> None:
+    """Residents and places are looked up by name, so two that differ only in case or spacing would merge."""
+    seen: dict[str, tuple[str, str]] = {}
+    for name, source in named:
+        key = " ".join(name.casefold().split())
+        if key in seen:
+            first, first_source = seen[key]
+            places = source if source == first_source else f"{first_source} and {source}"
+            names = repr(name) if name == first else f"{first!r} and {name!r}"
+            raise InvalidInput(f"{directory}: two {what}s are named {names} ({places}); give each its own name")
+        seen[key] = (name, source)
 
 
 def _places(f: _Located, raw: Any) -> tuple[Place, ...]:
@@ -205,7 +222,7 @@ def _event(f: _Located, raw: Any, residents: Sequence[str], places: set[str]) ->
     if not isinstance(day, int) or isinstance(day, bool) or day < 1:
         raise f.error(f.line_of("day", within="event"), f"event day must be a whole number >= 1, got {day!r}")
     start = _string(f, raw, "start", within="event") or ""
-    if not re.fullmatch(r"\d{1,2}:\d{2}", start):
+    if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", start):
         raise f.error(f.line_of("start", within="event"), f"event start must be HH:MM, got {start!r}")
     return SeededEvent(host=host, text=_string(f, raw, "text", within="event") or "", place=place, day=day,
                        start=start)

@@ -76,3 +76,25 @@ def test_town_mistakes_name_the_file_and_line(tmp_path):
         load_town(town)
     with pytest.raises(InvalidInput, match="cannot read"):
         load_town(tmp_path / "missing")
+
+
+def test_repeated_names_bad_clock_and_non_utf8_files_are_refused(tmp_path):
+    town = tmp_path / "town"
+    shutil.copytree(TOWN, town)
+    text = (town / "town.toml").read_text(encoding="utf-8")
+    (town / "mei-copy.toml").write_text((town / "mei-tanaka.toml").read_text(encoding="utf-8")
+                                        .replace('name = "Mei Tanaka"', 'name = "mei  TANAKA"'), encoding="utf-8")
+    repeated = r"two residents are named 'mei  TANAKA' and 'Mei Tanaka' \(.*mei-copy.toml and "
+    with pytest.raises(InvalidInput, match=repeated):
+        load_town(town)
+    (town / "mei-copy.toml").unlink()
+    (town / "town.toml").write_text(text + '\n[[places]]\nname = "lantern cafe"\nkind = "cafe"\n', encoding="utf-8")
+    with pytest.raises(InvalidInput, match="two places are named 'Lantern Cafe' and 'lantern cafe'"):
+        load_town(town)
+    (town / "town.toml").write_text(text.replace('start = "18:00"', 'start = "25:61"'), encoding="utf-8")
+    with pytest.raises(InvalidInput, match="event start must be HH:MM, got '25:61'"):
+        load_town(town)
+    (town / "town.toml").write_text(text, encoding="utf-8")
+    (town / "zz.toml").write_bytes(b"\xff\xfename = 1\n")
+    with pytest.raises(InvalidInput, match=r"zz.toml: not UTF-8 text \(byte 0\)"):
+        load_town(town)
