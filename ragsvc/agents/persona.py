@@ -85,7 +85,7 @@ class _Located:
         except OSError as exc:
             raise InvalidInput(f"{path}: cannot read it ({exc.strerror})") from exc
         except UnicodeDecodeError as exc:
-            raise InvalidInput(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from exc
+            raise InvalidInput(f"{path}: not UTF-8 text (at byte offset {exc.start}); save it as UTF-8 TOML") from exc
         try:
             self.data = tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as exc:

@@ -62,19 +62,31 @@ def _require_file(path: Path, what: str) -> None:
         raise InvalidInput(f"{path}: file not found; {what}")
 
 
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) per line, decoded line by line so that bytes which are not UTF-8 are
+    reported at their line; a leading byte-order mark is dropped."""
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(f"{path}:{line_no}: not UTF-8 text (column {exc.start + 1}); "
+                                   "save the file as UTF-8") from exc
+            yield line_no, line.removeprefix("\ufeff") if line_no == 1 else line
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) for every non-blank line; a malformed line names itself."""
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{path}:{line_no}: not valid JSON ({exc.msg}); fix or remove the line") from exc
-            if not isinstance(obj, dict):
-                raise InvalidInput(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-            yield line_no, obj
+    for line_no, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{path}:{line_no}: not valid JSON ({exc.msg}); fix or remove the line") from exc
+        if not isinstance(obj, dict):
+            raise InvalidInput(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
+        yield line_no, obj
 
 
 def _string_id(path: Path, line_no: int, obj: dict[str, Any], *keys: str) -> str | None:
@@ -131,23 +143,22 @@ def load_queries(path: Path) -> dict[str, str]:
 
 
 def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if line_no == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue  # header line
-            if len(parts) != 3:
-                raise InvalidInput(
-                    f"{path}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), "
-                    f"got {len(parts)}"
-                )
-            try:
-                score = int(parts[2])
-            except ValueError as exc:
-                raise InvalidInput(f"{path}:{line_no}: score {parts[2]!r} is not an integer") from exc
-            yield line_no, parts[0].strip(), parts[1].strip(), score
+    for line_no, line in _text_lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\r\n").split("\t")
+        if line_no == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue  # header line
+        if len(parts) != 3:
+            raise InvalidInput(
+                f"{path}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), "
+                f"got {len(parts)}"
+            )
+        try:
+            score = int(parts[2])
+        except ValueError as exc:
+            raise InvalidInput(f"{path}:{line_no}: score {parts[2]!r} is not an integer") from exc
+        yield line_no, parts[0].strip(), parts[1].strip(), score
 
 
 def load_qrels(path: Path, *, corpus: dict[str, Any] | None = None, queries: dict[str, str] | None = None) -> Qrels:

@@ -58,6 +58,8 @@ def load_results(path: Path) -> RunResult:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 text (at byte offset {exc.start}); is it a results JSON?") from exc
     return RunResult.from_json(data, source=str(path))
 
 
@@ -76,7 +78,7 @@ class Checkpoints:
             return None
         try:
             return ConfigResult.from_json(json.loads(path.read_text(encoding="utf-8")), where=str(path))
-        except (json.JSONDecodeError, InvalidInput):  # cannot happen with atomic writes; never trust a cache
+        except (ValueError, InvalidInput):  # cannot happen with atomic writes; never trust a cache
             return None
 
     def save(self, name: str, key: str, result: ConfigResult) -> None:

@@ -128,7 +128,10 @@ def load_suite(path: Path, *, data_root: Path | None = None) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"{path}: suite file not found; suites live in eval/suites/*.toml")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 text (at byte offset {exc.start}); save it as UTF-8 TOML") from exc
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

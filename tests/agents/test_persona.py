@@ -96,5 +96,5 @@ def test_repeated_names_bad_clock_and_non_utf8_files_are_refused(tmp_path):
         load_town(town)
     (town / "town.toml").write_text(text, encoding="utf-8")
     (town / "zz.toml").write_bytes(b"\xff\xfename = 1\n")
-    with pytest.raises(InvalidInput, match=r"zz.toml: not UTF-8 text \(byte 0\)"):
+    with pytest.raises(InvalidInput, match=r"zz.toml: not UTF-8 text \(at byte offset 0\)"):
         load_town(town)

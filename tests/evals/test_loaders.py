@@ -46,7 +46,7 @@ def _copy(tmp_path: Path) -> Path:
 
 def _append(path: Path, line: str) -> int:
     text = path.read_text()
-    path.write_text(text + line + "\n")
+    path.write_bytes((text + line + "\n").encode("utf-8", "surrogateescape"))  # a lone \udcXX writes that byte
     return text.count("\n") + 1
 
 
@@ -62,6 +62,8 @@ def _append(path: Path, line: str) -> int:
         ("corpus.jsonl", json.dumps({"_id": "d01", "title": "x", "text": "y"}), "duplicate id 'd01'"),
         ("corpus.jsonl", json.dumps({"title": "x", "text": "y"}), "missing '_id'"),
         ("corpus.jsonl", '{"_id": "d99", "text": ', "not valid JSON"),
+        ("corpus.jsonl", '{"_id": "d99", "text": "caf\udce9"}', "not UTF-8 text (column 28)"),
+        ("qrels/test.tsv", "q01\td05\t\udcff", "not UTF-8 text"),
     ],
 )
 def test_bad_input_names_file_and_line(tmp_path, file, line, message):
@@ -94,3 +96,12 @@ def test_shared_datasets_load_when_present():
     assert qa[0].answers == ("yes",)
     nq = load_qa(root / "nq_open" / "NQ-open.dev.jsonl", max_examples=5)
     assert nq[0].id == "1" and "December 1972" in nq[0].answers
+
+
+def test_a_byte_order_mark_and_windows_line_ends_are_read(tmp_path):
+    ds = _copy(tmp_path)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        text = (ds / name).read_text()
+        (ds / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    loaded = load_beir(ds)
+    assert loaded.qrels == load_beir(TINY).qrels and loaded.corpus == load_beir(TINY).corpus

@@ -169,3 +169,9 @@ def test_cli_run_refuses_an_out_path_that_is_no_json_file(tmp_path, out):
     path = _write(tmp_path, GOOD)
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / out), "--no-progress"])
     assert result.exit_code == 2 and "must be a file path ending in .json" in result.output
+
+
+def test_a_suite_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "s.toml").write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(InvalidInput, match=r"s.toml: not UTF-8 text \(at byte offset 11\)"):
+        load_suite(tmp_path / "s.toml")
