@@ -140,13 +140,15 @@ def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) ->
             found = False
             with path.open("rb") as lines:
                 for lineno, raw in enumerate(lines, start=1):
+                    if lineno == 1:
+                        raw = raw.removeprefix(_BOM)
                     if raw.strip():
                         found = True
                         yield _jsonl_entry(path, lineno, raw, max_document_chars)
             if not found:
                 yield NoText(path.as_posix())
             return
-        text = _decode(path.read_bytes(), path.as_posix())
+        text = _decode(path.read_bytes().removeprefix(_BOM), path.as_posix())
     except OSError as exc:
         yield Unreadable(path.as_posix(), f"cannot read the file ({exc.strerror or exc}); check it exists and "
                                           "is readable")
@@ -196,6 +198,10 @@ def scan_entries(files: list[Path], *, max_document_chars: int = MAX_DOCUMENT_CH
     _, counts = np.unique(np.frombuffer(digests, dtype=np.int64), return_counts=True)
     repeated = counts[counts > 1]
     return Scan(total, tuple(bad), num_bad, repeated_ids=len(repeated), repeated_entries=int(repeated.sum()))
+
+
+_BOM = b"\xef\xbb\xbf"
+"""A UTF-8 byte-order mark, which Windows editors put at the start of a file: not part of the text."""
 
 
 def _decode(raw: bytes, where: str) -> str | Unreadable:

@@ -120,3 +120,11 @@ def test_ids_given_to_more_than_one_entry_are_counted(tmp_path):
     scan = scan_entries([first, second])
     assert (scan.num_entries, scan.num_unreadable, scan.repeated_ids, scan.repeated_entries) == (9, 1, 2, 5)
     assert scan_entries([first]).repeated_ids == 0
+
+
+def test_a_byte_order_mark_at_the_start_is_not_text(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "first"}\r\n{"id": "b", "text": "second"}\r\n')
+    (tmp_path / "b.md").write_bytes(b"\xef\xbb\xbf# Title\r\nbody\r\n")
+    docs = [*read_documents(tmp_path / "a.jsonl"), *read_documents(tmp_path / "b.md")]
+    assert [(d.id, d.text) for d in docs[:2]] == [("a", "first"), ("b", "second")]
+    assert docs[2].text.startswith("# Title")
