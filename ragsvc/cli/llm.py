@@ -62,8 +62,12 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="print text, finish reason and token counts as JSON")] = False,
 ) -> None:
     """Generate once and print the result."""
+    from ragsvc.llm.generator import options
+
     generator: Generator | None = None
     try:
+        # checked before the model loads, so a bad option fails at once, not after the weights are read
+        options(max_tokens=max_tokens, temperature=temperature, top_logprobs=logprobs or 0, seed=seed)
         generator = _generator(url, model)
         messages = prompt if raw else [{"role": "user", "content": prompt}]
         gen = generator.generate(messages, max_tokens=max_tokens, temperature=temperature,

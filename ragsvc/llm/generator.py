@@ -17,6 +17,7 @@ assistant message is continued rather than answered (see ragsvc/llm/chat.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -91,12 +92,14 @@ class GenerateOptions:
     def __post_init__(self) -> None:
         if self.max_tokens <= 0:
             raise InvalidInput(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise InvalidInput(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise InvalidInput(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise InvalidInput(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.top_logprobs <= 20:
             raise InvalidInput(f"top_logprobs must be in [0, 20], got {self.top_logprobs}")
+        if self.seed is not None and not -(1 << 63) <= self.seed < 1 << 63:
+            raise InvalidInput(f"seed must be in [-2**63, 2**63 - 1], got {self.seed}")
 
 
 def options(

@@ -107,6 +107,17 @@ def _usage(body: dict[str, Any] | None) -> Usage | None:
                  cached_tokens=details.get("cached_tokens") or 0)
 
 
+def _checked_base_url(text: str) -> str:
+    try:
+        url = httpx.URL(text.strip())
+    except httpx.InvalidURL as exc:
+        raise InvalidInput(f"model server URL {text!r} is not a URL ({exc})", detail={"param": "url"}) from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InvalidInput(f"model server URL {text!r} must be an http(s):// base URL including /v1, e.g. "
+                           "http://127.0.0.1:8001/v1", detail={"param": "url"})
+    return str(url).rstrip("/")
+
+
 class OpenAIGenerator:
     """Generator over an OpenAI-compatible HTTP API. `base_url` includes the version prefix, as with the
     official client: "http://127.0.0.1:8000/v1". `model` None = the first model the server lists."""
@@ -116,7 +127,7 @@ class OpenAIGenerator:
         connect_timeout_s: float = 5.0, max_retries: int = 3, retry_backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _checked_base_url(base_url)
         self._max_retries = max_retries
         self._backoff_s = retry_backoff_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

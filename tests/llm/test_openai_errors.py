@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -105,3 +106,18 @@ def test_a_stream_that_stops_mid_answer_is_an_upstream_error(failure: Exception,
         assert next(chunks).text == "Hello"
         with pytest.raises(error):
             next(chunks)
+
+
+@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8001/v1", "ftp://host/v1", "http://", "http://[::1"])
+def test_a_base_url_that_is_not_http_is_refused_before_any_request(url: str) -> None:
+    with pytest.raises(InvalidInput, match="URL"):
+        OpenAIGenerator(url)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"temperature": float("nan")}, "finite"), ({"seed": 1 << 70}, "seed"),
+                                           ({"seed": -(1 << 63) - 1}, "seed")])
+def test_options_every_generator_takes_are_checked(kwargs: dict[str, Any], match: str) -> None:
+    from ragsvc.llm.generator import options
+
+    with pytest.raises(InvalidInput, match=match):
+        options(**kwargs)

@@ -18,6 +18,9 @@ from ragsvc.serving.sampling_params import SamplingParams
         ({"top_p": 1.5}, "top_p"),
         ({"top_k": -1}, "top_k"),
         ({"logprobs": 21}, "logprobs"),
+        ({"temperature": float("nan")}, "temperature must be a finite number"),
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"seed": 1 << 63}, "seed must be in"),
     ],
 )
 def test_bad_sampling_params_name_the_field(kwargs, match) -> None:
