@@ -42,7 +42,7 @@ Extension = Callable[[FastAPI], None]
 
 
 def _load(app: FastAPI, settings: Settings, on_error: Callable[[Exception], None] | None,
-          on_ready: Callable[[], None] | None) -> None:
+          on_ready: Callable[[list[str]], None] | None) -> None:
     try:
         embedder = embedder_from_settings(settings.embed)
         store = VectorStore.open(settings.store.data_dir, embedder=embedder,
@@ -56,10 +56,10 @@ def _load(app: FastAPI, settings: Settings, on_error: Callable[[Exception], None
         store.load_indexes()
         gc_freeze.loaded("the store")  # before ready: a full collection pauses every request thread
         app.state.ready = True
-        logger.info("ragsvc ready: %d collection(s) loaded from %s", len(store.list_collections()),
-                    settings.store.data_dir)
+        names = [c.name for c in store.list_collections()]
+        logger.info("ragsvc ready: %d collection(s) loaded from %s", len(names), settings.store.data_dir)
         if on_ready is not None:
-            on_ready()
+            on_ready(names)
     except Exception as exc:  # any failure: the app still starts and reports it through /health and every route
         app.state.load_error = str(exc)
         if on_error is None:
@@ -87,10 +87,10 @@ def _hosted_generator(app: FastAPI) -> Generator | None:
 def create_app(settings: Settings | None = None, *, extensions: list[Extension] | None = None,
                extra_routers: list[APIRouter] | None = None,
                on_load_error: Callable[[Exception], None] | None = None,
-               on_ready: Callable[[], None] | None = None) -> FastAPI:
+               on_ready: Callable[[list[str]], None] | None = None) -> FastAPI:
     """The API. `on_load_error` is told when the store cannot load (called from the loading thread); without
     one, the failure is logged and the app keeps answering 503 with it, for a supervisor to see. `on_ready` is
-    called (from that thread) once the store has loaded and every route answers."""
+    called (from that thread) with the collections' names once the store has loaded and every route answers."""
     settings = settings or Settings()
 
     @asynccontextmanager

@@ -79,7 +79,7 @@ def serve(
 
     config = settings(data_dir, host=host, port=port, insecure=insecure or None, allowed_hosts=allowed_host)
     try:  # a catalog another process holds, or a folder that cannot be one: one line here, not a startup traceback
-        _catalog_key_count(config)
+        keys_on = _catalog_key_count(config) > 0
     except RagsvcError as exc:
         raise fail(exc) from exc
     _refuse_open_exposure(config, key_count=lambda: _catalog_key_count(config), where="on this --data-dir")
@@ -92,8 +92,8 @@ def serve(
     base = f"http://{config.api.host}:{config.api.port}"
     typer.echo(f"starting on {base}: loading the indexes{' and the model' if with_model else ''}")
 
-    def ready() -> None:  # printed once requests are answered, so the lines can be pasted at once
-        typer.echo(_try_lines(base, with_model=with_model))
+    def ready(collections: list[str]) -> None:  # printed once requests are answered, so the lines can be pasted
+        typer.echo(try_lines(base, collections=collections, with_model=with_model, keys_on=keys_on))
 
     run(lambda on_load_error: create_app(config, extensions=extensions, on_load_error=on_load_error,
                                          on_ready=ready), sock,
@@ -127,13 +127,27 @@ def _prepare(config: Settings, *, sample: bool, with_model: bool) -> list[Extens
     return extensions
 
 
-def _try_lines(base: str, *, with_model: bool) -> str:
-    lines = [f"ready on {base} (console: {base}/, docs: {base}/docs). Try:",
-             f"  curl -s {base}/v1/collections/{SAMPLE_COLLECTION}/search -H 'content-type: application/json' "
-             f"-d '{{\"query\": \"how does paged attention save memory?\", \"k\": 3, \"mode\": \"hybrid\"}}'"]
+def try_lines(base: str, *, collections: list[str], with_model: bool, keys_on: bool) -> str:
+    """The ready line and `curl` commands that work on this server as it is: a search of the sample, or of a
+    collection it holds, or, with none, how to add one. With keys on, each command sends one from $RAGSVC_KEY."""
+    auth = " -H \"authorization: Bearer $RAGSVC_KEY\"" if keys_on else ""
+    lines = [f"ready on {base} (console: {base}/, docs: {base}/docs). Try:"]
+    if keys_on:
+        lines.append("  (API keys are on: set RAGSVC_KEY to one of yours; `ragsvc keys create NAME` makes one)")
+    if SAMPLE_COLLECTION in collections:
+        name, question = SAMPLE_COLLECTION, "how does paged attention save memory?"
+    elif collections:
+        name, question = collections[0], "your question"
+    else:
+        lines.append(f"  curl -s{auth} {base}/v1/collections")
+        lines.append("  no collections yet: add documents with `ragsvc ingest FILES -c NAME` on this --data-dir, "
+                     f"or POST {base}/v1/collections (see {base}/docs)")
+        return "\n".join(lines)
+    lines.append(f"  curl -s{auth} {base}/v1/collections/{name}/search -H 'content-type: application/json' "
+                 f"-d '{{\"query\": \"{question}\", \"k\": 3, \"mode\": \"hybrid\"}}'")
     if with_model:
-        lines.append(f"  curl -s {base}/v1/answer -H 'content-type: application/json' -d '{{\"question\": \"how "
-                     f"does paged attention save memory?\", \"collection\": \"{SAMPLE_COLLECTION}\"}}'")
+        lines.append(f"  curl -s{auth} {base}/v1/answer -H 'content-type: application/json' -d '{{\"question\": "
+                     f"\"{question}\", \"collection\": \"{name}\"}}'")
     return "\n".join(lines)
 
 

@@ -32,10 +32,24 @@ def test_the_ready_line_comes_once_requests_are_answered(tmp_path: Path) -> None
                 break
         assert said[-1].startswith(f"ready on http://127.0.0.1:{port} "), said
         assert any(line.startswith(f"starting on http://127.0.0.1:{port}: loading the indexes") for line in said)
-        assert next(server.stdout).split()[:3] == ["curl", "-s", f"http://127.0.0.1:{port}/v1/collections/sample/search"]
+        # an empty data folder: the line lists the collections (a search of one it lacks would be a 404)
+        assert next(server.stdout).split() == ["curl", "-s", f"http://127.0.0.1:{port}/v1/collections"]
+        assert next(server.stdout).strip().startswith("no collections yet: add documents with `ragsvc ingest")
         response = httpx.get(f"http://127.0.0.1:{port}/v1/collections", timeout=30)  # at once: no wait, no retry
         assert response.status_code == 200 and response.json() == []
     finally:
         deadline.cancel()
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_the_curl_lines_name_a_collection_the_server_has_and_send_a_key_when_keys_are_on() -> None:
+    from ragsvc.cli.serve import try_lines
+
+    base = "http://127.0.0.1:8000"
+    sample = try_lines(base, collections=["docs", "sample"], with_model=True, keys_on=False).splitlines()
+    assert sample[1].startswith(f"  curl -s {base}/v1/collections/sample/search ")
+    assert "paged attention" in sample[1] and '"collection": "sample"' in sample[2]
+    other = try_lines(base, collections=["docs"], with_model=False, keys_on=True).splitlines()
+    assert "keys create" in other[1] and len(other) == 3
+    assert other[2].startswith(f'  curl -s -H "authorization: Bearer $RAGSVC_KEY" {base}/v1/collections/docs/search')
