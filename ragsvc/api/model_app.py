@@ -80,14 +80,17 @@ def model_keys_file(settings: Settings) -> Path:
     return settings.api.keys_file or settings.store.data_dir / KEYS_FILE
 
 
-def create_model_app(config: EngineConfig, *, settings: Settings | None = None) -> FastAPI:
+def create_model_app(config: EngineConfig, *, settings: Settings | None = None,
+                     on_ready: Callable[[str], None] | None = None) -> FastAPI:
     """The standalone OpenAI-compatible model server, behind the same edge as the API (keys from the keys file,
-    trusted hosts, rate limits, request ids)."""
+    trusted hosts, rate limits, request ids). `on_ready` hears the served model's name once the engine runs."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_engine(app, config):
+            if on_ready is not None:
+                on_ready(app.state.served_model.name)
             yield
 
     app = FastAPI(title="ragsvc model server", version=__version__, lifespan=lifespan,

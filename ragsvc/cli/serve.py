@@ -6,6 +6,7 @@ configures `serve --with-model` and `serve-model` alike; `serve-model`'s flags o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -200,7 +201,8 @@ def serve_model(
         help="prompt-lookup: greedy requests draft tokens from n-gram matches in their own prompt and output and "
              "verify them in one forward \\[default: off]")] = None,
     num_speculative_tokens: Annotated[int, typer.Option(help="most drafts per step with --speculative")] = 4,
-    log_level: Annotated[str, typer.Option(help="uvicorn / ragsvc log level")] = "info",
+    log_level: Annotated[str | None, typer.Option(
+        help="debug | info | warning | error: uvicorn's and ragsvc's \\[default: info, or RAGSVC_LOG_LEVEL]")] = None,
     data_dir: DataDir = None,
     insecure: Insecure = False,
     allowed_host: AllowedHost = None,
@@ -208,14 +210,23 @@ def serve_model(
     """Serve /v1/models, /v1/completions and /v1/chat/completions (any OpenAI client works against it)."""
     from ragsvc.api.model_app import create_model_app, model_keys_file
     from ragsvc.cli.server_start import bind, check_model, run
+    from ragsvc.errors import RagsvcError
     from ragsvc.serving.config import EngineConfig
     from ragsvc.store.keys import read_keys_file
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level is not None:
+        if log_level.lower() not in LOG_LEVELS:
+            raise fail(f"--log-level {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        logging.getLogger().setLevel(log_level.upper())  # the CLI's entry point configured logging already
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     edge = settings(data_dir, host=host, port=port, insecure=insecure or None, allowed_hosts=allowed_host)
     keys_file = model_keys_file(edge)
     _refuse_open_exposure(edge, key_count=lambda: len(read_keys_file(keys_file)),
                           where=f"on the data folder whose keys file is {keys_file}")
+    try:
+        keys_on = len(read_keys_file(keys_file)) > 0
+    except RagsvcError as exc:
+        raise fail(exc) from exc
     try:
         config = EngineConfig.from_settings(
             edge, model=model, dtype=dtype, device=device, block_size=block_size, num_kv_blocks=num_kv_blocks,
@@ -233,5 +244,26 @@ def serve_model(
     except BaseException:
         sock.close()
         raise
-    typer.echo(f"loading {config.model} ... then serving on http://{host}:{port}/v1")
-    run(lambda on_load_error: create_model_app(config, settings=edge), sock, log_level=log_level)
+    base = f"http://{host}:{port}"
+    typer.echo(f"starting on {base}/v1: loading {config.model}")
+
+    def ready(served: str) -> None:
+        typer.echo(model_try_lines(base, model=served, keys_on=keys_on))
+
+    run(lambda on_load_error: create_model_app(config, settings=edge, on_ready=ready), sock,
+        log_level=level if level in LOG_LEVELS else "info")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def model_try_lines(base: str, *, model: str, keys_on: bool) -> str:
+    """The model server's ready line and a chat request that works on it as it is (see `try_lines`)."""
+    auth = " -H \"authorization: Bearer $RAGSVC_KEY\"" if keys_on else ""
+    lines = [f"ready on {base}/v1 (docs: {base}/docs). Try:"]
+    if keys_on:
+        lines.append("  (API keys are on: set RAGSVC_KEY to one of yours; `ragsvc keys create NAME` makes one)")
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is paged attention?"}],
+                       "max_tokens": 64}).replace("'", "'\\''")  # a quote in a model's name, for the shell
+    lines.append(f"  curl -s{auth} {base}/v1/chat/completions -H 'content-type: application/json' -d '{body}'")
+    return "\n".join(lines)

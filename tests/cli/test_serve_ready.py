@@ -53,3 +53,40 @@ def test_the_curl_lines_name_a_collection_the_server_has_and_send_a_key_when_key
     other = try_lines(base, collections=["docs"], with_model=False, keys_on=True).splitlines()
     assert "keys create" in other[1] and len(other) == 3
     assert other[2].startswith(f'  curl -s -H "authorization: Bearer $RAGSVC_KEY" {base}/v1/collections/docs/search')
+
+
+def test_the_model_server_says_ready_with_a_request_that_works_at_once(tmp_path: Path) -> None:
+    from tests.llm.conftest import MODEL_CACHE, NUM_BLOCKS
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    server = subprocess.Popen([sys.executable, "-c", "from ragsvc.cli import main; main()", "serve-model",
+                               "--port", str(port), "--dtype", "float32", "--threads", "1", "--num-kv-blocks",
+                               str(NUM_BLOCKS), "--cache-dir", str(MODEL_CACHE), "--data-dir", str(tmp_path),
+                               "--log-level", "warning"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    deadline = threading.Timer(300, server.kill)
+    deadline.start()
+    try:
+        assert server.stdout is not None
+        said = [next(server.stdout)]
+        assert said[0].startswith(f"starting on http://127.0.0.1:{port}/v1: loading ")
+        said += [next(server.stdout)]
+        assert said[-1].startswith(f"ready on http://127.0.0.1:{port}/v1 "), said
+        curl = next(server.stdout).strip()
+        url, body = curl.split()[2], curl.split(" -d ", 1)[1].strip("'")
+        response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=120)
+        assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
+    finally:
+        deadline.cancel()
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_the_model_servers_curl_line_quotes_for_the_shell_and_sends_a_key_when_keys_are_on() -> None:
+    from ragsvc.cli.serve import model_try_lines
+
+    lines = model_try_lines("http://127.0.0.1:8001", model="o'brien", keys_on=True).splitlines()
+    assert "keys create" in lines[1]
+    assert lines[2].startswith('  curl -s -H "authorization: Bearer $RAGSVC_KEY" http://127.0.0.1:8001/v1/chat/')
+    assert """"model": "o'\\''brien\"""" in lines[2]
