@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from ragsvc.agents.persona import load_persona
+from ragsvc.agents.persona import load_town
 from ragsvc.agents.registry import agent_id, persona_fields
 from ragsvc.bench.provenance import cpu_model, package_git_sha
 from ragsvc.config import Settings, StoreSettings
@@ -169,7 +169,7 @@ def _one_mode(mode: str, cfg: ChatBenchConfig, data_dir: Path) -> ModeResult:
 
     shutil.rmtree(data_dir, ignore_errors=True)
     app = create_app(Settings(store=StoreSettings(data_dir=data_dir)), extensions=[model_extension(cfg.engine)])
-    residents = [load_persona(p) for p in sorted(cfg.town.glob("*.toml")) if p.name != "town.toml"]
+    residents = load_town(cfg.town).residents
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=600) as client:
         while client.get("/health").status_code != 200:  # the store loads in the background after startup
             time.sleep(0.05)

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ragsvc.cli.common import fail, settings
+from ragsvc.cli.common import checked_out, fail, settings
 from ragsvc.cli.progress import TqdmProgress
 from ragsvc.errors import RagsvcError
 
@@ -45,8 +45,8 @@ def interview(
     max_tokens: Annotated[int, typer.Option(help="answer tokens at most")] = 48,
     k: Annotated[int, typer.Option("-k", help="memories retrieved per question")] = 8,
     batch_size: Annotated[int, typer.Option(help="questions sent to the model together")] = 8,
-    json_out: Annotated[Path | None, typer.Option("--json", help="answers + summary as JSON (resumed if it "
-                                                                  "exists)")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", callback=checked_out, help="answers + summary as JSON (resumed if it exists)")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="write the Markdown report here")] = None,
     note: Annotated[str | None, typer.Option(help="a line for the report (how the run was made, say)")] = None,
 ) -> None:

@@ -19,7 +19,7 @@ import typer
 
 from ragsvc.bench.serving_config import DEFAULT_OUT as SERVING_JSON
 from ragsvc.bench.serving_config import SPIN_COUNT, SYSTEMS
-from ragsvc.cli.common import fail
+from ragsvc.cli.common import checked_out, fail
 from ragsvc.cli.progress import TqdmProgress
 
 app = typer.Typer(help="Benchmarks that run the peers in the same run and write JSON under eval/results/.",
@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 @app.command("search")
 def search_command(
-    json_path: Annotated[Path, typer.Option("--json", help="where to write the result")] = SEARCH_JSON,
+    json_path: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the result")] = SEARCH_JSON,
     num_vectors: Annotated[int, typer.Option(help="vectors in the index (real passages only)")] = 200_000,
     num_queries: Annotated[int, typer.Option(help="held-out queries")] = 1_000,
     configs: Annotated[str | None, typer.Option(help="comma-separated config names or prefixes")] = None,
@@ -89,7 +90,8 @@ def _range(text: str) -> tuple[int, int]:
 
 @app.command("serving")
 def serving_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the results")] = SERVING_JSON,
+    json_out: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the results")] = SERVING_JSON,
     concurrency: Annotated[str, typer.Option(help="comma-separated concurrency levels")] = "1,8,32",
     num_requests: Annotated[int | None, typer.Option(help="requests per level \\[default: max(8, 2 x level)]")] = None,
     prompt_tokens: Annotated[str, typer.Option(help="prompt length range, tokens")] = "100-600",
@@ -154,7 +156,7 @@ def serving_command(
 
 @app.command("speculative")
 def speculative_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+    json_out: Annotated[Path, typer.Option("--json", callback=checked_out, help="where to write the result")] = Path(
         "eval/results/bench-speculative.json"),
     data_root: Annotated[Path | None, typer.Option(
         help="folder holding hotpotqa_dev100/ \\[default: RAGSVC_EVAL__DATA_ROOT]")] = None,
@@ -194,7 +196,8 @@ def speculative_command(
 def quant_quality_command(
     model: Annotated[str, typer.Option(help="packaged alias, HF folder or .gguf")] = "smollm2",
     weights: Annotated[str, typer.Option(help="formats, bf16 first (the reference)")] = "bf16,int8,q4",
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = QUANT_JSON,
+    json_out: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the result")] = QUANT_JSON,
     text_tokens: Annotated[int, typer.Option(help="tokens of the fixed text scored for perplexity")] = 1024,
     num_prompts: Annotated[int, typer.Option(help="fixed prompts for greedy agreement (at most 20)")] = 20,
     max_tokens: Annotated[int, typer.Option(help="greedy tokens per prompt")] = 32,
@@ -218,7 +221,8 @@ def quant_quality_command(
 
 @app.command("flare")
 def flare_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = FLARE_JSON,
+    json_out: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the result")] = FLARE_JSON,
     data_dir: Annotated[Path, typer.Option(help="store for the benchmark's collection")] = FLARE_DATA,
     model: Annotated[str | None, typer.Option(help="local model \\[default: RAGSVC_MODEL__MODEL or smollm2]")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16")] = None,
@@ -256,7 +260,7 @@ def flare_command(
 
 @app.command("code")
 def code_command(
-    out: Annotated[Path, typer.Option("--json", "--out", help="JSON result file")] = CODE_JSON,
+    out: Annotated[Path, typer.Option("--json", "--out", callback=checked_out, help="JSON result file")] = CODE_JSON,
     cosqa: Annotated[Path, typer.Option(help="CoSQA in BEIR format")] = Path("../shared/data/cosqa"),
     library: Annotated[list[str] | None, typer.Option(help="installed package(s) for the docstring task")] = None,
     max_queries: Annotated[int, typer.Option(help="queries per quality task")] = 400,
@@ -295,7 +299,7 @@ def set_wait_policy(omp_wait: str) -> None:
 
 @app.command("agents")
 def agents_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+    json_out: Annotated[Path, typer.Option("--json", callback=checked_out, help="where to write the result")] = Path(
         "eval/results/bench-agents.json"),
     work_dir: Annotated[Path, typer.Option(help="folder for the two runs (emptied first)")] = Path(
         "eval/cache/bench-agents"),
@@ -328,7 +332,7 @@ def agents_command(
 
 @app.command("chat")
 def chat_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+    json_out: Annotated[Path, typer.Option("--json", callback=checked_out, help="where to write the result")] = Path(
         "eval/results/bench-chat.json"),
     work_dir: Annotated[Path, typer.Option(help="folder for the two servers' data (emptied first)")] = Path(
         "eval/cache/bench-chat"),
@@ -341,15 +345,18 @@ def chat_command(
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
 ) -> None:
     """Chat sessions over the REST API at once vs one message at a time: messages/min, latency, cached share."""
+    from ragsvc.agents.persona import load_town
     from ragsvc.bench.chat import ChatBenchConfig, run_chat_bench
     from ragsvc.cli.common import settings
+    from ragsvc.errors import RagsvcError
     from ragsvc.serving.config import EngineConfig
 
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     try:
+        load_town(town)  # a missing or broken town fails here, not after the servers start
         engine = EngineConfig.from_settings(settings(), model=model, dtype=dtype, num_threads=threads)
         cfg = ChatBenchConfig(town=town, sessions=sessions, messages=messages, max_tokens=max_tokens, engine=engine)
-    except ValueError as exc:
+    except (ValueError, RagsvcError) as exc:
         raise fail(exc) from exc
     result = run_chat_bench(cfg, work_dir=work_dir)
     _write(json_out, result.to_json())
@@ -359,7 +366,8 @@ def chat_command(
 
 @app.command("load")
 def load_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result (and a .md beside it)")] = Path(
+    json_out: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the result (and a .md beside it)")] = Path(
         "eval/results/bench-load.json"),
     url: Annotated[str | None, typer.Option(help="a running server; unset = start `ragsvc serve --sample`")] = None,
     work_dir: Annotated[Path, typer.Option(help="data folder of the server it starts (emptied first)")] = Path(
@@ -394,7 +402,7 @@ def load_command(
 
 @app.command("filter")
 def filter_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+    json_out: Annotated[Path, typer.Option("--json", callback=checked_out, help="where to write the result")] = Path(
         "eval/results/bench-filter.json"),
     work_dir: Annotated[Path, typer.Option(help="folder for the catalog (emptied first)")] = Path(
         "eval/cache/bench-filter"),
@@ -414,7 +422,8 @@ def filter_command(
 
 @app.command("ingest")
 def ingest_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result (and a .md beside it)")] = Path(
+    json_out: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the result (and a .md beside it)")] = Path(
         "eval/results/bench-ingest.json"),
     data_root: Annotated[Path | None, typer.Option(
         help="folder holding scifact/ \\[default: RAGSVC_EVAL__DATA_ROOT]")] = None,
@@ -447,7 +456,7 @@ def ingest_command(
 
 @app.command("soak")
 def soak_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+    json_out: Annotated[Path, typer.Option("--json", callback=checked_out, help="where to write the result")] = Path(
         "eval/results/bench-soak.json"),
     work_dir: Annotated[Path, typer.Option(help="data folder of the servers (emptied first)")] = Path(
         "eval/cache/bench-soak"),
@@ -481,7 +490,7 @@ def soak_command(
 
 @app.command("cluster")
 def cluster_command(
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = Path(
+    json_out: Annotated[Path, typer.Option("--json", callback=checked_out, help="where to write the result")] = Path(
         "eval/results/bench-cluster.json"),
     num_vectors: Annotated[int, typer.Option(help="vectors (real passages, as bench search)")] = 5_000,
     num_queries: Annotated[int, typer.Option(help="held-out queries")] = 300,

@@ -13,7 +13,7 @@ import typer
 
 from ragsvc.bench.serving_config import OMP_WAIT
 from ragsvc.cli.bench import LOG_FORMAT, app, set_wait_policy
-from ragsvc.cli.common import fail
+from ragsvc.cli.common import checked_out, fail
 
 if TYPE_CHECKING:
     from ragsvc.serving.config import EngineConfig
@@ -35,7 +35,8 @@ def decode_profile_command(
     threads: Annotated[int | None, typer.Option(help="CPU threads")] = None,
     omp_wait: Annotated[str, typer.Option(help="passive | spin (as `bench serving`)")] = "passive",
     cache_dir: Annotated[str | None, typer.Option(help="model cache \\[default: <data dir>/models]")] = None,
-    json_out: Annotated[Path, typer.Option("--json", help="where to write the result")] = PROFILE_JSON,
+    json_out: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the result")] = PROFILE_JSON,
     serving_requests: Annotated[int, typer.Option(
         help="instead: profile this many requests of `bench serving`'s workload (prompts 100-600 tokens, 64 out, "
              "closed loop) at each --concurrency, prefill and decode steps apart (0: decode steps only)")] = 0,

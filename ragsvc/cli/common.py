@@ -7,6 +7,7 @@ Settings are read here, at the edge, and handed down as objects; nothing below t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -100,3 +101,21 @@ def parse_filter(text: str) -> Any:
     except json.JSONDecodeError as exc:
         raise ValueError(f"--filter is not JSON ({exc.msg} at character {exc.pos + 1}); send e.g. "
                          "'{\"type\": \"md\"}' or '{\"year\": {\"$gte\": 2020}}'") from exc
+
+
+def checked_out(path: Path | None) -> Path | None:
+    """A `--json` / `--out` option's check, run as the command line is parsed: a benchmark that runs for minutes
+    must not find at the end that it cannot write its result. Nothing is created here; the write makes the
+    missing folders."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; give a file path such as {path / 'result.json'}")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise typer.BadParameter(f"{existing} is a file, so {path} cannot be made; pick another path")
+    if not os.access(existing, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise typer.BadParameter(f"{path} cannot be written (permission denied); pick another path")
+    return path
