@@ -42,7 +42,10 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(row.get("text"), str) or not isinstance(row.get("rating"), int | float):
+        except RecursionError as exc:
+            raise InvalidInput(f"{path}:{number}: JSON nested too deeply to read") from exc
+        if not (isinstance(row, dict) and isinstance(row.get("text"), str)
+                and isinstance(row.get("rating"), int | float)):
             raise InvalidInput(f"{path}:{number}: each row needs a string 'text' and a numeric 'rating'")
         rows.append(row)
     return rows

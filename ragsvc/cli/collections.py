@@ -56,6 +56,8 @@ def _index_settings(text: str, shards: int | None, placement: str | None, replic
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--index is not JSON ({exc.msg}); send e.g. '{{\"backend\": \"hnsw\"}}'") from exc
+    except RecursionError as exc:
+        raise ValueError("--index is nested too deeply to read") from exc
     if not isinstance(data, dict):
         raise ValueError("--index must be a JSON object of index settings")
     if shards is not None:

@@ -101,6 +101,8 @@ def parse_filter(text: str) -> Any:
     except json.JSONDecodeError as exc:
         raise ValueError(f"--filter is not JSON ({exc.msg} at character {exc.pos + 1}); send e.g. "
                          "'{\"type\": \"md\"}' or '{\"year\": {\"$gte\": 2020}}'") from exc
+    except RecursionError as exc:
+        raise ValueError("--filter is nested too deeply to read") from exc
 
 
 def checked_out(path: Path | None) -> Path | None:

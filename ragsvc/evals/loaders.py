@@ -84,6 +84,8 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{path}:{line_no}: not valid JSON ({exc.msg}); fix or remove the line") from exc
+        except RecursionError as exc:
+            raise InvalidInput(f"{path}:{line_no}: JSON nested too deeply to read; flatten it") from exc
         if not isinstance(obj, dict):
             raise InvalidInput(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
         yield line_no, obj

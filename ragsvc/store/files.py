@@ -224,6 +224,8 @@ def _jsonl_entry(path: Path, lineno: int, raw: bytes, max_document_chars: int) -
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         return Unreadable(where, f"invalid JSON ({exc.msg}); each line must be one JSON object")
+    except RecursionError:
+        return Unreadable(where, "JSON nested too deeply to read; flatten its metadata")
     if not isinstance(row, dict) or not isinstance(row.get("text"), str):
         return Unreadable(where, "each line needs a \"text\" string, e.g. {\"id\": \"a\", \"text\": \"...\"}")
     if not row["text"].strip():

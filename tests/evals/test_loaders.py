@@ -64,6 +64,7 @@ def _append(path: Path, line: str) -> int:
         ("corpus.jsonl", '{"_id": "d99", "text": ', "not valid JSON"),
         ("corpus.jsonl", '{"_id": "d99", "text": "caf\udce9"}', "not UTF-8 text (column 28)"),
         ("qrels/test.tsv", "q01\td05\t\udcff", "not UTF-8 text"),
+        ("queries.jsonl", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_input_names_file_and_line(tmp_path, file, line, message):

@@ -128,3 +128,12 @@ def test_a_byte_order_mark_at_the_start_is_not_text(tmp_path):
     docs = [*read_documents(tmp_path / "a.jsonl"), *read_documents(tmp_path / "b.md")]
     assert [(d.id, d.text) for d in docs[:2]] == [("a", "first"), ("b", "second")]
     assert docs[2].text.startswith("# Title")
+
+
+def test_a_line_nested_too_deeply_for_the_parser_costs_that_line_only(tmp_path):
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    path = tmp_path / "d.jsonl"
+    path.write_text(f'{{"id": "x", "text": "t", "metadata": {deep}}}\n{{"id": "y", "text": "fine"}}\n')
+    entries = list(read_entries(path))
+    assert isinstance(entries[0], Unreadable) and "nested too deeply" in entries[0].reason
+    assert entries[1].id == "y"
