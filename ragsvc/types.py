@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NewType
 
@@ -11,6 +12,15 @@ DocumentId = NewType("DocumentId", str)
 CollectionName = NewType("CollectionName", str)
 
 Metadata = dict[str, Any]
+
+COLLECTION_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+"""What a collection may be called: safe in a URL path and as a folder name on every file system."""
+_COLLECTION_NAME = re.compile(COLLECTION_NAME_PATTERN)
+
+
+def is_collection_name(name: object) -> bool:
+    """Whether `name` is a valid collection name (matched whole: a trailing newline is not allowed)."""
+    return isinstance(name, str) and _COLLECTION_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

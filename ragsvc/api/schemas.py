@@ -9,15 +9,16 @@ from pydantic_core import PydanticCustomError
 
 from ragsvc.api.answer_schemas import HydeBody
 from ragsvc.index.spec import IndexSpec
+from ragsvc.types import COLLECTION_NAME_PATTERN
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
-"""The store's rule (retrieval/vector_store.py), here so the OpenAPI document shows it. pydantic matches
-patterns with Rust's regex, where `$` is the end of the text (Python's `re` would also admit a final newline)."""
+COLLECTION_NAME = f"^{COLLECTION_NAME_PATTERN}$"
+"""The store's rule (ragsvc/types.py), here so the OpenAPI document shows it. pydantic matches patterns with
+Rust's regex, where `$` is the end of the text (Python's `re` would also admit a final newline)."""
 CollectionName = Annotated[str, StringConstraints(pattern=COLLECTION_NAME)]
 MAX_DOCUMENT_ID_CHARS = 512
 

@@ -48,10 +48,15 @@ def create_command(
     try:
         new = mint_key(name, scope, collection or [])
         catalog.api_keys().add(new.record)
+        existing = {c.name for c in catalog.list_collections()}
     except RagsvcError as exc:
         raise fail(exc) from exc
     finally:
         catalog.close()
+    missing = [c for c in new.record.collections if c not in existing]
+    if missing:  # allowed (a key made before its collection), but a typo would otherwise go unnoticed
+        typer.secho(f"note: no collection {', '.join(map(repr, missing))} exists yet in this data folder; the key "
+                    "works on it once it is created", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"created key {new.record.id} ({', '.join(new.record.scopes)}"
                + (f"; collections {', '.join(new.record.collections)}" if new.record.collections else "") + ")")
     typer.echo("send it as `Authorization: Bearer <key>`; it is shown only now:")

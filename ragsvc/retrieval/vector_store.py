@@ -20,7 +20,6 @@ was before the batch: filtered ids the index does not hold yet are skipped, dele
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import threading
 import time
@@ -56,14 +55,13 @@ from ragsvc.retrieval.read_write_lock import ReadWriteLock
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.filters import FilterLimits
 from ragsvc.store.records import CollectionRecord, WriteResult
-from ragsvc.types import ChunkId, DocumentId, DocumentInput, Hit, SearchResult, ServedBy
+from ragsvc.types import ChunkId, DocumentId, DocumentInput, Hit, SearchResult, ServedBy, is_collection_name
 
 logger = logging.getLogger(__name__)
 
 EmbedTexts = Callable[[list[str]], np.ndarray]
 """Texts -> (len(texts), dim) float32 normalised vectors: another way to embed a prepared batch's new chunks."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 CATALOG_FILE = "catalog.duckdb"
 
 
@@ -153,7 +151,7 @@ class VectorStore:
 
     def create_collection(self, name: str, *, index: IndexSpec | None = None, chunk_tokens: int = 200,
                           chunk_overlap: int = 32) -> CollectionInfo:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not is_collection_name(name):
             raise InvalidInput(f"collection name {name!r} is invalid: use 1-64 letters, digits, _ . - "
                                "starting with a letter or digit")
         check_placement(index or IndexSpec(), self.cluster)  # a ray placement needs a cluster to run on

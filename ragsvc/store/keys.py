@@ -30,6 +30,7 @@ from typing import Literal, get_args
 import duckdb
 
 from ragsvc.errors import InvalidInput, NotFound
+from ragsvc.types import is_collection_name
 
 KeyScope = Literal["read", "write", "admin"]
 SCOPES: tuple[str, ...] = get_args(KeyScope)
@@ -93,6 +94,10 @@ def mint_key(name: str, scopes: Sequence[str], collections: Sequence[str] = ()) 
         raise InvalidInput(f"scopes must be one or more of {', '.join(SCOPES)}; got {list(scopes)}")
     if not name or len(name) > 128 or not name.isprintable():
         raise InvalidInput("a key's name is 1-128 printable characters, e.g. 'ci-reader'")
+    bad = [c for c in collections if not is_collection_name(c)]
+    if bad:
+        raise InvalidInput(f"{bad[0]!r} cannot be a collection's name (1-64 letters, digits, _ . - starting with a "
+                           "letter or digit), so a key limited to it could never be used")
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     record = ApiKeyRecord(id=key_id, name=name, secret_sha256=_sha256(secret),
                           scopes=tuple(sorted(set(scopes), key=_RANK.__getitem__)),

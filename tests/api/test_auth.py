@@ -235,7 +235,8 @@ def test_keys_cli_create_list_revoke(tmp_path):
     result = runner.invoke(app, ["keys", "create", "ci", "--scope", "write", "--collection", "a",
                                  "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
-    token = result.output.strip().splitlines()[-1]
+    assert "note: no collection 'a' exists yet" in result.stderr  # made before its collection: allowed, said
+    token = result.stdout.strip().splitlines()[-1]
     key_id = token.split("_")[1]
     listed = runner.invoke(app, ["keys", "list", "--data-dir", str(data_dir)]).output
     assert key_id in listed and "write" in listed and "active" in listed and token not in listed
@@ -247,6 +248,8 @@ def test_keys_cli_create_list_revoke(tmp_path):
     assert runner.invoke(app, ["keys", "revoke", "nope", "--data-dir", str(data_dir)]).exit_code == 2
     bad = runner.invoke(app, ["keys", "create", "x", "--scope", "root", "--data-dir", str(data_dir)])
     assert bad.exit_code == 2 and "scopes must be" in bad.output
+    never = runner.invoke(app, ["keys", "create", "x", "--collection", "a b", "--data-dir", str(data_dir)])
+    assert never.exit_code == 2 and "'a b' cannot be a collection's name" in never.output
     (stored,) = read_keys_file(data_dir / KEYS_FILE)
     assert stored.id == key_id and not stored.active
     assert token.split("_", 2)[2] not in (data_dir / KEYS_FILE).read_text()  # the secret is never stored
