@@ -80,8 +80,9 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
 def build_params(
     req: SamplingFields, *, max_tokens: int, logprobs: int | None, choice: int
 ) -> SamplingParams:
-    """SamplingParams for one choice. With a seed and n > 1, choice i uses seed + i so choices differ."""
-    seed = None if req.seed is None else req.seed + choice
+    """SamplingParams for one choice. With a seed and n > 1, choice i uses seed + i so choices differ (wrapped
+    within int64, so the largest seed a request may send still has n distinct ones)."""
+    seed = None if req.seed is None else (req.seed + choice + (1 << 63)) % (1 << 64) - (1 << 63)
     try:
         return SamplingParams(
             temperature=1.0 if req.temperature is None else req.temperature,
