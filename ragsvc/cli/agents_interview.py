@@ -47,7 +47,8 @@ def interview(
     batch_size: Annotated[int, typer.Option(help="questions sent to the model together")] = 8,
     json_out: Annotated[Path | None, typer.Option(
         "--json", callback=checked_out, help="answers + summary as JSON (resumed if it exists)")] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="write the Markdown report here")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", callback=checked_out, help="write the Markdown report here")] = None,
     note: Annotated[str | None, typer.Option(help="a line for the report (how the run was made, say)")] = None,
 ) -> None:
     """Interview RUN_DIR's agents in five categories and score the answers per condition."""

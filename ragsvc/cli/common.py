@@ -112,7 +112,7 @@ def checked_out(path: Path | None) -> Path | None:
     if path is None:
         return None
     if path.is_dir():
-        raise typer.BadParameter(f"{path} is a folder; give a file path such as {path / 'result.json'}")
+        raise typer.BadParameter(f"{path} is a folder; give the path of a file (in it, say)")
     existing = path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -21,7 +21,7 @@ def _flat(text: str) -> str:
 @pytest.mark.parametrize("command", [["load"], ["filter"], ["soak"], ["chat"], ["serving"], ["search"]])
 def test_a_folder_or_a_path_under_a_file_is_refused_before_the_run(tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "afile").write_text("x")
-    for out, says in ((tmp_path, "is a folder; give a file path"),
+    for out, says in ((tmp_path, "is a folder; give the path of a file"),
                       (tmp_path / "afile" / "sub" / "r.json", "is a file, so")):
         result = runner.invoke(app, [*command, "--json", str(out)])
         assert result.exit_code == 2, result.output
@@ -32,3 +32,10 @@ def test_a_folder_or_a_path_under_a_file_is_refused_before_the_run(tmp_path: Pat
 def test_a_missing_town_fails_the_chat_benchmark_before_any_server_starts(tmp_path: Path) -> None:
     result = runner.invoke(app, ["chat", "--town", str(tmp_path / "nowhere"), "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 2 and "town.toml: cannot read it" in result.output
+
+
+def test_the_interview_report_path_is_checked_before_the_model_loads(tmp_path: Path) -> None:
+    from ragsvc.cli.agents import app as agents_app
+
+    result = runner.invoke(agents_app, ["interview", str(tmp_path), "--report", str(tmp_path)])
+    assert result.exit_code == 2 and _flat("is a folder") in _flat(result.output)
