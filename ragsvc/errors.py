@@ -71,6 +71,11 @@ class NotFound(RagsvcError):
 class CollectionNotFound(NotFound):
     code = "collection_not_found"
 
+    def __init__(self, message: str, *, collection: str | None = None, cli_message: str | None = None) -> None:
+        super().__init__(message, cli_message=cli_message)
+        self.collection = collection
+        """The name asked for, when known: the CLI adds how to load the bundled sample when it is the sample."""
+
 
 class DocumentNotFound(NotFound):
     code = "document_not_found"

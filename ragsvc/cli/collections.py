@@ -94,9 +94,13 @@ def list_command(data_dir: DataDir = None) -> None:
 def delete_command(name: Annotated[str, typer.Argument(help="the collection to delete")],
                    data_dir: DataDir = None) -> None:
     """Delete a collection, its documents and its index files."""
+    from ragsvc.errors import CollectionNotFound
+
     store = open_store(data_dir)
     try:
         store.delete_collection(name)
+    except CollectionNotFound as exc:  # the usual message's "fill it with" would be odd advice here
+        raise fail(f"{store.catalog.absent(name)}; nothing was deleted") from exc
     except RagsvcError as exc:
         raise fail(exc) from exc
     finally:

@@ -83,8 +83,10 @@ def fail(exc: Exception | str) -> typer.Exit:
 def cli_text(exc: Exception | str) -> str:
     """An error as a terminal should say it: a ragsvc error's `cli_message` when it has one (the fix as a
     command, where the API's message names an HTTP request), else the error's own text."""
-    from ragsvc.errors import RagsvcError
+    from ragsvc.errors import CollectionNotFound, RagsvcError
 
+    if isinstance(exc, CollectionNotFound) and exc.collection == SAMPLE_COLLECTION and exc.cli_message:
+        return f"{exc.cli_message}; `ragsvc quickstart` or `ragsvc serve --sample` loads the bundled sample into it"
     if isinstance(exc, RagsvcError) and exc.cli_message:
         return exc.cli_message
     return str(exc)

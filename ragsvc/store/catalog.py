@@ -141,12 +141,23 @@ class Catalog:
             [name],
         )
         if not rows:
-            raise CollectionNotFound(
-                f"collection {name!r} does not exist; create it with POST /v1/collections",
-                cli_message=f"collection {name!r} does not exist; create it with `ragsvc collections create {name}`")
+            raise CollectionNotFound(f"collection {name!r} does not exist; create it with POST /v1/collections",
+                                     collection=name, cli_message=self._missing_for_cli(name))
         record = _collection_from_row(rows[0])
         self._records.fill({name: record}, generation=generation)
         return record
+
+    def absent(self, name: str) -> str:
+        """`collection 'x' does not exist (this data folder holds a, b)`: what the folder holds shows a typo."""
+        held = [r[0] for r in self._read("SELECT name FROM collections ORDER BY name LIMIT 11")]
+        holds = (f"this data folder holds {', '.join(held[:10])}{', ...' if len(held) > 10 else ''}" if held
+                 else "this data folder holds no collection yet")
+        return f"collection {name!r} does not exist ({holds})"
+
+    def _missing_for_cli(self, name: str) -> str:
+        """`ingest` creates a missing collection and fills it; `collections create` makes it empty."""
+        return (f"{self.absent(name)}; fill it with `ragsvc ingest FILES -c {name}`, or create it empty with "
+                f"`ragsvc collections create {name}`")
 
     def list_collections(self) -> list[CollectionRecord]:
         rows = self._read(

@@ -23,5 +23,22 @@ def test_a_missing_collection_is_created_with_the_cli_command(tmp_path: Path, co
     args = [*command, "nope"] if command[0] == "collections" else [*command, "--collection", "nope"]
     result = runner.invoke(app, [*args, "--data-dir", data])
     assert result.exit_code == 2, result.output
-    assert "error: collection 'nope' does not exist; create it with `ragsvc collections create nope`" in result.output
+    said = " ".join(result.output.split())
+    assert "error: collection 'nope' does not exist (this data folder holds no collection yet); " in said
+    if command[0] == "collections":
+        assert said.endswith("; nothing was deleted")
+    else:
+        assert "fill it with `ragsvc ingest FILES -c nope`, or create it empty with `ragsvc collections create nope`" \
+            in said
     assert "POST /v1" not in result.output
+
+
+def test_a_missing_collection_names_those_the_folder_holds_and_the_sample_says_how_to_load_it(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    for name in ("notes", "papers"):
+        assert runner.invoke(app, ["collections", "create", name, "--data-dir", data]).exit_code == 0
+    typo = runner.invoke(app, ["search", "tides", "-c", "paper", "--data-dir", data])
+    assert "collection 'paper' does not exist (this data folder holds notes, papers)" in typo.output
+    sample = " ".join(runner.invoke(app, ["ask", "why tides?", "--data-dir", data]).output.split())
+    assert "collection 'sample' does not exist" in sample
+    assert sample.endswith("`ragsvc quickstart` or `ragsvc serve --sample` loads the bundled sample into it")
