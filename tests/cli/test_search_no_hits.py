@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,6 @@ def test_a_search_with_no_hits_says_what_can_cause_it(data_dir: Path, args: list
 def test_a_search_with_hits_says_nothing_of_the_kind(data_dir: Path) -> None:
     result = runner.invoke(app, ["search", "tides", "-c", "earth", "--data-dir", str(data_dir)])
     assert result.exit_code == 0 and " 1. " in result.output and "no hits" not in result.output
+    # the time printed is the search's; the embedder's loading, when it took a while, is named apart
+    timing = result.output.splitlines()[-1]
+    assert re.fullmatch(r"\(hnsw.*; [\d.]+ ms(, after [\d.]+ s loading the embedder)?\)", timing)
