@@ -6,6 +6,7 @@ The model is the OpenAI-compatible server in RAGSVC_GENERATOR__URL when set, els
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -29,7 +30,8 @@ def ask(
     mode: Annotated[str, typer.Option(help="dense | lexical | hybrid")] = "hybrid",
     filter: FilterOption = None,
     flare: Annotated[bool, typer.Option("--flare", help="active retrieval: retrieve again when unsure")] = False,
-    theta: Annotated[float, typer.Option(help="FLARE: retrieve when a token's probability is below this")] = 0.4,
+    theta: Annotated[float | None, typer.Option(help="with --flare: retrieve when a token's probability is below "
+                                                     "this \\[default: 0.4]")] = None,
     max_tokens: Annotated[int, typer.Option(help="answer tokens at most")] = 256,
     short: Annotated[bool, typer.Option("--short", help="the answer alone (a name, a date, yes/no), cited")] = False,
     reasoning: Annotated[bool, typer.Option("--reasoning", help="a sentence per fact, then 'So the answer is X' "
@@ -51,10 +53,14 @@ def ask(
     config = settings(data_dir)
     if short and reasoning:
         raise typer.BadParameter("use --short or --reasoning, not both")
+    if theta is not None and not flare:
+        raise typer.BadParameter("--theta sets when FLARE retrieves again; add --flare, or leave --theta out")
     try:
         options = RetrievalOptions(mode=parse_fusion_mode(mode), k=k,
                                    filter=parse_filter(filter) if filter else None)
-        flare_options = FlareOptions(theta=theta, max_tokens=max_tokens) if flare else None
+        flare_options = FlareOptions(max_tokens=max_tokens) if flare else None
+        if flare_options is not None and theta is not None:
+            flare_options = dataclasses.replace(flare_options, theta=theta)
         answer_options = AnswerOptions(max_tokens=max_tokens, style=_style(short, reasoning))
         store = open_store(data_dir)
     except (ValueError, RagsvcError) as exc:

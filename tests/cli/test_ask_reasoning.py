@@ -81,3 +81,9 @@ def test_a_filter_no_passage_matches_is_said_and_nothing_is_made_up(data_dir: Pa
     assert "no passage of earth matched the question and the filter, so there is nothing to answer from" in \
         " ".join(result.output.split())
     assert "sources:" not in result.output  # no empty answer and sources list printed after it
+
+
+def test_theta_without_flare_is_refused_not_ignored(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ask", "why?", "--theta", "0.9", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2 and "add --flare" in " ".join(result.output.replace("│", "").split())
+    assert not (tmp_path / "data").exists()
