@@ -86,6 +86,17 @@ class ApiSettings(_Frozen):
             raise ValueError("api host is empty; use 127.0.0.1 (local) or 0.0.0.0 (all interfaces)")
         return host
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names_only(cls, names: list[str]) -> list[str]:
+        # a Host header is matched by its name alone, so a URL or a name with a port would never match
+        for name in names:
+            bare = name.strip().strip("[]")
+            if name != "*" and (not bare or any(c in bare for c in "/ @") or (":" in bare and bare.count(":") == 1)):
+                raise ValueError(f"allowed host {name!r} must be a host name or address alone (no scheme, port or "
+                                 "path), e.g. rag.example.com, 10.0.0.5 or ::1; '*' accepts any")
+        return names
+
 
 class IndexLimitSettings(_Frozen):
     """Upper bounds on a new collection's index parameters (see ragsvc.index.spec.IndexLimits for why each

@@ -51,8 +51,14 @@ def _describe_settings_error(exc: Any, *, section: str | None) -> str:
     loc = [str(part) for part in err.get("loc", ())]
     path = [section, *loc] if section else loc
     variable = "RAGSVC_" + "__".join(part.upper() for part in path)
-    flag = f"the --{loc[-1].replace('_', '-')} option or " if section else ""
-    return f"{'.'.join(path)}: {err.get('msg', 'invalid')} (got {err.get('input')!r}); fix {flag}{variable}"
+    name = _FLAG_NAMES.get(loc[-1], "--" + loc[-1].replace("_", "-"))
+    flag = f"the {name} option or " if section else ""
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's prefix for our own checks
+    return f"{'.'.join(path)}: {message} (got {err.get('input')!r}); fix {flag}{variable}"
+
+
+_FLAG_NAMES = {"allowed_hosts": "--allowed-host"}
+"""API settings whose flag is not the field's name with dashes (a repeatable flag is named in the singular)."""
 
 
 def open_store(data_dir: Path | None) -> VectorStore:

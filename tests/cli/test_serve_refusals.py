@@ -61,6 +61,23 @@ def test_a_port_out_of_range_is_one_line_not_a_validation_traceback(tmp_path: Pa
             _one_error_line(result.output)
 
 
+@pytest.mark.parametrize("given", ["", "http://rag.example.com", "rag.example.com:8000", "a b"])
+def test_an_allowed_host_that_could_never_match_a_host_header_is_refused(tmp_path: Path, given: str) -> None:
+    for command in (["serve"], ["serve-model"]):
+        result = runner.invoke(app, [*command, "--allowed-host", given, "--data-dir", str(tmp_path / "data")])
+        assert result.exit_code == 2, result.output
+        line = _one_error_line(result.output)
+        assert f"allowed host {given!r} must be a host name or address alone" in line
+        assert line.endswith("fix the --allowed-host option or RAGSVC_API__ALLOWED_HOSTS")
+
+
+def test_host_names_addresses_and_the_wildcard_are_allowed_hosts() -> None:
+    from ragsvc.config import ApiSettings
+
+    names = ["rag.example.com", "10.0.0.5", "::1", "[::1]", "*"]
+    assert ApiSettings(allowed_hosts=names).allowed_hosts == names
+
+
 def _one_error_line(output: str) -> str:
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in output, output
