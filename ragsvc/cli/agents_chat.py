@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -48,8 +49,16 @@ def chat(
                 break
             if line in QUIT:
                 break
-            if line:
+            if not line:
+                continue
+            try:
                 _say(client, session_id, line, name, max_tokens)
+            except KeyboardInterrupt:  # Ctrl-C stops a long reply, not the conversation
+                typer.secho("\n(reply stopped)", dim=True)
+            except httpx.TransportError as exc:
+                typer.echo()
+                typer.secho(f"error: lost the server at {client.base_url} ({exc})", fg="red", err=True)
+                break
     typer.echo(f"session {session_id} kept; continue it with: ragsvc agents chat {name} --session {session_id}")
 
 
@@ -73,10 +82,10 @@ def _open(client: Any, name: str, session: str | None, user: str) -> str:
 
     try:
         if session is None:
-            created = _check(client.post(f"/v1/agents/{name}/sessions", json={"user": user}))
+            created = _check(client.post(f"/v1/agents/{quote(name, safe='')}/sessions", json={"user": user}))
             typer.echo(f"session {created['id']} with {name}")
             return str(created["id"])
-        history = _check(client.get(f"/v1/sessions/{session}"))
+        history = _check(client.get(f"/v1/sessions/{quote(session, safe='')}"))
     except httpx.TransportError as exc:
         raise _fail(f"cannot reach {client.base_url} ({exc}); start the server with `ragsvc serve --with-model` "
                     "or pass --url") from exc
@@ -89,6 +98,7 @@ def _open(client: Any, name: str, session: str | None, user: str) -> str:
 
 def _say(client: Any, session_id: str, content: str, name: str, max_tokens: int | None) -> None:
     body: dict[str, Any] = {"content": content, "stream": True}
+    session_id = quote(session_id, safe="")
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
     with client.stream("POST", f"/v1/sessions/{session_id}/messages", json=body) as response:
