@@ -21,6 +21,7 @@ from ragsvc.cli.bench import app as bench_app
 from ragsvc.cli.bench_profile import decode_profile_command  # noqa: F401  (registers bench decode-profile)
 from ragsvc.cli.collections import app as collections_app
 from ragsvc.cli.eval import app as eval_app
+from ragsvc.cli.help_text import unwrap_all
 from ragsvc.cli.ingest import app as ingest_app
 from ragsvc.cli.keys import app as keys_app
 from ragsvc.cli.llm import app as llm_app
@@ -45,6 +46,7 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
 app.add_typer(rerank_app, name="rerank")
+unwrap_all(app)
 
 
 QUIET_COMMANDS = frozenset({"search", "ingest", "collections", "keys", "repo"})
