@@ -53,6 +53,8 @@ def ask(
     config = settings(data_dir)
     if short and reasoning:
         raise typer.BadParameter("use --short or --reasoning, not both")
+    if stream and as_json:  # the streamed text would come before the JSON and make stdout unparsable
+        raise typer.BadParameter("use --stream or --json, not both")
     if theta is not None and not flare:
         raise typer.BadParameter("--theta sets when FLARE retrieves again; add --flare, or leave --theta out")
     try:

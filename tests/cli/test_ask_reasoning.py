@@ -87,3 +87,8 @@ def test_theta_without_flare_is_refused_not_ignored(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ask", "why?", "--theta", "0.9", "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 2 and "add --flare" in " ".join(result.output.replace("│", "").split())
     assert not (tmp_path / "data").exists()
+
+
+def test_stream_and_json_together_are_refused(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ask", "why?", "--stream", "--json", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2 and "--stream or --json, not both" in result.output
