@@ -116,6 +116,9 @@ def _prepare(config: Settings, *, sample: bool, with_model: bool) -> list[Extens
             raise fail(exc) from exc
         check_model(engine_config)
         extensions.append(model_extension(engine_config))
+        if config.generator.url:  # the URL wins (answer/composition.py): say so, the model is loaded regardless
+            typer.secho(f"note: RAGSVC_GENERATOR__URL is set, so answers, HyDE and chats use {config.generator.url}; "
+                        "the model hosted here serves only its /v1 OpenAI routes", fg=typer.colors.YELLOW, err=True)
     else:  # a hosted model sets its own threads (RAGSVC_MODEL__NUM_THREADS) and shares them with the embedder
         from ragsvc.retrieval.embed_batcher import lanes_for, limit_model_threads, threads_per_lane
 

@@ -90,3 +90,23 @@ def test_the_model_servers_curl_line_quotes_for_the_shell_and_sends_a_key_when_k
     assert "keys create" in lines[1]
     assert lines[2].startswith('  curl -s -H "authorization: Bearer $RAGSVC_KEY" http://127.0.0.1:8001/v1/chat/')
     assert """"model": "o'\\''brien\"""" in lines[2]
+
+
+def test_a_generator_url_beside_a_hosted_model_is_pointed_out(tmp_path: Path) -> None:
+    from tests.llm.conftest import MODEL_CACHE
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",  # the suite's de-quantised weights
+           "RAGSVC_GENERATOR__URL": "http://127.0.0.1:9/v1", "RAGSVC_MODEL__CACHE_DIR": str(MODEL_CACHE)}
+    server = subprocess.Popen([sys.executable, "-c", "from ragsvc.cli import main; main()", "serve", "--with-model",
+                               "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = threading.Timer(120, server.kill)
+    deadline.start()
+    try:
+        assert server.stderr is not None
+        note = next(line for line in server.stderr if line.startswith("note:"))
+        assert "RAGSVC_GENERATOR__URL is set, so answers, HyDE and chats use http://127.0.0.1:9/v1" in note
+    finally:  # killed: the note comes before the model loads, and nothing here needs a clean shutdown
+        deadline.cancel()
+        server.kill()
+        server.wait(timeout=60)
