@@ -83,14 +83,15 @@ def generate(
 
 @app.command("decode-check")
 def decode_check(
-    batch: Annotated[int, typer.Option(help="prompts decoded together")] = 32,
-    new_tokens: Annotated[int, typer.Option(help="tokens generated per prompt (EOS ignored)")] = 64,
-    threads: Annotated[int, typer.Option(help="torch threads for both systems")] = 1,
+    batch: Annotated[int, typer.Option(min=1, max=1024, help="prompts decoded together")] = 32,
+    new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="tokens generated per prompt (EOS ignored)")] = 64,
+    threads: Annotated[int, typer.Option(min=1, max=1024, help="torch threads for both systems")] = 1,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "bfloat16",
     model: Annotated[str, typer.Option(help="packaged alias or HF folder")] = "smollm2",
     cache_dir: Annotated[str | None, typer.Option(help="where de-quantised weights are cached")] = None,
-    rounds: Annotated[int, typer.Option(help="timed rounds of each system")] = 2,
-    context_repeats: Annotated[int, typer.Option(help="background sentences mixed into the prompts")] = 0,
+    rounds: Annotated[int, typer.Option(min=1, max=100, help="timed rounds of each system")] = 2,
+    context_repeats: Annotated[int, typer.Option(min=0, max=1000,
+                                                 help="background sentences mixed into the prompts")] = 0,
 ) -> None:
     """Batched greedy decode, ragsvc's engine vs HF transformers in this process; tok/s as JSON."""
     from ragsvc.serving.decode_check import run_decode_check
