@@ -148,6 +148,11 @@ def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) ->
             if not found:
                 yield NoText(path.as_posix())
             return
+        size = path.stat().st_size
+        if size > 4 * max_document_chars:  # past the limit whatever the encoding (UTF-8: <= 4 bytes a character),
+            yield Unreadable(path.as_posix(), f"file of {size} bytes; a document is at most {max_document_chars} "
+                                              "characters: split it into several")  # so it is never read whole
+            return
         text = _decode(path.read_bytes().removeprefix(_BOM), path.as_posix())
     except OSError as exc:
         yield Unreadable(path.as_posix(), f"cannot read the file ({exc.strerror or exc}); check it exists and "

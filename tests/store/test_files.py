@@ -41,13 +41,13 @@ def test_unreadable_and_non_utf8_files_and_too_long_documents(tmp_path):
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"caf\xe9 au lait")
     big = tmp_path / "big.md"
-    big.write_text("word " * 2_100_000)  # about 10 MB
+    big.write_text("word " * 500_000)  # 2.5 M characters: over the 2 M limit, under 4 bytes a character of it
     fine = tmp_path / "fine.md"
     fine.write_text("# Title\n\nBody.")
     (entry,) = read_entries(latin)
     assert isinstance(entry, Unreadable) and entry.where.endswith("latin.txt") and "not UTF-8" in entry.reason
     (entry,) = read_entries(big)
-    assert isinstance(entry, Unreadable) and "10500000 characters" in entry.reason and "split" in entry.reason
+    assert isinstance(entry, Unreadable) and "2500000 characters" in entry.reason and "split" in entry.reason
     (entry,) = read_entries(fine)
     assert not isinstance(entry, Unreadable) and entry.metadata["type"] == "md"
     scan = scan_entries([latin, big, fine])
@@ -137,3 +137,11 @@ def test_a_line_nested_too_deeply_for_the_parser_costs_that_line_only(tmp_path):
     entries = list(read_entries(path))
     assert isinstance(entries[0], Unreadable) and "nested too deeply" in entries[0].reason
     assert entries[1].id == "y"
+
+
+def test_a_file_far_past_the_limit_is_refused_by_its_size_without_being_read(tmp_path):
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as handle:
+        handle.truncate(64 << 30)  # sparse: reading it would take minutes and 64 GB of memory
+    (entry,) = read_entries(huge, max_document_chars=1000)
+    assert isinstance(entry, Unreadable) and entry.reason.startswith(f"file of {64 << 30} bytes; a document is at")
