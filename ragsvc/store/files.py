@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -139,10 +140,15 @@ def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) ->
         if path.suffix.lower() == ".jsonl":
             found = False
             with path.open("rb") as lines:
-                for lineno, raw in enumerate(lines, start=1):
-                    if lineno == 1:
+                for lineno, raw in enumerate(_bounded_lines(lines, _line_limit(max_document_chars)), start=1):
+                    if lineno == 1 and raw is not None:
                         raw = raw.removeprefix(_BOM)
-                    if raw.strip():
+                    if raw is None:
+                        found = True
+                        yield Unreadable(f"{path.as_posix()}:{lineno}", f"line of more than "
+                                         f"{_line_limit(max_document_chars)} bytes; a document is at most "
+                                         f"{max_document_chars} characters: split it into several")
+                    elif raw.strip():
                         found = True
                         yield _jsonl_entry(path, lineno, raw, max_document_chars)
             if not found:
@@ -203,6 +209,23 @@ def scan_entries(files: list[Path], *, max_document_chars: int = MAX_DOCUMENT_CH
     _, counts = np.unique(np.frombuffer(digests, dtype=np.int64), return_counts=True)
     repeated = counts[counts > 1]
     return Scan(total, tuple(bad), num_bad, repeated_ids=len(repeated), repeated_entries=int(repeated.sum()))
+
+
+def _line_limit(max_document_chars: int) -> int:
+    """Bytes a .jsonl line may hold: the longest document at 4 bytes a character (UTF-8), plus its metadata."""
+    return 4 * max_document_chars + (1 << 20)
+
+
+def _bounded_lines(handle: BinaryIO, limit: int) -> Iterator[bytes | None]:
+    """The lines of `handle`, each read at most `limit` bytes at a time: a longer line is skipped to its end in
+    pieces and given as None, so one line with no newline in a huge file never fills the memory."""
+    while raw := handle.readline(limit + 1):
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while raw and not raw.endswith(b"\n"):
+            raw = handle.readline(1 << 20)
+        yield None
 
 
 _BOM = b"\xef\xbb\xbf"

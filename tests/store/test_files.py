@@ -145,3 +145,15 @@ def test_a_file_far_past_the_limit_is_refused_by_its_size_without_being_read(tmp
         handle.truncate(64 << 30)  # sparse: reading it would take minutes and 64 GB of memory
     (entry,) = read_entries(huge, max_document_chars=1000)
     assert isinstance(entry, Unreadable) and entry.reason.startswith(f"file of {64 << 30} bytes; a document is at")
+
+
+def test_a_jsonl_line_past_the_limit_costs_that_line_only_and_is_read_in_pieces(tmp_path):
+    path = tmp_path / "long.jsonl"
+    long_line = '{"id": "long", "text": "' + "x" * 6_000_000 + '"}\n'  # 6 MB on one line
+    path.write_text('{"id": "a", "text": "first"}\n' + long_line + '{"id": "b", "text": "last"}')
+    entries = list(read_entries(path, max_document_chars=1000))  # a line may hold 4 kB + 1 MiB of metadata
+    assert [e.id for e in entries if not isinstance(e, Unreadable)] == ["a", "b"]
+    (bad,) = [e for e in entries if isinstance(e, Unreadable)]
+    assert bad.where.endswith("long.jsonl:2") and "line of more than 1052576 bytes" in bad.reason
+    entries = list(read_entries(path))  # under the default limit the same line is read, and refused by length
+    assert "6000000 characters" in next(e for e in entries if isinstance(e, Unreadable)).reason
