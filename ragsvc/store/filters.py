@@ -63,6 +63,10 @@ def compile_filter(filter_: dict[str, Any], *, column: str = "metadata", limits:
 
 
 def _ops(field: Any, condition: Any) -> list[tuple[str, Any]]:
+    if isinstance(field, str) and field.startswith("$"):  # $and / $or / $not, as other stores spell them
+        raise InvalidInput(f"filter operator {field!r} is not supported at the top: a filter's keys are ANDed, "
+                           "and alternatives of one field are {\"field\": {\"$in\": [...]}}; operators go "
+                           f"inside a field: {', '.join(OPERATORS)}")
     if not isinstance(field, str) or not _FIELD.fullmatch(field):
         raise InvalidInput(f"filter field {field!r} is not a valid metadata key (letters, digits, _ . -)")
     if not isinstance(condition, dict):

@@ -56,6 +56,7 @@ def test_filter_selects_matching_rows(table, filter_, expected):
         ({"a'); DROP TABLE t; --": 1}, "not a valid metadata key"),
         ({"lang": {}}, "has no operator"),
         ({"lang": [1, 2]}, "must be a string, number"),
+        ({"$or": [{"lang": "python"}, {"lang": "go"}]}, r"'\$or' is not supported at the top: .* \$in"),
     ],
 )
 def test_bad_filters_are_refused_with_a_reason(table, filter_, message):
