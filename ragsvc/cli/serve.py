@@ -134,10 +134,7 @@ def _prepare(config: Settings, *, sample: bool, with_model: bool) -> list[Extens
 def try_lines(base: str, *, collections: list[str], with_model: bool, keys_on: bool) -> str:
     """The ready line and `curl` commands that work on this server as it is: a search of the sample, or of a
     collection it holds, or, with none, how to add one. With keys on, each command sends one from $RAGSVC_KEY."""
-    auth = " -H \"authorization: Bearer $RAGSVC_KEY\"" if keys_on else ""
-    lines = [f"ready on {base} (console: {base}/, docs: {base}/docs). Try:"]
-    if keys_on:
-        lines.append("  (API keys are on: set RAGSVC_KEY to one of yours; `ragsvc keys create NAME` makes one)")
+    auth, lines = _key_lines(f"ready on {base} (console: {base}/, docs: {base}/docs). Try:", keys_on)
     if SAMPLE_COLLECTION in collections:
         name, question = SAMPLE_COLLECTION, "how does paged attention save memory?"
     elif collections:
@@ -262,11 +259,17 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 def model_try_lines(base: str, *, model: str, keys_on: bool) -> str:
     """The model server's ready line and a chat request that works on it as it is (see `try_lines`)."""
-    auth = " -H \"authorization: Bearer $RAGSVC_KEY\"" if keys_on else ""
-    lines = [f"ready on {base}/v1 (docs: {base}/docs). Try:"]
-    if keys_on:
-        lines.append("  (API keys are on: set RAGSVC_KEY to one of yours; `ragsvc keys create NAME` makes one)")
+    auth, lines = _key_lines(f"ready on {base}/v1 (docs: {base}/docs). Try:", keys_on)
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is paged attention?"}],
                        "max_tokens": 64}).replace("'", "'\\''")  # a quote in a model's name, for the shell
     lines.append(f"  curl -s{auth} {base}/v1/chat/completions -H 'content-type: application/json' -d '{body}'")
     return "\n".join(lines)
+
+
+def _key_lines(ready: str, keys_on: bool) -> tuple[str, list[str]]:
+    """The `curl` option that sends a key from $RAGSVC_KEY when keys are on, and the ready line (plus one that
+    says where the key comes from)."""
+    if not keys_on:
+        return "", [ready]
+    return (" -H \"authorization: Bearer $RAGSVC_KEY\"",
+            [ready, "  (API keys are on: set RAGSVC_KEY to one of yours; `ragsvc keys create NAME` makes one)"])
