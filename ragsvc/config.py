@@ -43,8 +43,9 @@ class EmbedSettings(_Frozen):
         "auto", description="auto: the OpenVINO model quantised to int8 (NNCF, fixed calibration sample) where nncf "
                             "is installed, it agreed with float32 and measured faster than the float model here")
     lean_forward: Literal["traced", "eager", "off"] = Field(
-        "traced", description="torch float32 batches of a BERT model run through a lean forward pass (fused Q/K/V, "
-                              "no per-module wrappers) once it matched transformers' own on a fixed sample; traced: "
+        "traced", description="torch batches of a BERT model (float32, or bfloat16 where chosen) run through a lean "
+                              "forward pass (fused Q/K/V, no per-module wrappers) once it matched transformers' own "
+                              "on a fixed sample; traced: "
                               "as one TorchScript graph, which holds no GIL between operations; off: transformers' "
                               "own")
 

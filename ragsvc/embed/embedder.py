@@ -123,11 +123,12 @@ class SentenceTransformerEmbedder:
         autocast in a precision checked against float32 ("auto": measured, and cached under `choice_dir`),
         batches sorted by token count; and `backend` "auto" or "openvino" lets a locally converted OpenVINO
         model run the batches where it agrees and measures faster (`openvino_path.py`), and `quantize` lets
-        that model be its int8 copy under the same checks (`openvino_int8.py`); `lean_forward` lets torch float32
-        batches of a BERT model run through `lean_bert.py` where it matches the model's own forward ("traced":
-        as a TorchScript graph, `traced_forward.py`). None changes the id. Where that lean forward serves
-        torch float32 and the folder's direct loading has matched sentence-transformers' on this machine
-        (`bert_folder.py`, recorded under `choice_dir`), the model loads without sentence-transformers.
+        that model be its int8 copy under the same checks (`openvino_int8.py`); `lean_forward` lets torch
+        batches of a BERT model (float32, or bfloat16 where chosen) run through `lean_bert.py` where it matches
+        the model's own forward ("traced": as a TorchScript graph, `traced_forward.py`). None changes the id.
+        Where that lean forward serves torch float32 and the folder's direct loading has matched
+        sentence-transformers' on this machine (`bert_folder.py`, recorded under `choice_dir`), the model loads
+        without sentence-transformers.
         Unset, texts go through sentence-transformers' own `encode`, as before."""
         path = resolve_model_path(name_or_path)
         fast_wanted = precision is not None or sort_by_length

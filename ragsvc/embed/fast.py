@@ -6,7 +6,8 @@ differ from sentence-transformers' `encode` in two ways, each optional:
 
 - batches are cut from the texts sorted by token count (`batching.py`), so little compute goes to padding;
 - the model runs under autocast in the precision `precision.py` chose: bfloat16 on a CPU where it measured
-  faster, float16 or bfloat16 on CUDA, float32 otherwise. Pooling and normalisation run in float32.
+  faster, float16 or bfloat16 on CUDA, float32 otherwise (a BERT model on a CPU: its lean forward in that
+  precision, `lean_bert.py`, once checked). Pooling and normalisation run in float32.
 
 The embedder id does not change with the precision or the batching. Both are ways of computing the same
 function: a path is used only after its vectors agreed with float32 on a fixed sample (mean cosine >= 0.99,
@@ -69,11 +70,15 @@ BACKEND_CHOICE_VERSION = 2
 """In the backend choice's cache key: 2 measures queries apart from documents."""
 TIMED_REPEATS = 3
 """The precision check times each path this many times and keeps the best (a shared machine adds noise)."""
-LEAN_VERSION = 3
+LEAN_VERSION = 4
 """In the lean check's cache key: a change to `lean_bert.py` or `traced_forward.py` checks again."""
 LEAN_TOLERANCE = 1e-4
 """Largest element difference of normalised vectors the lean forward may show against transformers' (float32
 sums in another order give ~1e-7)."""
+LEAN_BF16_MIN_COSINE = 0.999
+"""Least cosine of each lean bfloat16 vector to the model's own float32 vector on the check sample. bfloat16
+rounding leaves MiniLM's at >= 0.99996 (transformers under autocast: the same); a wrong weight, layout or mask
+falls far below, while the precision check's own bar (`precision.MIN_COSINE`) would let a slight error pass."""
 LEAN_CHECK_TEXTS = CHECK_TEXTS[:-1]
 """What the lean forward is checked on at every load: the check sample short of its 400-token text, which
 only tests truncation (the tokenizer's, shared by both forwards) and would double the check's cost."""
@@ -123,7 +128,8 @@ class FastPath:
     query_runner: OpenVinoEncoder | None = None
     """What runs queries' batches where OpenVINO measured faster for them (`BackendChoice.query_backend`)."""
     lean: LeanBert | None = None
-    """Torch float32 batches run through this forward instead of transformers' (`lean_bert.py`, `with_lean`)."""
+    """Torch batches run through this forward (in the chosen precision) instead of transformers' (`lean_bert.py`,
+    `with_lean`)."""
 
     def for_queries(self) -> FastPath:
         """This path as queries take it: their own runner (None: torch)."""
@@ -159,7 +165,8 @@ def encode(model: Model, texts: Sequence[str], path: FastPath, *,
     if path.runner is not None and precision is None:
         outputs = [path.runner([texts[i] for i in rows]) for rows in batches]
     else:  # an explicit precision is the model's own forward in it: the reference every other path is checked by
-        lean = path.lean if precision is None and path.precision == "float32" else None
+        lean = path.lean if precision is None and path.lean is not None and path.lean.precision == path.precision \
+            else None
         outputs = [_forward(model, [texts[i] for i in rows], precision or path.precision, lean) for rows in batches]
     return restore_order(batches, outputs, len(texts))  # (n, dim)
 
@@ -175,15 +182,15 @@ def token_counts(model: Model, texts: Sequence[str], max_seq_length: int) -> lis
 
 def _forward(model: Model, texts: list[str], precision: Precision,
              lean: LeanBert | None = None) -> np.ndarray:
-    """One batch through the model under autocast (float32: none), or through `lean` (float32 only); pooled
-    output normalised in float32."""
+    """One batch through the model under autocast (float32: none), or through `lean` (which computes in
+    `precision` itself); pooled output normalised in float32."""
     import torch
 
     features = model.preprocess(texts)
     if model.device.type != "cpu":
         features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
-    if lean is not None and dtype is None:
+    if lean is not None:
         with torch.inference_mode():
             pooled = lean(features["input_ids"], features["attention_mask"], features.get("token_type_ids"))
     else:
@@ -237,44 +244,55 @@ def choose(model: Model, setting: PrecisionSetting, *, model_dir: Path, batch_si
 
 def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting = "traced", *,
               model_dir: Path | None = None, choice_dir: Path | None = None) -> FastPath:
-    """`path` with `lean_bert.LeanBert` running its torch float32 batches, where the model qualifies and the
-    lean forward's vectors match the model's own on the check sample within LEAN_TOLERANCE; else `path` as it
-    is, the reason logged. "traced" also traces it (`traced_forward.py`) where that agrees too.
+    """`path` with `lean_bert.LeanBert` running its torch batches in the path's precision (float32, or
+    bfloat16 on a CPU), where the model qualifies and the lean forward agrees with the model's own on the
+    check sample (float32: within LEAN_TOLERANCE of its float32 forward; bfloat16: each vector at cosine
+    LEAN_BF16_MIN_COSINE or more to it); else `path` as it is, the reason logged. "traced" also traces it
+    (`traced_forward.py`) where that agrees too.
 
     The checks cost about a second on a slow CPU, so a pass is remembered for `model_dir` in this process (a
     server's embedding lanes are copies of one model) and, with `choice_dir`, on this machine like the
     precision choice (a server restarts in seconds); a failure is never remembered, so it is checked again."""
     import torch
 
-    if setting == "off" or path.precision != "float32" or (path.runner is not None and path.query_runner is not None):
+    precision = path.precision
+    if setting == "off" or precision not in ("float32", "bfloat16") or (
+            path.runner is not None and path.query_runner is not None):
         return path
-    lean, why = lean_encoder(model)
+    lean, why = lean_encoder(model, "bfloat16" if precision == "bfloat16" else "float32")
     if lean is None:
         logger.info("embedder forward: transformers' own (%s)", why)
         return path
-    key = None if model_dir is None else (str(model_dir), setting)
+    key = None if model_dir is None else (str(model_dir), setting, precision)
     cache = None
     if model_dir is not None and choice_dir is not None:
-        digest = choice_key(model_dir=model_dir, device=f"lean-v{LEAN_VERSION}-{setting}", cpu=_hardware(),
-                            torch_version=str(torch.__version__), batch_size=0, threads=0)
+        digest = choice_key(model_dir=model_dir, device=f"lean-v{LEAN_VERSION}-{setting}-{precision}",
+                            cpu=_hardware(), torch_version=str(torch.__version__), batch_size=0, threads=0)
         cache = choice_dir / f"lean-{digest}.json"
     if key in _LEAN_PASSED or (cache is not None and cache.exists()):
         if setting == "traced":
             lean.traced = traced_forward.trace(lean, ())
         if key is not None:
             _LEAN_PASSED.add(key)
-        if model_dir is not None and choice_dir is not None:
+        if model_dir is not None and choice_dir is not None and precision == "float32":
             _record_folder(model, model_dir, path, setting, choice_dir)
         return replace(path, lean=lean)
     texts = list(LEAN_CHECK_TEXTS)
     own = encode(model, texts, path, precision="float32")
     mine = encode(model, texts, replace(path, runner=None, query_runner=None, lean=lean))
-    worst = float(np.abs(own - mine).max())
-    if worst > LEAN_TOLERANCE:
-        logger.warning("embedder forward: transformers' own; the lean forward differed by %.2g on the check sample "
-                       "(allowed %.0e)", worst, LEAN_TOLERANCE)
+    if precision == "float32":
+        worst = float(np.abs(own - mine).max())
+        failed = worst > LEAN_TOLERANCE
+        measured, allowed = f"differed by {worst:.2g}", f"allowed {LEAN_TOLERANCE:.0e}"
+    else:
+        worst = float(np.einsum("nd,nd->n", own, mine).min())  # both sides are unit rows
+        failed = not worst >= LEAN_BF16_MIN_COSINE
+        measured, allowed = f"reached cosine {worst:.5f} to float32", f"needs {LEAN_BF16_MIN_COSINE}"
+    if failed:
+        logger.warning("embedder forward: transformers' own; the lean %s forward %s on the check sample (%s)",
+                       precision, measured, allowed)
         return path
-    logger.info("embedder forward: lean (%s; max |difference| %.1g on the check sample)", why, worst)
+    logger.info("embedder forward: lean %s (%s; %s on the check sample)", precision, why, measured)
     if setting == "traced":
         lean.traced = traced_forward.trace(lean, _check_batches(model, texts))
         if lean.traced is None:
@@ -282,8 +300,9 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
     if key is not None:
         _LEAN_PASSED.add(key)
     if cache is not None:
-        save_measured_choice(cache, {"setting": setting, "max_difference": worst}, what="lean forward")
-    if model_dir is not None and choice_dir is not None:
+        save_measured_choice(cache, {"setting": setting, "precision": precision, "measured": worst},
+                             what="lean forward")
+    if model_dir is not None and choice_dir is not None and precision == "float32":
         _record_folder(model, model_dir, path, setting, choice_dir)
     return replace(path, lean=lean)
 
@@ -302,7 +321,7 @@ def checked_folder(model_dir: Path, setting: LeanSetting, *, choice_dir: Path | 
         return None
     if setting == "traced":
         folder.lean.traced = traced_forward.trace(folder.lean, ())
-    _LEAN_PASSED.add((str(model_dir), setting))
+    _LEAN_PASSED.add((str(model_dir), setting, "float32"))  # the folder loads float32 only
     logger.info("embedder loaded without sentence-transformers (%s; checked against it on this machine)", why)
     return folder
 
@@ -393,8 +412,8 @@ def _tokenization_mismatch(model: SentenceTransformer, folder: BertFolderModel) 
     return None
 
 
-_LEAN_PASSED: set[tuple[str, LeanSetting]] = set()
-"""Model folders (and settings) whose lean forward passed its checks in this process."""
+_LEAN_PASSED: set[tuple[str, LeanSetting, Precision]] = set()
+"""Model folders (with setting and precision) whose lean forward passed its checks in this process."""
 
 
 def _check_batches(model: SentenceTransformer, texts: Sequence[str]) -> list[traced_forward.Features]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from ragsvc.embed import fast as fast_module
-from ragsvc.embed.embedder import SentenceTransformerEmbedder
+from ragsvc.embed.embedder import SentenceTransformerEmbedder, resolve_model_path
 from ragsvc.embed.lean_bert import LeanBert, layout_for, lean_encoder, unsupported_reason
 from ragsvc.embed.traced_forward import TracedForward, trace
 
@@ -198,7 +199,7 @@ def test_a_lean_forward_that_disagrees_is_not_used_nor_remembered(monkeypatch, c
         embedder = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch",
                                                lean_forward="traced", choice_dir=tmp_path)
     assert embedder.fast_path is not None and embedder.fast_path.lean is None
-    assert "lean forward differed" in caplog.text
+    assert "lean float32 forward differed" in caplog.text
     assert not list(tmp_path.glob("lean-*.json")) and not fast_module._LEAN_PASSED
 
 
@@ -221,3 +222,86 @@ def test_copies_of_one_model_are_checked_once_per_process_and_machine(monkeypatc
         assert embedder.fast_path is not None and embedder.fast_path.lean is not None
         assert embedder.fast_path.lean.traced is not None
     assert first.fast_path.lean is not second.fast_path.lean  # each copy runs its own weights
+
+
+def _autocast_reference(bert, ids, mask, types, pooling: str) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return _reference(bert, ids, mask, types, pooling).float()
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=1)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize(("batch", "tokens"), [(1, 2), (3, 9), (7, 40)])
+def test_the_lean_bfloat16_forward_rounds_as_autocast_does(tiny_bert, pooling, batch, tokens):
+    lean = LeanBert.from_module(tiny_bert, pooling, "bfloat16")
+    assert lean.layers[0].qkv_weight.dtype == torch.bfloat16 and lean.layers[0].norm1_weight.dtype == torch.float32
+    ids, mask, types = _batch(batch, tokens, seed=batch * 100 + tokens)
+    with torch.inference_mode():
+        mine = lean(ids, mask, types)
+        padded = lean.encode(ids, mask, types, layout="padded")
+    assert mine.dtype == torch.float32
+    exact = _reference(tiny_bert, ids, mask, types, pooling)
+    autocast = _autocast_reference(tiny_bert, ids, mask, types, pooling)
+    # bfloat16 rounding moves each vector a little, as much as autocast's does, and the same way
+    assert float(_cosines(mine, exact).min()) >= 0.999
+    assert float(_cosines(mine, autocast).min()) >= 0.999
+    assert float((mine - exact).abs().max()) <= 4 * float((autocast - exact).abs().max()) + 1e-3
+    assert not torch.equal(mine, LeanBert.from_module(tiny_bert, pooling)(ids, mask, types))  # it is bfloat16
+    torch.testing.assert_close(padded, mine, atol=1e-2, rtol=1e-2)  # packed (a padded batch) and padded
+
+
+def test_the_bfloat16_graph_is_traced_and_matches_its_eager_forward(tiny_bert):
+    lean = LeanBert.from_module(tiny_bert, "mean", "bfloat16")
+    check = [_batch(3, 9, seed=1), _batch(1, 5, seed=2)]
+    traced = trace(lean, check)
+    assert traced is not None
+    ids, mask, types = _batch(5, 23, seed=3)
+    with torch.inference_mode():
+        torch.testing.assert_close(traced(ids, mask, types), lean.encode(ids, mask, types, layout=layout_for(mask)),
+                                   atol=1e-6, rtol=1e-5)
+
+
+def _bf16_path(minilm) -> fast_module.FastPath:
+    choice = fast_module.PrecisionChoice("bfloat16", "bfloat16: chosen by the test")
+    return fast_module.FastPath(choice, 32, minilm.max_seq_length)
+
+
+def test_a_bfloat16_path_runs_the_lean_forward_in_bfloat16(minilm, minilm_model, monkeypatch, tmp_path):
+    monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())
+    plain = _bf16_path(minilm)
+    path = fast_module.with_lean(minilm_model, plain, "traced", model_dir=resolve_model_path("minilm"),
+                                 choice_dir=tmp_path)
+    assert path.lean is not None and path.lean.precision == "bfloat16" and path.lean.traced is not None
+    assert path.label == "bfloat16-lean-traced"
+    saved = list(tmp_path.glob("lean-*.json"))
+    assert len(saved) == 1 and '"precision": "bfloat16"' in saved[0].read_text()
+    mine = fast_module.encode(minilm_model, TEXTS, path)
+    autocast = fast_module.encode(minilm_model, TEXTS, plain)  # transformers' forward under bfloat16 autocast
+    exact = fast_module.encode(minilm_model, TEXTS, plain, precision="float32")
+    assert np.einsum("nd,nd->n", mine, exact).min() >= fast_module.LEAN_BF16_MIN_COSINE
+    assert np.einsum("nd,nd->n", mine, autocast).min() >= 0.9999
+    # a float32 path of the same folder is checked on its own: the bfloat16 pass is no float32 pass
+    f32 = fast_module.with_lean(minilm_model, replace(plain, choice=fast_module.PrecisionChoice("float32", "t")),
+                                "eager", model_dir=resolve_model_path("minilm"), choice_dir=tmp_path)
+    assert f32.lean is not None and f32.lean.precision == "float32"
+
+
+def test_a_bfloat16_lean_forward_far_from_float32_is_not_used(minilm, minilm_model, monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())
+    real = LeanBert.encode
+
+    def skewed(self, *args, **kwargs):  # slightly wrong: cosine ~0.99, which the precision check's bar would pass
+        out = real(self, *args, **kwargs)
+        direction = torch.nn.functional.normalize(torch.linspace(-1, 1, out.shape[1]), dim=0)
+        return out + 0.15 * out.norm(dim=1, keepdim=True) * direction
+
+    monkeypatch.setattr(LeanBert, "encode", skewed)
+    with caplog.at_level(logging.WARNING, logger="ragsvc.embed.fast"):
+        path = fast_module.with_lean(minilm_model, _bf16_path(minilm), "traced", model_dir=resolve_model_path("minilm"),
+                                     choice_dir=tmp_path)
+    assert path.lean is None and path.label == "bfloat16"
+    assert "lean bfloat16 forward reached cosine" in caplog.text
+    assert not list(tmp_path.glob("lean-*.json")) and not fast_module._LEAN_PASSED
