@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragsvc.embed.lean_bert import LeanBert
+from ragsvc.embed.lean_bert import LeanBert, LeanPrecision
 
 if TYPE_CHECKING:
     import torch
@@ -105,7 +105,7 @@ def read_spec(folder: Path) -> tuple[FolderSpec | None, str]:
 class BertFolderModel:
     """The folder's tokenizer and lean forward, standing in for a SentenceTransformer in `fast.encode`."""
 
-    def __init__(self, folder: Path, spec: FolderSpec) -> None:
+    def __init__(self, folder: Path, spec: FolderSpec, precision: LeanPrecision = "float32") -> None:
         import torch
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
@@ -120,7 +120,7 @@ class BertFolderModel:
         self._tokenizer.enable_truncation(max_length=spec.max_seq_length, strategy="longest_first")
         self._tokenizer.enable_padding(pad_id=pad_id, pad_token=spec.pad_token, pad_type_id=0, direction="right")
         weights = {k.removeprefix("bert."): v for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
-        self.lean = LeanBert(weights, heads=spec.heads, eps=spec.eps, pooling=spec.pooling)
+        self.lean = LeanBert(weights, heads=spec.heads, eps=spec.eps, pooling=spec.pooling, precision=precision)
 
     def get_embedding_dimension(self) -> int:
         return self.lean.hidden

@@ -19,7 +19,7 @@ import numpy as np
 
 from ragsvc.config import EmbedSettings
 from ragsvc.embed import fast
-from ragsvc.embed.lean_bert import LeanSetting
+from ragsvc.embed.lean_bert import LeanPrecision, LeanSetting
 from ragsvc.embed.openvino_int8 import QuantizeSetting
 from ragsvc.embed.openvino_path import BackendSetting
 from ragsvc.embed.precision import PrecisionSetting
@@ -133,8 +133,11 @@ class SentenceTransformerEmbedder:
         path = resolve_model_path(name_or_path)
         fast_wanted = precision is not None or sort_by_length
         folder = None
-        if fast_wanted and dtype is None and device == "cpu" and _float32_torch(precision or "float32", backend):
-            folder = fast.checked_folder(path, lean_forward, choice_dir=choice_dir)
+        known = _known_torch_precision(path, precision or "float32", backend, batch_size=batch_size,
+                                       choice_dir=choice_dir) if fast_wanted and dtype is None and device == "cpu" \
+            else None
+        if known is not None:
+            folder = fast.checked_folder(path, lean_forward, choice_dir=choice_dir, precision=known)
         loaded = _sentence_transformer(path, device=device, dtype=dtype) if folder is None else None
         self._model: Any = cast(Any, loaded if folder is None else folder)  # SentenceTransformer-like either way
         dim = self._model.get_embedding_dimension()
@@ -159,7 +162,7 @@ class SentenceTransformerEmbedder:
                                  max_seq_length=self.max_seq_length, choice_dir=choice_dir)
             _, rows = fast.device_plan(self._model.device.type, batch_size)
             self.fast_path = fast.FastPath(choice, rows, self.max_seq_length, sort_by_length=sort_by_length)
-            if folder is not None:  # torch float32 (`_float32_torch`), its forward the lean one checked here
+            if folder is not None and folder.lean.precision == choice.precision:  # its lean forward, checked here
                 self.fast_path = replace(self.fast_path, lean=folder.lean)
             elif loaded is not None:
                 self.fast_path = fast.with_backend(loaded, self.fast_path, backend, model_dir=path,
@@ -226,13 +229,23 @@ def _sentence_transformer(path: Path, *, device: str, dtype: str | None) -> Any:
                                model_kwargs={"torch_dtype": dtype} if dtype is not None else None)
 
 
-def _float32_torch(precision: PrecisionSetting, backend: BackendSetting) -> bool:
-    """Whether these settings make the fast path torch float32 on this CPU without measuring anything, the
-    one path that `fast.checked_folder`'s direct loading serves (elsewhere the model loads the ordinary way)."""
+def _known_torch_precision(model_dir: Path, precision: PrecisionSetting, backend: BackendSetting, *,
+                           batch_size: int, choice_dir: Path | None) -> LeanPrecision | None:
+    """The precision these settings make the fast path run torch in on this CPU, where that is known before
+    the model loads (None: it is not, or it is not torch): float32 asked for, or chosen by "auto" without
+    bfloat16 instructions; bfloat16 where "auto" chose it on this machine before (`fast.cached_choice`). Only
+    then can `fast.checked_folder`'s direct loading serve (elsewhere the model loads the ordinary way)."""
     from ragsvc.embed.openvino_path import openvino_available
 
-    precise = precision == "float32" or (precision == "auto" and not fast.cpu_has_native_bf16())
-    return precise and (backend == "torch" or (backend == "auto" and not openvino_available()))
+    if not (backend == "torch" or (backend == "auto" and not openvino_available())):
+        return None
+    if precision == "float32" or (precision == "auto" and not fast.cpu_has_native_bf16()):
+        return "float32"
+    if precision == "auto":
+        cached = fast.cached_choice(model_dir, batch_size=batch_size, choice_dir=choice_dir)
+        if cached is not None and cached.precision in ("float32", "bfloat16"):
+            return cast(LeanPrecision, cached.precision)
+    return None
 
 
 def _token_counter(tokenizer: Any) -> Any:

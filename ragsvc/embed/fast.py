@@ -32,7 +32,7 @@ import numpy as np
 from ragsvc.embed import traced_forward
 from ragsvc.embed.batching import length_sorted_batches, restore_order
 from ragsvc.embed.bert_folder import BertFolderModel, folder_files, read_spec
-from ragsvc.embed.lean_bert import LeanBert, LeanSetting, lean_encoder
+from ragsvc.embed.lean_bert import LeanBert, LeanPrecision, LeanSetting, lean_encoder
 from ragsvc.embed.openvino_int8 import QuantizeSetting, nncf_available, prefer_int8
 from ragsvc.embed.openvino_int8 import quantize as quantize_model
 from ragsvc.embed.openvino_path import (
@@ -203,15 +203,11 @@ def _forward(model: Model, texts: list[str], precision: Precision,
 def choose(model: Model, setting: PrecisionSetting, *, model_dir: Path, batch_size: int,
            max_seq_length: int, choice_dir: Path | None) -> PrecisionChoice:
     """The cached automatic choice when there is one, else a measured one (cached when `choice_dir` is set)."""
-    import torch
-
     device = model.device.type
     candidates, _ = device_plan(device, batch_size)
     cache = None
     if setting == "auto" and choice_dir is not None:
-        key = choice_key(model_dir=model_dir, device=device, cpu=_hardware(), torch_version=str(torch.__version__),
-                         batch_size=batch_size, threads=torch.get_num_threads())
-        cache = choice_dir / f"precision-{key}.json"
+        cache = _choice_file(model_dir, device, batch_size, choice_dir)
         cached = load_choice(cache)
         if cached is not None:
             logger.info("embedder precision %s (cached: %s)", cached.precision, cached.reason)
@@ -240,6 +236,21 @@ def choose(model: Model, setting: PrecisionSetting, *, model_dir: Path, batch_si
     if cache is not None:
         save_choice(cache, choice)
     return choice
+
+
+def _choice_file(model_dir: Path, device: str, batch_size: int, choice_dir: Path) -> Path:
+    """Where the automatic precision choice for this model, device, CPU, torch and thread count is kept."""
+    import torch
+
+    key = choice_key(model_dir=model_dir, device=device, cpu=_hardware(), torch_version=str(torch.__version__),
+                     batch_size=batch_size, threads=torch.get_num_threads())
+    return choice_dir / f"precision-{key}.json"
+
+
+def cached_choice(model_dir: Path, *, batch_size: int, choice_dir: Path | None) -> PrecisionChoice | None:
+    """The automatic CPU precision choice `choose` made for this model on this machine before (None: not made
+    yet, or no `choice_dir`), read without loading the model."""
+    return None if choice_dir is None else load_choice(_choice_file(model_dir, "cpu", batch_size, choice_dir))
 
 
 def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting = "traced", *,
@@ -274,8 +285,8 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
             lean.traced = traced_forward.trace(lean, ())
         if key is not None:
             _LEAN_PASSED.add(key)
-        if model_dir is not None and choice_dir is not None and precision == "float32":
-            _record_folder(model, model_dir, path, setting, choice_dir)
+        if model_dir is not None and choice_dir is not None:
+            _record_folder(model, model_dir, replace(path, lean=lean), setting, choice_dir)
         return replace(path, lean=lean)
     texts = list(LEAN_CHECK_TEXTS)
     own = encode(model, texts, path, precision="float32")
@@ -302,49 +313,53 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
     if cache is not None:
         save_measured_choice(cache, {"setting": setting, "precision": precision, "measured": worst},
                              what="lean forward")
-    if model_dir is not None and choice_dir is not None and precision == "float32":
-        _record_folder(model, model_dir, path, setting, choice_dir)
+    if model_dir is not None and choice_dir is not None:
+        _record_folder(model, model_dir, replace(path, lean=lean), setting, choice_dir)
     return replace(path, lean=lean)
 
 
-def checked_folder(model_dir: Path, setting: LeanSetting, *, choice_dir: Path | None) -> BertFolderModel | None:
-    """The model folder loaded without sentence-transformers (`bert_folder.py`), its lean forward traced for
-    "traced", where that loading agreed with sentence-transformers' on this machine (`_record_folder`); None
-    where it has not been checked here, does not qualify or fails to load (the caller loads the ordinary way,
-    which also runs the check)."""
-    if setting == "off" or choice_dir is None or not _folder_record(model_dir, setting, choice_dir).exists():
+def checked_folder(model_dir: Path, setting: LeanSetting, *, choice_dir: Path | None,
+                   precision: LeanPrecision = "float32") -> BertFolderModel | None:
+    """The model folder loaded without sentence-transformers (`bert_folder.py`), its lean forward in
+    `precision` (traced for "traced"), where that loading agreed with sentence-transformers' in that precision
+    on this machine (`_record_folder`); None where it has not been checked here, does not qualify or fails to
+    load (the caller loads the ordinary way, which also runs the check)."""
+    if setting == "off" or choice_dir is None or not _folder_record(model_dir, setting, precision,
+                                                                    choice_dir).exists():
         return None
-    folder, why = _load_folder(model_dir)
+    folder, why = _load_folder(model_dir, precision)
     if folder is None:
         logger.warning("embedder folder %s not loaded directly (%s); loading it through sentence-transformers",
                        model_dir, why)
         return None
     if setting == "traced":
         folder.lean.traced = traced_forward.trace(folder.lean, ())
-    _LEAN_PASSED.add((str(model_dir), setting, "float32"))  # the folder loads float32 only
-    logger.info("embedder loaded without sentence-transformers (%s; checked against it on this machine)", why)
+    _LEAN_PASSED.add((str(model_dir), setting, precision))
+    logger.info("embedder loaded without sentence-transformers (%s, %s; checked against it on this machine)",
+                why, precision)
     return folder
 
 
-def _load_folder(model_dir: Path) -> tuple[BertFolderModel | None, str]:
+def _load_folder(model_dir: Path, precision: LeanPrecision) -> tuple[BertFolderModel | None, str]:
     """The folder loaded directly, or None and why not (a folder this loader cannot read, or any failure in
     reading it, keeps the ordinary loading)."""
     try:
         spec, why = read_spec(model_dir)
-        return (None if spec is None else BertFolderModel(model_dir, spec)), why
+        return (None if spec is None else BertFolderModel(model_dir, spec, precision)), why
     except Exception as exc:  # noqa: BLE001 - see the docstring
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _folder_record(model_dir: Path, setting: LeanSetting, choice_dir: Path) -> Path:
+def _folder_record(model_dir: Path, setting: LeanSetting, precision: LeanPrecision, choice_dir: Path) -> Path:
     """Where the pass of `_record_folder` is kept: per model folder and the size and time of each file the
-    direct loading reads, setting, CPU and library versions (a file replaced in place, or an upgraded tokenizer
-    or sentence-transformers, is checked again)."""
+    direct loading reads, setting, precision, CPU and library versions (a file replaced in place, or an
+    upgraded tokenizer or sentence-transformers, is checked again)."""
     import torch
 
     versions = "-".join(_version(name) for name in ("sentence-transformers", "transformers", "tokenizers"))
     files = "-".join(f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in folder_files(model_dir))
-    digest = choice_key(model_dir=model_dir, device=f"lean-folder-v{LEAN_VERSION}-{setting}-{versions}-{files}",
+    digest = choice_key(model_dir=model_dir,
+                        device=f"lean-folder-v{LEAN_VERSION}-{setting}-{precision}-{versions}-{files}",
                         cpu=_hardware(), torch_version=str(torch.__version__), batch_size=0, threads=0)
     return choice_dir / f"lean-folder-{digest}.json"
 
@@ -362,17 +377,20 @@ def _record_folder(model: SentenceTransformer, model_dir: Path, path: FastPath, 
                    choice_dir: Path) -> None:
     """Check that `bert_folder.BertFolderModel` loads `model_dir` as `model` is loaded: the same token ids,
     masks and types (batched and alone) and token counts on the whole check sample, the same private counting
-    tokenizer, and lean vectors within LEAN_TOLERANCE of transformers' forward; record a pass for
-    `checked_folder`. Once per machine: it costs about a second."""
-    record = _folder_record(model_dir, setting, choice_dir)
+    tokenizer, and lean vectors within LEAN_TOLERANCE of `path`'s (its lean forward, checked already, in its
+    precision); record a pass for `checked_folder`. Once per machine and precision: it costs about a second."""
+    if path.lean is None:
+        return
+    precision = path.lean.precision
+    record = _folder_record(model_dir, setting, precision, choice_dir)
     if record.exists():
         return
-    folder, why = _load_folder(model_dir)
+    folder, why = _load_folder(model_dir, precision)
     mismatch = why if folder is None else _tokenization_mismatch(model, folder)
     worst = float("inf")
     if folder is not None and mismatch is None:
         texts = list(LEAN_CHECK_TEXTS)
-        own = encode(model, texts, path, precision="float32")
+        own = encode(model, texts, replace(path, runner=None, query_runner=None))
         mine = encode(folder, texts, replace(path, runner=None, query_runner=None, lean=folder.lean))
         worst = float(np.abs(own - mine).max())
         if worst > LEAN_TOLERANCE:
@@ -381,7 +399,8 @@ def _record_folder(model: SentenceTransformer, model_dir: Path, path: FastPath, 
         logger.info("embedder loads through sentence-transformers at every start: the direct loading does not "
                     "reproduce it (%s)", mismatch)
         return
-    save_measured_choice(record, {"setting": setting, "max_difference": worst}, what="direct folder loading")
+    save_measured_choice(record, {"setting": setting, "precision": precision, "max_difference": worst},
+                         what="direct folder loading")
 
 
 def _tokenization_mismatch(model: SentenceTransformer, folder: BertFolderModel) -> str | None:

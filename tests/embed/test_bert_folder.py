@@ -18,6 +18,7 @@ import torch
 from ragsvc.embed import fast
 from ragsvc.embed.bert_folder import BertFolderModel, folder_files, read_spec
 from ragsvc.embed.embedder import SentenceTransformerEmbedder, resolve_model_path
+from ragsvc.embed.precision import PrecisionChoice, save_choice
 
 from .test_fast_embedder import TEXTS
 
@@ -119,6 +120,28 @@ def test_a_folder_changed_after_its_check_is_checked_again(tmp_path):
     again = SentenceTransformerEmbedder(str(folder), precision="float32", sort_by_length=True, choice_dir=choice_dir)
     assert not isinstance(again._model, BertFolderModel)
     assert len(list(choice_dir.glob("lean-folder-*.json"))) == 2
+
+
+def test_a_bfloat16_choice_made_before_loads_the_folder_directly_in_bfloat16(tmp_path, monkeypatch):
+    # the automatic choice this machine made earlier (as on a CPU with bfloat16 instructions), read before the
+    # model loads: the precision the direct loading must build its lean forward in
+    monkeypatch.setattr(fast, "cpu_has_native_bf16", lambda: True)
+    choice_dir = tmp_path / "choices"
+    choice_dir.mkdir()
+    save_choice(fast._choice_file(MINILM, "cpu", 32, choice_dir), PrecisionChoice("bfloat16", "chosen earlier"))
+    first = SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=choice_dir)
+    assert not isinstance(first._model, BertFolderModel)
+    assert first.fast_path is not None and first.fast_path.label == "bfloat16-lean-traced"
+    second = SentenceTransformerEmbedder(precision="auto", sort_by_length=True, choice_dir=choice_dir)
+    assert isinstance(second._model, BertFolderModel) and second._model.lean.precision == "bfloat16"
+    assert second.fast_path is not None and second.fast_path.label == "bfloat16-lean-traced"
+    texts = TEXTS + ODD_TEXTS
+    np.testing.assert_allclose(second.embed_documents(texts), first.embed_documents(texts), atol=1e-5)
+    # a float32 start is not served by the bfloat16 check, nor a start whose choice is not known yet
+    assert not isinstance(SentenceTransformerEmbedder(precision="float32", sort_by_length=True,
+                                                      choice_dir=choice_dir)._model, BertFolderModel)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)  # another thread count: another, unmade choice
+    assert fast.cached_choice(MINILM, batch_size=32, choice_dir=choice_dir) is None
 
 
 @pytest.mark.slow
