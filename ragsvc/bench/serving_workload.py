@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,8 @@ class ServingBenchResult:
         out = {"runs": [r.as_json() for r in self.runs], "kv_waste_pct": self.kv_waste_pct,
                "prefix_ttft_ms": None if self.prefix_ttft_ms is None else dict(self.prefix_ttft_ms),
                "git_sha": self.git_sha, "ratios_at_max_concurrency": dict(self.ratios_at_max_concurrency),
-               "config": asdict(self.config), "notes": dict(self.notes), "omp_env": dict(self.omp_env)}
+               "config": portable_config(asdict(self.config)), "notes": dict(self.notes),
+               "omp_env": dict(self.omp_env)}
         if self.cpu is not None:
             out["cpu"] = dict(self.cpu)
         if self.ratios_by_concurrency is not None:
@@ -117,6 +119,24 @@ class ServingBenchResult:
                    data["prefix_ttft_ms"], data["git_sha"], data["ratios_at_max_concurrency"],
                    ServingBenchConfig(**config), data["notes"], data["omp_env"], data.get("cpu"),
                    data.get("ratios_by_concurrency"))
+
+
+PATH_KEYS = ("log_dir", "cache_dir", "llama_server", "model")
+"""Config fields that may hold a path on the machine that ran the benchmark."""
+
+
+def portable_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` with each path field as a results file can be shared and committed: relative to the working
+    folder (the repository) when under it, else `<outside the repository>/<name>`, so no home or temp folder of
+    the machine that ran it is recorded. An alias ("smollm2") or a relative path stays as it is."""
+    out = dict(config)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and Path(value).is_absolute():
+            path, here = Path(value), Path.cwd()
+            out[key] = path.relative_to(here).as_posix() if path.is_relative_to(here) else \
+                f"<outside the repository>/{path.name}"
+    return out
 
 
 def plain_vocab(tokenizer: Any) -> np.ndarray:

@@ -103,7 +103,12 @@ def test_smoke_run_every_system(tmp_path):
     finally:
         torch.set_num_threads(threads)
     result = json.loads(json.dumps(record.to_json()))
-    assert ServingBenchResult.from_json(result) == record  # the file edge loses nothing
+    again = json.loads(json.dumps(ServingBenchResult.from_json(result).to_json()))
+    assert again == result  # the file edge loses nothing
+    # ... but the machine's folders: no temp or home folder is recorded, a repository folder relatively
+    assert str(tmp_path) not in json.dumps(result) and str(Path.home()) not in json.dumps(result)
+    assert result["config"]["log_dir"] == f"<outside the repository>/{tmp_path.name}"
+    assert result["config"]["model"] == cfg.model and result["runs"] == record.to_json()["runs"]
     # a report after every system/level, each marked incomplete; the final result is not
     assert [len(r.runs) for r in reports] == list(range(1, len(record.runs) + 1))
     assert all("incomplete" in r.notes["run"] for r in reports) and "run" not in record.notes
