@@ -172,15 +172,17 @@ async def _phase(url: str, config: LoadConfig, mix: dict[str, float], ledger: _L
     finally:
         await asyncio.gather(*(c.close() for c in connections))
     server = None if after[0] is None or before[0] is None else after[0] - before[0]
-    driver, idle = after[1] - before[1], after[2] - before[2]
-    other = None if server is None else max(0.0, (os.cpu_count() or 1) * elapsed - server - driver - idle)
+    driver, idle, steal = after[1] - before[1], after[2] - before[2], after[3] - before[3]
+    other = None if server is None else max(0.0, (os.cpu_count() or 1) * elapsed - server - driver - idle - steal)
     return phase_stats(name, samples, elapsed, server_cpu_s=server, driver_cpu_s=driver, idle_cpu_s=idle,
-                       other_cpu_s=other)
+                       other_cpu_s=other, steal_cpu_s=steal)
 
 
-def _cpu_reading(server_pid: int | None) -> tuple[float | None, float, float]:
-    """CPU seconds so far of the server (when it runs here), of this driver, and of the machine's idle."""
-    return (None if server_pid is None else process_cpu_s(server_pid), time.process_time(), machine_idle_s())
+def _cpu_reading(server_pid: int | None) -> tuple[float | None, float, float, float]:
+    """CPU seconds so far of the server (when it runs here), of this driver, of the machine's idle, and taken
+    by the host (steal)."""
+    return (None if server_pid is None else process_cpu_s(server_pid), time.process_time(), machine_idle_s(),
+            machine_steal_s())
 
 
 def process_cpu_s(pid: int) -> float:
@@ -193,6 +195,13 @@ def machine_idle_s() -> float:
     """Idle CPU seconds of all cores so far: idle + iowait of /proc/stat's first line."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
     return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_steal_s() -> float:
+    """CPU seconds so far that a virtual machine's host gave to others while this machine wanted them
+    (/proc/stat's steal); 0 on bare metal. No process here shows them, so they would read as idle-less time."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 async def _verify(url: str, config: LoadConfig, ledger: _Ledger) -> Verification:

@@ -49,8 +49,11 @@ class PhaseStats:
     idle_cpu_s: float | None = None
     """CPU seconds the whole machine spent idle (all cores, /proc/stat idle + iowait) during the phase."""
     other_cpu_s: float | None = None
-    """The machine's CPU seconds used by neither the server nor the driver nor idle: other processes (a test
-    run, another benchmark), which make the phase's throughput no baseline."""
+    """The machine's CPU seconds used by neither the server nor the driver nor idle nor the host: other
+    processes (a test run, another benchmark), which make the phase's throughput no baseline."""
+    steal_cpu_s: float | None = None
+    """CPU seconds a virtual machine's host took from this one during the phase (/proc/stat steal): capacity
+    the phase wanted and did not get, which like other processes makes its throughput no baseline."""
 
     @property
     def errors(self) -> int:
@@ -73,13 +76,13 @@ class PhaseStats:
 
 def phase_stats(name: str, samples: list[Sample], duration_s: float, *, server_cpu_s: float | None = None,
                 driver_cpu_s: float | None = None, idle_cpu_s: float | None = None,
-                other_cpu_s: float | None = None) -> PhaseStats:
+                other_cpu_s: float | None = None, steal_cpu_s: float | None = None) -> PhaseStats:
     by_op: dict[str, list[Sample]] = {}
     for s in samples:
         by_op.setdefault(s.op, []).append(s)
     ops = {op: _op_stats(rows, duration_s) for op, rows in sorted(by_op.items())}
     return PhaseStats(name, round(duration_s, 3), ops, _rounded(server_cpu_s), _rounded(driver_cpu_s),
-                      _rounded(idle_cpu_s), _rounded(other_cpu_s))
+                      _rounded(idle_cpu_s), _rounded(other_cpu_s), _rounded(steal_cpu_s))
 
 
 def _rounded(seconds: float | None) -> float | None:
@@ -129,9 +132,10 @@ class LoadResult:
             "phases": {p.name: {"duration_s": p.duration_s, "errors": p.errors, "server_cpu_s": p.server_cpu_s,
                                 "server_cpu_ms_per_op": p.server_cpu_ms_per_op, "driver_cpu_s": p.driver_cpu_s,
                                 "driver_cpu_ms_per_op": p.driver_cpu_ms_per_op, "idle_cpu_s": p.idle_cpu_s,
-                                "other_cpu_s": p.other_cpu_s,
+                                "other_cpu_s": p.other_cpu_s, "steal_cpu_s": p.steal_cpu_s,
                                 "cores": {"server": p.cores(p.server_cpu_s), "driver": p.cores(p.driver_cpu_s),
-                                          "idle": p.cores(p.idle_cpu_s), "other": p.cores(p.other_cpu_s)},
+                                          "idle": p.cores(p.idle_cpu_s), "other": p.cores(p.other_cpu_s),
+                                          "steal": p.cores(p.steal_cpu_s)},
                                 "ops": {op: asdict(s) for op, s in p.ops.items()}} for p in self.phases},
             "search_throughput_ratio": self.search_throughput_ratio,
             "ingest_cpu_in_searches": ingest_cpu_in_searches(self.phases),
@@ -194,7 +198,8 @@ def to_markdown(result: LoadResult) -> str:
     if cpu:
         busy = [f"{p.name}: server {p.cores(p.server_cpu_s)}, driver {p.cores(p.driver_cpu_s)} "
                 f"({p.driver_cpu_ms_per_op} ms an op), idle {p.cores(p.idle_cpu_s)}, other processes "
-                f"{p.cores(p.other_cpu_s)}" for p in result.phases]
+                f"{p.cores(p.other_cpu_s)}" + (f", taken by the host (steal) {p.cores(p.steal_cpu_s)}"
+                                              if p.steal_cpu_s else "") for p in result.phases]
         lines += ["", f"Cores in use (CPU seconds / wall seconds): {'; '.join(busy)}."]
         lines += ["", f"Server CPU per operation: {', '.join(cpu)}; one ingest costs "
                       f"{ingest_cpu_in_searches(result.phases)} searches of CPU (the ratio target needs <= 1.71)."]

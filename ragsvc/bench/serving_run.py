@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ragsvc.bench import serving_peers as peers
-from ragsvc.bench.load import machine_idle_s, process_cpu_s
+from ragsvc.bench.load import machine_idle_s, machine_steal_s, process_cpu_s
 from ragsvc.bench.provenance import package_git_sha
 from ragsvc.bench.serving_arrivals import arrival_offsets
 from ragsvc.bench.serving_config import ServingBenchConfig
@@ -97,16 +97,18 @@ def run_ragsvc(engine: LLMEngine, requests: list[BenchRequest], *, concurrency: 
     return list(timings.values())
 
 
-def with_other_cpu(run: Callable[[], list[RequestTiming]]) -> tuple[list[RequestTiming], float]:
-    """Run one system's level in this process -> (its timings, CPU seconds other processes used meanwhile: all
-    cores x the wall time, less this process's CPU and the machine's idle time). Runs of one configuration
-    spread by several percent on a shared box; this says which of them had company."""
+def with_other_cpu(run: Callable[[], list[RequestTiming]]) -> tuple[list[RequestTiming], float, float]:
+    """Run one system's level in this process -> (its timings, CPU seconds other processes used meanwhile, CPU
+    seconds the host took from this virtual machine meanwhile): all cores x the wall time, less this process's
+    CPU, the machine's idle time and the steal, is the others'. Runs of one configuration spread by several
+    percent on a shared box; this says which of them had company, and whose."""
     pid = os.getpid()
-    start, own, idle = time.monotonic(), process_cpu_s(pid), machine_idle_s()
+    start, own, idle, steal = time.monotonic(), process_cpu_s(pid), machine_idle_s(), machine_steal_s()
     timings = run()
     elapsed = time.monotonic() - start
-    other = (os.cpu_count() or 1) * elapsed - (process_cpu_s(pid) - own) - (machine_idle_s() - idle)
-    return timings, round(max(0.0, other), 2)
+    stolen = max(0.0, machine_steal_s() - steal)
+    other = (os.cpu_count() or 1) * elapsed - (process_cpu_s(pid) - own) - (machine_idle_s() - idle) - stolen
+    return timings, round(max(0.0, other), 2), round(stolen, 2)
 
 
 def kv_waste_pct(samples: list[dict[str, Any]]) -> float:
@@ -154,13 +156,13 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
     top = max(cfg.concurrency)
     for c in cfg.concurrency:
         samples: list[dict[str, Any]] = []
-        timings, other = with_other_cpu(partial(run_ragsvc, engine, workloads[c], concurrency=c,
-                                                kv_samples=samples if c == top else None,
-                                                arrivals=_arrivals(cfg, c, len(workloads[c]))))
+        timings, other, steal = with_other_cpu(partial(run_ragsvc, engine, workloads[c], concurrency=c,
+                                                       kv_samples=samples if c == top else None,
+                                                       arrivals=_arrivals(cfg, c, len(workloads[c]))))
         if c == top:
             res.kv_waste_pct = kv_waste_pct(samples)
         summary = summarise("ragsvc", dtype if cfg.weights == "bf16" else f"{dtype}+{cfg.weights}", c, timings)
-        res.add(replace(summary, other_cpu_s=other))
+        res.add(replace(summary, other_cpu_s=other, steal_cpu_s=steal))
     if cfg.prefix_trials > 0:
         res.prefix_ttft_ms = prefix_ttft_ms(engine, prefix_tokens=cfg.prefix_tokens, trials=cfg.prefix_trials,
                                             seed=cfg.seed)
@@ -174,12 +176,13 @@ def _bench_hf(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]],
                  batch_size=1, pad_id=pad_id)  # warm-up
     if "hf_sequential" in cfg.systems:
         reqs = workloads[min(workloads)][: cfg.hf_sequential_requests]
-        timings, other = with_other_cpu(partial(peers.run_hf, model, reqs, batch_size=1, pad_id=pad_id))
-        res.add(replace(summarise("hf_sequential", dtype, 1, timings), other_cpu_s=other))
+        timings, other, steal = with_other_cpu(partial(peers.run_hf, model, reqs, batch_size=1, pad_id=pad_id))
+        res.add(replace(summarise("hf_sequential", dtype, 1, timings), other_cpu_s=other, steal_cpu_s=steal))
     if "hf_batch" in cfg.systems:
         for c in (c for c in cfg.concurrency if c > 1):
-            timings, other = with_other_cpu(partial(peers.run_hf, model, workloads[c], batch_size=c, pad_id=pad_id))
-            res.add(replace(summarise("hf_batch", dtype, c, timings), other_cpu_s=other))
+            timings, other, steal = with_other_cpu(partial(peers.run_hf, model, workloads[c], batch_size=c,
+                                                           pad_id=pad_id))
+            res.add(replace(summarise("hf_batch", dtype, c, timings), other_cpu_s=other, steal_cpu_s=steal))
 
 
 def _bench_llama_cpp(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results) -> None:

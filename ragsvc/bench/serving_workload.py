@@ -59,17 +59,21 @@ class RunSummary:
     tpot_p99_ms: float
     num_requests: int
     other_cpu_s: float | None = None
-    """CPU seconds other processes used while this run went (all cores x its wall time, less this process's CPU
-    and the machine's idle time): near 0 when the run had the cores to itself; a run well above it shared them
-    and its figures are not comparable. None for a system served by another process (llama.cpp) and in
-    results from before it was kept."""
+    """CPU seconds other processes used while this run went (all cores x its wall time, less this process's CPU,
+    the machine's idle time and, from `steal_cpu_s` on, the host's steal): near 0 when the run had the cores to
+    itself; a run well above it shared them and its figures are not comparable. None for a system served by
+    another process (llama.cpp) and in results from before it was kept."""
+    steal_cpu_s: float | None = None
+    """CPU seconds a virtual machine's host took from this one during the run (/proc/stat steal): like other
+    processes, a run with much of it had fewer cores than it asked for. None where `other_cpu_s` is, and in
+    results from before it was kept (their `other_cpu_s` includes it)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "system": self.system, "dtype": self.dtype, "concurrency": self.concurrency,
             "tok_per_s": self.tok_per_s, "ttft_p50_ms": self.ttft_p50_ms, "ttft_p99_ms": self.ttft_p99_ms,
             "tpot_p50_ms": self.tpot_p50_ms, "tpot_p99_ms": self.tpot_p99_ms, "num_requests": self.num_requests,
-            "other_cpu_s": self.other_cpu_s,
+            "other_cpu_s": self.other_cpu_s, "steal_cpu_s": self.steal_cpu_s,
         }
 
     @classmethod

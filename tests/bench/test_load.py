@@ -58,6 +58,24 @@ def test_the_driver_and_idle_cpu_account_for_the_machine():
     assert (phase.cores(phase.server_cpu_s), phase.cores(phase.driver_cpu_s), phase.cores(phase.idle_cpu_s)) == (
         1.25, 0.2, 0.55)
     assert phase.cores(None) is None
+    stolen = phase_stats("mixed", [Sample("search", 10.0, "ok")] * 10, 10.0, server_cpu_s=12.5, driver_cpu_s=2.0,
+                         idle_cpu_s=1.0, other_cpu_s=0.5, steal_cpu_s=4.0)
+    assert stolen.cores(stolen.steal_cpu_s) == 0.4
+
+
+def test_the_report_names_the_hosts_steal_only_where_there_was_some():
+    from ragsvc.bench.load_report import LoadResult, Verification, to_markdown
+
+    def result(steal: float) -> LoadResult:
+        phase = phase_stats("mixed", [Sample("search", 10.0, "ok")] * 10, 10.0, server_cpu_s=12.5,
+                            driver_cpu_s=2.0, idle_cpu_s=1.0, other_cpu_s=0.5, steal_cpu_s=steal)
+        config = {"clients": 2, "duration_s": 10.0, "mix": {"search": 1.0}}
+        return LoadResult(config=config, provenance={}, phases=[phase], verification=Verification(0, 0, 0, 0),
+                          search_throughput_ratio=None, targets=[])
+
+    assert "steal) 0.4" in to_markdown(result(4.0)) and result(4.0).to_json()["phases"]["mixed"]["cores"][
+        "steal"] == 0.4
+    assert "steal" not in to_markdown(result(0.0))
 
 
 def test_bad_mixes_are_refused():
