@@ -126,9 +126,10 @@ class SentenceTransformerEmbedder:
         that model be its int8 copy under the same checks (`openvino_int8.py`); `lean_forward` lets torch
         batches of a BERT model (float32, or bfloat16 where chosen) run through `lean_bert.py` where it matches
         the model's own forward ("traced": as a TorchScript graph, `traced_forward.py`). None changes the id.
-        Where that lean forward serves torch float32 and the folder's direct loading has matched
-        sentence-transformers' on this machine (`bert_folder.py`, recorded under `choice_dir`), the model loads
-        without sentence-transformers.
+        Where that lean forward serves torch in a precision known before loading (float32, or the bfloat16 the
+        automatic choice made here before) and the folder's direct loading has matched sentence-transformers'
+        in it on this machine (`bert_folder.py`, recorded under `choice_dir`), the model loads without
+        sentence-transformers.
         Unset, texts go through sentence-transformers' own `encode`, as before."""
         path = resolve_model_path(name_or_path)
         fast_wanted = precision is not None or sort_by_length
