@@ -10,10 +10,11 @@ through `scaled_dot_product_attention`, the output projection, residual + LayerN
 residual + LayerNorm; then the sentence-transformers pooling (mean or CLS).
 
 In bfloat16 (a CPU with bfloat16 instructions, where the precision check chose it) the linears and attention
-run in bfloat16 from weights converted once, as torch's autocast runs them, while the embeddings, residual
-stream and LayerNorms stay float32. Eager, that path is transformers' forward under autocast, whose ~100
-operations each re-take the GIL: a one-query MiniLM pass on a Zen 4 core took 8.6 ms alone through
-transformers in bfloat16 and 677 ms beside a Python busy-loop thread; lean and traced, 5.8 and 64 ms.
+run in bfloat16 from weights converted once (of a BERT pass, the operations torch's autocast lowers to it),
+while the embeddings, residual stream and LayerNorms stay float32. Eager, that path is transformers' forward
+under autocast, whose ~100 operations each re-take the GIL: a one-query MiniLM pass on a Zen 4 core took
+8.6 ms alone through transformers in bfloat16 and 677 ms beside a Python busy-loop thread; lean and traced,
+5.8 and 64 ms.
 
 It takes only what it reproduces exactly: a `BertModel` with absolute positions and exact GELU, followed by
 mean or CLS pooling (and an optional Normalize). `lean_encoder` returns None with the reason for anything
