@@ -22,7 +22,7 @@ from ragsvc.embed import fast
 from ragsvc.embed.lean_bert import LeanPrecision, LeanSetting
 from ragsvc.embed.openvino_int8 import QuantizeSetting
 from ragsvc.embed.openvino_path import BackendSetting
-from ragsvc.embed.precision import PrecisionSetting
+from ragsvc.embed.precision import PrecisionChoice, PrecisionSetting
 from ragsvc.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class SentenceTransformerEmbedder:
                                        choice_dir=choice_dir) if fast_wanted and dtype is None and device == "cpu" \
             else None
         if known is not None:
-            folder = fast.checked_folder(path, lean_forward, choice_dir=choice_dir, precision=known)
+            folder = fast.checked_folder(path, lean_forward, choice_dir=choice_dir, precision=known[0])
         loaded = _sentence_transformer(path, device=device, dtype=dtype) if folder is None else None
         self._model: Any = cast(Any, loaded if folder is None else folder)  # SentenceTransformer-like either way
         dim = self._model.get_embedding_dimension()
@@ -159,11 +159,17 @@ class SentenceTransformerEmbedder:
         self._query_path: fast.FastPath | None = None
         """The fast path as queries take it (OpenVINO may run them where torch runs documents, or the reverse)."""
         if fast_wanted:
-            choice = fast.choose(self._model, precision or "float32", model_dir=path, batch_size=batch_size,
-                                 max_seq_length=self.max_seq_length, choice_dir=choice_dir)
+            # the choice the folder was loaded for, as read then: read again (or, were it gone, measured with
+            # the folder's lean forward as the model) it could differ from the precision the folder computes in
+            chosen = known[1] if known is not None and folder is not None else None
+            if chosen is not None:
+                logger.info("embedder precision %s (cached: %s)", chosen.precision, chosen.reason)
+            choice = chosen or fast.choose(self._model, precision or "float32", model_dir=path,
+                                           batch_size=batch_size, max_seq_length=self.max_seq_length,
+                                           choice_dir=choice_dir)
             _, rows = fast.device_plan(self._model.device.type, batch_size)
             self.fast_path = fast.FastPath(choice, rows, self.max_seq_length, sort_by_length=sort_by_length)
-            if folder is not None and folder.lean.precision == choice.precision:  # its lean forward, checked here
+            if folder is not None:  # its lean forward, in the precision of `choice`, checked here
                 self.fast_path = replace(self.fast_path, lean=folder.lean)
             elif loaded is not None:
                 self.fast_path = fast.with_backend(loaded, self.fast_path, backend, model_dir=path,
@@ -231,21 +237,23 @@ def _sentence_transformer(path: Path, *, device: str, dtype: str | None) -> Any:
 
 
 def _known_torch_precision(model_dir: Path, precision: PrecisionSetting, backend: BackendSetting, *,
-                           batch_size: int, choice_dir: Path | None) -> LeanPrecision | None:
+                           batch_size: int, choice_dir: Path | None
+                           ) -> tuple[LeanPrecision, PrecisionChoice | None] | None:
     """The precision these settings make the fast path run torch in on this CPU, where that is known before
-    the model loads (None: it is not, or it is not torch): float32 asked for, or chosen by "auto" without
-    bfloat16 instructions; bfloat16 where "auto" chose it on this machine before (`fast.cached_choice`). Only
+    the model loads (None: it is not, or it is not torch), with the earlier choice it comes from: float32
+    asked for, or chosen by "auto" without bfloat16 instructions (`fast.choose` then decides without
+    measuring: no choice); the precision "auto" chose on this machine before (`fast.cached_choice`). Only
     then can `fast.checked_folder`'s direct loading serve (elsewhere the model loads the ordinary way)."""
     from ragsvc.embed.openvino_path import openvino_available
 
     if not (backend == "torch" or (backend == "auto" and not openvino_available())):
         return None
     if precision == "float32" or (precision == "auto" and not fast.cpu_has_native_bf16()):
-        return "float32"
+        return "float32", None
     if precision == "auto":
         cached = fast.cached_choice(model_dir, batch_size=batch_size, choice_dir=choice_dir)
         if cached is not None and cached.precision in ("float32", "bfloat16"):
-            return cast(LeanPrecision, cached.precision)
+            return cast(LeanPrecision, cached.precision), cached
     return None
 
 
