@@ -193,15 +193,20 @@ def process_cpu_s(pid: int) -> float:
 
 def machine_idle_s() -> float:
     """Idle CPU seconds of all cores so far: idle + iowait of /proc/stat's first line."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    fields = _cpu_line()
     return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_steal_s() -> float:
     """CPU seconds so far that a virtual machine's host gave to others while this machine wanted them
-    (/proc/stat's steal); 0 on bare metal. No process here shows them, so they would read as idle-less time."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    (/proc/stat's steal); 0 on bare metal. No process here is charged for them, and they are not idle."""
+    fields = _cpu_line()
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
+def _cpu_line() -> list[str]:
+    """The fields of /proc/stat's first line: "cpu", then clock ticks of all cores by kind."""
+    return Path("/proc/stat").read_text().split("\n", 1)[0].split()
 
 
 async def _verify(url: str, config: LoadConfig, ledger: _Ledger) -> Verification:
