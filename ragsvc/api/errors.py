@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragsvc.api.rate_limit import retry_after_header
 from ragsvc.api.request_id import request_id_of
+from ragsvc.api.validation_errors import relevant
 from ragsvc.errors import RagsvcError, RateLimited, Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def document_errors(app: FastAPI) -> None:
 def _describe(exc: RequestValidationError) -> str:
     """Pydantic's error list as one readable sentence per problem: `body.k: Input should be ...`."""
     parts = []
-    for err in exc.errors():
+    for err in relevant(exc.errors()):
         where = ".".join(str(p) for p in err.get("loc", ()))
         message = err.get("msg", "invalid")
         given = err.get("input")

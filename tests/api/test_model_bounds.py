@@ -108,6 +108,17 @@ def test_out_of_range_fields_are_400s_naming_the_field(client, patch, param):
     assert r.json()["error"]["param"].startswith(param)
 
 
+@pytest.mark.parametrize(("path", "body", "message"), [
+    ("/v1/chat/completions", _chat(stop=["x"] * 17), "stop: List should have at most 16 items"),
+    ("/v1/completions", {"model": MODEL, "prompt": [5, -1]}, "prompt.1: Input should be greater than or equal to 0"),
+    ("/v1/chat/completions", _chat(messages=[{"role": "user", "content": 5}]),
+     "messages.0.content: Input should be a valid string or a valid list"),
+])
+def test_a_field_of_several_forms_is_reported_in_the_form_the_caller_sent(client, path, body, message):
+    r = client.post(path, json=body)
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith(message), r.text
+
+
 def test_the_largest_seed_samples(client):
     r = client.post("/v1/chat/completions", json=_chat(seed=2**63 - 1, n=2, temperature=1.0))
     assert r.status_code == 200, r.text

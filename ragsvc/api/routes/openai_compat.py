@@ -47,6 +47,7 @@ from ragsvc.api.openai_schemas import (
 )
 from ragsvc.api.openai_stream import ChoiceJob, Collected, chat_response, completion_response, stream_events
 from ragsvc.api.request_id import request_id_of
+from ragsvc.api.validation_errors import relevant
 from ragsvc.errors import InvalidInput, NotFound, NotReady, RagsvcError
 from ragsvc.serving.async_engine import AsyncLLMEngine
 from ragsvc.serving.engine import LLMEngine
@@ -93,7 +94,8 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
-    first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+    errors = relevant(err.errors())
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     return f"{param or 'request'}: {first.get('msg')}", param
