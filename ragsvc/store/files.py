@@ -159,7 +159,7 @@ def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) ->
             yield Unreadable(path.as_posix(), f"file of {size} bytes; a document is at most {max_document_chars} "
                                               "characters: split it into several")  # so it is never read whole
             return
-        text = _decode(path.read_bytes().removeprefix(_BOM), path.as_posix())
+        text = _decode_file(path.read_bytes(), path.as_posix())
     except OSError as exc:
         yield Unreadable(path.as_posix(), f"cannot read the file ({exc.strerror or exc}); check it exists and "
                                           "is readable")
@@ -232,11 +232,30 @@ _BOM = b"\xef\xbb\xbf"
 """A UTF-8 byte-order mark, which Windows editors put at the start of a file: not part of the text."""
 
 
+_UNICODE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+                 (b"\xfe\xff", "utf-16"))
+"""Byte-order marks that say a whole file is UTF-32 or UTF-16 (Windows PowerShell's `>` writes UTF-16), longest
+first: a UTF-32 little-endian mark begins with the UTF-16 one. The codec reads the byte order from the mark."""
+
+
 def _decode(raw: bytes, where: str) -> str | Unreadable:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Unreadable(where, f"not UTF-8 text ({exc.reason} at byte {exc.start}); convert it first")
+        return Unreadable(where, f"not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8 "
+                                 "first (UTF-16 and UTF-32 files are read when they start with a byte-order mark)")
+
+
+def _decode_file(raw: bytes, where: str) -> str | Unreadable:
+    """A whole text file: UTF-8 (a leading byte-order mark dropped), or UTF-16 / UTF-32 by their mark."""
+    for mark, codec in _UNICODE_BOMS:
+        if raw.startswith(mark):
+            try:
+                return raw.decode(codec)
+            except UnicodeDecodeError as exc:
+                return Unreadable(where, f"starts with a {codec.upper()} byte-order mark but is not {codec.upper()} "
+                                         f"text ({exc.reason} at byte {exc.start}); convert it to UTF-8 first")
+    return _decode(raw.removeprefix(_BOM), where)
 
 
 def _too_long(where: str, num_chars: int, limit: int) -> Unreadable:

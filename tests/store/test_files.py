@@ -54,6 +54,29 @@ def test_unreadable_and_non_utf8_files_and_too_long_documents(tmp_path):
     assert scan.num_entries == 3 and scan.num_unreadable == 2 and len(scan.unreadable) == 2
 
 
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"])
+def test_text_files_with_a_byte_order_mark_are_read_in_their_encoding(tmp_path, codec):
+    text = "Caf\u00e9 notes \u2014 \u6f22\u5b57 and \U0001f600."
+    raw = text.encode(codec)
+    if codec in ("utf-16-le", "utf-16-be", "utf-32-be"):  # these codecs write no mark: put the one editors write
+        raw = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff", "utf-32-be": b"\x00\x00\xfe\xff"}[codec] + raw
+    path = tmp_path / "notes.txt"
+    path.write_bytes(raw)
+    (doc,) = read_entries(path)
+    assert not isinstance(doc, Unreadable) and doc.text == text
+
+
+def test_a_byte_order_mark_over_text_of_another_encoding_is_named(tmp_path):
+    path = tmp_path / "odd.txt"
+    path.write_bytes(b"\xff\xfe" + b"\x00\xd8")  # a UTF-16 mark, then a lone high surrogate
+    (entry,) = read_entries(path)
+    assert isinstance(entry, Unreadable) and "UTF-16 byte-order mark" in entry.reason
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9")
+    (entry,) = read_entries(latin)
+    assert isinstance(entry, Unreadable) and "byte-order mark" in entry.reason  # says what else would be read
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file whatever its mode")
 def test_a_file_without_read_permission_is_named(tmp_path):
     locked = tmp_path / "locked.txt"
