@@ -91,11 +91,29 @@ class Catalog:
 
     def close(self) -> None:
         with self._lock, self._cursor_lock:
+            self._flush_embedding_cache()
             for cursor in self._cursors:
                 cursor.close()
             self._cursors.clear()
             self._read_root.close()
             self._conn.close()
+
+    def _flush_embedding_cache(self) -> None:
+        """Insert the embedding-cache rows small writes left in memory (embedding_cache.py). Call with the
+        lock held. A failure is logged and the rows are dropped: they are cache, and closing must go on."""
+        if not self._embedding_cache.num_deferred:
+            return
+        try:
+            self._conn.execute("BEGIN TRANSACTION")
+            try:
+                self._embedding_cache.flush()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except Exception:  # noqa: BLE001 - cache rows only; the catalog still closes
+            logger.warning("the embedding cache's last rows could not be written; those texts will be embedded "
+                           "again if they come back", exc_info=True)
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """A statement on the writing connection: for reads that must see the current write transaction."""
