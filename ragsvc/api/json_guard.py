@@ -8,6 +8,8 @@ future, in one place, and the 400 names the field (`body.documents.0.metadata.x`
 
 Only bodies that could hold such a value are parsed twice: a byte pattern (an escaped surrogate, the words
 NaN / Infinity, a three-digit exponent, a 300-digit number) selects them, so a normal ingest pays one scan.
+So are bodies with enough brackets to nest deeper than Python's parser goes (its recursion limit), which the
+route's own parsing would refuse with a bare "error parsing the body": here the 400 says why.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
 
 _SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|NaN|Infinity|[0-9][eE]\+?[0-9]{3}|[0-9]{300}")
 _MAX_REPORTED = 200
+_DEEP_BRACKETS = 500
+"""Bodies with this many brackets are parsed here: they may nest deeper than Python's JSON parser reads (it
+recurses once a level and stops near the recursion limit, fewer levels the deeper the caller's stack)."""
 
 
 def text_problem(value: str) -> str | None:
@@ -60,11 +66,15 @@ def body_problem(body: bytes) -> str | None:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"body: not UTF-8 text (byte {exc.start} is {body[exc.start]:#04x}); send JSON encoded as UTF-8"
-    if not _SUSPECT.search(body):
+    deep = body.count(b"[") + body.count(b"{") >= _DEEP_BRACKETS
+    if not deep and not _SUSPECT.search(body):
         return None
     try:
         document = json.loads(body)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return (f"body: JSON nested too deeply to read (the parser stops near {sys.getrecursionlimit()} levels); "
+                "send a flatter document")
+    except ValueError:
         return None  # not JSON: the route's own parsing answers that
     return find_problem(document)
 

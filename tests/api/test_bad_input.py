@@ -89,6 +89,15 @@ def test_a_body_that_is_not_utf8_gets_400(client, raw):
     assert r.status_code == 400 and "not UTF-8" in r.json()["detail"], r.text
 
 
+@pytest.mark.parametrize("path", ["/v1/collections/c/search", "/v1/collections/c/documents"])
+def test_json_nested_past_the_parser_gets_400_saying_so(client, path):
+    raw = '{"query": "x", "filter": {"a": {"$eq": ' + "[" * 5000 + "1" + "]" * 5000 + "}}}"
+    r = client.post(path, content=raw.encode(), headers=JSON)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["detail"], r.text
+    wide = {"documents": [{"id": f"w{i}", "text": "wide", "metadata": {"n": [i]}} for i in range(300)]}
+    assert client.post("/v1/collections/c/documents", json=wide).status_code == 201  # many brackets, shallow
+
+
 def test_a_valid_surrogate_pair_is_text_like_any_other(client):
     raw = '{"documents": [{"id": "e", "text": "emoji \\ud83d\\ude00"}]}'
     r = client.post("/v1/collections/c/documents", content=raw, headers=JSON)
