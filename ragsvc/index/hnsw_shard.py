@@ -4,6 +4,9 @@ hnswlib raises bare RuntimeErrors ("Cannot return the results in a contiguous 2D
 specified limit", "Label not found"); they are handled here: k is capped at what exists, capacity is grown
 before adds, a filtered search that cannot fill k falls back to an exact scan of the allowed ids, and
 anything else becomes a ragsvc error saying what to do.
+
+Identical vectors go into the graph once (`twins.py`: copies form a cluster a search cannot leave); the
+others are answered beside their representative, recorded in the shard's manifest entry.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ragsvc.index.shard import (
     pad,
     top_k,
 )
+from ragsvc.index.twins import Twins
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +49,14 @@ class HnswShard:
         self._index.init_index(max_elements=max(capacity, 1), M=m, ef_construction=ef_construction, random_seed=100)
         self._index.set_ef(ef_search)
         self._ef = ef_search
-        self._deleted = 0
+        self._deleted = 0  # graph nodes marked deleted
+        self._twins = Twins()
+        self._keys_known = True  # a loaded graph's vectors are read into `_twins` before its first add
 
     def __len__(self) -> int:
+        return self._graph_live() - self._twins.num_hidden + self._twins.num_twins
+
+    def _graph_live(self) -> int:
         return int(self._index.element_count) - self._deleted
 
     @property
@@ -57,6 +66,10 @@ class HnswShard:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids, vectors = check_add(ids, vectors, self.dim)
+        if not len(ids):
+            return
+        self._know_keys()
+        ids, vectors = self._twins.place(ids, vectors, self._vector)
         if not len(ids):
             return
         self._undelete(ids)
@@ -72,7 +85,7 @@ class HnswShard:
             raise IndexCorrupt(f"hnswlib refused the vectors ({exc}); rebuild the index from the store") from exc
 
     def delete(self, ids: np.ndarray) -> None:
-        for label in np.asarray(ids, dtype=np.int64).reshape(-1):
+        for label in self._twins.remove(np.asarray(ids, dtype=np.int64).reshape(-1).tolist()):
             try:
                 self._index.mark_deleted(int(label))
                 self._deleted += 1
@@ -81,12 +94,41 @@ class HnswShard:
 
     def live_ids(self) -> np.ndarray:
         """Every live label; hnswlib lists deleted ones too, so they are probed one by one (reconcile only)."""
+        labels = self._graph_labels()
+        if self._twins.num_hidden:
+            labels = labels[~np.isin(labels, np.fromiter(self._twins.hidden, np.int64))]
+        return np.concatenate([labels, np.asarray(self._twins.twin_labels(), np.int64)])
+
+    def _graph_labels(self) -> np.ndarray:
+        """The graph's live labels (hidden representatives included)."""
         labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
-        return labels if not self._deleted else self.get(labels)[0]
+        return labels if not self._deleted else self._graph_get(labels)[0]
 
     def get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found ids (m,), their stored vectors (m, dim)) for the live ids among `ids`."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if not self._twins.num_twins and not self._twins.num_hidden:
+            return self._graph_get(ids)
+        found, nodes = [], []
+        for label in ids.tolist():
+            rep = self._twins.rep_of(label)
+            if rep is not None:
+                found.append(label)
+                nodes.append(rep)
+            elif not self._twins.is_hidden(label):
+                found.append(label)
+                nodes.append(label)
+        held, vectors = self._graph_get(np.asarray(nodes, np.int64))
+        row_of = {int(n): i for i, n in enumerate(held.tolist())}
+        keep = [i for i, n in enumerate(nodes) if n in row_of]
+        return (np.asarray([found[i] for i in keep], np.int64),
+                vectors[[row_of[nodes[i]] for i in keep]].reshape(len(keep), self.dim))
+
+    def _graph_get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found ids, vectors) of live graph nodes among `ids`."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if not len(ids):
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         try:  # one call when every id is live (the usual case); hnswlib raises if any is not
             return ids, np.asarray(self._index.get_items(ids, return_type="numpy"), np.float32).reshape(-1, self.dim)
         except RuntimeError:
@@ -106,20 +148,57 @@ class HnswShard:
                ef_search: int | None = None) -> ShardHits:
         queries = check_queries(queries, self.dim, k)
         allowed = as_ids(allowed_ids)
-        k_avail = min(k, len(self) if allowed is None else len(allowed))
+        twinned = bool(self._twins.num_twins or self._twins.num_hidden)
+        nodes = None if allowed is None or not twinned else self._twins.reps_for(allowed)
+        k_avail = min(k, self._graph_live() if allowed is None else len(allowed if nodes is None else nodes))
         if k_avail == 0:
             return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
         try:
-            labels, distances = self._query(queries, k_avail, allowed, ef_search or self.ef_search)
+            labels, distances = self._query(queries, k_avail, allowed if nodes is None else nodes,
+                                            ef_search or self.ef_search)
         except RuntimeError:
             if allowed is None:
                 raise
             # The filter left fewer reachable vectors than k_avail; scan the allowed ids exactly instead.
             return self._exact_subset(queries, k, allowed)
         scores = (1.0 - distances) if self.metric == "ip" else -distances  # hnswlib: ip distance = 1 - <q, x>
+        if twinned:
+            return self._expand(scores, labels.view(np.int64), k, allowed)
         return pad(scores, labels.view(np.int64), k)  # float32 already; labels are uint64 below 2**63
 
-    def _query(self, queries: np.ndarray, k: int, allowed: np.ndarray | None,
+    def _expand(self, scores: np.ndarray, labels: np.ndarray, k: int, allowed: np.ndarray | None) -> ShardHits:
+        """Graph hits -> the ids they stand for (a representative's twins share its score), k per query."""
+        permitted = None if allowed is None else set(allowed.tolist())
+        out_scores = np.full((len(labels), k), -np.inf, np.float32)
+        out_ids = np.full((len(labels), k), PAD_ID, np.int64)
+        for row, (row_labels, row_scores) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True)):
+            filled = 0
+            for label, score in zip(row_labels, row_scores, strict=True):
+                for member in self._twins.members(label):
+                    if permitted is None or member in permitted:
+                        out_ids[row, filled], out_scores[row, filled] = member, score
+                        filled += 1
+                        if filled == k:
+                            break
+                if filled == k:
+                    break
+        return ShardHits(ids=out_ids, scores=out_scores)
+
+    def _vector(self, label: int) -> np.ndarray:
+        """A graph node's stored vector."""
+        return np.asarray(self._index.get_items([label], return_type="numpy"), np.float32).reshape(self.dim)
+
+    def _know_keys(self) -> None:
+        """Read a loaded graph's vectors into the twin keys once, so later copies of them are matched."""
+        if self._keys_known:
+            return
+        labels = self._graph_labels()
+        for start in range(0, len(labels), 65_536):
+            part = labels[start : start + 65_536]
+            self._twins.know(part.tolist(), self._graph_get(part)[1])
+        self._keys_known = True
+
+    def _query(self, queries: np.ndarray, k: int, allowed: np.ndarray | set[int] | None,
                ef_search: int) -> tuple[np.ndarray, np.ndarray]:
         ef = max(ef_search, k)
         if ef != self._ef:
@@ -127,7 +206,7 @@ class HnswShard:
             self._ef = ef
         if allowed is None:
             return self._index.knn_query(queries, k=k, num_threads=1)
-        allowed_set = set(allowed.tolist())
+        allowed_set = allowed if isinstance(allowed, set) else set(allowed.tolist())
         return self._index.knn_query(queries, k=k, num_threads=1, filter=allowed_set.__contains__)
 
     def _exact_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> ShardHits:
@@ -151,7 +230,9 @@ class HnswShard:
 
     @classmethod
     def load(cls, path: Path, *, dim: int, metric: ShardMetric = "ip", ef_search: int = 64,
-             num_threads: int = 2, num_deleted: int = 0) -> HnswShard:
+             num_threads: int = 2, num_deleted: int = 0, twins: np.ndarray | None = None,
+             hidden: np.ndarray | None = None) -> HnswShard:
+        """`twins` ((n, 2) [twin, representative]) and `hidden`: what `manifest_meta` recorded."""
         shard = cls.__new__(cls)
         shard.dim, shard.metric, shard.ef_search, shard._num_threads = dim, metric, ef_search, num_threads
         shard._index = hnswlib.Index(space=metric, dim=dim)
@@ -162,11 +243,17 @@ class HnswShard:
         shard._index.set_ef(ef_search)
         shard._ef = ef_search
         shard._deleted = num_deleted
+        shard._twins = Twins.from_arrays(np.zeros((0, 2), np.int64) if twins is None else twins,
+                                         np.zeros(0, np.int64) if hidden is None else hidden)
+        shard._keys_known = False
         return shard
 
     def manifest_meta(self) -> ShardMeta:
-        """Marked-deleted labels count; hnswlib's file does not report it, so the manifest records it."""
-        return ShardMeta(num_deleted=self._deleted)
+        """Marked-deleted labels count (hnswlib's file does not report it) and the twins, recorded in the
+        manifest."""
+        pairs, hidden = self._twins.to_arrays()
+        return ShardMeta(num_deleted=self._deleted, twins=tuple(pairs.reshape(-1).tolist()),
+                         hidden=tuple(hidden.tolist()))
 
 
 __all__ = ["HnswShard", "PAD_ID"]

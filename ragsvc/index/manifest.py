@@ -86,6 +86,10 @@ class ShardMeta:
     """hnswlib: labels marked deleted (its file keeps them, but not their count)."""
     tombstones: tuple[int, ...] = ()
     """faiss HNSW: deleted chunk ids that a selector hides (faiss cannot remove graph nodes), ascending."""
+    twins: tuple[int, ...] = ()
+    """hnswlib: [twin, representative] pairs, flattened: ids whose vector equals a graph node's (`twins.py`)."""
+    hidden: tuple[int, ...] = ()
+    """hnswlib: deleted representatives whose graph nodes stay for their twins."""
 
     def to_dict(self) -> dict[str, Any]:
         meta: dict[str, Any] = {}
@@ -93,14 +97,22 @@ class ShardMeta:
             meta["num_deleted"] = self.num_deleted
         if self.tombstones:
             meta["tombstones"] = list(self.tombstones)
+        if self.twins:
+            meta["twins"] = list(self.twins)
+        if self.hidden:
+            meta["hidden"] = list(self.hidden)
         return meta
 
     @classmethod
     def from_dict(cls, meta: dict[str, Any]) -> ShardMeta:
         """Read the shard fields of a manifest entry's meta; other keys (the shard `index`) are ignored."""
         num_deleted = meta.get("num_deleted")
+        twins = tuple(int(t) for t in meta.get("twins", ()))
+        if len(twins) % 2:
+            raise ValueError("a shard's twins are [twin, representative] pairs; the list has an odd length")
         return cls(num_deleted=None if num_deleted is None else int(num_deleted),
-                   tombstones=tuple(int(t) for t in meta.get("tombstones", ())))
+                   tombstones=tuple(int(t) for t in meta.get("tombstones", ())), twins=twins,
+                   hidden=tuple(int(h) for h in meta.get("hidden", ())))
 
 
 def file_entry(path: Path, role: str, **meta: Any) -> FileEntry:

@@ -101,4 +101,4 @@ def test_a_refused_add_is_index_corrupt(corpus):
     shard = _built(corpus)
     shard._index = _RefusingIndex(shard._index)
     with pytest.raises(IndexCorrupt, match="rebuild the index"):
-        shard.add(corpus.ids[:1] + 10**6, corpus.vectors[:1])
+        shard.add(corpus.ids[:1] + 10**6, corpus.vectors[:1] + 0.5)  # a new vector: a copy would be a twin
