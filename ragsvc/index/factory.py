@@ -49,7 +49,7 @@ def load_shard(spec: IndexSpec, width: int, path: Path, meta: ShardMeta) -> Shar
         return HnswShard.load(path, dim=width, metric=metric, ef_search=spec.ef_search,
                               num_deleted=meta.num_deleted or 0,
                               twins=np.asarray(meta.twins, np.int64).reshape(-1, 2),
-                              hidden=np.asarray(meta.hidden, np.int64))
+                              hidden=np.asarray(meta.hidden, np.int64), twins_checked=meta.twins_checked)
     if spec.backend == "exact":
         return ExactShard.load(path, dim=width, metric=metric)
     from ragsvc.index.faiss_shard import FaissShard

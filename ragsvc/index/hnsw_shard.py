@@ -188,15 +188,20 @@ class HnswShard:
         """A graph node's stored vector."""
         return np.asarray(self._index.get_items([label], return_type="numpy"), np.float32).reshape(self.dim)
 
-    def _know_keys(self) -> None:
-        """Read a loaded graph's vectors into the twin keys once, so later copies of them are matched."""
+    def _know_keys(self) -> int:
+        """Read a loaded graph's vectors into the twin keys once, so later copies of them are matched; return
+        how many nodes are copies of another node (a graph saved before copies were kept out of it)."""
         if self._keys_known:
-            return
+            return 0
         labels = self._graph_labels()
+        copies = 0
         for start in range(0, len(labels), 65_536):
             part = labels[start : start + 65_536]
-            self._twins.know(part.tolist(), self._graph_get(part)[1])
+            found, vectors = self._graph_get(part)
+            for label, first in self._twins.know(found.tolist(), vectors):
+                copies += int(np.array_equal(self._vector(label), self._vector(first)))
         self._keys_known = True
+        return copies
 
     def _query(self, queries: np.ndarray, k: int, allowed: np.ndarray | set[int] | None,
                ef_search: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,8 +236,11 @@ class HnswShard:
     @classmethod
     def load(cls, path: Path, *, dim: int, metric: ShardMetric = "ip", ef_search: int = 64,
              num_threads: int = 2, num_deleted: int = 0, twins: np.ndarray | None = None,
-             hidden: np.ndarray | None = None) -> HnswShard:
-        """`twins` ((n, 2) [twin, representative]) and `hidden`: what `manifest_meta` recorded."""
+             hidden: np.ndarray | None = None, twins_checked: bool = False) -> HnswShard:
+        """`twins` ((n, 2) [twin, representative]), `hidden` and `twins_checked`: what `manifest_meta` recorded.
+        A graph not known to keep copies out (saved before twins, or with no manifest) is read once here, and
+        one that holds copies is refused as IndexCorrupt, so its collection is rebuilt from the catalog:
+        copies trap its searches (`twins.py`)."""
         shard = cls.__new__(cls)
         shard.dim, shard.metric, shard.ef_search, shard._num_threads = dim, metric, ef_search, num_threads
         shard._index = hnswlib.Index(space=metric, dim=dim)
@@ -246,6 +254,9 @@ class HnswShard:
         shard._twins = Twins.from_arrays(np.zeros((0, 2), np.int64) if twins is None else twins,
                                          np.zeros(0, np.int64) if hidden is None else hidden)
         shard._keys_known = False
+        if not twins_checked and (copies := shard._know_keys()):
+            raise IndexCorrupt(f"hnsw shard {path} holds {copies} copies of other vectors in its graph (saved "
+                               "before copies were kept out of it), which can trap searches; it will be rebuilt")
         return shard
 
     def manifest_meta(self) -> ShardMeta:
@@ -253,7 +264,7 @@ class HnswShard:
         manifest."""
         pairs, hidden = self._twins.to_arrays()
         return ShardMeta(num_deleted=self._deleted, twins=tuple(pairs.reshape(-1).tolist()),
-                         hidden=tuple(hidden.tolist()))
+                         hidden=tuple(hidden.tolist()), twins_checked=True)
 
 
 __all__ = ["HnswShard", "PAD_ID"]

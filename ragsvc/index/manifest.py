@@ -90,6 +90,8 @@ class ShardMeta:
     """hnswlib: [twin, representative] pairs, flattened: ids whose vector equals a graph node's (`twins.py`)."""
     hidden: tuple[int, ...] = ()
     """hnswlib: deleted representatives whose graph nodes stay for their twins."""
+    twins_checked: bool = False
+    """hnswlib: the graph was saved keeping copies out (absent: an older file, checked once at load)."""
 
     def to_dict(self) -> dict[str, Any]:
         meta: dict[str, Any] = {}
@@ -101,6 +103,8 @@ class ShardMeta:
             meta["twins"] = list(self.twins)
         if self.hidden:
             meta["hidden"] = list(self.hidden)
+        if self.twins_checked:
+            meta["twins_checked"] = True
         return meta
 
     @classmethod
@@ -112,7 +116,8 @@ class ShardMeta:
             raise ValueError("a shard's twins are [twin, representative] pairs; the list has an odd length")
         return cls(num_deleted=None if num_deleted is None else int(num_deleted),
                    tombstones=tuple(int(t) for t in meta.get("tombstones", ())), twins=twins,
-                   hidden=tuple(int(h) for h in meta.get("hidden", ())))
+                   hidden=tuple(int(h) for h in meta.get("hidden", ())),
+                   twins_checked=bool(meta.get("twins_checked", False)))
 
 
 def file_entry(path: Path, role: str, **meta: Any) -> FileEntry:

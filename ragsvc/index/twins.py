@@ -60,11 +60,18 @@ class Twins:
     def is_hidden(self, label: int) -> bool:
         return label in self._hidden
 
-    def know(self, labels: Iterable[int], vectors: np.ndarray) -> None:
-        """Record graph nodes that exist already (a loaded graph): their vectors become keys later ones match."""
+    def know(self, labels: Iterable[int], vectors: np.ndarray) -> list[tuple[int, int]]:
+        """Record graph nodes that exist already (a loaded graph): their vectors become keys later ones match.
+        Returns (label, earlier label) for nodes whose key another node holds already: copies in the graph,
+        or a hash collision (the caller compares the vectors)."""
+        clashes = []
         for label, vector in zip(labels, vectors, strict=True):
-            self._rep_of_key.setdefault(vector_key(vector), int(label))
-            self._key_of_rep.setdefault(int(label), vector_key(vector))
+            key = vector_key(vector)
+            first = self._rep_of_key.setdefault(key, int(label))
+            if first != label:
+                clashes.append((int(label), first))
+            self._key_of_rep.setdefault(int(label), key)
+        return clashes
 
     def place(self, ids: np.ndarray, vectors: np.ndarray, vector_of: VectorOf) -> tuple[np.ndarray, np.ndarray]:
         """Record (n,) `ids` with (n, dim) `vectors`; return the (ids, vectors) the graph must add: the first of

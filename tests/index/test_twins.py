@@ -126,3 +126,29 @@ def test_a_collection_with_a_document_of_repeated_chunks_still_finds_the_others(
     hits = store.search("c", query="how does paged attention save memory?", k=3).hits
     assert hits[0].document_id == "t0"
     store.close()
+
+
+def test_a_graph_saved_with_copies_in_it_is_refused_at_load_so_it_is_rebuilt(tmp_path):
+    """Files from before twins hold copies in the graph: loading them without the manifest's word that copies
+    were kept out reads the graph once and refuses it (IndexCorrupt: the collection rebuilds from the catalog)."""
+    from ragsvc.errors import IndexCorrupt
+
+    rng = np.random.default_rng(3)
+    real, junk = _unit(rng, 40), _unit(rng, 1)[0]
+    old = HnswShard(DIM)
+    old.add(np.arange(40), real)
+    old._index.add_items(np.repeat(junk[None], 50, axis=0), np.arange(100, 150))  # as the old code stored them
+    old.save(tmp_path / "old.hnsw")
+    with pytest.raises(IndexCorrupt, match="49 copies"):
+        HnswShard.load(tmp_path / "old.hnsw", dim=DIM)
+    fresh = HnswShard(DIM)
+    fresh.add(np.arange(40), real)
+    fresh.add(np.arange(100, 150), np.repeat(junk[None], 50, axis=0))
+    fresh.save(tmp_path / "new.hnsw")
+    meta = ShardMeta.from_dict(fresh.manifest_meta().to_dict())
+    assert meta.twins_checked
+    loaded = HnswShard.load(tmp_path / "new.hnsw", dim=DIM, twins=np.asarray(meta.twins).reshape(-1, 2),
+                            twins_checked=True)
+    assert len(loaded) == 90 and not loaded._keys_known  # trusted: no pass over the graph at load
+    unchecked = HnswShard.load(tmp_path / "new.hnsw", dim=DIM, twins=np.asarray(meta.twins).reshape(-1, 2))
+    assert unchecked._keys_known and len(unchecked) == 90  # no copies in its graph: read once and accepted
