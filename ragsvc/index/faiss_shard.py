@@ -4,6 +4,8 @@ Ids: IVF indexes store chunk ids natively; Flat and HNSW are wrapped in IndexIDM
 Deletes: Flat and IVF remove for real; faiss's HNSW cannot remove, so deleted ids become tombstones that an
 IDSelector hides during the search (recorded in the manifest, since the faiss file cannot hold them).
 Re-adding a deleted or existing id to an HNSW shard is refused: rebuild instead (chunk ids are never reused).
+Copies: an HNSW shard stores each distinct code once and answers its copies beside it (`twins.py`; copies
+in a graph trap its searches); a deleted representative with copies left stays in the graph, hidden.
 Training: IVF centroids, PQ codebooks and SQ ranges are trained once, on the sample the CollectionIndex
 passes to `create` (it keeps vectors exact until it has enough; see collection_index.py).
 GPU: when `use_gpu` is set, faiss has GPU support and sees a GPU, Flat / IVF / IVF-PQ shards are cloned to
@@ -26,6 +28,7 @@ from ragsvc.index.results import ShardHits
 from ragsvc.index.shard import PAD_ID, ShardMetric, as_ids, check_add, check_queries, exact_scores, pad, top_k
 from ragsvc.index.spec import IndexSpec
 from ragsvc.index.sq8_graph_search import Sq8GraphSearcher
+from ragsvc.index.twins import Twins, expand_hits
 
 Device = Literal["cpu", "gpu"]
 GPU_BACKENDS = ("faiss_flat", "faiss_ivf", "faiss_ivfpq")
@@ -84,7 +87,7 @@ def _build_cpu(spec: IndexSpec, dim: int, metric: ShardMetric, num_train: int) -
 
 class FaissShard:
     def __init__(self, index: Any, *, spec: IndexSpec, dim: int, device: Device = "cpu",
-                 tombstones: np.ndarray | None = None) -> None:
+                 tombstones: np.ndarray | None = None, twins: Twins | None = None) -> None:
         self._index = index
         self.spec, self.dim, self.device = spec, dim, device
         self.metric: ShardMetric = "l2" if spec.metric == "l2" else "ip"
@@ -94,6 +97,11 @@ class FaissShard:
         self._plain_params: dict[int, Any] = {}  # ef -> reusable unfiltered SearchParameters (saves ~10 us a query)
         self._native: Sq8GraphSearcher | None = None
         self._attach_native()
+        # faiss_hnsw keeps identical stored vectors (equal codes) out of its graph, as hnswlib shards do
+        # (twins.py); keys are the codes, so vectors that quantise to the same codes count as copies too
+        self._twins = Twins() if twins is None else twins
+        self._positions: dict[int, int] | None = None  # graph label -> storage position, built on first use
+        self._keys_known = twins is None
 
     @classmethod
     def create(cls, spec: IndexSpec, dim: int, *, train_sample: np.ndarray | None = None) -> FaissShard:
@@ -114,6 +122,9 @@ class FaissShard:
         return shard
 
     def __len__(self) -> int:
+        return self._ntotal - len(self._tombstones) - self._twins.num_hidden + self._twins.num_twins
+
+    def _graph_live(self) -> int:
         return self._ntotal - len(self._tombstones)
 
     def _refresh_count(self) -> None:
@@ -143,6 +154,15 @@ class FaissShard:
             held = np.concatenate([faiss.vector_to_array(self._index.id_map), self._tombstones])
             if np.isin(ids, held).any():
                 raise InvalidInput("faiss HNSW cannot replace or re-add a chunk id; rebuild the index from the store")
+            self._know_keys()
+            kept, _ = self._twins.place(ids, self._codes(vectors), self._stored_codes)
+            row_of = {label: row for row, label in enumerate(ids.tolist())}
+            rows = [row_of[label] for label in kept.tolist()]
+            ids, vectors = kept, vectors[rows]
+            if not len(ids):
+                return
+            if self._positions is not None:
+                self._positions.update((label, self._ntotal + i) for i, label in enumerate(ids.tolist()))
         else:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))  # insert-or-replace, like hnswlib
         try:
@@ -161,6 +181,7 @@ class FaissShard:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
             self._refresh_count()
             return
+        ids = np.asarray(self._twins.remove(ids.tolist()), np.int64)
         held = faiss.vector_to_array(self._index.id_map)
         self._tombstones = np.union1d(self._tombstones, ids[np.isin(ids, held)])
         if self._native is not None:
@@ -176,25 +197,33 @@ class FaissShard:
             ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         else:
             ids = faiss.vector_to_array(self._cpu_index().id_map)
-        return np.setdiff1d(ids.astype(np.int64), self._tombstones)
+        live = np.setdiff1d(ids.astype(np.int64), self._tombstones)
+        if self._twins.num_hidden:
+            live = np.setdiff1d(live, np.fromiter(self._twins.hidden, np.int64))
+        return np.concatenate([live, np.asarray(self._twins.twin_labels(), np.int64)])
 
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
                ef_search: int | None = None) -> ShardHits:
         queries = check_queries(queries, self.dim, k)
-        allowed = as_ids(allowed_ids)
+        asked = allowed = as_ids(allowed_ids)
+        twinned = bool(self._twins.num_twins or self._twins.num_hidden)
+        if allowed is not None and twinned:  # the graph nodes standing for the allowed ids
+            allowed = np.fromiter(self._twins.reps_for(allowed), np.int64)
         if allowed is not None and len(self._tombstones):
             allowed = np.setdiff1d(allowed, self._tombstones)
-        k_avail = min(k, len(self) if allowed is None else len(allowed))
+        k_avail = min(k, self._graph_live() if allowed is None else len(allowed))
         if k_avail == 0:
             return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), k)
         ef = max(ef_search or self.spec.ef_search, k_avail)
         if self._native is not None and allowed is None and len(queries) == 1:
-            native = self._native.search(queries[0], k_avail, ef)  # (1, <= k_avail)
-            return pad(native.scores, native.ids, k)
-        hits = self._search(queries, k_avail, self._params(allowed, ef))
-        if allowed is not None and (hits.ids == PAD_ID).any():
-            # A sparse filter can hide the allowed ids from the probed lists or the graph walk: look wider.
-            hits = self._search_wide(queries, k_avail, allowed)
+            hits = self._native.search(queries[0], k_avail, ef)  # (1, <= k_avail)
+        else:
+            hits = self._search(queries, k_avail, self._params(allowed, ef))
+            if allowed is not None and (hits.ids == PAD_ID).any():
+                # A sparse filter can hide the allowed ids from the probed lists or the graph walk: look wider.
+                hits = self._search_wide(queries, k_avail, allowed)
+        if twinned:
+            return expand_hits(self._twins, hits.scores, hits.ids, k, asked)
         return pad(hits.scores, hits.ids, k)
 
     def _search(self, queries: np.ndarray, k: int, params: Any) -> ShardHits:
@@ -250,7 +279,39 @@ class FaissShard:
         return params
 
     def manifest_meta(self) -> ShardMeta:
-        return ShardMeta(tombstones=tuple(self._tombstones.tolist()))
+        if self.spec.backend != "faiss_hnsw":
+            return ShardMeta(tombstones=tuple(self._tombstones.tolist()))
+        pairs, hidden = self._twins.to_arrays()
+        return ShardMeta(tombstones=tuple(self._tombstones.tolist()), twins=tuple(pairs.reshape(-1).tolist()),
+                         hidden=tuple(hidden.tolist()), twins_checked=True)
+
+    def _codes(self, vectors: np.ndarray) -> np.ndarray:
+        """What the graph stores for `vectors` (raw floats, or 8-bit codes), as bytes per row."""
+        storage = faiss.downcast_index(faiss.downcast_index(self._cpu_index().index).storage)
+        return storage.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def _stored_codes(self, label: int) -> np.ndarray:
+        """A graph node's stored codes (decoding and encoding again gives them back exactly)."""
+        if self._positions is None:
+            held = faiss.vector_to_array(self._cpu_index().id_map)
+            self._positions = {int(label): i for i, label in enumerate(held.tolist())}
+        stored = self._cpu_index().index.reconstruct_batch(np.array([self._positions[label]], np.int64))
+        return self._codes(stored)[0]
+
+    def _know_keys(self) -> int:
+        """Read a loaded graph's codes into the twin keys once; return how many live nodes copy another."""
+        if self._keys_known:
+            return 0
+        held = faiss.vector_to_array(self._cpu_index().id_map).astype(np.int64)
+        live = np.flatnonzero(~np.isin(held, self._tombstones))
+        copies = 0
+        for start in range(0, len(live), 65_536):
+            positions = live[start : start + 65_536]
+            codes = self._codes(self._cpu_index().index.reconstruct_batch(positions))
+            for label, first in self._twins.know(held[positions].tolist(), codes):
+                copies += int(np.array_equal(self._stored_codes(label), self._stored_codes(first)))
+        self._keys_known = True
+        return copies
 
     def save(self, path: Path) -> None:
         atomic_write(path, lambda tmp: faiss.write_index(self._cpu_index(), str(tmp)))
@@ -264,9 +325,17 @@ class FaissShard:
         if index.d != dim:
             raise IndexCorrupt(f"faiss shard {path} has width {index.d}, expected {dim}; it will be rebuilt")
         tombstones = np.asarray(meta.tombstones if meta is not None else (), np.int64)
-        shard = cls(index, spec=spec, dim=dim, tombstones=tombstones)
+        twins = None
+        if spec.backend == "faiss_hnsw":
+            twins = Twins.from_arrays(np.asarray(meta.twins if meta is not None else (), np.int64).reshape(-1, 2),
+                                      np.asarray(meta.hidden if meta is not None else (), np.int64))
+        shard = cls(index, spec=spec, dim=dim, tombstones=tombstones, twins=twins)
         shard._maybe_to_gpu()
         shard._refresh_count()
+        if spec.backend == "faiss_hnsw" and not (meta is not None and meta.twins_checked) \
+                and (copies := shard._know_keys()):
+            raise IndexCorrupt(f"faiss shard {path} holds {copies} copies of other vectors in its graph (saved "
+                               "before copies were kept out of it), which can trap searches; it will be rebuilt")
         return shard
 
     def _maybe_to_gpu(self) -> None:

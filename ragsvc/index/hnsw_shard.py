@@ -31,7 +31,7 @@ from ragsvc.index.shard import (
     pad,
     top_k,
 )
-from ragsvc.index.twins import Twins
+from ragsvc.index.twins import Twins, expand_hits
 
 logger = logging.getLogger(__name__)
 
@@ -163,26 +163,8 @@ class HnswShard:
             return self._exact_subset(queries, k, allowed)
         scores = (1.0 - distances) if self.metric == "ip" else -distances  # hnswlib: ip distance = 1 - <q, x>
         if twinned:
-            return self._expand(scores, labels.view(np.int64), k, allowed)
+            return expand_hits(self._twins, scores, labels.view(np.int64), k, allowed)
         return pad(scores, labels.view(np.int64), k)  # float32 already; labels are uint64 below 2**63
-
-    def _expand(self, scores: np.ndarray, labels: np.ndarray, k: int, allowed: np.ndarray | None) -> ShardHits:
-        """Graph hits -> the ids they stand for (a representative's twins share its score), k per query."""
-        permitted = None if allowed is None else set(allowed.tolist())
-        out_scores = np.full((len(labels), k), -np.inf, np.float32)
-        out_ids = np.full((len(labels), k), PAD_ID, np.int64)
-        for row, (row_labels, row_scores) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True)):
-            filled = 0
-            for label, score in zip(row_labels, row_scores, strict=True):
-                for member in self._twins.members(label):
-                    if permitted is None or member in permitted:
-                        out_ids[row, filled], out_scores[row, filled] = member, score
-                        filled += 1
-                        if filled == k:
-                            break
-                if filled == k:
-                    break
-        return ShardHits(ids=out_ids, scores=out_scores)
 
     def _vector(self, label: int) -> np.ndarray:
         """A graph node's stored vector."""

@@ -13,7 +13,8 @@ Deleting a representative that still has twins hides it (its node stays in the g
 removing it; the node goes once the last twin does. Keys are 64-bit hashes of the vectors' bytes, and a
 match is confirmed on the vectors themselves, so a hash collision never pairs two different vectors.
 
-Pure bookkeeping: the graph is the caller's (`hnsw_shard.py`).
+Pure bookkeeping: the graph is the caller's (`hnsw_shard.py`; `faiss_shard.py` for faiss HNSW, which keys
+the codes it stores, so vectors its 8-bit layout would store identically count as copies too).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
+
+from ragsvc.index.results import ShardHits
+from ragsvc.index.shard import PAD_ID
 
 VectorOf = Callable[[int], np.ndarray]
 """A representative's stored vector, by label."""
@@ -183,3 +187,26 @@ class Twins:
         self._rep_of_key[key] = heir
         self._key_of_rep[heir] = key
         return heir, np.array(old_vector, dtype=np.float32)
+
+
+def expand_hits(twins: Twins, scores: np.ndarray, labels: np.ndarray, k: int,
+                allowed: np.ndarray | None) -> ShardHits:
+    """A graph's hits (q, n), best first -> the ids they stand for (a representative's twins share its score),
+    k per query, -1 / -inf padded; with `allowed`, only those ids."""
+    permitted = None if allowed is None else set(allowed.tolist())
+    out_scores = np.full((len(labels), k), -np.inf, np.float32)
+    out_ids = np.full((len(labels), k), PAD_ID, np.int64)
+    for row, (row_labels, row_scores) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True)):
+        filled = 0
+        for label, score in zip(row_labels, row_scores, strict=True):
+            if label == PAD_ID:
+                continue
+            for member in twins.members(label):
+                if permitted is None or member in permitted:
+                    out_ids[row, filled], out_scores[row, filled] = member, score
+                    filled += 1
+                    if filled == k:
+                        break
+            if filled == k:
+                break
+    return ShardHits(ids=out_ids, scores=out_scores)

@@ -152,3 +152,38 @@ def test_a_graph_saved_with_copies_in_it_is_refused_at_load_so_it_is_rebuilt(tmp
     assert len(loaded) == 90 and not loaded._keys_known  # trusted: no pass over the graph at load
     unchecked = HnswShard.load(tmp_path / "new.hnsw", dim=DIM, twins=np.asarray(meta.twins).reshape(-1, 2))
     assert unchecked._keys_known and len(unchecked) == 90  # no copies in its graph: read once and accepted
+
+
+@pytest.mark.parametrize("quant", ["none", "sq8"])
+def test_faiss_hnsw_keeps_copies_out_of_its_graph_too(tmp_path, quant):
+    from ragsvc.errors import IndexCorrupt
+    from ragsvc.index.faiss_shard import FaissShard
+    from ragsvc.index.spec import IndexSpec
+
+    rng = np.random.default_rng(4)
+    real, junk = _unit(rng, 300), _unit(rng, 1)[0]
+    queries = real[:60] + 0.2 * _unit(rng, 60)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    spec = IndexSpec(backend="faiss_hnsw", prefix_quant=quant)
+    shard = FaissShard.create(spec, DIM, train_sample=real if quant != "none" else None)
+    shard.add(np.arange(300), real)
+    shard.add(np.arange(1000, 2500), np.repeat(junk[None], 1500, axis=0))
+    assert len(shard) == 1800 and len(shard.live_ids()) == 1800
+    hits = shard.search(queries, 5)
+    truth = -np.sort(-(queries @ np.vstack([real, junk[None]]).T), axis=1)[:, :5]
+    tolerance = 1e-4 if quant == "none" else 0.05  # 8-bit codes score approximately
+    assert np.mean(np.all(np.abs(hits.scores - truth) < tolerance, axis=1)) >= 0.9
+    shard.delete(np.array([1000]))  # the copy in the graph: hidden, its twins still answer
+    near = shard.search(junk[None], 3, allowed_ids=np.array([2000, 7]))
+    assert near.ids[0].tolist()[:2] == [2000, 7]
+    path = tmp_path / "s.faiss"
+    shard.save(path)
+    meta = shard.manifest_meta()
+    loaded = FaissShard.load(path, spec=spec, dim=DIM, meta=meta)
+    assert len(loaded) == 1799 and (loaded.search(queries, 5).ids == shard.search(queries, 5).ids).all()
+    with pytest.raises(IndexCorrupt, match="19 copies"):  # saved by the old code, no word in the manifest
+        old = FaissShard.create(spec, DIM, train_sample=real if quant != "none" else None)
+        old._index.add_with_ids(np.repeat(junk[None], 20, axis=0), np.arange(20))  # as the old code stored them
+        old._refresh_count()
+        old.save(tmp_path / "old.faiss")
+        FaissShard.load(tmp_path / "old.faiss", spec=spec, dim=DIM, meta=ShardMeta())
