@@ -287,7 +287,8 @@ class FaissShard:
 
     def _codes(self, vectors: np.ndarray) -> np.ndarray:
         """What the graph stores for `vectors` (raw floats, or 8-bit codes), as bytes per row."""
-        storage = faiss.downcast_index(faiss.downcast_index(self._cpu_index().index).storage)
+        hnsw: Any = faiss.downcast_index(self._cpu_index().index)  # IndexHNSW; faiss's stubs type it as Index
+        storage = faiss.downcast_index(hnsw.storage)
         return storage.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def _stored_codes(self, label: int) -> np.ndarray:
