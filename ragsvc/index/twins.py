@@ -31,10 +31,14 @@ VectorOf = Callable[[int], np.ndarray]
 
 
 def vector_key(vector: np.ndarray) -> int:
+    """A 64-bit hash of a vector's bytes. Python salts it per process: keys live in memory only (a loaded
+    graph's are read again, `know`)."""
     return hash(np.ascontiguousarray(vector, dtype=np.float32).tobytes())
 
 
 class Twins:
+    """Which graph labels stand for which ids: representatives, their twins, hidden representatives."""
+
     def __init__(self) -> None:
         self._rep_of_key: dict[int, int] = {}  # vector key -> the label in the graph holding that vector
         self._key_of_rep: dict[int, int] = {}
