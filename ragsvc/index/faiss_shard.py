@@ -333,8 +333,9 @@ class FaissShard:
         shard = cls(index, spec=spec, dim=dim, tombstones=tombstones, twins=twins)
         shard._maybe_to_gpu()
         shard._refresh_count()
-        if spec.backend == "faiss_hnsw" and not (meta is not None and meta.twins_checked) \
-                and (copies := shard._know_keys()):
+        # the graph's codes are read now, not at the first add, which runs under the collection's write lock
+        if spec.backend == "faiss_hnsw" and (copies := shard._know_keys()) \
+                and not (meta is not None and meta.twins_checked):
             raise IndexCorrupt(f"faiss shard {path} holds {copies} copies of other vectors in its graph (saved "
                                "before copies were kept out of it), which can trap searches; it will be rebuilt")
         return shard

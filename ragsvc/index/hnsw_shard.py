@@ -51,7 +51,7 @@ class HnswShard:
         self._ef = ef_search
         self._deleted = 0  # graph nodes marked deleted
         self._twins = Twins()
-        self._keys_known = True  # a loaded graph's vectors are read into `_twins` before its first add
+        self._keys_known = True  # a loaded graph's vectors are read into `_twins` when it loads
 
     def __len__(self) -> int:
         return self._graph_live() - self._twins.num_hidden + self._twins.num_twins
@@ -220,9 +220,9 @@ class HnswShard:
              num_threads: int = 2, num_deleted: int = 0, twins: np.ndarray | None = None,
              hidden: np.ndarray | None = None, twins_checked: bool = False) -> HnswShard:
         """`twins` ((n, 2) [twin, representative]), `hidden` and `twins_checked`: what `manifest_meta` recorded.
-        A graph not known to keep copies out (saved before twins, or with no manifest) is read once here, and
-        one that holds copies is refused as IndexCorrupt, so its collection is rebuilt from the catalog:
-        copies trap its searches (`twins.py`)."""
+        The graph's vectors are read once here into the twin keys. One not known to keep copies out (saved
+        before twins, or with no manifest) that holds copies is refused as IndexCorrupt, so its collection is
+        rebuilt from the catalog: copies trap its searches (`twins.py`)."""
         shard = cls.__new__(cls)
         shard.dim, shard.metric, shard.ef_search, shard._num_threads = dim, metric, ef_search, num_threads
         shard._index = hnswlib.Index(space=metric, dim=dim)
@@ -236,7 +236,8 @@ class HnswShard:
         shard._twins = Twins.from_arrays(np.zeros((0, 2), np.int64) if twins is None else twins,
                                          np.zeros(0, np.int64) if hidden is None else hidden)
         shard._keys_known = False
-        if not twins_checked and (copies := shard._know_keys()):
+        # read at load, not at the first add: that runs under the collection's write lock, which searches wait on
+        if (copies := shard._know_keys()) and not twins_checked:
             raise IndexCorrupt(f"hnsw shard {path} holds {copies} copies of other vectors in its graph (saved "
                                "before copies were kept out of it), which can trap searches; it will be rebuilt")
         return shard
