@@ -32,9 +32,34 @@ def is_form(segment: object) -> bool:
     mapping's key or an index: a type's label, or the name of a pydantic model (a form that is a model is
     labelled with its class name). A caller's key spelled like one of those could be taken for a form, which
     only shortens the message."""
-    if not isinstance(segment, str):
-        return False
-    return bool(_FORM.fullmatch(segment)) or segment in _model_names()
+    return _Forms()(segment)
+
+
+class _Forms:
+    """`is_form` for one error list, answering each distinct segment once: a large body's thousands of errors
+    repeat a few field and form names, and the pydantic model names are listed (a walk of every model class)
+    only when a segment could be a class name."""
+
+    def __init__(self) -> None:
+        self._names: set[str] | None = None
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, segment: object) -> bool:
+        if not isinstance(segment, str):
+            return False
+        known = self._seen.get(segment)
+        if known is None:
+            known = self._seen[segment] = self._judge(segment)
+        return known
+
+    def _judge(self, segment: str) -> bool:
+        if _FORM.fullmatch(segment):
+            return True
+        if not segment[:1].isupper():
+            return False
+        if self._names is None:
+            self._names = _model_names()
+        return segment in self._names
 
 
 def _model_names() -> set[str]:
@@ -56,57 +81,50 @@ def is_type_mismatch(error: Error) -> bool:
     return kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "model_attributes_type")
 
 
-def without_forms(loc: Sequence[object]) -> tuple[object, ...]:
-    return tuple(segment for segment in loc if not is_form(segment))
-
-
 def relevant(errors: Sequence[Error]) -> list[Error]:
     """`errors` with only the closest form's errors kept for each union field (see the module docstring),
     in their original order, each with `loc` free of form segments."""
+    is_form_here = _Forms()
+    clean: list[tuple[object, ...]] = []  # each error's location without form segments
     sites: dict[tuple[object, ...], dict[str, list[int]]] = {}  # site -> form -> error positions
     for position, error in enumerate(errors):
         loc = tuple(error.get("loc", ()))
-        at = next((i for i, segment in enumerate(loc) if is_form(segment)), None)
-        if at is not None:
+        marks = [is_form_here(segment) for segment in loc]
+        clean.append(tuple(segment for segment, form in zip(loc, marks, strict=True) if not form))
+        if True in marks:
+            at = marks.index(True)
             sites.setdefault(loc[:at], {}).setdefault(str(loc[at]), []).append(position)
     dropped: set[int] = set()
     merged: dict[int, Error] = {}
     for site, forms in sites.items():
         if len(forms) < 2:
             continue
-        best = max(forms.values(), key=lambda positions: _closeness(errors, positions, len(site)))
+        best = max(forms.values(), key=lambda positions: _closeness(errors, clean, positions, len(site)))
         dropped.update(p for positions in forms.values() if positions is not best for p in positions)
         if all(is_type_mismatch(errors[p]) for p in best):
-            merged[best[0]] = _either(errors, [p for positions in forms.values() for p in positions],
-                                      without_forms(tuple(errors[best[0]].get("loc", ()))))
+            merged[best[0]] = _either(errors, clean, [p for positions in forms.values() for p in positions],
+                                      clean[best[0]])
             dropped.update(best[1:])
-    kept = []
-    for position, error in enumerate(errors):
-        if position in dropped:
-            continue
-        error = merged.get(position, error)
-        kept.append({**error, "loc": without_forms(error.get("loc", ()))})
-    return kept
+    return [{**merged.get(position, error), "loc": clean[position]}
+            for position, error in enumerate(errors) if position not in dropped]
 
 
-def _depth(error: Error, site_length: int) -> int:
-    """How far past its form's tag the error's location goes (0: the field itself failed)."""
-    return len(without_forms(tuple(error.get("loc", ())))) - site_length
-
-
-def _closeness(errors: Sequence[Error], positions: list[int], site_length: int) -> tuple[bool, int, int]:
-    """A form's rank: got past type checks somewhere, then how deep into the input, then fewer errors."""
+def _closeness(errors: Sequence[Error], clean: list[tuple[object, ...]], positions: list[int],
+               site_length: int) -> tuple[bool, int, int]:
+    """A form's rank: got past type checks somewhere, then how deep into the input (location segments past
+    the field, forms left out), then fewer errors."""
     return (any(not is_type_mismatch(errors[p]) for p in positions),
-            max(_depth(errors[p], site_length) for p in positions),
+            max(len(clean[p]) - site_length for p in positions),
             -len(positions))
 
 
-def _either(errors: Sequence[Error], positions: list[int], where: tuple[object, ...]) -> Error:
+def _either(errors: Sequence[Error], clean: list[tuple[object, ...]], positions: list[int],
+            where: tuple[object, ...]) -> Error:
     """One error for a value no form took, at `where` (a location without form segments): what each form
     wanted there, 'Input should be a valid string or a valid list'."""
     wanted: list[str] = []
     for p in positions:
-        if without_forms(tuple(errors[p].get("loc", ()))) != where:
+        if clean[p] != where:
             continue
         message = str(errors[p].get("msg", ""))
         match = _TYPE_MESSAGE.match(message)
