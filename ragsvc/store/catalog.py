@@ -104,13 +104,8 @@ class Catalog:
         if not self._embedding_cache.num_deferred:
             return
         try:
-            self._conn.execute("BEGIN TRANSACTION")
-            try:
+            with self._transaction.atomic():
                 self._embedding_cache.flush()
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
         except Exception:  # noqa: BLE001 - cache rows only; the catalog still closes
             logger.warning("the embedding cache's last rows could not be written; those texts will be embedded "
                            "again if they come back", exc_info=True)
