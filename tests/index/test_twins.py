@@ -181,9 +181,9 @@ def test_faiss_hnsw_keeps_copies_out_of_its_graph_too(tmp_path, quant):
     meta = shard.manifest_meta()
     loaded = FaissShard.load(path, spec=spec, dim=DIM, meta=meta)
     assert len(loaded) == 1799 and (loaded.search(queries, 5).ids == shard.search(queries, 5).ids).all()
+    old = FaissShard.create(spec, DIM, train_sample=real if quant != "none" else None)
+    old._index.add_with_ids(np.repeat(junk[None], 20, axis=0), np.arange(20))  # as the old code stored them
+    old._refresh_count()
+    old.save(tmp_path / "old.faiss")
     with pytest.raises(IndexCorrupt, match="19 copies"):  # saved by the old code, no word in the manifest
-        old = FaissShard.create(spec, DIM, train_sample=real if quant != "none" else None)
-        old._index.add_with_ids(np.repeat(junk[None], 20, axis=0), np.arange(20))  # as the old code stored them
-        old._refresh_count()
-        old.save(tmp_path / "old.faiss")
         FaissShard.load(tmp_path / "old.faiss", spec=spec, dim=DIM, meta=ShardMeta())
