@@ -242,8 +242,7 @@ def _decode(raw: bytes, where: str) -> str | Unreadable:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Unreadable(where, f"not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8 "
-                                 "first (UTF-16 and UTF-32 files are read when they start with a byte-order mark)")
+        return Unreadable(where, f"not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8 first")
 
 
 def _decode_file(raw: bytes, where: str) -> str | Unreadable:
@@ -255,7 +254,11 @@ def _decode_file(raw: bytes, where: str) -> str | Unreadable:
             except UnicodeDecodeError as exc:
                 return Unreadable(where, f"starts with a {codec.upper()} byte-order mark but is not {codec.upper()} "
                                          f"text ({exc.reason} at byte {exc.start}); convert it to UTF-8 first")
-    return _decode(raw.removeprefix(_BOM), where)
+    text = _decode(raw.removeprefix(_BOM), where)
+    if isinstance(text, Unreadable):  # a .jsonl line is never UTF-16: only whole files get this hint
+        return Unreadable(where, f"{text.reason} (UTF-16 and UTF-32 files are read when they start with a "
+                                 "byte-order mark)")
+    return text
 
 
 def _too_long(where: str, num_chars: int, limit: int) -> Unreadable:
