@@ -167,20 +167,20 @@ class Twins:
         if not twins:
             del self._twins[rep]
 
-    def _forget_node(self, label: int) -> None:
+    def _forget_node(self, label: int) -> int | None:
+        """Drop a graph node's key; return it (None: the node had none)."""
         key = self._key_of_rep.pop(label, None)
         if key is not None and self._rep_of_key.get(key) == label:
             del self._rep_of_key[key]
+        return key
 
     def _retire(self, label: int, old_vector: np.ndarray) -> tuple[int, np.ndarray] | None:
         """`label`'s node takes a new vector: its twins, if any, move to the first of them, which the graph
         must then add with the old vector (returned with it)."""
         twins = self._twins.pop(label, [])
         self._hidden.discard(label)
-        key = self._key_of_rep.pop(label)
-        if self._rep_of_key.get(key) == label:
-            del self._rep_of_key[key]
-        if not twins:
+        key = self._forget_node(label)
+        if not twins or key is None:
             return None
         heir, rest = twins[0], twins[1:]
         del self._rep_of[heir]
