@@ -70,7 +70,7 @@ BACKEND_CHOICE_VERSION = 2
 """In the backend choice's cache key: 2 measures queries apart from documents."""
 TIMED_REPEATS = 3
 """The precision check times each path this many times and keeps the best (a shared machine adds noise)."""
-LEAN_VERSION = 4
+LEAN_VERSION = 5
 """In the lean check's cache key: a change to `lean_bert.py` or `traced_forward.py` checks again."""
 LEAN_TOLERANCE = 1e-4
 """Largest element difference of normalised vectors the lean forward may show against transformers' (float32
@@ -291,12 +291,14 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
     texts = list(LEAN_CHECK_TEXTS)
     own = encode(model, texts, path, precision="float32")
     mine = encode(model, texts, replace(path, runner=None, query_runner=None, lean=lean))
+    batches = _check_batches(model, texts)
+    padded = _padded_vectors(lean, batches[0])
     if precision == "float32":
-        worst = float(np.abs(own - mine).max())
+        worst = float(max(np.abs(own - mine).max(), np.abs(own - padded).max()))
         failed = worst > LEAN_TOLERANCE
         measured, allowed = f"differed by {worst:.2g}", f"allowed {LEAN_TOLERANCE:.0e}"
     else:
-        worst = float(np.einsum("nd,nd->n", own, mine).min())  # both sides are unit rows
+        worst = float(min(np.einsum("nd,nd->n", own, vectors).min() for vectors in (mine, padded)))  # unit rows
         failed = not worst >= LEAN_BF16_MIN_COSINE
         measured, allowed = f"reached cosine {worst:.5f} to float32", f"needs {LEAN_BF16_MIN_COSINE}"
     if failed:
@@ -305,7 +307,7 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
         return path
     logger.info("embedder forward: lean %s (%s; %s on the check sample)", precision, why, measured)
     if setting == "traced":
-        lean.traced = traced_forward.trace(lean, _check_batches(model, texts))
+        lean.traced = traced_forward.trace(lean, batches)
         if lean.traced is None:
             return replace(path, lean=lean)
     if key is not None:
@@ -433,6 +435,17 @@ def _tokenization_mismatch(model: SentenceTransformer, folder: BertFolderModel) 
 
 _LEAN_PASSED: set[tuple[str, LeanSetting, Precision]] = set()
 """Model folders (with setting and precision) whose lean forward passed its checks in this process."""
+
+
+def _padded_vectors(lean: LeanBert, features: traced_forward.Features) -> np.ndarray:
+    """A batch's unit rows through `lean` in the padded layout. The serving path packs a batch
+    as unequal as the check sample (`lean_bert.layout_for`), so without this the padded layout, which batches
+    of near-equal texts take, would never be held to the model's own vectors."""
+    import torch
+
+    with torch.inference_mode():
+        pooled = lean.encode(*features, layout="padded")
+        return torch.nn.functional.normalize(pooled.float(), dim=1).numpy()
 
 
 def _check_batches(model: SentenceTransformer, texts: Sequence[str]) -> list[traced_forward.Features]:

@@ -158,6 +158,25 @@ def test_a_traced_graph_that_disagrees_is_refused(tiny_bert, monkeypatch, caplog
     assert "differed" in caplog.text
 
 
+def test_each_traced_graph_is_held_to_the_eager_forward_in_its_own_layout(tiny_bert, monkeypatch):
+    # A bfloat16 GEMM of fewer rows may round differently (AMX: MiniLM's padded and packed vectors of one batch
+    # differed by 6.6e-4); here the padded layout is offset by 5e-4 to stand for that. Each graph still matches
+    # the eager forward of its own layout exactly, so the traced forward is kept.
+    real = LeanBert.encode
+
+    def rounding_apart(self, *args, layout, **kwargs):
+        out = real(self, *args, layout=layout, **kwargs)
+        return out + 5e-4 * out.norm(dim=1, keepdim=True) if layout == "padded" else out
+
+    monkeypatch.setattr(LeanBert, "encode", rounding_apart)
+    lean = LeanBert.from_module(tiny_bert, "mean")
+    ids, mask, types = _batch(2, 8, seed=4)
+    mask[1, 4:] = 0  # packed in service; the padded graph is checked on it too
+    traced = trace(lean, [(ids, mask, types)])
+    assert traced is not None
+    assert traced.difference(lean, (ids, mask, types)) == 0.0
+
+
 @pytest.fixture(scope="module")
 def minilm_model(minilm):
     return minilm._model
@@ -201,6 +220,24 @@ def test_a_lean_forward_that_disagrees_is_not_used_nor_remembered(monkeypatch, c
     assert embedder.fast_path is not None and embedder.fast_path.lean is None
     assert "lean float32 forward differed" in caplog.text
     assert not list(tmp_path.glob("lean-*.json")) and not fast_module._LEAN_PASSED
+
+
+def test_a_lean_forward_wrong_only_in_the_padded_layout_is_not_used(monkeypatch, caplog, tmp_path):
+    # The check sample is unequal enough to be packed, so the padded layout (batches of near-equal texts) is
+    # checked on its own against the model's vectors.
+    monkeypatch.setattr(fast_module, "_LEAN_PASSED", set())
+    real = LeanBert.encode
+
+    def padded_wrong(self, *args, layout, **kwargs):
+        out = real(self, *args, layout=layout, **kwargs)
+        return out.flip(-1) if layout == "padded" else out
+
+    monkeypatch.setattr(LeanBert, "encode", padded_wrong)
+    with caplog.at_level(logging.WARNING, logger="ragsvc.embed.fast"):
+        embedder = SentenceTransformerEmbedder(sort_by_length=True, precision="float32", backend="torch",
+                                               lean_forward="traced", choice_dir=tmp_path)
+    assert embedder.fast_path is not None and embedder.fast_path.lean is None
+    assert "lean float32 forward differed" in caplog.text
 
 
 def test_copies_of_one_model_are_checked_once_per_process_and_machine(monkeypatch, tmp_path):
