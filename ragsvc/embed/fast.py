@@ -19,6 +19,7 @@ change that alters the function itself — another model, width or document pref
 
 from __future__ import annotations
 
+import copy
 import logging
 import platform
 import time
@@ -104,6 +105,13 @@ def cpu_has_native_bf16() -> bool:
     return native_bf16(_hardware())
 
 
+def cpu_has_amx() -> bool:
+    """Whether this machine's CPU has AMX's bfloat16 tiles, where the lean forward's weights are packed for
+    oneDNN (`packed_linear.py`)."""
+    lines = [line for line in _hardware().splitlines() if line.startswith("flags")]
+    return any("amx_bf16" in line.split() for line in lines)
+
+
 def native_bf16(hardware: str) -> bool:
     """Whether the CPU that `_hardware` describes computes in bfloat16 natively; True when its flags are
     unknown. Without such instructions torch's bfloat16 autocast converts around every operation and runs
@@ -141,13 +149,16 @@ class FastPath:
 
     @property
     def label(self) -> str:
-        """What runs the batches: the torch precision (`-lean` or `-lean-traced` for the lean forward), or
-        `openvino-<precision>`."""
+        """What runs the batches: the torch precision (`-lean`, `-lean-traced` or `-lean-traced-packed` for the
+        lean forward), or `openvino-<precision>`."""
         if self.runner is not None:
             return f"openvino-{self.runner.precision}"
         if self.lean is None:
             return self.precision
-        return f"{self.precision}-lean{'-traced' if self.lean.traced is not None else ''}"
+        traced = self.lean.traced
+        if traced is None:
+            return f"{self.precision}-lean"
+        return f"{self.precision}-lean-traced{'-packed' if getattr(traced, 'packed_weights', False) else ''}"
 
 
 def encode(model: Model, texts: Sequence[str], path: FastPath, *,
@@ -282,7 +293,7 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
         cache = choice_dir / f"lean-{digest}.json"
     if key in _LEAN_PASSED or (cache is not None and cache.exists()):
         if setting == "traced":
-            lean.traced = traced_forward.trace(lean, ())
+            lean.traced = traced_forward.trace(lean, (), pack_weights=_packs(lean))
         if key is not None:
             _LEAN_PASSED.add(key)
         if model_dir is not None and choice_dir is not None:
@@ -307,9 +318,9 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
         return path
     logger.info("embedder forward: lean %s (%s; %s on the check sample)", precision, why, measured)
     if setting == "traced":
-        lean.traced = traced_forward.trace(lean, batches)
-        if lean.traced is None:
-            return replace(path, lean=lean)
+        lean.traced = traced_forward.trace(lean, batches, pack_weights=_packs(lean))
+        if lean.traced is None or _packs(lean) and not lean.traced.packed_weights:
+            return replace(path, lean=lean)  # not remembered: a start that finds it passed would skip checks
     if key is not None:
         _LEAN_PASSED.add(key)
     if cache is not None:
@@ -335,7 +346,7 @@ def checked_folder(model_dir: Path, setting: LeanSetting, *, choice_dir: Path | 
                        model_dir, why)
         return None
     if setting == "traced":
-        folder.lean.traced = traced_forward.trace(folder.lean, ())
+        folder.lean.traced = traced_forward.trace(folder.lean, (), pack_weights=_packs(folder.lean))
     _LEAN_PASSED.add((str(model_dir), setting, precision))
     logger.info("embedder loaded without sentence-transformers (%s, %s; checked against it on this machine)",
                 why, precision)
@@ -392,7 +403,9 @@ def _record_folder(model: SentenceTransformer, model_dir: Path, path: FastPath, 
     worst = float("inf")
     if folder is not None and mismatch is None:
         texts = list(LEAN_CHECK_TEXTS)
-        own = encode(model, texts, replace(path, runner=None, query_runner=None))
+        eager = copy.copy(path.lean)  # like with like: a graph on packed weights may round otherwise (AMX)
+        eager.traced = None
+        own = encode(model, texts, replace(path, runner=None, query_runner=None, lean=eager))
         mine = encode(folder, texts, replace(path, runner=None, query_runner=None, lean=folder.lean))
         worst = float(np.abs(own - mine).max())
         if worst > LEAN_TOLERANCE:
@@ -435,6 +448,11 @@ def _tokenization_mismatch(model: SentenceTransformer, folder: BertFolderModel) 
 
 _LEAN_PASSED: set[tuple[str, LeanSetting, Precision]] = set()
 """Model folders (with setting and precision) whose lean forward passed its checks in this process."""
+
+
+def _packs(lean: LeanBert) -> bool:
+    """Whether `lean`'s traced graph runs on weights packed for oneDNN: bfloat16 on a CPU with AMX."""
+    return lean.precision == "bfloat16" and cpu_has_amx()
 
 
 def _padded_vectors(lean: LeanBert, features: traced_forward.Features) -> np.ndarray:

@@ -100,6 +100,9 @@ class LeanBert:
         self.eps = eps
         self.max_positions = int(self.position.shape[0])
         self.pooling = pooling
+        self.linear: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = torch.nn.functional.linear
+        """How a layer's linear is computed from (input, weight, bias): torch's own, except while a graph is traced
+        with the weights prepacked (`packed_linear.py`)."""
         self.traced: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
         """The same forward as a TorchScript graph (`traced_forward.TracedForward`), once checked: it runs the
         passes it takes (it returns None for the others)."""
@@ -161,7 +164,7 @@ class LeanBert:
         mask = attention_mask.bool()[:, None, None, :] if layout == "padded" else None
         batch, hidden, heads = x.shape[0], self.hidden, self.heads
         for layer in self.layers:
-            qkv = F.linear(self._low(x), layer.qkv_weight, layer.qkv_bias).view(batch, tokens, 3, heads,
+            qkv = self.linear(self._low(x), layer.qkv_weight, layer.qkv_bias).view(batch, tokens, 3, heads,
                                                                                  hidden // heads)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
@@ -189,7 +192,7 @@ class LeanBert:
             return rows.new_zeros(batch * tokens, rows.shape[1]).index_copy(0, real, rows).view(batch, tokens, -1)
 
         for layer in self.layers:
-            qkv = padded(F.linear(self._low(x), layer.qkv_weight, layer.qkv_bias)).view(batch, tokens, 3, heads,
+            qkv = padded(self.linear(self._low(x), layer.qkv_weight, layer.qkv_bias)).view(batch, tokens, 3, heads,
                                                                                          hidden // heads)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -216,10 +219,10 @@ class LeanBert:
         import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
         hidden = (self.hidden,)
-        x = F.layer_norm(self._high(F.linear(attended, layer.out_weight, layer.out_bias)) + x, hidden,
+        x = F.layer_norm(self._high(self.linear(attended, layer.out_weight, layer.out_bias)) + x, hidden,
                          layer.norm1_weight, layer.norm1_bias, self.eps)
-        up = F.gelu(F.linear(self._low(x), layer.up_weight, layer.up_bias))
-        return F.layer_norm(self._high(F.linear(up, layer.down_weight, layer.down_bias)) + x, hidden,
+        up = F.gelu(self.linear(self._low(x), layer.up_weight, layer.up_bias))
+        return F.layer_norm(self._high(self.linear(up, layer.down_weight, layer.down_bias)) + x, hidden,
                             layer.norm2_weight, layer.norm2_bias, self.eps)
 
 

@@ -45,10 +45,12 @@ class TracedForward:
     batch of more tokens than the model has positions (the caller then runs eager, which raises as
     transformers does)."""
 
-    def __init__(self, padded: Any, packed: Any, *, max_tokens: int) -> None:
+    def __init__(self, padded: Any, packed: Any, *, max_tokens: int, packed_weights: bool = False) -> None:
         self._padded = padded
         self._packed = packed
         self.max_tokens = max_tokens
+        self.packed_weights = packed_weights
+        """Whether the graphs' linears run on weights packed once for oneDNN (`packed_linear.py`)."""
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor) -> torch.Tensor | None:
@@ -82,15 +84,53 @@ class TracedForward:
                        for graph, own in graphs)
 
 
-def trace(lean: LeanBert, check: Sequence[Features]) -> TracedForward | None:
+PACKED_MIN_COSINE = 0.9999
+"""Least cosine of each vector of the graph with packed weights to the plain eager forward's. The packed weight
+is blocked for another kernel, whose sums may round to other bfloat16 values (MiniLM on an AMX core: up to
+5e-4 per element, cosine >= 0.99999); a linear given the wrong weight falls far below."""
+
+
+def trace(lean: LeanBert, check: Sequence[Features], *, pack_weights: bool = False) -> TracedForward | None:
     """`lean`'s forward traced in the padded and the packed layout, frozen and checked on `check`'s batches;
-    None, logged, where any step fails."""
+    None, logged, where any step fails. `pack_weights` (a bfloat16 forward on a CPU where the caller found it
+    pays) traces it with its weights packed once for oneDNN (`packed_linear.py`) instead, held to the eager
+    forward on the same packed weights and, within PACKED_MIN_COSINE, to the plain one; where packing is
+    unavailable or fails those checks, the plain graph serves, logged."""
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice: see the module docstring
+            traced = _traced(lean)
+        worst = max((traced.difference(lean, features) for features in check), default=0.0)
+    except Exception:  # noqa: BLE001 - no TorchScript, or a graph it cannot trace: the eager forward is correct
+        logger.warning("embedder forward: tracing it failed; the eager lean forward runs", exc_info=True)
+        return None
+    if worst > CHECK_TOLERANCE:
+        logger.warning("embedder forward: the traced forward differed by %.2g from the eager one (allowed %.0e); "
+                       "the eager lean forward runs", worst, CHECK_TOLERANCE)
+        return None
+    if pack_weights:
+        packed, why = _with_packed_weights(lean, check)
+        if packed is None:
+            logger.warning("embedder forward: weights not packed (%s); the plain traced graph runs", why)
+        else:
+            traced = packed
+    logger.info("embedder forward: traced (max |difference| %.1g from the eager forward%s)", worst,
+                "; weights packed for oneDNN" if traced.packed_weights else "")
+    return traced
+
+
+def _traced(lean: LeanBert, modules: Any = None) -> TracedForward:
+    """The padded- and packed-layout graphs of `lean` (call under `torch.inference_mode`). `modules`: the
+    scripted linears `lean.linear` calls, registered on the traced module so the graph calls them."""
     import torch
 
     class Forward(torch.nn.Module):
         def __init__(self, layout: Layout) -> None:
             super().__init__()
             self.layout: Layout = layout
+            self.linears = torch.nn.ModuleList() if modules is None else modules
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     token_type_ids: torch.Tensor) -> torch.Tensor:
@@ -104,17 +144,45 @@ def trace(lean: LeanBert, check: Sequence[Features]) -> TracedForward | None:
         return torch.jit.freeze(torch.jit.trace(Forward(layout).eval(), (ids, mask, torch.zeros_like(ids)),
                                                 check_trace=False))
 
+    return TracedForward(graph("padded"), graph("packed"), max_tokens=lean.max_positions,
+                         packed_weights=modules is not None)
+
+
+def _with_packed_weights(lean: LeanBert, check: Sequence[Features]) -> tuple[TracedForward | None, str]:
+    """The graphs with `lean`'s weights packed, where they pass the checks `trace` names; else None and why."""
+    import copy
+
+    import torch
+
+    from ragsvc.embed import packed_linear
+
+    why = packed_linear.unavailable_reason()
+    if why is not None:
+        return None, why
     try:
         with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # TorchScript's deprecation notice: see the module docstring
-            traced = TracedForward(graph("padded"), graph("packed"), max_tokens=lean.max_positions)
-        worst = max((traced.difference(lean, features) for features in check), default=0.0)
-    except Exception:  # noqa: BLE001 - no TorchScript, or a graph it cannot trace: the eager forward is correct
-        logger.warning("embedder forward: tracing it failed; the eager lean forward runs", exc_info=True)
-        return None
+            warnings.simplefilter("ignore")
+            modules, by_weight = packed_linear.packed_linears(lean)
+            eager = copy.copy(lean)  # the same forward on the packed weights; `lean` itself stays plain
+            eager.linear = lambda x, weight, bias: by_weight[id(weight)](x)
+            eager.traced = None
+            packed = _traced(eager, modules)
+            worst = max((packed.difference(eager, features) for features in check), default=0.0)
+            cosine = min((_least_cosine(packed, lean, features) for features in check), default=1.0)
+    except Exception as exc:  # noqa: BLE001 - an operator this torch or CPU lacks: the plain graph is correct
+        return None, f"packing failed: {type(exc).__name__}: {exc}"
     if worst > CHECK_TOLERANCE:
-        logger.warning("embedder forward: the traced forward differed by %.2g from the eager one (allowed %.0e); "
-                       "the eager lean forward runs", worst, CHECK_TOLERANCE)
-        return None
-    logger.info("embedder forward: traced (max |difference| %.1g from the eager forward)", worst)
-    return traced
+        return None, f"the graph differed by {worst:.2g} from the eager forward on the packed weights"
+    if not cosine >= PACKED_MIN_COSINE:
+        return None, f"its vectors reached cosine {cosine:.5f} to the plain forward's (needs {PACKED_MIN_COSINE})"
+    return packed, ""
+
+
+def _least_cosine(graph: TracedForward, lean: LeanBert, features: Features) -> float:
+    """Least cosine of `graph`'s vectors of one batch to `lean`'s eager forward's (call under inference mode)."""
+    import torch
+
+    normalise = torch.nn.functional.normalize
+    mine = normalise(graph(*features), dim=1)
+    plain = normalise(lean.encode(*features, layout=layout_for(features[1])), dim=1)
+    return float((mine * plain).sum(1).min())

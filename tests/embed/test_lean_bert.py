@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from ragsvc.embed import fast as fast_module
+from ragsvc.embed import packed_linear
+from ragsvc.embed import traced_forward as traced_module
 from ragsvc.embed.embedder import SentenceTransformerEmbedder, resolve_model_path
 from ragsvc.embed.lean_bert import LeanBert, layout_for, lean_encoder, unsupported_reason
 from ragsvc.embed.traced_forward import TracedForward, trace
@@ -110,7 +112,7 @@ def test_a_padded_batch_computes_its_real_tokens_only_and_each_text_as_if_alone(
             alone.append(lean(ids[row:row + 1, :n], mask[row:row + 1, :n], types[row:row + 1, :n]))
         rows = []
         linear = torch.nn.functional.linear
-        monkeypatch.setattr(torch.nn.functional, "linear", lambda x, *a: rows.append(x.shape[0]) or linear(x, *a))
+        monkeypatch.setattr(lean, "linear", lambda x, *a: rows.append(x.shape[0]) or linear(x, *a))
         batched = lean(ids, mask, types)
     assert int(mask.sum()) < 6 * 30
     assert set(rows) == {int(mask.sum())}  # every linear ran on the real tokens, none on padding
@@ -145,10 +147,10 @@ def test_a_traced_graph_that_disagrees_is_refused(tiny_bert, monkeypatch, caplog
     lean = LeanBert.from_module(tiny_bert, "mean")
     real = TracedForward.__init__
 
-    def init(self, padded, packed, *, max_tokens):  # one of the two graphs is off by 0.01
+    def init(self, padded, packed, **kwargs):  # one of the two graphs is off by 0.01
         graphs = {"padded": padded, "packed": packed}
         graphs[wrong] = lambda *a, graph=graphs[wrong]: graph(*a) + 0.01
-        real(self, graphs["padded"], graphs["packed"], max_tokens=max_tokens)
+        real(self, graphs["padded"], graphs["packed"], **kwargs)
 
     monkeypatch.setattr(TracedForward, "__init__", init)
     ids, mask, types = _batch(2, 8, seed=4)
@@ -312,7 +314,7 @@ def test_a_bfloat16_path_runs_the_lean_forward_in_bfloat16(minilm, minilm_model,
     path = fast_module.with_lean(minilm_model, plain, "traced", model_dir=resolve_model_path("minilm"),
                                  choice_dir=tmp_path)
     assert path.lean is not None and path.lean.precision == "bfloat16" and path.lean.traced is not None
-    assert path.label == "bfloat16-lean-traced"
+    assert path.label == "bfloat16-lean-traced" + ("-packed" if path.lean.traced.packed_weights else "")
     saved = list(tmp_path.glob("lean-[!f]*.json"))  # lean-folder-*: the direct loading's own check, passed too
     assert len(saved) == 1 and '"precision": "bfloat16"' in saved[0].read_text()
     assert len(list(tmp_path.glob("lean-folder-*.json"))) == 1
@@ -343,3 +345,72 @@ def test_a_bfloat16_lean_forward_far_from_float32_is_not_used(minilm, minilm_mod
     assert path.lean is None and path.label == "bfloat16"
     assert "lean bfloat16 forward reached cosine" in caplog.text
     assert not list(tmp_path.glob("lean-*.json")) and not fast_module._LEAN_PASSED
+
+
+needs_packing = pytest.mark.skipif(packed_linear.unavailable_reason() is not None,
+                                   reason=f"{packed_linear.unavailable_reason()}")
+
+
+@needs_packing
+@pytest.mark.parametrize(("rows", "inputs", "outputs"), [(1, 32, 96), (7, 48, 32), (33, 384, 1536), (130, 1536, 384)])
+def test_a_packed_linear_computes_what_the_plain_one_does(rows, inputs, outputs):
+    g = torch.Generator().manual_seed(rows)
+    weight = torch.randn(outputs, inputs, generator=g).bfloat16()
+    bias = torch.randn(outputs, generator=g).bfloat16()
+    x = torch.randn(rows, inputs, generator=g).bfloat16()
+    packed = torch.jit.script(packed_linear._module()(weight, bias))
+    with torch.inference_mode():
+        torch.testing.assert_close(packed(x).float(), torch.nn.functional.linear(x, weight, bias).float(),
+                                   atol=0.02, rtol=0.01)  # bfloat16 outputs: one rounding step apart at most
+        assert packed(x[None]).shape == (1, rows, outputs)  # a padded batch's (batch, tokens, hidden) too
+
+
+@needs_packing
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_the_graph_with_packed_weights_matches_the_eager_forward_in_each_layout(tiny_bert, pooling):
+    lean = LeanBert.from_module(tiny_bert, pooling, "bfloat16")
+    with torch.inference_mode():
+        packed = traced_module._traced(lean, packed_linear.packed_linears(lean))
+    assert packed.packed_weights
+    for seed, (batch, tokens) in enumerate([(1, 5), (3, 9), (7, 40)]):
+        ids, mask, types = _batch(batch, tokens, seed=seed)
+        if batch > 1:
+            mask[-1, 2:] = 0  # unequal enough to be packed: both graphs are checked on it
+        assert packed.difference(lean, (ids, mask, types)) <= 1e-3
+    assert lean.linear is torch.nn.functional.linear  # tracing worked on a copy
+
+
+@needs_packing
+def test_a_traced_forward_asked_to_pack_its_weights_runs_them_packed(tiny_bert):
+    lean = LeanBert.from_module(tiny_bert, "mean", "bfloat16")
+    traced = trace(lean, [_batch(3, 9, seed=1)], pack_weights=True)
+    assert traced is not None and traced.packed_weights
+    ids, mask, types = _batch(5, 23, seed=3)
+    with torch.inference_mode():
+        cosines = _cosines(traced(ids, mask, types), lean.encode(ids, mask, types, layout=layout_for(mask)))
+    assert cosines.min() >= traced_module.PACKED_MIN_COSINE
+    assert trace(lean, [_batch(3, 9, seed=1)]).packed_weights is False  # not asked: plain
+
+
+@needs_packing
+def test_packed_weights_that_disagree_with_the_plain_forward_are_not_used(tiny_bert, monkeypatch, caplog):
+    real = packed_linear._module()
+
+    class Skewed(real):  # a packing that computes the wrong function, consistently: only the plain forward tells
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "") * 1.5
+
+    monkeypatch.setattr(packed_linear, "_module", lambda: Skewed)
+    lean = LeanBert.from_module(tiny_bert, "mean", "bfloat16")
+    with caplog.at_level(logging.WARNING, logger="ragsvc.embed.traced_forward"):
+        traced = trace(lean, [_batch(3, 9, seed=1)], pack_weights=True)
+    assert traced is not None and not traced.packed_weights
+    assert "weights not packed (its vectors reached cosine" in caplog.text
+
+
+def test_only_a_bfloat16_forward_on_a_cpu_with_amx_packs_its_weights(tiny_bert, monkeypatch):
+    bf16, f32 = (LeanBert.from_module(tiny_bert, "mean", p) for p in ("bfloat16", "float32"))
+    monkeypatch.setattr(fast_module, "_hardware", lambda: "model name\t: X\nflags\t\t: avx512f avx512_bf16 amx_bf16")
+    assert fast_module._packs(bf16) and not fast_module._packs(f32)
+    monkeypatch.setattr(fast_module, "_hardware", lambda: "model name\t: X\nflags\t\t: avx512f avx512_bf16")
+    assert not fast_module._packs(bf16)
