@@ -135,6 +135,11 @@ class ModelRunner:
         self.prefill_fma = self.prefill_kernel is not None and cpu_prefill_attention.fma_faster(
             self.prefill_kernel, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim)
         """Whether that kernel runs in its fp32-FMA form (measured faster on this CPU)."""
+        if self.prefill_kernel is not None and cpu_prefill_attention.sdpa_faster(
+                self.prefill_kernel, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+                fma=self.prefill_fma):
+            logger.info("prefill attention: torch's SDPA (measured faster than the C++ kernel on this CPU)")
+            self.prefill_kernel, self.prefill_fma = None, False
         if self.device.type == "cpu":
             model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None, small_gemm=small_gemm,
                                   wide_gemm=wide_gemm, f32_gemm=f32_gemm)

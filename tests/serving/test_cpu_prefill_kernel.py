@@ -133,6 +133,7 @@ def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, m
 
     monkeypatch.setattr(attention.cpu_prefill_attention, "prefill_attention", spy)
     monkeypatch.setattr(model_runner.cpu_prefill_attention, "fma_faster", lambda *a, **kw: fma)
+    monkeypatch.setattr(model_runner.cpu_prefill_attention, "sdpa_faster", lambda *a, **kw: False)
     engine = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="bfloat16", block_size=4, num_kv_blocks=256,
                                                 max_num_batched_tokens=16))
     assert engine.runner.prefill_kernel is lib
@@ -172,3 +173,51 @@ def test_the_faster_form_is_measured_once_per_cpu_and_shape(lib, tmp_path, monke
     assert len(timed) == 1  # read back, not measured again
     cpu_prefill_attention.fma_faster(lib, num_heads=4, num_kv_heads=4, head_dim=128)
     assert len(timed) == 2  # another head shape is its own question
+
+
+def test_sdpa_is_measured_against_the_kernel_once_per_cpu_and_shape(lib, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cpu_prefill_attention, "PROBE_TOKENS", 64)
+    monkeypatch.setattr(cpu_prefill_attention, "CONTEXT_PROBE", (16, 80))
+    timed = []
+    real = cpu_prefill_attention._time_sdpa
+
+    def counting(*args, **kwargs):
+        timed.append(real(*args, **kwargs))
+        return timed[-1]
+
+    monkeypatch.setattr(cpu_prefill_attention, "_time_sdpa", counting)
+    first = cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, fma=True)
+    assert len(timed) == 1 and len(timed[0]) == 2  # a fresh prompt and a chunk behind context
+    assert first == all(sdpa < kernel for kernel, sdpa in timed[0])
+    assert cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, fma=True) == first
+    assert len(timed) == 1  # read back, not measured again
+    cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, fma=False)
+    assert len(timed) == 2  # the other form is its own question
+
+
+def test_where_sdpa_measured_faster_the_runner_leaves_prefill_to_it(lib, tiny_llama_d64, monkeypatch) -> None:
+    from ragsvc.serving import model_runner
+    from ragsvc.serving.config import EngineConfig
+    from ragsvc.serving.engine import LLMEngine
+    from ragsvc.serving.layers import attention
+
+    from .test_model_exact import _run_collecting_logits
+
+    folder, hf_model = tiny_llama_d64
+    monkeypatch.setattr(model_runner.cpu_prefill_attention, "sdpa_faster", lambda *a, **kw: True)
+    kernel_calls = []
+    monkeypatch.setattr(attention.cpu_prefill_attention, "prefill_attention", lambda *a, **kw: kernel_calls.append(1))
+    engine = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="bfloat16", block_size=4, num_kv_blocks=256,
+                                                max_num_batched_tokens=16))
+    assert engine.runner.prefill_kernel is None and not engine.runner.prefill_fma
+    g = torch.Generator().manual_seed(5)
+    prompt = torch.randint(3, 500, (37,), generator=g).tolist()  # three chunks: two behind context
+    steps, _ = _run_collecting_logits(engine, [prompt], max_tokens=2)
+    assert not kernel_calls
+    worst = 0.0
+    for context, ours in next(iter(steps.values())):
+        with torch.no_grad():
+            ref = hf_model(torch.tensor([context])).logits[0, -1]
+        worst = max(worst, float((ours - ref).abs().max() / ref.abs().max()))
+    assert worst < 0.05  # bf16 rounding

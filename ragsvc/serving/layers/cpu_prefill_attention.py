@@ -17,6 +17,11 @@ registers and multiplied with fp32 FMAs, P kept in fp32 (closer to the fp32 refe
 times both once per CPU and head shape, on a chunk of `PROBE_TOKENS` tokens, and caches the answer like the GEMM
 plans. On a Xeon without AMX the FMAs won (1.35-1.5x); on Zen 4, whose `vdpbf16ps` is twice its FMA rate,
 `vdpbf16ps` is expected to.
+
+On a Xeon with AMX, torch's flash SDPA runs its products on the tiles and beats both forms: 2.0 against 2.7 ms
+(the FMA form) for a fresh 512-token prompt of SmolLM2's heads on 2 cores, 1.0 against 1.3 ms for 128 tokens
+behind 512 cached ones. So `sdpa_faster` also times SDPA against the chosen form, once per CPU and head shape,
+and where SDPA wins on both the runner leaves prefill to it.
 """
 
 from __future__ import annotations
@@ -124,3 +129,67 @@ def fma_faster(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim:
         return PrefillForm(fma=ms[1] < ms[0], ms=ms)
 
     return cached_plan("prefill-form", key, PrefillForm, measure).fma
+
+
+CONTEXT_PROBE = (128, 640)
+"""(chunk, context) of the second prompt `sdpa_faster` times: a chunk behind context already cached, which SDPA
+takes with an explicit mask (`attention.prefill_attention`) rather than its causal flag."""
+
+
+def _time_sdpa(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim: int,
+               fma: bool) -> list[list[float]]:
+    """Median milliseconds of [kernel in its `fma` form, SDPA] on a fresh PROBE_TOKENS-token prompt, then on a
+    CONTEXT_PROBE chunk behind its context; SDPA as `attention.prefill_attention` runs it."""
+    import torch.nn.functional as F  # noqa: N812 - torch's own convention
+
+    g = torch.Generator().manual_seed(0)
+    scale = head_dim**-0.5
+    rows = []
+    for chunk, context in ((PROBE_TOKENS, PROBE_TOKENS), CONTEXT_PROBE):
+        q = torch.randn(chunk, num_heads, head_dim, generator=g).to(torch.bfloat16)
+        k, v = (torch.randn(context, num_kv_heads, head_dim, generator=g).to(torch.bfloat16) for _ in range(2))
+        qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
+        if chunk == context:
+            sdpa = functools.partial(F.scaled_dot_product_attention, qt, kt, vt, is_causal=True, scale=scale,
+                                     enable_gqa=True)
+        else:
+            group = num_heads // num_kv_heads
+            mask = torch.arange(context)[None, :] <= torch.arange(context - chunk, context)[:, None]
+            folded = qt.reshape(1, num_kv_heads, group * chunk, head_dim)  # as attention.prefill_attention folds
+            sdpa = functools.partial(F.scaled_dot_product_attention, folded, kt, vt, attn_mask=mask.repeat(group, 1),
+                                     scale=scale)
+        kernel = functools.partial(prefill_attention, lib, q, k, v, torch.empty_like(q), scale=scale, fma=fma)
+        row = []
+        with torch.inference_mode():
+            for run in (kernel, sdpa):
+                run()
+                runs = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    run()
+                    runs.append((time.perf_counter() - start) * 1e3)
+                row.append(round(statistics.median(runs), 3))
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class PrefillSdpa:
+    sdpa: bool
+    """Whether torch's SDPA beat the kernel on both probes."""
+    ms: list[list[float]]
+    """What was measured: [[kernel, SDPA] fresh, [kernel, SDPA] behind context]."""
+
+
+def sdpa_faster(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim: int, fma: bool) -> bool:
+    """Whether torch's SDPA beat the kernel (in its `fma` form) on a fresh prompt and on a chunk behind context,
+    on this CPU for this head shape: read from the cache, or measured once (well under a second) and cached."""
+    shape = [num_heads, num_kv_heads, head_dim, torch.get_num_threads(), fma]
+    source = native.read_source(__package__, "cpu_prefill_attention.cpp")
+    key = [asdict(cpu_info()), source, shape, PROBE_TOKENS, list(CONTEXT_PROBE), str(torch.__version__)]
+
+    def measure() -> PrefillSdpa:
+        ms = _time_sdpa(lib, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim, fma=fma)
+        return PrefillSdpa(sdpa=all(sdpa < kernel for kernel, sdpa in ms), ms=ms)
+
+    return cached_plan("prefill-sdpa", key, PrefillSdpa, measure).sdpa
