@@ -101,8 +101,8 @@ class LeanBert:
         self.max_positions = int(self.position.shape[0])
         self.pooling = pooling
         self.linear: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = torch.nn.functional.linear
-        """How a layer's linear is computed from (input, weight, bias): torch's own, except while a graph is traced
-        with the weights prepacked (`packed_linear.py`)."""
+        """How a layer's linear is computed from (input, weight, bias): torch's own; the copy traced with packed
+        weights (`traced_forward._with_packed_weights`) calls those instead."""
         self.traced: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
         """The same forward as a TorchScript graph (`traced_forward.TracedForward`), once checked: it runs the
         passes it takes (it returns None for the others)."""

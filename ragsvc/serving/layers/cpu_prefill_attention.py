@@ -21,7 +21,10 @@ plans. On a Xeon without AMX the FMAs won (1.35-1.5x); on Zen 4, whose `vdpbf16p
 On a Xeon with AMX, torch's flash SDPA runs its products on the tiles and beats both forms: 2.0 against 2.7 ms
 (the FMA form) for a fresh 512-token prompt of SmolLM2's heads on 2 cores, 1.0 against 1.3 ms for 128 tokens
 behind 512 cached ones. So `sdpa_faster` also times SDPA against the chosen form, once per CPU and head shape,
-and where SDPA wins on both the runner leaves prefill to it.
+and where SDPA wins on both the runner leaves prefill to it. In a profiled serving level there (32 concurrent,
+two alternating pairs) the whole level took 14.5-15.1 s against 15.7-16.3 s with the kernel, but the prefill
+steps' attention did not shrink (2.8-2.9 against 2.6 s, SDPA building a mask per segment): the time came off
+the decode steps, for a reason not established (the kernel's OpenMP team waking beside oneDNN's is a guess).
 """
 
 from __future__ import annotations
