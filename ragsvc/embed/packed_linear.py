@@ -19,13 +19,14 @@ Packing pays where oneDNN's bfloat16 kernel is AMX's: a traced MiniLM pass on on
 the embedder packs only on a CPU with AMX (`fast.cpu_has_amx`).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: TorchScript reads PackedLinear's annotations, and it must be one
+# class defined once (a class made anew per call shares its qualified name with the others in TorchScript's
+# cache, and scripting one after another was seen to fail).
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+import torch
 
+if TYPE_CHECKING:
     from ragsvc.embed.lean_bert import LeanBert
 
 PACK_ROWS = 64
@@ -33,10 +34,8 @@ PACK_ROWS = 64
 times packed for 16, 64 or 256 (queries of 1-4 texts, documents of 4 and 16)."""
 
 
-def unavailable_reason() -> str | None:
+def unavailable_reason() -> "str | None":
     """Why weights cannot be packed in this torch (None: they can)."""
-    import torch
-
     if not torch.backends.mkldnn.is_available():
         return "torch was built without oneDNN"
     ops = torch.ops.mkldnn
@@ -45,34 +44,26 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _module() -> type[torch.nn.Module]:
-    import torch
+class PackedLinear(torch.nn.Module):
+    """x @ weight.T + bias with `weight` packed once."""
 
-    class PackedLinear(torch.nn.Module):
-        """x @ weight.T + bias with `weight` packed once."""
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
+        self.bias = bias
 
-        def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-            super().__init__()
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
-            self.bias = bias
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-
-    return PackedLinear
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
 
-def packed_linears(lean: LeanBert) -> tuple[torch.nn.ModuleList, dict[int, torch.nn.Module]]:
+def packed_linears(lean: "LeanBert") -> "tuple[torch.nn.ModuleList, dict[int, torch.nn.Module]]":
     """Every linear of `lean`'s layers as a scripted `PackedLinear`: the modules (to register on the module being
     traced, so the graph calls them rather than copying them in) and the same keyed by the `id` of the weight
     they replace (for `LeanBert.linear`, which is called with that weight)."""
-    import torch
-
-    packed_linear = _module()
     by_weight: dict[int, torch.nn.Module] = {}
     with torch.inference_mode():
         for layer in lean.layers:
             for weight, bias in ((layer.qkv_weight, layer.qkv_bias), (layer.out_weight, layer.out_bias),
                                  (layer.up_weight, layer.up_bias), (layer.down_weight, layer.down_bias)):
-                by_weight[id(weight)] = torch.jit.script(packed_linear(weight, bias))
+                by_weight[id(weight)] = torch.jit.script(PackedLinear(weight, bias))
     return torch.nn.ModuleList(list(by_weight.values())), by_weight

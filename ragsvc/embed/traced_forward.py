@@ -182,7 +182,10 @@ def _least_cosine(graph: TracedForward, lean: LeanBert, features: Features) -> f
     """Least cosine of `graph`'s vectors of one batch to `lean`'s eager forward's (call under inference mode)."""
     import torch
 
+    pooled = graph(*features)
+    if pooled is None:
+        raise ValueError(f"a check batch of shape {tuple(features[0].shape)} has more tokens than positions")
     normalise = torch.nn.functional.normalize
-    mine = normalise(graph(*features), dim=1)
+    mine = normalise(pooled, dim=1)
     plain = normalise(lean.encode(*features, layout=layout_for(features[1])), dim=1)
     return float((mine * plain).sum(1).min())

@@ -358,7 +358,7 @@ def test_a_packed_linear_computes_what_the_plain_one_does(rows, inputs, outputs)
     weight = torch.randn(outputs, inputs, generator=g).bfloat16()
     bias = torch.randn(outputs, generator=g).bfloat16()
     x = torch.randn(rows, inputs, generator=g).bfloat16()
-    packed = torch.jit.script(packed_linear._module()(weight, bias))
+    packed = torch.jit.script(packed_linear.PackedLinear(weight, bias))
     with torch.inference_mode():
         torch.testing.assert_close(packed(x).float(), torch.nn.functional.linear(x, weight, bias).float(),
                                    atol=0.02, rtol=0.01)  # bfloat16 outputs: one rounding step apart at most
@@ -392,15 +392,16 @@ def test_a_traced_forward_asked_to_pack_its_weights_runs_them_packed(tiny_bert):
     assert trace(lean, [_batch(3, 9, seed=1)]).packed_weights is False  # not asked: plain
 
 
+class SkewedLinear(packed_linear.PackedLinear):
+    """A packing that computes the wrong function, consistently: only the plain forward tells."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "") * 1.5
+
+
 @needs_packing
 def test_packed_weights_that_disagree_with_the_plain_forward_are_not_used(tiny_bert, monkeypatch, caplog):
-    real = packed_linear._module()
-
-    class Skewed(real):  # a packing that computes the wrong function, consistently: only the plain forward tells
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "") * 1.5
-
-    monkeypatch.setattr(packed_linear, "_module", lambda: Skewed)
+    monkeypatch.setattr(packed_linear, "PackedLinear", SkewedLinear)
     lean = LeanBert.from_module(tiny_bert, "mean", "bfloat16")
     with caplog.at_level(logging.WARNING, logger="ragsvc.embed.traced_forward"):
         traced = trace(lean, [_batch(3, 9, seed=1)], pack_weights=True)

@@ -69,8 +69,27 @@ def test_split_steps_keep_smollm2_bf16_greedy_tokens(smollm2_dir) -> None:
     if not cpu_has_bf16():
         pytest.skip("bf16 needs avx512_bf16 here; the fp32 path is covered by the tiny model")
     engine = _engine(str(smollm2_dir), dtype="bfloat16", num_kv_blocks=256)
+    varying = _rows_round_by_row_count(engine)
+    if varying:
+        pytest.skip(f"this CPU's bf16 GEMM rounds a row differently at other row counts ({varying}: AMX's oneDNN "
+                    "kernels block by row count), so a half step cannot give a whole step's bits")
     rng = random.Random(1)
     prompts = [[rng.randrange(100, 40000) for _ in range(rng.randint(100, 300))] for _ in range(6)]
     split, whole, splits = _generate_both_ways(engine, prompts, max_tokens=6)
     assert splits
     assert [o.output_token_ids for o in split] == [o.output_token_ids for o in whole]
+
+
+def _rows_round_by_row_count(engine: LLMEngine) -> str:
+    """The first linear of `engine`'s model whose bf16 result for the first 150 of 300 rows differs when called
+    on those 150 alone (measured, not assumed from the CPU's name); "" where none does."""
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for name, module in engine.runner.model.named_modules():
+            inputs = getattr(module, "in_features", None)
+            if inputs is None or "lm_head" in name:
+                continue
+            x = torch.randn(300, inputs, generator=g).to(torch.bfloat16)
+            if not torch.equal(module(x)[:150], module(x[:150])):
+                return name
+    return ""
