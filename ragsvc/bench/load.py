@@ -42,7 +42,7 @@ from ragsvc.bench.load_report import (
     search_ratio,
     targets,
 )
-from ragsvc.bench.provenance import cpu_model, package_git_sha
+from ragsvc.bench.provenance import cpu_isa, cpu_model, package_git_sha
 from ragsvc.bench.server_process import serve_process
 from ragsvc.retrieval.embed_batcher import lanes_for, threads_per_lane
 
@@ -250,7 +250,7 @@ async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None]
         phases.append(await _phase(url, config, mix, ledger, name, server_pid))
     verification = await _verify(url, config, ledger)
     ratio = search_ratio(phases)
-    provenance = {"git_sha": package_git_sha(), "cpu": cpu_model(),
+    provenance = {"git_sha": package_git_sha(), "cpu": cpu_model(), "cpu_isa": " ".join(cpu_isa()),
                   "driver": "asyncio HTTP/1.1 (bench/http_client.py), a connection per client", **(server or {})}
     return LoadResult(config=_config_json(config), provenance=provenance, phases=phases,
                       verification=verification, search_throughput_ratio=ratio,

@@ -185,7 +185,8 @@ def to_markdown(result: LoadResult) -> str:
     c = result.config
     warm = f" after {c['warmup_s']:g} s of uncounted warm-up" if c.get("warmup_s") else ""
     lines = [f"# Load: {c['clients']} clients, {c['duration_s']:.0f} s a phase{warm}, mix {c['mix']}", "",
-             f"git {result.provenance.get('git_sha')}, CPU {result.provenance.get('cpu')}"
+             f"git {result.provenance.get('git_sha')}, CPU {result.provenance.get('cpu')} "
+             f"({result.provenance.get('cpu_isa') or 'flags not recorded'})"
              + (f"; server: {result.provenance['server_embed_lanes']} embedding lane(s) on "
                 f"{result.provenance.get('server_cores')} cores" if "server_embed_lanes" in result.provenance else ""),
              "",

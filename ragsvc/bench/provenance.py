@@ -1,4 +1,5 @@
-"""What every benchmark JSON records about where it ran: the code's git sha and the CPU model.
+"""What every benchmark JSON records about where it ran: the code's git sha and the CPU model (and, where a
+benchmark asks, the CPU's matrix and vector extensions: two Xeons of one model name may differ in AMX).
 
 The sha is read from the checkout the `ragsvc` package was imported from (not the working directory), through
 `ragsvc.evals.results.git_sha`, the one implementation eval results use too; "unknown" outside a checkout.
@@ -28,3 +29,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile")
+"""The /proc/cpuinfo flags `cpu_isa` reports: those that choose the embedder's and the engine's kernels."""
+
+
+def cpu_isa() -> list[str]:
+    """Which of ISA_FLAGS this CPU reports (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in ISA_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []

@@ -17,6 +17,7 @@ from ragsvc.bench.load_report import (
     targets,
     to_markdown,
 )
+from ragsvc.bench.provenance import ISA_FLAGS, cpu_isa
 
 
 def test_stats_count_errors_by_outcome_and_take_percentiles_of_successes():
@@ -102,6 +103,7 @@ def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
     assert v["acknowledged"] > 0 and v["lost"] == 0 and v["index_missing"] == 0
     assert v["index_checked"] == min(50, v["acknowledged"])
     assert out["git_sha"] and out["cpu"] and json.dumps(out)
+    assert out["cpu_isa"].split() == cpu_isa() and set(cpu_isa()) <= set(ISA_FLAGS)  # flags beside the model name
     assert "| mixed | search |" in to_markdown(result)
     assert all(p["server_cpu_s"] > 0 for p in out["phases"].values()), "the server's CPU is read from /proc"
     assert all(p["driver_cpu_s"] > 0 and p["idle_cpu_s"] >= 0 and p["other_cpu_s"] >= 0
