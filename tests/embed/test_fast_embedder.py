@@ -104,7 +104,7 @@ def test_each_path_agrees_with_the_reference_in_input_order(minilm, reference, p
         monkeypatch.setattr(fast_module, "TIMED_REPEATS", 1)  # and emulated bfloat16 makes each repeat seconds
     fast = SentenceTransformerEmbedder(precision=precision, sort_by_length=True)
     assert fast.id == minilm.id  # same function within the bound: collections keep working
-    # MiniLM is a BERT model: both take the lean forward (bfloat16's weights packed where that timed faster)
+    # MiniLM is a BERT model: both take the lean forward (bfloat16 on a CPU with AMX: its weights packed)
     labels = (f"{precision}-lean-traced", f"{precision}-lean-traced-packed")
     assert embed_path(fast).split(": ")[0] in labels and embed_path(minilm) == "sentence-transformers encode"
     if precision != "float32" and not fast_module.native_bf16(fast_module._hardware()):
