@@ -318,8 +318,9 @@ def with_lean(model: SentenceTransformer, path: FastPath, setting: LeanSetting =
         return path
     logger.info("embedder forward: lean %s (%s; %s on the check sample)", precision, why, measured)
     if setting == "traced":
-        lean.traced = traced_forward.trace(lean, batches, pack_weights=_packs(lean))
-        if lean.traced is None or _packs(lean) and not lean.traced.packed_weights:
+        pack = _packs(lean)
+        lean.traced = traced_forward.trace(lean, batches, pack_weights=pack)
+        if lean.traced is None or pack and not lean.traced.packed_weights:
             return replace(path, lean=lean)  # not remembered: a start that finds it passed would skip checks
     if key is not None:
         _LEAN_PASSED.add(key)

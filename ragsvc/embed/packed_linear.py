@@ -1,13 +1,13 @@
 """The lean BERT's bfloat16 linears with their weights packed once for oneDNN, for its traced graph.
 
-`F.linear` on a bfloat16 weight hands oneDNN the weight in torch's layout, and oneDNN re-blocks it for its kernel
-on every call: on a Xeon with AMX that copy of 0.4-1.2 MB costs about as much as the multiply itself for a
-query's 10-20 rows (MiniLM's 384 x 1536 linear at 14 rows: 172-196 us plain, 102-106 us from a weight packed
+`F.linear` on a bfloat16 weight hands oneDNN the weight in torch's layout, and oneDNN re-blocks it for its kernel on
+every call: on a Xeon with AMX that copy of 0.4-1.2 MB costs about as much as the multiply itself for a query's
+10-20 rows (MiniLM's 384 x 1536 linear with its bias at 14 rows: 193-196 us plain, 102-106 us from a weight packed
 once, one core). `PackedLinear` keeps the packed copy (`torch.ops.mkldnn._reorder_linear_weight`) and calls the
-kernel on it (`_linear_pointwise`). That is oneDNN's matmul still, but the packed blocking may sum in another
-order for some row counts, so its bfloat16 outputs can round apart from the plain call's (MiniLM: up to 5e-4 per
-element of a unit vector; `traced_forward.PACKED_MIN_COSINE` bounds it). The packed copies cost one more copy of
-the bf16 weights (MiniLM: 46 MiB more resident per embedder), shared by both layouts' graphs.
+kernel on it (`_linear_pointwise`). That is oneDNN's matmul still, but the packed blocking may sum in another order
+for some row counts, so its bfloat16 outputs can round apart from the plain call's (MiniLM: up to 5e-4 per element
+of a unit vector; `traced_forward.PACKED_MIN_COSINE` bounds it). The packed copies cost one more copy of the bf16
+weights (MiniLM: 46 MiB more resident per embedder), shared by both layouts' graphs.
 
 A packed weight is an opaque oneDNN tensor, which a traced graph cannot hold as a constant; a scripted module
 holding it as an attribute can be called from one (and survives freezing), so each linear is its own tiny
@@ -35,13 +35,12 @@ times packed for 16, 64 or 256 (queries of 1-4 texts, documents of 4 and 16)."""
 
 
 def unavailable_reason() -> "str | None":
-    """Why weights cannot be packed in this torch (None: they can)."""
-    if not torch.backends.mkldnn.is_available():
-        return "torch was built without oneDNN"
-    ops = torch.ops.mkldnn
-    if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
-        return "this torch has no packed-linear operators"
-    return None
+    """Why bf16 weights cannot be packed here (None: they can), by the serving engine's own probe."""
+    from ragsvc.serving.layers.linear import can_pack
+
+    if can_pack(torch.bfloat16, torch.device("cpu")):
+        return None
+    return "this torch or CPU does not pack bf16 weights for oneDNN"
 
 
 class PackedLinear(torch.nn.Module):

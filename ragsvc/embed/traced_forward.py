@@ -95,9 +95,16 @@ def trace(lean: LeanBert, check: Sequence[Features], *, pack_weights: bool = Fal
     None, logged, where any step fails. `pack_weights` (a bfloat16 forward on a CPU where the caller found it
     pays) traces it with its weights packed once for oneDNN (`packed_linear.py`) instead, held to the eager
     forward on the same packed weights and, within PACKED_MIN_COSINE, to the plain one; where packing is
-    unavailable or fails those checks, the plain graph serves, logged."""
+    unavailable or fails those checks, the plain graph serves, logged (it is traced only then)."""
     import torch
 
+    if pack_weights:
+        packed, worst, why = _with_packed_weights(lean, check)
+        if packed is not None:
+            logger.info("embedder forward: traced (max |difference| %.1g from the eager forward on the same "
+                        "weights); weights packed for oneDNN", worst)
+            return packed
+        logger.warning("embedder forward: weights not packed (%s); the plain traced graph runs", why)
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice: see the module docstring
@@ -110,14 +117,7 @@ def trace(lean: LeanBert, check: Sequence[Features], *, pack_weights: bool = Fal
         logger.warning("embedder forward: the traced forward differed by %.2g from the eager one (allowed %.0e); "
                        "the eager lean forward runs", worst, CHECK_TOLERANCE)
         return None
-    if pack_weights:
-        packed, why = _with_packed_weights(lean, check)
-        if packed is None:
-            logger.warning("embedder forward: weights not packed (%s); the plain traced graph runs", why)
-        else:
-            traced = packed
-    logger.info("embedder forward: traced (max |difference| %.1g from the eager forward%s)", worst,
-                "; weights packed for oneDNN" if traced.packed_weights else "")
+    logger.info("embedder forward: traced (max |difference| %.1g from the eager forward)", worst)
     return traced
 
 
@@ -148,8 +148,9 @@ def _traced(lean: LeanBert, modules: Any = None) -> TracedForward:
                          packed_weights=modules is not None)
 
 
-def _with_packed_weights(lean: LeanBert, check: Sequence[Features]) -> tuple[TracedForward | None, str]:
-    """The graphs with `lean`'s weights packed, where they pass the checks `trace` names; else None and why."""
+def _with_packed_weights(lean: LeanBert, check: Sequence[Features]) -> tuple[TracedForward | None, float, str]:
+    """The graphs with `lean`'s weights packed and their largest difference from the eager forward on the same
+    weights, where they pass the checks `trace` names; else None and why."""
     import copy
 
     import torch
@@ -158,7 +159,7 @@ def _with_packed_weights(lean: LeanBert, check: Sequence[Features]) -> tuple[Tra
 
     why = packed_linear.unavailable_reason()
     if why is not None:
-        return None, why
+        return None, 0.0, why
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
@@ -170,12 +171,13 @@ def _with_packed_weights(lean: LeanBert, check: Sequence[Features]) -> tuple[Tra
             worst = max((packed.difference(eager, features) for features in check), default=0.0)
             cosine = min((_least_cosine(packed, lean, features) for features in check), default=1.0)
     except Exception as exc:  # noqa: BLE001 - an operator this torch or CPU lacks: the plain graph is correct
-        return None, f"packing failed: {type(exc).__name__}: {exc}"
+        return None, 0.0, f"packing failed: {type(exc).__name__}: {exc}"
     if worst > CHECK_TOLERANCE:
-        return None, f"the graph differed by {worst:.2g} from the eager forward on the packed weights"
+        return None, worst, f"the graph differed by {worst:.2g} from the eager forward on the packed weights"
     if not cosine >= PACKED_MIN_COSINE:
-        return None, f"its vectors reached cosine {cosine:.5f} to the plain forward's (needs {PACKED_MIN_COSINE})"
-    return packed, ""
+        return None, worst, (f"its vectors reached cosine {cosine:.5f} to the plain forward's "
+                             f"(needs {PACKED_MIN_COSINE})")
+    return packed, worst, ""
 
 
 def _least_cosine(graph: TracedForward, lean: LeanBert, features: Features) -> float:

@@ -34,6 +34,7 @@ import functools
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -100,16 +101,19 @@ def _time_forms(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim
     q = torch.randn(PROBE_TOKENS, num_heads, head_dim, generator=g).to(torch.bfloat16)
     k, v = (torch.randn(PROBE_TOKENS, num_kv_heads, head_dim, generator=g).to(torch.bfloat16) for _ in range(2))
     out = torch.empty_like(q)
-    times = []
-    for fma in (False, True):
-        prefill_attention(lib, q, k, v, out, scale=head_dim**-0.5, fma=fma)
-        runs = []
-        for _ in range(5):
-            start = time.perf_counter()
-            prefill_attention(lib, q, k, v, out, scale=head_dim**-0.5, fma=fma)
-            runs.append((time.perf_counter() - start) * 1e3)
-        times.append(round(statistics.median(runs), 3))
-    return times
+    return [_median_ms(functools.partial(prefill_attention, lib, q, k, v, out, scale=head_dim**-0.5, fma=fma))
+            for fma in (False, True)]
+
+
+def _median_ms(run: Callable[[], object]) -> float:
+    """Median milliseconds of 5 calls of `run` after one untimed, rounded to microseconds."""
+    run()
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        run()
+        runs.append((time.perf_counter() - start) * 1e3)
+    return round(statistics.median(runs), 3)
 
 
 @dataclass(frozen=True)
@@ -162,17 +166,8 @@ def _time_sdpa(lib: ctypes.CDLL, *, num_heads: int, num_kv_heads: int, head_dim:
             sdpa = functools.partial(F.scaled_dot_product_attention, folded, kt, vt, attn_mask=mask.repeat(group, 1),
                                      scale=scale)
         kernel = functools.partial(prefill_attention, lib, q, k, v, torch.empty_like(q), scale=scale, fma=fma)
-        row = []
         with torch.inference_mode():
-            for run in (kernel, sdpa):
-                run()
-                runs = []
-                for _ in range(5):
-                    start = time.perf_counter()
-                    run()
-                    runs.append((time.perf_counter() - start) * 1e3)
-                row.append(round(statistics.median(runs), 3))
-        rows.append(row)
+            rows.append([_median_ms(kernel), _median_ms(sdpa)])
     return rows
 
 
