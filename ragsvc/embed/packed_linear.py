@@ -35,12 +35,15 @@ times packed for 16, 64 or 256 (queries of 1-4 texts, documents of 4 and 16)."""
 
 
 def unavailable_reason() -> "str | None":
-    """Why bf16 weights cannot be packed here (None: they can), by the serving engine's own probe."""
-    from ragsvc.serving.layers.linear import can_pack
-
-    if can_pack(torch.bfloat16, torch.device("cpu")):
-        return None
-    return "this torch or CPU does not pack bf16 weights for oneDNN"
+    """Why weights cannot be packed in this torch (None: they can). The serving engine's `linear.can_pack` asks
+    the same of a layer above this one, which embed may not import; a CPU that refuses a reorder fails the
+    packing itself, and the plain graph serves."""
+    if not torch.backends.mkldnn.is_available():
+        return "torch was built without oneDNN"
+    ops = torch.ops.mkldnn
+    if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
+        return "this torch has no packed-linear operators"
+    return None
 
 
 class PackedLinear(torch.nn.Module):
