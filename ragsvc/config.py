@@ -21,6 +21,12 @@ class StoreSettings(_Frozen):
     save_interval_s: float = Field(30.0, ge=0, description="how often changed indexes are saved (also on close)")
     max_filter_clauses: int = Field(64, ge=1, le=4096, description="comparisons in one metadata filter")
     max_filter_values: int = Field(32_768, ge=1, le=1_000_000, description="values in one $in / $nin list")
+    max_metadata_bytes: int = Field(40_960, ge=2, le=16 << 20,
+                                    description="a document's metadata as compact JSON; it is stored again with "
+                                                "each of the document's chunks, so larger gets 413")
+    max_write_bytes: int = Field(64 << 20, ge=1 << 10, le=1 << 40,
+                                 description="text and metadata one ingest batch stores (documents, and chunks "
+                                             "with their document's metadata); larger gets 413")
     simulations_dir: Path | None = Field(None, description="simulation runs GET /v1/simulations serves (one folder "
                                          "each); unset = <data_dir>/simulations")
 

@@ -95,6 +95,10 @@ class PayloadTooLarge(RagsvcError):
     code = "payload_too_large"
 
 
+class BatchTooLarge(PayloadTooLarge):
+    """A batch too large as a whole, not for any one document: the same documents fit in smaller batches."""
+
+
 class RateLimited(RagsvcError):
     status_code = 429
     code = "rate_limited"

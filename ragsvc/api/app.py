@@ -32,6 +32,7 @@ from ragsvc.llm.generator import Generator
 from ragsvc.llm.in_process import InProcessGenerator
 from ragsvc.retrieval.embed_batcher import lanes_for
 from ragsvc.retrieval.vector_store import VectorStore
+from ragsvc.retrieval.write_limits import WriteLimits
 from ragsvc.store.filters import FilterLimits
 from ragsvc.store.keys import ApiKeyTable
 
@@ -51,6 +52,7 @@ def _load(app: FastAPI, settings: Settings, on_error: Callable[[Exception], None
                                  save_interval_s=settings.store.save_interval_s,
                                  index_limits=IndexLimits.from_settings(settings.index_limits),
                                  filter_limits=FilterLimits.from_settings(settings.store),
+                                 write_limits=WriteLimits.from_settings(settings.store),
                                  cluster=getattr(app.state, "cluster", None))
         app.state.vector_store = store
         store.load_indexes()

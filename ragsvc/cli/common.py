@@ -67,6 +67,7 @@ def open_store(data_dir: Path | None) -> VectorStore:
     from ragsvc.errors import RagsvcError
     from ragsvc.index.spec import IndexLimits
     from ragsvc.retrieval.vector_store import VectorStore
+    from ragsvc.retrieval.write_limits import WriteLimits
     from ragsvc.store.filters import FilterLimits
 
     config = settings(data_dir)
@@ -75,7 +76,8 @@ def open_store(data_dir: Path | None) -> VectorStore:
         return VectorStore.open(config.store.data_dir, embedder_factory=lambda: embedder_from_settings(config.embed),
                                 save_interval_s=config.store.save_interval_s,
                                 index_limits=IndexLimits.from_settings(config.index_limits),
-                                filter_limits=FilterLimits.from_settings(config.store))
+                                filter_limits=FilterLimits.from_settings(config.store),
+                                write_limits=WriteLimits.from_settings(config.store))
     except RagsvcError as exc:
         raise fail(exc) from exc
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ragsvc.errors import InvalidInput, RagsvcError
+from ragsvc.errors import BatchTooLarge, InvalidInput, RagsvcError
 from ragsvc.retrieval.ingest import PreparedBatch, document_id
 from ragsvc.store.files import Entry, NoText, Unreadable
 from ragsvc.types import DocumentInput
@@ -182,9 +182,16 @@ def _prepare_all(store: VectorStore, name: str, batches: Iterable[Sequence[Docum
 def _prepare(store: VectorStore, name: str, batch: Sequence[DocumentInput], embed: EmbedTexts | None,
              on_error: OnError) -> list[object]:
     """The batch prepared; or, when it fails with a user error and `skip` is asked, its documents prepared one
-    by one, so only the documents at fault are reported and the others still go in."""
+    by one, so only the documents at fault are reported and the others still go in. A batch of several refused
+    for its size alone (`store.max_write_bytes`) is halved whatever `on_error` says: no document is at fault."""
     try:
         return [store.prepare_documents(name, batch, embed=embed)]
+    except BatchTooLarge as exc:
+        if len(batch) == 1:
+            return [_Failure(batch, exc)]
+        half = len(batch) // 2
+        return [*_prepare(store, name, batch[:half], embed, on_error),
+                *_prepare(store, name, batch[half:], embed, on_error)]
     except RagsvcError as exc:
         if on_error != "skip" or len(batch) == 1:
             return [_Failure(batch, exc)]

@@ -52,6 +52,7 @@ from ragsvc.retrieval.ingest import (
 )
 from ragsvc.retrieval.ingest_write_log import WriteLog
 from ragsvc.retrieval.read_write_lock import ReadWriteLock
+from ragsvc.retrieval.write_limits import WriteLimits, check_metadata, check_stored_bytes
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.filters import FilterLimits
 from ragsvc.store.records import CollectionRecord, WriteResult
@@ -79,7 +80,8 @@ class VectorStore:
     def __init__(self, data_dir: Path, *, embedder: Embedder | None = None, embedder_name: str = DEFAULT_EMBEDDER,
                  embedder_factory: Callable[[], Embedder] | None = None,
                  save_interval_s: float = 30.0, index_limits: IndexLimits | None = None,
-                 filter_limits: FilterLimits | None = None, cluster: ClusterInfo | None = None,
+                 filter_limits: FilterLimits | None = None, write_limits: WriteLimits | None = None,
+                 cluster: ClusterInfo | None = None,
                  embed_lanes: int = 1) -> None:
         """`embed_lanes` > 1 runs searches' and small ingests' forward passes on that many copies of the model at
         once (embed_batcher.py), the copies built by `embedder_factory` (without one, a given `embedder` runs
@@ -93,6 +95,7 @@ class VectorStore:
         self._save_interval_s = save_interval_s
         self.index_limits = index_limits or IndexLimits()
         self.filter_limits = filter_limits or FilterLimits()
+        self.write_limits = write_limits or WriteLimits()
         self.cluster = cluster
         """The Ray cluster this process joined: collections placed on `ray` are served there (None: refused)."""
         self._indexes: dict[str, CollectionIndex | RayCollectionIndex] = {}
@@ -209,6 +212,7 @@ class VectorStore:
         record = self.catalog.get_collection(name)
         self._check_embedder(record)
         ids = validate_batch(docs)
+        check_metadata(docs, self.write_limits)
         generation = self._write_log(name).generation()  # before the read it vouches for
         existing = self.catalog.document_hashes(name, ids)
         digests = [content_hash(d) for d in docs]
@@ -216,6 +220,7 @@ class VectorStore:
         if not todo:
             return PreparedBatch(name, record, tuple(ids), ())
         split = split_documents(todo, embedder=self._batched(), record=record)
+        check_stored_bytes(split, self.write_limits)
         texts = chunk_texts(split)
         vectors = self.catalog.cached_vectors(record.embedder_id, list(texts), record.dim)
         missing = [h for h in texts if h not in vectors]
