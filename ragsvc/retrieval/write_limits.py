@@ -1,9 +1,9 @@
 """Bounds on what one ingest batch may store, checked before anything is embedded or written.
 
 A document's metadata is copied into each of its chunks (the chunks table holds the merged metadata, so that
-filters read one row per hit), so stored bytes grow as metadata x chunks, not as the request's size: a 2.8 MB
-request (1.9M characters of text with 0.9 MB of metadata, 3,750 chunks) wrote a 3.4 GB WAL and took the
-server to 15.5 GB resident before this check existed. Two limits close that:
+filters read one row per hit), so stored bytes grow as metadata x chunks, not as the request's size. Unbounded,
+a 2.8 MB request (1.9M characters of text with 0.9 MB of metadata, 3,750 chunks) wrote a 3.4 GB WAL and took
+the server to 15.5 GB resident. Two limits bound it:
 
 - `max_metadata_bytes` bounds one document's (or one given chunk's) metadata as compact UTF-8 JSON. The
   default, 40 KiB, is the per-vector metadata limit of Pinecone, whose users bring such records here.
