@@ -18,6 +18,7 @@ import pathspec
 
 from ragsvc.code.languages import language_for_path
 from ragsvc.errors import InvalidInput
+from ragsvc.store.files import utf8_name
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,9 @@ def _visit(
     visited: set[Path],
     config: WalkConfig,
 ) -> Iterator[SourceFile | Skipped]:
+    if utf8_name(entry.name) != entry.name:  # an id must be UTF-8 text, and `rel` must lead back to the file
+        yield Skipped(utf8_name(rel), "its name is not UTF-8; rename it to index it")
+        return
     is_link = entry.is_symlink()
     if is_link and not config.follow_symlinks:
         yield Skipped(rel, "symlink (not followed)")

@@ -25,6 +25,22 @@ from ragsvc.types import DocumentInput
 SUFFIXES = (".txt", ".md", ".markdown", ".jsonl")
 
 
+def path_name(path: Path) -> str:
+    """`path` as text for ids, sources, metadata and messages (`utf8_name`)."""
+    return utf8_name(path.as_posix())
+
+
+def utf8_name(name: str) -> str:
+    """A file name as UTF-8 text. A name that is not UTF-8 (a Latin-1 file name on Linux, say) reaches Python
+    with its bad bytes as lone surrogates, which no UTF-8 text can hold: they are written as `\\xNN` escapes
+    instead, so such a file gets a readable id that no other name shares."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class Expansion:
     """The files a load will read, and what the folders it walked held besides, so nothing is left out
@@ -145,34 +161,34 @@ def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) ->
                         raw = raw.removeprefix(_BOM)
                     if raw is None:
                         found = True
-                        yield Unreadable(f"{path.as_posix()}:{lineno}", f"line of more than "
+                        yield Unreadable(f"{path_name(path)}:{lineno}", f"line of more than "
                                          f"{_line_limit(max_document_chars)} bytes; a document is at most "
                                          f"{max_document_chars} characters: split it into several")
                     elif raw.strip():
                         found = True
                         yield _jsonl_entry(path, lineno, raw, max_document_chars)
             if not found:
-                yield NoText(path.as_posix())
+                yield NoText(path_name(path))
             return
         size = path.stat().st_size
         if size > 4 * max_document_chars:  # past the limit whatever the encoding (UTF-8: <= 4 bytes a character),
-            yield Unreadable(path.as_posix(), f"file of {size} bytes; a document is at most {max_document_chars} "
+            yield Unreadable(path_name(path), f"file of {size} bytes; a document is at most {max_document_chars} "
                                               "characters: split it into several")  # so it is never read whole
             return
-        text = _decode_file(path.read_bytes(), path.as_posix())
+        text = _decode_file(path.read_bytes(), path_name(path))
     except OSError as exc:
-        yield Unreadable(path.as_posix(), f"cannot read the file ({exc.strerror or exc}); check it exists and "
+        yield Unreadable(path_name(path), f"cannot read the file ({exc.strerror or exc}); check it exists and "
                                           "is readable")
         return
     if isinstance(text, Unreadable):
         yield text
     elif len(text) > max_document_chars:
-        yield _too_long(path.as_posix(), len(text), max_document_chars)
+        yield _too_long(path_name(path), len(text), max_document_chars)
     elif text.strip():
-        yield DocumentInput(text=text, id=path.as_posix(), source=path.as_posix(),
-                            metadata={"path": path.as_posix(), "type": path.suffix.lower().lstrip(".")})
+        yield DocumentInput(text=text, id=path_name(path), source=path_name(path),
+                            metadata={"path": path_name(path), "type": path.suffix.lower().lstrip(".")})
     else:
-        yield NoText(path.as_posix())
+        yield NoText(path_name(path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +282,7 @@ def _too_long(where: str, num_chars: int, limit: int) -> Unreadable:
 
 
 def _jsonl_entry(path: Path, lineno: int, raw: bytes, max_document_chars: int) -> DocumentInput | Unreadable:
-    where = f"{path.as_posix()}:{lineno}"
+    where = f"{path_name(path)}:{lineno}"
     line = _decode(raw, where)
     if isinstance(line, Unreadable):
         return line
@@ -289,4 +305,4 @@ def _jsonl_entry(path: Path, lineno: int, raw: bytes, max_document_chars: int) -
     if doc_id is not None and not 1 <= len(str(doc_id)) <= MAX_ID_CHARS:
         return Unreadable(where, f"\"id\" has {len(str(doc_id))} characters; use 1 to {MAX_ID_CHARS}")
     return DocumentInput(text=row["text"], id=str(doc_id) if doc_id is not None else where,
-                         metadata={**metadata, "path": path.as_posix()}, source=path.as_posix())
+                         metadata={**metadata, "path": path_name(path)}, source=path_name(path))

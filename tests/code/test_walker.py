@@ -49,6 +49,19 @@ def test_binary_large_and_unsupported_files_are_skipped_with_reasons(tmp_path: P
     assert reasons["notes.txt"] == "no parser for this file type"
 
 
+def test_a_name_that_is_not_utf8_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    """Ids are UTF-8 text and must lead back to the file, so a Latin-1 name is reported, not indexed."""
+    write_files(tmp_path, {"ok.py": "def ok(): pass\n"})
+    (tmp_path / os.fsdecode(b"caf\xe9.py")).write_text("def cafe(): pass\n")
+    (tmp_path / os.fsdecode(b"d\xe9r")).mkdir()
+    (tmp_path / os.fsdecode(b"d\xe9r") / "inner.py").write_text("x = 1\n")
+    result = walk_repository(tmp_path, config=WalkConfig())
+    assert [f.rel_path for f in result.files] == ["ok.py"]
+    assert {s.rel_path: s.reason for s in result.skipped} == {
+        "caf\\xe9.py": "its name is not UTF-8; rename it to index it",
+        "d\\xe9r": "its name is not UTF-8; rename it to index it"}
+
+
 def test_symlink_loop_and_escape_are_refused_but_inside_links_followed(tmp_path: Path) -> None:
     repo = write_files(tmp_path / "repo", {"pkg/mod.py": "def f(): pass\n", "other/x.py": "def x(): pass\n"})
     write_files(tmp_path / "outside", {"secret.py": "TOKEN = 1\n"})

@@ -180,3 +180,26 @@ def test_a_jsonl_line_past_the_limit_costs_that_line_only_and_is_read_in_pieces(
     assert bad.where.endswith("long.jsonl:2") and "line of more than 1052576 bytes" in bad.reason
     entries = list(read_entries(path))  # under the default limit the same line is read, and refused by length
     assert "6000000 characters" in next(e for e in entries if isinstance(e, Unreadable)).reason
+
+
+def test_file_names_that_are_not_utf8_get_escaped_distinct_ids_and_can_be_stored(tmp_path, minilm):
+    """A Latin-1 name reaches Python with lone surrogates, which no UTF-8 text (nor duckdb) can hold: the
+    load once stopped there. Each bad byte is written as a \\xNN escape, so two such names stay two ids."""
+    from ragsvc.retrieval.vector_store import VectorStore
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for raw in (b"caf\xe9.txt", b"caf\xe8.txt"):
+        (folder / os.fsdecode(raw)).write_text(f"notes from {raw!r}")
+    docs = read_documents(folder / os.fsdecode(b"caf\xe9.txt")), read_documents(folder / os.fsdecode(b"caf\xe8.txt"))
+    ids = [next(iter(d)).id for d in docs]
+    assert ids == [f"{folder.as_posix()}/caf\\xe9.txt", f"{folder.as_posix()}/caf\\xe8.txt"]
+    files = expand_paths([str(folder)]).files
+    store = VectorStore.open(tmp_path / "data", embedder=minilm)
+    try:
+        store.create_collection("c")
+        stored = store.add_documents("c", [doc for f in files for doc in read_documents(f)])
+        assert sorted(stored) == sorted(ids)
+        assert store.get_document("c", ids[0])["metadata"]["path"] == ids[0]
+    finally:
+        store.close()
