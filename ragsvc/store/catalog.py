@@ -58,7 +58,9 @@ class Catalog:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file where the folder should be, no permission, ...
-            raise InvalidInput(f"cannot use {path.parent} as the data directory: {exc.strerror or exc}. Point "
+            # mkdir over a file says "File exists", which reads as if the folder were fine
+            reason = "it is a file, not a folder" if path.parent.is_file() else exc.strerror or exc
+            raise InvalidInput(f"cannot use {path.parent} as the data directory: {reason}. Point "
                                "RAGSVC_STORE__DATA_DIR (--data-dir) at a folder this process can write") from exc
         try:
             self._conn = duckdb.connect(str(path))

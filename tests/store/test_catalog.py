@@ -126,5 +126,5 @@ def test_a_file_that_is_not_a_catalog_is_invalid_input(tmp_path):
 
 def test_a_data_dir_that_is_a_file_is_refused_with_what_to_do(tmp_path):
     (tmp_path / "data").write_text("not a folder")
-    with pytest.raises(InvalidInput, match="--data-dir"):
+    with pytest.raises(InvalidInput, match=r"data directory: it is a file, not a folder\. Point .*--data-dir"):
         Catalog(tmp_path / "data" / "catalog.duckdb")
