@@ -27,6 +27,8 @@ class StoreSettings(_Frozen):
     max_write_bytes: int = Field(64 << 20, ge=1 << 10, le=1 << 40,
                                  description="text and metadata one ingest batch stores (documents, and chunks "
                                              "with their document's metadata); larger gets 413")
+    max_batch_chunks: int = Field(32_768, ge=1, le=1 << 24,
+                                  description="chunks one ingest batch embeds and stores; more gets 413")
     simulations_dir: Path | None = Field(None, description="simulation runs GET /v1/simulations serves (one folder "
                                          "each); unset = <data_dir>/simulations")
 

@@ -52,7 +52,7 @@ from ragsvc.retrieval.ingest import (
 )
 from ragsvc.retrieval.ingest_write_log import WriteLog
 from ragsvc.retrieval.read_write_lock import ReadWriteLock
-from ragsvc.retrieval.write_limits import WriteLimits, check_metadata, check_stored_bytes
+from ragsvc.retrieval.write_limits import WriteLimits, check_batch, check_metadata
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.filters import FilterLimits
 from ragsvc.store.records import CollectionRecord, WriteResult
@@ -220,7 +220,7 @@ class VectorStore:
         if not todo:
             return PreparedBatch(name, record, tuple(ids), ())
         split = split_documents(todo, embedder=self._batched(), record=record)
-        check_stored_bytes(split, self.write_limits)
+        check_batch(split, self.write_limits)
         texts = chunk_texts(split)
         vectors = self.catalog.cached_vectors(record.embedder_id, list(texts), record.dim)
         missing = [h for h in texts if h not in vectors]

@@ -4,14 +4,14 @@ embedding or write."""
 
 import pytest
 
-from ragsvc.errors import PayloadTooLarge
+from ragsvc.errors import BatchTooLarge, PayloadTooLarge
 from ragsvc.retrieval.bulk_ingest import ingest_pipelined
 from ragsvc.retrieval.ingest import split_documents
 from ragsvc.retrieval.vector_store import VectorStore
 from ragsvc.retrieval.write_limits import (
     WriteLimits,
+    check_batch,
     check_metadata,
-    check_stored_bytes,
     metadata_bytes,
     stored_bytes,
 )
@@ -35,11 +35,11 @@ def test_metadata_past_the_limit_is_refused_naming_the_document_and_the_setting(
         check_metadata([DocumentInput(text="t", chunks=[chunk])], limits)
 
 
-def _split(minilm, docs, tokens=32):
+def _split(minilm, docs, tokens=32, overlap=0):
     from ragsvc.index.spec import IndexSpec
     from ragsvc.store.records import CollectionRecord
 
-    record = CollectionRecord("c", "minilm", minilm.dim, IndexSpec(), tokens, 0)
+    record = CollectionRecord("c", "minilm", minilm.dim, IndexSpec(), tokens, overlap)
     return split_documents([(f"d{i}", "h", d) for i, d in enumerate(docs)], embedder=minilm, record=record)
 
 
@@ -51,10 +51,21 @@ def test_stored_bytes_count_the_metadata_once_per_chunk(minilm):
     assert num_chunks > 5
     chunk_text = sum(len(c.text) for _, c in split[0][3])
     assert stored_bytes(split) == len(text) + chunk_text + metadata_bytes(meta) * (1 + num_chunks)
-    check_stored_bytes(split, WriteLimits(max_write_bytes=stored_bytes(split)))
+    check_batch(split, WriteLimits(max_write_bytes=stored_bytes(split)))
     with pytest.raises(PayloadTooLarge, match=rf"1 document\(s\) cut into {num_chunks} chunk\(s\).*"
                                               r"RAGSVC_STORE__MAX_WRITE_BYTES"):
-        check_stored_bytes(split, WriteLimits(max_write_bytes=stored_bytes(split) - 1))
+        check_batch(split, WriteLimits(max_write_bytes=stored_bytes(split) - 1))
+
+
+def test_a_batch_cut_into_too_many_chunks_is_refused(minilm):
+    """A collection of 16-token chunks overlapping by 15 cuts a chunk at nearly every token."""
+    text = " ".join(f"word{i}" for i in range(300))
+    split = _split(minilm, [DocumentInput(text=text)], tokens=16, overlap=15)
+    num_chunks = len(split[0][3])
+    assert num_chunks > 300  # about one a token
+    check_batch(split, WriteLimits(max_batch_chunks=num_chunks))
+    with pytest.raises(BatchTooLarge, match=rf"cut into {num_chunks} chunks .*RAGSVC_STORE__MAX_BATCH_CHUNKS"):
+        check_batch(split, WriteLimits(max_batch_chunks=num_chunks - 1))
 
 
 def test_the_store_refuses_before_embedding_or_writing(tmp_path, minilm, monkeypatch):
