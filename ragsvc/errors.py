@@ -11,6 +11,7 @@
     ├── Conflict (409)                the resource is taken: a catalog another process holds open
     │   └── CollectionExists
     ├── PayloadTooLarge (413)
+    │   └── BatchTooLarge (413)       too large as a whole; the same documents fit in smaller batches
     ├── RateLimited (429)             the key's (or address's) token bucket is empty; retry after `retry_after_s`
     ├── NotReady (503)                indexes still loading, model still warming up
     ├── UpstreamError (502)           the model server failed or answered with something unusable
@@ -97,6 +98,8 @@ class PayloadTooLarge(RagsvcError):
 
 class BatchTooLarge(PayloadTooLarge):
     """A batch too large as a whole, not for any one document: the same documents fit in smaller batches."""
+
+    code = "batch_too_large"
 
 
 class RateLimited(RagsvcError):

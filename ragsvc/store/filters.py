@@ -6,6 +6,13 @@ Grammar (Mongo-like, what users of vector stores already know):
     {"tag": {"$in": ["a", "b"]}}             membership ($nin for the opposite)
     operators: $eq $ne $gt $gte $lt $lte $in $nin; several keys are ANDed.
 
+Matching follows Mongo's rules too. Values match only values of their own JSON type: 2022 does not match the
+string "2022", true matches neither "yes" nor 1 (numbers compare as numbers, ints and floats alike). `null`
+matches a null or missing field. `$ne` and `$nin` are the exact negations of `$eq` and `$in`, so they match
+documents that lack the field or hold another type; the ranges match only fields of the value's type. A
+string is compared as its JSON text serialised by duckdb on both sides (`to_json` of the value), which keeps
+equality to one JSON extraction a row.
+
 Cost is bounded before any SQL runs. A filter is at most `max_clauses` comparisons deep in one AND (the
 grammar has no nesting, so that is also its whole size), and a `$in` / `$nin` list holds at most
 `max_in_values` values. Membership is a semi-join against the list passed as one array parameter, grouped
@@ -96,15 +103,20 @@ def _clause(column: str, path: str, field: str, op: str, value: Any, limits: Fil
     return _compare(column, path, field, op, value)
 
 
+def _json_text(column: str) -> str:
+    """The field's JSON text (`2022`, `"2022"`, `true`; NULL when missing): typed values stay apart."""
+    return f"CAST(json_extract({column}, ?) AS VARCHAR)"
+
+
 def _membership(column: str, path: str, field: str, values: list[Any]) -> list[tuple[str, list[Any]]]:
     """One semi-join per value type, each against a typed array parameter; the same matches as OR-ing `$eq`."""
     strings: list[str] = []
     numbers: list[float] = []
-    booleans: list[bool] = []
+    booleans: list[str] = []
     has_null = False
     for v in values:
         if isinstance(v, bool):
-            booleans.append(v)
+            booleans.append("true" if v else "false")
         elif isinstance(v, int | float):
             numbers.append(float(v))
         elif isinstance(v, str):
@@ -113,31 +125,44 @@ def _membership(column: str, path: str, field: str, values: list[Any]) -> list[t
             has_null = True
         else:
             raise InvalidInput(f"filter value for {field!r} must be a string, number, boolean or null, got {v!r}")
+    text = _json_text(column)
     parts: list[tuple[str, list[Any]]] = []
-    for items, expr, sql_type in (
-        (strings, f"json_extract_string({column}, ?)", "VARCHAR"),
-        (numbers, f"TRY_CAST(json_extract_string({column}, ?) AS DOUBLE)", "DOUBLE"),
-        (booleans, f"TRY_CAST(json_extract_string({column}, ?) AS BOOLEAN)", "BOOLEAN"),
+    for items, sql in (
+        (strings, f"{text} IN (SELECT to_json(unnest(?::VARCHAR[]))::VARCHAR)"),
+        (numbers, f"TRY_CAST({text} AS DOUBLE) IN (SELECT unnest(?::DOUBLE[]))"),
+        (booleans, f"{text} IN (SELECT unnest(?::VARCHAR[]))"),
     ):
         if items:
-            parts.append((f"{expr} IN (SELECT unnest(?::{sql_type}[]))", [path, sorted(set(items))]))
+            parts.append((sql, [path, sorted(set(items))]))
     if has_null:
         parts.append(_compare(column, path, field, "$eq", None))
     return parts
 
 
 def _compare(column: str, path: str, field: str, op: str, value: Any) -> tuple[str, list[Any]]:
-    sql_op = _COMPARE[op]
-    if isinstance(value, bool):
-        return f"TRY_CAST(json_extract_string({column}, ?) AS BOOLEAN) {sql_op} ?", [path, value]
-    if isinstance(value, int | float):
-        return f"TRY_CAST(json_extract_string({column}, ?) AS DOUBLE) {sql_op} ?", [path, float(value)]
-    if isinstance(value, str):
-        return f"json_extract_string({column}, ?) {sql_op} ?", [path, value]
-    if value is None and op in ("$eq", "$ne"):
+    if value is None:
+        if op not in ("$eq", "$ne"):
+            raise InvalidInput(f"filter value for {field!r} must be a string, number or boolean for {op}, got null")
         neg = "" if op == "$eq" else "NOT "
         return f"{neg}(json_extract({column}, ?) IS NULL OR json_type(json_extract({column}, ?)) = 'NULL')", [
             path,
             path,
         ]
+    if op == "$ne":  # the negation of $eq: a missing field, or one of another type, is not equal
+        sql, params = _compare(column, path, field, "$eq", value)
+        return f"NOT COALESCE({sql}, FALSE)", params
+    sql_op = _COMPARE[op]
+    text = _json_text(column)
+    if isinstance(value, bool):
+        if op == "$eq":
+            return f"{text} = ?", [path, "true" if value else "false"]
+        typed = f"(CASE WHEN {text} IN ('true', 'false') THEN {text} = 'true' END)"
+        return f"{typed} {sql_op} ?", [path, path, value]
+    if isinstance(value, int | float):
+        return f"TRY_CAST({text} AS DOUBLE) {sql_op} ?", [path, float(value)]
+    if isinstance(value, str):
+        if op == "$eq":
+            return f"{text} = to_json(?::VARCHAR)::VARCHAR", [path, value]
+        typed = f"(CASE WHEN starts_with({text}, '\"') THEN json_extract_string({column}, ?) END)"
+        return f"{typed} {sql_op} ?", [path, path, value]
     raise InvalidInput(f"filter value for {field!r} must be a string, number, boolean or null, got {value!r}")

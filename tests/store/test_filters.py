@@ -48,6 +48,75 @@ def test_filter_selects_matching_rows(table, filter_, expected):
     assert _ids(table, filter_) == expected
 
 
+MIXED = {
+    "num": {"v": 2022, "flag": True, "tag": "x"},
+    "numtext": {"v": "2022", "flag": "yes", "tag": 5},
+    "one": {"v": 1, "flag": 1, "tag": "5"},
+    "list": {"v": [2022], "flag": False},
+    "none": {"v": None},
+    "missing": {},
+}
+
+
+@pytest.fixture()
+def mixed():
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t (id VARCHAR, metadata JSON)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [[k, json.dumps(v)] for k, v in MIXED.items()])
+    return conn
+
+
+@pytest.mark.parametrize(
+    ("filter_", "expected"),
+    [
+        # a value matches only values of its own JSON type
+        ({"v": 2022}, ["num"]),
+        ({"v": "2022"}, ["numtext"]),
+        ({"v": {"$gt": 2000}}, ["num"]),
+        ({"v": {"$gt": "2000"}}, ["numtext"]),
+        ({"flag": True}, ["num"]),
+        ({"flag": 1}, ["one"]),
+        ({"flag": {"$gt": False}}, ["num"]),
+        ({"tag": 5}, ["numtext"]),
+        ({"tag": "5"}, ["one"]),
+        ({"v": {"$in": [2022, True]}}, ["num"]),
+        ({"tag": {"$in": ["5", "x"]}}, ["num", "one"]),
+        # $ne and $nin negate $eq and $in exactly: missing fields and other types match
+        ({"v": {"$ne": 2022}}, ["list", "missing", "none", "numtext", "one"]),
+        ({"v": {"$nin": [2022]}}, ["list", "missing", "none", "numtext", "one"]),
+        ({"absent": {"$ne": 1}}, sorted(MIXED)),
+        ({"flag": {"$ne": True}}, ["list", "missing", "none", "numtext", "one"]),
+        # null is a null or missing field
+        ({"v": None}, ["missing", "none"]),
+        ({"v": {"$ne": None}}, ["list", "num", "numtext", "one"]),
+        ({"v": {"$in": [None, 1]}}, ["missing", "none", "one"]),
+    ],
+)
+def test_values_match_only_their_own_type_and_negations_are_exact(mixed, filter_, expected):
+    for membership in ("set", "or"):
+        where, params = compile_filter(filter_, membership=membership)
+        got = sorted(r[0] for r in mixed.execute(f"SELECT id FROM t WHERE {where}", params).fetchall())
+        assert got == expected, (membership, got)
+
+
+def test_strings_match_whatever_their_characters():
+    """A string is compared as JSON text on both sides, so escapes in the stored JSON (Python writes non-ASCII
+    as \\u escapes) cannot make equal strings differ."""
+    texts = ["café", 'say "hi"', "back\\slash", "a/b", "tab\there", "line\u2028sep", "emoji 😀", "ctl\x01", "", "null"]
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t (id INTEGER, metadata JSON)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [[i, json.dumps({"s": t}, ensure_ascii=i % 2 == 0)]
+                                                    for i, t in enumerate(texts)])
+    for i, text in enumerate(texts):
+        assert _ids(conn, {"s": text}) == [i], text
+    assert _ids(conn, {"s": {"$in": texts}}) == list(range(len(texts)))
+
+
+def test_null_takes_only_eq_and_ne():
+    with pytest.raises(InvalidInput, match=r"must be a string, number or boolean for \$gt, got null"):
+        compile_filter({"v": {"$gt": None}})
+
+
 @pytest.mark.parametrize(
     ("filter_", "message"),
     [
