@@ -282,6 +282,7 @@ def test_model_server_takes_the_same_keys(tmp_path):
             assert c.get("/v1/models").status_code == 401
             r = c.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {tokens['gone']}"})
             assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+            assert r.json()["error"]["type"] == "authentication_error"  # the request's fault, not server_error
             ok = {"Authorization": f"Bearer {tokens['reader']}"}
             assert c.get("/v1/models", headers=ok).status_code == 200
             assert c.get("/health").status_code == 200
