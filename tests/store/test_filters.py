@@ -1,9 +1,12 @@
 """Filters compiled to SQL and run on a real duckdb table of JSON metadata."""
 
 import json
+import os
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ragsvc.errors import InvalidInput
 from ragsvc.store.filters import compile_filter
@@ -132,3 +135,64 @@ def test_bad_filters_are_refused_with_a_reason(table, filter_, message):
     with pytest.raises(InvalidInput, match=message):
         compile_filter(filter_)
     assert table.execute("SELECT count(*) FROM t").fetchone()[0] == len(ROWS)
+
+
+def _reference(metadata: dict, filter_: dict) -> bool:
+    """Mongo's matching rules, written plainly: what the SQL must agree with."""
+    def same_type(stored, value) -> bool:
+        if isinstance(value, bool):
+            return isinstance(stored, bool)
+        if isinstance(value, int | float):
+            return isinstance(stored, int | float) and not isinstance(stored, bool)
+        return isinstance(stored, str)
+
+    def test(present: bool, stored, op: str, value) -> bool:
+        if op in ("$ne", "$nin"):
+            return not test(present, stored, "$eq" if op == "$ne" else "$in", value)
+        if op == "$in":
+            return any(test(present, stored, "$eq", v) for v in value)
+        if value is None:
+            return not present or stored is None
+        if not present or not same_type(stored, value):
+            return False
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            stored, value = float(stored), float(value)
+        return {"$eq": stored == value, "$gt": stored > value, "$gte": stored >= value, "$lt": stored < value,
+                "$lte": stored <= value}[op]
+
+    for field, condition in filter_.items():
+        conditions = condition.items() if isinstance(condition, dict) else [("$eq", condition)]
+        if not all(test(field in metadata, metadata.get(field), op, v) for op, v in conditions):
+            return False
+    return True
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**20), 10**20),
+                     st.floats(allow_nan=False, allow_infinity=False, width=32), st.text(max_size=6))
+_keys = st.sampled_from(["a", "b", "a.b", "x-y"])
+_stored = st.one_of(_scalars, st.lists(_scalars, max_size=2),
+                    st.dictionaries(st.text(max_size=2), _scalars, max_size=2))
+_condition = st.one_of(
+    _scalars,
+    st.dictionaries(st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"]), _scalars, min_size=1, max_size=2),
+    st.dictionaries(st.sampled_from(["$in", "$nin"]), st.lists(_scalars, min_size=1, max_size=4), min_size=1,
+                    max_size=1),
+)
+
+
+@settings(max_examples=int(os.environ.get("RAGSVC_FILTER_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.dictionaries(_keys, _stored, max_size=3), min_size=1, max_size=6),
+       filter_=st.dictionaries(_keys, _condition, min_size=1, max_size=2))
+def test_sql_matches_the_plain_reference_on_random_metadata(rows, filter_):
+    if any(v is None for c in filter_.values() if isinstance(c, dict)
+           for op, v in c.items() if op not in ("$eq", "$ne", "$in", "$nin")):
+        return  # ranges take no null (refused; tested above)
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t (id INTEGER, metadata JSON)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [[i, json.dumps(r)] for i, r in enumerate(rows)])
+    expected = [i for i, r in enumerate(rows) if _reference(r, filter_)]
+    for membership in ("set", "or"):
+        where, params = compile_filter(filter_, membership=membership)
+        got = sorted(r[0] for r in conn.execute(f"SELECT id FROM t WHERE {where}", params).fetchall())
+        assert got == expected, (membership, rows, filter_)
