@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 HIT_CACHE_CHUNKS = 8192
 """Chunk rows (document id, text, metadata JSON) kept for hydrating search hits: a few MB at 200-token chunks."""
+HIT_CACHE_CHARS = 64 << 20
+"""...and at most this many characters of them: metadata may run to `store.max_metadata_bytes` a chunk."""
 RECORD_CACHE_COLLECTIONS = 4096
 
 
@@ -82,7 +84,8 @@ class Catalog:
         self._read_root = self._conn.cursor()  # read cursors are made from this one, not from the busy writer
         self.path = path
         self._records: ReadCache[str, CollectionRecord] = ReadCache(max_items=RECORD_CACHE_COLLECTIONS)
-        self._hits: ReadCache[int, tuple[str, str, str]] = ReadCache(max_items=hit_cache_chunks)
+        self._hits: ReadCache[int, tuple[str, str, str]] = ReadCache(
+            max_items=hit_cache_chunks, max_bytes=HIT_CACHE_CHARS, size=lambda row: sum(map(len, row)))
         self._embedding_cache = EmbeddingCache(self._conn, self._lock, self._reader)
         self._document_keys = TableKeys(self._conn, self._lock, table="documents", columns=("collection", "id"))
         with self._lock:

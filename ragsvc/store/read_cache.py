@@ -12,14 +12,15 @@ catalog invalidates after its commit, so a reader either started after the commi
 change) or its fill is refused. Values are immutable (frozen records, or raw JSON text parsed per use), so
 callers cannot change what others read.
 
-Least recently used entries go first once `max_items` is reached.
+Least recently used entries go first once `max_items` is reached, or `max_bytes` when the cache is given a
+size for its values (hits' rows carry caller metadata of up to tens of KiB, so a count alone bounds nothing).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -27,15 +28,26 @@ V = TypeVar("V")
 
 
 class ReadCache(Generic[K, V]):
-    """Thread-safe LRU of at most `max_items` entries, filled only by reads no invalidation overtook."""
+    """Thread-safe LRU of at most `max_items` entries (and `max_bytes` of them by `size`), filled only by reads
+    no invalidation overtook."""
 
-    def __init__(self, *, max_items: int) -> None:
+    def __init__(self, *, max_items: int, max_bytes: int | None = None, size: Callable[[V], int] | None = None) -> None:
         if max_items < 0:
             raise ValueError(f"max_items must be at least 0, got {max_items}")
+        if (max_bytes is None) != (size is None):
+            raise ValueError("max_bytes and size go together")
         self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._size = size
         self._items: OrderedDict[K, V] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._generation = 0
+
+    @property
+    def num_bytes(self) -> int:
+        """What the entries weigh by `size` (0 without one)."""
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._items)
@@ -65,11 +77,20 @@ class ReadCache(Generic[K, V]):
             if generation != self._generation:
                 return False
             for key, value in entries.items():
+                weight = self._size(value) if self._size is not None else 0
+                if self.max_bytes is not None and weight > self.max_bytes:
+                    continue  # larger than the whole cache: reads of it go to the catalog
+                self._drop(key)
                 self._items[key] = value
-                self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+                self._bytes += weight
+            while len(self._items) > self.max_items or (self.max_bytes is not None and self._bytes > self.max_bytes):
+                self._drop(next(iter(self._items)))
             return True
+
+    def _drop(self, key: K) -> None:
+        value = self._items.pop(key, None)
+        if value is not None and self._size is not None:
+            self._bytes -= self._size(value)
 
     def invalidate(self, keys: Iterable[K] | None = None) -> None:
         """Drop `keys` (None: everything) and refuse fills from reads that began before now."""
@@ -77,6 +98,7 @@ class ReadCache(Generic[K, V]):
             self._generation += 1
             if keys is None:
                 self._items.clear()
+                self._bytes = 0
             else:
                 for key in keys:
-                    self._items.pop(key, None)
+                    self._drop(key)

@@ -45,6 +45,35 @@ def test_the_cache_is_a_bounded_lru_and_refuses_fills_an_invalidation_overtook()
         ReadCache(max_items=-1)
 
 
+def test_a_cache_given_sizes_holds_at_most_its_bytes_and_skips_an_entry_larger_than_all():
+    cache: ReadCache[int, str] = ReadCache(max_items=100, max_bytes=10, size=len)
+    cache.fill({1: "aaaa", 2: "bbbb"}, generation=cache.generation())
+    assert cache.num_bytes == 8
+    cache.fill({3: "cccc"}, generation=cache.generation())  # 12 > 10: the least recently used goes
+    assert cache.get_many([1, 2, 3]) == {2: "bbbb", 3: "cccc"} and cache.num_bytes == 8
+    cache.fill({2: "bb"}, generation=cache.generation())  # a refill replaces, and re-weighs
+    assert cache.num_bytes == 6
+    cache.fill({4: "x" * 11}, generation=cache.generation())
+    assert cache.get(4) is None and cache.num_bytes == 6
+    cache.invalidate([3])
+    assert cache.num_bytes == 2
+    cache.invalidate()
+    assert cache.num_bytes == 0 and len(cache) == 0
+    with pytest.raises(ValueError, match="go together"):
+        ReadCache(max_items=1, max_bytes=10)
+
+
+def test_the_hit_cache_is_bounded_by_characters_too(catalog):
+    """Rows may carry up to tens of KiB of metadata each, so a count of rows alone bounds no memory."""
+    catalog._hits = ReadCache(max_items=100, max_bytes=3000, size=lambda row: sum(map(len, row)))
+    doc = _doc("big", 3)
+    doc.chunks[:] = [PreparedChunk(c.text, c.start_char, c.end_char, {"blob": "x" * 1000}, c.text_hash, c.vector)
+                     for c in doc.chunks]
+    ids = [int(i) for i in catalog.write_documents("c", [doc], embedder_id="test-8").added_ids]
+    assert len(catalog.hydrate(ids)) == 3
+    assert len(catalog._hits) == 2 and catalog._hits.num_bytes <= 3000
+
+
 def test_a_deleted_or_recreated_collection_is_never_served_from_the_cache(catalog):
     assert catalog.get_collection("c") is catalog.get_collection("c"), "the second read came from memory"
     catalog.delete_collection("c")
