@@ -141,6 +141,13 @@ class Catalog:
         with self._lock:
             if self._query("SELECT 1 FROM collections WHERE name = ?", [record.name]):
                 raise CollectionExists(f"collection {record.name!r} already exists; delete it first or pick a new name")
+            # Each collection's index lives in a folder of its name, and on a case-insensitive file system
+            # (macOS, Windows) 'Docs' and 'docs' would be one folder, each collection's index overwriting the other's.
+            same = self._query("SELECT name FROM collections WHERE lower(name) = lower(?)", [record.name])
+            if same:
+                raise CollectionExists(
+                    f"collection {same[0][0]!r} exists, and {record.name!r} differs from it only in case: their index "
+                    "folders would be one on a case-insensitive file system; pick another name")
             self._conn.execute(
                 "INSERT INTO collections (name, embedder_id, dim, index_spec, chunk_tokens, chunk_overlap) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

@@ -32,6 +32,9 @@ def _doc(doc_id: str, n_chunks: int, seed: int = 0, hash_: str = "h") -> Prepare
 def test_collections_lifecycle(catalog):
     with pytest.raises(CollectionExists):
         catalog.create_collection(CollectionRecord("c", "x", 4, IndexSpec(), 64, 8))
+    # one index folder on a case-insensitive file system (macOS, Windows): refused on every system alike
+    with pytest.raises(CollectionExists, match="'C' differs from it only in case"):
+        catalog.create_collection(CollectionRecord("C", "x", 4, IndexSpec(), 64, 8))
     assert [c.name for c in catalog.list_collections()] == ["c"]
     assert catalog.get_collection("c").index == IndexSpec()
     catalog.delete_collection("c")
