@@ -75,6 +75,11 @@ class ApiSettings(_Frozen):
                                     description="sustained requests/s per API key (per client address while keys "
                                                 "are off); 0 turns rate limiting off")
     rate_limit_burst: int = Field(2000, ge=1, le=10_000_000, description="requests a key may send at once")
+    work_threads: int = Field(
+        64, ge=1, le=1024,
+        description="threads for requests that wait on the model (answers, chat turns): each in flight holds one, "
+                    "so this bounds how many the engine can batch at once; Python's default, cores + 4, would "
+                    "cap a 2-core server at 6")
     embed_threads: int = Field(
         0, ge=0, le=1024,
         description="torch threads for the embedding model in `ragsvc serve` without --with-model (0: torch's "

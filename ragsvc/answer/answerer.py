@@ -273,13 +273,13 @@ class Answerer:
         except (InvalidInput, UpstreamError):
             raise
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"the model did not answer in time during a {kind} call; retry, or lower "
+            raise UpstreamTimeout(f"the model did not answer in time during the {kind} call; retry, or lower "
                                   "max_tokens") from exc
         except RagsvcError as exc:
-            raise UpstreamError(f"the model failed during a {kind} call: {exc.message}") from exc
+            raise UpstreamError(f"the model failed during the {kind} call: {exc.message}") from exc
         except Exception as exc:  # the server or engine died mid-answer: a bad gateway, not our 500
             logger.exception("generator failed during a %s call", kind)
-            raise UpstreamError(f"the model failed during a {kind} call ({type(exc).__name__}: {exc})") from exc
+            raise UpstreamError(f"the model failed during the {kind} call ({type(exc).__name__}: {exc})") from exc
 
     def _generate(self, run: _Run, prompt: Prompt, *,
                   kind: Literal["answer", "lookahead", "regenerate", "query", "final"],

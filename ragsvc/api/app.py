@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
@@ -101,7 +102,11 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         app.state.ready = False
         app.state.load_error = None
         app.state.vector_store = None
-        app.state.loop = asyncio.get_running_loop()  # in-process generators submit to the engine on this loop
+        app.state.loop = loop = asyncio.get_running_loop()  # in-process generators submit to the engine here
+        # answers and chat turns run on this loop's default executor (asyncio.to_thread), each holding a thread
+        # while the model generates for it, so its size is how many the engine can batch at once
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.api.work_threads,
+                                                     thread_name_prefix="ragsvc-work"))
         # a cluster that cannot be joined stops the start-up with the address in the message (bounded wait)
         app.state.cluster = await asyncio.to_thread(connect_from_settings, settings.cluster)
         loader = threading.Thread(target=_load, args=(app, settings, on_load_error, on_ready), name="ragsvc-load",

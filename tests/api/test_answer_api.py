@@ -7,6 +7,7 @@ is down mid-answer is a 502, and the API keeps serving."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
@@ -169,6 +170,32 @@ def test_a_plain_answer_whose_client_gives_up_stops_generating(answer_server):
         wait_idle(engine)
     assert aborted, "the engine generated the whole answer for a client that had gone"
     assert engine.kv_stats()["num_used_blocks"] == 0
+
+
+@pytest.mark.slow
+def test_concurrent_answers_all_reach_the_engine_at_once(answer_server, monkeypatch):
+    """Each answer holds a thread while the model generates for it. On Python's default executor (cores + 4
+    threads) a 2-core server ran 6 at a time, and the engine, which batches 64, saw no more. Every one of 12
+    concurrent answers must be generating at once: a barrier inside the generator opens only then."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ragsvc.llm.in_process import InProcessGenerator
+
+    n = 12
+    barrier = threading.Barrier(n, timeout=120)
+    real = InProcessGenerator.stream
+
+    def stream(self, *args, **kwargs):
+        barrier.wait()  # raises BrokenBarrierError (a 500) unless all n are in here together
+        yield from real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InProcessGenerator, "stream", stream)
+    server, _ = answer_server
+    body = {"question": QUESTION, "collection": "docs", "k": 1, "max_tokens": 8}
+    with ThreadPoolExecutor(n) as pool:
+        statuses = list(pool.map(lambda _: httpx.post(f"{server.url}/v1/answer", json=body, timeout=300).status_code,
+                                 range(n)))
+    assert statuses == [200] * n
 
 
 def test_asking_an_empty_collection_is_refused_not_answered_from_nothing(model_api):
