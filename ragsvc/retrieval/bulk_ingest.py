@@ -183,7 +183,8 @@ def _prepare(store: VectorStore, name: str, batch: Sequence[DocumentInput], embe
              on_error: OnError) -> list[object]:
     """The batch prepared; or, when it fails with a user error and `skip` is asked, its documents prepared one
     by one, so only the documents at fault are reported and the others still go in. A batch of several refused
-    for its size alone (`store.max_write_bytes`) is halved whatever `on_error` says: no document is at fault."""
+    for its size alone (`store.max_write_bytes`, `store.max_batch_chunks`) is halved whatever `on_error` says:
+    no document is at fault."""
     try:
         return [store.prepare_documents(name, batch, embed=embed)]
     except BatchTooLarge as exc:
