@@ -11,7 +11,9 @@ was started with `--insecure`); `ragsvc serve` refuses other addresses without k
 401 as a second line of defence.
 
 A key limited to collections may call only routes that name one of them: the `{name}` of
-`/v1/collections/{name}/...`, or the `collection` field of a JSON body (`/v1/answer`, `/v1/repos`).
+`/v1/collections/{name}/...`, or the `collection` field of a JSON body (`/v1/answer`, `/v1/repos`). A route
+that lists collections (`requires(..., lists_collections=True)`) is open to it too, and shows it only its own
+(`visible_to`): refusing the list would leave such a key no way to discover what it may search.
 
 Where the keys come from is a `KeySource`: the API reads the catalog's table (cached; the key routes invalidate
 the cache), the model server reads the keys file (store/keys.py) and rereads it when it changes.
@@ -33,13 +35,21 @@ from ragsvc.errors import Forbidden, InvalidInput, NotReady, RateLimited, Unauth
 from ragsvc.store.keys import ApiKeyRecord, ApiKeyTable, parse_token, read_keys_file
 
 SCOPE_KEY = "x-ragsvc-scope"
+LISTS_KEY = "x-ragsvc-lists-collections"
 PUBLIC = "public"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def requires(scope: str) -> dict[str, Any]:
-    """`openapi_extra` for a route: `@router.post("/x", openapi_extra=requires("admin"))`."""
-    return {SCOPE_KEY: scope}
+def requires(scope: str, *, lists_collections: bool = False) -> dict[str, Any]:
+    """`openapi_extra` for a route: `@router.post("/x", openapi_extra=requires("admin"))`.
+    `lists_collections`: the route lists collections and filters them with `visible_to` itself."""
+    return {SCOPE_KEY: scope, LISTS_KEY: True} if lists_collections else {SCOPE_KEY: scope}
+
+
+def visible_to(request: Request, names: Sequence[str]) -> list[str]:
+    """The names of `names` the request's API key may see: all of them without keys or with an unlimited key."""
+    key: ApiKeyRecord | None = getattr(request.state, "api_key", None)
+    return [n for n in names if key is None or key.allows_collection(n)]
 
 
 def is_loopback(host: str) -> bool:
@@ -154,7 +164,8 @@ async def _check_access(request: Request, key: ApiKeyRecord, scope: str) -> None
     if not key.grants(scope):
         raise Forbidden(f"the API key {key.id} has scopes {', '.join(key.scopes)}; {request.method} "
                         f"{getattr(request.scope.get('route'), 'path', request.url.path)} needs {scope}")
-    if key.collections:
+    route_extra = getattr(request.scope.get("route"), "openapi_extra", None) or {}
+    if key.collections and not route_extra.get(LISTS_KEY):
         collection = await _collection_of(request)
         if collection is None or not key.allows_collection(collection):
             names = ", ".join(key.collections)

@@ -118,10 +118,19 @@ def test_key_limited_to_collections_gets_403_elsewhere(keyed):
         r = c.post("/v1/collections/b/search", json={"query": "kv", "k": 1})
         assert r.status_code == 403 and "limited to the collections a" in r.json()["detail"]
         assert c.get("/v1/collections/b/documents/d").status_code == 403
-        assert c.get("/v1/collections").status_code == 403  # names no collection
+        assert c.get("/v1/agents").status_code == 403  # names no collection
         r = c.post("/v1/answer", json={"question": "what is paged attention?", "collection": "b"})
         assert r.status_code == 403  # the body's collection counts too
         assert c.get("/v1/collections/a/documents/d").status_code == 200
+
+
+def test_key_limited_to_collections_lists_only_its_own(keyed):
+    server, tokens = keyed
+    with _as(server, tokens["writer-a"]) as c:
+        r = c.get("/v1/collections")
+        assert r.status_code == 200 and [x["name"] for x in r.json()] == ["a"]
+    with _as(server, tokens["reader"]) as c:  # an unlimited key sees every collection
+        assert {x["name"] for x in c.get("/v1/collections").json()} >= {"a", "b"}
 
 
 def test_keys_created_and_revoked_over_http_take_effect_at_once(keyed):

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Query, Request, Response
 
-from ragsvc.api.auth import requires
+from ragsvc.api.auth import requires, visible_to
 from ragsvc.api.deps import SettingsDep, StoreDep
 from ragsvc.api.retrieval_options import retrieval_options
 from ragsvc.api.schemas import (
@@ -45,9 +45,12 @@ def create_collection(body: CollectionCreate, store: StoreDep) -> CollectionPubl
     return _public(info, store)
 
 
-@router.get("", response_model=list[CollectionPublic])
-def list_collections(store: StoreDep) -> list[CollectionPublic]:
-    return [_public(c, store) for c in store.list_collections()]
+@router.get("", response_model=list[CollectionPublic], openapi_extra=requires("read", lists_collections=True))
+def list_collections(request: Request, store: StoreDep) -> list[CollectionPublic]:
+    """Every collection, or only those an API key limited to collections names."""
+    infos = store.list_collections()
+    visible = set(visible_to(request, [c.name for c in infos]))
+    return [_public(c, store) for c in infos if c.name in visible]
 
 
 @router.get("/{name}", response_model=CollectionPublic)
