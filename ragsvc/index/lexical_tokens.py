@@ -14,13 +14,19 @@ query would match only the same clause. With `cjk_bigrams` (the default) each ru
 becomes its overlapping character pairs, the usual unit for BM25 over these scripts (Lucene's CJK analyzer
 does the same), so a query's words match inside longer runs. A run of one character has no pair and gives no
 term, like a one-letter word.
+
+Before any of that, texts are put in one Unicode form (`unicode_form`, NFKC by default): the same word
+typed with a composed "é" or with "e" plus a combining accent, in full-width letters, or with a ligature
+("ﬁ") would otherwise be different terms, or be cut in two where the combining mark is not a word character,
+so a document would not match a query that reads exactly like it.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import bm25s
 import Stemmer
@@ -28,6 +34,8 @@ import Stemmer
 from ragsvc.cjk import CJK_CHARS
 
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+UnicodeForm = Literal["NFC", "NFD", "NFKC", "NFKD"]
+UNICODE_FORMS: tuple[str, ...] = get_args(UnicodeForm)
 _CJK_RUN = re.compile(f"[{CJK_CHARS}]{{2,}}")
 """Two or more kana or ideographs in a row."""
 
@@ -43,8 +51,12 @@ class TokenizerConfig:
     """Regex whose matches are the tokens (default: runs of 2+ word characters, like scikit-learn)."""
     cjk_bigrams: bool = True
     """Split runs of kana and ideographs into overlapping character pairs before matching the pattern."""
+    unicode_form: UnicodeForm | None = "NFKC"
+    """The Unicode normal form texts are put in first (one of UNICODE_FORMS), or None to take them as given."""
 
     def __post_init__(self) -> None:
+        if self.unicode_form is not None and self.unicode_form not in UNICODE_FORMS:
+            raise ValueError(f"unknown unicode_form {self.unicode_form!r}; use one of {UNICODE_FORMS} or None")
         if self.stemmer is not None and self.stemmer not in Stemmer.algorithms():
             raise ValueError(f"unknown stemmer {self.stemmer!r}; use one of {sorted(Stemmer.algorithms())} or None")
         try:  # bm25s resolves stopword list names itself; ask it now rather than at the first ingest
@@ -60,8 +72,8 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
         """Rebuild from a manifest; ValueError / TypeError when the stored config is unusable. A manifest from
-        before `cjk_bigrams` existed was built without it."""
-        return cls(**{"cjk_bigrams": False, **data})
+        before `cjk_bigrams` or `unicode_form` existed was built without them."""
+        return cls(**{"cjk_bigrams": False, "unicode_form": None, **data})
 
 
 class LexicalTokenizer:
@@ -75,6 +87,9 @@ class LexicalTokenizer:
         """One list of terms per text, in text order (repeats kept: they are the term frequencies)."""
         if not texts:
             return []
+        form = self.config.unicode_form
+        if form is not None:  # isascii: ASCII is already in every form
+            texts = [text if text.isascii() else unicodedata.normalize(form, text) for text in texts]
         if self.config.cjk_bigrams:
             texts = [cjk_bigrams(text) for text in texts]
         terms: list[list[str]] = bm25s.tokenize(  # lists of str when return_ids=False

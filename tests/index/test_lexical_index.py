@@ -409,3 +409,36 @@ def test_an_index_saved_before_cjk_pairs_is_rebuilt_with_them_on_open(tmp_path: 
     assert old is not None and old.tokenizer_config.cjk_bigrams is False
     opened = open_lexical(tmp_path, _Texts(CJK))
     assert opened.tokenizer_config == TokenizerConfig() and opened.search("注意力", 10).ids.tolist() == [1]
+
+
+def test_one_word_in_any_unicode_form_is_one_term() -> None:
+    import unicodedata
+
+    texts = {1: unicodedata.normalize("NFD", "Le café résumé des blocs"), 2: "ＰＡＧＥＤ attention",
+             3: "the ﬁle system", 4: "plain cafe"}
+    index = build(texts)
+    assert index.search("café résumé", 10).ids.tolist()[0] == 1  # composed query, decomposed document
+    assert index.search("paged", 10).ids.tolist() == [2]  # full-width letters
+    assert index.search("file", 10).ids.tolist() == [3]  # a ligature
+    as_given = build(texts, tokenizer=TokenizerConfig(unicode_form=None))
+    assert 1 not in as_given.search("café résumé", 10).ids.tolist()
+    assert as_given.search("paged", 10).ids.tolist() == []
+
+
+def test_an_unknown_unicode_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown unicode_form 'NFX'"):
+        TokenizerConfig(unicode_form="NFX")
+
+
+def test_an_index_saved_before_unicode_forms_is_rebuilt_with_them_on_open(tmp_path: Path) -> None:
+    from ragsvc.index.lexical_collection import open_lexical
+
+    texts = {1: "ＰＡＧＥＤ attention", 2: "continuous batching"}
+    build(texts, tokenizer=TokenizerConfig(unicode_form=None)).save(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    del manifest["tokenizer"]["unicode_form"]  # as an index saved by an earlier version has it
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    old = LexicalIndex.load(tmp_path)
+    assert old is not None and old.tokenizer_config.unicode_form is None
+    opened = open_lexical(tmp_path, _Texts(texts))
+    assert opened.tokenizer_config == TokenizerConfig() and opened.search("paged", 10).ids.tolist() == [1]
