@@ -95,7 +95,7 @@ def test_help_lists_every_group_and_command():
                                   "bench", "eval", "repo", "llm", "keys", "agents", "rerank"}
     groups = {name: set(root.commands[name].commands)
               for name in ("collections", "bench", "eval", "repo", "llm", "keys", "agents", "rerank")}
-    assert groups == {"collections": {"create", "list", "delete"},
+    assert groups == {"collections": {"create", "list", "delete", "compact"},
                       "bench": {"search", "serving", "code", "flare", "load", "chat", "agents", "filter", "ingest",
                                 "soak", "speculative", "cluster", "quant-quality", "decode-profile"},
                       "eval": {"run", "compare"}, "repo": {"index", "map", "search"},

@@ -1,5 +1,6 @@
-"""`ragsvc collections create|list|delete`: making a collection with its index settings and placement, what
-the store holds, and removing a collection with its index files."""
+"""`ragsvc collections create|list|delete|compact`: making a collection with its index settings and placement,
+what the store holds, removing a collection with its index files, and giving the disk back what removals
+left in the catalog file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import typer
 from ragsvc.cli.common import DataDir, fail, open_store, settings
 from ragsvc.errors import RagsvcError
 
-app = typer.Typer(help="Create, list or delete collections.", no_args_is_help=True)
+app = typer.Typer(help="Create, list, delete or compact collections.", no_args_is_help=True)
 
 
 @app.command("create")
@@ -105,4 +106,37 @@ def delete_command(name: Annotated[str, typer.Argument(help="the collection to d
         raise fail(exc) from exc
     finally:
         store.close()
-    typer.echo(f"deleted {name}")
+    typer.echo(f"deleted {name}; new writes reuse its space in the catalog, `ragsvc collections compact` "
+               "returns it to the disk")
+
+
+@app.command("compact")
+def compact_command(
+    keep_cache: Annotated[bool, typer.Option(
+        "--keep-cache", help="keep the cached vectors of texts no stored chunk has (by default they are dropped: "
+                             "a deleted collection's vectors are most of its space)")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Rewrite the catalog file without the space deleted documents and collections left in it. duckdb reuses
+    that space for new writes but never shrinks its file. Run it with the server stopped (it needs the catalog
+    to itself); a kill at any moment leaves the old catalog or the new one, whole. Ids are kept, so the indexes
+    stay valid."""
+    from ragsvc.retrieval.vector_store import CATALOG_FILE
+    from ragsvc.store.compact import compact
+
+    path = settings(data_dir).store.data_dir / CATALOG_FILE
+    typer.echo(f"compacting {path} (one copy of its live rows; the catalog stays as it is until the copy "
+               "is checked)", err=True)
+    try:
+        result = compact(path, keep_cache=keep_cache)
+    except RagsvcError as exc:
+        raise fail(exc) from exc
+    freed = result.before_bytes - result.after_bytes
+    typer.echo(f"compacted {path}: {_mb(result.before_bytes)} -> {_mb(result.after_bytes)} "
+               f"({_mb(max(freed, 0))} returned to the disk), {sum(result.rows.values())} rows in "
+               f"{len(result.rows)} tables; {result.cache_rows_dropped} cached vectors of texts no chunk has "
+               "were dropped")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
