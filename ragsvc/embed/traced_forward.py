@@ -76,7 +76,9 @@ class TracedForward:
             raise ValueError(f"a check batch of shape {tuple(features[0].shape)} has more tokens than positions")
         layout = layout_for(features[1])
         normalise = torch.nn.functional.normalize
-        graphs: tuple[tuple[Any, Layout], ...] = ((self._padded, layout),) if layout == "dense" else (
+        # a batch without padding takes the padded graph too, which attends over aligned keys with a mask
+        # (lean_bert.ATTENTION_ALIGN) where the eager dense layout attends over the tokens as given
+        graphs: tuple[tuple[Any, Layout], ...] = ((self._padded, "padded"),) if layout == "dense" else (
             (self._padded, "padded"), (self._packed, "packed"))
         with torch.inference_mode():
             return max(float((normalise(graph(*features), dim=1)

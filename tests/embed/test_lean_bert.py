@@ -119,6 +119,27 @@ def test_a_padded_batch_computes_its_real_tokens_only_and_each_text_as_if_alone(
     torch.testing.assert_close(batched, torch.cat(alone), atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_attention_runs_on_aligned_keys_and_computes_the_same_vectors(tiny_bert, layout, monkeypatch):
+    from ragsvc.embed import lean_bert
+
+    lean = LeanBert.from_module(tiny_bert, "mean")
+    ids, mask, types = _batch(5, 13, seed=4)
+    keys = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: keys.append(k.shape[2]) or sdpa(q, k, v, **kw))
+    with torch.inference_mode():
+        aligned = lean.encode(ids, mask, types, layout=layout)
+        assert set(keys) == {16}  # 13 tokens, attended as 16 with 3 masked keys
+        monkeypatch.setattr(lean_bert, "ATTENTION_ALIGN", 1)
+        keys.clear()
+        as_given = lean.encode(ids, mask, types, layout=layout)
+        assert set(keys) == {13}
+    torch.testing.assert_close(aligned, as_given, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(aligned, _reference(tiny_bert, ids, mask, types, "mean"), atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_the_traced_graph_serves_shapes_it_was_not_traced_with(tiny_bert, pooling):
     lean = LeanBert.from_module(tiny_bert, pooling)
