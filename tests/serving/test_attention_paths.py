@@ -60,3 +60,27 @@ def test_masked_chunk_matches_plain_gqa_sdpa() -> None:
         enable_gqa=True,
     )[0].transpose(0, 1)
     assert torch.equal(ours, ref)
+
+
+def test_a_fresh_prompt_attends_over_aligned_rows_and_gives_the_causal_attention_of_its_own(monkeypatch) -> None:
+    import torch.nn.functional as F
+
+    from ragsvc.serving.layers import attention
+
+    g = torch.Generator().manual_seed(2)
+    chunk, heads, kv_heads, head_dim = 45, 6, 2, 16  # 45 tokens: SDPA sees 64
+    q = torch.randn(chunk, heads, head_dim, generator=g)
+    k = torch.randn(chunk, kv_heads, head_dim, generator=g)
+    v = torch.randn(chunk, kv_heads, head_dim, generator=g)
+    lengths = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda q_, k_, v_, **kw: lengths.append(k_.shape[2]) or sdpa(q_, k_, v_, **kw))
+    seg = PrefillSegment(0, chunk, chunk, None, None)
+    ours = prefill_attention(q, k, v, k, v, seg, scale=0.25)
+    assert lengths == [attention.SDPA_ALIGN * 2] and ours.shape == (chunk, heads, head_dim)
+    rep_k, rep_v = k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1)  # (chunk, heads, head_dim)
+    scores = torch.einsum("qhd,khd->hqk", q, rep_k) * 0.25
+    scores = scores.masked_fill(torch.arange(chunk)[None, :] > torch.arange(chunk)[:, None], -torch.inf)
+    ref = torch.einsum("hqk,khd->qhd", scores.softmax(-1), rep_v)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
