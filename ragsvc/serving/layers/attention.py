@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from ragsvc.serving.layers import cpu_paged_attention, cpu_prefill_attention
 
-
 SDPA_ALIGN = 32
 """A fresh prompt's SDPA on the CPU runs over its tokens padded at the end to a multiple of this. torch's CPU
 flash attention is much slower at other lengths: SmolLM2's heads (9 of 64, 3 kv), bf16, causal, 2 threads, on
