@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ragsvc.serving.layers.attention import PrefillSegment, prefill_attention
+from ragsvc.serving.layers.attention import SDPA_ALIGN, PrefillSegment, prefill_attention
 
 
 def test_context_slice_and_gather_agree() -> None:
@@ -51,11 +51,12 @@ def test_masked_chunk_matches_plain_gqa_sdpa() -> None:
     v_cache = v.view(5, 4, kv_heads, head_dim)
     seg = PrefillSegment(0, chunk, context, torch.arange(5), mask, first_block=0)
     ours = prefill_attention(q, k[-chunk:], v[-chunk:], k_cache, v_cache, seg, scale=0.25)
+    pad = -context % SDPA_ALIGN  # the keys the CPU path adds (masked), so both see one key length
     ref = F.scaled_dot_product_attention(
         q.transpose(0, 1)[None],
-        k.transpose(0, 1)[None],
-        v.transpose(0, 1)[None],
-        attn_mask=mask,
+        F.pad(k.transpose(0, 1)[None], (0, 0, 0, pad)),
+        F.pad(v.transpose(0, 1)[None], (0, 0, 0, pad)),
+        attn_mask=F.pad(mask, (0, pad), value=-torch.inf),
         scale=0.25,
         enable_gqa=True,
     )[0].transpose(0, 1)
@@ -65,7 +66,6 @@ def test_masked_chunk_matches_plain_gqa_sdpa() -> None:
 def test_a_fresh_prompt_attends_over_aligned_rows_and_gives_the_causal_attention_of_its_own(monkeypatch) -> None:
     import torch.nn.functional as F
 
-    from ragsvc.serving.layers import attention
 
     g = torch.Generator().manual_seed(2)
     chunk, heads, kv_heads, head_dim = 45, 6, 2, 16  # 45 tokens: SDPA sees 64
@@ -78,9 +78,34 @@ def test_a_fresh_prompt_attends_over_aligned_rows_and_gives_the_causal_attention
                         lambda q_, k_, v_, **kw: lengths.append(k_.shape[2]) or sdpa(q_, k_, v_, **kw))
     seg = PrefillSegment(0, chunk, chunk, None, None)
     ours = prefill_attention(q, k, v, k, v, seg, scale=0.25)
-    assert lengths == [attention.SDPA_ALIGN * 2] and ours.shape == (chunk, heads, head_dim)
+    assert lengths == [SDPA_ALIGN * 2] and ours.shape == (chunk, heads, head_dim)
     rep_k, rep_v = k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1)  # (chunk, heads, head_dim)
     scores = torch.einsum("qhd,khd->hqk", q, rep_k) * 0.25
     scores = scores.masked_fill(torch.arange(chunk)[None, :] > torch.arange(chunk)[:, None], -torch.inf)
+    ref = torch.einsum("hqk,khd->qhd", scores.softmax(-1), rep_v)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_a_chunk_behind_context_attends_over_aligned_keys_and_gives_the_same_attention(monkeypatch) -> None:
+    import torch.nn.functional as F
+
+
+    g = torch.Generator().manual_seed(3)
+    chunk, context, heads, kv_heads, head_dim = 7, 37, 4, 2, 16  # 37 keys: SDPA sees 64, 27 of them masked
+    q = torch.randn(chunk, heads, head_dim, generator=g)
+    k = torch.randn(context, kv_heads, head_dim, generator=g)
+    v = torch.randn(context, kv_heads, head_dim, generator=g)
+    allowed = torch.arange(context)[None, :] <= torch.arange(context - chunk, context)[:, None]
+    mask = torch.zeros(chunk, context).masked_fill_(~allowed, -torch.inf)
+    k_cache, v_cache = (F.pad(x, (0, 0, 0, 0, 0, 3)).view(5, 8, kv_heads, head_dim) for x in (k, v))
+    keys = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda q_, k_, v_, **kw: keys.append(k_.shape[2]) or sdpa(q_, k_, v_, **kw))
+    seg = PrefillSegment(0, chunk, context, torch.arange(5), mask, first_block=0)
+    ours = prefill_attention(q, k[-chunk:], v[-chunk:], k_cache, v_cache, seg, scale=0.25)
+    assert keys == [SDPA_ALIGN * 2]
+    rep_k, rep_v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q, rep_k) * 0.25 + mask
     ref = torch.einsum("hqk,khd->qhd", scores.softmax(-1), rep_v)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
