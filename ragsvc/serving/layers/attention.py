@@ -33,8 +33,9 @@ a Xeon with AMX (torch 2.13), 477 tokens took 8.6 ms and 480 1.9; 333 3.9 agains
 added rows come last, so causally no real row attends to them; they are computed and dropped. A chunk behind
 cached context gets its keys padded the same way, masked (77 query rows behind 333 keys: 0.88 -> 0.33 ms; 250
 behind 700: 2.27 -> 1.66); padding its query rows as well was no faster. In the profiled serving level at 32
-concurrent (`bench decode-profile --serving-requests 32`), fresh prompts padded: prefill attention 2.77-2.90 ->
-2.38-2.47 s, 130-138 -> 143-144 tok/s."""
+concurrent (`bench decode-profile --serving-requests 32`, four alternating pairs) prefill attention took
+2.38-2.63 s against 2.77-2.99; the level's throughput moved less than its run-to-run noise there (the decode
+steps, which this does not touch, varied by a third between runs)."""
 
 
 @dataclass
