@@ -53,9 +53,9 @@ Xeon with AMX (torch 2.13), 4 texts of 44 tokens took 691 us in bfloat16 and 968
 tokens 400 and 427 us; 4 of 13 took 299 / 351 against 16's 128 / 137. Over 30 such cells (1, 4 or 8 texts; 9 to
 99 tokens) the aligned length was faster in 26. For MiniLM's whole traced bfloat16 pass there (SciFact texts,
 each batch timed aligned and as given back to back, 120-360 pairs): 4 document chunks of 42 tokens 1.09x
-faster (quartiles 1.07-1.13), 16 chunks 1.15x, 4 queries 1.06x, 1 query 1.02x; float32 1.00-1.04x. The pad
-costs the linears nothing in the packed layout (they skip it) and a few rows in the padded one, whose traced
-graph dense batches take too. 1 turns it off."""
+faster (quartiles 1.07-1.13), 16 chunks 1.15x, 4 queries 1.06x, 1 query 1.02x; float32 1.00-1.04x. The
+linears never see the pad: it is added to Q, K and V after their projection (padded layout, whose traced graph
+batches without padding take too) or by the scatter before attention (packed). 1 turns it off."""
 
 
 def aligned_tokens(tokens: int) -> int:
