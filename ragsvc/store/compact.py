@@ -105,12 +105,18 @@ def compact(path: Path, *, keep_cache: bool = False) -> CompactResult:
             copied_rows, copied_sequences = _rows(conn, "compacted"), _sequences(conn, "compacted")
         finally:
             conn.execute("DETACH compacted")
+    except duckdb.Error as exc:  # a full disk, most likely: the copy needs room for every live row
+        for partial in (copy, _wal(copy)):
+            partial.unlink(missing_ok=True)
+        raise RagsvcError(f"compacting {path} failed ({type(exc).__name__}: {exc}); the catalog was left "
+                          "unchanged. The copy needs free disk space for all the live rows beside the catalog"
+                          ) from exc
     finally:
         conn.close()
     if copied_rows != rows or copied_sequences != sequences:
         copy.unlink(missing_ok=True)
         raise RagsvcError(f"the compacted copy of {path} differs from it (rows {copied_rows} against {rows}, "
-                            f"sequences {copied_sequences} against {sequences}); the catalog was left unchanged")
+                          f"sequences {copied_sequences} against {sequences}); the catalog was left unchanged")
     if _wal(path).exists() or _wal(copy).exists():  # a clean close leaves none; one now would be replayed wrongly
         copy.unlink(missing_ok=True)
         raise RagsvcError(f"{path} still has a write-ahead log after closing; the catalog was left unchanged")

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragsvc.cli import app
-from ragsvc.errors import Conflict, InvalidInput
+from ragsvc.errors import Conflict, InvalidInput, RagsvcError
 from ragsvc.retrieval.vector_store import CATALOG_FILE, VectorStore
 from ragsvc.store import compact as compact_module
 from ragsvc.store.compact import COPY_SUFFIX, compact
@@ -127,3 +127,23 @@ def test_the_cli_reports_what_it_returned_and_refuses_a_folder_without_a_catalog
     assert empty.exit_code == 2 and "there is no catalog at" in empty.output
     with pytest.raises(InvalidInput):
         compact(tmp_path / "none" / CATALOG_FILE)
+
+
+def test_a_database_error_during_the_copy_leaves_the_catalog_and_no_partial_copy(
+        tmp_path: Path, minilm, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    _fill(data, minilm)
+    path = data / CATALOG_FILE
+    real_rows = compact_module._rows
+
+    def full_disk(conn, database):  # raised where the copy is read back, as a disk that filled during it
+        if database == "compacted":
+            raise duckdb.IOException("No space left on device")
+        return real_rows(conn, database)
+
+    monkeypatch.setattr(compact_module, "_rows", full_disk)
+    with pytest.raises(RagsvcError, match="No space left on device.*catalog was left unchanged"):
+        compact(path)
+    assert not (data / (CATALOG_FILE + COPY_SUFFIX)).exists()
+    with duckdb.connect(str(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM chunks WHERE collection = 'kept'").fetchone() == (5,)
