@@ -83,6 +83,13 @@ def _drop_unused_cache(conn: duckdb.DuckDBPyConnection) -> int:
     return before - int(conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0])  # type: ignore[index]
 
 
+def _left(dropped: int) -> str:
+    """What a compaction that stopped before its rename left (the unused cache rows go first, committed)."""
+    if not dropped:
+        return "the catalog was left unchanged"
+    return f"the catalog keeps every row but the {dropped} cached vectors of texts no chunk has, already dropped"
+
+
 def compact(path: Path, *, keep_cache: bool = False) -> CompactResult:
     """Rewrite the catalog at `path` packed, in place (see the module docstring); `keep_cache`: keep the
     embedding-cache rows of texts no stored chunk has."""
@@ -92,6 +99,7 @@ def compact(path: Path, *, keep_cache: bool = False) -> CompactResult:
     for leftover in (copy, _wal(copy)):  # from a run that was stopped before its rename
         leftover.unlink(missing_ok=True)
     conn = _connect(path)
+    dropped = 0
     try:
         database = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
         conn.execute("CHECKPOINT")  # the WAL's rows into the file, so the size below is the file's
@@ -108,18 +116,17 @@ def compact(path: Path, *, keep_cache: bool = False) -> CompactResult:
     except duckdb.Error as exc:  # a full disk, most likely: the copy needs room for every live row
         for partial in (copy, _wal(copy)):
             partial.unlink(missing_ok=True)
-        raise RagsvcError(f"compacting {path} failed ({type(exc).__name__}: {exc}); the catalog was left "
-                          "unchanged. The copy needs free disk space for all the live rows beside the catalog"
-                          ) from exc
+        raise RagsvcError(f"compacting {path} failed ({type(exc).__name__}: {exc}); {_left(dropped)}. The copy "
+                          "needs free disk space for all the live rows beside the catalog") from exc
     finally:
         conn.close()
     if copied_rows != rows or copied_sequences != sequences:
         copy.unlink(missing_ok=True)
         raise RagsvcError(f"the compacted copy of {path} differs from it (rows {copied_rows} against {rows}, "
-                          f"sequences {copied_sequences} against {sequences}); the catalog was left unchanged")
+                          f"sequences {copied_sequences} against {sequences}); {_left(dropped)}")
     if _wal(path).exists() or _wal(copy).exists():  # a clean close leaves none; one now would be replayed wrongly
         copy.unlink(missing_ok=True)
-        raise RagsvcError(f"{path} still has a write-ahead log after closing; the catalog was left unchanged")
+        raise RagsvcError(f"{path} still has a write-ahead log after closing; {_left(dropped)}")
     _fsync(copy)
     os.replace(copy, path)
     _fsync(path.parent)  # the rename itself, durable
