@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from ragsvc.errors import Conflict, InvalidInput, RagsvcError
+from ragsvc.index.atomic import fsync_dir
 
 COPY_SUFFIX = ".compacting"
 """The new file is written beside the catalog under its name plus this, then renamed over it."""
@@ -65,14 +66,6 @@ def _rows(conn: duckdb.DuckDBPyConnection, database: str) -> dict[str, int]:
 def _sequences(conn: duckdb.DuckDBPyConnection, database: str) -> dict[str, int | None]:
     return {r[0]: r[1] for r in conn.execute(
         "SELECT sequence_name, last_value FROM duckdb_sequences() WHERE database_name = ?", [database]).fetchall()}
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _drop_unused_cache(conn: duckdb.DuckDBPyConnection) -> int:
@@ -127,8 +120,9 @@ def compact(path: Path, *, keep_cache: bool = False) -> CompactResult:
     if _wal(path).exists() or _wal(copy).exists():  # a clean close leaves none; one now would be replayed wrongly
         copy.unlink(missing_ok=True)
         raise RagsvcError(f"{path} still has a write-ahead log after closing; {_left(dropped)}")
-    _fsync(copy)
+    with open(copy, "rb+") as handle:
+        os.fsync(handle.fileno())
     os.replace(copy, path)
-    _fsync(path.parent)  # the rename itself, durable
+    fsync_dir(path.parent)  # the rename itself, durable
     return CompactResult(before_bytes=before, after_bytes=path.stat().st_size, rows=rows,
                          cache_rows_dropped=dropped)
