@@ -398,17 +398,22 @@ class _Texts:
         return np.array([i for i in sorted(self.texts) if i <= up_to], dtype=np.int64)
 
 
-def test_an_index_saved_before_cjk_pairs_is_rebuilt_with_them_on_open(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("field", "before", "texts", "query"), [
+    ("cjk_bigrams", False, CJK, "注意力"),
+    ("unicode_form", None, {1: "ＰＡＧＥＤ attention", 2: "continuous batching"}, "paged"),
+])
+def test_an_index_saved_before_a_tokenizer_field_is_rebuilt_with_it_on_open(tmp_path: Path, field, before, texts,
+                                                                             query) -> None:
     from ragsvc.index.lexical_collection import open_lexical
 
-    build(CJK, tokenizer=TokenizerConfig(cjk_bigrams=False)).save(tmp_path)
+    build(texts, tokenizer=TokenizerConfig(**{field: before})).save(tmp_path)
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
-    del manifest["tokenizer"]["cjk_bigrams"]  # as an index saved by an earlier version has it
+    del manifest["tokenizer"][field]  # as an index saved by an earlier version has it
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
     old = LexicalIndex.load(tmp_path)
-    assert old is not None and old.tokenizer_config.cjk_bigrams is False
-    opened = open_lexical(tmp_path, _Texts(CJK))
-    assert opened.tokenizer_config == TokenizerConfig() and opened.search("注意力", 10).ids.tolist() == [1]
+    assert old is not None and getattr(old.tokenizer_config, field) is before
+    opened = open_lexical(tmp_path, _Texts(texts))
+    assert opened.tokenizer_config == TokenizerConfig() and opened.search(query, 10).ids.tolist() == [1]
 
 
 def test_one_word_in_any_unicode_form_is_one_term() -> None:
@@ -428,17 +433,3 @@ def test_one_word_in_any_unicode_form_is_one_term() -> None:
 def test_an_unknown_unicode_form_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown unicode_form 'NFX'"):
         TokenizerConfig(unicode_form="NFX")
-
-
-def test_an_index_saved_before_unicode_forms_is_rebuilt_with_them_on_open(tmp_path: Path) -> None:
-    from ragsvc.index.lexical_collection import open_lexical
-
-    texts = {1: "ＰＡＧＥＤ attention", 2: "continuous batching"}
-    build(texts, tokenizer=TokenizerConfig(unicode_form=None)).save(tmp_path)
-    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
-    del manifest["tokenizer"]["unicode_form"]  # as an index saved by an earlier version has it
-    (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
-    old = LexicalIndex.load(tmp_path)
-    assert old is not None and old.tokenizer_config.unicode_form is None
-    opened = open_lexical(tmp_path, _Texts(texts))
-    assert opened.tokenizer_config == TokenizerConfig() and opened.search("paged", 10).ids.tolist() == [1]
