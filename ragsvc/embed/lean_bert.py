@@ -50,8 +50,9 @@ ATTENTION_ALIGN = 16
 """The padded and packed layouts run attention over their token axis padded (with masked keys) to a multiple of
 this. torch's CPU attention kernel is much slower at other lengths: one thread, 12 heads of 32, masked, on a
 Xeon with AMX (torch 2.13), 4 texts of 44 tokens took 691 us in bfloat16 and 968 us in float32, and of 48
-tokens 400 and 427 us; 4 of 13 took 299 / 351 against 16's 128 / 137. Over 30 such cells (1, 4 or 8 texts; 9 to
-99 tokens) the aligned length was faster in 26. For MiniLM's whole traced bfloat16 pass there (SciFact texts,
+tokens 400 and 427 us; 4 of 13 took 299 / 351 against 16's 128 / 137. Over 60 such cells (1, 4 or 8 texts; 10
+lengths of 9 to 99 tokens; both precisions) the aligned length was faster in 54 (up to 3.6x), equal in 1 and
+slower in 5, all float32 (up to 1.45x). For MiniLM's whole traced bfloat16 pass there (SciFact texts,
 each batch timed aligned and as given back to back, 120-360 pairs): 4 document chunks of 42 tokens 1.09x
 faster (quartiles 1.07-1.13), 16 chunks 1.15x, 4 queries 1.06x, 1 query 1.02x; float32 1.00-1.04x. The
 linears never see the pad: it is added to Q, K and V after their projection (padded layout, whose traced graph
