@@ -29,8 +29,8 @@ SDPA_ALIGN = 32
 """A fresh prompt's SDPA on the CPU runs over its tokens padded at the end to a multiple of this. torch's CPU
 flash attention is much slower at other lengths: SmolLM2's heads (9 of 64, 3 kv), bf16, causal, 2 threads, on
 a Xeon with AMX (torch 2.13), 477 tokens took 8.6 ms and 480 1.9; 333 3.9 against 352's 1.05; 250 1.25 against
-0.62; 101 0.31 against 0.24 (medians of 3 x 7 calls). Padded to 16 it was a little faster up to 170 tokens and
-slower from 300 (301: 1.15 against 0.96); padded to 64, at best 0.01 ms faster than to 32. The
+0.62; 101 0.31 against 0.24 (medians of 3 x 7 calls). Padded to 16 it was a little faster below 170 tokens (equal
+at 170) and slower from 300 (301: 1.15 against 0.96); padded to 64, at best 0.01 ms faster than to 32. The
 added rows come last, so causally no real row attends to them; they are computed and dropped. A chunk behind
 cached context gets its keys padded the same way, masked (77 query rows behind 333 keys: 0.88 -> 0.33 ms; 250
 behind 700: 2.27 -> 1.66); padding its query rows as well was no faster. In the profiled serving level at 32
