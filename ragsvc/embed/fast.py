@@ -71,7 +71,7 @@ BACKEND_CHOICE_VERSION = 2
 """In the backend choice's cache key: 2 measures queries apart from documents."""
 TIMED_REPEATS = 3
 """The precision check times each path this many times and keeps the best (a shared machine adds noise)."""
-LEAN_VERSION = 6
+LEAN_VERSION = 7
 """In the lean check's cache key: a change to `lean_bert.py` or `traced_forward.py` checks again."""
 LEAN_TOLERANCE = 1e-4
 """Largest element difference of normalised vectors the lean forward may show against transformers' (float32

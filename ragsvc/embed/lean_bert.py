@@ -99,6 +99,8 @@ class LeanBert:
         attention compute in (the rest is float32 either way)."""
         import torch
 
+        from ragsvc.gemm_rows import bucketed_linear
+
         def w(name: str) -> torch.Tensor:
             return weights[name].detach().float().contiguous()
 
@@ -118,9 +120,11 @@ class LeanBert:
         self.eps = eps
         self.max_positions = int(self.position.shape[0])
         self.pooling = pooling
-        self.linear: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = torch.nn.functional.linear
-        """How a layer's linear is computed from (input, weight, bias): torch's own; the copy traced with packed
-        weights (`traced_forward._with_packed_weights`) calls those instead."""
+        self.linear: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = (
+            bucketed_linear if precision == "bfloat16" else torch.nn.functional.linear)
+        """How a layer's linear is computed from (input, weight, bias): torch's own, in bfloat16 over rows rounded
+        up so that oneDNN reuses its kernels (`gemm_rows`; float32 goes to a BLAS that builds none); the copy
+        traced with packed weights (`traced_forward._with_packed_weights`) calls those instead."""
         self.traced: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
         """The same forward as a TorchScript graph (`traced_forward.TracedForward`), once checked: it runs the
         passes it takes (it returns None for the others)."""

@@ -182,3 +182,12 @@ def test_engine_with_the_small_gemm_tracks_fp32_hf_and_frees_no_block_twice(lib,
         assert int(ref.argmax()) == out.output_token_ids[-1] or \
             float(ref.topk(2).values.diff().abs()) < 0.05 * float(ref.abs().max())  # a bf16 near-tie
     assert engine.block_manager.num_free_blocks == 64
+
+
+@pytest.mark.skipif(not can_pack(torch.bfloat16, torch.device("cpu")), reason="no oneDNN bf16 packing here")
+def test_onednn_calls_run_over_rows_rounded_up() -> None:
+    layer = _packed(64, 40)  # no plan: every call is oneDNN's
+    x = _bf16(45, 64, seed=5)
+    with torch.inference_mode():
+        padded = torch.ops.mkldnn._linear_pointwise(F.pad(x, [0, 0, 0, 3]), layer.packed, None, "none", [], "")
+        assert torch.equal(layer(x), padded[:45]), "45 rows run as gemm_rows' 48: one built kernel for 33-48"

@@ -9,7 +9,8 @@ Few-token calls (decode steps) may instead take cpu_gemm_bf16's kernel, where th
 (cpu_gemm_plan.py) measured it faster for that shape and token count: `use_small_gemm` hands each packed linear
 the kernel, its own copy of the weight in the kernel's layout, and its row of the plan. Many-token calls (prompt
 chunks) may instead widen to fp32 (cpu_wide_gemm.py) where that plan measured the CPU's bf16 GEMM slower than
-its fp32 one: `use_wide_gemm` keeps those linears' plain weights to widen from.
+its fp32 one: `use_wide_gemm` keeps those linears' plain weights to widen from. oneDNN's calls run over row
+counts rounded up (`gemm_rows`), so prompt chunks and mixed steps of every length reuse a few built kernels.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ragsvc.gemm_rows import bucketed
 from ragsvc.serving.layers import cpu_gemm_bf16
 from ragsvc.serving.layers.cpu_gemm_plan import ONEDNN, GemmPlan
 from ragsvc.serving.layers.cpu_wide_gemm import WidePlan, widened_linear
@@ -59,7 +61,7 @@ class PackedLinear(nn.Module):
             if start is not None and x.shape[0] >= start:
                 bias = self.bias
                 return widened_linear(x, self.weight, bias if isinstance(bias, torch.Tensor) else None)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return bucketed(x, self.packed, self.bias, True)
 
 
 def use_small_gemm(model: nn.Module, lib: ctypes.CDLL | None, plan: GemmPlan | None) -> int:
