@@ -4,9 +4,10 @@
 every call: on a Xeon with AMX that copy of 0.4-1.2 MB costs about as much as the multiply itself for a query's
 10-20 rows (MiniLM's 384 x 1536 linear with its bias at 14 rows: 193-196 us plain, 102-106 us from a weight packed
 once, one core). `PackedLinear` keeps the packed copy (`torch.ops.mkldnn._reorder_linear_weight`) and calls the
-kernel on it (`_linear_pointwise`, over rows rounded up by `gemm_rows`). That is oneDNN's matmul still, but the packed blocking may sum in another order
-for some row counts, so its bfloat16 outputs can round apart from the plain call's (MiniLM: up to 5e-4 per element
-of a unit vector; `traced_forward.PACKED_MIN_COSINE` bounds it). The packed copies cost one more copy of the bf16
+kernel on it (`_linear_pointwise`, over rows rounded up by `gemm_rows` so that its built kernels are reused). That
+is oneDNN's matmul still, but the packed blocking may sum in another order for some row counts, so its bfloat16
+outputs can round apart from the plain call's (MiniLM: up to 5e-4 per element of a unit vector;
+`traced_forward.PACKED_MIN_COSINE` bounds it). The packed copies cost one more copy of the bf16
 weights (MiniLM: 46 MiB more resident per embedder), shared by both layouts' graphs.
 
 A packed weight is an opaque oneDNN tensor, which a traced graph cannot hold as a constant; a scripted module
