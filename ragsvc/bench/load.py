@@ -4,10 +4,10 @@ real server for T seconds, then every acknowledged document is checked for.
 An asyncio driver (one keep-alive connection per client, bench/http_client.py: httpx's async pool would take
 as much CPU per request as the server's cheapest routes, on the cores the server is measured on): each client
 picks its next operation from the mix with its own seeded generator, so a run's sequence of operations is
-reproducible. With `search_only_first`
-the same clients first run searches alone for T seconds, the peer that the mixed phase's search throughput
-is divided by. The server is a `ragsvc serve --sample` child on a fresh data folder (the sample collection),
-or any running server given by URL.
+reproducible. With `search_only_first` clients also run searches alone for T seconds, the peer that the mixed
+phase's search throughput is divided by; the two phases alternate in `rounds` slices, so that a drift in the
+machine's speed weighs on both. The server is a `ragsvc serve --sample` child on a fresh data folder (the
+sample collection), or any running server given by URL.
 
 Afterwards each document the server acknowledged (201) and the run did not delete is fetched by id
 (`lost` counts misses), and a sample of them is searched for by its own text, filtered to its id
@@ -21,7 +21,6 @@ the run measures the work of a search, not a cache's hit rate.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import random
 import time
@@ -72,6 +71,11 @@ class LoadConfig:
     """Seconds each measured phase's mix runs first, uncounted: a fresh server's first seconds (model kernels
     for new input shapes, first reads) are slower than its steady state, and the search-only phase, always the
     first, would otherwise carry them alone. Documents acknowledged while warming up are verified too."""
+    rounds: int = 4
+    """Slices each phase's `duration_s` is cut into, run in turn (search-only, mixed, search-only, mixed, ...)
+    and pooled. A shared machine's speed drifts within minutes (another guest on the host, a clock change);
+    with one long phase after the other, the drift lands on one side of the ratio. Alternating spreads it over
+    both, so the ratio measures the server. 1 runs each phase whole."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.mix) - set(OPERATIONS))
@@ -81,6 +85,9 @@ class LoadConfig:
             raise ValueError("clients must be in 1..1024 and duration_s in (0, 3600]")
         if not 0 <= self.warmup_s <= 3600:
             raise ValueError(f"warmup_s must be in [0, 3600], got {self.warmup_s}")
+        if not 1 <= self.rounds <= 60 or self.duration_s / self.rounds < 0.5:
+            raise ValueError(f"rounds must be in 1..60 with slices of at least 0.5 s, got {self.rounds} rounds of "
+                             f"{self.duration_s} s")
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -104,8 +111,9 @@ class _Ledger:
 
 
 class _Client:
-    def __init__(self, index: int, http: RawConnection, config: LoadConfig, ledger: _Ledger) -> None:
-        self.index, self.http, self.config, self.ledger = index, http, config, ledger
+    def __init__(self, index: int, config: LoadConfig, ledger: _Ledger) -> None:
+        self.index, self.config, self.ledger = index, config, ledger
+        self.http: RawConnection  # a fresh connection for each slice it runs (`_run_slice`)
         self.rng = random.Random(config.seed * 1_000_003 + index)
         self.mine: list[str] = []
         self.searches = 0
@@ -157,25 +165,48 @@ class _Client:
         return "ok" if r.status_code == 200 else str(r.status_code)
 
 
-async def _phase(url: str, config: LoadConfig, mix: dict[str, float], ledger: _Ledger, name: str,
-                 server_pid: int | None) -> PhaseStats:
+@dataclass
+class _Slice:
+    """One stretch of a phase: its samples, wall time, and the CPU seconds read around it."""
+
+    samples: list[Sample]
+    elapsed_s: float
+    server_cpu_s: float | None
+    driver_cpu_s: float
+    idle_cpu_s: float
+    steal_cpu_s: float
+
+
+async def _run_slice(url: str, config: LoadConfig, mix: dict[str, float], clients: list[_Client],
+                     duration_s: float, server_pid: int | None) -> _Slice:
+    """The clients run `mix` for `duration_s` on fresh connections (a server closes a keep-alive connection left
+    idle while another slice runs)."""
     samples: list[Sample] = []
-    connections = [RawConnection(url, timeout_s=config.timeout_s) for _ in range(config.clients)]
-    clients = [_Client(i, http, config, ledger) for i, http in enumerate(connections)]
+    connections = [RawConnection(url, timeout_s=config.timeout_s) for _ in clients]
+    for client, http in zip(clients, connections, strict=True):
+        client.http = http
     try:
         before = _cpu_reading(server_pid)
         started = time.monotonic()
-        deadline = started + config.duration_s
+        deadline = started + duration_s
         await asyncio.gather(*(c.run(mix, deadline, samples) for c in clients))
         elapsed = time.monotonic() - started
         after = _cpu_reading(server_pid)
     finally:
         await asyncio.gather(*(c.close() for c in connections))
     server = None if after[0] is None or before[0] is None else after[0] - before[0]
-    driver, idle, steal = after[1] - before[1], after[2] - before[2], after[3] - before[3]
+    return _Slice(samples, elapsed, server, after[1] - before[1], after[2] - before[2], after[3] - before[3])
+
+
+def _pooled(name: str, slices: list[_Slice]) -> PhaseStats:
+    """A phase's statistics over all of its slices: samples together, times and CPU seconds summed."""
+    elapsed = sum(s.elapsed_s for s in slices)
+    servers = [s.server_cpu_s for s in slices]
+    server = None if any(x is None for x in servers) else sum(x for x in servers if x is not None)
+    driver, idle, steal = (sum(getattr(s, f) for s in slices) for f in ("driver_cpu_s", "idle_cpu_s", "steal_cpu_s"))
     other = None if server is None else max(0.0, (os.cpu_count() or 1) * elapsed - server - driver - idle - steal)
-    return phase_stats(name, samples, elapsed, server_cpu_s=server, driver_cpu_s=driver, idle_cpu_s=idle,
-                       other_cpu_s=other, steal_cpu_s=steal)
+    return phase_stats(name, [x for s in slices for x in s.samples], elapsed, server_cpu_s=server,
+                       driver_cpu_s=driver, idle_cpu_s=idle, other_cpu_s=other, steal_cpu_s=steal)
 
 
 def _cpu_reading(server_pid: int | None) -> tuple[float | None, float, float, float]:
@@ -238,16 +269,20 @@ async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None]
     the server's CPU per phase when its process id is given (a server on this machine)."""
     ledger = _Ledger()
     runs = [("search_only", {"search": 1.0})] if config.search_only_first and config.mix.get("search") else []
-    phases = []
-    for name, mix in [*runs, ("mixed", config.mix)]:
-        if config.warmup_s > 0:
+    plan = [*runs, ("mixed", config.mix)]
+    clients = {name: [_Client(i, config, ledger) for i in range(config.clients)] for name, _ in plan}
+    slices: dict[str, list[_Slice]] = {name: [] for name, _ in plan}
+    for round_ in range(config.rounds):
+        for name, mix in plan:
+            if round_ == 0 and config.warmup_s > 0:
+                if on_phase:
+                    on_phase(f"{name} warm-up")
+                await _run_slice(url, config, mix, clients[name], config.warmup_s, server_pid)  # not counted
             if on_phase:
-                on_phase(f"{name} warm-up")
-            warm = dataclasses.replace(config, duration_s=config.warmup_s)
-            await _phase(url, warm, mix, ledger, f"{name}_warmup", server_pid)  # not counted
-        if on_phase:
-            on_phase(name)
-        phases.append(await _phase(url, config, mix, ledger, name, server_pid))
+                on_phase(name if config.rounds == 1 else f"{name} ({round_ + 1} of {config.rounds})")
+            slices[name].append(await _run_slice(url, config, mix, clients[name],
+                                                 config.duration_s / config.rounds, server_pid))
+    phases = [_pooled(name, slices[name]) for name, _ in plan]
     verification = await _verify(url, config, ledger)
     ratio = search_ratio(phases)
     provenance = {"git_sha": package_git_sha(), "cpu": cpu_model(), "cpu_isa": " ".join(cpu_isa()),

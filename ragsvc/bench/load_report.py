@@ -184,7 +184,8 @@ def ingest_cpu_in_searches(phases: list[PhaseStats]) -> float | None:
 def to_markdown(result: LoadResult) -> str:
     c = result.config
     warm = f" after {c['warmup_s']:g} s of uncounted warm-up" if c.get("warmup_s") else ""
-    lines = [f"# Load: {c['clients']} clients, {c['duration_s']:.0f} s a phase{warm}, mix {c['mix']}", "",
+    sliced = f" in {c['rounds']} alternating slices" if c.get("rounds", 1) > 1 and len(result.phases) > 1 else ""
+    lines = [f"# Load: {c['clients']} clients, {c['duration_s']:.0f} s a phase{sliced}{warm}, mix {c['mix']}", "",
              f"git {result.provenance.get('git_sha')}, CPU {result.provenance.get('cpu')} "
              f"({result.provenance.get('cpu_isa') or 'flags not recorded'})"
              + (f"; server: {result.provenance['server_embed_lanes']} embedding lane(s) on "

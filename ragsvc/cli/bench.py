@@ -378,6 +378,9 @@ def load_command(
     collection: Annotated[str, typer.Option(help="collection to load")] = "sample",
     search_only_first: Annotated[bool, typer.Option(help="run a search-only phase first (the peer)")] = True,
     warmup: Annotated[float, typer.Option(help="seconds each phase's mix runs first, not counted")] = 0.0,
+    rounds: Annotated[int, typer.Option(
+        help="slices each phase is cut into, the phases taking turns (a drift in the machine's speed then weighs "
+             "on both); 1 runs each whole")] = 4,
 ) -> None:
     """N clients run a search/ingest/delete/answer mix for T seconds; p50/p99, errors, and no lost documents."""
     import shutil
@@ -388,7 +391,7 @@ def load_command(
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     try:
         config = LoadConfig(clients=clients, duration_s=duration, mix=parse_mix(mix), collection=collection,
-                            search_only_first=search_only_first, warmup_s=warmup)
+                            search_only_first=search_only_first, warmup_s=warmup, rounds=rounds)
     except ValueError as exc:
         raise fail(exc) from exc
     if url is None:

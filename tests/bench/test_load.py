@@ -88,15 +88,23 @@ def test_bad_mixes_are_refused():
         LoadConfig(mix={"upload": 1.0})
     with pytest.raises(ValueError, match="warmup_s"):
         LoadConfig(warmup_s=-1.0)
+    for rounds, duration in ((0, 60.0), (61, 60.0), (4, 1.0)):
+        with pytest.raises(ValueError, match="rounds must be in 1..60 with slices of at least 0.5 s"):
+            LoadConfig(rounds=rounds, duration_s=duration)
 
 
 @pytest.mark.slow
 def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
-    config = LoadConfig(clients=3, duration_s=2.0, mix={"search": 0.5, "ingest": 0.3, "delete": 0.2}, warmup_s=0.5)
-    result = run_load(config, data_dir=tmp_path / "data")
+    config = LoadConfig(clients=3, duration_s=2.0, mix={"search": 0.5, "ingest": 0.3, "delete": 0.2}, warmup_s=0.5,
+                        rounds=2)
+    announced: list[str] = []
+    result = run_load(config, data_dir=tmp_path / "data", on_phase=announced.append)
     out = result.to_json()
+    assert announced == ["search_only warm-up", "search_only (1 of 2)", "mixed warm-up", "mixed (1 of 2)",
+                         "search_only (2 of 2)", "mixed (2 of 2)"], "the phases take turns, warmed up once"
     assert set(out["phases"]) == {"search_only", "mixed"}, "warm-up phases are not reported"
-    assert "0.5 s of uncounted warm-up" in to_markdown(result)
+    assert all(2.0 <= p["duration_s"] < 4.0 for p in out["phases"].values()), "two 1 s slices pooled per phase"
+    assert "2 alternating slices after 0.5 s of uncounted warm-up" in to_markdown(result)
     assert set(out["phases"]["mixed"]["ops"]) >= {"search", "ingest"}
     assert all(p["errors"] == 0 for p in out["phases"].values()), out["phases"]
     v = out["verification"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +62,7 @@ class PackedLinear(nn.Module):
             if start is not None and x.shape[0] >= start:
                 bias = self.bias
                 return widened_linear(x, self.weight, bias if isinstance(bias, torch.Tensor) else None)
-        return bucketed(x, self.packed, self.bias, True)
+        return bucketed(x, cast(torch.Tensor, self.packed), cast("torch.Tensor | None", self.bias), True)
 
 
 def use_small_gemm(model: nn.Module, lib: ctypes.CDLL | None, plan: GemmPlan | None) -> int:
