@@ -3,6 +3,11 @@ values what a call at the padded row count computes."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,3 +66,33 @@ def test_a_graph_traced_through_it_rounds_each_call_s_own_rows():
     for rows in (3, 40, 77, 700):
         x = torch.randn(rows, 16).bfloat16()
         assert torch.equal(graph(x), bucketed_linear(x, weight, None)), rows
+
+
+ONE_KERNEL = """
+import torch
+from ragsvc.embed.packed_linear import PackedLinear
+from ragsvc.gemm_rows import bucketed_linear
+from ragsvc.serving.layers.linear import PackedLinear as ServingLinear
+weight, bias = torch.randn(40, 64).bfloat16(), torch.randn(40).bfloat16()
+packed = torch.jit.script(PackedLinear(weight, bias))
+serving = ServingLinear(torch.nn.Linear(64, 40, bias=False).bfloat16(), batch_hint=32)
+with torch.inference_mode():
+    for rows in range(33, 49):
+        x = torch.randn(rows, 64).bfloat16()
+        packed(x)
+        bucketed_linear(x, weight, bias)
+        serving(x)
+"""
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_sixteen_row_counts_build_one_kernel_per_weight_layout():
+    """oneDNN's own log of what it built: rows 33-48 through the embedder's packed and plain bf16 linears and the
+    serving engine's packed one are all multiplied as 48 rows (without the rounding it logs 16 row counts each)."""
+    run = subprocess.run([sys.executable, "-c", ONE_KERNEL], env={**os.environ, "ONEDNN_VERBOSE": "2"},
+                         capture_output=True, text=True, timeout=120, check=True)
+    # the packed weight's kernel logs its rows as "mb48ic64oc40", the plain weight's as "48x64:64x40"
+    shape = re.compile(r",(?:mb(\d+)ic\d+oc\d+|(\d+)x\d+:\d+x\d+),")
+    built = [m for line in run.stdout.splitlines() if ",create:cache_miss," in line and (m := shape.search(line))]
+    rows = [int(m.group(1) or m.group(2)) for m in built]
+    assert sorted(rows) == [48, 48, 48], f"kernels built for row counts {rows}: one per linear expected"
