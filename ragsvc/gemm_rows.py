@@ -4,7 +4,7 @@ oneDNN builds (JIT-compiles) a kernel for every new problem shape and keeps the 
 linear's shape includes its row count, the number of tokens in the call, which in a prompt chunk, a mixed serving
 step or a batch of texts to embed takes nearly every value. Building costs far more than the multiply itself:
 on a Xeon with AMX (torch 2.13), one call per new row count of SmolLM2's four layer linears took 22 ms on two
-threads against 2.4 ms once built (rows 301-340), and MiniLM's four took 4.7 ms against 0.9 ms through
+threads against 2.4 ms once built (rows 301-340), and MiniLM's four took 5.6 ms against 0.9 ms through
 `F.linear` on one thread (rows 101-140). Every layer shares a shape's kernel, so a new row count costs that once
 per forward, not once per layer; but a busy search server sees new ones all the time: the cache, shared by every
 shape of every model in the process, evicts, and a profile of `ragsvc bench load`'s mixed phase after 16,000
