@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ragsvc import native
-from ragsvc.serving.layers import cpu_q4_vnni, cpu_quant
+from ragsvc.serving.layers import cpu_q4_amx, cpu_q4_vnni, cpu_quant
 from ragsvc.serving.layers.plan_cache import cached_plan
 from ragsvc.serving.layers.quant import QuantWeight, padded
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
              "amx_tile", "avx_vnni")
 """The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
-PLAN_VERSION = 7
+PLAN_VERSION = 8
 PREFILL_CANDIDATES = (16, 32, 64, 128, 256)
 VNNI_CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
 MAX_PROBE_ROWS = 65536
@@ -71,6 +71,11 @@ class QuantPlan:
     vector form of it, or it never beat the bf16 paths); 1 where the q4 kernel itself has no vector form."""
     vnni_ms: dict[str, list[float]] = field(default_factory=dict)
     """Per token count [the bf16 path the plan picks otherwise, the int8-activation kernel]."""
+    amx_tokens: int = 0
+    """q4 steps with at least this many tokens take the AMX kernel (cpu_q4_amx), ahead of the int8-activation
+    one; 0: never (no AMX, or it never beat the path the plan takes otherwise)."""
+    amx_ms: dict[str, list[float]] = field(default_factory=dict)
+    """Per token count [the path the plan picks otherwise, the AMX kernel]."""
 
 
 def _cache_kib(level: int) -> int | None:
@@ -154,7 +159,7 @@ def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan
             break
     plan = QuantPlan(tile=tile, prefill_tokens=prefill_tokens, tile_ms={t: round(v, 3) for t, v in tile_ms.items()},
                      prefill_ms=prefill_ms)
-    return _with_vnni(lib, plan, qw, q4_vector=q4_vector)
+    return _with_amx(lib, _with_vnni(lib, plan, qw, q4_vector=q4_vector), qw)
 
 
 def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, *, q4_vector: bool = True) -> QuantPlan:
@@ -185,9 +190,36 @@ def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, *, q4_vector:
     return replace(plan, vnni_tokens=vnni_tokens, vnni_ms=vnni_ms)
 
 
+def _with_amx(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
+    """`plan` with the AMX kernel's threshold, measured as the int8-activation kernel's is, against the path
+    `plan` takes otherwise at each token count; 0 where there is no AMX path or it never wins."""
+    amx = cpu_q4_amx.load()
+    if amx is None:
+        return plan
+    vnni = cpu_q4_vnni.load() if plan.vnni_tokens else None
+    packed = cpu_q4_vnni.pack(vnni, qw) if vnni is not None else None
+    amx_ms: dict[str, list[float]] = {}
+    for m in VNNI_CANDIDATES:
+        x = torch.randn(m, qw.in_features, dtype=torch.bfloat16)
+        if vnni is not None and packed is not None and m >= plan.vnni_tokens:
+            other = _median_ms(lambda x=x: cpu_q4_vnni.linear(vnni, x, packed, None), reps=2)
+        elif m > plan.prefill_tokens:
+            other = _median_ms(lambda x=x: cpu_quant.expand_linear(lib, x, qw, None), reps=2)
+        else:
+            other = _median_ms(lambda x=x: cpu_quant.linear(lib, x, qw, None, tile=plan.tile), reps=2)
+        tiles = _median_ms(lambda x=x: cpu_q4_amx.linear(amx, x, qw, None), reps=2)
+        amx_ms[str(m)] = [round(other, 3), round(tiles, 3)]
+    amx_tokens = 0
+    for m in reversed(VNNI_CANDIDATES):  # the longest run of wins that reaches the largest count
+        if amx_ms[str(m)][1] >= amx_ms[str(m)][0]:
+            break
+        amx_tokens = m
+    return replace(plan, amx_tokens=amx_tokens, amx_ms=amx_ms)
+
+
 def quant_plan(lib: ctypes.CDLL) -> QuantPlan:
     """The cached plan for this CPU, measuring it first when there is none (a few seconds, once per CPU)."""
     info = cpu_info()
-    sources = [native.read_source(__package__, name) for name in ("cpu_quant.cpp", "cpu_q4_vnni.cpp")]
+    sources = [native.read_source(__package__, name) for name in ("cpu_quant.cpp", "cpu_q4_vnni.cpp", "cpu_q4_amx.cpp")]
     key = [PLAN_VERSION, asdict(info), torch.__version__, sources]
     return cached_plan("quant-plan", key, QuantPlan, lambda: measure_plan(lib, info))

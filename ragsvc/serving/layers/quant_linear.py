@@ -1,10 +1,10 @@
 """QuantLinear: a linear layer whose weight is int8 or q4 (quant.py), and the swap that installs it in a model.
 
-The forward picks, per call: for q4 steps of enough tokens (a threshold measured per CPU), the int8-activation
-kernel (cpu_q4_vnni.py); otherwise the fused C++ kernel for decode-sized steps (cpu_quant.py, blocking from
-cpu_tuning.py), expansion to the activations' dtype in cache-sized row tiles plus GEMMs for long prefill
-chunks, the Triton kernel on CUDA, and the plain-torch reference (quant.reference_linear) where none of these
-can run.
+The forward picks, per call: for q4 steps of enough tokens (thresholds measured per CPU), the AMX kernel
+(cpu_q4_amx.py) or the int8-activation kernel (cpu_q4_vnni.py); otherwise the fused C++ kernel for
+decode-sized steps (cpu_quant.py, blocking from cpu_tuning.py), expansion to the activations' dtype in
+cache-sized row tiles plus GEMMs for long prefill chunks, the Triton kernel on CUDA, and the plain-torch
+reference (quant.reference_linear) where none of these can run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ragsvc.serving.layers import cpu_q4_vnni, cpu_quant
+from ragsvc.serving.layers import cpu_q4_amx, cpu_q4_vnni, cpu_quant
 from ragsvc.serving.layers.cpu_tuning import QuantPlan
 from ragsvc.serving.layers.quant import QuantWeight, grid_error, quantise, reference_linear
 
@@ -71,6 +71,10 @@ class QuantLinear(nn.Module):
         lib, plan = self.kernels, self.plan
         if lib is not None and plan is not None and cpu_quant.supports(x):
             tokens = x.shape[0]
+            if 0 < plan.amx_tokens <= tokens and self.qw.fmt == "q4":
+                amx = cpu_q4_amx.load()
+                if amx is not None:
+                    return cpu_q4_amx.linear(amx, x, self.qw, self.bias_f32)
             if 0 < plan.vnni_tokens <= tokens and self.qw.fmt == "q4":
                 vnni = cpu_q4_vnni.load()
                 if vnni is not None:
