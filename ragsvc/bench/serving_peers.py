@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -115,7 +116,8 @@ def llama_build_info(binary: str) -> str:
         parts.append(" ".join((done.stdout + done.stderr).split())[:300])
     except (OSError, subprocess.SubprocessError) as err:
         parts.append(f"--version failed: {err}")
-    keys = ("CMAKE_BUILD_TYPE", "GGML_NATIVE", "GGML_AVX512", "GGML_OPENMP", "BUILD_SHARED_LIBS", "CMAKE_C_COMPILER:")
+    keys = ("CMAKE_BUILD_TYPE", "GGML_NATIVE", "GGML_AVX512", "GGML_AMX", "GGML_OPENMP", "BUILD_SHARED_LIBS",
+            "CMAKE_C_COMPILER:", "CMAKE_C_FLAGS:")
     for folder in list(Path(binary).resolve().parents)[:4]:
         for cache in (folder / "CMakeCache.txt", folder / "build" / "CMakeCache.txt"):
             if cache.is_file():
@@ -129,14 +131,22 @@ def llama_build_info(binary: str) -> str:
 
 
 def cpu_backend_flags(build_dir: Path) -> str:
-    """The optimisation and target options ggml's CPU backend was compiled with (`-O3 -march=native -fopenmp`),
-    read from its flags.make in the build tree; empty when there is none."""
-    flags = build_dir / "ggml" / "src" / "CMakeFiles" / "ggml-cpu.dir" / "flags.make"
+    """The optimisation and target options ggml's CPU backend was compiled with (`-O3 -march=native -fopenmp`,
+    `-mno-amx-tile` ...), read from the build tree: its flags.make (Makefiles) or its build.ninja (Ninja); empty
+    when there is neither."""
+    line = ""
     try:
-        text = flags.read_text(errors="replace")
+        text = (build_dir / "ggml" / "src" / "CMakeFiles" / "ggml-cpu.dir" / "flags.make").read_text(errors="replace")
+        line = next((ln for ln in text.splitlines() if ln.startswith("C_FLAGS")), "")
     except OSError:
-        return ""
-    line = next((ln for ln in text.splitlines() if ln.startswith("C_FLAGS")), "")
+        try:
+            text = (build_dir / "build.ninja").read_text(errors="replace")
+        except OSError:
+            return ""
+        # the FLAGS line of the first C object built for the ggml-cpu target
+        block = re.search(r"^build ggml/src/CMakeFiles/ggml-cpu\.dir/\S+\.c\.o:.*?^  FLAGS = (.*?)$", text,
+                          flags=re.MULTILINE | re.DOTALL)
+        line = "= " + block.group(1) if block else ""
     return " ".join(f for f in line.partition("=")[2].split() if f.startswith(("-O", "-m", "-fopenmp")))
 
 

@@ -235,3 +235,9 @@ def test_llama_build_info_says_what_the_cpu_backend_was_compiled_with(tmp_path) 
     assert info.startswith("version: 1 (abc123)")
     assert "cmake: GGML_NATIVE:BOOL=ON, GGML_AVX512:BOOL=OFF" in info and "OTHER" not in info
     assert info.endswith("ggml-cpu compiled with -O3 -march=native -fopenmp")
+    flags.unlink()  # a Ninja build tree has a build.ninja instead, with each object's FLAGS
+    (tmp_path / "build.ninja").write_text(
+        "build ggml/src/CMakeFiles/ggml-base.dir/ggml.c.o: C_COMPILER__ggml-base_Release ggml.c\n  FLAGS = -O2\n"
+        "build ggml/src/CMakeFiles/ggml-cpu.dir/ggml-cpu/ggml-cpu.c.o: C_COMPILER__ggml-cpu_Release ggml-cpu.c\n"
+        "  DEFINES = -DX\n  FLAGS = -mno-amx-tile -O3 -Wall -march=native -fopenmp\n  INCLUDES = -I.\n")
+    assert cpu_backend_flags(tmp_path) == "-mno-amx-tile -O3 -march=native -fopenmp"
