@@ -8,7 +8,9 @@
 // block. C tiles are 16 weight rows x 16 tokens in fp32, transposed again on the way out.
 //
 // Each thread de-quantises a panel of 32 weight rows over the whole of K into a cache-resident buffer (w = d * q
-// + m in fp32, rounded to bf16, as cpu_quant's q4 GEMM rounds them), then multiplies it with every token tile.
+// + m in fp32, rounded to bf16, as cpu_quant's q4 GEMM rounds them; one table lookup per 32 weights), then
+// multiplies it with every token tile of the pass. Many tokens are taken in passes, each de-quantising the
+// weight again, so that a pass's activations stay near the core.
 #include "cpu_prelude.h"
 
 #include <omp.h>
@@ -26,7 +28,7 @@ namespace {
 #ifdef Q4_AMX
 
 constexpr int64_t kRows = 16;  // weight rows per A tile and tokens per B tile
-constexpr int64_t kPassBytes = 2048 << 10;  // activations (bf16) one pass over the weight multiplies
+constexpr int64_t kPassBytes = 2048 << 10;  // bf16 activations one pass over the weight multiplies, at most
 
 struct alignas(64) TileConfig {
     uint8_t palette = 1;
@@ -156,14 +158,15 @@ void linear_amx(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const u
     const int64_t nb = Kp / 32, tiles = (M + kRows - 1) / kRows, panels = (N + 2 * kRows - 1) / (2 * kRows);
     // Kept between calls (grown, never shrunk): a fresh allocation of a prompt chunk's size is a fresh mapping
     // to fault in on every call. Thread-local to the calling thread: read through the pointer inside the region.
-    static thread_local std::vector<uint32_t, std::allocator<uint32_t>> xp_buf;
+    static thread_local std::vector<uint32_t> xp_buf;
     const size_t need = static_cast<size_t>(tiles * nb * 256 + 16);
     if (xp_buf.size() < need) xp_buf.resize(need);
     uint32_t* const xp = reinterpret_cast<uint32_t*>((reinterpret_cast<uintptr_t>(xp_buf.data()) + 63) & ~uintptr_t(63));
     pack_tokens(x, M, K, Kp, xp);
-    // Token tiles per pass over the weight: as many as keep their activations in L2 beside the panel. Past
-    // that, every panel would stream all of them from L3 (a 1024-token chunk ran at 60% of a 256-token one's
-    // rate); a weight is de-quantised once per pass, a few percent of a pass of 256 tokens.
+    // Token tiles per pass over the weight: activations of about an L2's size (2 MB on the Xeons with AMX), at
+    // most 256 tokens. In one pass every panel streams all the tokens from L3: a 1024-token call ran at 60% of
+    // the rate of a 256-token one. Each pass de-quantises the weight again, which is a few percent of a pass of
+    // 256 tokens but most of one of 32 (K = 8960), so passes are not made smaller than the cache needs.
     const int64_t pass_tiles = std::max<int64_t>(2, std::min<int64_t>(16, kPassBytes / (kRows * Kp * 2)) / 2 * 2);
     for (int64_t first = 0; first < tiles; first += pass_tiles) {
         const int64_t last = std::min(tiles, first + pass_tiles);

@@ -1,11 +1,12 @@
 """q4 weights x bf16 activations on AMX tiles: the many-token kernel for q4 models on CPUs with AMX.
 
 Why: with 32 sequences decoding, or a prompt chunk, a q4 linear is bound by arithmetic, not by the bytes of its
-weight. On a Xeon with AMX the int8-activation kernel (cpu_q4_vnni: 64 byte products per vpdpbusd, plus the
-unpacking of every nibble for every token tile) took 575 ms per Qwen2.5-1.5B decode step at 32 sequences,
-where the weight's bytes take a few tens of milliseconds to read. One TDPBF16PS multiplies a 16 x 32 tile of
-weights by 32 x 16 activations (8,192 products), so de-quantising each weight once per call costs more than
-multiplying it by every token, and the activations stay in bf16 (no int8 rounding).
+weight. On a Xeon with AMX the int8-activation kernel (cpu_q4_vnni: 64 byte products per vpdpbusd, after
+unpacking every nibble again for every few tokens) took 574 ms per Qwen2.5-1.5B decode step at 32 sequences,
+462 of them in the linears. One TDPBF16PS multiplies a 16 x 32 tile of weights by 32 x 16 activations (8,192
+products), so de-quantising each weight once per call, not the products, is most of this kernel's cost at 32
+tokens; with it the step took 319 ms, and the kernel ran 1.1-1.5x the int8-activation one at 32-2,048 tokens
+on that model's shapes. The activations stay in bf16 (no int8 rounding).
 
 Layout: none of its own. The kernel reads the q4 layout (quant.py) and computes the product transposed,
 C^T = W . X^T: a row of the weight de-quantised is a row of an A tile as it is, and the activations, being
