@@ -100,13 +100,22 @@ void pack_tokens(const T* x, int64_t M, int64_t K, int64_t Kp, uint32_t* xp) {
     }
 }
 
-inline __m512 half16(uint16_t h) { return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h))); }
+// One weight row's fp16 scales and offsets -> floats, 16 blocks at a time (the table of each block then starts
+// from two broadcasts out of L1 rather than two conversions).
+inline void row_scales(const uint16_t* d, const uint16_t* m, int64_t nb, float* df, float* mf) {
+    for (int64_t b = 0; b < nb; b += 16) {
+        const __mmask16 k = static_cast<__mmask16>(nb - b >= 16 ? 0xffffu : (1u << (nb - b)) - 1u);
+        _mm512_mask_storeu_ps(df + b, k, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d + b)));
+        _mm512_mask_storeu_ps(mf + b, k, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, m + b)));
+    }
+}
 
 // Rows [n0, n0 + 32) of the weight -> panel: (Kp / 32) blocks x 2 tiles x 16 rows x 32 bf16 (rows past N zero).
 // A block's 16 possible weights, q * d + m for q = 0..15 (in fp32 with two roundings, as quant.dequantise
 // computes them, then bf16 to nearest even), are a table in one register: one vpermw looks up its 32 weights.
+// `df`, `mf`: room for Kp / 32 floats each.
 void dequantise_panel(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t n0, int64_t N,
-                      int64_t Kp, uint16_t* panel) {
+                      int64_t Kp, uint16_t* panel, float* df, float* mf) {
     const int64_t nb = Kp / 32;
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     const __m512 levels = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -117,13 +126,14 @@ void dequantise_panel(const uint8_t* packed, const uint16_t* d, const uint16_t* 
             for (int64_t b = 0; b < nb; ++b) _mm512_store_si512(dst + b * 2 * kRows * 32, _mm512_setzero_si512());
             continue;
         }
+        row_scales(d + n * nb, m + n * nb, nb, df, mf);
         const uint8_t* w = packed + n * (Kp / 2);
         for (int64_t g = 0; g < Kp / 64; ++g) {
             const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * g));
             const __m256i q[2] = {_mm256_and_si256(bytes, low4), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4)};
             for (int h = 0; h < 2; ++h) {
                 const int64_t b = 2 * g + h;
-                const __m512 values = _mm512_add_ps(_mm512_mul_ps(levels, half16(d[n * nb + b])), half16(m[n * nb + b]));
+                const __m512 values = _mm512_add_ps(_mm512_mul_ps(levels, _mm512_set1_ps(df[b])), _mm512_set1_ps(mf[b]));
                 const __m512i table = _mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(values));
                 _mm512_store_si512(dst + b * 2 * kRows * 32,
                                    _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(q[h]), table));
@@ -173,8 +183,10 @@ void linear_amx(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const u
 #pragma omp parallel
         {
             static thread_local std::vector<uint16_t> panel_buf;
+            static thread_local std::vector<float> scale_buf;
             const size_t size = static_cast<size_t>(nb * 2 * kRows * 32 + 32);
             if (panel_buf.size() < size) panel_buf.resize(size);
+            if (scale_buf.size() < static_cast<size_t>(2 * nb)) scale_buf.resize(static_cast<size_t>(2 * nb));
             uint16_t* const panel =
                 reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(panel_buf.data()) + 63) & ~uintptr_t(63));
             alignas(64) float c[4][kRows * kRows];
@@ -182,7 +194,7 @@ void linear_amx(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const u
 #pragma omp for schedule(static)
             for (int64_t p = 0; p < panels; ++p) {
                 const int64_t n0 = p * 2 * kRows;
-                dequantise_panel(packed, d, m, n0, N, Kp, panel);
+                dequantise_panel(packed, d, m, n0, N, Kp, panel, scale_buf.data(), scale_buf.data() + nb);
                 for (int64_t tt = first; tt < last; tt += 2) {
                     const bool two = tt + 1 < last;
                     const uint32_t* b0 = xp + tt * nb * 256;
