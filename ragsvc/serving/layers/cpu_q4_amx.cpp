@@ -175,8 +175,8 @@ void linear_amx(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const u
     pack_tokens(x, M, K, Kp, xp);
     // Token tiles per pass over the weight: activations of about an L2's size (2 MB on the Xeons with AMX), at
     // most 256 tokens. In one pass every panel streams all the tokens from L3: a 1024-token call ran at 60% of
-    // the rate of a 256-token one. Each pass de-quantises the weight again, which is a few percent of a pass of
-    // 256 tokens but most of one of 32 (K = 8960), so passes are not made smaller than the cache needs.
+    // the rate of a 256-token one. Each pass de-quantises the weight again, about a tenth of a pass of 256
+    // tokens but most of one of 32 (K = 8960), so passes are not made smaller than the cache needs.
     const int64_t pass_tiles = std::max<int64_t>(2, std::min<int64_t>(16, kPassBytes / (kRows * Kp * 2)) / 2 * 2);
     for (int64_t first = 0; first < tiles; first += pass_tiles) {
         const int64_t last = std::min(tiles, first + pass_tiles);

@@ -5,8 +5,9 @@ weight. On a Xeon with AMX the int8-activation kernel (cpu_q4_vnni: 64 byte prod
 unpacking every nibble again for every few tokens) took 574 ms per Qwen2.5-1.5B decode step at 32 sequences,
 462 of them in the linears. One TDPBF16PS multiplies a 16 x 32 tile of weights by 32 x 16 activations (8,192
 products), so de-quantising each weight once per call, not the products, is most of this kernel's cost at 32
-tokens; with it the step took 319 ms, and the kernel ran 1.1-1.5x the int8-activation one at 32-2,048 tokens
-on that model's shapes. The activations stay in bf16 (no int8 rounding).
+tokens; with it the step took 319 ms. Against the int8-activation kernel at 32-2,048 tokens it ran 1.05-1.5x on
+that model's K = 1536 linears, and 0.8-1.3x on its down projection (K = 8960; even or behind up to 256 tokens,
+ahead beyond). The activations stay in bf16 (no int8 rounding).
 
 Layout: none of its own. The kernel reads the q4 layout (quant.py) and computes the product transposed,
 C^T = W . X^T: a row of the weight de-quantised is a row of an A tile as it is, and the activations, being

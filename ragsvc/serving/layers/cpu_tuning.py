@@ -176,18 +176,10 @@ def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, *, q4_vector:
     packed = cpu_q4_vnni.pack(vnni, qw)
     for m in VNNI_CANDIDATES:
         x = torch.randn(m, qw.in_features, dtype=torch.bfloat16)
-        if m > plan.prefill_tokens:
-            bf16 = _median_ms(lambda x=x: cpu_quant.expand_linear(lib, x, qw, None), reps=2)
-        else:
-            bf16 = _median_ms(lambda x=x: cpu_quant.linear(lib, x, qw, None, tile=plan.tile), reps=2)
+        bf16 = _bf16_path_ms(lib, plan, qw, x)
         int8 = _median_ms(lambda x=x: cpu_q4_vnni.linear(vnni, x, packed, None), reps=2)
         vnni_ms[str(m)] = [round(bf16, 3), round(int8, 3)]
-    vnni_tokens = 0
-    for m in reversed(VNNI_CANDIDATES):  # the longest run of wins that reaches the largest count
-        if vnni_ms[str(m)][1] >= vnni_ms[str(m)][0]:
-            break
-        vnni_tokens = m
-    return replace(plan, vnni_tokens=vnni_tokens, vnni_ms=vnni_ms)
+    return replace(plan, vnni_tokens=_wins_from(vnni_ms), vnni_ms=vnni_ms)
 
 
 def _with_amx(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
@@ -203,18 +195,29 @@ def _with_amx(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
         x = torch.randn(m, qw.in_features, dtype=torch.bfloat16)
         if vnni is not None and packed is not None and m >= plan.vnni_tokens:
             other = _median_ms(lambda x=x: cpu_q4_vnni.linear(vnni, x, packed, None), reps=2)
-        elif m > plan.prefill_tokens:
-            other = _median_ms(lambda x=x: cpu_quant.expand_linear(lib, x, qw, None), reps=2)
         else:
-            other = _median_ms(lambda x=x: cpu_quant.linear(lib, x, qw, None, tile=plan.tile), reps=2)
+            other = _bf16_path_ms(lib, plan, qw, x)
         tiles = _median_ms(lambda x=x: cpu_q4_amx.linear(amx, x, qw, None), reps=2)
         amx_ms[str(m)] = [round(other, 3), round(tiles, 3)]
-    amx_tokens = 0
-    for m in reversed(VNNI_CANDIDATES):  # the longest run of wins that reaches the largest count
-        if amx_ms[str(m)][1] >= amx_ms[str(m)][0]:
+    return replace(plan, amx_tokens=_wins_from(amx_ms), amx_ms=amx_ms)
+
+
+def _bf16_path_ms(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, x: torch.Tensor) -> float:
+    """The time of the bf16 path `plan` takes for x's token count: the fused kernel, or expand + GEMM."""
+    if x.shape[0] > plan.prefill_tokens:
+        return _median_ms(lambda: cpu_quant.expand_linear(lib, x, qw, None), reps=2)
+    return _median_ms(lambda: cpu_quant.linear(lib, x, qw, None, tile=plan.tile), reps=2)
+
+
+def _wins_from(ms: dict[str, list[float]]) -> int:
+    """ms: token count -> [the other path, the candidate kernel]. The fewest tokens from which the candidate
+    wins at every measured count: the longest run of wins that reaches the largest count; 0 if it loses there."""
+    tokens = 0
+    for m in reversed(VNNI_CANDIDATES):
+        if ms[str(m)][1] >= ms[str(m)][0]:
             break
-        amx_tokens = m
-    return replace(plan, amx_tokens=amx_tokens, amx_ms=amx_ms)
+        tokens = m
+    return tokens
 
 
 def quant_plan(lib: ctypes.CDLL) -> QuantPlan:
