@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from ragsvc.serving.layers import cpu_q4_vnni, cpu_quant
-from ragsvc.serving.layers.cpu_tuning import QuantPlan, cpu_info, measure_plan
+from ragsvc.serving.layers.cpu_tuning import KERNEL_CANDIDATES, QuantPlan, _window, cpu_info, measure_plan
 from ragsvc.serving.layers.quant import BLOCK, dequantise, quantise
 from ragsvc.serving.layers.quant_linear import QuantLinear
 from tests.serving.kernel_builds import build_for_march
 from tests.serving.kernel_closeness import assert_close_to_largest
 
 SHAPES = [(1, 1, 3), (2, 31, 17), (3, 33, 5), (4, 70, 40), (7, 100, 33), (13, 600, 70), (70, 1000, 9), (5, 64, 16),
-          (40, 129, 48)]
-"""(tokens, in, out); 1-4 tokens take the AVX2 form's direct path, more its panel."""
+          (40, 129, 48), (16, 65, 20), (17, 96, 31), (9, 40, 50)]
+"""(tokens, in, out); up to 16 tokens take the AVX-512 form's direct path (tiles of 8: 9 and 13 make two, 16
+two full ones), up to 4 the AVX2 form's; more tokens the panel."""
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,18 @@ def test_kernel_matches_its_torch_form(lib, dtype) -> None:
         vw = cpu_q4_vnni.pack(lib, qw)
         assert_close_to_largest(cpu_q4_vnni.linear(lib, x, vw, bias), cpu_q4_vnni.reference_linear(x, qw, bias), dtype)
         assert_close_to_largest(cpu_q4_vnni.linear(lib, x, vw, None), cpu_q4_vnni.reference_linear(x, qw, None), dtype)
+
+
+def test_direct_and_panel_paths_give_the_same_bits(lib) -> None:
+    """A token's outputs do not depend on how many tokens share the call: the direct path (few tokens, straight
+    from the packed weight, in tiles) and the panel path sum the same integers and take the same fp32 steps."""
+    g = torch.Generator().manual_seed(4)
+    w, bias = torch.randn((70, 600), generator=g), torch.randn(70, generator=g)
+    x = torch.randn((40, 600), generator=g).to(torch.bfloat16)
+    vw = cpu_q4_vnni.pack(lib, quantise(w, "q4"))
+    whole = cpu_q4_vnni.linear(lib, x, vw, bias)  # panel
+    for lo, hi in [(0, 1), (3, 14), (20, 36), (39, 40)]:
+        assert torch.equal(cpu_q4_vnni.linear(lib, x[lo:hi], vw, bias), whole[lo:hi])
 
 
 def test_error_against_float_activations_is_within_half_a_step_per_block(lib) -> None:
@@ -91,6 +104,14 @@ def test_dispatch_follows_the_plan(lib) -> None:
         vnni = cpu_q4_vnni.linear(lib, x, cpu_q4_vnni.pack(lib, layer.qw), layer.bias_f32)
         bf16 = cpu_quant.linear(quant, x, layer.qw, layer.bias_f32, tile=4)
         assert torch.equal(layer(x), vnni if tokens >= 4 else bf16)
+    layer.use_kernels(quant, QuantPlan(tile=4, prefill_tokens=64, tile_ms={}, prefill_ms={}, vnni_tokens=1,
+                                       vnni_until=8))
+    for tokens in (1, 8, 9):  # a window: past vnni_until the bf16 kernels again
+        x = torch.randn((tokens, 100), generator=g).to(torch.bfloat16)
+        vnni = cpu_q4_vnni.linear(lib, x, cpu_q4_vnni.pack(lib, layer.qw), layer.bias_f32)
+        bf16 = cpu_quant.linear(quant, x, layer.qw, layer.bias_f32, tile=4)
+        assert torch.equal(layer(x), vnni if tokens <= 8 else bf16)
+        assert not torch.equal(vnni, bf16)  # so the check above can tell them apart
     layer.use_kernels(quant, QuantPlan(tile=4, prefill_tokens=64, tile_ms={}, prefill_ms={}))
     x = torch.randn((9, 100), generator=g).to(torch.bfloat16)
     assert torch.equal(layer(x), cpu_quant.linear(quant, x, layer.qw, layer.bias_f32, tile=4))
@@ -108,8 +129,10 @@ def test_plan_measures_the_int8_activation_kernel(lib) -> None:
         pytest.skip("needs the kernels and their vector form (AVX512_VNNI or AVX2)")
     plan = measure_plan(quant, cpu_info(), k=64)
     if cpu_quant.q4_vectorised(quant):
-        assert set(plan.vnni_ms) == {"2", "4", "8", "16", "32", "64", "128", "256"}
+        assert set(plan.vnni_ms) == {str(m) for m in KERNEL_CANDIDATES}
         assert plan.vnni_tokens == 0 or str(plan.vnni_tokens) in plan.vnni_ms
+        assert plan.vnni_until == 0 or plan.vnni_tokens <= plan.vnni_until and str(plan.vnni_until) in plan.vnni_ms
+        assert (plan.vnni_tokens, plan.vnni_until) == _window(plan.vnni_ms)
     else:  # AVX2: the q4 kernel is a scalar loop, and the int8-activation kernel takes every q4 step untimed
         assert plan.vnni_tokens == 1 and plan.vnni_ms == {}
 
@@ -128,3 +151,22 @@ def test_builds_for_older_cpus_agree(tmp_path, march, vector) -> None:
         qw = quantise(w, "q4")
         got = cpu_q4_vnni.linear(built, x, cpu_q4_vnni.pack(built, qw), bias)
         assert_close_to_largest(got, cpu_q4_vnni.reference_linear(x, qw, bias), torch.float32)
+
+
+def _times(wins: set[int]) -> dict[str, list[float]]:
+    """Token count -> [other path, candidate], the candidate faster exactly at `wins`."""
+    return {str(m): [2.0, 1.0] if m in wins else [1.0, 2.0] for m in KERNEL_CANDIDATES}
+
+
+@pytest.mark.parametrize(("wins", "window"), [
+    (set(), (0, 0)),
+    (set(KERNEL_CANDIDATES), (1, 0)),
+    ({1, 2, 4, 8, 16, 32, 64, 128}, (1, 128)),  # one loss at the longest step no longer costs decode its kernel
+    ({8, 16, 32, 64, 128, 256}, (8, 0)),
+    ({1, 2, 16, 32, 64}, (16, 64)),  # the longest run
+    ({1, 2, 32, 64}, (1, 2)),  # of equal runs, the one with fewer tokens
+    ({256}, (256, 0)),
+    ({1}, (1, 1)),
+])
+def test_window_is_the_longest_run_of_wins(wins, window) -> None:
+    assert _window(_times(wins)) == window

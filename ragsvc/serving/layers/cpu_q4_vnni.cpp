@@ -227,6 +227,50 @@ void vnni_block(const uint8_t* wl, const float* dl, const float* ml, int64_t Kp,
         for (int t = 0; t < TB; ++t) _mm512_storeu_ps(sums + 16 * (r * TB + t), acc[r][t]);
 }
 
+// A few tokens (decode): one 16-row group straight from the packed layout, the nibbles split in registers, as
+// the AVX2 form's direct_group below does and for the same reason: at a few tokens streaming the weight is the
+// whole cost, and unpacking a panel first leaves memory idle while a thread multiplies. A packed step's low and
+// high nibbles go to two int32 sums (two dependency chains instead of one); integer addition is exact, so their
+// total, and the fp32 steps per block after it, are bit-identical to the panel path.
+// Bytes ahead of the load to prefetch: the hardware prefetcher alone left one thread's stream short of what
+// memory gives. On the AMX Xeon, a decode step's q4 linears of Qwen2.5-1.5B took 47-49 ms with 1-4 KB against
+// 55-59 ms without (1 token; alike or better at 4-16 tokens). Past a group's end it reaches into the next one.
+constexpr int64_t DIRECT_PREFETCH = 2048;
+
+template <int TB>
+void direct_group(const uint8_t* wl, const uint16_t* dl, const uint16_t* ml, int64_t Kp, const int8_t* xq,
+                  const float* sx, const float* xs, float* sums) {
+    const int64_t nb = Kp / 32;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[TB];
+    for (int t = 0; t < TB; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        __m512i dlo[TB], dhi[TB];
+        for (int t = 0; t < TB; ++t) dlo[t] = dhi[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {  // packed step j holds steps j (low nibbles) and j + 4 (high ones)
+            _mm_prefetch(reinterpret_cast<const char*>(wl + (b * 4 + j) * 64 + DIRECT_PREFETCH), _MM_HINT_T0);
+            const __m512i v = _mm512_loadu_si512(wl + (b * 4 + j) * 64);
+            const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+            for (int t = 0; t < TB; ++t) {
+                int32_t wa, wb;
+                std::memcpy(&wa, xq + t * Kp + 4 * (8 * b + j), 4);
+                std::memcpy(&wb, xq + t * Kp + 4 * (8 * b + j + 4), 4);
+                dlo[t] = _mm512_dpbusd_epi32(dlo[t], lo, _mm512_set1_epi32(wa));
+                dhi[t] = _mm512_dpbusd_epi32(dhi[t], hi, _mm512_set1_epi32(wb));
+            }
+        }
+        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dl + 16 * b)));
+        const __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ml + 16 * b)));
+        for (int t = 0; t < TB; ++t) {
+            const __m512 sum = _mm512_cvtepi32_ps(_mm512_add_epi32(dlo[t], dhi[t]));
+            acc[t] = _mm512_fmadd_ps(sum, _mm512_mul_ps(dv, _mm512_set1_ps(sx[t * nb + b])), acc[t]);
+            acc[t] = _mm512_fmadd_ps(mv, _mm512_set1_ps(xs[t * nb + b]), acc[t]);
+        }
+    }
+    for (int t = 0; t < TB; ++t) _mm512_storeu_ps(sums + 16 * t, acc[t]);
+}
+
 // 16 sums of rows n0.. for one token (+ bias) -> out, the rows past N left out.
 template <typename T>
 inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T* out) {
@@ -390,14 +434,6 @@ void direct_group(const uint8_t* wl, const uint16_t* dl, const uint16_t* ml, int
         for (int h = 0; h < 2; ++h) _mm256_storeu_ps(sums + 16 * t + 8 * h, acc[h][t]);
 }
 
-// Steps of at most this many tokens read the packed weight directly. On the Zen 3, 24 distinct 17920 x 1536
-// weights (330 MB, far past L3) streamed at 19-20 GB/s at 1 token against 15-16 through the panel, and 1.4x
-// as fast at 3 and 4 tokens.
-constexpr int64_t DIRECT_TOKENS = 4;
-using Direct = void (*)(const uint8_t*, const uint16_t*, const uint16_t*, int64_t, const int8_t*, const float*,
-                        const float*, float*);
-const Direct DIRECT[DIRECT_TOKENS] = {&direct_group<1>, &direct_group<2>, &direct_group<3>, &direct_group<4>};
-
 // 16 sums of rows n0.. for one token (+ bias) -> out, the rows past N left out.
 template <typename T>
 inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T* out) {
@@ -416,6 +452,23 @@ inline void put_rows(const float* v, const float* bias, int64_t n0, int64_t N, T
 #define VNNI_RB 2
 #define VNNI_TB 6
 #endif
+// Steps of at most DIRECT_LIMIT tokens read the packed weight directly, DIRECT_TOKENS at a time (a 16-row group
+// is re-read from L1/L2 for each further tile). On the Zen 3 (AVX2), 24 distinct 17920 x 1536 weights (330 MB,
+// far past L3) streamed at 19-20 GB/s at 1 token against 15-16 through the panel, and 1.4x as fast at 3 and 4
+// tokens. On the AMX Xeon (AVX-512), a decode step's q4 linears of Qwen2.5-1.5B (28 layers, 0.8 GB) took
+// 56-65 ms against 87-121 through the panel at 1 token, 65-72 against 115 at 5, 76-92 against 136-164 at 8,
+// and 122-127 against 163-358 at 12 (tiles of 8).
+#ifdef Q4I8_AVX512
+constexpr int64_t DIRECT_TOKENS = 8, DIRECT_LIMIT = 16;
+#else
+constexpr int64_t DIRECT_TOKENS = 4, DIRECT_LIMIT = 4;
+#endif
+using Direct = void (*)(const uint8_t*, const uint16_t*, const uint16_t*, int64_t, const int8_t*, const float*,
+                        const float*, float*);
+template <size_t... T>
+constexpr std::array<Direct, sizeof...(T)> direct_table(std::index_sequence<T...>) { return {&direct_group<T + 1>...}; }
+const auto DIRECT = direct_table(std::make_index_sequence<DIRECT_TOKENS>{});
+
 constexpr int RB = VNNI_RB, TB = VNNI_TB;  // RB * TB int32 and fp32 sums, RB weight vectors, one broadcast
 constexpr int64_t PANEL_BYTES = 256 << 10;  // expanded weight bytes per panel: a quarter of a current L2
 
@@ -446,17 +499,19 @@ void linear_vnni(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const 
     float* const sx = sx_buf.data();
     float* const xs = xs_buf.data();
     prepare_tokens(x, M, K, Kp, xq, sx, xs);
-#ifdef Q4I8_AVX2
-    if (M <= DIRECT_TOKENS) {
+    if (M <= DIRECT_LIMIT) {
 #pragma omp parallel for schedule(static)
         for (int64_t g = 0; g < groups; ++g) {
             alignas(32) float sums[16 * DIRECT_TOKENS];
-            DIRECT[M - 1](wl + g * 8 * Kp, dl + g * 16 * nb, ml + g * 16 * nb, Kp, xq, sx, xs, sums);
-            for (int64_t t = 0; t < M; ++t) put_rows(sums + 16 * t, bias, 16 * g, N, out + t * N);
+            for (int64_t t0 = 0; t0 < M; t0 += DIRECT_TOKENS) {
+                const int64_t tb = std::min(DIRECT_TOKENS, M - t0);
+                DIRECT[tb - 1](wl + g * 8 * Kp, dl + g * 16 * nb, ml + g * 16 * nb, Kp, xq + t0 * Kp, sx + t0 * nb,
+                               xs + t0 * nb, sums);
+                for (int64_t t = 0; t < tb; ++t) put_rows(sums + 16 * t, bias, 16 * g, N, out + (t0 + t) * N);
+            }
         }
         return;
     }
-#endif
     // groups per panel: cache-sized, but at least one panel per thread (a k/v projection has only 16 groups)
     const int64_t threads = omp_get_max_threads(), per_thread = (groups + threads - 1) / threads;
     const int64_t per_panel = std::clamp<int64_t>(std::min(PANEL_BYTES / (16 * Kp), (per_thread + RB - 1) / RB * RB) / RB * RB,

@@ -31,9 +31,10 @@ logger = logging.getLogger(__name__)
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
              "amx_tile", "avx_vnni")
 """The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
-PLAN_VERSION = 8
+PLAN_VERSION = 9
 PREFILL_CANDIDATES = (16, 32, 64, 128, 256)
-VNNI_CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
+KERNEL_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+"""Token counts at which the int8-activation and AMX kernels are timed against the path the plan takes otherwise."""
 MAX_PROBE_ROWS = 65536
 """Most rows of the probe weight. A VM reports its host's whole last-level cache (260 MB on a 2-vCPU Xeon here),
 of which it gets a share; sized by that, the probe took ~35 s at load and its 256-token product ran to gigabytes.
@@ -67,8 +68,12 @@ class QuantPlan:
     prefill_ms: dict[str, list[float]]
     """What was measured: the tile times, and per token count [fused kernel, expand + GEMM]."""
     vnni_tokens: int = 0
-    """q4 steps with at least this many tokens take the int8-activation kernel (cpu_q4_vnni); 0: never (no
-    vector form of it, or it never beat the bf16 paths); 1 where the q4 kernel itself has no vector form."""
+    """q4 steps with at least this many tokens (and at most `vnni_until`) take the int8-activation kernel
+    (cpu_q4_vnni); 0: never (no vector form of it, or it never beat the bf16 paths); 1 where the q4 kernel
+    itself has no vector form."""
+    vnni_until: int = 0
+    """The most tokens the int8-activation kernel takes; 0: no bound. A window rather than a threshold: one
+    count where it lost (noise, or a real loss at long steps) must not take it away from decode."""
     vnni_ms: dict[str, list[float]] = field(default_factory=dict)
     """Per token count [the bf16 path the plan picks otherwise, the int8-activation kernel]."""
     amx_tokens: int = 0
@@ -76,6 +81,9 @@ class QuantPlan:
     one; 0: never (no AMX, or it never beat the path the plan takes otherwise)."""
     amx_ms: dict[str, list[float]] = field(default_factory=dict)
     """Per token count [the path the plan picks otherwise, the AMX kernel]."""
+
+    def takes_vnni(self, tokens: int) -> bool:
+        return 0 < self.vnni_tokens <= tokens and (self.vnni_until == 0 or tokens <= self.vnni_until)
 
 
 def _cache_kib(level: int) -> int | None:
@@ -163,10 +171,11 @@ def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan
 
 
 def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, *, q4_vector: bool = True) -> QuantPlan:
-    """`plan` with the int8-activation kernel's threshold: the fewest tokens from which it beats, at every
-    measured count, the bf16 path `plan` would take; 0 where it never does or lacks its vector path. Where the
+    """`plan` with the int8-activation kernel's window: the longest run of measured counts at which it beats
+    the bf16 path `plan` would take (`_window`); none where it never does or lacks its vector path. Where the
     q4 kernel has no vector form (no AVX512_BF16: AVX2 CPUs) it takes every q4 step, single tokens too: a
-    vector kernel against a scalar loop needs no timing, and its int8 activations are llama.cpp's numerics."""
+    vector kernel against a scalar loop needs no timing. Its int8 activations are llama.cpp's Q4 x Q8 numerics,
+    per token, so a single stream and a batch round alike; `ragsvc bench quant-quality` measures the cost."""
     vnni = cpu_q4_vnni.load()
     if vnni is None or not cpu_q4_vnni.vectorised(vnni):
         return plan
@@ -174,12 +183,13 @@ def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, *, q4_vector:
         return replace(plan, vnni_tokens=1)
     vnni_ms: dict[str, list[float]] = {}
     packed = cpu_q4_vnni.pack(vnni, qw)
-    for m in VNNI_CANDIDATES:
+    for m in KERNEL_CANDIDATES:
         x = torch.randn(m, qw.in_features, dtype=torch.bfloat16)
         bf16 = _bf16_path_ms(lib, plan, qw, x)
         int8 = _median_ms(lambda x=x: cpu_q4_vnni.linear(vnni, x, packed, None), reps=2)
         vnni_ms[str(m)] = [round(bf16, 3), round(int8, 3)]
-    return replace(plan, vnni_tokens=_wins_from(vnni_ms), vnni_ms=vnni_ms)
+    first, last = _window(vnni_ms)
+    return replace(plan, vnni_tokens=first, vnni_until=last, vnni_ms=vnni_ms)
 
 
 def _with_amx(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
@@ -191,9 +201,9 @@ def _with_amx(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
     vnni = cpu_q4_vnni.load() if plan.vnni_tokens else None
     packed = cpu_q4_vnni.pack(vnni, qw) if vnni is not None else None
     amx_ms: dict[str, list[float]] = {}
-    for m in VNNI_CANDIDATES:
+    for m in KERNEL_CANDIDATES:
         x = torch.randn(m, qw.in_features, dtype=torch.bfloat16)
-        if vnni is not None and packed is not None and m >= plan.vnni_tokens:
+        if vnni is not None and packed is not None and plan.takes_vnni(m):
             other = _median_ms(lambda x=x: cpu_q4_vnni.linear(vnni, x, packed, None), reps=2)
         else:
             other = _bf16_path_ms(lib, plan, qw, x)
@@ -213,11 +223,32 @@ def _wins_from(ms: dict[str, list[float]]) -> int:
     """ms: token count -> [the other path, the candidate kernel]. The fewest tokens from which the candidate
     wins at every measured count: the longest run of wins that reaches the largest count; 0 if it loses there."""
     tokens = 0
-    for m in reversed(VNNI_CANDIDATES):
+    for m in reversed(KERNEL_CANDIDATES):
         if ms[str(m)][1] >= ms[str(m)][0]:
             break
         tokens = m
     return tokens
+
+
+def _window(ms: dict[str, list[float]]) -> tuple[int, int]:
+    """ms as for `_wins_from` -> (first, last): the longest run of consecutive counts where the candidate wins
+    (of equal runs, the one with fewer tokens: decode steps are the most frequent); last is 0 when the run
+    reaches the largest count (no bound). (0, 0) when it never wins."""
+    best: tuple[int, int] = (0, 0)
+    start = None
+    counts = [*KERNEL_CANDIDATES, None]
+    for i, m in enumerate(counts):
+        wins = m is not None and ms[str(m)][1] < ms[str(m)][0]
+        if wins and start is None:
+            start = i
+        elif not wins and start is not None:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    if best == (0, 0):
+        return 0, 0
+    first, end = best
+    return KERNEL_CANDIDATES[first], 0 if end == len(KERNEL_CANDIDATES) else KERNEL_CANDIDATES[end - 1]
 
 
 def quant_plan(lib: ctypes.CDLL) -> QuantPlan:

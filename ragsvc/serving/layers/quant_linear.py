@@ -75,7 +75,7 @@ class QuantLinear(nn.Module):
                 amx = cpu_q4_amx.load()
                 if amx is not None:
                     return cpu_q4_amx.linear(amx, x, self.qw, self.bias_f32)
-            if 0 < plan.vnni_tokens <= tokens and self.qw.fmt == "q4":
+            if plan.takes_vnni(tokens) and self.qw.fmt == "q4":
                 vnni = cpu_q4_vnni.load()
                 if vnni is not None:
                     if self.vnni_weight is None:
