@@ -33,6 +33,7 @@ import httpx
 from ragsvc.agents.persona import load_town
 from ragsvc.agents.registry import agent_id, persona_fields
 from ragsvc.bench.provenance import cpu_model, package_git_sha
+from ragsvc.bench.serving_workload import portable_config
 from ragsvc.config import Settings, StoreSettings
 from ragsvc.serving.config import EngineConfig
 
@@ -186,8 +187,9 @@ def run_chat_bench(cfg: ChatBenchConfig, *, work_dir: Path) -> ChatBenchResult:
     modes = tuple(_one_mode(mode, cfg, work_dir / mode) for mode in MODES)
     by_mode = {m.mode: m for m in modes}
     speedup = by_mode["concurrent"].messages_per_min / by_mode["sequential"].messages_per_min
-    config = {"town": str(cfg.town), "sessions": cfg.sessions, "messages_per_session": cfg.messages,
-              "max_tokens": cfg.max_tokens, "model": cfg.engine.model, "dtype": cfg.engine.dtype,
-              "num_threads": cfg.engine.num_threads, "messages": list(MESSAGES[: cfg.messages])}
+    config = portable_config({
+        "town": str(cfg.town), "sessions": cfg.sessions, "messages_per_session": cfg.messages,
+        "max_tokens": cfg.max_tokens, "model": cfg.engine.model, "dtype": cfg.engine.dtype,
+        "num_threads": cfg.engine.num_threads, "messages": list(MESSAGES[: cfg.messages])}, keys=("town", "model"))
     return ChatBenchResult(config=config, modes=modes, speedup=round(speedup, 3), cpu=cpu_model(),
                            git_sha=package_git_sha())

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ragsvc.bench.provenance import cpu_model, package_git_sha
+from ragsvc.bench.serving_workload import portable_config
 from ragsvc.serving.config import EngineConfig
 from ragsvc.serving.engine import LLMEngine
 from ragsvc.serving.layers.quant_linear import linear_bytes
@@ -81,7 +82,7 @@ class QualityResult:
     formats: list[FormatQuality] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), **portable_config({"model": self.model})}
 
 
 def fixed_text() -> str:

@@ -129,12 +129,12 @@ PATH_KEYS = ("log_dir", "cache_dir", "llama_server", "model")
 """Config fields that may hold a path on the machine that ran the benchmark."""
 
 
-def portable_config(config: Mapping[str, Any]) -> dict[str, Any]:
+def portable_config(config: Mapping[str, Any], keys: tuple[str, ...] = PATH_KEYS) -> dict[str, Any]:
     """`config` with each path field as a results file can be shared and committed: relative to the working
     folder (the repository) when under it, else `<outside the repository>/<name>`, so no home or temp folder of
     the machine that ran it is recorded. An alias ("smollm2") or a relative path stays as it is."""
     out = dict(config)
-    for key in PATH_KEYS:
+    for key in keys:
         value = out.get(key)
         if isinstance(value, str) and Path(value).is_absolute():
             path, here = Path(value), Path.cwd()

@@ -35,3 +35,13 @@ def test_quality_of_every_format_on_smollm2() -> None:
         assert f.first_divergence is not None and len(f.first_divergence) == 3
         assert abs(math.log(f.perplexity / bf16.perplexity)) < 0.2  # within ~20% of the model's own
     assert result.to_json()["formats"][2]["weights"] == "q4"
+
+
+def test_results_record_no_machine_path() -> None:
+    """A results file is committed as a baseline: the model's folder on the machine that ran it stays out."""
+    from ragsvc.bench.quant_quality import QualityResult
+
+    doc = QualityResult(model="/home/someone/models/qwen.gguf", dtype="auto", text_tokens=8, num_prompts=1,
+                        max_tokens=4).to_json()
+    assert doc["model"] == "<outside the repository>/qwen.gguf"
+    assert QualityResult(model="smollm2", dtype="auto", text_tokens=8, num_prompts=1, max_tokens=4).to_json()["model"] == "smollm2"
