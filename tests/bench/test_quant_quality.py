@@ -44,4 +44,5 @@ def test_results_record_no_machine_path() -> None:
     doc = QualityResult(model="/home/someone/models/qwen.gguf", dtype="auto", text_tokens=8, num_prompts=1,
                         max_tokens=4).to_json()
     assert doc["model"] == "<outside the repository>/qwen.gguf"
-    assert QualityResult(model="smollm2", dtype="auto", text_tokens=8, num_prompts=1, max_tokens=4).to_json()["model"] == "smollm2"
+    alias = QualityResult(model="smollm2", dtype="auto", text_tokens=8, num_prompts=1, max_tokens=4)
+    assert alias.to_json()["model"] == "smollm2"
