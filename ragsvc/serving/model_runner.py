@@ -132,14 +132,17 @@ class ModelRunner:
         """Decodes read K/V in place with a paged kernel (block tables); False = the torch gather reference."""
         self.prefill_kernel = _prefill_kernel(cfg, self.dtype) if cpu_kernels and self.device.type == "cpu" else None
         """The C++ causal prefill kernel, or None for per-segment SDPA."""
-        self.prefill_fma = self.prefill_kernel is not None and cpu_prefill_attention.fma_faster(
-            self.prefill_kernel, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim)
-        """Whether that kernel runs in its fp32-FMA form (measured faster on this CPU)."""
+        self.prefill_form = cpu_prefill_attention.DPBF16 if self.prefill_kernel is None else \
+            cpu_prefill_attention.best_form(self.prefill_kernel, num_heads=cfg.num_heads,
+                                            num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim)
+        """That kernel's form (cpu_prefill_attention.FORMS): the fastest measured on this CPU."""
         if self.prefill_kernel is not None and cpu_prefill_attention.sdpa_faster(
                 self.prefill_kernel, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-                fma=self.prefill_fma):
+                form=self.prefill_form):
             logger.info("prefill attention: torch's SDPA (measured faster than the C++ kernel on this CPU)")
-            self.prefill_kernel, self.prefill_fma = None, False
+            self.prefill_kernel, self.prefill_form = None, cpu_prefill_attention.DPBF16
+        elif self.prefill_kernel is not None:
+            logger.info("prefill attention: the C++ kernel, %s form", cpu_prefill_attention.FORMS[self.prefill_form])
         if self.device.type == "cpu":
             model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None, small_gemm=small_gemm,
                                   wide_gemm=wide_gemm, f32_gemm=f32_gemm)
@@ -213,7 +216,7 @@ class ModelRunner:
             if c.samples:  # the last token's row, and one per speculative draft before it
                 logit_rows.extend(range(len(ids) - c.num_logit_rows, len(ids)))
         meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decode_tokens=len(decodes),
-                                 prefill_kernel=self.prefill_kernel, prefill_fma=self.prefill_fma)
+                                 prefill_kernel=self.prefill_kernel, prefill_form=self.prefill_form)
         if decodes and self.paged_decode:
             self._add_kernel_tables(meta, decodes)
         elif decodes:

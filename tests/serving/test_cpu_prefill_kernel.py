@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from ragsvc.serving.layers import cpu_prefill_attention
 
+FORMS = (cpu_prefill_attention.DPBF16, cpu_prefill_attention.FMA, cpu_prefill_attention.AMX)
+
 
 @pytest.fixture(scope="module")
 def lib():
@@ -17,6 +19,11 @@ def lib():
     if not loaded.prefill_supported(64):
         pytest.skip("this CPU has no AVX512-BF16: prefill attention stays on SDPA")
     return loaded
+
+
+def _runnable(lib, form: int) -> None:
+    if form not in cpu_prefill_attention.forms(lib):
+        pytest.skip("no AMX here (or no tile data granted): the AMX form is not built or cannot run")
 
 
 def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -48,13 +55,16 @@ def _inputs(n_q: int, n_k: int, heads: int, kv_heads: int, dim: int, seed: int):
         (33, 300, 9, 3, 64),  # a chunk behind 267 cached tokens
         (65, 65, 4, 4, 128),  # no GQA, head_dim 128
         (50, 181, 8, 2, 128),  # group of 4, head_dim 128, behind context
+        (16, 16, 2, 1, 64),  # exactly one block of 16 tokens (the AMX form's work item) and 32 keys
+        (47, 95, 6, 3, 128),  # blocks of 16 tokens with a remainder, keys past a 32-key block
     ],
 )
-@pytest.mark.parametrize("fma", [False, True], ids=["dpbf16", "fma"])
-def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim, fma) -> None:
+@pytest.mark.parametrize("form", FORMS, ids=cpu_prefill_attention.FORMS)
+def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim, form) -> None:
+    _runnable(lib, form)
     q, k, v = _inputs(n_q, n_k, heads, kv_heads, dim, seed=n_q + n_k)
     out = torch.empty(n_q, heads, dim, dtype=torch.bfloat16)
-    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=dim**-0.5, fma=fma)
+    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=dim**-0.5, form=form)
     ref = _reference(q, k, v, dim**-0.5)
     # one bf16 rounding of the output, plus P rounded to bf16 before P.V (as torch's bf16 flash kernel does)
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=1e-2)
@@ -67,20 +77,23 @@ def test_kernel_matches_fp32_reference(lib, n_q, n_k, heads, kv_heads, dim, fma)
         assert (full - ref).abs().max() > 0.1
 
 
-def test_writes_only_its_rows_of_a_shared_output(lib) -> None:
+@pytest.mark.parametrize("form", FORMS, ids=cpu_prefill_attention.FORMS)
+def test_writes_only_its_rows_of_a_shared_output(lib, form) -> None:
+    _runnable(lib, form)
     q, k, v = _inputs(20, 20, 9, 3, 64, seed=5)
     shared = torch.full((30, 9, 64), 7.0, dtype=torch.bfloat16)  # a step's output: decodes, then this chunk
-    cpu_prefill_attention.prefill_attention(lib, q, k, v, shared[6:26], scale=0.125)
+    cpu_prefill_attention.prefill_attention(lib, q, k, v, shared[6:26], scale=0.125, form=form)
     assert (shared[:6] == 7).all() and (shared[26:] == 7).all()
     torch.testing.assert_close(shared[6:26].float(), _reference(q, k, v, 0.125), atol=2e-2, rtol=1e-2)
 
 
-@pytest.mark.parametrize("fma", [False, True], ids=["dpbf16", "fma"])
-def test_large_scores_do_not_overflow(lib, fma) -> None:
+@pytest.mark.parametrize("form", FORMS, ids=cpu_prefill_attention.FORMS)
+def test_large_scores_do_not_overflow(lib, form) -> None:
+    _runnable(lib, form)
     q, k, v = _inputs(40, 90, 9, 3, 64, seed=6)
     q = q * 100  # scores in the hundreds: the softmax must subtract the max first
     out = torch.empty(40, 9, 64, dtype=torch.bfloat16)
-    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=0.125, fma=fma)
+    cpu_prefill_attention.prefill_attention(lib, q, k, v, out, scale=0.125, form=form)
     assert torch.isfinite(out.float()).all()
     torch.testing.assert_close(out.float(), _reference(q, k, v, 0.125), atol=3e-2, rtol=1e-2)
 
@@ -92,6 +105,13 @@ def test_bad_shapes_are_refused(lib) -> None:
                                                 scale=0.125)
     assert not cpu_prefill_attention.supports(lib, dtype=torch.float32, num_heads=9, num_kv_heads=3, head_dim=64)
     assert not cpu_prefill_attention.supports(lib, dtype=torch.bfloat16, num_heads=4, num_kv_heads=2, head_dim=16)
+    if cpu_prefill_attention.AMX not in cpu_prefill_attention.forms(lib):
+        with pytest.raises(ValueError, match="cannot run here"):
+            cpu_prefill_attention.prefill_attention(lib, q[:5], k, v, torch.empty(5, 9, 64, dtype=torch.bfloat16),
+                                                    scale=0.125, form=cpu_prefill_attention.AMX)
+    with pytest.raises(ValueError, match="cannot run here"):
+        cpu_prefill_attention.prefill_attention(lib, q[:5], k, v, torch.empty(5, 9, 64, dtype=torch.bfloat16),
+                                                scale=0.125, form=7)
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +131,8 @@ def tiny_llama_d64(tmp_path_factory):
     return folder, model
 
 
-@pytest.mark.parametrize("fma", [False, True], ids=["dpbf16", "fma"])
-def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, monkeypatch, fma) -> None:
+@pytest.mark.parametrize("form", FORMS, ids=cpu_prefill_attention.FORMS)
+def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, monkeypatch, form) -> None:
     """bf16 engine with chunked prefill (chunks behind context) and a shared prefix: every prefill chunk goes
     through the kernel (in the form the per-CPU choice is made to give), and every step's logits stay within bf16
     rounding of HF's fp32 model."""
@@ -123,16 +143,17 @@ def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, m
 
     from .test_model_exact import _run_collecting_logits
 
+    _runnable(lib, form)
     folder, hf_model = tiny_llama_d64
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[int, int, int]] = []
     real = cpu_prefill_attention.prefill_attention
 
-    def spy(lib_, q, k, v, out, *, scale, fma):
-        calls.append((q.shape[0], k.shape[0], fma))
-        return real(lib_, q, k, v, out, scale=scale, fma=fma)
+    def spy(lib_, q, k, v, out, *, scale, form):
+        calls.append((q.shape[0], k.shape[0], form))
+        return real(lib_, q, k, v, out, scale=scale, form=form)
 
     monkeypatch.setattr(attention.cpu_prefill_attention, "prefill_attention", spy)
-    monkeypatch.setattr(model_runner.cpu_prefill_attention, "fma_faster", lambda *a, **kw: fma)
+    monkeypatch.setattr(model_runner.cpu_prefill_attention, "best_form", lambda *a, **kw: form)
     monkeypatch.setattr(model_runner.cpu_prefill_attention, "sdpa_faster", lambda *a, **kw: False)
     engine = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="bfloat16", block_size=4, num_kv_blocks=256,
                                                 max_num_batched_tokens=16))
@@ -143,7 +164,7 @@ def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, m
                                       max_tokens=3)
     second, cached = _run_collecting_logits(engine, [shared + [9, 10]], max_tokens=3, tag="s")
     assert any(n_k > n_q for n_q, n_k, _ in calls)  # chunks behind context went through the kernel too
-    assert {form for _, _, form in calls} == {fma}
+    assert {f for _, _, f in calls} == {form}
     assert cached["s0"] > 0  # and a chunk behind a reused prefix
     worst = 0.0
     for steps in [*first.values(), *second.values()]:
@@ -167,11 +188,13 @@ def test_the_faster_form_is_measured_once_per_cpu_and_shape(lib, tmp_path, monke
         return ms
 
     monkeypatch.setattr(cpu_prefill_attention, "_time_forms", counting)
-    first = cpu_prefill_attention.fma_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64)
-    assert len(timed) == 1 and first == (timed[0]["ms"][1] < timed[0]["ms"][0])
-    assert cpu_prefill_attention.fma_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64) == first
+    first = cpu_prefill_attention.best_form(lib, num_heads=9, num_kv_heads=3, head_dim=64)
+    ms = timed[0]["ms"]
+    assert len(timed) == 1 and len(ms) == len(cpu_prefill_attention.forms(lib))  # every form this CPU runs
+    assert first == cpu_prefill_attention.forms(lib)[ms.index(min(ms))]
+    assert cpu_prefill_attention.best_form(lib, num_heads=9, num_kv_heads=3, head_dim=64) == first
     assert len(timed) == 1  # read back, not measured again
-    cpu_prefill_attention.fma_faster(lib, num_heads=4, num_kv_heads=4, head_dim=128)
+    cpu_prefill_attention.best_form(lib, num_heads=4, num_kv_heads=4, head_dim=128)
     assert len(timed) == 2  # another head shape is its own question
 
 
@@ -187,12 +210,12 @@ def test_sdpa_is_measured_against_the_kernel_once_per_cpu_and_shape(lib, tmp_pat
         return timed[-1]
 
     monkeypatch.setattr(cpu_prefill_attention, "_time_sdpa", counting)
-    first = cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, fma=True)
+    first = cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, form=1)
     assert len(timed) == 1 and len(timed[0]) == 2  # a fresh prompt and a chunk behind context
     assert first == all(sdpa < kernel for kernel, sdpa in timed[0])
-    assert cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, fma=True) == first
+    assert cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, form=1) == first
     assert len(timed) == 1  # read back, not measured again
-    cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, fma=False)
+    cpu_prefill_attention.sdpa_faster(lib, num_heads=9, num_kv_heads=3, head_dim=64, form=0)
     assert len(timed) == 2  # the other form is its own question
 
 
@@ -205,12 +228,14 @@ def test_where_sdpa_measured_faster_the_runner_leaves_prefill_to_it(lib, tiny_ll
     from .test_model_exact import _run_collecting_logits
 
     folder, hf_model = tiny_llama_d64
+    # both choices fixed: measuring them would call the kernel (spied on below) before the engine exists
+    monkeypatch.setattr(model_runner.cpu_prefill_attention, "best_form", lambda *a, **kw: cpu_prefill_attention.FMA)
     monkeypatch.setattr(model_runner.cpu_prefill_attention, "sdpa_faster", lambda *a, **kw: True)
     kernel_calls = []
     monkeypatch.setattr(attention.cpu_prefill_attention, "prefill_attention", lambda *a, **kw: kernel_calls.append(1))
     engine = LLMEngine.from_config(EngineConfig(model=str(folder), dtype="bfloat16", block_size=4, num_kv_blocks=256,
                                                 max_num_batched_tokens=16))
-    assert engine.runner.prefill_kernel is None and not engine.runner.prefill_fma
+    assert engine.runner.prefill_kernel is None and engine.runner.prefill_form == cpu_prefill_attention.DPBF16
     g = torch.Generator().manual_seed(5)
     prompt = torch.randint(3, 500, (37,), generator=g).tolist()  # three chunks: two behind context
     steps, _ = _run_collecting_logits(engine, [prompt], max_tokens=2)

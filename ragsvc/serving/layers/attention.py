@@ -77,8 +77,8 @@ class AttentionMetadata:
     prefill_kernel: ctypes.CDLL | None = None
     """The C++ causal prefill kernel (cpu_prefill_attention.py) when the runner chose it; prefill segments then
     carry no mask (the kernel derives causality from positions). None = per-segment SDPA."""
-    prefill_fma: bool = False
-    """Run that kernel in its fp32-FMA form (the runner's per-CPU choice)."""
+    prefill_form: int = 0
+    """That kernel's form (cpu_prefill_attention.DPBF16, FMA or AMX: the runner's per-CPU choice)."""
 
 
 def write_kv(
@@ -112,7 +112,7 @@ def paged_attention(
         if meta.prefill_kernel is not None:
             k_ctx, v_ctx = _prefill_context(k[s:e], v[s:e], k_cache, v_cache, seg)
             cpu_prefill_attention.prefill_attention(meta.prefill_kernel, q[s:e], k_ctx, v_ctx, out[s:e], scale=scale,
-                                                    fma=meta.prefill_fma)
+                                                    form=meta.prefill_form)
         else:
             out[s:e] = prefill_attention(q[s:e], k[s:e], v[s:e], k_cache, v_cache, seg, scale=scale)
     return out

@@ -13,6 +13,13 @@
 // fp32 FMA rate, Zen 4 at twice; which form runs is measured per CPU (cpu_prefill_attention.py).
 #include "cpu_prelude.h"
 
+#include <algorithm>
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace {
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
@@ -146,6 +153,32 @@ void block_values(const uint16_t* p, int64_t ld, const uint16_t* vp, int64_t n_p
     }
 }
 
+// One row of scores -> its unnormalised probabilities exp(scale * (s - max)) over keys [0, limit), zero over
+// [limit, n_keys) (n_keys a multiple of 16); returns 1 / their sum (0 for a row that sees no key). `Fma`: P in
+// fp32, in place of the scores; else bf16 into `pr`.
+template <bool Fma>
+float softmax_row(float* s, uint16_t* pr, int64_t limit, int64_t n_keys, float scale) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t t = 0; t < limit; t += 16) {
+        const int64_t left = limit - t;
+        const __mmask16 m = static_cast<__mmask16>(left >= 16 ? 0xffffu : (1u << left) - 1u);
+        mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, s + t));
+    }
+    const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t t = 0; t < n_keys; t += 16) {
+        const int64_t left = limit - t;
+        const __mmask16 m = static_cast<__mmask16>(left >= 16 ? 0xffffu : left <= 0 ? 0u : (1u << left) - 1u);
+        const __m512 x = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t), mv), sc);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp16_nonpositive(x));
+        sum = _mm512_add_ps(sum, e);
+        if constexpr (Fma) _mm512_storeu_ps(s + t, e);
+        else store16(pr + t, e);
+    }
+    return limit > 0 ? 1.f / _mm512_reduce_add_ps(sum) : 0.f;
+}
+
 template <int NV, bool Fma>
 void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_stride, const uint16_t* v,
              int64_t v_stride, uint16_t* out, int64_t out_stride, int64_t n_q, int64_t n_k, int64_t H, int64_t KVH,
@@ -189,30 +222,9 @@ void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_s
                 block_scores(rows, kp.data() + h * n_pad * D, n_keys, D, scores.data(), n_pad);
             }
             float inv[kRows];
-            const __m512 sc = _mm512_set1_ps(scale);
-            for (int64_t r = 0; r < kRows; ++r) {
-                float* s = scores.data() + r * n_pad;
-                uint16_t* pr = Fma ? nullptr : probs.data() + r * n_pad;
-                __m512 mx = _mm512_set1_ps(-INFINITY);
-                for (int64_t t = 0; t < limit[r]; t += 16) {
-                    const int64_t left = limit[r] - t;
-                    const __mmask16 m = static_cast<__mmask16>(left >= 16 ? 0xffffu : (1u << left) - 1u);
-                    mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, s + t));
-                }
-                const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-                __m512 sum = _mm512_setzero_ps();
-                for (int64_t t = 0; t < n_keys; t += 16) {
-                    const int64_t left = limit[r] - t;
-                    const __mmask16 m =
-                        static_cast<__mmask16>(left >= 16 ? 0xffffu : left <= 0 ? 0u : (1u << left) - 1u);
-                    const __m512 x = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t), mv), sc);
-                    const __m512 e = _mm512_maskz_mov_ps(m, exp16_nonpositive(x));
-                    sum = _mm512_add_ps(sum, e);
-                    if constexpr (Fma) _mm512_storeu_ps(s + t, e);  // P stays fp32, in place of its scores
-                    else store16(pr + t, e);
-                }
-                inv[r] = limit[r] > 0 ? 1.f / _mm512_reduce_add_ps(sum) : 0.f;
-            }
+            for (int64_t r = 0; r < kRows; ++r)
+                inv[r] = softmax_row<Fma>(scores.data() + r * n_pad, Fma ? nullptr : probs.data() + r * n_pad,
+                                          limit[r], n_keys, scale);
             const int64_t n_pairs = (max_limit + 1) / 2;
             const uint16_t* vh = vp.data() + h * n_pad * D;
             constexpr int R = NV <= 4 ? 4 : 2;  // R x NV accumulators stay in registers
@@ -232,9 +244,133 @@ void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_s
 }
 #endif
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+#define PREFILL_AMX 1
+// The AMX form: the same packed K and V, multiplied on tiles (TDPBF16PS: 16 x 16 x 32 products an instruction).
+// A work item is 16 consecutive tokens of one query head, so their rows sit at one stride and load as A tiles.
+// Scores: per 16 keys, one C tile summed over the head's 32-dim slices (A: the rows' slice, B: the packed K
+// group's 16 pairs of that slice, which is the tile's pair layout as it is). The softmax is the vector one
+// above, P in bf16. P.V: per 16 dims, one C tile summed over blocks of 32 keys (A: 16 rows x 32 probabilities,
+// B: 16 packed V key pairs x those 16 dims). Same products and roundings as the vdpbf16ps form; only the order of
+// the fp32 additions differs.
+struct alignas(64) TileConfig {
+    uint8_t palette = 1;
+    uint8_t start_row = 0;
+    uint8_t reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+};
+
+template <int NV>
+void prefill_amx(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_stride, const uint16_t* v,
+                 int64_t v_stride, uint16_t* out, int64_t out_stride, int64_t n_q, int64_t n_k, int64_t H,
+                 int64_t KVH, float scale) {
+    constexpr int64_t D = 16 * NV, P = D / 2, S = D / 32, T = 16;  // S: 32-dim slices; T: tokens per item
+    static_assert(S <= 4, "tmm2..5 hold a row block's slices");
+    const int64_t G = H / KVH, offset = n_k - n_q;
+    const int64_t n_pad = (n_k + kKeys - 1) / kKeys * kKeys;
+    std::vector<uint16_t> kp(KVH * n_pad * D), vp(KVH * n_pad * D);
+    const int64_t blocks = (n_q + T - 1) / T;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < 2 * KVH; ++h) {
+            if (h < KVH) pack_k(k + h * D, k_stride, n_k, n_pad, D, kp.data() + h * n_pad * D);
+            else pack_v(v + (h - KVH) * D, v_stride, n_k, n_pad, D, vp.data() + (h - KVH) * n_pad * D);
+        }
+        TileConfig cfg;
+        for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+        _tile_loadconfig(&cfg);
+        std::vector<float> scores(T * n_pad);
+        std::vector<uint16_t> probs(T * n_pad);
+        alignas(64) uint16_t qb[T * D];  // the block's query rows, zero past the chunk
+        alignas(64) float o[4][T * 16];
+        // Later blocks see more keys: hand them out first so the threads finish together.
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < H * blocks; ++item) {
+            const int64_t hq = item % H, blk = blocks - 1 - item / H, h = hq / G, t0 = blk * T;
+            const int64_t rows = std::min<int64_t>(T, n_q - t0);
+            for (int64_t r = 0; r < T; ++r) {
+                if (r < rows) std::memcpy(qb + r * D, q + (t0 + r) * q_stride + hq * D, D * 2);
+                else std::memset(qb + r * D, 0, D * 2);
+            }
+            const int64_t n_keys = (offset + t0 + rows + 31) / 32 * 32;  // keys the last row sees, in 32s
+            for (int64_t sl = 0; sl < S; ++sl) {
+                switch (sl) {  // tile numbers are immediates
+                    case 0: _tile_loadd(2, qb, D * 2); break;
+                    case 1: _tile_loadd(3, qb + 32, D * 2); break;
+                    case 2: _tile_loadd(4, qb + 64, D * 2); break;
+                    default: _tile_loadd(5, qb + 96, D * 2);
+                }
+            }
+            const uint16_t* kh = kp.data() + h * n_pad * D;
+            for (int64_t g = 0; g < n_keys / 16; ++g) {
+                const uint16_t* kg = kh + g * P * 32;
+                _tile_zero(0);
+                _tile_loadd(6, kg, 64);
+                _tile_dpbf16ps(0, 2, 6);
+                _tile_loadd(7, kg + 16 * 32, 64);
+                _tile_dpbf16ps(0, 3, 7);
+                if constexpr (S == 4) {
+                    _tile_loadd(6, kg + 32 * 32, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_loadd(7, kg + 48 * 32, 64);
+                    _tile_dpbf16ps(0, 5, 7);
+                }
+                _tile_stored(0, scores.data() + 16 * g, n_pad * 4);
+            }
+            float inv[T];
+            for (int64_t r = 0; r < T; ++r)
+                inv[r] = softmax_row<false>(scores.data() + r * n_pad, probs.data() + r * n_pad,
+                                            r < rows ? offset + t0 + r + 1 : 0, n_keys, scale);
+            const uint16_t* vh = vp.data() + h * n_pad * D;
+            for (int64_t n0 = 0; n0 < NV; n0 += 4) {  // 4 C tiles of 16 dims at a time
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int64_t kb = 0; kb < n_keys / 32; ++kb) {
+                    const uint16_t* vb = vh + (16 * kb * NV + n0) * 32;
+                    _tile_loadd(4, probs.data() + 32 * kb, n_pad * 2);
+                    _tile_loadd(5, vb, NV * 64);
+                    _tile_dpbf16ps(0, 4, 5);
+                    _tile_loadd(6, vb + 32, NV * 64);
+                    _tile_dpbf16ps(1, 4, 6);
+                    _tile_loadd(7, vb + 64, NV * 64);
+                    _tile_dpbf16ps(2, 4, 7);
+                    _tile_loadd(5, vb + 96, NV * 64);
+                    _tile_dpbf16ps(3, 4, 5);
+                }
+                _tile_stored(0, o[0], 64);
+                _tile_stored(1, o[1], 64);
+                _tile_stored(2, o[2], 64);
+                _tile_stored(3, o[3], 64);
+                for (int64_t r = 0; r < rows; ++r) {
+                    uint16_t* dst = out + (t0 + r) * out_stride + hq * D + 16 * n0;
+                    for (int c = 0; c < 4; ++c)
+                        store16(dst + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(o[c] + 16 * r), _mm512_set1_ps(inv[r])));
+                }
+            }
+        }
+        _tile_release();
+    }
+}
+#endif
+
 }  // namespace
 
 extern "C" {
+// 1 where this build has the AMX form and Linux lets this process use tile data (each process must ask,
+// ARCH_REQ_XCOMP_PERM; the answer holds for all its threads); 0 otherwise, and form 2 must not be asked for.
+int64_t prefill_amx_available() {
+#ifdef PREFILL_AMX
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0 ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
 // 1 when this build has the kernel for head_dim D (AVX512-BF16, D of 64 or 128), else 0.
 int64_t prefill_supported(int64_t D) {
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
@@ -247,11 +383,18 @@ int64_t prefill_supported(int64_t D) {
 
 // Causal attention of n_q query tokens at positions [n_k - n_q, n_k) over keys [0, n_k), bf16 in and out.
 // q: (n_q, H, D), k and v: (n_k, KVH, D), out: (n_q, H, D); each with its own token stride, heads packed.
-// fma != 0: the fp32-FMA form (see the top of this file).
+// form: 0 the vdpbf16ps form, 1 the fp32-FMA form, 2 the AMX form (see the top of this file).
 void prefill_attention_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_stride,
                             const uint16_t* v, int64_t v_stride, uint16_t* out, int64_t out_stride, int64_t n_q,
-                            int64_t n_k, int64_t H, int64_t KVH, int64_t D, float scale, int64_t fma) {
+                            int64_t n_k, int64_t H, int64_t KVH, int64_t D, float scale, int64_t form) {
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
+    const bool fma = form == 1;
+#ifdef PREFILL_AMX
+    if (form == 2 && D == 64) return prefill_amx<4>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k,
+                                                    H, KVH, scale);
+    if (form == 2 && D == 128) return prefill_amx<8>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k,
+                                                     H, KVH, scale);
+#endif
     if (D == 64 && fma) prefill<4, true>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH,
                                          scale);
     else if (D == 64) prefill<4, false>(q, q_stride, k, k_stride, v, v_stride, out, out_stride, n_q, n_k, H, KVH,
@@ -262,7 +405,7 @@ void prefill_attention_bf16(const uint16_t* q, int64_t q_stride, const uint16_t*
                                          scale);
 #else
     (void)q; (void)q_stride; (void)k; (void)k_stride; (void)v; (void)v_stride; (void)out; (void)out_stride;
-    (void)n_q; (void)n_k; (void)H; (void)KVH; (void)D; (void)scale; (void)fma;
+    (void)n_q; (void)n_k; (void)H; (void)KVH; (void)D; (void)scale; (void)form;
 #endif
 }
 }
