@@ -16,8 +16,9 @@ each block's own range; `reference_linear` is the plain-torch form the kernel is
 level cost is measured like the weights' (greedy agreement and perplexity, `ragsvc bench quant-quality`).
 
 Weights: the kernel reads its own layout (`pack`, 16 rows per vector, the same bytes as the q4 layout); a
-`QuantLinear` packs its weight the first time it takes this kernel and keeps both, since one-token decode
-reads the q4 layout. So a q4 model that reads prompts this way holds its linears twice.
+`QuantLinear` packs its weight the first time it takes this kernel and keeps both, since the steps outside the
+kernel's window (the bf16 paths, the AMX kernel) read the q4 layout. So a q4 model that uses this kernel holds
+its linears twice (about 1 GB more for Qwen2.5-1.5B in q4-all).
 
 AVX2 (Zen 2 and 3, Intel before Ice Lake): vpmaddubsw multiplies 32 byte pairs and adds them in pairs into
 int16, so a 32-block's products are summed in int16 (they cannot overflow: 8 x 2 x 15 x 127 < 2^15) and
