@@ -10,7 +10,9 @@
 // The `fma` form multiplies the same packed K and V with fp32 FMAs instead: each packed pair is widened in
 // registers (the high half of a 32-bit lane is its odd member, the low half shifted up its even one), the
 // block's query rows are widened once, and P stays fp32. A Xeon without AMX runs `vdpbf16ps` at about half its
-// fp32 FMA rate, Zen 4 at twice; which form runs is measured per CPU (cpu_prefill_attention.py).
+// fp32 FMA rate, Zen 4 at twice. The `amx` form (built where the compiler targets AMX) multiplies the same packed
+// K and V on tiles, 16 tokens of one query head at a time (see prefill_amx). Which form runs is measured per CPU
+// (cpu_prefill_attention.py).
 #include "cpu_prelude.h"
 
 #include <algorithm>

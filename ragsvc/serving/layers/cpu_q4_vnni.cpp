@@ -227,16 +227,17 @@ void vnni_block(const uint8_t* wl, const float* dl, const float* ml, int64_t Kp,
         for (int t = 0; t < TB; ++t) _mm512_storeu_ps(sums + 16 * (r * TB + t), acc[r][t]);
 }
 
+// Bytes ahead of the load that direct_group prefetches: the hardware prefetcher alone left one thread's stream
+// short of what memory gives. On the AMX Xeon, a decode step's q4 linears of Qwen2.5-1.5B took 47-49 ms with 1-4
+// KB against 55-59 ms without (1 token; alike or better at 4-16 tokens). Past a group's end it reaches into the
+// next one.
+constexpr int64_t DIRECT_PREFETCH = 2048;
+
 // A few tokens (decode): one 16-row group straight from the packed layout, the nibbles split in registers, as
 // the AVX2 form's direct_group below does and for the same reason: at a few tokens streaming the weight is the
 // whole cost, and unpacking a panel first leaves memory idle while a thread multiplies. A packed step's low and
 // high nibbles go to two int32 sums (two dependency chains instead of one); integer addition is exact, so their
 // total, and the fp32 steps per block after it, are bit-identical to the panel path.
-// Bytes ahead of the load to prefetch: the hardware prefetcher alone left one thread's stream short of what
-// memory gives. On the AMX Xeon, a decode step's q4 linears of Qwen2.5-1.5B took 47-49 ms with 1-4 KB against
-// 55-59 ms without (1 token; alike or better at 4-16 tokens). Past a group's end it reaches into the next one.
-constexpr int64_t DIRECT_PREFETCH = 2048;
-
 template <int TB>
 void direct_group(const uint8_t* wl, const uint16_t* dl, const uint16_t* ml, int64_t Kp, const int8_t* xq,
                   const float* sx, const float* xs, float* sums) {
