@@ -17,6 +17,7 @@ MARCH_NEEDS = {
     "x86-64-v2": ("sse4_2", "popcnt"),
     "x86-64-v3": ("avx2", "fma", "f16c", "bmi2"),
     "skylake-avx512": ("avx512f", "avx512bw", "avx512vl", "avx512dq"),
+    "cooperlake": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"),
 }
 """The /proc/cpuinfo flags a build for each -march may use: a library built for more than this CPU has would
 die of an illegal instruction, so such a build is skipped rather than loaded."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -112,6 +114,26 @@ def test_bad_shapes_are_refused(lib) -> None:
     with pytest.raises(ValueError, match="cannot run here"):
         cpu_prefill_attention.prefill_attention(lib, q[:5], k, v, torch.empty(5, 9, 64, dtype=torch.bfloat16),
                                                 scale=0.125, form=7)
+
+
+def test_a_build_without_amx_has_no_amx_form(lib, tmp_path) -> None:
+    """Built for a CPU with AVX512-BF16 but no AMX (Cooper Lake), the library reports no AMX form, refuses it,
+    and its other forms still match the reference."""
+    from tests.serving.kernel_builds import build_for_march
+
+    built = build_for_march(tmp_path, "cpu_prefill_attention.cpp", "cooperlake",
+                            {"prefill_attention_bf16": list(cpu_prefill_attention._ARGTYPES)})
+    built.prefill_supported.argtypes, built.prefill_supported.restype = [ctypes.c_int64], ctypes.c_int64
+    built.prefill_amx_available.argtypes, built.prefill_amx_available.restype = [], ctypes.c_int64
+    assert cpu_prefill_attention.forms(built) == (cpu_prefill_attention.DPBF16, cpu_prefill_attention.FMA)
+    q, k, v = _inputs(40, 90, 9, 3, 64, seed=8)
+    with pytest.raises(ValueError, match="cannot run here"):
+        cpu_prefill_attention.prefill_attention(built, q, k, v, torch.empty(40, 9, 64, dtype=torch.bfloat16),
+                                                scale=0.125, form=cpu_prefill_attention.AMX)
+    for form in cpu_prefill_attention.forms(built):
+        out = torch.empty(40, 9, 64, dtype=torch.bfloat16)
+        cpu_prefill_attention.prefill_attention(built, q, k, v, out, scale=0.125, form=form)
+        torch.testing.assert_close(out.float(), _reference(q, k, v, 0.125), atol=2e-2, rtol=1e-2)
 
 
 @pytest.fixture(scope="module")
