@@ -144,6 +144,7 @@ def test_builds_for_older_cpus_agree(tmp_path, march, vector) -> None:
     vectorised, so the plan keeps the bf16 kernels)."""
     built = build_for_march(tmp_path, "cpu_q4_vnni.cpp", march, cpu_q4_vnni._SIGNATURES)
     assert cpu_q4_vnni.vectorised(built) == vector
+    assert cpu_q4_vnni.int8_limit(built) == 0  # the int8-weight form is AVX512_VNNI only
     g = torch.Generator().manual_seed(3)
     for tokens, k, n in SHAPES:
         w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
@@ -170,3 +171,67 @@ def _times(wins: set[int]) -> dict[str, list[float]]:
 ])
 def test_window_is_the_longest_run_of_wins(wins, window) -> None:
     assert _window(_times(wins)) == window
+
+
+@pytest.fixture(scope="module")
+def int8_lib(lib):
+    if cpu_q4_vnni.int8_limit(lib) == 0:
+        pytest.skip("the int8-weight form needs AVX512_VNNI")
+    return lib
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_weight_form_matches_its_torch_form(int8_lib, dtype) -> None:
+    """int8 weights x int8-rounded activations against the plain-torch form (the same rounding of the
+    activations, the de-quantised weight, fp32 sums): odd K and N, 1 to 16 tokens (tiles of 8 with remainders)."""
+    g = torch.Generator().manual_seed(9)
+    for tokens, k, n in [(1, 1, 3), (2, 31, 17), (3, 100, 33), (8, 64, 16), (9, 600, 70), (16, 129, 48)]:
+        w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
+        x = torch.randn((tokens, k), generator=g).to(dtype)
+        qw = quantise(w, "int8")
+        packed = cpu_q4_vnni.pack_int8(int8_lib, qw)
+        for b in (bias, None):
+            assert_close_to_largest(cpu_q4_vnni.linear_int8(int8_lib, x, packed, b),
+                                    cpu_q4_vnni.reference_linear(x, qw, b), dtype)
+
+
+def test_int8_weight_form_refuses_what_it_cannot_take(int8_lib) -> None:
+    qw = quantise(torch.randn((4, 64)), "int8")
+    packed = cpu_q4_vnni.pack_int8(int8_lib, qw)
+    limit = cpu_q4_vnni.int8_limit(int8_lib)
+    with pytest.raises(ValueError, match=f"at most {limit} tokens"):
+        cpu_q4_vnni.linear_int8(int8_lib, torch.randn((limit + 1, 64)), packed, None)
+    with pytest.raises(ValueError, match="expects 64"):
+        cpu_q4_vnni.linear_int8(int8_lib, torch.randn((2, 63)), packed, None)
+    with pytest.raises(ValueError, match="int8 weights"):
+        cpu_q4_vnni.pack_int8(int8_lib, quantise(torch.randn((4, 64)), "q4"))
+
+
+def test_int8_dispatch_follows_the_plan_window(int8_lib) -> None:
+    quant = cpu_quant.load()
+    if quant is None:
+        pytest.skip("no C++ compiler")
+    g = torch.Generator().manual_seed(10)
+    w, bias = torch.randn((40, 100), generator=g), torch.randn(40, generator=g)
+    layer = QuantLinear(quantise(w, "int8"), bias)
+    layer.use_kernels(quant, QuantPlan(tile=4, prefill_tokens=64, tile_ms={}, prefill_ms={}, i8_tokens=2,
+                                       i8_until=4))
+    packed = cpu_q4_vnni.pack_int8(int8_lib, layer.qw)
+    for tokens in (1, 2, 4, 5):
+        x = torch.randn((tokens, 100), generator=g).to(torch.bfloat16)
+        form = cpu_q4_vnni.linear_int8(int8_lib, x, packed, layer.bias_f32)
+        fused = cpu_quant.linear(quant, x, layer.qw, layer.bias_f32, tile=4)
+        assert not torch.equal(form, fused)  # so the check below can tell them apart
+        assert torch.equal(layer(x), form if 2 <= tokens <= 4 else fused)
+
+
+def test_plan_measures_the_int8_weight_form(int8_lib) -> None:
+    quant = cpu_quant.load()
+    if quant is None:
+        pytest.skip("no C++ compiler")
+    plan = measure_plan(quant, cpu_info(), k=64)
+    counts = tuple(m for m in KERNEL_CANDIDATES if m <= cpu_q4_vnni.int8_limit(int8_lib))
+    assert set(plan.i8_ms) == {str(m) for m in counts}
+    first, last = _window(plan.i8_ms, counts)
+    assert plan.i8_tokens == first
+    assert plan.i8_until == (0 if first == 0 else last or counts[-1])

@@ -105,12 +105,14 @@ def test_packed_weights_are_cached_and_read_back(tiny_odd_qwen2, tmp_path) -> No
     torch.testing.assert_close(second, first, rtol=0, atol=0)
 
 
-def _use_vnni_from(engine: LLMEngine, tokens: int) -> None:
+def _use_vnni_from(engine: LLMEngine, tokens: int, *, int8_weights: tuple[int, int] = (0, 0)) -> None:
     """Every q4 step of `tokens` or more on the int8-activation kernel (0: never), whatever this CPU measured;
-    the AMX kernel, which would go first, off."""
+    the AMX kernel, which would go first, off; int8 weights on that kernel's int8-weight form for steps in the
+    `int8_weights` window (default: never, the fused kernel with exact activations)."""
     for m in engine.runner.model.modules():
         if isinstance(m, QuantLinear) and m.plan is not None:
-            m.use_kernels(m.kernels, replace(m.plan, vnni_tokens=tokens, amx_tokens=0))
+            m.use_kernels(m.kernels, replace(m.plan, vnni_tokens=tokens, vnni_until=0, amx_tokens=0,
+                                             i8_tokens=int8_weights[0], i8_until=int8_weights[1]))
 
 
 def test_reference_path_matches_the_kernels(tiny_odd_qwen2, tmp_path) -> None:
@@ -148,6 +150,27 @@ def test_int8_activation_kernel_in_the_model(tiny_odd_qwen2, tmp_path) -> None:
     err = (int8 - slow).pow(2).mean().sqrt() / slow.pow(2).mean().sqrt()
     assert err <= 3e-2, f"int8 activations vs reference: relative RMS logit difference {err:.2e}"
     assert not torch.equal(int8, bf16)
+
+
+def test_int8_weight_form_in_the_model(tiny_odd_qwen2, tmp_path) -> None:
+    """An int8 model with its decode-sized steps (up to 16 tokens: decode and the small prefill chunks) on the
+    int8-weight form: logits within 3e-2 relative RMS of the plain-torch reference, as for int8 activations
+    with q4 weights, and not equal to the fused kernel's (it really ran)."""
+    from ragsvc.serving.layers import cpu_q4_vnni
+
+    lib = cpu_q4_vnni.load()
+    if lib is None or cpu_q4_vnni.int8_limit(lib) == 0:
+        pytest.skip("needs AVX512_VNNI")
+    engine = _engine(tiny_odd_qwen2, "int8", tmp_path)
+    _use_vnni_from(engine, 0, int8_weights=(1, cpu_q4_vnni.int8_limit(lib)))
+    form = _forced_logits(engine)
+    _use_vnni_from(engine, 0)
+    fused = _forced_logits(engine)
+    use_quant_kernels(engine.runner.model, None, None)
+    slow = _forced_logits(engine)
+    err = (form - slow).pow(2).mean().sqrt() / slow.pow(2).mean().sqrt()
+    assert err <= 3e-2, f"int8 weights x int8 activations vs reference: relative RMS logit difference {err:.2e}"
+    assert not torch.equal(form, fused)
 
 
 def test_unknown_weight_format_is_refused() -> None:

@@ -557,6 +557,99 @@ void linear(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const uint8
 #endif
 }
 
+#ifdef Q4I8_AVX512
+// ---- int8 weights (quant.py's int8 format: w = scale[n] * q, q in -127..127) x int8 activations, few tokens ----
+// Layout: rows in groups of 16; per 4 k one vector of the 16 rows' 4 signed bytes (vpdpbusd's operand order), and
+// per group and 32-block the 16 rows' 128 * sum(q) as int32. vpdpbusd multiplies unsigned by signed bytes, so the
+// activations go in as xq + 128 (1..255) and each block's sum drops 128 * sum(q) again: exact in int32. Per block
+// the int32 sum gets the token's scale sx in fp32; the row's scale multiplies the total.
+void pack_i8_group(const int8_t* q, int64_t Kp, int64_t valid, int8_t* wl, int32_t* corr) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t b = 0; b < Kp / 32; b += 2) {  // 64 k (two blocks) at a time: one dword transpose
+        __m512i z[16];
+        for (int64_t i = 0; i < 16; ++i)
+            z[i] = i < valid ? _mm512_loadu_si512(q + i * Kp + 32 * b) : _mm512_setzero_si512();
+        transpose16(z);  // z[s]: k4-step s of the 64, lane i = row i's 4 bytes
+        for (int h = 0; h < 2; ++h) {
+            __m512i sum = _mm512_setzero_si512();
+            for (int s = 0; s < 8; ++s) {
+                _mm512_storeu_si512(wl + (8 * (b + h) + s) * 64, z[8 * h + s]);
+                sum = _mm512_dpbusd_epi32(sum, ones, z[8 * h + s]);  // each row's 4 signed bytes, summed
+            }
+            _mm512_storeu_si512(corr + 16 * (b + h), _mm512_slli_epi32(sum, 7));  // 128 * sum(q)
+        }
+    }
+}
+
+template <int TB>
+void direct_i8(const int8_t* wl, const int32_t* corr, int64_t Kp, const uint8_t* xu, const float* sx, float* sums) {
+    const int64_t nb = Kp / 32;
+    __m512 acc[TB];
+    for (int t = 0; t < TB; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        __m512i d0[TB], d1[TB];
+        for (int t = 0; t < TB; ++t) d0[t] = d1[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int j = 0; j < 8; j += 2) {  // two int32 chains: steps j and j + 1
+            _mm_prefetch(reinterpret_cast<const char*>(wl + (8 * b + j) * 64 + DIRECT_PREFETCH), _MM_HINT_T0);
+            const __m512i v0 = _mm512_loadu_si512(wl + (8 * b + j) * 64), v1 = _mm512_loadu_si512(wl + (8 * b + j + 1) * 64);
+            for (int t = 0; t < TB; ++t) {
+                int32_t a0, a1;
+                std::memcpy(&a0, xu + t * Kp + 32 * b + 4 * j, 4);
+                std::memcpy(&a1, xu + t * Kp + 32 * b + 4 * j + 4, 4);
+                d0[t] = _mm512_dpbusd_epi32(d0[t], _mm512_set1_epi32(a0), v0);
+                d1[t] = _mm512_dpbusd_epi32(d1[t], _mm512_set1_epi32(a1), v1);
+            }
+        }
+        const __m512i c = _mm512_loadu_si512(corr + 16 * b);
+        for (int t = 0; t < TB; ++t) {
+            const __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_add_epi32(d0[t], d1[t]), c));
+            acc[t] = _mm512_fmadd_ps(sum, _mm512_set1_ps(sx[t * nb + b]), acc[t]);
+        }
+    }
+    for (int t = 0; t < TB; ++t) _mm512_storeu_ps(sums + 16 * t, acc[t]);
+}
+
+using DirectI8 = void (*)(const int8_t*, const int32_t*, int64_t, const uint8_t*, const float*, float*);
+template <size_t... T>
+constexpr std::array<DirectI8, sizeof...(T)> direct_i8_table(std::index_sequence<T...>) { return {&direct_i8<T + 1>...}; }
+const auto DIRECT_I8 = direct_i8_table(std::make_index_sequence<DIRECT_TOKENS>{});
+
+// M <= DIRECT_LIMIT tokens (the caller's plan keeps longer steps on cpu_quant's int8 kernel).
+template <typename T>
+void linear_i8(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const int8_t* wl, const int32_t* corr,
+               const float* scale, const float* bias, T* out) {
+    const int64_t nb = Kp / 32, groups = (N + 15) / 16;
+    std::vector<int8_t> xq(static_cast<size_t>(M * Kp));
+    std::vector<uint8_t> xu(static_cast<size_t>(M * Kp));
+    std::vector<float> sx(static_cast<size_t>(M * nb)), xs(static_cast<size_t>(M * nb));
+    prepare_tokens(x, M, K, Kp, xq.data(), sx.data(), xs.data());
+    for (int64_t i = 0; i < M * Kp; ++i) xu[i] = static_cast<uint8_t>(xq[i] ^ static_cast<int8_t>(0x80));  // + 128
+#pragma omp parallel for schedule(static)
+    for (int64_t g = 0; g < groups; ++g) {
+        alignas(64) float sums[16 * DIRECT_TOKENS];
+        const int64_t n0 = 16 * g, valid = std::min<int64_t>(16, N - n0);
+        const __mmask16 k = static_cast<__mmask16>(valid >= 16 ? 0xffffu : (1u << valid) - 1u);
+        const __m512 sc = _mm512_maskz_loadu_ps(k, scale + n0);
+        const __m512 bv = bias ? _mm512_maskz_loadu_ps(k, bias + n0) : _mm512_setzero_ps();
+        for (int64_t t0 = 0; t0 < M; t0 += DIRECT_TOKENS) {
+            const int64_t tb = std::min(DIRECT_TOKENS, M - t0);
+            DIRECT_I8[tb - 1](wl + g * 16 * Kp, corr + g * 16 * nb, Kp, xu.data() + t0 * Kp, sx.data() + t0 * nb, sums);
+            for (int64_t t = 0; t < tb; ++t) {
+                const __m512 y = _mm512_fmadd_ps(_mm512_loadu_ps(sums + 16 * t), sc, bv);
+                if (valid == 16) {
+                    store16(out + (t0 + t) * N + n0, y);
+                } else {
+                    alignas(64) float row[16];
+                    _mm512_store_ps(row, y);
+                    for (int64_t i = 0; i < valid; ++i) store(out + (t0 + t) * N + n0 + i, row[i]);
+                }
+            }
+        }
+    }
+}
+#endif
+
 void pack(const uint8_t* packed, const uint16_t* d, const uint16_t* m, int64_t N, int64_t Kp, uint8_t* wl, uint16_t* dl,
           uint16_t* ml) {
     const int64_t nb = Kp / 32, groups = (N + 15) / 16;
@@ -604,5 +697,45 @@ void q4_vnni_pack(const void* packed, const void* d, const void* m, int64_t N, i
 
 VNNI_ENTRY(f32, float)
 VNNI_ENTRY(bf16, uint16_t)
+
+// The int8-weight form (AVX-512 VNNI builds only): the most tokens a call may have where it is compiled in, else
+// 0 and the other i8_vnni functions must not be called.
+void i8_vnni_available(int64_t* out) {
+#ifdef Q4I8_AVX512
+    *out = DIRECT_LIMIT;
+#else
+    *out = 0;
+#endif
+}
+
+// int8 weights q (N, Kp) -> the packed layout: ceil(N / 16) * 16 * Kp bytes, and ceil(N / 16) * Kp / 2 int32
+// block corrections (rows past N are zero).
+void i8_vnni_pack(const void* q, int64_t N, int64_t Kp, void* wl, void* corr) {
+#ifdef Q4I8_AVX512
+    const int64_t groups = (N + 15) / 16;
+#pragma omp parallel for schedule(static)
+    for (int64_t g = 0; g < groups; ++g)
+        pack_i8_group(static_cast<const int8_t*>(q) + 16 * g * Kp, Kp, std::min<int64_t>(16, N - 16 * g),
+                      static_cast<int8_t*>(wl) + g * 16 * Kp, static_cast<int32_t*>(corr) + g * 16 * (Kp / 32));
+#else
+    (void)q, (void)N, (void)Kp, (void)wl, (void)corr;
+#endif
+}
+
+#define I8_ENTRY(SUFFIX, T)                                                                                      \
+    void i8_vnni_linear_##SUFFIX(const void* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const void* wl,     \
+                                 const void* corr, const void* scale, const void* bias, void* out) {             \
+        I8_CALL(T)                                                                                               \
+    }
+#ifdef Q4I8_AVX512
+#define I8_CALL(T)                                                                                               \
+    linear_i8(static_cast<const T*>(x), M, K, Kp, N, static_cast<const int8_t*>(wl),                             \
+              static_cast<const int32_t*>(corr), static_cast<const float*>(scale), static_cast<const float*>(bias), \
+              static_cast<T*>(out));
+#else
+#define I8_CALL(T) (void)x, (void)M, (void)K, (void)Kp, (void)N, (void)wl, (void)corr, (void)scale, (void)bias, (void)out;
+#endif
+I8_ENTRY(f32, float)
+I8_ENTRY(bf16, uint16_t)
 
 }  // extern "C"

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_bf16",
              "amx_tile", "avx_vnni")
 """The /proc/cpuinfo flags that change which kernel code runs (recorded; the rest of the list is noise)."""
-PLAN_VERSION = 9
+PLAN_VERSION = 10
 PREFILL_CANDIDATES = (16, 32, 64, 128, 256)
 KERNEL_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 """Token counts at which the int8-activation and AMX kernels are timed against the path the plan takes otherwise."""
@@ -81,9 +81,18 @@ class QuantPlan:
     one; 0: never (no AMX, or it never beat the path the plan takes otherwise)."""
     amx_ms: dict[str, list[float]] = field(default_factory=dict)
     """Per token count [the path the plan picks otherwise, the AMX kernel]."""
+    i8_tokens: int = 0
+    i8_until: int = 0
+    """int8-weight steps of i8_tokens..i8_until tokens take the int8-activation kernel's int8-weight form
+    (cpu_q4_vnni, AVX-512 VNNI, at most 16 tokens a call); 0: never."""
+    i8_ms: dict[str, list[float]] = field(default_factory=dict)
+    """Per token count [the int8 fused kernel, the int8-weight form]."""
 
     def takes_vnni(self, tokens: int) -> bool:
         return 0 < self.vnni_tokens <= tokens and (self.vnni_until == 0 or tokens <= self.vnni_until)
+
+    def takes_i8(self, tokens: int) -> bool:
+        return 0 < self.i8_tokens <= tokens <= self.i8_until
 
 
 def _cache_kib(level: int) -> int | None:
@@ -167,7 +176,7 @@ def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan
             break
     plan = QuantPlan(tile=tile, prefill_tokens=prefill_tokens, tile_ms={t: round(v, 3) for t, v in tile_ms.items()},
                      prefill_ms=prefill_ms)
-    return _with_amx(lib, _with_vnni(lib, plan, qw, q4_vector=q4_vector), qw)
+    return _with_i8(lib, _with_amx(lib, _with_vnni(lib, plan, qw, q4_vector=q4_vector), qw), n, k)
 
 
 def _with_vnni(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, *, q4_vector: bool = True) -> QuantPlan:
@@ -212,6 +221,26 @@ def _with_amx(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight) -> QuantPlan:
     return replace(plan, amx_tokens=_wins_from(amx_ms), amx_ms=amx_ms)
 
 
+def _with_i8(lib: ctypes.CDLL, plan: QuantPlan, n: int, k: int) -> QuantPlan:
+    """`plan` with the int8-weight form's window, timed against cpu_quant's int8 kernel (what int8 linears run
+    otherwise) from one token to the form's limit on an int8 probe weight of n x k; none where it is not built."""
+    vnni = cpu_q4_vnni.load()
+    limit = 0 if vnni is None else cpu_q4_vnni.int8_limit(vnni)
+    if vnni is None or limit == 0:
+        return plan
+    probe = _random_int8(n, k)
+    packed = cpu_q4_vnni.pack_int8(vnni, probe)
+    counts = tuple(m for m in KERNEL_CANDIDATES if m <= limit)
+    i8_ms: dict[str, list[float]] = {}
+    for m in counts:
+        x = torch.randn(m, k, dtype=torch.bfloat16)
+        fused = _bf16_path_ms(lib, plan, probe, x)
+        form = _median_ms(lambda x=x: cpu_q4_vnni.linear_int8(vnni, x, packed, None), reps=2)
+        i8_ms[str(m)] = [round(fused, 3), round(form, 3)]
+    first, last = _window(i8_ms, counts)
+    return replace(plan, i8_tokens=first, i8_until=last or (limit if first else 0), i8_ms=i8_ms)
+
+
 def _bf16_path_ms(lib: ctypes.CDLL, plan: QuantPlan, qw: QuantWeight, x: torch.Tensor) -> float:
     """The time of the bf16 path `plan` takes for x's token count: the fused kernel, or expand + GEMM."""
     if x.shape[0] > plan.prefill_tokens:
@@ -230,13 +259,13 @@ def _wins_from(ms: dict[str, list[float]]) -> int:
     return tokens
 
 
-def _window(ms: dict[str, list[float]]) -> tuple[int, int]:
-    """ms as for `_wins_from` -> (first, last): the longest run of consecutive counts where the candidate wins
-    (of equal runs, the one with fewer tokens: decode steps are the most frequent); last is 0 when the run
-    reaches the largest count (no bound). (0, 0) when it never wins."""
+def _window(ms: dict[str, list[float]], candidates: tuple[int, ...] = KERNEL_CANDIDATES) -> tuple[int, int]:
+    """ms as for `_wins_from` -> (first, last): the longest run of consecutive counts of `candidates` where the
+    candidate kernel wins (of equal runs, the one with fewer tokens: decode steps are the most frequent); last is
+    0 when the run reaches the largest count (no bound). (0, 0) when it never wins."""
     best: tuple[int, int] = (0, 0)
     start = None
-    counts = [*KERNEL_CANDIDATES, None]
+    counts = [*candidates, None]
     for i, m in enumerate(counts):
         wins = m is not None and ms[str(m)][1] < ms[str(m)][0]
         if wins and start is None:
@@ -248,7 +277,7 @@ def _window(ms: dict[str, list[float]]) -> tuple[int, int]:
     if best == (0, 0):
         return 0, 0
     first, end = best
-    return KERNEL_CANDIDATES[first], 0 if end == len(KERNEL_CANDIDATES) else KERNEL_CANDIDATES[end - 1]
+    return candidates[first], 0 if end == len(candidates) else candidates[end - 1]
 
 
 def quant_plan(lib: ctypes.CDLL) -> QuantPlan:

@@ -1,10 +1,10 @@
 """QuantLinear: a linear layer whose weight is int8 or q4 (quant.py), and the swap that installs it in a model.
 
-The forward picks, per call: for q4 steps of enough tokens (thresholds measured per CPU), the AMX kernel
-(cpu_q4_amx.py) or the int8-activation kernel (cpu_q4_vnni.py); otherwise the fused C++ kernel for
-decode-sized steps (cpu_quant.py, blocking from cpu_tuning.py), expansion to the activations' dtype in
-cache-sized row tiles plus GEMMs for long prefill chunks, the Triton kernel on CUDA, and the plain-torch
-reference (quant.reference_linear) where none of these can run.
+The forward picks, per call: for q4 steps in the windows measured per CPU, the AMX kernel (cpu_q4_amx.py) or
+the int8-activation kernel (cpu_q4_vnni.py), and for int8 steps of a few tokens that kernel's int8-weight form;
+otherwise the fused C++ kernel for decode-sized steps (cpu_quant.py, blocking from cpu_tuning.py), expansion to
+the activations' dtype in cache-sized row tiles plus GEMMs for long prefill chunks, the Triton kernel on CUDA,
+and the plain-torch reference (quant.reference_linear) where none of these can run.
 """
 
 from __future__ import annotations
@@ -62,9 +62,24 @@ class QuantLinear(nn.Module):
         self.plan: QuantPlan | None = None
         self.vnni_weight: cpu_q4_vnni.VnniWeight | None = None
         """The weight in the int8-activation kernel's layout, packed on its first use."""
+        self.i8_weight: cpu_q4_vnni.VnniInt8Weight | None = None
+        """An int8 weight in that kernel's int8-weight layout, packed on its first use."""
 
     def use_kernels(self, kernels: ctypes.CDLL | None, plan: QuantPlan | None) -> None:
+        """Take these kernels and plan. Where the plan gives one-token steps to the int8-activation kernel, the
+        weight is packed for it now (decode certainly takes it), so the first request does not wait for every
+        linear's packing (about half a second for a 1.5B model); other windows pack on first use."""
         self.kernels, self.plan = kernels, plan
+        if kernels is None or plan is None:
+            return
+        if self.qw.fmt == "q4" and plan.takes_vnni(1) and plan.amx_tokens != 1 and self.vnni_weight is None:
+            vnni = cpu_q4_vnni.load()
+            if vnni is not None:
+                self.vnni_weight = cpu_q4_vnni.pack(vnni, self.qw)
+        if self.qw.fmt == "int8" and plan.takes_i8(1) and self.i8_weight is None:
+            vnni = cpu_q4_vnni.load()
+            if vnni is not None:
+                self.i8_weight = cpu_q4_vnni.pack_int8(vnni, self.qw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (tokens, in) -> (tokens, out)
@@ -81,6 +96,12 @@ class QuantLinear(nn.Module):
                     if self.vnni_weight is None:
                         self.vnni_weight = cpu_q4_vnni.pack(vnni, self.qw)
                     return cpu_q4_vnni.linear(vnni, x, self.vnni_weight, self.bias_f32)
+            if plan.takes_i8(tokens) and self.qw.fmt == "int8":
+                vnni = cpu_q4_vnni.load()
+                if vnni is not None:
+                    if self.i8_weight is None:
+                        self.i8_weight = cpu_q4_vnni.pack_int8(vnni, self.qw)
+                    return cpu_q4_vnni.linear_int8(vnni, x, self.i8_weight, self.bias_f32)
             if tokens > plan.prefill_tokens:
                 bias = None if self.bias_ref is None else self.bias_ref.to(x.dtype)
                 return cpu_quant.expand_linear(lib, x, self.qw, bias)
