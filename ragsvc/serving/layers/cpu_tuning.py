@@ -151,8 +151,8 @@ def _median_ms(fn: object, reps: int = 3) -> float:
 
 
 def measure_plan(lib: ctypes.CDLL, info: CpuInfo, *, k: int = 1536) -> QuantPlan:
-    """Time the tiles, the prefill cross-over and the int8-activation kernel on a q4 weight the size of the
-    last-level cache (a few seconds)."""
+    """Time the tiles, the prefill cross-over, the int8-activation and AMX kernels on a q4 weight the size of
+    the last-level cache, and the int8-weight form on an int8 one of the same shape (several seconds)."""
     l3_bytes = info.last_level_cache_bytes
     n = min(max(l3_bytes // (k // 2), 4096), MAX_PROBE_ROWS)
     qw = _random_q4(n, k)
