@@ -17,11 +17,6 @@
 
 #include <algorithm>
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-
 namespace {
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
@@ -255,13 +250,6 @@ void prefill(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_s
 // above, P in bf16. P.V: per 16 dims, one C tile summed over blocks of 32 keys (A: 16 rows x 32 probabilities,
 // B: 16 packed V key pairs x those 16 dims). Same products and roundings as the vdpbf16ps form; only the order of
 // the fp32 additions differs.
-struct alignas(64) TileConfig {
-    uint8_t palette = 1;
-    uint8_t start_row = 0;
-    uint8_t reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-};
 
 template <int NV>
 void prefill_amx(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t k_stride, const uint16_t* v,
@@ -280,9 +268,7 @@ void prefill_amx(const uint16_t* q, int64_t q_stride, const uint16_t* k, int64_t
             if (h < KVH) pack_k(k + h * D, k_stride, n_k, n_pad, D, kp.data() + h * n_pad * D);
             else pack_v(v + (h - KVH) * D, v_stride, n_k, n_pad, D, vp.data() + (h - KVH) * n_pad * D);
         }
-        TileConfig cfg;
-        for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
-        _tile_loadconfig(&cfg);
+        amx_configure_16x64();
         std::vector<float> scores(T * n_pad);
         std::vector<uint16_t> probs(T * n_pad);
         alignas(64) uint16_t qb[T * D];  // the block's query rows, zero past the chunk
@@ -366,8 +352,7 @@ extern "C" {
 // ARCH_REQ_XCOMP_PERM; the answer holds for all its threads); 0 otherwise, and form 2 must not be asked for.
 int64_t prefill_amx_available() {
 #ifdef PREFILL_AMX
-    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0 ? 1 : 0;
+    return amx_permitted() ? 1 : 0;
 #else
     return 0;
 #endif

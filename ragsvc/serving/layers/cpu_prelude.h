@@ -164,3 +164,28 @@ inline void store8(uint16_t* p, __m256 x) {  // rounded to bf16 first, then the 
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }
 #endif
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <sys/syscall.h>
+#include <unistd.h>
+// AMX, for the kernels that multiply on tiles: Linux grants tile data to a process only when it asks
+// (ARCH_REQ_XCOMP_PERM; the answer holds for all its threads), and each thread loads a tile configuration before
+// its first tile instruction.
+inline bool amx_permitted() {
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+// Palette 1 with all 8 tile registers 16 rows x 64 bytes, the one shape the kernels use.
+inline void amx_configure_16x64() {
+    struct alignas(64) {
+        uint8_t palette = 1;
+        uint8_t start_row = 0;
+        uint8_t reserved[14] = {};
+        uint16_t colsb[16] = {};
+        uint8_t rows[16] = {};
+    } cfg;
+    for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+    _tile_loadconfig(&cfg);
+}
+#endif

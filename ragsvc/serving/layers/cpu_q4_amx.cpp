@@ -19,8 +19,6 @@
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
 #define Q4_AMX 1
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 namespace {
@@ -30,20 +28,6 @@ namespace {
 constexpr int64_t kRows = 16;  // weight rows per A tile and tokens per B tile
 constexpr int64_t kPassBytes = 2048 << 10;  // bf16 activations one pass over the weight multiplies, at most
 
-struct alignas(64) TileConfig {
-    uint8_t palette = 1;
-    uint8_t start_row = 0;
-    uint8_t reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-};
-
-// tmm0-3: C (2 weight tiles x 2 token tiles), tmm4-5: A (weights), tmm6-7: B (tokens); all 16 rows x 64 bytes.
-void configure_tiles() {
-    TileConfig cfg;
-    for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
-    _tile_loadconfig(&cfg);
-}
 
 // 16 x 16 transpose of 32-bit elements held in 16 registers (the standard unpack / shuffle network): r[i]
 // ends as column i.
@@ -190,7 +174,7 @@ void linear_amx(const T* x, int64_t M, int64_t K, int64_t Kp, int64_t N, const u
             uint16_t* const panel =
                 reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(panel_buf.data()) + 63) & ~uintptr_t(63));
             alignas(64) float c[4][kRows * kRows];
-            configure_tiles();
+            amx_configure_16x64();  // tmm0-3: C (2 weight x 2 token tiles), tmm4-5: A (weights), tmm6-7: B
 #pragma omp for schedule(static)
             for (int64_t p = 0; p < panels; ++p) {
                 const int64_t n0 = p * 2 * kRows;
@@ -242,8 +226,7 @@ extern "C" {
 // to request it, ARCH_REQ_XCOMP_PERM); 0 otherwise, and the linear functions must not be called.
 void q4_amx_available(int64_t* flag) {
 #ifdef Q4_AMX
-    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    *flag = syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0 ? 1 : 0;
+    *flag = amx_permitted() ? 1 : 0;
 #else
     *flag = 0;
 #endif

@@ -108,14 +108,19 @@ def pack(lib: ctypes.CDLL, qw: QuantWeight) -> VnniWeight:
     return VnniWeight(n, qw.in_features, kp, data, scale, offset)
 
 
-def linear(lib: ctypes.CDLL, x: torch.Tensor, vw: VnniWeight, bias: torch.Tensor | None) -> torch.Tensor:
-    """x: (tokens, in) fp32 or bf16 -> (tokens, out) in x's dtype; `bias` fp32 (out,) or None."""
+def _checked_input(x: torch.Tensor, in_features: int) -> torch.Tensor:
+    """x as both forms take it (contiguous fp32 or bf16 on the CPU, `in_features` wide); ValueError otherwise."""
     if x.dtype not in _SUFFIX or x.device.type != "cpu":
         raise ValueError(f"the int8-activation kernel takes fp32 or bf16 CPU tensors, not {x.dtype} on {x.device}")
-    x = x.contiguous()
+    if x.shape[1] != in_features:
+        raise ValueError(f"input has {x.shape[1]} features, the weight expects {in_features}")
+    return x.contiguous()
+
+
+def linear(lib: ctypes.CDLL, x: torch.Tensor, vw: VnniWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """x: (tokens, in) fp32 or bf16 -> (tokens, out) in x's dtype; `bias` fp32 (out,) or None."""
+    x = _checked_input(x, vw.in_features)
     m, k = x.shape
-    if k != vw.in_features:
-        raise ValueError(f"input has {k} features, the weight expects {vw.in_features}")
     out = torch.empty((m, vw.out_features), dtype=x.dtype)  # (tokens, out)
     if m == 0:
         return out
@@ -161,12 +166,8 @@ def pack_int8(lib: ctypes.CDLL, qw: QuantWeight) -> VnniInt8Weight:
 def linear_int8(lib: ctypes.CDLL, x: torch.Tensor, vw: VnniInt8Weight, bias: torch.Tensor | None) -> torch.Tensor:
     """x: (tokens, in) fp32 or bf16, at most `int8_limit` tokens -> (tokens, out) in x's dtype; `bias` fp32
     (out,) or None. Activations are rounded to int8 per 32-block as for q4 weights."""
-    if x.dtype not in _SUFFIX or x.device.type != "cpu":
-        raise ValueError(f"the int8-activation kernel takes fp32 or bf16 CPU tensors, not {x.dtype} on {x.device}")
-    x = x.contiguous()
+    x = _checked_input(x, vw.in_features)
     m, k = x.shape
-    if k != vw.in_features:
-        raise ValueError(f"input has {k} features, the weight expects {vw.in_features}")
     if m > int8_limit(lib):
         raise ValueError(f"the int8-weight form takes at most {int8_limit(lib)} tokens a call, not {m}")
     out = torch.empty((m, vw.out_features), dtype=x.dtype)  # (tokens, out)
