@@ -24,6 +24,7 @@ for agreement.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ from ragsvc.embed.embedder import Embedder
 from ragsvc.errors import InvalidInput
 from ragsvc.index.collection_index import CollectionIndex
 from ragsvc.index.spec import IndexSpec
+from ragsvc.index.unit_vectors import NotNormalisable, unit_rows, unit_vector
 from ragsvc.store.memories import MemoryKind, MemoryRecord, MemoryTables, NewMemory
 
 T = TypeVar("T")
@@ -155,10 +157,11 @@ class MemoryStream:
         vectors = np.zeros((0, self.embedder.dim), np.float32) if vectors is None else np.asarray(vectors, np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.embedder.dim:
             raise InvalidInput(f"memory vectors must be (n, {self.embedder.dim}), got {vectors.shape}")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        if len(vectors) and not np.all(np.isfinite(norms) & (norms > 0)):
-            raise InvalidInput("memory vectors must be finite and non-zero (cosine similarity divides by the norm)")
-        return vectors / np.maximum(norms, 1e-12)
+        try:
+            return unit_rows(vectors)
+        except NotNormalisable:
+            raise InvalidInput("memory vectors must be finite and non-zero (cosine similarity divides by the norm)") \
+                from None
 
     def _publish(self, memories: Sequence[NewMemory], ids: np.ndarray, vectors: np.ndarray) -> None:
         """Stored memories into the index and the scoring columns (the caller holds the stream's lock)."""
@@ -225,10 +228,10 @@ class MemoryStream:
             timings["embed_ms"] = _ms(t)
             return np.asarray(q, np.float32)
         q = np.asarray(query, np.float32).reshape(-1)
-        norm = float(np.linalg.norm(q))
-        if q.shape[0] != self.embedder.dim or not np.isfinite(norm) or norm == 0:
-            raise InvalidInput(f"query vector must be finite, non-zero and {self.embedder.dim} wide, got {q.shape}")
-        return q / norm
+        if q.shape[0] == self.embedder.dim:
+            with contextlib.suppress(NotNormalisable):
+                return unit_vector(q)
+        raise InvalidInput(f"query vector must be finite, non-zero and {self.embedder.dim} wide, got {q.shape}")
 
     def _candidates(self, q: np.ndarray, options: RetrievalOptions, now_h: float,
                     timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:

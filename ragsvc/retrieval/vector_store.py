@@ -39,6 +39,7 @@ from ragsvc.index.collection_index import CollectionIndex
 from ragsvc.index.lexical_collection import open_lexical
 from ragsvc.index.lexical_index import LexicalIndex
 from ragsvc.index.spec import IndexLimits, IndexSpec, check_override, check_spec
+from ragsvc.index.unit_vectors import NotNormalisable, unit_vector
 from ragsvc.retrieval.embed_batcher import BatchedEmbedder
 from ragsvc.retrieval.group_commit import GroupCommit
 from ragsvc.retrieval.ingest import (
@@ -411,10 +412,10 @@ class VectorStore:
         if not np.all(np.isfinite(q)):
             raise InvalidInput("vector contains NaN or infinity; send finite numbers")
         if record.index.metric == "cosine":
-            norm = float(np.linalg.norm(q))
-            if norm == 0.0:
-                raise InvalidInput("vector is all zeros; cosine similarity needs a non-zero vector")
-            q = q / norm
+            try:
+                q = unit_vector(q)
+            except NotNormalisable:
+                raise InvalidInput("vector is all zeros; cosine similarity needs a non-zero vector") from None
         return q
 
     # -- internals -----------------------------------------------------------------------------------------

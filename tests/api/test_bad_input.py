@@ -132,6 +132,24 @@ def test_the_word_nan_inside_text_is_fine(client):
     assert client.delete("/v1/collections/c/documents/w").status_code == 204
 
 
+@pytest.mark.parametrize("scale", [1e37, 1e-30])
+def test_cosine_search_by_a_huge_or_tiny_vector_ranks_as_by_its_direction(client, scale):
+    """Cosine ignores length: v * 1e37 once normalised to all zeros (norm overflowed; every score 0) and
+    v * 1e-30 was refused as "all zeros" (its square underflowed)."""
+    docs = [{"id": f"s{i}", "text": text} for i, text in enumerate(["red apples", "blue ocean", "green forest"])]
+    assert client.post("/v1/collections/c/documents", json={"documents": docs}).status_code == 201
+    vector = [0.5, -0.25] * 192  # any direction: compare the plain vector with its scaled twin
+    plain = client.post("/v1/collections/c/search", json={"vector": vector, "k": 4}).json()["hits"]
+    scaled = client.post("/v1/collections/c/search", json={"vector": [x * scale for x in vector], "k": 4})
+    assert scaled.status_code == 200, scaled.text
+    hits = scaled.json()["hits"]
+    assert [h["chunk_id"] for h in hits] == [h["chunk_id"] for h in plain]
+    assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in plain], abs=1e-5)
+    assert any(abs(h["score"]) > 1e-3 for h in hits)
+    for doc in docs:
+        assert client.delete(f"/v1/collections/c/documents/{doc['id']}").status_code == 204
+
+
 @pytest.mark.parametrize("offset", [str(2**63), str(2**64 + 5), "99999999999999999999999999"])
 def test_offset_beyond_int64_gets_400(client, offset):
     r = client.get("/v1/collections/c/documents", params={"offset": offset})
