@@ -107,11 +107,11 @@ def _nucleus(probs: torch.Tensor, params: list[SamplingParams]) -> tuple[torch.T
     """(rows, vocab) probs -> top-k / top-p filtered candidate weights (rows, k) and their token ids."""
     vocab = probs.shape[-1]
     k = min(vocab, max(_NUCLEUS_CANDIDATES, max(p.top_k for p in params)))
-    values, ids = probs.topk(k, dim=-1)  # (rows, k), descending
+    values, ids = _first_ids_first(*probs.topk(k, dim=-1))  # (rows, k), descending
     top_ps = torch.tensor([p.top_p for p in params]).unsqueeze(1)  # (rows, 1)
     short = (values.sum(dim=-1, keepdim=True) < top_ps).squeeze(1) & torch.tensor([p.top_k == 0 for p in params])
     if bool(short.any()) and k < vocab:
-        values, ids = probs.sort(dim=-1, descending=True)  # some nucleus is wider than k: exact fallback
+        values, ids = probs.sort(dim=-1, descending=True, stable=True)  # some nucleus is wider than k: exact
     ks = torch.tensor([p.top_k if p.top_k > 0 else values.shape[1] for p in params]).unsqueeze(1)
     ranks = torch.arange(values.shape[1]).unsqueeze(0)  # (1, k)
     values = values.masked_fill(ranks >= ks, 0.0)
@@ -119,6 +119,16 @@ def _nucleus(probs: torch.Tensor, params: list[SamplingParams]) -> tuple[torch.T
     values = values / values.sum(dim=-1, keepdim=True)
     mass_before = values.cumsum(dim=-1) - values
     return values.masked_fill(mass_before >= top_ps, 0.0), ids
+
+
+def _first_ids_first(values: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """topk's (rows, k) values and ids with equal values ordered by id. topk leaves ties in any order, and ties
+    are common (bf16 logits hold 8 significant bits), so top_k=1 could pick another token than greedy's argmax
+    (the first maximum); in id order it picks the same one."""
+    by_id = ids.argsort(dim=-1)
+    values, ids = values.gather(1, by_id), ids.gather(1, by_id)
+    by_value = values.argsort(dim=-1, descending=True, stable=True)
+    return values.gather(1, by_value), ids.gather(1, by_value)
 
 
 def _attach_logprobs(

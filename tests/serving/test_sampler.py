@@ -58,6 +58,22 @@ def test_top_k_one_and_tiny_top_p_reduce_to_greedy() -> None:
     assert [t.token_id for t in k1] == argmax == [t.token_id for t in p0]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_top_k_one_and_tiny_top_p_break_ties_as_greedy_does(dtype) -> None:
+    """Tied maxima (common in bf16 logits): greedy takes the first; top_k=1 and a tiny top_p take the same one,
+    wherever the ties sit in the vocabulary."""
+    rng = torch.Generator().manual_seed(1)
+    logits = (torch.randn(16, 4000, generator=rng) * 2).to(dtype)
+    for row in range(16):
+        tied = torch.randperm(4000, generator=rng)[: 2 + row % 5]
+        logits[row, tied] = 9.0
+    greedy = [t.token_id for t in sample(logits, [SamplingParams(temperature=0)] * 16, [None] * 16)]
+    k1 = sample(logits, [SamplingParams(temperature=1.0, top_k=1)] * 16, [None] * 16)
+    p0 = sample(logits, [SamplingParams(temperature=0.7, top_p=1e-6)] * 16, [None] * 16)
+    assert greedy == [int((logits[r] == 9.0).nonzero()[0]) for r in range(16)]
+    assert [t.token_id for t in k1] == greedy == [t.token_id for t in p0]
+
+
 def test_top_k_never_samples_outside_the_k_best() -> None:
     logits = _logits(rows=1, vocab=30).repeat(200, 1)
     allowed = set(logits[0].topk(3).indices.tolist())
