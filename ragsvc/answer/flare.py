@@ -24,6 +24,10 @@ _WORDS = re.compile(r"\s*\w+")
 _ABBREVIATION = re.compile(r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Mt|Prof|Gen|Col|Lt|Capt|Rev|vs|Inc|Ltd|Co))\.$")
 """A period that closes an initial or a title ("J. R. R. Tolkien", "U.S. Army", "St. Louis") ends no sentence.
 A sentence that does end in a single capital ("World War I.") is then continued to its next end."""
+_LIST_MARKER = re.compile(r"\s*(?:\d{1,3}|[a-z]|[ivx]{1,4})\.\s*")
+"""An item number alone ("1.", "a.", "iv."): the start of a list item, not a sentence. Small models answer in
+numbered lists, and cutting there made "1." a look-ahead sentence of its own: its one unsure token sent a
+retrieval off with an empty query, and with a small budget the answer was just "1."."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +46,8 @@ def probability(token: TokenLogprob) -> float:
 
 def cut_sentence(tokens: Sequence[TokenLogprob], *, finished: bool) -> Sentence:
     """The first sentence of a look-ahead. A sentence ends at . ! ? followed by whitespace, at 。！？, or at a
-    newline, once some words were written (leading newlines and list markers do not end it); a period after an
-    initial or a title does not end it. The token holding the end is kept, its text cut just after the end.
+    newline, once some words were written (leading newlines and list item numbers do not end it); a period
+    after an initial or a title does not end it. The token holding the end is kept, its text cut just after the end.
     `finished` says the model stopped after these tokens."""
     text = ""
     for i, token in enumerate(tokens):
@@ -55,7 +59,7 @@ def cut_sentence(tokens: Sequence[TokenLogprob], *, finished: bool) -> Sentence:
         following = tokens[i + 1].token[:1] if i + 1 < len(tokens) else ("\n" if finished else "")
         for match in _SENTENCE_END.finditer(text + following, max(0, start - 1)):
             end = match.end() if match.group() != "\n" else match.start()
-            if match.group() == "." and ends_abbreviation(text[:end]):
+            if (match.group() == "." and ends_abbreviation(text[:end])) or _LIST_MARKER.fullmatch(text[:end]):
                 continue
             if end <= len(text) and _WORD.search(text[:end]):
                 return Sentence(tuple(tokens[: i + 1]), text[:end], complete=True)

@@ -54,6 +54,19 @@ class Retriever:
 # --- pure decisions -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("marker", ["1", "12", "a", "iv"])
+def test_a_list_item_number_is_not_a_sentence(marker):
+    s = cut_sentence(toks((marker, 0.2), (".", 0.9), (" Blocks", 0.9), (" grow", 0.9), (".", 0.9), (" Then", 0.9)),
+                     finished=False)
+    assert s.text == f"{marker}. Blocks grow." and s.complete
+    s = cut_sentence(toks(("\n", 0.9), ("2", 0.9), (".", 0.9), ("\n", 0.9), ("Pages", 0.9), ("\n", 0.9)),
+                     finished=False)
+    assert s.text == "\n2.\nPages" and s.complete
+    s = cut_sentence(toks((" The", 0.9), (" answer", 0.9), (" is", 0.9), (" 42", 0.9), (".", 0.9), (" It", 0.9)),
+                     finished=False)
+    assert s.text == " The answer is 42." and s.complete  # a number ending a sentence still ends it
+
+
 def test_sentence_is_cut_after_its_end_and_leading_newlines_do_not_end_it():
     s = cut_sentence(toks(("\n", 0.9), (" Blocks", 0.9), (" grow", 0.9), (".", 0.9), (" Then", 0.9)), finished=False)
     assert s.text == "\n Blocks grow." and len(s.tokens) == 4 and s.complete
