@@ -26,8 +26,8 @@ _ABBREVIATION = re.compile(r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Mt|Prof|Gen|C
 A sentence that does end in a single capital ("World War I.") is then continued to its next end."""
 _LIST_MARKER = re.compile(r"\s*(?:\d{1,3}|[a-z]|[ivx]{1,4})\.\s*")
 """An item number alone ("1.", "a.", "iv."): the start of a list item, not a sentence. Small models answer in
-numbered lists, and cutting there made "1." a look-ahead sentence of its own: its one unsure token sent a
-retrieval off with an empty query, and with a small budget the answer was just "1."."""
+numbered lists; cut there, "1." would be a look-ahead sentence of its own, whose one unsure token sends a
+retrieval off with an empty query."""
 
 
 @dataclass(frozen=True, slots=True)

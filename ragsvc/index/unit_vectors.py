@@ -1,8 +1,8 @@
 """Scaling vectors to unit length for cosine similarity, for any finite non-zero input.
 
-`v / norm(v)` in float32 fails at both ends of the range: a component near 1e20 squares to infinity, so the
-norm is inf and the result all zeros (every hit then scored 0, the ranking arbitrary); components near 1e-20
-square to zero, so a valid direction reads as "all zeros". Cosine similarity depends on direction only, so
+`v / norm(v)` in float32 fails at both ends of the range: a component above about 2e19 squares to infinity,
+so the norm is inf and the result all zeros (every hit then scored 0, the ranking arbitrary); components below
+about 1e-23 square to zero, so a valid direction reads as "all zeros". Cosine similarity depends on direction only, so
 each row is first divided by its largest magnitude: its components then lie in [-1, 1] with one at +-1, and
 the norm of that lies in [1, sqrt(dim)], never overflowing or vanishing.
 """
