@@ -4,12 +4,17 @@ Grammar (Mongo-like, what users of vector stores already know):
     {"lang": "python"}                       equality
     {"year": {"$gte": 2020, "$lt": 2024}}    numeric range
     {"tag": {"$in": ["a", "b"]}}             membership ($nin for the opposite)
-    operators: $eq $ne $gt $gte $lt $lte $in $nin; several keys are ANDed.
+    {"tags": {"$contains": "a"}}             a list field holding the value
+    operators: $eq $ne $gt $gte $lt $lte $in $nin $contains; several keys are ANDed.
 
 Matching follows Mongo's rules too. Values match only values of their own JSON type: 2022 does not match the
 string "2022", true matches neither "yes" nor 1 (numbers compare as numbers, ints and floats alike). `null`
 matches a null or missing field. `$ne` and `$nin` are the exact negations of `$eq` and `$in`, so they match
-documents that lack the field or hold another type; the ranges match only fields of the value's type. A
+documents that lack the field or hold another type; the ranges match only fields of the value's type.
+`$contains` matches a field holding a list with an element equal to the value under the same rule (tags,
+authors, categories); no other field. It is an operator of its own, not Mongo's implicit reach into lists
+from `$eq`, because that second test doubled the cost of every equality filter on scalar fields (measured:
+300k rows, 32 -> 59 ms). A
 string is compared as its JSON text serialised by duckdb on both sides (`to_json` of the value), which keeps
 equality to one JSON extraction a row.
 
@@ -32,7 +37,7 @@ from ragsvc.errors import InvalidInput, PayloadTooLarge
 
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 _COMPARE = {"$eq": "=", "$ne": "<>", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-OPERATORS = (*_COMPARE, "$in", "$nin")
+OPERATORS = (*_COMPARE, "$in", "$nin", "$contains")
 Membership = Literal["set", "or"]
 
 
@@ -98,9 +103,24 @@ def _clause(column: str, path: str, field: str, op: str, value: Any, limits: Fil
         sql = "(" + " OR ".join(s for s, _ in parts) + ")"
         params = [x for _, p in parts for x in p]
         return (sql if op == "$in" else f"NOT COALESCE({sql}, FALSE)"), params
+    if op == "$contains":
+        return _contains(column, path, field, value)
     if op not in _COMPARE:
         raise InvalidInput(f"unknown filter operator {op!r} on {field!r}; use one of {', '.join(OPERATORS)}")
     return _compare(column, path, field, op, value)
+
+
+def _contains(column: str, path: str, field: str, value: Any) -> tuple[str, list[Any]]:
+    """Some element of a list field equals `value` (same JSON type, as `$eq` compares a field)."""
+    elements = f"CAST(json_extract({column}, ?) AS VARCHAR[])"  # the elements' JSON texts; [] for a non-list
+    wildcard = path + "[*]"
+    if isinstance(value, bool):
+        return f"list_contains({elements}, ?)", [wildcard, "true" if value else "false"]
+    if isinstance(value, int | float):
+        return f"list_contains(TRY_CAST({elements} AS DOUBLE[]), ?)", [wildcard, float(value)]
+    if isinstance(value, str):
+        return f"list_contains({elements}, to_json(?::VARCHAR)::VARCHAR)", [wildcard, value]
+    raise InvalidInput(f"$contains on {field!r} takes a string, number or boolean, got {value!r}")
 
 
 def _json_text(column: str) -> str:

@@ -137,6 +137,37 @@ def test_bad_filters_are_refused_with_a_reason(table, filter_, message):
     assert table.execute("SELECT count(*) FROM t").fetchone()[0] == len(ROWS)
 
 
+TAGGED = [{"tags": ["a", "b"]}, {"tags": ["b"]}, {"tags": "a"}, {"tags": []}, {"tags": [1, "a", True]},
+          {"tags": [["a"]]}, {}]
+
+
+@pytest.mark.parametrize(
+    ("filter_", "expected"),
+    [
+        ({"tags": {"$contains": "a"}}, [0, 4]),  # a list holding "a"; the plain string "a" is no list
+        ({"tags": {"$contains": "b"}, "x": None}, [0, 1]),
+        ({"tags": {"$contains": 1}}, [4]),
+        ({"tags": {"$contains": 1.0}}, [4]),
+        ({"tags": {"$contains": True}}, [4]),
+        ({"tags": {"$contains": "z"}}, []),
+        ({"tags": "a"}, [2]),  # $eq compares the field itself, as before
+    ],
+)
+def test_contains_matches_a_list_field_holding_the_value(filter_, expected):
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t (id INTEGER, metadata JSON)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [[i, json.dumps(r)] for i, r in enumerate(TAGGED)])
+    where, params = compile_filter(filter_)
+    assert sorted(r[0] for r in conn.execute(f"SELECT id FROM t WHERE {where}", params).fetchall()) == expected
+    assert [i for i, r in enumerate(TAGGED) if _reference(r, filter_)] == expected
+
+
+@pytest.mark.parametrize("value", [None, ["a"], {"a": 1}])
+def test_contains_takes_one_scalar(value):
+    with pytest.raises(InvalidInput, match=r"\$contains on 'tags' takes a string, number or boolean"):
+        compile_filter({"tags": {"$contains": value}})
+
+
 def _reference(metadata: dict, filter_: dict) -> bool:
     """Mongo's matching rules, written plainly: what the SQL must agree with."""
     def same_type(stored, value) -> bool:
@@ -149,6 +180,9 @@ def _reference(metadata: dict, filter_: dict) -> bool:
     def test(present: bool, stored, op: str, value) -> bool:
         if op in ("$ne", "$nin"):
             return not test(present, stored, "$eq" if op == "$ne" else "$in", value)
+        if op == "$contains":
+            return isinstance(stored, list) and any(
+                not isinstance(e, list | dict) and test(True, e, "$eq", value) for e in stored)
         if op == "$in":
             return any(test(present, stored, "$eq", v) for v in value)
         if value is None:
@@ -177,6 +211,9 @@ _condition = st.one_of(
     st.dictionaries(st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"]), _scalars, min_size=1, max_size=2),
     st.dictionaries(st.sampled_from(["$in", "$nin"]), st.lists(_scalars, min_size=1, max_size=4), min_size=1,
                     max_size=1),
+    st.fixed_dictionaries({"$contains": st.one_of(st.booleans(), st.integers(-(10**20), 10**20),
+                                                   st.floats(allow_nan=False, allow_infinity=False, width=32),
+                                                   st.text(max_size=6))}),
 )
 
 
