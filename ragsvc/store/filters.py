@@ -10,13 +10,14 @@ Grammar (Mongo-like, what users of vector stores already know):
 Matching follows Mongo's rules too. Values match only values of their own JSON type: 2022 does not match the
 string "2022", true matches neither "yes" nor 1 (numbers compare as numbers, ints and floats alike). `null`
 matches a null or missing field. `$ne` and `$nin` are the exact negations of `$eq` and `$in`, so they match
-documents that lack the field or hold another type; the ranges match only fields of the value's type.
+documents that lack the field or hold another type; the ranges match only fields of the value's type. A
+string is compared as its JSON text serialised by duckdb on both sides (`to_json` of the value), which keeps
+equality to one JSON extraction a row.
+
 `$contains` matches a field holding a list with an element equal to the value under the same rule (tags,
 authors, categories); no other field. It is an operator of its own, not Mongo's implicit reach into lists
 from `$eq`, because that second test doubled the cost of every equality filter on scalar fields (measured:
-300k rows, 32 -> 59 ms). A
-string is compared as its JSON text serialised by duckdb on both sides (`to_json` of the value), which keeps
-equality to one JSON extraction a row.
+300k rows, 32 -> 59 ms).
 
 Cost is bounded before any SQL runs. A filter is at most `max_clauses` comparisons deep in one AND (the
 grammar has no nesting, so that is also its whole size), and a `$in` / `$nin` list holds at most
