@@ -88,6 +88,18 @@ def test_bad_inputs_are_refused(lib) -> None:
     assert cpu_q4_vnni.linear(lib, torch.randn((0, 64)), qw, None).shape == (0, 4)
 
 
+@pytest.mark.parametrize("bias", [torch.zeros(3), torch.zeros(4, dtype=torch.bfloat16)])
+def test_a_bias_the_kernel_would_misread_is_refused(lib, int8_lib, bias) -> None:
+    """The kernels read `out_features` fp32 values from the bias pointer unchecked: a short or bf16 bias would
+    be read past its end or as the wrong type."""
+    q4 = cpu_q4_vnni.pack(lib, quantise(torch.randn((4, 64)), "q4"))
+    with pytest.raises(ValueError, match="bias must be fp32 with 4 values"):
+        cpu_q4_vnni.linear(lib, torch.randn((2, 64)), q4, bias)
+    i8 = cpu_q4_vnni.pack_int8(int8_lib, quantise(torch.randn((4, 64)), "int8"))
+    with pytest.raises(ValueError, match="bias must be fp32 with 4 values"):
+        cpu_q4_vnni.linear_int8(int8_lib, torch.randn((2, 64)), i8, bias)
+
+
 def test_dispatch_follows_the_plan(lib) -> None:
     """QuantLinear takes the int8-activation kernel from the plan's token count up (q4 only); below it, and with
     the threshold at 0, the bf16 kernels."""

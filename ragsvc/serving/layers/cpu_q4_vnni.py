@@ -108,18 +108,22 @@ def pack(lib: ctypes.CDLL, qw: QuantWeight) -> VnniWeight:
     return VnniWeight(n, qw.in_features, kp, data, scale, offset)
 
 
-def _checked_input(x: torch.Tensor, in_features: int) -> torch.Tensor:
-    """x as both forms take it (contiguous fp32 or bf16 on the CPU, `in_features` wide); ValueError otherwise."""
+def _checked_call(x: torch.Tensor, bias: torch.Tensor | None, in_features: int,
+                  out_features: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x and bias as both forms take them (x contiguous fp32 or bf16 on the CPU, `in_features` wide; bias
+    contiguous fp32 with `out_features` values, which the kernel reads unchecked); ValueError otherwise."""
     if x.dtype not in _SUFFIX or x.device.type != "cpu":
         raise ValueError(f"the int8-activation kernel takes fp32 or bf16 CPU tensors, not {x.dtype} on {x.device}")
     if x.shape[1] != in_features:
         raise ValueError(f"input has {x.shape[1]} features, the weight expects {in_features}")
-    return x.contiguous()
+    if bias is not None and (bias.dtype != torch.float32 or bias.numel() != out_features):
+        raise ValueError(f"bias must be fp32 with {out_features} values")
+    return x.contiguous(), None if bias is None else bias.contiguous()
 
 
 def linear(lib: ctypes.CDLL, x: torch.Tensor, vw: VnniWeight, bias: torch.Tensor | None) -> torch.Tensor:
     """x: (tokens, in) fp32 or bf16 -> (tokens, out) in x's dtype; `bias` fp32 (out,) or None."""
-    x = _checked_input(x, vw.in_features)
+    x, bias = _checked_call(x, bias, vw.in_features, vw.out_features)
     m, k = x.shape
     out = torch.empty((m, vw.out_features), dtype=x.dtype)  # (tokens, out)
     if m == 0:
@@ -130,8 +134,10 @@ def linear(lib: ctypes.CDLL, x: torch.Tensor, vw: VnniWeight, bias: torch.Tensor
     return out
 
 
+@functools.cache
 def int8_limit(lib: ctypes.CDLL) -> int:
-    """The most tokens a call of the int8-weight form may have (AVX-512 VNNI builds); 0 where it is not built."""
+    """The most tokens a call of the int8-weight form may have (AVX-512 VNNI builds); 0 where it is not built.
+    A constant of the build, asked once per library: every decode step's int8 linears check it."""
     flag = ctypes.c_int64(0)
     lib.i8_vnni_available(ctypes.byref(flag))
     return flag.value
@@ -166,10 +172,11 @@ def pack_int8(lib: ctypes.CDLL, qw: QuantWeight) -> VnniInt8Weight:
 def linear_int8(lib: ctypes.CDLL, x: torch.Tensor, vw: VnniInt8Weight, bias: torch.Tensor | None) -> torch.Tensor:
     """x: (tokens, in) fp32 or bf16, at most `int8_limit` tokens -> (tokens, out) in x's dtype; `bias` fp32
     (out,) or None. Activations are rounded to int8 per 32-block as for q4 weights."""
-    x = _checked_input(x, vw.in_features)
+    x, bias = _checked_call(x, bias, vw.in_features, vw.out_features)
     m, k = x.shape
-    if m > int8_limit(lib):
-        raise ValueError(f"the int8-weight form takes at most {int8_limit(lib)} tokens a call, not {m}")
+    limit = int8_limit(lib)
+    if m > limit:
+        raise ValueError(f"the int8-weight form takes at most {limit} tokens a call, not {m}")
     out = torch.empty((m, vw.out_features), dtype=x.dtype)  # (tokens, out)
     if m == 0:
         return out
