@@ -16,6 +16,7 @@ from ragsvc.index.sharded_index import ShardedIndex
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.records import CollectionRecord, PreparedChunk, PreparedDocument
+from tests.cluster.ray_kills import kill_for_good
 
 ray = pytest.importorskip("ray")
 
@@ -79,7 +80,7 @@ def test_replicas_follow_the_catalog_and_replay_what_they_missed(cluster, catalo
             except ray.exceptions.ActorUnavailableError:
                 continue
         assert remote.refresh() == set()
-        ray.kill(remote.hosts[1][1], no_restart=True)  # shard 1 now answers from the restarted replica only
+        kill_for_good(remote.hosts[1][1])  # shard 1 now answers from the restarted replica only
         want = _from_catalog(catalog).search(queries, 40)
         hits = remote.search(queries, 40)
         assert hits.replicas[1] == 0

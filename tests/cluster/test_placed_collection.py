@@ -17,6 +17,7 @@ from ragsvc.index.spec import IndexSpec
 from ragsvc.retrieval.vector_store import VectorStore
 from ragsvc.types import DocumentInput
 from tests.api.conftest import LiveServer, free_port, make_settings
+from tests.cluster.ray_kills import kill_for_good
 
 pytest.importorskip("ray")
 
@@ -106,7 +107,6 @@ def test_a_placement_that_cannot_be_hosted_is_a_400_and_writes_nothing(api, inde
 
 @pytest.mark.slow
 def test_a_shard_with_no_replica_left_is_a_503_or_a_flagged_partial_answer(api):
-    import ray
 
     from ragsvc.index.sharded_index import shard_of
 
@@ -116,7 +116,7 @@ def test_a_shard_with_no_replica_left_is_a_503_or_a_flagged_partial_answer(api):
     body = {"query": QUERIES[0], "k": 5}
     assert api.post("/v1/collections/fragile/search", json={**body, "deadline_ms": 0}).status_code == 400
     whole = _search(api, "fragile", QUERIES[0])
-    ray.kill(api.app.state.vector_store._indexes["fragile"].remote.hosts[0][0], no_restart=True)
+    kill_for_good(api.app.state.vector_store._indexes["fragile"].remote.hosts[0][0])
     failed = api.post("/v1/collections/fragile/search", json={**body, "deadline_ms": 1000})
     assert failed.status_code == 503 and "shard-0" in failed.text
     partial = _search(api, "fragile", QUERIES[0], allow_partial=True, deadline_ms=1000)

@@ -20,6 +20,7 @@ from ragsvc.index.factory import make_shard
 from ragsvc.index.memory_source import InMemoryVectorSource
 from ragsvc.index.sharded_index import ShardedIndex
 from ragsvc.index.spec import IndexSpec
+from tests.cluster.ray_kills import kill_for_good
 
 ray = pytest.importorskip("ray")
 
@@ -139,7 +140,7 @@ def test_a_replica_killed_mid_search_is_replaced_and_nothing_is_lost(pair):
 def test_no_replica_left_is_flagged_partial_or_refused(pair):
     remote, local, _, queries = pair
     for handle in remote.hosts[1]:
-        ray.kill(handle, no_restart=True)
+        kill_for_good(handle)
     with pytest.raises(NotReady, match="shard-1") as err:
         remote.search(queries, 10)
     assert err.value.status_code == 503
@@ -178,7 +179,7 @@ def test_writes_missed_while_restarting_are_replayed(pair):
         except ray.exceptions.ActorUnavailableError:
             continue
     assert remote.refresh() == set()  # finds the restarted replica behind (whenever it restarted), replays
-    ray.kill(remote.hosts[0][1], no_restart=True)  # shard 0 now rests on the restarted replica alone
+    kill_for_good(remote.hosts[0][1])  # shard 0 now rests on the restarted replica alone
     hits = remote.search(queries, 10)
     assert hits.replicas[0] == 0
     _same(hits, local.search(queries, 10))
@@ -194,7 +195,7 @@ def test_a_restarted_replica_that_is_behind_is_never_merged(pair):
         _same(remote.search(queries, 10), want)
     assert (0, 0) in remote.stale
     assert remote.repair() == set()
-    ray.kill(remote.hosts[0][1], no_restart=True)
+    kill_for_good(remote.hosts[0][1])
     _same(remote.search(queries, 10), want)
 
 
