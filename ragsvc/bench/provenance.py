@@ -1,5 +1,6 @@
-"""What every benchmark JSON records about where it ran: the code's git sha and the CPU model (and, where a
-benchmark asks, the CPU's matrix and vector extensions: two Xeons of one model name may differ in AMX).
+"""What every benchmark JSON records about where it ran: the code's git sha and the CPU (its model name with
+family, model and stepping, `ragsvc.cpu_identity`; and, where a benchmark asks, its matrix and vector
+extensions: two Xeons of one model name may differ in AMX).
 
 The sha is read from the checkout the `ragsvc` package was imported from (not the working directory), through
 `ragsvc.evals.results.git_sha`, the one implementation eval results use too; "unknown" outside a checkout.
@@ -7,9 +8,9 @@ The sha is read from the checkout the `ragsvc` package was imported from (not th
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
+from ragsvc.cpu_identity import cpu_name
 from ragsvc.evals.results import git_sha
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -21,14 +22,8 @@ def package_git_sha() -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what `platform` knows, else "unknown"."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The CPU as "NAME (family F model M stepping S)"; see `ragsvc.cpu_identity`."""
+    return cpu_name()
 
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile")

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ragsvc import native
+from ragsvc.cpu_identity import describe_cpu
 from ragsvc.serving.layers import cpu_q4_amx, cpu_q4_vnni, cpu_quant
 from ragsvc.serving.layers.plan_cache import cached_plan
 from ragsvc.serving.layers.quant import QuantWeight, padded
@@ -44,6 +45,7 @@ of which it gets a share; sized by that, the probe took ~35 s at load and its 25
 @dataclass(frozen=True)
 class CpuInfo:
     model: str
+    """Model name with family, model and stepping (`describe_cpu`): VMs of different chips share a name."""
     isa: tuple[str, ...]
     """The flags of ISA_FLAGS this CPU has."""
     l1d_kib: int | None
@@ -113,13 +115,12 @@ def cpu_info() -> CpuInfo:
     text = ""
     with contextlib.suppress(OSError):
         text = Path("/proc/cpuinfo").read_text()
-    model, flags = "unknown", set[str]()
+    flags = set[str]()
     for line in text.splitlines():
-        if line.startswith("model name") and model == "unknown":
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags") and not flags:
+        if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
-    return CpuInfo(model=model, isa=tuple(f for f in ISA_FLAGS if f in flags), l1d_kib=_cache_kib(1),
+            break
+    return CpuInfo(model=describe_cpu(text), isa=tuple(f for f in ISA_FLAGS if f in flags), l1d_kib=_cache_kib(1),
                    l2_kib=_cache_kib(2), l3_kib=_cache_kib(3), logical_cpus=os.cpu_count() or 1)
 
 
