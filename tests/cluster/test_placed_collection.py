@@ -107,7 +107,6 @@ def test_a_placement_that_cannot_be_hosted_is_a_400_and_writes_nothing(api, inde
 
 @pytest.mark.slow
 def test_a_shard_with_no_replica_left_is_a_503_or_a_flagged_partial_answer(api):
-
     from ragsvc.index.sharded_index import shard_of
 
     index = {"backend": "hnsw", "num_shards": 2, "placement": {"mode": "ray", "spread": "soft"}}
