@@ -267,6 +267,7 @@ async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None]
                 server_pid: int | None = None, server: dict[str, str] | None = None) -> LoadResult:
     """Run the phases against the server at `url` and verify; the result carries targets and provenance, and
     the server's CPU per phase when its process id is given (a server on this machine)."""
+    sha = package_git_sha()  # the code the run starts on: a commit made while it runs must not relabel it
     ledger = _Ledger()
     runs = [("search_only", {"search": 1.0})] if config.search_only_first and config.mix.get("search") else []
     plan = [*runs, ("mixed", config.mix)]
@@ -285,7 +286,7 @@ async def drive(url: str, config: LoadConfig, *, on_phase: Callable[[str], None]
     phases = [_pooled(name, slices[name]) for name, _ in plan]
     verification = await _verify(url, config, ledger)
     ratio = search_ratio(phases)
-    provenance = {"git_sha": package_git_sha(), "cpu": cpu_model(), "cpu_isa": " ".join(cpu_isa()),
+    provenance = {"git_sha": sha, "cpu": cpu_model(), "cpu_isa": " ".join(cpu_isa()),
                   "driver": "asyncio HTTP/1.1 (bench/http_client.py), a connection per client", **(server or {})}
     return LoadResult(config=_config_json(config), provenance=provenance, phases=phases,
                       verification=verification, search_throughput_ratio=ratio,

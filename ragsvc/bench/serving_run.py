@@ -243,8 +243,9 @@ def run_all(cfg: ServingBenchConfig,
                                   output_tokens=cfg.output_tokens, seed=cfg.seed + c) for c in cfg.concurrency}
     res = _Results()
     cpu = cpu_record(quantised=cfg.weights != "bf16" and "ragsvc" in cfg.systems)
+    sha = package_git_sha()  # the code the run starts on: a commit made while it runs must not relabel it
     if on_progress is not None:
-        res.on_run = lambda: on_progress(_result(cfg, res, cpu, done=False))
+        res.on_run = lambda: on_progress(_result(cfg, res, cpu, sha, done=False))
     auto = EngineConfig(dtype=cfg.dtype)
     dtype = str(resolve_dtype(auto, resolve_device(auto))).removeprefix("torch.")
     if "ragsvc" in cfg.systems:
@@ -257,17 +258,18 @@ def run_all(cfg: ServingBenchConfig,
     if {"hf_sequential", "hf_batch"} & set(cfg.systems):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         _bench_hf(cfg, workloads, res, dtype, pad_id)
-    return _result(cfg, res, cpu, done=True)
+    return _result(cfg, res, cpu, sha, done=True)
 
 
-def _result(cfg: ServingBenchConfig, res: _Results, cpu: dict[str, Any], *, done: bool) -> ServingBenchResult:
+def _result(cfg: ServingBenchConfig, res: _Results, cpu: dict[str, Any], sha: str, *,
+            done: bool) -> ServingBenchResult:
     notes = dict(res.notes)
     if not done:
         notes["run"] = (f"incomplete: written after {len(res.runs)} system/level runs; the run was still going "
                         "(a timeout or crash ended it if this note is in the final file)")
     return ServingBenchResult(
         runs=tuple(res.runs), kv_waste_pct=res.kv_waste_pct, prefix_ttft_ms=res.prefix_ttft_ms,
-        git_sha=package_git_sha(), ratios_at_max_concurrency=ratios(res.runs, max(cfg.concurrency)), config=cfg,
+        git_sha=sha, ratios_at_max_concurrency=ratios(res.runs, max(cfg.concurrency)), config=cfg,
         notes=notes,
         omp_env={name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
         cpu=cpu, ratios_by_concurrency=ratios_by_level(res.runs, cfg.concurrency),

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from ragsvc.bench import load
 from ragsvc.bench.load import LoadConfig, parse_mix, run_load, server_embedding
 from ragsvc.bench.load_report import (
     Sample,
@@ -94,11 +95,14 @@ def test_bad_mixes_are_refused():
 
 
 @pytest.mark.slow
-def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
+def test_a_short_run_against_a_real_server_loses_nothing(tmp_path, monkeypatch):
+    landed: list[str] = []  # a commit lands once the first phase is under way
+    monkeypatch.setattr(load, "package_git_sha", lambda: ("1" if landed else "0") * 40)
     config = LoadConfig(clients=3, duration_s=2.0, mix={"search": 0.5, "ingest": 0.3, "delete": 0.2}, warmup_s=0.5,
                         rounds=2)
     announced: list[str] = []
-    result = run_load(config, data_dir=tmp_path / "data", on_phase=announced.append)
+    result = run_load(config, data_dir=tmp_path / "data", on_phase=lambda name: (announced.append(name),
+                                                                             landed.append(name)))
     out = result.to_json()
     assert announced == ["search_only warm-up", "search_only (1 of 2)", "mixed warm-up", "mixed (1 of 2)",
                          "search_only (2 of 2)", "mixed (2 of 2)"], "the phases take turns, warmed up once"
@@ -110,7 +114,7 @@ def test_a_short_run_against_a_real_server_loses_nothing(tmp_path):
     v = out["verification"]
     assert v["acknowledged"] > 0 and v["lost"] == 0 and v["index_missing"] == 0
     assert v["index_checked"] == min(50, v["acknowledged"])
-    assert out["git_sha"] and out["cpu"] and json.dumps(out)
+    assert out["git_sha"] == "0" * 40 and out["cpu"] and json.dumps(out)  # the code the run started on
     assert out["cpu_isa"].split() == cpu_isa() and set(cpu_isa()) <= set(ISA_FLAGS)  # flags beside the model name
     assert "| mixed | search |" in to_markdown(result)
     assert all(p["server_cpu_s"] > 0 for p in out["phases"].values()), "the server's CPU is read from /proc"

@@ -3,6 +3,7 @@ Speed itself is never asserted here; the benchmark reports it."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -114,7 +115,11 @@ def test_wait_policy_is_set_in_the_environment(monkeypatch):
 
 
 @pytest.mark.slow
-def test_smoke_run_every_system(tmp_path):
+def test_smoke_run_every_system(tmp_path, monkeypatch):
+    from ragsvc.bench import serving_run
+
+    calls = itertools.count()  # each call a new sha, as if commits landed while the run went on
+    monkeypatch.setattr(serving_run, "package_git_sha", lambda: f"{next(calls):040d}")
     threads = torch.get_num_threads()
     cfg = ServingBenchConfig(concurrency=(1, 2), num_requests=2, prompt_tokens=(20, 40), output_tokens=(3, 5),
                              hf_sequential_requests=1, threads=1, prefix_tokens=64, prefix_trials=1,
@@ -145,7 +150,7 @@ def test_smoke_run_every_system(tmp_path):
     assert runs[("ragsvc", 1)]["dtype"] == runs[("hf_batch", 2)]["dtype"]  # like with like
     assert 0.0 <= result["kv_waste_pct"] < 100.0
     assert result["prefix_ttft_ms"]["cold"] > 0 and result["prefix_ttft_ms"]["warm"] > 0
-    assert len(result["git_sha"]) >= 7
+    assert result["git_sha"] == "0" * 40 and all(r.git_sha == "0" * 40 for r in reports)  # the code it started on
     assert result["omp_env"]["OMP_WAIT_POLICY"] == "PASSIVE"  # the default, recorded with the numbers
     assert all(r["other_cpu_s"] >= 0 and r["steal_cpu_s"] >= 0 for r in result["runs"] if r["system"] != "llama_cpp")
     if ("llama_cpp", 2) not in runs:  # no llama-server here: the reason is recorded, the rest still ran
