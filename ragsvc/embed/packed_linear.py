@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ragsvc import bf16_packing
 from ragsvc.gemm_rows import bucketed
 
 if TYPE_CHECKING:
@@ -38,15 +39,8 @@ times packed for 16, 64 or 256 (queries of 1-4 texts, documents of 4 and 16)."""
 
 
 def unavailable_reason() -> "str | None":
-    """Why weights cannot be packed in this torch (None: they can). The serving engine's `linear.can_pack` asks
-    the same of a layer above this one, which embed may not import; a CPU that refuses a reorder fails the
-    packing itself, and the plain graph serves."""
-    if not torch.backends.mkldnn.is_available():
-        return "torch was built without oneDNN"
-    ops = torch.ops.mkldnn
-    if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
-        return "this torch has no packed-linear operators"
-    return None
+    """Why weights cannot be packed in this torch or on this CPU (None: they can)."""
+    return bf16_packing.refusal()
 
 
 class PackedLinear(torch.nn.Module):

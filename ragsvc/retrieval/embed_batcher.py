@@ -187,6 +187,7 @@ class EmbedBatcher:
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._passes = 0  # passes running now (or waiting for their lane)
+        self._unheld = 0  # passes that claimed a slot and do not hold their lane yet
 
     @property
     def num_passes(self) -> int:
@@ -194,9 +195,12 @@ class EmbedBatcher:
 
     @property
     def has_queued(self) -> bool:
-        """Texts wait that no pass has taken yet. Read without the lock: a stale answer only moves one lane
-        grant (ModelLock looks again at every grant and release)."""
-        return bool(self._queue)
+        """Texts wait that no pass holding a lane has taken yet: still queued, or taken by a pass on its way to
+        its lane. Counting the queue alone left a moment (the texts taken, the lane not yet asked for) in which
+        a lane looked wanted by nobody, and a document pass woken then went first (seen on a loaded CI host).
+        Read without the lock: a stale answer only moves one lane grant (ModelLock looks again at every grant
+        and release)."""
+        return bool(self._queue) or self._unheld > 0
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32: what `embed(texts)` returns, computed in passes shared with other callers."""
@@ -224,6 +228,7 @@ class EmbedBatcher:
             while not all(p.resolved for p in mine):
                 if self._passes < self.max_passes and not all(p.taken for p in mine):
                     self._passes += 1
+                    self._unheld += 1  # in the same step as the claim, so `has_queued` never reads False between
                     return True
                 mine[0].waiter.wait()
             return False
@@ -232,8 +237,12 @@ class EmbedBatcher:
         """One pass over the queue's head, taken before or once the lane is held (`take_when_held`); it may
         be empty: others' passes took every text meanwhile."""
         batch: list[_Pending] = [] if self._take_when_held else self._take()
+        unheld = True
         try:
             with self._hold() as held:
+                with self._lock:  # before the lane can be released, or a waiter would read a stale True
+                    self._unheld -= 1
+                    unheld = False
                 if self._take_when_held:
                     batch = self._take()
                 if batch:
@@ -244,6 +253,8 @@ class EmbedBatcher:
             for p in batch:
                 p.error = exc
         with self._lock:
+            if unheld:  # `hold` itself failed
+                self._unheld -= 1
             for p in batch:
                 p.resolved = True
             self._passes -= 1

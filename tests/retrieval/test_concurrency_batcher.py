@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -122,6 +123,37 @@ def test_a_query_pass_takes_its_texts_before_it_waits_for_its_lane(minilm):
         vector = future.result()
     assert embedder.calls == [1]
     np.testing.assert_allclose(vector, minilm.embed_query(QUERIES[0]), atol=1e-5)
+
+
+def test_texts_taken_by_a_pass_still_waiting_for_its_lane_count_as_queued(minilm):
+    """Between taking its texts and holding its lane a query pass is urgent work on its way: `has_queued` stays
+    True until the lane is held, so a document pass woken in that moment does not take the lane first; once held
+    (and after the pass, or a failed `hold`) nothing is left queued."""
+    seen: list[bool] = []
+    lane = threading.Lock()
+    batcher: EmbedBatcher
+
+    @contextmanager
+    def hold():
+        seen.append(batcher.has_queued)  # the texts are taken, the lane not yet asked for
+        with lane:
+            yield None
+            seen.append(batcher.has_queued)
+
+    embedder = CountingEmbedder(minilm)
+    batcher = EmbedBatcher(embedder.embed_queries, hold=hold)
+    np.testing.assert_allclose(_one(batcher, QUERIES[0]), minilm.embed_query(QUERIES[0]), atol=1e-5)
+    assert seen == [True, False] and not batcher.has_queued
+
+    @contextmanager
+    def broken():
+        raise RuntimeError("no lane")
+        yield
+
+    failing = EmbedBatcher(embedder.embed_queries, hold=broken)
+    with pytest.raises(RuntimeError, match="no lane"):
+        _one(failing, QUERIES[1])
+    assert not failing.has_queued and failing.num_passes == 0
 
 
 def test_batched_embedder_documents_match_the_model_and_keep_request_boundaries(minilm):

@@ -16,7 +16,6 @@ counts rounded up (`gemm_rows`), so prompt chunks and mixed steps of every lengt
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 from typing import cast
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ragsvc import bf16_packing
 from ragsvc.gemm_rows import bucketed
 from ragsvc.serving.layers import cpu_gemm_bf16
 from ragsvc.serving.layers.cpu_gemm_plan import ONEDNN, GemmPlan
@@ -116,20 +116,9 @@ def packed_shapes(model: nn.Module, *, with_bias: bool = False) -> list[tuple[in
 
 
 def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
-    return device.type == "cpu" and dtype == torch.bfloat16 and _onednn_packs_bf16()
-
-
-@functools.cache
-def _onednn_packs_bf16() -> bool:
-    """Whether this torch and CPU pack bf16 weights: oneDNN refuses to on CPUs without AVX512BW/VL/DQ or
-    AVX-NE-CONVERT (an AVX2-only Zen 3, say), and bf16 linears then stay on F.linear."""
-    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
-        return False
-    try:
-        torch.ops.mkldnn._reorder_linear_weight(torch.zeros((16, 16), dtype=torch.bfloat16), 1)
-    except RuntimeError:
-        return False
-    return True
+    """Whether linears of `dtype` on `device` are packed: bf16 on a CPU whose oneDNN packs it (elsewhere, an
+    AVX2-only Zen 3 say, bf16 linears stay on F.linear)."""
+    return device.type == "cpu" and dtype == torch.bfloat16 and bf16_packing.refusal() is None
 
 
 def pack_linears(model: nn.Module, *, batch_hint: int) -> int:
