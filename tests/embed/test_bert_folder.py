@@ -20,7 +20,7 @@ from ragsvc.embed.bert_folder import BertFolderModel, folder_files, read_spec
 from ragsvc.embed.embedder import SentenceTransformerEmbedder, resolve_model_path
 from ragsvc.embed.precision import PrecisionChoice, save_choice
 
-from .test_fast_embedder import TEXTS
+from .test_fast_embedder import TEXTS, bf16_texts
 
 ODD_TEXTS = ["", " ", "\n\t", "  leading and trailing  ", "Ünïcödé çafé naïve", "日本語のテキスト", "emoji 🤖🚀",
              "\u200b zero width", "x" + "\u0301" * 5, "tabs\tand\nnewlines", "<p>&amp;</p>", "a" * 3000,
@@ -125,6 +125,7 @@ def test_a_folder_changed_after_its_check_is_checked_again(tmp_path):
 def test_a_bfloat16_choice_made_before_loads_the_folder_directly_in_bfloat16(tmp_path, monkeypatch):
     # the automatic choice this machine made earlier (as on a CPU with bfloat16 instructions), read before the
     # model loads: the precision the direct loading must build its lean forward in
+    texts = bf16_texts() + ODD_TEXTS  # read before the CPU is made to look bfloat16-capable
     monkeypatch.setattr(fast, "cpu_has_native_bf16", lambda: True)
     choice_dir = tmp_path / "choices"
     choice_dir.mkdir()
@@ -141,7 +142,6 @@ def test_a_bfloat16_choice_made_before_loads_the_folder_directly_in_bfloat16(tmp
     monkeypatch.setattr(fast, "cpu_has_native_bf16", lambda: True)
     assert isinstance(second._model, BertFolderModel) and second._model.lean.precision == "bfloat16"
     assert second.fast_path is not None and second.fast_path.label.startswith("bfloat16-lean-traced")
-    texts = TEXTS + ODD_TEXTS
     np.testing.assert_allclose(second.embed_documents(texts), first.embed_documents(texts), atol=1e-5)
     # a float32 start is not served by the bfloat16 check, nor a start whose choice is not known yet
     assert not isinstance(SentenceTransformerEmbedder(precision="float32", sort_by_length=True,

@@ -19,7 +19,7 @@ from ragsvc.embed.lean_bert import LeanBert, layout_for, lean_encoder, unsupport
 from ragsvc.embed.traced_forward import TracedForward, trace
 from ragsvc.gemm_rows import bucketed_linear
 
-from .test_fast_embedder import TEXTS
+from .test_fast_embedder import TEXTS, bf16_texts
 
 
 @pytest.fixture(scope="module")
@@ -340,9 +340,10 @@ def test_a_bfloat16_path_runs_the_lean_forward_in_bfloat16(minilm, minilm_model,
     saved = list(tmp_path.glob("lean-[!f]*.json"))  # lean-folder-*: the direct loading's own check, passed too
     assert len(saved) == 1 and '"precision": "bfloat16"' in saved[0].read_text()
     assert len(list(tmp_path.glob("lean-folder-*.json"))) == 1
-    mine = fast_module.encode(minilm_model, TEXTS, path)
-    autocast = fast_module.encode(minilm_model, TEXTS, plain)  # transformers' forward under bfloat16 autocast
-    exact = fast_module.encode(minilm_model, TEXTS, plain, precision="float32")
+    texts = bf16_texts()
+    mine = fast_module.encode(minilm_model, texts, path)
+    autocast = fast_module.encode(minilm_model, texts, plain)  # transformers' forward under bfloat16 autocast
+    exact = fast_module.encode(minilm_model, texts, plain, precision="float32")
     assert np.einsum("nd,nd->n", mine, exact).min() >= fast_module.LEAN_BF16_MIN_COSINE
     assert np.einsum("nd,nd->n", mine, autocast).min() >= 0.9999
     # a float32 path of the same folder is checked on its own: the bfloat16 pass is no float32 pass
