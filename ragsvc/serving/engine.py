@@ -51,7 +51,7 @@ from ragsvc.serving.loader import (
 from ragsvc.serving.model_runner import ModelRunner, kv_bytes_per_block, load_model
 from ragsvc.serving.outputs import RequestOutput, TokenLogprob
 from ragsvc.serving.sampler import SampledToken, sample
-from ragsvc.serving.sampling_params import SamplingParams
+from ragsvc.serving.sampling_params import SamplingParams, generator_seed
 from ragsvc.serving.scheduler import ScheduledChunk, Scheduler
 from ragsvc.serving.sequence import Sequence
 from ragsvc.serving.speculative import SpecStats, num_accepted
@@ -167,7 +167,7 @@ class LLMEngine:
                 f"prompt ({len(token_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the model's "
                 f"context of {self.max_model_len} tokens; shorten the prompt or lower max_tokens"
             )
-        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        generator = None if params.seed is None else torch.Generator().manual_seed(generator_seed(params.seed))
         with self._lock:
             if request_id in self._requests:
                 raise InvalidInput(f"request id {request_id!r} is already in use; use a unique id")

@@ -199,3 +199,27 @@ def test_serve_model_weights_flag_reaches_the_engine_config(tmp_path) -> None:
     result = CliRunner().invoke(app, ["serve-model", "--weights", "q3", "--data-dir", str(tmp_path)])
     assert result.exit_code != 0
     assert "weights 'q3' is not supported" in result.output
+
+
+def test_seeds_that_differ_only_in_high_bits_or_sign_sample_differently(engine) -> None:
+    """torch's CPU generator keeps a seed's low 32 bits; the engine folds the rest in, so 5, 2**32 + 5, 2**40 + 5
+    and the seeds 2**32 - 5 and -5 (the same low bits) each draw their own tokens, and a seed repeats itself."""
+    prompt = [[3, 17, 42, 8]]
+    seeds = [5, 2**32 + 5, 2**40 + 5, 2**32 - 5, -5, 2**63 - 1, -(2**63)]
+
+    def draw(seed: int) -> list[int]:
+        params = SamplingParams(temperature=5.0, seed=seed, max_tokens=24, ignore_eos=True)  # near-uniform
+        return engine.generate(prompt, params)[0].output_token_ids
+
+    drawn = [draw(s) for s in seeds]
+    assert len({tuple(d) for d in drawn}) == len(seeds), drawn
+    assert draw(2**40 + 5) == drawn[2] and draw(-5) == drawn[4]
+
+
+def test_seeds_below_two_to_the_32_seed_torch_as_given() -> None:
+    """Small seeds keep the samples they always drew; the others land in torch's 32-bit seed range."""
+    from ragsvc.serving.sampling_params import SEED_RANGE, generator_seed
+
+    assert [generator_seed(s) for s in (0, 5, 2**32 - 1)] == [0, 5, 2**32 - 1]
+    folded = [generator_seed(s) for s in (2**32, 2**32 + 5, -1, -5, *SEED_RANGE)]
+    assert all(0 <= f < 2**32 for f in folded) and len(set(folded)) == len(folded)
