@@ -197,9 +197,8 @@ class EmbedBatcher:
     def has_queued(self) -> bool:
         """Texts wait that no pass holding a lane has taken yet: still queued, or taken by a pass on its way to
         its lane. Counting the queue alone left a moment (the texts taken, the lane not yet asked for) in which
-        a lane looked wanted by nobody, and a document pass woken then went first (seen on a loaded CI host).
-        Read without the lock: a stale answer only moves one lane grant (ModelLock looks again at every grant
-        and release)."""
+        a lane looked wanted by nobody, and a document pass woken then went first. Read without the lock: a
+        stale answer only moves one lane grant (ModelLock looks again at every grant and release)."""
         return bool(self._queue) or self._unheld > 0
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -13,8 +13,8 @@ SEED_RANGE = (-(1 << 63), (1 << 63) - 1)
 def generator_seed(seed: int) -> int:
     """The seed to give a request's torch.Generator for the request's `seed` (within SEED_RANGE).
 
-    torch's CPU generator (mt19937) is seeded from the low 32 bits of what it is given, so seeds 5, 2**32 + 5
-    and -(2**64 - 5) would draw the same tokens. Seeds in [0, 2**32) pass unchanged; any other is mixed
+    torch's CPU generator (mt19937) is seeded from the low 32 bits of what it is given, so seeds 5 and 2**32 + 5,
+    or -5 and 2**32 - 5, would draw the same tokens. Seeds in [0, 2**32) pass unchanged; any other is mixed
     (splitmix64's finaliser) before it is cut to 32 bits, so seeds that differ only in their high bits, or in
     sign, draw differently (two seeds can still meet: 2**64 of them fall on 2**32 states)."""
     if 0 <= seed < 1 << 32:
