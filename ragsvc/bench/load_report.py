@@ -203,12 +203,16 @@ def to_markdown(result: LoadResult) -> str:
                 f"{p.cores(p.other_cpu_s)}" + (f", taken by the host (steal) {p.cores(p.steal_cpu_s)}"
                                               if p.steal_cpu_s else "") for p in result.phases]
         lines += ["", f"Cores in use (CPU seconds / wall seconds): {'; '.join(busy)}."]
-        lines += ["", f"Server CPU per operation: {', '.join(cpu)}; one ingest costs "
-                      f"{ingest_cpu_in_searches(result.phases)} searches of CPU (the ratio target needs <= 1.71)."]
+        cost = ingest_cpu_in_searches(result.phases)
+        lines += ["", f"Server CPU per operation: {', '.join(cpu)}" + (
+            f"; one ingest costs {cost} searches of CPU (the ratio target needs <= 1.71)." if cost is not None
+            else " (what one ingest costs in searches needs a search-only phase and a mix with both).")]
     v = result.verification
     lines += ["", f"Acknowledged documents: {v.acknowledged}, lost: {v.lost}; index check: {v.index_missing} "
                   f"missing of {v.index_checked} sampled.",
-              f"Search throughput under the mix / search-only: {result.search_throughput_ratio}", "",
+              "Search throughput under the mix / search-only: " + (
+                  "n/a (no search-only phase)" if result.search_throughput_ratio is None
+                  else f"{result.search_throughput_ratio}"), "",
               "| target | met | value |", "|---|---|---|"]
     lines += [f"| {t.name} | {'yes' if t.met else 'NO'} | {t.value} |" for t in result.targets]
     return "\n".join(lines) + "\n"

@@ -78,6 +78,10 @@ def test_the_report_names_the_hosts_steal_only_where_there_was_some():
     assert "steal) 0.4" in to_markdown(result(4.0)) and result(4.0).to_json()["phases"]["mixed"]["cores"][
         "steal"] == 0.4
     assert "steal" not in to_markdown(result(0.0))
+    # a run with no search-only phase (--no-search-only-first) says why it has no ratio, not "None"
+    lone = to_markdown(result(0.0))
+    assert "search-only: None" not in lone and "mix / search-only: n/a (no search-only phase)" in lone
+    assert "what one ingest costs in searches needs a search-only phase" in lone
 
 
 def test_bad_mixes_are_refused():
