@@ -115,13 +115,8 @@ def test_each_path_agrees_with_the_reference_in_input_order(minilm, reference, p
     # MiniLM is a BERT model: both take the lean forward (bfloat16 on a CPU with AMX: its weights packed)
     labels = (f"{precision}-lean-traced", f"{precision}-lean-traced-packed")
     assert embed_path(fast).split(": ")[0] in labels and embed_path(minilm) == "sentence-transformers encode"
-    if precision != "float32" and not fast_module.native_bf16(fast_module._hardware()):
-        # emulated bfloat16 is many times slower than float32: the short varied texts (the order check needs
-        # several; the two truncated at 256 tokens cost most of the time)
-        texts = bf16_texts()
-        reference = reference[[TEXTS.index(t) for t in texts]]
-    else:
-        texts = TEXTS
+    texts = TEXTS if precision == "float32" else bf16_texts()  # several texts: the order check needs them
+    reference = reference[[TEXTS.index(t) for t in texts]]
     vectors = fast.embed_documents(texts)
     assert vectors.shape == reference.shape and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
