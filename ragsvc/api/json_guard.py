@@ -8,8 +8,9 @@ future, in one place, and the 400 names the field (`body.documents.0.metadata.x`
 
 Only bodies that could hold such a value are parsed twice: a byte pattern (an escaped surrogate, the words
 NaN / Infinity, a three-digit exponent, a 300-digit number) selects them, so a normal ingest pays one scan.
-So are bodies with enough brackets to nest deeper than Python's parser goes (its recursion limit), which the
-route's own parsing would refuse with a bare "error parsing the body": here the 400 says why.
+So are bodies with enough brackets to nest deeper than Python's parser goes (its recursion limit), and
+integers longer than Python converts (`sys.get_int_max_str_digits()`, 4,300 digits by default), both of which
+the route's own parsing would refuse with a bare "error parsing the body": here the 400 says why.
 """
 
 from __future__ import annotations
@@ -74,9 +75,23 @@ def body_problem(body: bytes) -> str | None:
     except RecursionError:
         return (f"body: JSON nested too deeply to read (the parser stops near {sys.getrecursionlimit()} levels); "
                 "send a flatter document")
-    except ValueError:
+    except json.JSONDecodeError:
         return None  # not JSON: the route's own parsing answers that
+    except ValueError:  # parsed as JSON, but a number in it is past what Python converts
+        return _long_integer(body)
     return find_problem(document)
+
+
+def _long_integer(body: bytes) -> str | None:
+    """The 400 for a body whose integer is longer than Python converts (None if no such run of digits is found)."""
+    limit = sys.get_int_max_str_digits()
+    if not limit:  # 0: no limit, so that is not why the parse failed
+        return None
+    found = re.search(rb"[0-9]{%d,}" % (limit + 1), body)
+    if found is None:
+        return None
+    return (f"body: a number at byte {found.start()} has {len(found.group())} digits; JSON numbers are read up to "
+            f"{limit} digits here. Send a value that long as a string")
 
 
 def _json_body(scope: Scope) -> bool:

@@ -8,6 +8,7 @@ collection name answered 202, and `/v1/repos` telling whether a path outside the
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,19 @@ def test_json_nested_past_the_parser_gets_400_saying_so(client, path):
     assert r.status_code == 400 and "nested too deeply" in r.json()["detail"], r.text
     wide = {"documents": [{"id": f"w{i}", "text": "wide", "metadata": {"n": [i]}} for i in range(300)]}
     assert client.post("/v1/collections/c/documents", json=wide).status_code == 201  # many brackets, shallow
+
+
+def test_an_integer_longer_than_python_converts_gets_400_saying_so(client):
+    before = _count(client)
+    digits = sys.get_int_max_str_digits() + 1
+    raw = '{"documents": [{"id": "big", "text": "t", "metadata": {"n": ' + "9" * digits + "}}]}"
+    r = client.post("/v1/collections/c/documents", content=raw.encode(), headers=JSON)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith(f"body: a number at byte {raw.index('9')} has {digits} digits"), r.text
+    assert _count(client) == before
+    as_text = {"documents": [{"id": "big", "text": "9" * digits, "metadata": {"n": 2**64}}]}  # digits in a string
+    assert client.post("/v1/collections/c/documents", json=as_text).status_code == 201
+    assert client.delete("/v1/collections/c/documents/big").status_code == 204
 
 
 def test_a_valid_surrogate_pair_is_text_like_any_other(client):
