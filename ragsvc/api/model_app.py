@@ -32,6 +32,7 @@ from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.openai_limits import OpenAILimits
 from ragsvc.api.routes.openai_compat import ServedModel, router
+from ragsvc.api.tcp_socket import tcp_socket
 from ragsvc.config import Settings
 from ragsvc.serving.async_engine import AsyncLLMEngine
 from ragsvc.serving.config import EngineConfig
@@ -135,7 +136,7 @@ def serve_in_thread(
 ) -> Iterator[str]:
     """Run `app` under uvicorn on a free port in a daemon thread; yields the base URL once startup (including
     the lifespan, i.e. model loading) has finished, and shuts the server down on exit."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = tcp_socket(socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ragsvc.api.tcp_socket import tcp_socket
 from ragsvc.cli.common import fail
 from ragsvc.errors import RagsvcError
 
@@ -37,7 +38,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:  # a host name that does not resolve
         raise fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass --host 127.0.0.1, 0.0.0.0 or an "
                    "address of this machine") from exc
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = tcp_socket(family)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts reuse TIME_WAIT
         sock.bind((host, port))
