@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -110,6 +110,14 @@ class _Ledger:
     counter: int = 0
 
 
+class _Done(NamedTuple):
+    """How one operation ended, and the server's own timings when its answer gave them (see `Sample`)."""
+
+    outcome: str
+    server_ms: float | None = None
+    embed_ms: float | None = None
+
+
 class _Client:
     def __init__(self, index: int, config: LoadConfig, ledger: _Ledger) -> None:
         self.index, self.config, self.ledger = index, config, ledger
@@ -127,42 +135,47 @@ class _Client:
                 op = "ingest"
             started = time.perf_counter()
             try:
-                outcome = await getattr(self, op)()
+                done = await getattr(self, op)()
             except HttpClientError as exc:
-                outcome = type(exc.__cause__ or exc).__name__
-            out.append(Sample(op, (time.perf_counter() - started) * 1000.0, outcome))
+                done = _Done(type(exc.__cause__ or exc).__name__)
+            out.append(Sample(op, (time.perf_counter() - started) * 1000.0, done.outcome, done.server_ms,
+                              done.embed_ms))
 
-    async def search(self) -> str:
+    async def search(self) -> _Done:
         self.searches += 1
         query = f"{self.rng.choice(QUERIES)} ({self.rng.choice(WORDS)} {self.index}.{self.searches})"
         r = await self.http.request("POST", f"{self.base}/search", {"query": query, "k": self.config.k})
-        return "ok" if r.status_code == 200 and r.json()["hits"] else str(r.status_code)
+        if r.status_code != 200:
+            return _Done(str(r.status_code))
+        answer = r.json()
+        timings = answer.get("timings_ms") or {}
+        return _Done("ok" if answer["hits"] else "no hits", timings.get("total_ms"), timings.get("embed_ms"))
 
-    async def ingest(self) -> str:
+    async def ingest(self) -> _Done:
         self.ledger.counter += 1
         doc_id = f"load-{self.index}-{self.ledger.counter}"
         text = f"Load note {doc_id}: " + " ".join(self.rng.choices(WORDS, k=24)) + "."
         body = {"documents": [{"id": doc_id, "text": text, "metadata": {"load_id": doc_id}}]}
         r = await self.http.request("POST", f"{self.base}/documents", body)
         if r.status_code != 201:
-            return str(r.status_code)
+            return _Done(str(r.status_code))
         self.ledger.acknowledged[doc_id] = text
         self.mine.append(doc_id)
-        return "ok"
+        return _Done("ok", r.json().get("took_ms"))
 
-    async def delete(self) -> str:
+    async def delete(self) -> _Done:
         doc_id = self.mine.pop(self.rng.randrange(len(self.mine)))
         r = await self.http.request("DELETE", f"{self.base}/documents/{doc_id}")
         if r.status_code != 204:
-            return str(r.status_code)
+            return _Done(str(r.status_code))
         self.ledger.acknowledged.pop(doc_id, None)
-        return "ok"
+        return _Done("ok")
 
-    async def answer(self) -> str:
+    async def answer(self) -> _Done:
         body = {"question": self.rng.choice(QUERIES), "collection": self.config.collection, "k": 3,
                 "max_tokens": 16}
         r = await self.http.request("POST", "/v1/answer", body)
-        return "ok" if r.status_code == 200 else str(r.status_code)
+        return _Done("ok" if r.status_code == 200 else str(r.status_code))
 
 
 @dataclass

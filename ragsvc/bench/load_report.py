@@ -20,7 +20,13 @@ class Sample:
     op: str
     latency_ms: float
     outcome: str
-    """"ok", or the HTTP status of a refusal ("429"), or the transport error's class name."""
+    """"ok", or the HTTP status of a refusal ("429"), "no hits" for a search answered with none, or the transport
+    error's class name."""
+    server_ms: float | None = None
+    """The route's own time for the operation as its answer reports it (a search's `timings_ms.total_ms`, an
+    ingest's `took_ms`): what the client waited beyond it went to HTTP, the event loop and thread hand-offs."""
+    embed_ms: float | None = None
+    """Of that, a search's query embedding (`timings_ms.embed_ms`): the wait for a model lane and the pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,10 @@ class OpStats:
     p99_ms: float
     max_ms: float
     errors: dict[str, int] = field(default_factory=dict)
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Where successful operations' time went, when their answers say: p50 / p99 of the server's own time
+    ("server"), of a search's embedding within it ("embed"), and of the client's latency less the server's time
+    ("outside"), each over the operations that reported it. Percentiles of parts do not add up to the total's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +106,17 @@ def _op_stats(rows: list[Sample], duration_s: float) -> OpStats:
     return OpStats(count=len(rows), ok=len(ok), throughput_per_s=round(len(ok) / duration_s, 2),
                    p50_ms=round(float(np.percentile(latencies, 50)), 2),
                    p99_ms=round(float(np.percentile(latencies, 99)), 2),
-                   max_ms=round(float(latencies.max()), 2), errors=dict(sorted(errors.items())))
+                   max_ms=round(float(latencies.max()), 2), errors=dict(sorted(errors.items())),
+                   parts=_parts([r for r in rows if r.outcome == "ok"]))
+
+
+def _parts(done: list[Sample]) -> dict[str, dict[str, float]]:
+    timed = [(r, r.server_ms) for r in done if r.server_ms is not None]
+    values: dict[str, list[float]] = {"server": [server for _, server in timed],
+                                      "embed": [r.embed_ms for r, _ in timed if r.embed_ms is not None],
+                                      "outside": [r.latency_ms - server for r, server in timed]}
+    return {name: {"p50_ms": round(float(np.percentile(v, 50)), 2), "p99_ms": round(float(np.percentile(v, 99)), 2)}
+            for name, v in values.items() if v}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +216,10 @@ def to_markdown(result: LoadResult) -> str:
         for op, s in p.ops.items():
             lines.append(f"| {p.name} | {op} | {s.ok} | {s.throughput_per_s} | {s.p50_ms} | {s.p99_ms} | "
                          f"{s.max_ms} | {s.errors or 0} |")
+    parts = [_parts_line(p.name, op, s) for p in result.phases for op, s in p.ops.items() if s.parts]
+    if parts:
+        lines += ["", "Where the time went (p50 / p99 ms; the server's own time as its answers report it, the "
+                      "rest outside it: HTTP, the event loop, thread hand-offs):", "", *parts]
     cpu = [f"{p.name} {p.server_cpu_ms_per_op} ms" for p in result.phases if p.server_cpu_ms_per_op is not None]
     if cpu:
         busy = [f"{p.name}: server {p.cores(p.server_cpu_s)}, driver {p.cores(p.driver_cpu_s)} "
@@ -216,3 +240,13 @@ def to_markdown(result: LoadResult) -> str:
               "| target | met | value |", "|---|---|---|"]
     lines += [f"| {t.name} | {'yes' if t.met else 'NO'} | {t.value} |" for t in result.targets]
     return "\n".join(lines) + "\n"
+
+
+def _parts_line(phase: str, op: str, stats: OpStats) -> str:
+    def pair(name: str) -> str:
+        part = stats.parts[name]
+        return f"{part['p50_ms']:g} / {part['p99_ms']:g}"
+
+    embed = f" (embedding {pair('embed')})" if "embed" in stats.parts else ""
+    return (f"- {phase} {op}: at the client {stats.p50_ms:g} / {stats.p99_ms:g}, in the server {pair('server')}"
+            f"{embed}, outside it {pair('outside')}")

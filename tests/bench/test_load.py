@@ -10,6 +10,7 @@ import pytest
 from ragsvc.bench import load
 from ragsvc.bench.load import LoadConfig, parse_mix, run_load, server_embedding
 from ragsvc.bench.load_report import (
+    LoadResult,
     Sample,
     Verification,
     ingest_cpu_in_searches,
@@ -30,6 +31,28 @@ def test_stats_count_errors_by_outcome_and_take_percentiles_of_successes():
     assert search.p50_ms == 50.5 and search.p99_ms == pytest.approx(99.01) and search.max_ms == 100.0
     assert search.errors == {"503": 1} and stats.ops["ingest"].errors == {"ReadTimeout": 1}
     assert stats.errors == 2
+
+
+def test_the_server_s_own_times_split_a_latency_into_inside_and_outside_the_server():
+    samples = [Sample("search", 100.0 + i, "ok", server_ms=60.0 + i, embed_ms=50.0) for i in range(100)]
+    samples += [Sample("search", 9000.0, "503", server_ms=1.0), Sample("ingest", 300.0, "ok", server_ms=200.0),
+                Sample("delete", 20.0, "ok")]
+    stats = phase_stats("mixed", samples, duration_s=10.0)
+    assert stats.ops["search"].parts == {"server": {"p50_ms": 109.5, "p99_ms": pytest.approx(158.01)},
+                                         "embed": {"p50_ms": 50.0, "p99_ms": 50.0},
+                                         "outside": {"p50_ms": 40.0, "p99_ms": 40.0}}, "failures are left out"
+    assert stats.ops["ingest"].parts == {"server": {"p50_ms": 200.0, "p99_ms": 200.0},
+                                         "outside": {"p50_ms": 100.0, "p99_ms": 100.0}}
+    assert stats.ops["delete"].parts == {}, "an answer without timings has no parts"
+    result = LoadResult({"clients": 1, "duration_s": 10.0, "mix": {}}, {}, [stats], Verification(1, 0, 1, 0),
+                             None, [])
+    text = to_markdown(result)
+    assert "- mixed search: at the client 149.5 / 198.01, in the server 109.5 / 158.01 (embedding 50 / 50), " \
+           "outside it 40 / 40" in text
+    assert "- mixed ingest: at the client 300 / 300, in the server 200 / 200, outside it 100 / 100" in text
+    assert "mixed delete" not in text
+    assert result.to_json()["phases"]["mixed"]["ops"]["search"]["parts"]["outside"] == {"p50_ms": 40.0,
+                                                                                        "p99_ms": 40.0}
 
 
 def test_ratio_and_targets():
@@ -121,6 +144,11 @@ def test_a_short_run_against_a_real_server_loses_nothing(tmp_path, monkeypatch):
     assert out["git_sha"] == "0" * 40 and out["cpu"] and json.dumps(out)  # the code the run started on
     assert out["cpu_isa"].split() == cpu_isa() and set(cpu_isa()) <= set(ISA_FLAGS)  # flags beside the model name
     assert "| mixed | search |" in to_markdown(result)
+    for op in ("search", "ingest"):  # the server's own times, as its answers report them
+        parts = out["phases"]["mixed"]["ops"][op]["parts"]
+        assert 0 < parts["server"]["p50_ms"] <= out["phases"]["mixed"]["ops"][op]["p99_ms"], parts
+        assert parts["outside"]["p50_ms"] > 0, parts
+    assert "embed" in out["phases"]["mixed"]["ops"]["search"]["parts"] and "in the server" in to_markdown(result)
     assert all(p["server_cpu_s"] > 0 for p in out["phases"].values()), "the server's CPU is read from /proc"
     assert all(p["driver_cpu_s"] > 0 and p["idle_cpu_s"] >= 0 and p["other_cpu_s"] >= 0
                for p in out["phases"].values()), out["phases"]
