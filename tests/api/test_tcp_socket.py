@@ -15,9 +15,11 @@ from ragsvc.cli.server_start import bind
 
 
 def _accepted_nodelay(listener: socket.socket) -> int:
-    """TCP_NODELAY of the server side of one connection that asyncio accepts on `listener`."""
+    """TCP_NODELAY of the server side of one connection that asyncio's own loop accepts on `listener` (uvloop,
+    which a uvicorn started earlier in this process may have made the default, sets it on every connection)."""
     async def run() -> int:
-        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future[int] = loop.create_future()
 
         class Probe(asyncio.Protocol):
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -26,14 +28,18 @@ def _accepted_nodelay(listener: socket.socket) -> int:
                 transport.close()
 
         listener.listen()
-        server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+        server = await loop.create_server(Probe, sock=listener)
         async with server:
             _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
             value = await asyncio.wait_for(seen, 10)
             writer.close()
             return value
 
-    return asyncio.run(run())
+    loop = asyncio.SelectorEventLoop()
+    try:
+        return loop.run_until_complete(run())
+    finally:
+        loop.close()
 
 
 def test_a_socket_from_tcp_socket_gives_its_connections_nodelay():
