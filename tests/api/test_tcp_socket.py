@@ -43,12 +43,12 @@ def _accepted_nodelay(listener: socket.socket) -> int:
 
 
 def test_a_socket_from_tcp_socket_gives_its_connections_nodelay():
-    listener = tcp_socket(socket.AF_INET)
-    listener.bind(("127.0.0.1", 0))
-    assert _accepted_nodelay(listener) != 0
+    with tcp_socket(socket.AF_INET) as listener:
+        listener.bind(("127.0.0.1", 0))
+        assert _accepted_nodelay(listener) != 0
 
 
 def test_serve_binds_such_a_socket():
-    sock = bind("127.0.0.1", 0)
-    assert sock.proto == socket.IPPROTO_TCP
-    assert _accepted_nodelay(sock) != 0
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert _accepted_nodelay(sock) != 0
