@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 
 
-def tcp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+def tcp_socket(family: socket.AddressFamily) -> socket.socket:
     """An unbound TCP stream socket of `family`, its protocol named so that asyncio sets TCP_NODELAY on the
     connections it accepts."""
     return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
