@@ -12,18 +12,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ragsvc.agents.chat import MAX_MESSAGE_CHARS
 from ragsvc.agents.chat_service import MAX_USER_CHARS, ChatReply
 from ragsvc.agents.memory import RetrievedMemory
 from ragsvc.agents.registry import AGENT_ID, AGES, LIMITS
+from ragsvc.api.request_body import RequestBody
 from ragsvc.store.memories import MemoryRecord
 from ragsvc.store.sessions import AgentRow, SessionRow, TurnRow
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def iso(seconds: float) -> str:
@@ -39,7 +36,7 @@ def _texts(count: int, chars: int) -> dict[str, Any]:
     return _documented(maxItems=count, items={"type": "string", "minLength": 1, "maxLength": chars})
 
 
-class AgentCreate(_Body):
+class AgentCreate(RequestBody):
     id: str | None = Field(None, max_length=63, description="URL id (a-z, 0-9, '-', '_'); default: from the name",
                            json_schema_extra=_documented(pattern=f"^{AGENT_ID.pattern}$"))
     name: str = Field(max_length=LIMITS["name"], json_schema_extra=_documented(minLength=1))
@@ -83,7 +80,7 @@ class MemoryPublic(BaseModel):
                    importance=m.importance, metadata=dict(m.metadata))
 
 
-class SessionCreate(_Body):
+class SessionCreate(RequestBody):
     user: str = Field("a visitor", min_length=1, max_length=MAX_USER_CHARS,
                       description="what the agent calls you")
 
@@ -121,7 +118,7 @@ class SessionHistory(SessionPublic):
     turns: list[TurnPublic]
 
 
-class MessageCreate(_Body):
+class MessageCreate(RequestBody):
     content: str = Field(description=f"what you say; 1-{MAX_MESSAGE_CHARS} characters",
                          json_schema_extra=_documented(minLength=1, maxLength=MAX_MESSAGE_CHARS))
     stream: bool = Field(False, description="server-sent events: memories, text..., then reply (or error)")

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ragsvc.answer.answerer import MAX_QUESTION_CHARS
 from ragsvc.answer.types import MAX_ANSWER_TOKENS, MAX_ROUNDS, Answer
+from ragsvc.api.request_body import RequestBody
 from ragsvc.retrieval.context import Citation
 from ragsvc.types import Hit
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class HydeBody(_Body):
+class HydeBody(RequestBody):
     n: int = Field(8, ge=1, le=16, description="hypothetical passages")
     template: Literal["science", "code", "general"] = "general"
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(128, ge=8, le=512)
 
 
-class FlareBody(_Body):
+class FlareBody(RequestBody):
     theta: float = Field(0.4, ge=0, le=1, description="retrieve again when a token's probability is below this")
     beta: float = Field(0.4, ge=0, le=1, description="mask tokens below this out of the retrieval query")
     max_rounds: int = Field(8, ge=1, le=MAX_ROUNDS)
@@ -39,7 +36,7 @@ class FlareBody(_Body):
                              "is at least as likely as the look-ahead's; always: the paper's rule")
 
 
-class RetrievalBody(_Body):
+class RetrievalBody(RequestBody):
     mode: Literal["dense", "lexical", "hybrid"] = Field("dense", description="dense vectors, BM25, or both fused")
     hyde: HydeBody | bool | None = Field(None, description="true for the defaults, or the HyDE options")
     rerank: Literal["embedder", "llm", "cross-encoder"] | None = None

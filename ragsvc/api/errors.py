@@ -31,6 +31,7 @@ ERROR_STATUSES = {
     "405": "method not allowed",
     "409": "conflict: the resource exists or is held by another process",
     "413": "request body, batch or document above the configured limit",
+    "415": "a body not sent as Content-Type: application/json, or compressed",
     "429": "rate limit: retry after the Retry-After header's seconds",
     "500": "unexpected server error; the server log has it under request_id",
     "502": "the model server failed",

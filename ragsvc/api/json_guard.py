@@ -1,9 +1,9 @@
-"""The one text-and-number rule at the edge: JSON bodies are UTF-8 and hold no lone UTF-16 surrogates and no NaN /
-Infinity.
+"""The one body rule at the edge: a request body is JSON, declared as such, sent uncompressed, UTF-8, and holds no
+lone UTF-16 surrogates and no NaN / Infinity.
 
-Python's JSON parser accepts both: `"\\ud800"` becomes a str that no UTF-8 encoder (duckdb, tokenizers,
-the response writer) can encode, and `NaN`, `Infinity` or `1e999` become floats that JSON cannot carry back
-and that poison scores, metadata and sampling. Checking here covers every route of both apps, present and
+Python's JSON parser accepts both of the latter: `"\\ud800"` becomes a str that no UTF-8 encoder (duckdb,
+tokenizers, the response writer) can encode, and `NaN`, `Infinity` or `1e999` become floats that JSON cannot
+carry back and that poison scores, metadata and sampling. Checking here covers every route of both apps, present and
 future, in one place, and the 400 names the field (`body.documents.0.metadata.x`).
 
 Only bodies that could hold such a value are parsed twice: a byte pattern (an escaped surrogate, the words
@@ -11,6 +11,12 @@ NaN / Infinity, a three-digit exponent, a 300-digit number) selects them, so a n
 So are bodies with enough brackets to nest deeper than Python's parser goes (its recursion limit), and
 integers longer than Python converts (`sys.get_int_max_str_digits()`, 4,300 digits by default), both of which
 the route's own parsing would refuse with a bare "error parsing the body": here the 400 says why.
+
+A body under any other Content-Type (or none) gets 415 saying which header to send. FastAPI would answer it
+with "Input should be a valid dictionary" (and versions before 0.132 parsed an undeclared body as JSON, which
+let any web page make a no-CORS `fetch` write to a keyless server on loopback: a browser sends such a request
+without asking first only when its Content-Type is absent, a form or text/plain). A Content-Encoding other
+than identity gets 415 too: bodies are read as they come, and were never decompressed.
 """
 
 from __future__ import annotations
@@ -94,20 +100,41 @@ def _long_integer(body: bytes) -> str | None:
             f"{limit} digits here. Send a value that long as a string")
 
 
-def _json_body(scope: Scope) -> bool:
-    """JSON or undeclared (FastAPI parses an undeclared body as JSON too); forms and the like pass untouched."""
-    declared = next((v for k, v in scope.get("headers", []) if k == b"content-type"), None)
-    return declared is None or b"json" in declared.lower()
+def _header(scope: Scope, name: bytes) -> str | None:
+    value = next((v for k, v in scope.get("headers", []) if k == name), None)
+    return None if value is None else value.decode("latin-1").strip()
+
+
+def is_json_type(content_type: str) -> bool:
+    """application/json, or a JSON-based type such as application/merge-patch+json, parameters aside."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def media_type_problem(scope: Scope) -> str | None:
+    """Why a request with a non-empty body is not taken as JSON (for a 415), or None."""
+    encoding = _header(scope, b"content-encoding")
+    if encoding and encoding.lower() != "identity":
+        return (f"body: Content-Encoding {encoding[:_MAX_REPORTED]!r} is not accepted; send the body uncompressed "
+                "(no Content-Encoding header)")
+    declared = _header(scope, b"content-type")
+    if declared is not None and is_json_type(declared):
+        return None
+    said = "has no Content-Type" if not declared else f"says Content-Type {declared[:_MAX_REPORTED]!r}"
+    hint = (" (what curl -d sends unless told otherwise)"
+            if declared and declared.lower().startswith("application/x-www-form-urlencoded") else "")
+    return f"body: send JSON with the header Content-Type: application/json; this request {said}{hint}"
 
 
 class JsonGuardMiddleware:
-    """Buffers request bodies (the body limit, outside this, bounds them) and refuses the ones above with 400."""
+    """Buffers request bodies (the body limit, outside this, bounds them) and refuses the ones above: 415 for a
+    body that is not declared JSON, 400 for what a JSON body must not hold."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH") or not _json_body(scope):
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -121,6 +148,9 @@ class JsonGuardMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if body and (problem := media_type_problem(scope)) is not None:  # an empty body has no type to declare
+            await send_json(send, 415, {"error": "unsupported_media_type", "detail": problem})
+            return
         if (problem := body_problem(body)) is not None:
             await send_json(send, 400, {"error": "invalid_input", "detail": problem})
             return

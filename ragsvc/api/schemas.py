@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ragsvc.api.answer_schemas import HydeBody
+from ragsvc.api.request_body import RequestBody
 from ragsvc.index.spec import IndexSpec
 from ragsvc.types import COLLECTION_NAME_PATTERN
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 COLLECTION_NAME = f"^{COLLECTION_NAME_PATTERN}$"
 """The store's rule (ragsvc/types.py), here so the OpenAPI document shows it. pydantic matches patterns with
@@ -35,13 +40,37 @@ def check_document_id(value: str) -> str:
     return value
 
 
-class CollectionCreate(_Strict):
+_INDEX_SETTINGS = {name: TypeAdapter(hint) for name, hint in get_type_hints(IndexSpec).items() if name != "placement"}
+
+
+class CollectionCreate(BaseModel):
+    # Not strict as a whole: pydantic's strict mode takes a dataclass only as an instance, never a JSON object;
+    # `_typed_settings` holds the index settings to their JSON types instead.
+    model_config = ConfigDict(extra="forbid")
+
     name: CollectionName = Field(..., description="1-64 letters, digits, _ . - (starting with a letter or digit)")
     # IndexSpec is validated by pydantic as a dataclass: its Literal fields, __post_init__ checks and the
     # refusal of unknown keys all come back as 400s naming the setting.
     index: IndexSpec = Field(default_factory=IndexSpec)
-    chunk_tokens: int = Field(200, ge=16, le=8192)
-    chunk_overlap: int = Field(32, ge=0, le=8192)
+    chunk_tokens: StrictInt = Field(200, ge=16, le=8192)
+    chunk_overlap: StrictInt = Field(32, ge=0, le=8192)
+
+    @field_validator("index", mode="before")
+    @classmethod
+    def _typed_settings(cls, value: Any) -> Any:
+        """`"hnsw_m": "16"` or `"rotate": 1` is refused as in every other body (the dataclass alone reads them
+        laxly); values of the right type but out of range are left to the spec's own checks and messages."""
+        for key, item in value.items() if isinstance(value, dict) else ():
+            if (adapter := _INDEX_SETTINGS.get(key)) is None:
+                continue
+            try:
+                adapter.validate_python(item, strict=True)
+            except ValidationError as err:
+                wrong = [e for e in err.errors() if e["type"].endswith("_type")]
+                if wrong:
+                    context = {"key": key, "message": wrong[0]["msg"], "given": repr(item)[:100]}
+                    raise PydanticCustomError("index_setting_type", "{key}: {message} (got {given})", context) from None
+        return value
 
 
 class CollectionPublic(BaseModel):
@@ -58,7 +87,7 @@ class CollectionPublic(BaseModel):
                                     "measures itself; null if it was deleted meanwhile")
 
 
-class DocumentIn(_Strict):
+class DocumentIn(RequestBody):
     id: str | None = Field(None, min_length=1, max_length=MAX_DOCUMENT_ID_CHARS,
                            description="derived from the text's hash when absent; printable, no . or .. segment")
     text: str
@@ -78,7 +107,7 @@ class DocumentIn(_Strict):
         return value
 
 
-class DocumentsCreate(_Strict):
+class DocumentsCreate(RequestBody):
     documents: list[DocumentIn]
 
 
@@ -88,7 +117,7 @@ class DocumentsCreated(BaseModel):
     took_ms: float
 
 
-class SearchRequest(_Strict):
+class SearchRequest(RequestBody):
     query: str | None = Field(None, description="text to search for; send exactly one of query and vector (lexical, "
                               "hybrid, HyDE and reranked searches need query)")
     vector: list[float] | None = Field(None, description="a query vector of the collection's width, instead of query")

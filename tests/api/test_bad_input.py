@@ -3,7 +3,8 @@
 The 500s came from a fuzzing run: a lone UTF-16 surrogate in any text, id, metadata or query; `?offset=` past
 int64; `/v1/repos` with an over-long path or `~user`. The silent acceptances: NaN / Infinity metadata stored as
 null, a collection named "nl\\n", a document id with `/` that could not be fetched again, a repo job with a bad
-collection name answered 202, and `/v1/repos` telling whether a path outside the allowed roots exists.
+collection name answered 202, `/v1/repos` telling whether a path outside the allowed roots exists, and values of
+the wrong JSON type converted (`"k": true` read as 1).
 """
 
 from __future__ import annotations
@@ -162,6 +163,79 @@ def test_cosine_search_by_a_huge_or_tiny_vector_ranks_as_by_its_direction(client
     assert any(abs(h["score"]) > 1e-3 for h in hits)
     for doc in docs:
         assert client.delete(f"/v1/collections/c/documents/{doc['id']}").status_code == 204
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/collections/c/search", {"query": "hello", "k": True}, "body.k: Input should be a valid integer"),
+    ("/v1/collections/c/search", {"query": "hello", "k": "3"}, "body.k: Input should be a valid integer"),
+    ("/v1/collections/c/search", {"query": "hello", "k": 3.0}, "body.k: Input should be a valid integer"),
+    ("/v1/collections/c/search", {"query": "hello", "allow_partial": "no"}, "body.allow_partial: Input should be a "
+                                                                            "valid boolean"),
+    ("/v1/collections/c/search", {"query": 5}, "body.query: Input should be a valid string"),
+    ("/v1/collections/c/search", {"query": "hello", "hyde": {"n": "2"}}, "body.hyde.n: Input should be a valid "
+                                                                        "integer"),
+    ("/v1/collections", {"name": "typed", "chunk_tokens": "64"}, "body.chunk_tokens: Input should be a valid integer"),
+    ("/v1/collections", {"name": "typed", "index": {"hnsw_m": "16"}}, "body.index: hnsw_m: Input should be a valid "
+                                                                     "integer (got '16')"),
+    ("/v1/collections", {"name": "typed", "index": {"rotate": 1}}, "body.index: rotate: Input should be a valid "
+                                                                  "boolean (got 1)"),
+    ("/v1/collections/c/documents", {"documents": [{"text": 5}]}, "body.documents.0.text: Input should be a valid "
+                                                                  "string"),
+    ("/v1/answer", {"question": "q", "collection": "c", "stream": "false"}, "body.stream: Input should be a valid "
+                                                                          "boolean"),
+    ("/v1/agents", {"name": "Typed", "age": True}, "body.age: Input should be a valid integer"),
+    ("/v1/keys", {"name": "typed", "scopes": ["read"], "collections": "c"}, "body.collections: Input should be a "
+                                                                           "valid list"),
+])
+def test_a_value_of_the_wrong_json_type_gets_400_not_a_conversion(client, path, body, field):
+    """Lax validation took `true` and `"3"` as the counts 1 and 3 and `"no"` as the flag false; a typed API says
+    what it expected instead."""
+    before = _count(client)
+    r = client.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith(field), r.text
+    assert _count(client) == before
+    assert "typed" not in [c["name"] for c in client.get("/v1/collections").json()]
+
+
+def test_a_float_field_still_takes_an_integer(client):
+    r = client.post("/v1/collections/c/search", json={"query": "hello", "k": 2, "mode": "hybrid", "fusion": "convex",
+                                                      "alpha": 1})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(("headers", "said"), [
+    ({}, "this request has no Content-Type"),
+    ({"content-type": "text/plain;charset=UTF-8"}, "this request says Content-Type 'text/plain;charset=UTF-8'"),
+    ({"content-type": "application/x-www-form-urlencoded"}, "(what curl -d sends unless told otherwise)"),
+    ({"content-type": "application/json", "content-encoding": "gzip"}, "Content-Encoding 'gzip' is not accepted"),
+])
+def test_a_body_not_declared_as_json_gets_415_and_writes_nothing(client, headers, said):
+    """A browser sends a cross-origin POST without asking the server first only when its body is undeclared, a
+    form or text/plain: refusing those keeps any web page from writing to a keyless server on loopback."""
+    before = _count(client)
+    body = b'{"documents": [{"id": "undeclared", "text": "from a web page"}]}'
+    r = client.post("/v1/collections/c/documents", content=body, headers=headers)
+    assert r.status_code == 415, r.text
+    assert r.json()["error"] == "unsupported_media_type" and said in r.json()["detail"], r.text
+    assert _count(client) == before
+    r = client.post("/v1/collections", content=b'{"name": "undeclared"}', headers=headers)
+    assert r.status_code == 415 and "undeclared" not in [c["name"] for c in client.get("/v1/collections").json()]
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON",
+                                          "application/merge-patch+json"])
+def test_json_under_any_json_media_type_is_read(client, content_type):
+    r = client.post("/v1/collections/c/search", content=b'{"query": "hello", "k": 1}',
+                    headers={"content-type": content_type})
+    assert r.status_code == 200, r.text
+
+
+def test_an_empty_body_needs_no_content_type(client):
+    assert client.post("/v1/agents", json={"name": "Quiet", "age": 40}).status_code == 201
+    r = client.post("/v1/agents/quiet/sessions")  # the body is optional here: nothing to declare
+    assert r.status_code == 201, r.text
+    assert client.delete("/v1/agents/quiet").status_code == 204
 
 
 @pytest.mark.parametrize("offset", [str(2**63), str(2**64 + 5), "99999999999999999999999999"])

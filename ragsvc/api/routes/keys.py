@@ -8,19 +8,18 @@ DELETE /v1/keys/{key_id}                   -> the key, revoked (it stays listed)
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ragsvc.api.auth import CatalogKeys, requires
 from ragsvc.api.deps import StoreDep
+from ragsvc.api.request_body import RequestBody
 from ragsvc.api.schemas import CollectionName
 from ragsvc.store.keys import ApiKeyRecord, KeyScope, mint_key
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KeyCreate(RequestBody):
     name: str = Field(..., min_length=1, max_length=128, pattern=r"^[ -~]+$", description="who or what uses it")
     scopes: list[KeyScope] = Field(..., min_length=1, max_length=3, description="admin > write > read")
     collections: list[CollectionName] = Field(default_factory=list, max_length=1000,

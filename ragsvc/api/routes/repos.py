@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from ragsvc.api.auth import requires
 from ragsvc.api.deps import get_vector_store
+from ragsvc.api.request_body import RequestBody
 from ragsvc.api.schemas import CollectionName
 from ragsvc.code.indexer import RepoIndexer
 from ragsvc.code.jobs import RepoJob, RepoJobs
@@ -54,7 +55,7 @@ def get_repo_jobs(request: Request) -> RepoJobs:
 RepoJobsDep = Annotated[RepoJobs, Depends(get_repo_jobs)]
 
 
-class RepoCreate(BaseModel):
+class RepoCreate(RequestBody):
     path: str = Field(min_length=1, max_length=4096, description="repository root folder on the server")
     collection: CollectionName | None = Field(None, description="target collection [default: repo-<folder>]")
 
