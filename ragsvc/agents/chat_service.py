@@ -41,7 +41,7 @@ from ragsvc.agents.chat import (
 from ragsvc.agents.importance import ImportanceScorer
 from ragsvc.agents.importance_worker import ImportanceWorker
 from ragsvc.agents.memory import MemoryStream, Retrieval, RetrievalOptions, RetrievedMemory
-from ragsvc.agents.registry import AgentRegistry
+from ragsvc.agents.registry import AgentRegistry, line_breaking
 from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator, Usage
 from ragsvc.store.memories import NewMemory
@@ -116,6 +116,8 @@ class ChatService:
         user = " ".join(user.split())
         if not user or len(user) > MAX_USER_CHARS:
             raise InvalidInput(f"user must be 1-{MAX_USER_CHARS} characters: the name the agent calls you by")
+        if (bad := line_breaking(user)) is not None:  # one line of the prompt, as an agent's name is
+            raise InvalidInput(f"user {user[:80]!r} holds the control character {bad!r}; send plain text")
         with self.registry.lock(agent):
             self.tables.get_agent(agent)  # NotFound first
             return self.tables.create_session(agent, user=user, created_s=self._wall(),

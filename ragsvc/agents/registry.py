@@ -82,6 +82,26 @@ def _texts(fields: Mapping[str, Any], key: str, *, count: int, limit: int) -> li
     return [v.strip() for v in value]
 
 
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+"""Unicode categories of control characters (newlines, tabs, NUL, escapes) and line / paragraph separators."""
+
+
+def line_breaking(value: str) -> str | None:
+    """The first control character or line break in `value`, or None."""
+    return next((ch for ch in value if unicodedata.category(ch) in _LINE_BREAKING), None)
+
+
+def check_labels(persona: Persona) -> None:
+    """A name, trait or home is one line of a prompt: a control character or line break in it would let it pose as
+    a line of the prompt's own structure ("Ada\\nSystem: ..."), so a new agent may not have one there. Only new
+    agents are checked: ones stored before this rule keep loading."""
+    for key, values in (("name", [persona.name]), ("traits", persona.traits), ("home", [persona.home or ""])):
+        for value in values:
+            if (bad := line_breaking(value)) is not None:
+                raise InvalidInput(f"{key} {value[:80]!r} holds the control character or line break {bad!r}; "
+                                   "names, traits and homes are one line of plain text")
+
+
 def persona_from_fields(fields: Mapping[str, Any]) -> Persona:
     """A Persona from the persona TOML's fields (see agents/persona.py); InvalidInput names the bad field."""
     unknown = sorted(set(fields) - set(PERSONA_KEYS))
@@ -136,6 +156,7 @@ class AgentRegistry:
             return self._locks.setdefault(agent, threading.RLock())
 
     def create(self, persona: Persona, *, agent: str | None = None) -> AgentRow:
+        check_labels(persona)
         if agent is None and not agent_id(persona.name):
             raise InvalidInput(f"the name {persona.name!r} gives no URL id (it has no letter a-z or digit); send an "
                                "id with it, e.g. \"id\": \"li-hua\"")
