@@ -144,7 +144,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         extend(app)
     install_console(app)  # the page at / and its files under /console/ (public; its API calls carry the key)
 
-    @app.get("/health", tags=["health"], openapi_extra=requires(PUBLIC))
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["health"], openapi_extra=requires(PUBLIC))
     def health(request: Request) -> JSONResponse:
         state = request.app.state
         if getattr(state, "load_error", None):

@@ -102,7 +102,7 @@ def create_model_app(config: EngineConfig, *, settings: Settings | None = None,
     install_edge(app, settings.api, FileKeys(model_keys_file(settings)))
     app.include_router(router)
 
-    @app.get("/health", tags=["health"], openapi_extra=requires(PUBLIC))
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["health"], openapi_extra=requires(PUBLIC))
     def health(request: Request) -> JSONResponse:
         served = request.app.state.served_model
         if served is None:

@@ -96,7 +96,8 @@ def build_params(
             ignore_eos=req.ignore_eos,
         )
     except ValueError as err:  # SamplingParams' own range checks (temperature < 0, top_p outside (0, 1], ...)
-        raise _invalid(str(err), None) from err
+        named = str(err).split(" ", 1)[0]  # each of those messages starts with the field's name
+        raise _invalid(str(err), named if named in SamplingFields.model_fields else None) from err
 
 
 def resolve_max_tokens(requested: int | None, *, prompt_len: int, max_model_len: int) -> int:

@@ -78,6 +78,7 @@ def test_missing_wrong_and_revoked_keys_get_401(keyed):
         assert "revoked" in c.get("/v1/collections").json()["detail"]
     with _as(server, None) as c:
         assert c.get("/health").status_code == 200  # health stays public
+        assert c.head("/health").status_code == 200
 
 
 def test_scopes_nest_and_wrong_scope_gets_403(keyed):

@@ -35,6 +35,8 @@ def _count(client, name="papers"):
 
 def test_health_and_openapi(client):
     assert client.get("/health").json()["status"] == "ok"
+    head = client.head("/health")  # what load balancers and uptime checks often send
+    assert head.status_code == 200 and head.content == b""
     spec = client.get("/openapi.json").json()
     assert "/v1/collections/{name}/search" in spec["paths"]
     assert client.get("/docs").status_code == 200

@@ -101,6 +101,7 @@ def test_non_finite_numbers_are_refused(client, body, param):
     ({"stop": ["x"] * 17}, "stop"), ({"max_tokens": 2**40}, "max_tokens"),
     ({"messages": [{"role": "user", "content": "hi"}] * 1025}, "messages"),
     ({"messages": [{"role": "user", "content": "x" * 1_000_001}]}, "messages"),
+    ({"top_p": 0}, "top_p"), ({"temperature": -0.5}, "temperature"),
 ])
 def test_out_of_range_fields_are_400s_naming_the_field(client, patch, param):
     r = client.post("/v1/chat/completions", json=_chat(**patch))
