@@ -89,15 +89,23 @@ class ServeProcess:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
+def chromium() -> str:
+    """The browser's path; skips every console test where Playwright or Chromium is missing."""
     pytest.importorskip("playwright.sync_api", reason=NO_BROWSER)
     executable = chromium_path()
     if executable is None:
         pytest.skip(NO_BROWSER)
+    return executable
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[object]:
+    """One browser per module, not per session: while Playwright's sync API is open, its event loop counts as
+    running in this thread, and any later test in the same worker that calls `asyncio.run` would fail."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True)
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True)
         yield launched
         launched.close()
 
@@ -120,7 +128,7 @@ PERSONA = {"id": "ada", "name": "Ada Lovelace", "age": 36, "traits": ["curious",
 
 
 @pytest.fixture(scope="session")
-def model_server(browser: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def model_server(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """`ragsvc serve --sample --with-model` (SmolLM2 in process) with one agent, Ada, for the console tests."""
     with serving(tmp_path_factory, "console", with_model=True) as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -129,7 +137,7 @@ def model_server(browser: object, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="session")
-def plain_server(browser: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def plain_server(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """`ragsvc serve --sample` without a model, shared by the key tests (which turn keys on: every API call
     needs one afterwards) and the script tests (which only load the console's modules, all public)."""
     with serving(tmp_path_factory, "plain", with_model=False) as server:
