@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from ragsvc.api.error_shapes import error_payload
+from ragsvc.api.request_id import send_json
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,7 +29,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         received = 0
         started = False
@@ -50,14 +52,9 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(scope, send)
 
-    async def _refuse(self, send: Callable[[Message], Awaitable[None]]) -> None:
-        body = json.dumps({
-            "error": "payload_too_large",
-            "detail": f"request body exceeds {self.max_body_bytes} bytes (RAGSVC_API__MAX_BODY_BYTES); "
-                      "send smaller batches",
-        }).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, send: Callable[[Message], Awaitable[None]]) -> None:
+        detail = (f"request body exceeds {self.max_body_bytes} bytes (RAGSVC_API__MAX_BODY_BYTES); "
+                  "send smaller batches")
+        await send_json(send, 413, error_payload(scope, 413, "payload_too_large", detail))

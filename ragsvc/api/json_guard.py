@@ -27,6 +27,7 @@ import re
 import sys
 from typing import Any
 
+from ragsvc.api.error_shapes import error_payload
 from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
 
 _SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|NaN|Infinity|[0-9][eE]\+?[0-9]{3}|[0-9]{300}")
@@ -149,10 +150,10 @@ class JsonGuardMiddleware:
                 break
         body = b"".join(chunks)
         if body and (problem := media_type_problem(scope)) is not None:  # an empty body has no type to declare
-            await send_json(send, 415, {"error": "unsupported_media_type", "detail": problem})
+            await send_json(send, 415, error_payload(scope, 415, "unsupported_media_type", problem))
             return
         if (problem := body_problem(body)) is not None:
-            await send_json(send, 400, {"error": "invalid_input", "detail": problem})
+            await send_json(send, 400, error_payload(scope, 400, "invalid_input", problem))
             return
         replayed = False
 

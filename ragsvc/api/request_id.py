@@ -18,6 +18,8 @@ from typing import Any
 
 from starlette.datastructures import MutableHeaders
 
+from ragsvc.api.error_shapes import error_payload
+
 logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -80,9 +82,8 @@ class RequestIdMiddleware:
             logger.exception("request %s: %s %s failed", rid, scope.get("method"), scope.get("path"))
             if started:  # the status line is out; nothing better to do than end the connection
                 raise
-            await send_json(send, 500, {
-                "error": "internal_error", "request_id": rid,
-                "detail": f"unexpected server error; the server log has it under request id {rid}",
-            }, headers=[(HEADER.encode(), rid.encode())])
+            detail = f"unexpected server error; the server log has it under request id {rid}"
+            await send_json(send, 500, error_payload(scope, 500, "internal_error", detail, rid),
+                            headers=[(HEADER.encode(), rid.encode())])
         finally:
             current_request_id.reset(token)

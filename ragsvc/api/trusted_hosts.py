@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ragsvc.api.error_shapes import error_payload
 from ragsvc.api.request_id import ASGIApp, Receive, Scope, Send, send_json
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -49,4 +50,4 @@ class TrustedHostMiddleware:
             return
         detail = (f"Host {given!r} is not one this server answers to; use one of {', '.join(sorted(self.allowed))} "
                   "or add the name to RAGSVC_API__ALLOWED_HOSTS")
-        await send_json(send, 400, {"error": "untrusted_host", "detail": detail})
+        await send_json(send, 400, error_payload(scope, 400, "untrusted_host", detail))

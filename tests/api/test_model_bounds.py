@@ -126,12 +126,35 @@ def test_the_largest_seed_samples(client):
     assert len(r.json()["choices"]) == 2
 
 
+def _openai_error(r: httpx.Response, status: int, code: str, says: str) -> None:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, r.text  # OpenAI's shape, which its clients parse
+    assert error["code"] == code and says in error["message"], r.text
+    assert error["type"] == "invalid_request_error"
+
+
+def test_refusals_made_before_the_routes_come_in_openais_shape(client):
+    """The trusted-host check, the body limit and the JSON guard sit in front of every route and know only the
+    path; on these routes they answer as the routes do."""
+    surrogate = json.dumps(_chat())[:-1] + ', "user": "\\ud800"}'
+    _openai_error(client.post("/v1/chat/completions", content=surrogate, headers={"content-type": "application/json"}),
+                  400, "invalid_input", "body.user: holds a lone UTF-16 surrogate")
+    _openai_error(client.post("/v1/completions", content=json.dumps({"model": MODEL, "prompt": "hi"})),
+                  415, "unsupported_media_type", "Content-Type: application/json")
+    _openai_error(client.get("/v1/models", headers={"host": "evil.example"}), 400, "untrusted_host", "evil.example")
+    _openai_error(client.get(f"/v1/models/{MODEL}", headers={"host": "evil.example"}), 400, "untrusted_host",
+                  "evil.example")
+    r = client.get("/health", headers={"host": "evil.example"})  # not an OpenAI route: ragsvc's own shape
+    assert r.status_code == 400 and r.json()["error"] == "untrusted_host", r.text
+
+
 def test_a_50_mb_body_is_refused_before_it_is_sent(server):
     before = _rss_bytes()
     with _connect(server) as sock:
         sock.sendall(_request_head("/v1/chat/completions", {"Content-Length": str(50 << 20)}) + b"{" * 65536)
         status, body = _read_response(sock)  # answered with 50 MB still unsent
-    assert status == 413 and b"payload_too_large" in body
+    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
     assert _rss_bytes() - before < 64 << 20
 
 

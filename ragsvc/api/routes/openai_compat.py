@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ragsvc.api import openai_convert as conv
 from ragsvc.api.auth import requires
 from ragsvc.api.disconnect import CLIENT_CLOSED, until_disconnect
+from ragsvc.api.error_shapes import openai_error_type
 from ragsvc.api.errors import error_headers
 from ragsvc.api.openai_limits import OpenAILimits, check_chat, check_completion
 from ragsvc.api.openai_schemas import (
@@ -54,16 +55,6 @@ from ragsvc.serving.engine import LLMEngine
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                429: "rate_limit_error", 503: "service_unavailable"}
-"""OpenAI clients raise by status; the type names the class of failure for those that read it. Other 4xx are
-the request's fault (invalid_request_error), other 5xx the server's."""
-
-
-def _error_type(status: int) -> str:
-    return _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -93,7 +84,7 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
     """OpenAI's `{"error": {message, type, param, code}}`; a 5xx adds `request_id` beside `error` (the id the
     server log has the failure under, as in the API's own `{error, detail, request_id}`), where OpenAI clients,
     which read only `error`, pass over it."""
-    body = ErrorBody(message=message, type=_error_type(status), param=param, code=code)
+    body = ErrorBody(message=message, type=openai_error_type(status), param=param, code=code)
     payload: dict[str, Any] = ErrorResponse(error=body).model_dump()
     if request_id is not None:
         payload["request_id"] = request_id

@@ -1,0 +1,44 @@
+"""The two error shapes, and which one a request gets when the answer is made outside any route.
+
+ragsvc's own routes answer `{error, detail}` (5xx: plus `request_id`); the OpenAI-compatible routes answer
+OpenAI's `{error: {message, type, param, code}}`, which OpenAI's clients parse into their exceptions. The
+routes pick their shape themselves; the middlewares in front of them (trusted hosts, the body limit, the JSON
+guard, the last-resort 500) know only the path, so they ask `error_payload`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 429: "rate_limit_error", 503: "service_unavailable"}
+"""OpenAI clients raise by status; the type names the class of failure for those that read it. Other 4xx are
+the request's fault (invalid_request_error), other 5xx the server's."""
+
+
+def openai_error_type(status: int) -> str:
+    return _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+
+
+def is_openai_route(scope: Mapping[str, Any]) -> bool:
+    """Whether the request's path is one of the OpenAI-compatible routes (behind a mount's root path too)."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path in OPENAI_ROUTES or path.startswith("/v1/models/")
+
+
+def error_payload(scope: Mapping[str, Any], status: int, code: str, detail: str,
+                  request_id: str | None = None) -> dict[str, object]:
+    """The body of an error answered outside the routes, in the shape the request's route would have used."""
+    if is_openai_route(scope):
+        payload: dict[str, object] = {"error": {"message": detail, "type": openai_error_type(status),
+                                                "param": None, "code": code}}
+    else:
+        payload = {"error": code, "detail": detail}
+    if request_id is not None:
+        payload["request_id"] = request_id
+    return payload
