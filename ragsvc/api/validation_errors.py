@@ -66,10 +66,12 @@ def _model_names() -> set[str]:
     from pydantic import BaseModel
 
     names: set[str] = set()
+    seen: set[type] = set()  # by class, not name: another library's model of the same name hides no subclass
     pending = list(BaseModel.__subclasses__())
     while pending:
         cls = pending.pop()
-        if cls.__name__ not in names:
+        if cls not in seen:
+            seen.add(cls)
             names.add(cls.__name__)
             pending.extend(cls.__subclasses__())
     return names

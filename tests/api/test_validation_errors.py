@@ -62,3 +62,15 @@ def test_two_bad_keys_of_one_mapping_are_both_reported():
 
     errors = _errors(Filters, {"by_field": {"Author": "a", "my-key": "b"}})
     assert [loc for loc, _ in errors] == [("by_field", "Author"), ("by_field", "my-key")]
+
+
+def test_a_model_form_is_known_when_another_librarys_model_shares_its_bases_name():
+    """FastAPI's OpenAPI models include a `RequestBody`, as ragsvc's base of request bodies is named: the walk
+    over model classes once skipped every class under whichever of the two it met second, so a union with
+    HydeBody as a form was reported as `hyde.HydeBody.n` in some test orders."""
+    from ragsvc.api.answer_schemas import HydeBody
+    from ragsvc.api.request_body import RequestBody
+
+    namesake = type("RequestBody", (BaseModel,), {})  # defined last, so the walk meets it first
+    assert namesake.__name__ == RequestBody.__name__ and issubclass(HydeBody, RequestBody)
+    assert is_form("HydeBody")
