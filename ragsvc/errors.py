@@ -14,6 +14,7 @@
     │   └── BatchTooLarge (413)       too large as a whole; the same documents fit in smaller batches
     ├── RateLimited (429)             the key's (or address's) token bucket is empty; retry after `retry_after_s`
     ├── NotReady (503)                indexes still loading, model still warming up
+    ├── StorageFull (507)             the disk holding the data folder is full; the write did not happen
     ├── UpstreamError (502)           the model server failed or answered with something unusable
     │   ├── UpstreamRefused (502)     it refused our key or model name: the operator's settings, not the request
     │   └── UpstreamTimeout (504)     the model server did not answer in time
@@ -28,6 +29,8 @@ user should do next.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class RagsvcError(Exception):
@@ -114,6 +117,35 @@ class RateLimited(RagsvcError):
 class NotReady(RagsvcError):
     status_code = 503
     code = "not_ready"
+
+
+class StorageFull(RagsvcError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from or while handling, says the disk (or quota) is full:
+    an OSError's errno, or the words duckdb copies from the OS into its own exceptions."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(words in str(current) for words in _DISK_FULL_WORDS):
+            return True
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return False
+
+
+def storage_full(action: str) -> StorageFull:
+    return StorageFull(f"{action} failed: the disk holding the data folder is full. Nothing of it was stored; "
+                       "free some space and send it again")
 
 
 class UpstreamError(RagsvcError):

@@ -37,6 +37,7 @@ ERROR_STATUSES = {
     "502": "the model server failed",
     "503": "still loading (indexes, model, keys); retry when GET /health answers 200",
     "504": "the model server did not answer in time",
+    "507": "the disk holding the server's data folder is full; the write did not happen",
 }
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "ErrorBody",

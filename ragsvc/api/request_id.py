@@ -19,6 +19,7 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 
 from ragsvc.api.error_shapes import error_payload
+from ragsvc.errors import disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,20 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("request %s: %s %s failed", rid, scope.get("method"), scope.get("path"))
+        except Exception as exc:
+            full = disk_full(exc)  # not a bug: an operator's condition, answered 507 like the store's own check
+            if full:
+                logger.error("request %s: %s %s failed: the disk is full (%s)", rid, scope.get("method"),
+                             scope.get("path"), exc)
+            else:
+                logger.exception("request %s: %s %s failed", rid, scope.get("method"), scope.get("path"))
             if started:  # the status line is out; nothing better to do than end the connection
                 raise
-            detail = f"unexpected server error; the server log has it under request id {rid}"
-            await send_json(send, 500, error_payload(scope, 500, "internal_error", detail, rid),
+            status, code, detail = (
+                (507, "insufficient_storage", "the disk holding the server's data folder is full; free some space "
+                 f"and send the request again (request id {rid})") if full else
+                (500, "internal_error", f"unexpected server error; the server log has it under request id {rid}"))
+            await send_json(send, status, error_payload(scope, status, code, detail, rid),
                             headers=[(HEADER.encode(), rid.encode())])
         finally:
             current_request_id.reset(token)

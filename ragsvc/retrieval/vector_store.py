@@ -472,8 +472,19 @@ class VectorStore:
             return index
 
     def _maybe_save(self, name: str, index: CollectionIndex | RayCollectionIndex) -> None:
-        if time.monotonic() - self._last_save.get(name, 0.0) >= self._save_interval_s:
+        """The periodic save after a commit. The write it follows is durable in the catalog already, so a save
+        that fails (a full disk) is logged, not raised: the indexes are derived, each file is replaced whole or
+        not at all, and opening them replays what they miss from the catalog (or rebuilds one that fails to
+        load). The next save is tried an interval on."""
+        if time.monotonic() - self._last_save.get(name, 0.0) < self._save_interval_s:
+            return
+        try:
             self._save(name, index)
+        except OSError as err:
+            self._last_save[name] = time.monotonic()
+            logger.warning("collection %r: saving its indexes failed (%s); the write itself is committed, the "
+                           "index files on disk are the last complete save and catch up when reopened. Retrying "
+                           "in %.0f s", name, err, self._save_interval_s)
 
     def _save(self, name: str, index: CollectionIndex | RayCollectionIndex) -> None:
         index.save()  # reads the structures searches read: under the writer lock only, searches go on

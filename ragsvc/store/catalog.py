@@ -27,7 +27,15 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from ragsvc.errors import CollectionExists, CollectionNotFound, Conflict, DocumentNotFound, InvalidInput
+from ragsvc.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    Conflict,
+    DocumentNotFound,
+    InvalidInput,
+    disk_full,
+    storage_full,
+)
 from ragsvc.index.spec import IndexSpec
 from ragsvc.store.arrow import arrow_to_vectors
 from ragsvc.store.document_rows import insert_chunks, insert_documents
@@ -41,7 +49,7 @@ from ragsvc.store.schema import DDL, SCHEMA_VERSION
 from ragsvc.store.sessions import ChatTables
 from ragsvc.store.simulation import SimulationTables
 from ragsvc.store.table_keys import TableKeys
-from ragsvc.store.transaction import Transaction
+from ragsvc.store.transaction import Transaction, rollback
 from ragsvc.store.vector_cache import DuckdbVectorCache
 
 logger = logging.getLogger(__name__)
@@ -203,7 +211,7 @@ class Catalog:
                     self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", [name])
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                rollback(self._conn)
                 raise
             self._records.invalidate([name])
             self._hits.invalidate()
@@ -255,8 +263,10 @@ class Catalog:
                 ids = insert_chunks(self._conn, collection, chunk_rows, vectors)
                 self._embedding_cache.insert(embedder_id, [c.text_hash for _, _, c in chunk_rows], vectors)
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as err:
+                rollback(self._conn)
+                if disk_full(err):
+                    raise storage_full(f"writing {len(docs)} document(s) to {collection!r}") from err
                 raise
             if len(removed):
                 self._hits.invalidate(removed.tolist())
@@ -279,7 +289,7 @@ class Catalog:
                 removed = self._remove_documents(collection, [document_id])
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                rollback(self._conn)
                 raise
             self._hits.invalidate(removed.tolist())
         return removed

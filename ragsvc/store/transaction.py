@@ -19,6 +19,16 @@ from collections.abc import Iterator
 import duckdb
 
 
+def rollback(conn: duckdb.DuckDBPyConnection) -> None:
+    """ROLLBACK after a failed statement. When the COMMIT itself failed (a full disk), duckdb has already ended
+    the transaction and raises on ROLLBACK; that error would hide the one that says why, so it is dropped."""
+    try:
+        conn.execute("ROLLBACK")
+    except duckdb.TransactionException as err:
+        if "no transaction is active" not in str(err):
+            raise
+
+
 class Transaction:
     """The transaction of one connection, guarded by the lock every writer of that connection holds."""
 
@@ -44,7 +54,7 @@ class Transaction:
                 yield
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                rollback(self._conn)
                 raise
             finally:
                 self._open = False

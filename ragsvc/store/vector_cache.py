@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from ragsvc.errors import InvalidInput
 from ragsvc.store.arrow import arrow_to_vectors, vectors_to_arrow
+from ragsvc.store.transaction import rollback
 
 
 @runtime_checkable
@@ -139,7 +140,7 @@ class DuckdbVectorCache:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
             finally:
                 conn.unregister("incoming_vector_cache")
