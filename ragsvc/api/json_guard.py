@@ -3,8 +3,8 @@ lone UTF-16 surrogates and no NaN / Infinity.
 
 Python's JSON parser accepts both of the latter: `"\\ud800"` becomes a str that no UTF-8 encoder (duckdb,
 tokenizers, the response writer) can encode, and `NaN`, `Infinity` or `1e999` become floats that JSON cannot
-carry back and that poison scores, metadata and sampling. Checking here covers every route of both apps, present and
-future, in one place, and the 400 names the field (`body.documents.0.metadata.x`).
+carry back and that poison scores, metadata and sampling. Checking here covers every route of both apps,
+present and future, in one place, and the 400 names the field (`body.documents.0.metadata.x`).
 
 Only bodies that could hold such a value are parsed twice: a byte pattern (an escaped surrogate, the words
 NaN / Infinity, a three-digit exponent, a 300-digit number) selects them, so a normal ingest pays one scan.
