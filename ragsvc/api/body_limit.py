@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 from ragsvc.api.error_shapes import error_payload
-from ragsvc.api.request_id import send_json
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
 
 
 class BodyTooLarge(Exception):
@@ -22,8 +15,7 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -54,7 +46,7 @@ class BodyLimitMiddleware:
             if not started:
                 await self._refuse(scope, send)
 
-    async def _refuse(self, scope: Scope, send: Callable[[Message], Awaitable[None]]) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
         detail = (f"request body exceeds {self.max_body_bytes} bytes (RAGSVC_API__MAX_BODY_BYTES); "
                   "send smaller batches")
         await send_json(send, 413, error_payload(scope, 413, "payload_too_large", detail))

@@ -31,14 +31,29 @@ def is_openai_route(scope: Mapping[str, Any]) -> bool:
     return path in OPENAI_ROUTES or path.startswith("/v1/models/")
 
 
+def error_body(code: str, detail: object, request_id: str | None = None) -> dict[str, object]:
+    """ragsvc's `{error, detail}`, plus `request_id` when given (5xx: the id the server log has the failure under;
+    every response carries it in the X-Request-ID header as well)."""
+    body: dict[str, object] = {"error": code, "detail": detail}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def openai_error_body(status: int, message: str, *, param: str | None = None, code: str | None = None,
+                      request_id: str | None = None) -> dict[str, object]:
+    """OpenAI's `{"error": {message, type, param, code}}`; a 5xx adds `request_id` beside `error` (as in the
+    API's own shape), where OpenAI clients, which read only `error`, pass over it."""
+    body: dict[str, object] = {"error": {"message": message, "type": openai_error_type(status), "param": param,
+                                         "code": code}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
 def error_payload(scope: Mapping[str, Any], status: int, code: str, detail: str,
                   request_id: str | None = None) -> dict[str, object]:
     """The body of an error answered outside the routes, in the shape the request's route would have used."""
     if is_openai_route(scope):
-        payload: dict[str, object] = {"error": {"message": detail, "type": openai_error_type(status),
-                                                "param": None, "code": code}}
-    else:
-        payload = {"error": code, "detail": detail}
-    if request_id is not None:
-        payload["request_id"] = request_id
-    return payload
+        return openai_error_body(status, detail, code=code, request_id=request_id)
+    return error_body(code, detail, request_id)

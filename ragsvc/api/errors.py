@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ragsvc.api.error_shapes import error_body
 from ragsvc.api.rate_limit import retry_after_header
 from ragsvc.api.request_id import request_id_of
 from ragsvc.api.validation_errors import relevant
@@ -52,15 +53,6 @@ ERROR_SCHEMA: dict[str, Any] = {
         "request_id": {"type": "string", "description": "5xx only; also in every response's X-Request-ID"},
     },
 }
-
-
-def error_body(code: str, detail: object, request_id: str | None = None) -> dict[str, object]:
-    """`{error, detail}`, plus `request_id` when given (5xx: the id the server log has the failure under; every
-    response carries it in the X-Request-ID header as well)."""
-    body: dict[str, object] = {"error": code, "detail": detail}
-    if request_id is not None:
-        body["request_id"] = request_id
-    return body
 
 
 def error_headers(exc: RagsvcError) -> dict[str, str]:

@@ -220,7 +220,3 @@ class ErrorBody(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody

@@ -80,18 +80,18 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
-            full = disk_full(exc)  # not a bug: an operator's condition, answered 507 like the store's own check
-            if full:
+            if disk_full(exc):  # not a bug: an operator's condition, answered 507 like the store's own check
                 logger.error("request %s: %s %s failed: the disk is full (%s)", rid, scope.get("method"),
                              scope.get("path"), exc)
+                status, code, detail = 507, "insufficient_storage", (
+                    f"the disk holding the server's data folder is full; free some space and send the request "
+                    f"again (request id {rid})")
             else:
                 logger.exception("request %s: %s %s failed", rid, scope.get("method"), scope.get("path"))
+                status, code = 500, "internal_error"
+                detail = f"unexpected server error; the server log has it under request id {rid}"
             if started:  # the status line is out; nothing better to do than end the connection
                 raise
-            status, code, detail = (
-                (507, "insufficient_storage", "the disk holding the server's data folder is full; free some space "
-                 f"and send the request again (request id {rid})") if full else
-                (500, "internal_error", f"unexpected server error; the server log has it under request id {rid}"))
             await send_json(send, status, error_payload(scope, status, code, detail, rid),
                             headers=[(HEADER.encode(), rid.encode())])
         finally:

@@ -35,14 +35,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ragsvc.api import openai_convert as conv
 from ragsvc.api.auth import requires
 from ragsvc.api.disconnect import CLIENT_CLOSED, until_disconnect
-from ragsvc.api.error_shapes import openai_error_type
+from ragsvc.api.error_shapes import openai_error_body
 from ragsvc.api.errors import error_headers
 from ragsvc.api.openai_limits import OpenAILimits, check_chat, check_completion
 from ragsvc.api.openai_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
-    ErrorBody,
-    ErrorResponse,
     ModelCard,
     ModelList,
 )
@@ -81,14 +79,9 @@ class ServedModel:
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
                    request_id: str | None = None) -> JSONResponse:
-    """OpenAI's `{"error": {message, type, param, code}}`; a 5xx adds `request_id` beside `error` (the id the
-    server log has the failure under, as in the API's own `{error, detail, request_id}`), where OpenAI clients,
-    which read only `error`, pass over it."""
-    body = ErrorBody(message=message, type=openai_error_type(status), param=param, code=code)
-    payload: dict[str, Any] = ErrorResponse(error=body).model_dump()
-    if request_id is not None:
-        payload["request_id"] = request_id
-    return JSONResponse(payload, status_code=status)
+    """`error_shapes.openai_error_body` as a response."""
+    return JSONResponse(openai_error_body(status, message, param=param, code=code, request_id=request_id),
+                        status_code=status)
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
