@@ -11,7 +11,7 @@ from tree_sitter import QueryError
 from ragsvc.code.chunker import ChunkConfig, CodeChunk, chunk_file
 from ragsvc.code.parser import decode_source, parse_text
 from ragsvc.code.tags import Definition, FileTags, extract_tags
-from ragsvc.code.walker import SourceFile, WalkConfig, WalkResult, walk_repository
+from ragsvc.code.walker import DEFAULT_MAX_FILE_BYTES, SourceFile, WalkConfig, WalkResult, read_source, walk_repository
 from ragsvc.types import ChunkInput, DocumentInput
 
 
@@ -52,10 +52,12 @@ def analyse_bytes(
     return FileAnalysis(rel_path, language, file_sha256(raw), text, tags, chunks, spans, parsed.problems)
 
 
-def analyse_file(source: SourceFile, *, chunk_config: ChunkConfig | None = None) -> FileAnalysis:
-    """Read and analyse one walked file; OSError (unreadable, vanished) propagates for the caller to report."""
-    return analyse_bytes(source.path.read_bytes(), rel_path=source.rel_path, language=source.language,
-                         chunk_config=chunk_config)
+def analyse_file(source: SourceFile, *, chunk_config: ChunkConfig | None = None,
+                 max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> FileAnalysis:
+    """Read and analyse one walked file; OSError (unreadable, vanished, no longer a file of at most `max_bytes`)
+    propagates for the caller to report."""
+    return analyse_bytes(read_source(source, max_bytes=max_bytes), rel_path=source.rel_path,
+                         language=source.language, chunk_config=chunk_config)
 
 
 def _char_span(data: bytes, text: str, start_byte: int, end_byte: int) -> tuple[int, int]:
@@ -98,12 +100,13 @@ def analyse_repository(
 ) -> tuple[WalkResult, list[FileAnalysis], dict[str, list[str]]]:
     """Walk and analyse a whole repository in memory (no store): for maps of repositories never indexed.
     Returns the walk, the analyses, and the problems per file (unreadable files are left out and listed)."""
-    walk = walk_repository(root, config=walk_config or WalkConfig())
+    walk_config = walk_config or WalkConfig()
+    walk = walk_repository(root, config=walk_config)
     analyses: list[FileAnalysis] = []
     problems: dict[str, list[str]] = {}
     for source in walk.files:
         try:
-            analysis = analyse_file(source, chunk_config=chunk_config)
+            analysis = analyse_file(source, chunk_config=chunk_config, max_bytes=walk_config.max_file_bytes)
         except OSError as exc:
             problems[source.rel_path] = [f"unreadable: {exc.strerror or exc}"]
             continue

@@ -19,7 +19,7 @@ from ragsvc.code.analysis import FileAnalysis, analyse_bytes, file_sha256, to_do
 from ragsvc.code.chunker import ChunkConfig
 from ragsvc.code.graph import GraphConfig, SymbolGraph
 from ragsvc.code.manifest import FileEntry, Manifest, load_manifest, manifest_path, save_manifest
-from ragsvc.code.walker import SourceFile, WalkConfig, walk_repository
+from ragsvc.code.walker import SourceFile, WalkConfig, read_source, walk_repository
 from ragsvc.errors import CollectionNotFound, InvalidInput
 from ragsvc.retrieval.ingest import content_hash
 from ragsvc.retrieval.vector_store import VectorStore
@@ -150,7 +150,7 @@ class RepoIndexer:
     def _analyse_if_changed(self, source: SourceFile, manifest: Manifest, stored: dict[str, str],
                             report: IndexReport) -> FileAnalysis | None:
         try:
-            raw = source.path.read_bytes()
+            raw = read_source(source, max_bytes=self.walk_config.max_file_bytes)
         except OSError as exc:  # keep what was indexed before; say why this file was not refreshed
             report.problems.setdefault(source.rel_path, []).append(f"unreadable: {exc.strerror or exc}")
             return None

@@ -3,7 +3,9 @@
 Rules, in order: refuse a root outside the configured roots; skip folders that hold vendored code or build
 output; honour every `.gitignore` on the way down (git's own matching rules, via pathspec); skip files whose
 language we do not parse, files over the size limit and binaries (a NUL byte in the first block); follow
-symlinks only when they stay inside the root, and never into a folder already visited (loops).
+symlinks only when they stay inside the root, and never into a folder already visited (loops). Only regular
+files are opened, without blocking (`regular_files`): a named pipe called `x.py` or a `.gitignore` linked to a
+device is skipped and listed, not read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pathspec
 
 from ragsvc.code.languages import language_for_path
 from ragsvc.errors import InvalidInput
+from ragsvc.regular_files import open_regular, read_regular
 from ragsvc.store.files import utf8_name
 
 logger = logging.getLogger(__name__)
@@ -30,13 +33,16 @@ DEFAULT_SKIP_DIRS: frozenset[str] = frozenset(
     }
 )
 _BINARY_SNIFF_BYTES = 8192
+DEFAULT_MAX_FILE_BYTES = 1_000_000
+MAX_IGNORE_BYTES = 256 * 1024
+"""A larger .gitignore is not read: every file walked is matched against each of its patterns."""
 
 
 @dataclass(frozen=True, slots=True)
 class WalkConfig:
     """What the walker indexes. Built from settings at the edge; tests pass their own."""
 
-    max_file_bytes: int = 1_000_000
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     """Larger files are mostly generated (minified bundles, tables) and would crowd out real code."""
     skip_dirs: frozenset[str] = DEFAULT_SKIP_DIRS
     """Folder names never entered (vendored dependencies, caches, build output)."""
@@ -103,13 +109,17 @@ def walk_repository(root: str | Path, *, config: WalkConfig = WalkConfig()) -> W
     return result
 
 
-def _load_ignore(directory: Path) -> pathspec.PathSpec | None:
+def _load_ignore(directory: Path, rel_dir: str) -> pathspec.PathSpec | Skipped | None:
+    """The folder's .gitignore rules; None without one; Skipped (and no rules) when it cannot be read."""
     ignore_file = directory / ".gitignore"
     try:
-        lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+        raw = read_regular(ignore_file, max_bytes=MAX_IGNORE_BYTES)
+    except FileNotFoundError:
         return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    except OSError as exc:
+        rel = f"{rel_dir}/.gitignore" if rel_dir else ".gitignore"
+        return Skipped(rel, f"its rules were not applied: {exc.strerror or exc}")
+    return pathspec.GitIgnoreSpec.from_lines(raw.decode("utf-8", errors="replace").splitlines())
 
 
 def _ignored(rel: str, is_dir: bool, specs: list[tuple[str, pathspec.PathSpec]]) -> bool:
@@ -129,8 +139,11 @@ def _walk_dir(
     visited: set[Path],
     config: WalkConfig,
 ) -> Iterator[SourceFile | Skipped]:
-    spec = _load_ignore(directory)
-    specs = [*specs, (rel_dir, spec)] if spec is not None else specs
+    spec = _load_ignore(directory, rel_dir)
+    if isinstance(spec, Skipped):
+        yield spec
+    elif spec is not None:
+        specs = [*specs, (rel_dir, spec)]
     try:
         # Real entries before symlinks, so a folder reachable both ways is indexed under its real path.
         entries = sorted(os.scandir(directory), key=lambda e: (e.is_symlink(), e.name))
@@ -138,6 +151,8 @@ def _walk_dir(
         yield Skipped(rel_dir or ".", f"unreadable folder: {exc.strerror or exc}")
         return
     for entry in entries:
+        if isinstance(spec, Skipped) and entry.name == ".gitignore":
+            continue  # listed once, with why its rules were not applied
         rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
         yield from _visit(root, entry, rel, specs, visited, config)
 
@@ -181,13 +196,19 @@ def _check_file(path: Path, rel: str, config: WalkConfig) -> SourceFile | Skippe
     if language is None:
         return Skipped(rel, "no parser for this file type")
     try:
-        size = path.stat().st_size
-        if size > config.max_file_bytes:
-            return Skipped(rel, f"larger than {config.max_file_bytes} bytes ({size})")
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > config.max_file_bytes:
+                return Skipped(rel, f"larger than {config.max_file_bytes} bytes ({size})")
             head = handle.read(_BINARY_SNIFF_BYTES)
     except OSError as exc:
         return Skipped(rel, f"unreadable: {exc.strerror or exc}")
     if b"\0" in head:
         return Skipped(rel, "binary file")
     return SourceFile(path=path, rel_path=rel, language=language, size_bytes=size)
+
+
+def read_source(source: SourceFile, *, max_bytes: int) -> bytes:
+    """A walked file's bytes, read as the walk checked it (a regular file of at most `max_bytes`: it may have
+    been replaced or grown since). OSError when it no longer is one, for the caller to report."""
+    return read_regular(source.path, max_bytes=max_bytes)

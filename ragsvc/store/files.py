@@ -20,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ragsvc.errors import InvalidInput
+from ragsvc.regular_files import open_regular
 from ragsvc.types import DocumentInput
 
 SUFFIXES = (".txt", ".md", ".markdown", ".jsonl")
@@ -155,7 +156,7 @@ def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) ->
     try:
         if path.suffix.lower() == ".jsonl":
             found = False
-            with path.open("rb") as lines:
+            with open_regular(path) as lines:
                 for lineno, raw in enumerate(_bounded_lines(lines, _line_limit(max_document_chars)), start=1):
                     if lineno == 1 and raw is not None:
                         raw = raw.removeprefix(_BOM)
@@ -170,12 +171,15 @@ def read_entries(path: Path, *, max_document_chars: int = MAX_DOCUMENT_CHARS) ->
             if not found:
                 yield NoText(path_name(path))
             return
-        size = path.stat().st_size
-        if size > 4 * max_document_chars:  # past the limit whatever the encoding (UTF-8: <= 4 bytes a character),
-            yield Unreadable(path_name(path), f"file of {size} bytes; a document is at most {max_document_chars} "
-                                              "characters: split it into several")  # so it is never read whole
+        with open_regular(path) as handle:  # a pipe or device is named, not read (regular_files.py)
+            limit = 4 * max_document_chars  # past 4 bytes a character, too long whatever the encoding
+            size = os.fstat(handle.fileno()).st_size
+            raw = handle.read(limit + 1) if size <= limit else b""  # so it is never read whole
+        if size > limit or len(raw) > limit:
+            yield Unreadable(path_name(path), f"file of {max(size, len(raw))} bytes; a document is at most "
+                                              f"{max_document_chars} characters: split it into several")
             return
-        text = _decode_file(path.read_bytes(), path_name(path))
+        text = _decode_file(raw, path_name(path))
     except OSError as exc:
         yield Unreadable(path_name(path), f"cannot read the file ({exc.strerror or exc}); check it exists and "
                                           "is readable")

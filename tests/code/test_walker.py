@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from ragsvc.code.walker import WalkConfig, resolve_root, walk_repository
+from ragsvc.code.walker import MAX_IGNORE_BYTES, WalkConfig, read_source, resolve_root, walk_repository
 from ragsvc.errors import InvalidInput
+from ragsvc.regular_files import FileTooLarge
 from tests.code.conftest import write_files
 
 
@@ -97,3 +99,53 @@ def test_missing_file_not_a_folder_and_outside_roots_are_invalid_input(tmp_path:
         walk_repository(tmp_path, config=WalkConfig(allowed_roots=roots))
     with pytest.raises(InvalidInput, match="outside the allowed roots"):  # `..` cannot climb out
         resolve_root(tmp_path / "allowed" / "r" / ".." / "..", allowed_roots=roots)
+
+
+def _walk_within(repo: Path, seconds: float = 20.0):
+    """The walk, run on a thread so that a read that blocks fails the test instead of hanging it; a pipe it
+    blocks on is then opened for writing, which releases the read."""
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(walk_repository(repo)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        for pipe in repo.rglob("*"):
+            if pipe.is_fifo():
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(seconds)
+        pytest.fail("the walk blocked reading a named pipe")
+    return done[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")
+def test_a_named_pipe_with_a_source_name_is_skipped_not_read(tmp_path: Path) -> None:
+    repo = write_files(tmp_path / "repo", {"a.py": "def a(): pass\n", "sub/b.py": "def b(): pass\n"})
+    os.mkfifo(repo / "pipe.py")
+    os.mkfifo(repo / "sub" / ".gitignore")
+    result = _walk_within(repo)
+    assert [f.rel_path for f in result.files] == ["a.py", "sub/b.py"]
+    reasons = [(s.rel_path, s.reason) for s in result.skipped]
+    assert ("pipe.py", "unreadable: not a regular file (a named pipe); only files are read") in reasons
+    assert [r for r in reasons if r[0] == "sub/.gitignore"] == [
+        ("sub/.gitignore", "its rules were not applied: not a regular file (a named pipe); only files are read")]
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_gitignore_linked_to_a_device_or_too_large_is_not_read(tmp_path: Path) -> None:
+    repo = write_files(tmp_path / "repo", {"a.py": "def a(): pass\n", "big/c.py": "def c(): pass\n"})
+    os.symlink("/dev/zero", repo / ".gitignore")  # read whole, it never ends
+    (repo / "big" / ".gitignore").write_text("c.py\n" + "#" * MAX_IGNORE_BYTES)
+    result = _walk_within(repo)
+    assert [f.rel_path for f in result.files] == ["a.py", "big/c.py"]  # no rules from either
+    reasons = [(s.rel_path, s.reason) for s in result.skipped]
+    assert (".gitignore", "its rules were not applied: not a regular file (a device); only files are read") in reasons
+    assert ("big/.gitignore", f"its rules were not applied: larger than {MAX_IGNORE_BYTES} bytes") in reasons
+
+
+def test_a_file_that_grew_past_the_limit_after_the_walk_is_not_read_whole(tmp_path: Path) -> None:
+    repo = write_files(tmp_path / "repo", {"a.py": "def a(): pass\n"})
+    [source] = walk_repository(repo, config=WalkConfig(max_file_bytes=100)).files
+    assert read_source(source, max_bytes=100) == b"def a(): pass\n"
+    (repo / "a.py").write_text("x = 1\n" * 100)
+    with pytest.raises(FileTooLarge, match="larger than 100 bytes"):
+        read_source(source, max_bytes=100)

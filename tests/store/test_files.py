@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 
 import pytest
 
@@ -203,3 +204,22 @@ def test_file_names_that_are_not_utf8_get_escaped_distinct_ids_and_can_be_stored
         assert store.get_document("c", ids[0])["metadata"]["path"] == ids[0]
     finally:
         store.close()
+
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")
+@pytest.mark.parametrize("name", ["notes.jsonl", "notes.txt"])
+def test_a_named_pipe_named_outright_is_named_not_read(tmp_path, name):
+    pipe = tmp_path / name
+    os.mkfifo(pipe)
+    entries: list = []
+    reader = threading.Thread(target=lambda: entries.extend(read_entries(pipe)), daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # blocked opening the pipe: a writer that closes at once releases it
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading blocked on a named pipe")
+    (entry,) = entries
+    assert isinstance(entry, Unreadable)
+    assert entry.reason == ("cannot read the file (not a regular file (a named pipe); only files are read); check "
+                            "it exists and is readable")
