@@ -23,6 +23,10 @@ def is_collection_name(name: object) -> bool:
     return isinstance(name, str) and _COLLECTION_NAME.fullmatch(name) is not None
 
 
+MAX_DOCUMENT_ID_CHARS = 512
+"""A document id is 1 to this many characters, whichever way it comes in (API, files, repositories)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkInput:
     """A chunk the caller cut itself (code definitions, say): a span of the document's text plus metadata."""

@@ -19,13 +19,12 @@ from pydantic_core import PydanticCustomError
 from ragsvc.api.answer_schemas import HydeBody
 from ragsvc.api.request_body import RequestBody
 from ragsvc.index.spec import IndexSpec
-from ragsvc.types import COLLECTION_NAME_PATTERN
+from ragsvc.types import COLLECTION_NAME_PATTERN, MAX_DOCUMENT_ID_CHARS
 
 COLLECTION_NAME = f"^{COLLECTION_NAME_PATTERN}$"
 """The store's rule (ragsvc/types.py), here so the OpenAPI document shows it. pydantic matches patterns with
 Rust's regex, where `$` is the end of the text (Python's `re` would also admit a final newline)."""
 CollectionName = Annotated[str, StringConstraints(pattern=COLLECTION_NAME)]
-MAX_DOCUMENT_ID_CHARS = 512
 
 
 def check_document_id(value: str) -> str:

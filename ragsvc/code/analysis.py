@@ -10,7 +10,7 @@ from tree_sitter import QueryError
 
 from ragsvc.code.chunker import ChunkConfig, CodeChunk, chunk_file
 from ragsvc.code.parser import decode_source, parse_text
-from ragsvc.code.tags import Definition, FileTags, extract_tags
+from ragsvc.code.tags import Definition, FileTags, TagsTooCostly, extract_tags
 from ragsvc.code.walker import DEFAULT_MAX_FILE_BYTES, SourceFile, WalkConfig, WalkResult, read_source, walk_repository
 from ragsvc.types import ChunkInput, DocumentInput
 
@@ -46,6 +46,10 @@ def analyse_bytes(
     except QueryError as exc:  # a grammar version whose node names differ from our queries: chunk what we can
         tags = FileTags(rel_path, language, (), ())
         problems = [*parsed.problems, f"tag query for {language} does not fit the installed grammar: {exc}"]
+        parsed = replace(parsed, problems=tuple(problems))
+    except TagsTooCostly as exc:  # a pathological file: its code is still searchable, only without symbols
+        tags = FileTags(rel_path, language, (), ())
+        problems = [*parsed.problems, f"not tagged: {exc}; chunked as plain code"]
         parsed = replace(parsed, problems=tuple(problems))
     chunks = tuple(c for c in chunk_file(parsed, tags, config=chunk_config or ChunkConfig()) if c.text.strip())
     spans = tuple(_char_span(parsed.data, text, c.start_byte, c.end_byte) for c in chunks)

@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import textwrap
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from ragsvc.code.parser import ParsedFile
@@ -211,8 +213,8 @@ def _chunk(
         text=text,
         start_byte=start,
         end_byte=end,
-        start_line=parsed.data.count(b"\n", 0, start) + 1,
-        end_line=parsed.data.count(b"\n", 0, start + len(parsed.data[start:end].rstrip()) - 1) + 1,
+        start_line=parsed.line_number(start),
+        end_line=parsed.line_number(start + len(parsed.data[start:end].rstrip()) - 1),
         symbol=d.symbol,
         kind=d.kind,
         part=part,
@@ -223,10 +225,12 @@ def _chunk(
 def _module_chunks(parsed: ParsedFile, top_level: list[Definition], config: ChunkConfig) -> list[CodeChunk]:
     """Top-level statements that no definition covers, grouped into pieces under the size limit."""
     # A definition's doc comments belong to its chunk, not to the module's.
-    covered = [(_leading_comment_start(_node_at(parsed, d.start_byte, d.end_byte)), d.end_byte) for d in top_level]
+    covered = _Spans([(_leading_comment_start(_node_at(parsed, d.start_byte, d.end_byte)), d.end_byte)
+                      for d in top_level])
     groups: list[list[Node]] = [[]]
     for child in parsed.tree.root_node.named_children:
-        if any(s <= child.start_byte and child.end_byte <= e for s, e in covered) or _covers_definition(child, covered):
+        if covered.any_around(child.start_byte, child.end_byte) or covered.any_within(child.start_byte,
+                                                                                       child.end_byte):
             groups.append([])  # a definition breaks the run of top-level code
             continue
         groups[-1].append(child)
@@ -243,5 +247,23 @@ def _module_chunks(parsed: ParsedFile, top_level: list[Definition], config: Chun
     return chunks
 
 
-def _covers_definition(node: Node, covered: list[tuple[int, int]]) -> bool:
-    return any(node.start_byte <= s and e <= node.end_byte for s, e in covered)
+class _Spans:
+    """Byte spans, asked whether one lies around or within a given span, each in O(log n): asked for every
+    top-level statement against every top-level definition, a scan of all of them made a file of 20,000
+    definitions take 40 s. Exact for any spans, overlapping or not: one starts at or before `start` and ends
+    at or after `end` iff the largest end among those starting at or before `start` is; likewise, one lies
+    within iff the smallest end among those starting at or after `start` is at most `end`."""
+
+    def __init__(self, spans: list[tuple[int, int]]) -> None:
+        spans = sorted(spans)
+        self._starts = [s for s, _ in spans]
+        self._max_end_up_to = list(accumulate((e for _, e in spans), max))
+        self._min_end_from = list(accumulate((e for _, e in reversed(spans)), min))[::-1]
+
+    def any_around(self, start: int, end: int) -> bool:
+        i = bisect_right(self._starts, start)
+        return i > 0 and self._max_end_up_to[i - 1] >= end
+
+    def any_within(self, start: int, end: int) -> bool:
+        i = bisect_left(self._starts, start)
+        return i < len(self._starts) and self._min_end_from[i] <= end

@@ -56,6 +56,16 @@ class FileTags:
     references: tuple[Reference, ...]
 
 
+MAX_ERROR_CHILDREN = 10_000
+"""A file is not tagged when one syntax error holds more tokens than this: tree-sitter's query engine takes time
+quadratic in an ERROR node's children (100,000 unclosed `[` took 13 s; a 1 MB file of them, about 20 minutes of
+the repository job). Broken real code has small error nodes."""
+
+
+class TagsTooCostly(Exception):
+    """The file's syntax tree would make the tag query run for minutes; chunk it without tags."""
+
+
 @functools.cache
 def _query(language: str) -> Query:
     """The language's tag query, compiled once per process."""
@@ -65,8 +75,13 @@ def _query(language: str) -> Query:
 
 
 def extract_tags(parsed: ParsedFile) -> FileTags:
-    """Definitions (outermost first, by position) and references of one parsed file."""
+    """Definitions (outermost first, by position) and references of one parsed file. TagsTooCostly when a
+    syntax error holds more than MAX_ERROR_CHILDREN tokens."""
     from tree_sitter import QueryCursor
+
+    widest = _widest_error(parsed.tree.root_node)
+    if widest > MAX_ERROR_CHILDREN:
+        raise TagsTooCostly(f"a syntax error spans {widest} tokens (more than {MAX_ERROR_CHILDREN})")
 
     raw_defs: list[tuple[Node, Node, str]] = []  # (definition node, name node, kind)
     refs: list[Reference] = []
@@ -163,3 +178,18 @@ def signature_of(parsed: ParsedFile, node: Node) -> str:
     if len(one_line) > _MAX_SIGNATURE_CHARS:
         one_line = one_line[: _MAX_SIGNATURE_CHARS - 3] + "..."
     return one_line
+
+
+def _widest_error(root: Node) -> int:
+    """The most children of any ERROR node, visiting only subtrees that contain an error (iteratively: syntax
+    trees can be deeper than Python's recursion limit)."""
+    if not root.has_error:
+        return 0
+    widest = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR":
+            widest = max(widest, node.child_count)
+        stack.extend(child for child in node.children if child.has_error)
+    return widest

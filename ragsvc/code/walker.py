@@ -22,6 +22,7 @@ from ragsvc.code.languages import language_for_path
 from ragsvc.errors import InvalidInput
 from ragsvc.regular_files import open_regular, read_regular
 from ragsvc.store.files import utf8_name
+from ragsvc.types import MAX_DOCUMENT_ID_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,38 @@ def walk_repository(root: str | Path, *, config: WalkConfig = WalkConfig()) -> W
     """Every indexable source file under `root`, sorted by relative path, plus what was skipped and why."""
     real_root = resolve_root(root, allowed_roots=config.allowed_roots)
     result = WalkResult(root=real_root)
-    for item in _walk_dir(real_root, real_root, "", [], {real_root}, config):
+    for item in _walk(real_root, config):
         if isinstance(item, SourceFile):
             result.files.append(item)
         else:
             result.skipped.append(item)
     result.files.sort(key=lambda f: f.rel_path)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Descend:
+    """A folder to walk next, with the .gitignore rules of the folders above it."""
+
+    path: Path
+    rel: str
+    specs: list[tuple[str, pathspec.PathSpec]]
+
+
+def _walk(root: Path, config: WalkConfig) -> Iterator[SourceFile | Skipped]:
+    """Depth first, each folder in its sorted order. The open folders are a stack of suspended generators, not
+    nested calls: a repository can nest folders deeper than Python's recursion limit (1,200 levels raised
+    RecursionError and failed the whole walk)."""
+    visited = {root}
+    stack = [_folder(root, _Descend(root, "", []), visited, config)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif isinstance(item, _Descend):
+            stack.append(_folder(root, item, visited, config))
+        else:
+            yield item
 
 
 def _load_ignore(directory: Path, rel_dir: str) -> pathspec.PathSpec | Skipped | None:
@@ -131,30 +157,28 @@ def _ignored(rel: str, is_dir: bool, specs: list[tuple[str, pathspec.PathSpec]])
     return False
 
 
-def _walk_dir(
-    root: Path,
-    directory: Path,
-    rel_dir: str,
-    specs: list[tuple[str, pathspec.PathSpec]],
-    visited: set[Path],
-    config: WalkConfig,
-) -> Iterator[SourceFile | Skipped]:
-    spec = _load_ignore(directory, rel_dir)
+def _folder(root: Path, folder: _Descend, visited: set[Path],
+            config: WalkConfig) -> Iterator[SourceFile | Skipped | _Descend]:
+    """One folder's entries: files to index, what was skipped, and its subfolders to walk (not walked here)."""
+    spec = _load_ignore(folder.path, folder.rel)
+    specs = folder.specs
     if isinstance(spec, Skipped):
         yield spec
     elif spec is not None:
-        specs = [*specs, (rel_dir, spec)]
+        specs = [*specs, (folder.rel, spec)]
     try:
         # Real entries before symlinks, so a folder reachable both ways is indexed under its real path.
-        entries = sorted(os.scandir(directory), key=lambda e: (e.is_symlink(), e.name))
+        entries = sorted(os.scandir(folder.path), key=lambda e: (e.is_symlink(), e.name))
     except OSError as exc:
-        yield Skipped(rel_dir or ".", f"unreadable folder: {exc.strerror or exc}")
+        yield Skipped(folder.rel or ".", f"unreadable folder: {exc.strerror or exc}")
         return
     for entry in entries:
         if isinstance(spec, Skipped) and entry.name == ".gitignore":
             continue  # listed once, with why its rules were not applied
-        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-        yield from _visit(root, entry, rel, specs, visited, config)
+        rel = f"{folder.rel}/{entry.name}" if folder.rel else entry.name
+        item = _visit(root, entry, rel, specs, visited, config)
+        if item is not None:
+            yield item
 
 
 def _visit(
@@ -164,31 +188,29 @@ def _visit(
     specs: list[tuple[str, pathspec.PathSpec]],
     visited: set[Path],
     config: WalkConfig,
-) -> Iterator[SourceFile | Skipped]:
+) -> SourceFile | Skipped | _Descend | None:
     if utf8_name(entry.name) != entry.name:  # an id must be UTF-8 text, and `rel` must lead back to the file
-        yield Skipped(utf8_name(rel), "its name is not UTF-8; rename it to index it")
-        return
+        return Skipped(utf8_name(rel), "its name is not UTF-8; rename it to index it")
     is_link = entry.is_symlink()
     if is_link and not config.follow_symlinks:
-        yield Skipped(rel, "symlink (not followed)")
-        return
+        return Skipped(rel, "symlink (not followed)")
     real = Path(entry.path).resolve() if is_link else Path(entry.path)
     if is_link and not real.is_relative_to(root):
-        yield Skipped(rel, "symlink points outside the repository")
-        return
+        return Skipped(rel, "symlink points outside the repository")
     if entry.is_dir(follow_symlinks=True):
         if entry.name in config.skip_dirs or _ignored(rel, True, specs):
-            return
+            return None
         real = real.resolve()
         if real in visited:
-            yield Skipped(rel, "symlink loop (folder already visited)")
-            return
+            return Skipped(rel, "symlink loop (folder already visited)")
         visited.add(real)
-        yield from _walk_dir(root, Path(entry.path), rel, specs, visited, config)
-        return
+        return _Descend(Path(entry.path), rel, specs)
     if _ignored(rel, False, specs):
-        return
-    yield _check_file(Path(entry.path), rel, config)
+        return None
+    if len(rel) > MAX_DOCUMENT_ID_CHARS:  # the path is the file's document id
+        return Skipped(rel, f"its path is longer than {MAX_DOCUMENT_ID_CHARS} characters (a document id's limit); "
+                            "move it nearer the repository's root to index it")
+    return _check_file(Path(entry.path), rel, config)
 
 
 def _check_file(path: Path, rel: str, config: WalkConfig) -> SourceFile | Skipped:

@@ -19,7 +19,7 @@ from ragsvc.embed.chunker import chunk_spans
 from ragsvc.embed.embedder import Embedder
 from ragsvc.errors import InvalidInput
 from ragsvc.store.records import CollectionRecord, PreparedChunk, PreparedDocument
-from ragsvc.types import ChunkInput, DocumentInput
+from ragsvc.types import MAX_DOCUMENT_ID_CHARS, ChunkInput, DocumentInput
 
 CachedLookup = Callable[[list[str]], dict[str, np.ndarray]]
 
@@ -47,8 +47,9 @@ def validate_batch(docs: Sequence[DocumentInput]) -> list[str]:
         if not doc.text or not doc.text.strip():
             raise InvalidInput(f"document {position} has empty text; every document needs some text")
         doc_id = document_id(doc)
-        if not doc_id or len(doc_id) > 512:
-            raise InvalidInput(f"document {position} has an id of length {len(doc_id)}; use 1 to 512 characters")
+        if not doc_id or len(doc_id) > MAX_DOCUMENT_ID_CHARS:
+            raise InvalidInput(f"document {position} has an id of length {len(doc_id)}; use 1 to "
+                               f"{MAX_DOCUMENT_ID_CHARS} characters")
         if doc_id in seen:
             raise InvalidInput(f"document id {doc_id!r} appears twice in one batch; ids must be unique")
         seen.add(doc_id)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ragsvc.errors import InvalidInput
 from ragsvc.regular_files import open_regular
-from ragsvc.types import DocumentInput
+from ragsvc.types import MAX_DOCUMENT_ID_CHARS, DocumentInput
 
 SUFFIXES = (".txt", ".md", ".markdown", ".jsonl")
 
@@ -108,7 +108,6 @@ def expand_paths(patterns: list[str]) -> Expansion:
     return Expansion(sorted(files), other, hidden, tuple(unlisted))
 
 
-MAX_ID_CHARS = 512
 MAX_DOCUMENT_CHARS = 2_000_000
 """Longer documents are refused by name (the API's limit too): split them into several first."""
 
@@ -306,7 +305,7 @@ def _jsonl_entry(path: Path, lineno: int, raw: bytes, max_document_chars: int) -
     if not isinstance(metadata, dict):
         return Unreadable(where, "\"metadata\" must be an object")
     doc_id = row.get("id", row.get("_id"))
-    if doc_id is not None and not 1 <= len(str(doc_id)) <= MAX_ID_CHARS:
-        return Unreadable(where, f"\"id\" has {len(str(doc_id))} characters; use 1 to {MAX_ID_CHARS}")
+    if doc_id is not None and not 1 <= len(str(doc_id)) <= MAX_DOCUMENT_ID_CHARS:
+        return Unreadable(where, f"\"id\" has {len(str(doc_id))} characters; use 1 to {MAX_DOCUMENT_ID_CHARS}")
     return DocumentInput(text=row["text"], id=str(doc_id) if doc_id is not None else where,
                          metadata={**metadata, "path": path_name(path)}, source=path_name(path))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ragsvc.code.analysis import analyse_bytes, to_document
-from ragsvc.code.chunker import ChunkConfig, chunk_file
+from ragsvc.code.chunker import ChunkConfig, _Spans, chunk_file
 from ragsvc.code.parser import parse_file, parse_text
 from ragsvc.code.tags import extract_tags
 
@@ -69,3 +72,25 @@ def test_document_spans_index_the_text_even_with_non_ascii() -> None:
 
 def test_file_without_code_gives_no_document() -> None:
     assert to_document(analyse_bytes(b"\n\n", rel_path="empty.py", language="python")) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 30)).map(lambda t: (t[0], t[0] + t[1])),
+                      max_size=12),
+       start=st.integers(0, 70), length=st.integers(0, 40))
+def test_span_lookups_agree_with_a_scan_of_every_span(spans, start, length) -> None:
+    end = start + length
+    covered = _Spans(spans)
+    assert covered.any_around(start, end) == any(s <= start and end <= e for s, e in spans)
+    assert covered.any_within(start, end) == any(start <= s and e <= end for s, e in spans)
+
+
+def test_a_file_of_many_definitions_gets_each_its_own_chunk_and_lines() -> None:
+    source = "".join(f"def f{i}(a):\n    return a\n\nX{i} = {i}\n" for i in range(3000))
+    analysis = analyse_bytes(source.encode(), rel_path="many.py", language="python")
+    functions = [c for c in analysis.chunks if c.kind == "function"]
+    assert [(c.symbol, c.start_line, c.end_line) for c in functions] == [
+        (f"f{i}", 4 * i + 1, 4 * i + 2) for i in range(3000)]
+    module = [c for c in analysis.chunks if c.symbol == "<module>"]
+    assert "X0 = 0" in module[0].text and "X2999 = 2999" in module[-1].text
+    assert not any("def f" in c.text for c in module)

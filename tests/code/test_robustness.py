@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ragsvc.code.analysis import analyse_bytes, to_document
 from ragsvc.code.chunker import ChunkConfig
 from ragsvc.code.languages import SUPPORTED_LANGUAGES
+from ragsvc.code.tags import MAX_ERROR_CHILDREN
 from ragsvc.retrieval.ingest import validate_batch
 
 # Code-like fragments glued at random: keywords, brackets, strings, unicode and invalid bytes.
@@ -48,3 +51,20 @@ def test_a_query_that_does_not_fit_the_grammar_degrades_to_module_chunks(monkeyp
     assert analysis.problems[0].startswith("tag query for go does not fit the installed grammar")
     assert analysis.tags.definitions == ()
     assert [c.kind for c in analysis.chunks] == ["module"]  # the code is still indexed, as plain top-level code
+
+
+def test_a_syntax_error_of_more_tokens_than_the_tag_query_can_take_is_chunked_untagged() -> None:
+    # 20,001 unclosed brackets: one ERROR node, on which tree-sitter's query time grows with the square of its size
+    raw = b"def kept(a):\n    return a\n\nx = " + b"[" * (MAX_ERROR_CHILDREN * 2) + b"\n"
+    analysis = analyse_bytes(raw, rel_path="broken.py", language="python")
+    assert analysis.tags.definitions == ()
+    assert re.fullmatch(rf"not tagged: a syntax error spans (\d+) tokens \(more than {MAX_ERROR_CHILDREN}\); "
+                        "chunked as plain code", analysis.problems[-1])
+    assert "def kept(a)" in analysis.chunks[0].text  # still searchable as code
+    assert validate_batch([to_document(analysis)])
+
+
+def test_a_small_syntax_error_is_still_tagged_around() -> None:
+    raw = b"def kept(a):\n    return a\n\nx = " + b"[" * 50 + b"\n"
+    analysis = analyse_bytes(raw, rel_path="broken.py", language="python")
+    assert [d.symbol for d in analysis.tags.definitions] == ["kept"]

@@ -149,3 +149,19 @@ def test_a_file_that_grew_past_the_limit_after_the_walk_is_not_read_whole(tmp_pa
     (repo / "a.py").write_text("x = 1\n" * 100)
     with pytest.raises(FileTooLarge, match="larger than 100 bytes"):
         read_source(source, max_bytes=100)
+
+
+def test_folders_nested_deeper_than_the_recursion_limit_are_walked(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    deep = repo
+    for _ in range(1200):  # 2,400 characters: under PATH_MAX, nested past Python's recursion limit
+        deep = deep / "d"
+        deep.mkdir(parents=True)
+    (deep / "x.py").write_text("def x(): pass\n")
+    write_files(repo, {"a.py": "def a(): pass\n", "d/d/b.py": "def b(): pass\n"})
+    result = walk_repository(repo)
+    assert [f.rel_path for f in result.files] == ["a.py", "d/d/b.py"]
+    [(rel, reason)] = [(s.rel_path, s.reason) for s in result.skipped]
+    assert rel == "d/" * 1200 + "x.py"
+    assert reason == ("its path is longer than 512 characters (a document id's limit); move it nearer the "
+                      "repository's root to index it")
