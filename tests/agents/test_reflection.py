@@ -3,8 +3,12 @@ and grow a tree (a reflection citing a reflection)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ragsvc.agents.insight_evidence import insight_lines, nearest_evidence
 from ragsvc.agents.memory import MemoryStream
@@ -137,3 +141,27 @@ def test_an_uncited_reply_is_stored_with_evidence_found_by_similarity(catalog, e
     cited = reflect(stream, ScriptedGenerator(["What is Mei like?", "Mei is generous [1]"]), now_h=11.0,
                     options=ReflectionOptions(num_questions=1, evidence_per_question=4))
     assert cited[0].metadata["evidence_by"] == "cited"
+
+
+_OLD_CITATION = re.compile(r"[\[(]\s*(?:because of|evidence:?|from|see)?\s*((?:\d+\s*(?:,|and)?\s*)+)[\])]\s*\.?\s*$",
+                           re.IGNORECASE)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["1", "2", "12", " ", ",", "and", "(", ")", "[", "]", ".", "x", "because of", "see "]),
+                max_size=10))
+def test_citations_are_read_as_the_old_pattern_read_short_lines(parts):
+    line = "Mei hosts people " + "".join(parts)
+    old = _OLD_CITATION.search(line)  # exponential only on long digit runs, so a fine oracle here
+    cited = parse_insights(line, list(range(100, 200)), limit=5)
+    if old is None:
+        assert cited == []
+    else:
+        numbers = [int(n) for n in re.findall(r"\d+", old.group(1)) if 1 <= int(n) <= 100]
+        assert [c.evidence for c in cited] in ([], [tuple(dict.fromkeys(99 + n for n in numbers))])
+
+
+def test_a_line_ending_in_a_long_run_of_digits_is_read_at_once():
+    # "(because of" and 40 digits: the old pattern split the run every way (hours of backtracking).
+    assert parse_insights("Ada likes tea (because of " + "1" * 40, [7, 8, 9], limit=3) == []
+    assert parse_insights("Ada likes tea (because of 1 2 3)", [7, 8, 9], limit=3)[0].evidence == (7, 8, 9)
