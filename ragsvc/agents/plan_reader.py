@@ -36,8 +36,9 @@ _TIME = re.compile(
 _JOIN = re.compile(r"\s*(?:-|–|—|to|until|till|and)\s*", re.IGNORECASE)
 """What may stand between two times of one range."""
 _UNTIL = re.compile(r"\b(?:until|till|by)\s*$", re.IGNORECASE)
-_LEAD = re.compile(r"\s*(?:\b(?:at|from|between|around|about|starting|until|till|by|to|and)|[-–—])\s*$",
-                   re.IGNORECASE)
+_LEAD = re.compile(r"(?:\b(?:at|from|between|around|about|starting|until|till|by|to|and)|[-–—])\s*$", re.IGNORECASE)
+"""The word that introduces a time, at the end of the text before it; the spaces before the word are stripped
+in Python (a leading `\s*` made the search quadratic in a line's runs of spaces)."""
 _SUBJECT = re.compile(
     r"^(?:I|he|she|they|[A-Z][a-z]+(?: [A-Z][a-z]+)?(?:, \d+,)?)\s+(?:will|'ll|plans? to|is planning to|"
     r"is going to|wants? to|intends? to)\s+", re.IGNORECASE)
@@ -80,12 +81,18 @@ def _times(line: str) -> list[_Time]:
     return found
 
 
+def _without_lead(before: str) -> str:
+    """`before` less a trailing word that introduces a time ("at", "from", a dash) and the spaces around it."""
+    lead = _LEAD.search(before)
+    return before[: lead.start()].rstrip() if lead else before
+
+
 def _activity(line: str, times: Sequence[_Time]) -> str:
     """The line without `times` (and the word introducing each), bullets, markdown, a leading "I will" or
     "Name plans to", and anything after its first sentence; at most MAX_TEXT characters."""
     text = line
     for t in sorted(times, key=lambda t: -t.start):
-        text = _LEAD.sub("", text[:t.start]) + " " + text[t.end:]
+        text = _without_lead(text[: t.start]) + " " + text[t.end :]
     text = _BULLET.sub("", text.replace("**", "").replace("__", ""))
     text = re.sub(r"\(\s*\)|\[\s*\]", " ", text)
     text = re.sub(r"\s+([,.;:])", r"\1", re.sub(r"\s+", " ", text)).strip(" \t:;,.-–—|*#")

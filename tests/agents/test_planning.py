@@ -3,7 +3,11 @@ moment of a reaction, with scripted replies where a small model could not be rel
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ragsvc.agents.memory import MemoryStream
 from ragsvc.agents.plan import (
@@ -124,3 +128,36 @@ def test_continue_or_react_and_replan_from_that_moment(catalog, embedder):
     assert reaction.metadata["reaction"] is True and "talk to Tomas" in reaction.text
     prompt = planner.generator.calls[1][0][0]["content"]
     assert "Tomas mentioned a party" in prompt  # the decision was conditioned on retrieved memories
+
+
+# The step pattern as it was, as an oracle on short lines: quadratic only in long runs of spaces.
+_OLD_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])?\s*(\d{1,2}):(\d{2})\s*(?:-|–|to)\s*(\d{1,2}):(\d{2})"
+                       r"\s*[:,-]?\s*(.+?)\s*$")
+_PIECES = [" ", "  ", "\t", "-", "*", "1.", "2)", "09", ":", "00", "10", "–", "to", "x", "walk", ",", "\u00a0"]
+
+
+_SPACE = st.sampled_from(["", " ", "  ", "\t", "\u00a0"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.tuples(_SPACE, st.sampled_from(["", "-", "*", "1.", "2)", "x"]), _SPACE,
+                 st.sampled_from(["09:00", "9:5", "x"]), _SPACE, st.sampled_from(["-", "–", "to", ","]), _SPACE,
+                 st.sampled_from(["10:30", "08:00", ""]),
+                 _SPACE, st.sampled_from(["", ":", ",", "-"]), _SPACE, st.lists(st.sampled_from(_PIECES), max_size=6)))
+def test_step_lines_parse_as_the_old_pattern_parsed_them(parts):
+    line = "".join(parts[:-1]) + "".join(parts[-1])
+    old = _OLD_LINE.match(line)
+    step = parse_step(line)
+    if old is None:
+        assert step is None
+    else:
+        h1, m1, h2, m2, text = old.groups()
+        start, end = int(h1) * 60 + int(m1), int(h2) * 60 + int(m2)
+        expected = (start, end, text.strip().rstrip(".")) if start < end and text.strip() else None
+        assert (step and (step.start_min, step.end_min, step.text)) == expected
+
+
+def test_a_step_line_with_a_long_run_of_spaces_parses_at_once():
+    step = parse_step("09:00 - 10:00 walk" + " " * 100_000 + "home")
+    assert (step.start_min, step.end_min, step.text) == (540, 600, "walk" + " " * 100_000 + "home")
+    assert parse_step(" " * 100_000 + "x") is None
