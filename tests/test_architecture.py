@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ragsvc"
 # Each layer lists its parts bottom-up: a part may import any lower layer, and the parts listed before it
 # in its own layer; never a later part of its layer or a higher layer.
 LAYERS: list[list[str]] = [
-    ["errors", "types", "config", "native", "gc_freeze", "cjk", "gemm_rows", "bf16_packing", "cpu_identity"],
+    ["errors", "types", "config", "native", "gc_freeze", "cjk", "gemm_rows", "bf16_packing", "cpu_identity",
+     "regular_files"],
     ["embed", "index", "store", "cluster"],
     ["serving", "llm", "retrieval"],
     ["answer", "agents", "code", "evals"],
