@@ -85,7 +85,7 @@ def expand_paths(patterns: list[str]) -> Expansion:
         unlisted.append(f"{exc.filename}: {exc.strerror or exc}")
 
     for pattern in patterns:
-        matches = [Path(p) for p in glob.glob(pattern, recursive=True)] if glob.has_magic(pattern) else [Path(pattern)]
+        matches = _glob(pattern) if glob.has_magic(pattern) else [Path(pattern)]
         if not matches or not all(m.exists() for m in matches):
             raise InvalidInput(f"{pattern}: no such file or folder")
         for match in matches:
@@ -106,6 +106,21 @@ def expand_paths(patterns: list[str]) -> Expansion:
             else:
                 raise InvalidInput(f"{match}: unsupported file type {match.suffix!r}; use {', '.join(SUFFIXES)}")
     return Expansion(sorted(files), other, hidden, tuple(unlisted))
+
+
+def _glob(pattern: str) -> list[Path]:
+    """The paths a glob pattern matches, `**` included, entering no symlinked folder: Python's `glob` follows
+    them, so two links back up a tree made `docs/**/*.md` list every file under an exponential number of paths
+    (a hang). pathlib's `**` does not follow them. Hidden entries match only where the pattern names a hidden
+    part itself, as with `glob`."""
+    parts = Path(pattern).parts
+    first_magic = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    root, rest = Path(*parts[:first_magic]), parts[first_magic:]
+    if ".." in rest:
+        raise InvalidInput(f"{pattern}: use '..' only before the first wildcard")
+    shows_hidden = any(part.startswith(".") for part in rest)
+    return sorted(m for m in root.glob(str(Path(*rest)))
+                  if shows_hidden or not any(p.startswith(".") for p in m.relative_to(root).parts))
 
 
 MAX_DOCUMENT_CHARS = 2_000_000

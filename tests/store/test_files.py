@@ -223,3 +223,22 @@ def test_a_named_pipe_named_outright_is_named_not_read(tmp_path, name):
     assert isinstance(entry, Unreadable)
     assert entry.reason == ("cannot read the file (not a regular file (a named pipe); only files are read); check "
                             "it exists and is readable")
+
+
+def test_a_recursive_glob_enters_no_symlinked_folder_and_lists_each_file_once(tmp_path):
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "docs" / "sub" / "a.md").write_text("A")
+    (tmp_path / "docs" / ".hidden").mkdir()
+    (tmp_path / "docs" / ".hidden" / "h.md").write_text("H")
+    (tmp_path / "docs" / ".top.md").write_text("T")
+    for name in ("up1", "up2"):  # two links back up: Python's glob lists 2^depth paths for each file
+        (tmp_path / "docs" / "sub" / name).symlink_to("..", target_is_directory=True)
+    found: list = []
+    lister = threading.Thread(target=lambda: found.append(expand_paths([f"{tmp_path}/docs/**/*.md"])), daemon=True)
+    lister.start()
+    lister.join(20)
+    assert not lister.is_alive(), "the glob followed the symlinked folders"
+    assert found[0].files == [tmp_path / "docs" / "sub" / "a.md"]
+    assert expand_paths([f"{tmp_path}/docs/.*.md"]).files == [tmp_path / "docs" / ".top.md"]  # named: matched
+    with pytest.raises(InvalidInput, match="use '..' only before the first wildcard"):
+        expand_paths([f"{tmp_path}/docs/*/../sub/a.md"])
