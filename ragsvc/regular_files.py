@@ -1,10 +1,10 @@
 """Reading files found in folders that someone else filled (a repository to index, a folder to ingest).
 
 Such a folder can hold a named pipe, a socket or a symlink to a device under an ordinary file name. Opening a
-pipe for reading blocks until some process writes to it, so a single `x.py` that is a FIFO stalled a repository
-job (and every job queued behind it) for ever, and a `.gitignore` linked to `/dev/zero` was read until memory
-ran out. So the file is opened without blocking, checked to be a regular file on the open descriptor (no race
-with a rename between a check and the open), and read up to a bound.
+pipe for reading blocks until some process writes to it, so a single `x.py` that is a FIFO would stall a
+repository job (and every job queued behind it) for ever, and a `.gitignore` linked to `/dev/zero` would be read
+until memory ran out. So the file is opened without blocking, checked to be a regular file on the open
+descriptor (no race with a rename between a check and the open), and read up to a bound.
 """
 
 from __future__ import annotations

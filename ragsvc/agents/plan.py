@@ -22,7 +22,7 @@ LIMITS: dict[str, tuple[int, int]] = {"hour": (15, 60), "action": (5, 15)}
 
 _LINE = re.compile(r"(?:[-*•]|\d+[.)])?\s*(\d{1,2}):(\d{2})\s*(?:-|–|to)\s*(\d{1,2}):(\d{2})\s*[:,-]?\s*(.+)")
 """Matched from a line's first non-space, its text stripped in Python: with `^\s*` and `(.+?)\s*$` of its own
-the pattern was quadratic in a line's runs of spaces (a model's line of 8,000 took 1.2 s)."""
+the pattern is quadratic in a line's runs of spaces (1.2 s for a model's line of 8,000)."""
 
 
 @dataclass(frozen=True, slots=True)

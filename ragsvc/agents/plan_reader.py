@@ -38,7 +38,7 @@ _JOIN = re.compile(r"\s*(?:-|–|—|to|until|till|and)\s*", re.IGNORECASE)
 _UNTIL = re.compile(r"\b(?:until|till|by)\s*$", re.IGNORECASE)
 _LEAD = re.compile(r"(?:\b(?:at|from|between|around|about|starting|until|till|by|to|and)|[-–—])\s*$", re.IGNORECASE)
 """The word that introduces a time, at the end of the text before it; the spaces before the word are stripped
-in Python (a leading `\s*` made the search quadratic in a line's runs of spaces)."""
+in Python (a leading `\s*` makes the search quadratic in a line's runs of spaces)."""
 _SUBJECT = re.compile(
     r"^(?:I|he|she|they|[A-Z][a-z]+(?: [A-Z][a-z]+)?(?:, \d+,)?)\s+(?:will|'ll|plans? to|is planning to|"
     r"is going to|wants? to|intends? to)\s+", re.IGNORECASE)

@@ -33,8 +33,8 @@ _NUMBERING = re.compile(r"^\s*(?:[-*•]|\(?\d+[.):]|Q\d*[.:])\s*")
 _CITATION = re.compile(r"[\[(]\s*(?:because of|evidence:?|from|see)?\s*((?:\d+(?:\s*(?:,|and)\s*|\s+))*\d+)"
                        r"(?:\s*(?:,|and))?\s*[\])]\s*\.?\s*$", re.IGNORECASE)
 """Statement numbers in brackets at the end of a line. Numbers need a separator between them: with it optional,
-`(?:\d+\s*(?:,|and)?\s*)+` could split a run of digits every way, and a model's line ending in "(because of"
-and 30 digits backtracked for minutes."""
+`(?:\d+\s*(?:,|and)?\s*)+` can split a run of digits every way, exponential in its length (minutes for a
+model's line ending in "(because of" and 30 digits)."""
 _FORMAT_EXAMPLE = "<an insight about them> [2, 5]"
 
 

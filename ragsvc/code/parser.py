@@ -36,7 +36,7 @@ class ParsedFile:
     problems: tuple[str, ...] = field(default_factory=tuple)
     newlines: tuple[int, ...] = field(default=(), compare=False, repr=False)
     """Byte offsets of every newline in `data`, so a chunk's line numbers cost a lookup, not a count from the
-    file's start (which made a file of 20,000 definitions quadratic)."""
+    file's start (quadratic in a file's definitions)."""
 
     def line_number(self, byte_offset: int) -> int:
         """1-based line of a byte offset in `data`."""

@@ -121,8 +121,8 @@ class _Descend:
 
 def _walk(root: Path, config: WalkConfig) -> Iterator[SourceFile | Skipped]:
     """Depth first, each folder in its sorted order. The open folders are a stack of suspended generators, not
-    nested calls: a repository can nest folders deeper than Python's recursion limit (1,200 levels raised
-    RecursionError and failed the whole walk)."""
+    nested calls: a repository can nest folders deeper than Python's recursion limit, where nested calls raise
+    RecursionError and fail the whole walk."""
     visited = {root}
     stack = [_folder(root, _Descend(root, "", []), visited, config)]
     while stack:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 _HEADING = re.compile(r"^#{1,6}[^\S\n]+(.*)$", re.MULTILINE)
-"""An ATX heading line; its closing #s are stripped in Python. The pattern once did that itself,
-`\s+(.+?)\s*#*\s*$`, and backtracked cubically on a heading line with a long run of spaces (2,000 took 27 s,
-holding the GIL of the server that was ingesting it)."""
+"""An ATX heading line; its closing #s are stripped in Python. A pattern that strips them itself
+(`\s+(.+?)\s*#*\s*$`) backtracks cubically on a heading line with a long run of spaces: 2,000 spaces take 27 s,
+with the GIL of the server ingesting the document held throughout."""
 _SENTENCE_END = (".", "!", "?", ":", ";", "。")
 
 
