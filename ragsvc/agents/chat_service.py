@@ -123,9 +123,11 @@ class ChatService:
             return self.tables.create_session(agent, user=user, created_s=self._wall(),
                                               start_h=self.tables.agent_clock_h(agent))
 
-    def history(self, session_id: str) -> tuple[SessionRow, list[TurnRow]]:
+    def history(self, session_id: str, *, last: int | None = None, before_seq: int | None = None
+                ) -> tuple[SessionRow, list[TurnRow]]:
+        """The session and its turns in order: the `last` ones (all when None) before `before_seq` (if given)."""
         session = self.tables.get_session(session_id)
-        return session, self.tables.turns(session_id)
+        return session, self.tables.turns(session_id, last=last, before_seq=before_seq)
 
     def list_sessions(self, agent: str, *, limit: int = 100, offset: int = 0) -> list[SessionRow]:
         return self.tables.list_sessions(agent, limit=limit, offset=offset)

@@ -159,11 +159,11 @@ class ChatTables:
 
     # -- turns ---------------------------------------------------------------------------------------------
 
-    def turns(self, session_id: str, *, last: int | None = None) -> list[TurnRow]:
-        """The session's turns in order (only the `last` ones when given)."""
+    def turns(self, session_id: str, *, last: int | None = None, before_seq: int | None = None) -> list[TurnRow]:
+        """The session's turns in order: only the `last` ones when given, and only those before `before_seq`."""
         sql = ("SELECT seq, role, content, created_s, at_h, memory_ids, observation_id FROM chat_turns "
-               "WHERE session_id = ? ORDER BY seq")
-        params: list[Any] = [session_id]
+               "WHERE session_id = ?" + (" AND seq < ?" if before_seq is not None else "") + " ORDER BY seq")
+        params: list[Any] = [session_id] + ([int(before_seq)] if before_seq is not None else [])
         if last is not None:
             sql = f"SELECT * FROM ({sql} DESC LIMIT ?) ORDER BY seq"
             params.append(int(last))

@@ -29,6 +29,7 @@ from ragsvc.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from ragsvc.llm.generator import Generation, GenerationChunk, TokenLogprob, Usage
 from ragsvc.llm.scripted import ScriptedGenerator
 from ragsvc.store.catalog import Catalog
+from ragsvc.store.sessions import NewTurn
 
 ADA = {"name": "Ada Okafor", "age": 33, "traits": ["curious", "precise"],
        "summary": "Ada is the librarian of Willow Creek.", "home": "River Cottages",
@@ -355,3 +356,16 @@ def test_each_exchange_is_rated_by_the_importance_worker(catalog, embedder, tmp_
         assert memory.kind == "chat" and memory.importance == pytest.approx(0.9 * 7 + 0.1 * 3)
     finally:
         chat.close()
+
+
+def test_a_long_history_is_read_in_pages_from_its_latest_turns(catalog, embedder, tmp_path):
+    chat = _service(catalog, embedder, tmp_path)
+    chat.registry.create(persona_from_fields(ADA))
+    session = chat.create_session("ada-okafor")
+    chat.tables.append_exchange(session.id, [NewTurn("user" if i % 2 == 0 else "agent", f"turn {i + 1}", 0.0, 0.0)
+                                             for i in range(25)], observation_id=None)
+    assert [t.seq for t in chat.history(session.id)[1]] == list(range(1, 26))
+    assert [t.seq for t in chat.history(session.id, last=10)[1]] == list(range(16, 26))
+    assert [t.seq for t in chat.history(session.id, last=10, before_seq=16)[1]] == list(range(6, 16))
+    assert [t.content for t in chat.history(session.id, last=10, before_seq=6)[1]] == [f"turn {i}" for i in range(1, 6)]
+    assert chat.history(session.id, before_seq=1)[1] == []

@@ -119,6 +119,10 @@ def test_bad_session_requests_and_no_model_write_nothing(client):
         r = client.post(f"/v1/sessions/{sid}/messages", json={"content": "hi", "stream": stream})
         assert r.status_code == 400 and "RAGSVC_GENERATOR__URL" in r.json()["detail"], r.text
     assert client.get(f"/v1/sessions/{sid}").json()["turns"] == []
+    assert client.get(f"/v1/sessions/{sid}", params={"last": 5, "before_seq": 3}).json()["turns"] == []
+    for bad in ({"last": 0}, {"last": 1001}, {"before_seq": 0}, {"before_seq": 2**60}):
+        r = client.get(f"/v1/sessions/{sid}", params=bad)
+        assert r.status_code == 400 and next(iter(bad)) in r.json()["detail"], r.text
     assert client.get("/v1/agents/mei-2/memories", params={"kind": "chat"}).json() == []
     assert client.get("/v1/agents/mei-2/memories", params={"kind": "dream"}).status_code == 400
     assert [s["id"] for s in client.get("/v1/agents/mei-2/sessions").json()] == [sid]

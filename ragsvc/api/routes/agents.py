@@ -56,6 +56,9 @@ from ragsvc.llm.generator import Generator
 from ragsvc.store.memories import MEMORY_KINDS
 
 router = APIRouter(prefix="/v1", tags=["agents"])
+MAX_HISTORY_TURNS = 1000
+"""Turns one GET of a session returns at most (the latest by default): a session can grow without end, its
+answer should not."""
 
 
 def _public(chat: ChatService, name: str) -> AgentPublic:
@@ -108,8 +111,14 @@ def list_sessions(agent: str, chat: ChatDep, limit: int = Query(100, ge=1, le=10
 
 
 @router.get("/sessions/{session_id}", response_model=SessionHistory)
-def get_session(session_id: str, chat: ChatDep) -> SessionHistory:
-    session, turns = chat.history(session_id)
+def get_session(session_id: str, chat: ChatDep,
+                last: int = Query(MAX_HISTORY_TURNS, ge=1, le=MAX_HISTORY_TURNS,
+                                  description="the most recent turns to return (`num_turns` counts them all)"),
+                before_seq: int | None = Query(None, ge=1, le=2**53,
+                                               description="only turns before this one: pages back through a long "
+                                                           "session from its first returned turn's `seq`")
+                ) -> SessionHistory:
+    session, turns = chat.history(session_id, last=last, before_seq=before_seq)
     return SessionHistory(**SessionPublic.of(session).model_dump(), turns=[TurnPublic.of(t) for t in turns])
 
 

@@ -62,7 +62,9 @@ async function reopen() {
   try {
     const history = await get(`/v1/sessions/${pathPart(id)}`);
     session = { id: history.id, agent: history.agent };
-    $("chat-log").replaceChildren(el("li", { class: "muted", text: `session ${history.id} with ${history.agent}` }));
+    const older = history.num_turns - history.turns.length;
+    $("chat-log").replaceChildren(el("li", { class: "muted", text: `session ${history.id} with ${history.agent}`
+      + (older > 0 ? ` · ${older} earlier turn(s) not shown` : "") }));
     for (const turn of history.turns) {
       const { item } = bubble(turn.role, turn.content);
       if (turn.role === "agent") item.append(el("div", { class: "muted", text: `${turn.memory_ids.length} memories used` }));
