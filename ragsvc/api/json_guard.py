@@ -37,7 +37,7 @@ _LONG_DIGITS = 300
 _DIGIT_MASK = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
 """`body.translate(_DIGIT_MASK)` has b"1" where the body has a digit, so a run of n digits is one substring search.
 A regex for n digits starts again at every digit of every shorter run: quadratic, and the guard runs on the event
-loop (a 16 MB body of 4,300-digit runs ending in a longer one held it about 90 s)."""
+loop (a 16 MB body of 4,300-digit runs ending in a longer one would hold it for about 90 s)."""
 _MAX_REPORTED = 200
 _DEEP_BRACKETS = 500
 """Bodies with this many brackets are parsed here: they may nest deeper than Python's JSON parser reads (it
