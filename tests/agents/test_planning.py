@@ -134,8 +134,6 @@ def test_continue_or_react_and_replan_from_that_moment(catalog, embedder):
 _OLD_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])?\s*(\d{1,2}):(\d{2})\s*(?:-|–|to)\s*(\d{1,2}):(\d{2})"
                        r"\s*[:,-]?\s*(.+?)\s*$")
 _PIECES = [" ", "  ", "\t", "-", "*", "1.", "2)", "09", ":", "00", "10", "–", "to", "x", "walk", ",", "\u00a0"]
-
-
 _SPACE = st.sampled_from(["", " ", "  ", "\t", "\u00a0"])
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ragsvc.agents.insight_evidence import insight_lines, nearest_evidence
 from ragsvc.agents.memory import MemoryStream
 from ragsvc.agents.reflection import (
+    _CITATION,
     ReflectionOptions,
     echoes_request,
     importance_since_last,
@@ -147,12 +148,23 @@ _OLD_CITATION = re.compile(r"[\[(]\s*(?:because of|evidence:?|from|see)?\s*((?:\
                            re.IGNORECASE)
 
 
+_NOISE = st.sampled_from(["1", "2", "12", " ", ",", "and", "(", ")", "[", "]", ".", "x", "because of", "see "])
+_CITED = st.tuples(st.sampled_from(["(", "[", "x"]), st.sampled_from(["", "because of ", "see ", "Evidence: "]),
+                   st.lists(st.tuples(st.sampled_from(["1", "2", "12", "7"]),
+                                      st.sampled_from(["", " ", ",", ", ", " and ", "and", " , "])),
+                            min_size=1, max_size=5),
+                   st.sampled_from([")", "]", "", "x"]), st.sampled_from(["", ".", " "]))
+
+
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.sampled_from(["1", "2", "12", " ", ",", "and", "(", ")", "[", "]", ".", "x", "because of", "see "]),
-                max_size=10))
-def test_citations_are_read_as_the_old_pattern_read_short_lines(parts):
-    line = "Mei hosts people " + "".join(parts)
+@given(st.one_of(st.lists(_NOISE, max_size=10).map("".join),
+                 _CITED.map(lambda c: c[0] + c[1] + "".join(n + sep for n, sep in c[2]) + c[3] + c[4])))
+def test_citations_are_read_as_the_old_pattern_read_short_lines(tail):
+    line = "Mei hosts people " + tail
     old = _OLD_CITATION.search(line)  # exponential only on long digit runs, so a fine oracle here
+    new = _CITATION.search(line)
+    assert (new and (new.start(), re.findall(r"\d+", new.group(1)))) == (
+        old and (old.start(), re.findall(r"\d+", old.group(1))))
     cited = parse_insights(line, list(range(100, 200)), limit=5)
     if old is None:
         assert cited == []

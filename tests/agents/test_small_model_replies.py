@@ -208,6 +208,7 @@ def test_smollm2_insights_cite_nothing_so_evidence_is_found_by_similarity(minilm
         assert insight.text.startswith("Jonah Reyes is a") and insight.evidence_by == "similarity"
         assert insight.evidence == (103,)  # the only statement that names Jonah (his conversation)
 
+
 def test_a_reply_line_with_long_runs_of_spaces_is_read_at_once():
     # The word before a time was found with a leading \s*: quadratic in each run of spaces.
     [step] = read_plan("Plan:\n- " + " " * 50_000 + "walk the dog" + " " * 50_000 + "at 9am until 10am")
