@@ -125,6 +125,9 @@ class ModelRunner:
         self.block_size = block_size
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        if self.device.type == "cuda" and (block_size < 16 or block_size & (block_size - 1)):
+            raise ValueError(f"block_size {block_size} cannot run on a GPU: the Triton attention kernel multiplies "
+                             "whole blocks on tensor cores, which needs a power of two of at least 16 (16 or 32)")
         cfg = model.cfg
         self.paged_decode = self.device.type == "cuda" or (
             cpu_kernels and _cpu_kernel_ready(cfg, self.dtype)

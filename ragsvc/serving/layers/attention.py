@@ -192,7 +192,8 @@ def prefill_attention(
     if seg.folded_mask is None or seg.folded_mask.shape != (group * chunk, seg.mask.shape[1] + pad):
         seg.folded_mask = F.pad(seg.mask, (0, pad), value=-torch.inf).repeat(group, 1)
     out = F.scaled_dot_product_attention(qf, kt, vt, attn_mask=seg.folded_mask, scale=scale)
-    return out.view(heads, chunk, head_dim).transpose(0, 1)  # (chunk, heads, head_dim)
+    # reshape, not view: CUDA's SDPA returns its heads and rows in another memory order than the CPU's
+    return out.reshape(heads, chunk, head_dim).transpose(0, 1)  # (chunk, heads, head_dim)
 
 
 def _prefill_context(

@@ -2,7 +2,9 @@
 
 One program per (sequence, kv head) handles all query heads of that group together (GQA), walks the
 sequence's block table block by block and keeps an online softmax (running max, running sum, accumulator),
-so no K/V is ever gathered into a contiguous copy. Checked against the torch path on CPU with
+so no K/V is ever gathered into a contiguous copy. float32 caches multiply in full fp32 ("ieee"): Triton's
+default for them, TF32, keeps 10 mantissa bits and would make the float32 engine, the exactness reference,
+differ from HF at 1e-3. Checked against the torch path on CPU with
 TRITON_INTERPRET=1 (tests/serving/test_triton_kernel.py).
 
 Triton is optional (the `gpu` extra); importing this module without it raises ImportError, and the model
@@ -37,40 +39,43 @@ def _paged_decode_kernel(
     GROUP_PAD: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     context_len = tl.load(context_lens_ptr + seq)
 
     g = tl.arange(0, GROUP_PAD)  # query heads of this group (padded for tl.dot's minimum tile)
-    d = tl.arange(0, HEAD_DIM)
+    d = tl.arange(0, HEAD_PAD)  # a power of two, as tl.arange needs; lanes from HEAD_DIM on are masked
     s = tl.arange(0, BLOCK_SIZE)
     g_mask = g < GROUP
+    d_mask = d < HEAD_DIM
     q_offsets = seq * stride_q_seq + (kv_head * GROUP + g)[:, None] * stride_q_head + d[None, :]
-    q = tl.load(q_ptr + q_offsets, mask=g_mask[:, None], other=0.0)  # (GROUP_PAD, HEAD_DIM)
+    q = tl.load(q_ptr + q_offsets, mask=g_mask[:, None] & d_mask[None, :], other=0.0)  # (GROUP_PAD, HEAD_PAD)
 
     m_i = tl.full((GROUP_PAD,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((GROUP_PAD,), dtype=tl.float32)
-    acc = tl.zeros((GROUP_PAD, HEAD_DIM), dtype=tl.float32)
+    acc = tl.zeros((GROUP_PAD, HEAD_PAD), dtype=tl.float32)
     num_blocks = tl.cdiv(context_len, BLOCK_SIZE)
     for j in range(0, num_blocks):
         block = tl.load(block_tables_ptr + seq * stride_bt_seq + j).to(tl.int64)
         kv_offsets = block * stride_kc_block + s[:, None] * stride_kc_slot + kv_head * stride_kc_head + d[None, :]
-        k = tl.load(k_cache_ptr + kv_offsets)  # (BLOCK_SIZE, HEAD_DIM)
-        v = tl.load(v_cache_ptr + kv_offsets)
-        scores = tl.dot(q, tl.trans(k)).to(tl.float32) * scale  # (GROUP_PAD, BLOCK_SIZE)
+        k = tl.load(k_cache_ptr + kv_offsets, mask=d_mask[None, :], other=0.0)  # (BLOCK_SIZE, HEAD_PAD)
+        v = tl.load(v_cache_ptr + kv_offsets, mask=d_mask[None, :], other=0.0)
+        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale  # (GROUP_PAD, BLOCK_SIZE)
         valid = (j * BLOCK_SIZE + s) < context_len
         scores = tl.where(valid[None, :], scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, axis=1))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(scores - m_new[:, None])  # (GROUP_PAD, BLOCK_SIZE)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
         m_i = m_new
 
     out = acc / l_i[:, None]
     o_offsets = seq * stride_o_seq + (kv_head * GROUP + g)[:, None] * stride_o_head + d[None, :]
-    tl.store(out_ptr + o_offsets, out.to(out_ptr.dtype.element_ty), mask=g_mask[:, None])
+    tl.store(out_ptr + o_offsets, out.to(out_ptr.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
 
 
 def paged_decode_attention(
@@ -109,5 +114,7 @@ def paged_decode_attention(
         GROUP_PAD=max(16, triton.next_power_of_2(group)),
         BLOCK_SIZE=block_size,
         HEAD_DIM=head_dim,
+        HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
     )
     return out
