@@ -28,7 +28,9 @@ def kernel_module():
 def test_triton_matches_dequantise_then_matmul(kernel_module, fmt, dtype) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator().manual_seed(0)
-    for tokens, k, n in [(1, 33, 5), (17, 100, 40), (3, 64, 33)]:  # K off the block; M and N off the tiles
+    # K off the block; M and N off the tiles; K long enough to be split in slices (evenly and not); more tokens
+    # than EXPAND_TOKENS (de-quantise, then one GEMM)
+    for tokens, k, n in [(1, 33, 5), (17, 100, 40), (3, 64, 33), (5, 300, 70), (2, 1000, 20), (70, 100, 40)]:
         w, bias = torch.randn((n, k), generator=g), torch.randn(n, generator=g)
         x = torch.randn((tokens, k), generator=g).to(dtype)
         qw = quantise(w, fmt)
