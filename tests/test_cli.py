@@ -97,7 +97,8 @@ def test_help_lists_every_group_and_command():
               for name in ("collections", "bench", "eval", "repo", "llm", "keys", "agents", "rerank")}
     assert groups == {"collections": {"create", "list", "delete", "compact"},
                       "bench": {"search", "serving", "code", "flare", "load", "chat", "agents", "filter", "ingest",
-                                "soak", "speculative", "cluster", "quant-quality", "decode-profile"},
+                                "soak", "speculative", "cluster", "quant-quality", "quant-kernels",
+                                "decode-profile"},
                       "eval": {"run", "compare"}, "repo": {"index", "map", "search"},
                       "llm": {"generate", "decode-check"}, "keys": {"create", "list", "revoke"},
                       "agents": {"run", "chat", "interview", "reflect"}, "rerank": {"train"}}

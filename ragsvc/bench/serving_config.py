@@ -32,6 +32,9 @@ class ServingBenchConfig:
     """HF sequential runs ~20 tok/s: a few requests give its rate; it is reported at concurrency 1 only."""
     systems: tuple[str, ...] = SYSTEMS
     threads: int = 2
+    device: str = "auto"
+    """Where ragsvc and the HF peers run: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda[:N].
+    llama.cpp runs on the CPU whatever this says (its server here is a CPU build)."""
     seed: int = 0
     prefix_tokens: int = 1000
     prefix_trials: int = 3
@@ -79,6 +82,8 @@ class ServingBenchConfig:
             raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
         if self.omp_wait not in OMP_WAIT:
             raise ValueError(f"omp_wait {self.omp_wait!r}: choose {' or '.join(OMP_WAIT)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device {self.device!r}: choose auto, cpu or cuda[:N]")
         if self.prefill_order not in ("arrival", "shortest"):
             raise ValueError(f"prefill_order {self.prefill_order!r}: choose arrival or shortest")
         if self.arrival_rate is not None and not self.arrival_rate > 0:

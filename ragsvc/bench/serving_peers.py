@@ -40,14 +40,17 @@ class _StepClock:
         self.marks: list[float] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if input_ids.is_cuda:  # the step is queued, not done, until the GPU says so
+            torch.cuda.synchronize(input_ids.device)
         self.marks.append(time.perf_counter())
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool)  # (batch,) never stop early
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # (batch,) never stop
 
 
-def load_hf_model(model_dir: Path, dtype: torch.dtype) -> Any:
+def load_hf_model(model_dir: Path, dtype: torch.dtype, device: torch.device | str = "cpu") -> Any:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model.to(device)  # type: ignore[arg-type]  # transformers' stubs read .to as a decorator
     return model.eval()
 
 
@@ -61,6 +64,7 @@ def _hf_generate(model: Any, batch: list[BenchRequest], pad_id: int) -> tuple[fl
     for row, req in enumerate(batch):
         ids[row, width - len(req.prompt_ids):] = torch.tensor(req.prompt_ids)
         mask[row, width - len(req.prompt_ids):] = 1
+    ids, mask = ids.to(model.device), mask.to(model.device)
     max_new = max(r.max_tokens for r in batch)
     clock = _StepClock()
     start = time.perf_counter()

@@ -141,8 +141,8 @@ def prefix_ttft_ms(engine: LLMEngine, *, prefix_tokens: int, trials: int, seed: 
 
 
 def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results) -> str:
-    engine_cfg = EngineConfig(model=cfg.model, dtype=cfg.dtype, num_threads=cfg.threads, cache_dir=cfg.cache_dir,
-                              weights=cfg.weights,
+    engine_cfg = EngineConfig(model=cfg.model, dtype=cfg.dtype, device=cfg.device, num_threads=cfg.threads,
+                              cache_dir=cfg.cache_dir, weights=cfg.weights,
                               kv_cache_bytes=cfg.kv_cache_bytes, max_num_seqs=cfg.max_num_seqs,
                               max_num_batched_tokens=cfg.max_num_batched_tokens,
                               max_prefill_tokens=cfg.max_prefill_tokens, prefill_order=cfg.prefill_order,
@@ -171,7 +171,8 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
 
 def _bench_hf(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results, dtype: str,
               pad_id: int) -> None:
-    model = peers.load_hf_model(resolve_model_dir(cfg.model, cache_dir=cfg.cache_dir), getattr(torch, dtype))
+    device = resolve_device(EngineConfig(device=cfg.device))
+    model = peers.load_hf_model(resolve_model_dir(cfg.model, cache_dir=cfg.cache_dir), getattr(torch, dtype), device)
     peers.run_hf(model, [BenchRequest(prompt_ids=workloads[min(workloads)][0].prompt_ids[:50], max_tokens=8)],
                  batch_size=1, pad_id=pad_id)  # warm-up
     if "hf_sequential" in cfg.systems:
@@ -234,6 +235,7 @@ def ratios_by_level(runs: list[RunSummary], levels: tuple[int, ...]) -> dict[str
 def run_all(cfg: ServingBenchConfig,
             on_progress: Callable[[ServingBenchResult], None] | None = None) -> ServingBenchResult:
     """See `ragsvc.bench.serving.run_serving_bench`."""
+    device = resolve_device(EngineConfig(device=cfg.device))  # a GPU asked for and missing: refused before any work
     torch.set_num_threads(cfg.threads)
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
     from transformers import AutoTokenizer
@@ -242,12 +244,13 @@ def run_all(cfg: ServingBenchConfig,
     workloads = {c: make_workload(tokenizer, num_requests=cfg.requests_at(c), prompt_tokens=cfg.prompt_tokens,
                                   output_tokens=cfg.output_tokens, seed=cfg.seed + c) for c in cfg.concurrency}
     res = _Results()
-    cpu = cpu_record(quantised=cfg.weights != "bf16" and "ragsvc" in cfg.systems)
+    cpu = cpu_record(quantised=cfg.weights != "bf16" and "ragsvc" in cfg.systems and device.type == "cpu")
+    if device.type == "cuda":
+        cpu = {**cpu, "gpu": gpu_record(device)}
     sha = package_git_sha()  # the code the run starts on: a commit made while it runs must not relabel it
     if on_progress is not None:
         res.on_run = lambda: on_progress(_result(cfg, res, cpu, sha, done=False))
-    auto = EngineConfig(dtype=cfg.dtype)
-    dtype = str(resolve_dtype(auto, resolve_device(auto))).removeprefix("torch.")
+    dtype = str(resolve_dtype(EngineConfig(dtype=cfg.dtype), device)).removeprefix("torch.")
     if "ragsvc" in cfg.systems:
         dtype = _bench_ragsvc(cfg, workloads, res)
     if "llama_cpp" in cfg.systems:  # before HF: the slowest peer last, so a time limit cuts the least
@@ -274,6 +277,20 @@ def _result(cfg: ServingBenchConfig, res: _Results, cpu: dict[str, Any], sha: st
         omp_env={name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
         cpu=cpu, ratios_by_concurrency=ratios_by_level(res.runs, cfg.concurrency),
     )
+
+
+def gpu_record(device: torch.device) -> dict[str, Any]:
+    """The GPU a CUDA run used, and the CUDA and Triton versions its kernels were built with."""
+    props = torch.cuda.get_device_properties(device)
+    try:
+        import triton
+
+        triton_version: str | None = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {"name": props.name, "capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1), "multiprocessors": props.multi_processor_count,
+            "cuda": torch.version.cuda, "torch": torch.__version__, "triton": triton_version}
 
 
 def cpu_record(*, quantised: bool) -> dict[str, Any]:

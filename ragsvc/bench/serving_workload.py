@@ -100,7 +100,8 @@ class ServingBenchResult:
     """The thread wait policy variables in effect (OMP_WAIT_POLICY, GOMP_SPINCOUNT, OMP_NUM_THREADS)."""
     cpu: Mapping[str, Any] | None = None
     """The CPU it ran on: model, ISA flags the kernels use, cache sizes, logical CPUs, and the quantised
-    kernels' measured blocking when ragsvc ran quantised weights (None in results from before it was kept)."""
+    kernels' measured blocking when ragsvc ran quantised weights on it; on a CUDA run, "gpu" names the GPU
+    (None in results from before it was kept)."""
     ratios_by_concurrency: Mapping[str, Mapping[str, float]] | None = None
     """{level: ragsvc's throughput over each peer's at that level}; None in results from before it was kept."""
 

@@ -31,6 +31,7 @@ SEARCH_CACHE = Path("eval/cache/bench-search")
 CODE_JSON = Path("eval/results/code.json")
 FLARE_JSON = Path("eval/results/bench-flare.json")
 QUANT_JSON = Path("eval/results/quant-quality.json")
+KERNELS_JSON = Path("eval/results/quant-kernels.json")
 FLARE_DATA = Path("eval/cache/bench-flare")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ def serving_command(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 (ragsvc and HF)")] = "auto",
     weights: Annotated[str, typer.Option(help="ragsvc's weights: bf16 | int8 | q4 | q4-all")] = "bf16",
     threads: Annotated[int, typer.Option(help="CPU threads for every system")] = 2,
+    device: Annotated[str, typer.Option(help="ragsvc and HF: auto (a CUDA GPU when there is one) | cpu | cuda[:N]; "
+                                             "llama.cpp stays on the CPU")] = "auto",
     llama_server: Annotated[str | None, typer.Option(help="path to llama.cpp's llama-server")] = None,
     llama_threads: Annotated[int | None, typer.Option(help="llama.cpp threads \\[default: --threads]")] = None,
     seed: Annotated[int, typer.Option(help="seed of the prompts and sampling")] = 0,
@@ -138,7 +141,7 @@ def serving_command(
             model=model, dtype=dtype, weights=weights, concurrency=tuple(int(c) for c in concurrency.split(",")),
             num_requests=num_requests, prompt_tokens=_range(prompt_tokens), output_tokens=(out_lo, out_hi),
             hf_sequential_requests=hf_sequential_requests, systems=tuple(s.strip() for s in systems.split(",")),
-            threads=threads, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
+            threads=threads, device=device, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
             omp_wait=omp_wait, log_dir=str(json_out.parent), max_prefill_tokens=max_prefill_tokens,
             prefill_order=prefill_order, arrival_rate=arrival_rate, cache_dir=cache_dir, prefix_trials=prefix_trials,
             small_gemm=small_gemm, wide_gemm=wide_gemm, split_steps=split_steps,
@@ -146,7 +149,10 @@ def serving_command(
     except ValueError as exc:
         raise fail(exc) from exc
     set_wait_policy(cfg.omp_wait)
-    result = run_serving_bench(cfg, on_progress=lambda r: _write(json_out, r.to_json())).to_json()
+    try:
+        result = run_serving_bench(cfg, on_progress=lambda r: _write(json_out, r.to_json())).to_json()
+    except ValueError as exc:  # a setting only the run can check (a GPU asked for on a machine without one)
+        raise fail(exc) from exc
     _write(json_out, result)
     for run in result["runs"]:
         typer.echo(json.dumps(run))
@@ -217,6 +223,31 @@ def quant_quality_command(
     _write(json_out, result.to_json())
     for f in result.formats:
         typer.echo(f"{f.weights}: perplexity {f.perplexity:.3f}, greedy agreement {f.agreement}")
+
+
+@app.command("quant-kernels")
+def quant_kernels_command(
+    model: Annotated[str, typer.Option(help="whose decode-step shapes: qwen2.5-1.5b | smollm2")] = "qwen2.5-1.5b",
+    tokens: Annotated[str, typer.Option(help="comma-separated tokens per call (decode batch sizes)")] = "1,8,32",
+    device: Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one) | cpu | cuda[:N]")] = "auto",
+    reps: Annotated[int, typer.Option(help="timed calls per case")] = 200,
+    json_out: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the result")] = KERNELS_JSON,
+) -> None:
+    """The int8 and q4 linears against torch's bf16 linear on one model's shapes: time a call, GB/s, ratio."""
+    from ragsvc.bench.quant_kernels import run_kernel_bench
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        counts = tuple(int(t) for t in tokens.split(","))
+        result = run_kernel_bench(model=model, tokens=counts, device=device, reps=reps)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    _write(json_out, result.to_json())
+    for t, per_format in result.step_us.items():
+        ratios = ", ".join(f"{f} {per_format['bf16'] / v:.2f}x" for f, v in per_format.items() if f != "bf16")
+        typer.echo(f"{t} token(s): linears of one step {per_format} us; bf16 time over: {ratios}")
+    typer.echo(f"wrote {json_out}")
 
 
 @app.command("flare")

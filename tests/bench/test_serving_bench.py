@@ -100,6 +100,20 @@ def test_config_refuses_bad_values():
         ServingBenchConfig(concurrency=(0,))
     with pytest.raises(ValueError, match="omp_wait"):
         ServingBenchConfig(omp_wait="active")
+    with pytest.raises(ValueError, match="device 'tpu': choose auto, cpu or cuda"):
+        ServingBenchConfig(device="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_a_gpu_asked_for_without_one_is_refused_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from ragsvc.cli import app
+
+    out = tmp_path / "serving.json"
+    result = CliRunner().invoke(app, ["bench", "serving", "--device", "cuda", "--json", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "torch sees no CUDA GPU" in result.output and not out.exists()
 
 
 def test_wait_policy_is_set_in_the_environment(monkeypatch):
@@ -152,6 +166,7 @@ def test_smoke_run_every_system(tmp_path, monkeypatch):
     assert result["prefix_ttft_ms"]["cold"] > 0 and result["prefix_ttft_ms"]["warm"] > 0
     assert result["git_sha"] == "0" * 40 and all(r.git_sha == "0" * 40 for r in reports)  # the code it started on
     assert result["omp_env"]["OMP_WAIT_POLICY"] == "PASSIVE"  # the default, recorded with the numbers
+    assert result["config"]["device"] == "auto" and ("gpu" in result["cpu"]) == torch.cuda.is_available()
     assert all(r["other_cpu_s"] >= 0 and r["steal_cpu_s"] >= 0 for r in result["runs"] if r["system"] != "llama_cpp")
     if ("llama_cpp", 2) not in runs:  # no llama-server here: the reason is recorded, the rest still ran
         assert "llama_cpp" in result["notes"]
