@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU checks, as one command for a lent machine (the device tool runs it in the repository's root; results go
+# to $OUT). That machine has torch, triton and transformers but not pydantic and its helpers: carry them as
+# wheels in .whl/ (see the device tool's README), and SmolLM2's config and tokenizer files in .dev/smol/:
+#   mkdir -p .dev/smol && cp <data dir>/models/SmolLM2-*/{*.json,*.jinja} .dev/smol/
+# Each step has its own time limit, the most important first; the JSON of a cut benchmark keeps its finished levels.
+set -o pipefail
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-eval/results}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+bench() { python3 -W ignore -c 'from ragsvc.cli import main; main()' bench "$@"; }
+echo "== gpu tests"
+timeout 120 python3 -m pytest -q -p no:cacheprovider -n 8 tests/serving/test_cuda_engine.py \
+  tests/serving/test_triton_kernel.py tests/serving/test_triton_quant.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -15
+timeout 40 python3 eval/gpu/random_models.py .dev/smol /tmp/models
+echo "== quantised linears"
+timeout 60 bash -c "$(declare -f bench); bench quant-kernels --model qwen2.5-1.5b --tokens 1,8,32 --json $OUT/quant-kernels.json" 2>&1 | grep -v INFO
+for w in bf16 q4; do
+  systems=ragsvc; [ $w = bf16 ] && systems=ragsvc,hf_sequential,hf_batch
+  echo "== serving, Qwen2.5-1.5B's shape, $w"
+  timeout 150 bash -c "$(declare -f bench); bench serving --model /tmp/models/qwen --device cuda --weights $w --systems $systems --max-output 128 --prefix-trials 1 --threads 4 --cache-dir /tmp/qcache --json $OUT/serving-qwen-$w.json" 2>&1 | grep -E '^\{|rror'
+done
