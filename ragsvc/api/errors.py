@@ -118,7 +118,8 @@ def _describe(exc: RequestValidationError) -> str:
         message = err.get("msg", "invalid")
         given = err.get("input")
         if isinstance(given, str | int | float | bool) and err.get("type") not in ("missing", "json_invalid"):
-            message += f" (got {repr(given)[:200]})"
+            shown = given[:200] if isinstance(given, str) else given  # not a repr of a 16 MB string for 200 chars
+            message += f" (got {repr(shown)[:200]})"
         if err.get("type") == "json_invalid":
             message = "request body is not valid JSON: " + str(err.get("ctx", {}).get("error", message))
         parts.append(f"{where}: {message}" if where else message)

@@ -31,7 +31,11 @@ from ragsvc.api.error_shapes import error_payload
 from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_BIG_EXPONENT = re.compile(rb"[0-9][eE]\+?[0-9]{3}")
+_EXPONENT_MASK = bytes(0x64 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x2B if b == 0x2B else 0x2E
+                       for b in range(256))
+"""`body.translate(_EXPONENT_MASK)` reads d for a digit, e for e or E, + for itself and . for anything else, so a
+three-digit exponent ([0-9][eE]+?[0-9]{3}) is one of two substrings. The regex it replaces tried a match at every
+digit: 0.44 s for a 16 MB body of digits, on the event loop (the searches here: about 0.1 s)."""
 _LONG_DIGITS = 300
 """A number this long may be out of float range or past Python's integer digit limit: parse the body here."""
 _DIGIT_MASK = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
@@ -98,10 +102,17 @@ def body_problem(body: bytes) -> str | None:
 
 def _suspect(body: bytes) -> bool:
     """Whether the body may hold what Python's JSON parser reads without complaint but ragsvc refuses (a lone
-    surrogate escape, NaN or Infinity, a number out of range). Every test is linear in the body: fast byte
-    searches first, one regex led by a character class, digit runs through the mask."""
+    surrogate escape, NaN or Infinity, a number out of range). Every test is linear in the body: byte searches,
+    the surrogate regex only where a \\u escape is, exponents and digit runs as searches in translated masks."""
     return bool((b"\\u" in body and _SURROGATE_ESCAPE.search(body)) or b"NaN" in body or b"Infinity" in body
-                or _BIG_EXPONENT.search(body) or _digit_run(body, _LONG_DIGITS) is not None)
+                or _big_exponent(body) or _digit_run(body, _LONG_DIGITS) is not None)
+
+
+def _big_exponent(body: bytes) -> bool:
+    classes = body.translate(_EXPONENT_MASK)
+    # memchr finds an e (or its absence) at once; the two patterns end in digits, which a digit-heavy body is
+    # full of, so their search steps a byte at a time there
+    return b"e" in classes and (b"deddd" in classes or b"de+ddd" in classes)
 
 
 def _digit_run(body: bytes, length: int) -> tuple[int, int] | None:
