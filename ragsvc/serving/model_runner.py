@@ -13,6 +13,7 @@ logits are joined in the order of `SplitBatch.sampling_chunks`.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,21 @@ def kv_bytes_per_block(cfg: ModelConfig, *, block_size: int, dtype: torch.dtype)
     return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * element
 
 
+def has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def gpu_problem(block_size: int, *, has_triton: bool) -> str | None:
+    """Why the engine cannot run on a GPU with these settings (said at start, not at the first decode), or None."""
+    if not has_triton:
+        return ("the engine's GPU kernels are written in Triton, which is not installed: pip install 'ragsvc[gpu]', "
+                "or run on the CPU (--device cpu)")
+    if block_size < 16 or block_size & (block_size - 1):
+        return (f"block_size {block_size} cannot run on a GPU: the Triton attention kernel multiplies whole blocks "
+                "on tensor cores, which needs a power of two of at least 16 (16 or 32)")
+    return None
+
+
 class ModelRunner:
     def __init__(
         self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True,
@@ -125,9 +141,8 @@ class ModelRunner:
         self.block_size = block_size
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        if self.device.type == "cuda" and (block_size < 16 or block_size & (block_size - 1)):
-            raise ValueError(f"block_size {block_size} cannot run on a GPU: the Triton attention kernel multiplies "
-                             "whole blocks on tensor cores, which needs a power of two of at least 16 (16 or 32)")
+        if self.device.type == "cuda" and (problem := gpu_problem(block_size, has_triton=has_triton())) is not None:
+            raise ValueError(problem)
         cfg = model.cfg
         self.paged_decode = self.device.type == "cuda" or (
             cpu_kernels and _cpu_kernel_ready(cfg, self.dtype)

@@ -223,3 +223,15 @@ def test_seeds_below_two_to_the_32_seed_torch_as_given() -> None:
     assert [generator_seed(s) for s in (0, 5, 2**32 - 1)] == [0, 5, 2**32 - 1]
     folded = [generator_seed(s) for s in (2**32, 2**32 + 5, -1, -5, *SEED_RANGE)]
     assert all(0 <= f < 2**32 for f in folded) and len(set(folded)) == len(folded)
+
+
+def test_what_stops_the_engine_from_running_on_a_gpu_is_said_at_start():
+    """Checked when the runner is built on CUDA (the GPU test of it is in test_cuda_engine.py): without Triton
+    the first decode would fail on an import, and a block size the Triton attention cannot tile would fail to
+    compile there."""
+    from ragsvc.serving.model_runner import gpu_problem
+
+    assert gpu_problem(16, has_triton=True) is None and gpu_problem(32, has_triton=True) is None
+    assert "pip install 'ragsvc[gpu]'" in (gpu_problem(16, has_triton=False) or "")
+    for size in (8, 24, 1):
+        assert f"block_size {size} cannot run on a GPU" in (gpu_problem(size, has_triton=True) or "")
