@@ -22,7 +22,8 @@ def test_every_linear_and_format_is_timed_on_the_cpu():
         assert (case["in_features"], case["out_features"]) == linears[case["linear"]]
         assert set(case["us"]) == {"bf16", "int8", "q4"} and min(case["us"].values()) > 0
         for fmt in ("int8", "q4"):
-            assert case["speedup_vs_bf16"][fmt] == pytest.approx(case["us"]["bf16"] / case["us"][fmt], rel=0.02)
+            ratio = case["us"]["bf16"] / case["us"][fmt]  # the reported ratio is rounded to 2 decimals
+            assert case["speedup_vs_bf16"][fmt] == pytest.approx(ratio, rel=0.01, abs=0.006)
     for t in ("1", "3"):  # a step: every layer's linears
         per_layer = sum(c["us"]["q4"] for c in doc["cases"] if c["tokens"] == int(t))
         assert doc["step_us"][t]["q4"] == pytest.approx(per_layer * SHAPES["smollm2"]["layers"], rel=1e-3)
