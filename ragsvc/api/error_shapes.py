@@ -23,11 +23,15 @@ def openai_error_type(status: int) -> str:
 
 
 def is_openai_route(scope: Mapping[str, Any]) -> bool:
-    """Whether the request's path is one of the OpenAI-compatible routes (behind a mount's root path too)."""
+    """Whether the request's path is one of the OpenAI-compatible routes (behind a mount's root path too), or
+    any path under /v1/ on an app that serves only those (the model server sets `state.openai_v1`): an OpenAI
+    client asking it for a route it lacks, /v1/embeddings say, reads the 404 in OpenAI's shape."""
     path = str(scope.get("path", ""))
     root = str(scope.get("root_path", ""))
     if root and path.startswith(root):
         path = path[len(root):]
+    if path.startswith("/v1/") and getattr(getattr(scope.get("app"), "state", None), "openai_v1", False):
+        return True
     return path in OPENAI_ROUTES or path.startswith("/v1/models/")
 
 

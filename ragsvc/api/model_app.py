@@ -97,6 +97,7 @@ def create_model_app(config: EngineConfig, *, settings: Settings | None = None,
     app = FastAPI(title="ragsvc model server", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible completions and chat over ragsvc's paged-attention engine.")
     app.state.served_model = None
+    app.state.openai_v1 = True  # every error under /v1/ in OpenAI's shape, unknown paths included
     app.state.openai_limits = OpenAILimits.from_settings(settings.model_api)
     install_error_handlers(app)
     install_edge(app, settings.api, FileKeys(model_keys_file(settings)))

@@ -106,3 +106,27 @@ def test_a_stream_that_fails_after_its_200_ends_with_an_error_event_with_the_req
     assert error["request_id"] == "trace-sse" and error["error"]["type"] == "server_error", data
     assert "trace-sse" in error["error"]["message"] and "a bug" not in error["error"]["message"]
     assert any("trace-sse" in rec.getMessage() for rec in caplog.records)
+
+
+def test_unknown_paths_and_methods_answer_in_openai_shape_on_the_model_server(tmp_path: Path) -> None:
+    """An OpenAI client asking the model server for a route it lacks (embeddings) or with the wrong method gets
+    an error it can parse; paths outside /v1/ keep ragsvc's shape there, and the API keeps its own shape for its
+    own paths, OpenAI's for the OpenAI routes."""
+    from fastapi.testclient import TestClient
+
+    from ragsvc.api.app import create_app
+    from ragsvc.api.model_app import create_model_app
+    from tests.llm.conftest import engine_config
+
+    model_app = TestClient(create_model_app(engine_config(), settings=make_settings(tmp_path / "m")),
+                           base_url="http://127.0.0.1")  # not entered: the model is never loaded
+    for method, path, status in (("POST", "/v1/embeddings", 404), ("GET", "/v1/chat/completions", 405),
+                                 ("POST", "/v1/audio/speech", 404)):
+        r = model_app.request(method, path)
+        assert r.status_code == status, r.text
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert model_app.get("/v1/embeddings").json()["error"]["type"] == "not_found_error"
+    assert model_app.get("/nothing").json()["error"] == "not_found"  # outside /v1/, as its /health: ragsvc's
+    api = TestClient(create_app(make_settings(tmp_path / "a")), base_url="http://127.0.0.1")
+    assert api.get("/v1/nothing").json()["error"] == "not_found"  # the API's own shape
+    assert set(api.get("/v1/chat/completions").json()["error"]) == {"message", "type", "param", "code"}
