@@ -1,8 +1,8 @@
 """The engine on a CUDA GPU: the Triton paged-attention and quantised-linear kernels inside a real model, against
 HF transformers (float32, on the CPU) and against the same engine on the CPU.
 
-Marked gpu: skipped where torch sees no CUDA device. This project's machines have none; these ran on a lent
-H200 (the README's "GPU" section says how to run them).
+Marked gpu: skipped where torch sees no CUDA device. This project's machines have none; eval/gpu/check.sh runs
+them on a lent one (eval/baselines/gpu-h200.md says which have run on an H200).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ plain fp32 kernel serves them, the engine's float32 exactness path.
 Longer steps (prefill chunks) de-quantise the weight and run one cuBLAS GEMM, which re-reads nothing per
 token tile; the weight is rounded to the activations' dtype there, as the CPU's expansion path does.
 
-Checked on CPU with TRITON_INTERPRET=1 (tests/serving/test_triton_quant.py) and on an H200 (the "GPU" section
-of the README has the figures and how they were taken).
+Checked on CPU with TRITON_INTERPRET=1 (tests/serving/test_triton_quant.py) and on an H200
+(eval/baselines/gpu-h200.md has the figures and how they were taken).
 """
 
 from __future__ import annotations
