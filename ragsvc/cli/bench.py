@@ -239,7 +239,10 @@ def quant_kernels_command(
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
-        counts = tuple(int(t) for t in tokens.split(","))
+        try:
+            counts = tuple(int(t) for t in tokens.split(","))
+        except ValueError:
+            raise ValueError(f"--tokens {tokens!r}: give comma-separated whole numbers, e.g. 1,8,32") from None
         result = run_kernel_bench(model=model, tokens=counts, device=device, reps=reps)
     except ValueError as exc:
         raise fail(exc) from exc

@@ -42,7 +42,9 @@ def test_bad_settings_are_refused(kwargs, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
-def test_cli_refuses_a_missing_gpu(tmp_path):
+def test_cli_refuses_a_missing_gpu_and_unreadable_token_counts(tmp_path):
     out = tmp_path / "k.json"
     result = CliRunner().invoke(app, ["bench", "quant-kernels", "--device", "cuda", "--json", str(out)])
     assert result.exit_code == 2 and "torch sees no CUDA GPU" in result.output and not out.exists()
+    result = CliRunner().invoke(app, ["bench", "quant-kernels", "--tokens", "1,eight", "--json", str(out)])
+    assert result.exit_code == 2 and "give comma-separated whole numbers" in result.output and not out.exists()
