@@ -7,20 +7,21 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-eval/results}
+SCRATCH=$(mktemp -d)  # the wheels' install, the random models and their quantised cache
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SCRATCH/site" .whl/*.whl || exit 1
+  export PYTHONPATH="$SCRATCH/site:$PWD"
 fi
 bench() { python3 -W ignore -c 'from ragsvc.cli import main; main()' bench "$@"; }
 echo "== gpu tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider -n 8 tests/serving/test_cuda_engine.py \
   tests/serving/test_triton_kernel.py tests/serving/test_triton_quant.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -15
-timeout 40 python3 eval/gpu/random_models.py .dev/smol /tmp/models
+timeout 40 python3 eval/gpu/random_models.py .dev/smol "$SCRATCH/models"
 echo "== quantised linears"
 timeout 60 bash -c "$(declare -f bench); bench quant-kernels --model qwen2.5-1.5b --tokens 1,8,32 --json $OUT/quant-kernels.json" 2>&1 | grep -v INFO
 for w in bf16 q4; do
   systems=ragsvc; [ $w = bf16 ] && systems=ragsvc,hf_sequential,hf_batch
   echo "== serving, Qwen2.5-1.5B's shape, $w"
-  timeout 150 bash -c "$(declare -f bench); bench serving --model /tmp/models/qwen --device cuda --weights $w --systems $systems --max-output 128 --prefix-trials 1 --threads 4 --cache-dir /tmp/qcache --json $OUT/serving-qwen-$w.json" 2>&1 | grep -E '^\{|rror'
+  timeout 150 bash -c "$(declare -f bench); bench serving --model $SCRATCH/models/qwen --device cuda --weights $w --systems $systems --max-output 128 --prefix-trials 1 --threads 4 --cache-dir $SCRATCH/qcache --json $OUT/serving-qwen-$w.json" 2>&1 | grep -E '^\{|rror'
 done
