@@ -25,6 +25,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ragsvc.api.error_shapes import error_payload
@@ -43,6 +44,11 @@ _DIGIT_MASK = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
 A regex for n digits starts again at every digit of every shorter run: quadratic, and the guard runs on the event
 loop (a 16 MB body of 4,300-digit runs ending in a longer one would hold it for about 90 s)."""
 _MAX_REPORTED = 200
+_MAX_NAMED_VALUES = 100_000
+"""Values read, in Python and on the event loop, to name the field of a refused body; past them the 400 says what
+is wrong but not where (a 15 MB body holds millions of values: walking them all took 2-6 s)."""
+_RENAMED_BYTES = 1 << 20
+"""A body refused for a NaN / Infinity literal is parsed a second time, to name the field, up to this size."""
 _DEEP_BRACKETS = 500
 """Bodies with this many brackets are parsed here: they may nest deeper than Python's JSON parser reads (it
 recurses once a level and stops near the recursion limit, fewer levels the deeper the caller's stack)."""
@@ -59,25 +65,77 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def find_problem(document: Any) -> str | None:
-    """`where: what` for the first lone surrogate or non-finite number in a parsed JSON document, else None."""
-    stack: list[tuple[str, Any]] = [("body", document)]
+def find_problem(document: Any, *, max_values: int | None = None) -> str | None:
+    """`where: what` for the first lone surrogate or non-finite number in a parsed JSON document (in document
+    order), else None (also when `max_values` values were read without finding one). A value's path is spelt
+    out only for the one reported: spelling every path cost more than the checks (3 s for 5M list items)."""
+    if (why := _value_problem(document)) is not None:
+        return f"body: {why}"
+    stack: list[Iterator[tuple[Any, Any]]] = [_children(document)]
+    keys: list[Any] = []  # keys[i] leads from the container read by stack[i] to the one read by stack[i + 1]
+    read = 0
     while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            if (why := text_problem(value)) is not None:
-                return f"{where[:_MAX_REPORTED]}: {why}"
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                return f"{where[:_MAX_REPORTED]}: numbers must be finite (JSON has no NaN or Infinity); got {value}"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if (why := text_problem(key)) is not None:
-                    return f"{where[:_MAX_REPORTED]}: a key {why}"
-                stack.append((f"{where}.{key}", item))
-        elif isinstance(value, list):
-            stack.extend((f"{where}.{i}", item) for i, item in enumerate(value))
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            if keys:
+                keys.pop()
+            continue
+        key, value = item
+        read += 1
+        if max_values is not None and read > max_values:
+            return None
+        if isinstance(key, str) and (why := text_problem(key)) is not None:
+            return f"{_path(keys)[:_MAX_REPORTED]}: a key {why}"
+        if (why := _value_problem(value)) is not None:
+            return f"{_path([*keys, key])[:_MAX_REPORTED]}: {why}"
+        if isinstance(value, dict | list):
+            keys.append(key)
+            stack.append(_children(value))
     return None
+
+
+def _children(value: Any) -> Iterator[tuple[Any, Any]]:
+    if isinstance(value, dict):
+        return iter(value.items())
+    if isinstance(value, list):
+        return enumerate(value)
+    return iter(())
+
+
+def _value_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"numbers must be finite (JSON has no NaN or Infinity); got {value}"
+    return None
+
+
+def _path(keys: list[Any]) -> str:
+    return ".".join(["body", *(str(k) for k in keys)])
+
+
+def problem_kind(document: Any) -> str | None:
+    """What is wrong somewhere in a parsed document, or None: found in C by writing it out as a response would
+    be (every string as UTF-8, no NaN or Infinity), so a body that only looked suspect costs no Python walk."""
+    try:
+        json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "a text holds a lone UTF-16 surrogate; send valid Unicode text"
+    except ValueError:
+        return "numbers must be finite (JSON has no NaN or Infinity)"
+    except RecursionError:
+        return (f"JSON nested too deeply to check (near the parser's limit of {sys.getrecursionlimit()} levels); "
+                "send a flatter document")
+    return None
+
+
+class _Constant(Exception):
+    """Raised by the parser's hook at the first NaN / Infinity literal (such text inside a string is no literal)."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _Constant(name)
 
 
 def body_problem(body: bytes) -> str | None:
@@ -86,10 +144,18 @@ def body_problem(body: bytes) -> str | None:
     except UnicodeDecodeError as exc:
         return f"body: not UTF-8 text (byte {exc.start} is {body[exc.start]:#04x}); send JSON encoded as UTF-8"
     deep = body.count(b"[") + body.count(b"{") >= _DEEP_BRACKETS
-    if not deep and not _suspect(body):
+    surrogates, constants, overflow = _surrogate_escape(body), _constant_words(body), _overflow(body)
+    if not (deep or surrogates or constants or overflow):
         return None
+    kind: str | None = None
     try:
-        document = json.loads(body)
+        try:
+            document = json.loads(body, parse_constant=_refuse_constant)
+        except _Constant:
+            kind = "numbers must be finite (JSON has no NaN or Infinity)"
+            if len(body) > _RENAMED_BYTES:
+                return f"body: {kind}"
+            document = json.loads(body)  # again, to name the field: the body is refused either way
     except RecursionError:
         return (f"body: JSON nested too deeply to read (the parser stops near {sys.getrecursionlimit()} levels); "
                 "send a flatter document")
@@ -97,15 +163,32 @@ def body_problem(body: bytes) -> str | None:
         return None  # not JSON: the route's own parsing answers that
     except ValueError:  # parsed as JSON, but a number in it is past what Python converts
         return _long_integer(body)
-    return find_problem(document)
+    if kind is None and (surrogates or overflow):  # a string or a float may be bad: ask the encoder
+        kind = problem_kind(document)
+    if kind is None:
+        return None
+    return find_problem(document, max_values=_MAX_NAMED_VALUES) or (
+        f"body: {kind} (in a value past the first {_MAX_NAMED_VALUES:,} of the document)")
 
 
 def _suspect(body: bytes) -> bool:
     """Whether the body may hold what Python's JSON parser reads without complaint but ragsvc refuses (a lone
     surrogate escape, NaN or Infinity, a number out of range). Every test is linear in the body: byte searches,
     the surrogate regex only where a \\u escape is, exponents and digit runs as searches in translated masks."""
-    return bool((b"\\u" in body and _SURROGATE_ESCAPE.search(body)) or b"NaN" in body or b"Infinity" in body
-                or _big_exponent(body) or _digit_run(body, _LONG_DIGITS) is not None)
+    return _surrogate_escape(body) or _constant_words(body) or _overflow(body)
+
+
+def _surrogate_escape(body: bytes) -> bool:
+    return b"\\u" in body and _SURROGATE_ESCAPE.search(body) is not None
+
+
+def _constant_words(body: bytes) -> bool:
+    return b"NaN" in body or b"Infinity" in body
+
+
+def _overflow(body: bytes) -> bool:
+    """A number that may be out of float range: a three-digit exponent or a long run of digits."""
+    return _big_exponent(body) or _digit_run(body, _LONG_DIGITS) is not None
 
 
 def _big_exponent(body: bytes) -> bool:
