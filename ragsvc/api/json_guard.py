@@ -10,7 +10,10 @@ Only bodies that could hold such a value are parsed twice: a byte pattern (an es
 NaN / Infinity, a three-digit exponent, a 300-digit number) selects them, so a normal ingest pays one scan.
 So are bodies with enough brackets to nest deeper than Python's parser goes (its recursion limit), and
 integers longer than Python converts (`sys.get_int_max_str_digits()`, 4,300 digits by default), both of which
-the route's own parsing would refuse with a bare "error parsing the body": here the 400 says why.
+the route's own parsing would refuse with a bare "error parsing the body": here the 400 says why. All of this
+runs on the event loop, so the checks of a parsed body are C's where they can be (the parser's hook for NaN /
+Infinity literals, the encoder for strings and floats), and values are walked in Python only to name the field
+of a body being refused, a bounded number of them.
 
 A body under any other Content-Type (or none) gets 415 saying which header to send. FastAPI would answer it
 with "Input should be a valid dictionary" (and versions before 0.132 parsed an undeclared body as JSON, which
