@@ -118,6 +118,9 @@ def _path(keys: list[Any]) -> str:
     return ".".join(["body", *(str(k) for k in keys)])
 
 
+_TOO_DEEP_TO_CHECK = "JSON nested too deeply to check (near the parser's recursion limit); send a flatter document"
+
+
 def problem_kind(document: Any) -> str | None:
     """What is wrong somewhere in a parsed document, or None: found in C by writing it out as a response would
     be (every string as UTF-8, no NaN or Infinity), so a body that only looked suspect costs no Python walk."""
@@ -128,8 +131,7 @@ def problem_kind(document: Any) -> str | None:
     except ValueError:
         return "numbers must be finite (JSON has no NaN or Infinity)"
     except RecursionError:
-        return (f"JSON nested too deeply to check (near the parser's limit of {sys.getrecursionlimit()} levels); "
-                "send a flatter document")
+        return _TOO_DEEP_TO_CHECK
     return None
 
 
@@ -170,6 +172,8 @@ def body_problem(body: bytes) -> str | None:
         kind = problem_kind(document)
     if kind is None:
         return None
+    if kind == _TOO_DEEP_TO_CHECK:  # read, but too deep for the encoder's check: nothing to name
+        return f"body: {kind}"
     return find_problem(document, max_values=_MAX_NAMED_VALUES) or (
         f"body: {kind} (in a value past the first {_MAX_NAMED_VALUES:,} of the document)")
 

@@ -114,3 +114,16 @@ def test_a_large_body_costs_no_walk_unless_it_is_refused_and_then_a_bounded_one(
                                  "past the first 100,000 of the document)")
     near = (json.dumps(many[:50_000])[:-1] + ", 1e999]").encode()
     assert body_problem(near) == "body.50000: numbers must be finite (JSON has no NaN or Infinity); got inf"
+
+
+def test_a_document_too_deep_for_the_encoders_check_is_refused_as_such():
+    from ragsvc.api.json_guard import problem_kind
+
+    deep: list = []
+    inner = deep
+    for _ in range(sys.getrecursionlimit() * 4):  # deeper than the C encoder recurses
+        inner.append([])
+        inner = inner[0]
+    assert problem_kind(deep) == ("JSON nested too deeply to check (near the parser's recursion limit); send a "
+                                  "flatter document")
+    assert problem_kind([["fine", 1.5, {"k": "\U0001F600"}]]) is None
