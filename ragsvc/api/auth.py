@@ -132,7 +132,12 @@ def route_scope(request: Request) -> str:
 
 
 def _authenticate(request: Request, keys: Sequence[ApiKeyRecord]) -> ApiKeyRecord:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return authenticate(request.headers.get("authorization", ""), keys)
+
+
+def authenticate(authorization: str, keys: Sequence[ApiKeyRecord]) -> ApiKeyRecord:
+    """The key an `Authorization` header value names, or Unauthorized saying what is wrong with it."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("this server needs an API key: send `Authorization: Bearer rsk_...` "
                            "(an admin creates one with `ragsvc keys create`)")
@@ -173,6 +178,27 @@ async def _check_access(request: Request, key: ApiKeyRecord, scope: str) -> None
                             + (f"names {collection!r}" if collection else "names no collection"))
 
 
+def no_keys_message(edge: Edge) -> str:
+    return (f"no API key exists and this server listens on {edge.bound_host}, beyond loopback; "
+            "create one with `ragsvc keys create` (or start it with --insecure)")
+
+
+def unauthenticated(edge: Edge, authorization: str) -> str | None:
+    """Why a request with this `Authorization` header value gets 401 whatever route it asks for, or None (also
+    while the keys are still loading: `authorize` answers that). What `authorize` says, decided from the headers
+    alone, so a body can be refused before it is read."""
+    keys = edge.keys.keys()
+    if keys is None:
+        return None
+    if keys:
+        try:
+            authenticate(authorization, keys)
+        except Unauthorized as exc:
+            return exc.message
+        return None
+    return None if edge.open_without_keys else no_keys_message(edge)
+
+
 async def authorize(request: Request) -> None:
     """The app-wide dependency: 401 / 403 / 429 / 503 before the route runs; sets request.state.api_key."""
     scope = route_scope(request)
@@ -190,8 +216,7 @@ async def authorize(request: Request) -> None:
     elif edge.open_without_keys:
         who = f"addr:{request.client.host if request.client else '-'}"
     else:
-        raise Unauthorized(f"no API key exists and this server listens on {edge.bound_host}, beyond loopback; "
-                           "create one with `ragsvc keys create` (or start it with --insecure)")
+        raise Unauthorized(no_keys_message(edge))
     request.state.api_key = key
     wait_s = edge.buckets.take(who)
     if wait_s > 0:

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from ragsvc.api.auth import unauthenticated
 from ragsvc.api.error_shapes import error_payload
 from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
 
@@ -254,9 +255,14 @@ def media_type_problem(scope: Scope) -> str | None:
     return f"body: send JSON with the header Content-Type: application/json; this request {said}{hint}"
 
 
+_CHALLENGE = [(b"www-authenticate", b'Bearer realm="ragsvc"')]
+"""What `errors.error_headers` adds to a 401 from a route."""
+
+
 class JsonGuardMiddleware:
     """Buffers request bodies (the body limit, outside this, bounds them) and refuses the ones above: 415 for a
-    body that is not declared JSON, 400 for what a JSON body must not hold."""
+    body that is not declared JSON, 400 for what a JSON body must not hold. A request that `authorize` would
+    refuse with 401 on any route gets that 401 first, with its body unread."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -264,6 +270,11 @@ class JsonGuardMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
+            return
+        edge = getattr(getattr(scope.get("app"), "state", None), "edge", None)
+        if edge is not None and (why := unauthenticated(edge, _header(scope, b"authorization") or "")) is not None:
+            # every route that takes a body needs a key: refuse before reading (and parsing) up to 16 MiB of it
+            await send_json(send, 401, error_payload(scope, 401, "unauthorized", why), headers=_CHALLENGE)
             return
         chunks: list[bytes] = []
         gone: Message | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,3 +327,19 @@ def test_the_model_servers_keys_file_fails_closed(tmp_path):
         keys.keys()
     write_keys_file(path, [new.record])
     assert [k.id for k in keys.keys() or ()] == [new.record.id]
+
+
+def test_a_body_without_a_valid_key_is_refused_before_it_is_read(keyed):
+    """The 401 comes back with 16 MB of the body still unsent: a client without a key cannot make the server read
+    or parse a body (the JSON guard and FastAPI would hold the event loop for up to a second on one that size)."""
+    from tests.api.test_model_bounds import _connect, _read_response, _request_head
+
+    server, tokens = keyed
+    for token in (None, "rsk_nope_nope", tokens["gone"]):
+        headers = {"Content-Length": str(16 << 20)} | ({"Authorization": f"Bearer {token}"} if token else {})
+        with _connect(server.url) as sock:
+            sock.sendall(_request_head("/v1/collections", headers) + b'{"name": "')
+            status, body = _read_response(sock)
+        assert status == 401 and json.loads(body)["error"] == "unauthorized", body
+    with _as(server, tokens["reader"]) as c:  # a valid key: the body is read, and the route's own rule answers
+        assert c.post("/v1/collections", json={"name": "early"}).status_code == 403
