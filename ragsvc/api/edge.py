@@ -2,8 +2,9 @@
 
 Outermost first: request id (every answer carries `X-Request-ID`; unexpected exceptions become JSON 500s, a
 full disk 507) -> trusted hosts (400 for a Host header this server does not answer to) -> body limit (413) ->
-the JSON guard (415 for a body not declared JSON, 400 for lone surrogates and non-finite numbers) -> routing ->
-`authorize` (401 / 403 / 429), an app-wide dependency so routers included later are covered too.
+the JSON guard (401 for a body sent without a valid key, before it is read; 415 for a body not declared JSON,
+400 for lone surrogates and non-finite numbers) -> routing -> `authorize` (401 / 403 / 429), an app-wide
+dependency so routers included later are covered too.
 """
 
 from __future__ import annotations
