@@ -55,9 +55,10 @@ def openai_error_body(status: int, message: str, *, param: str | None = None, co
     return body
 
 
-def error_payload(scope: Mapping[str, Any], status: int, code: str, detail: str,
+def error_payload(scope: Mapping[str, Any], status: int, code: str, detail: object,
                   request_id: str | None = None) -> dict[str, object]:
-    """The body of an error answered outside the routes, in the shape the request's route would have used."""
+    """The body of an error answered outside the routes (or by the router itself: a 404 or 405), in the shape
+    the request's route would have used."""
     if is_openai_route(scope):
-        return openai_error_body(status, detail, code=code, request_id=request_id)
+        return openai_error_body(status, str(detail), code=code, request_id=request_id)
     return error_body(code, detail, request_id)

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragsvc.api.error_shapes import error_body, is_openai_route, openai_error_body
+from ragsvc.api.error_shapes import error_body, error_payload
 from ragsvc.api.rate_limit import retry_after_header
 from ragsvc.api.request_id import request_id_of
 from ragsvc.api.validation_errors import relevant
@@ -80,8 +80,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        body = (openai_error_body(exc.status_code, str(exc.detail), code=code) if is_openai_route(request.scope)
-                else error_body(code, exc.detail))  # a GET of /v1/chat/completions: OpenAI's 405
+        # the shape the path's clients read: a GET of /v1/chat/completions answers OpenAI's 405
+        body = error_payload(request.scope, exc.status_code, code, exc.detail)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     document_errors(app)
