@@ -11,8 +11,8 @@ a matrix with too few output tiles to fill the GPU (a 1.5B model's attention pro
 64 on 132 multiprocessors) is split along K too, the slices' fp32 partial sums added afterwards in a fixed
 order (no atomics, so a step's logits are the same on every run).
 
-float32 activations with int8 weights keep full fp32 products (tensor cores would round them to bf16): a
-plain fp32 kernel serves them, the engine's float32 exactness path.
+float32 activations with int8 weights keep full fp32 products (tensor cores would round them to bf16): the same
+kernel multiplies them in fp32, the engine's float32 exactness path.
 
 Longer steps (prefill chunks) de-quantise the weight and run one cuBLAS GEMM, which re-reads nothing per
 token tile; the weight is rounded to the activations' dtype there, as the CPU's expansion path does.
@@ -39,10 +39,11 @@ MIN_GROUPS_PER_SPLIT = 2
 
 
 @triton.jit
-def _exact_dot(a, b, TENSOR_CORES: tl.constexpr):
-    """a (M, K) bf16 values @ b (K, N) small integers, fp32 sums: on tensor cores in bf16 on a GPU; in fp32 in
-    Triton's interpreter, whose bf16 dot multiplies raw bit patterns (the products are exact either way)."""
-    if TENSOR_CORES:
+def _dot(a, b, BF16_DOT: tl.constexpr):
+    """a (M, K) activations @ b (K, N) small integers (as fp32), fp32 sums. BF16_DOT: on the tensor cores in bf16,
+    exact for bf16 activations. Otherwise in full fp32: float32 activations (the engine's float32 exactness
+    path), and Triton's interpreter, whose bf16 dot multiplies raw bit patterns."""
+    if BF16_DOT:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     else:
         return tl.dot(a.to(tl.float32), b, input_precision="ieee")
@@ -63,7 +64,7 @@ def _store(out_ptr, bias_ptr, acc, rm, rn, pid_k, M, N, HAS_BIAS: tl.constexpr, 
 
 @triton.jit
 def _q4_kernel(x_ptr, data_ptr, d_ptr, m_ptr, bias_ptr, out_ptr, M, N, K, KP, GROUPS_PER_SPLIT,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TENSOR_CORES: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BF16_DOT: tl.constexpr,
                HAS_BIAS: tl.constexpr, ONE_SLICE: tl.constexpr):
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,) token rows
@@ -87,14 +88,14 @@ def _q4_kernel(x_ptr, data_ptr, d_ptr, m_ptr, bias_ptr, out_ptr, M, N, K, KP, GR
         mb = tl.load(m_ptr + rn * nb + 2 * g + 1, mask=n_ok, other=0.0).to(tl.float32)
         sa = tl.sum(xa.to(tl.float32), axis=1)  # (BM,) sum of the block's activations
         sb = tl.sum(xb.to(tl.float32), axis=1)
-        acc += _exact_dot(xa, tl.trans(lo), TENSOR_CORES) * da[None, :] + sa[:, None] * ma[None, :]  # (BM, BN)
-        acc += _exact_dot(xb, tl.trans(hi), TENSOR_CORES) * db[None, :] + sb[:, None] * mb[None, :]
+        acc += _dot(xa, tl.trans(lo), BF16_DOT) * da[None, :] + sa[:, None] * ma[None, :]  # (BM, BN)
+        acc += _dot(xb, tl.trans(hi), BF16_DOT) * db[None, :] + sb[:, None] * mb[None, :]
     _store(out_ptr, bias_ptr, acc, rm, rn, pid_k, M, N, HAS_BIAS, ONE_SLICE)
 
 
 @triton.jit
 def _i8_kernel(x_ptr, data_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, KP, GROUPS_PER_SPLIT,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TENSOR_CORES: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BF16_DOT: tl.constexpr,
                HAS_BIAS: tl.constexpr, ONE_SLICE: tl.constexpr):
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -108,28 +109,7 @@ def _i8_kernel(x_ptr, data_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, KP, GROUP
         k = 64 * g + j
         w = tl.load(data_ptr + rn[:, None] * KP + k[None, :], mask=n_ok[:, None], other=0).to(tl.float32)
         x = tl.load(x_ptr + rm[:, None] * K + k[None, :], mask=m_ok[:, None] & (k[None, :] < K), other=0.0)
-        acc += _exact_dot(x, tl.trans(w), TENSOR_CORES)  # (BM, BN)
-    acc *= tl.load(scale_ptr + rn, mask=n_ok, other=0.0)[None, :]
-    _store(out_ptr, bias_ptr, acc, rm, rn, pid_k, M, N, HAS_BIAS, ONE_SLICE)
-
-
-@triton.jit
-def _i8_f32_kernel(x_ptr, data_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, KP, GROUPS_PER_SPLIT,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TENSOR_CORES: tl.constexpr,
-               HAS_BIAS: tl.constexpr, ONE_SLICE: tl.constexpr):
-    pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    j = tl.arange(0, 32)
-    m_ok, n_ok = rm < M, rn < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    g0 = pid_k * GROUPS_PER_SPLIT
-    g1 = tl.minimum(g0 + GROUPS_PER_SPLIT, KP // 64)
-    for g in range(2 * g0, 2 * g1):  # 32-weight steps
-        k = 32 * g + j
-        w = tl.load(data_ptr + rn[:, None] * KP + k[None, :], mask=n_ok[:, None], other=0).to(tl.float32)
-        x = tl.load(x_ptr + rm[:, None] * K + k[None, :], mask=m_ok[:, None] & (k[None, :] < K), other=0.0)
-        acc += tl.dot(x, tl.trans(w), input_precision="ieee")  # (BM, BN)
+        acc += _dot(x, tl.trans(w), BF16_DOT)  # (BM, BN)
     acc *= tl.load(scale_ptr + rn, mask=n_ok, other=0.0)[None, :]
     _store(out_ptr, bias_ptr, acc, rm, rn, pid_k, M, N, HAS_BIAS, ONE_SLICE)
 
@@ -163,11 +143,8 @@ def linear(x: torch.Tensor, qw: QuantWeight, bias: torch.Tensor | None) -> torch
     n = qw.out_features
     if qw.fmt == "q4":
         xk = x.to(torch.bfloat16).contiguous()  # the CPU kernels round q4's activations to bf16 too
-        kernel = _q4_kernel
-    elif x.dtype == torch.bfloat16:
-        xk, kernel = x.contiguous(), _i8_kernel
     else:
-        xk, kernel = x.float().contiguous(), _i8_f32_kernel
+        xk = (x if x.dtype == torch.bfloat16 else x.float()).contiguous()
     n_tiles, m_tiles = triton.cdiv(n, BN), triton.cdiv(m, BM)
     num_splits, per = splits(n_tiles, m_tiles, qw.padded_in // 64, _multiprocessors(x.device))
     one = num_splits == 1
@@ -175,13 +152,14 @@ def linear(x: torch.Tensor, qw: QuantWeight, bias: torch.Tensor | None) -> torch
                       device=x.device)  # (tokens, out), or each slice's (tokens, out) partial sums
     grid = (n_tiles, num_splits, m_tiles)
     has_bias = bias is not None and one
-    flags = dict(BLOCK_M=BM, BLOCK_N=BN, TENSOR_CORES=x.device.type == "cuda", HAS_BIAS=has_bias, ONE_SLICE=one)
+    bf16_dot = x.device.type == "cuda" and xk.dtype == torch.bfloat16
+    flags = dict(BLOCK_M=BM, BLOCK_N=BN, BF16_DOT=bf16_dot, HAS_BIAS=has_bias, ONE_SLICE=one)
     bias_arg = bias if bias is not None else out
     if qw.fmt == "q4":
         assert qw.offset is not None
-        kernel[grid](xk, qw.data, qw.scale, qw.offset, bias_arg, out, m, n, k, qw.padded_in, per, **flags)
+        _q4_kernel[grid](xk, qw.data, qw.scale, qw.offset, bias_arg, out, m, n, k, qw.padded_in, per, **flags)
     else:
-        kernel[grid](xk, qw.data, qw.scale, bias_arg, out, m, n, k, qw.padded_in, per, **flags)
+        _i8_kernel[grid](xk, qw.data, qw.scale, bias_arg, out, m, n, k, qw.padded_in, per, **flags)
     if one:
         return out
     y = out.sum(dim=0)  # (tokens, out) fp32, the slices in order
