@@ -170,8 +170,7 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
 
 
 def _bench_hf(cfg: ServingBenchConfig, workloads: dict[int, list[BenchRequest]], res: _Results, dtype: str,
-              pad_id: int) -> None:
-    device = resolve_device(EngineConfig(device=cfg.device))
+              pad_id: int, device: torch.device) -> None:
     model = peers.load_hf_model(resolve_model_dir(cfg.model, cache_dir=cfg.cache_dir), getattr(torch, dtype), device)
     peers.run_hf(model, [BenchRequest(prompt_ids=workloads[min(workloads)][0].prompt_ids[:50], max_tokens=8)],
                  batch_size=1, pad_id=pad_id)  # warm-up
@@ -260,7 +259,7 @@ def run_all(cfg: ServingBenchConfig,
             res.notes["llama_cpp"] = f"failed: {err}"
     if {"hf_sequential", "hf_batch"} & set(cfg.systems):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        _bench_hf(cfg, workloads, res, dtype, pad_id)
+        _bench_hf(cfg, workloads, res, dtype, pad_id, device)
     return _result(cfg, res, cpu, sha, done=True)
 
 
