@@ -132,7 +132,8 @@ def grid_error(weight: torch.Tensor, qw: QuantWeight) -> float:
     """Mean round-off of `qw` in units of each block's step: ~0.25 for weights spread over a range (uniform
     round-off), near 0 for weights that already sit on a 4-bit grid (a GGUF's Q4_K / Q4_0 / Q4_1 tensors)."""
     n = weight.shape[0]
-    err = (dequantise(qw.to(weight.device)) - weight.float()).abs()  # (out, in); _pad quantises on the CPU
+    # a GPU weight's quantised form sits on the CPU: quantised there (_pad) or read from the cache
+    err = (dequantise(qw.to(weight.device)) - weight.float()).abs()  # (out, in)
     w = _pad(weight).view(n, -1, BLOCK)
     step = ((w.amax(dim=2) - w.amin(dim=2)) / 15).clamp_min(1e-12)  # (out, blocks)
     per_block = _pad(err).view(n, -1, BLOCK).mean(dim=2)
