@@ -143,6 +143,9 @@ class ModelSettings(_Frozen):
     weights: Literal["bf16", "int8", "q4", "q4-all"] = Field(
         "bf16", description="the linears' weights: bf16 (as shipped), int8 per channel, q4 blocks (LM head int8) "
                             "or q4-all (made at load)")
+    decode_graphs: Literal["auto", "off", "eager"] = Field(
+        "auto", description="auto: on a CUDA GPU, decode steps replay CUDA graphs captured at start; off: never; "
+                            "eager: their fixed buffers without capture (a check that runs on a CPU too)")
 
 
 class ModelApiSettings(_Frozen):

@@ -19,9 +19,13 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider -n 8 tests/serving/test_cud
   tests/serving/test_triton_kernel.py tests/serving/test_triton_quant.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -15
 timeout 40 python3 eval/gpu/random_models.py .dev/smol "$SCRATCH/models"
 echo "== quantised linears"
-timeout 60 bash -c "$(declare -f bench); bench quant-kernels --model qwen2.5-1.5b --tokens 1,8,32 --json $OUT/quant-kernels.json" 2>&1 | grep -v INFO
-for w in bf16 q4; do
-  systems=ragsvc; [ $w = bf16 ] && systems=ragsvc,hf_sequential,hf_batch
-  echo "== serving, Qwen2.5-1.5B's shape, $w"
-  timeout 150 bash -c "$(declare -f bench); bench serving --model $SCRATCH/models/qwen --device cuda --weights $w --systems $systems --max-output 128 --prefix-trials 1 --threads 4 --cache-dir $SCRATCH/qcache --json $OUT/serving-qwen-$w.json" 2>&1 | grep -E '^\{|rror'
-done
+timeout 45 bash -c "$(declare -f bench); bench quant-kernels --model qwen2.5-1.5b --tokens 1,8,32 --json $OUT/quant-kernels.json" 2>&1 | grep -v INFO
+serve() {  # name, time limit, then bench serving's own options
+  local name=$1 limit=$2; shift 2
+  echo "== serving, $name"
+  timeout "$limit" bash -c "$(declare -f bench); bench serving --device cuda --max-output 128 --prefix-trials 1 --threads 4 --cache-dir $SCRATCH/qcache --json $OUT/serving-$name.json $*" 2>&1 | grep -E '^\{|rror|captured'
+}
+# decode steps replayed as CUDA graphs (the default) against the same engine launching kernels one by one
+serve smol-bf16 140 --model "$SCRATCH/models/smol" --systems ragsvc,hf_sequential,hf_batch
+serve smol-bf16-no-graphs 70 --model "$SCRATCH/models/smol" --systems ragsvc --concurrency 1,32 --no-cuda-graphs
+serve qwen-q4 90 --model "$SCRATCH/models/qwen" --weights q4 --systems ragsvc --concurrency 1,8

@@ -52,6 +52,8 @@ class ServingBenchConfig:
     """ragsvc's many-token bf16 linears widened to fp32 where its plan picks it (EngineConfig.wide_gemm)."""
     split_steps: bool = True
     """ragsvc's steps of 32+ tokens as two halves on two threads (EngineConfig.split_steps)."""
+    cuda_graphs: bool = True
+    """ragsvc's decode steps replayed from CUDA graphs on a GPU (EngineConfig.decode_graphs "auto"; False = "off")."""
     arrival_rate: float | None = None
     """None = closed loop; else requests arrive open loop at seeded Poisson times, this many per second, at most
     `concurrency` in flight, TTFT counted from arrival (serving_arrivals.py). ragsvc and llama.cpp only: HF's

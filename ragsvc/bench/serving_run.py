@@ -147,7 +147,7 @@ def _bench_ragsvc(cfg: ServingBenchConfig, workloads: dict[int, list[BenchReques
                               max_num_batched_tokens=cfg.max_num_batched_tokens,
                               max_prefill_tokens=cfg.max_prefill_tokens, prefill_order=cfg.prefill_order,
                               small_gemm=cfg.small_gemm, wide_gemm=cfg.wide_gemm,
-                              split_steps=cfg.split_steps)
+                              split_steps=cfg.split_steps, decode_graphs="auto" if cfg.cuda_graphs else "off")
     dtype = str(resolve_dtype(engine_cfg, resolve_device(engine_cfg))).removeprefix("torch.")
     engine = LLMEngine.from_config(engine_cfg)
     warmup = make_workload(engine.tokenizer, num_requests=4, prompt_tokens=(50, 100), output_tokens=(8, 8),

@@ -128,6 +128,8 @@ def serving_command(
                                                  "per-CPU plan measured it faster")] = True,
     split_steps: Annotated[bool, typer.Option(help="ragsvc: steps of 32+ tokens as two halves of their sequences, "
                                                    "each on its own thread")] = True,
+    cuda_graphs: Annotated[bool, typer.Option(help="ragsvc on a GPU: decode steps replayed from CUDA graphs "
+                                                   "captured at start")] = True,
 ) -> None:
     """Throughput, TTFT/TPOT p50/p99, KV waste and prefix-cache TTFT: ragsvc vs HF vs llama.cpp."""
     from ragsvc.bench.serving import ServingBenchConfig, run_serving_bench
@@ -144,7 +146,7 @@ def serving_command(
             threads=threads, device=device, seed=seed, llama_server=llama_server, llama_threads=llama_threads,
             omp_wait=omp_wait, log_dir=str(json_out.parent), max_prefill_tokens=max_prefill_tokens,
             prefill_order=prefill_order, arrival_rate=arrival_rate, cache_dir=cache_dir, prefix_trials=prefix_trials,
-            small_gemm=small_gemm, wide_gemm=wide_gemm, split_steps=split_steps,
+            small_gemm=small_gemm, wide_gemm=wide_gemm, split_steps=split_steps, cuda_graphs=cuda_graphs,
         )
     except ValueError as exc:
         raise fail(exc) from exc

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,7 +16,11 @@ from ragsvc.config import Settings
 from ragsvc.serving.layers.quant import WEIGHT_FORMATS
 from ragsvc.serving.speculative import SpeculativeConfig
 
+if TYPE_CHECKING:
+    from ragsvc.serving.decode_graphs import GraphMode
+
 DEFAULT_MODEL = "smollm2"
+DECODE_GRAPHS = ("auto", "off", "eager")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,11 @@ class EngineConfig:
     """Shortest tail n-gram prompt lookup matches."""
     prompt_lookup_max: int = 4
     """Longest tail n-gram prompt lookup tries first."""
+    decode_graphs: str = "auto"
+    """"auto" = on a CUDA GPU, decode steps replay CUDA graphs captured at start for batch sizes up to
+    `max_num_seqs` (decode_graphs.py: a small model's step is otherwise bound by launching its kernels); "off" =
+    every step launches its kernels; "eager" = the graphs' fixed buffers and padding without capturing them, on
+    any device (how a CPU checks what a GPU replays). A CPU under "auto" runs as "off"."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> EngineConfig:
@@ -100,7 +109,7 @@ class EngineConfig:
         cache_dir = model.cache_dir or settings.store.data_dir / "models"
         config = cls(model=model.model, dtype=model.dtype, device=model.device, kv_cache_bytes=model.kv_cache_bytes,
                      max_num_seqs=model.max_num_seqs, num_threads=model.num_threads, cache_dir=str(cache_dir),
-                     weights=model.weights)
+                     weights=model.weights, decode_graphs=model.decode_graphs)
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
     def __post_init__(self) -> None:
@@ -121,6 +130,8 @@ class EngineConfig:
             raise ValueError("max_prefill_tokens must be positive (or None for the whole step budget)")
         if self.prefill_order not in ("arrival", "shortest"):
             raise ValueError(f"prefill_order {self.prefill_order!r}: use 'arrival' or 'shortest'")
+        if self.decode_graphs not in DECODE_GRAPHS:
+            raise ValueError(f"decode_graphs {self.decode_graphs!r}: use one of {', '.join(DECODE_GRAPHS)}")
         if self.max_wait_steps <= 0:
             raise ValueError(f"max_wait_steps must be positive, got {self.max_wait_steps}")
         self.speculative_config()  # refuses a bad method or draft settings now, not on the first request
@@ -130,6 +141,13 @@ class EngineConfig:
             return None
         return SpeculativeConfig(method=self.speculative, num_tokens=self.num_speculative_tokens,
                                  min_ngram=self.prompt_lookup_min, max_ngram=self.prompt_lookup_max)
+
+
+def resolve_graph_mode(config: EngineConfig, device: torch.device) -> GraphMode | None:
+    """How decode steps run on `device` (EngineConfig.decode_graphs): captured, eager over the buffers, or None."""
+    if config.decode_graphs == "eager":
+        return "eager"
+    return "capture" if config.decode_graphs == "auto" and device.type == "cuda" else None
 
 
 def resolve_device(config: EngineConfig) -> torch.device:

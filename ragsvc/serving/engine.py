@@ -39,7 +39,7 @@ import torch
 
 from ragsvc.errors import InvalidInput
 from ragsvc.serving.block_manager import BlockManager
-from ragsvc.serving.config import EngineConfig, resolve_device, resolve_dtype
+from ragsvc.serving.config import EngineConfig, resolve_device, resolve_dtype, resolve_graph_mode
 from ragsvc.serving.detokenizer import TextState, update_text
 from ragsvc.serving.loader import (
     default_cache_dir,
@@ -136,6 +136,9 @@ class LLMEngine:
             # an explicit float32 is the exactness path against HF: only "auto" takes the f32 decode GEMM
             f32_gemm=config.small_gemm and config.dtype == "auto" and dtype == torch.float32,
             split_policy=SplitPolicy() if config.split_steps else None,
+            decode_graphs=resolve_graph_mode(config, device),
+            max_num_seqs=config.max_num_seqs,
+            max_model_len=max_model_len,
         )
         name = config.model if not config.model.startswith(("/", ".", "~")) else model_dir.name
         logger.info(

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ragsvc.serving.decode_graphs import DecodeGraphs, GraphMode
 from ragsvc.serving.layers import cpu_fused, cpu_paged_attention, cpu_prefill_attention, cpu_threads
 from ragsvc.serving.layers.attention import AttentionMetadata, PrefillSegment
 from ragsvc.serving.layers.linear import can_pack, pack_linears
@@ -135,8 +136,12 @@ class ModelRunner:
     def __init__(
         self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True,
         small_gemm: bool = False, wide_gemm: bool = False, f32_gemm: bool = False,
-        split_policy: SplitPolicy | None = None,
+        split_policy: SplitPolicy | None = None, decode_graphs: GraphMode | None = None, max_num_seqs: int = 64,
+        max_model_len: int | None = None,
     ) -> None:
+        """`decode_graphs`: run decode steps through captured CUDA graphs ("capture", CUDA only) or through the
+        same fixed buffers uncaptured ("eager", to check them on any device); None = every step runs as built.
+        `max_num_seqs` and `max_model_len` size those buffers."""
         self.model = model
         self.block_size = block_size
         param = next(model.parameters())
@@ -166,7 +171,9 @@ class ModelRunner:
                                   wide_gemm=wide_gemm, f32_gemm=f32_gemm)
         self.halves = _halves(self.device, split_policy)
         """How large steps run as two halves on two threads; None: every step runs whole."""
-        shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+        graphs = decode_graphs if self.paged_decode else None  # the buffers hold the paged kernel's tables
+        # the decode graphs' padding rows write into one block beyond those the block manager hands out
+        shape = (num_blocks + (graphs is not None), block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_caches = [
             (
                 torch.zeros(shape, dtype=self.dtype, device=self.device),
@@ -174,6 +181,24 @@ class ModelRunner:
             )
             for _ in range(cfg.num_layers)
         ]
+        self.graphs: DecodeGraphs | None = None
+        """Decode steps' fixed buffers and captured graphs (decode_graphs.py), or None."""
+        if graphs is not None:
+            longest = max_model_len if max_model_len is not None else num_blocks * block_size
+            self.graphs = DecodeGraphs(self._forward, max_seqs=max_num_seqs, table_width=-(-longest // block_size),
+                                       scratch_block=num_blocks, block_size=block_size, device=self.device,
+                                       mode=graphs)
+            try:
+                with torch.inference_mode():
+                    self.graphs.capture()
+            except RuntimeError as exc:  # a driver or kernel that cannot be captured: serve, launching as before
+                logger.warning("decode steps will launch their kernels one by one: capturing CUDA graphs failed "
+                               "(%s); RAGSVC_MODEL__DECODE_GRAPHS=off skips the attempt", exc)
+                self.graphs = None
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                 logit_rows: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, positions, self.kv_caches, meta, logit_rows)
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Copy-on-write: duplicate whole blocks (src -> dst) in every layer."""
@@ -197,7 +222,11 @@ class ModelRunner:
         requests."""
         if isinstance(batch, SplitBatch):
             return self._run_halves(batch)
-        logits = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta, batch.logit_rows)
+        graphs = self.graphs
+        if graphs is not None and graphs.takes(batch.input_ids.shape[0], batch.meta):
+            logits = graphs.run(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
+        else:
+            logits = self._forward(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
         return logits.cpu()  # the sampler works on CPU (per-request generators live there)
 
     def _run_halves(self, batch: SplitBatch) -> torch.Tensor:

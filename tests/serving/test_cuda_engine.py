@@ -1,5 +1,6 @@
 """The engine on a CUDA GPU: the Triton paged-attention and quantised-linear kernels inside a real model, against
-HF transformers (float32, on the CPU) and against the same engine on the CPU.
+HF transformers (float32, on the CPU) and against the same engine on the CPU; decode steps replayed from CUDA
+graphs (on by default on a GPU, so every test here runs them) against the same steps launched one by one.
 
 Marked gpu: skipped where torch sees no CUDA device. This project's machines have none; eval/gpu/check.sh runs
 them on a lent one (eval/baselines/gpu-h200.md says which have run on an H200).
@@ -134,3 +135,43 @@ def test_a_block_size_the_gpu_kernel_cannot_take_is_refused(tiny_llama) -> None:
     folder, _ = tiny_llama
     with pytest.raises(ValueError, match="block_size 8 cannot run on a GPU"):
         _engine(folder, block_size=8)
+
+
+def _assert_same_steps(ours: dict, theirs: dict, *, rel: float) -> None:
+    """The same requests saw the same contexts, and each step's logits are within `rel` of their largest."""
+    assert ours.keys() == theirs.keys()
+    for rid, steps in theirs.items():
+        assert [context for context, _ in ours[rid]] == [context for context, _ in steps]
+        for (_, got), (_, ref) in zip(ours[rid], steps, strict=True):
+            got, ref = got.float().cpu(), ref.float().cpu()
+            err = (got - ref).abs().max().item()
+            assert err <= rel * ref.abs().max().item(), f"{rid}: max logit difference {err:.2e}"
+
+
+def test_decode_graphs_give_the_steps_launched_one_by_one(tiny_llama) -> None:
+    """Decode steps replayed from CUDA graphs (the default on a GPU), batch sizes padded as five sequences finish
+    one by one, beside prefill steps that launch as before: the logits of the same steps launched kernel by
+    kernel (float32; a padded batch may take another GEMM kernel, hence a tolerance), and near HF's."""
+    folder, hf_model = tiny_llama
+    prompts = _prompts([5, 17, 1, 33, 40], seed=3)
+    plain, _ = _run_collecting_logits(_engine(folder, decode_graphs="off"), prompts, max_tokens=12)
+    engine = _engine(folder, max_num_seqs=16)
+    graphs = engine.runner.graphs
+    assert graphs is not None and graphs.mode == "capture" and graphs.sizes == [1, 2, 4, 8, 16]
+    replayed, _ = _run_collecting_logits(engine, prompts, max_tokens=12)
+    assert graphs.replays >= 10
+    _assert_same_steps(replayed, plain, rel=1e-4)
+    _assert_near_hf(hf_model, replayed, rel=1e-3)
+
+
+@pytest.mark.parametrize("weights", ["int8", "q4"])
+def test_quantised_decode_graphs(tiny_odd_qwen2, tmp_path, weights) -> None:  # noqa: F811
+    """Triton's quantised linears inside a capture (their split-K partial sums are allocated there): the same
+    steps' logits as launched one by one."""
+    prompts = _prompts([5, 30, 12])
+    options = dict(weights=weights, cache_dir=str(tmp_path), num_kv_blocks=64)
+    plain, _ = _run_collecting_logits(_engine(tiny_odd_qwen2, decode_graphs="off", **options), prompts, max_tokens=8)
+    engine = _engine(tiny_odd_qwen2, **options)
+    replayed, _ = _run_collecting_logits(engine, prompts, max_tokens=8)
+    assert engine.runner.graphs is not None and engine.runner.graphs.replays > 0
+    _assert_same_steps(replayed, plain, rel=1e-3)
