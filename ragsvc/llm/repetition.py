@@ -7,7 +7,7 @@ costs most of the decoding time, and buries the useful start under copies. Penal
 sampling would change what the model writes from its first token and would fight the copying from passages a
 grounded answer needs; cutting at the first repeat changes nothing before it.
 
-Three signs of a loop, all conservative so that a legitimate answer is never cut:
+Four signs of a loop, all conservative so that a legitimate answer is never cut:
 - a sentence of at least MIN_SENTENCE_WORDS words that is, word for word, one already written (case, spacing,
   punctuation and citation markers aside);
 - a run of NGRAM_WORDS words that already occurred earlier in the text, which catches loops without sentence
@@ -16,7 +16,10 @@ Three signs of a loop, all conservative so that a legitimate answer is never cut
   more ("It is set to 1000000000…", "!!!!!!…"), which the word rules cannot see since it is one long word.
   Letters or digits: the cut goes back to the start of the sentence (in the first sentence, of the word), so
   no truncated number is left; punctuation: one unit is kept. A line that is the run alone (a Markdown rule
-  or heading underline) is not a loop.
+  or heading underline) is not a loop;
+- CITATION_RUN or more citation markers in a row with nothing but spaces and commas between them ("[1] [2] [3]
+  [4] [5] [6] [7] [8] ..."): a small model asked to cite passages may count upwards for ever, past the passages
+  it was shown. No sentence cites that many; the cut goes to the run's start.
 Lists whose items share an opening ("It supports X. It supports Y.") repeat neither, short sentences such
 as "Yes." are too short to count, and fenced code, where lines repeat for good reason, is not read.
 
@@ -44,6 +47,9 @@ _RUN = re.compile(r"(.{1,4}?)\1{11,}")
 _LONG_WORD = re.compile(rf"\S{{{RUN_CHARS},}}")
 """RUN_CHARS characters without a space: where a run may have begun that the word counts do not see."""
 _CITATION = re.compile(r"\[\d+\]")
+CITATION_RUN = 8
+_CITATION_RUN = re.compile(rf"(?:\[\d+\][\s,;]*){{{CITATION_RUN},}}")
+"""CITATION_RUN or more [n] markers in a row, with only spaces, commas or semicolons between them."""
 _CODE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 """A fenced code block (or one still open at the end): code repeats lines legitimately, so it is not read."""
 
@@ -126,6 +132,9 @@ def repeat_start(text: str) -> int | None:
     run = _character_run(text)
     if run is not None:
         starts.append(run)
+    citations = _CITATION_RUN.search(text)
+    if citations is not None:
+        starts.append(citations.start())
     return min(starts) if starts else None
 
 

@@ -23,6 +23,9 @@ KEPT = "Paged attention saves memory by allocating the cache in blocks [1]. It s
     # the same sentence with other citations, case and spacing is the same sentence
     ("Blocks are shared between requests [1]. Blocks  are SHARED between requests [2].",
      "Blocks are shared between requests [1]."),
+    # counting citations upwards (SmolLM2-135M on the bundled sample): cut where the run starts
+    ("The answer to the question is: " + " ".join(f"[{n}]" for n in range(1, 40)), "The answer to the question is:"),
+    ("Blocks are shared [1], [2], [3], [4], [5], [6], [7], [8], [9], [10]", "Blocks are shared"),
 ])
 def test_a_loop_is_cut_before_its_first_repeat(text, kept):
     assert without_repeat(text) == (kept, True)
@@ -33,6 +36,7 @@ def test_a_loop_is_cut_before_its_first_repeat(text, kept):
     "Yes. Yes. No. No.",  # too short to count
     "Here is how:\n```python\nfor i in range(n):\n    total += i\nfor i in range(n):\n    total += i\n```\nDone.",
     "The first block holds tokens 0 to 15 and the second block holds tokens 16 to 31 of the sequence.",
+    "Blocks are shared [1][2][3][4][5][6][7]. Copies are made on write [8], [9].",  # seven in a row at most
     "",
 ])
 def test_text_that_only_looks_alike_is_left_whole(text):
@@ -45,6 +49,13 @@ def test_the_watch_fires_once_the_repeat_is_written_not_before():
     fired = [n for n in range(1, len(words) + 1) if watch(" ".join(words[:n]))]
     second = len(KEPT.split(" ")) + len(["It", "shares", "blocks", "between", "requests."])
     assert fired and fired[0] == second  # the moment the repeated sentence ends
+
+
+def test_the_watch_stops_a_citation_count_early():
+    watch = RepeatWatch()
+    words = ("The answer is: " + " ".join(f"[{n}]" for n in range(1, 200))).split(" ")
+    fired = [n for n in range(1, len(words) + 1) if watch(" ".join(words[:n]))]
+    assert fired and fired[0] <= 2 * NGRAM_WORDS  # within a look or two of the eighth marker
 
 
 def test_the_watch_looks_at_sentence_ends_or_every_ngram_of_words(monkeypatch):
