@@ -114,7 +114,7 @@ def _targets(engine: LLMEngine) -> list[tuple[object, str, str]]:
         elif isinstance(module, RMSNorm):
             targets += [(module, "forward", "norm"), (module, "forward_residual", "norm")]
     targets += [(llama, "paged_attention", "attention"), (cpu_fused, "rotary", "rotary"),
-                (cpu_fused, "silu_mul", "silu_mul"), (engine.runner, "run", "forward"),
+                (cpu_fused, "silu_mul", "silu_mul"), (engine.runner, "logits", "forward"),
                 (engine.runner, "prepare", "prepare"), (engine.scheduler, "schedule", "schedule"),
                 (engine, "_sample_and_append", "sample")]
     return targets

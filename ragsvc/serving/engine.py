@@ -204,7 +204,7 @@ class LLMEngine:
         # Blocks of a request aborted during the forward are only written (never handed out: allocation
         # happens in schedule(), under the lock), and its results are dropped below.
         self.runner.copy_blocks(sched.copies)
-        logits = self.runner.run(batch)
+        logits = self.runner.logits(batch)
         with self._lock:
             self.scheduler.postprocess(sched)
             return outputs + self._sample_and_append(logits, batch.sampling_chunks) + self._take_aborted()

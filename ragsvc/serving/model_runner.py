@@ -215,9 +215,14 @@ class ModelRunner:
         batch = self.prepare(chunks)
         return self.run(batch).float(), batch.sampling_chunks
 
-    @torch.inference_mode()
     def run(self, batch: PreparedBatch | SplitBatch) -> torch.Tensor:
-        """The forward of a prepared batch -> (samplers, vocab) logits in the model's dtype (the sampler makes
+        """`logits` of a prepared batch, on the CPU."""
+        return self.logits(batch).cpu()
+
+    @torch.inference_mode()
+    def logits(self, batch: PreparedBatch | SplitBatch) -> torch.Tensor:
+        """The forward of a prepared batch -> (samplers, vocab) logits in the model's dtype, on the model's device
+        (the sampler takes greedy tokens and logprobs there, so a GPU step copies token ids, not logits; it makes
         a float32 copy only if it needs one). Reads no Sequence state, so it may run while other threads abort
         requests."""
         if isinstance(batch, SplitBatch):
@@ -227,7 +232,7 @@ class ModelRunner:
             logits = graphs.run(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
         else:
             logits = self._forward(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
-        return logits.cpu()  # the sampler works on CPU (per-request generators live there)
+        return logits
 
     def _run_halves(self, batch: SplitBatch) -> torch.Tensor:
         assert self.halves is not None  # prepare() splits only with halves

@@ -29,7 +29,11 @@ def sample(
     """logits: (rows, vocab) in float32 or the model's dtype -> one SampledToken per row.
 
     Greedy rows take the argmax of the logits as they are (exact in any dtype); random sampling and logprobs
-    work on a float32 copy, made only when some row needs it."""
+    work on a float32 copy, made only when some row needs it. Logits on a GPU stay there for greedy tokens and
+    logprobs (only the chosen ids and the asked-for logprobs are copied back); a batch with a sampled row is
+    copied to the CPU first, where the per-request generators are."""
+    if logits.device.type != "cpu" and not all(p.greedy for p in params):
+        logits = logits.cpu()
     chosen = torch.empty(logits.shape[0], dtype=torch.long)
     greedy = [i for i, p in enumerate(params) if p.greedy]
     random = [i for i, p in enumerate(params) if not p.greedy]

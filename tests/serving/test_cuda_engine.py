@@ -175,3 +175,29 @@ def test_quantised_decode_graphs(tiny_odd_qwen2, tmp_path, weights) -> None:  # 
     replayed, _ = _run_collecting_logits(engine, prompts, max_tokens=8)
     assert engine.runner.graphs is not None and engine.runner.graphs.replays > 0
     _assert_same_steps(replayed, plain, rel=1e-3)
+
+
+def test_the_sampler_takes_the_same_tokens_and_logprobs_from_gpu_logits() -> None:
+    """An all-greedy batch is sampled where its logits are (token ids and logprobs copied back, not logits); a
+    batch with a sampled row goes to the CPU's generators. Either way the results are the CPU's."""
+    from ragsvc.serving.sampler import sample
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 300, generator=g).to(torch.bfloat16)
+    logits[0, 9] = logits[0, 5] = logits[0].max() + 1  # a tie: the first maximum wins on both devices
+    greedy = [SamplingParams(temperature=0), SamplingParams(temperature=0, logprobs=3)] * 2 + [
+        SamplingParams(temperature=0, logprobs=0)]
+    mixed = greedy[:3] + [SamplingParams(temperature=0.8, seed=7), SamplingParams(temperature=1.0, top_p=0.9, seed=8,
+                                                                                  logprobs=2)]
+    for params in (greedy, mixed):
+        def generators(params=params):
+            return [None if p.seed is None else torch.Generator().manual_seed(p.seed) for p in params]
+
+        on_cpu = sample(logits, params, generators())
+        on_gpu = sample(logits.cuda(), params, generators())
+        assert [t.token_id for t in on_gpu] == [t.token_id for t in on_cpu]
+        assert on_cpu[0].token_id == 5
+        for a, b in zip(on_gpu, on_cpu, strict=True):
+            assert (a.logprob is None) == (b.logprob is None) and (a.top or []) == pytest.approx(b.top or [], abs=1e-4)
+            if a.logprob is not None:
+                assert a.logprob == pytest.approx(b.logprob, abs=1e-4)

@@ -40,9 +40,9 @@ def test_every_part_is_timed_inside_the_step(engine: LLMEngine) -> None:
 
 
 def test_timers_are_removed_afterwards(engine: LLMEngine) -> None:
-    attention, run = llama.paged_attention, engine.runner.run
+    attention, run = llama.paged_attention, engine.runner.logits
     profile_decode(engine, concurrency=1, prompt_tokens=3, steps=1)
-    assert llama.paged_attention is attention and engine.runner.run == run
+    assert llama.paged_attention is attention and engine.runner.logits == run
     assert all("forward" not in vars(m) for m in engine.runner.model.modules())
 
 

@@ -118,15 +118,15 @@ def test_async_stream_and_disconnect_frees_blocks(engine) -> None:
 def test_abort_during_the_forward_drops_its_result(engine, monkeypatch) -> None:
     engine.add_request("a", [3, 4, 5, 6], SamplingParams(max_tokens=5, ignore_eos=True))
     engine.add_request("b", [7, 8], SamplingParams(max_tokens=5, ignore_eos=True))
-    real_run = engine.runner.run
+    real_run = engine.runner.logits
 
     def run_while_a_client_leaves(batch):
         engine.abort("a")  # another thread, mid-forward: the step does not hold the lock here
         return real_run(batch)
 
-    monkeypatch.setattr(engine.runner, "run", run_while_a_client_leaves)
+    monkeypatch.setattr(engine.runner, "logits", run_while_a_client_leaves)
     outputs = engine.step()
-    monkeypatch.setattr(engine.runner, "run", real_run)
+    monkeypatch.setattr(engine.runner, "logits", real_run)
     by_id = {o.request_id: o for o in outputs}
     assert by_id["a"].finish_reason == "abort" and by_id["a"].output_token_ids == []
     assert len(by_id["b"].output_token_ids) == 1
