@@ -219,7 +219,6 @@ class ModelRunner:
         """`logits` of a prepared batch, on the CPU."""
         return self.logits(batch).cpu()
 
-    @torch.inference_mode()
     def logits(self, batch: PreparedBatch | SplitBatch) -> torch.Tensor:
         """The forward of a prepared batch -> (samplers, vocab) logits in the model's dtype, on the model's device
         (the sampler takes greedy tokens and logprobs there, so a GPU step copies token ids, not logits; it makes
@@ -227,19 +226,21 @@ class ModelRunner:
         requests."""
         if isinstance(batch, SplitBatch):
             return self._run_halves(batch)
-        graphs = self.graphs
+        return self._logits(batch, self.graphs)
+
+    @torch.inference_mode()
+    def _logits(self, batch: PreparedBatch, graphs: DecodeGraphs | None) -> torch.Tensor:
         if graphs is not None and graphs.takes(batch.input_ids.shape[0], batch.meta):
-            logits = graphs.run(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
-        else:
-            logits = self._forward(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
-        return logits
+            return graphs.run(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
+        return self._forward(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
 
     def _run_halves(self, batch: SplitBatch) -> torch.Tensor:
         assert self.halves is not None  # prepare() splits only with halves
-        job = self.halves.worker.submit(lambda: self.run(batch.first))
+        # both halves run at once, so neither may use the decode graphs' one set of buffers
+        job = self.halves.worker.submit(lambda: self._logits(batch.first, None))
         try:
             with cpu_threads.thread_count(self.halves.lib, self.halves.second_threads):
-                second = self.run(batch.second)
+                second = self._logits(batch.second, None)
         finally:
             first = job.result()  # never leave the worker writing KV into the next step
         return torch.cat([first, second])  # (samplers, vocab), rows in SplitBatch.sampling_chunks order

@@ -122,3 +122,19 @@ def test_the_setting_and_the_bench_flag_reach_the_engine(monkeypatch) -> None:
     CliRunner().invoke(app, ["bench", "serving", "--no-cuda-graphs", "--systems", "ragsvc"])
     CliRunner().invoke(app, ["bench", "serving", "--systems", "ragsvc"])
     assert [cfg.cuda_graphs for cfg in seen] == [False, True]
+
+
+def test_steps_split_into_halves_keep_off_the_buffers(tiny_llama) -> None:
+    """On two threads a decode step of 40 sequences runs as two halves at once: they must not share the one set
+    of buffers (each half would overwrite the other's inputs), so they launch as before; the tokens are those of
+    the engine without the buffers."""
+    folder, _ = tiny_llama
+    torch.set_num_threads(2)  # the runner splits only with two threads; the autouse fixture restores the setting
+    prompts = _prompts([3 + i % 7 for i in range(40)], seed=8)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    options = dict(num_kv_blocks=128, max_num_seqs=48, enable_prefix_caching=False)
+    plain = _engine(folder, decode_graphs="off", **options).generate(prompts, params)
+    engine = _engine(folder, decode_graphs="eager", **options)
+    assert engine.runner.halves is not None, "the engine must split steps (two torch threads, the C++ setter built)"
+    out = engine.generate(prompts, params)
+    assert [o.output_token_ids for o in out] == [o.output_token_ids for o in plain]
