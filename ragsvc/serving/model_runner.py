@@ -34,6 +34,10 @@ from ragsvc.serving.step_split import SplitPolicy, split_chunks
 logger = logging.getLogger(__name__)
 
 
+TABLE_ALIGN = 16
+"""Block tables for the paged decode kernel are padded to a multiple of this many entries (`_add_kernel_tables`)."""
+
+
 @dataclass
 class PreparedBatch:
     input_ids: torch.Tensor  # (tokens,)
@@ -185,7 +189,9 @@ class ModelRunner:
         """Decode steps' fixed buffers and captured graphs (decode_graphs.py), or None."""
         if graphs is not None:
             longest = max_model_len if max_model_len is not None else num_blocks * block_size
-            self.graphs = DecodeGraphs(self._forward, max_seqs=max_num_seqs, table_width=-(-longest // block_size),
+            width = -(-longest // block_size)
+            self.graphs = DecodeGraphs(self._forward, max_seqs=max_num_seqs,
+                                       table_width=-(-width // TABLE_ALIGN) * TABLE_ALIGN,
                                        scratch_block=num_blocks, block_size=block_size, device=self.device,
                                        mode=graphs)
             try:
@@ -306,7 +312,10 @@ class ModelRunner:
         return table, mask[:, None, None, :]
 
     def _add_kernel_tables(self, meta: AttentionMetadata, decodes: list[ScheduledChunk]) -> None:
-        max_blocks = max(len(c.seq.block_table) for c in decodes)
+        # A multiple of TABLE_ALIGN wide: Triton compiles a kernel anew when an integer argument (the table's row
+        # stride here) turns 1 or divisible by 16, which would stall a step in the middle of serving.
+        longest = max(len(c.seq.block_table) for c in decodes)
+        max_blocks = -(-longest // TABLE_ALIGN) * TABLE_ALIGN
         rows = [c.seq.block_table + [0] * (max_blocks - len(c.seq.block_table)) for c in decodes]
         meta.decode_block_tables = torch.tensor(rows, dtype=torch.int32, device=self.device)
         meta.decode_context_lens = torch.tensor([c.start + 1 for c in decodes], dtype=torch.int32, device=self.device)

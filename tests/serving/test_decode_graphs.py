@@ -138,3 +138,19 @@ def test_steps_split_into_halves_keep_off_the_buffers(tiny_llama) -> None:
     assert engine.runner.halves is not None, "the engine must split steps (two torch threads, the C++ setter built)"
     out = engine.generate(prompts, params)
     assert [o.output_token_ids for o in out] == [o.output_token_ids for o in plain]
+
+
+def test_block_tables_are_a_multiple_of_sixteen_wide(tiny_llama) -> None:
+    """One row stride for every step's tables (Triton specialises integer arguments on divisibility by 16), and
+    the buffers are as wide, so a decode step of the longest sequences still fits them."""
+    folder, _ = tiny_llama
+    engine = _engine(folder, decode_graphs="eager", max_model_len=40, num_kv_blocks=16)
+    assert engine.runner.graphs is not None and engine.runner.graphs.table_width == 16
+    engine.add_request("a", _prompts([30], seed=9)[0], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
+    engine.add_request("b", [5], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
+    engine.step()  # the prompts
+    sched = engine.scheduler.schedule()
+    batch = engine.runner.prepare_whole(sched.chunks)
+    tables = batch.meta.decode_block_tables
+    assert tables is not None and tables.shape == (2, 16)
+    assert engine.runner.graphs.takes(2, batch.meta)
