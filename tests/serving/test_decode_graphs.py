@@ -154,3 +154,32 @@ def test_block_tables_are_a_multiple_of_sixteen_wide(tiny_llama) -> None:
     tables = batch.meta.decode_block_tables
     assert tables is not None and tables.shape == (2, 16)
     assert engine.runner.graphs.takes(2, batch.meta)
+
+
+def test_a_one_token_prompt_chunk_rides_with_the_decodes(tiny_llama) -> None:
+    """With a 7-token step budget and six sequences decoding, a long prompt is read one token a step beside them:
+    such steps hold only single-token chunks, one of them a prompt's middle token (no logits wanted). They run
+    through the buffers too, and only the sampling rows come back."""
+    folder, _ = tiny_llama
+    prompts = _prompts([4, 6, 2, 5, 3, 2, 31], seed=10)
+    plain, _ = _run_collecting_logits(_engine(folder, decode_graphs="off", max_num_batched_tokens=7), prompts,
+                                      max_tokens=10)
+    engine = _engine(folder, decode_graphs="eager", max_num_batched_tokens=7)
+    graphs = engine.runner.graphs
+    assert graphs is not None
+    seen: list[tuple[int, int]] = []
+    run = graphs.run
+
+    def recording(input_ids, positions, meta, logit_rows):
+        seen.append((input_ids.shape[0], logit_rows.shape[0]))
+        logits = run(input_ids, positions, meta, logit_rows)
+        assert logits.shape[0] == logit_rows.shape[0]  # the sampling rows, not every row of the step
+        return logits
+
+    graphs.run = recording  # type: ignore[method-assign]
+    buffered, _ = _run_collecting_logits(engine, prompts, max_tokens=10)
+    assert any(rows < tokens for tokens, rows in seen), "no step ran a non-sampling chunk through the buffers"
+    for rid, steps in plain.items():
+        assert [context for context, _ in buffered[rid]] == [context for context, _ in steps]
+        for (_, ours), (_, ref) in zip(buffered[rid], steps, strict=True):
+            torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
