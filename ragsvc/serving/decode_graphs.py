@@ -1,9 +1,9 @@
 """Decode steps replayed as CUDA graphs: one captured forward per batch size, fed through buffers that never move.
 
 On a GPU a decode step of a small model is bound by launching kernels from Python, not by arithmetic or bytes:
-about ten launches a layer, each costing tens of microseconds of Python and driver time while the kernel itself
-runs for a few. On an H200 a Qwen2.5-1.5B-shaped step took ~18 ms at batch 1 where reading its weights takes
-under 1 ms (eval/baselines/gpu-h200.md). A CUDA graph records the step's launches once and replays all of them
+each layer issues a dozen or so kernels, each through Python and the driver. On an H200 a Qwen2.5-1.5B-shaped
+step took ~18 ms at batch 1, where reading its weights would take about 0.7 ms at the card's copy rate (an
+estimate; eval/baselines/gpu-h200.md). A CUDA graph records the step's launches once and replays all of them
 with one call.
 
 A graph replays fixed addresses with fixed shapes, so:
@@ -11,8 +11,8 @@ A graph replays fixed addresses with fixed shapes, so:
   engine's `max_num_seqs`), largest first, sharing one memory pool; a step of n sequences replays the smallest
   size >= n;
 - every input of the step lives in a buffer allocated once (`_Buffers`): token ids, positions, KV slots,
-  context lengths, and block tables as wide as the longest sequence the engine admits. A step copies its
-  tensors into the first n rows;
+  context lengths, and block tables as wide as the longest sequence the engine admits (rounded up as the
+  runner rounds every step's tables). A step copies its tensors into the first n rows;
 - rows n.. of the size are padding: token 0 at position 0, writing its K and V into a scratch block that no
   sequence owns (the runner allocates one block more than the block manager hands out) and attending to that
   one slot. Nothing real reads the scratch block, and the padding rows' logits are dropped.

@@ -8,6 +8,9 @@ On a CPU with several threads a large step may run as two halves instead (step_s
 chunks go where, layers/cpu_threads.py why): each half is prepared like a step of its own, one half's forward
 runs on a worker thread while the stepping thread runs the other, each on half the OpenMP threads, and their
 logits are joined in the order of `SplitBatch.sampling_chunks`.
+
+On a GPU, steps of single-token chunks replay CUDA graphs captured at start (decode_graphs.py); the runner then
+keeps one KV block more than the block manager hands out, for the graphs' padding rows.
 """
 
 from __future__ import annotations
