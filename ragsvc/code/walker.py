@@ -138,12 +138,16 @@ def _walk(root: Path, config: WalkConfig) -> Iterator[SourceFile | Skipped]:
 def _load_ignore(directory: Path, rel_dir: str) -> pathspec.PathSpec | Skipped | None:
     """The folder's .gitignore rules; None without one; Skipped (and no rules) when it cannot be read."""
     ignore_file = directory / ".gitignore"
+    rel = f"{rel_dir}/.gitignore" if rel_dir else ".gitignore"
+    if ignore_file.is_symlink():
+        # as git does: it never follows a symlinked .gitignore, so the rules git applies are the ones applied
+        # here, and a link to a file outside the repository (or to a device) is never read
+        return Skipped(rel, "its rules were not applied: it is a symlink, which git does not follow for .gitignore")
     try:
         raw = read_regular(ignore_file, max_bytes=MAX_IGNORE_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        rel = f"{rel_dir}/.gitignore" if rel_dir else ".gitignore"
         return Skipped(rel, f"its rules were not applied: {exc.strerror or exc}")
     return pathspec.GitIgnoreSpec.from_lines(raw.decode("utf-8", errors="replace").splitlines())
 

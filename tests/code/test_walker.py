@@ -138,8 +138,27 @@ def test_a_gitignore_linked_to_a_device_or_too_large_is_not_read(tmp_path: Path)
     result = _walk_within(repo)
     assert [f.rel_path for f in result.files] == ["a.py", "big/c.py"]  # no rules from either
     reasons = [(s.rel_path, s.reason) for s in result.skipped]
-    assert (".gitignore", "its rules were not applied: not a regular file (a device); only files are read") in reasons
+    assert (".gitignore", LINKED) in reasons
     assert ("big/.gitignore", f"its rules were not applied: larger than {MAX_IGNORE_BYTES} bytes") in reasons
+
+
+LINKED = "its rules were not applied: it is a symlink, which git does not follow for .gitignore"
+
+
+def test_a_symlinked_gitignore_is_not_applied_as_git_does_not(tmp_path: Path) -> None:
+    """Linked to a file outside the repository (whose rules would otherwise decide what is indexed) or to one
+    inside it, a .gitignore that is a symlink is listed, not read; a regular one beside it still applies."""
+    outside = tmp_path / "outside-rules"
+    outside.write_text("*.py\n")
+    repo = write_files(tmp_path / "repo", {"a.py": "def a(): pass\n", "rules": "b.py\n",
+                                           "sub/b.py": "def b(): pass\n", "sub/c.py": "def c(): pass\n",
+                                           "other/d.py": "def d(): pass\n", "other/.gitignore": "d.py\n"})
+    os.symlink(outside, repo / ".gitignore")
+    os.symlink(repo / "rules", repo / "sub" / ".gitignore")
+    result = _walk_within(repo)
+    assert [f.rel_path for f in result.files] == ["a.py", "sub/b.py", "sub/c.py"]
+    reasons = [(s.rel_path, s.reason) for s in result.skipped]
+    assert (".gitignore", LINKED) in reasons and ("sub/.gitignore", LINKED) in reasons
 
 
 def test_a_file_that_grew_past_the_limit_after_the_walk_is_not_read_whole(tmp_path: Path) -> None:
