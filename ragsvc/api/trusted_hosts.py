@@ -4,7 +4,8 @@ A page on any web site can make a browser send requests to 127.0.0.1 by giving i
 that points there (DNS rebinding); the browser then treats our answers as that site's. Such requests still
 carry the attacker's host name in `Host:`, so refusing unknown names (400, before routing) closes the hole.
 Loopback names are always accepted, plus the address the server is bound to and `allowed_hosts`; `*` turns
-the check off.
+the check off. An HTTP/1.0 request may carry no `Host:` at all (old probes and load balancers' health checks
+send none); a browser always sends one, so such a request cannot be a rebinding one and is let through.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class TrustedHostMiddleware:
         if scope["type"] != "http" or self.any:
             await self.app(scope, receive, send)
             return
-        given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), "")
-        if host_name(given) in self.allowed:
+        given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), None)
+        if given is None and scope.get("http_version") == "1.0" or host_name(given or "") in self.allowed:
             await self.app(scope, receive, send)
             return
         detail = (f"Host {given!r} is not one this server answers to; use one of {', '.join(sorted(self.allowed))} "
