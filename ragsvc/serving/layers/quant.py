@@ -77,8 +77,10 @@ def quantise(weight: torch.Tensor, fmt: str) -> QuantWeight:
 
 
 def _pad(weight: torch.Tensor) -> torch.Tensor:
+    """(out, Kp) fp32 copy of `weight`, zeros past its columns, on the weight's device: a GPU model's weights are
+    quantised on the GPU, not copied to the CPU, quantised there on its few cores and copied back."""
     n, k = weight.shape
-    w = torch.zeros((n, padded(k)), dtype=torch.float32)
+    w = torch.zeros((n, padded(k)), dtype=torch.float32, device=weight.device)
     w[:, :k] = weight.float()
     return w  # (out, Kp)
 
@@ -132,7 +134,7 @@ def grid_error(weight: torch.Tensor, qw: QuantWeight) -> float:
     """Mean round-off of `qw` in units of each block's step: ~0.25 for weights spread over a range (uniform
     round-off), near 0 for weights that already sit on a 4-bit grid (a GGUF's Q4_K / Q4_0 / Q4_1 tensors)."""
     n = weight.shape[0]
-    # a GPU weight's quantised form sits on the CPU: quantised there (_pad) or read from the cache
+    # a GPU weight's quantised form read from the cache sits on the CPU
     err = (dequantise(qw.to(weight.device)) - weight.float()).abs()  # (out, in)
     w = _pad(weight).view(n, -1, BLOCK)
     step = ((w.amax(dim=2) - w.amin(dim=2)) / 15).clamp_min(1e-12)  # (out, blocks)
