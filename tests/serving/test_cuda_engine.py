@@ -29,7 +29,9 @@ pytestmark = pytest.mark.gpu
 
 
 def _engine(folder: Path, **overrides: object) -> LLMEngine:
-    options: dict[str, object] = dict(model=str(folder), dtype="float32", device="cuda", num_kv_blocks=256)
+    # 16 sequences at most: five decode graphs to capture per engine, not eleven
+    options: dict[str, object] = dict(model=str(folder), dtype="float32", device="cuda", num_kv_blocks=256,
+                                      max_num_seqs=16)
     options.update(overrides)
     return LLMEngine.from_config(EngineConfig(**options))  # type: ignore[arg-type]
 
