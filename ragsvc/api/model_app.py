@@ -30,6 +30,7 @@ from ragsvc import __version__, gc_freeze
 from ragsvc.api.auth import PUBLIC, FileKeys, requires
 from ragsvc.api.edge import install_edge
 from ragsvc.api.errors import install_error_handlers
+from ragsvc.api.http_protocol import protocol_for
 from ragsvc.api.openai_limits import OpenAILimits
 from ragsvc.api.routes.openai_compat import ServedModel, router
 from ragsvc.api.tcp_socket import tcp_socket
@@ -141,7 +142,8 @@ def serve_in_thread(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
+                                           http=protocol_for(app)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s

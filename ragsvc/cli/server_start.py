@@ -76,6 +76,7 @@ def run(make_app: Callable[[LoadFailure], FastAPI], sock: socket.socket, *, log_
     import uvicorn
 
     from ragsvc import gc_freeze
+    from ragsvc.api.http_protocol import protocol_for
 
     gc_freeze.freeze_after_loads()  # this process is the server: what it loads lives as long as it does
     failures: list[Exception] = []
@@ -87,7 +88,7 @@ def run(make_app: Callable[[LoadFailure], FastAPI], sock: socket.socket, *, log_
             server.should_exit = True
 
     app = make_app(stop)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, http=protocol_for(app)))
     try:
         server.run(sockets=[sock])
     finally:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
+from ragsvc.api.http_protocol import protocol_for
 from ragsvc.config import ApiSettings, Settings, StoreSettings
 
 
@@ -27,7 +28,8 @@ class LiveServer:
     def __init__(self, app, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.app = app
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                     http=protocol_for(app)))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def start(self, *, ready_path: str = "/health", timeout_s: float = 120.0) -> None:

@@ -4,7 +4,9 @@ does not even print."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +15,19 @@ from pathlib import Path
 import httpx
 
 from tests.api.conftest import free_port
+
+
+def unparseable_request(port: int) -> tuple[int, dict]:
+    """A request line with a space in its path, which uvicorn refuses before any app code runs -> its status
+    and JSON body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /v1/coll ections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head.split()[1]), json.loads(body)
 
 
 def test_the_ready_line_comes_once_requests_are_answered(tmp_path: Path) -> None:
@@ -37,6 +52,8 @@ def test_the_ready_line_comes_once_requests_are_answered(tmp_path: Path) -> None
         assert next(server.stdout).strip().startswith("no collections yet: add documents with `ragsvc ingest")
         response = httpx.get(f"http://127.0.0.1:{port}/v1/collections", timeout=30)  # at once: no wait, no retry
         assert response.status_code == 200 and response.json() == []
+        status, body = unparseable_request(port)
+        assert status == 400 and body["error"] == "bad_request" and "could not be parsed" in body["detail"]
     finally:
         deadline.cancel()
         server.terminate()
@@ -77,6 +94,9 @@ def test_the_model_server_says_ready_with_a_request_that_works_at_once(tmp_path:
         url, body = curl.split()[2], curl.split(" -d ", 1)[1].strip("'")
         response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=120)
         assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
+        status, body = unparseable_request(port)
+        assert status == 400 and body["error"]["type"] == "invalid_request_error"
+        assert body["error"]["code"] == "bad_request"
     finally:
         deadline.cancel()
         server.terminate()
