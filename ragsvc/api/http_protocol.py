@@ -1,11 +1,17 @@
-"""uvicorn's HTTP protocol, with the 400 it sends for a request it cannot parse written in the API's error shape.
+"""uvicorn's HTTP protocol with two edges of its own: errors it answers before any app code runs are written in
+the API's error shape, and a request's head (request line and headers) is bounded.
 
-A request line or header uvicorn cannot parse (binary on the port, a space in the path, a bad header name) is
-refused by uvicorn itself, before any middleware or route runs, as plain text: "Invalid HTTP request
-received." Every other error either server sends is JSON, so a client that reads errors as JSON met one it
-could not read. The subclass sends the same status, headers and connection close with a JSON body: ragsvc's
-`{error, detail}` for `ragsvc serve`, OpenAI's shape for `ragsvc serve-model` (whose clients parse that one).
-Which parser runs is uvicorn's own choice ("auto": httptools when installed, else h11).
+- A request line or header uvicorn cannot parse (binary on the port, a space in the path, a bad header name) is
+  refused by uvicorn itself, before any middleware or route runs, as plain text: "Invalid HTTP request
+  received." Every other error either server sends is JSON, so a client that reads errors as JSON met one it
+  could not read. The subclasses send the same 400 with a JSON body: ragsvc's `{error, detail}` for
+  `ragsvc serve`, OpenAI's shape for `ragsvc serve-model` (whose clients parse that one).
+- httptools (uvicorn's parser when it is installed) sets no limit on a head, and builds a long header value or
+  URL by concatenating each piece it reads to the last, on the event loop: one 100 MB header held every other
+  request of the server for 11 s (50 MB: 2.5 s; measured with /health pinged beside it), before any key was
+  checked. A head past MAX_HEAD_BYTES is answered 431 and the connection closed; the bytes read so far are
+  counted, so the parser never holds more than that plus one read. (Without httptools, uvicorn's h11 parser
+  has its own limit of 16 KiB and answers 400.)
 """
 
 from __future__ import annotations
@@ -17,40 +23,66 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from ragsvc.api.error_shapes import error_body, openai_error_body
 
-BAD_REQUEST = "bad_request"
+MAX_HEAD_BYTES = 64 * 1024
+"""Most bytes of a request line and headers: twice what nginx accepts by default (header lines of up to 8 KiB
+in four buffers) and four times Node's 16 KiB; an API key and the usual headers take a few hundred bytes."""
+REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
 
 
-def _payload(message: str, *, openai: bool) -> bytes:
-    body = openai_error_body(400, message, code=BAD_REQUEST) if openai else error_body(BAD_REQUEST, message)
-    return json.dumps(body).encode("utf-8")
-
-
-def _json_400(protocol: Any, message: str, *, openai: bool) -> None:
-    """Write a whole 400 response straight to the connection and close it (as uvicorn's own does): the parser
-    is in an error state, so nothing else will be read from it."""
-    body = _payload(f"{message.rstrip('.')}: the request line or a header could not be parsed as HTTP/1.1",
-                    openai=openai)
-    head = [b"HTTP/1.1 400 Bad Request\r\n"]
+def _send_json_error(protocol: Any, status: int, code: str, message: str, *, openai: bool) -> None:
+    """Write a whole JSON error response straight to the connection and close it (as uvicorn's own 400 does):
+    the parser is mid-request or in an error state, so nothing more is read from it."""
+    payload = openai_error_body(status, message, code=code) if openai else error_body(code, message)
+    body = json.dumps(payload).encode("utf-8")
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])]
     for name, value in protocol.server_state.default_headers:
         head.extend([name, b": ", value, b"\r\n"])
-    head.extend([b"content-type: application/json\r\n", b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+    head.extend([b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
                  b"connection: close\r\n", b"\r\n"])
     protocol.transport.write(b"".join(head) + body)
     protocol.transport.close()
 
 
-class JsonErrorProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-    """uvicorn's protocol; a request it cannot parse gets ragsvc's JSON error shape."""
+class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    openai = False
 
     def send_400_response(self, msg: str) -> None:
-        _json_400(self, msg, openai=False)
+        _send_json_error(self, 400, "bad_request",
+                         f"{msg.rstrip('.')}: the request line or a header could not be parsed as HTTP/1.1",
+                         openai=self.openai)
+
+    # httptools' callbacks (h11's protocol has none of these and bounds a head itself)
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._reading_head = True
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not getattr(self, "_reading_head", False) or self.transport.is_closing():
+            return
+        # every byte of a read that left the head unfinished counts (a read that also held the end of the
+        # previous request counts whole: at most one read too many)
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._reading_head = False
+            _send_json_error(self, 431, "headers_too_large",
+                             f"the request line and headers run past {MAX_HEAD_BYTES} bytes; send long values in "
+                             "the body", openai=self.openai)
 
 
-class OpenAIJsonErrorProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-    """uvicorn's protocol; a request it cannot parse gets OpenAI's error shape (the model server)."""
+class JsonErrorProtocol(_JsonEdges):
+    """uvicorn's protocol for `ragsvc serve`: its own errors in ragsvc's shape, heads bounded."""
 
-    def send_400_response(self, msg: str) -> None:
-        _json_400(self, msg, openai=True)
+
+class OpenAIJsonErrorProtocol(_JsonEdges):
+    """uvicorn's protocol for the model server: its own errors in OpenAI's shape, heads bounded."""
+
+    openai = True
 
 
 def protocol_for(app: Any) -> type:

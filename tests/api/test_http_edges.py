@@ -1,0 +1,63 @@
+"""What a live server answers before any app code runs (ragsvc/api/http_protocol.py): a request uvicorn cannot
+parse gets a JSON 400, a request head past MAX_HEAD_BYTES a JSON 431 and a closed connection, and the server
+goes on answering."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from ragsvc.api.http_protocol import MAX_HEAD_BYTES
+
+
+def _exchange(url: str, *parts: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `parts` on one connection, read until the server closes it (or 30 s pass) -> status, headers, body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        for part in parts:
+            sock.sendall(part)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+            if b"\r\n\r\n" in raw and b"content-length" in raw.lower():
+                head, _, body = raw.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.lower().split(b"\r\n")
+                                  if line.startswith(b"content-length")))
+                if len(body) >= length:
+                    break
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_a_request_that_is_not_http_gets_a_json_400(live_api) -> None:
+    status, headers, body = _exchange(live_api.url, b"GET /v1/coll ections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert status == 400 and headers["content-type"] == "application/json" and headers["connection"] == "close"
+    payload = json.loads(body)
+    assert payload["error"] == "bad_request" and "could not be parsed" in payload["detail"]
+
+
+def test_a_head_past_the_limit_gets_431_and_the_server_goes_on(live_api) -> None:
+    """The head is left unfinished (no blank line): the server must not wait for the rest, or read on."""
+    big = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 4096)
+    status, headers, body = _exchange(live_api.url, big)
+    assert status == 431 and headers["connection"] == "close"
+    payload = json.loads(body)
+    assert payload["error"] == "headers_too_large" and str(MAX_HEAD_BYTES) in payload["detail"]
+    status, _, _ = _exchange(live_api.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert status == 200
+
+
+def test_a_large_head_within_the_limit_and_a_body_after_it_are_served(live_api) -> None:
+    """A head near the limit sent in two writes, then a request with a body larger than the limit: both heads
+    count only their own bytes."""
+    value = b"a" * (MAX_HEAD_BYTES - 1024)
+    head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Big: " + value
+    status, _, body = _exchange(live_api.url, head[:30000], head[30000:] + b"\r\n\r\n")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    document = json.dumps({"documents": [{"id": "big", "text": "word " * (MAX_HEAD_BYTES // 4)}]}).encode()
+    post = (b"POST /v1/collections/none/documents HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(document)) + document
+    status, _, body = _exchange(live_api.url, post)
+    assert status == 404 and json.loads(body)["error"] == "collection_not_found"  # routed: the body is no head
