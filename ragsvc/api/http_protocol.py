@@ -17,6 +17,7 @@ the API's error shape, and a request's head (request line and headers) is bounde
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -37,8 +38,11 @@ def _send_json_error(protocol: Any, status: int, code: str, message: str, *, ope
     head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])]
     for name, value in protocol.server_state.default_headers:
         head.extend([name, b": ", value, b"\r\n"])
+    # an id like every other answer's (request_id.py), though no log line carries it: the request never reached
+    # the app (the protocol logs a warning of its own)
     head.extend([b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
-                 b"connection: close\r\n", b"\r\n"])
+                 b"x-request-id: %s\r\n" % uuid.uuid4().hex[:16].encode("ascii"), b"connection: close\r\n",
+                 b"\r\n"])
     protocol.transport.write(b"".join(head) + body)
     protocol.transport.close()
 
@@ -70,6 +74,7 @@ class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._reading_head = False
+            self.logger.warning("Request head over %d bytes refused (431).", MAX_HEAD_BYTES)
             _send_json_error(self, 431, "headers_too_large",
                              f"the request line and headers run past {MAX_HEAD_BYTES} bytes; send long values in "
                              "the body", openai=self.openai)

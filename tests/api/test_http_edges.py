@@ -34,6 +34,7 @@ def _exchange(url: str, *parts: bytes) -> tuple[int, dict[str, str], bytes]:
 def test_a_request_that_is_not_http_gets_a_json_400(live_api) -> None:
     status, headers, body = _exchange(live_api.url, b"GET /v1/coll ections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status == 400 and headers["content-type"] == "application/json" and headers["connection"] == "close"
+    assert len(headers["x-request-id"]) == 16
     payload = json.loads(body)
     assert payload["error"] == "bad_request" and "could not be parsed" in payload["detail"]
 
