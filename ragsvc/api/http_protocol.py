@@ -11,7 +11,9 @@ the API's error shape, and a request's head (request line and headers) is bounde
   request of the server for 11 s (50 MB: 2.5 s; measured with /health pinged beside it), before any key was
   checked. A head past MAX_HEAD_BYTES is answered 431 and the connection closed; the bytes read so far are
   counted, so the parser never holds more than that plus one read. (Without httptools, uvicorn's h11 parser
-  has its own limit of 16 KiB and answers 400.)
+  has its own limit of 16 KiB and answers 400.) A head must also arrive within HEAD_TIMEOUT_S: a client that
+  connected and sent nothing, or its head a byte at a time, held its connection for ever (408, or a plain
+  close when nothing came).
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from ragsvc.api.error_shapes import error_body, openai_error_body
 MAX_HEAD_BYTES = 64 * 1024
 """Most bytes of a request line and headers: twice what nginx accepts by default (header lines of up to 8 KiB
 in four buffers) and four times Node's 16 KiB; an API key and the usual headers take a few hundred bytes."""
-REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+HEAD_TIMEOUT_S = 30.0
+"""Seconds from a connection's opening (or the start of its next request) to the end of the request's head. A
+client that connects and sends nothing, or its head a byte at a time, held a connection (a file descriptor)
+for as long as it liked: enough of them (slowloris) and the server can accept no one. nginx waits 60 s."""
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+BOUNDS_HEADS = AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
+"""The head limits hook httptools' callbacks; without httptools uvicorn runs h11, which has a size limit of its
+own and no callbacks to hook."""
 
 
 def _send_json_error(protocol: Any, status: int, code: str, message: str, *, openai: bool) -> None:
@@ -56,14 +65,44 @@ class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
                          openai=self.openai)
 
     # httptools' callbacks (h11's protocol has none of these and bounds a head itself)
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if BOUNDS_HEADS:
+            self._head_timer: Any = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
         self._reading_head = True
+        if getattr(self, "_head_timer", None) is None:  # the next request on a kept-alive connection
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        self._stop_head_timer()
         super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if not getattr(self, "_reading_head", False):
+            self.transport.close()  # connected and sent nothing: nothing to answer
+            return
+        self._reading_head = False
+        self.logger.warning("Request head not complete after %s s; connection closed (408).", HEAD_TIMEOUT_S)
+        _send_json_error(self, 408, "request_timeout",
+                         f"the request line and headers did not arrive within {HEAD_TIMEOUT_S} s", openai=self.openai)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

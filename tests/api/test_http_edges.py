@@ -62,3 +62,17 @@ def test_a_large_head_within_the_limit_and_a_body_after_it_are_served(live_api) 
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(document)) + document
     status, _, body = _exchange(live_api.url, post)
     assert status == 404 and json.loads(body)["error"] == "collection_not_found"  # routed: the body is no head
+
+
+def test_a_head_that_does_not_arrive_in_time_gets_408_and_a_silent_client_is_closed(live_api, monkeypatch) -> None:
+    """The limit is lowered for the test (the server runs in this process); reading blocks until the server
+    closes the connection, so nothing here waits on a clock of its own."""
+    from ragsvc.api import http_protocol
+
+    monkeypatch.setattr(http_protocol, "HEAD_TIMEOUT_S", 0.3)
+    status, headers, body = _exchange(live_api.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+    assert status == 408 and headers["connection"] == "close" and json.loads(body)["error"] == "request_timeout"
+    host, port = live_api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        assert sock.recv(1) == b""  # closed, with nothing said
+
