@@ -30,7 +30,8 @@ MAX_HEAD_BYTES = 64 * 1024
 """Most bytes of a request line and headers: twice what nginx accepts by default (header lines of up to 8 KiB
 in four buffers) and four times Node's 16 KiB; an API key and the usual headers take a few hundred bytes."""
 HEAD_TIMEOUT_S = 30.0
-"""Seconds from a connection's opening (or the start of its next request) to the end of the request's head. A
+"""Seconds from a connection's opening (on a kept-alive one, from its next request's first byte; uvicorn closes
+one idle between requests after 5 s) to the end of the request's head. A
 client that connects and sends nothing, or its head a byte at a time, held a connection (a file descriptor)
 for as long as it liked: enough of them (slowloris) and the server can accept no one. nginx waits 60 s."""
 REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
