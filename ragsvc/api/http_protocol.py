@@ -31,9 +31,9 @@ MAX_HEAD_BYTES = 64 * 1024
 in four buffers) and four times Node's 16 KiB; an API key and the usual headers take a few hundred bytes."""
 HEAD_TIMEOUT_S = 30.0
 """Seconds from a connection's opening (on a kept-alive one, from its next request's first byte; uvicorn closes
-one idle between requests after 5 s) to the end of the request's head. A
-client that connects and sends nothing, or its head a byte at a time, held a connection (a file descriptor)
-for as long as it liked: enough of them (slowloris) and the server can accept no one. nginx waits 60 s."""
+one idle between requests after 5 s) to the end of the request's head. A client that connects and sends
+nothing, or its head a byte at a time, held a connection (a file descriptor) for as long as it liked: enough of
+them (slowloris) and the server can accept no one. nginx waits 60 s."""
 REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 BOUNDS_HEADS = AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
 """The head limits hook httptools' callbacks; without httptools uvicorn runs h11, which has a size limit of its
@@ -58,6 +58,8 @@ def _send_json_error(protocol: Any, status: int, code: str, message: str, *, ope
 
 
 class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's protocol (httptools or h11, as uvicorn picks) with the edges the module docstring describes."""
+
     openai = False
 
     def send_400_response(self, msg: str) -> None:
