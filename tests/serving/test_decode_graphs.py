@@ -51,21 +51,22 @@ def test_mode_follows_the_device_and_bad_settings_are_refused() -> None:
 
 
 def test_steps_through_the_buffers_give_the_plain_steps_logits(tiny_llama) -> None:
-    """Five prompts of different lengths decode together, then finish one by one, so the steps run 5, 4, 3, ...
-    sequences (padded to 8, 4, 4, 2, 1) beside prefill steps that do not qualify; contexts cross 16-slot blocks.
-    Every step's logits match the engine without the buffers."""
+    """Groups of five, three and one prompts of different lengths decode together (5 rows padded to 8, 3 to 4,
+    1 as it is), beside prefill steps that do not qualify; contexts cross 16-slot blocks. Every step's logits
+    match the engine without the buffers."""
     folder, _ = tiny_llama
-    prompts = _prompts([5, 17, 1, 33, 40], seed=3)
-    plain, _ = _run_collecting_logits(_engine(folder, decode_graphs="off"), prompts, max_tokens=12)
-    engine = _engine(folder, decode_graphs="eager")
+    plain_engine, engine = _engine(folder, decode_graphs="off"), _engine(folder, decode_graphs="eager")
     graphs = engine.runner.graphs
     assert graphs is not None and graphs.sizes == [1, 2, 4, 8, 16]
-    buffered, _ = _run_collecting_logits(engine, prompts, max_tokens=12)
-    assert graphs.replays >= 10
-    for rid, steps in plain.items():
-        assert [context for context, _ in buffered[rid]] == [context for context, _ in steps]
-        for (_, ours), (_, ref) in zip(buffered[rid], steps, strict=True):
-            torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    for group, lengths in enumerate(([5, 17, 1, 33, 40], [9, 20, 3], [12])):
+        prompts = _prompts(lengths, seed=3 + group)
+        plain, _ = _run_collecting_logits(plain_engine, prompts, max_tokens=12, tag=f"g{group}-")
+        buffered, _ = _run_collecting_logits(engine, prompts, max_tokens=12, tag=f"g{group}-")
+        for rid, steps in plain.items():
+            assert [context for context, _ in buffered[rid]] == [context for context, _ in steps]
+            for (_, ours), (_, ref) in zip(buffered[rid], steps, strict=True):
+                torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    assert graphs.replays >= 30
 
 
 def test_padding_rows_write_only_the_scratch_block(tiny_llama) -> None:
