@@ -151,19 +151,20 @@ def _assert_same_steps(ours: dict, theirs: dict, *, rel: float) -> None:
 
 
 def test_decode_graphs_give_the_steps_launched_one_by_one(tiny_llama) -> None:
-    """Decode steps replayed from CUDA graphs (the default on a GPU), batch sizes padded as five sequences finish
-    one by one, beside prefill steps that launch as before: the logits of the same steps launched kernel by
-    kernel (float32; a padded batch may take another GEMM kernel, hence a tolerance), and near HF's."""
+    """Decode steps replayed from CUDA graphs (the default on a GPU) for groups of five, three and one sequences
+    (padded to 8, 4 and 1), beside prefill steps that launch as before: the logits of the same steps launched
+    kernel by kernel (float32; a padded batch may take another GEMM kernel, hence a tolerance), and near HF's."""
     folder, hf_model = tiny_llama
-    prompts = _prompts([5, 17, 1, 33, 40], seed=3)
-    plain, _ = _run_collecting_logits(_engine(folder, decode_graphs="off"), prompts, max_tokens=12)
-    engine = _engine(folder, max_num_seqs=16)
+    plain_engine, engine = _engine(folder, decode_graphs="off"), _engine(folder)
     graphs = engine.runner.graphs
     assert graphs is not None and graphs.mode == "capture" and graphs.sizes == [1, 2, 4, 8, 16]
-    replayed, _ = _run_collecting_logits(engine, prompts, max_tokens=12)
-    assert graphs.replays >= 10
-    _assert_same_steps(replayed, plain, rel=1e-4)
-    _assert_near_hf(hf_model, replayed, rel=1e-3)
+    for group, lengths in enumerate(([5, 17, 1, 33, 40], [9, 20, 3], [12])):
+        prompts = _prompts(lengths, seed=3 + group)
+        plain, _ = _run_collecting_logits(plain_engine, prompts, max_tokens=12, tag=f"g{group}-")
+        replayed, _ = _run_collecting_logits(engine, prompts, max_tokens=12, tag=f"g{group}-")
+        _assert_same_steps(replayed, plain, rel=1e-4)
+        _assert_near_hf(hf_model, replayed, rel=1e-3)
+    assert graphs.replays >= 30
 
 
 @pytest.mark.parametrize("weights", ["int8", "q4"])
