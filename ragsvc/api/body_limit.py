@@ -1,12 +1,29 @@
-"""ASGI middleware that refuses request bodies above a size with 413, before anything parses them."""
+"""ASGI middleware that refuses request bodies above a size with 413, before anything parses them, and bodies
+that stop arriving with 408.
+
+A client that declared a body and then sent it a byte at a time, or not at all, held its request (and its
+connection) for as long as it liked: uvicorn has no timeout for a body. While a request's body is incomplete,
+each read waits at most BODY_IDLE_S for the next piece. Once the body is whole, reads are not timed: a streaming
+route waits on them for the client's disconnect for as long as its answer lasts.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from ragsvc.api.error_shapes import error_payload
 from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
 
+BODY_IDLE_S = 30.0
+"""Seconds a request body may go without a new piece before the request is answered 408 (as the request head,
+api/http_protocol.py)."""
+
 
 class BodyTooLarge(Exception):
+    pass
+
+
+class BodyStalled(Exception):
     pass
 
 
@@ -25,14 +42,23 @@ class BodyLimitMiddleware:
             return
         received = 0
         started = False
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_IDLE_S)
+            except TimeoutError:
+                raise BodyStalled from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise BodyTooLarge
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True  # the client is gone: what follows is waited on as it is
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -45,6 +71,12 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if not started:
                 await self._refuse(scope, send)
+        except BodyStalled:
+            if not started:
+                detail = (f"the request body stopped arriving: nothing for {BODY_IDLE_S} s, "
+                          f"{received} bytes received so far")
+                await send_json(send, 408, error_payload(scope, 408, "request_timeout", detail),
+                                headers=[(b"connection", b"close")])
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         detail = (f"request body exceeds {self.max_body_bytes} bytes (RAGSVC_API__MAX_BODY_BYTES); "

@@ -76,3 +76,17 @@ def test_a_head_that_does_not_arrive_in_time_gets_408_and_a_silent_client_is_clo
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         assert sock.recv(1) == b""  # closed, with nothing said
 
+
+
+def test_a_body_that_stops_arriving_gets_408(live_api, monkeypatch) -> None:
+    """A body declared 1,000 bytes long, 10 sent: the request is answered once the body has been idle too long
+    (the limit lowered for the test; the read blocks until the server answers)."""
+    from ragsvc.api import body_limit
+
+    monkeypatch.setattr(body_limit, "BODY_IDLE_S", 0.3)
+    head = (b"POST /v1/collections/sample/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\ncontent-length: 1000\r\n\r\n")
+    status, headers, body = _exchange(live_api.url, head + b'{"query": ')
+    assert status == 408 and headers["connection"] == "close"
+    payload = json.loads(body)
+    assert payload["error"] == "request_timeout" and "10 bytes received" in payload["detail"]
