@@ -40,9 +40,17 @@ BOUNDS_HEADS = AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
 own and no callbacks to hook."""
 
 
-def _send_json_error(protocol: Any, status: int, code: str, message: str, *, openai: bool) -> None:
+LINGER_S = 2.0
+"""After a 431, how long the connection keeps reading (and dropping) what the client still sends before it
+closes. Closed at once with the client's bytes unread, the kernel answers with a reset, which can destroy the
+431 before the client has read it."""
+
+
+def _send_json_error(protocol: Any, status: int, code: str, message: str, *, openai: bool,
+                     linger: bool = False) -> None:
     """Write a whole JSON error response straight to the connection and close it (as uvicorn's own 400 does):
-    the parser is mid-request or in an error state, so nothing more is read from it."""
+    the parser is mid-request or in an error state, so nothing more is parsed from it. With `linger`, the
+    connection is half-closed instead and closed LINGER_S later (or when the client closes first)."""
     payload = openai_error_body(status, message, code=code) if openai else error_body(code, message)
     body = json.dumps(payload).encode("utf-8")
     head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])]
@@ -54,7 +62,11 @@ def _send_json_error(protocol: Any, status: int, code: str, message: str, *, ope
                  b"x-request-id: %s\r\n" % uuid.uuid4().hex[:16].encode("ascii"), b"connection: close\r\n",
                  b"\r\n"])
     protocol.transport.write(b"".join(head) + body)
-    protocol.transport.close()
+    if linger and protocol.transport.can_write_eof():
+        protocol.transport.write_eof()
+        protocol.loop.call_later(LINGER_S, protocol.transport.close)
+    else:
+        protocol.transport.close()
 
 
 class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
@@ -77,6 +89,7 @@ class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         super().on_message_begin()
         self._head_bytes = 0
         self._reading_head = True
+        self._messages = getattr(self, "_messages", 0) + 1
         if getattr(self, "_head_timer", None) is None:  # the next request on a kept-alive connection
             self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
 
@@ -108,18 +121,26 @@ class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
                          f"the request line and headers did not arrive within {HEAD_TIMEOUT_S} s", openai=self.openai)
 
     def data_received(self, data: bytes) -> None:
+        if getattr(self, "_draining", False):
+            return  # after a 431: read and dropped until the client stops or the close comes
+        in_head, messages = getattr(self, "_reading_head", False), getattr(self, "_messages", 0)
         super().data_received(data)
         if not getattr(self, "_reading_head", False) or self.transport.is_closing():
             return
-        # every byte of a read that left the head unfinished counts (a read that also held the end of the
-        # previous request counts whole: at most one read too many)
+        # A read counts when it began inside this head and left it unfinished: all of it is head. A read in
+        # which the request began may also hold the end of the one before (pipelined, its body say) and is not
+        # counted, so the parser holds at most one read more than the limit.
+        if not in_head or self._messages != messages:
+            return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._reading_head = False
             self.logger.warning("Request head over %d bytes refused (431).", MAX_HEAD_BYTES)
             _send_json_error(self, 431, "headers_too_large",
                              f"the request line and headers run past {MAX_HEAD_BYTES} bytes; send long values in "
-                             "the body", openai=self.openai)
+                             "the body", openai=self.openai, linger=True)
+            self._draining = True
+            self._stop_head_timer()
 
 
 class JsonErrorProtocol(_JsonEdges):
