@@ -49,7 +49,8 @@ class BodyLimitMiddleware:
             if body_done:
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), BODY_IDLE_S)
+                async with asyncio.timeout(BODY_IDLE_S):  # a deadline on this task, not a task of its own
+                    message = await receive()
             except TimeoutError:
                 raise BodyStalled from None
             if message["type"] == "http.request":
