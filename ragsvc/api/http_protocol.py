@@ -19,12 +19,12 @@ the API's error shape, and a request's head (request line and headers) is bounde
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from ragsvc.api.error_shapes import error_body, openai_error_body
+from ragsvc.api.request_id import new_request_id
 
 MAX_HEAD_BYTES = 64 * 1024
 """Most bytes of a request line and headers: twice what nginx accepts by default (header lines of up to 8 KiB
@@ -59,7 +59,7 @@ def _send_json_error(protocol: Any, status: int, code: str, message: str, *, ope
     # an id like every other answer's (request_id.py), though no log line carries it: the request never reached
     # the app (the protocol logs a warning of its own)
     head.extend([b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
-                 b"x-request-id: %s\r\n" % uuid.uuid4().hex[:16].encode("ascii"), b"connection: close\r\n",
+                 b"x-request-id: %s\r\n" % new_request_id().encode("ascii"), b"connection: close\r\n",
                  b"\r\n"])
     protocol.transport.write(b"".join(head) + body)
     if linger and protocol.transport.can_write_eof():
@@ -73,6 +73,12 @@ class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
     """uvicorn's protocol (httptools or h11, as uvicorn picks) with the edges the module docstring describes."""
 
     openai = False
+    # per connection, set by the callbacks below (class defaults until the first one runs)
+    _reading_head = False  # between a request's first byte and the end of its head
+    _head_bytes = 0  # bytes counted toward MAX_HEAD_BYTES for the head being read
+    _messages = 0  # requests begun on this connection
+    _head_timer: Any = None  # closes the connection HEAD_TIMEOUT_S after it opened or a request began
+    _draining = False  # answered 431: what comes is dropped until the close
 
     def send_400_response(self, msg: str) -> None:
         _send_json_error(self, 400, "bad_request",
@@ -83,14 +89,14 @@ class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if BOUNDS_HEADS:
-            self._head_timer: Any = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
         self._reading_head = True
-        self._messages = getattr(self, "_messages", 0) + 1
-        if getattr(self, "_head_timer", None) is None:  # the next request on a kept-alive connection
+        self._messages += 1
+        if self._head_timer is None:  # the next request on a kept-alive connection
             self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
@@ -103,16 +109,15 @@ class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         super().connection_lost(exc)
 
     def _stop_head_timer(self) -> None:
-        timer = getattr(self, "_head_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
             self._head_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self.transport.is_closing():
             return
-        if not getattr(self, "_reading_head", False):
+        if not self._reading_head:
             self.transport.close()  # connected and sent nothing: nothing to answer
             return
         self._reading_head = False
@@ -121,11 +126,11 @@ class _JsonEdges(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
                          f"the request line and headers did not arrive within {HEAD_TIMEOUT_S} s", openai=self.openai)
 
     def data_received(self, data: bytes) -> None:
-        if getattr(self, "_draining", False):
+        if self._draining:
             return  # after a 431: read and dropped until the client stops or the close comes
-        in_head, messages = getattr(self, "_reading_head", False), getattr(self, "_messages", 0)
+        in_head, messages = self._reading_head, self._messages
         super().data_received(data)
-        if not getattr(self, "_reading_head", False) or self.transport.is_closing():
+        if not self._reading_head or self.transport.is_closing():
             return
         # A read counts when it began inside this head and left it unfinished: all of it is head. A read in
         # which the request began may also hold the end of the one before (pipelined, its body say) and is not

@@ -45,6 +45,10 @@ async def send_json(send: Send, status: int, payload: dict[str, object], *,
     await send({"type": "http.response.body", "body": body})
 
 
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 def request_id_of(scope: Scope) -> str | None:
     return scope.get("state", {}).get("request_id")
 
@@ -65,7 +69,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming(scope) or uuid.uuid4().hex[:16]
+        rid = _incoming(scope) or new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         token = current_request_id.set(rid)
         started = False
