@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+BEARER_CHALLENGE = 'Bearer realm="ragsvc"'
+"""The `WWW-Authenticate` value every 401 carries, from a route or from the edge."""
 OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                  429: "rate_limit_error", 503: "service_unavailable"}

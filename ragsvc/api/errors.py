@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragsvc.api.error_shapes import error_body, error_payload
+from ragsvc.api.error_shapes import BEARER_CHALLENGE, error_body, error_payload
 from ragsvc.api.rate_limit import retry_after_header
 from ragsvc.api.request_id import request_id_of
 from ragsvc.api.validation_errors import relevant
@@ -60,7 +60,7 @@ def error_headers(exc: RagsvcError) -> dict[str, str]:
     if isinstance(exc, RateLimited):
         return {"Retry-After": retry_after_header(exc.retry_after_s)}
     if isinstance(exc, Unauthorized):
-        return {"WWW-Authenticate": 'Bearer realm="ragsvc"'}
+        return {"WWW-Authenticate": BEARER_CHALLENGE}
     return {}
 
 

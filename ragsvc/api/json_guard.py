@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ragsvc.api.auth import unauthenticated
-from ragsvc.api.error_shapes import error_payload
+from ragsvc.api.error_shapes import BEARER_CHALLENGE, error_payload
 from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -150,6 +150,9 @@ def body_problem(body: bytes) -> str | None:
     except UnicodeDecodeError as exc:
         return f"body: not UTF-8 text (byte {exc.start} is {body[exc.start]:#04x}); send JSON encoded as UTF-8"
     deep = body.count(b"[") + body.count(b"{") >= _DEEP_BRACKETS
+    # what Python's parser reads without complaint but ragsvc refuses may be there: each test is linear in the
+    # body (byte searches, the surrogate regex only where a \u escape is, exponents and digit runs as searches
+    # in translated masks)
     surrogates, constants, overflow = _surrogate_escape(body), _constant_words(body), _overflow(body)
     if not (deep or surrogates or constants or overflow):
         return None
@@ -177,13 +180,6 @@ def body_problem(body: bytes) -> str | None:
         return f"body: {kind}"
     return find_problem(document, max_values=_MAX_NAMED_VALUES) or (
         f"body: {kind} (in a value past the first {_MAX_NAMED_VALUES:,} of the document)")
-
-
-def _suspect(body: bytes) -> bool:
-    """Whether the body may hold what Python's JSON parser reads without complaint but ragsvc refuses (a lone
-    surrogate escape, NaN or Infinity, a number out of range). Every test is linear in the body: byte searches,
-    the surrogate regex only where a \\u escape is, exponents and digit runs as searches in translated masks."""
-    return _surrogate_escape(body) or _constant_words(body) or _overflow(body)
 
 
 def _surrogate_escape(body: bytes) -> bool:
@@ -255,8 +251,7 @@ def media_type_problem(scope: Scope) -> str | None:
     return f"body: send JSON with the header Content-Type: application/json; this request {said}{hint}"
 
 
-_CHALLENGE = [(b"www-authenticate", b'Bearer realm="ragsvc"')]
-"""What `errors.error_headers` adds to a 401 from a route."""
+_CHALLENGE = [(b"www-authenticate", BEARER_CHALLENGE.encode("ascii"))]
 
 
 class JsonGuardMiddleware:

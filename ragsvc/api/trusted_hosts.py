@@ -46,7 +46,7 @@ class TrustedHostMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), None)
-        if given is None and scope.get("http_version") == "1.0" or host_name(given or "") in self.allowed:
+        if (given is None and scope.get("http_version") == "1.0") or host_name(given or "") in self.allowed:
             await self.app(scope, receive, send)
             return
         detail = (f"Host {given!r} is not one this server answers to; use one of {', '.join(sorted(self.allowed))} "
