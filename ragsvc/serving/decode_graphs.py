@@ -1,7 +1,8 @@
 """Decode steps replayed as CUDA graphs: one captured forward per batch size, fed through buffers that never move.
 
 On a GPU a decode step of a small model is bound by launching kernels from Python, not by arithmetic or bytes:
-each layer issues a dozen or so kernels, each through Python and the driver. On an H200 a Qwen2.5-1.5B-shaped
+each layer launches its norms, projections, rotary, cache writes and attention as separate kernels, each through
+Python and the driver. On an H200 a Qwen2.5-1.5B-shaped
 step took ~18 ms at batch 1, where reading its weights would take about 0.7 ms at the card's copy rate (an
 estimate; eval/baselines/gpu-h200.md). A CUDA graph records the step's launches once and replays all of them
 with one call.

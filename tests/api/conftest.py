@@ -24,6 +24,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def raw_exchange(url: str, *parts: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `parts` on one connection, read until the server closes it (or 30 s pass) -> status, headers, body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        for part in parts:
+            sock.sendall(part)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+            if b"\r\n\r\n" in raw and b"content-length" in raw.lower():
+                head, _, body = raw.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.lower().split(b"\r\n")
+                                  if line.startswith(b"content-length")))
+                if len(body) >= length:
+                    break
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
 class LiveServer:
     def __init__(self, app, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from ragsvc.retrieval.vector_store import CATALOG_FILE
 from ragsvc.store.catalog import Catalog
 from ragsvc.store.keys import KEYS_FILE, mint_key, read_keys_file
-from tests.api.conftest import LiveServer, free_port, make_settings
+from tests.api.conftest import LiveServer, free_port, make_settings, raw_exchange
 
 runner = CliRunner()
 
@@ -173,24 +173,12 @@ def test_untrusted_host_gets_400_before_anything_else(keyed):
             assert c.get("/v1/collections", headers={"Host": host}).status_code == 200, host
 
 
-def _raw_get(url: str, request: bytes) -> bytes:
-    import socket
-
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_http_1_0_without_a_host_header_is_answered(keyed):
     """HTTP/1.0 has no Host header to check (a browser always sends one, so no rebinding); HTTP/1.1 must."""
     server, _ = keyed
-    assert _raw_get(server.url, b"GET /health HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
-    assert _raw_get(server.url, b"GET /health HTTP/1.0\r\nHost: evil.example\r\n\r\n").startswith(b"HTTP/1.1 400")
-    assert _raw_get(server.url, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert raw_exchange(server.url, b"GET /health HTTP/1.0\r\n\r\n")[0] == 200
+    assert raw_exchange(server.url, b"GET /health HTTP/1.0\r\nHost: evil.example\r\n\r\n")[0] == 400
+    assert raw_exchange(server.url, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 400
 
 
 def test_allowed_hosts_setting_admits_a_name(tmp_path):

@@ -8,31 +8,11 @@ import json
 import socket
 
 from ragsvc.api.http_protocol import MAX_HEAD_BYTES
-
-
-def _exchange(url: str, *parts: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send `parts` on one connection, read until the server closes it (or 30 s pass) -> status, headers, body."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        for part in parts:
-            sock.sendall(part)
-        raw = b""
-        while chunk := sock.recv(65536):
-            raw += chunk
-            if b"\r\n\r\n" in raw and b"content-length" in raw.lower():
-                head, _, body = raw.partition(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.lower().split(b"\r\n")
-                                  if line.startswith(b"content-length")))
-                if len(body) >= length:
-                    break
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, body
+from tests.api.conftest import raw_exchange
 
 
 def test_a_request_that_is_not_http_gets_a_json_400(live_api) -> None:
-    status, headers, body = _exchange(live_api.url, b"GET /v1/coll ections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    status, headers, body = raw_exchange(live_api.url, b"GET /v1/coll ections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status == 400 and headers["content-type"] == "application/json" and headers["connection"] == "close"
     assert len(headers["x-request-id"]) == 16
     payload = json.loads(body)
@@ -44,11 +24,11 @@ def test_a_head_past_the_limit_gets_431_and_the_server_goes_on(live_api) -> None
     begins in is not counted (it may hold the end of the request before), so the head runs well past the limit
     in later reads; the server reads what is still sent and drops it, so the client reads the 431 whole."""
     start = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
-    status, headers, body = _exchange(live_api.url, start, b"a" * (MAX_HEAD_BYTES + 600 * 1024))
+    status, headers, body = raw_exchange(live_api.url, start, b"a" * (MAX_HEAD_BYTES + 600 * 1024))
     assert status == 431 and headers["connection"] == "close"
     payload = json.loads(body)
     assert payload["error"] == "headers_too_large" and str(MAX_HEAD_BYTES) in payload["detail"]
-    status, _, _ = _exchange(live_api.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status, _, _ = raw_exchange(live_api.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 200
 
 
@@ -57,12 +37,12 @@ def test_a_large_head_within_the_limit_and_a_body_after_it_are_served(live_api) 
     count only their own bytes."""
     value = b"a" * (MAX_HEAD_BYTES - 1024)
     head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Big: " + value
-    status, _, body = _exchange(live_api.url, head[:30000], head[30000:] + b"\r\n\r\n")
+    status, _, body = raw_exchange(live_api.url, head[:30000], head[30000:] + b"\r\n\r\n")
     assert status == 200 and json.loads(body)["status"] == "ok"
     document = json.dumps({"documents": [{"id": "big", "text": "word " * (MAX_HEAD_BYTES // 4)}]}).encode()
     post = (b"POST /v1/collections/none/documents HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(document)) + document
-    status, _, body = _exchange(live_api.url, post)
+    status, _, body = raw_exchange(live_api.url, post)
     assert status == 404 and json.loads(body)["error"] == "collection_not_found"  # routed: the body is no head
 
 
@@ -72,7 +52,7 @@ def test_a_head_that_does_not_arrive_in_time_gets_408_and_a_silent_client_is_clo
     from ragsvc.api import http_protocol
 
     monkeypatch.setattr(http_protocol, "HEAD_TIMEOUT_S", 0.3)
-    status, headers, body = _exchange(live_api.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+    status, headers, body = raw_exchange(live_api.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
     assert status == 408 and headers["connection"] == "close" and json.loads(body)["error"] == "request_timeout"
     host, port = live_api.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
@@ -88,7 +68,7 @@ def test_a_body_that_stops_arriving_gets_408(live_api, monkeypatch) -> None:
     monkeypatch.setattr(body_limit, "BODY_IDLE_S", 0.3)
     head = (b"POST /v1/collections/sample/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"content-type: application/json\r\ncontent-length: 1000\r\n\r\n")
-    status, headers, body = _exchange(live_api.url, head + b'{"query": ')
+    status, headers, body = raw_exchange(live_api.url, head + b'{"query": ')
     assert status == 408 and headers["connection"] == "close"
     payload = json.loads(body)
     assert payload["error"] == "request_timeout" and "10 bytes received" in payload["detail"]

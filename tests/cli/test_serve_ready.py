@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,20 +13,16 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.conftest import free_port
+from tests.api.conftest import free_port, raw_exchange
 
 
 def unparseable_request(port: int) -> tuple[int, dict]:
     """A request line with a space in its path, which uvicorn refuses before any app code runs -> its status
     and JSON body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"GET /v1/coll ections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        raw = b""
-        while chunk := sock.recv(65536):
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert b"content-type: application/json" in head.lower(), head
-    return int(head.split()[1]), json.loads(body)
+    status, headers, body = raw_exchange(f"http://127.0.0.1:{port}",
+                                         b"GET /v1/coll ections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert headers["content-type"] == "application/json", headers
+    return status, json.loads(body)
 
 
 def test_the_ready_line_comes_once_requests_are_answered(tmp_path: Path) -> None:
