@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ragsvc.serving.decode_graphs import DecodeGraphs, GraphMode
 from ragsvc.serving.layers import cpu_fused, cpu_paged_attention, cpu_prefill_attention, cpu_threads
@@ -139,6 +140,15 @@ def gpu_problem(block_size: int, *, has_triton: bool) -> str | None:
     return None
 
 
+GPU_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+"""The SDPA implementations prompt chunks may take on CUDA: not cuDNN's, which torch prefers on Hopper. cuDNN builds
+an execution plan on the host for every new sequence length, and for some lengths compiles kernels at run time: on
+an H200 (torch 2.11, eval/gpu/profile_steps.py) a 400-token SmolLM2 prompt spent 41 ms of host time in 30 cuDNN
+attention calls whose kernels ran 0.27 ms, the first 128-token prompt 0.41 s and the first chunk behind a cached
+prefix 0.5-0.66 s. Flash and memory-efficient attention are compiled ahead of time; math is the fallback for what
+neither takes (float32 with grouped-query heads)."""
+
+
 class ModelRunner:
     def __init__(
         self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True,
@@ -241,6 +251,9 @@ class ModelRunner:
     def _logits(self, batch: PreparedBatch, graphs: DecodeGraphs | None) -> torch.Tensor:
         if graphs is not None and graphs.takes(batch.input_ids.shape[0], batch.meta):
             return graphs.run(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
+        if self.device.type == "cuda":
+            with sdpa_kernel(GPU_SDPA_BACKENDS):
+                return self._forward(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
         return self._forward(batch.input_ids, batch.positions, batch.meta, batch.logit_rows)
 
     def _run_halves(self, batch: SplitBatch) -> torch.Tensor:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from ragsvc.serving.config import EngineConfig
 from ragsvc.serving.engine import LLMEngine
@@ -131,6 +133,47 @@ def test_prompt_lookup_follows_plain_greedy(tiny_llama) -> None:
     assert [o.output_token_ids for o in ours] == [o.output_token_ids for o in theirs]
     bm = spec.block_manager
     assert not spec.has_unfinished() and bm.num_free_blocks == bm.num_blocks
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_d64(tmp_path_factory):
+    """One layer with SmolLM2's head size (64), which torch's SDPA sends to cuDNN on Hopper when let."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=256, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    folder = tmp_path_factory.mktemp("tiny-llama-d64")
+    LlamaForCausalLM(config).float().eval().save_pretrained(folder)
+    return folder
+
+
+def _cudnn_ops(run) -> list[str]:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    return sorted({e.name for e in prof.events() if "cudnn" in e.name.lower()})
+
+
+def test_prompt_chunks_never_take_cudnn_attention(tiny_llama_d64) -> None:
+    """cuDNN's SDPA plans every new sequence length on the host (model_runner.GPU_SDPA_BACKENDS): a fresh
+    prompt and a chunk behind a cached prefix must run another implementation. The probe first shows that
+    torch, left alone, would pick cuDNN for such a prompt here (else there is nothing to avoid)."""
+    q = torch.randn(1, 4, 45, 64, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, 2, 45, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    if not _cudnn_ops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)):
+        pytest.skip("torch's SDPA does not pick cuDNN on this GPU and torch: nothing to avoid")
+    engine = _engine(tiny_llama_d64, dtype="bfloat16")
+    shared = _prompts([40], seed=21)[0]
+    cached: dict = {}
+
+    def fresh_then_behind_a_cached_prefix() -> None:
+        for tag, suffix in (("a", [7, 8, 9, 10, 11]), ("b", [12, 13, 14, 15, 16, 17])):
+            cached.update(_run_collecting_logits(engine, [shared + suffix], max_tokens=2, tag=tag)[1])
+
+    seen = _cudnn_ops(fresh_then_behind_a_cached_prefix)
+    assert cached["b0"] == 32  # the second prompt's last chunk read behind two cached blocks (the masked path)
+    assert seen == [], f"prompt chunks ran cuDNN: {seen}"
 
 
 def test_a_block_size_the_gpu_kernel_cannot_take_is_refused(tiny_llama) -> None:
