@@ -4,9 +4,9 @@ graphs, for the random-weight folders eval/gpu/random_models.py writes.
     python3 eval/gpu/profile_steps.py MODELS_FOLDER OUT_FOLDER [--device cuda|cpu]
 
 For each case it prints the wall time (medians over fresh prompts; every step ends with token ids copied to the
-host, so the times are synchronised) and writes torch.profiler's tables to OUT_FOLDER: by device time (which
-kernels the GPU spends the step in) and by host time (what Python and the launches cost around them). The
-device time of a step against its wall time says whether the step waits on the GPU or on the host.
+host, so the times are synchronised) and writes torch.profiler's tables to OUT_FOLDER/profile-tables.txt: by
+device time (which kernels the GPU spends the step in) and by host time (what Python and the launches cost around
+them). The device time of a step against its wall time says whether the step waits on the GPU or on the host.
 `--device cpu` runs the same cases on a CPU (to check the script, not to measure).
 """
 
@@ -80,13 +80,15 @@ def run(models: Path, out: Path, device: str) -> None:
     scratch = tempfile.mkdtemp()  # the quantised weights' cache
     rng = np.random.default_rng(0)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    lines = []
-    cases = [("smol", "bf16", "auto"), ("smol", "bf16", "off"), ("qwen", "q4", "auto"), ("qwen", "bf16", "auto"),
-             ("qwen", "int8", "auto")]
-    for model, weights, graphs in cases:
-        name = f"{model}-{weights}" + ("-no-graphs" if graphs == "off" else "")
+    lines, tables = [], []
+    cases = [("smol", "bf16", "auto", True), ("smol", "bf16", "auto", False), ("qwen", "q4", "auto", True),
+             ("qwen", "bf16", "auto", True), ("qwen", "bf16", "auto", False), ("smol", "bf16", "off", True)]
+    for model, weights, graphs, fused in cases:
+        name = (f"{model}-{weights}" + ("-no-graphs" if graphs == "off" else "")
+                + ("" if fused else "-torch-elementwise"))
         engine = LLMEngine.from_config(EngineConfig(model=str(models / model), device=device, weights=weights,
-                                                    max_num_seqs=16, cache_dir=scratch, decode_graphs=graphs))
+                                                    max_num_seqs=16, cache_dir=scratch, decode_graphs=graphs,
+                                                    gpu_kernels=fused))
         _first_token_s(engine, _prompt(rng, 64))  # warm-up
         ttft = [_first_token_s(engine, _prompt(rng, n)) * 1000 for n in (300, 301, 457, 600, 128)]
         prefix = _prompt(rng, 1000)
@@ -106,7 +108,7 @@ def run(models: Path, out: Path, device: str) -> None:
         with profile(activities=activities) as prof:
             _decode_ms(engine, rng, 1, 16)
         _, more = _tables(prof, "16 batch-1 decode steps after a 64-token prompt", device)
-        (out / f"{name}.txt").write_text(text + more)
+        tables.append(f"######## {name}\n{text}{more}")
         if device == "cuda":
             lines.append(f"{name}: kernels over 16 batch-1 decode steps + a 64-token prompt: "
                          f"{_device_total_ms(prof):.1f} ms")
@@ -116,6 +118,7 @@ def run(models: Path, out: Path, device: str) -> None:
             torch.cuda.empty_cache()
     print("\n".join(lines))
     (out / "profile-steps.txt").write_text("\n".join(lines) + "\n")
+    (out / "profile-tables.txt").write_text("".join(tables))
 
 
 if __name__ == "__main__":

@@ -95,6 +95,9 @@ class EngineConfig:
     """Shortest tail n-gram prompt lookup matches."""
     prompt_lookup_max: int = 4
     """Longest tail n-gram prompt lookup tries first."""
+    gpu_kernels: bool = True
+    """On a CUDA GPU, RMSNorm (with its residual add), rotary and SiLU-and-multiply run as one Triton kernel each
+    (triton_fused.py) instead of torch's chains of small kernels; False = torch's (their reference)."""
     decode_graphs: str = "auto"
     """"auto" = on a CUDA GPU, decode steps replay CUDA graphs captured at start for batch sizes up to
     `max_num_seqs` (decode_graphs.py: a small model's step is otherwise bound by launching its kernels); "off" =

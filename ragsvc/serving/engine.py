@@ -131,6 +131,7 @@ class LLMEngine:
             num_blocks=num_blocks,
             block_size=config.block_size,
             cpu_kernels=config.cpu_kernels,
+            gpu_kernels=config.gpu_kernels,
             small_gemm=config.small_gemm,
             wide_gemm=config.wide_gemm,
             # an explicit float32 is the exactness path against HF: only "auto" takes the f32 decode GEMM

@@ -152,6 +152,7 @@ neither takes (float32 with grouped-query heads)."""
 class ModelRunner:
     def __init__(
         self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int, cpu_kernels: bool = True,
+        gpu_kernels: bool = True,
         small_gemm: bool = False, wide_gemm: bool = False, f32_gemm: bool = False,
         split_policy: SplitPolicy | None = None, decode_graphs: GraphMode | None = None, max_num_seqs: int = 64,
         max_model_len: int | None = None,
@@ -183,6 +184,8 @@ class ModelRunner:
             self.prefill_kernel, self.prefill_form = None, cpu_prefill_attention.DPBF16
         elif self.prefill_kernel is not None:
             logger.info("prefill attention: the C++ kernel, %s form", cpu_prefill_attention.FORMS[self.prefill_form])
+        if self.device.type == "cuda" and gpu_kernels:
+            model.use_gpu_kernels()
         if self.device.type == "cpu":
             model.use_cpu_kernels(cpu_fused.load() if cpu_kernels else None, small_gemm=small_gemm,
                                   wide_gemm=wide_gemm, f32_gemm=f32_gemm)

@@ -176,6 +176,18 @@ def test_prompt_chunks_never_take_cudnn_attention(tiny_llama_d64) -> None:
     assert seen == [], f"prompt chunks ran cuDNN: {seen}"
 
 
+def test_fused_elementwise_kernels_give_the_torch_paths_logits(tiny_qwen2) -> None:
+    """RMSNorm, rotary and SiLU-and-multiply as Triton kernels (the default on a GPU, inside the decode graphs
+    too) against torch's elementwise kernels: float32 logits to rounding."""
+    folder, _ = tiny_qwen2
+    prompts = _prompts([5, 17, 1, 33])
+    plain, _ = _run_collecting_logits(_engine(folder, gpu_kernels=False), prompts, max_tokens=6)
+    engine = _engine(folder)
+    assert engine.runner.model.norm.gpu_kernels is not None and engine.runner.graphs is not None
+    fused, _ = _run_collecting_logits(engine, prompts, max_tokens=6)
+    _assert_same_steps(fused, plain, rel=1e-5)
+
+
 def test_a_block_size_the_gpu_kernel_cannot_take_is_refused(tiny_llama) -> None:
     folder, _ = tiny_llama
     with pytest.raises(ValueError, match="block_size 8 cannot run on a GPU"):

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -132,6 +133,8 @@ class Attention(nn.Module):
         self.scale = cfg.head_dim**-0.5
         self.kernels: ctypes.CDLL | None = None
         """The fused CPU kernels (rotary), or None for the torch path."""
+        self.gpu_kernels: ModuleType | None = None
+        """triton_fused on a GPU (rotary), or None for the torch path."""
 
     def forward(
         self,
@@ -146,6 +149,8 @@ class Attention(nn.Module):
         qk = qkv[:, : self.q_size + self.kv_size].view(t, self.num_heads + self.num_kv_heads, self.head_dim)
         if self.kernels is not None and cpu_fused.supports(qk):
             qk = cpu_fused.rotary(self.kernels, qk, *cos_sin)  # (tokens, heads + kv_heads, head_dim)
+        elif self.gpu_kernels is not None:
+            qk = self.gpu_kernels.rotary(qk, *cos_sin)
         else:
             qk = apply_rotary(qk, cos_sin)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
@@ -162,11 +167,15 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
         self.kernels: ctypes.CDLL | None = None
         """The fused CPU kernels (silu * up), or None for the torch path."""
+        self.gpu_kernels: ModuleType | None = None
+        """triton_fused on a GPU (silu * up), or None for the torch path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)  # (tokens, 2 * intermediate)
         if self.kernels is not None and cpu_fused.supports(gate_up):
             return self.down_proj(cpu_fused.silu_mul(self.kernels, gate_up))
+        if self.gpu_kernels is not None:
+            return self.down_proj(self.gpu_kernels.silu_mul(gate_up))
         gate, up = gate_up.split(self.intermediate, dim=-1)  # (tokens, intermediate) each
         return self.down_proj(F.silu(gate) * up)
 
@@ -224,6 +233,15 @@ class LlamaForCausalLM(nn.Module):
         assert residual is not None  # at least one layer ran
         x = x[logit_rows] + residual[logit_rows]  # only the rows we sample from reach lm_head
         return self.lm_head(self.norm(x))  # (n, vocab)
+
+    def use_gpu_kernels(self) -> None:
+        """Route RMSNorm, rotary and SiLU-and-multiply through the Triton kernels (triton_fused.py; imported here,
+        since Triton comes with the `gpu` extra only). Called once, at load, before decode graphs are captured."""
+        from ragsvc.serving.layers import triton_fused
+
+        for module in self.modules():
+            if isinstance(module, (RMSNorm, Attention, MLP)):
+                module.gpu_kernels = triton_fused
 
     def use_cpu_kernels(self, kernels: ctypes.CDLL | None, *, small_gemm: bool = False,
                         wide_gemm: bool = False, f32_gemm: bool = False) -> None:
