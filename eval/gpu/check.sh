@@ -16,7 +16,7 @@ fi
 bench() { python3 -W ignore -c 'from ragsvc.cli import main; main()' bench "$@"; }
 echo "== gpu tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider -n 8 tests/serving/test_cuda_engine.py \
-  tests/serving/test_triton_kernel.py tests/serving/test_triton_quant.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -15
+  tests/serving/test_triton_kernel.py tests/serving/test_triton_quant.py tests/serving/test_triton_fused.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -15
 timeout 40 python3 eval/gpu/random_models.py .dev/smol "$SCRATCH/models"
 echo "== quantised linears"
 timeout 45 bash -c "$(declare -f bench); bench quant-kernels --model qwen2.5-1.5b --tokens 1,8,32 --json $OUT/quant-kernels.json" 2>&1 | grep -v INFO
