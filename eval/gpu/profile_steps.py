@@ -58,12 +58,12 @@ def _decode_ms(engine: LLMEngine, rng: np.random.Generator, batch: int, steps: i
     return 1000 * elapsed / steps
 
 
-def _tables(prof: profile, title: str, device: str) -> tuple[str, str]:
-    """(the by-device-time table, both tables under `title`)."""
+def _tables(prof: profile, title: str, device: str) -> str:
+    """The profile's tables by device time and by host time, under `title`."""
     averages = prof.key_averages()
     by_device = averages.table(sort_by=f"{device}_time_total", row_limit=25, max_name_column_width=70)
     by_host = averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70)
-    return by_device, f"== {title}, by device time\n{by_device}\n\n== {title}, by host time\n{by_host}\n\n"
+    return f"== {title}, by device time\n{by_device}\n\n== {title}, by host time\n{by_host}\n\n"
 
 
 def _device_total_ms(prof: profile) -> float:
@@ -101,16 +101,16 @@ def run(models: Path, out: Path, device: str) -> None:
         print(lines[-1], flush=True)
         with profile(activities=activities) as prof:
             _first_token_s(engine, _prompt(rng, 400))
-        _, text = _tables(prof, "a 400-token prompt read", device)
+        text = _tables(prof, "a 400-token prompt read", device)
         if device == "cuda":
             lines.append(f"{name}: a 400-token prompt read: kernels {_device_total_ms(prof):.1f} ms")
             print(lines[-1], flush=True)
-        with profile(activities=activities) as prof:
+        with profile(activities=activities) as prof:  # the whole request: its prompt, then 23 decode steps
             _decode_ms(engine, rng, 1, 16)
-        _, more = _tables(prof, "16 batch-1 decode steps after a 64-token prompt", device)
+        more = _tables(prof, "a 64-token prompt and its 23 batch-1 decode steps", device)
         tables.append(f"######## {name}\n{text}{more}")
         if device == "cuda":
-            lines.append(f"{name}: kernels over 16 batch-1 decode steps + a 64-token prompt: "
+            lines.append(f"{name}: kernels over a 64-token prompt and its 23 batch-1 decode steps: "
                          f"{_device_total_ms(prof):.1f} ms")
             print(lines[-1], flush=True)
         del engine
