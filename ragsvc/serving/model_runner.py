@@ -146,7 +146,8 @@ an execution plan on the host for every new sequence length, and for some length
 an H200 (torch 2.11, eval/gpu/profile_steps.py) a 400-token SmolLM2 prompt spent 41 ms of host time in 30 cuDNN
 attention calls whose kernels ran 0.27 ms, the first 128-token prompt 0.41 s and the first chunk behind a cached
 prefix 0.5-0.66 s. Flash and memory-efficient attention are compiled ahead of time; math is the fallback for what
-neither takes."""
+neither takes. torch keeps the choice in process-wide flags while a forward runs: other SDPA callers in the process
+(an embedder on the same GPU) can only lose cuDNN for that time, never get a backend that cannot run them."""
 
 
 class ModelRunner:
