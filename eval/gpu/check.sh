@@ -29,3 +29,5 @@ serve() {  # name, time limit, then bench serving's own options
 serve smol-bf16 140 --model "$SCRATCH/models/smol" --systems ragsvc,hf_sequential,hf_batch
 serve smol-bf16-no-graphs 70 --model "$SCRATCH/models/smol" --systems ragsvc --concurrency 1,32 --no-cuda-graphs
 serve qwen-q4 90 --model "$SCRATCH/models/qwen" --weights q4 --systems ragsvc --concurrency 1,8
+echo "== where a step's time goes"
+timeout 90 python3 -W ignore eval/gpu/profile_steps.py "$SCRATCH/models" "$OUT" 2>&1 | grep -v "INFO\|USDT" | tail -18
