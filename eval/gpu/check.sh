@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks, as one command for a lent machine (the device tool runs it in the repository's root; results go
 # to $OUT). That machine has torch, triton and transformers but not pydantic and its helpers: carry them as
-# wheels in .whl/ (see the device tool's README), and SmolLM2's config and tokenizer files in .dev/smol/:
+# wheels in .whl/ (see the device tool's README: pydantic, pydantic_core, pydantic-settings, python-dotenv,
+# annotated-types and typing-inspection, the versions installed here, for CPython 3.12 manylinux x86_64), and
+# SmolLM2's config and tokenizer files in .dev/smol/ (the de-quantised folder `ragsvc` caches on first load):
 #   mkdir -p .dev/smol && cp <data dir>/models/SmolLM2-*/{*.json,*.jinja} .dev/smol/
+# Both folders git-ignored (.git/info/exclude) and named in the call's carry. The whole script ran in 275 s on an
+# H200 before profile_steps.py was added to its end (about 60 s more).
 # Each step has its own time limit, the most important first; the JSON of a cut benchmark keeps its finished levels.
 set -o pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
