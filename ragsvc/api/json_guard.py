@@ -33,6 +33,7 @@ from typing import Any
 
 from ragsvc.api.auth import unauthenticated
 from ragsvc.api.error_shapes import BEARER_CHALLENGE, error_payload
+from ragsvc.api.parsed_body import hand_over
 from ragsvc.api.request_id import ASGIApp, Message, Receive, Scope, Send, send_json
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -144,18 +145,30 @@ def _refuse_constant(name: str) -> float:
     raise _Constant(name)
 
 
+UNPARSED: Any = object()
+"""`inspect_body`'s document when it did not parse the body."""
+
+
 def body_problem(body: bytes) -> str | None:
+    """Why a JSON request body is refused (a 400's detail), or None."""
+    return inspect_body(body)[0]
+
+
+def inspect_body(body: bytes) -> tuple[str | None, Any]:
+    """(why the body is refused or None, the document if the checks parsed it, else UNPARSED). A document comes
+    back only with no problem: the route can take it instead of parsing the body again (parsed_body.py)."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return f"body: not UTF-8 text (byte {exc.start} is {body[exc.start]:#04x}); send JSON encoded as UTF-8"
+        return (f"body: not UTF-8 text (byte {exc.start} is {body[exc.start]:#04x}); send JSON encoded as UTF-8",
+                UNPARSED)
     deep = body.count(b"[") + body.count(b"{") >= _DEEP_BRACKETS
     # what Python's parser reads without complaint but ragsvc refuses may be there: each test is linear in the
     # body (byte searches, the surrogate regex only where a \u escape is, exponents and digit runs as searches
     # in translated masks)
     surrogates, constants, overflow = _surrogate_escape(body), _constant_words(body), _overflow(body)
     if not (deep or surrogates or constants or overflow):
-        return None
+        return None, UNPARSED
     kind: str | None = None
     try:
         try:
@@ -163,23 +176,23 @@ def body_problem(body: bytes) -> str | None:
         except _Constant:
             kind = "numbers must be finite (JSON has no NaN or Infinity)"
             if len(body) > _RENAMED_BYTES:
-                return f"body: {kind}"
+                return f"body: {kind}", UNPARSED
             document = json.loads(body)  # again, to name the field: the body is refused either way
     except RecursionError:
         return (f"body: JSON nested too deeply to read (the parser stops near {sys.getrecursionlimit()} levels); "
-                "send a flatter document")
+                "send a flatter document"), UNPARSED
     except json.JSONDecodeError:
-        return None  # not JSON: the route's own parsing answers that
+        return None, UNPARSED  # not JSON: the route's own parsing answers that
     except ValueError:  # parsed as JSON, but a number in it is past what Python converts
-        return _long_integer(body)
+        return _long_integer(body), UNPARSED
     if kind is None and (surrogates or overflow):  # a string or a float may be bad: ask the encoder
         kind = problem_kind(document)
     if kind is None:
-        return None
+        return None, document
     if kind == _TOO_DEEP_TO_CHECK:  # read, but too deep for the encoder's check: nothing to name
-        return f"body: {kind}"
+        return f"body: {kind}", UNPARSED
     return find_problem(document, max_values=_MAX_NAMED_VALUES) or (
-        f"body: {kind} (in a value past the first {_MAX_NAMED_VALUES:,} of the document)")
+        f"body: {kind} (in a value past the first {_MAX_NAMED_VALUES:,} of the document)"), UNPARSED
 
 
 def _surrogate_escape(body: bytes) -> bool:
@@ -285,9 +298,12 @@ class JsonGuardMiddleware:
         if body and (problem := media_type_problem(scope)) is not None:  # an empty body has no type to declare
             await send_json(send, 415, error_payload(scope, 415, "unsupported_media_type", problem))
             return
-        if (problem := body_problem(body)) is not None:
+        problem, document = inspect_body(body)
+        if problem is not None:
             await send_json(send, 400, error_payload(scope, 400, "invalid_input", problem))
             return
+        if document is not UNPARSED:
+            hand_over(scope, document)
         replayed = False
 
         async def replay() -> Message:

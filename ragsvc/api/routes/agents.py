@@ -50,12 +50,13 @@ from ragsvc.api.agent_schemas import (
 from ragsvc.api.auth import requires
 from ragsvc.api.deps import ChatDep
 from ragsvc.api.disconnect import CLIENT_CLOSED, unless_gone
+from ragsvc.api.parsed_body import ParsedBodyRoute
 from ragsvc.api.sse import Emit, events_from_thread
 from ragsvc.errors import InvalidInput
 from ragsvc.llm.generator import Generator
 from ragsvc.store.memories import MEMORY_KINDS
 
-router = APIRouter(prefix="/v1", tags=["agents"])
+router = APIRouter(prefix="/v1", tags=["agents"], route_class=ParsedBodyRoute)
 MAX_HISTORY_TURNS = 1000
 """Turns one GET of a session returns at most (the latest by default): a session can grow without end, its
 answer should not."""

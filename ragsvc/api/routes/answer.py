@@ -33,11 +33,12 @@ from ragsvc.api.answer_schemas import (
 from ragsvc.api.auth import requires
 from ragsvc.api.deps import StoreDep
 from ragsvc.api.disconnect import CLIENT_CLOSED, unless_gone
+from ragsvc.api.parsed_body import ParsedBodyRoute
 from ragsvc.api.retrieval_options import retrieval_options
 from ragsvc.api.sse import Emit, events_from_thread
 from ragsvc.types import Hit
 
-router = APIRouter(prefix="/v1", tags=["answer"])
+router = APIRouter(prefix="/v1", tags=["answer"], route_class=ParsedBodyRoute)
 
 
 def composition(request: Request) -> Composition:

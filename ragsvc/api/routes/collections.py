@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from ragsvc.api.auth import requires, visible_to
 from ragsvc.api.deps import SettingsDep, StoreDep
+from ragsvc.api.parsed_body import ParsedBodyRoute
 from ragsvc.api.retrieval_options import retrieval_options
 from ragsvc.api.schemas import (
     CollectionCreate,
@@ -23,7 +24,7 @@ from ragsvc.errors import CollectionNotFound, InvalidInput, PayloadTooLarge
 from ragsvc.retrieval.vector_store import CollectionInfo, VectorStore
 from ragsvc.types import DocumentInput, ServedBy
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=ParsedBodyRoute)
 MAX_OFFSET = 2**31 - 1
 """Offsets beyond this are refused (400) instead of reaching duckdb, which fails above int64."""
 

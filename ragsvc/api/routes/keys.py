@@ -12,11 +12,12 @@ from pydantic import BaseModel, Field
 
 from ragsvc.api.auth import CatalogKeys, requires
 from ragsvc.api.deps import StoreDep
+from ragsvc.api.parsed_body import ParsedBodyRoute
 from ragsvc.api.request_body import RequestBody
 from ragsvc.api.schemas import CollectionName
 from ragsvc.store.keys import ApiKeyRecord, KeyScope, mint_key
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=ParsedBodyRoute)
 
 
 class KeyCreate(RequestBody):

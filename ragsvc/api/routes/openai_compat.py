@@ -29,7 +29,6 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragsvc.api import openai_convert as conv
@@ -45,6 +44,7 @@ from ragsvc.api.openai_schemas import (
     ModelList,
 )
 from ragsvc.api.openai_stream import ChoiceJob, Collected, chat_response, completion_response, stream_events
+from ragsvc.api.parsed_body import ParsedBodyRoute
 from ragsvc.api.request_id import request_id_of
 from ragsvc.api.validation_errors import relevant
 from ragsvc.errors import InvalidInput, NotFound, NotReady, RagsvcError
@@ -92,7 +92,7 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
     return f"{param or 'request'}: {first.get('msg')}", param
 
 
-class OpenAIErrorRoute(APIRoute):
+class OpenAIErrorRoute(ParsedBodyRoute):
     """Routes whose errors (validation, RagsvcError, anything unexpected) come back in OpenAI's error shape."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

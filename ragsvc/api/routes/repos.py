@@ -24,13 +24,14 @@ from pydantic import BaseModel, Field
 
 from ragsvc.api.auth import requires
 from ragsvc.api.deps import get_vector_store
+from ragsvc.api.parsed_body import ParsedBodyRoute
 from ragsvc.api.request_body import RequestBody
 from ragsvc.api.schemas import CollectionName
 from ragsvc.code.indexer import RepoIndexer
 from ragsvc.code.jobs import RepoJob, RepoJobs
 from ragsvc.code.walker import WalkConfig
 
-router = APIRouter(prefix="/v1/repos", tags=["repos"])
+router = APIRouter(prefix="/v1/repos", tags=["repos"], route_class=ParsedBodyRoute)
 _create_lock = threading.Lock()
 
 

@@ -23,9 +23,10 @@ from pydantic import Field
 
 from ragsvc.agents.sim_runs import MAX_MEMORY_IDS, MAX_PAGE, MAX_RUNS, RUN_NAME_PATTERN, SimulationRuns, runs_root
 from ragsvc.api.agent_schemas import MemoryPublic
+from ragsvc.api.parsed_body import ParsedBodyRoute
 from ragsvc.api.simulation_schemas import SimulationPublic, TranscriptPagePublic
 
-router = APIRouter(prefix="/v1/simulations", tags=["simulations"])
+router = APIRouter(prefix="/v1/simulations", tags=["simulations"], route_class=ParsedBodyRoute)
 AFTER_WHOLE_TICK = 2**31 - 1
 """after_seq when absent: past every row of after_tick."""
 
