@@ -6,8 +6,9 @@ tokenizers, the response writer) can encode, and `NaN`, `Infinity` or `1e999` be
 carry back and that poison scores, metadata and sampling. Checking here covers every route of both apps,
 present and future, in one place, and the 400 names the field (`body.documents.0.metadata.x`).
 
-Only bodies that could hold such a value are parsed twice: a byte pattern (an escaped surrogate, the words
-NaN / Infinity, a three-digit exponent, a 300-digit number) selects them, so a normal ingest pays one scan.
+Only bodies that could hold such a value are parsed here: a byte pattern (an escaped surrogate, the words
+NaN / Infinity, a three-digit exponent, a 300-digit number) selects them, so a normal ingest pays one scan; a
+body parsed here and let through reaches the route as that document, not parsed again (parsed_body.py).
 So are bodies with enough brackets to nest deeper than Python's parser goes (its recursion limit), and
 integers longer than Python converts (`sys.get_int_max_str_digits()`, 4,300 digits by default), both of which
 the route's own parsing would refuse with a bare "error parsing the body": here the 400 says why. All of this
