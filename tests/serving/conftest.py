@@ -56,6 +56,23 @@ def tiny_qwen2(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_d64(tmp_path_factory):
+    """A random-weight Llama with SmolLM2's head shape (head_dim 64, groups of 3), small enough to run fast."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512, hidden_size=384, intermediate_size=256, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    model = LlamaForCausalLM(config).float().eval()
+    folder = tmp_path_factory.mktemp("tiny-llama-d64")
+    model.save_pretrained(folder)
+    return folder, model
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The packaged SmolLM2 GGUF de-quantised once into a cache kept across test runs (first run ~25 s)."""
     from ragsvc.serving.loader import resolve_model_dir

@@ -136,23 +136,6 @@ def test_a_build_without_amx_has_no_amx_form(lib, tmp_path) -> None:
         torch.testing.assert_close(out.float(), _reference(q, k, v, 0.125), atol=2e-2, rtol=1e-2)
 
 
-@pytest.fixture(scope="module")
-def tiny_llama_d64(tmp_path_factory):
-    """A random-weight Llama with SmolLM2's head shape (head_dim 64, groups of 3), small enough to run fast."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=512, hidden_size=384, intermediate_size=256, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-    )
-    model = LlamaForCausalLM(config).float().eval()
-    folder = tmp_path_factory.mktemp("tiny-llama-d64")
-    model.save_pretrained(folder)
-    return folder, model
-
-
 @pytest.mark.parametrize("form", FORMS, ids=cpu_prefill_attention.FORMS)
 def test_engine_prefills_through_the_kernel_and_tracks_hf(lib, tiny_llama_d64, monkeypatch, form) -> None:
     """bf16 engine with chunked prefill (chunks behind context) and a shared prefix: every prefill chunk goes

@@ -135,19 +135,6 @@ def test_prompt_lookup_follows_plain_greedy(tiny_llama) -> None:
     assert not spec.has_unfinished() and bm.num_free_blocks == bm.num_blocks
 
 
-@pytest.fixture(scope="module")
-def tiny_llama_d64(tmp_path_factory):
-    """One layer with SmolLM2's head size (64), which torch's SDPA sends to cuDNN on Hopper when let."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=256, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    folder = tmp_path_factory.mktemp("tiny-llama-d64")
-    LlamaForCausalLM(config).float().eval().save_pretrained(folder)
-    return folder
-
-
 def _cudnn_ops(run) -> list[str]:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         run()
@@ -163,7 +150,8 @@ def test_prompt_chunks_never_take_cudnn_attention(tiny_llama_d64) -> None:
     k, v = (torch.randn(1, 2, 45, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     if not _cudnn_ops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)):
         pytest.skip("torch's SDPA does not pick cuDNN on this GPU and torch: nothing to avoid")
-    engine = _engine(tiny_llama_d64, dtype="bfloat16")
+    folder, _ = tiny_llama_d64  # SmolLM2's head size, which torch's SDPA sends to cuDNN on Hopper when let
+    engine = _engine(folder, dtype="bfloat16")
     shared = _prompts([40], seed=21)[0]
     cached: dict = {}
 
