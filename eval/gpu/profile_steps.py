@@ -67,7 +67,7 @@ def _tables(prof: profile, title: str, device: str) -> str:
 
 
 def _device_total_ms(prof: profile) -> float:
-    """Kernel time summed over the profile (kernels only: no memcpy or host ops)."""
+    """GPU time summed over the profile's device events (its kernels, and any copies or memsets; no host ops)."""
     total_us = 0.0
     for evt in prof.events():
         if evt.device_type == torch.autograd.DeviceType.CUDA:
