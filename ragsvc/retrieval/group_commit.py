@@ -10,6 +10,15 @@ Natural batching, as in `embed_batcher.py`: no timer and no thread. A lone write
 latency); while one group commits, later writers queue, and the first of them commits the whole queue when
 the committer is free. Each writer returns only after its own batch is committed (acknowledged) or failed.
 
+Writers that announce themselves (`writing()`, around preparing and submitting) let the leader gather: when
+more such writers are on their way than are queued, it waits for them, a step at a time, for as long as they
+keep arriving (at most `max_gather_s`). Without it a group was cut by whoever arrived first: the documents of
+one embedding pass are released together, but their threads reach the committer one after another, so the
+first committed alone and the rest as a second group. `ragsvc bench load` (32 clients, 80/20 search/ingest,
+this 2-core Zen 4): groups of 3.1 -> 5.7 documents, an ingest 2.63 -> 2.24 searches of server CPU. A lone
+writer never waits (no other writer is on its way), and writers that do not announce themselves (a bulk
+load calls `commit_group` itself) are not waited for.
+
 All-or-nothing per request still holds: when a group fails, each of its batches is committed again on its
 own, so one bad batch fails only its own writer, and the others are written as if they had come alone.
 """
@@ -17,7 +26,9 @@ own, so one bad batch fails only its own writer, and the others are written as i
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -25,6 +36,13 @@ T = TypeVar("T")
 
 MAX_GROUP = 64
 """Batches one transaction takes at most: bounds a transaction's size and the wait of the batches in it."""
+GATHER_STEP_S = 0.002
+"""How long a leader waits for the next announced writer before committing what it has. The threads an
+embedding pass releases arrive within a few milliseconds of each other; a group then commits ~5 ms after its
+first document was ready, against ~5 ms for a one-document commit itself. Measured with `bench load` (one run
+each): a 0.3 ms step gave groups of 4.7 documents, 2 ms 5.7, 5 ms 5.8 (with a 50 ms bound)."""
+MAX_GATHER_S = 0.02
+"""The longest a leader gathers, however steadily writers keep arriving."""
 
 
 @dataclass
@@ -38,23 +56,62 @@ class GroupCommit(Generic[T]):
     """Commits items through `commit(items)` (one transaction for all of them; its result is not used),
     grouping concurrent callers."""
 
-    def __init__(self, commit: Callable[[Sequence[T]], object], *, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, commit: Callable[[Sequence[T]], object], *, max_group: int = MAX_GROUP,
+                 gather_step_s: float = GATHER_STEP_S, max_gather_s: float = MAX_GATHER_S) -> None:
         if max_group < 1:
             raise ValueError(f"max_group must be at least 1, got {max_group}")
+        if gather_step_s < 0 or max_gather_s < 0:
+            raise ValueError(f"gather times must be 0 or more, got {gather_step_s} and {max_gather_s}")
         self._commit = commit
         self.max_group = max_group
+        self.gather_step_s = gather_step_s
+        self.max_gather_s = max_gather_s
         self._lock = threading.Lock()
         self._queue: list[_Waiting[T]] = []
         self._busy = False
         self._free = threading.Condition(self._lock)
+        self._arrived = threading.Condition(self._lock)  # the gathering leader's: a writer queued or gave up
+        self._on_way = 0  # announced writers not queued yet (`writing`)
         self.num_commits = 0
         """Transactions run so far (a group counts once): what the grouping saves shows here."""
+        self.num_committed = 0
+        """Items committed so far in groups (`num_committed / num_commits` is the mean group)."""
+        self.num_gathers = 0
+        """Groups whose leader waited for announced writers before committing."""
+
+    @contextmanager
+    def writing(self) -> Iterator[Callable[[T], None]]:
+        """Announce the caller as a writer on its way (it prepares a batch, then submits it through the callable
+        this yields), so a leader that commits meanwhile may wait for its batch (see the module's docstring).
+        Leaving the block without submitting withdraws the announcement."""
+        with self._lock:
+            self._on_way += 1
+        announced = True
+
+        def submit(item: T) -> None:
+            nonlocal announced
+            was, announced = announced, False
+            self._submit(item, announced=was)
+
+        try:
+            yield submit
+        finally:
+            if announced:
+                with self._lock:
+                    self._on_way -= 1
+                    self._arrived.notify()  # a leader waiting for this writer must not wait out its step
 
     def submit(self, item: T) -> None:
         """Commit `item`, with whatever else is queued meanwhile; returns once it is committed, raises its error."""
+        self._submit(item, announced=False)
+
+    def _submit(self, item: T, *, announced: bool) -> None:
         mine = _Waiting(item)
         with self._lock:
             self._queue.append(mine)
+            if announced:
+                self._on_way -= 1
+            self._arrived.notify()
         while True:
             with self._lock:
                 while self._busy and not mine.done.is_set():
@@ -62,6 +119,7 @@ class GroupCommit(Generic[T]):
                 if mine.done.is_set():
                     break
                 self._busy = True
+                self._gather()
                 group, self._queue = self._queue[: self.max_group], self._queue[self.max_group :]
             try:
                 self._run(group)
@@ -72,11 +130,27 @@ class GroupCommit(Generic[T]):
         if mine.error is not None:
             raise mine.error
 
+    def _gather(self) -> None:
+        """As the leader (lock held, committer busy): wait while announced writers are on their way and each
+        step brings one (or a withdrawal), up to `max_gather_s`."""
+        if not self.gather_step_s or not self.max_gather_s or not self._expecting():
+            return
+        self.num_gathers += 1
+        deadline = time.monotonic() + self.max_gather_s
+        while self._expecting():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._arrived.wait(min(self.gather_step_s, remaining)):
+                return  # a step went by with nobody arriving, or the bound is reached
+
+    def _expecting(self) -> bool:
+        return self._on_way > 0 and len(self._queue) < self.max_group
+
     def _run(self, group: list[_Waiting[T]]) -> None:
         """Commit the group in one call; if that fails and there are several, each on its own."""
         try:
             self._commit([w.item for w in group])
             self.num_commits += 1
+            self.num_committed += len(group)
         except BaseException as exc:
             if len(group) == 1 or not isinstance(exc, Exception):  # an interrupt is no batch's fault: all fail
                 for waiting in group:
@@ -86,6 +160,7 @@ class GroupCommit(Generic[T]):
                     try:
                         self._commit([waiting.item])
                         self.num_commits += 1
+                        self.num_committed += 1
                     except BaseException as alone:
                         waiting.error = alone
         for waiting in group:

@@ -200,8 +200,12 @@ class VectorStore:
     def add_documents(self, name: str, docs: Sequence[DocumentInput], *, progress: bool = False) -> list[str]:
         """Chunk, embed and store `docs` in one transaction; unchanged documents are skipped. Returns ids.
 
-        `prepare_documents` then `commit`: concurrent small requests to one collection share a transaction."""
-        return self.commit(self.prepare_documents(name, docs, progress=progress))
+        `prepare_documents` then `commit`: concurrent small requests to one collection share a transaction, and
+        the writer is announced to the collection's committer while it prepares, so a group committing meanwhile
+        may wait for its batch (group_commit.py)."""
+        self.catalog.get_collection(name)  # a missing collection is refused before it is given a committer
+        with self._committer(name).writing() as submit:
+            return self.commit(self.prepare_documents(name, docs, progress=progress), submit=submit)
 
     def prepare_documents(self, name: str, docs: Sequence[DocumentInput], *, progress: bool = False,
                           embed: EmbedTexts | None = None) -> PreparedBatch:
@@ -232,12 +236,13 @@ class VectorStore:
         stored = {doc_id: existing[doc_id] for doc_id, _, _ in todo if doc_id in existing}
         return PreparedBatch(name, record, tuple(ids), tuple(assemble(split, vectors)), stored, generation)
 
-    def commit(self, batch: PreparedBatch) -> list[str]:
+    def commit(self, batch: PreparedBatch, *, submit: Callable[[PreparedBatch], None] | None = None) -> list[str]:
         """The second half: write a prepared batch in one transaction, then apply it to the collection's indexes.
         Returns its document ids once it is durable (acknowledged). Batches committed at the same time by other
-        threads go into the same transaction (group_commit.py); each caller still gets all-or-nothing."""
+        threads go into the same transaction (group_commit.py); each caller still gets all-or-nothing. `submit`:
+        what `GroupCommit.writing` gave an announced writer (default: the collection's committer's own)."""
         if batch.documents:
-            self._committer(batch.collection).submit(batch)
+            (submit or self._committer(batch.collection).submit)(batch)
         return list(batch.ids)
 
     def commit_group(self, batches: Sequence[PreparedBatch]) -> WriteResult:

@@ -1,4 +1,5 @@
-"""GroupCommit: concurrent submissions share one commit call; a failing group is retried item by item."""
+"""GroupCommit: concurrent submissions share one commit call; a failing group is retried item by item; a leader
+gathers the writers announced as on their way."""
 
 import threading
 import time
@@ -14,6 +15,31 @@ def _wait_queued(group: GroupCommit, n: int) -> None:
     while len(group._queue) < n:
         assert time.monotonic() < deadline, f"{len(group._queue)} of {n} submissions queued"
         time.sleep(0.001)
+
+
+def _wait_for(predicate, what: str) -> None:
+    """Until `predicate()` holds (bounded: a broken committer fails here, not hangs)."""
+    deadline = time.monotonic() + 30
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.001)
+
+
+def _announced_writer(group: GroupCommit, item: int, go: threading.Event, *, give_up: bool = False):
+    """A thread that announces itself, waits for `go`, then submits `item` (or leaves without it)."""
+    def run():
+        try:
+            with group.writing() as submit:
+                assert go.wait(30)
+                if give_up:
+                    raise RuntimeError("preparing failed")
+                submit(item)
+        except RuntimeError:
+            pass
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
 
 
 def test_lone_submit_commits_at_once():
@@ -119,3 +145,67 @@ def test_group_size_is_bounded():
 def test_bad_bound_is_refused():
     with pytest.raises(ValueError, match="max_group"):
         GroupCommit(lambda items: None, max_group=0)
+
+
+def test_a_leader_waits_for_a_writer_announced_as_on_its_way():
+    calls: list[list[int]] = []
+    group = GroupCommit(lambda items: calls.append(list(items)), gather_step_s=30, max_gather_s=60)
+    go_a, go_b = threading.Event(), threading.Event()
+    a = _announced_writer(group, 1, go_a)
+    b = _announced_writer(group, 2, go_b)
+    _wait_for(lambda: group._on_way == 2, "both writers announced")
+    go_a.set()
+    _wait_for(lambda: group.num_gathers == 1, "the first writer leads and waits for the second")
+    assert calls == []
+    go_b.set()  # its arrival wakes the leader at once (the 30 s step is never waited out)
+    a.join(10)
+    b.join(10)
+    assert not a.is_alive() and not b.is_alive()
+    assert calls == [[1, 2]], "one transaction for both"
+    assert group.num_commits == 1 and group.num_committed == 2
+
+
+def test_a_lone_writer_commits_without_waiting():
+    calls: list[list[int]] = []
+    group = GroupCommit(lambda items: calls.append(list(items)), gather_step_s=30, max_gather_s=60)
+    with group.writing() as submit:
+        submit(1)
+    group.submit(2)  # not announced, nobody on the way
+    assert calls == [[1], [2]]
+    assert group.num_gathers == 0
+
+
+def test_a_writer_that_gives_up_releases_the_leader():
+    calls: list[list[int]] = []
+    group = GroupCommit(lambda items: calls.append(list(items)), gather_step_s=30, max_gather_s=60)
+    go_a, go_b = threading.Event(), threading.Event()
+    a = _announced_writer(group, 1, go_a)
+    b = _announced_writer(group, 2, go_b, give_up=True)
+    _wait_for(lambda: group._on_way == 2, "both writers announced")
+    go_a.set()
+    _wait_for(lambda: group.num_gathers == 1, "the first writer waits for the second")
+    go_b.set()
+    a.join(10)
+    b.join(10)
+    assert not a.is_alive(), "the withdrawal must end the wait, not the 30 s step"
+    assert calls == [[1]]
+
+
+def test_gathering_is_bounded():
+    calls: list[list[int]] = []
+    group = GroupCommit(lambda items: calls.append(list(items)), gather_step_s=30, max_gather_s=0.05)
+    go_a, go_b = threading.Event(), threading.Event()
+    a = _announced_writer(group, 1, go_a)
+    b = _announced_writer(group, 2, go_b)
+    _wait_for(lambda: group._on_way == 2, "both writers announced")
+    go_a.set()
+    a.join(10)
+    assert not a.is_alive() and calls == [[1]], "the leader commits once the bound is reached"
+    go_b.set()
+    b.join(10)
+    assert calls == [[1], [2]]
+
+
+def test_bad_gather_times_are_refused():
+    with pytest.raises(ValueError, match="gather"):
+        GroupCommit(lambda items: None, gather_step_s=-1)
