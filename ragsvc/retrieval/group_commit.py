@@ -14,10 +14,11 @@ Writers that announce themselves (`writing()`, around preparing and submitting) 
 more such writers are on their way than are queued, it waits for them, a step at a time, for as long as they
 keep arriving (at most `max_gather_s`). Without it a group was cut by whoever arrived first: the documents of
 one embedding pass are released together, but their threads reach the committer one after another, so the
-first committed alone and the rest as a second group. `ragsvc bench load` (32 clients, 80/20 search/ingest,
-this 2-core Zen 4): groups of 3.1 -> 5.7 documents, an ingest 2.63 -> 2.24 searches of server CPU. A lone
-writer never waits (no other writer is on its way), and writers that do not announce themselves (a bulk
-load calls `commit_group` itself) are not waited for.
+first committed alone and the rest as a second group. `ragsvc bench load` (32 clients, 80/20 search/ingest, a
+2-core Zen 4; two runs each, in turn with the code before): an ingest 2.60-2.77 -> 2.27-2.39 searches of server
+CPU, search throughput under the mix 0.621-0.634 -> 0.656-0.667 of search-only; a trial build that counted
+groups had 3.1 documents a group before and 5.7 after. A lone writer never waits (no other writer is on its
+way), and writers that do not announce themselves (a bulk load calls `commit_group` itself) are not waited for.
 
 All-or-nothing per request still holds: when a group fails, each of its batches is committed again on its
 own, so one bad batch fails only its own writer, and the others are written as if they had come alone.
@@ -38,9 +39,9 @@ MAX_GROUP = 64
 """Batches one transaction takes at most: bounds a transaction's size and the wait of the batches in it."""
 GATHER_STEP_S = 0.002
 """How long a leader waits for the next announced writer before committing what it has. The threads an
-embedding pass releases arrive within a few milliseconds of each other; a group then commits ~5 ms after its
-first document was ready, against ~5 ms for a one-document commit itself. Measured with `bench load` (one run
-each): a 0.3 ms step gave groups of 4.7 documents, 2 ms 5.7, 5 ms 5.8 (with a 50 ms bound)."""
+embedding pass releases arrive within a few milliseconds of each other, and a one-document commit itself
+takes ~5 ms of CPU. In a trial build under `bench load` (one run each), a 0.3 ms step gave groups of 4.7
+documents, 2 ms 5.7, and 5 ms (with a 50 ms bound) 5.8."""
 MAX_GATHER_S = 0.02
 """The longest a leader gathers, however steadily writers keep arriving."""
 
