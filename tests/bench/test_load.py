@@ -13,6 +13,7 @@ from ragsvc.bench.load_report import (
     LoadResult,
     Sample,
     Verification,
+    ingest_cpu_allowed,
     ingest_cpu_in_searches,
     phase_stats,
     search_ratio,
@@ -73,6 +74,13 @@ def test_server_cpu_gives_the_cost_of_an_ingest_in_searches():
     assert only.server_cpu_ms_per_op == 20.0 and mixed.server_cpu_ms_per_op == 32.0
     assert ingest_cpu_in_searches([only, mixed]) == 4.0
     assert ingest_cpu_in_searches([phase_stats("search_only", [], 1.0), mixed]) is None
+    # 0.16 cores busy under the mix against 0.2 alone, a quarter of an ingest a search: the mix reaches 0.7x
+    # search-only's throughput only if an ingest costs at most (0.16 / (0.7 x 0.2) - 1) / 0.25 searches
+    assert ingest_cpu_allowed([only, mixed]) == 0.57
+    equal = phase_stats("mixed", [Sample("search", 9.0, "ok")] * 40 + [Sample("ingest", 9.0, "ok")] * 10, 10.0,
+                        server_cpu_s=2.0)
+    assert ingest_cpu_allowed([only, equal]) == 1.71  # 80/20 on equal cores
+    assert ingest_cpu_allowed([phase_stats("search_only", [], 1.0), mixed]) is None
     assert phase_stats("mixed", [], 1.0).server_cpu_ms_per_op is None
 
 
