@@ -147,13 +147,20 @@ def test_bad_bound_is_refused():
         GroupCommit(lambda items: None, max_group=0)
 
 
-def test_a_leader_waits_for_a_writer_announced_as_on_its_way():
+def _two_announced(*, max_gather_s: float = 60, b_gives_up: bool = False):
+    """A committer with a 30 s gather step, and two announced writers, A (item 1) and B (item 2), each waiting for
+    its event: (committer, commit calls, A's event, B's event, A's thread, B's thread)."""
     calls: list[list[int]] = []
-    group = GroupCommit(lambda items: calls.append(list(items)), gather_step_s=30, max_gather_s=60)
+    group = GroupCommit(lambda items: calls.append(list(items)), gather_step_s=30, max_gather_s=max_gather_s)
     go_a, go_b = threading.Event(), threading.Event()
     a = _announced_writer(group, 1, go_a)
-    b = _announced_writer(group, 2, go_b)
+    b = _announced_writer(group, 2, go_b, give_up=b_gives_up)
     _wait_for(lambda: group._on_way == 2, "both writers announced")
+    return group, calls, go_a, go_b, a, b
+
+
+def test_a_leader_waits_for_a_writer_announced_as_on_its_way():
+    group, calls, go_a, go_b, a, b = _two_announced()
     go_a.set()
     _wait_for(lambda: group.num_gathers == 1, "the first writer leads and waits for the second")
     assert calls == []
@@ -176,12 +183,7 @@ def test_a_lone_writer_commits_without_waiting():
 
 
 def test_a_writer_that_gives_up_releases_the_leader():
-    calls: list[list[int]] = []
-    group = GroupCommit(lambda items: calls.append(list(items)), gather_step_s=30, max_gather_s=60)
-    go_a, go_b = threading.Event(), threading.Event()
-    a = _announced_writer(group, 1, go_a)
-    b = _announced_writer(group, 2, go_b, give_up=True)
-    _wait_for(lambda: group._on_way == 2, "both writers announced")
+    group, calls, go_a, go_b, a, b = _two_announced(b_gives_up=True)
     go_a.set()
     _wait_for(lambda: group.num_gathers == 1, "the first writer waits for the second")
     go_b.set()
@@ -192,12 +194,7 @@ def test_a_writer_that_gives_up_releases_the_leader():
 
 
 def test_gathering_is_bounded():
-    calls: list[list[int]] = []
-    group = GroupCommit(lambda items: calls.append(list(items)), gather_step_s=30, max_gather_s=0.05)
-    go_a, go_b = threading.Event(), threading.Event()
-    a = _announced_writer(group, 1, go_a)
-    b = _announced_writer(group, 2, go_b)
-    _wait_for(lambda: group._on_way == 2, "both writers announced")
+    group, calls, go_a, go_b, a, b = _two_announced(max_gather_s=0.05)
     go_a.set()
     a.join(10)
     assert not a.is_alive() and calls == [[1]], "the leader commits once the bound is reached"
