@@ -40,8 +40,8 @@ MAX_GROUP = 64
 GATHER_STEP_S = 0.002
 """How long a leader waits for the next announced writer before committing what it has. The threads an
 embedding pass releases arrive within a few milliseconds of each other, and a one-document commit itself
-takes ~5 ms of CPU. In a trial build under `bench load` (one run each), a 0.3 ms step gave groups of 4.7
-documents, 2 ms 5.7, and 5 ms (with a 50 ms bound) 5.8."""
+takes ~5 ms of CPU. In a trial build under `bench load`, a 0.3 ms step (3 ms bound, two runs) gave groups of
+4.7 documents, 2 ms (20 ms bound, one run) 5.7, and 5 ms (50 ms bound, one run) 5.8."""
 MAX_GATHER_S = 0.02
 """The longest a leader gathers, however steadily writers keep arriving."""
 
