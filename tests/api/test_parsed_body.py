@@ -64,4 +64,3 @@ def test_a_body_the_guard_parsed_reaches_the_route_without_a_second_parse(server
         assert len(r.json()["ids"]) == 300
         assert client.get("/v1/collections/wide/documents/w299").json()["metadata"] == {"n": [299]}
     assert len(parses) == 1
-
