@@ -439,6 +439,34 @@ def load_command(
     typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
 
 
+@app.command("route-cost")
+def route_cost_command(
+    json_out: Annotated[Path, typer.Option(
+        "--json", callback=checked_out, help="where to write the result (and a .md beside it)")] = Path(
+        "eval/results/bench-route-cost.json"),
+    work_dir: Annotated[Path, typer.Option(help="data folder of the server it starts (emptied first)")] = Path(
+        "eval/cache/bench-route-cost"),
+    clients: Annotated[int, typer.Option(help="concurrent HTTP clients")] = 32,
+    duration: Annotated[float, typer.Option(help="seconds each kind of request runs")] = 15.0,
+) -> None:
+    """Server CPU a request of each kind costs (search by vector or text, unchanged or new ingest), and the
+    differences: a query's embedding, a document's embedding and write, an ingest in searches."""
+    import shutil
+
+    from ragsvc.bench.route_cost import RouteCostConfig, run_route_cost, to_markdown
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    try:
+        config = RouteCostConfig(clients=clients, duration_s=duration)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    shutil.rmtree(work_dir, ignore_errors=True)
+    result = run_route_cost(config, work_dir, on_kind=lambda kind: typer.echo(f"kind: {kind}"))
+    _write(json_out, result.to_json(), markdown=to_markdown(result))
+    typer.echo(to_markdown(result))
+    typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
+
+
 @app.command("filter")
 def filter_command(
     json_out: Annotated[Path, typer.Option("--json", callback=checked_out, help="where to write the result")] = Path(
