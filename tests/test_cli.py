@@ -98,7 +98,7 @@ def test_help_lists_every_group_and_command():
     assert groups == {"collections": {"create", "list", "delete", "compact"},
                       "bench": {"search", "serving", "code", "flare", "load", "chat", "agents", "filter", "ingest",
                                 "soak", "speculative", "cluster", "quant-quality", "quant-kernels",
-                                "decode-profile"},
+                                "decode-profile", "route-cost"},
                       "eval": {"run", "compare"}, "repo": {"index", "map", "search"},
                       "llm": {"generate", "decode-check"}, "keys": {"create", "list", "revoke"},
                       "agents": {"run", "chat", "interview", "reflect"}, "rerank": {"train"}}
