@@ -52,9 +52,11 @@ MAX_BATCH = 64
 MAX_SHARED_DOCUMENTS = 32
 """Ingest requests with more chunks than this embed on their own (a bulk load is a batch already)."""
 MAX_OVERTAKES = 4
-"""Query passes that may go before one waiting document pass. Fewer cut an ingest's wait for its pass but not
-the mix's search throughput (the lanes bound both kinds, and a document pass that waited longer embeds more
-ingests at once), and a query pass then waits behind document passes more often (a longer search tail)."""
+"""Query passes that may go before one waiting document pass. Fewer cut an ingest's wait for its pass, but its
+pass then embeds fewer ingests at once (the pass's fixed cost shared less) and a query pass waits behind
+document passes more often (a longer search tail); more make ingests wait longer and leave more of the cores
+idle under the mix. `ragsvc bench load` on a Zen 4, one run each beside runs of 4 (ratio 0.669-0.673, an
+ingest 2.22-2.27 searches of CPU): 0 gave 0.626 (2.71), 2 0.642 (2.54), 8 0.650 (2.39), 16 0.636 (2.48)."""
 MAX_URGENT_TOKENIZE_CHARS = 4096
 """Texts up to this long are tokenised for the chunker with a search's priority (it takes well under a pass)."""
 MAX_AUTO_LANES = 4
