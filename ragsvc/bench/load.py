@@ -57,6 +57,17 @@ WORDS = ("river", "lantern", "granite", "meadow", "copper", "harbor", "violet", 
 INDEX_CHECK_SAMPLE = 50
 
 
+def search_text(rng: random.Random, client: int, number: int) -> str:
+    """A search's text: one of the sample's questions, a word, and the sender's own numbers (never sent twice)."""
+    return f"{rng.choice(QUERIES)} ({rng.choice(WORDS)} {client}.{number})"
+
+
+def ingest_document(doc_id: str, rng: random.Random) -> dict[str, Any]:
+    """A one-document ingest's document: a short note of 24 random words (~37 MiniLM tokens) under its id."""
+    text = f"Load note {doc_id}: " + " ".join(rng.choices(WORDS, k=24)) + "."
+    return {"id": doc_id, "text": text, "metadata": {"load_id": doc_id}}
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     clients: int = 32
@@ -143,7 +154,7 @@ class _Client:
 
     async def search(self) -> _Done:
         self.searches += 1
-        query = f"{self.rng.choice(QUERIES)} ({self.rng.choice(WORDS)} {self.index}.{self.searches})"
+        query = search_text(self.rng, self.index, self.searches)
         r = await self.http.request("POST", f"{self.base}/search", {"query": query, "k": self.config.k})
         if r.status_code != 200:
             return _Done(str(r.status_code))
@@ -154,12 +165,11 @@ class _Client:
     async def ingest(self) -> _Done:
         self.ledger.counter += 1
         doc_id = f"load-{self.index}-{self.ledger.counter}"
-        text = f"Load note {doc_id}: " + " ".join(self.rng.choices(WORDS, k=24)) + "."
-        body = {"documents": [{"id": doc_id, "text": text, "metadata": {"load_id": doc_id}}]}
-        r = await self.http.request("POST", f"{self.base}/documents", body)
+        doc = ingest_document(doc_id, self.rng)
+        r = await self.http.request("POST", f"{self.base}/documents", {"documents": [doc]})
         if r.status_code != 201:
             return _Done(str(r.status_code))
-        self.ledger.acknowledged[doc_id] = text
+        self.ledger.acknowledged[doc_id] = doc["text"]
         self.mine.append(doc_id)
         return _Done("ok", r.json().get("took_ms"))
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ragsvc.bench.http_client import HttpClientError, RawConnection
-from ragsvc.bench.load import QUERIES, WORDS, process_cpu_s
+from ragsvc.bench.load import ingest_document, process_cpu_s, search_text
 from ragsvc.bench.provenance import cpu_isa, cpu_model, package_git_sha
 from ragsvc.bench.server_process import serve_process
 
@@ -141,14 +141,9 @@ class _Requests:
         raw = [rng.gauss(0.0, 1.0) for _ in range(dim)]
         norm = sum(x * x for x in raw) ** 0.5 or 1.0
         self.vector = [x / norm for x in raw]
-        self.stored = [self._document(f"route-cost-stored-{i}", rng) for i in range(config.clients)]
+        self.stored = [ingest_document(f"route-cost-stored-{i}", rng) for i in range(config.clients)]
         self.rngs = [random.Random(config.seed * 1_000_003 + i) for i in range(config.clients)]
         self.counter = 0
-
-    @staticmethod
-    def _document(doc_id: str, rng: random.Random) -> dict[str, Any]:
-        text = f"Load note {doc_id}: " + " ".join(rng.choices(WORDS, k=24)) + "."
-        return {"id": doc_id, "text": text, "metadata": {"load_id": doc_id}}
 
     def next(self, kind: str, client: int) -> tuple[str, str, dict[str, Any], int]:
         """(method, path, body, the status that means done)."""
@@ -157,12 +152,12 @@ class _Requests:
         if kind == "vector_search":
             return "POST", f"{self.base}/search", {"vector": self.vector, "k": self.config.k}, 200
         if kind == "search":
-            query = f"{rng.choice(QUERIES)} ({rng.choice(WORDS)} {client}.{self.counter})"
-            return "POST", f"{self.base}/search", {"query": query, "k": self.config.k}, 200
+            return "POST", f"{self.base}/search", {"query": search_text(rng, client, self.counter),
+                                                   "k": self.config.k}, 200
         if kind == "unchanged_ingest":
             return "POST", f"{self.base}/documents", {"documents": [self.stored[client]]}, 201
         if kind == "ingest":
-            doc = self._document(f"route-cost-{client}-{self.counter}", rng)
+            doc = ingest_document(f"route-cost-{client}-{self.counter}", rng)
             return "POST", f"{self.base}/documents", {"documents": [doc]}, 201
         raise ValueError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
 
