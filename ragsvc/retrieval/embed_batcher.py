@@ -52,11 +52,13 @@ MAX_BATCH = 64
 MAX_SHARED_DOCUMENTS = 32
 """Ingest requests with more chunks than this embed on their own (a bulk load is a batch already)."""
 MAX_OVERTAKES = 4
-"""Query passes that may go before one waiting document pass. Fewer cut an ingest's wait for its pass, but its
-pass then embeds fewer ingests at once (the pass's fixed cost shared less) and a query pass waits behind
-document passes more often (a longer search tail); more make ingests wait longer and leave more of the cores
-idle under the mix. `ragsvc bench load` on a Zen 4, one run each beside runs of 4 (ratio 0.669-0.673, an
-ingest 2.22-2.27 searches of CPU): 0 gave 0.626 (2.71), 2 0.642 (2.54), 8 0.650 (2.39), 16 0.636 (2.48)."""
+"""Query passes that may go before one waiting document pass. Fewer cut an ingest's wait for its pass but make each
+ingest dearer and the search tail longer (likely because a document pass then embeds fewer ingests at once, and
+query passes wait behind document passes more often); more make ingests wait longer and dearer too. `ragsvc bench
+load` on a Zen 4, one run each, 8 and 16 beside one run of 4, 0 and 2 beside another (0.669 / 0.673, an ingest
+2.27 / 2.22 searches of CPU, ingest p50 176 / 171 ms, search p99 under the mix 160 / 140 ms): 0 gave a ratio of
+0.626 (an ingest 2.71 searches, p50 88 ms, search p99 209 ms), 2 0.642 (2.54, 141, 170), 8 0.650 (2.39, 219, 143),
+16 0.636 (2.48, 228, 134)."""
 MAX_URGENT_TOKENIZE_CHARS = 4096
 """Texts up to this long are tokenised for the chunker with a search's priority (it takes well under a pass)."""
 MAX_AUTO_LANES = 4
